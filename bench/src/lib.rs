@@ -1,0 +1,1 @@
+//! Benchmarks for Violin are built under their own issue (`cargo xtask bench`).

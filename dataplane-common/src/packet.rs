@@ -1,0 +1,374 @@
+//! Header layouts, validation of received frames, and VXLAN encapsulation.
+//!
+//! The XDP programs call these through the [`Frame`] trait, which they implement over the
+//! packet buffer with explicit bounds checks; the unit tests implement it over byte slices.
+
+use crate::counters::DropReason;
+use crate::{ENCAP_OVERHEAD, VXLAN_PORT};
+
+pub const ETH_HLEN: usize = 14;
+pub const IPV4_HLEN: usize = 20;
+pub const UDP_HLEN: usize = 8;
+pub const VXLAN_HLEN: usize = 8;
+pub const ETH_P_IPV4: u16 = 0x0800;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+/// VXLAN "I" flag: the VNI is valid (RFC 7348 section 5).
+pub const VXLAN_FLAG_I: u8 = 0x08;
+/// Where the inner frame starts in an encapsulated packet.
+pub const INNER_OFFSET: usize = ENCAP_OVERHEAD as usize;
+
+/// Read-only view of a received frame.
+pub trait Frame {
+    /// Length of the whole frame, including multi-buffer fragments.
+    fn total_len(&self) -> usize;
+    /// Reads a `T` at byte offset `off` of the first buffer, or `None` if it does not fit
+    /// there. Headers are always parsed from the first buffer.
+    fn load<T: Copy>(&self, off: usize) -> Option<T>;
+}
+
+impl Frame for [u8] {
+    fn total_len(&self) -> usize {
+        self.len()
+    }
+
+    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+        let end = off.checked_add(core::mem::size_of::<T>())?;
+        if end > self.len() {
+            return None;
+        }
+        // SAFETY: the range was checked above; T is plain old data read unaligned.
+        Some(unsafe { core::ptr::read_unaligned(self.as_ptr().add(off) as *const T) })
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub ethertype: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ipv4Hdr {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub tot_len: [u8; 2],
+    pub id: [u8; 2],
+    pub frag_off: [u8; 2],
+    pub ttl: u8,
+    pub protocol: u8,
+    pub check: [u8; 2],
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpHdr {
+    pub source: [u8; 2],
+    pub dest: [u8; 2],
+    pub len: [u8; 2],
+    pub check: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VxlanHdr {
+    pub flags: u8,
+    pub reserved1: [u8; 3],
+    pub vni: [u8; 3],
+    pub reserved2: u8,
+}
+
+/// Everything Violin puts in front of a VM's frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OuterHeaders {
+    pub eth: EthHdr,
+    pub ip: Ipv4Hdr,
+    pub udp: UdpHdr,
+    pub vxlan: VxlanHdr,
+}
+
+const _: () = assert!(core::mem::size_of::<OuterHeaders>() == ENCAP_OVERHEAD as usize);
+
+#[inline(always)]
+pub const fn is_multicast(mac: &[u8; 6]) -> bool {
+    mac[0] & 1 != 0
+}
+
+#[inline(always)]
+pub const fn is_zero(mac: &[u8; 6]) -> bool {
+    mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5] == 0
+}
+
+#[inline(always)]
+const fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+/// What the underlay program does with a frame from the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnderlayVerdict<P> {
+    /// Not Violin's: hand it to the host stack untouched.
+    Pass,
+    Drop(DropReason),
+    Vxlan(VxlanInfo<P>),
+}
+
+/// A validated VXLAN packet from a configured peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VxlanInfo<P> {
+    pub peer: [u8; 4],
+    /// What `lookup_peer` returned for the sender.
+    pub peer_info: P,
+    pub vni: u32,
+    pub inner: EthHdr,
+    /// Inner frame length as the outer headers declare it.
+    pub inner_len: usize,
+    /// Bytes after the declared end (Ethernet padding); trimmed before delivery.
+    pub trailer: usize,
+}
+
+/// Classifies a frame received on the underlay NIC. Only UDP/4789 addressed to
+/// `local` is Violin's; `lookup_peer` finds a configured peer by its address.
+#[inline(always)]
+pub fn classify_underlay<F: Frame + ?Sized, P>(
+    f: &F,
+    local: [u8; 4],
+    lookup_peer: impl Fn([u8; 4]) -> Option<P>,
+) -> UnderlayVerdict<P> {
+    use UnderlayVerdict::{Drop, Pass};
+    let Some(eth) = f.load::<EthHdr>(0) else {
+        return Drop(DropReason::Runt);
+    };
+    if be16(eth.ethertype) != ETH_P_IPV4 {
+        return Pass;
+    }
+    let Some(ip) = f.load::<Ipv4Hdr>(ETH_HLEN) else {
+        // Too short for any IPv4 packet; the stack would only discard it.
+        return Drop(DropReason::TruncatedOuter);
+    };
+    if ip.version_ihl >> 4 != 4 || ip.protocol != IPPROTO_UDP || ip.dst != local {
+        return Pass;
+    }
+    let ihl = ((ip.version_ihl & 0x0f) as usize) * 4;
+    if ihl < IPV4_HLEN {
+        return Pass;
+    }
+    let frag = be16(ip.frag_off);
+    // A later fragment carries no UDP header: it cannot be told apart from the host's own
+    // fragmented traffic, so it goes to the stack (whose reassembly will time out for a
+    // VXLAN packet whose first fragment was dropped here).
+    if frag & 0x1fff != 0 {
+        return Pass;
+    }
+    let Some(udp) = f.load::<UdpHdr>(ETH_HLEN + ihl) else {
+        return Pass;
+    };
+    if be16(udp.dest) != VXLAN_PORT {
+        return Pass;
+    }
+    let Some(peer_info) = lookup_peer(ip.src) else {
+        return Drop(DropReason::UnknownPeer);
+    };
+    if frag & 0x2000 != 0 {
+        return Drop(DropReason::Fragment);
+    }
+    if ihl != IPV4_HLEN {
+        return Drop(DropReason::IpOptions);
+    }
+    let tot_len = be16(ip.tot_len) as usize;
+    if tot_len < IPV4_HLEN + UDP_HLEN + VXLAN_HLEN || ETH_HLEN + tot_len > f.total_len() {
+        return Drop(DropReason::TruncatedOuter);
+    }
+    if be16(udp.len) as usize != tot_len - IPV4_HLEN {
+        return Drop(DropReason::BadLength);
+    }
+    let inner_len = tot_len - IPV4_HLEN - UDP_HLEN - VXLAN_HLEN;
+    if inner_len < ETH_HLEN {
+        return Drop(DropReason::TruncatedInner);
+    }
+    let Some(vxlan) = f.load::<VxlanHdr>(ETH_HLEN + IPV4_HLEN + UDP_HLEN) else {
+        return Drop(DropReason::TruncatedOuter);
+    };
+    if vxlan.flags & VXLAN_FLAG_I == 0 {
+        return Drop(DropReason::BadVxlanFlags);
+    }
+    let Some(inner) = f.load::<EthHdr>(INNER_OFFSET) else {
+        return Drop(DropReason::TruncatedInner);
+    };
+    UnderlayVerdict::Vxlan(VxlanInfo {
+        peer: ip.src,
+        peer_info,
+        vni: u32::from_be_bytes([0, vxlan.vni[0], vxlan.vni[1], vxlan.vni[2]]),
+        inner,
+        inner_len,
+        trailer: f.total_len() - ETH_HLEN - tot_len,
+    })
+}
+
+/// Validates a frame a VM sent into its port and returns its Ethernet header.
+#[inline(always)]
+pub fn classify_port<F: Frame + ?Sized>(f: &F) -> Result<EthHdr, DropReason> {
+    let eth = f.load::<EthHdr>(0).ok_or(DropReason::Runt)?;
+    if is_multicast(&eth.src) || is_zero(&eth.src) {
+        return Err(DropReason::BadSrcMac);
+    }
+    Ok(eth)
+}
+
+/// Whether a VM frame of `frame_len` bytes (Ethernet header included) still fits the
+/// underlay IP MTU once encapsulated. Violin never fragments.
+#[inline(always)]
+pub const fn fits_underlay(frame_len: usize, underlay_mtu: u32) -> bool {
+    frame_len + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN <= underlay_mtu as usize
+}
+
+/// Largest VM MTU (IP MTU inside the VM) for an underlay IP MTU.
+pub const fn vm_mtu_for(underlay_mtu: u32) -> u32 {
+    underlay_mtu - ENCAP_OVERHEAD
+}
+
+#[inline(always)]
+const fn mix(mut h: u32, v: u32) -> u32 {
+    h ^= v;
+    h = h.wrapping_mul(0x9e37_79b1);
+    h ^ (h >> 15)
+}
+
+/// Hash of the inner flow (MACs, and for IPv4 the addresses, protocol and TCP/UDP ports),
+/// so that the underlay's ECMP and RSS spread tunnels the way they spread the flows.
+#[inline(always)]
+pub fn flow_hash<F: Frame + ?Sized>(f: &F, off: usize) -> u32 {
+    let Some(eth) = f.load::<EthHdr>(off) else {
+        return 0;
+    };
+    let mut h = 0x811c_9dc5;
+    h = mix(
+        h,
+        u32::from_be_bytes([eth.dst[0], eth.dst[1], eth.dst[2], eth.dst[3]]),
+    );
+    h = mix(
+        h,
+        u32::from_be_bytes([eth.dst[4], eth.dst[5], eth.src[0], eth.src[1]]),
+    );
+    h = mix(
+        h,
+        u32::from_be_bytes([eth.src[2], eth.src[3], eth.src[4], eth.src[5]]),
+    );
+    if be16(eth.ethertype) != ETH_P_IPV4 {
+        return mix(h, be16(eth.ethertype) as u32);
+    }
+    let Some(ip) = f.load::<Ipv4Hdr>(off + ETH_HLEN) else {
+        return h;
+    };
+    h = mix(h, u32::from_be_bytes(ip.src));
+    h = mix(h, u32::from_be_bytes(ip.dst));
+    h = mix(h, ip.protocol as u32);
+    let unfragmented = be16(ip.frag_off) & 0x3fff == 0;
+    if unfragmented
+        && ip.version_ihl & 0x0f == 5
+        && (ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP)
+    {
+        if let Some(ports) = f.load::<[u8; 4]>(off + ETH_HLEN + IPV4_HLEN) {
+            h = mix(h, u32::from_be_bytes(ports));
+        }
+    }
+    h
+}
+
+/// Outer UDP source port from the flow hash, in the dynamic range as RFC 7348 advises.
+#[inline(always)]
+pub const fn source_port(hash: u32) -> u16 {
+    49152 | ((hash ^ (hash >> 16)) & 0x3fff) as u16
+}
+
+/// RFC 1071 checksum of an IPv4 header whose checksum field is zero.
+#[inline(always)]
+pub fn ipv4_checksum(ip: &Ipv4Hdr) -> [u8; 2] {
+    let words = [
+        u16::from_be_bytes([ip.version_ihl, ip.tos]),
+        be16(ip.tot_len),
+        be16(ip.id),
+        be16(ip.frag_off),
+        u16::from_be_bytes([ip.ttl, ip.protocol]),
+        be16(ip.check),
+        u16::from_be_bytes([ip.src[0], ip.src[1]]),
+        u16::from_be_bytes([ip.src[2], ip.src[3]]),
+        u16::from_be_bytes([ip.dst[0], ip.dst[1]]),
+        u16::from_be_bytes([ip.dst[2], ip.dst[3]]),
+    ];
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < words.len() {
+        sum += words[i] as u32;
+        i += 1;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    (!(sum as u16)).to_be_bytes()
+}
+
+/// Addresses of one tunnel endpoint pair.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tunnel {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src_ip: [u8; 4],
+    pub dst_ip: [u8; 4],
+}
+
+impl OuterHeaders {
+    /// Headers for a VM frame of `inner_len` bytes. The outer UDP checksum is zero, as
+    /// RFC 7348 allows over IPv4; DF is set because Violin never fragments.
+    #[inline(always)]
+    pub fn new(t: &Tunnel, vni: u32, sport: u16, inner_len: usize) -> OuterHeaders {
+        let udp_len = (inner_len + UDP_HLEN + VXLAN_HLEN) as u16;
+        let mut ip = Ipv4Hdr {
+            version_ihl: 0x45,
+            tos: 0,
+            tot_len: (udp_len + IPV4_HLEN as u16).to_be_bytes(),
+            id: [0, 0],
+            frag_off: 0x4000u16.to_be_bytes(),
+            ttl: 64,
+            protocol: IPPROTO_UDP,
+            check: [0, 0],
+            src: t.src_ip,
+            dst: t.dst_ip,
+        };
+        ip.check = ipv4_checksum(&ip);
+        let vni = vni.to_be_bytes();
+        OuterHeaders {
+            eth: EthHdr {
+                dst: t.dst_mac,
+                src: t.src_mac,
+                ethertype: ETH_P_IPV4.to_be_bytes(),
+            },
+            ip,
+            udp: UdpHdr {
+                source: sport.to_be_bytes(),
+                dest: VXLAN_PORT.to_be_bytes(),
+                len: udp_len.to_be_bytes(),
+                check: [0, 0],
+            },
+            vxlan: VxlanHdr {
+                flags: VXLAN_FLAG_I,
+                reserved1: [0; 3],
+                vni: [vni[1], vni[2], vni[3]],
+                reserved2: 0,
+            },
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8; ENCAP_OVERHEAD as usize] {
+        // SAFETY: repr(C) of byte arrays and u8s: no padding, alignment 1, size asserted.
+        unsafe { &*(self as *const OuterHeaders as *const [u8; ENCAP_OVERHEAD as usize]) }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+use super::*;
+use std::vec::Vec;
+
+const LOCAL: [u8; 4] = [10, 0, 0, 1];
+const PEER: [u8; 4] = [10, 0, 0, 2];
+const VM_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const VM_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+fn inner_frame(len: usize) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&VM_B);
+    f.extend_from_slice(&VM_A);
+    f.extend_from_slice(&[0x08, 0x06]);
+    f.resize(len, 0xab);
+    f
+}
+
+fn encapsulate(inner: &[u8], vni: u32) -> Vec<u8> {
+    let t = Tunnel {
+        src_mac: [2, 1, 1, 1, 1, 2],
+        dst_mac: [2, 1, 1, 1, 1, 1],
+        src_ip: PEER,
+        dst_ip: LOCAL,
+    };
+    let h = OuterHeaders::new(&t, vni, 50000, inner.len());
+    let mut p = h.as_bytes().to_vec();
+    p.extend_from_slice(inner);
+    p
+}
+
+fn classify(p: &[u8]) -> UnderlayVerdict<()> {
+    classify_underlay(p, LOCAL, |a| (a == PEER).then_some(()))
+}
+
+fn dropped(p: &[u8]) -> DropReason {
+    match classify(p) {
+        UnderlayVerdict::Drop(r) => r,
+        v => panic!("expected a drop, got {v:?}"),
+    }
+}
+
+#[test]
+fn good_vxlan_is_accepted_with_its_vni_and_inner_header() {
+    let p = encapsulate(&inner_frame(60), 0x123456);
+    let UnderlayVerdict::Vxlan(v) = classify(&p) else {
+        panic!("not accepted")
+    };
+    assert_eq!(v.vni, 0x123456);
+    assert_eq!(v.peer, PEER);
+    assert_eq!(v.inner.src, VM_A);
+    assert_eq!(v.inner.dst, VM_B);
+    assert_eq!(v.inner_len, 60);
+    assert_eq!(v.trailer, 0);
+}
+
+#[test]
+fn outer_headers_match_rfc7348_layout() {
+    let p = encapsulate(&inner_frame(100), 7);
+    assert_eq!(p.len(), 150);
+    assert_eq!(&p[12..14], &[0x08, 0x00]);
+    assert_eq!(p[14], 0x45);
+    assert_eq!(u16::from_be_bytes([p[16], p[17]]), 136);
+    assert_eq!(p[23], 17);
+    assert_eq!(u16::from_be_bytes([p[36], p[37]]), 4789);
+    assert_eq!(u16::from_be_bytes([p[38], p[39]]), 116);
+    assert_eq!(&p[42..50], &[0x08, 0, 0, 0, 0, 0, 7, 0]);
+    // A correct IPv4 header sums to 0xffff including its checksum.
+    let mut sum: u32 = 0;
+    for w in p[14..34].chunks(2) {
+        sum += u16::from_be_bytes([w[0], w[1]]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    assert_eq!(sum, 0xffff);
+}
+
+#[test]
+fn non_violin_traffic_passes() {
+    // ARP on the underlay.
+    let mut arp = inner_frame(60);
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_eq!(classify(&arp), UnderlayVerdict::Pass);
+    // UDP to another port.
+    let mut p = encapsulate(&inner_frame(60), 1);
+    p[36..38].copy_from_slice(&53u16.to_be_bytes());
+    assert_eq!(classify(&p), UnderlayVerdict::Pass);
+    // VXLAN addressed to someone else.
+    let mut p = encapsulate(&inner_frame(60), 1);
+    p[30..34].copy_from_slice(&[10, 0, 0, 9]);
+    assert_eq!(classify(&p), UnderlayVerdict::Pass);
+    // TCP.
+    let mut p = encapsulate(&inner_frame(60), 1);
+    p[23] = 6;
+    assert_eq!(classify(&p), UnderlayVerdict::Pass);
+    // A later fragment.
+    let mut p = encapsulate(&inner_frame(60), 1);
+    p[20..22].copy_from_slice(&0x0010u16.to_be_bytes());
+    assert_eq!(classify(&p), UnderlayVerdict::Pass);
+}
+
+#[test]
+fn malformed_vxlan_is_dropped_by_reason() {
+    let good = encapsulate(&inner_frame(60), 1);
+    assert_eq!(dropped(&good[..10]), DropReason::Runt);
+    assert_eq!(dropped(&good[..30]), DropReason::TruncatedOuter);
+    // Cut inside the VXLAN header: the IP length now claims more than arrived.
+    assert_eq!(dropped(&good[..46]), DropReason::TruncatedOuter);
+    assert_eq!(dropped(&good[..80]), DropReason::TruncatedOuter);
+
+    let mut p = good.clone();
+    p[26..30].copy_from_slice(&[10, 0, 0, 77]);
+    assert_eq!(dropped(&p), DropReason::UnknownPeer);
+
+    let mut p = good.clone();
+    p[42] = 0;
+    assert_eq!(dropped(&p), DropReason::BadVxlanFlags);
+
+    let mut p = good.clone();
+    p[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+    assert_eq!(dropped(&p), DropReason::Fragment);
+
+    let mut p = good.clone();
+    p[38..40].copy_from_slice(&10u16.to_be_bytes());
+    assert_eq!(dropped(&p), DropReason::BadLength);
+
+    let short_inner = encapsulate(&inner_frame(60)[..10], 1);
+    assert_eq!(dropped(&short_inner), DropReason::TruncatedInner);
+}
+
+#[test]
+fn ip_options_are_dropped() {
+    let good = encapsulate(&inner_frame(60), 1);
+    let mut p = good[..34].to_vec();
+    p[14] = 0x46;
+    p.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
+    p.extend_from_slice(&good[34..]);
+    let tot = (p.len() - 14) as u16;
+    p[16..18].copy_from_slice(&tot.to_be_bytes());
+    assert_eq!(dropped(&p), DropReason::IpOptions);
+}
+
+#[test]
+fn ethernet_padding_is_reported_as_trailer() {
+    let mut p = encapsulate(&inner_frame(20), 1);
+    p.extend_from_slice(&[0; 6]);
+    let UnderlayVerdict::Vxlan(v) = classify(&p) else {
+        panic!("not accepted")
+    };
+    assert_eq!(v.inner_len, 20);
+    assert_eq!(v.trailer, 6);
+}
+
+#[test]
+fn port_frames_need_a_unicast_nonzero_source() {
+    let f = inner_frame(60);
+    assert_eq!(classify_port(&f[..]).unwrap().src, VM_A);
+    assert_eq!(classify_port(&f[..13]), Err(DropReason::Runt));
+    let mut m = f.clone();
+    m[6] = 0x01;
+    assert_eq!(classify_port(&m[..]), Err(DropReason::BadSrcMac));
+    let mut z = f.clone();
+    z[6..12].fill(0);
+    assert_eq!(classify_port(&z[..]), Err(DropReason::BadSrcMac));
+}
+
+#[test]
+fn mtu_check_accounts_for_fifty_bytes() {
+    assert!(fits_underlay(1514, 1550));
+    assert!(!fits_underlay(1515, 1550));
+    assert!(fits_underlay(1464, 1500));
+    assert!(!fits_underlay(1465, 1500));
+    assert_eq!(vm_mtu_for(1500), 1450);
+    assert_eq!(vm_mtu_for(9000), 8950);
+}
+
+#[test]
+fn flow_hash_separates_flows_and_is_stable() {
+    let mut a = inner_frame(60);
+    a[12..14].copy_from_slice(&[0x08, 0x00]);
+    a[14] = 0x45;
+    a[23] = 6;
+    a[34..38].copy_from_slice(&[0x10, 0x00, 0x00, 0x50]);
+    let mut b = a.clone();
+    b[34..38].copy_from_slice(&[0x10, 0x01, 0x00, 0x50]);
+    assert_eq!(flow_hash(&a[..], 0), flow_hash(&a[..], 0));
+    assert_ne!(flow_hash(&a[..], 0), flow_hash(&b[..], 0));
+    let p = source_port(flow_hash(&a[..], 0));
+    assert!(p >= 49152);
+}

@@ -1,0 +1,326 @@
+//! Violin's datapath: one XDP program for VM ports, one for the underlay NIC.
+//!
+//! Parsing and validation live in `dataplane_common::packet` (unit-tested on the host);
+//! this file binds them to the maps, counters and XDP helpers.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
+    macros::{map, xdp},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, XskMap},
+    programs::XdpContext,
+};
+use aya_log_ebpf::debug;
+use dataplane_common::{
+    counters::{action_index, DropReason, Hook, PeerStats, PortStats, ACTION_SLOTS},
+    maps::*,
+    packet::{
+        classify_port, classify_underlay, fits_underlay, flow_hash, is_multicast, is_zero,
+        source_port, Frame, OuterHeaders, Tunnel, UnderlayVerdict, ETH_HLEN,
+    },
+    ENCAP_OVERHEAD,
+};
+
+#[map]
+static CONFIG: Array<HostConfig> = Array::pinned(1, 0);
+#[map]
+static PORTS: HashMap<u32, PortInfo> = HashMap::pinned(MAX_SLOTS, 0);
+#[map]
+static VNIS: HashMap<u32, VniInfo> = HashMap::pinned(MAX_VNIS, 0);
+#[map]
+static PEERS: HashMap<[u8; 4], PeerInfo> = HashMap::pinned(MAX_PEERS, 0);
+#[map]
+static FDB: LruHashMap<FdbKey, FdbEntry> = LruHashMap::pinned(FDB_ENTRIES, 0);
+#[map]
+static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_SLOTS, 0);
+#[map]
+static XSKS: XskMap = XskMap::pinned(MAX_XSKS, 0);
+#[map]
+static PORT_STATS: PerCpuArray<PortStats> = PerCpuArray::pinned(MAX_SLOTS, 0);
+#[map]
+static PEER_STATS: PerCpuArray<PeerStats> = PerCpuArray::pinned(MAX_PEERS, 0);
+#[map]
+static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUNT, 0);
+#[map]
+static ACTIONS: PerCpuArray<u64> = PerCpuArray::pinned(2 * ACTION_SLOTS, 0);
+
+/// The packet buffer seen through the bounds-checked [`Frame`] interface.
+struct Pkt<'a>(&'a XdpContext);
+
+impl Frame for Pkt<'_> {
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        // SAFETY: helper on the program's own context.
+        unsafe { bpf_xdp_get_buff_len(self.0.ctx) as usize }
+    }
+
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+        let start = self.0.data();
+        let end = self.0.data_end();
+        if start + off + core::mem::size_of::<T>() > end {
+            return None;
+        }
+        // SAFETY: the range lies inside the first buffer, checked just above.
+        Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+    }
+}
+
+#[inline(always)]
+fn bump(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(p) = map.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn port_stats(slot: u32) -> Option<&'static mut PortStats> {
+    // SAFETY: per-CPU slot, no concurrent writer.
+    PORT_STATS.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn peer_stats(slot: u32) -> Option<&'static mut PeerStats> {
+    // SAFETY: per-CPU slot, no concurrent writer.
+    PEER_STATS.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn drop_frame(ctx: &XdpContext, slot: u32, reason: DropReason, len: usize) -> u32 {
+    bump(&DROPS, reason as u32);
+    if let Some(s) = port_stats(slot) {
+        s.dropped.add(len as u64);
+    }
+    debug!(ctx, "drop slot={} reason={}", slot, reason as u32);
+    XDP_DROP
+}
+
+#[inline(always)]
+fn host_config() -> Option<HostConfig> {
+    CONFIG.get(0).copied()
+}
+
+/// Records where a source MAC lives, writing only when that changed: a map write per
+/// packet would bounce the entry's cache line between CPUs.
+#[inline(always)]
+fn learn(key: &FdbKey, entry: FdbEntry) {
+    // SAFETY: the value is copied out before use.
+    if let Some(old) = unsafe { FDB.get(key) } {
+        if old.is_static() || *old == entry {
+            return;
+        }
+    }
+    let _ = FDB.insert(key, entry, 0);
+}
+
+/// Hands a frame to `violind`'s AF_XDP socket for this interface and rx queue.
+#[inline(always)]
+fn to_slow_path(ctx: &XdpContext, slot: u32, xsk_base: u32, queues: u32, len: usize) -> u32 {
+    let queue = ctx.rx_queue_index();
+    if queue >= queues {
+        return drop_frame(ctx, slot, DropReason::SlowPathDown, len);
+    }
+    match XSKS.redirect(xsk_base + queue, 0) {
+        Ok(action) => {
+            if let Some(s) = port_stats(slot) {
+                s.to_slow_path.add(len as u64);
+            }
+            action
+        }
+        Err(_) => drop_frame(ctx, slot, DropReason::SlowPathDown, len),
+    }
+}
+
+#[inline(always)]
+fn redirect_to_port(ctx: &XdpContext, from_slot: u32, to: &FdbEntry, len: usize) -> u32 {
+    match TX_PORTS.redirect(to.ifindex, 0) {
+        Ok(action) => {
+            if let Some(s) = port_stats(to.slot) {
+                s.tx.add(len as u64);
+            }
+            action
+        }
+        Err(_) => drop_frame(ctx, from_slot, DropReason::RedirectFailed, len),
+    }
+}
+
+#[xdp(frags)]
+pub fn violin_port(ctx: XdpContext) -> u32 {
+    let action = port_frame(&ctx);
+    bump(&ACTIONS, action_index(Hook::Port, action));
+    action
+}
+
+#[inline(always)]
+fn port_frame(ctx: &XdpContext) -> u32 {
+    let pkt = Pkt(ctx);
+    let len = pkt.total_len();
+    let ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: copied out of the map before use.
+    let Some(port) = (unsafe { PORTS.get(ifindex) }).copied() else {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::UnknownPort, len);
+    };
+    if let Some(s) = port_stats(port.slot) {
+        s.rx.add(len as u64);
+    }
+    let eth = match classify_port(&pkt) {
+        Ok(eth) => eth,
+        Err(reason) => return drop_frame(ctx, port.slot, reason, len),
+    };
+    learn(
+        &FdbKey::new(port.vni, eth.src),
+        FdbEntry::local(ifindex, port.slot),
+    );
+    if is_multicast(&eth.dst) {
+        return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len);
+    }
+    // SAFETY: copied out of the map before use.
+    let Some(dst) = (unsafe { FDB.get(FdbKey::new(port.vni, eth.dst)) }).copied() else {
+        return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len);
+    };
+    if dst.kind == FDB_LOCAL {
+        if dst.ifindex == ifindex {
+            return drop_frame(ctx, port.slot, DropReason::Hairpin, len);
+        }
+        return redirect_to_port(ctx, port.slot, &dst, len);
+    }
+    encapsulate(ctx, &port, &dst, len)
+}
+
+#[inline(always)]
+fn encapsulate(ctx: &XdpContext, port: &PortInfo, dst: &FdbEntry, len: usize) -> u32 {
+    let Some(cfg) = host_config() else {
+        return drop_frame(ctx, port.slot, DropReason::NoRoute, len);
+    };
+    if !fits_underlay(len, cfg.underlay_mtu) {
+        return drop_frame(ctx, port.slot, DropReason::TooBig, len);
+    }
+    // SAFETY: copied out of the map before use.
+    let Some(peer) = (unsafe { PEERS.get(dst.peer) }).copied() else {
+        return drop_frame(ctx, port.slot, DropReason::NoRoute, len);
+    };
+    if peer.resolved == 0 {
+        return drop_frame(ctx, port.slot, DropReason::NoRoute, len);
+    }
+    let sport = source_port(flow_hash(&Pkt(ctx), 0));
+    // SAFETY: helper on the program's own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(ENCAP_OVERHEAD as i32)) } != 0 {
+        return drop_frame(ctx, port.slot, DropReason::NoHeadroom, len);
+    }
+    let start = ctx.data();
+    if start + ENCAP_OVERHEAD as usize > ctx.data_end() {
+        return drop_frame(ctx, port.slot, DropReason::NoHeadroom, len);
+    }
+    let tunnel = Tunnel {
+        src_mac: cfg.underlay_mac,
+        dst_mac: peer.next_hop_mac,
+        src_ip: cfg.underlay_addr,
+        dst_ip: dst.peer,
+    };
+    let outer = OuterHeaders::new(&tunnel, port.vni, sport, len);
+    // SAFETY: 50 bytes at `start` were bounds-checked above.
+    unsafe { core::ptr::write_unaligned(start as *mut OuterHeaders, outer) };
+    match TX_PORTS.redirect(cfg.underlay_ifindex, 0) {
+        Ok(action) => {
+            if let Some(s) = peer_stats(peer.slot) {
+                s.tx.add((len + ENCAP_OVERHEAD as usize) as u64);
+            }
+            action
+        }
+        Err(_) => drop_frame(ctx, port.slot, DropReason::RedirectFailed, len),
+    }
+}
+
+#[xdp(frags)]
+pub fn violin_underlay(ctx: XdpContext) -> u32 {
+    let action = underlay_frame(&ctx);
+    bump(&ACTIONS, action_index(Hook::Underlay, action));
+    action
+}
+
+#[inline(always)]
+fn underlay_frame(ctx: &XdpContext) -> u32 {
+    let Some(cfg) = host_config() else {
+        return XDP_PASS;
+    };
+    let pkt = Pkt(ctx);
+    let len = pkt.total_len();
+    // SAFETY: copied out of the map before use.
+    let verdict = classify_underlay(&pkt, cfg.underlay_addr, |addr| unsafe {
+        PEERS.get(addr).copied()
+    });
+    let v = match verdict {
+        UnderlayVerdict::Pass => return XDP_PASS,
+        UnderlayVerdict::Drop(reason) => return drop_frame(ctx, UNDERLAY_SLOT, reason, len),
+        UnderlayVerdict::Vxlan(v) => v,
+    };
+    if let Some(s) = port_stats(UNDERLAY_SLOT) {
+        s.rx.add(len as u64);
+    }
+    if VNIS.get_ptr(v.vni).is_none() {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::UnknownVni, len);
+    }
+    if let Some(s) = peer_stats(v.peer_info.slot) {
+        s.rx.add(len as u64);
+    }
+    if !is_multicast(&v.inner.src) && !is_zero(&v.inner.src) {
+        learn(
+            &FdbKey::new(v.vni, v.inner.src),
+            FdbEntry::remote(v.peer, v.peer_info.slot),
+        );
+    }
+    // BUM and unknown unicast go up whole: the slow path needs the VNI from the header.
+    if is_multicast(&v.inner.dst) {
+        return to_slow_path(
+            ctx,
+            UNDERLAY_SLOT,
+            cfg.underlay_xsk_base,
+            cfg.underlay_queues,
+            len,
+        );
+    }
+    // SAFETY: copied out of the map before use.
+    let dst = unsafe { FDB.get(FdbKey::new(v.vni, v.inner.dst)) }.copied();
+    let Some(dst) = dst.filter(|d| d.kind == FDB_LOCAL) else {
+        // Unknown here, or known as remote (stale): flood to local ports only, never
+        // back onto the underlay (split horizon).
+        return to_slow_path(
+            ctx,
+            UNDERLAY_SLOT,
+            cfg.underlay_xsk_base,
+            cfg.underlay_queues,
+            len,
+        );
+    };
+    // SAFETY: helpers on the program's own context.
+    if v.trailer > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(v.trailer as i32)) } != 0 {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::BadLength, len);
+    }
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, ENCAP_OVERHEAD as i32) } != 0 {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::NoHeadroom, len);
+    }
+    let inner_len = len - v.trailer - ENCAP_OVERHEAD as usize;
+    debug_assert!(inner_len >= ETH_HLEN);
+    match TX_PORTS.redirect(dst.ifindex, 0) {
+        Ok(action) => {
+            if let Some(s) = port_stats(dst.slot) {
+                s.tx.add(inner_len as u64);
+            }
+            action
+        }
+        Err(_) => drop_frame(ctx, UNDERLAY_SLOT, DropReason::RedirectFailed, len),
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,281 @@
+//! `violind`'s TOML configuration and its validation. Every error names the field.
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
+
+use dataplane_common::{maps::MAX_SLOTS, MAX_VNI};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Names this host's pin directory, pid file and logs; unique per machine.
+    pub host_id: String,
+    /// Network namespace (under /run/netns) to run in; the daemon enters it itself so that
+    /// it keeps seeing the machine's bpffs.
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// aya-log debug messages from the XDP programs (costly; off by default).
+    #[serde(default)]
+    pub debug_datapath: bool,
+    pub underlay: Underlay,
+    #[serde(default, rename = "environment")]
+    pub environments: Vec<Environment>,
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<Peer>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Underlay {
+    pub interface: String,
+    pub address: Ipv4Addr,
+    /// Underlay IP MTU; defaults to the interface's MTU.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    pub name: String,
+    /// VXLAN network identifier carried on the wire.
+    pub vni: u32,
+    /// VM-facing interfaces on this host (veth or tap) that belong to this environment.
+    #[serde(default)]
+    pub ports: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub address: Ipv4Addr,
+    /// Environments (by VNI) served by that host: it gets a copy of their broadcasts.
+    #[serde(default)]
+    pub vnis: Vec<u32>,
+}
+
+/// A configuration error naming the offending field.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Linux interface names: 1-15 bytes, no '/', whitespace or ':'.
+fn check_ifname(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(err(field, format!("{name:?} must be 1 to 15 bytes long")));
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err(err(
+            field,
+            format!("{name:?} is not a valid interface name"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= 32
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            field,
+            format!("{id:?} must be 1 to 32 characters from [A-Za-z0-9_-]"),
+        ))
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_id("host_id", &self.host_id)?;
+        if let Some(ns) = &self.netns {
+            check_id("netns", ns)?;
+        }
+        check_ifname("underlay.interface", &self.underlay.interface)?;
+        let addr = self.underlay.address;
+        if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
+            return Err(err(
+                "underlay.address",
+                format!("{addr} is not a unicast address"),
+            ));
+        }
+        if let Some(mtu) = self.underlay.mtu {
+            if !(576..=9216).contains(&mtu) {
+                return Err(err("underlay.mtu", format!("{mtu} is outside 576..=9216")));
+            }
+        }
+        let mut vnis = BTreeMap::new();
+        let mut names = BTreeMap::new();
+        let mut ports = BTreeMap::new();
+        for (i, env) in self.environments.iter().enumerate() {
+            let at = |f: &str| format!("environment[{i}].{f}");
+            check_id(&at("name"), &env.name)?;
+            if env.vni == 0 || env.vni > MAX_VNI {
+                return Err(err(
+                    at("vni"),
+                    format!("{} is outside 1..={MAX_VNI}", env.vni),
+                ));
+            }
+            if let Some(j) = vnis.insert(env.vni, i) {
+                return Err(err(
+                    at("vni"),
+                    format!("{} is already used by environment[{j}]", env.vni),
+                ));
+            }
+            if let Some(j) = names.insert(env.name.as_str(), i) {
+                return Err(err(
+                    at("name"),
+                    format!("{:?} is already used by environment[{j}]", env.name),
+                ));
+            }
+            for (k, port) in env.ports.iter().enumerate() {
+                let field = at(&format!("ports[{k}]"));
+                check_ifname(&field, port)?;
+                if *port == self.underlay.interface {
+                    return Err(err(field, "the underlay interface cannot be a VM port"));
+                }
+                if let Some(other) = ports.insert(port.as_str(), field.clone()) {
+                    return Err(err(field, format!("{port:?} is already listed at {other}")));
+                }
+            }
+        }
+        if ports.len() >= MAX_SLOTS as usize {
+            return Err(err(
+                "environment",
+                format!("{} ports; at most {} per host", ports.len(), MAX_SLOTS - 1),
+            ));
+        }
+        let mut peers = BTreeMap::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            let field = format!("peer[{i}].address");
+            let a = peer.address;
+            if a == addr {
+                return Err(err(
+                    field,
+                    format!("{a} is this host's own underlay address"),
+                ));
+            }
+            if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+                return Err(err(field, format!("{a} is not a unicast address")));
+            }
+            if let Some(j) = peers.insert(a, i) {
+                return Err(err(field, format!("{a} is already peer[{j}]")));
+            }
+            for (k, vni) in peer.vnis.iter().enumerate() {
+                if !vnis.contains_key(vni) {
+                    return Err(err(
+                        format!("peer[{i}].vnis[{k}]"),
+                        format!("{vni} is not the VNI of any environment on this host"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// All VM ports with their VNI, in configuration order.
+    pub fn ports(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.environments
+            .iter()
+            .flat_map(|e| e.ports.iter().map(move |p| (p.as_str(), e.vni)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+host_id = "h1"
+netns = "lab-h1"
+[underlay]
+interface = "ul0"
+address = "10.0.0.1"
+[[environment]]
+name = "blue"
+vni = 100
+ports = ["vm1", "vm2"]
+[[peer]]
+address = "10.0.0.2"
+vnis = [100]
+"#;
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config_parses() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.host_id, "h1");
+        assert_eq!(c.ports().nth(1), Some(("vm2", 100)));
+        assert_eq!(c.ports().count(), 2);
+        assert_eq!(c.peers[0].address, Ipv4Addr::new(10, 0, 0, 2));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = error_of(&GOOD.replace("vni = 100", "vni = 16777216"));
+        assert!(e.starts_with("environment[0].vni: 16777216"), "{e}");
+        let e = error_of(&GOOD.replace("vni = 100", "vni = 0"));
+        assert!(e.starts_with("environment[0].vni"), "{e}");
+        let e = error_of(&GOOD.replace("\"vm2\"", "\"vm1\""));
+        assert!(e.starts_with("environment[0].ports[1]"), "{e}");
+        let e = error_of(&GOOD.replace("\"vm2\"", "\"ul0\""));
+        assert!(e.contains("underlay interface"), "{e}");
+        let e = error_of(&GOOD.replace("vnis = [100]", "vnis = [7]"));
+        assert!(e.starts_with("peer[0].vnis[0]"), "{e}");
+        let e = error_of(&GOOD.replace("10.0.0.2", "10.0.0.1"));
+        assert!(e.starts_with("peer[0].address"), "{e}");
+        let e = error_of(&GOOD.replace("host_id = \"h1\"", "host_id = \"h 1\""));
+        assert!(e.starts_with("host_id"), "{e}");
+        let e = error_of(&GOOD.replace("interface = \"ul0\"", "interface = \"a/b\""));
+        assert!(e.starts_with("underlay.interface"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_carry_line_and_field() {
+        let e = error_of(&GOOD.replace("address = \"10.0.0.1\"", "address = \"10.0.0\""));
+        assert!(e.contains("line 6"), "{e}");
+        assert!(e.contains("address"), "{e}");
+        let e = error_of(&GOOD.replace("vni = 100", "vni = 100\ncolour = 3"));
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let e = error_of(&GOOD.replace("name = \"blue\"", ""));
+        assert!(e.contains("missing field `name`"), "{e}");
+    }
+}

@@ -1,0 +1,205 @@
+//! `violind run`: set the datapath up, keep the slow path and next hops current, reload on
+//! SIGHUP, and on exit either detach everything (SIGTERM/SIGINT) or leave the pinned
+//! datapath forwarding for the next daemon (SIGUSR1, `violind stop --keep-forwarding`).
+use std::{
+    collections::BTreeSet,
+    path::Path,
+    sync::{Arc, RwLock},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use tracing::{error, info, warn};
+
+use crate::{
+    config::Config,
+    datapath::{self, prog_for_port, prog_for_underlay, Datapath},
+    host::{self, Paths},
+    neighbor,
+    slowpath::SlowPath,
+    topology::Topology,
+};
+
+/// Enters the configured namespace. Must precede every thread the process starts.
+pub fn enter(config: &Config) -> Result<()> {
+    if let Some(ns) = &config.netns {
+        host::enter_netns(ns)?;
+    }
+    Ok(())
+}
+
+fn ready_file(paths: &Paths) -> std::path::PathBuf {
+    paths.run_dir.join("ready")
+}
+
+/// Attaches the programs to the underlay and every port, and detaches interfaces that
+/// are no longer configured.
+fn attach_all(dp: &mut Datapath, topo: &Topology) -> Result<()> {
+    dp.attach(prog_for_underlay(), &topo.underlay)?;
+    for p in &topo.ports {
+        dp.attach(prog_for_port(), &p.dev)?;
+    }
+    let wanted: BTreeSet<&str> = topo
+        .ports
+        .iter()
+        .map(|p| p.dev.name.as_str())
+        .chain([topo.underlay.name.as_str()])
+        .collect();
+    for name in datapath::pinned_links(dp.paths()) {
+        if !wanted.contains(name.as_str()) {
+            datapath::detach(dp.paths(), &name);
+        }
+    }
+    Ok(())
+}
+
+/// Looks up each peer's next hop; publishes changes to the datapath and slow path.
+fn refresh_next_hops(dp: &mut Datapath, topology: &RwLock<Topology>) {
+    let peers = topology.read().unwrap().peers.clone();
+    for (i, peer) in peers.iter().enumerate() {
+        let mac = neighbor::lookup(peer.addr);
+        if mac.is_none() {
+            neighbor::probe(peer.addr);
+        }
+        if mac == peer.next_hop_mac || mac.is_none() {
+            continue;
+        }
+        let mut t = topology.write().unwrap();
+        t.peers[i].next_hop_mac = mac;
+        if let Err(e) = Topology::publish_peer(&mut dp.maps, &t.peers[i]) {
+            warn!(peer = %peer.addr, error = %e, "cannot update peer");
+        } else {
+            info!(peer = %peer.addr, mac = %crate::netdev::format_mac(&mac.unwrap()), "next hop resolved");
+        }
+    }
+}
+
+fn setup(config: &Config, dp: &mut Datapath) -> Result<Topology> {
+    let topo = Topology::resolve(config, &dp.maps)?;
+    topo.apply(&mut dp.maps)?;
+    attach_all(dp, &topo)?;
+    Ok(topo)
+}
+
+pub fn run(config_path: &Path, config: Config) -> Result<()> {
+    host::check_privileges()?;
+    host::ensure_bpffs()?;
+    let paths = Paths::new(&config.host_id);
+    host::write_pid_file(&paths.pid_file())?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .context("installing signal handlers")?;
+    let mut dp = Datapath::load(&paths, config.debug_datapath)?;
+    let topology = Arc::new(RwLock::new(setup(&config, &mut dp)?));
+    refresh_next_hops(&mut dp, &topology);
+    let mut slow = Some(SlowPath::start(topology.clone(), &paths)?);
+    std::fs::write(ready_file(&paths), b"")?;
+    info!(host = %config.host_id, config = %config_path.display(), "violind ready");
+
+    let mut config = config;
+    let mut last_refresh = Instant::now();
+    let keep_forwarding = loop {
+        let mut exit = None;
+        for sig in signals.pending() {
+            match sig {
+                SIGHUP => match reload(config_path, &config, &mut dp, &topology, &mut slow) {
+                    Ok(c) => config = c,
+                    Err(e) => error!(
+                        error = format!("{e:#}"),
+                        "reload failed; keeping the running configuration"
+                    ),
+                },
+                SIGUSR1 => exit = Some(true),
+                _ => exit = Some(false),
+            }
+        }
+        if let Some(keep) = exit {
+            break keep;
+        }
+        if last_refresh.elapsed() >= Duration::from_secs(1) {
+            last_refresh = Instant::now();
+            refresh_next_hops(&mut dp, &topology);
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    drop(slow.take());
+    let _ = std::fs::remove_file(ready_file(&paths));
+    if keep_forwarding {
+        info!("exiting; the pinned datapath keeps forwarding");
+    } else {
+        drop(dp);
+        datapath::teardown(&paths)?;
+        info!("datapath detached and unpinned");
+    }
+    let _ = std::fs::remove_file(paths.pid_file());
+    Ok(())
+}
+
+fn reload(
+    path: &Path,
+    current: &Config,
+    dp: &mut Datapath,
+    topology: &Arc<RwLock<Topology>>,
+    slow: &mut Option<SlowPath>,
+) -> Result<Config> {
+    info!(config = %path.display(), "SIGHUP: reloading");
+    let new = Config::load(path)?;
+    if new.host_id != current.host_id || new.netns != current.netns {
+        bail!("host_id and netns cannot change while running; restart violind instead");
+    }
+    if new.debug_datapath != current.debug_datapath {
+        warn!("debug_datapath takes effect at the next start");
+    }
+    // The sockets are rebuilt for the new port set.
+    drop(slow.take());
+    let result = setup(&new, dp);
+    let topo = match result {
+        Ok(t) => t,
+        Err(e) => {
+            // Put the old configuration back so forwarding and the slow path continue.
+            let old = setup(current, dp).context("restoring the previous configuration")?;
+            *topology.write().unwrap() = old;
+            *slow = Some(SlowPath::start(topology.clone(), dp.paths())?);
+            return Err(e);
+        }
+    };
+    *topology.write().unwrap() = topo;
+    refresh_next_hops(dp, topology);
+    *slow = Some(SlowPath::start(topology.clone(), dp.paths())?);
+    info!("reload complete");
+    Ok(new)
+}
+
+/// `violind stop`: signals the running daemon and waits for it to exit. With no daemon
+/// running, it removes what a crashed one left pinned (unless keeping forwarding).
+pub fn stop(config: &Config, keep_forwarding: bool) -> Result<()> {
+    let paths = Paths::new(&config.host_id);
+    let sig = if keep_forwarding {
+        libc::SIGUSR1
+    } else {
+        libc::SIGTERM
+    };
+    match host::read_pid(&paths.pid_file()).filter(|&p| host::process_alive(p)) {
+        Some(pid) => {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(pid, sig) };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while host::process_alive(pid) {
+                if Instant::now() > deadline {
+                    bail!("violind (pid {pid}) did not exit within 15 s");
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            info!(pid, "violind stopped");
+        }
+        None if keep_forwarding => info!("violind is not running"),
+        None => {
+            host::ensure_bpffs()?;
+            datapath::teardown(&paths)?;
+            let _ = std::fs::remove_file(paths.pid_file());
+            info!("violind was not running; removed its pinned datapath");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! Loading the XDP programs, attaching them through pinned links, and the typed maps.
+//!
+//! Maps and links are pinned under /sys/fs/bpf/violin/<host>/ so that the datapath keeps
+//! forwarding while `violind` is down; a restarted daemon reuses the maps (learned
+//! addresses, counters) and swaps its freshly loaded program into the pinned links.
+use std::{fs, io, path::Path};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, XskMap},
+    programs::{
+        links::{FdLink, PinnedLink},
+        Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use dataplane_common::{
+    counters::{PeerStats, PortStats},
+    maps::{names, FdbEntry, FdbKey, HostConfig, PeerInfo, PortInfo, VniInfo},
+};
+use tracing::{debug, info, warn};
+
+use crate::{host::Paths, netdev::NetDev};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dataplane-ebpf.o"));
+
+/// The datapath's maps, typed.
+pub struct Maps {
+    pub config: Array<MapData, HostConfig>,
+    pub ports: HashMap<MapData, u32, PortInfo>,
+    pub vnis: HashMap<MapData, u32, VniInfo>,
+    pub peers: HashMap<MapData, [u8; 4], PeerInfo>,
+    pub fdb: HashMap<MapData, FdbKey, FdbEntry>,
+    pub tx_ports: DevMapHash<MapData>,
+    pub port_stats: PerCpuArray<MapData, PortStats>,
+    pub peer_stats: PerCpuArray<MapData, PeerStats>,
+    pub drops: PerCpuArray<MapData, u64>,
+    pub actions: PerCpuArray<MapData, u64>,
+}
+
+fn typed<T>(map: Map, name: &str) -> Result<T>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+impl Maps {
+    fn build(mut get: impl FnMut(&'static str) -> Result<Map>) -> Result<Maps> {
+        Ok(Maps {
+            config: typed(get(names::CONFIG)?, names::CONFIG)?,
+            ports: typed(get(names::PORTS)?, names::PORTS)?,
+            vnis: typed(get(names::VNIS)?, names::VNIS)?,
+            peers: typed(get(names::PEERS)?, names::PEERS)?,
+            fdb: typed(get(names::FDB)?, names::FDB)?,
+            tx_ports: typed(get(names::TX_PORTS)?, names::TX_PORTS)?,
+            port_stats: typed(get(names::PORT_STATS)?, names::PORT_STATS)?,
+            peer_stats: typed(get(names::PEER_STATS)?, names::PEER_STATS)?,
+            drops: typed(get(names::DROPS)?, names::DROPS)?,
+            actions: typed(get(names::ACTIONS)?, names::ACTIONS)?,
+        })
+    }
+
+    /// Opens the maps a (possibly stopped) daemon left pinned, for `violind stats`.
+    pub fn open_pinned(paths: &Paths) -> Result<Maps> {
+        let dir = paths.maps();
+        if !dir.exists() {
+            bail!(
+                "no datapath is pinned at {} (is violind running for this host?)",
+                dir.display()
+            );
+        }
+        Maps::build(|name| {
+            let data = MapData::from_pin(dir.join(name))
+                .with_context(|| format!("opening pinned map {name}"))?;
+            Map::from_map_data(data).with_context(|| format!("map {name}"))
+        })
+    }
+}
+
+/// The slow path's own handle on the XSKMAP (it binds and unbinds sockets).
+pub fn open_xsk_map(paths: &Paths) -> Result<XskMap<MapData>> {
+    let data = MapData::from_pin(paths.maps().join(names::XSKS)).context("opening pinned XSKS")?;
+    typed(Map::from_map_data(data)?, names::XSKS)
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    pub maps: Maps,
+    paths: Paths,
+    _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+pub fn prog_for_port() -> &'static str {
+    dataplane_common::maps::programs::PORT
+}
+
+pub fn prog_for_underlay() -> &'static str {
+    dataplane_common::maps::programs::UNDERLAY
+}
+
+impl Datapath {
+    /// Loads both programs, reusing pinned maps when a previous daemon left them.
+    pub fn load(paths: &Paths, debug_datapath: bool) -> Result<Datapath> {
+        let maps_dir = paths.maps();
+        fs::create_dir_all(&maps_dir)
+            .with_context(|| format!("creating pin directory {}", maps_dir.display()))?;
+        fs::create_dir_all(paths.links())?;
+        let resumed = maps_dir.join(names::FDB).exists();
+        // aya-log level: 0 silences every log call in the programs.
+        let level: u8 = if debug_datapath { 4 } else { 0 };
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .override_global(aya_log::LEVEL, &level, false)
+            .load(OBJECT)
+            .map_err(|e| {
+                anyhow!(
+                    "loading the XDP object failed: {e}. If pinned maps in {} come from an \
+                     incompatible version, remove them with `violind stop`",
+                    maps_dir.display()
+                )
+            })?;
+        if resumed {
+            info!(pins = %maps_dir.display(), "resuming pinned datapath state");
+        }
+        let logger = if debug_datapath {
+            Some(aya_log::EbpfLogger::init(&mut ebpf).context("starting aya-log reader")?)
+        } else {
+            None
+        };
+        for name in [prog_for_port(), prog_for_underlay()] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("the kernel rejected program {name}"))?;
+        }
+        let maps = Maps::build(|name| {
+            ebpf.take_map(name)
+                .ok_or_else(|| anyhow!("map {name} missing from the object"))
+        })?;
+        Ok(Datapath {
+            ebpf,
+            maps,
+            paths: paths.clone(),
+            _logger: logger,
+        })
+    }
+
+    /// Attaches `program` to `dev` in driver mode through a pinned link. If a link is
+    /// already pinned for the interface (a previous daemon), the new program replaces the
+    /// old one atomically: forwarding never stops.
+    pub fn attach(&mut self, program: &str, dev: &NetDev) -> Result<()> {
+        let pin = self.paths.link(&dev.name);
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| anyhow!("program {program} missing"))?
+            .try_into()?;
+        let link_id = match take_pinned_link(&pin) {
+            Some(fd_link) => {
+                let old = fd_link
+                    .try_into()
+                    .context("pinned link is not an XDP link")?;
+                match prog.attach_to_link(old) {
+                    Ok(id) => {
+                        debug!(iface = %dev.name, "replaced program in pinned link");
+                        id
+                    }
+                    Err(e) => {
+                        warn!(iface = %dev.name, error = %e, "stale pinned link; attaching anew");
+                        prog.attach_to_if_index(dev.ifindex, XdpMode::Driver)
+                            .with_context(|| format!("attaching XDP to {}", dev.name))?
+                    }
+                }
+            }
+            None => prog
+                .attach_to_if_index(dev.ifindex, XdpMode::Driver)
+                .with_context(|| {
+                    format!(
+                        "attaching XDP in driver mode to {} (another XDP program attached?)",
+                        dev.name
+                    )
+                })?,
+        };
+        let link = prog.take_link(link_id)?;
+        let fd_link: FdLink = link
+            .try_into()
+            .map_err(|_| anyhow!("kernel attached {} without a bpf_link", dev.name))?;
+        fd_link
+            .pin(&pin)
+            .with_context(|| format!("pinning link {}", pin.display()))?;
+        Ok(())
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+}
+
+/// Takes a pinned link out of bpffs, keeping it alive as an open fd.
+fn take_pinned_link(pin: &Path) -> Option<FdLink> {
+    let pinned = PinnedLink::from_pin(pin).ok()?;
+    match pinned.unpin() {
+        Ok(link) => Some(link),
+        Err(e) => {
+            warn!(pin = %pin.display(), error = %e, "cannot unpin link");
+            None
+        }
+    }
+}
+
+/// Detaches the program from one interface by dropping its pinned link.
+pub fn detach(paths: &Paths, ifname: &str) {
+    let pin = paths.link(ifname);
+    if let Some(link) = take_pinned_link(&pin) {
+        drop(link);
+        info!(iface = ifname, "detached");
+    }
+}
+
+/// Interfaces that have a pinned link.
+pub fn pinned_links(paths: &Paths) -> Vec<String> {
+    fs::read_dir(paths.links())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Detaches everything and removes all pins of a host: nothing is left behind.
+pub fn teardown(paths: &Paths) -> Result<()> {
+    for ifname in pinned_links(paths) {
+        detach(paths, &ifname);
+    }
+    match fs::remove_dir_all(&paths.pin_root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", paths.pin_root.display())),
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! violind: Violin's per-host daemon.
+mod config;
+mod daemon;
+mod datapath;
+mod host;
+mod neighbor;
+mod netdev;
+mod slowpath;
+mod stats;
+mod topology;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "violind",
+    version,
+    about = "Violin's per-host virtual switch daemon"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load and attach the datapath, run the slow path, and stay in the foreground.
+    /// SIGHUP reloads the configuration; SIGTERM detaches everything and exits.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Stop the daemon of this configuration's host.
+    Stop {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Exit but leave the pinned datapath forwarding (for upgrades and restarts).
+        #[arg(long)]
+        keep_forwarding: bool,
+    },
+    /// Print the datapath's counters and forwarding table.
+    Stats {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a configuration file and exit.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("violind: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run { config: path } => {
+            let config = config::Config::load(&path)?;
+            // Before any other thread exists: setns applies to the calling thread only.
+            daemon::enter(&config)?;
+            daemon::run(&path, config)
+        }
+        Command::Stop {
+            config,
+            keep_forwarding,
+        } => daemon::stop(&config::Config::load(&config)?, keep_forwarding),
+        Command::Stats { config, json } => {
+            let config = config::Config::load(&config)?;
+            daemon::enter(&config)?;
+            let paths = host::Paths::new(&config.host_id);
+            let maps = datapath::Maps::open_pinned(&paths)?;
+            let snap = stats::Snapshot::read(&maps, &paths, &config.underlay.interface)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&snap)?);
+            } else {
+                print!("{}", snap.render());
+            }
+            Ok(())
+        }
+        Command::Check { config } => {
+            config::Config::load(&config)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Facts about network interfaces in the current network namespace, read through ioctls
+//! (not /sys, which still shows the original namespace after setns).
+use std::{ffi::CString, io, net::Ipv4Addr};
+
+use anyhow::{bail, Context, Result};
+
+/// An interface as the datapath needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetDev {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    pub rx_queues: u32,
+}
+
+struct Socket(libc::c_int);
+
+impl Socket {
+    fn new() -> io::Result<Socket> {
+        // SAFETY: plain socket(2) call.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Socket(fd))
+    }
+
+    fn ioctl(&self, request: libc::c_ulong, ifr: &mut libc::ifreq) -> io::Result<()> {
+        // SAFETY: ifr is a valid, initialised ifreq for the duration of the call.
+        if unsafe { libc::ioctl(self.0, request, ifr as *mut libc::ifreq) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // SAFETY: we own the fd.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: all-zero is a valid ifreq.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes().take(15)) {
+        *dst = src as libc::c_char;
+    }
+    ifr
+}
+
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+pub fn ifname(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    let s = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(s.to_string_lossy().into_owned())
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+/// Receive queues in use; each gets its own slow-path socket. Devices without the
+/// ethtool channels query (tap) have one.
+fn rx_queues(sock: &Socket, name: &str) -> u32 {
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    let mut ifr = ifreq(name);
+    ifr.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
+    if sock.ioctl(libc::SIOCETHTOOL, &mut ifr).is_err() {
+        return 1;
+    }
+    ch.rx_count.max(ch.combined_count).max(1)
+}
+
+impl NetDev {
+    pub fn query(name: &str) -> Result<NetDev> {
+        let Some(ifindex) = ifindex(name) else {
+            bail!("interface {name:?} does not exist (in this network namespace)");
+        };
+        let sock = Socket::new().context("socket for interface ioctls")?;
+        let mut ifr = ifreq(name);
+        sock.ioctl(libc::SIOCGIFHWADDR, &mut ifr)
+            .with_context(|| format!("reading the MAC address of {name}"))?;
+        // SAFETY: SIOCGIFHWADDR filled ifru_hwaddr.
+        let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+        let mut mac = [0u8; 6];
+        for (m, b) in mac.iter_mut().zip(sa.sa_data.iter()) {
+            *m = *b as u8;
+        }
+        let mut ifr = ifreq(name);
+        sock.ioctl(libc::SIOCGIFMTU, &mut ifr)
+            .with_context(|| format!("reading the MTU of {name}"))?;
+        // SAFETY: SIOCGIFMTU filled ifru_mtu.
+        let mtu = unsafe { ifr.ifr_ifru.ifru_mtu } as u32;
+        Ok(NetDev {
+            name: name.to_string(),
+            ifindex,
+            mac,
+            mtu,
+            rx_queues: rx_queues(&sock, name),
+        })
+    }
+}
+
+/// IPv4 addresses assigned to an interface.
+pub fn ipv4_addresses(name: &str) -> Result<Vec<Ipv4Addr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error()).context("getifaddrs");
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: cur walks the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let ifa_name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        if !ifa.ifa_addr.is_null() && ifa_name.to_bytes() == name.as_bytes() {
+            // SAFETY: ifa_addr is non-null; its family tells its real type.
+            let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+            if family == libc::AF_INET {
+                // SAFETY: AF_INET addresses are sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: head came from getifaddrs.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_queried() {
+        let lo = NetDev::query("lo").unwrap();
+        assert_eq!(lo.ifindex, ifindex("lo").unwrap());
+        assert_eq!(ifname(lo.ifindex).as_deref(), Some("lo"));
+        assert!(lo.mtu >= 1500);
+        assert!(lo.rx_queues >= 1);
+        assert!(ipv4_addresses("lo").unwrap().contains(&Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn missing_interface_is_named() {
+        let e = NetDev::query("nonexistent0").unwrap_err().to_string();
+        assert!(e.contains("\"nonexistent0\" does not exist"), "{e}");
+    }
+
+    #[test]
+    fn mac_formatting() {
+        assert_eq!(format_mac(&[2, 0, 0xab, 0, 0, 1]), "02:00:ab:00:00:01");
+    }
+}

@@ -1,0 +1,366 @@
+//! The slow path: broadcast, multicast and unknown-unicast frames reach `violind` through
+//! AF_XDP sockets (one per interface and rx queue, registered in the XSKMAP) and are
+//! replicated here: to every other local port of the environment, and, encapsulated, once
+//! to every remote host serving it (head-end replication). Frames from the underlay are
+//! delivered to local ports only (split horizon), so a flood never loops.
+use std::{
+    num::NonZeroU32,
+    os::fd::AsRawFd,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, RwLock,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, Context, Result};
+use dataplane_common::packet::{
+    classify_underlay, fits_underlay, flow_hash, source_port, OuterHeaders, Tunnel,
+    UnderlayVerdict, INNER_OFFSET,
+};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use tracing::{debug, info, warn};
+use xsk_rs::{
+    config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
+    CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem,
+};
+
+use crate::{host::Paths, topology::Topology};
+
+const FRAMES: u32 = 512;
+const RING: u32 = 256;
+const FRAME_SIZE: u32 = 4096;
+const BATCH: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Port { vni: u32 },
+    Underlay,
+}
+
+/// Counters of one socket, written to `slowpath.json` for `violind stats`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct XskCounters {
+    pub interface: String,
+    pub queue: u32,
+    pub rx: u64,
+    pub tx: u64,
+    /// Copies not sent because the socket's transmit frames were all in flight.
+    pub tx_no_frame: u64,
+    /// Frames that could not be replicated (malformed, too big, no next hop).
+    pub dropped: u64,
+    pub kernel_rx_dropped: u64,
+    pub kernel_rx_ring_full: u64,
+    pub kernel_fill_ring_empty: u64,
+}
+
+struct Xsk {
+    side: Side,
+    umem: Umem,
+    tx: TxQueue,
+    rx: RxQueue,
+    fq: FillQueue,
+    cq: CompQueue,
+    tx_free: Vec<FrameDesc>,
+    counters: XskCounters,
+}
+
+fn socket_config() -> Result<SocketConfig> {
+    Ok(SocketConfig::builder()
+        .rx_queue_size(QueueSize::new(RING)?)
+        .tx_queue_size(QueueSize::new(RING)?)
+        // Violin's own XDP program redirects into the XSKMAP; libxdp must not load its own.
+        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+        // veth and tap have no zero-copy mode.
+        .bind_flags(BindFlags::XDP_COPY)
+        .build())
+}
+
+impl Xsk {
+    fn open(ifname: &str, queue: u32, side: Side) -> Result<Xsk> {
+        let umem_config = UmemConfig::builder()
+            .frame_size(FrameSize::new(FRAME_SIZE)?)
+            .fill_queue_size(QueueSize::new(RING)?)
+            .comp_queue_size(QueueSize::new(RING)?)
+            .build()?;
+        let (umem, mut descs) = Umem::new(umem_config, NonZeroU32::new(FRAMES).unwrap(), false)
+            .map_err(|e| anyhow!("UMEM for {ifname}: {e}"))?;
+        let iface = Interface::new(std::ffi::CString::new(ifname)?);
+        // Rebinding a queue right after the previous socket closed can fail with EBUSY
+        // for a moment.
+        let mut attempt = 0;
+        let (tx, rx, fq_cq) = loop {
+            // SAFETY: the UMEM is not shared, so the library's double-free hazard with
+            // shared UMEMs does not apply.
+            match unsafe { Socket::new(socket_config()?, &umem, &iface, queue) } {
+                Ok(s) => break s,
+                Err(e) if attempt < 40 => {
+                    debug!(iface = ifname, queue, error = %e, "AF_XDP bind failed; retrying");
+                    attempt += 1;
+                    thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(anyhow!("AF_XDP socket on {ifname} queue {queue}: {e}")),
+            }
+        };
+        let (mut fq, cq) = fq_cq.ok_or_else(|| anyhow!("no fill/completion queue"))?;
+        let tx_free = descs.split_off(descs.len() / 2);
+        // SAFETY: these descriptors belong to this UMEM and are not in any other ring.
+        let filled = unsafe { fq.produce(&descs) };
+        if filled != descs.len() {
+            return Err(anyhow!(
+                "fill ring of {ifname} took {filled} of {}",
+                descs.len()
+            ));
+        }
+        Ok(Xsk {
+            side,
+            umem,
+            tx,
+            rx,
+            fq,
+            cq,
+            tx_free,
+            counters: XskCounters {
+                interface: ifname.to_string(),
+                queue,
+                ..Default::default()
+            },
+        })
+    }
+
+    fn fd(&self) -> i32 {
+        self.rx.fd().as_raw_fd()
+    }
+
+    /// Takes back transmit frames the kernel is done with.
+    fn reclaim(&mut self) {
+        let mut done = [FrameDesc::default(); BATCH];
+        loop {
+            // SAFETY: completion entries are frames this socket transmitted.
+            let n = unsafe { self.cq.consume(&mut done) };
+            self.tx_free.extend_from_slice(&done[..n]);
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Sends one frame made of `head` followed by `body`.
+    fn send(&mut self, head: &[u8], body: &[u8]) {
+        if self.tx_free.is_empty() {
+            self.reclaim();
+        }
+        let Some(mut desc) = self.tx_free.pop() else {
+            self.counters.tx_no_frame += 1;
+            return;
+        };
+        // SAFETY: desc is a free frame of this UMEM, owned by us until produced.
+        let written = unsafe {
+            let mut data = self.umem.data_mut(&mut desc);
+            let mut cur = data.cursor();
+            cur.write_all(head).and_then(|_| cur.write_all(body))
+        };
+        if written.is_err() {
+            self.counters.dropped += 1;
+            self.tx_free.push(desc);
+            return;
+        }
+        // SAFETY: as above; after this the kernel owns the frame until completion.
+        match unsafe { self.tx.produce_and_wakeup(std::slice::from_ref(&desc)) } {
+            Ok(1) => self.counters.tx += 1,
+            _ => {
+                self.counters.tx_no_frame += 1;
+                self.tx_free.push(desc);
+            }
+        }
+    }
+
+    fn refresh_kernel_counters(&mut self) {
+        if let Ok(s) = self.rx.fd().xdp_statistics() {
+            self.counters.kernel_rx_dropped = s.rx_dropped();
+            self.counters.kernel_rx_ring_full = s.rx_ring_full();
+            self.counters.kernel_fill_ring_empty = s.rx_fill_ring_empty_descs();
+        }
+    }
+}
+
+/// A running slow path; dropping it stops the thread and closes the sockets.
+pub struct SlowPath {
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl SlowPath {
+    pub fn start(topology: Arc<RwLock<Topology>>, paths: &Paths) -> Result<SlowPath> {
+        let mut xsk_map = crate::datapath::open_xsk_map(paths)?;
+        let mut sockets = Vec::new();
+        let topo = topology.read().unwrap().clone();
+        let underlay_queues = topo.host_config().underlay_queues;
+        let mut bind = |name: &str, base: u32, queues: u32, side: Side| -> Result<()> {
+            for q in 0..queues {
+                let xsk = Xsk::open(name, q, side)?;
+                xsk_map
+                    .set(base + q, xsk.fd(), 0)
+                    .with_context(|| format!("registering the AF_XDP socket of {name}"))?;
+                sockets.push(xsk);
+            }
+            Ok(())
+        };
+        bind(
+            &topo.underlay.name,
+            topo.host_config().underlay_xsk_base,
+            underlay_queues,
+            Side::Underlay,
+        )?;
+        for p in &topo.ports {
+            bind(
+                &p.dev.name,
+                p.xsk_base(),
+                p.queues(),
+                Side::Port { vni: p.vni },
+            )?;
+        }
+        info!(sockets = sockets.len(), "slow path bound");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats_path = paths.slow_path_stats();
+        let handle = thread::Builder::new().name("slow-path".into()).spawn({
+            let stop = stop.clone();
+            move || run(sockets, topology, stop, stats_path)
+        })?;
+        Ok(SlowPath {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for SlowPath {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Index of the socket transmitting on an interface (its queue 0).
+fn tx_socket(sockets: &[Xsk], ifname: &str) -> Option<usize> {
+    sockets
+        .iter()
+        .position(|s| s.counters.interface == ifname && s.counters.queue == 0)
+}
+
+fn run(
+    mut sockets: Vec<Xsk>,
+    topology: Arc<RwLock<Topology>>,
+    stop: Arc<AtomicBool>,
+    stats_path: std::path::PathBuf,
+) {
+    let mut pollfds: Vec<libc::pollfd> = sockets
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let mut descs = [FrameDesc::default(); BATCH];
+    let mut frame = Vec::with_capacity(FRAME_SIZE as usize);
+    let mut last_stats = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: pollfds is a valid array of pollfd for the call.
+        let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 100) };
+        if n > 0 {
+            for i in 0..sockets.len() {
+                if pollfds[i].revents & libc::POLLIN == 0 {
+                    continue;
+                }
+                // SAFETY: descs is scratch space; consumed frames belong to socket i.
+                let got = unsafe { sockets[i].rx.consume(&mut descs) };
+                for desc in &descs[..got] {
+                    frame.clear();
+                    // SAFETY: desc was just consumed from socket i's rx ring.
+                    frame.extend_from_slice(unsafe { sockets[i].umem.data(desc) }.contents());
+                    sockets[i].counters.rx += 1;
+                    let topo = topology.read().unwrap();
+                    replicate(&mut sockets, i, &frame, &topo);
+                }
+                // SAFETY: the frames were copied out; they go back to the kernel.
+                unsafe { sockets[i].fq.produce(&descs[..got]) };
+            }
+        }
+        if last_stats.elapsed() >= Duration::from_secs(1) {
+            last_stats = Instant::now();
+            write_stats(&mut sockets, &stats_path);
+        }
+    }
+    write_stats(&mut sockets, &stats_path);
+}
+
+fn replicate(sockets: &mut [Xsk], from: usize, frame: &[u8], topo: &Topology) {
+    match sockets[from].side {
+        Side::Underlay => {
+            let peers = |a: [u8; 4]| topo.peers.iter().find(|p| p.addr.octets() == a).map(|_| ());
+            let UnderlayVerdict::Vxlan(v) =
+                classify_underlay(frame, topo.underlay_addr.octets(), peers)
+            else {
+                sockets[from].counters.dropped += 1;
+                return;
+            };
+            let inner = &frame[INNER_OFFSET..INNER_OFFSET + v.inner_len];
+            for port in topo.ports_in(v.vni) {
+                if let Some(t) = tx_socket(sockets, &port.dev.name) {
+                    sockets[t].send(&[], inner);
+                }
+            }
+        }
+        Side::Port { vni } => {
+            let src_if = sockets[from].counters.interface.clone();
+            for port in topo.ports_in(vni).filter(|p| p.dev.name != src_if) {
+                if let Some(t) = tx_socket(sockets, &port.dev.name) {
+                    sockets[t].send(&[], frame);
+                }
+            }
+            if !fits_underlay(frame.len(), topo.underlay_mtu) {
+                sockets[from].counters.dropped += 1;
+                return;
+            }
+            let Some(ul) = tx_socket(sockets, &topo.underlay.name) else {
+                return;
+            };
+            let sport = source_port(flow_hash(frame, 0));
+            for peer in topo.peers_serving(vni) {
+                let Some(mac) = peer.next_hop_mac else {
+                    sockets[from].counters.dropped += 1;
+                    continue;
+                };
+                let tunnel = Tunnel {
+                    src_mac: topo.underlay.mac,
+                    dst_mac: mac,
+                    src_ip: topo.underlay_addr.octets(),
+                    dst_ip: peer.addr.octets(),
+                };
+                let outer = OuterHeaders::new(&tunnel, vni, sport, frame.len());
+                sockets[ul].send(outer.as_bytes(), frame);
+            }
+        }
+    }
+}
+
+fn write_stats(sockets: &mut [Xsk], path: &std::path::Path) {
+    for s in sockets.iter_mut() {
+        s.reclaim();
+        s.refresh_kernel_counters();
+    }
+    let all: Vec<&XskCounters> = sockets.iter().map(|s| &s.counters).collect();
+    let tmp = path.with_extension("tmp");
+    let res = serde_json::to_vec_pretty(&all)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| Ok(std::fs::write(&tmp, b)?))
+        .and_then(|_| Ok(std::fs::rename(&tmp, path)?));
+    if let Err(e) = res {
+        warn!(error = %e, path = %path.display(), "cannot write slow-path counters");
+    }
+}

@@ -1,0 +1,211 @@
+//! `violind stats`: the datapath's counters and forwarding table, read from the pinned
+//! maps (so it works whether or not the daemon is running), as a table or JSON.
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use anyhow::Result;
+use dataplane_common::{
+    counters::{action_index, Counter, DropReason, Hook, PeerStats, PortStats, XDP_ACTION_NAMES},
+    maps::UNDERLAY_SLOT,
+};
+use serde::Serialize;
+
+use crate::{
+    datapath::Maps,
+    host::Paths,
+    netdev::{format_mac, ifname},
+    slowpath::XskCounters,
+    topology::describe_entry,
+};
+
+#[derive(Debug, Serialize)]
+pub struct PortRow {
+    pub interface: String,
+    pub vni: Option<u32>,
+    pub slot: u32,
+    pub stats: PortStats,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PeerRow {
+    pub address: Ipv4Addr,
+    pub next_hop_mac: Option<String>,
+    pub stats: PeerStats,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FdbRow {
+    pub vni: u32,
+    pub mac: String,
+    pub location: String,
+    #[serde(rename = "static")]
+    pub is_static: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    pub ports: Vec<PortRow>,
+    pub peers: Vec<PeerRow>,
+    pub drops: BTreeMap<&'static str, u64>,
+    pub actions: BTreeMap<String, u64>,
+    pub fdb: Vec<FdbRow>,
+    pub slow_path: Vec<XskCounters>,
+}
+
+fn sum_port(values: &[PortStats]) -> PortStats {
+    let mut t = PortStats::default();
+    for v in values {
+        t.rx.merge(&v.rx);
+        t.tx.merge(&v.tx);
+        t.to_slow_path.merge(&v.to_slow_path);
+        t.dropped.merge(&v.dropped);
+    }
+    t
+}
+
+fn sum_peer(values: &[PeerStats]) -> PeerStats {
+    let mut t = PeerStats::default();
+    for v in values {
+        t.rx.merge(&v.rx);
+        t.tx.merge(&v.tx);
+    }
+    t
+}
+
+impl Snapshot {
+    pub fn read(maps: &Maps, paths: &Paths, underlay: &str) -> Result<Snapshot> {
+        let mut ports = vec![PortRow {
+            interface: underlay.to_string(),
+            vni: None,
+            slot: UNDERLAY_SLOT,
+            stats: sum_port(&maps.port_stats.get(&UNDERLAY_SLOT, 0)?),
+        }];
+        let mut port_list: Vec<(u32, dataplane_common::maps::PortInfo)> =
+            maps.ports.iter().filter_map(|r| r.ok()).collect();
+        port_list.sort_by_key(|(_, p)| p.slot);
+        for (ifindex, info) in port_list {
+            ports.push(PortRow {
+                interface: ifname(ifindex).unwrap_or_else(|| format!("ifindex {ifindex}")),
+                vni: Some(info.vni),
+                slot: info.slot,
+                stats: sum_port(&maps.port_stats.get(&info.slot, 0)?),
+            });
+        }
+        let mut peers = Vec::new();
+        let mut peer_list: Vec<([u8; 4], dataplane_common::maps::PeerInfo)> =
+            maps.peers.iter().filter_map(|r| r.ok()).collect();
+        peer_list.sort_by_key(|(a, _)| *a);
+        for (addr, info) in peer_list {
+            peers.push(PeerRow {
+                address: Ipv4Addr::from(addr),
+                next_hop_mac: (info.resolved != 0).then(|| format_mac(&info.next_hop_mac)),
+                stats: sum_peer(&maps.peer_stats.get(&info.slot, 0)?),
+            });
+        }
+        let mut drops = BTreeMap::new();
+        for r in DropReason::ALL {
+            let v: u64 = maps.drops.get(&(r as u32), 0)?.iter().sum();
+            drops.insert(r.name(), v);
+        }
+        let mut actions = BTreeMap::new();
+        for (hook, hname) in [(Hook::Port, "port"), (Hook::Underlay, "underlay")] {
+            for (a, aname) in XDP_ACTION_NAMES.iter().enumerate() {
+                let v: u64 = maps
+                    .actions
+                    .get(&action_index(hook, a as u32), 0)?
+                    .iter()
+                    .sum();
+                actions.insert(format!("{hname}/{aname}"), v);
+            }
+        }
+        let mut fdb: Vec<FdbRow> = maps
+            .fdb
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, e)| FdbRow {
+                vni: k.vni,
+                mac: format_mac(&k.mac),
+                location: describe_entry(&e),
+                is_static: e.is_static(),
+            })
+            .collect();
+        fdb.sort_by(|a, b| (a.vni, &a.mac).cmp(&(b.vni, &b.mac)));
+        let slow_path = std::fs::read(paths.slow_path_stats())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Ok(Snapshot {
+            ports,
+            peers,
+            drops,
+            actions,
+            fdb,
+            slow_path,
+        })
+    }
+
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let c = |c: &Counter| format!("{}/{}", c.packets, c.bytes);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<12} {:>6} {:>22} {:>22} {:>18} {:>14}",
+            "PORT", "VNI", "RX pkts/bytes", "TX pkts/bytes", "SLOW PATH", "DROPPED"
+        );
+        for p in &self.ports {
+            let vni = p.vni.map_or("-".into(), |v| v.to_string());
+            let _ = writeln!(
+                s,
+                "{:<12} {:>6} {:>22} {:>22} {:>18} {:>14}",
+                p.interface,
+                vni,
+                c(&p.stats.rx),
+                c(&p.stats.tx),
+                c(&p.stats.to_slow_path),
+                c(&p.stats.dropped)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n{:<16} {:<18} {:>22} {:>22}",
+            "PEER", "NEXT HOP", "RX", "TX"
+        );
+        for p in &self.peers {
+            let _ = writeln!(
+                s,
+                "{:<16} {:<18} {:>22} {:>22}",
+                p.address.to_string(),
+                p.next_hop_mac.as_deref().unwrap_or("unresolved"),
+                c(&p.stats.rx),
+                c(&p.stats.tx)
+            );
+        }
+        let _ = writeln!(s, "\nXDP ACTIONS");
+        for (k, v) in self.actions.iter().filter(|(_, v)| **v > 0) {
+            let _ = writeln!(s, "  {k:<20} {v}");
+        }
+        let _ = writeln!(s, "\nDROPS");
+        let mut any = false;
+        for (k, v) in self.drops.iter().filter(|(_, v)| **v > 0) {
+            any = true;
+            let _ = writeln!(s, "  {k:<20} {v}");
+        }
+        if !any {
+            let _ = writeln!(s, "  none");
+        }
+        let _ = writeln!(s, "\nFORWARDING TABLE");
+        for e in &self.fdb {
+            let st = if e.is_static { " (static)" } else { "" };
+            let _ = writeln!(s, "  vni {:<8} {} -> {}{st}", e.vni, e.mac, e.location);
+        }
+        let _ = writeln!(s, "\nSLOW PATH (AF_XDP)");
+        for x in &self.slow_path {
+            let _ = writeln!(
+                s,
+                "  {:<12} q{} rx {} tx {} tx_no_frame {} dropped {} kernel_rx_dropped {}",
+                x.interface, x.queue, x.rx, x.tx, x.tx_no_frame, x.dropped, x.kernel_rx_dropped
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,264 @@
+//! What this host serves (underlay, VM ports, peers), resolved against the kernel, and its
+//! reconciliation into the datapath maps.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use anyhow::{Context, Result};
+use dataplane_common::maps::{
+    FdbEntry, FdbKey, HostConfig, PeerInfo, PortInfo, VniInfo, FDB_LOCAL, FDB_REMOTE, MAX_PEERS,
+    MAX_QUEUES_PER_IF, MAX_SLOTS, UNDERLAY_SLOT,
+};
+use tracing::{info, warn};
+
+use crate::{config::Config, datapath::Maps, netdev::NetDev};
+
+#[derive(Clone, Debug)]
+pub struct Port {
+    pub dev: NetDev,
+    pub vni: u32,
+    pub slot: u32,
+}
+
+impl Port {
+    pub fn xsk_base(&self) -> u32 {
+        xsk_base(self.slot)
+    }
+
+    pub fn queues(&self) -> u32 {
+        self.dev.rx_queues.min(MAX_QUEUES_PER_IF)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: Ipv4Addr,
+    pub vnis: BTreeSet<u32>,
+    pub slot: u32,
+    pub next_hop_mac: Option<[u8; 6]>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Topology {
+    pub underlay: NetDev,
+    pub underlay_addr: Ipv4Addr,
+    pub underlay_mtu: u32,
+    pub ports: Vec<Port>,
+    pub peers: Vec<Peer>,
+    pub debug: bool,
+}
+
+/// XSKMAP index of queue 0 of the interface in `slot`.
+pub const fn xsk_base(slot: u32) -> u32 {
+    slot * MAX_QUEUES_PER_IF
+}
+
+fn lowest_free(used: &BTreeSet<u32>, from: u32, limit: u32) -> Option<u32> {
+    (from..limit).find(|s| !used.contains(s))
+}
+
+impl Topology {
+    /// Resolves the configuration against this namespace's interfaces. Slots already held
+    /// in the pinned maps are kept, so counters survive restarts and reloads.
+    pub fn resolve(config: &Config, maps: &Maps) -> Result<Topology> {
+        let underlay = NetDev::query(&config.underlay.interface).context("underlay.interface")?;
+        let underlay_mtu = config.underlay.mtu.unwrap_or(underlay.mtu);
+        let addrs = crate::netdev::ipv4_addresses(&underlay.name)?;
+        if !addrs.contains(&config.underlay.address) {
+            warn!(
+                iface = %underlay.name,
+                address = %config.underlay.address,
+                "underlay.address is not assigned to the underlay interface"
+            );
+        }
+        let old_ports: BTreeMap<u32, u32> = maps
+            .ports
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(ifindex, p)| (ifindex, p.slot))
+            .collect();
+        let mut used: BTreeSet<u32> = BTreeSet::from([UNDERLAY_SLOT]);
+        let mut ports = Vec::new();
+        let mut pending = Vec::new();
+        for (i, (name, vni)) in config.ports().enumerate() {
+            let dev = NetDev::query(name).with_context(|| format!("port {i} ({name})"))?;
+            match old_ports.get(&dev.ifindex) {
+                Some(&slot) if used.insert(slot) => ports.push(Port { dev, vni, slot }),
+                _ => pending.push((dev, vni)),
+            }
+        }
+        for (dev, vni) in pending {
+            let slot = lowest_free(&used, 1, MAX_SLOTS).context("out of port slots")?;
+            used.insert(slot);
+            ports.push(Port { dev, vni, slot });
+        }
+        let old_peers: BTreeMap<[u8; 4], PeerInfo> =
+            maps.peers.iter().filter_map(|r| r.ok()).collect();
+        let mut used = BTreeSet::new();
+        let mut peers = Vec::new();
+        let mut pending = Vec::new();
+        for p in &config.peers {
+            let vnis = p.vnis.iter().copied().collect();
+            match old_peers.get(&p.address.octets()) {
+                Some(old) if used.insert(old.slot) => peers.push(Peer {
+                    addr: p.address,
+                    vnis,
+                    slot: old.slot,
+                    next_hop_mac: (old.resolved != 0).then_some(old.next_hop_mac),
+                }),
+                _ => pending.push((p.address, vnis)),
+            }
+        }
+        for (addr, vnis) in pending {
+            let slot = lowest_free(&used, 0, MAX_PEERS).context("out of peer slots")?;
+            used.insert(slot);
+            peers.push(Peer {
+                addr,
+                vnis,
+                slot,
+                next_hop_mac: None,
+            });
+        }
+        Ok(Topology {
+            underlay,
+            underlay_addr: config.underlay.address,
+            underlay_mtu,
+            ports,
+            peers,
+            debug: config.debug_datapath,
+        })
+    }
+
+    pub fn host_config(&self) -> HostConfig {
+        HostConfig {
+            underlay_ifindex: self.underlay.ifindex,
+            underlay_addr: self.underlay_addr.octets(),
+            underlay_mac: self.underlay.mac,
+            _pad: [0; 2],
+            underlay_mtu: self.underlay_mtu,
+            underlay_xsk_base: xsk_base(UNDERLAY_SLOT),
+            underlay_queues: self.underlay.rx_queues.min(MAX_QUEUES_PER_IF),
+            debug: self.debug as u32,
+        }
+    }
+
+    pub fn vnis(&self) -> BTreeSet<u32> {
+        self.ports.iter().map(|p| p.vni).collect()
+    }
+
+    pub fn peer_info(peer: &Peer) -> PeerInfo {
+        PeerInfo {
+            next_hop_mac: peer.next_hop_mac.unwrap_or_default(),
+            resolved: peer.next_hop_mac.is_some() as u8,
+            _pad: 0,
+            slot: peer.slot,
+        }
+    }
+
+    /// Makes the maps say exactly what this topology says. Entries for ports, peers and
+    /// environments that are gone are removed, learned addresses pointing at them too.
+    pub fn apply(&self, maps: &mut Maps) -> Result<()> {
+        maps.config.set(0, self.host_config(), 0)?;
+
+        let mut tx: BTreeSet<u32> = self.ports.iter().map(|p| p.dev.ifindex).collect();
+        tx.insert(self.underlay.ifindex);
+        for &ifindex in &tx {
+            maps.tx_ports.insert(ifindex, ifindex, None, 0)?;
+        }
+        let stale: Vec<u32> = maps.tx_ports.keys().filter_map(|k| k.ok()).collect();
+        for k in stale.into_iter().filter(|k| !tx.contains(k)) {
+            maps.tx_ports.remove(k)?;
+        }
+
+        let vnis = self.vnis();
+        for &vni in &vnis {
+            maps.vnis.insert(vni, VniInfo { flags: 0 }, 0)?;
+        }
+        let stale: Vec<u32> = maps.vnis.keys().filter_map(|k| k.ok()).collect();
+        for k in stale.iter().filter(|k| !vnis.contains(k)) {
+            maps.vnis.remove(k)?;
+        }
+
+        let mut port_ifindexes = BTreeSet::new();
+        for p in &self.ports {
+            port_ifindexes.insert(p.dev.ifindex);
+            let info = PortInfo {
+                vni: p.vni,
+                slot: p.slot,
+                xsk_base: p.xsk_base(),
+                queues: p.queues(),
+            };
+            maps.ports.insert(p.dev.ifindex, info, 0)?;
+        }
+        let stale: Vec<u32> = maps.ports.keys().filter_map(|k| k.ok()).collect();
+        for k in stale.iter().filter(|k| !port_ifindexes.contains(k)) {
+            maps.ports.remove(k)?;
+        }
+
+        let mut peer_addrs = BTreeSet::new();
+        for p in &self.peers {
+            peer_addrs.insert(p.addr.octets());
+            maps.peers.insert(p.addr.octets(), Self::peer_info(p), 0)?;
+        }
+        let stale: Vec<[u8; 4]> = maps.peers.keys().filter_map(|k| k.ok()).collect();
+        for k in stale.iter().filter(|k| !peer_addrs.contains(*k)) {
+            maps.peers.remove(k)?;
+        }
+
+        // Learned entries that point at something no longer here.
+        let port_vni: BTreeMap<u32, u32> =
+            self.ports.iter().map(|p| (p.dev.ifindex, p.vni)).collect();
+        let dead: Vec<FdbKey> = maps
+            .fdb
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(k, e)| {
+                !vnis.contains(&k.vni)
+                    || (e.kind == FDB_LOCAL && port_vni.get(&e.ifindex) != Some(&k.vni))
+                    || (e.kind == FDB_REMOTE && !peer_addrs.contains(&e.peer))
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in &dead {
+            let _ = maps.fdb.remove(k);
+        }
+        info!(
+            ports = self.ports.len(),
+            peers = self.peers.len(),
+            environments = vnis.len(),
+            flushed_fdb = dead.len(),
+            "datapath maps reconciled"
+        );
+        Ok(())
+    }
+
+    /// Updates one peer's next hop in the map (after neighbour resolution).
+    pub fn publish_peer(maps: &mut Maps, peer: &Peer) -> Result<()> {
+        maps.peers
+            .insert(peer.addr.octets(), Self::peer_info(peer), 0)?;
+        Ok(())
+    }
+
+    /// Local ports of an environment.
+    pub fn ports_in(&self, vni: u32) -> impl Iterator<Item = &Port> {
+        self.ports.iter().filter(move |p| p.vni == vni)
+    }
+
+    /// Remote hosts serving an environment whose next hop is known.
+    pub fn peers_serving(&self, vni: u32) -> impl Iterator<Item = &Peer> {
+        self.peers.iter().filter(move |p| p.vnis.contains(&vni))
+    }
+}
+
+/// A learned or static location, for `violind stats`.
+pub fn describe_entry(e: &FdbEntry) -> String {
+    match e.kind {
+        FDB_LOCAL => format!(
+            "port {}",
+            crate::netdev::ifname(e.ifindex).unwrap_or_else(|| e.ifindex.to_string())
+        ),
+        FDB_REMOTE => format!("peer {}", Ipv4Addr::from(e.peer)),
+        k => format!("kind {k}"),
+    }
+}

@@ -1,0 +1,750 @@
+//! A lab of simulated hosts and VMs on one machine.
+//!
+//! A host is a network namespace whose `ul0` sits on one underlay bridge in a switch
+//! namespace (`<lab>-sw`, so the machine's own bridge netfilter settings stay out of the
+//! way); a VM is a namespace whose `eth0` is the peer of a port `vmN` in its host.
+//! Violin hosts run `violind`; a host of kind [`HostKind::LinuxVxlan`] uses the kernel's
+//! own VXLAN device bridged to its VMs instead (the interoperability peer).
+//!
+//! Everything a lab creates carries its name as a prefix, so [`down`] can remove it all
+//! even after a crash, and labs with different names can run side by side.
+use std::{
+    fmt::Write as _,
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::sys::{ip, ns_run, run};
+
+/// Overlay subnet inside every environment; environments overlap on purpose.
+pub const VM_SUBNET: &str = "10.200.0";
+pub const UNDERLAY_SUBNET: &str = "10.250.0";
+pub const BASE_VNI: u32 = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostKind {
+    Violin,
+    LinuxVxlan,
+}
+
+#[derive(Clone, Debug)]
+pub struct LabSpec {
+    /// Prefix of every name the lab creates: 1 to 7 characters from [a-z0-9].
+    pub name: String,
+    pub hosts: usize,
+    pub vms_per_host: usize,
+    pub envs: usize,
+    /// Underlay MTU; VMs get 50 bytes less.
+    pub mtu: u32,
+    /// Extra hosts (after the Violin ones) using Linux's VXLAN device.
+    pub linux_vxlan_hosts: usize,
+    /// The `violind` binary.
+    pub violind: PathBuf,
+}
+
+impl LabSpec {
+    pub fn new(name: &str, violind: PathBuf) -> LabSpec {
+        LabSpec {
+            name: name.to_string(),
+            hosts: 2,
+            vms_per_host: 2,
+            envs: 1,
+            mtu: 1500,
+            linux_vxlan_hosts: 0,
+            violind,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let ok = !self.name.is_empty()
+            && self.name.len() <= 7
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !ok {
+            bail!(
+                "--name: {:?} must be 1 to 7 characters from [a-z0-9]",
+                self.name
+            );
+        }
+        let total = self.hosts + self.linux_vxlan_hosts;
+        if !(1..=12).contains(&total) {
+            bail!("--hosts: {total} hosts in all; the lab supports 1 to 12");
+        }
+        if !(1..=16).contains(&self.vms_per_host) {
+            bail!(
+                "--vms: {} per host; the lab supports 1 to 16",
+                self.vms_per_host
+            );
+        }
+        if self.envs == 0 || self.envs > self.vms_per_host {
+            bail!(
+                "--envs: {} must be between 1 and the VMs per host ({})",
+                self.envs,
+                self.vms_per_host
+            );
+        }
+        if !(1280..=9000).contains(&self.mtu) {
+            bail!("--mtu: {} must be between 1280 and 9000", self.mtu);
+        }
+        if !self.violind.exists() {
+            bail!(
+                "violind binary {} not found (run `cargo build -p dataplane-user`)",
+                self.violind.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub index: usize,
+    pub kind: HostKind,
+    pub ns: String,
+    /// Switch-namespace end of the host's underlay veth, on the bridge.
+    pub bridge_port: String,
+    pub underlay_ip: Ipv4Addr,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Host {
+    pub fn host_id(&self) -> &str {
+        &self.ns
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Vm {
+    pub ns: String,
+    pub host: usize,
+    /// Environment index; VNI is `BASE_VNI + env`.
+    pub env: usize,
+    pub vni: u32,
+    /// Port name in the host namespace.
+    pub port: String,
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+    pub ip6: String,
+}
+
+pub struct Lab {
+    pub spec: LabSpec,
+    pub hosts: Vec<Host>,
+    pub vms: Vec<Vm>,
+    pub dir: PathBuf,
+    daemons: Vec<Option<Child>>,
+    torn_down: bool,
+}
+
+fn mac_string(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The namespace holding the underlay bridge `br0`.
+pub fn switch_ns(lab: &str) -> String {
+    format!("{lab}-sw")
+}
+
+pub fn state_dir(lab: &str) -> PathBuf {
+    Path::new("/run/violin-lab").join(lab)
+}
+
+/// Progress output for long operations.
+fn step(quiet: bool, msg: &str) {
+    if !quiet {
+        eprintln!("  · {msg}");
+    }
+}
+
+impl Lab {
+    /// Builds the lab and starts a `violind` per Violin host; removes everything again if
+    /// any step fails. `quiet` suppresses progress lines (tests).
+    pub fn up(spec: LabSpec, quiet: bool) -> Result<Lab> {
+        spec.validate()?;
+        // Leftovers of a crashed lab of the same name would collide.
+        down(&spec.name, true)?;
+        let dir = state_dir(&spec.name);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut lab = Lab {
+            hosts: Vec::new(),
+            vms: Vec::new(),
+            dir,
+            daemons: Vec::new(),
+            torn_down: false,
+            spec,
+        };
+        match lab.build(quiet) {
+            Ok(()) => Ok(lab),
+            Err(e) => {
+                let logs = lab.daemon_logs();
+                lab.down_now();
+                Err(e.context(logs))
+            }
+        }
+    }
+
+    fn build(&mut self, quiet: bool) -> Result<()> {
+        let s = self.spec.clone();
+        let sw = switch_ns(&s.name);
+        step(quiet, &format!("underlay switch {sw} (MTU {})", s.mtu));
+        ip(&["netns", "add", &sw])?;
+        // A bridge must forward whatever the tests put on the wire, malformed IPv4
+        // included; br_netfilter (on where Docker runs) would validate and drop it.
+        for table in ["iptables", "ip6tables", "arptables"] {
+            let key = format!("net.bridge.bridge-nf-call-{table}=0");
+            // Absent when br_netfilter is not loaded: nothing to turn off then.
+            let _ = ns_run(&sw, "sysctl", &["-q", "-w", &key]);
+        }
+        ns_run(&sw, "ip", &["link", "add", "br0", "type", "bridge"])?;
+        ns_run(
+            &sw,
+            "ip",
+            &["link", "set", "br0", "mtu", &s.mtu.to_string(), "up"],
+        )?;
+        let total = s.hosts + s.linux_vxlan_hosts;
+        for i in 0..total {
+            let kind = if i < s.hosts {
+                HostKind::Violin
+            } else {
+                HostKind::LinuxVxlan
+            };
+            let host = Host {
+                index: i,
+                kind,
+                ns: format!("{}-h{}", s.name, i + 1),
+                bridge_port: format!("h{}", i + 1),
+                underlay_ip: format!("{UNDERLAY_SUBNET}.{}", i + 1).parse()?,
+                config: self.dir.join(format!("h{}.toml", i + 1)),
+                log: self.dir.join(format!("h{}.log", i + 1)),
+            };
+            step(
+                quiet,
+                &format!(
+                    "host {} ({:?}) underlay {}",
+                    host.ns, kind, host.underlay_ip
+                ),
+            );
+            self.make_host(&host)?;
+            self.hosts.push(host);
+        }
+        for i in 0..total {
+            for j in 0..s.vms_per_host {
+                let vm = self.make_vm(i, j)?;
+                step(
+                    quiet,
+                    &format!(
+                        "vm {} on {} env {} ({}, {})",
+                        vm.ns,
+                        self.hosts[i].ns,
+                        vm.env,
+                        vm.ip,
+                        mac_string(&vm.mac)
+                    ),
+                );
+                self.vms.push(vm);
+            }
+        }
+        for i in 0..total {
+            if self.hosts[i].kind == HostKind::LinuxVxlan {
+                self.make_linux_vxlan(i)?;
+            }
+        }
+        self.daemons = (0..total).map(|_| None).collect();
+        for i in 0..s.hosts {
+            fs::write(&self.hosts[i].config, self.config_for(i))?;
+            step(quiet, &format!("violind on {}", self.hosts[i].ns));
+            self.start_daemon(i)?;
+        }
+        Ok(())
+    }
+
+    fn make_host(&self, h: &Host) -> Result<()> {
+        let mtu = self.spec.mtu.to_string();
+        ip(&["netns", "add", &h.ns])?;
+        ns_run(&h.ns, "ip", &["link", "set", "lo", "up"])?;
+        let sw = switch_ns(&self.spec.name);
+        ip(&[
+            "link",
+            "add",
+            "name",
+            &h.bridge_port,
+            "netns",
+            &sw,
+            "mtu",
+            &mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ul0",
+            "netns",
+            &h.ns,
+        ])?;
+        ns_run(
+            &sw,
+            "ip",
+            &["link", "set", &h.bridge_port, "master", "br0", "up"],
+        )?;
+        // NAPI on the bridge side, so XDP_REDIRECT into ul0 is delivered (TOOLCHAIN.md);
+        // veth only honours it on an interface that is already up.
+        ns_run(&sw, "ethtool", &["-K", &h.bridge_port, "gro", "on"])?;
+        ns_run(
+            &h.ns,
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", h.underlay_ip),
+                "dev",
+                "ul0",
+            ],
+        )?;
+        ns_run(&h.ns, "ip", &["link", "set", "ul0", "mtu", &mtu, "up"])?;
+        Ok(())
+    }
+
+    /// Addressing is per environment and identical across environments: VM k of an
+    /// environment on host i has the same MAC and IP in every environment.
+    fn make_vm(&self, i: usize, j: usize) -> Result<Vm> {
+        let env = j % self.spec.envs;
+        let k = j / self.spec.envs;
+        let host = &self.hosts[i];
+        let mac = [0x02, 0, 0, 0, (i + 1) as u8, (k + 1) as u8];
+        let n = i * 20 + k + 1;
+        let vm = Vm {
+            ns: format!("{}-h{}v{}", self.spec.name, i + 1, j + 1),
+            host: i,
+            env,
+            vni: BASE_VNI + env as u32,
+            port: format!("vm{}", j + 1),
+            mac,
+            ip: format!("{VM_SUBNET}.{n}").parse()?,
+            ip6: format!("fd00:200::{n:x}"),
+        };
+        let vm_mtu = (self.spec.mtu - 50).to_string();
+        ip(&["netns", "add", &vm.ns])?;
+        ip(&[
+            "link", "add", "name", &vm.port, "netns", &host.ns, "mtu", &vm_mtu, "type", "veth",
+            "peer", "name", "eth0", "netns", &vm.ns,
+        ])?;
+        ns_run(&host.ns, "ip", &["link", "set", &vm.port, "up"])?;
+        ns_run(&vm.ns, "ip", &["link", "set", "lo", "up"])?;
+        ns_run(
+            &vm.ns,
+            "ip",
+            &[
+                "link",
+                "set",
+                "eth0",
+                "address",
+                &mac_string(&mac),
+                "mtu",
+                &vm_mtu,
+            ],
+        )?;
+        ns_run(
+            &vm.ns,
+            "ip",
+            &["addr", "add", &format!("{}/24", vm.ip), "dev", "eth0"],
+        )?;
+        ns_run(
+            &vm.ns,
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", vm.ip6),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )?;
+        ns_run(&vm.ns, "ip", &["link", "set", "eth0", "up"])?;
+        // The VM checksums what it sends: an XDP redirect loses "checksum pending"
+        // (README, "Checksum offload"). GRO gives eth0 the NAPI that XDP_REDIRECT needs;
+        // veth only honours it on an interface that is already up.
+        ns_run(&vm.ns, "ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
+        Ok(vm)
+    }
+
+    /// A host running Linux's VXLAN: vx0 and the VM ports on one bridge, with head-end
+    /// replication to every Violin host serving the same VNI.
+    fn make_linux_vxlan(&self, i: usize) -> Result<()> {
+        let h = &self.hosts[i];
+        let vm_mtu = (self.spec.mtu - 50).to_string();
+        for env in 0..self.spec.envs {
+            let vni = BASE_VNI + env as u32;
+            let vx = format!("vx{env}");
+            let br = format!("br{env}");
+            ns_run(
+                &h.ns,
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    &vx,
+                    "type",
+                    "vxlan",
+                    "id",
+                    &vni.to_string(),
+                    "local",
+                    &h.underlay_ip.to_string(),
+                    "dstport",
+                    "4789",
+                    "dev",
+                    "ul0",
+                ],
+            )?;
+            ns_run(&h.ns, "ip", &["link", "add", &br, "type", "bridge"])?;
+            ns_run(
+                &h.ns,
+                "ip",
+                &["link", "set", &vx, "mtu", &vm_mtu, "master", &br, "up"],
+            )?;
+            for vm in self.vms.iter().filter(|v| v.host == i && v.env == env) {
+                ns_run(&h.ns, "ip", &["link", "set", &vm.port, "master", &br])?;
+            }
+            ns_run(&h.ns, "ip", &["link", "set", &br, "up"])?;
+            for peer in self.hosts.iter().filter(|p| p.kind == HostKind::Violin) {
+                ns_run(
+                    &h.ns,
+                    "bridge",
+                    &[
+                        "fdb",
+                        "append",
+                        "00:00:00:00:00:00",
+                        "dev",
+                        &vx,
+                        "dst",
+                        &peer.underlay_ip.to_string(),
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn envs_on(&self, host: usize) -> Vec<usize> {
+        let mut e: Vec<usize> = self
+            .vms
+            .iter()
+            .filter(|v| v.host == host)
+            .map(|v| v.env)
+            .collect();
+        e.sort();
+        e.dedup();
+        e
+    }
+
+    /// The `violind` configuration of Violin host `i`.
+    pub fn config_for(&self, i: usize) -> String {
+        let h = &self.hosts[i];
+        let mut s = String::new();
+        let _ = writeln!(s, "# Generated by the Violin lab {:?}.", self.spec.name);
+        let _ = writeln!(s, "host_id = {:?}\nnetns = {:?}\n", h.host_id(), h.ns);
+        let _ = writeln!(
+            s,
+            "[underlay]\ninterface = \"ul0\"\naddress = \"{}\"\n",
+            h.underlay_ip
+        );
+        let mine = self.envs_on(i);
+        for &env in &mine {
+            let ports: Vec<String> = self
+                .vms
+                .iter()
+                .filter(|v| v.host == i && v.env == env)
+                .map(|v| format!("{:?}", v.port))
+                .collect();
+            let _ = writeln!(
+                s,
+                "[[environment]]\nname = \"env{env}\"\nvni = {}\nports = [{}]\n",
+                BASE_VNI + env as u32,
+                ports.join(", ")
+            );
+        }
+        for (p, peer) in self.hosts.iter().enumerate().filter(|(p, _)| *p != i) {
+            let shared: Vec<String> = self
+                .envs_on(p)
+                .into_iter()
+                .filter(|e| mine.contains(e))
+                .map(|e| (BASE_VNI + e as u32).to_string())
+                .collect();
+            let _ = writeln!(
+                s,
+                "[[peer]]\naddress = \"{}\"\nvnis = [{}]\n",
+                peer.underlay_ip,
+                shared.join(", ")
+            );
+        }
+        s
+    }
+
+    /// Starts (or restarts) `violind` for Violin host `i` and waits until it is ready.
+    pub fn start_daemon(&mut self, i: usize) -> Result<()> {
+        let h = self.hosts[i].clone();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&h.log)
+            .with_context(|| format!("opening {}", h.log.display()))?;
+        let ready = Path::new("/run/violin").join(h.host_id()).join("ready");
+        let _ = fs::remove_file(&ready);
+        let mut child = Command::new(&self.spec.violind)
+            .args(["run", "--config"])
+            .arg(&h.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.spec.violind.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready.exists() {
+            if let Some(status) = child.try_wait()? {
+                bail!("violind for {} exited during start-up ({status})", h.ns);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("violind for {} was not ready within 60 s", h.ns);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        self.daemons[i] = Some(child);
+        Ok(())
+    }
+
+    /// Kills `violind` of host `i` without letting it clean up (a crash).
+    pub fn kill_daemon(&mut self, i: usize) -> Result<()> {
+        if let Some(mut c) = self.daemons[i].take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Asks `violind` of host `i` to exit; with `keep_forwarding` the datapath stays.
+    pub fn stop_daemon(&mut self, i: usize, keep_forwarding: bool) -> Result<()> {
+        let cfg = self.hosts[i].config.to_string_lossy().into_owned();
+        let mut args = vec!["stop", "--config", cfg.as_str()];
+        if keep_forwarding {
+            args.push("--keep-forwarding");
+        }
+        run(&self.spec.violind.to_string_lossy(), &args)?;
+        if let Some(mut c) = self.daemons[i].take() {
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    pub fn daemon_pid(&self, i: usize) -> Option<u32> {
+        self.daemons[i].as_ref().map(|c| c.id())
+    }
+
+    /// `violind stats --json` of host `i`.
+    pub fn stats(&self, i: usize) -> Result<serde_json::Value> {
+        let cfg = self.hosts[i].config.to_string_lossy().into_owned();
+        let out = run(
+            &self.spec.violind.to_string_lossy(),
+            &["stats", "--config", &cfg, "--json"],
+        )?;
+        serde_json::from_str(&out).context("parsing violind stats --json")
+    }
+
+    pub fn stats_text(&self, i: usize) -> Result<String> {
+        let cfg = self.hosts[i].config.to_string_lossy().into_owned();
+        run(
+            &self.spec.violind.to_string_lossy(),
+            &["stats", "--config", &cfg],
+        )
+    }
+
+    /// The `n`-th VM (0-based) of environment `env` on host `host`.
+    pub fn vm(&self, host: usize, env: usize, n: usize) -> &Vm {
+        self.vms
+            .iter()
+            .filter(|v| v.host == host && v.env == env)
+            .nth(n)
+            .unwrap_or_else(|| panic!("no VM {n} of env {env} on host {host}"))
+    }
+
+    /// Logs of every daemon, for failure messages.
+    pub fn daemon_logs(&self) -> String {
+        let mut s = String::new();
+        for h in self.hosts.iter().filter(|h| h.kind == HostKind::Violin) {
+            let log = fs::read_to_string(&h.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let _ = writeln!(s, "--- violind {} (last lines) ---", h.ns);
+            for l in tail.iter().rev() {
+                let _ = writeln!(s, "{l}");
+            }
+        }
+        s
+    }
+
+    /// How to use the lab, for `cargo xtask lab up`.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Lab {:?}: {} hosts, {} VMs, underlay MTU {} (VM MTU {}).",
+            self.spec.name,
+            self.hosts.len(),
+            self.vms.len(),
+            self.spec.mtu,
+            self.spec.mtu - 50
+        );
+        for v in &self.vms {
+            let _ = writeln!(
+                s,
+                "  {:<14} host {:<10} env {} (VNI {})  {:<14} {}",
+                v.ns,
+                self.hosts[v.host].ns,
+                v.env,
+                v.vni,
+                v.ip,
+                mac_string(&v.mac)
+            );
+        }
+        if let Some(v) = self.vms.first() {
+            let _ = writeln!(s, "\nEnter a VM:      ip netns exec {} bash", v.ns);
+        }
+        if let Some(h) = self.hosts.first() {
+            let _ = writeln!(
+                s,
+                "Counters:        target/debug/violind stats --config {}",
+                h.config.display()
+            );
+            let _ = writeln!(s, "Daemon log:      {}", h.log.display());
+        }
+        let _ = writeln!(
+            s,
+            "Tear down:       cargo xtask lab down --name {}",
+            self.spec.name
+        );
+        s
+    }
+
+    /// Leaves the lab running after this process exits (`lab up`).
+    pub fn detach(mut self) {
+        self.torn_down = true;
+        for c in self.daemons.iter_mut() {
+            // The daemons keep running; `lab down` stops them through their pid files.
+            drop(c.take());
+        }
+    }
+
+    fn down_now(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        self.torn_down = true;
+        for i in 0..self.daemons.len() {
+            if self.daemons[i].is_some() && self.stop_daemon(i, false).is_err() {
+                let _ = self.kill_daemon(i);
+            }
+        }
+        if let Err(e) = down(&self.spec.name, true) {
+            eprintln!("lab {}: teardown: {e:#}", self.spec.name);
+        }
+    }
+
+    /// Stops the daemons (each detaching its datapath) and removes the lab; reports the
+    /// first failure after cleaning up everything it can.
+    pub fn down(mut self) -> Result<()> {
+        self.torn_down = true;
+        let mut first_err = None;
+        for i in 0..self.daemons.len() {
+            if self.daemons[i].is_some() {
+                if let Err(e) = self.stop_daemon(i, false) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let removed = down(&self.spec.name, true);
+        match first_err {
+            Some(e) => Err(e),
+            None => removed,
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.down_now();
+    }
+}
+
+/// Removes everything a lab named `name` made: daemons, pins, namespaces (their links go
+/// with them), files.
+/// Works from names alone, so it also cleans up after a crash.
+pub fn down(name: &str, quiet: bool) -> Result<()> {
+    let prefix = format!("{name}-");
+    let host_ids: Vec<String> = fs::read_dir("/run/violin")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    for id in &host_ids {
+        let pid_file = Path::new("/run/violin").join(id).join("violind.pid");
+        if let Some(pid) = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            stop_pid(pid);
+        }
+        let _ = fs::remove_dir_all(Path::new("/run/violin").join(id));
+    }
+    // Pins of hosts whose daemon died: dropping them detaches the links and frees maps.
+    if let Ok(rd) = fs::read_dir("/sys/fs/bpf/violin") {
+        for e in rd.filter_map(|e| e.ok()) {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let namespaces = ip(&["netns", "list"]).unwrap_or_default();
+    let mut removed = 0;
+    for ns in namespaces
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+    {
+        if ns.starts_with(&prefix) {
+            ip(&["netns", "del", ns])?;
+            removed += 1;
+        }
+    }
+    let _ = fs::remove_dir_all(state_dir(name));
+    if !quiet {
+        eprintln!("lab {name}: removed {removed} namespaces and their links");
+    }
+    Ok(())
+}
+
+fn stop_pid(pid: i32) {
+    let alive = |p: i32| Path::new(&format!("/proc/{p}")).exists();
+    // SAFETY: plain kill(2) to a daemon of this lab.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    if alive(pid) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}

@@ -1,0 +1,25 @@
+//! Violin's testbed: the local lab of simulated hosts and VMs (network namespaces, veth
+//! pairs, an underlay bridge, `violind` per host) used by `cargo xtask lab` and by the
+//! end-to-end tests in `tests/tests/`.
+pub mod e2e;
+pub mod lab;
+pub mod sys;
+pub mod traffic;
+
+use std::path::PathBuf;
+
+/// Workspace root (this crate lives in `tests/`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The `violind` built by `cargo build -p dataplane-user` (debug profile).
+pub fn violind_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("debug").join("violind")
+}

@@ -1,0 +1,109 @@
+//! Running commands and entering network namespaces.
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    process::{Command, Output, Stdio},
+    thread,
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Runs a command to completion; fails with its stderr when it exits non-zero.
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
+    let out = output(program, args)?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn output(program: &str, args: &[&str]) -> Result<Output> {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {program} (is it installed? `cargo xtask setup`)"))
+}
+
+/// `ip` with arguments.
+pub fn ip(args: &[&str]) -> Result<String> {
+    run("ip", args)
+}
+
+/// Runs a command inside a network namespace.
+pub fn ns_run(ns: &str, program: &str, args: &[&str]) -> Result<String> {
+    let mut full = vec!["netns", "exec", ns, program];
+    full.extend_from_slice(args);
+    run("ip", &full)
+}
+
+pub fn ns_output(ns: &str, program: &str, args: &[&str]) -> Result<Output> {
+    let mut full = vec!["netns", "exec", ns, program];
+    full.extend_from_slice(args);
+    output("ip", &full)
+}
+
+/// A command for `ip netns exec`, to spawn in the background.
+pub fn ns_command(ns: &str, program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, program]).args(args);
+    c
+}
+
+/// Runs `f` on a new thread that has entered network namespace `ns`: sockets it opens
+/// live there. Only that thread changes namespace.
+pub fn in_netns<T, F>(ns: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    let path = format!("/run/netns/{ns}");
+    let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+    thread::spawn(move || {
+        // SAFETY: file is an open namespace file; only this thread is moved.
+        if unsafe { libc_setns(file.as_raw_fd()) } != 0 {
+            return Err(anyhow!(
+                "setns into {path}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow!("thread in namespace {ns} panicked"))?
+}
+
+/// Like [`in_netns`] but returns at once; join the handle for the result.
+pub fn spawn_in_netns<T, F>(ns: &str, f: F) -> Result<thread::JoinHandle<Result<T>>>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    let path = format!("/run/netns/{ns}");
+    let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+    Ok(thread::spawn(move || {
+        // SAFETY: as in in_netns.
+        if unsafe { libc_setns(file.as_raw_fd()) } != 0 {
+            return Err(anyhow!(
+                "setns into {path}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        f()
+    }))
+}
+
+unsafe fn libc_setns(fd: i32) -> i32 {
+    // SAFETY: forwarded to the caller.
+    unsafe { libc::setns(fd, libc::CLONE_NEWNET) }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,305 @@
+//! Traffic between lab VMs: ping, checksummed TCP transfers, crafted frames.
+use std::{
+    hash::Hasher,
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::sys::{in_netns, ns_output, spawn_in_netns};
+
+/// Result of a `ping` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingResult {
+    pub sent: u32,
+    pub received: u32,
+}
+
+impl PingResult {
+    pub fn lost(&self) -> u32 {
+        self.sent - self.received
+    }
+}
+
+/// Parses ping's "N packets transmitted, M received" line.
+pub fn parse_ping(out: &str) -> Option<PingResult> {
+    let line = out.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut nums = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>());
+    Some(PingResult {
+        sent: nums.next()?.ok()?,
+        received: nums.next()?.ok()?,
+    })
+}
+
+/// Pings `target` from namespace `ns`; `extra` are more ping options.
+pub fn ping(ns: &str, target: &str, count: u32, extra: &[&str]) -> Result<PingResult> {
+    let count = count.to_string();
+    let mut args = vec!["-c", count.as_str(), "-W", "1"];
+    args.extend_from_slice(extra);
+    args.push(target);
+    let out = ns_output(ns, "ping", &args)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_ping(&text).with_context(|| format!("unexpected ping output: {text}"))
+}
+
+/// Pings until one reply arrives or `timeout` passes (ARP/ND, learning, start-up).
+pub fn wait_ping(ns: &str, target: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = ping(ns, target, 1, &[])?;
+        if r.received == 1 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("no reply from {target} in {ns} within {timeout:?}");
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so both ends can be checked.
+struct Pattern(u64);
+
+impl Pattern {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let b = self.0.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Transfer {
+    pub bytes: u64,
+    pub sent_digest: u64,
+    pub received_digest: u64,
+    pub elapsed: Duration,
+}
+
+impl Transfer {
+    pub fn gbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.elapsed.as_secs_f64() / 1e9
+    }
+}
+
+fn digest() -> std::collections::hash_map::DefaultHasher {
+    std::collections::hash_map::DefaultHasher::new()
+}
+
+/// Sends `bytes` of a pseudo-random stream over TCP from namespace `from` to `to_ip` in
+/// namespace `to`, hashing both ends. Fails if the stream stalls for 20 s.
+pub fn tcp_transfer(
+    from: &str,
+    to: &str,
+    to_ip: Ipv4Addr,
+    port: u16,
+    bytes: u64,
+) -> Result<Transfer> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let server = spawn_in_netns(to, move || {
+        let listener = TcpListener::bind(SocketAddr::from((to_ip, port)))
+            .with_context(|| format!("bind {to_ip}:{port}"))?;
+        ready_tx.send(()).ok();
+        let (mut s, _) = listener.accept()?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut h = digest();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        loop {
+            let n = s.read(&mut buf).context("receiving")?;
+            if n == 0 {
+                break;
+            }
+            h.write(&buf[..n]);
+            total += n as u64;
+        }
+        Ok((total, h.finish()))
+    })?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("server did not start")?;
+    let start = Instant::now();
+    let sent = in_netns(from, move || {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::from((to_ip, port)), Duration::from_secs(10))
+                .with_context(|| format!("connect {to_ip}:{port}"))?;
+        s.set_write_timeout(Some(Duration::from_secs(20)))?;
+        let mut p = Pattern(0x9e37_79b9_7f4a_7c15 ^ port as u64);
+        let mut h = digest();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            p.fill(&mut buf[..n]);
+            s.write_all(&buf[..n]).context("sending")?;
+            h.write(&buf[..n]);
+            left -= n as u64;
+        }
+        s.shutdown(std::net::Shutdown::Write)?;
+        // Wait for the receiver to close, so the transfer is complete when we return.
+        let _ = s.read(&mut [0u8; 1]);
+        Ok(h.finish())
+    });
+    let received = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))?;
+    let sent = sent?;
+    let (total, received_digest) = received?;
+    Ok(Transfer {
+        bytes: total,
+        sent_digest: sent,
+        received_digest,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Sends raw Ethernet frames out of `ifname` in namespace `ns` (AF_PACKET).
+pub fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) -> Result<usize> {
+    let ifname = ifname.to_string();
+    in_netns(ns, move || {
+        // SAFETY: plain socket(2).
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        if fd < 0 {
+            bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+        }
+        let cname = std::ffi::CString::new(ifname.clone())?;
+        // SAFETY: valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            // SAFETY: we own fd.
+            unsafe { libc::close(fd) };
+            bail!("no interface {ifname}");
+        }
+        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        sll.sll_halen = 6;
+        let mut sent = 0;
+        for f in &frames {
+            sll.sll_addr[..6].copy_from_slice(&f[..6.min(f.len())]);
+            // SAFETY: f and sll are valid for the call.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if n == f.len() as isize {
+                sent += 1;
+            }
+        }
+        // SAFETY: we own fd.
+        unsafe { libc::close(fd) };
+        Ok(sent)
+    })
+}
+
+/// A packet capture (tcpdump) running in a namespace.
+pub struct Capture {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing on `iface` in `ns` into `file`, with a pcap `filter`.
+    pub fn start(ns: &str, iface: &str, filter: &str, file: &std::path::Path) -> Result<Capture> {
+        let path = file.to_string_lossy().into_owned();
+        let mut child = crate::sys::ns_command(
+            ns,
+            "tcpdump",
+            &["-i", iface, "-n", "-U", "-w", &path, filter],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting tcpdump")?;
+        // tcpdump creates the file once it listens.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !file.exists() {
+            if let Some(st) = child.try_wait()? {
+                bail!("tcpdump in {ns} exited: {st}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("tcpdump in {ns} did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Capture {
+            child,
+            file: file.to_path_buf(),
+        })
+    }
+
+    /// Stops the capture and returns one decoded line per captured frame.
+    pub fn stop(mut self) -> Result<Vec<String>> {
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: plain kill(2) of our own child; SIGINT lets tcpdump flush.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        let path = self.file.to_string_lossy().into_owned();
+        let out = crate::sys::run("tcpdump", &["-r", &path, "-n", "-e", "-x"])?;
+        // Join tcpdump's hex continuation lines to their packet's line.
+        let mut frames: Vec<String> = Vec::new();
+        for line in out.lines() {
+            if line.starts_with('\t') || line.starts_with(' ') {
+                if let Some(last) = frames.last_mut() {
+                    last.push_str(line.trim());
+                    last.push(' ');
+                }
+            } else if !line.is_empty() {
+                frames.push(format!("{line} "));
+            }
+        }
+        Ok(frames)
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_summary_is_parsed() {
+        let out = "PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.\n\n--- 10.0.0.2 ping statistics ---\n5 packets transmitted, 4 received, 20% packet loss, time 4005ms\n";
+        assert_eq!(
+            parse_ping(out),
+            Some(PingResult {
+                sent: 5,
+                received: 4
+            })
+        );
+        assert_eq!(parse_ping("nothing"), None);
+    }
+
+    #[test]
+    fn pattern_is_deterministic() {
+        let (mut a, mut b) = (vec![0u8; 100], vec![0u8; 100]);
+        Pattern(7).fill(&mut a);
+        Pattern(7).fill(&mut b);
+        assert_eq!(a, b);
+        assert_ne!(a, vec![0u8; 100]);
+    }
+}

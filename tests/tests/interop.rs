@@ -1,0 +1,47 @@
+//! A Violin host and a host using Linux's own VXLAN device share an environment.
+use std::time::Duration;
+
+use violin_testbed::{
+    e2e::{counter, lab},
+    lab::HostKind,
+    traffic::{ping, tcp_transfer, wait_ping},
+};
+
+#[test]
+fn violin_interoperates_with_linux_vxlan() {
+    let lab = lab("ix", |s| {
+        s.hosts = 2;
+        s.linux_vxlan_hosts = 1;
+        s.vms_per_host = 1;
+    });
+    assert_eq!(lab.hosts[2].kind, HostKind::LinuxVxlan);
+    let v = lab.vm(0, 0, 0).clone();
+    let l = lab.vm(2, 0, 0).clone();
+
+    wait_ping(&v.ns, &l.ip.to_string(), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.daemon_logs()));
+    for (from, to) in [(&v, &l), (&l, &v)] {
+        let r = ping(&from.ns, &to.ip.to_string(), 10, &["-i", "0.05"]).unwrap();
+        assert_eq!(r.lost(), 0, "{} -> {}", from.ns, to.ns);
+    }
+    let r = ping(&l.ns, &v.ip6, 5, &["-i", "0.1"]).unwrap();
+    assert_eq!(r.lost(), 0, "ping -6 from the Linux VXLAN side");
+
+    // TCP both ways: the checksum rule holds for frames from and to the kernel's VXLAN.
+    for (from, to, p) in [(&v, &l, 5301u16), (&l, &v, 5302)] {
+        let t = tcp_transfer(&from.ns, &to.ns, to.ip, p, 30_000_000).unwrap();
+        assert_eq!(t.bytes, 30_000_000);
+        assert_eq!(t.sent_digest, t.received_digest, "{} -> {}", from.ns, to.ns);
+    }
+
+    let s = lab.stats(0).unwrap();
+    let peer = s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["address"] == "10.250.0.3")
+        .expect("the Linux host is a peer");
+    assert!(counter(peer, "/stats/rx/packets") > 10_000);
+    assert!(counter(peer, "/stats/tx/packets") > 10_000);
+    lab.down().unwrap();
+}

@@ -1,0 +1,154 @@
+//! `cargo xtask setup`: everything a fresh machine needs, installed only where missing.
+//! The bpf-linker recipe is the one verified in shared/TOOLCHAIN.md.
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages: build deps of xsk-rs (libxdp/libbpf), lab and test tools.
+const APT_PACKAGES: &[&str] = &[
+    "clang",
+    "llvm",
+    "libelf-dev",
+    "libpcap-dev",
+    "zlib1g-dev",
+    "pkg-config",
+    "m4",
+    "iproute2",
+    "ethtool",
+    "tcpdump",
+    "iputils-ping",
+    "iperf3",
+    "bpftool",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn status(program: &str, args: &[&str]) -> Result<bool> {
+    Ok(Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {program}"))?
+        .success())
+}
+
+fn exec(program: &str, args: &[&str], envs: &[(&str, String)]) -> Result<()> {
+    eprintln!("    $ {program} {}", args.join(" "));
+    let ok = Command::new(program)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .status()
+        .with_context(|| format!("cannot run {program}"))?
+        .success();
+    if !ok {
+        bail!("`{program} {}` failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn capture(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn installed(package: &str) -> bool {
+    capture("dpkg-query", &["-W", "-f=${Status}", package])
+        .map(|s| s.contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+pub fn run() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("==> apt packages: all present");
+    } else {
+        eprintln!("==> apt packages: installing {}", missing.join(" "));
+        exec("apt-get", &["update", "-q"], &[])?;
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend(&missing);
+        exec(
+            "apt-get",
+            &args,
+            &[("DEBIAN_FRONTEND", "noninteractive".into())],
+        )?;
+    }
+
+    let components = capture(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )?;
+    if components.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("==> nightly rust-src: present");
+    } else {
+        eprintln!("==> nightly rust-src: installing");
+        exec(
+            "rustup",
+            &["component", "add", "rust-src", "--toolchain", "nightly"],
+            &[],
+        )?;
+    }
+
+    let have = capture("bpf-linker", &["--version"]).unwrap_or_default();
+    if have.contains(BPF_LINKER_VERSION) {
+        eprintln!("==> bpf-linker {BPF_LINKER_VERSION}: present");
+    } else {
+        eprintln!("==> bpf-linker {BPF_LINKER_VERSION}: building against nightly's LLVM (1-2 min)");
+        install_bpf_linker()?;
+    }
+    if !status("bpf-linker", &["--version"])? {
+        bail!("bpf-linker does not run after installation");
+    }
+    eprintln!("==> setup complete");
+    Ok(())
+}
+
+/// Debian 12 has no LLVM 21+, but the nightly toolchain ships libLLVM 22: link against it.
+fn install_bpf_linker() -> Result<()> {
+    let sysroot = capture("rustc", &["+nightly", "--print", "sysroot"])?;
+    let lib = std::path::Path::new(sysroot.trim()).join("lib");
+    let llvm = std::fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.22.1-rust-") && n.ends_with("-nightly"))
+        })
+        .context("nightly toolchain has no libLLVM.so.22.1-rust-*-nightly")?;
+    let prefix = std::env::temp_dir().join(format!("violin-llvm-{}", std::process::id()));
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&llvm, &link)?;
+    let result = exec(
+        "cargo",
+        &[
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+            "--locked",
+            "--force",
+        ],
+        &[
+            ("LLVM_PREFIX", prefix.display().to_string()),
+            (
+                "RUSTFLAGS",
+                format!("-C link-args=-Wl,-rpath,{}", lib.display()),
+            ),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&prefix);
+    result
+}
