@@ -83,6 +83,17 @@ fn setup(config: &Config, dp: &mut Datapath) -> Result<Topology> {
     Ok(topo)
 }
 
+type Running = (Datapath, Arc<RwLock<Topology>>, Option<SlowPath>);
+
+fn start(config: &Config, paths: &Paths) -> Result<Running> {
+    let mut dp = Datapath::load(paths, config.debug_datapath)?;
+    let topology = Arc::new(RwLock::new(setup(config, &mut dp)?));
+    refresh_next_hops(&mut dp, &topology);
+    let slow = Some(SlowPath::start(topology.clone(), paths)?);
+    std::fs::write(ready_file(paths), b"")?;
+    Ok((dp, topology, slow))
+}
+
 pub fn run(config_path: &Path, config: Config) -> Result<()> {
     host::check_privileges()?;
     host::ensure_bpffs()?;
@@ -90,11 +101,20 @@ pub fn run(config_path: &Path, config: Config) -> Result<()> {
     host::write_pid_file(&paths.pid_file())?;
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("installing signal handlers")?;
-    let mut dp = Datapath::load(&paths, config.debug_datapath)?;
-    let topology = Arc::new(RwLock::new(setup(&config, &mut dp)?));
-    refresh_next_hops(&mut dp, &topology);
-    let mut slow = Some(SlowPath::start(topology.clone(), &paths)?);
-    std::fs::write(ready_file(&paths), b"")?;
+    let resumed = Datapath::has_pinned_state(&paths);
+    let started = start(&config, &paths);
+    let (mut dp, topology, mut slow) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            // A failed first start leaves nothing behind; a failed restart leaves the
+            // previous daemon's datapath forwarding.
+            if !resumed {
+                let _ = datapath::teardown(&paths);
+            }
+            let _ = std::fs::remove_file(paths.pid_file());
+            return Err(e);
+        }
+    };
     info!(host = %config.host_id, config = %config_path.display(), "violind ready");
 
     let mut config = config;
@@ -121,6 +141,7 @@ pub fn run(config_path: &Path, config: Config) -> Result<()> {
             last_refresh = Instant::now();
             refresh_next_hops(&mut dp, &topology);
         }
+        dp.flush_logs();
         thread::sleep(Duration::from_millis(100));
     };
     drop(slow.take());

@@ -88,7 +88,7 @@ pub struct Datapath {
     ebpf: Ebpf,
     pub maps: Maps,
     paths: Paths,
-    _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 pub fn prog_for_port() -> &'static str {
@@ -100,13 +100,18 @@ pub fn prog_for_underlay() -> &'static str {
 }
 
 impl Datapath {
+    /// Whether a previous daemon left maps pinned for this host.
+    pub fn has_pinned_state(paths: &Paths) -> bool {
+        paths.maps().join(names::FDB).exists()
+    }
+
     /// Loads both programs, reusing pinned maps when a previous daemon left them.
     pub fn load(paths: &Paths, debug_datapath: bool) -> Result<Datapath> {
         let maps_dir = paths.maps();
         fs::create_dir_all(&maps_dir)
             .with_context(|| format!("creating pin directory {}", maps_dir.display()))?;
         fs::create_dir_all(paths.links())?;
-        let resumed = maps_dir.join(names::FDB).exists();
+        let resumed = Self::has_pinned_state(paths);
         // aya-log level: 0 silences every log call in the programs.
         let level: u8 = if debug_datapath { 4 } else { 0 };
         let mut ebpf = EbpfLoader::new()
@@ -144,7 +149,7 @@ impl Datapath {
             ebpf,
             maps,
             paths: paths.clone(),
-            _logger: logger,
+            logger,
         })
     }
 
@@ -192,6 +197,13 @@ impl Datapath {
             .pin(&pin)
             .with_context(|| format!("pinning link {}", pin.display()))?;
         Ok(())
+    }
+
+    /// Forwards pending aya-log records from the programs to the daemon's log.
+    pub fn flush_logs(&mut self) {
+        if let Some(l) = &mut self.logger {
+            l.flush();
+        }
     }
 
     pub fn paths(&self) -> &Paths {

@@ -57,6 +57,9 @@ struct LabArgs {
     /// Extra hosts that use Linux's own VXLAN device instead of Violin.
     #[arg(long, default_value_t = 0)]
     linux_vxlan_hosts: usize,
+    /// Log every datapath decision through aya-log into the daemons' logs.
+    #[arg(long)]
+    debug_datapath: bool,
 }
 
 #[derive(Subcommand)]
@@ -113,6 +116,7 @@ fn spec(a: &LabArgs) -> LabSpec {
         mtu: a.mtu,
         linux_vxlan_hosts: a.linux_vxlan_hosts,
         violind: violind_path(),
+        debug_datapath: a.debug_datapath,
     }
 }
 

@@ -1,0 +1,227 @@
+//! violind's life cycle: configuration errors, reloads, privileges, and the lab's own
+//! clean-up after a crash.
+use std::{fs, path::Path, process::Command, time::Duration};
+
+use violin_testbed::{
+    e2e::{counter, lab, lab_name, require_root},
+    lab::{self as testlab, Lab, LabSpec},
+    sys::{ip, ns_run},
+    traffic::{ping, send_raw, wait_ping},
+    violind_path,
+};
+
+fn violind(args: &[&str]) -> (bool, String) {
+    let out = Command::new(violind_path()).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn temp_config(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("violin-test-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+const BASE: &str = r#"host_id = "cfgtest"
+[underlay]
+interface = "lo"
+address = "127.0.0.1"
+[[environment]]
+name = "blue"
+vni = 7
+ports = ["nosuchport0"]
+"#;
+
+#[test]
+fn bad_configuration_is_rejected_naming_the_field() {
+    require_root();
+    let cases = [
+        (
+            BASE.replace("vni = 7", "vni = 16777216"),
+            "environment[0].vni",
+        ),
+        (BASE.replace("vni = 7", "vni = \"seven\""), "vni"),
+        (
+            BASE.replace("address = \"127.0.0.1\"", "address = \"1.2.3\""),
+            "address",
+        ),
+        (
+            format!("{BASE}[[peer]]\naddress = \"10.0.0.9\"\nvnis = [8]\n"),
+            "peer[0].vnis[0]",
+        ),
+        (
+            BASE.replace("name = \"blue\"", "name = \"blue\"\nmtu = 3"),
+            "unknown field `mtu`",
+        ),
+    ];
+    for (i, (text, field)) in cases.iter().enumerate() {
+        let cfg = temp_config(&format!("bad{i}.toml"), text);
+        for cmd in ["check", "run"] {
+            let (ok, out) = violind(&[cmd, "--config", &cfg]);
+            assert!(!ok, "violind {cmd} accepted a bad config:\n{text}");
+            assert!(
+                out.contains(field),
+                "violind {cmd}: {field:?} not named in: {out}"
+            );
+        }
+    }
+    let (ok, out) = violind(&["check", "--config", "/nonexistent/violin.toml"]);
+    assert!(!ok && out.contains("cannot read config"), "{out}");
+}
+
+#[test]
+fn missing_interface_is_named_and_leaves_nothing_behind() {
+    require_root();
+    let cfg = temp_config("missing.toml", BASE);
+    let (ok, out) = violind(&["run", "--config", &cfg]);
+    assert!(!ok);
+    assert!(out.contains("\"nosuchport0\" does not exist"), "{out}");
+    assert!(
+        !Path::new("/sys/fs/bpf/violin/cfgtest").exists(),
+        "pins left after a failed start"
+    );
+    assert!(!Path::new("/run/violin/cfgtest/violind.pid").exists());
+}
+
+#[test]
+fn missing_privileges_are_reported() {
+    require_root();
+    let cfg = temp_config("unpriv.toml", BASE);
+    let dir = Path::new(&cfg).parent().unwrap().to_path_buf();
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(violind_path())
+        .args(["run", "--config", &cfg])
+        .output()
+        .expect("setpriv (util-linux)");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("lacks CAP_NET_ADMIN"), "{text}");
+    assert!(text.contains("run it as root"), "{text}");
+}
+
+#[test]
+fn sighup_reloads_ports_and_keeps_the_old_config_on_error() {
+    let lab = lab("hu", |_| {});
+    let a = lab.vm(0, 0, 0).clone();
+    let a2 = lab.vm(0, 0, 1).clone();
+    let b = lab.vm(1, 0, 0).clone();
+    wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
+    wait_ping(&a2.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
+    let h1 = lab.hosts[0].clone();
+    let original = lab.config_for(0);
+
+    // Drop vm2 from the environment: its program is detached and it is cut off.
+    let without = original.replace(&format!(", \"{}\"", a2.port), "");
+    assert_ne!(without, original);
+    lab.reload(0, &without).unwrap();
+    let link = ns_run(&h1.ns, "ip", &["-d", "link", "show", &a2.port]).unwrap();
+    assert!(!link.contains("prog/xdp"), "{link}");
+    assert_eq!(
+        ping(&a2.ns, &b.ip.to_string(), 3, &["-i", "0.1"])
+            .unwrap()
+            .received,
+        0
+    );
+    assert_eq!(
+        ping(&a.ns, &b.ip.to_string(), 3, &["-i", "0.1"])
+            .unwrap()
+            .lost(),
+        0
+    );
+    let s = lab.stats(0).unwrap();
+    assert!(s["fdb"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["location"] != format!("port {}", a2.port)));
+
+    // A broken file is refused and the running configuration stays in force.
+    let err = lab
+        .reload(0, &original.replace("vni = 1000", "vni = 0"))
+        .unwrap_err();
+    assert!(err.to_string().contains("environment[0].vni"), "{err}");
+    assert_eq!(
+        ping(&a.ns, &b.ip.to_string(), 3, &["-i", "0.1"])
+            .unwrap()
+            .lost(),
+        0
+    );
+
+    // And the port comes back.
+    lab.reload(0, &original).unwrap();
+    wait_ping(&a2.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
+    lab.down().unwrap();
+}
+
+#[test]
+fn datapath_debug_logging_reaches_the_daemon_log() {
+    let lab = lab("dg", |s| {
+        s.vms_per_host = 1;
+        s.debug_datapath = true;
+    });
+    let a = lab.vm(0, 0, 0).clone();
+    let b = lab.vm(1, 0, 0).clone();
+    wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
+    // A frame from a VM with a multicast source address is dropped, and logged.
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&[0x01, 0, 0x5e, 0, 0, 1, 0x88, 0xb5]);
+    frame.resize(60, 0);
+    send_raw(&a.ns, "eth0", vec![frame; 3]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = fs::read_to_string(&lab.hosts[0].log).unwrap();
+        if log.contains("drop slot=") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no datapath log line:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(counter(&lab.stats(0).unwrap(), "/drops/bad_src_mac"), 3);
+    lab.down().unwrap();
+}
+
+#[test]
+fn lab_down_cleans_up_after_a_crash() {
+    require_root();
+    let name = lab_name("cr");
+    let lab = Lab::up(LabSpec::new(&name, violind_path()), true).unwrap();
+    let pids: Vec<u32> = (0..2).filter_map(|i| lab.daemon_pid(i)).collect();
+    lab.detach();
+    // The daemons die without cleaning up, as in a crash.
+    for pid in &pids {
+        // SAFETY: our lab's daemon; SIGKILL leaves it no chance to clean up.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    testlab::down(&name, true).unwrap();
+    let ns = ip(&["netns", "list"]).unwrap();
+    assert!(
+        !ns.lines().any(|l| l.starts_with(&format!("{name}-"))),
+        "{ns}"
+    );
+    for h in ["h1", "h2"] {
+        assert!(!Path::new(&format!("/sys/fs/bpf/violin/{name}-{h}")).exists());
+        assert!(!Path::new(&format!("/run/violin/{name}-{h}")).exists());
+    }
+    assert!(!testlab::state_dir(&name).exists());
+}
