@@ -4,6 +4,7 @@
 pub mod e2e;
 pub mod lab;
 pub mod sys;
+pub mod tap;
 pub mod traffic;
 
 use std::path::PathBuf;
