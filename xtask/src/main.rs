@@ -95,6 +95,46 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs `cargo test`, passing its output through, and closes with one summary line over
+/// all test binaries.
+fn test(args: &[&str]) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(workspace_root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(['.', ';']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("{passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() || failed > 0 {
+        bail!("tests failed");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
 fn build() -> Result<()> {
     eprintln!("==> building the eBPF object and violind");
     cargo(&["build", "-p", "dataplane-user"])
@@ -128,9 +168,9 @@ fn run(cli: Cli) -> Result<()> {
             need_root("the test suite")?;
             build()?;
             eprintln!("==> running the tests");
-            let mut full = vec!["test", "--workspace"];
+            let mut full = vec!["test", "--workspace", "--no-fail-fast"];
             full.extend(args.iter().map(String::as_str));
-            cargo(&full)
+            test(&full)
         }
         Cmd::Lab { action } => match action {
             LabCmd::Up(a) => {

@@ -179,6 +179,7 @@ fn flow_hash_separates_flows_and_is_stable() {
     let mut a = inner_frame(60);
     a[12..14].copy_from_slice(&[0x08, 0x00]);
     a[14] = 0x45;
+    a[20..22].copy_from_slice(&[0x40, 0]); // DF, not a fragment
     a[23] = 6;
     a[34..38].copy_from_slice(&[0x10, 0x00, 0x00, 0x50]);
     let mut b = a.clone();
