@@ -18,7 +18,7 @@ use dataplane_common::{
     maps::*,
     packet::{
         classify_port, classify_underlay, fits_underlay, flow_hash, is_multicast, is_zero,
-        source_port, Frame, OuterHeaders, Tunnel, UnderlayVerdict, ETH_HLEN,
+        source_port, Frame, OuterHeaders, Tunnel, UnderlayVerdict,
     },
     ENCAP_OVERHEAD,
 };
@@ -303,16 +303,7 @@ fn underlay_frame(ctx: &XdpContext) -> u32 {
         return drop_frame(ctx, UNDERLAY_SLOT, DropReason::NoHeadroom, len);
     }
     let inner_len = len - v.trailer - ENCAP_OVERHEAD as usize;
-    debug_assert!(inner_len >= ETH_HLEN);
-    match TX_PORTS.redirect(dst.ifindex, 0) {
-        Ok(action) => {
-            if let Some(s) = port_stats(dst.slot) {
-                s.tx.add(inner_len as u64);
-            }
-            action
-        }
-        Err(_) => drop_frame(ctx, UNDERLAY_SLOT, DropReason::RedirectFailed, len),
-    }
+    redirect_to_port(ctx, UNDERLAY_SLOT, &dst, inner_len)
 }
 
 #[cfg(not(test))]

@@ -105,9 +105,19 @@ fn is_bpffs(path: &Path) -> bool {
     unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
 }
 
-/// Mounts bpffs on /sys/fs/bpf when a fresh machine has not.
+/// Mounts bpffs on /sys/fs/bpf when a fresh machine has not. Daemons starting together
+/// must not both mount: the second mount would hide the first one's pins.
 pub fn ensure_bpffs() -> Result<()> {
     let dir = Path::new(BPFFS);
+    if is_bpffs(dir) {
+        return Ok(());
+    }
+    fs::create_dir_all("/run/violin")?;
+    let lock = fs::File::create("/run/violin/.bpffs.lock")?;
+    // SAFETY: flock on an fd we own; released when `lock` is dropped.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io::Error::last_os_error()).context("locking /run/violin/.bpffs.lock");
+    }
     if is_bpffs(dir) {
         return Ok(());
     }
