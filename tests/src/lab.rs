@@ -31,6 +31,8 @@ pub const BASE_VNI: u32 = 1000;
 pub enum HostKind {
     Violin,
     LinuxVxlan,
+    /// Underlay only, no overlay and no VMs: the "physical cluster" baseline.
+    Bare,
 }
 
 #[derive(Clone, Debug)]
@@ -44,10 +46,15 @@ pub struct LabSpec {
     pub mtu: u32,
     /// Extra hosts (after the Violin ones) using Linux's VXLAN device.
     pub linux_vxlan_hosts: usize,
+    /// Extra hosts (after those) with only an underlay address: no overlay, no VMs.
+    pub bare_hosts: usize,
     /// The `violind` binary.
     pub violind: PathBuf,
     /// aya-log debug messages from the XDP programs into the daemons' logs.
     pub debug_datapath: bool,
+    /// Leave transmit offloads on in Linux VXLAN hosts' VMs. Only for VMs that never
+    /// talk to a Violin VM: Violin's ports require VMs to checksum what they send.
+    pub linux_vm_offloads: bool,
 }
 
 impl LabSpec {
@@ -59,8 +66,10 @@ impl LabSpec {
             envs: 1,
             mtu: 1500,
             linux_vxlan_hosts: 0,
+            bare_hosts: 0,
             violind,
             debug_datapath: false,
+            linux_vm_offloads: false,
         }
     }
 
@@ -77,7 +86,7 @@ impl LabSpec {
                 self.name
             );
         }
-        let total = self.hosts + self.linux_vxlan_hosts;
+        let total = self.hosts + self.linux_vxlan_hosts + self.bare_hosts;
         if !(1..=12).contains(&total) {
             bail!("--hosts: {total} hosts in all; the lab supports 1 to 12");
         }
@@ -216,12 +225,14 @@ impl Lab {
             "ip",
             &["link", "set", "br0", "mtu", &s.mtu.to_string(), "up"],
         )?;
-        let total = s.hosts + s.linux_vxlan_hosts;
+        let total = s.hosts + s.linux_vxlan_hosts + s.bare_hosts;
         for i in 0..total {
             let kind = if i < s.hosts {
                 HostKind::Violin
-            } else {
+            } else if i < s.hosts + s.linux_vxlan_hosts {
                 HostKind::LinuxVxlan
+            } else {
+                HostKind::Bare
             };
             let host = Host {
                 index: i,
@@ -243,6 +254,9 @@ impl Lab {
             self.hosts.push(host);
         }
         for i in 0..total {
+            if self.hosts[i].kind == HostKind::Bare {
+                continue;
+            }
             for j in 0..s.vms_per_host {
                 let vm = self.make_vm(i, j)?;
                 step(
@@ -379,12 +393,14 @@ impl Lab {
         // The VM checksums what it sends: an XDP redirect loses "checksum pending"
         // (README, "Checksum offload"). GRO gives eth0 the NAPI that XDP_REDIRECT needs;
         // veth only honours it on an interface that is already up.
-        ns_run(&vm.ns, "ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
+        let offloads = host.kind == HostKind::LinuxVxlan && self.spec.linux_vm_offloads;
+        let tx = if offloads { "on" } else { "off" };
+        ns_run(&vm.ns, "ethtool", &["-K", "eth0", "tx", tx, "gro", "on"])?;
         Ok(vm)
     }
 
     /// A host running Linux's VXLAN: vx0 and the VM ports on one bridge, with head-end
-    /// replication to every Violin host serving the same VNI.
+    /// replication to every other overlay host (Violin or Linux).
     fn make_linux_vxlan(&self, i: usize) -> Result<()> {
         let h = &self.hosts[i];
         let vm_mtu = (self.spec.mtu - 50).to_string();
@@ -421,7 +437,11 @@ impl Lab {
                 ns_run(&h.ns, "ip", &["link", "set", &vm.port, "master", &br])?;
             }
             ns_run(&h.ns, "ip", &["link", "set", &br, "up"])?;
-            for peer in self.hosts.iter().filter(|p| p.kind == HostKind::Violin) {
+            let others = self
+                .hosts
+                .iter()
+                .filter(|p| p.index != i && p.kind != HostKind::Bare);
+            for peer in others {
                 ns_run(
                     &h.ns,
                     "bridge",
@@ -479,7 +499,12 @@ impl Lab {
                 ports.join(", ")
             );
         }
-        for (p, peer) in self.hosts.iter().enumerate().filter(|(p, _)| *p != i) {
+        let peers = self
+            .hosts
+            .iter()
+            .enumerate()
+            .filter(|(p, h)| *p != i && h.kind != HostKind::Bare);
+        for (p, peer) in peers {
             let shared: Vec<String> = self
                 .envs_on(p)
                 .into_iter()

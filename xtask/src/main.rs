@@ -30,6 +30,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Benchmarks against the bare underlay and Linux VXLAN (needs root):
+    /// `cargo xtask bench [micro|hpl|nemo3d|all] [--quick]`; results in target/bench/.
+    Bench {
+        /// Arguments for violin-bench (suite, --quick, --reps N, --mtus 1500,9000).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The local lab of simulated hosts and VMs.
     Lab {
         #[command(subcommand)]
@@ -155,8 +162,10 @@ fn spec(a: &LabArgs) -> LabSpec {
         envs: a.envs,
         mtu: a.mtu,
         linux_vxlan_hosts: a.linux_vxlan_hosts,
+        bare_hosts: 0,
         violind: violind_path(),
         debug_datapath: a.debug_datapath,
+        linux_vm_offloads: false,
     }
 }
 
@@ -171,6 +180,22 @@ fn run(cli: Cli) -> Result<()> {
             let mut full = vec!["test", "--workspace", "--no-fail-fast"];
             full.extend(args.iter().map(String::as_str));
             test(&full)
+        }
+        Cmd::Bench { args } => {
+            need_root("the benchmarks")?;
+            build()?;
+            eprintln!("==> building the benchmark tools (release)");
+            cargo(&["build", "--release", "-p", "bench"])?;
+            let bin = workspace_root().join("target/release/violin-bench");
+            let status = Command::new(bin)
+                .args(&args)
+                .current_dir(workspace_root())
+                .status()
+                .context("running violin-bench")?;
+            if !status.success() {
+                bail!("benchmark failed");
+            }
+            Ok(())
         }
         Cmd::Lab { action } => match action {
             LabCmd::Up(a) => {

@@ -4,7 +4,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-/// Debian packages: build deps of xsk-rs (libxdp/libbpf), lab and test tools.
+/// Debian packages: build deps of xsk-rs (libxdp/libbpf), lab, test and benchmark tools
+/// (the font is for the benchmark plots).
 const APT_PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -19,6 +20,7 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "iperf3",
     "bpftool",
+    "fonts-dejavu-core",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -1,1 +1,0 @@
-//! Benchmarks for Violin are built under their own issue (`cargo xtask bench`).

@@ -1,0 +1,372 @@
+//! The `micro` suite: TCP goodput (1 and 4 streams), 64-byte UDP frame rate with CPU time
+//! per packet, UDP round-trip latency, and each XDP program's cost through
+//! BPF_PROG_TEST_RUN.
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use dataplane_common::packet::{OuterHeaders, Tunnel};
+use violin_testbed::sys::{ns_command, ns_run};
+
+use crate::{
+    paths::{BenchLab, Endpoint},
+    results::{Better, Metric, NetPath},
+};
+
+pub struct Settings {
+    pub secs: f64,
+    pub ping_count: usize,
+    pub test_run_repeat: u32,
+}
+
+impl Settings {
+    pub fn new(quick: bool) -> Settings {
+        if quick {
+            Settings {
+                secs: 2.0,
+                ping_count: 2000,
+                test_run_repeat: 200_000,
+            }
+        } else {
+            Settings {
+                secs: 5.0,
+                ping_count: 20_000,
+                test_run_repeat: 2_000_000,
+            }
+        }
+    }
+}
+
+pub fn metrics() -> Vec<Metric> {
+    let m = |id: &str, title: &str, unit: &str, better| Metric {
+        id: id.into(),
+        title: title.into(),
+        unit: unit.into(),
+        better,
+    };
+    vec![
+        m("tcp1", "TCP goodput, 1 stream", "Gbit/s", Better::Higher),
+        m("tcp4", "TCP goodput, 4 streams", "Gbit/s", Better::Higher),
+        m(
+            "udp64_rate",
+            "UDP 64-byte frames received",
+            "kpps",
+            Better::Higher,
+        ),
+        m(
+            "udp64_cpu",
+            "CPU time per received 64-byte frame",
+            "ns",
+            Better::Lower,
+        ),
+        m("rtt_p50", "UDP round trip, median", "us", Better::Lower),
+        m(
+            "rtt_p99",
+            "UDP round trip, 99th percentile",
+            "us",
+            Better::Lower,
+        ),
+        m(
+            "xdp_port_ns",
+            "violin_port (encapsulate) per packet, BPF_PROG_TEST_RUN",
+            "ns",
+            Better::Lower,
+        ),
+        m(
+            "xdp_underlay_ns",
+            "violin_underlay (decapsulate) per packet, BPF_PROG_TEST_RUN",
+            "ns",
+            Better::Lower,
+        ),
+    ]
+}
+
+/// Flood sender and sink on different CPUs, so both run at full speed.
+const CLIENT_CPU: [&str; 2] = ["-c", "0"];
+const SERVER_CPU: [&str; 2] = ["-c", "1"];
+/// Round trips with both ends on one CPU: with the ends on different CPUs the figure is
+/// dominated by cross-CPU wake-ups (all three paths near 60-90 us here), and left to the
+/// scheduler it flips between the two regimes from run to run.
+const RTT_CPU: [&str; 2] = ["-c", "0"];
+
+fn pktgen() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.with_file_name("violin-pktgen")
+}
+
+/// A server process in a namespace; killed if dropped before it finished.
+struct Server(Option<Child>);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Server {
+    /// Starts a server in `ns` and gives it a moment to listen.
+    fn start(ns: &str, program: &str, args: &[&str]) -> Result<Server> {
+        let child = ns_command(ns, program, args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {program} in {ns}"))?;
+        thread::sleep(Duration::from_millis(300));
+        Ok(Server(Some(child)))
+    }
+
+    /// Waits for the server to exit by itself and returns its standard output.
+    fn finish(mut self) -> Result<String> {
+        let out = self.0.take().expect("running").wait_with_output()?;
+        if !out.status.success() {
+            bail!("server failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+fn json(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text.trim()).with_context(|| format!("not JSON: {text}"))
+}
+
+/// TCP goodput in Gbit/s from `a` to `b` with `streams` parallel streams (iperf3).
+pub fn tcp(a: &Endpoint, b: &Endpoint, streams: u32, secs: f64, port: u16) -> Result<f64> {
+    let port_s = port.to_string();
+    let server = Server::start(&b.ns, "iperf3", &["-s", "-1", "-p", &port_s])?;
+    let out = ns_run(
+        &a.ns,
+        "iperf3",
+        &[
+            "-c",
+            &b.ip.to_string(),
+            "-p",
+            &port_s,
+            "-P",
+            &streams.to_string(),
+            "-t",
+            &format!("{secs}"),
+            "-J",
+        ],
+    )?;
+    drop(server);
+    let v = json(&out)?;
+    let bps = v
+        .pointer("/end/sum_received/bits_per_second")
+        .and_then(|x| x.as_f64())
+        .context("iperf3 reported no received rate")?;
+    Ok(bps / 1e9)
+}
+
+/// Machine-wide busy CPU time in nanoseconds, from /proc/stat.
+fn busy_cpu_ns() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: f64 =
+        v.iter().sum::<f64>() - v.get(3).copied().unwrap_or(0.0) - v.get(4).copied().unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(busy / hz * 1e9)
+}
+
+/// 64-byte frames (18 bytes of UDP payload) from `a` to `b`: received kpps and busy CPU
+/// nanoseconds per received frame.
+pub fn udp64(a: &Endpoint, b: &Endpoint, secs: f64, port: u16) -> Result<(f64, f64)> {
+    let gen = pktgen();
+    let gen = gen.to_string_lossy();
+    let bind = format!("{}:{port}", b.ip);
+    let max = format!("{}", secs + 10.0);
+    let sink_args = [
+        SERVER_CPU[0],
+        SERVER_CPU[1],
+        &gen,
+        "sink",
+        "--bind",
+        &bind,
+        "--max-secs",
+        &max,
+    ];
+    let sink = Server::start(&b.ns, "taskset", &sink_args)?;
+    let cpu0 = busy_cpu_ns()?;
+    let secs_s = format!("{secs}");
+    let flood_args = [
+        CLIENT_CPU[0],
+        CLIENT_CPU[1],
+        &gen,
+        "flood",
+        "--dst",
+        &bind,
+        "--secs",
+        &secs_s,
+    ];
+    ns_run(&a.ns, "taskset", &flood_args)?;
+    let cpu1 = busy_cpu_ns()?;
+    let v = json(&sink.finish()?)?;
+    let packets = v["packets"].as_f64().unwrap_or(0.0);
+    let window = v["secs"].as_f64().unwrap_or(0.0);
+    if packets < 1.0 || window <= 0.0 {
+        bail!("no 64-byte frames arrived from {} to {}", a.ns, b.ns);
+    }
+    Ok((packets / window / 1e3, (cpu1 - cpu0) / packets))
+}
+
+/// UDP round trips from `a` to `b`: (p50, p99) in microseconds.
+pub fn rtt(a: &Endpoint, b: &Endpoint, count: usize, port: u16) -> Result<(f64, f64)> {
+    let gen = pktgen();
+    let gen = gen.to_string_lossy();
+    let bind = format!("{}:{port}", b.ip);
+    let echo_args = [
+        RTT_CPU[0],
+        RTT_CPU[1],
+        &gen,
+        "echo",
+        "--bind",
+        &bind,
+        "--idle-secs",
+        "1",
+    ];
+    let echo = Server::start(&b.ns, "taskset", &echo_args)?;
+    let count = count.to_string();
+    let ping_args = [
+        RTT_CPU[0], RTT_CPU[1], &gen, "ping", "--dst", &bind, "--count", &count,
+    ];
+    let out = ns_run(&a.ns, "taskset", &ping_args)?;
+    drop(echo);
+    let v = json(&out)?;
+    Ok((
+        v["p50_us"].as_f64().context("p50")?,
+        v["p99_us"].as_f64().context("p99")?,
+    ))
+}
+
+fn mac_of(ns: &str, iface: &str) -> Result<[u8; 6]> {
+    let out = ns_run(ns, "ip", &["-o", "link", "show", iface])?;
+    let hex = out
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .context("no MAC")?;
+    let mut mac = [0u8; 6];
+    for (m, h) in mac.iter_mut().zip(hex.split(':')) {
+        *m = u8::from_str_radix(h, 16)?;
+    }
+    Ok(mac)
+}
+
+fn ifindex_of(ns: &str, iface: &str) -> Result<u32> {
+    let out = ns_run(ns, "ip", &["-o", "link", "show", iface])?;
+    out.split(':')
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .context("no ifindex")
+}
+
+fn xdp_prog_id(ns: &str, iface: &str) -> Result<u32> {
+    let out = ns_run(ns, "ip", &["-d", "link", "show", iface])?;
+    out.split("prog/xdp id ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no XDP program on {iface} in {ns}"))
+}
+
+/// A 60-byte IPv4/UDP frame from `src` to `dst` (the frame a VM would send).
+fn vm_frame(src: ([u8; 6], [u8; 4]), dst: ([u8; 6], [u8; 4])) -> Vec<u8> {
+    let mut f = dst.0.to_vec();
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&src.1);
+    f.extend_from_slice(&dst.1);
+    f.extend_from_slice(&[0x30, 0x39, 0x30, 0x3a, 0, 26, 0, 0]);
+    f.resize(60, 0x5a);
+    f
+}
+
+/// xdp_md for BPF_PROG_TEST_RUN: the frame "arrived" on `ifindex`, queue 0.
+fn xdp_md(ifindex: u32) -> Vec<u8> {
+    let mut ctx = vec![0u8; 24];
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx
+}
+
+fn test_run(ns: &str, prog: u32, data: &Path, ctx: &Path, repeat: u32) -> Result<f64> {
+    let out = ns_run(
+        ns,
+        "bpftool",
+        &[
+            "prog",
+            "run",
+            "id",
+            &prog.to_string(),
+            "data_in",
+            &data.to_string_lossy(),
+            "ctx_in",
+            &ctx.to_string_lossy(),
+            "repeat",
+            &repeat.to_string(),
+        ],
+    )?;
+    // "Return value: 4, duration (average): 41ns"
+    out.split("duration (average):")
+        .nth(1)
+        .and_then(|s| s.trim().trim_end_matches("ns").trim().parse().ok())
+        .with_context(|| format!("unexpected bpftool output: {out}"))
+}
+
+/// Nanoseconds per packet of each Violin program, on the forwarding paths real traffic
+/// takes (the forwarding table was filled by the measurements before).
+pub fn xdp_cost(bl: &BenchLab, scratch: &Path, repeat: u32) -> Result<(f64, f64)> {
+    let eps = bl.endpoints(NetPath::Violin, 1);
+    let hosts = bl.host_namespaces(NetPath::Violin);
+    let (a, b) = (&eps[0], &eps[1]);
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    let a_vm = bl.lab.vms.iter().find(|v| v.ns == a.ns).context("vm a")?;
+    let b_vm = bl.lab.vms.iter().find(|v| v.ns == b.ns).context("vm b")?;
+    let frame = vm_frame((a_vm.mac, a.ip.octets()), (b_vm.mac, b.ip.octets()));
+    std::fs::create_dir_all(scratch)?;
+    let port_data = scratch.join("port.bin");
+    let port_ctx = scratch.join("port.ctx");
+    std::fs::write(&port_data, &frame)?;
+    std::fs::write(&port_ctx, xdp_md(ifindex_of(h1, &a_vm.port)?))?;
+    let port_ns = test_run(
+        h1,
+        xdp_prog_id(h1, &a_vm.port)?,
+        &port_data,
+        &port_ctx,
+        repeat,
+    )?;
+
+    // The same frame as host 1 receives it from host 2: from b to a, encapsulated.
+    let back = vm_frame((b_vm.mac, b.ip.octets()), (a_vm.mac, a.ip.octets()));
+    let h1_ul = bl.lab.hosts.iter().find(|h| &h.ns == h1).context("h1")?;
+    let h2_ul = bl.lab.hosts.iter().find(|h| &h.ns == h2).context("h2")?;
+    let tunnel = Tunnel {
+        src_mac: mac_of(h2, "ul0")?,
+        dst_mac: mac_of(h1, "ul0")?,
+        src_ip: h2_ul.underlay_ip.octets(),
+        dst_ip: h1_ul.underlay_ip.octets(),
+    };
+    let mut encap = OuterHeaders::new(&tunnel, a_vm.vni, 50000, back.len())
+        .as_bytes()
+        .to_vec();
+    encap.extend_from_slice(&back);
+    let ul_data = scratch.join("underlay.bin");
+    let ul_ctx = scratch.join("underlay.ctx");
+    std::fs::write(&ul_data, &encap)?;
+    std::fs::write(&ul_ctx, xdp_md(ifindex_of(h1, "ul0")?))?;
+    let ul_ns = test_run(h1, xdp_prog_id(h1, "ul0")?, &ul_data, &ul_ctx, repeat)?;
+    Ok((port_ns, ul_ns))
+}

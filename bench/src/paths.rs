@@ -1,0 +1,96 @@
+//! One lab holding the three paths side by side on one underlay bridge: two Violin hosts,
+//! two Linux VXLAN hosts (VMs behind each), and two bare hosts whose own namespaces are
+//! the endpoints. Every figure of a run is taken on this same lab.
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use violin_testbed::lab::{HostKind, Lab, LabSpec};
+
+use crate::results::NetPath;
+
+/// Where a workload process runs and how it is reached.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub ns: String,
+    pub ip: Ipv4Addr,
+}
+
+pub struct BenchLab {
+    pub lab: Lab,
+}
+
+impl BenchLab {
+    /// `hosts` hosts per path, `vms` VMs per overlay host.
+    pub fn up(name: &str, mtu: u32, hosts: usize, vms: usize) -> Result<BenchLab> {
+        let mut spec = LabSpec::new(name, violin_testbed::violind_path());
+        spec.hosts = hosts;
+        spec.linux_vxlan_hosts = hosts;
+        spec.bare_hosts = hosts;
+        spec.vms_per_host = vms;
+        spec.mtu = mtu;
+        // Linux VXLAN as users run it: its VMs talk only to each other here, so they
+        // keep their checksum and segmentation offloads.
+        spec.linux_vm_offloads = true;
+        let lab = Lab::up(spec, true)?;
+        Ok(BenchLab { lab })
+    }
+
+    fn hosts_of(&self, kind: HostKind) -> Vec<usize> {
+        self.lab
+            .hosts
+            .iter()
+            .filter(|h| h.kind == kind)
+            .map(|h| h.index)
+            .collect()
+    }
+
+    /// Endpoints of a path: `per_host` processes on each of its hosts, host-major order.
+    /// On the bare path the processes share their host's namespace, as processes of a
+    /// physical cluster share their node.
+    pub fn endpoints(&self, path: NetPath, per_host: usize) -> Vec<Endpoint> {
+        let kind = match path {
+            NetPath::Bare => HostKind::Bare,
+            NetPath::LinuxVxlan => HostKind::LinuxVxlan,
+            NetPath::Violin => HostKind::Violin,
+        };
+        let mut out = Vec::new();
+        for h in self.hosts_of(kind) {
+            let host = &self.lab.hosts[h];
+            for k in 0..per_host {
+                out.push(match path {
+                    NetPath::Bare => Endpoint {
+                        ns: host.ns.clone(),
+                        ip: host.underlay_ip,
+                    },
+                    _ => {
+                        let vm = self
+                            .lab
+                            .vms
+                            .iter()
+                            .filter(|v| v.host == h)
+                            .nth(k)
+                            .expect("enough VMs per host");
+                        Endpoint {
+                            ns: vm.ns.clone(),
+                            ip: vm.ip,
+                        }
+                    }
+                });
+            }
+        }
+        out
+    }
+
+    /// Host namespaces of a path's hosts (where its VM ports and underlay live).
+    pub fn host_namespaces(&self, path: NetPath) -> Vec<String> {
+        let kind = match path {
+            NetPath::Bare => HostKind::Bare,
+            NetPath::LinuxVxlan => HostKind::LinuxVxlan,
+            NetPath::Violin => HostKind::Violin,
+        };
+        self.hosts_of(kind)
+            .into_iter()
+            .map(|h| self.lab.hosts[h].ns.clone())
+            .collect()
+    }
+}
