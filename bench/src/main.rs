@@ -1,6 +1,7 @@
 //! violin-bench: Violin against the bare underlay and Linux VXLAN, side by side on one
 //! lab, every figure a ratio measured in the same run. Run it through `cargo xtask bench`.
 mod micro;
+mod nemo;
 mod paths;
 mod plot;
 mod report;
@@ -88,6 +89,7 @@ fn run(cli: Cli) -> Result<()> {
     for suite in suites {
         match suite {
             "micro" => run_micro(&cli)?,
+            "nemo3d" => run_nemo(&cli)?,
             other => bail!(
                 "the {other} suite is not built yet (issue 3 is in progress); `micro` is available"
             ),
@@ -259,21 +261,131 @@ fn run_micro(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+fn run_nemo(cli: &Cli) -> Result<()> {
+    let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 5 });
+    let regimes = nemo::regimes(cli.quick);
+    let started = now_utc();
+    let t0 = Instant::now();
+    let runs_per_rep = nemo::PLACEMENTS.len() * regimes.len() * NetPath::ALL.len();
+    eprintln!(
+        "==> nemo3d: {} MTUs x {reps} repetitions x {runs_per_rep} runs ({} ranks each)",
+        cli.mtus.len(),
+        nemo::RANKS
+    );
+    let mut progress = Progress {
+        start: t0,
+        done: 0,
+        total: cli.mtus.len() * reps * runs_per_rep,
+    };
+    let mut samples = Vec::new();
+    let mut port = 7000u16;
+    for &mtu in &cli.mtus {
+        eprintln!("==> lab up (underlay MTU {mtu}: 4 hosts per path, 2 VMs per overlay host)");
+        let bl = BenchLab::up(&format!("bn{}", mtu / 100), mtu, 4, 2)?;
+        warm_up(&bl)?;
+        for rep in 0..reps {
+            for path in rotation(rep) {
+                for p in &nemo::PLACEMENTS {
+                    for r in &regimes {
+                        port = if port > 60000 {
+                            7000
+                        } else {
+                            port + nemo::RANKS as u16
+                        };
+                        let secs = nemo::run(&bl, path, p, r, port)?;
+                        let id = nemo::metric_id(p, r);
+                        progress.step(&format!(
+                            "MTU {mtu} rep {rep} {:<11} {id:<14} {secs:.3} s",
+                            path.label()
+                        ));
+                        samples.push(Sample {
+                            metric: id,
+                            mtu,
+                            path,
+                            rep,
+                            value: secs,
+                        });
+                    }
+                }
+            }
+        }
+        eprintln!("==> lab down");
+        bl.lab.down()?;
+    }
+    let mut settings = BTreeMap::new();
+    settings.insert("repetitions".into(), reps.to_string());
+    settings.insert("ranks".into(), nemo::RANKS.to_string());
+    for r in &regimes {
+        settings.insert(
+            format!("regime {}", r.id),
+            format!(
+                "{} iterations, {} B halos to each ring neighbour, {} stencil sweeps of a 64 Ki-element slab per iteration",
+                r.iters, r.halo, r.work
+            ),
+        );
+    }
+    let results = Results {
+        suite: "nemo3d".into(),
+        quick: cli.quick,
+        started,
+        duration_s: t0.elapsed().as_secs_f64(),
+        git_revision: git_revision(&violin_testbed::workspace_root()),
+        machine: Machine::describe(),
+        metrics: nemo::metrics(cli.quick),
+        samples,
+        settings,
+    };
+    let out = cli.out.join("nemo3d");
+    write_outputs(
+        &results,
+        &out,
+        "NEMO3D stand-in: thesis configurations 1-3",
+        &nemo_refs(),
+        NEMO_NOTES,
+    )?;
+    eprintln!(
+        "==> nemo3d done in {:.0} s: {}",
+        results.duration_s,
+        out.join("report.md").display()
+    );
+    Ok(())
+}
+
+fn nemo_refs() -> Vec<report::Reference> {
+    let configs = [
+        ("c1", "Thesis, fig. 4.15 (one VM per host): VIOLIN overhead under 6%. Target here: under 2%."),
+        ("c2", "Thesis, fig. 4.16 (two per host, locality): more overhead than config 1, less than config 3. Target here: under 3%."),
+        ("c3", "Thesis, fig. 4.17 (two per host, no locality): the most overhead. Target here: under 5%."),
+    ];
+    let lat = " Latency-bound target: at most 1.10x bare (Linux VXLAN measured 1.29x here before, ../shared/MPI.md).";
+    let mut refs = Vec::new();
+    for (id, text) in configs {
+        for regime in ["compute", "bandwidth", "latency"] {
+            let extra = if regime == "latency" { lat } else { "" };
+            refs.push(report::Reference::new(
+                format!("{id}_{regime}"),
+                format!("{text}{extra}"),
+            ));
+        }
+    }
+    refs
+}
+
+const NEMO_NOTES: &str = "\
+The stand-in (bench/src/bin/violin-nemo.rs) reproduces what the thesis says of NEMO3D's \
+behaviour: ranks own a slab each, and every iteration compute on it and then exchange \
+halos with their two ring neighbours. Overhead is Violin's (or Linux VXLAN's) time over \
+bare time, minus one. On the bare path, two processes of a host share its namespace and \
+talk over the host's loopback, as processes of a physical node would; on the overlays, \
+two VMs of a host talk through the host's switch (Violin: one XDP redirect between VM \
+ports). Four ranks share two cores, alike on every path.";
+
 fn micro_refs() -> Vec<report::Reference> {
     use report::Reference as R;
     vec![
-        R {
-            metric: "tcp1",
-            text: "Target: Violin at least 95% of bare (the 50-byte header limits it to 96.7% at MTU 1500). Linux VXLAN measured 0.84x bare here before (../shared/MPI.md).",
-        },
-        R {
-            metric: "udp64_rate",
-            text: "Target: Violin at least 1.5x the frame rate of Linux VXLAN.",
-        },
-        R {
-            metric: "rtt_p50",
-            text: "Reference: Linux VXLAN measured 1.35x bare (ping p50) here before.",
-        },
+        R::new("tcp1", "Target: Violin at least 95% of bare (the 50-byte header limits it to 96.7% at MTU 1500). Linux VXLAN measured 0.84x bare here before (../shared/MPI.md)."),
+        R::new("udp64_rate", "Target: Violin at least 1.5x the frame rate of Linux VXLAN."),
+        R::new("rtt_p50", "Reference: Linux VXLAN measured 1.35x bare (ping p50) here before."),
     ]
 }
 

@@ -45,52 +45,54 @@ impl BenchLab {
     }
 
     /// Endpoints of a path: `per_host` processes on each of its hosts, host-major order.
-    /// On the bare path the processes share their host's namespace, as processes of a
-    /// physical cluster share their node.
     pub fn endpoints(&self, path: NetPath, per_host: usize) -> Vec<Endpoint> {
-        let kind = match path {
-            NetPath::Bare => HostKind::Bare,
-            NetPath::LinuxVxlan => HostKind::LinuxVxlan,
-            NetPath::Violin => HostKind::Violin,
-        };
-        let mut out = Vec::new();
-        for h in self.hosts_of(kind) {
-            let host = &self.lab.hosts[h];
-            for k in 0..per_host {
-                out.push(match path {
-                    NetPath::Bare => Endpoint {
-                        ns: host.ns.clone(),
-                        ip: host.underlay_ip,
-                    },
-                    _ => {
-                        let vm = self
-                            .lab
-                            .vms
-                            .iter()
-                            .filter(|v| v.host == h)
-                            .nth(k)
-                            .expect("enough VMs per host");
-                        Endpoint {
-                            ns: vm.ns.clone(),
-                            ip: vm.ip,
-                        }
-                    }
-                });
+        let hosts = self.hosts_of(kind_of(path)).len();
+        (0..hosts)
+            .flat_map(|h| (0..per_host).map(move |k| (h, k)))
+            .map(|(h, k)| self.endpoint(path, h, k))
+            .collect()
+    }
+
+    /// Process `k` on the path's host `host` (both 0-based). On the bare path the
+    /// processes of a host share its namespace, as processes of a physical cluster share
+    /// their node; on the overlays each is a VM.
+    pub fn endpoint(&self, path: NetPath, host: usize, k: usize) -> Endpoint {
+        let h = self.hosts_of(kind_of(path))[host];
+        let host = &self.lab.hosts[h];
+        match path {
+            NetPath::Bare => Endpoint {
+                ns: host.ns.clone(),
+                ip: host.underlay_ip,
+            },
+            _ => {
+                let vm = self
+                    .lab
+                    .vms
+                    .iter()
+                    .filter(|v| v.host == h)
+                    .nth(k)
+                    .expect("enough VMs per host");
+                Endpoint {
+                    ns: vm.ns.clone(),
+                    ip: vm.ip,
+                }
             }
         }
-        out
     }
 
     /// Host namespaces of a path's hosts (where its VM ports and underlay live).
     pub fn host_namespaces(&self, path: NetPath) -> Vec<String> {
-        let kind = match path {
-            NetPath::Bare => HostKind::Bare,
-            NetPath::LinuxVxlan => HostKind::LinuxVxlan,
-            NetPath::Violin => HostKind::Violin,
-        };
-        self.hosts_of(kind)
+        self.hosts_of(kind_of(path))
             .into_iter()
             .map(|h| self.lab.hosts[h].ns.clone())
             .collect()
+    }
+}
+
+fn kind_of(path: NetPath) -> HostKind {
+    match path {
+        NetPath::Bare => HostKind::Bare,
+        NetPath::LinuxVxlan => HostKind::LinuxVxlan,
+        NetPath::Violin => HostKind::Violin,
     }
 }

@@ -6,8 +6,17 @@ use crate::results::{Better, NetPath, Results};
 
 /// A reference figure to print beside a metric: a target or a paper's number.
 pub struct Reference {
-    pub metric: &'static str,
-    pub text: &'static str,
+    pub metric: String,
+    pub text: String,
+}
+
+impl Reference {
+    pub fn new(metric: impl Into<String>, text: impl Into<String>) -> Reference {
+        Reference {
+            metric: metric.into(),
+            text: text.into(),
+        }
+    }
 }
 
 fn fmt(v: f64) -> String {

@@ -1,0 +1,153 @@
+//! violin-nemo: a stand-in for NEMO3D's communication and computation pattern.
+//!
+//! NEMO3D (not public) is an MPI code whose ranks each own a slab of the simulated
+//! nanostructure and, every iteration of its eigen-solver, compute on their slab and then
+//! exchange boundary layers ("halos") with their two neighbours in a ring (thesis, section
+//! 4.5.2: "NEMO3D communicates in a ring pattern", neighbours "communicate heavily"). This
+//! program does exactly that over TCP: `--iters` times, a compute phase of `--work`
+//! stencil sweeps over a local array, then a halo of `--halo` bytes to and from each ring
+//! neighbour. One process per rank, each started in its own namespace; rank 0 prints the
+//! wall time of the iterations as JSON.
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+#[derive(Parser)]
+struct Cli {
+    /// This process's rank, 0-based.
+    #[arg(long)]
+    rank: usize,
+    /// Every rank's address (ip:port), in rank order.
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<SocketAddr>,
+    #[arg(long)]
+    iters: usize,
+    /// Halo bytes sent to each neighbour per iteration.
+    #[arg(long)]
+    halo: usize,
+    /// Stencil sweeps over the local slab per iteration (compute phase).
+    #[arg(long)]
+    work: usize,
+    /// Local slab size in f64 elements.
+    #[arg(long, default_value_t = 65536)]
+    slab: usize,
+}
+
+fn connect_retry(addr: SocketAddr) -> Result<TcpStream> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).with_context(|| format!("connect {addr}"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Sends `out` on both sockets and reads a halo from each, interleaved with poll so that
+/// large halos cannot deadlock on full socket buffers.
+fn exchange(socks: &mut [TcpStream; 2], out: &[u8], bufs: &mut [Vec<u8>; 2]) -> Result<()> {
+    let n = out.len();
+    let mut sent = [0usize; 2];
+    let mut got = [0usize; 2];
+    while sent != [n, n] || got != [n, n] {
+        let mut fds: Vec<libc::pollfd> = socks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: (if got[i] < n { libc::POLLIN } else { 0 })
+                    | (if sent[i] < n { libc::POLLOUT } else { 0 }),
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: two valid pollfds.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, 30_000) } <= 0 {
+            bail!("halo exchange stalled for 30 s");
+        }
+        for i in 0..2 {
+            if fds[i].revents & libc::POLLOUT != 0 && sent[i] < n {
+                match socks[i].write(&out[sent[i]..]) {
+                    Ok(k) => sent[i] += k,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e).context("sending halo"),
+                }
+            }
+            if fds[i].revents & (libc::POLLIN | libc::POLLHUP) != 0 && got[i] < n {
+                match socks[i].read(&mut bufs[i][got[i]..]) {
+                    Ok(0) => bail!("neighbour closed the connection"),
+                    Ok(k) => got[i] += k,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e).context("receiving halo"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The compute phase: Jacobi-style sweeps of a 3-point stencil, boundaries from the halos.
+fn compute(x: &mut [f64], y: &mut [f64], sweeps: usize, left: f64, right: f64) {
+    let n = x.len();
+    for _ in 0..sweeps {
+        y[0] = 0.25 * left + 0.5 * x[0] + 0.25 * x[1];
+        for i in 1..n - 1 {
+            y[i] = 0.25 * x[i - 1] + 0.5 * x[i] + 0.25 * x[i + 1];
+        }
+        y[n - 1] = 0.25 * x[n - 2] + 0.5 * x[n - 1] + 0.25 * right;
+        x.copy_from_slice(y);
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let n = cli.peers.len();
+    if n < 2 || cli.rank >= n {
+        bail!("--rank {} of {n} peers: need at least 2 ranks", cli.rank);
+    }
+    let me = cli.peers[cli.rank];
+    let listener = TcpListener::bind(me).with_context(|| format!("bind {me}"))?;
+    // Ring: connect to the right neighbour, accept the left one.
+    let right_addr = cli.peers[(cli.rank + 1) % n];
+    let connector = std::thread::spawn(move || connect_retry(right_addr));
+    let (left, _) = listener.accept().context("accepting the left neighbour")?;
+    let right = connector
+        .join()
+        .map_err(|_| anyhow::anyhow!("connect thread"))??;
+    let mut socks = [left, right];
+    for s in &socks {
+        s.set_nodelay(true)?;
+        s.set_nonblocking(true)?;
+    }
+    let halo = cli.halo.max(8);
+    let mut out = vec![0u8; halo];
+    let mut bufs = [vec![0u8; halo], vec![0u8; halo]];
+    let mut x: Vec<f64> = (0..cli.slab).map(|i| (i % 17) as f64).collect();
+    let mut y = vec![0.0; cli.slab];
+    // One untimed exchange: every rank is connected and ready before the clock starts.
+    exchange(&mut socks, &out, &mut bufs)?;
+    let start = Instant::now();
+    for _ in 0..cli.iters {
+        let left_edge = f64::from_le_bytes(bufs[0][..8].try_into().unwrap());
+        let right_edge = f64::from_le_bytes(bufs[1][..8].try_into().unwrap());
+        compute(&mut x, &mut y, cli.work, left_edge, right_edge);
+        out[..8].copy_from_slice(&x[0].to_le_bytes());
+        exchange(&mut socks, &out, &mut bufs)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if cli.rank == 0 {
+        println!(
+            "{}",
+            serde_json::json!({ "secs": secs, "iters": cli.iters, "ranks": n, "checksum": x[0] })
+        );
+    }
+    Ok(())
+}
