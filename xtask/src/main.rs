@@ -1,4 +1,5 @@
 //! `cargo xtask`: Violin's developer commands.
+mod hpl;
 mod setup;
 
 use std::process::Command;

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 /// Debian packages: build deps of xsk-rs (libxdp/libbpf), lab, test and benchmark tools
-/// (the font is for the benchmark plots).
+/// (the font is for the benchmark plots; Open MPI and OpenBLAS for HPL).
 const APT_PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -21,6 +21,11 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "bpftool",
     "fonts-dejavu-core",
+    "openmpi-bin",
+    "libopenmpi-dev",
+    "libopenblas0-serial",
+    "libopenblas-dev",
+    "make",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -107,6 +112,7 @@ pub fn run() -> Result<()> {
     if !status("bpf-linker", &["--version"])? {
         bail!("bpf-linker does not run after installation");
     }
+    crate::hpl::ensure_xhpl(&violin_testbed::workspace_root())?;
     eprintln!("==> setup complete");
     Ok(())
 }

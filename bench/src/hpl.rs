@@ -1,0 +1,216 @@
+//! The `hpl` suite: High-Performance Linpack (`xhpl`, built by `cargo xtask setup`) with
+//! Open MPI, one rank per VM (two VMs per host for four ranks, as the thesis ran two per
+//! dual-processor host), the MPI transport forced onto TCP over the VM interface.
+use std::{fmt::Write as _, fs, path::Path};
+
+use anyhow::{bail, Context, Result};
+use violin_testbed::sys::ns_output;
+
+use crate::{
+    paths::BenchLab,
+    results::{Better, Metric, NetPath},
+};
+
+pub struct Problem {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub n: usize,
+    pub nb: usize,
+}
+
+/// The large size keeps HPL compute-bound (as on any real cluster of two-core nodes); the
+/// small one makes communication weigh more.
+pub fn problems(quick: bool) -> Vec<Problem> {
+    vec![
+        Problem {
+            id: "large",
+            title: "compute-bound",
+            n: if quick { 5000 } else { 10000 },
+            nb: 192,
+        },
+        Problem {
+            id: "small",
+            title: "communication-heavy",
+            n: 1500,
+            nb: 64,
+        },
+    ]
+}
+
+pub const RANKS: [usize; 2] = [2, 4];
+
+pub fn metric_id(ranks: usize, p: &Problem) -> String {
+    format!("r{ranks}_{}", p.id)
+}
+
+pub fn metrics(quick: bool) -> Vec<Metric> {
+    let mut out = Vec::new();
+    for ranks in RANKS {
+        for p in problems(quick) {
+            out.push(Metric {
+                id: metric_id(ranks, &p),
+                title: format!("HPL, {ranks} ranks, N={} NB={} ({})", p.n, p.nb, p.title),
+                unit: "Gflops".into(),
+                better: Better::Higher,
+            });
+        }
+    }
+    out
+}
+
+fn input_file(p: &Problem, ranks: usize) -> String {
+    let (pr, q) = if ranks == 4 { (2, 2) } else { (1, ranks) };
+    let mut s = String::new();
+    let lines = [
+        "HPLinpack benchmark input file",
+        "Violin bench",
+        "HPL.out      output file name (if any)",
+        "6            device out (6=stdout,7=stderr,file)",
+        "1            # of problems sizes (N)",
+    ];
+    for l in lines {
+        let _ = writeln!(s, "{l}");
+    }
+    let _ = writeln!(s, "{}         Ns", p.n);
+    let _ = writeln!(s, "1            # of NBs");
+    let _ = writeln!(s, "{}          NBs", p.nb);
+    let _ = writeln!(
+        s,
+        "0            PMAP process mapping (0=Row-,1=Column-major)"
+    );
+    let _ = writeln!(s, "1            # of process grids (P x Q)");
+    let _ = writeln!(s, "{pr}            Ps");
+    let _ = writeln!(s, "{q}            Qs");
+    for l in [
+        "16.0         threshold",
+        "1            # of panel fact",
+        "2            PFACTs (0=left, 1=Crout, 2=Right)",
+        "1            # of recursive stopping criterium",
+        "4            NBMINs (>= 1)",
+        "1            # of panels in recursion",
+        "2            NDIVs",
+        "1            # of recursive panel fact.",
+        "1            RFACTs (0=left, 1=Crout, 2=Right)",
+        "1            # of broadcast",
+        "1            BCASTs (0=1rg,1=1rM,2=2rg,3=2rM,4=Lng,5=LnM)",
+        "1            # of lookahead depth",
+        "1            DEPTHs (>=0)",
+        "2            SWAP (0=bin-exch,1=long,2=mix)",
+        "64           swapping threshold",
+        "0            L1 in (0=transposed,1=no-transposed) form",
+        "0            U  in (0=transposed,1=no-transposed) form",
+        "1            Equilibration (0=no,1=yes)",
+        "8            memory alignment in double (> 0)",
+    ] {
+        let _ = writeln!(s, "{l}");
+    }
+    s
+}
+
+/// Open MPI's launch agent: runs each daemon inside the namespace named as its host, with
+/// a private TMPDIR (namespaces share /tmp; without it session directories collide).
+const AGENT: &str = r#"#!/bin/sh
+while [ "${1#-}" != "$1" ]; do shift; done
+host=$1; shift
+dir=/tmp/violin-mpi/$host
+mkdir -p "$dir"
+exec env TMPDIR="$dir" ip netns exec "$host" sh -c "$*"
+"#;
+
+/// Runs xhpl with `ranks` ranks on `path`; returns Gflops.
+pub fn run(bl: &BenchLab, path: NetPath, ranks: usize, p: &Problem, xhpl: &Path) -> Result<f64> {
+    let per_host = if ranks == 4 { 2 } else { 1 };
+    let eps: Vec<_> = (0..ranks)
+        .map(|r| bl.endpoint(path, r / per_host, r % per_host))
+        .collect();
+    let dir = bl.lab.dir.join(format!(
+        "hpl-{}-{ranks}-{}",
+        path.label().replace(' ', "_"),
+        p.id
+    ));
+    fs::create_dir_all(&dir)?;
+    let agent = dir.join("agent.sh");
+    fs::write(&agent, AGENT)?;
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&agent)
+        .status()?;
+    fs::write(dir.join("hpccinf.txt"), input_file(p, ranks))?;
+    // One hostfile line per namespace, with as many slots as ranks placed there.
+    let mut hosts: Vec<(String, usize)> = Vec::new();
+    for e in &eps {
+        match hosts.iter_mut().find(|(n, _)| *n == e.ns) {
+            Some((_, slots)) => *slots += 1,
+            None => hosts.push((e.ns.clone(), 1)),
+        }
+    }
+    let hostfile: String = hosts
+        .iter()
+        .map(|(n, s)| format!("{n} slots={s}\n"))
+        .collect();
+    fs::write(dir.join("hosts"), hostfile)?;
+    let iface = if path == NetPath::Bare { "ul0" } else { "eth0" };
+    let tmp = format!("/tmp/violin-mpi/{}-mpirun", eps[0].ns);
+    fs::create_dir_all(&tmp)?;
+    let dir_s = dir.to_string_lossy().into_owned();
+    let agent_s = agent.to_string_lossy().into_owned();
+    let hosts_s = dir.join("hosts").to_string_lossy().into_owned();
+    let xhpl_s = xhpl.to_string_lossy().into_owned();
+    let tmpdir = format!("TMPDIR={tmp}");
+    let np = ranks.to_string();
+    let args = [
+        &tmpdir,
+        "timeout",
+        "900",
+        "mpirun",
+        "--allow-run-as-root",
+        "--hostfile",
+        &hosts_s,
+        "-np",
+        &np,
+        "--mca",
+        "plm_rsh_agent",
+        &agent_s,
+        "--mca",
+        "plm_rsh_no_tree_spawn",
+        "1",
+        "--mca",
+        "pml",
+        "ob1",
+        "--mca",
+        "btl",
+        "tcp,self",
+        "--mca",
+        "btl_tcp_if_include",
+        iface,
+        "--mca",
+        "oob_tcp_if_include",
+        iface,
+        "--mca",
+        "mpi_yield_when_idle",
+        "1",
+        "-x",
+        "OPENBLAS_NUM_THREADS=1",
+        "--wdir",
+        &dir_s,
+        &xhpl_s,
+    ];
+    let out = ns_output(&eps[0].ns, "env", &args)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("VIOLIN_HPL "));
+    let Some(line) = line else {
+        bail!(
+            "xhpl on {} ({ranks} ranks) printed no result: {}{}",
+            path.label(),
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    if !line.contains("failure=0") {
+        bail!("HPL's residual check failed: {line}");
+    }
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("gflops="))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("unreadable result {line}"))
+}
