@@ -112,7 +112,10 @@ pub fn run() -> Result<()> {
     if !status("bpf-linker", &["--version"])? {
         bail!("bpf-linker does not run after installation");
     }
-    crate::hpl::ensure_xhpl(&violin_testbed::workspace_root())?;
+    // Only `cargo xtask bench hpl` needs xhpl: a failed download must not stop the rest.
+    if let Err(e) = crate::hpl::ensure_xhpl(&violin_testbed::workspace_root()) {
+        eprintln!("==> WARNING: xhpl not built ({e:#}); `cargo xtask bench hpl` needs it");
+    }
     eprintln!("==> setup complete");
     Ok(())
 }
