@@ -131,14 +131,14 @@ fn run_micro(cli: &Cli) -> Result<()> {
     let started = now_utc();
     let t0 = Instant::now();
     eprintln!(
-        "==> micro: {} MTUs x {reps} repetitions x 3 paths, {} s per throughput figure",
+        "==> micro: {} MTUs x {reps} repetitions x 4 paths, {} s per throughput figure",
         cli.mtus.len(),
         settings.secs
     );
     let mut progress = Progress {
         start: t0,
         done: 0,
-        total: cli.mtus.len() * reps * (3 * 6 + 1),
+        total: cli.mtus.len() * reps * (NetPath::ALL.len() * 6 + 1),
     };
     let mut samples = Vec::new();
     let mut port = 6000u16;
@@ -146,12 +146,9 @@ fn run_micro(cli: &Cli) -> Result<()> {
     for &mtu in &cli.mtus {
         eprintln!("==> lab up (underlay MTU {mtu}, VM MTU {})", mtu - 50);
         let bl = BenchLab::up(&format!("bm{}", mtu / 100), mtu, 2, 1)?;
-        eprintln!(
-            "    paths: bare {:?}, Linux VXLAN {:?}, Violin {:?}",
-            bl.host_namespaces(NetPath::Bare),
-            bl.host_namespaces(NetPath::LinuxVxlan),
-            bl.host_namespaces(NetPath::Violin)
-        );
+        for p in NetPath::ALL {
+            eprintln!("    {:<11} on {:?}", p.label(), bl.host_namespaces(p));
+        }
         warm_up(&bl)?;
         for rep in 0..reps {
             for path in rotation(rep) {

@@ -1,6 +1,6 @@
-//! One lab holding the three paths side by side on one underlay bridge: two Violin hosts,
-//! two Linux VXLAN hosts (VMs behind each), and two bare hosts whose own namespaces are
-//! the endpoints. Every figure of a run is taken on this same lab.
+//! One lab holding the paths side by side on one underlay bridge: Violin hosts (XDP VM
+//! ports), Linux VXLAN hosts, bare hosts whose own namespaces are the endpoints, and
+//! Violin hosts with TC VM ports. Every figure of a run is taken on this same lab.
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
@@ -26,6 +26,7 @@ impl BenchLab {
         spec.hosts = hosts;
         spec.linux_vxlan_hosts = hosts;
         spec.bare_hosts = hosts;
+        spec.violin_tc_hosts = hosts;
         spec.vms_per_host = vms;
         spec.mtu = mtu;
         // Linux VXLAN as users run it: its VMs talk only to each other here, so they
@@ -94,5 +95,6 @@ fn kind_of(path: NetPath) -> HostKind {
         NetPath::Bare => HostKind::Bare,
         NetPath::LinuxVxlan => HostKind::LinuxVxlan,
         NetPath::Violin => HostKind::Violin,
+        NetPath::ViolinTc => HostKind::ViolinTc,
     }
 }

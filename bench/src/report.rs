@@ -64,40 +64,52 @@ pub fn markdown(r: &Results, title: &str, refs: &[Reference], notes: &str) -> St
             Better::Lower => "lower is better",
         };
         let _ = writeln!(s, "_{better}; plot: `{}.png`_\n", m.id);
+        let ratios = [
+            (NetPath::Violin, NetPath::Bare),
+            (NetPath::ViolinTc, NetPath::Bare),
+            (NetPath::Violin, NetPath::LinuxVxlan),
+            (NetPath::ViolinTc, NetPath::LinuxVxlan),
+            (NetPath::LinuxVxlan, NetPath::Bare),
+        ];
+        let mut head = String::from("| MTU |");
+        for p in NetPath::ALL {
+            let _ = write!(head, " {} |", p.label());
+        }
+        for (a, b) in ratios {
+            let _ = write!(head, " {} / {} |", a.label(), b.label());
+        }
+        let _ = writeln!(s, "{head}");
         let _ = writeln!(
             s,
-            "| MTU | bare | Linux VXLAN | Violin | Violin / bare | Violin / VXLAN | VXLAN / bare |"
+            "|---|{}",
+            "---|".repeat(NetPath::ALL.len() + ratios.len())
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         let mut any = false;
         for mtu in r.mtus() {
-            let cell = |p: NetPath| {
-                r.summary(&m.id, mtu, p)
-                    .map(|x| format!("{} ({}-{})", fmt(x.median), fmt(x.min), fmt(x.max)))
-                    .unwrap_or_else(|| "-".into())
-            };
             let med = |p: NetPath| r.summary(&m.id, mtu, p).map(|x| x.median);
-            let ratio = |a: NetPath, b: NetPath| match (med(a), med(b)) {
-                (Some(x), Some(y)) if y > 0.0 => format!("{:.3}", x / y),
-                _ => "-".into(),
-            };
             if NetPath::ALL.iter().all(|p| med(*p).is_none()) {
                 continue;
             }
             any = true;
-            let _ = writeln!(
-                s,
-                "| {mtu} | {} | {} | {} | {} | {} | {} |",
-                cell(NetPath::Bare),
-                cell(NetPath::LinuxVxlan),
-                cell(NetPath::Violin),
-                ratio(NetPath::Violin, NetPath::Bare),
-                ratio(NetPath::Violin, NetPath::LinuxVxlan),
-                ratio(NetPath::LinuxVxlan, NetPath::Bare),
-            );
+            let mut row = format!("| {mtu} |");
+            for p in NetPath::ALL {
+                let cell = r
+                    .summary(&m.id, mtu, p)
+                    .map(|x| format!("{} ({}-{})", fmt(x.median), fmt(x.min), fmt(x.max)))
+                    .unwrap_or_else(|| "-".into());
+                let _ = write!(row, " {cell} |");
+            }
+            for (a, b) in ratios {
+                let cell = match (med(a), med(b)) {
+                    (Some(x), Some(y)) if y > 0.0 => format!("{:.3}", x / y),
+                    _ => "-".into(),
+                };
+                let _ = write!(row, " {cell} |");
+            }
+            let _ = writeln!(s, "{row}");
         }
         if !any {
-            let _ = writeln!(s, "| - | no samples | | | | | |");
+            let _ = writeln!(s, "| - | no samples |");
         }
         for rf in refs.iter().filter(|rf| rf.metric == m.id) {
             let _ = writeln!(s, "\n{}", rf.text);

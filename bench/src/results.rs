@@ -12,18 +12,26 @@ pub enum NetPath {
     Bare,
     /// Endpoints behind Linux's VXLAN devices, default offloads on.
     LinuxVxlan,
-    /// Endpoints behind Violin.
+    /// Endpoints behind Violin, XDP on the VM ports.
     Violin,
+    /// Endpoints behind Violin, TC on the VM ports (`port_mode = "tc"`).
+    ViolinTc,
 }
 
 impl NetPath {
-    pub const ALL: [NetPath; 3] = [NetPath::Bare, NetPath::LinuxVxlan, NetPath::Violin];
+    pub const ALL: [NetPath; 4] = [
+        NetPath::Bare,
+        NetPath::LinuxVxlan,
+        NetPath::Violin,
+        NetPath::ViolinTc,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             NetPath::Bare => "bare",
             NetPath::LinuxVxlan => "Linux VXLAN",
             NetPath::Violin => "Violin",
+            NetPath::ViolinTc => "Violin TC",
         }
     }
 }

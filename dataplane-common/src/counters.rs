@@ -90,12 +90,24 @@ impl DropReason {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
+    /// XDP on a VM port.
     Port = 0,
+    /// XDP on the underlay NIC.
     Underlay = 1,
+    /// TC (clsact ingress) on a VM port, `port_mode = "tc"`.
+    PortTc = 2,
 }
 
-/// XDP action codes as the kernel numbers them (`enum xdp_action`).
-pub const XDP_ACTION_NAMES: [&str; 5] = ["aborted", "drop", "pass", "tx", "redirect"];
+pub const HOOKS: [(Hook, &str); 3] = [
+    (Hook::Port, "port"),
+    (Hook::Underlay, "underlay"),
+    (Hook::PortTc, "port_tc"),
+];
+
+/// Action slots, numbered as the kernel numbers XDP actions (`enum xdp_action`); the TC
+/// program counts its verdicts in the same slots, plus `flood` for in-kernel replication.
+pub const XDP_ACTION_NAMES: [&str; 6] = ["aborted", "drop", "pass", "tx", "redirect", "flood"];
+pub const ACTION_FLOOD: u32 = 5;
 pub const ACTION_SLOTS: u32 = 8;
 
 pub const fn action_index(hook: Hook, action: u32) -> u32 {

@@ -16,14 +16,17 @@ pub mod names {
     pub const PEER_STATS: &str = "PEER_STATS";
     pub const DROPS: &str = "DROPS";
     pub const ACTIONS: &str = "ACTIONS";
-    pub const ALL: [&str; 11] = [
+    pub const FLOOD: &str = "FLOOD";
+    pub const ALL: [&str; 12] = [
         CONFIG, PORTS, VNIS, PEERS, FDB, TX_PORTS, XSKS, PORT_STATS, PEER_STATS, DROPS, ACTIONS,
+        FLOOD,
     ];
 }
 
 /// Program names in the ELF object.
 pub mod programs {
     pub const PORT: &str = "violin_port";
+    pub const PORT_TC: &str = "violin_port_tc";
     pub const UNDERLAY: &str = "violin_underlay";
 }
 
@@ -82,6 +85,33 @@ pub struct PeerInfo {
     pub resolved: u8,
     pub _pad: u8,
     pub slot: u32,
+}
+
+/// Ports and peers per environment for in-kernel replication of broadcasts from VM ports
+/// in TC mode (head-end replication without the slow path).
+pub const FLOOD_PORTS: usize = 16;
+pub const FLOOD_PEERS: usize = 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FloodList {
+    pub nports: u32,
+    pub npeers: u32,
+    /// Local ports' ifindexes.
+    pub ports: [u32; FLOOD_PORTS],
+    /// Remote hosts' underlay addresses.
+    pub peers: [[u8; 4]; FLOOD_PEERS],
+}
+
+impl Default for FloodList {
+    fn default() -> Self {
+        FloodList {
+            nports: 0,
+            npeers: 0,
+            ports: [0; FLOOD_PORTS],
+            peers: [[0; 4]; FLOOD_PEERS],
+        }
+    }
 }
 
 #[repr(C)]
@@ -161,4 +191,5 @@ mod pod {
     unsafe impl aya::Pod for super::PeerInfo {}
     unsafe impl aya::Pod for super::FdbKey {}
     unsafe impl aya::Pod for super::FdbEntry {}
+    unsafe impl aya::Pod for super::FloodList {}
 }

@@ -228,6 +228,37 @@ pub const fn fits_underlay(frame_len: usize, underlay_mtu: u32) -> bool {
     frame_len + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN <= underlay_mtu as usize
 }
 
+/// Length on the wire of each segment of a GSO super-frame: its Ethernet, IP and TCP/UDP
+/// headers plus `gso_size` bytes of payload. Headers it cannot parse count as the largest
+/// they could be, so the MTU check errs towards dropping.
+#[inline(always)]
+pub fn gso_segment_len<F: Frame + ?Sized>(f: &F, gso_size: usize) -> usize {
+    const WORST: usize = ETH_HLEN + 60 + 60;
+    let Some(eth) = f.load::<EthHdr>(0) else {
+        return WORST + gso_size;
+    };
+    let (l3, proto) = match be16(eth.ethertype) {
+        ETH_P_IPV4 => match f.load::<Ipv4Hdr>(ETH_HLEN) {
+            Some(ip) => (((ip.version_ihl & 0x0f) as usize) * 4, ip.protocol),
+            None => return WORST + gso_size,
+        },
+        0x86dd => match f.load::<[u8; 8]>(ETH_HLEN) {
+            Some(h) => (40, h[6]),
+            None => return WORST + gso_size,
+        },
+        _ => return WORST + gso_size,
+    };
+    let l4 = match proto {
+        IPPROTO_TCP => match f.load::<[u8; 13]>(ETH_HLEN + l3) {
+            Some(t) => ((t[12] >> 4) as usize) * 4,
+            None => 60,
+        },
+        IPPROTO_UDP => UDP_HLEN,
+        _ => 60,
+    };
+    ETH_HLEN + l3 + l4 + gso_size
+}
+
 /// Largest VM MTU (IP MTU inside the VM) for an underlay IP MTU.
 pub const fn vm_mtu_for(underlay_mtu: u32) -> u32 {
     underlay_mtu - ENCAP_OVERHEAD

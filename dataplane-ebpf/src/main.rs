@@ -6,19 +6,28 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
-    macros::{map, xdp},
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
+        BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    },
+    helpers::generated::{
+        bpf_redirect, bpf_skb_change_head, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_xdp_get_buff_len,
+    },
+    macros::{classifier, map, xdp},
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, XskMap},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
 use dataplane_common::{
-    counters::{action_index, DropReason, Hook, PeerStats, PortStats, ACTION_SLOTS},
+    counters::{action_index, DropReason, Hook, PeerStats, PortStats, ACTION_FLOOD, ACTION_SLOTS},
     maps::*,
     packet::{
-        classify_port, classify_underlay, fits_underlay, flow_hash, is_multicast, is_zero,
-        source_port, Frame, OuterHeaders, Tunnel, UnderlayVerdict,
+        classify_port, classify_underlay, fits_underlay, flow_hash, gso_segment_len, is_multicast,
+        is_zero, source_port, EthHdr, Frame, OuterHeaders, Tunnel, UnderlayVerdict, ETH_HLEN,
+        IPV4_HLEN, UDP_HLEN, VXLAN_HLEN,
     },
     ENCAP_OVERHEAD,
 };
@@ -44,7 +53,9 @@ static PEER_STATS: PerCpuArray<PeerStats> = PerCpuArray::pinned(MAX_PEERS, 0);
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUNT, 0);
 #[map]
-static ACTIONS: PerCpuArray<u64> = PerCpuArray::pinned(2 * ACTION_SLOTS, 0);
+static ACTIONS: PerCpuArray<u64> = PerCpuArray::pinned(3 * ACTION_SLOTS, 0);
+#[map]
+static FLOOD: HashMap<u32, FloodList> = HashMap::pinned(MAX_VNIS, 0);
 
 /// The packet buffer seen through the bounds-checked [`Frame`] interface.
 struct Pkt<'a>(&'a XdpContext);
@@ -304,6 +315,239 @@ fn underlay_frame(ctx: &XdpContext) -> u32 {
     }
     let inner_len = len - v.trailer - ENCAP_OVERHEAD as usize;
     redirect_to_port(ctx, UNDERLAY_SLOT, &dst, inner_len)
+}
+
+/// An skb seen through the [`Frame`] interface (bpf_skb_load_bytes: works on paged data).
+struct Skb<'a>(&'a TcContext);
+
+impl Frame for Skb<'_> {
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        self.0.len() as usize
+    }
+
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+        self.0.load::<T>(off).ok()
+    }
+}
+
+/// What a TC verdict counts as in ACTIONS.
+#[inline(always)]
+fn tc_action_slot(verdict: i32) -> u32 {
+    match verdict {
+        TC_ACT_SHOT => XDP_DROP,
+        TC_ACT_REDIRECT => XDP_REDIRECT,
+        _ => XDP_PASS,
+    }
+}
+
+#[inline(always)]
+fn tc_drop(slot: u32, reason: DropReason, len: usize) -> i32 {
+    bump(&DROPS, reason as u32);
+    if let Some(s) = port_stats(slot) {
+        s.dropped.add(len as u64);
+    }
+    TC_ACT_SHOT
+}
+
+/// VM ports in TC mode (clsact ingress, `port_mode = "tc"`). Unlike XDP, this keeps the
+/// skb: a VM's TSO super-frames and pending checksums travel encapsulated as one GSO skb
+/// (the kernel segments them as a tunnel), which is what bulk TCP needs.
+#[classifier]
+pub fn violin_port_tc(ctx: TcContext) -> i32 {
+    let verdict = port_skb(&ctx);
+    let slot = if verdict == FLOODED {
+        ACTION_FLOOD
+    } else {
+        tc_action_slot(verdict)
+    };
+    bump(&ACTIONS, action_index(Hook::PortTc, slot));
+    if verdict == FLOODED {
+        TC_ACT_SHOT
+    } else {
+        verdict
+    }
+}
+
+/// Internal verdict: the copies went out, the original is consumed.
+const FLOODED: i32 = -2;
+
+#[inline(always)]
+fn port_skb(ctx: &TcContext) -> i32 {
+    let skb = Skb(ctx);
+    let len = skb.total_len();
+    // SAFETY: reading the context's own field.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: copied out of the map before use.
+    let Some(port) = (unsafe { PORTS.get(ifindex) }).copied() else {
+        return tc_drop(UNDERLAY_SLOT, DropReason::UnknownPort, len);
+    };
+    if let Some(s) = port_stats(port.slot) {
+        s.rx.add(len as u64);
+    }
+    let eth = match classify_port(&skb) {
+        Ok(eth) => eth,
+        Err(reason) => return tc_drop(port.slot, reason, len),
+    };
+    learn(
+        &FdbKey::new(port.vni, eth.src),
+        FdbEntry::local(ifindex, port.slot),
+    );
+    if is_multicast(&eth.dst) {
+        return flood_skb(ctx, &port, ifindex, &eth, len);
+    }
+    // SAFETY: copied out of the map before use.
+    let Some(dst) = (unsafe { FDB.get(FdbKey::new(port.vni, eth.dst)) }).copied() else {
+        return flood_skb(ctx, &port, ifindex, &eth, len);
+    };
+    if dst.kind == FDB_LOCAL {
+        if dst.ifindex == ifindex {
+            return tc_drop(port.slot, DropReason::Hairpin, len);
+        }
+        if let Some(s) = port_stats(dst.slot) {
+            s.tx.add(len as u64);
+        }
+        // SAFETY: helper call; egress of the other port hands the skb to its VM intact.
+        return unsafe { bpf_redirect(dst.ifindex, 0) } as i32;
+    }
+    let Some(cfg) = host_config() else {
+        return tc_drop(port.slot, DropReason::NoRoute, len);
+    };
+    // SAFETY: copied out of the map before use.
+    let Some(peer) = (unsafe { PEERS.get(dst.peer) }).copied() else {
+        return tc_drop(port.slot, DropReason::NoRoute, len);
+    };
+    if peer.resolved == 0 {
+        return tc_drop(port.slot, DropReason::NoRoute, len);
+    }
+    if let Err(reason) = tc_encap(ctx, &cfg, &eth, len) {
+        return tc_drop(port.slot, reason, len);
+    }
+    if tc_write_outer(ctx, &cfg, port.vni, dst.peer, &peer, &eth, len).is_err() {
+        return tc_drop(port.slot, DropReason::NoHeadroom, len);
+    }
+    if let Some(s) = peer_stats(peer.slot) {
+        s.tx.add((len + ENCAP_OVERHEAD as usize) as u64);
+    }
+    // SAFETY: helper call.
+    unsafe { bpf_redirect(cfg.underlay_ifindex, 0) as i32 }
+}
+
+/// Checks the frame (each segment, for a GSO super-frame) fits the underlay once
+/// encapsulated, then opens 50 bytes after the Ethernet header and marks the skb as UDP
+/// tunnelled so the kernel segments it correctly later.
+#[inline(always)]
+fn tc_encap(ctx: &TcContext, cfg: &HostConfig, eth: &EthHdr, len: usize) -> Result<(), DropReason> {
+    // SAFETY: reading the context's own field.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size } as usize;
+    let wire_len = if gso_size > 0 {
+        gso_segment_len(&Skb(ctx), gso_size)
+    } else {
+        len
+    };
+    if !fits_underlay(wire_len, cfg.underlay_mtu) {
+        return Err(DropReason::TooBig);
+    }
+    let ethertype = u16::from_be_bytes(eth.ethertype);
+    if ethertype != 0x0800 && ethertype != 0x86dd {
+        // bpf_skb_adjust_room handles IP only; ARP and the like are never GSO, so plain
+        // headroom in front of the frame does. The inner Ethernet header stays in place.
+        // SAFETY: helper on the program's own skb.
+        let ret = unsafe { bpf_skb_change_head(ctx.skb.skb, ENCAP_OVERHEAD, 0) };
+        return if ret == 0 {
+            Ok(())
+        } else {
+            Err(DropReason::NoHeadroom)
+        };
+    }
+    let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
+        | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
+        | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
+        | ((ETH_HLEN as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT);
+    ctx.adjust_room(ENCAP_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, flags)
+        .map_err(|_| DropReason::NoHeadroom)
+}
+
+/// Writes the outer headers (and the moved inner Ethernet header) of an skb whose room
+/// was opened by [`tc_encap`]. For a GSO super-frame the IP and UDP lengths are fixed up
+/// per segment by the kernel's tunnel segmentation.
+#[inline(always)]
+fn tc_write_outer(
+    ctx: &TcContext,
+    cfg: &HostConfig,
+    vni: u32,
+    peer_addr: [u8; 4],
+    peer: &PeerInfo,
+    eth: &EthHdr,
+    len: usize,
+) -> Result<(), ()> {
+    let tunnel = Tunnel {
+        src_mac: cfg.underlay_mac,
+        dst_mac: peer.next_hop_mac,
+        src_ip: cfg.underlay_addr,
+        dst_ip: peer_addr,
+    };
+    // A GSO super-frame may exceed what the 16-bit IP length holds before segmentation.
+    let max_inner = 0xffff - IPV4_HLEN - UDP_HLEN - VXLAN_HLEN;
+    let inner_len = if len > max_inner { max_inner } else { len };
+    let sport = source_port(flow_hash(&Skb(ctx), ENCAP_OVERHEAD as usize));
+    let outer = OuterHeaders::new(&tunnel, vni, sport, inner_len);
+    ctx.store(0, &outer, 0).map_err(|_| ())?;
+    ctx.store(ENCAP_OVERHEAD as usize, eth, 0).map_err(|_| ())
+}
+
+/// Broadcast, multicast or unknown unicast from a VM port in TC mode: a copy to every
+/// other local port of the environment, then, encapsulated once, a copy to every remote
+/// host serving it, all in the kernel (bpf_clone_redirect).
+#[inline(always)]
+fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &EthHdr, len: usize) -> i32 {
+    // SAFETY: copied out of the map before use.
+    let Some(list) = (unsafe { FLOOD.get(port.vni) }).copied() else {
+        return tc_drop(port.slot, DropReason::SlowPathDown, len);
+    };
+    if let Some(s) = port_stats(port.slot) {
+        s.to_slow_path.add(len as u64);
+    }
+    for i in 0..FLOOD_PORTS {
+        if i as u32 >= list.nports {
+            break;
+        }
+        let target = list.ports[i];
+        if target != ifindex {
+            let _ = ctx.clone_redirect(target, 0);
+        }
+    }
+    if list.npeers == 0 {
+        return FLOODED;
+    }
+    let Some(cfg) = host_config() else {
+        return FLOODED;
+    };
+    if let Err(reason) = tc_encap(ctx, &cfg, eth, len) {
+        return tc_drop(port.slot, reason, len);
+    }
+    for i in 0..FLOOD_PEERS {
+        if i as u32 >= list.npeers {
+            break;
+        }
+        let addr = list.peers[i];
+        // SAFETY: copied out of the map before use.
+        let Some(peer) = (unsafe { PEERS.get(addr) }).copied() else {
+            continue;
+        };
+        if peer.resolved == 0 {
+            continue;
+        }
+        if tc_write_outer(ctx, &cfg, port.vni, addr, &peer, eth, len).is_ok()
+            && ctx.clone_redirect(cfg.underlay_ifindex, 0).is_ok()
+        {
+            if let Some(s) = peer_stats(peer.slot) {
+                s.tx.add((len + ENCAP_OVERHEAD as usize) as u64);
+            }
+        }
+    }
+    FLOODED
 }
 
 #[cfg(not(test))]

@@ -16,11 +16,26 @@ pub struct Config {
     /// aya-log debug messages from the XDP programs (costly; off by default).
     #[serde(default)]
     pub debug_datapath: bool,
+    /// How frames from VM ports enter the datapath.
+    #[serde(default)]
+    pub port_mode: PortMode,
     pub underlay: Underlay,
     #[serde(default, rename = "environment")]
     pub environments: Vec<Environment>,
     #[serde(default, rename = "peer")]
     pub peers: Vec<Peer>,
+}
+
+/// `xdp`: an XDP program per VM port (every frame on its own; VMs must checksum what
+/// they send). `tc`: a TC (clsact ingress) program per VM port that keeps the skb, so a
+/// VM's TSO super-frames and pending checksums are encapsulated whole and segmented by
+/// the kernel as a tunnel: the mode for bulk TCP. Both decapsulate with XDP.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PortMode {
+    #[default]
+    Xdp,
+    Tc,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -266,6 +281,15 @@ vnis = [100]
         assert!(e.starts_with("host_id"), "{e}");
         let e = error_of(&GOOD.replace("interface = \"ul0\"", "interface = \"a/b\""));
         assert!(e.starts_with("underlay.interface"), "{e}");
+    }
+
+    #[test]
+    fn port_mode_defaults_to_xdp_and_rejects_unknown_modes() {
+        assert_eq!(Config::parse(GOOD).unwrap().port_mode, PortMode::Xdp);
+        let tc = format!("port_mode = \"tc\"\n{GOOD}");
+        assert_eq!(Config::parse(&tc).unwrap().port_mode, PortMode::Tc);
+        let e = error_of(&format!("port_mode = \"dpdk\"\n{GOOD}"));
+        assert!(e.contains("unknown variant `dpdk`"), "{e}");
     }
 
     #[test]

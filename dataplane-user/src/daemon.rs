@@ -13,9 +13,11 @@ use anyhow::{bail, Context, Result};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use tracing::{error, info, warn};
 
+use dataplane_common::maps::programs;
+
 use crate::{
-    config::Config,
-    datapath::{self, prog_for_port, prog_for_underlay, Datapath},
+    config::{Config, PortMode},
+    datapath::{self, tc_pin_name, xdp_pin_name, Datapath},
     host::{self, Paths},
     neighbor,
     slowpath::SlowPath,
@@ -34,21 +36,28 @@ fn ready_file(paths: &Paths) -> std::path::PathBuf {
     paths.run_dir.join("ready")
 }
 
-/// Attaches the programs to the underlay and every port, and detaches interfaces that
-/// are no longer configured.
-fn attach_all(dp: &mut Datapath, topo: &Topology) -> Result<()> {
-    dp.attach(prog_for_underlay(), &topo.underlay)?;
+/// Attaches the programs to the underlay and every port (XDP or TC per `port_mode`), and
+/// detaches every other pinned link: interfaces no longer configured, and a port's
+/// program of the other mode.
+fn attach_all(dp: &mut Datapath, topo: &Topology, mode: PortMode) -> Result<()> {
+    dp.attach_xdp(programs::UNDERLAY, &topo.underlay)?;
+    let mut wanted: BTreeSet<String> = BTreeSet::from([xdp_pin_name(&topo.underlay.name)]);
     for p in &topo.ports {
-        dp.attach(prog_for_port(), &p.dev)?;
+        match mode {
+            PortMode::Xdp => {
+                datapath::detach(dp.paths(), &tc_pin_name(&p.dev.name));
+                dp.attach_xdp(programs::PORT, &p.dev)?;
+                wanted.insert(xdp_pin_name(&p.dev.name));
+            }
+            PortMode::Tc => {
+                datapath::detach(dp.paths(), &xdp_pin_name(&p.dev.name));
+                dp.attach_tc(programs::PORT_TC, &p.dev)?;
+                wanted.insert(tc_pin_name(&p.dev.name));
+            }
+        }
     }
-    let wanted: BTreeSet<&str> = topo
-        .ports
-        .iter()
-        .map(|p| p.dev.name.as_str())
-        .chain([topo.underlay.name.as_str()])
-        .collect();
     for name in datapath::pinned_links(dp.paths()) {
-        if !wanted.contains(name.as_str()) {
+        if !wanted.contains(&name) {
             datapath::detach(dp.paths(), &name);
         }
     }
@@ -79,7 +88,7 @@ fn refresh_next_hops(dp: &mut Datapath, topology: &RwLock<Topology>) {
 fn setup(config: &Config, dp: &mut Datapath) -> Result<Topology> {
     let topo = Topology::resolve(config, &dp.maps)?;
     topo.apply(&mut dp.maps)?;
-    attach_all(dp, &topo)?;
+    attach_all(dp, &topo, config.port_mode)?;
     Ok(topo)
 }
 

@@ -10,15 +10,15 @@ use aya::{
     maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, XskMap},
     programs::{
         links::{FdLink, PinnedLink},
-        Xdp, XdpMode,
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
 use dataplane_common::{
     counters::{PeerStats, PortStats},
-    maps::{names, FdbEntry, FdbKey, HostConfig, PeerInfo, PortInfo, VniInfo},
+    maps::{names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PeerInfo, PortInfo, VniInfo},
 };
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::{host::Paths, netdev::NetDev};
 
@@ -36,6 +36,7 @@ pub struct Maps {
     pub peer_stats: PerCpuArray<MapData, PeerStats>,
     pub drops: PerCpuArray<MapData, u64>,
     pub actions: PerCpuArray<MapData, u64>,
+    pub flood: HashMap<MapData, u32, FloodList>,
 }
 
 fn typed<T>(map: Map, name: &str) -> Result<T>
@@ -58,6 +59,7 @@ impl Maps {
             peer_stats: typed(get(names::PEER_STATS)?, names::PEER_STATS)?,
             drops: typed(get(names::DROPS)?, names::DROPS)?,
             actions: typed(get(names::ACTIONS)?, names::ACTIONS)?,
+            flood: typed(get(names::FLOOD)?, names::FLOOD)?,
         })
     }
 
@@ -89,14 +91,6 @@ pub struct Datapath {
     pub maps: Maps,
     paths: Paths,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
-}
-
-pub fn prog_for_port() -> &'static str {
-    dataplane_common::maps::programs::PORT
-}
-
-pub fn prog_for_underlay() -> &'static str {
-    dataplane_common::maps::programs::UNDERLAY
 }
 
 impl Datapath {
@@ -133,7 +127,7 @@ impl Datapath {
         } else {
             None
         };
-        for name in [prog_for_port(), prog_for_underlay()] {
+        for name in [programs::PORT, programs::UNDERLAY] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the object"))?
@@ -141,6 +135,13 @@ impl Datapath {
             prog.load()
                 .with_context(|| format!("the kernel rejected program {name}"))?;
         }
+        let tc = programs::PORT_TC;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(tc)
+            .ok_or_else(|| anyhow!("program {tc} missing from the object"))?
+            .try_into()?;
+        prog.load()
+            .with_context(|| format!("the kernel rejected program {tc}"))?;
         let maps = Maps::build(|name| {
             ebpf.take_map(name)
                 .ok_or_else(|| anyhow!("map {name} missing from the object"))
@@ -153,33 +154,27 @@ impl Datapath {
         })
     }
 
-    /// Attaches `program` to `dev` in driver mode through a pinned link. If a link is
+    /// Attaches an XDP program to `dev` in driver mode through a pinned link. If a link is
     /// already pinned for the interface (a previous daemon), the new program replaces the
     /// old one atomically: forwarding never stops.
-    pub fn attach(&mut self, program: &str, dev: &NetDev) -> Result<()> {
-        let pin = self.paths.link(&dev.name);
+    pub fn attach_xdp(&mut self, program: &str, dev: &NetDev) -> Result<()> {
+        let pin = self.paths.link(&xdp_pin_name(&dev.name));
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(program)
             .ok_or_else(|| anyhow!("program {program} missing"))?
             .try_into()?;
-        let link_id = match take_pinned_link(&pin) {
-            Some(fd_link) => {
-                let old = fd_link
-                    .try_into()
-                    .context("pinned link is not an XDP link")?;
-                match prog.attach_to_link(old) {
-                    Ok(id) => {
-                        debug!(iface = %dev.name, "replaced program in pinned link");
-                        id
-                    }
-                    Err(e) => {
-                        warn!(iface = %dev.name, error = %e, "stale pinned link; attaching anew");
-                        prog.attach_to_if_index(dev.ifindex, XdpMode::Driver)
-                            .with_context(|| format!("attaching XDP to {}", dev.name))?
-                    }
+        let replaced = take_pinned_link(&pin)
+            .and_then(|old| old.try_into().ok())
+            .and_then(|old| match prog.attach_to_link(old) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    warn!(iface = %dev.name, error = %e, "stale pinned link; attaching anew");
+                    None
                 }
-            }
+            });
+        let link_id = match replaced {
+            Some(id) => id,
             None => prog
                 .attach_to_if_index(dev.ifindex, XdpMode::Driver)
                 .with_context(|| {
@@ -189,14 +184,42 @@ impl Datapath {
                     )
                 })?,
         };
-        let link = prog.take_link(link_id)?;
-        let fd_link: FdLink = link
+        let link: FdLink = prog
+            .take_link(link_id)?
             .try_into()
             .map_err(|_| anyhow!("kernel attached {} without a bpf_link", dev.name))?;
-        fd_link
-            .pin(&pin)
-            .with_context(|| format!("pinning link {}", pin.display()))?;
-        Ok(())
+        pin_link(link, &pin)
+    }
+
+    /// Attaches the TC program to `dev`'s ingress through a pinned TCX link, replacing a
+    /// pinned one's program atomically as [`Datapath::attach_xdp`] does.
+    pub fn attach_tc(&mut self, program: &str, dev: &NetDev) -> Result<()> {
+        let pin = self.paths.link(&tc_pin_name(&dev.name));
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| anyhow!("program {program} missing"))?
+            .try_into()?;
+        let replaced = take_pinned_link(&pin)
+            .and_then(|old| old.try_into().ok())
+            .and_then(|old| match prog.attach_to_link(old) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    warn!(iface = %dev.name, error = %e, "stale pinned link; attaching anew");
+                    None
+                }
+            });
+        let link_id = match replaced {
+            Some(id) => id,
+            None => prog
+                .attach(&dev.name, TcAttachType::Ingress)
+                .with_context(|| format!("attaching TC (tcx ingress) to {}", dev.name))?,
+        };
+        let link: FdLink = prog
+            .take_link(link_id)?
+            .try_into()
+            .map_err(|_| anyhow!("kernel attached TC on {} without a bpf_link", dev.name))?;
+        pin_link(link, &pin)
     }
 
     /// Forwards pending aya-log records from the programs to the daemon's log.
@@ -211,6 +234,23 @@ impl Datapath {
     }
 }
 
+/// Pin names of an interface's links: its XDP program, and its TC program (TC mode).
+/// bpffs refuses names with dots, which interface names may have (VLANs: eth0.100);
+/// ':' is not allowed in interface names, so the mapping cannot collide.
+pub fn xdp_pin_name(ifname: &str) -> String {
+    format!("xdp:{}", ifname.replace('.', ":"))
+}
+
+pub fn tc_pin_name(ifname: &str) -> String {
+    format!("tc:{}", ifname.replace('.', ":"))
+}
+
+fn pin_link(link: FdLink, pin: &Path) -> Result<()> {
+    link.pin(pin)
+        .with_context(|| format!("pinning link {}", pin.display()))?;
+    Ok(())
+}
+
 /// Takes a pinned link out of bpffs, keeping it alive as an open fd.
 fn take_pinned_link(pin: &Path) -> Option<FdLink> {
     let pinned = PinnedLink::from_pin(pin).ok()?;
@@ -223,16 +263,17 @@ fn take_pinned_link(pin: &Path) -> Option<FdLink> {
     }
 }
 
-/// Detaches the program from one interface by dropping its pinned link.
-pub fn detach(paths: &Paths, ifname: &str) {
-    let pin = paths.link(ifname);
+/// Detaches a program by dropping its pinned link (named as [`xdp_pin_name`] or
+/// [`tc_pin_name`] give).
+pub fn detach(paths: &Paths, pin_name: &str) {
+    let pin = paths.link(pin_name);
     if let Some(link) = take_pinned_link(&pin) {
         drop(link);
-        info!(iface = ifname, "detached");
+        info!(link = pin_name, "detached");
     }
 }
 
-/// Interfaces that have a pinned link.
+/// Names of the pinned links.
 pub fn pinned_links(paths: &Paths) -> Vec<String> {
     fs::read_dir(paths.links())
         .map(|rd| {

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::Result;
 use dataplane_common::{
-    counters::{action_index, Counter, DropReason, Hook, PeerStats, PortStats, XDP_ACTION_NAMES},
+    counters::{action_index, Counter, DropReason, PeerStats, PortStats, HOOKS, XDP_ACTION_NAMES},
     maps::UNDERLAY_SLOT,
 };
 use serde::Serialize;
@@ -107,7 +107,7 @@ impl Snapshot {
             drops.insert(r.name(), v);
         }
         let mut actions = BTreeMap::new();
-        for (hook, hname) in [(Hook::Port, "port"), (Hook::Underlay, "underlay")] {
+        for (hook, hname) in HOOKS {
             for (a, aname) in XDP_ACTION_NAMES.iter().enumerate() {
                 let v: u64 = maps
                     .actions

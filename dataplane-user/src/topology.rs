@@ -7,8 +7,8 @@ use std::{
 
 use anyhow::{Context, Result};
 use dataplane_common::maps::{
-    FdbEntry, FdbKey, HostConfig, PeerInfo, PortInfo, VniInfo, FDB_LOCAL, FDB_REMOTE, MAX_PEERS,
-    MAX_QUEUES_PER_IF, MAX_SLOTS, UNDERLAY_SLOT,
+    FdbEntry, FdbKey, FloodList, HostConfig, PeerInfo, PortInfo, VniInfo, FDB_LOCAL, FDB_REMOTE,
+    FLOOD_PEERS, FLOOD_PORTS, MAX_PEERS, MAX_QUEUES_PER_IF, MAX_SLOTS, UNDERLAY_SLOT,
 };
 use tracing::{info, warn};
 
@@ -204,6 +204,24 @@ impl Topology {
         let stale: Vec<[u8; 4]> = maps.peers.keys().filter_map(|k| k.ok()).collect();
         for k in stale.iter().filter(|k| !peer_addrs.contains(*k)) {
             maps.peers.remove(k)?;
+        }
+
+        // Replication lists for VM-port broadcasts in TC mode.
+        for &vni in &vnis {
+            let mut list = FloodList::default();
+            for p in self.ports_in(vni).take(FLOOD_PORTS) {
+                list.ports[list.nports as usize] = p.dev.ifindex;
+                list.nports += 1;
+            }
+            for p in self.peers_serving(vni).take(FLOOD_PEERS) {
+                list.peers[list.npeers as usize] = p.addr.octets();
+                list.npeers += 1;
+            }
+            maps.flood.insert(vni, list, 0)?;
+        }
+        let stale: Vec<u32> = maps.flood.keys().filter_map(|k| k.ok()).collect();
+        for k in stale.iter().filter(|k| !vnis.contains(k)) {
+            maps.flood.remove(k)?;
         }
 
         // Learned entries that point at something no longer here.

@@ -45,7 +45,7 @@ fn killed_daemon_keeps_forwarding_and_restart_resumes_state() {
     lab.kill_daemon(0).unwrap();
     // While no daemon runs on h1, its pinned programs and maps keep forwarding.
     let pins = Path::new("/sys/fs/bpf/violin").join(h1.host_id());
-    assert!(pins.join("links/ul0").exists() && pins.join("maps/FDB").exists());
+    assert!(pins.join("links/xdp:ul0").exists() && pins.join("maps/FDB").exists());
     let during = ping(&b.ns, &a.ip.to_string(), 10, &["-i", "0.05"]).unwrap();
     assert_eq!(during.lost(), 0, "forwarding stopped with the daemon");
     lab.start_daemon(0).unwrap();

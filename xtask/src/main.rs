@@ -68,6 +68,9 @@ struct LabArgs {
     /// Log every datapath decision through aya-log into the daemons' logs.
     #[arg(long)]
     debug_datapath: bool,
+    /// How VM ports enter the datapath: xdp, or tc (keeps TSO for bulk TCP).
+    #[arg(long, default_value = "xdp", value_parser = ["xdp", "tc"])]
+    port_mode: String,
 }
 
 #[derive(Subcommand)]
@@ -156,9 +159,11 @@ fn need_root(what: &str) -> Result<()> {
 }
 
 fn spec(a: &LabArgs) -> LabSpec {
+    let tc = a.port_mode == "tc";
     LabSpec {
         name: a.name.clone(),
-        hosts: a.hosts,
+        hosts: if tc { 0 } else { a.hosts },
+        violin_tc_hosts: if tc { a.hosts } else { 0 },
         vms_per_host: a.vms,
         envs: a.envs,
         mtu: a.mtu,
@@ -225,7 +230,7 @@ fn demo(a: &LabArgs) -> Result<()> {
     eprintln!("==> bringing lab {:?} up", a.name);
     let lab = Lab::up(spec(a), false)?;
     println!("{}", lab.describe());
-    let hosts = lab.spec.hosts;
+    let hosts = lab.spec.hosts + lab.spec.violin_tc_hosts;
     if hosts < 2 {
         bail!("--hosts: the demo needs at least 2 Violin hosts");
     }

@@ -189,3 +189,16 @@ fn flow_hash_separates_flows_and_is_stable() {
     let p = source_port(flow_hash(&a[..], 0));
     assert!(p >= 49152);
 }
+
+#[test]
+fn gso_segments_are_measured_from_their_headers() {
+    let mut f = inner_frame(200);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[23] = 6;
+    f[34 + 12] = 8 << 4; // TCP data offset: 32 bytes (timestamps)
+    assert_eq!(gso_segment_len(&f[..], 1398), 14 + 20 + 32 + 1398);
+    // Unknown L3: the worst case.
+    let g = inner_frame(60);
+    assert_eq!(gso_segment_len(&g[..], 1000), 14 + 60 + 60 + 1000);
+}
