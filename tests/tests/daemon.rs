@@ -171,6 +171,57 @@ fn sighup_reloads_ports_and_keeps_the_old_config_on_error() {
 }
 
 #[test]
+fn sighup_switches_port_mode_without_losing_the_overlay() {
+    let lab = lab("pm", |s| s.vms_per_host = 1);
+    let a = lab.vm(0, 0, 0).clone();
+    let b = lab.vm(1, 0, 0).clone();
+    wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
+    let h1 = lab.hosts[0].clone();
+    let xdp = lab.config_for(0);
+    let tc = xdp.replace("port_mode = \"xdp\"", "port_mode = \"tc\"");
+    assert_ne!(tc, xdp);
+    let actions = |hook: &str| {
+        let s = lab.stats(0).unwrap();
+        counter(&s, &format!("/actions/{hook}~1redirect"))
+    };
+    lab.reload(0, &tc).unwrap();
+    let link = ns_run(&h1.ns, "ip", &["-d", "link", "show", &a.port]).unwrap();
+    assert!(
+        !link.contains("prog/xdp"),
+        "XDP still on the port in TC mode: {link}"
+    );
+    let (xdp0, tc0) = (actions("port"), actions("port_tc"));
+    assert_eq!(
+        ping(&a.ns, &b.ip.to_string(), 5, &["-i", "0.1"])
+            .unwrap()
+            .lost(),
+        0
+    );
+    assert!(
+        actions("port_tc") >= tc0 + 5,
+        "the TC program did not forward"
+    );
+    assert_eq!(actions("port"), xdp0, "the XDP port program still ran");
+    // And back.
+    lab.reload(0, &xdp).unwrap();
+    let link = ns_run(&h1.ns, "ip", &["-d", "link", "show", &a.port]).unwrap();
+    assert!(link.contains("prog/xdp"), "{link}");
+    let (xdp1, tc1) = (actions("port"), actions("port_tc"));
+    assert_eq!(
+        ping(&b.ns, &a.ip.to_string(), 5, &["-i", "0.1"])
+            .unwrap()
+            .lost(),
+        0
+    );
+    assert!(
+        actions("port") >= xdp1 + 5,
+        "the XDP program did not forward"
+    );
+    assert_eq!(actions("port_tc"), tc1, "the TC program still ran");
+    lab.down().unwrap();
+}
+
+#[test]
 fn datapath_debug_logging_reaches_the_daemon_log() {
     let lab = lab("dg", |s| {
         s.vms_per_host = 1;
