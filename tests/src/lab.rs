@@ -23,7 +23,8 @@ use anyhow::{bail, Context, Result};
 use crate::sys::{ip, ns_run, run};
 
 /// Overlay subnet inside every environment; environments overlap on purpose.
-pub const VM_SUBNET: &str = "10.200.0";
+/// VM k of host i is 10.200.(i+1).(k+1)/16 (and fd00:200::(i+1):(k+1)/64).
+pub const VM_SUBNET: &str = "10.200";
 pub const UNDERLAY_SUBNET: &str = "10.250.0";
 pub const BASE_VNI: u32 = 1000;
 
@@ -99,8 +100,8 @@ impl LabSpec {
             );
         }
         let total = self.hosts + self.linux_vxlan_hosts + self.bare_hosts + self.violin_tc_hosts;
-        if !(1..=12).contains(&total) {
-            bail!("--hosts: {total} hosts in all; the lab supports 1 to 12");
+        if !(1..=24).contains(&total) {
+            bail!("--hosts: {total} hosts in all; the lab supports 1 to 24");
         }
         if !(1..=16).contains(&self.vms_per_host) {
             bail!(
@@ -363,7 +364,7 @@ impl Lab {
         let k = j / self.spec.envs;
         let host = &self.hosts[i];
         let mac = [0x02, 0, 0, 0, (i + 1) as u8, (k + 1) as u8];
-        let n = i * 20 + k + 1;
+
         let vm = Vm {
             ns: format!("{}-h{}v{}", self.spec.name, i + 1, j + 1),
             host: i,
@@ -371,8 +372,8 @@ impl Lab {
             vni: BASE_VNI + env as u32,
             port: format!("vm{}", j + 1),
             mac,
-            ip: format!("{VM_SUBNET}.{n}").parse()?,
-            ip6: format!("fd00:200::{n:x}"),
+            ip: format!("{VM_SUBNET}.{}.{}", i + 1, k + 1).parse()?,
+            ip6: format!("fd00:200::{:x}:{:x}", i + 1, k + 1),
         };
         let vm_mtu = (self.spec.mtu - 50).to_string();
         ip(&["netns", "add", &vm.ns])?;
@@ -398,7 +399,7 @@ impl Lab {
         ns_run(
             &vm.ns,
             "ip",
-            &["addr", "add", &format!("{}/24", vm.ip), "dev", "eth0"],
+            &["addr", "add", &format!("{}/16", vm.ip), "dev", "eth0"],
         )?;
         ns_run(
             &vm.ns,
