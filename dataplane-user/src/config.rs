@@ -19,6 +19,9 @@ pub struct Config {
     /// How frames from VM ports enter the datapath.
     #[serde(default)]
     pub port_mode: PortMode,
+    /// Address for the daemon's HTTP endpoint (`/metrics`, `/v1/stats`); none if unset.
+    #[serde(default)]
+    pub api_listen: Option<std::net::SocketAddr>,
     pub underlay: Underlay,
     #[serde(default, rename = "environment")]
     pub environments: Vec<Environment>,
@@ -299,6 +302,8 @@ vnis = [100]
         assert!(e.contains("address"), "{e}");
         let e = error_of(&GOOD.replace("vni = 100", "vni = 100\ncolour = 3"));
         assert!(e.contains("unknown field `colour`"), "{e}");
+        let e = error_of(&format!("api_listen = \"10.0.0.1\"\n{GOOD}"));
+        assert!(e.contains("api_listen"), "{e}");
         let e = error_of(&GOOD.replace("name = \"blue\"", ""));
         assert!(e.contains("missing field `name`"), "{e}");
     }

@@ -99,6 +99,9 @@ fn start(config: &Config, paths: &Paths) -> Result<Running> {
     let topology = Arc::new(RwLock::new(setup(config, &mut dp)?));
     refresh_next_hops(&mut dp, &topology);
     let slow = Some(SlowPath::start(topology.clone(), paths)?);
+    if let Some(listen) = config.api_listen {
+        crate::api::serve(listen, paths, &config.underlay.interface)?;
+    }
     std::fs::write(ready_file(paths), b"")?;
     Ok((dp, topology, slow))
 }
@@ -178,8 +181,8 @@ fn reload(
     if new.host_id != current.host_id || new.netns != current.netns {
         bail!("host_id and netns cannot change while running; restart violind instead");
     }
-    if new.debug_datapath != current.debug_datapath {
-        warn!("debug_datapath takes effect at the next start");
+    if new.debug_datapath != current.debug_datapath || new.api_listen != current.api_listen {
+        warn!("debug_datapath and api_listen take effect at the next start");
     }
     // The sockets are rebuilt for the new port set.
     drop(slow.take());

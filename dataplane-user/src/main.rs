@@ -1,8 +1,10 @@
 //! violind: Violin's per-host daemon.
+mod api;
 mod config;
 mod daemon;
 mod datapath;
 mod host;
+mod metrics;
 mod neighbor;
 mod netdev;
 mod slowpath;

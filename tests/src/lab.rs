@@ -27,6 +27,8 @@ use crate::sys::{ip, ns_run, run};
 pub const VM_SUBNET: &str = "10.200";
 pub const UNDERLAY_SUBNET: &str = "10.250.0";
 pub const BASE_VNI: u32 = 1000;
+/// Port of each violind's HTTP endpoint, on its underlay address.
+pub const API_PORT: u16 = 9600;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostKind {
@@ -510,7 +512,8 @@ impl Lab {
         } else {
             "xdp"
         };
-        let _ = writeln!(s, "port_mode = {mode:?}\n");
+        let _ = writeln!(s, "port_mode = {mode:?}");
+        let _ = writeln!(s, "api_listen = \"{}:{API_PORT}\"\n", h.underlay_ip);
         let _ = writeln!(
             s,
             "[underlay]\ninterface = \"ul0\"\naddress = \"{}\"\n",

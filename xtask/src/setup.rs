@@ -5,7 +5,8 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 /// Debian packages: build deps of xsk-rs (libxdp/libbpf), lab, test and benchmark tools
-/// (the font is for the benchmark plots; Open MPI and OpenBLAS for HPL).
+/// (the font is for the benchmark plots; Open MPI and OpenBLAS for HPL; Prometheus for the
+/// metrics test).
 const APT_PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -26,6 +27,7 @@ const APT_PACKAGES: &[&str] = &[
     "libopenblas0-serial",
     "libopenblas-dev",
     "make",
+    "prometheus",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
