@@ -38,10 +38,18 @@ pub enum DropReason {
     RedirectFailed,
     /// No headroom to push the outer headers, or to pull them off.
     NoHeadroom,
+    /// A VM sent with a source MAC other than the one assigned to its port.
+    SpoofedMac,
+    /// A VM sent with a source IPv4 address (IP or ARP) other than the one assigned.
+    SpoofedIp,
+    /// Unicast between VMs that are not an allowed pair of a restricted environment.
+    NotAllowed,
+    /// Over the VM pair's traffic bound (token bucket).
+    RateLimited,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 21;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::Runt,
         DropReason::TruncatedOuter,
@@ -60,6 +68,10 @@ impl DropReason {
         DropReason::SlowPathDown,
         DropReason::RedirectFailed,
         DropReason::NoHeadroom,
+        DropReason::SpoofedMac,
+        DropReason::SpoofedIp,
+        DropReason::NotAllowed,
+        DropReason::RateLimited,
     ];
 
     /// Stable snake_case name used in logs, `violind stats` and metric labels.
@@ -82,6 +94,10 @@ impl DropReason {
             DropReason::SlowPathDown => "slow_path_down",
             DropReason::RedirectFailed => "redirect_failed",
             DropReason::NoHeadroom => "no_headroom",
+            DropReason::SpoofedMac => "spoofed_mac",
+            DropReason::SpoofedIp => "spoofed_ip",
+            DropReason::NotAllowed => "not_allowed",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 }

@@ -221,6 +221,37 @@ pub fn classify_port<F: Frame + ?Sized>(f: &F) -> Result<EthHdr, DropReason> {
     Ok(eth)
 }
 
+/// Anti-spoofing: a port only sends with the MAC (and, if given, IPv4 address) assigned to
+/// it. `flags` are the port's `PORT_CHECK_*` flags.
+#[inline(always)]
+pub fn check_source<F: Frame + ?Sized>(
+    f: &F,
+    eth: &EthHdr,
+    flags: u32,
+    mac: &[u8; 6],
+    ip: &[u8; 4],
+) -> Result<(), DropReason> {
+    use crate::maps::{PORT_CHECK_IP, PORT_CHECK_MAC};
+    if flags & PORT_CHECK_MAC != 0 && eth.src != *mac {
+        return Err(DropReason::SpoofedMac);
+    }
+    if flags & PORT_CHECK_IP == 0 {
+        return Ok(());
+    }
+    // IPv4 source address, or the ARP sender protocol address: both at 26..30 / 28..32.
+    let src = match be16(eth.ethertype) {
+        ETH_P_IPV4 => f.load::<[u8; 4]>(ETH_HLEN + 12),
+        0x0806 => f.load::<[u8; 4]>(ETH_HLEN + 14),
+        _ => return Ok(()),
+    };
+    match src {
+        Some(a) if a == *ip => Ok(()),
+        // An ARP probe (RFC 5227) announces no address yet.
+        Some([0, 0, 0, 0]) if be16(eth.ethertype) == 0x0806 => Ok(()),
+        _ => Err(DropReason::SpoofedIp),
+    }
+}
+
 /// Whether a VM frame of `frame_len` bytes (Ethernet header included) still fits the
 /// underlay IP MTU once encapsulated. Violin never fragments.
 #[inline(always)]

@@ -13,8 +13,8 @@ use aya_ebpf::{
         BPF_F_ADJ_ROOM_ENCAP_L4_UDP, TC_ACT_REDIRECT, TC_ACT_SHOT,
     },
     helpers::generated::{
-        bpf_redirect, bpf_skb_change_head, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
-        bpf_xdp_get_buff_len,
+        bpf_ktime_get_ns, bpf_redirect, bpf_skb_change_head, bpf_xdp_adjust_head,
+        bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
     },
     macros::{classifier, map, xdp},
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, XskMap},
@@ -25,9 +25,9 @@ use dataplane_common::{
     counters::{action_index, DropReason, Hook, PeerStats, PortStats, ACTION_FLOOD, ACTION_SLOTS},
     maps::*,
     packet::{
-        classify_port, classify_underlay, fits_underlay, flow_hash, gso_segment_len, is_multicast,
-        is_zero, source_port, EthHdr, Frame, OuterHeaders, Tunnel, UnderlayVerdict, ETH_HLEN,
-        IPV4_HLEN, UDP_HLEN, VXLAN_HLEN,
+        check_source, classify_port, classify_underlay, fits_underlay, flow_hash, gso_segment_len,
+        is_multicast, is_zero, source_port, EthHdr, Frame, OuterHeaders, Tunnel, UnderlayVerdict,
+        ETH_HLEN, IPV4_HLEN, UDP_HLEN, VXLAN_HLEN,
     },
     ENCAP_OVERHEAD,
 };
@@ -56,6 +56,8 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUNT, 0);
 static ACTIONS: PerCpuArray<u64> = PerCpuArray::pinned(3 * ACTION_SLOTS, 0);
 #[map]
 static FLOOD: HashMap<u32, FloodList> = HashMap::pinned(MAX_VNIS, 0);
+#[map]
+static PAIRS: HashMap<PairKey, PairState> = HashMap::pinned(MAX_PAIRS, 0);
 
 /// The packet buffer seen through the bounds-checked [`Frame`] interface.
 struct Pkt<'a>(&'a XdpContext);
@@ -158,6 +160,40 @@ fn redirect_to_port(ctx: &XdpContext, from_slot: u32, to: &FdbEntry, len: usize)
     }
 }
 
+/// Policies on a frame from a VM port, enforced where the VM cannot reach: the source
+/// must be the port's own, and in environments with a pair policy a unicast frame must be
+/// between an allowed pair and within the pair's traffic bound.
+#[inline(always)]
+fn port_policy<F: Frame>(
+    f: &F,
+    port: &PortInfo,
+    eth: &EthHdr,
+    len: usize,
+) -> Result<(), DropReason> {
+    check_source(f, eth, port.flags, &port.mac, &port.ip)?;
+    if port.flags & (PORT_RESTRICTED | PORT_LIMITED) == 0 || is_multicast(&eth.dst) {
+        return Ok(());
+    }
+    let key = PairKey::new(port.vni, eth.src, eth.dst);
+    let Some(state) = PAIRS.get_ptr_mut(key) else {
+        if port.flags & PORT_RESTRICTED != 0 {
+            return Err(DropReason::NotAllowed);
+        }
+        return Ok(());
+    };
+    // SAFETY: the entry stays valid for this program run; races between CPUs only blur
+    // the bucket (see PairState).
+    let state = unsafe { &mut *state };
+    if port.flags & PORT_RESTRICTED != 0 && state.flags & PAIR_ALLOWED == 0 {
+        return Err(DropReason::NotAllowed);
+    }
+    // SAFETY: helper without arguments.
+    if state.flags & PAIR_LIMITED != 0 && !state.take(unsafe { bpf_ktime_get_ns() }, len as u64) {
+        return Err(DropReason::RateLimited);
+    }
+    Ok(())
+}
+
 #[xdp(frags)]
 pub fn violin_port(ctx: XdpContext) -> u32 {
     let action = port_frame(&ctx);
@@ -181,6 +217,9 @@ fn port_frame(ctx: &XdpContext) -> u32 {
         Ok(eth) => eth,
         Err(reason) => return drop_frame(ctx, port.slot, reason, len),
     };
+    if let Err(reason) = port_policy(&pkt, &port, &eth, len) {
+        return drop_frame(ctx, port.slot, reason, len);
+    }
     learn(
         &FdbKey::new(port.vni, eth.src),
         FdbEntry::local(ifindex, port.slot),
@@ -390,6 +429,9 @@ fn port_skb(ctx: &TcContext) -> i32 {
         Ok(eth) => eth,
         Err(reason) => return tc_drop(port.slot, reason, len),
     };
+    if let Err(reason) = port_policy(&skb, &port, &eth, len) {
+        return tc_drop(port.slot, reason, len);
+    }
     learn(
         &FdbKey::new(port.vni, eth.src),
         FdbEntry::local(ifindex, port.slot),

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
 use dataplane_common::{maps::MAX_SLOTS, MAX_VNI};
 use serde::Deserialize;
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Names this host's pin directory, pid file and logs; unique per machine.
@@ -51,7 +51,7 @@ pub struct Underlay {
     pub mtu: Option<u32>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Environment {
     pub name: String,
@@ -60,6 +60,66 @@ pub struct Environment {
     /// VM-facing interfaces on this host (veth or tap) that belong to this environment.
     #[serde(default)]
     pub ports: Vec<String>,
+    /// When given, unicast flows only between these VM pairs (by MAC, both directions);
+    /// frames between other VMs of the environment are dropped (selected connectivity).
+    #[serde(default)]
+    pub allowed_pairs: Vec<[String; 2]>,
+    /// VM identities for anti-spoofing: a port may only send with these addresses.
+    #[serde(default, rename = "vm")]
+    pub vms: Vec<VmIdentity>,
+    /// Traffic bounds per VM pair.
+    #[serde(default, rename = "limit")]
+    pub limits: Vec<PairLimit>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VmIdentity {
+    pub port: String,
+    pub mac: String,
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// A bound on what each VM of the pair may send to the other (token bucket).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PairLimit {
+    pub pair: [String; 2],
+    /// Sustained rate in Mbit/s.
+    pub rate_mbit: f64,
+    /// Bucket size in KiB: how much may pass at once.
+    #[serde(default = "default_burst_kib")]
+    pub burst_kib: u32,
+}
+
+fn default_burst_kib() -> u32 {
+    64
+}
+
+/// Parses "02:00:00:00:01:01".
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in mac.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+fn check_mac(field: &str, s: &str) -> Result<[u8; 6], ConfigError> {
+    match parse_mac(s) {
+        Some(m) if m[0] & 1 == 0 && m != [0; 6] => Ok(m),
+        Some(_) => Err(err(field, format!("{s:?} is not a unicast MAC address"))),
+        None => Err(err(
+            field,
+            format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"),
+        )),
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -191,6 +251,38 @@ impl Config {
                     return Err(err(field, format!("{port:?} is already listed at {other}")));
                 }
             }
+            for (k, vm) in env.vms.iter().enumerate() {
+                let field = at(&format!("vm[{k}]"));
+                if !env.ports.contains(&vm.port) {
+                    return Err(err(
+                        format!("{field}.port"),
+                        format!("{:?} is not one of this environment's ports", vm.port),
+                    ));
+                }
+                check_mac(&format!("{field}.mac"), &vm.mac)?;
+            }
+            for (k, pair) in env.allowed_pairs.iter().enumerate() {
+                for (j, mac) in pair.iter().enumerate() {
+                    check_mac(&at(&format!("allowed_pairs[{k}][{j}]")), mac)?;
+                }
+            }
+            for (k, limit) in env.limits.iter().enumerate() {
+                for (j, mac) in limit.pair.iter().enumerate() {
+                    check_mac(&at(&format!("limit[{k}].pair[{j}]")), mac)?;
+                }
+                if !(limit.rate_mbit > 0.0 && limit.rate_mbit <= 1e6) {
+                    return Err(err(
+                        at(&format!("limit[{k}].rate_mbit")),
+                        format!("{} is outside (0, 1000000]", limit.rate_mbit),
+                    ));
+                }
+                if limit.burst_kib == 0 {
+                    return Err(err(
+                        at(&format!("limit[{k}].burst_kib")),
+                        "must be positive",
+                    ));
+                }
+            }
         }
         if ports.len() >= MAX_SLOTS as usize {
             return Err(err(
@@ -284,6 +376,40 @@ vnis = [100]
         assert!(e.starts_with("host_id"), "{e}");
         let e = error_of(&GOOD.replace("interface = \"ul0\"", "interface = \"a/b\""));
         assert!(e.starts_with("underlay.interface"), "{e}");
+    }
+
+    #[test]
+    fn policies_parse_and_bad_ones_name_the_field() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "ports = [\"vm1\", \"vm2\"]\n",
+                &format!("ports = [\"vm1\", \"vm2\"]\n{extra}"),
+            )
+        };
+        let ok = with(
+            "allowed_pairs = [[\"02:00:00:00:00:01\", \"02:00:00:00:00:02\"]]\n\
+             [[environment.vm]]\nport = \"vm1\"\nmac = \"02:00:00:00:00:01\"\nip = \"10.0.9.1\"\n\
+             [[environment.limit]]\npair = [\"02:00:00:00:00:01\", \"02:00:00:00:00:02\"]\nrate_mbit = 10\n",
+        );
+        let c = Config::parse(&ok).unwrap();
+        let env = &c.environments[0];
+        assert_eq!(env.allowed_pairs.len(), 1);
+        assert_eq!(env.vms[0].ip, Some(Ipv4Addr::new(10, 0, 9, 1)));
+        assert_eq!(env.limits[0].burst_kib, 64);
+        let e = error_of(&with(
+            "[[environment.vm]]\nport = \"vm9\"\nmac = \"02:00:00:00:00:01\"\n",
+        ));
+        assert!(e.starts_with("environment[0].vm[0].port"), "{e}");
+        let e = error_of(&with(
+            "[[environment.vm]]\nport = \"vm1\"\nmac = \"02:00:00\"\n",
+        ));
+        assert!(e.starts_with("environment[0].vm[0].mac"), "{e}");
+        let e = error_of(&with(
+            "allowed_pairs = [[\"01:00:00:00:00:01\", \"02:00:00:00:00:02\"]]\n",
+        ));
+        assert!(e.starts_with("environment[0].allowed_pairs[0][0]"), "{e}");
+        let e = error_of(&with("[[environment.limit]]\npair = [\"02:00:00:00:00:01\", \"02:00:00:00:00:02\"]\nrate_mbit = 0\n"));
+        assert!(e.starts_with("environment[0].limit[0].rate_mbit"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,10 @@ use aya::{
 };
 use dataplane_common::{
     counters::{PeerStats, PortStats},
-    maps::{names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PeerInfo, PortInfo, VniInfo},
+    maps::{
+        names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo,
+        PortInfo, VniInfo,
+    },
 };
 use tracing::{info, warn};
 
@@ -37,6 +40,7 @@ pub struct Maps {
     pub drops: PerCpuArray<MapData, u64>,
     pub actions: PerCpuArray<MapData, u64>,
     pub flood: HashMap<MapData, u32, FloodList>,
+    pub pairs: HashMap<MapData, PairKey, PairState>,
 }
 
 fn typed<T>(map: Map, name: &str) -> Result<T>
@@ -60,6 +64,7 @@ impl Maps {
             drops: typed(get(names::DROPS)?, names::DROPS)?,
             actions: typed(get(names::ACTIONS)?, names::ACTIONS)?,
             flood: typed(get(names::FLOOD)?, names::FLOOD)?,
+            pairs: typed(get(names::PAIRS)?, names::PAIRS)?,
         })
     }
 

@@ -7,12 +7,18 @@ use std::{
 
 use anyhow::{Context, Result};
 use dataplane_common::maps::{
-    FdbEntry, FdbKey, FloodList, HostConfig, PeerInfo, PortInfo, VniInfo, FDB_LOCAL, FDB_REMOTE,
-    FLOOD_PEERS, FLOOD_PORTS, MAX_PEERS, MAX_QUEUES_PER_IF, MAX_SLOTS, UNDERLAY_SLOT,
+    FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo, PortInfo, VniInfo,
+    FDB_LOCAL, FDB_REMOTE, FLOOD_PEERS, FLOOD_PORTS, MAX_PEERS, MAX_QUEUES_PER_IF, MAX_SLOTS,
+    PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC, PORT_LIMITED, PORT_RESTRICTED,
+    UNDERLAY_SLOT,
 };
 use tracing::{info, warn};
 
-use crate::{config::Config, datapath::Maps, netdev::NetDev};
+use crate::{
+    config::{parse_mac, Config},
+    datapath::Maps,
+    netdev::NetDev,
+};
 
 #[derive(Clone, Debug)]
 pub struct Port {
@@ -47,6 +53,67 @@ pub struct Topology {
     pub ports: Vec<Port>,
     pub peers: Vec<Peer>,
     pub debug: bool,
+    /// Per-port policy flags and identity, by port name.
+    pub port_policies: BTreeMap<String, PortPolicy>,
+    /// VM pair policies (directed), bucket state not included.
+    pub pairs: BTreeMap<PairKey, PairState>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortPolicy {
+    pub flags: u32,
+    pub mac: [u8; 6],
+    pub ip: [u8; 4],
+}
+
+/// Port flags and pair entries an environment's policies ask for.
+fn policies(config: &Config) -> (BTreeMap<String, PortPolicy>, BTreeMap<PairKey, PairState>) {
+    let mut ports = BTreeMap::new();
+    let mut pairs: BTreeMap<PairKey, PairState> = BTreeMap::new();
+    for env in &config.environments {
+        let mut env_flags = 0;
+        if !env.allowed_pairs.is_empty() {
+            env_flags |= PORT_RESTRICTED;
+        }
+        if !env.limits.is_empty() {
+            env_flags |= PORT_LIMITED;
+        }
+        for port in &env.ports {
+            let mut p = PortPolicy {
+                flags: env_flags,
+                ..Default::default()
+            };
+            if let Some(vm) = env.vms.iter().find(|v| &v.port == port) {
+                p.flags |= PORT_CHECK_MAC;
+                p.mac = parse_mac(&vm.mac).unwrap_or_default();
+                if let Some(ip) = vm.ip {
+                    p.flags |= PORT_CHECK_IP;
+                    p.ip = ip.octets();
+                }
+            }
+            ports.insert(port.clone(), p);
+        }
+        let both = |pair: &[String; 2]| {
+            let a = parse_mac(&pair[0]).unwrap_or_default();
+            let b = parse_mac(&pair[1]).unwrap_or_default();
+            [PairKey::new(env.vni, a, b), PairKey::new(env.vni, b, a)]
+        };
+        for pair in &env.allowed_pairs {
+            for k in both(pair) {
+                pairs.entry(k).or_default().flags |= PAIR_ALLOWED;
+            }
+        }
+        for limit in &env.limits {
+            for k in both(&limit.pair) {
+                let st = pairs.entry(k).or_default();
+                st.flags |= PAIR_LIMITED;
+                st.rate = (limit.rate_mbit * 1e6 / 8.0) as u64;
+                st.burst = limit.burst_kib as u64 * 1024;
+                st.tokens = st.burst;
+            }
+        }
+    }
+    (ports, pairs)
 }
 
 /// XSKMAP index of queue 0 of the interface in `slot`.
@@ -120,6 +187,7 @@ impl Topology {
                 next_hop_mac: None,
             });
         }
+        let (port_policies, pairs) = policies(config);
         Ok(Topology {
             underlay,
             underlay_addr: config.underlay.address,
@@ -127,6 +195,8 @@ impl Topology {
             ports,
             peers,
             debug: config.debug_datapath,
+            port_policies,
+            pairs,
         })
     }
 
@@ -183,11 +253,20 @@ impl Topology {
         let mut port_ifindexes = BTreeSet::new();
         for p in &self.ports {
             port_ifindexes.insert(p.dev.ifindex);
+            let policy = self
+                .port_policies
+                .get(&p.dev.name)
+                .cloned()
+                .unwrap_or_default();
             let info = PortInfo {
                 vni: p.vni,
                 slot: p.slot,
                 xsk_base: p.xsk_base(),
                 queues: p.queues(),
+                flags: policy.flags,
+                mac: policy.mac,
+                _pad: [0; 2],
+                ip: policy.ip,
             };
             maps.ports.insert(p.dev.ifindex, info, 0)?;
         }
@@ -204,6 +283,20 @@ impl Topology {
         let stale: Vec<[u8; 4]> = maps.peers.keys().filter_map(|k| k.ok()).collect();
         for k in stale.iter().filter(|k| !peer_addrs.contains(*k)) {
             maps.peers.remove(k)?;
+        }
+
+        // Pair policies; a bucket whose bound did not change keeps its state.
+        for (key, want) in &self.pairs {
+            let keep = maps.pairs.get(key, 0).ok().filter(|old| {
+                old.flags == want.flags && old.rate == want.rate && old.burst == want.burst
+            });
+            if keep.is_none() {
+                maps.pairs.insert(*key, *want, 0)?;
+            }
+        }
+        let stale: Vec<PairKey> = maps.pairs.keys().filter_map(|k| k.ok()).collect();
+        for k in stale.iter().filter(|k| !self.pairs.contains_key(k)) {
+            maps.pairs.remove(k)?;
         }
 
         // Replication lists for VM-port broadcasts in TC mode.

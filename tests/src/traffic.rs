@@ -208,6 +208,23 @@ pub fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) -> Result<usize> {
     })
 }
 
+/// Sends `count` UDP datagrams of `size` bytes from namespace `ns` to `dst` as fast as
+/// the socket takes them; returns how many were sent.
+pub fn udp_blast(ns: &str, dst: SocketAddr, count: usize, size: usize) -> Result<usize> {
+    in_netns(ns, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.connect(dst)?;
+        let buf = vec![0x42u8; size];
+        let mut sent = 0;
+        for _ in 0..count {
+            if s.send(&buf).is_ok() {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    })
+}
+
 /// A plain HTTP/1.0 GET from inside namespace `ns`; returns (status, body).
 pub fn http_get(ns: &str, addr: SocketAddr, path_and_query: &str) -> Result<(u16, String)> {
     let req = format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n");

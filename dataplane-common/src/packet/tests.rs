@@ -202,3 +202,43 @@ fn gso_segments_are_measured_from_their_headers() {
     let g = inner_frame(60);
     assert_eq!(gso_segment_len(&g[..], 1000), 14 + 60 + 60 + 1000);
 }
+
+#[test]
+fn ports_only_send_with_their_assigned_addresses() {
+    use crate::maps::{PORT_CHECK_IP, PORT_CHECK_MAC};
+    let ip = [10, 200, 1, 1];
+    let mut f = inner_frame(60);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[26..30].copy_from_slice(&ip);
+    let eth = classify_port(&f[..]).unwrap();
+    let both = PORT_CHECK_MAC | PORT_CHECK_IP;
+    assert_eq!(check_source(&f[..], &eth, both, &VM_A, &ip), Ok(()));
+    assert_eq!(
+        check_source(&f[..], &eth, both, &VM_B, &ip),
+        Err(DropReason::SpoofedMac)
+    );
+    assert_eq!(
+        check_source(&f[..], &eth, both, &VM_A, &[10, 200, 1, 2]),
+        Err(DropReason::SpoofedIp)
+    );
+    // Without the flags nothing is checked.
+    assert_eq!(check_source(&f[..], &eth, 0, &VM_B, &[9, 9, 9, 9]), Ok(()));
+    // ARP: the sender protocol address counts; a probe (0.0.0.0) passes.
+    let mut arp = inner_frame(60);
+    arp[28..32].copy_from_slice(&ip);
+    let eth = classify_port(&arp[..]).unwrap();
+    assert_eq!(
+        check_source(&arp[..], &eth, PORT_CHECK_IP, &VM_A, &ip),
+        Ok(())
+    );
+    arp[28..32].copy_from_slice(&[10, 200, 1, 9]);
+    assert_eq!(
+        check_source(&arp[..], &eth, PORT_CHECK_IP, &VM_A, &ip),
+        Err(DropReason::SpoofedIp)
+    );
+    arp[28..32].copy_from_slice(&[0, 0, 0, 0]);
+    assert_eq!(
+        check_source(&arp[..], &eth, PORT_CHECK_IP, &VM_A, &ip),
+        Ok(())
+    );
+}
