@@ -259,7 +259,7 @@ fn run_micro(cli: &Cli) -> Result<()> {
 }
 
 fn run_nemo(cli: &Cli) -> Result<()> {
-    let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 5 });
+    let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 3 });
     let regimes = nemo::regimes(cli.quick);
     let started = now_utc();
     let t0 = Instant::now();
