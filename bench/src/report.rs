@@ -19,6 +19,59 @@ impl Reference {
     }
 }
 
+/// A target the report checks: each Violin path's median over `baseline`'s median must be
+/// at least `bound` (higher-is-better figures) or at most `bound` (lower-is-better).
+pub struct Target {
+    pub metric: String,
+    pub baseline: NetPath,
+    pub bound: f64,
+}
+
+impl Target {
+    pub fn new(metric: impl Into<String>, baseline: NetPath, bound: f64) -> Target {
+        Target {
+            metric: metric.into(),
+            baseline,
+            bound,
+        }
+    }
+
+    /// One line per MTU: the ratio of each Violin path, met or missed and by how much.
+    fn evaluate(&self, r: &Results, better: Better) -> String {
+        let op = match better {
+            Better::Higher => ">=",
+            Better::Lower => "<=",
+        };
+        let mut s = format!(
+            "Target check: Violin / {} {op} {:.2}.",
+            self.baseline.label(),
+            self.bound
+        );
+        for mtu in r.mtus() {
+            for p in [NetPath::Violin, NetPath::ViolinTc] {
+                let (Some(x), Some(y)) = (
+                    r.summary(&self.metric, mtu, p),
+                    r.summary(&self.metric, mtu, self.baseline),
+                ) else {
+                    continue;
+                };
+                let ratio = x.median / y.median;
+                let met = match better {
+                    Better::Higher => ratio >= self.bound,
+                    Better::Lower => ratio <= self.bound,
+                };
+                let verdict = if met {
+                    "met".to_string()
+                } else {
+                    format!("missed by {:.1}%", (ratio / self.bound - 1.0).abs() * 100.0)
+                };
+                let _ = write!(s, " MTU {mtu} {}: {ratio:.3} ({verdict});", p.label());
+            }
+        }
+        s
+    }
+}
+
 fn fmt(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
@@ -29,7 +82,13 @@ fn fmt(v: f64) -> String {
     }
 }
 
-pub fn markdown(r: &Results, title: &str, refs: &[Reference], notes: &str) -> String {
+pub fn markdown(
+    r: &Results,
+    title: &str,
+    refs: &[Reference],
+    targets: &[Target],
+    notes: &str,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# {title}\n");
     let _ = writeln!(
@@ -114,10 +173,65 @@ pub fn markdown(r: &Results, title: &str, refs: &[Reference], notes: &str) -> St
         for rf in refs.iter().filter(|rf| rf.metric == m.id) {
             let _ = writeln!(s, "\n{}", rf.text);
         }
+        for t in targets.iter().filter(|t| t.metric == m.id) {
+            let _ = writeln!(s, "\n{}", t.evaluate(r, m.better));
+        }
         let _ = writeln!(s);
     }
     if !notes.is_empty() {
         let _ = writeln!(s, "## Notes\n\n{notes}");
+    }
+    s
+}
+
+/// One compact table over the suites' results, for bench/README.md.
+pub fn summary(runs: &[Results]) -> String {
+    let mut s = String::new();
+    for r in runs {
+        let _ = writeln!(
+            s,
+            "### {} ({}, {}, {:.0} s, git {})\n",
+            r.suite,
+            r.started,
+            if r.quick { "--quick" } else { "full run" },
+            r.duration_s,
+            &r.git_revision[..r.git_revision.len().min(12)]
+        );
+        let _ = writeln!(
+            s,
+            "Machine: {} CPUs ({}), {} GiB, kernel {}.\n",
+            r.machine.cpus, r.machine.cpu_model, r.machine.memory_gib, r.machine.kernel
+        );
+        let mut head = String::from("| figure | MTU |");
+        for p in NetPath::ALL {
+            let _ = write!(head, " {} |", p.label());
+        }
+        let _ = writeln!(
+            s,
+            "{head} Violin / bare | Violin TC / bare | VXLAN / bare |"
+        );
+        let _ = writeln!(s, "|---|---|{}", "---|".repeat(NetPath::ALL.len() + 3));
+        for m in &r.metrics {
+            for mtu in r.mtus() {
+                let med = |p: NetPath| r.summary(&m.id, mtu, p).map(|x| x.median);
+                if NetPath::ALL.iter().all(|p| med(*p).is_none()) {
+                    continue;
+                }
+                let mut row = format!("| {} ({}) | {mtu} |", m.title, m.unit);
+                for p in NetPath::ALL {
+                    let _ = write!(row, " {} |", med(p).map_or("-".into(), fmt));
+                }
+                for p in [NetPath::Violin, NetPath::ViolinTc, NetPath::LinuxVxlan] {
+                    let cell = match (med(p), med(NetPath::Bare)) {
+                        (Some(x), Some(y)) if y > 0.0 => format!("{:.3}", x / y),
+                        _ => "-".into(),
+                    };
+                    let _ = write!(row, " {cell} |");
+                }
+                let _ = writeln!(s, "{row}");
+            }
+        }
+        let _ = writeln!(s);
     }
     s
 }
