@@ -45,11 +45,14 @@ pub fn metric_png(r: &Results, metric: &str, file: &Path) -> Result<()> {
     if top <= 0.0 {
         return Ok(());
     }
-    let root = BitMapBackend::new(file, (800, 480)).into_drawing_area();
+    let root = BitMapBackend::new(file, (960, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let groups = mtus.len() as f64;
+    let caption = format!("{} ({})", m.title, m.unit);
+    // Long titles (the NEMO3D configurations) must still fit the width.
+    let caption_size = if caption.len() > 70 { 15 } else { 20 };
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{} ({})", m.title, m.unit), ("sans-serif", 20))
+        .caption(&caption, ("sans-serif", caption_size))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(60)
