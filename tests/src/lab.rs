@@ -344,6 +344,17 @@ impl Lab {
             "ethtool",
             &["-K", &h.bridge_port, "gro", "on", "tx", "off"],
         )?;
+        // A transmit queue, as a switch port has: veth has none by default, and into a
+        // peer running XDP (a NAPI ring of 256 frames) bursts were then dropped, not
+        // queued; with a qdisc, veth applies backpressure instead.
+        let port = h.bridge_port.as_str();
+        ns_run(
+            &sw,
+            "tc",
+            &[
+                "qdisc", "replace", "dev", port, "root", "pfifo", "limit", "1000",
+            ],
+        )?;
         ns_run(
             &h.ns,
             "ip",
@@ -424,6 +435,14 @@ impl Lab {
             || (host.kind == HostKind::LinuxVxlan && self.spec.linux_vm_offloads);
         let tx = if offloads { "on" } else { "off" };
         ns_run(&vm.ns, "ethtool", &["-K", "eth0", "tx", tx, "gro", "on"])?;
+        // A VM's NIC has a transmit queue too (see the switch ports).
+        ns_run(
+            &vm.ns,
+            "tc",
+            &[
+                "qdisc", "replace", "dev", "eth0", "root", "pfifo", "limit", "1000",
+            ],
+        )?;
         Ok(vm)
     }
 
