@@ -163,6 +163,7 @@ fn run_micro(cli: &Cli) -> Result<()> {
         total: cli.mtus.len() * reps * (NetPath::ALL.len() * 6 + 1),
     };
     let mut samples = Vec::new();
+    let mut profiles = BTreeMap::new();
     let mut port = 6000u16;
     let out = cli.out.join("micro");
     for &mtu in &cli.mtus {
@@ -225,6 +226,16 @@ fn run_micro(cli: &Cli) -> Result<()> {
                 });
             }
         }
+        // Where the time goes, once per MTU: a kernel profile of one TCP stream per path.
+        for path in NetPath::ALL {
+            let eps = bl.endpoints(path, 1);
+            port += 1;
+            let dir = bl.lab.dir.join("perf");
+            if let Some(top) = micro::tcp_profile(&eps[0], &eps[1], settings.secs, port, &dir)? {
+                eprintln!("    profiled TCP over {} at MTU {mtu}", path.label());
+                profiles.insert(format!("TCP, 1 stream, {}, MTU {mtu}", path.label()), top);
+            }
+        }
         eprintln!("==> lab down");
         bl.lab.down()?;
     }
@@ -264,6 +275,7 @@ fn run_micro(cli: &Cli) -> Result<()> {
         metrics: micro::metrics(),
         samples,
         settings: settings_map,
+        profiles,
     };
     rewrite(&results, &out)?;
     eprintln!(
@@ -347,6 +359,7 @@ fn run_nemo(cli: &Cli) -> Result<()> {
         metrics: nemo::metrics(cli.quick),
         samples,
         settings,
+        profiles: BTreeMap::new(),
     };
     let out = cli.out.join("nemo3d");
     rewrite(&results, &out)?;
@@ -426,6 +439,7 @@ fn run_hpl(cli: &Cli) -> Result<()> {
         metrics: hpl::metrics(cli.quick),
         samples,
         settings,
+        profiles: BTreeMap::new(),
     };
     let out = cli.out.join("hpl");
     rewrite(&results, &out)?;

@@ -370,3 +370,52 @@ pub fn xdp_cost(bl: &BenchLab, scratch: &Path, repeat: u32) -> Result<(f64, f64)
     let ul_ns = test_run(h1, xdp_prog_id(h1, "ul0")?, &ul_data, &ul_ctx, repeat)?;
     Ok((port_ns, ul_ns))
 }
+
+/// Profiles the whole machine (perf, CPU-clock sampling: this kind of VM has no hardware
+/// counters) while one TCP stream runs from `a` to `b`; returns perf's top symbols.
+/// None when perf is not installed.
+pub fn tcp_profile(
+    a: &Endpoint,
+    b: &Endpoint,
+    secs: f64,
+    port: u16,
+    dir: &Path,
+) -> Result<Option<String>> {
+    if violin_testbed::sys::output("perf", &["--version"]).is_err() {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(dir)?;
+    let data = dir.join(format!("perf-{port}.data"));
+    let data_s = data.to_string_lossy().into_owned();
+    let mut rec = std::process::Command::new("perf")
+        .args(["record", "-a", "-F", "999", "-o", &data_s, "--", "sleep"])
+        .arg(format!("{}", secs + 0.5))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting perf record")?;
+    let result = tcp(a, b, 1, secs, port);
+    rec.wait()?;
+    result?;
+    let out = violin_testbed::sys::run(
+        "perf",
+        &[
+            "report",
+            "-i",
+            &data_s,
+            "--stdio",
+            "--sort",
+            "symbol",
+            "--percent-limit",
+            "1.5",
+        ],
+    )?;
+    let top: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.trim_end_matches(|c: char| c == '-' || c.is_whitespace()))
+        .take(20)
+        .collect();
+    let _ = std::fs::remove_file(&data);
+    Ok(Some(top.join("\n")))
+}

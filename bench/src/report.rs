@@ -181,6 +181,17 @@ pub fn markdown(
     if !notes.is_empty() {
         let _ = writeln!(s, "## Notes\n\n{notes}");
     }
+    if !r.profiles.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Where the time goes: kernel profiles\n\nperf record -a (CPU-clock sampling, \
+             both cores) during one TCP stream per path; the busiest symbols, by share of \
+             all samples:\n"
+        );
+        for (what, text) in &r.profiles {
+            let _ = writeln!(s, "### {what}\n\n```\n{}\n```\n", text.trim_end());
+        }
+    }
     s
 }
 

@@ -108,6 +108,9 @@ pub struct Results {
     pub samples: Vec<Sample>,
     /// Free-form facts of the run (MTUs, stream counts, durations, tool versions).
     pub settings: BTreeMap<String, String>,
+    /// Kernel profiles (perf, top symbols) taken during a run, by what was measured.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, String>,
 }
 
 /// Median, minimum and maximum of a set of samples.

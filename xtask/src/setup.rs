@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 
 /// Debian packages: build deps of xsk-rs (libxdp/libbpf), lab, test and benchmark tools
 /// (the font is for the benchmark plots; Open MPI and OpenBLAS for HPL; Prometheus for the
-/// metrics test).
+/// metrics test; perf for the benchmarks' kernel profiles).
 const APT_PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -28,6 +28,7 @@ const APT_PACKAGES: &[&str] = &[
     "libopenblas-dev",
     "make",
     "prometheus",
+    "linux-perf",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
