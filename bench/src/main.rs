@@ -139,6 +139,52 @@ fn warm_up(bl: &BenchLab) -> Result<()> {
     Ok(())
 }
 
+/// Measures every case on every path, `reps` times per MTU, each MTU on a lab of its own
+/// (`lab`: name prefix, hosts per path, VMs per overlay host), the paths in rotating order.
+fn sweep(
+    cli: &Cli,
+    lab: (&str, usize, usize),
+    reps: usize,
+    cases: &[String],
+    unit: &str,
+    progress: &mut Progress,
+    mut measure: impl FnMut(&BenchLab, NetPath, usize, u16) -> Result<f64>,
+) -> Result<Vec<Sample>> {
+    let (prefix, hosts, vms) = lab;
+    let mut samples = Vec::new();
+    let mut port = 7000u16;
+    for &mtu in &cli.mtus {
+        eprintln!(
+            "==> lab up (underlay MTU {mtu}: {hosts} hosts per path, {vms} VMs per overlay host)"
+        );
+        let bl = BenchLab::up(&format!("{prefix}{}", mtu / 100), mtu, hosts, vms)?;
+        warm_up(&bl)?;
+        for rep in 0..reps {
+            for path in rotation(rep) {
+                for (c, id) in cases.iter().enumerate() {
+                    // Fresh ports each run: no TIME_WAIT collisions.
+                    port = if port > 60000 { 7000 } else { port + 8 };
+                    let value = measure(&bl, path, c, port)?;
+                    progress.step(&format!(
+                        "MTU {mtu} rep {rep} {:<11} {id:<14} {value:.3} {unit}",
+                        path.label()
+                    ));
+                    samples.push(Sample {
+                        metric: id.clone(),
+                        mtu,
+                        path,
+                        rep,
+                        value,
+                    });
+                }
+            }
+        }
+        eprintln!("==> lab down");
+        bl.lab.down()?;
+    }
+    Ok(samples)
+}
+
 /// The paths in a different order each repetition (A B C, B C A, ...).
 fn rotation(rep: usize) -> Vec<NetPath> {
     let mut v = NetPath::ALL.to_vec();
@@ -302,41 +348,23 @@ fn run_nemo(cli: &Cli) -> Result<()> {
         done: 0,
         total: cli.mtus.len() * reps * runs_per_rep,
     };
-    let mut samples = Vec::new();
-    let mut port = 7000u16;
-    for &mtu in &cli.mtus {
-        eprintln!("==> lab up (underlay MTU {mtu}: 4 hosts per path, 2 VMs per overlay host)");
-        let bl = BenchLab::up(&format!("bn{}", mtu / 100), mtu, 4, 2)?;
-        warm_up(&bl)?;
-        for rep in 0..reps {
-            for path in rotation(rep) {
-                for p in &nemo::PLACEMENTS {
-                    for r in &regimes {
-                        port = if port > 60000 {
-                            7000
-                        } else {
-                            port + nemo::RANKS as u16
-                        };
-                        let secs = nemo::run(&bl, path, p, r, port)?;
-                        let id = nemo::metric_id(p, r);
-                        progress.step(&format!(
-                            "MTU {mtu} rep {rep} {:<11} {id:<14} {secs:.3} s",
-                            path.label()
-                        ));
-                        samples.push(Sample {
-                            metric: id,
-                            mtu,
-                            path,
-                            rep,
-                            value: secs,
-                        });
-                    }
-                }
-            }
-        }
-        eprintln!("==> lab down");
-        bl.lab.down()?;
-    }
+    let cases: Vec<(&nemo::Placement, &nemo::Regime)> = nemo::PLACEMENTS
+        .iter()
+        .flat_map(|p| regimes.iter().map(move |r| (p, r)))
+        .collect();
+    let ids: Vec<String> = cases.iter().map(|(p, r)| nemo::metric_id(p, r)).collect();
+    let samples = sweep(
+        cli,
+        ("bn", 4, 2),
+        reps,
+        &ids,
+        "s",
+        &mut progress,
+        |bl, path, c, port| {
+            let (p, r) = cases[c];
+            nemo::run(bl, path, p, r, port)
+        },
+    )?;
     let mut settings = BTreeMap::new();
     settings.insert("repetitions".into(), reps.to_string());
     settings.insert("ranks".into(), nemo::RANKS.to_string());
@@ -390,35 +418,23 @@ fn run_hpl(cli: &Cli) -> Result<()> {
         done: 0,
         total: cli.mtus.len() * reps * runs_per_rep,
     };
-    let mut samples = Vec::new();
-    for &mtu in &cli.mtus {
-        eprintln!("==> lab up (underlay MTU {mtu}: 2 hosts per path, 2 VMs per overlay host)");
-        let bl = BenchLab::up(&format!("bh{}", mtu / 100), mtu, 2, 2)?;
-        warm_up(&bl)?;
-        for rep in 0..reps {
-            for path in rotation(rep) {
-                for ranks in hpl::RANKS {
-                    for p in &problems {
-                        let gflops = hpl::run(&bl, path, ranks, p, &xhpl)?;
-                        let id = hpl::metric_id(ranks, p);
-                        progress.step(&format!(
-                            "MTU {mtu} rep {rep} {:<11} {id:<9} {gflops:.2} Gflops",
-                            path.label()
-                        ));
-                        samples.push(Sample {
-                            metric: id,
-                            mtu,
-                            path,
-                            rep,
-                            value: gflops,
-                        });
-                    }
-                }
-            }
-        }
-        eprintln!("==> lab down");
-        bl.lab.down()?;
-    }
+    let cases: Vec<(usize, &hpl::Problem)> = hpl::RANKS
+        .iter()
+        .flat_map(|&n| problems.iter().map(move |p| (n, p)))
+        .collect();
+    let ids: Vec<String> = cases.iter().map(|(n, p)| hpl::metric_id(*n, p)).collect();
+    let samples = sweep(
+        cli,
+        ("bh", 2, 2),
+        reps,
+        &ids,
+        "Gflops",
+        &mut progress,
+        |bl, path, c, _| {
+            let (ranks, p) = cases[c];
+            hpl::run(bl, path, ranks, p, &xhpl)
+        },
+    )?;
     let mut settings = BTreeMap::new();
     settings.insert("repetitions".into(), reps.to_string());
     settings.insert(
@@ -530,18 +546,20 @@ fn micro_refs() -> Vec<report::Reference> {
 }
 
 const MICRO_NOTES: &str = "\
-Where Violin's time goes. (1) Bulk TCP: attaching XDP to a veth turns TSO off on its \
-peer and every frame crosses the XDP path one by one, and Violin's VMs must also compute \
-their own checksums (an XDP redirect loses a pending checksum). Linux VXLAN keeps TSO, \
-GSO and checksum offload end to end, so it moves 64 KiB super-frames where Violin moves \
-1450-byte frames: that, not the programs, is the bulk-TCP gap, and jumbo frames narrow \
-it. The planned fix is a segmentation-aware TC/clsact encapsulation path for the VM \
-ports (issue 3). (2) Per frame, the programs themselves cost what the BPF_PROG_TEST_RUN \
-rows show (tens of ns); the rest of the per-frame cost is the veth XDP receive path, the \
-redirect and the NAPI hand-off on each veth, which the 64-byte rate and CPU-per-frame \
-rows compare with the kernel's VXLAN device. (3) Round trips are taken with both ends \
-pinned to one CPU; with the ends on different CPUs, cross-CPU wake-ups dominate every \
-path alike.";
+Where Violin's time goes (see the kernel profiles below). (1) On veth, XDP runs on a copy: \
+the kernel converts each received skb for XDP by copying it into a page-pool page \
+(skb_pp_cow_data, memcpy, skb_release_data in the profiles), once on the VM port (XDP \
+port mode) and once on the receiving underlay veth; a NIC with native XDP has no such \
+copy. (2) XDP on a veth also gives up TSO and checksum offload on its peer: with XDP VM \
+ports every 1450-byte segment crosses the datapath on its own. TC VM ports (port_mode = \
+tc) keep the VM's TSO super-frames whole until the wire segments them, which is why they \
+carry bulk TCP about 1.7x faster than XDP ports and level with Linux VXLAN. (3) The \
+programs themselves cost what the BPF_PROG_TEST_RUN rows show (tens of ns: \
+violin_underlay is about 3% of the samples of a TCP stream). (4) The CPUs are idle a \
+quarter of the time during a single TCP stream on every path (pv_native_safe_halt): one \
+stream here is bound by the hand-offs between softirq contexts, not by cycles. (5) Round \
+trips are taken with both ends pinned to one CPU; with the ends on different CPUs, \
+cross-CPU wake-ups dominate every path alike.";
 
 /// Reports and plots of a finished run, from its results.
 fn rewrite(r: &Results, dir: &Path) -> Result<()> {
