@@ -1,0 +1,144 @@
+use super::*;
+
+const SPEC: &str = r#"[environment]
+name = "blue"
+vni = 1000
+
+[[host]]
+name = "h1"
+address = "10.250.0.1"
+
+[[host]]
+name = "h2"
+address = "10.250.0.2"
+
+[[vm]]
+name = "a1"
+host = "h1"
+port = "vm1"
+mac = "02:00:00:00:01:01"
+ip = "10.200.1.1"
+
+[[vm]]
+name = "b1"
+host = "h2"
+port = "vm1"
+mac = "02:00:00:00:02:01"
+
+[[allow]]
+pair = ["b1", "a1"]
+
+[[limit]]
+pair = ["a1", "b1"]
+rate_mbit = 10
+"#;
+
+fn error(text: &str) -> SpecError {
+    Spec::parse(text).unwrap_err()
+}
+
+/// The 1-based line of `text` that contains `needle`.
+fn line_with(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle")
+        + 1
+}
+
+#[test]
+fn a_good_spec_parses() {
+    let s = Spec::parse(SPEC).unwrap();
+    assert_eq!((s.name.as_str(), s.vni), ("blue", 1000));
+    assert_eq!(s.hosts.len(), 2);
+    assert_eq!(s.vms["a1"].ip, Some(Ipv4Addr::new(10, 200, 1, 1)));
+    assert!(s.allowed.contains(&("a1".to_string(), "b1".to_string())));
+    let l = s.limits[&("a1".to_string(), "b1".to_string())];
+    assert_eq!((l.rate_mbit, l.burst_kib), (10.0, 64));
+}
+
+#[test]
+fn errors_name_the_line_and_field() {
+    let case = |from: &str, to: &str, field: &str, reason: &str| {
+        let text = SPEC.replace(from, to);
+        let e = error(&text);
+        assert_eq!(e.field, field, "{e}");
+        assert_eq!(e.line, line_with(&text, to.lines().last().unwrap()), "{e}");
+        assert!(e.reason.contains(reason), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("line {}: {field}: ", e.line)),
+            "{e}"
+        );
+    };
+    case(
+        "host = \"h2\"",
+        "host = \"h9\"",
+        "vm[1].host",
+        "\"h9\" is not a host",
+    );
+    case(
+        "mac = \"02:00:00:00:02:01\"",
+        "mac = \"02:00:00:00:01:01\" # b1 takes a1's MAC",
+        "vm[1].mac",
+        "already used by VM \"a1\"",
+    );
+    case("vni = 1000", "vni = 0", "environment.vni", "outside");
+    case(
+        "pair = [\"b1\", \"a1\"]",
+        "pair = [\"b1\", \"c1\"]",
+        "allow[0].pair",
+        "\"c1\" is not a VM",
+    );
+    case(
+        "rate_mbit = 10",
+        "rate_mbit = -1",
+        "limit[0].rate_mbit",
+        "outside",
+    );
+    case(
+        "ip = \"10.200.1.1\"",
+        "ip = \"10.200.1\"",
+        "vm[0].ip",
+        "not an IPv4 address",
+    );
+    // Syntax and unknown fields: the TOML parser's message, at its line.
+    case(
+        "rate_mbit = 10",
+        "rate_mbit = 10\ncolour = 1",
+        "spec",
+        "unknown field `colour`",
+    );
+}
+
+#[test]
+fn plan_lists_what_changes() {
+    let cur = Spec::parse(SPEC).unwrap();
+    // Nothing to do for the same spec.
+    assert!(plan(Some(&cur), &cur).is_empty());
+    // A new environment: everything is added.
+    let all = plan(None, &cur);
+    assert_eq!(all.len(), 4, "{all:?}");
+    // Move b1, drop the allow-list, change the limit, add a VM.
+    let text = SPEC
+        .replace(
+            "host = \"h2\"\nport = \"vm1\"",
+            "host = \"h1\"\nport = \"vm2\"",
+        )
+        .replace("[[allow]]\npair = [\"b1\", \"a1\"]\n", "")
+        .replace("rate_mbit = 10", "rate_mbit = 20")
+        + "\n[[vm]]\nname = \"c1\"\nhost = \"h2\"\nport = \"vm3\"\nmac = \"02:00:00:00:02:03\"\n";
+    let want = Spec::parse(&text).unwrap();
+    let changes: Vec<String> = plan(Some(&cur), &want)
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            "~ vm b1: h2 vm1 02:00:00:00:02:01 -> h1 vm2 02:00:00:00:02:01",
+            "+ vm c1 on h2 port vm3 (02:00:00:00:02:03)",
+            "- allow a1 <-> b1",
+            "~ limit a1 <-> b1: 10 -> 20 Mbit/s, burst 64 -> 64 KiB",
+        ]
+    );
+}
