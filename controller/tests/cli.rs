@@ -1,0 +1,227 @@
+//! violin-controller and violinctl end to end: the real binaries, a real state database,
+//! HTTP over loopback.
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+const SPEC: &str = r#"[environment]
+name = "blue"
+vni = 1000
+
+[[host]]
+name = "h1"
+address = "10.250.0.1"
+
+[[host]]
+name = "h2"
+address = "10.250.0.2"
+
+[[vm]]
+name = "a1"
+host = "h1"
+port = "vm1"
+mac = "02:00:00:00:01:01"
+
+[[vm]]
+name = "b1"
+host = "h2"
+port = "vm1"
+mac = "02:00:00:00:02:01"
+
+[[limit]]
+pair = ["a1", "b1"]
+rate_mbit = 10
+"#;
+
+struct Controller {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path) -> Controller {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_violin-controller"))
+        .args(["--listen", "127.0.0.1:0", "--state"])
+        .arg(dir.join("state.redb"))
+        .arg("--token-file")
+        .arg(dir.join("token"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("address line");
+    Controller {
+        child,
+        url: format!("http://{addr}"),
+    }
+}
+
+/// Runs violinctl; returns (success, stdout, stderr).
+fn ctl(c: &Controller, token: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_violinctl"))
+        .args(["--url", &c.url, "--token-file"])
+        .arg(token)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("violin-ctl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), "0123456789abcdef-test-token\n").unwrap();
+    std::fs::write(dir.join("wrong"), "not-the-token-at-all\n").unwrap();
+    dir
+}
+
+#[test]
+fn apply_diff_get_delete_and_state_survives_a_restart() {
+    let dir = scratch("life");
+    let token = dir.join("token");
+    let spec = dir.join("blue.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    let spec_s = spec.to_string_lossy().into_owned();
+
+    let c = start(&dir);
+    let (ok, out, err) = ctl(&c, &token, &["apply", &spec_s]);
+    assert!(ok, "{err}");
+    assert!(out.contains("+ vm a1 on h1 port vm1"), "{out}");
+    assert!(out.contains("+ limit a1 <-> b1: 10 Mbit/s"), "{out}");
+    assert!(out.contains("applied blue"), "{out}");
+    let (ok, out, _) = ctl(&c, &token, &["diff", &spec_s]);
+    assert!(ok && out.trim() == "no changes", "{out}");
+    let (ok, out, _) = ctl(&c, &token, &["hosts"]);
+    assert!(
+        ok && out.contains("h1") && out.contains("10.250.0.2"),
+        "{out}"
+    );
+    let (ok, out, _) = ctl(&c, &token, &["-o", "json", "envs"]);
+    assert!(ok);
+    let envs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(envs[0]["name"], "blue");
+    assert_eq!(envs[0]["vms"], 2);
+
+    // A crash: the controller dies without warning; its state is still there.
+    drop(c);
+    let c = start(&dir);
+    let (ok, out, _) = ctl(&c, &token, &["get", "blue"]);
+    assert!(ok && out.contains("rate_mbit = 10"), "{out}");
+    std::fs::write(&spec, SPEC.replace("rate_mbit = 10", "rate_mbit = 20")).unwrap();
+    let (ok, out, _) = ctl(&c, &token, &["apply", &spec_s]);
+    assert!(
+        ok && out.contains("~ limit a1 <-> b1: 10 -> 20 Mbit/s"),
+        "{out}"
+    );
+
+    let (ok, out, _) = ctl(&c, &token, &["delete", "blue"]);
+    assert!(ok && out.contains("deleted blue"), "{out}");
+    let (ok, _, err) = ctl(&c, &token, &["get", "blue"]);
+    assert!(
+        !ok && err.contains("no environment \"blue\" (HTTP 404)"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_requests_are_refused_whole_and_change_nothing() {
+    let dir = scratch("bad");
+    let token = dir.join("token");
+    let c = start(&dir);
+    let good = dir.join("blue.toml");
+    std::fs::write(&good, SPEC).unwrap();
+    assert!(ctl(&c, &token, &["apply", &good.to_string_lossy()]).0);
+
+    // Without the right token.
+    let (ok, _, err) = ctl(&c, &dir.join("wrong"), &["envs"]);
+    assert!(
+        !ok && err.contains("bearer token") && err.contains("HTTP 401"),
+        "{err}"
+    );
+    let (ok, _, err) = ctl(&c, &dir.join("wrong"), &["delete", "blue"]);
+    assert!(!ok && err.contains("HTTP 401"), "{err}");
+
+    // A spec with an error, by line and field.
+    let bad = dir.join("bad.toml");
+    let bad_text = SPEC.replace("host = \"h2\"", "host = \"h9\"");
+    let line = bad_text.lines().position(|l| l == "host = \"h9\"").unwrap() + 1;
+    std::fs::write(&bad, &bad_text).unwrap();
+    let (ok, _, err) = ctl(&c, &token, &["apply", &bad.to_string_lossy()]);
+    assert!(!ok, "a bad spec was applied");
+    let want = format!("line {line}: vm[1].host: \"h9\" is not a host");
+    assert!(err.contains(&want), "{err}");
+    assert!(err.contains("HTTP 400"), "{err}");
+
+    // A second environment may not take the first one's VNI.
+    let red = dir.join("red.toml");
+    std::fs::write(&red, SPEC.replace("name = \"blue\"", "name = \"red\"")).unwrap();
+    let (ok, _, err) = ctl(&c, &token, &["apply", &red.to_string_lossy()]);
+    assert!(
+        !ok && err.contains("environment.vni: 1000 is already environment \"blue\"'s"),
+        "{err}"
+    );
+
+    // Nothing of those requests changed the state.
+    let (ok, out, _) = ctl(&c, &token, &["-o", "json", "envs"]);
+    assert!(ok);
+    let envs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(envs.as_array().unwrap().len(), 1);
+    let (_, out, _) = ctl(&c, &token, &["get", "blue"]);
+    assert!(out.contains("host = \"h2\""), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every operation in controller/openapi.json exists on the server (answers 401 without a
+/// token rather than 404/405), and the server has no /v1 route the file leaves out.
+#[test]
+fn openapi_file_matches_the_server() {
+    let dir = scratch("openapi");
+    let c = start(&dir);
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap(),
+    )
+    .unwrap();
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = path.replace("{name}", "blue");
+        for method in ["get", "put", "post", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            operations += 1;
+            let resp =
+                ureq::request(&method.to_uppercase(), &format!("{}{concrete}", c.url)).call();
+            match resp {
+                Err(ureq::Error::Status(401, _)) => {}
+                other => panic!("{method} {path}: expected 401 without a token, got {other:?}"),
+            }
+        }
+    }
+    assert_eq!(operations, 6);
+    // Not documented, not served.
+    match ureq::get(&format!("{}/v1/nonexistent", c.url)).call() {
+        Err(ureq::Error::Status(code, _)) => assert!(code == 404 || code == 401, "{code}"),
+        other => panic!("{other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
