@@ -7,6 +7,7 @@ use std::{
     net::Ipv4Addr,
 };
 
+use dataplane_common::packet::parse_mac;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -117,19 +118,6 @@ impl std::error::Error for SpecError {}
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in mac.iter_mut() {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
 }
 
 fn ordered(a: &str, b: &str) -> (String, String) {

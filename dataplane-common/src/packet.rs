@@ -95,6 +95,20 @@ pub struct OuterHeaders {
 
 const _: () = assert!(core::mem::size_of::<OuterHeaders>() == ENCAP_OVERHEAD as usize);
 
+/// Parses a MAC address written "aa:bb:cc:dd:ee:ff" (configuration files, specs).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in mac.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 #[inline(always)]
 pub const fn is_multicast(mac: &[u8; 6]) -> bool {
     mac[0] & 1 != 0

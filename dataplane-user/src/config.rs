@@ -1,7 +1,7 @@
 //! `violind`'s TOML configuration and its validation. Every error names the field.
 use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
 
-use dataplane_common::{maps::MAX_SLOTS, MAX_VNI};
+use dataplane_common::{maps::MAX_SLOTS, packet::parse_mac, MAX_VNI};
 use serde::Deserialize;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -95,20 +95,6 @@ pub struct PairLimit {
 
 fn default_burst_kib() -> u32 {
     64
-}
-
-/// Parses "02:00:00:00:01:01".
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in mac.iter_mut() {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
 }
 
 fn check_mac(field: &str, s: &str) -> Result<[u8; 6], ConfigError> {

@@ -12,13 +12,10 @@ use dataplane_common::maps::{
     PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC, PORT_LIMITED, PORT_RESTRICTED,
     UNDERLAY_SLOT,
 };
+use dataplane_common::packet::parse_mac;
 use tracing::{info, warn};
 
-use crate::{
-    config::{parse_mac, Config},
-    datapath::Maps,
-    netdev::NetDev,
-};
+use crate::{config::Config, datapath::Maps, netdev::NetDev};
 
 #[derive(Clone, Debug)]
 pub struct Port {

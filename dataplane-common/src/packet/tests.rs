@@ -242,3 +242,17 @@ fn ports_only_send_with_their_assigned_addresses() {
         Ok(())
     );
 }
+
+#[test]
+fn macs_parse_strictly() {
+    assert_eq!(parse_mac("02:00:ab:00:00:01"), Some([2, 0, 0xab, 0, 0, 1]));
+    for bad in [
+        "02:00:00:00:01",
+        "02:00:00:00:00:01:02",
+        "2:00:00:00:00:01",
+        "zz:00:00:00:00:01",
+        "",
+    ] {
+        assert_eq!(parse_mac(bad), None, "{bad}");
+    }
+}
