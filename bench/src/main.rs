@@ -211,7 +211,6 @@ fn run_micro(cli: &Cli) -> Result<()> {
     let mut samples = Vec::new();
     let mut profiles = BTreeMap::new();
     let mut port = 6000u16;
-    let out = cli.out.join("micro");
     for &mtu in &cli.mtus {
         eprintln!("==> lab up (underlay MTU {mtu}, VM MTU {})", mtu - 50);
         let bl = BenchLab::up(&format!("bm{}", mtu / 100), mtu, 2, 1)?;
@@ -311,24 +310,16 @@ fn run_micro(cli: &Cli) -> Result<()> {
         "UDP 64-byte".into(),
         "violin-pktgen: sendmmsg flood of 18-byte datagrams, recvmmsg sink; CPU = machine-wide busy time / frames received".into(),
     );
-    let results = Results {
-        suite: "micro".into(),
-        quick: cli.quick,
+    finish(
+        cli,
+        "micro",
         started,
-        duration_s: t0.elapsed().as_secs_f64(),
-        git_revision: git_revision(&violin_testbed::workspace_root()),
-        machine: Machine::describe(),
-        metrics: micro::metrics(),
+        t0,
+        micro::metrics(),
         samples,
-        settings: settings_map,
+        settings_map,
         profiles,
-    };
-    rewrite(&results, &out)?;
-    eprintln!(
-        "==> micro done in {:.0} s: {}",
-        results.duration_s,
-        out.join("report.md").display()
-    );
+    )?;
     Ok(())
 }
 
@@ -377,25 +368,16 @@ fn run_nemo(cli: &Cli) -> Result<()> {
             ),
         );
     }
-    let results = Results {
-        suite: "nemo3d".into(),
-        quick: cli.quick,
+    finish(
+        cli,
+        "nemo3d",
         started,
-        duration_s: t0.elapsed().as_secs_f64(),
-        git_revision: git_revision(&violin_testbed::workspace_root()),
-        machine: Machine::describe(),
-        metrics: nemo::metrics(cli.quick),
+        t0,
+        nemo::metrics(cli.quick),
         samples,
         settings,
-        profiles: BTreeMap::new(),
-    };
-    let out = cli.out.join("nemo3d");
-    rewrite(&results, &out)?;
-    eprintln!(
-        "==> nemo3d done in {:.0} s: {}",
-        results.duration_s,
-        out.join("report.md").display()
-    );
+        BTreeMap::new(),
+    )?;
     Ok(())
 }
 
@@ -445,25 +427,16 @@ fn run_hpl(cli: &Cli) -> Result<()> {
         "HPL".into(),
         "HPL from Debian's hpcc 1.5.0 source with OpenBLAS; grids 1x2 and 2x2; N and NB held equal across paths".into(),
     );
-    let results = Results {
-        suite: "hpl".into(),
-        quick: cli.quick,
+    finish(
+        cli,
+        "hpl",
         started,
-        duration_s: t0.elapsed().as_secs_f64(),
-        git_revision: git_revision(&violin_testbed::workspace_root()),
-        machine: Machine::describe(),
-        metrics: hpl::metrics(cli.quick),
+        t0,
+        hpl::metrics(cli.quick),
         samples,
         settings,
-        profiles: BTreeMap::new(),
-    };
-    let out = cli.out.join("hpl");
-    rewrite(&results, &out)?;
-    eprintln!(
-        "==> hpl done in {:.0} s: {}",
-        results.duration_s,
-        out.join("report.md").display()
-    );
+        BTreeMap::new(),
+    )?;
     Ok(())
 }
 
@@ -560,6 +533,41 @@ quarter of the time during a single TCP stream on every path (pv_native_safe_hal
 stream here is bound by the hand-offs between softirq contexts, not by cycles. (5) Round \
 trips are taken with both ends pinned to one CPU; with the ends on different CPUs, \
 cross-CPU wake-ups dominate every path alike.";
+
+/// Assembles a finished suite's results, writes them with their report and plots, and
+/// says where they are.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    cli: &Cli,
+    suite: &str,
+    started: String,
+    t0: Instant,
+    metrics: Vec<results::Metric>,
+    samples: Vec<Sample>,
+    settings: BTreeMap<String, String>,
+    profiles: BTreeMap<String, String>,
+) -> Result<()> {
+    let results = Results {
+        suite: suite.into(),
+        quick: cli.quick,
+        started,
+        duration_s: t0.elapsed().as_secs_f64(),
+        git_revision: git_revision(&violin_testbed::workspace_root()),
+        machine: Machine::describe(),
+        metrics,
+        samples,
+        settings,
+        profiles,
+    };
+    let out = cli.out.join(suite);
+    rewrite(&results, &out)?;
+    eprintln!(
+        "==> {suite} done in {:.0} s: {}",
+        results.duration_s,
+        out.join("report.md").display()
+    );
+    Ok(())
+}
 
 /// Reports and plots of a finished run, from its results.
 fn rewrite(r: &Results, dir: &Path) -> Result<()> {

@@ -104,6 +104,15 @@ fn print_changes(v: &Value) {
     }
 }
 
+/// A JSON array of strings as "a,b,c".
+fn joined(v: &Value) -> String {
+    let items: Vec<&str> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    items.join(",")
+}
+
 fn table(rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
@@ -173,19 +182,11 @@ fn run(cli: Cli) -> Result<()> {
                     "HOSTS".into(),
                 ]];
                 for e in v.as_array().cloned().unwrap_or_default() {
-                    let hosts: Vec<String> = e["hosts"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|h| h.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default();
                     rows.push(vec![
                         e["name"].as_str().unwrap_or_default().to_string(),
                         e["vni"].to_string(),
                         e["vms"].to_string(),
-                        hosts.join(","),
+                        joined(&e["hosts"]),
                     ]);
                 }
                 table(&rows);
@@ -202,19 +203,11 @@ fn run(cli: Cli) -> Result<()> {
                     "ENVIRONMENTS".into(),
                 ]];
                 for h in v.as_array().cloned().unwrap_or_default() {
-                    let envs: Vec<String> = h["environments"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|e| e.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default();
                     rows.push(vec![
                         h["name"].as_str().unwrap_or_default().to_string(),
                         h["address"].as_str().unwrap_or_default().to_string(),
                         h["vms"].to_string(),
-                        envs.join(","),
+                        joined(&h["environments"]),
                     ]);
                 }
                 table(&rows);
