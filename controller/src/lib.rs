@@ -1,10 +1,13 @@
-//! Violin's controller: the source of truth for environments across hosts (issue 4).
+//! Violin's controller: the source of truth for hosts, environments, overlay links,
+//! forwarding rules and policies (issue 4).
 //!
-//! Built so far: environment specs (`spec`), validated whole with line and field in every
-//! error, and the plan that turns one spec into another; the state store (`store`, redb);
-//! the authenticated `/v1` API (`api`) served by `violin-controller`; and `violinctl`.
-//! Still to come: pushing each host's share to its `violind` (today each `violind` is
-//! configured from its own TOML file), the VNET primitives, and controller metrics.
+//! `spec` validates environment specs and plans changes; `store` keeps the state in redb;
+//! `share` cuts each host's share out of it and `sync` pushes it to the hosts' `violind`
+//! (snapshot, then deltas) and collects their acknowledgements; `route` traces a frame's
+//! path; `api` is the authenticated `/v1` HTTP API served by `violin-controller`.
 pub mod api;
+pub mod route;
+pub mod share;
 pub mod spec;
 pub mod store;
+pub mod sync;

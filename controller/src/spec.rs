@@ -7,7 +7,7 @@ use std::{
     net::Ipv4Addr,
 };
 
-use dataplane_common::packet::parse_mac;
+use dataplane_common::{packet::parse_mac, rules::MacMatch};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -23,6 +23,30 @@ struct RawSpec {
     allow: Vec<RawPair>,
     #[serde(default, rename = "limit")]
     limits: Vec<RawLimit>,
+    #[serde(default, rename = "link")]
+    links: Vec<RawLink>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    hosts: Spanned<[String; 2]>,
+    #[serde(default, rename = "type")]
+    kind: Option<Spanned<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    host: Spanned<String>,
+    src: Spanned<String>,
+    dst: Spanned<String>,
+    #[serde(default)]
+    edge: Option<Spanned<String>>,
+    #[serde(default)]
+    interface: Option<Spanned<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -79,6 +103,61 @@ pub struct Spec {
     /// Unordered VM pairs (by VM name, smaller first); empty means unrestricted.
     pub allowed: BTreeSet<(String, String)>,
     pub limits: BTreeMap<(String, String), Limit>,
+    /// UDP overlay links between hosts (smaller name first). Empty: every host of the
+    /// environment exchanges its frames directly with every other (a full mesh).
+    pub links: BTreeSet<(String, String)>,
+    /// VNET forwarding rules, in spec order (the order breaks ties of equal priority).
+    pub rules: Vec<Rule>,
+}
+
+/// A VNET forwarding rule in one host's table.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rule {
+    pub host: String,
+    pub src: MacMatch,
+    pub dst: MacMatch,
+    pub target: Target,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    /// Over the overlay link from the rule's host to this host.
+    Edge(String),
+    /// Out of this local VM port of the rule's host.
+    Interface(String),
+}
+
+/// A rule side as the spec writes it.
+pub fn format_match(m: &MacMatch) -> String {
+    match m {
+        MacMatch::Exact(a) => format_mac(a),
+        MacMatch::Not(a) => format!("not {}", format_mac(a)),
+        MacMatch::Any => "any".into(),
+        MacMatch::None => "none".into(),
+    }
+}
+
+pub fn format_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} -> {} via ",
+            self.host,
+            format_match(&self.src),
+            format_match(&self.dst)
+        )?;
+        match &self.target {
+            Target::Edge(h) => write!(f, "link {}-{h}", self.host),
+            Target::Interface(p) => write!(f, "interface {p}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -118,6 +197,11 @@ impl std::error::Error for SpecError {}
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// An unordered pair, smaller first.
+pub fn ordered_pair(a: &str, b: &str) -> (String, String) {
+    ordered(a, b)
 }
 
 fn ordered(a: &str, b: &str) -> (String, String) {
@@ -311,6 +395,124 @@ impl Spec {
                 },
             );
         }
+        let mut links = BTreeSet::new();
+        for (i, l) in raw.links.iter().enumerate() {
+            let field = format!("link[{i}].hosts");
+            let [a, b] = l.hosts.get_ref();
+            for h in [a, b] {
+                if !hosts.contains_key(h) {
+                    return Err(err(
+                        l.hosts.span(),
+                        field,
+                        format!("{h:?} is not a host of this spec"),
+                    ));
+                }
+            }
+            if a == b {
+                return Err(err(l.hosts.span(), field, "a link joins two hosts".into()));
+            }
+            if let Some(kind) = &l.kind {
+                if kind.get_ref() != "udp" {
+                    return Err(err(
+                        kind.span(),
+                        format!("link[{i}].type"),
+                        format!(
+                            "{:?}: overlay links are UDP (VXLAN); VNET's TCP links are not offered",
+                            kind.get_ref()
+                        ),
+                    ));
+                }
+            }
+            if !links.insert(ordered(a, b)) {
+                return Err(err(
+                    l.hosts.span(),
+                    field,
+                    "this link is listed twice".into(),
+                ));
+            }
+        }
+        let mut rules: Vec<Rule> = Vec::new();
+        for (i, r) in raw.rules.iter().enumerate() {
+            let at = |f: &str| format!("rule[{i}].{f}");
+            let host = r.host.get_ref();
+            if !hosts.contains_key(host) {
+                return Err(err(
+                    r.host.span(),
+                    at("host"),
+                    format!("{host:?} is not a host of this spec"),
+                ));
+            }
+            let side = |v: &Spanned<String>, f: &str, none: bool| {
+                MacMatch::parse(v.get_ref(), none).ok_or_else(|| {
+                    let allowed = if none {
+                        "a MAC, \"not MAC\", \"any\" or \"none\" (the default rule)"
+                    } else {
+                        "a MAC, \"not MAC\" or \"any\""
+                    };
+                    err(
+                        v.span(),
+                        at(f),
+                        format!("{:?} is not {allowed}", v.get_ref()),
+                    )
+                })
+            };
+            let src = side(&r.src, "src", false)?;
+            let dst = side(&r.dst, "dst", true)?;
+            let target = match (&r.edge, &r.interface) {
+                (Some(e), None) => {
+                    let to = e.get_ref();
+                    if !hosts.contains_key(to) || to == host {
+                        return Err(err(
+                            e.span(),
+                            at("edge"),
+                            format!("{to:?} is not another host of this spec"),
+                        ));
+                    }
+                    if !links.is_empty() && !links.contains(&ordered(host, to)) {
+                        return Err(err(
+                            e.span(),
+                            at("edge"),
+                            format!("there is no link between {host} and {to}"),
+                        ));
+                    }
+                    Target::Edge(to.clone())
+                }
+                (None, Some(p)) => {
+                    let port = p.get_ref();
+                    if !vms.values().any(|v| &v.host == host && &v.port == port) {
+                        return Err(err(
+                            p.span(),
+                            at("interface"),
+                            format!("{port:?} is not the port of a VM on {host}"),
+                        ));
+                    }
+                    Target::Interface(port.clone())
+                }
+                _ => {
+                    return Err(err(
+                        r.host.span(),
+                        at("edge"),
+                        "give exactly one of edge (a host) or interface (a VM port)".into(),
+                    ))
+                }
+            };
+            if rules
+                .iter()
+                .any(|o| &o.host == host && o.src == src && o.dst == dst)
+            {
+                return Err(err(
+                    r.src.span(),
+                    at("src"),
+                    format!("{host} already has a rule for this source and destination"),
+                ));
+            }
+            rules.push(Rule {
+                host: host.clone(),
+                src,
+                dst,
+                target,
+            });
+        }
         Ok(Spec {
             name,
             vni,
@@ -318,7 +520,108 @@ impl Spec {
             vms,
             allowed,
             limits,
+            links,
+            rules,
         })
+    }
+
+    /// The spec in canonical TOML; parses back to an equal spec. Used when the VNET
+    /// primitives change a stored environment.
+    pub fn to_toml(&self) -> String {
+        use std::fmt::Write;
+        let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "[environment]\nname = {}\nvni = {}",
+            q(&self.name),
+            self.vni
+        );
+        for (h, a) in &self.hosts {
+            let _ = writeln!(
+                o,
+                "\n[[host]]\nname = {}\naddress = {}",
+                q(h),
+                q(&a.to_string())
+            );
+        }
+        for (n, v) in &self.vms {
+            let _ = writeln!(
+                o,
+                "\n[[vm]]\nname = {}\nhost = {}\nport = {}\nmac = {}",
+                q(n),
+                q(&v.host),
+                q(&v.port),
+                q(&format_mac(&v.mac))
+            );
+            if let Some(ip) = v.ip {
+                let _ = writeln!(o, "ip = {}", q(&ip.to_string()));
+            }
+        }
+        for (a, b) in &self.allowed {
+            let _ = writeln!(o, "\n[[allow]]\npair = [{}, {}]", q(a), q(b));
+        }
+        for ((a, b), l) in &self.limits {
+            let _ = writeln!(
+                o,
+                "\n[[limit]]\npair = [{}, {}]\nrate_mbit = {:?}\nburst_kib = {}",
+                q(a),
+                q(b),
+                l.rate_mbit,
+                l.burst_kib
+            );
+        }
+        for (a, b) in &self.links {
+            let _ = writeln!(o, "\n[[link]]\nhosts = [{}, {}]", q(a), q(b));
+        }
+        for r in &self.rules {
+            let _ = writeln!(
+                o,
+                "\n[[rule]]\nhost = {}\nsrc = {}\ndst = {}",
+                q(&r.host),
+                q(&format_match(&r.src)),
+                q(&format_match(&r.dst))
+            );
+            let _ = match &r.target {
+                Target::Edge(h) => writeln!(o, "edge = {}", q(h)),
+                Target::Interface(p) => writeln!(o, "interface = {}", q(p)),
+            };
+        }
+        o
+    }
+
+    /// Hosts whose frames of this environment go directly to `host` (its overlay links).
+    pub fn neighbours(&self, host: &str) -> BTreeSet<String> {
+        if self.links.is_empty() {
+            return self
+                .serving_hosts()
+                .into_iter()
+                .filter(|h| h != host)
+                .collect();
+        }
+        self.links
+            .iter()
+            .filter_map(|(a, b)| {
+                if a == host {
+                    Some(b.clone())
+                } else if b == host {
+                    Some(a.clone())
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Hosts that take part: those with a VM, a rule or a link of the environment.
+    pub fn serving_hosts(&self) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self.vms.values().map(|v| v.host.clone()).collect();
+        out.extend(self.rules.iter().map(|r| r.host.clone()));
+        for (a, b) in &self.links {
+            out.insert(a.clone());
+            out.insert(b.clone());
+        }
+        out
     }
 }
 
@@ -332,6 +635,10 @@ pub enum Change {
     Disallow(String, String),
     SetLimit(String, String, Option<Limit>, Limit),
     RemoveLimit(String, String, Limit),
+    AddLink(String, String),
+    RemoveLink(String, String),
+    AddRule(Rule),
+    RemoveRule(Rule),
 }
 
 impl fmt::Display for Change {
@@ -376,6 +683,10 @@ impl fmt::Display for Change {
                 o.rate_mbit, l.rate_mbit, o.burst_kib, l.burst_kib
             ),
             Change::RemoveLimit(a, b, _) => write!(f, "- limit {a} <-> {b}"),
+            Change::AddLink(a, b) => write!(f, "+ link {a} <-> {b} (udp)"),
+            Change::RemoveLink(a, b) => write!(f, "- link {a} <-> {b}"),
+            Change::AddRule(r) => write!(f, "+ rule {r}"),
+            Change::RemoveRule(r) => write!(f, "- rule {r}"),
         }
     }
 }
@@ -389,6 +700,8 @@ pub fn plan(current: Option<&Spec>, desired: &Spec) -> Vec<Change> {
         vms: BTreeMap::new(),
         allowed: BTreeSet::new(),
         limits: BTreeMap::new(),
+        links: BTreeSet::new(),
+        rules: Vec::new(),
     };
     let cur = current.unwrap_or(&empty);
     let mut out = Vec::new();
@@ -419,6 +732,23 @@ pub fn plan(current: Option<&Spec>, desired: &Spec) -> Vec<Change> {
     for ((a, b), l) in &cur.limits {
         if !desired.limits.contains_key(&(a.clone(), b.clone())) {
             out.push(Change::RemoveLimit(a.clone(), b.clone(), *l));
+        }
+    }
+    for (a, b) in desired.links.difference(&cur.links) {
+        out.push(Change::AddLink(a.clone(), b.clone()));
+    }
+    for (a, b) in cur.links.difference(&desired.links) {
+        out.push(Change::RemoveLink(a.clone(), b.clone()));
+    }
+    // A rule whose target changed shows as removed and added.
+    for r in &desired.rules {
+        if !cur.rules.contains(r) {
+            out.push(Change::AddRule(r.clone()));
+        }
+    }
+    for r in &cur.rules {
+        if !desired.rules.contains(r) {
+            out.push(Change::RemoveRule(r.clone()));
         }
     }
     out

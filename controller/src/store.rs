@@ -9,6 +9,20 @@ use crate::spec::Spec;
 
 /// Environment name -> its spec, as the operator wrote it.
 const ENVIRONMENTS: TableDefinition<&str, &str> = TableDefinition::new("environments");
+/// Registered hosts: name -> what the host reported (JSON).
+const HOSTS: TableDefinition<&str, &str> = TableDefinition::new("hosts");
+/// Counters and settings: the state's generation (bumped by every change of an
+/// environment, in the same transaction), the configuration-time bound.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const GENERATION: &str = "generation";
+const BOUND_US: &str = "config_time_bound_us";
+
+fn bump(tx: &redb::WriteTransaction) -> Result<u64> {
+    let mut meta = tx.open_table(META)?;
+    let g = meta.get(GENERATION)?.map_or(0, |v| v.value()) + 1;
+    meta.insert(GENERATION, g)?;
+    Ok(g)
+}
 
 pub struct Store {
     db: Database,
@@ -22,8 +36,57 @@ impl Store {
         let db = Database::create(path).with_context(|| format!("opening {}", path.display()))?;
         let tx = db.begin_write()?;
         tx.open_table(ENVIRONMENTS)?;
+        tx.open_table(HOSTS)?;
+        tx.open_table(META)?;
         tx.commit()?;
         Ok(Store { db })
+    }
+
+    /// The state's generation: how many changes were committed.
+    pub fn generation(&self) -> Result<u64> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        Ok(meta.get(GENERATION)?.map_or(0, |v| v.value()))
+    }
+
+    pub fn bound_us(&self) -> Result<Option<u64>> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        Ok(meta.get(BOUND_US)?.map(|v| v.value()))
+    }
+
+    pub fn set_bound_us(&self, us: u64) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(META)?.insert(BOUND_US, us)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records what a host reported when it registered.
+    pub fn put_host(&self, name: &str, report: &serde_json::Value) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(HOSTS)?
+            .insert(name, report.to_string().as_str())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Registered hosts and their reports.
+    pub fn hosts(&self) -> Result<Vec<(String, serde_json::Value)>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(HOSTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let report = serde_json::from_str(v.value()).unwrap_or(serde_json::Value::Null);
+            out.push((k.value().to_string(), report));
+        }
+        Ok(out)
+    }
+
+    /// Every stored spec (parsed).
+    pub fn specs(&self) -> Result<Vec<Spec>> {
+        Ok(self.environments()?.into_iter().map(|(_, s)| s).collect())
     }
 
     /// Stored specs, by name.
@@ -51,8 +114,9 @@ impl Store {
         Ok(Some((text, spec)))
     }
 
-    /// Stores `text` (already validated as `spec`) unless another environment uses its VNI.
-    pub fn put(&self, spec: &Spec, text: &str) -> Result<(), PutError> {
+    /// Stores `text` (already validated as `spec`) unless another environment uses its
+    /// VNI; returns the new generation.
+    pub fn put(&self, spec: &Spec, text: &str) -> Result<u64, PutError> {
         let tx = self.db.begin_write().map_err(anyhow::Error::from)?;
         {
             let mut table = tx.open_table(ENVIRONMENTS).map_err(anyhow::Error::from)?;
@@ -71,19 +135,25 @@ impl Store {
                 .insert(spec.name.as_str(), text)
                 .map_err(anyhow::Error::from)?;
         }
+        let generation = bump(&tx)?;
         tx.commit().map_err(anyhow::Error::from)?;
-        Ok(())
+        Ok(generation)
     }
 
-    pub fn delete(&self, name: &str) -> Result<bool> {
+    /// Deletes an environment; the new generation, or None if there was none.
+    pub fn delete(&self, name: &str) -> Result<Option<u64>> {
         let tx = self.db.begin_write()?;
         let existed = {
             let mut table = tx.open_table(ENVIRONMENTS)?;
             let removed = table.remove(name)?.is_some();
             removed
         };
+        if !existed {
+            return Ok(None);
+        }
+        let generation = bump(&tx)?;
         tx.commit()?;
-        Ok(existed)
+        Ok(Some(generation))
     }
 }
 

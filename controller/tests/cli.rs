@@ -203,25 +203,138 @@ fn openapi_file_matches_the_server() {
     .unwrap();
     let mut operations = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
-        let concrete = path.replace("{name}", "blue");
+        let concrete = path
+            .replace("{name}", "blue")
+            .replace("{host}", "h1")
+            .replace("{a}", "h1")
+            .replace("{b}", "h2");
         for method in ["get", "put", "post", "delete"] {
-            if item.get(method).is_none() {
+            let Some(op) = item.get(method) else {
                 continue;
-            }
+            };
             operations += 1;
+            let open = op.get("security") == Some(&serde_json::json!([]));
             let resp =
                 ureq::request(&method.to_uppercase(), &format!("{}{concrete}", c.url)).call();
             match resp {
-                Err(ureq::Error::Status(401, _)) => {}
+                Ok(r) if open => assert_eq!(r.status(), 200),
+                Err(ureq::Error::Status(401, _)) if !open => {}
                 other => panic!("{method} {path}: expected 401 without a token, got {other:?}"),
             }
         }
     }
-    assert_eq!(operations, 6);
+    assert_eq!(operations, 21);
     // Not documented, not served.
     match ureq::get(&format!("{}/v1/nonexistent", c.url)).call() {
         Err(ureq::Error::Status(code, _)) => assert!(code == 404 || code == 401, "{code}"),
         other => panic!("{other:?}"),
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn vnet_primitives_change_the_stored_environment_and_bad_ones_name_the_field() {
+    let dir = scratch("vnet");
+    let token = dir.join("token");
+    let c = start(&dir);
+    let spec = dir.join("blue.toml");
+    std::fs::write(
+        &spec,
+        format!("{SPEC}\n[[host]]\nname = \"h3\"\naddress = \"10.250.0.3\"\n"),
+    )
+    .unwrap();
+    assert!(ctl(&c, &token, &["apply", &spec.to_string_lossy()]).0);
+
+    let (ok, out, err) = ctl(&c, &token, &["link", "add", "blue", "h1", "h2"]);
+    assert!(ok && out.contains("+ link h1 <-> h2 (udp)"), "{out}{err}");
+    let (ok, out, err) = ctl(
+        &c,
+        &token,
+        &[
+            "rule",
+            "add",
+            "blue",
+            "h1",
+            "not 02:00:00:00:01:01",
+            "02:00:00:00:02:01",
+            "--edge",
+            "h2",
+        ],
+    );
+    assert!(ok && out.contains("+ rule h1:"), "{out}{err}");
+    let (ok, out, _) = ctl(&c, &token, &["-o", "json", "rules", "--env", "blue"]);
+    assert!(ok);
+    let rules: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rules[0]["src"], "not 02:00:00:00:01:01");
+    assert_eq!(rules[0]["edge"], "h2");
+    // The stored spec is the canonical rendering, primitives included.
+    let (_, out, _) = ctl(&c, &token, &["get", "blue"]);
+    assert!(
+        out.contains("[[rule]]") && out.contains("hosts = [\"h1\", \"h2\"]"),
+        "{out}"
+    );
+    let (ok, out, _) = ctl(
+        &c,
+        &token,
+        &["route", "02:00:00:00:01:01", "02:00:00:00:02:01"],
+    );
+    assert!(ok && out.contains("h1: link h1-h2 (learned)"), "{out}");
+
+    // Refused, naming the field, and nothing changes.
+    for (args, want) in [
+        (
+            vec!["link", "add", "blue", "h1", "h9"],
+            "hosts[1]: \"h9\" is not a host",
+        ),
+        (
+            vec!["rule", "add", "blue", "h1", "none", "any", "--edge", "h2"],
+            "src: \"none\" is not a MAC",
+        ),
+        (
+            vec!["rule", "add", "blue", "h1", "any", "any", "--edge", "h3"],
+            "edge: there is no link between h1 and h3",
+        ),
+        (
+            vec!["link", "delete", "blue", "h1", "h2"],
+            "forwarding rules still use this link",
+        ),
+        (vec!["bound", "--", "-5"], "seconds: -5 is outside"),
+        (
+            vec!["route", "02:00:00:00:09:09", "02:00:00:00:02:01"],
+            "src: no VM has MAC",
+        ),
+    ] {
+        let (ok, _, err) = ctl(&c, &token, &args);
+        assert!(!ok && err.contains(want), "{args:?}: {err}");
+        assert!(err.contains("HTTP 400"), "{err}");
+    }
+    let (_, after, _) = ctl(&c, &token, &["get", "blue"]);
+    assert_eq!(after.matches("[[rule]]").count(), 1, "{after}");
+    assert_eq!(after.matches("[[link]]").count(), 1, "{after}");
+
+    // Malformed daemon calls name their field too.
+    let ack = ureq::post(&format!("{}/v1/hosts/h1/ack", c.url))
+        .set("Authorization", "Bearer 0123456789abcdef-test-token")
+        .send_string("{\"generation\": \"seven\"}");
+    match ack {
+        Err(ureq::Error::Status(400, r)) => {
+            let v: serde_json::Value = r.into_json().unwrap();
+            assert!(v["error"].as_str().unwrap().contains("invalid type"), "{v}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let reg = ureq::post(&format!("{}/v1/hosts/h1/register", c.url))
+        .set("Authorization", "Bearer 0123456789abcdef-test-token")
+        .send_string("{}");
+    match reg {
+        Err(ureq::Error::Status(400, r)) => {
+            let v: serde_json::Value = r.into_json().unwrap();
+            assert_eq!(v["field"], "address", "{v}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let (ok, out, _) = ctl(&c, &token, &["bound", "0.5"]);
+    assert!(ok && out.contains("bound: 0.500 s"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }

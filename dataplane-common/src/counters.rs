@@ -46,10 +46,12 @@ pub enum DropReason {
     NotAllowed,
     /// Over the VM pair's traffic bound (token bucket).
     RateLimited,
+    /// A forwarding rule sends the frame back over the link it arrived on.
+    Loop,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 22;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::Runt,
         DropReason::TruncatedOuter,
@@ -72,6 +74,7 @@ impl DropReason {
         DropReason::SpoofedIp,
         DropReason::NotAllowed,
         DropReason::RateLimited,
+        DropReason::Loop,
     ];
 
     /// Stable snake_case name used in logs, `violind stats` and metric labels.
@@ -98,6 +101,7 @@ impl DropReason {
             DropReason::SpoofedIp => "spoofed_ip",
             DropReason::NotAllowed => "not_allowed",
             DropReason::RateLimited => "rate_limited",
+            DropReason::Loop => "loop",
         }
     }
 }

@@ -11,6 +11,7 @@ extern crate std;
 pub mod counters;
 pub mod maps;
 pub mod packet;
+pub mod rules;
 
 /// IANA port for VXLAN (RFC 7348).
 pub const VXLAN_PORT: u16 = 4789;

@@ -18,9 +18,24 @@ pub mod names {
     pub const ACTIONS: &str = "ACTIONS";
     pub const FLOOD: &str = "FLOOD";
     pub const PAIRS: &str = "PAIRS";
-    pub const ALL: [&str; 13] = [
-        CONFIG, PORTS, VNIS, PEERS, FDB, TX_PORTS, XSKS, PORT_STATS, PEER_STATS, DROPS, ACTIONS,
-        FLOOD, PAIRS,
+    pub const ROUTES: &str = "ROUTES";
+    pub const PAIR_TRAFFIC: &str = "PAIR_TRAFFIC";
+    pub const ALL: [&str; 15] = [
+        CONFIG,
+        PORTS,
+        VNIS,
+        PEERS,
+        FDB,
+        TX_PORTS,
+        XSKS,
+        PORT_STATS,
+        PEER_STATS,
+        DROPS,
+        ACTIONS,
+        FLOOD,
+        PAIRS,
+        ROUTES,
+        PAIR_TRAFFIC,
     ];
 }
 
@@ -39,6 +54,10 @@ pub const MAX_VNIS: u32 = 4096;
 /// VM pairs with a policy (allowed, or bounded), all environments together.
 pub const MAX_PAIRS: u32 = 16384;
 pub const FDB_ENTRIES: u32 = 65536;
+/// Compiled forwarding-rule decisions, all environments together.
+pub const MAX_ROUTES: u32 = 65536;
+/// VM pairs whose traffic is counted (VTTIF's traffic matrix); least recently used go.
+pub const MAX_PAIR_TRAFFIC: u32 = 65536;
 /// AF_XDP sockets: one per (interface, rx queue).
 pub const MAX_XSKS: u32 = 1024;
 /// Largest number of rx queues per interface the slow path binds.
@@ -85,6 +104,8 @@ pub const PORT_CHECK_IP: u32 = 2;
 pub const PORT_RESTRICTED: u32 = 4;
 /// Some VM pairs of the port's environment have a traffic bound.
 pub const PORT_LIMITED: u32 = 8;
+/// The port's environment has forwarding rules on this host (look up ROUTES).
+pub const PORT_ROUTED: u32 = 16;
 
 /// A directed VM pair of an environment (source MAC, destination MAC).
 #[repr(C)]
@@ -155,7 +176,27 @@ impl PairState {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VniInfo {
+    /// `VNI_*` flags.
     pub flags: u32,
+}
+
+/// The environment has forwarding rules on this host (look up ROUTES).
+pub const VNI_ROUTED: u32 = 1;
+
+/// Stands for "an address no rule of the environment names" in ROUTES keys.
+pub const ROUTE_ANY: [u8; 6] = [0; 6];
+
+/// The ROUTES keys to probe for a frame, most specific first. violind stores a decision
+/// for every pair of addresses the environment's rules and VMs name, plus the wildcard
+/// rows and columns, so the first key present decides.
+#[inline(always)]
+pub const fn route_keys(vni: u32, src: [u8; 6], dst: [u8; 6]) -> [PairKey; 4] {
+    [
+        PairKey::new(vni, src, dst),
+        PairKey::new(vni, src, ROUTE_ANY),
+        PairKey::new(vni, ROUTE_ANY, dst),
+        PairKey::new(vni, ROUTE_ANY, ROUTE_ANY),
+    ]
 }
 
 /// A remote Violin (or VXLAN) host.
@@ -218,6 +259,8 @@ impl FdbKey {
 
 pub const FDB_LOCAL: u8 = 1;
 pub const FDB_REMOTE: u8 = 2;
+/// In ROUTES only: no rule matches, forward as learned.
+pub const ROUTE_NO_RULE: u8 = 3;
 /// Set by the control plane; the datapath never overwrites a static entry by learning.
 pub const FDB_FLAG_STATIC: u8 = 1;
 
@@ -257,6 +300,17 @@ impl FdbEntry {
             ifindex: 0,
             peer,
             slot,
+        }
+    }
+
+    pub const fn no_rule() -> Self {
+        FdbEntry {
+            kind: ROUTE_NO_RULE,
+            flags: 0,
+            _pad: [0; 2],
+            ifindex: 0,
+            peer: [0; 4],
+            slot: 0,
         }
     }
 

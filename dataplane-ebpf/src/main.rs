@@ -17,16 +17,19 @@ use aya_ebpf::{
         bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
     },
     macros::{classifier, map, xdp},
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, XskMap},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, XskMap},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
 use dataplane_common::{
-    counters::{action_index, DropReason, Hook, PeerStats, PortStats, ACTION_FLOOD, ACTION_SLOTS},
+    counters::{
+        action_index, Counter, DropReason, Hook, PeerStats, PortStats, ACTION_FLOOD, ACTION_SLOTS,
+    },
     maps::*,
     packet::{
         check_source, classify_port, classify_underlay, fits_underlay, flow_hash, gso_segment_len,
         is_multicast, is_zero, source_port, EthHdr, Frame, OuterHeaders, Tunnel, UnderlayVerdict,
+        VxlanInfo,
         ETH_HLEN, IPV4_HLEN, UDP_HLEN, VXLAN_HLEN,
     },
     ENCAP_OVERHEAD,
@@ -58,6 +61,11 @@ static ACTIONS: PerCpuArray<u64> = PerCpuArray::pinned(3 * ACTION_SLOTS, 0);
 static FLOOD: HashMap<u32, FloodList> = HashMap::pinned(MAX_VNIS, 0);
 #[map]
 static PAIRS: HashMap<PairKey, PairState> = HashMap::pinned(MAX_PAIRS, 0);
+#[map]
+static ROUTES: HashMap<PairKey, FdbEntry> = HashMap::pinned(MAX_ROUTES, 0);
+#[map]
+static PAIR_TRAFFIC: LruPerCpuHashMap<PairKey, Counter> =
+    LruPerCpuHashMap::pinned(MAX_PAIR_TRAFFIC, 0);
 
 /// The packet buffer seen through the bounds-checked [`Frame`] interface.
 struct Pkt<'a>(&'a XdpContext);
@@ -127,6 +135,38 @@ fn learn(key: &FdbKey, entry: FdbEntry) {
         }
     }
     let _ = FDB.insert(key, entry, 0);
+}
+
+/// The forwarding rule's decision for a frame of a routed environment; `None` when no
+/// rule matches (the frame is then forwarded as learned).
+#[inline(always)]
+fn route(vni: u32, src: [u8; 6], dst: [u8; 6]) -> Option<FdbEntry> {
+    let keys = route_keys(vni, src, dst);
+    // SAFETY (all four): copied out of the map before use.
+    let hit = unsafe {
+        ROUTES
+            .get(&keys[0])
+            .or_else(|| ROUTES.get(&keys[1]))
+            .or_else(|| ROUTES.get(&keys[2]))
+            .or_else(|| ROUTES.get(&keys[3]))
+    };
+    hit.copied().filter(|e| e.kind != ROUTE_NO_RULE)
+}
+
+/// Counts a VM's unicast frame to another VM (the local traffic matrix VTTIF reads).
+#[inline(always)]
+fn count_pair(vni: u32, eth: &EthHdr, len: usize) {
+    if is_multicast(&eth.dst) {
+        return;
+    }
+    let key = PairKey::new(vni, eth.src, eth.dst);
+    if PAIR_TRAFFIC.get_ptr_mut(&key).is_none() {
+        let _ = PAIR_TRAFFIC.insert(&key, &Counter::default(), 0);
+    }
+    if let Some(c) = PAIR_TRAFFIC.get_ptr_mut(&key) {
+        // SAFETY: this CPU's copy of the entry.
+        unsafe { (*c).add(len as u64) };
+    }
 }
 
 /// Hands a frame to `violind`'s AF_XDP socket for this interface and rx queue.
@@ -224,12 +264,24 @@ fn port_frame(ctx: &XdpContext) -> u32 {
         &FdbKey::new(port.vni, eth.src),
         FdbEntry::local(ifindex, port.slot),
     );
-    if is_multicast(&eth.dst) {
-        return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len);
-    }
-    // SAFETY: copied out of the map before use.
-    let Some(dst) = (unsafe { FDB.get(FdbKey::new(port.vni, eth.dst)) }).copied() else {
-        return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len);
+    count_pair(port.vni, &eth, len);
+    let ruled = if port.flags & PORT_ROUTED != 0 {
+        route(port.vni, eth.src, eth.dst)
+    } else {
+        None
+    };
+    let dst = match ruled {
+        Some(d) => d,
+        None => {
+            if is_multicast(&eth.dst) {
+                return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len);
+            }
+            // SAFETY: copied out of the map before use.
+            match unsafe { FDB.get(FdbKey::new(port.vni, eth.dst)) } {
+                Some(d) => *d,
+                None => return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len),
+            }
+        }
     };
     if dst.kind == FDB_LOCAL {
         if dst.ifindex == ifindex {
@@ -310,9 +362,10 @@ fn underlay_frame(ctx: &XdpContext) -> u32 {
     if let Some(s) = port_stats(UNDERLAY_SLOT) {
         s.rx.add(len as u64);
     }
-    if VNIS.get_ptr(v.vni).is_none() {
+    // SAFETY: copied out of the map before use.
+    let Some(vni_info) = (unsafe { VNIS.get(v.vni) }).copied() else {
         return drop_frame(ctx, UNDERLAY_SLOT, DropReason::UnknownVni, len);
-    }
+    };
     if let Some(s) = peer_stats(v.peer_info.slot) {
         s.rx.add(len as u64);
     }
@@ -321,6 +374,14 @@ fn underlay_frame(ctx: &XdpContext) -> u32 {
             &FdbKey::new(v.vni, v.inner.src),
             FdbEntry::remote(v.peer, v.peer_info.slot),
         );
+    }
+    if vni_info.flags & VNI_ROUTED != 0 {
+        if let Some(to) = route(v.vni, v.inner.src, v.inner.dst) {
+            if to.kind == FDB_REMOTE {
+                return transit(ctx, &cfg, &v, &to, len);
+            }
+            return decapsulate(ctx, &v, &to, len);
+        }
     }
     // BUM and unknown unicast go up whole: the slow path needs the VNI from the header.
     if is_multicast(&v.inner.dst) {
@@ -345,6 +406,12 @@ fn underlay_frame(ctx: &XdpContext) -> u32 {
             len,
         );
     };
+    decapsulate(ctx, &v, &dst, len)
+}
+
+/// Strips the outer headers and hands the inner frame to a local port.
+#[inline(always)]
+fn decapsulate(ctx: &XdpContext, v: &VxlanInfo<PeerInfo>, to: &FdbEntry, len: usize) -> u32 {
     // SAFETY: helpers on the program's own context.
     if v.trailer > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(v.trailer as i32)) } != 0 {
         return drop_frame(ctx, UNDERLAY_SLOT, DropReason::BadLength, len);
@@ -353,7 +420,52 @@ fn underlay_frame(ctx: &XdpContext) -> u32 {
         return drop_frame(ctx, UNDERLAY_SLOT, DropReason::NoHeadroom, len);
     }
     let inner_len = len - v.trailer - ENCAP_OVERHEAD as usize;
-    redirect_to_port(ctx, UNDERLAY_SLOT, &dst, inner_len)
+    redirect_to_port(ctx, UNDERLAY_SLOT, to, inner_len)
+}
+
+/// A rule at this host sends a frame that arrived over one overlay link on over another
+/// (VNET's multi-hop paths): the outer headers are rewritten for the next host in place,
+/// the inner frame is untouched.
+#[inline(always)]
+fn transit(ctx: &XdpContext, cfg: &HostConfig, v: &VxlanInfo<PeerInfo>, to: &FdbEntry, len: usize) -> u32 {
+    if to.peer == v.peer {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::Loop, len);
+    }
+    // SAFETY: copied out of the map before use.
+    let Some(peer) = (unsafe { PEERS.get(to.peer) }).copied() else {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::NoRoute, len);
+    };
+    if peer.resolved == 0 {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::NoRoute, len);
+    }
+    // SAFETY: helper on the program's own context.
+    if v.trailer > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(v.trailer as i32)) } != 0 {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::BadLength, len);
+    }
+    let inner_len = len - v.trailer - ENCAP_OVERHEAD as usize;
+    let sport = source_port(flow_hash(&Pkt(ctx), ENCAP_OVERHEAD as usize));
+    let start = ctx.data();
+    if start + ENCAP_OVERHEAD as usize > ctx.data_end() {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::TruncatedOuter, len);
+    }
+    let tunnel = Tunnel {
+        src_mac: cfg.underlay_mac,
+        dst_mac: peer.next_hop_mac,
+        src_ip: cfg.underlay_addr,
+        dst_ip: to.peer,
+    };
+    let outer = OuterHeaders::new(&tunnel, v.vni, sport, inner_len);
+    // SAFETY: 50 bytes at `start` were bounds-checked above.
+    unsafe { core::ptr::write_unaligned(start as *mut OuterHeaders, outer) };
+    match TX_PORTS.redirect(cfg.underlay_ifindex, 0) {
+        Ok(action) => {
+            if let Some(s) = peer_stats(peer.slot) {
+                s.tx.add((inner_len + ENCAP_OVERHEAD as usize) as u64);
+            }
+            action
+        }
+        Err(_) => drop_frame(ctx, UNDERLAY_SLOT, DropReason::RedirectFailed, len),
+    }
 }
 
 /// An skb seen through the [`Frame`] interface (bpf_skb_load_bytes: works on paged data).
@@ -436,12 +548,24 @@ fn port_skb(ctx: &TcContext) -> i32 {
         &FdbKey::new(port.vni, eth.src),
         FdbEntry::local(ifindex, port.slot),
     );
-    if is_multicast(&eth.dst) {
-        return flood_skb(ctx, &port, ifindex, &eth, len);
-    }
-    // SAFETY: copied out of the map before use.
-    let Some(dst) = (unsafe { FDB.get(FdbKey::new(port.vni, eth.dst)) }).copied() else {
-        return flood_skb(ctx, &port, ifindex, &eth, len);
+    count_pair(port.vni, &eth, len);
+    let ruled = if port.flags & PORT_ROUTED != 0 {
+        route(port.vni, eth.src, eth.dst)
+    } else {
+        None
+    };
+    let dst = match ruled {
+        Some(d) => d,
+        None => {
+            if is_multicast(&eth.dst) {
+                return flood_skb(ctx, &port, ifindex, &eth, len);
+            }
+            // SAFETY: copied out of the map before use.
+            match unsafe { FDB.get(FdbKey::new(port.vni, eth.dst)) } {
+                Some(d) => *d,
+                None => return flood_skb(ctx, &port, ifindex, &eth, len),
+            }
+        }
     };
     if dst.kind == FDB_LOCAL {
         if dst.ifindex == ifindex {

@@ -1,7 +1,7 @@
 //! violind's HTTP endpoint: `/metrics` for Prometheus and `/v1/stats` (JSON). It runs on
 //! its own thread with a small tokio runtime; each request reads the pinned maps, so it
 //! shares no state with the datapath threads.
-use std::{net::SocketAddr, thread};
+use std::{collections::BTreeSet, net::SocketAddr, thread};
 
 use anyhow::{Context, Result};
 use axum::{
@@ -11,14 +11,38 @@ use axum::{
     routing::get,
     Json, Router,
 };
+use serde_json::{json, Value};
 use tracing::{error, info};
 
-use crate::{datapath::Maps, host::Paths, metrics, stats::Snapshot};
+use crate::{datapath::Maps, host::Paths, metrics, stats::Snapshot, sync};
 
 #[derive(Clone)]
 struct Api {
     paths: Paths,
     underlay: String,
+    /// Bearer token `/v1` requires; None leaves it open (logged at start).
+    token: Option<String>,
+}
+
+async fn auth(
+    State(api): State<Api>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &api.token else {
+        return next.run(req).await;
+    };
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == token);
+    if !ok {
+        let body = json!({ "error": "Authorization: a valid bearer token is required" });
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
+    next.run(req).await
 }
 
 impl Api {
@@ -53,18 +77,111 @@ async fn get_stats(State(api): State<Api>) -> Response {
     }
 }
 
+/// The interfaces of this host's namespace, as the controller lists them.
+pub fn interfaces(underlay: &str, ports: &BTreeSet<String>) -> Value {
+    let mut out = Vec::new();
+    // SAFETY: if_nameindex returns a list terminated by a zero entry, freed below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return json!([]);
+        }
+        let mut p = list;
+        while (*p).if_index != 0 {
+            let name = std::ffi::CStr::from_ptr((*p).if_name)
+                .to_string_lossy()
+                .into_owned();
+            let role = if name == underlay {
+                "underlay"
+            } else if ports.contains(&name) {
+                "port"
+            } else {
+                "other"
+            };
+            let dev = crate::netdev::NetDev::query(&name).ok();
+            out.push(json!({
+                "name": name,
+                "ifindex": (*p).if_index,
+                "role": role,
+                "mac": dev.as_ref().map(|d| crate::netdev::format_mac(&d.mac)),
+                "mtu": dev.as_ref().map(|d| d.mtu),
+            }));
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    Value::Array(out)
+}
+
+fn served(api: &Api) -> sync::Share {
+    sync::load_cached(&api.paths.share()).unwrap_or_default()
+}
+
+/// VNET's "list the available network interfaces".
+async fn get_interfaces(State(api): State<Api>) -> Response {
+    let share = served(&api);
+    let ports = share
+        .environments
+        .iter()
+        .flat_map(|e| e.ports.iter().cloned())
+        .collect();
+    Json(interfaces(&api.underlay, &ports)).into_response()
+}
+
+/// VNET's "list all the links to and from a daemon": the peers and the environments
+/// whose frames travel over each.
+async fn get_links(State(api): State<Api>) -> Response {
+    let share = served(&api);
+    let links: Vec<Value> = share
+        .peers
+        .iter()
+        .map(|p| json!({ "peer": p.address, "type": "udp", "vnis": p.vnis }))
+        .collect();
+    Json(json!({ "generation": share.generation, "links": links })).into_response()
+}
+
+/// VNET's "list all the forwarding rules at a daemon".
+async fn get_rules(State(api): State<Api>) -> Response {
+    let share = served(&api);
+    let rules: Vec<Value> = share
+        .environments
+        .iter()
+        .flat_map(|e| {
+            e.rules.iter().map(move |r| {
+                json!({ "environment": e.name, "vni": e.vni, "src": r.src, "dst": r.dst,
+                        "edge": r.edge, "interface": r.interface })
+            })
+        })
+        .collect();
+    Json(json!({ "generation": share.generation, "rules": rules })).into_response()
+}
+
 /// Binds `listen` now (so a bad address fails the start) and serves on a new thread.
-pub fn serve(listen: SocketAddr, paths: &Paths, underlay: &str) -> Result<()> {
+/// `/metrics` is open (Prometheus scrapes it); `/v1` needs `token` when one is given.
+pub fn serve(
+    listen: SocketAddr,
+    paths: &Paths,
+    underlay: &str,
+    token: Option<String>,
+) -> Result<()> {
     let std_listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("api_listen: cannot listen on {listen}"))?;
     std_listener.set_nonblocking(true)?;
+    if token.is_none() {
+        tracing::warn!(%listen, "the /v1 API is not authenticated: set api_token_file");
+    }
     let api = Api {
         paths: paths.clone(),
         underlay: underlay.to_string(),
+        token,
     };
     let app = Router::new()
-        .route("/metrics", get(get_metrics))
         .route("/v1/stats", get(get_stats))
+        .route("/v1/interfaces", get(get_interfaces))
+        .route("/v1/links", get(get_links))
+        .route("/v1/rules", get(get_rules))
+        .route_layer(axum::middleware::from_fn_with_state(api.clone(), auth))
+        .route("/metrics", get(get_metrics))
         .with_state(api);
     thread::Builder::new().name("api".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread()
@@ -84,6 +201,6 @@ pub fn serve(listen: SocketAddr, paths: &Paths, underlay: &str) -> Result<()> {
             }
         });
     })?;
-    info!(%listen, "serving /metrics and /v1/stats");
+    info!(%listen, "serving /metrics and /v1 (stats, interfaces, links, rules)");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `violind`'s TOML configuration and its validation. Every error names the field.
 use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
 
-use dataplane_common::{maps::MAX_SLOTS, packet::parse_mac, MAX_VNI};
+use dataplane_common::{maps::MAX_SLOTS, packet::parse_mac, rules::MacMatch, MAX_VNI};
 use serde::Deserialize;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -22,7 +22,14 @@ pub struct Config {
     /// Address for the daemon's HTTP endpoint (`/metrics`, `/v1/stats`); none if unset.
     #[serde(default)]
     pub api_listen: Option<std::net::SocketAddr>,
+    /// File holding the bearer token `/v1` requires; defaults to the controller's.
+    #[serde(default)]
+    pub api_token_file: Option<std::path::PathBuf>,
     pub underlay: Underlay,
+    /// When set, environments and peers come from the controller (this file must list
+    /// none): the daemon registers, receives its share, and follows the changes.
+    #[serde(default)]
+    pub controller: Option<Controller>,
     #[serde(default, rename = "environment")]
     pub environments: Vec<Environment>,
     #[serde(default, rename = "peer")]
@@ -51,7 +58,16 @@ pub struct Underlay {
     pub mtu: Option<u32>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Controller {
+    /// The controller's API, e.g. `http://10.250.0.254:7800`.
+    pub url: String,
+    /// File holding the bearer token.
+    pub token_file: std::path::PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Environment {
     pub name: String,
@@ -70,9 +86,27 @@ pub struct Environment {
     /// Traffic bounds per VM pair.
     #[serde(default, rename = "limit")]
     pub limits: Vec<PairLimit>,
+    /// VNET forwarding rules of this host's table for the environment.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<ForwardRule>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// A forwarding rule: frames whose (source, destination) match go out of `interface`
+/// (a port of the environment) or over the link to the peer at `edge`.
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardRule {
+    /// A MAC, `not MAC` or `any`.
+    pub src: String,
+    /// A MAC, `not MAC`, `any` or `none` (the default rule).
+    pub dst: String,
+    #[serde(default)]
+    pub edge: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub interface: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct VmIdentity {
     pub port: String,
@@ -82,7 +116,7 @@ pub struct VmIdentity {
 }
 
 /// A bound on what each VM of the pair may send to the other (token bucket).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PairLimit {
     pub pair: [String; 2],
@@ -108,7 +142,7 @@ fn check_mac(field: &str, s: &str) -> Result<[u8; 6], ConfigError> {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
     pub address: Ipv4Addr,
@@ -182,7 +216,60 @@ impl Config {
     pub fn parse(text: &str) -> anyhow::Result<Config> {
         let config: Config = toml::from_str(text)?;
         config.validate()?;
+        if let Some(c) = &config.controller {
+            if !c.url.starts_with("http://") && !c.url.starts_with("https://") {
+                return Err(err(
+                    "controller.url",
+                    format!("{:?} is not an http(s) URL", c.url),
+                )
+                .into());
+            }
+            if !config.environments.is_empty() {
+                return Err(err(
+                    "environment",
+                    "must be empty when [controller] is set: the controller provides the environments",
+                )
+                .into());
+            }
+            if !config.peers.is_empty() {
+                return Err(err(
+                    "peer",
+                    "must be empty when [controller] is set: the controller provides the peers",
+                )
+                .into());
+            }
+        }
         Ok(config)
+    }
+
+    /// The bearer token of the daemon's `/v1` API, if one is configured.
+    pub fn api_token(&self) -> anyhow::Result<Option<String>> {
+        let (file, field) = match (&self.api_token_file, &self.controller) {
+            (Some(f), _) => (f, "api_token_file"),
+            (None, Some(c)) => (&c.token_file, "controller.token_file"),
+            (None, None) => return Ok(None),
+        };
+        let token = std::fs::read_to_string(file)
+            .map_err(|e| err(field, format!("cannot read {}: {e}", file.display())))?
+            .trim()
+            .to_string();
+        if token.len() < 16 {
+            return Err(err(field, "the token must be at least 16 characters").into());
+        }
+        Ok(Some(token))
+    }
+
+    /// This file's host settings with the controller's share of environments and peers.
+    pub fn with_share(
+        &self,
+        environments: Vec<Environment>,
+        peers: Vec<Peer>,
+    ) -> Result<Config, ConfigError> {
+        let mut c = self.clone();
+        c.environments = environments;
+        c.peers = peers;
+        c.validate()?;
+        Ok(c)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -250,6 +337,52 @@ impl Config {
             for (k, pair) in env.allowed_pairs.iter().enumerate() {
                 for (j, mac) in pair.iter().enumerate() {
                     check_mac(&at(&format!("allowed_pairs[{k}][{j}]")), mac)?;
+                }
+            }
+            for (k, rule) in env.rules.iter().enumerate() {
+                let field = |f: &str| at(&format!("rule[{k}].{f}"));
+                if MacMatch::parse(&rule.src, false).is_none() {
+                    return Err(err(
+                        field("src"),
+                        format!("{:?} is not a MAC, \"not MAC\" or \"any\"", rule.src),
+                    ));
+                }
+                if MacMatch::parse(&rule.dst, true).is_none() {
+                    return Err(err(
+                        field("dst"),
+                        format!(
+                            "{:?} is not a MAC, \"not MAC\", \"any\" or \"none\"",
+                            rule.dst
+                        ),
+                    ));
+                }
+                match (&rule.edge, &rule.interface) {
+                    (Some(peer), None) => {
+                        let linked = self
+                            .peers
+                            .iter()
+                            .any(|p| p.address == *peer && p.vnis.contains(&env.vni));
+                        if !linked {
+                            return Err(err(
+                                field("edge"),
+                                format!("{peer} is not a peer serving VNI {}", env.vni),
+                            ));
+                        }
+                    }
+                    (None, Some(port)) => {
+                        if !env.ports.contains(port) {
+                            return Err(err(
+                                field("interface"),
+                                format!("{port:?} is not one of this environment's ports"),
+                            ));
+                        }
+                    }
+                    _ => {
+                        return Err(err(
+                            field("edge"),
+                            "give exactly one of edge (a peer address) or interface (a port)",
+                        ))
+                    }
                 }
             }
             for (k, limit) in env.limits.iter().enumerate() {
@@ -396,6 +529,54 @@ vnis = [100]
         assert!(e.starts_with("environment[0].allowed_pairs[0][0]"), "{e}");
         let e = error_of(&with("[[environment.limit]]\npair = [\"02:00:00:00:00:01\", \"02:00:00:00:00:02\"]\nrate_mbit = 0\n"));
         assert!(e.starts_with("environment[0].limit[0].rate_mbit"), "{e}");
+    }
+
+    #[test]
+    fn rules_and_the_controller_section_are_checked_by_field() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "ports = [\"vm1\", \"vm2\"]\n",
+                &format!("ports = [\"vm1\", \"vm2\"]\n{extra}"),
+            )
+        };
+        let ok = with("[[environment.rule]]\nsrc = \"any\"\ndst = \"none\"\nedge = \"10.0.0.2\"\n");
+        assert_eq!(Config::parse(&ok).unwrap().environments[0].rules.len(), 1);
+        let e = error_of(&with(
+            "[[environment.rule]]\nsrc = \"none\"\ndst = \"any\"\ninterface = \"vm1\"\n",
+        ));
+        assert!(e.starts_with("environment[0].rule[0].src"), "{e}");
+        let e = error_of(&with(
+            "[[environment.rule]]\nsrc = \"any\"\ndst = \"any\"\nedge = \"10.0.0.9\"\n",
+        ));
+        assert!(e.starts_with("environment[0].rule[0].edge"), "{e}");
+        let e = error_of(&with(
+            "[[environment.rule]]\nsrc = \"any\"\ndst = \"any\"\ninterface = \"vm7\"\n",
+        ));
+        assert!(e.starts_with("environment[0].rule[0].interface"), "{e}");
+        let e = error_of(&with(
+            "[[environment.rule]]\nsrc = \"any\"\ndst = \"any\"\n",
+        ));
+        assert!(e.starts_with("environment[0].rule[0].edge"), "{e}");
+
+        let controlled = "host_id = \"h1\"\n[underlay]\ninterface = \"ul0\"\naddress = \"10.0.0.1\"\n\
+                          [controller]\nurl = \"http://10.0.0.254:7800\"\ntoken_file = \"/tmp/t\"\n";
+        let c = Config::parse(controlled).unwrap();
+        assert!(c.controller.is_some());
+        let e = error_of(&controlled.replace("http://", "ftp://"));
+        assert!(e.starts_with("controller.url"), "{e}");
+        let e = error_of(&format!(
+            "{controlled}[[environment]]\nname = \"x\"\nvni = 5\n"
+        ));
+        assert!(e.starts_with("environment: must be empty"), "{e}");
+        // The controller's share is validated like a file.
+        let bad = c.with_share(
+            vec![],
+            vec![Peer {
+                address: Ipv4Addr::new(10, 0, 0, 1),
+                vnis: vec![],
+            }],
+        );
+        assert!(bad.unwrap_err().field.starts_with("peer[0].address"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeSet,
     path::Path,
-    sync::{Arc, RwLock},
+    sync::{mpsc, Arc, RwLock},
     thread,
     time::{Duration, Instant},
 };
@@ -21,6 +21,7 @@ use crate::{
     host::{self, Paths},
     neighbor,
     slowpath::SlowPath,
+    sync::{self, Share, Update},
     topology::Topology,
 };
 
@@ -94,23 +95,65 @@ fn setup(config: &Config, dp: &mut Datapath) -> Result<Topology> {
 
 type Running = (Datapath, Arc<RwLock<Topology>>, Option<SlowPath>);
 
+/// Records what is being served, for the API's listings and a restart's first setup.
+fn record(paths: &Paths, config: &Config, generation: u64) {
+    let share = Share {
+        generation,
+        environments: config.environments.clone(),
+        peers: config.peers.clone(),
+    };
+    if let Err(e) = sync::store_cached(&paths.share(), &share) {
+        warn!(error = %e, "cannot record the served share");
+    }
+}
+
 fn start(config: &Config, paths: &Paths) -> Result<Running> {
     let mut dp = Datapath::load(paths, config.debug_datapath)?;
     let topology = Arc::new(RwLock::new(setup(config, &mut dp)?));
     refresh_next_hops(&mut dp, &topology);
     let slow = Some(SlowPath::start(topology.clone(), paths)?);
     if let Some(listen) = config.api_listen {
-        crate::api::serve(listen, paths, &config.underlay.interface)?;
+        crate::api::serve(
+            listen,
+            paths,
+            &config.underlay.interface,
+            config.api_token()?,
+        )?;
     }
     std::fs::write(ready_file(paths), b"")?;
     Ok((dp, topology, slow))
 }
 
-pub fn run(config_path: &Path, config: Config) -> Result<()> {
+/// With a controller: the share served before (if this is a restart) on top of the file's
+/// host settings, so forwarding goes on unchanged until the controller answers.
+fn initial(paths: &Paths, file: &Config) -> (Config, u64) {
+    if file.controller.is_none() {
+        return (file.clone(), 0);
+    }
+    match sync::load_cached(&paths.share()) {
+        Some(s) => match file.with_share(s.environments, s.peers) {
+            Ok(c) => {
+                info!(
+                    generation = s.generation,
+                    "serving the last share until the controller answers"
+                );
+                (c, s.generation)
+            }
+            Err(e) => {
+                warn!(error = %e, "the recorded share does not fit this configuration; ignoring it");
+                (file.clone(), 0)
+            }
+        },
+        None => (file.clone(), 0),
+    }
+}
+
+pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
     host::check_privileges()?;
     host::ensure_bpffs()?;
-    let paths = Paths::new(&config.host_id);
+    let paths = Paths::new(&file_config.host_id);
     host::write_pid_file(&paths.pid_file())?;
+    let (config, mut generation) = initial(&paths, &file_config);
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("installing signal handlers")?;
     let resumed = Datapath::has_pinned_state(&paths);
@@ -128,20 +171,50 @@ pub fn run(config_path: &Path, config: Config) -> Result<()> {
         }
     };
     info!(host = %config.host_id, config = %config_path.display(), "violind ready");
+    record(&paths, &config, generation);
 
+    let (tx, updates) = mpsc::channel::<Update>();
+    let mut acks = None;
+    if let Some(c) = &file_config.controller {
+        let registration = serde_json::json!({
+            "address": config.underlay.address,
+            "api": config.api_listen.map(|a| a.to_string()),
+            "interfaces": crate::api::interfaces(&config.underlay.interface, &config.ports().map(|(p, _)| p.to_string()).collect()),
+        });
+        sync::start(sync::Client::new(c, &config.host_id)?, registration, tx)?;
+        acks = Some(sync::Client::new(c, &config.host_id)?);
+    }
+
+    let mut file_config = file_config;
     let mut config = config;
     let mut last_refresh = Instant::now();
     let keep_forwarding = loop {
         let mut exit = None;
         for sig in signals.pending() {
             match sig {
-                SIGHUP => match reload(config_path, &config, &mut dp, &topology, &mut slow) {
-                    Ok(c) => config = c,
-                    Err(e) => error!(
-                        error = format!("{e:#}"),
-                        "reload failed; keeping the running configuration"
-                    ),
-                },
+                SIGHUP => {
+                    info!(config = %config_path.display(), "SIGHUP: reloading");
+                    let reloaded = Config::load(config_path).and_then(|file| {
+                        let new = if file.controller.is_some() {
+                            file.with_share(config.environments.clone(), config.peers.clone())?
+                        } else {
+                            file.clone()
+                        };
+                        reconfigure(&config, new, &mut dp, &topology, &mut slow).map(|c| (file, c))
+                    });
+                    match reloaded {
+                        Ok((file, c)) => {
+                            file_config = file;
+                            config = c;
+                            record(&paths, &config, generation);
+                            info!("reload complete");
+                        }
+                        Err(e) => error!(
+                            error = format!("{e:#}"),
+                            "reload failed; keeping the running configuration"
+                        ),
+                    }
+                }
                 SIGUSR1 => exit = Some(true),
                 _ => exit = Some(false),
             }
@@ -154,7 +227,38 @@ pub fn run(config_path: &Path, config: Config) -> Result<()> {
             refresh_next_hops(&mut dp, &topology);
         }
         dp.flush_logs();
-        thread::sleep(Duration::from_millis(100));
+        match updates.recv_timeout(Duration::from_millis(100)) {
+            Ok(update) => {
+                let result = match update.share {
+                    None => Ok(()),
+                    Some(share) => file_config
+                        .with_share(share.environments, share.peers)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|new| reconfigure(&config, new, &mut dp, &topology, &mut slow))
+                        .map(|c| config = c),
+                };
+                let error = result.err().map(|e| format!("{e:#}"));
+                match &error {
+                    None => {
+                        generation = update.generation;
+                        record(&paths, &config, generation);
+                    }
+                    Some(e) => {
+                        error!(generation = update.generation, error = %e, "cannot apply the controller's share")
+                    }
+                }
+                if let Some(client) = &acks {
+                    if let Err(e) = client.ack(update.generation, error) {
+                        warn!(
+                            error = format!("{e:#}"),
+                            "cannot acknowledge to the controller"
+                        );
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(Duration::from_millis(100)),
+        }
     };
     drop(slow.take());
     let _ = std::fs::remove_file(ready_file(&paths));
@@ -169,38 +273,45 @@ pub fn run(config_path: &Path, config: Config) -> Result<()> {
     Ok(())
 }
 
-fn reload(
-    path: &Path,
+/// Moves the running datapath from `current` to `new`. The slow path's sockets are
+/// rebuilt only when the set of ports changed; on failure the old configuration is put
+/// back so forwarding continues.
+fn reconfigure(
     current: &Config,
+    new: Config,
     dp: &mut Datapath,
     topology: &Arc<RwLock<Topology>>,
     slow: &mut Option<SlowPath>,
 ) -> Result<Config> {
-    info!(config = %path.display(), "SIGHUP: reloading");
-    let new = Config::load(path)?;
     if new.host_id != current.host_id || new.netns != current.netns {
         bail!("host_id and netns cannot change while running; restart violind instead");
     }
     if new.debug_datapath != current.debug_datapath || new.api_listen != current.api_listen {
         warn!("debug_datapath and api_listen take effect at the next start");
     }
-    // The sockets are rebuilt for the new port set.
-    drop(slow.take());
-    let result = setup(&new, dp);
-    let topo = match result {
+    let ports_changed = current.ports().collect::<Vec<_>>() != new.ports().collect::<Vec<_>>()
+        || current.port_mode != new.port_mode
+        || current.underlay != new.underlay;
+    if ports_changed {
+        drop(slow.take());
+    }
+    let topo = match setup(&new, dp) {
         Ok(t) => t,
         Err(e) => {
-            // Put the old configuration back so forwarding and the slow path continue.
             let old = setup(current, dp).context("restoring the previous configuration")?;
             *topology.write().unwrap() = old;
-            *slow = Some(SlowPath::start(topology.clone(), dp.paths())?);
+            if slow.is_none() {
+                *slow = Some(SlowPath::start(topology.clone(), dp.paths())?);
+            }
             return Err(e);
         }
     };
     *topology.write().unwrap() = topo;
     refresh_next_hops(dp, topology);
-    *slow = Some(SlowPath::start(topology.clone(), dp.paths())?);
-    info!("reload complete");
+    if slow.is_none() {
+        *slow = Some(SlowPath::start(topology.clone(), dp.paths())?);
+    }
+    info!(ports_changed, "configuration applied");
     Ok(new)
 }
 

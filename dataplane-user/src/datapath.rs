@@ -7,7 +7,7 @@ use std::{fs, io, path::Path};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, XskMap},
+    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, XskMap},
     programs::{
         links::{FdLink, PinnedLink},
         SchedClassifier, TcAttachType, Xdp, XdpMode,
@@ -15,7 +15,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use dataplane_common::{
-    counters::{PeerStats, PortStats},
+    counters::{Counter, PeerStats, PortStats},
     maps::{
         names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo,
         PortInfo, VniInfo,
@@ -41,6 +41,8 @@ pub struct Maps {
     pub actions: PerCpuArray<MapData, u64>,
     pub flood: HashMap<MapData, u32, FloodList>,
     pub pairs: HashMap<MapData, PairKey, PairState>,
+    pub routes: HashMap<MapData, PairKey, FdbEntry>,
+    pub pair_traffic: PerCpuHashMap<MapData, PairKey, Counter>,
 }
 
 fn typed<T>(map: Map, name: &str) -> Result<T>
@@ -65,6 +67,8 @@ impl Maps {
             actions: typed(get(names::ACTIONS)?, names::ACTIONS)?,
             flood: typed(get(names::FLOOD)?, names::FLOOD)?,
             pairs: typed(get(names::PAIRS)?, names::PAIRS)?,
+            routes: typed(get(names::ROUTES)?, names::ROUTES)?,
+            pair_traffic: typed(get(names::PAIR_TRAFFIC)?, names::PAIR_TRAFFIC)?,
         })
     }
 

@@ -46,6 +46,11 @@ impl Paths {
     pub fn slow_path_stats(&self) -> PathBuf {
         self.run_dir.join("slowpath.json")
     }
+
+    /// The environments and peers being served (from the file or the controller).
+    pub fn share(&self) -> PathBuf {
+        self.run_dir.join("share.json")
+    }
 }
 
 /// Enters a named network namespace for the whole process. Must run before any thread is

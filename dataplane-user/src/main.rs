@@ -9,6 +9,7 @@ mod neighbor;
 mod netdev;
 mod slowpath;
 mod stats;
+mod sync;
 mod topology;
 
 use std::path::PathBuf;

@@ -137,6 +137,56 @@ pub fn render(snap: &Snapshot) -> Result<String> {
     for e in &snap.fdb {
         fdb.with_label_values(&[e.vni.to_string().as_str()]).inc();
     }
+    let pair_packets = counter(
+        &reg,
+        "violin_vm_pair_packets_total",
+        "Unicast frames one VM sent another (counted on the sender's host)",
+        &["vni", "src", "dst"],
+    )?;
+    let pair_bytes = counter(
+        &reg,
+        "violin_vm_pair_bytes_total",
+        "Unicast bytes one VM sent another (counted on the sender's host)",
+        &["vni", "src", "dst"],
+    )?;
+    for p in &snap.pairs {
+        let vni = p.vni.to_string();
+        let l = [vni.as_str(), p.src.as_str(), p.dst.as_str()];
+        pair_packets.with_label_values(&l).inc_by(p.traffic.packets);
+        pair_bytes.with_label_values(&l).inc_by(p.traffic.bytes);
+    }
+    let env_packets = counter(
+        &reg,
+        "violin_environment_rx_packets_total",
+        "Frames the environment's VMs on this host sent",
+        &["vni"],
+    )?;
+    let env_bytes = counter(
+        &reg,
+        "violin_environment_rx_bytes_total",
+        "Bytes the environment's VMs on this host sent",
+        &["vni"],
+    )?;
+    for p in &snap.ports {
+        if let Some(vni) = p.vni {
+            let v = vni.to_string();
+            env_packets
+                .with_label_values(&[v.as_str()])
+                .inc_by(p.stats.rx.packets);
+            env_bytes
+                .with_label_values(&[v.as_str()])
+                .inc_by(p.stats.rx.bytes);
+        }
+    }
+    let occupancy = gauge(
+        &reg,
+        "violin_map_entries",
+        "Entries in each datapath map",
+        &["map"],
+    )?;
+    for (map, n) in &snap.map_entries {
+        occupancy.with_label_values(&[map]).set(*n as i64);
+    }
     let xsk_metrics = [
         (
             "violin_slow_path_rx_frames_total",

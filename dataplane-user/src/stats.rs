@@ -41,6 +41,29 @@ pub struct FdbRow {
     pub is_static: bool,
 }
 
+/// What one VM sent another (VTTIF's local traffic matrix).
+#[derive(Debug, Serialize)]
+pub struct PairRow {
+    pub vni: u32,
+    pub src: String,
+    pub dst: String,
+    pub traffic: Counter,
+}
+
+/// What the maps hold for one environment: all zero once it is gone from this host.
+#[derive(Debug, Default, Serialize)]
+pub struct VniRow {
+    pub vni: u32,
+    pub served: bool,
+    pub routed: bool,
+    pub ports: usize,
+    pub peers: usize,
+    pub fdb: usize,
+    pub routes: usize,
+    pub pair_policies: usize,
+    pub pair_traffic: usize,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Snapshot {
     pub ports: Vec<PortRow>,
@@ -49,6 +72,17 @@ pub struct Snapshot {
     pub actions: BTreeMap<String, u64>,
     pub fdb: Vec<FdbRow>,
     pub slow_path: Vec<XskCounters>,
+    pub pairs: Vec<PairRow>,
+    pub environments: Vec<VniRow>,
+    /// Entries per map, for occupancy.
+    pub map_entries: BTreeMap<&'static str, usize>,
+}
+
+fn env_row(envs: &mut BTreeMap<u32, VniRow>, vni: u32) -> &mut VniRow {
+    envs.entry(vni).or_insert_with(|| VniRow {
+        vni,
+        ..Default::default()
+    })
 }
 
 fn sum_port(values: &[PortStats]) -> PortStats {
@@ -129,6 +163,57 @@ impl Snapshot {
             })
             .collect();
         fdb.sort_by(|a, b| (a.vni, &a.mac).cmp(&(b.vni, &b.mac)));
+        let mut pairs: Vec<PairRow> = maps
+            .pair_traffic
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, per_cpu)| {
+                let mut traffic = Counter::default();
+                for c in per_cpu.iter() {
+                    traffic.merge(c);
+                }
+                PairRow {
+                    vni: k.vni,
+                    src: format_mac(&k.src),
+                    dst: format_mac(&k.dst),
+                    traffic,
+                }
+            })
+            .collect();
+        pairs.sort_by(|a, b| (a.vni, &a.src, &a.dst).cmp(&(b.vni, &b.src, &b.dst)));
+        let mut envs: BTreeMap<u32, VniRow> = BTreeMap::new();
+        for (vni, info) in maps.vnis.iter().filter_map(|r| r.ok()) {
+            let r = env_row(&mut envs, vni);
+            r.served = true;
+            r.routed = info.flags & dataplane_common::maps::VNI_ROUTED != 0;
+        }
+        for (_, p) in maps.ports.iter().filter_map(|r| r.ok()) {
+            env_row(&mut envs, p.vni).ports += 1;
+        }
+        for (vni, list) in maps.flood.iter().filter_map(|r| r.ok()) {
+            env_row(&mut envs, vni).peers = list.npeers as usize;
+        }
+        for k in maps.fdb.keys().filter_map(|r| r.ok()) {
+            env_row(&mut envs, k.vni).fdb += 1;
+        }
+        for k in maps.routes.keys().filter_map(|r| r.ok()) {
+            env_row(&mut envs, k.vni).routes += 1;
+        }
+        for k in maps.pairs.keys().filter_map(|r| r.ok()) {
+            env_row(&mut envs, k.vni).pair_policies += 1;
+        }
+        for p in &pairs {
+            env_row(&mut envs, p.vni).pair_traffic += 1;
+        }
+        let environments: Vec<VniRow> = envs.into_values().collect();
+        let mut map_entries = BTreeMap::new();
+        map_entries.insert("ports", maps.ports.keys().count());
+        map_entries.insert("peers", maps.peers.keys().count());
+        map_entries.insert("environments", maps.vnis.keys().count());
+        map_entries.insert("fdb", fdb.len());
+        map_entries.insert("routes", maps.routes.keys().count());
+        map_entries.insert("pair_policies", maps.pairs.keys().count());
+        map_entries.insert("pair_traffic", pairs.len());
         let slow_path = std::fs::read(paths.slow_path_stats())
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -140,6 +225,9 @@ impl Snapshot {
             actions,
             fdb,
             slow_path,
+            pairs,
+            environments,
+            map_entries,
         })
     }
 
@@ -197,6 +285,17 @@ impl Snapshot {
         for e in &self.fdb {
             let st = if e.is_static { " (static)" } else { "" };
             let _ = writeln!(s, "  vni {:<8} {} -> {}{st}", e.vni, e.mac, e.location);
+        }
+        let _ = writeln!(s, "\nVM PAIRS (traffic sent)");
+        for p in &self.pairs {
+            let _ = writeln!(
+                s,
+                "  vni {:<8} {} -> {} {}",
+                p.vni,
+                p.src,
+                p.dst,
+                c(&p.traffic)
+            );
         }
         let _ = writeln!(s, "\nSLOW PATH (AF_XDP)");
         for x in &self.slow_path {

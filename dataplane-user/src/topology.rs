@@ -10,9 +10,10 @@ use dataplane_common::maps::{
     FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo, PortInfo, VniInfo,
     FDB_LOCAL, FDB_REMOTE, FLOOD_PEERS, FLOOD_PORTS, MAX_PEERS, MAX_QUEUES_PER_IF, MAX_SLOTS,
     PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC, PORT_LIMITED, PORT_RESTRICTED,
-    UNDERLAY_SLOT,
+    PORT_ROUTED, ROUTE_ANY, UNDERLAY_SLOT, VNI_ROUTED,
 };
 use dataplane_common::packet::parse_mac;
+use dataplane_common::rules::{best, MacMatch};
 use tracing::{info, warn};
 
 use crate::{config::Config, datapath::Maps, netdev::NetDev};
@@ -54,6 +55,48 @@ pub struct Topology {
     pub port_policies: BTreeMap<String, PortPolicy>,
     /// VM pair policies (directed), bucket state not included.
     pub pairs: BTreeMap<PairKey, PairState>,
+    /// Compiled forwarding rules (see [`compile_rules`]).
+    pub routes: BTreeMap<PairKey, FdbEntry>,
+    /// Environments with forwarding rules on this host.
+    pub routed: BTreeSet<u32>,
+}
+
+/// Compiles an environment's rules into ROUTES entries: the decision of [`best`] for
+/// every (source, destination) pair of the addresses the rules name, plus a wildcard
+/// standing for every address they do not name (all such addresses match the same
+/// rules). Pairs no rule matches are stored too, as "forward as learned", so that the
+/// datapath's most-specific-first probe never falls through to a wildcard wrongly.
+pub fn compile_rules(
+    vni: u32,
+    rules: &[(MacMatch, MacMatch, FdbEntry)],
+) -> BTreeMap<PairKey, FdbEntry> {
+    let mut named: BTreeSet<[u8; 6]> = BTreeSet::new();
+    for (s, d, _) in rules {
+        named.extend(s.address());
+        named.extend(d.address());
+    }
+    let mut domain: Vec<[u8; 6]> = named.into_iter().collect();
+    domain.push(ROUTE_ANY);
+    // An address no rule names, standing in for ROUTE_ANY when matching (the zero MAC
+    // itself could be named).
+    let unnamed = (1u8..=255)
+        .map(|b| [0x02, 0xff, 0xff, 0xff, 0xff, b])
+        .find(|m| !domain.contains(m))
+        .unwrap_or([0x02, 0, 0, 0, 0, 0]);
+    let concrete = |m: &[u8; 6]| if *m == ROUTE_ANY { unnamed } else { *m };
+    let mut out = BTreeMap::new();
+    for src in &domain {
+        for dst in &domain {
+            let decision = best(
+                rules.iter().map(|(s, d, _)| (*s, *d)),
+                &concrete(src),
+                &concrete(dst),
+            )
+            .map_or(FdbEntry::no_rule(), |i| rules[i].2);
+            out.insert(PairKey::new(vni, *src, *dst), decision);
+        }
+    }
+    out
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -184,7 +227,43 @@ impl Topology {
                 next_hop_mac: None,
             });
         }
-        let (port_policies, pairs) = policies(config);
+        let (mut port_policies, pairs) = policies(config);
+        let mut routes = BTreeMap::new();
+        let mut routed = BTreeSet::new();
+        for (i, env) in config.environments.iter().enumerate() {
+            if env.rules.is_empty() {
+                continue;
+            }
+            let mut compiled = Vec::new();
+            for (k, r) in env.rules.iter().enumerate() {
+                let field = format!("environment[{i}].rule[{k}]");
+                let src = MacMatch::parse(&r.src, false).with_context(|| format!("{field}.src"))?;
+                let dst = MacMatch::parse(&r.dst, true).with_context(|| format!("{field}.dst"))?;
+                let target = match (&r.edge, &r.interface) {
+                    (Some(addr), _) => {
+                        let peer = peers
+                            .iter()
+                            .find(|p| p.addr == *addr)
+                            .with_context(|| format!("{field}.edge: {addr} is not a peer"))?;
+                        FdbEntry::remote(addr.octets(), peer.slot)
+                    }
+                    (None, Some(name)) => {
+                        let port = ports
+                            .iter()
+                            .find(|p| &p.dev.name == name)
+                            .with_context(|| format!("{field}.interface: {name} is not a port"))?;
+                        FdbEntry::local(port.dev.ifindex, port.slot)
+                    }
+                    (None, None) => anyhow::bail!("{field}: no edge or interface"),
+                };
+                compiled.push((src, dst, target));
+            }
+            routes.extend(compile_rules(env.vni, &compiled));
+            routed.insert(env.vni);
+            for port in &env.ports {
+                port_policies.entry(port.clone()).or_default().flags |= PORT_ROUTED;
+            }
+        }
         Ok(Topology {
             underlay,
             underlay_addr: config.underlay.address,
@@ -194,6 +273,8 @@ impl Topology {
             debug: config.debug_datapath,
             port_policies,
             pairs,
+            routes,
+            routed,
         })
     }
 
@@ -210,8 +291,12 @@ impl Topology {
         }
     }
 
+    /// Environments this host serves: those with a local port, and those it only relays
+    /// by its forwarding rules.
     pub fn vnis(&self) -> BTreeSet<u32> {
-        self.ports.iter().map(|p| p.vni).collect()
+        let mut v: BTreeSet<u32> = self.ports.iter().map(|p| p.vni).collect();
+        v.extend(self.routed.iter().copied());
+        v
     }
 
     pub fn peer_info(peer: &Peer) -> PeerInfo {
@@ -240,7 +325,12 @@ impl Topology {
 
         let vnis = self.vnis();
         for &vni in &vnis {
-            maps.vnis.insert(vni, VniInfo { flags: 0 }, 0)?;
+            let flags = if self.routed.contains(&vni) {
+                VNI_ROUTED
+            } else {
+                0
+            };
+            maps.vnis.insert(vni, VniInfo { flags }, 0)?;
         }
         let stale: Vec<u32> = maps.vnis.keys().filter_map(|k| k.ok()).collect();
         for k in stale.iter().filter(|k| !vnis.contains(k)) {
@@ -296,6 +386,26 @@ impl Topology {
             maps.pairs.remove(k)?;
         }
 
+        for (key, entry) in &self.routes {
+            if maps.routes.get(key, 0).ok().as_ref() != Some(entry) {
+                maps.routes.insert(*key, *entry, 0)?;
+            }
+        }
+        let stale: Vec<PairKey> = maps.routes.keys().filter_map(|k| k.ok()).collect();
+        for k in stale.iter().filter(|k| !self.routes.contains_key(k)) {
+            maps.routes.remove(k)?;
+        }
+        // Traffic counters of environments no longer here.
+        let stale: Vec<PairKey> = maps
+            .pair_traffic
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !vnis.contains(&k.vni))
+            .collect();
+        for k in &stale {
+            let _ = maps.pair_traffic.remove(k);
+        }
+
         // Replication lists for VM-port broadcasts in TC mode.
         for &vni in &vnis {
             let mut list = FloodList::default();
@@ -336,6 +446,7 @@ impl Topology {
             peers = self.peers.len(),
             environments = vnis.len(),
             flushed_fdb = dead.len(),
+            routes = self.routes.len(),
             "datapath maps reconciled"
         );
         Ok(())
@@ -368,5 +479,57 @@ pub fn describe_entry(e: &FdbEntry) -> String {
         ),
         FDB_REMOTE => format!("peer {}", Ipv4Addr::from(e.peer)),
         k => format!("kind {k}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane_common::maps::{route_keys, ROUTE_NO_RULE};
+
+    const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+    const C: [u8; 6] = [2, 0, 0, 0, 0, 3];
+
+    /// What the datapath decides: the first ROUTES key present, most specific first.
+    fn lookup(routes: &BTreeMap<PairKey, FdbEntry>, src: [u8; 6], dst: [u8; 6]) -> FdbEntry {
+        route_keys(7, src, dst)
+            .iter()
+            .find_map(|k| routes.get(k).copied())
+            .expect("the wildcard row always matches")
+    }
+
+    #[test]
+    fn compiled_rules_decide_as_the_rule_priority_does() {
+        use MacMatch::*;
+        let to_port = FdbEntry::local(10, 1);
+        let to_peer = FdbEntry::remote([10, 0, 0, 2], 0);
+        let other_peer = FdbEntry::remote([10, 0, 0, 3], 1);
+        let rules = [
+            (Any, Exact(A), to_port),
+            (Any, Not(B), to_peer),
+            (Exact(C), None, other_peer),
+        ];
+        let routes = compile_rules(7, &rules);
+        let unnamed = [2, 9, 9, 9, 9, 9];
+        // Check the compiled table against the priority rule for every combination of
+        // named and unnamed addresses.
+        for src in [A, B, C, unnamed] {
+            for dst in [A, B, C, unnamed, [0xff; 6]] {
+                let want = dataplane_common::rules::best(
+                    rules.iter().map(|(s, d, _)| (*s, *d)),
+                    &src,
+                    &dst,
+                )
+                .map_or(FdbEntry::no_rule(), |i| rules[i].2);
+                assert_eq!(lookup(&routes, src, dst), want, "{src:?} -> {dst:?}");
+            }
+        }
+        // Nothing matches B -> B ("not B" excludes it; the default rule is C's): the
+        // frame is forwarded as learned.
+        assert_eq!(lookup(&routes, B, B).kind, ROUTE_NO_RULE);
+        assert_eq!(lookup(&routes, C, B), other_peer);
+        // (3 named + wildcard) squared.
+        assert_eq!(routes.len(), 16);
     }
 }

@@ -69,6 +69,9 @@ pub struct LabSpec {
     /// Leave transmit offloads on in Linux VXLAN hosts' VMs. Only for VMs that never
     /// talk to a Violin VM: Violin's ports require VMs to checksum what they send.
     pub linux_vm_offloads: bool,
+    /// Run `violin-controller` on the underlay (in the switch namespace) and configure
+    /// the daemons from it: environments are then created with `violinctl`.
+    pub controller: bool,
 }
 
 impl LabSpec {
@@ -85,6 +88,7 @@ impl LabSpec {
             violind,
             debug_datapath: false,
             linux_vm_offloads: false,
+            controller: false,
         }
     }
 
@@ -169,10 +173,11 @@ pub struct Lab {
     pub vms: Vec<Vm>,
     pub dir: PathBuf,
     daemons: Vec<Option<Child>>,
+    pub(crate) controller: Option<Child>,
     torn_down: bool,
 }
 
-fn mac_string(m: &[u8; 6]) -> String {
+pub(crate) fn mac_string(m: &[u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
@@ -209,6 +214,7 @@ impl Lab {
             vms: Vec::new(),
             dir,
             daemons: Vec::new(),
+            controller: None,
             torn_down: false,
             spec,
         };
@@ -296,6 +302,13 @@ impl Lab {
             }
         }
         self.daemons = (0..total).map(|_| None).collect();
+        if s.controller {
+            step(
+                quiet,
+                &format!("violin-controller on {}", crate::control::controller_url()),
+            );
+            self.start_controller()?;
+        }
         let violin: Vec<usize> = (0..total)
             .filter(|&i| self.hosts[i].kind.runs_violind())
             .collect();
@@ -538,6 +551,15 @@ impl Lab {
             "[underlay]\ninterface = \"ul0\"\naddress = \"{}\"\n",
             h.underlay_ip
         );
+        if self.spec.controller {
+            let _ = writeln!(
+                s,
+                "[controller]\nurl = {:?}\ntoken_file = {:?}",
+                crate::control::controller_url(),
+                self.token_file()
+            );
+            return s;
+        }
         let mine = self.envs_on(i);
         for &env in &mine {
             let ports: Vec<String> = self
@@ -770,6 +792,7 @@ impl Lab {
                 let _ = self.kill_daemon(i);
             }
         }
+        let _ = self.kill_controller();
         if let Err(e) = down(&self.spec.name, true) {
             eprintln!("lab {}: teardown: {e:#}", self.spec.name);
         }
@@ -787,6 +810,7 @@ impl Lab {
                 }
             }
         }
+        let _ = self.kill_controller();
         let removed = down(&self.spec.name, true);
         match first_err {
             Some(e) => Err(e),
@@ -805,6 +829,12 @@ impl Drop for Lab {
 /// with them), files.
 /// Works from names alone, so it also cleans up after a crash.
 pub fn down(name: &str, quiet: bool) -> Result<()> {
+    if let Some(pid) = fs::read_to_string(state_dir(name).join("controller.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        stop_pid(pid);
+    }
     let prefix = format!("{name}-");
     let host_ids: Vec<String> = fs::read_dir("/run/violin")
         .map(|rd| {

@@ -1,6 +1,7 @@
 //! Violin's testbed: the local lab of simulated hosts and VMs (network namespaces, veth
 //! pairs, an underlay bridge, `violind` per host) used by `cargo xtask lab` and by the
 //! end-to-end tests in `tests/tests/`.
+pub mod control;
 pub mod e2e;
 pub mod lab;
 pub mod sys;
@@ -17,10 +18,15 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `violind` built by `cargo build -p dataplane-user` (debug profile).
-pub fn violind_path() -> PathBuf {
+/// A binary of the workspace's debug build (`cargo xtask build` makes them).
+pub fn bin_path(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    target.join("debug").join("violind")
+    target.join("debug").join(name)
+}
+
+/// The `violind` built by `cargo build -p dataplane-user` (debug profile).
+pub fn violind_path() -> PathBuf {
+    bin_path("violind")
 }

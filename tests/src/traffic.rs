@@ -227,7 +227,18 @@ pub fn udp_blast(ns: &str, dst: SocketAddr, count: usize, size: usize) -> Result
 
 /// A plain HTTP/1.0 GET from inside namespace `ns`; returns (status, body).
 pub fn http_get(ns: &str, addr: SocketAddr, path_and_query: &str) -> Result<(u16, String)> {
-    let req = format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    http_get_with(ns, addr, path_and_query, None)
+}
+
+/// [`http_get`] with a bearer token.
+pub fn http_get_with(
+    ns: &str,
+    addr: SocketAddr,
+    path_and_query: &str,
+    token: Option<&str>,
+) -> Result<(u16, String)> {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let req = format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n");
     in_netns(ns, move || {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .with_context(|| format!("connect {addr}"))?;

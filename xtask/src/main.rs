@@ -147,8 +147,8 @@ fn test(args: &[&str]) -> Result<()> {
 }
 
 fn build() -> Result<()> {
-    eprintln!("==> building the eBPF object and violind");
-    cargo(&["build", "-p", "dataplane-user"])
+    eprintln!("==> building the eBPF object, violind, violin-controller and violinctl");
+    cargo(&["build", "-p", "dataplane-user", "-p", "controller"])
 }
 
 fn need_root(what: &str) -> Result<()> {
@@ -172,6 +172,7 @@ fn spec(a: &LabArgs) -> LabSpec {
         violind: violind_path(),
         debug_datapath: a.debug_datapath,
         linux_vm_offloads: false,
+        controller: false,
     }
 }
 

@@ -37,11 +37,14 @@ fn run(cli: Cli) -> Result<()> {
     if token.len() < 16 {
         bail!("token_file: the token must be at least 16 characters");
     }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let store = Arc::new(Store::open(&cli.state)?);
-    let app = api::router(api::Api {
-        store,
-        token: Arc::new(token),
-    });
+    let app = api::router(api::Api::new(store, token)?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -142,3 +142,67 @@ fn plan_lists_what_changes() {
         ]
     );
 }
+
+const NET: &str = r#"
+[[host]]
+name = "h3"
+address = "10.250.0.3"
+
+[[link]]
+hosts = ["h1", "h2"]
+
+[[link]]
+hosts = ["h2", "h3"]
+type = "udp"
+
+[[rule]]
+host = "h1"
+src = "any"
+dst = "02:00:00:00:02:01"
+edge = "h2"
+
+[[rule]]
+host = "h2"
+src = "not 02:00:00:00:02:01"
+dst = "none"
+interface = "vm1"
+"#;
+
+#[test]
+fn links_and_rules_parse_and_round_trip_through_canonical_toml() {
+    let text = format!("{SPEC}{NET}");
+    let s = Spec::parse(&text).unwrap();
+    assert_eq!(s.links.len(), 2);
+    assert_eq!(s.rules.len(), 2);
+    assert_eq!(s.rules[0].target, Target::Edge("h2".into()));
+    assert_eq!(s.rules[1].dst, MacMatch::None);
+    assert_eq!(s.neighbours("h2").len(), 2);
+    assert_eq!(s.neighbours("h1").len(), 1);
+    let again = Spec::parse(&s.to_toml()).unwrap();
+    assert_eq!(again, s);
+    let plain = Spec::parse(SPEC).unwrap();
+    assert_eq!(Spec::parse(&plain.to_toml()).unwrap(), plain);
+}
+
+#[test]
+fn bad_links_and_rules_name_the_line_and_field() {
+    let text = format!("{SPEC}{NET}");
+    let e = error(&text.replace("type = \"udp\"", "type = \"tcp\""));
+    assert_eq!(e.field, "link[1].type");
+    assert!(e.reason.contains("UDP"), "{e}");
+    let e = error(&text.replace("hosts = [\"h2\", \"h3\"]", "hosts = [\"h2\", \"h9\"]"));
+    assert_eq!(e.field, "link[1].hosts");
+    let e = error(&text.replace("edge = \"h2\"", "edge = \"h3\""));
+    assert_eq!(e.field, "rule[0].edge");
+    assert!(e.reason.contains("no link between h1 and h3"), "{e}");
+    let bad_src = text.replace("src = \"any\"", "src = \"none\"");
+    let e = error(&bad_src);
+    assert_eq!(e.field, "rule[0].src");
+    assert_eq!(e.line, line_with(&bad_src, "src = \"none\""));
+    let e = error(&text.replace("interface = \"vm1\"", "interface = \"vm7\""));
+    assert_eq!(e.field, "rule[1].interface");
+    let e = error(&text.replace("interface = \"vm1\"", "interface = \"vm1\"\nedge = \"h1\""));
+    assert_eq!(e.field, "rule[1].edge");
+    let twice = format!("{text}\n[[rule]]\nhost = \"h1\"\nsrc = \"any\"\ndst = \"02:00:00:00:02:01\"\nedge = \"h2\"\n");
+    assert_eq!(error(&twice).field, "rule[2].src");
+}

@@ -1,0 +1,276 @@
+//! `violinctl route SRC DST`: the path a frame takes between two VMs, host by host, as
+//! the datapath decides it (forwarding rules by VNET's priority, else learned forwarding
+//! over the environment's links).
+use std::collections::BTreeSet;
+
+use dataplane_common::rules::best;
+use serde::Serialize;
+
+use crate::spec::{format_mac, Rule, Spec, Target};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Hop {
+    pub host: String,
+    /// The rule that decided, or "learned".
+    pub decision: String,
+    /// Where the frame goes from here.
+    pub action: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub environment: String,
+    pub src: String,
+    pub dst: String,
+    pub hops: Vec<Hop>,
+    pub delivered: bool,
+    pub outcome: String,
+}
+
+/// Which environment a pair of MACs belongs to: the one named, else the only one with a
+/// VM of the source MAC.
+pub fn find_env<'a>(
+    specs: &'a [Spec],
+    env: Option<&str>,
+    src: &[u8; 6],
+) -> Result<&'a Spec, String> {
+    if let Some(name) = env {
+        return specs
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| format!("environment: no environment {name:?}"));
+    }
+    let with: Vec<&Spec> = specs
+        .iter()
+        .filter(|s| s.vms.values().any(|v| &v.mac == src))
+        .collect();
+    match with.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!("src: no VM has MAC {}", format_mac(src))),
+        many => Err(format!(
+            "src: {} is a VM's MAC in environments {}; name one",
+            format_mac(src),
+            many.iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+fn rules_at<'a>(spec: &'a Spec, host: &str) -> Vec<&'a Rule> {
+    spec.rules.iter().filter(|r| r.host == host).collect()
+}
+
+/// The path of a frame from the VM with MAC `src` to `dst` in `spec`.
+pub fn trace(spec: &Spec, src: &[u8; 6], dst: &[u8; 6]) -> Result<Route, String> {
+    let (src_name, src_vm) = spec
+        .vms
+        .iter()
+        .find(|(_, v)| &v.mac == src)
+        .ok_or_else(|| format!("src: no VM of {} has MAC {}", spec.name, format_mac(src)))?;
+    let dst_vm = spec.vms.iter().find(|(_, v)| &v.mac == dst);
+    let mut route = Route {
+        environment: spec.name.clone(),
+        src: format!("{} ({src_name})", format_mac(src)),
+        dst: match dst_vm {
+            Some((n, _)) => format!("{} ({n})", format_mac(dst)),
+            None => format_mac(dst),
+        },
+        hops: Vec::new(),
+        delivered: false,
+        outcome: String::new(),
+    };
+    let mut host = src_vm.host.clone();
+    let mut from: Option<String> = None;
+    let mut seen = BTreeSet::new();
+    loop {
+        if !seen.insert((host.clone(), from.clone())) {
+            route.outcome = format!("loops back to {host}: the rules form a cycle");
+            return Ok(route);
+        }
+        let rules = rules_at(spec, &host);
+        let decided = best(rules.iter().map(|r| (r.src, r.dst)), src, dst).map(|i| rules[i]);
+        if let Some(rule) = decided {
+            let decision = format!("rule {rule}");
+            match &rule.target {
+                Target::Interface(p) => {
+                    route.hops.push(Hop {
+                        host: host.clone(),
+                        decision,
+                        action: format!("interface {p}"),
+                    });
+                    route.delivered = dst_vm.is_some_and(|(_, v)| v.host == host && &v.port == p);
+                    route.outcome = if route.delivered {
+                        "delivered".into()
+                    } else {
+                        format!("written to {host}'s port {p}, which is not the destination's")
+                    };
+                    return Ok(route);
+                }
+                Target::Edge(next) => {
+                    route.hops.push(Hop {
+                        host: host.clone(),
+                        decision,
+                        action: format!("link {host}-{next}"),
+                    });
+                    if from.as_deref() == Some(next.as_str()) {
+                        route.outcome =
+                            format!("dropped at {host}: the rule sends it back where it came from");
+                        return Ok(route);
+                    }
+                    from = Some(std::mem::replace(&mut host, next.clone()));
+                    continue;
+                }
+            }
+        }
+        let decision = "learned".to_string();
+        if dst[0] & 1 != 0 {
+            route.hops.push(Hop {
+                host: host.clone(),
+                decision,
+                action: if from.is_none() {
+                    "flooded to local ports and linked hosts".into()
+                } else {
+                    "flooded to local ports".into()
+                },
+            });
+            route.outcome = "broadcast".into();
+            return Ok(route);
+        }
+        let Some((_, dvm)) = dst_vm else {
+            route.hops.push(Hop {
+                host: host.clone(),
+                decision,
+                action: "flooded (unknown destination)".into(),
+            });
+            route.outcome = "not delivered: no VM of the environment has this MAC".into();
+            return Ok(route);
+        };
+        if dvm.host == host {
+            route.hops.push(Hop {
+                host: host.clone(),
+                decision,
+                action: format!("interface {}", dvm.port),
+            });
+            route.delivered = true;
+            route.outcome = "delivered".into();
+            return Ok(route);
+        }
+        if from.is_none() && spec.neighbours(&host).contains(&dvm.host) {
+            route.hops.push(Hop {
+                host: host.clone(),
+                decision,
+                action: format!("link {host}-{}", dvm.host),
+            });
+            from = Some(std::mem::replace(&mut host, dvm.host.clone()));
+            continue;
+        }
+        route.hops.push(Hop {
+            host: host.clone(),
+            decision,
+            action: "flooded to local ports".into(),
+        });
+        route.outcome = if from.is_none() {
+            format!(
+                "not delivered: no link from {host} to {} and no rule",
+                dvm.host
+            )
+        } else {
+            format!(
+                "not delivered: no rule at {host} forwards it on to {}",
+                dvm.host
+            )
+        };
+        return Ok(route);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"[environment]
+name = "blue"
+vni = 100
+[[host]]
+name = "h1"
+address = "10.0.0.1"
+[[host]]
+name = "h2"
+address = "10.0.0.2"
+[[host]]
+name = "h3"
+address = "10.0.0.3"
+[[vm]]
+name = "a"
+host = "h1"
+port = "vm1"
+mac = "02:00:00:00:00:01"
+[[vm]]
+name = "c"
+host = "h3"
+port = "vm1"
+mac = "02:00:00:00:00:03"
+"#;
+    const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const C: [u8; 6] = [2, 0, 0, 0, 0, 3];
+
+    fn actions(r: &Route) -> Vec<String> {
+        r.hops
+            .iter()
+            .map(|h| format!("{}:{}", h.host, h.action))
+            .collect()
+    }
+
+    #[test]
+    fn mesh_goes_direct() {
+        let s = Spec::parse(BASE).unwrap();
+        let r = trace(&s, &A, &C).unwrap();
+        assert!(r.delivered);
+        assert_eq!(actions(&r), ["h1:link h1-h3", "h3:interface vm1"]);
+    }
+
+    #[test]
+    fn a_star_needs_a_rule_at_the_hub() {
+        let star = format!(
+            "{BASE}[[link]]\nhosts = [\"h1\", \"h2\"]\n[[link]]\nhosts = [\"h2\", \"h3\"]\n"
+        );
+        let s = Spec::parse(&star).unwrap();
+        let r = trace(&s, &A, &C).unwrap();
+        assert!(!r.delivered);
+        assert!(r.outcome.contains("no link from h1 to h3"), "{}", r.outcome);
+        let ruled = format!(
+            "{star}[[rule]]\nhost = \"h1\"\nsrc = \"any\"\ndst = \"02:00:00:00:00:03\"\nedge = \"h2\"\n\
+             [[rule]]\nhost = \"h2\"\nsrc = \"any\"\ndst = \"not 02:00:00:00:00:01\"\nedge = \"h3\"\n"
+        );
+        let s = Spec::parse(&ruled).unwrap();
+        let r = trace(&s, &A, &C).unwrap();
+        assert!(r.delivered, "{r:?}");
+        assert_eq!(
+            actions(&r),
+            ["h1:link h1-h2", "h2:link h2-h3", "h3:interface vm1"]
+        );
+        // Back from c: h3 forwards as learned only to its links (h2), h2 has no rule for a.
+        let back = trace(&s, &C, &A).unwrap();
+        assert!(!back.delivered);
+        assert!(
+            back.outcome.contains("no link from h3 to h1"),
+            "{}",
+            back.outcome
+        );
+    }
+
+    #[test]
+    fn cycles_are_reported() {
+        let looped = format!(
+            "{BASE}[[rule]]\nhost = \"h1\"\nsrc = \"any\"\ndst = \"any\"\nedge = \"h2\"\n\
+             [[rule]]\nhost = \"h2\"\nsrc = \"any\"\ndst = \"any\"\nedge = \"h3\"\n\
+             [[rule]]\nhost = \"h3\"\nsrc = \"any\"\ndst = \"any\"\nedge = \"h1\"\n"
+        );
+        let s = Spec::parse(&looped).unwrap();
+        let r = trace(&s, &A, &C).unwrap();
+        assert!(!r.delivered);
+        assert!(r.outcome.contains("cycle"), "{}", r.outcome);
+    }
+}

@@ -1,0 +1,326 @@
+//! Pushing each host its share: a long-lived HTTP response per registered `violind`
+//! carrying newline-delimited JSON events (a snapshot, then a delta per generation, and
+//! heartbeats), the hosts' acknowledgements, and what they tell: sync latency, errors,
+//! and the configuration-time bound.
+use std::{
+    collections::{BTreeMap, VecDeque},
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::body::Bytes;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::{
+    share::{delta, share_of, Event, Share},
+    store::Store,
+};
+
+/// How often an idle stream carries a heartbeat; the daemon reconnects when it hears
+/// nothing for three of these.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Syncs remembered for the measured configuration-time bound.
+const RECENT: usize = 256;
+
+#[derive(Clone, Debug, Default)]
+pub struct HostSync {
+    pub streams: u32,
+    pub acked: u64,
+    pub acked_at_unix: Option<u64>,
+    pub last_error: Option<String>,
+    pub last_latency: Option<Duration>,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    latency: Histogram,
+    errors: IntCounterVec,
+    connected: IntGauge,
+    generation: IntGauge,
+    acked: IntGaugeVec,
+    over_bound: IntCounterVec,
+    pub requests: IntCounterVec,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "violin_controller_sync_latency_seconds",
+                "Time from committing a change to a host acknowledging it",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("buckets")),
+        )
+        .expect("metric");
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "violin_controller_sync_errors_total",
+                "Failed syncs by host and kind (apply: the host could not apply its share; stream: the stream broke)",
+            ),
+            &["host", "kind"],
+        )
+        .expect("metric");
+        let connected = IntGauge::new(
+            "violin_controller_hosts_connected",
+            "Hosts with an open sync stream",
+        )
+        .expect("metric");
+        let generation = IntGauge::new(
+            "violin_controller_generation",
+            "Changes committed to the state store",
+        )
+        .expect("metric");
+        let acked = IntGaugeVec::new(
+            Opts::new(
+                "violin_controller_host_acked_generation",
+                "The last generation each host applied",
+            ),
+            &["host"],
+        )
+        .expect("metric");
+        let over_bound = IntCounterVec::new(
+            Opts::new(
+                "violin_controller_sync_over_bound_total",
+                "Syncs that took longer than the configuration-time bound",
+            ),
+            &["host"],
+        )
+        .expect("metric");
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "violin_controller_requests_total",
+                "API requests by method and status code",
+            ),
+            &["method", "code"],
+        )
+        .expect("metric");
+        for c in [
+            Box::new(latency.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(connected.clone()),
+            Box::new(generation.clone()),
+            Box::new(acked.clone()),
+            Box::new(over_bound.clone()),
+            Box::new(requests.clone()),
+        ] {
+            registry.register(c).expect("register");
+        }
+        Metrics {
+            registry,
+            latency,
+            errors,
+            connected,
+            generation,
+            acked,
+            over_bound,
+            requests,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+pub struct Hub {
+    generation: watch::Sender<u64>,
+    commits: Mutex<BTreeMap<u64, Instant>>,
+    hosts: Mutex<BTreeMap<String, HostSync>>,
+    recent: Mutex<VecDeque<Duration>>,
+    pub metrics: Metrics,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Hub {
+    pub fn new(generation: u64) -> Arc<Hub> {
+        let metrics = Metrics::new();
+        metrics.generation.set(generation as i64);
+        Arc::new(Hub {
+            generation: watch::Sender::new(generation),
+            commits: Mutex::new(BTreeMap::new()),
+            hosts: Mutex::new(BTreeMap::new()),
+            recent: Mutex::new(VecDeque::new()),
+            metrics,
+        })
+    }
+
+    /// Tells every stream that `generation` was committed.
+    pub fn committed(&self, generation: u64) {
+        let mut commits = self.commits.lock().unwrap();
+        commits.insert(generation, Instant::now());
+        while commits.len() > 1024 {
+            commits.pop_first();
+        }
+        drop(commits);
+        self.metrics.generation.set(generation as i64);
+        self.generation.send_replace(generation);
+    }
+
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    pub fn hosts(&self) -> BTreeMap<String, HostSync> {
+        self.hosts.lock().unwrap().clone()
+    }
+
+    /// A host applied `generation` (or failed to, with `error`).
+    pub fn ack(&self, host: &str, generation: u64, error: Option<String>, bound: Option<Duration>) {
+        let committed = self.commits.lock().unwrap().get(&generation).copied();
+        let mut hosts = self.hosts.lock().unwrap();
+        let h = hosts.entry(host.to_string()).or_default();
+        if let Some(e) = error {
+            warn!(host, generation, error = %e, "host could not apply its share");
+            self.metrics
+                .errors
+                .with_label_values(&[host, "apply"])
+                .inc();
+            h.last_error = Some(e);
+            return;
+        }
+        let first = generation > h.acked;
+        h.acked = h.acked.max(generation);
+        h.acked_at_unix = Some(unix_now());
+        h.last_error = None;
+        self.metrics
+            .acked
+            .with_label_values(&[host])
+            .set(h.acked as i64);
+        if let (true, Some(at)) = (first, committed) {
+            let took = at.elapsed();
+            h.last_latency = Some(took);
+            self.metrics.latency.observe(took.as_secs_f64());
+            if bound.is_some_and(|b| took > b) {
+                self.metrics.over_bound.with_label_values(&[host]).inc();
+            }
+            let mut recent = self.recent.lock().unwrap();
+            recent.push_back(took);
+            if recent.len() > RECENT {
+                recent.pop_front();
+            }
+        }
+    }
+
+    /// The longest of the recent syncs: the measured configuration-time bound.
+    pub fn measured_bound(&self) -> Option<Duration> {
+        self.recent.lock().unwrap().iter().max().copied()
+    }
+
+    fn opened(&self, host: &str) {
+        let mut hosts = self.hosts.lock().unwrap();
+        hosts.entry(host.to_string()).or_default().streams += 1;
+        self.metrics
+            .connected
+            .set(hosts.values().filter(|h| h.streams > 0).count() as i64);
+    }
+
+    fn closed(&self, host: &str) {
+        let mut hosts = self.hosts.lock().unwrap();
+        if let Some(h) = hosts.get_mut(host) {
+            h.streams = h.streams.saturating_sub(1);
+        }
+        self.metrics
+            .connected
+            .set(hosts.values().filter(|h| h.streams > 0).count() as i64);
+    }
+}
+
+/// One host's stream; counts the host as connected while it lives.
+struct Stream {
+    host: String,
+    hub: Arc<Hub>,
+    store: Arc<Store>,
+    rx: watch::Receiver<u64>,
+    sent: Option<Share>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        info!(host = %self.host, "sync stream closed");
+        self.hub.closed(&self.host);
+    }
+}
+
+fn line(event: &Event) -> Bytes {
+    let mut s = serde_json::to_string(event).expect("events serialise");
+    s.push('\n');
+    Bytes::from(s)
+}
+
+impl Stream {
+    fn share(&self) -> Option<Share> {
+        match self.store.specs() {
+            Ok(specs) => Some(share_of(&self.host, &specs)),
+            Err(e) => {
+                warn!(host = %self.host, error = %e, "cannot read the state store");
+                self.hub
+                    .metrics
+                    .errors
+                    .with_label_values(&[self.host.as_str(), "stream"])
+                    .inc();
+                None
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Option<Bytes> {
+        if self.sent.is_none() {
+            let generation = *self.rx.borrow_and_update();
+            let share = self.share()?;
+            let ev = Event::Snapshot {
+                generation,
+                share: share.clone(),
+            };
+            self.sent = Some(share);
+            return Some(line(&ev));
+        }
+        tokio::select! {
+            changed = self.rx.changed() => {
+                changed.ok()?;
+                let generation = *self.rx.borrow_and_update();
+                let share = self.share()?;
+                let ev = delta(generation, self.sent.as_ref().expect("sent"), &share);
+                self.sent = Some(share);
+                Some(line(&ev))
+            }
+            _ = tokio::time::sleep(HEARTBEAT) => {
+                Some(line(&Event::Heartbeat { generation: *self.rx.borrow() }))
+            }
+        }
+    }
+}
+
+/// The body of `GET /v1/hosts/{host}/sync`.
+pub fn stream(
+    hub: Arc<Hub>,
+    store: Arc<Store>,
+    host: String,
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
+    info!(host = %host, "sync stream opened");
+    hub.opened(&host);
+    let st = Stream {
+        rx: hub.generation.subscribe(),
+        host,
+        hub,
+        store,
+        sent: None,
+    };
+    futures_util::stream::unfold(st, |mut st| async move {
+        let bytes = st.next().await?;
+        Some((Ok(bytes), st))
+    })
+}

@@ -1,0 +1,177 @@
+//! The lab's controller: `violin-controller` on the underlay (an address on the switch's
+//! bridge, as a management host would have), the daemons following it, and `violinctl`
+//! run next to it. Environment specs for the lab's VMs are generated here.
+use std::{
+    fmt::Write,
+    fs,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    bin_path,
+    lab::{switch_ns, Lab, UNDERLAY_SUBNET},
+    sys::{ns_output, ns_run},
+};
+
+pub const CONTROLLER_PORT: u16 = 7800;
+
+pub fn controller_ip() -> String {
+    format!("{UNDERLAY_SUBNET}.254")
+}
+
+pub fn controller_url() -> String {
+    format!("http://{}:{CONTROLLER_PORT}", controller_ip())
+}
+
+impl Lab {
+    pub fn token_file(&self) -> std::path::PathBuf {
+        self.dir.join("controller.token")
+    }
+
+    fn controller_pid_file(&self) -> std::path::PathBuf {
+        self.dir.join("controller.pid")
+    }
+
+    /// Starts (or restarts) the controller on the lab's state database and waits until
+    /// it answers.
+    pub fn start_controller(&mut self) -> Result<()> {
+        let sw = switch_ns(&self.spec.name);
+        let addr = format!("{}/24", controller_ip());
+        let have = ns_run(&sw, "ip", &["-4", "addr", "show", "dev", "br0"])?;
+        if !have.contains(&controller_ip()) {
+            ns_run(&sw, "ip", &["addr", "add", &addr, "dev", "br0"])?;
+            ns_run(&sw, "ip", &["link", "set", "lo", "up"])?;
+        }
+        if !self.token_file().exists() {
+            let token = format!("lab-{}-{:016x}", self.spec.name, rand_u64());
+            fs::write(self.token_file(), token)?;
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("controller.log"))?;
+        let listen = format!("{}:{CONTROLLER_PORT}", controller_ip());
+        let state = self.dir.join("controller.redb");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &sw])
+            .arg(bin_path("violin-controller"))
+            .args(["--listen", &listen, "--state"])
+            .arg(&state)
+            .arg("--token-file")
+            .arg(self.token_file())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting violin-controller")?;
+        fs::write(self.controller_pid_file(), child.id().to_string())?;
+        self.controller = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = self.controller.as_mut() {
+                if let Some(status) = c.try_wait()? {
+                    bail!(
+                        "violin-controller exited during start-up ({status}): {}",
+                        fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default()
+                    );
+                }
+            }
+            if self.violinctl(&["envs"]).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("violin-controller did not answer within 30 s");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the controller without letting it finish anything (a crash).
+    pub fn kill_controller(&mut self) -> Result<()> {
+        if let Some(mut c) = self.controller.take() {
+            // `ip netns exec` execs the controller, so this is its pid.
+            stop_pid_now(c.id() as i32);
+            let _ = c.wait();
+        }
+        let _ = fs::remove_file(self.controller_pid_file());
+        Ok(())
+    }
+
+    /// Runs `violinctl ARGS` against the lab's controller; Ok(stdout) or Err(stderr).
+    pub fn violinctl(&self, args: &[&str]) -> Result<String> {
+        let sw = switch_ns(&self.spec.name);
+        let token = self.token_file().to_string_lossy().into_owned();
+        let url = controller_url();
+        let ctl = bin_path("violinctl").to_string_lossy().into_owned();
+        let mut full = vec![ctl.as_str(), "--url", &url, "--token-file", &token];
+        full.extend_from_slice(args);
+        let out = ns_output(&sw, full[0], &full[1..])?;
+        if !out.status.success() {
+            bail!(
+                "violinctl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `violinctl -o json ARGS`, parsed.
+    pub fn violinctl_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let mut full = vec!["-o", "json"];
+        full.extend_from_slice(args);
+        let out = self.violinctl(&full)?;
+        serde_json::from_str(&out).with_context(|| format!("parsing violinctl output: {out}"))
+    }
+
+    /// An environment spec holding the lab's VMs of environment `env`, named `name`.
+    /// `extra` is appended (links, rules, policies).
+    pub fn env_spec(&self, env: usize, name: &str, vni: u32, extra: &str) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "[environment]\nname = {name:?}\nvni = {vni}\n");
+        for h in self.hosts.iter().filter(|h| h.kind.runs_violind()) {
+            let _ = writeln!(
+                s,
+                "[[host]]\nname = {:?}\naddress = \"{}\"\n",
+                h.host_id(),
+                h.underlay_ip
+            );
+        }
+        for v in self.vms.iter().filter(|v| v.env == env) {
+            let _ = writeln!(
+                s,
+                "[[vm]]\nname = {:?}\nhost = {:?}\nport = {:?}\nmac = {:?}\nip = \"{}\"\n",
+                vm_name(v),
+                self.hosts[v.host].host_id(),
+                v.port,
+                crate::lab::mac_string(&v.mac),
+                v.ip
+            );
+        }
+        s.push_str(extra);
+        s
+    }
+}
+
+/// The name a VM gets in generated specs: host and index, e.g. `h1v2`.
+pub fn vm_name(v: &crate::lab::Vm) -> String {
+    v.ns.rsplit('-').next().unwrap_or(&v.ns).to_string()
+}
+
+fn stop_pid_now(pid: i32) {
+    // SAFETY: plain kill(2) of the lab's own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    u64::from_le_bytes(b)
+}

@@ -1,0 +1,342 @@
+//! The control plane end to end: a 3-host lab whose daemons follow `violin-controller`,
+//! driven only through `violinctl` (the daemons' own statistics are read to check what
+//! the datapath holds).
+use std::{net::SocketAddr, time::Duration};
+
+use serde_json::Value;
+use violin_testbed::{
+    control::vm_name,
+    e2e::{counter, lab, scratch},
+    lab::{Lab, Vm, API_PORT},
+    sys::ns_run,
+    traffic::{http_get, http_get_with, ping, udp_blast, wait_ping},
+};
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Writes `spec` to a file and applies it, waiting for every host.
+fn apply(lab: &Lab, name: &str, spec: &str) -> String {
+    let file = scratch(lab, &format!("{name}.toml"));
+    std::fs::write(&file, spec).unwrap();
+    lab.violinctl(&["apply", "--wait", file.to_str().unwrap()])
+        .unwrap_or_else(|e| panic!("apply {name}: {e:#}\n{}", lab.daemon_logs()))
+}
+
+fn drops(lab: &Lab, i: usize, reason: &str) -> u64 {
+    counter(&lab.stats(i).unwrap(), &format!("/drops/{reason}"))
+}
+
+fn in_sync(lab: &Lab) -> bool {
+    let hosts = lab.violinctl_json(&["hosts"]).unwrap();
+    let hosts = hosts.as_array().unwrap();
+    hosts.len() == 3 && hosts.iter().all(|h| h["in_sync"] == true)
+}
+
+/// What host `i`'s maps hold for `vni` (zero row when nothing).
+fn env_row(lab: &Lab, i: usize, vni: u32) -> Value {
+    let stats = lab.stats(i).unwrap();
+    let fdb = stats["fdb"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["vni"] == vni)
+        .count();
+    let row = stats["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["vni"] == vni)
+        .cloned()
+        .unwrap_or(Value::Null);
+    serde_json::json!({ "fdb": fdb, "row": row })
+}
+
+fn peer_tx(lab: &Lab, i: usize, addr: &str) -> Option<u64> {
+    let stats = lab.stats(i).unwrap();
+    stats["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["address"] == addr)
+        .map(|p| p["stats"]["tx"]["packets"].as_u64().unwrap())
+}
+
+fn flush_neighbours(vms: &[&Vm]) {
+    for v in vms {
+        ns_run(&v.ns, "ip", &["neigh", "flush", "dev", "eth0"]).unwrap();
+    }
+}
+
+#[test]
+fn environments_are_driven_through_violinctl_and_survive_restarts() {
+    let mut lab = lab("ctl", |s| {
+        s.hosts = 3;
+        s.vms_per_host = 2;
+        s.envs = 2;
+        s.controller = true;
+    });
+    let (a, b, c) = (
+        lab.vm(0, 0, 0).clone(),
+        lab.vm(1, 0, 0).clone(),
+        lab.vm(2, 0, 0).clone(),
+    );
+    let (ra, rc) = (lab.vm(0, 1, 0).clone(), lab.vm(2, 1, 0).clone());
+    // The second environment reuses the first one's addresses.
+    assert_eq!((a.mac, a.ip), (ra.mac, ra.ip));
+
+    // An environment across three hosts.
+    let blue = lab.env_spec(0, "blue", 2000, "");
+    let out = apply(&lab, "blue", &blue);
+    assert!(out.contains(&format!("+ vm {}", vm_name(&a))), "{out}");
+    assert!(in_sync(&lab), "{}", lab.violinctl(&["hosts"]).unwrap());
+    wait_ping(&a.ns, &c.ip.to_string(), Duration::from_secs(10)).unwrap();
+    wait_ping(&b.ns, &a.ip.to_string(), Duration::from_secs(10)).unwrap();
+    // The other environment's VMs are on no environment yet.
+    assert_eq!(
+        ping(&ra.ns, &rc.ip.to_string(), 2, &["-i", "0.2"])
+            .unwrap()
+            .received,
+        0
+    );
+
+    // A second environment with the same MACs and IPs: both work, each on its own.
+    let red = lab.env_spec(1, "red", 2001, "");
+    apply(&lab, "red", &red);
+    wait_ping(&ra.ns, &rc.ip.to_string(), Duration::from_secs(10)).unwrap();
+    let r = ping(&a.ns, &c.ip.to_string(), 5, &["-i", "0.05"]).unwrap();
+    assert_eq!(r.lost(), 0, "blue was disturbed by red");
+    let envs = lab.violinctl_json(&["envs"]).unwrap();
+    assert_eq!(envs.as_array().unwrap().len(), 2);
+
+    // A traffic bound, then a change of it.
+    let pair = format!("[[limit]]\npair = [{:?}, {:?}]\n", vm_name(&a), vm_name(&b));
+    let tight = format!("{blue}{pair}rate_mbit = 1\nburst_kib = 16\n");
+    let out = apply(&lab, "blue", &tight);
+    assert!(out.contains("+ limit"), "{out}");
+    let before = drops(&lab, 0, "rate_limited");
+    udp_blast(&a.ns, SocketAddr::from((b.ip, 9)), 2000, 1000).unwrap();
+    let limited = drops(&lab, 0, "rate_limited") - before;
+    assert!(limited >= 1000, "only {limited} frames were held back");
+    let loose = format!("{blue}{pair}rate_mbit = 10000\nburst_kib = 8192\n");
+    let out = apply(&lab, "blue", &loose);
+    assert!(out.contains("~ limit"), "{out}");
+    let before = drops(&lab, 0, "rate_limited");
+    udp_blast(&a.ns, SocketAddr::from((b.ip, 9)), 2000, 1000).unwrap();
+    assert_eq!(
+        drops(&lab, 0, "rate_limited"),
+        before,
+        "the raised bound still held frames back"
+    );
+
+    // VNET primitives: a star through h2 with forwarding rules, made one primitive at a
+    // time. h1 and h3 then have no link between them; h2 relays.
+    let (h1, h2, h3) = (
+        lab.hosts[0].host_id().to_string(),
+        lab.hosts[1].host_id().to_string(),
+        lab.hosts[2].host_id().to_string(),
+    );
+    let star = format!("{loose}[[link]]\nhosts = [{h1:?}, {h2:?}]\n");
+    apply(&lab, "blue", &star);
+    lab.violinctl(&["link", "add", "blue", &h2, &h3, "--wait"])
+        .unwrap();
+    let (am, cm) = (mac(a.mac), mac(c.mac));
+    let bcast = "ff:ff:ff:ff:ff:ff";
+    for (host, src, dst, edge) in [
+        (&h1, "any", cm.as_str(), &h2),
+        (&h3, "any", am.as_str(), &h2),
+        (&h2, "any", cm.as_str(), &h3),
+        (&h2, "any", am.as_str(), &h1),
+        (&h2, am.as_str(), bcast, &h3),
+        (&h2, cm.as_str(), bcast, &h1),
+    ] {
+        lab.violinctl(&[
+            "rule", "add", "blue", host, src, dst, "--edge", edge, "--wait",
+        ])
+        .unwrap_or_else(|e| panic!("rule add at {host}: {e:#}"));
+    }
+    let bad = lab.violinctl(&["rule", "add", "blue", &h1, "any", "none", "--edge", &h3]);
+    let msg = format!("{:#}", bad.unwrap_err());
+    assert!(msg.contains("edge") && msg.contains("no link"), "{msg}");
+    let links = lab.violinctl_json(&["links", "--env", "blue"]).unwrap();
+    assert_eq!(links.as_array().unwrap().len(), 2, "{links}");
+    let rules = lab.violinctl_json(&["rules", "--host", &h2]).unwrap();
+    assert_eq!(rules.as_array().unwrap().len(), 4, "{rules}");
+    let route = lab
+        .violinctl_json(&["route", &am, &cm, "--env", "blue"])
+        .unwrap();
+    assert_eq!(route["delivered"], true, "{route}");
+    assert_eq!(route["hops"].as_array().unwrap().len(), 3, "{route}");
+    let ifaces = lab.violinctl_json(&["interfaces", &h1]).unwrap();
+    assert!(
+        ifaces
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "ul0" && i["role"] == "underlay"),
+        "{ifaces}"
+    );
+    // h1 no longer exchanges blue's frames with h3 (red's still go direct); they go
+    // through h2.
+    let h3_addr = lab.hosts[2].underlay_ip.to_string();
+    let h1_addr = lab.hosts[0].underlay_ip.to_string();
+    let api = SocketAddr::from((lab.hosts[0].underlay_ip, API_PORT));
+    let token = std::fs::read_to_string(lab.token_file()).unwrap();
+    let (code, body) = http_get_with(&lab.hosts[0].ns, api, "/v1/links", Some(&token)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let links: Value = serde_json::from_str(&body).unwrap();
+    let to_h3 = links["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["peer"] == h3_addr.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{links}"));
+    assert_eq!(to_h3["vnis"], serde_json::json!([2001]), "{links}");
+    flush_neighbours(&[&a, &c]);
+    let relayed = peer_tx(&lab, 1, &h3_addr).unwrap();
+    wait_ping(&a.ns, &c.ip.to_string(), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.stats_text(1).unwrap()));
+    let r = ping(&a.ns, &c.ip.to_string(), 5, &["-i", "0.05"]).unwrap();
+    assert_eq!(r.lost(), 0);
+    assert!(
+        peer_tx(&lab, 1, &h3_addr).unwrap() >= relayed + 5,
+        "h2 relayed nothing to h3"
+    );
+    assert!(peer_tx(&lab, 1, &h1_addr).unwrap() >= 5);
+    // The traffic matrix: a sent c frames, counted on h1.
+    let stats = lab.stats(0).unwrap();
+    let pair = stats["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["vni"] == 2000 && p["src"] == am.as_str() && p["dst"] == cm.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no a->c pair counter: {}", stats["pairs"]));
+    assert!(pair["traffic"]["packets"].as_u64().unwrap() >= 5);
+
+    // Deleting an environment empties its part of the maps on every host.
+    for i in 0..3 {
+        let row = env_row(&lab, i, 2001);
+        assert!(
+            row["row"]["ports"] == 1,
+            "red not served on host {i}: {row}"
+        );
+    }
+    lab.violinctl(&["delete", "red", "--wait"]).unwrap();
+    for i in 0..3 {
+        let row = env_row(&lab, i, 2001);
+        assert_eq!(row["fdb"], 0, "host {i}: {row}");
+        assert!(row["row"].is_null(), "host {i} still holds red: {row}");
+    }
+    assert_eq!(
+        ping(&ra.ns, &rc.ip.to_string(), 2, &["-i", "0.2"])
+            .unwrap()
+            .received,
+        0
+    );
+
+    // The controller crashes: forwarding goes on. The relaying daemon crashes too, and
+    // both come back to the same state.
+    lab.kill_controller().unwrap();
+    let r = ping(&a.ns, &c.ip.to_string(), 3, &["-i", "0.1"]).unwrap();
+    assert_eq!(r.lost(), 0, "forwarding stopped with the controller");
+    lab.kill_daemon(1).unwrap();
+    lab.start_controller().unwrap();
+    lab.start_daemon(1).unwrap();
+    lab.violinctl(&["wait"]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !in_sync(&lab) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hosts did not converge: {}",
+            lab.violinctl(&["hosts"]).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let envs = lab.violinctl_json(&["envs"]).unwrap();
+    let names: Vec<&str> = envs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["blue"]);
+    let rules = lab.violinctl_json(&["rules", "--env", "blue"]).unwrap();
+    assert_eq!(rules.as_array().unwrap().len(), 6);
+    let r = ping(&a.ns, &c.ip.to_string(), 5, &["-i", "0.05"]).unwrap();
+    assert_eq!(r.lost(), 0, "the relay did not come back");
+
+    // And a change after the restarts reaches every host: back to a full mesh.
+    apply(&lab, "blue", &blue);
+    assert!(
+        peer_tx(&lab, 0, &h3_addr).is_some(),
+        "h1 has no direct link to h3"
+    );
+    flush_neighbours(&[&a, &c]);
+    wait_ping(&a.ns, &c.ip.to_string(), Duration::from_secs(10)).unwrap();
+    daemon_api_matches_its_openapi_file(&lab, &token);
+    controller_metrics_count_the_syncs(&lab);
+    lab.down().unwrap();
+}
+
+/// Every path in dataplane-user/openapi.json answers on a daemon: /v1 only with the
+/// token, /metrics without.
+fn daemon_api_matches_its_openapi_file(lab: &Lab, token: &str) {
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            violin_testbed::workspace_root().join("dataplane-user/openapi.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let h = &lab.hosts[1];
+    let api = SocketAddr::from((h.underlay_ip, API_PORT));
+    let mut checked = 0;
+    for path in doc["paths"].as_object().unwrap().keys() {
+        let open = doc["paths"][path]["get"]["security"] == serde_json::json!([]);
+        let (code, body) = http_get(&h.ns, api, path).unwrap();
+        if open {
+            assert_eq!(code, 200, "{path}: {body}");
+        } else {
+            assert_eq!(code, 401, "{path} answered without a token: {body}");
+            let (code, body) = http_get_with(&h.ns, api, path, Some(token)).unwrap();
+            assert_eq!(code, 200, "{path}: {body}");
+            serde_json::from_str::<Value>(&body).unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 5);
+}
+
+/// The controller's /metrics (open, as Prometheus scrapes it) counts the hosts' syncs.
+fn controller_metrics_count_the_syncs(lab: &Lab) {
+    let sw = violin_testbed::lab::switch_ns(&lab.spec.name);
+    let addr: SocketAddr = format!(
+        "{}:{}",
+        violin_testbed::control::controller_ip(),
+        violin_testbed::control::CONTROLLER_PORT
+    )
+    .parse()
+    .unwrap();
+    let (code, text) = http_get(&sw, addr, "/metrics").unwrap();
+    assert_eq!(code, 200, "{text}");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert_eq!(value("violin_controller_hosts_connected"), 3.0);
+    assert!(value("violin_controller_sync_latency_seconds_count") >= 3.0);
+    assert!(value("violin_controller_generation") >= 1.0);
+    assert!(
+        text.contains("violin_controller_host_acked_generation{host="),
+        "{text}"
+    );
+}
