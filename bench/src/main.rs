@@ -1,5 +1,6 @@
 //! violin-bench: Violin against the bare underlay and Linux VXLAN, side by side on one
 //! lab, every figure a ratio measured in the same run. Run it through `cargo xtask bench`.
+mod apply;
 mod hpl;
 mod micro;
 mod nemo;
@@ -29,8 +30,8 @@ use crate::{
     about = "Violin's benchmarks (run via `cargo xtask bench`)"
 )]
 struct Cli {
-    /// micro, hpl, nemo3d or all; `report` re-renders reports and plots from the last
-    /// results.json files, `summary` prints one table over them.
+    /// micro, hpl, nemo3d, apply (control plane) or all; `report` re-renders reports
+    /// and plots from the last results.json files, `summary` prints one table over them.
     #[arg(default_value = "all")]
     suite: String,
     /// A smoke run of a few minutes: fewer and shorter repetitions.
@@ -84,7 +85,11 @@ fn run(cli: Cli) -> Result<()> {
     }
     if cli.suite == "summary" || cli.suite == "report" {
         let mut runs = Vec::new();
-        for suite in ["micro", "hpl", "nemo3d"] {
+        for suite in ["micro", "hpl", "nemo3d", "apply"] {
+            if cli.suite == "summary" && suite == "apply" {
+                // Not a comparison of paths: its own report says everything.
+                continue;
+            }
             let file = cli.out.join(suite).join("results.json");
             if let Ok(bytes) = std::fs::read(&file) {
                 runs.push(serde_json::from_slice::<Results>(&bytes)?);
@@ -105,12 +110,13 @@ fn run(cli: Cli) -> Result<()> {
     }
     plot::init_font()?;
     let suites: Vec<&str> = match cli.suite.as_str() {
-        "all" => vec!["micro", "hpl", "nemo3d"],
-        s @ ("micro" | "hpl" | "nemo3d") => vec![s],
-        other => bail!("unknown suite {other:?}: use micro, hpl, nemo3d or all"),
+        "all" => vec!["micro", "hpl", "nemo3d", "apply"],
+        s @ ("micro" | "hpl" | "nemo3d" | "apply") => vec![s],
+        other => bail!("unknown suite {other:?}: use micro, hpl, nemo3d, apply or all"),
     };
     for suite in suites {
         match suite {
+            "apply" => run_apply(&cli)?,
             "micro" => run_micro(&cli)?,
             "nemo3d" => run_nemo(&cli)?,
             "hpl" => run_hpl(&cli)?,
@@ -381,6 +387,41 @@ fn run_nemo(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+fn run_apply(cli: &Cli) -> Result<()> {
+    let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 5 });
+    let primitives = if cli.quick { 5 } else { 20 };
+    let violind = violin_testbed::workspace_root().join("target/release/violind");
+    if !violind.exists() {
+        bail!(
+            "{} is missing: run `cargo xtask bench`, which builds it",
+            violind.display()
+        );
+    }
+    let started = now_utc();
+    let t0 = Instant::now();
+    eprintln!(
+        "==> apply: {} VMs over {} hosts, {reps} repetitions, {primitives} primitives each",
+        apply::VMS,
+        apply::HOSTS
+    );
+    let mut progress = Progress {
+        start: t0,
+        done: 0,
+        total: 1 + reps * 5,
+    };
+    let run = apply::run(violind, reps, primitives, |what| progress.step(what))?;
+    finish(
+        cli,
+        "apply",
+        started,
+        t0,
+        apply::metrics(),
+        run.samples,
+        run.settings,
+        BTreeMap::new(),
+    )
+}
+
 fn run_hpl(cli: &Cli) -> Result<()> {
     let xhpl = violin_testbed::workspace_root().join("target/hpl/xhpl");
     if !xhpl.exists() {
@@ -575,6 +616,11 @@ fn rewrite(r: &Results, dir: &Path) -> Result<()> {
         "micro" => write_outputs(r, dir, MICRO_TITLE, &micro_refs(), MICRO_NOTES),
         "nemo3d" => write_outputs(r, dir, NEMO_TITLE, &nemo_refs(), NEMO_NOTES),
         "hpl" => write_outputs(r, dir, HPL_TITLE, &hpl_refs(r), HPL_NOTES),
+        "apply" => {
+            r.write(dir)?;
+            std::fs::write(dir.join("report.md"), apply::markdown(r))?;
+            Ok(())
+        }
         other => bail!("unknown suite {other} in results"),
     }
 }

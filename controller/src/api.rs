@@ -242,8 +242,9 @@ async fn delete_env(State(api): State<Api>, Path(name): Path<String>) -> Respons
     }
 }
 
-/// A VNET primitive: changes one stored environment through its spec, so the result is
-/// validated exactly as an applied spec is.
+/// A VNET primitive: changes one stored environment. `change` checks what it adds (as
+/// [`Spec::parse`] would, naming the request's field) so the large spec is not parsed
+/// again; the stored text is its canonical rendering, which parses back to it (tested).
 fn modify(api: &Api, name: &str, change: impl FnOnce(&mut Spec) -> Result<(), Reject>) -> Response {
     let cur = match api.store.get(name) {
         Ok(Some((_, spec))) => spec,
@@ -254,13 +255,17 @@ fn modify(api: &Api, name: &str, change: impl FnOnce(&mut Spec) -> Result<(), Re
     if let Err(r) = change(&mut next) {
         return r.into_response();
     }
+    // What the change did to the rest: e.g. a first explicit link ends the full mesh,
+    // and rules over links it leaves out would no longer hold.
+    if let Err((field, reason)) = next.check_rules() {
+        return bad(
+            "hosts",
+            format!("the change would leave {field} invalid: {reason}"),
+        );
+    }
     let text = next.to_toml();
-    let parsed = match Spec::parse(&text) {
-        Ok(s) => s,
-        Err(e) => return bad(&e.field, e.reason),
-    };
-    let list = changes(Some(&cur), &parsed);
-    store_spec(api, &parsed, &text, list)
+    let list = changes(Some(&cur), &next);
+    store_spec(api, &next, &text, list)
 }
 
 #[derive(Deserialize)]
@@ -388,19 +393,8 @@ async fn add_rule(State(api): State<Api>, Path(name): Path<String>, body: Bytes)
     };
     modify(&api, &name, |spec| {
         let rule = rule_of(spec, &req, true)?;
-        if spec
-            .rules
-            .iter()
-            .any(|r| r.host == rule.host && r.src == rule.src && r.dst == rule.dst)
-        {
-            return Err(reject(
-                "src",
-                format!(
-                    "{} already has a rule for this source and destination",
-                    rule.host
-                ),
-            ));
-        }
+        spec.check_rule(&rule)
+            .map_err(|(f, reason)| reject(f, reason))?;
         spec.rules.push(rule);
         Ok(())
     })

@@ -127,6 +127,37 @@ pub enum Target {
     Interface(String),
 }
 
+/// Whether a rule of `host` may send where `target` says: over an existing link to
+/// another host of the spec, or out of a VM port on `host`. The error names the field
+/// (`edge` or `interface`).
+fn check_target(
+    hosts: &BTreeMap<String, Ipv4Addr>,
+    vms: &BTreeMap<String, Vm>,
+    links: &BTreeSet<(String, String)>,
+    host: &str,
+    target: &Target,
+) -> Result<(), (&'static str, String)> {
+    match target {
+        Target::Edge(to) => {
+            if !hosts.contains_key(to) || to == host {
+                return Err(("edge", format!("{to:?} is not another host of this spec")));
+            }
+            if !links.is_empty() && !links.contains(&ordered(host, to)) {
+                return Err(("edge", format!("there is no link between {host} and {to}")));
+            }
+        }
+        Target::Interface(port) => {
+            if !vms.values().any(|v| v.host == host && &v.port == port) {
+                return Err((
+                    "interface",
+                    format!("{port:?} is not the port of a VM on {host}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A rule side as the spec writes it.
 pub fn format_match(m: &MacMatch) -> String {
     match m {
@@ -432,6 +463,7 @@ impl Spec {
             }
         }
         let mut rules: Vec<Rule> = Vec::new();
+        let mut rule_keys = BTreeSet::new();
         for (i, r) in raw.rules.iter().enumerate() {
             let at = |f: &str| format!("rule[{i}].{f}");
             let host = r.host.get_ref();
@@ -458,36 +490,9 @@ impl Spec {
             };
             let src = side(&r.src, "src", false)?;
             let dst = side(&r.dst, "dst", true)?;
-            let target = match (&r.edge, &r.interface) {
-                (Some(e), None) => {
-                    let to = e.get_ref();
-                    if !hosts.contains_key(to) || to == host {
-                        return Err(err(
-                            e.span(),
-                            at("edge"),
-                            format!("{to:?} is not another host of this spec"),
-                        ));
-                    }
-                    if !links.is_empty() && !links.contains(&ordered(host, to)) {
-                        return Err(err(
-                            e.span(),
-                            at("edge"),
-                            format!("there is no link between {host} and {to}"),
-                        ));
-                    }
-                    Target::Edge(to.clone())
-                }
-                (None, Some(p)) => {
-                    let port = p.get_ref();
-                    if !vms.values().any(|v| &v.host == host && &v.port == port) {
-                        return Err(err(
-                            p.span(),
-                            at("interface"),
-                            format!("{port:?} is not the port of a VM on {host}"),
-                        ));
-                    }
-                    Target::Interface(port.clone())
-                }
+            let (target, span) = match (&r.edge, &r.interface) {
+                (Some(e), None) => (Target::Edge(e.get_ref().clone()), e.span()),
+                (None, Some(p)) => (Target::Interface(p.get_ref().clone()), p.span()),
                 _ => {
                     return Err(err(
                         r.host.span(),
@@ -496,10 +501,9 @@ impl Spec {
                     ))
                 }
             };
-            if rules
-                .iter()
-                .any(|o| &o.host == host && o.src == src && o.dst == dst)
-            {
+            check_target(&hosts, &vms, &links, host, &target)
+                .map_err(|(f, reason)| err(span, at(f), reason))?;
+            if !rule_keys.insert((host.clone(), src, dst)) {
                 return Err(err(
                     r.src.span(),
                     at("src"),
@@ -588,6 +592,58 @@ impl Spec {
             };
         }
         o
+    }
+
+    /// Checks a rule the VNET primitives add to this (valid) spec, as [`Spec::parse`]
+    /// would: the error names the field.
+    pub fn check_rule(&self, rule: &Rule) -> Result<(), (&'static str, String)> {
+        if !self.hosts.contains_key(&rule.host) {
+            return Err((
+                "host",
+                format!("{:?} is not a host of environment {}", rule.host, self.name),
+            ));
+        }
+        check_target(
+            &self.hosts,
+            &self.vms,
+            &self.links,
+            &rule.host,
+            &rule.target,
+        )?;
+        if self
+            .rules
+            .iter()
+            .any(|o| o.host == rule.host && o.src == rule.src && o.dst == rule.dst)
+        {
+            return Err((
+                "src",
+                format!(
+                    "{} already has a rule for this source and destination",
+                    rule.host
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rules' consistency with the rest of the spec, as [`Spec::parse`] checks it;
+    /// for specs changed in memory by the primitives.
+    pub fn check_rules(&self) -> Result<(), (String, String)> {
+        let mut seen = BTreeSet::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            check_target(&self.hosts, &self.vms, &self.links, &r.host, &r.target)
+                .map_err(|(f, reason)| (format!("rule[{i}].{f}"), reason))?;
+            if !seen.insert((&r.host, r.src, r.dst)) {
+                return Err((
+                    format!("rule[{i}].src"),
+                    format!(
+                        "{} already has a rule for this source and destination",
+                        r.host
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Hosts whose frames of this environment go directly to `host` (its overlay links).
@@ -741,13 +797,15 @@ pub fn plan(current: Option<&Spec>, desired: &Spec) -> Vec<Change> {
         out.push(Change::RemoveLink(a.clone(), b.clone()));
     }
     // A rule whose target changed shows as removed and added.
+    let (want, have): (BTreeSet<&Rule>, BTreeSet<&Rule>) =
+        (desired.rules.iter().collect(), cur.rules.iter().collect());
     for r in &desired.rules {
-        if !cur.rules.contains(r) {
+        if !have.contains(r) {
             out.push(Change::AddRule(r.clone()));
         }
     }
     for r in &cur.rules {
-        if !desired.rules.contains(r) {
+        if !want.contains(r) {
             out.push(Change::RemoveRule(r.clone()));
         }
     }

@@ -1,6 +1,10 @@
 //! The controller's state in an embedded database (redb): every change is one write
 //! transaction, so a crash or restart loses nothing that was acknowledged.
-use std::path::Path;
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Arc, RwLock},
+};
 
 use anyhow::{Context, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -26,6 +30,24 @@ fn bump(tx: &redb::WriteTransaction) -> Result<u64> {
 
 pub struct Store {
     db: Database,
+    /// The stored specs, parsed: every sync stream reads all of them on each change, and
+    /// parsing a large spec costs milliseconds. Updated in the same call as the database,
+    /// after its transaction committed.
+    cache: RwLock<Arc<BTreeMap<String, (String, Spec)>>>,
+}
+
+fn read_all(db: &Database) -> Result<BTreeMap<String, (String, Spec)>> {
+    let tx = db.begin_read()?;
+    let table = tx.open_table(ENVIRONMENTS)?;
+    let mut out = BTreeMap::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        let text = v.value().to_string();
+        let spec = Spec::parse(&text)
+            .map_err(|e| anyhow::anyhow!("stored spec {} is invalid: {e}", k.value()))?;
+        out.insert(k.value().to_string(), (text, spec));
+    }
+    Ok(out)
 }
 
 impl Store {
@@ -39,7 +61,12 @@ impl Store {
         tx.open_table(HOSTS)?;
         tx.open_table(META)?;
         tx.commit()?;
-        Ok(Store { db })
+        let cache = RwLock::new(Arc::new(read_all(&db)?));
+        Ok(Store { db, cache })
+    }
+
+    fn snapshot(&self) -> Arc<BTreeMap<String, (String, Spec)>> {
+        self.cache.read().unwrap().clone()
     }
 
     /// The state's generation: how many changes were committed.
@@ -86,32 +113,20 @@ impl Store {
 
     /// Every stored spec (parsed).
     pub fn specs(&self) -> Result<Vec<Spec>> {
-        Ok(self.environments()?.into_iter().map(|(_, s)| s).collect())
+        Ok(self.snapshot().values().map(|(_, s)| s.clone()).collect())
     }
 
     /// Stored specs, by name.
     pub fn environments(&self) -> Result<Vec<(String, Spec)>> {
-        let tx = self.db.begin_read()?;
-        let table = tx.open_table(ENVIRONMENTS)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            let spec = Spec::parse(v.value())
-                .map_err(|e| anyhow::anyhow!("stored spec {} is invalid: {e}", k.value()))?;
-            out.push((k.value().to_string(), spec));
-        }
-        Ok(out)
+        Ok(self
+            .snapshot()
+            .iter()
+            .map(|(k, (_, spec))| (k.clone(), spec.clone()))
+            .collect())
     }
 
     pub fn get(&self, name: &str) -> Result<Option<(String, Spec)>> {
-        let tx = self.db.begin_read()?;
-        let table = tx.open_table(ENVIRONMENTS)?;
-        let Some(v) = table.get(name)? else {
-            return Ok(None);
-        };
-        let text = v.value().to_string();
-        let spec = Spec::parse(&text).map_err(|e| anyhow::anyhow!("stored spec {name}: {e}"))?;
-        Ok(Some((text, spec)))
+        Ok(self.snapshot().get(name).cloned())
     }
 
     /// Stores `text` (already validated as `spec`) unless another environment uses its
@@ -120,16 +135,13 @@ impl Store {
         let tx = self.db.begin_write().map_err(anyhow::Error::from)?;
         {
             let mut table = tx.open_table(ENVIRONMENTS).map_err(anyhow::Error::from)?;
-            for row in table.iter().map_err(anyhow::Error::from)? {
-                let (k, v) = row.map_err(anyhow::Error::from)?;
-                if k.value() == spec.name {
-                    continue;
-                }
-                if let Ok(other) = Spec::parse(v.value()) {
-                    if other.vni == spec.vni {
-                        return Err(PutError::VniTaken(other.name));
-                    }
-                }
+            let taken = self
+                .snapshot()
+                .values()
+                .find(|(_, o)| o.name != spec.name && o.vni == spec.vni)
+                .map(|(_, o)| o.name.clone());
+            if let Some(other) = taken {
+                return Err(PutError::VniTaken(other));
             }
             table
                 .insert(spec.name.as_str(), text)
@@ -137,6 +149,10 @@ impl Store {
         }
         let generation = bump(&tx)?;
         tx.commit().map_err(anyhow::Error::from)?;
+        let mut cache = self.cache.write().unwrap();
+        let mut next = (**cache).clone();
+        next.insert(spec.name.clone(), (text.to_string(), spec.clone()));
+        *cache = Arc::new(next);
         Ok(generation)
     }
 
@@ -153,6 +169,10 @@ impl Store {
         }
         let generation = bump(&tx)?;
         tx.commit()?;
+        let mut cache = self.cache.write().unwrap();
+        let mut next = (**cache).clone();
+        next.remove(name);
+        *cache = Arc::new(next);
         Ok(Some(generation))
     }
 }

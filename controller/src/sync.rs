@@ -221,6 +221,11 @@ impl Hub {
     }
 
     fn opened(&self, host: &str) {
+        // Every host's series exist from its first connection on, at zero.
+        for kind in ["apply", "stream"] {
+            self.metrics.errors.with_label_values(&[host, kind]);
+        }
+        self.metrics.over_bound.with_label_values(&[host]);
         let mut hosts = self.hosts.lock().unwrap();
         hosts.entry(host.to_string()).or_default().streams += 1;
         self.metrics

@@ -336,5 +336,19 @@ fn vnet_primitives_change_the_stored_environment_and_bad_ones_name_the_field() {
 
     let (ok, out, _) = ctl(&c, &token, &["bound", "0.5"]);
     assert!(ok && out.contains("bound: 0.500 s"), "{out}");
+
+    // A first explicit link ends the full mesh: rules over links it leaves out refuse it.
+    let green = dir.join("green.toml");
+    std::fs::write(
+        &green,
+        SPEC.replace("name = \"blue\"", "name = \"green\"")
+            .replace("vni = 1000", "vni = 1001")
+            + "\n[[host]]\nname = \"h3\"\naddress = \"10.250.0.3\"\n\n[[rule]]\nhost = \"h1\"\nsrc = \"any\"\ndst = \"any\"\nedge = \"h2\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = ctl(&c, &token, &["apply", &green.to_string_lossy()]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = ctl(&c, &token, &["link", "add", "green", "h1", "h3"]);
+    assert!(!ok && err.contains("rule[0].edge"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

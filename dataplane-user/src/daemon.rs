@@ -65,31 +65,55 @@ fn attach_all(dp: &mut Datapath, topo: &Topology, mode: PortMode) -> Result<()> 
     Ok(())
 }
 
-/// Looks up each peer's next hop; publishes changes to the datapath and slow path.
-fn refresh_next_hops(dp: &mut Datapath, topology: &RwLock<Topology>) {
-    let peers = topology.read().unwrap().peers.clone();
-    for (i, peer) in peers.iter().enumerate() {
-        let mac = neighbor::lookup(peer.addr);
-        if mac.is_none() {
-            neighbor::probe(peer.addr);
+/// Looks up each peer's next hop; publishes changes to the datapath and slow path. With
+/// `settle`, waits (briefly) for next hops still unknown, so that a change is acknowledged
+/// when its links can carry frames, not a refresh later.
+fn refresh_next_hops(dp: &mut Datapath, topology: &RwLock<Topology>, settle: Option<Duration>) {
+    let deadline = settle.map(|d| Instant::now() + d);
+    let mut probed = false;
+    loop {
+        let peers = topology.read().unwrap().peers.clone();
+        let mut unresolved = 0;
+        for (i, peer) in peers.iter().enumerate() {
+            let mac = neighbor::lookup(peer.addr);
+            if mac.is_none() {
+                unresolved += 1;
+                if !probed {
+                    neighbor::probe(peer.addr);
+                }
+            }
+            if mac == peer.next_hop_mac || mac.is_none() {
+                continue;
+            }
+            let mut t = topology.write().unwrap();
+            t.peers[i].next_hop_mac = mac;
+            if let Err(e) = Topology::publish_peer(&mut dp.maps, &t.peers[i]) {
+                warn!(peer = %peer.addr, error = %e, "cannot update peer");
+            } else {
+                info!(peer = %peer.addr, mac = %crate::netdev::format_mac(&mac.unwrap()), "next hop resolved");
+            }
         }
-        if mac == peer.next_hop_mac || mac.is_none() {
-            continue;
-        }
-        let mut t = topology.write().unwrap();
-        t.peers[i].next_hop_mac = mac;
-        if let Err(e) = Topology::publish_peer(&mut dp.maps, &t.peers[i]) {
-            warn!(peer = %peer.addr, error = %e, "cannot update peer");
-        } else {
-            info!(peer = %peer.addr, mac = %crate::netdev::format_mac(&mac.unwrap()), "next hop resolved");
+        probed = true;
+        match deadline {
+            Some(d) if unresolved > 0 && Instant::now() < d => {
+                thread::sleep(Duration::from_millis(1))
+            }
+            _ => return,
         }
     }
 }
 
-fn setup(config: &Config, dp: &mut Datapath) -> Result<Topology> {
+/// How long a change waits for its new peers' next hops (one ARP exchange on a LAN).
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Resolves and applies `config`; attaches the programs unless `attached` says they
+/// already sit where this configuration wants them (same ports, mode and underlay).
+fn setup(config: &Config, dp: &mut Datapath, attached: bool) -> Result<Topology> {
     let topo = Topology::resolve(config, &dp.maps)?;
     topo.apply(&mut dp.maps)?;
-    attach_all(dp, &topo, config.port_mode)?;
+    if !attached {
+        attach_all(dp, &topo, config.port_mode)?;
+    }
     Ok(topo)
 }
 
@@ -109,9 +133,9 @@ fn record(paths: &Paths, config: &Config, generation: u64) {
 
 fn start(config: &Config, paths: &Paths) -> Result<Running> {
     let mut dp = Datapath::load(paths, config.debug_datapath)?;
-    let topology = Arc::new(RwLock::new(setup(config, &mut dp)?));
-    refresh_next_hops(&mut dp, &topology);
-    let slow = Some(SlowPath::start(topology.clone(), paths)?);
+    let topology = Arc::new(RwLock::new(setup(config, &mut dp, false)?));
+    refresh_next_hops(&mut dp, &topology, Some(SETTLE));
+    let slow = Some(SlowPath::start(topology.clone(), paths, Vec::new())?);
     if let Some(listen) = config.api_listen {
         crate::api::serve(
             listen,
@@ -224,7 +248,7 @@ pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
         }
         if last_refresh.elapsed() >= Duration::from_secs(1) {
             last_refresh = Instant::now();
-            refresh_next_hops(&mut dp, &topology);
+            refresh_next_hops(&mut dp, &topology, None);
         }
         dp.flush_logs();
         match updates.recv_timeout(Duration::from_millis(100)) {
@@ -292,26 +316,35 @@ fn reconfigure(
     let ports_changed = current.ports().collect::<Vec<_>>() != new.ports().collect::<Vec<_>>()
         || current.port_mode != new.port_mode
         || current.underlay != new.underlay;
-    if ports_changed {
-        drop(slow.take());
-    }
-    let topo = match setup(&new, dp) {
+    // The slow path stops while the ports change; its sockets are handed back and those
+    // still wanted are kept.
+    let reuse = if ports_changed {
+        slow.take().map(SlowPath::stop).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let started = Instant::now();
+    let topo = match setup(&new, dp, !ports_changed) {
         Ok(t) => t,
         Err(e) => {
-            let old = setup(current, dp).context("restoring the previous configuration")?;
+            let old = setup(current, dp, false).context("restoring the previous configuration")?;
             *topology.write().unwrap() = old;
             if slow.is_none() {
-                *slow = Some(SlowPath::start(topology.clone(), dp.paths())?);
+                *slow = Some(SlowPath::start(topology.clone(), dp.paths(), reuse)?);
             }
             return Err(e);
         }
     };
     *topology.write().unwrap() = topo;
-    refresh_next_hops(dp, topology);
+    refresh_next_hops(dp, topology, Some(SETTLE));
     if slow.is_none() {
-        *slow = Some(SlowPath::start(topology.clone(), dp.paths())?);
+        *slow = Some(SlowPath::start(topology.clone(), dp.paths(), reuse)?);
     }
-    info!(ports_changed, "configuration applied");
+    info!(
+        ports_changed,
+        took_ms = started.elapsed().as_secs_f64() * 1e3,
+        "configuration applied"
+    );
     Ok(new)
 }
 

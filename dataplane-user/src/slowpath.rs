@@ -5,7 +5,7 @@
 //! delivered to local ports only (split horizon), so a flood never loops.
 use std::{
     num::NonZeroU32,
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, RwLock,
@@ -56,8 +56,11 @@ pub struct XskCounters {
     pub kernel_fill_ring_empty: u64,
 }
 
-struct Xsk {
+pub struct Xsk {
     side: Side,
+    /// The interface the socket is bound to: a port re-created under the same name is a
+    /// new interface and needs a new socket.
+    ifindex: u32,
     umem: Umem,
     tx: TxQueue,
     rx: RxQueue,
@@ -116,6 +119,7 @@ impl Xsk {
         }
         Ok(Xsk {
             side,
+            ifindex: crate::netdev::ifindex(ifname).unwrap_or(0),
             umem,
             tx,
             rx,
@@ -189,59 +193,132 @@ impl Xsk {
 /// A running slow path; dropping it stops the thread and closes the sockets.
 pub struct SlowPath {
     stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<()>>,
+    /// Wakes the thread out of poll(2) when it is asked to stop.
+    wake: OwnedFd,
+    handle: Option<thread::JoinHandle<Vec<Xsk>>>,
 }
 
 impl SlowPath {
-    pub fn start(topology: Arc<RwLock<Topology>>, paths: &Paths) -> Result<SlowPath> {
+    /// Binds a socket per interface and queue of `topology` and starts the thread.
+    /// Sockets in `reuse` that still fit (same interface, queue and role) are kept rather
+    /// than closed and rebound: rebinding a queue just released fails for a while.
+    pub fn start(
+        topology: Arc<RwLock<Topology>>,
+        paths: &Paths,
+        mut reuse: Vec<Xsk>,
+    ) -> Result<SlowPath> {
         let mut xsk_map = crate::datapath::open_xsk_map(paths)?;
-        let mut sockets = Vec::new();
         let topo = topology.read().unwrap().clone();
-        let underlay_queues = topo.host_config().underlay_queues;
-        let mut bind = |name: &str, base: u32, queues: u32, side: Side| -> Result<()> {
-            for q in 0..queues {
-                let xsk = Xsk::open(name, q, side)?;
-                xsk_map
-                    .set(base + q, xsk.fd(), 0)
-                    .with_context(|| format!("registering the AF_XDP socket of {name}"))?;
-                sockets.push(xsk);
-            }
-            Ok(())
-        };
-        bind(
-            &topo.underlay.name,
-            topo.host_config().underlay_xsk_base,
-            underlay_queues,
-            Side::Underlay,
-        )?;
-        for p in &topo.ports {
-            bind(
-                &p.dev.name,
-                p.xsk_base(),
-                p.queues(),
-                Side::Port { vni: p.vni },
-            )?;
+        // Every (interface, queue, role, XSKMAP index) wanted.
+        let mut wanted = Vec::new();
+        for q in 0..topo.host_config().underlay_queues {
+            let base = topo.host_config().underlay_xsk_base;
+            wanted.push((topo.underlay.name.clone(), q, Side::Underlay, base + q));
         }
-        info!(sockets = sockets.len(), "slow path bound");
+        for p in &topo.ports {
+            for q in 0..p.queues() {
+                let side = Side::Port { vni: p.vni };
+                wanted.push((p.dev.name.clone(), q, side, p.xsk_base() + q));
+            }
+        }
+        let mut slots: Vec<Option<Xsk>> = wanted
+            .iter()
+            .map(|(name, q, side, _)| {
+                let ifindex = crate::netdev::ifindex(name).unwrap_or(0);
+                let i = reuse.iter().position(|x| {
+                    &x.counters.interface == name
+                        && x.counters.queue == *q
+                        && x.side == *side
+                        && x.ifindex == ifindex
+                })?;
+                Some(reuse.swap_remove(i))
+            })
+            .collect();
+        let kept = slots.iter().filter(|s| s.is_some()).count();
+        // Closing a socket waits for the kernel (an RCU grace period): not on this path.
+        if !reuse.is_empty() {
+            thread::spawn(move || drop(reuse));
+        }
+        // Opening one costs about as much (UMEM pinning, bind): the new ones open at once.
+        let opened: Vec<(usize, Result<Xsk>)> = thread::scope(|scope| {
+            let handles: Vec<_> = slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.is_none())
+                .map(|(i, _)| {
+                    let (name, q, side, _) = wanted[i].clone();
+                    (i, scope.spawn(move || Xsk::open(&name, q, side)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(i, h)| {
+                    let r = h
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow!("opening a socket panicked")));
+                    (i, r)
+                })
+                .collect()
+        });
+        for (i, r) in opened {
+            slots[i] = Some(r?);
+        }
+        let mut sockets = Vec::new();
+        for ((name, _, _, index), xsk) in wanted.iter().zip(slots) {
+            let xsk = xsk.expect("every slot filled");
+            xsk_map
+                .set(*index, xsk.fd(), 0)
+                .with_context(|| format!("registering the AF_XDP socket of {name}"))?;
+            sockets.push(xsk);
+        }
+        info!(sockets = sockets.len(), kept, "slow path bound");
         let stop = Arc::new(AtomicBool::new(false));
+        // SAFETY: plain eventfd(2); the descriptor is owned right away.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if wake < 0 {
+            return Err(std::io::Error::last_os_error()).context("eventfd for the slow path");
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let wake = unsafe { OwnedFd::from_raw_fd(wake) };
         let stats_path = paths.slow_path_stats();
         let handle = thread::Builder::new().name("slow-path".into()).spawn({
             let stop = stop.clone();
-            move || run(sockets, topology, stop, stats_path)
+            let wake = wake.as_raw_fd();
+            move || run(sockets, topology, stop, wake, stats_path)
         })?;
         Ok(SlowPath {
             stop,
+            wake,
             handle: Some(handle),
         })
+    }
+
+    /// Stops the thread and hands its sockets back (for [`SlowPath::start`] to reuse).
+    pub fn stop(mut self) -> Vec<Xsk> {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> Vec<Xsk> {
+        self.stop.store(true, Ordering::Relaxed);
+        let one: u64 = 1;
+        // SAFETY: an 8-byte write to our own eventfd.
+        unsafe {
+            libc::write(
+                self.wake.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
     }
 }
 
 impl Drop for SlowPath {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        drop(self.halt());
     }
 }
 
@@ -256,8 +333,9 @@ fn run(
     mut sockets: Vec<Xsk>,
     topology: Arc<RwLock<Topology>>,
     stop: Arc<AtomicBool>,
+    wake: RawFd,
     stats_path: std::path::PathBuf,
-) {
+) -> Vec<Xsk> {
     let mut pollfds: Vec<libc::pollfd> = sockets
         .iter()
         .map(|s| libc::pollfd {
@@ -266,6 +344,12 @@ fn run(
             revents: 0,
         })
         .collect();
+    // Last: only wakes the loop to look at `stop`.
+    pollfds.push(libc::pollfd {
+        fd: wake,
+        events: libc::POLLIN,
+        revents: 0,
+    });
     let mut descs = [FrameDesc::default(); BATCH];
     let mut frame = Vec::with_capacity(FRAME_SIZE as usize);
     let mut last_stats = Instant::now();
@@ -297,6 +381,7 @@ fn run(
         }
     }
     write_stats(&mut sockets, &stats_path);
+    sockets
 }
 
 fn replicate(sockets: &mut [Xsk], from: usize, frame: &[u8], topo: &Topology) {

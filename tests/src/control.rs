@@ -12,7 +12,6 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    bin_path,
     lab::{switch_ns, Lab, UNDERLAY_SUBNET},
     sys::{ns_output, ns_run},
 };
@@ -28,6 +27,11 @@ pub fn controller_url() -> String {
 }
 
 impl Lab {
+    /// A binary built next to the lab's `violind` (same profile).
+    pub fn sibling(&self, name: &str) -> std::path::PathBuf {
+        self.spec.violind.with_file_name(name)
+    }
+
     pub fn token_file(&self) -> std::path::PathBuf {
         self.dir.join("controller.token")
     }
@@ -58,7 +62,7 @@ impl Lab {
         let state = self.dir.join("controller.redb");
         let child = Command::new("ip")
             .args(["netns", "exec", &sw])
-            .arg(bin_path("violin-controller"))
+            .arg(self.sibling("violin-controller"))
             .args(["--listen", &listen, "--state"])
             .arg(&state)
             .arg("--token-file")
@@ -106,7 +110,7 @@ impl Lab {
         let sw = switch_ns(&self.spec.name);
         let token = self.token_file().to_string_lossy().into_owned();
         let url = controller_url();
-        let ctl = bin_path("violinctl").to_string_lossy().into_owned();
+        let ctl = self.sibling("violinctl").to_string_lossy().into_owned();
         let mut full = vec![ctl.as_str(), "--url", &url, "--token-file", &token];
         full.extend_from_slice(args);
         let out = ns_output(&sw, full[0], &full[1..])?;

@@ -1,5 +1,5 @@
-//! violind's /metrics, scraped by the real Prometheus server, and the shipped Grafana
-//! dashboard's queries checked against what violind exports.
+//! violind's and the controller's /metrics, scraped by the real Prometheus server, and
+//! the shipped Grafana dashboard's queries checked against what they export.
 use std::{
     collections::BTreeSet,
     fs,
@@ -10,10 +10,11 @@ use std::{
 };
 
 use violin_testbed::{
+    control::{controller_ip, CONTROLLER_PORT},
     e2e::lab,
     lab::API_PORT,
     sys::{ns_command, run},
-    traffic::{http_get, ping, tcp_transfer, url_encode, wait_ping},
+    traffic::{http_get, http_get_with, ping, tcp_transfer, url_encode, wait_ping},
     workspace_root,
 };
 
@@ -56,8 +57,16 @@ impl Drop for Prometheus {
 }
 
 #[test]
-fn prometheus_scrapes_violind_and_the_dashboard_queries_exist() {
-    let lab = lab("pr", |s| s.vms_per_host = 1);
+fn prometheus_scrapes_violind_and_the_controller_and_the_dashboard_queries_exist() {
+    let lab = lab("pr", |s| {
+        s.vms_per_host = 1;
+        s.controller = true;
+    });
+    let spec = lab.dir.join("env.toml");
+    fs::write(&spec, lab.env_spec(0, "metrics", 1000, "")).unwrap();
+    lab.violinctl(&["apply", "--wait", spec.to_str().unwrap()])
+        .unwrap();
+    let token = fs::read_to_string(lab.token_file()).unwrap();
     let a = lab.vm(0, 0, 0).clone();
     let b = lab.vm(1, 0, 0).clone();
     wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
@@ -81,12 +90,27 @@ fn prometheus_scrapes_violind_and_the_dashboard_queries_exist() {
     let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(value > 3000.0, "{line}");
     assert!(text.contains("violin_drops_total{reason=\"too_big\"} 0"));
-    let (status, json) = http_get(&h1.ns, api(1), "/v1/stats").unwrap();
+    let (status, _) = http_get(&h1.ns, api(1), "/v1/stats").unwrap();
+    assert_eq!(status, 401, "/v1 answered without the token");
+    let (status, json) = http_get_with(&h1.ns, api(1), "/v1/stats", Some(&token)).unwrap();
     assert_eq!(status, 200);
     let stats: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(stats["ports"].as_array().unwrap().len() >= 2);
     let (status, _) = http_get(&h1.ns, api(0), "/nonexistent").unwrap();
     assert_eq!(status, 404);
+
+    assert!(
+        text.contains("violin_vm_pair_packets_total{"),
+        "no VM pair counters"
+    );
+    let controller = SocketAddr::from((
+        controller_ip().parse::<std::net::Ipv4Addr>().unwrap(),
+        CONTROLLER_PORT,
+    ));
+    let (status, ctl_text) = http_get(&h1.ns, controller, "/metrics").unwrap();
+    assert_eq!(status, 200, "{ctl_text}");
+    let mut names = names;
+    names.extend(families(&ctl_text));
 
     // The shipped dashboard asks only for metrics that exist.
     let dashboard: serde_json::Value = serde_json::from_str(
@@ -95,7 +119,19 @@ fn prometheus_scrapes_violind_and_the_dashboard_queries_exist() {
     .unwrap();
     let wanted = dashboard_metrics(&dashboard);
     assert!(wanted.len() >= 8, "{wanted:?}");
-    let missing: Vec<_> = wanted.difference(&names).collect();
+    // A histogram's series carry suffixes its family name does not.
+    let family = |n: &String| {
+        ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| n.strip_suffix(suffix).filter(|f| names.contains(*f)))
+            .unwrap_or(n)
+            .to_string()
+    };
+    let missing: Vec<_> = wanted
+        .iter()
+        .map(family)
+        .filter(|n| !names.contains(n))
+        .collect();
     assert!(
         missing.is_empty(),
         "dashboard uses unknown metrics {missing:?}"
@@ -110,6 +146,8 @@ fn prometheus_scrapes_violind_and_the_dashboard_queries_exist() {
     fs::write(dir.join("prometheus.yml"), config).unwrap();
     let targets = serde_json::json!([{ "targets": [api(0).to_string(), api(1).to_string()] }]);
     fs::write(dir.join("violin-targets.json"), targets.to_string()).unwrap();
+    let targets = serde_json::json!([{ "targets": [controller.to_string()] }]);
+    fs::write(dir.join("controller-targets.json"), targets.to_string()).unwrap();
     let cfg = dir.join("prometheus.yml").to_string_lossy().into_owned();
     run("promtool", &["check", "config", &cfg]).unwrap();
     let tsdb = format!("--storage.tsdb.path={}", dir.join("tsdb").display());
@@ -152,6 +190,27 @@ fn prometheus_scrapes_violind_and_the_dashboard_queries_exist() {
         assert!(
             Instant::now() < deadline,
             "Prometheus never returned both hosts' series"
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+    // And the controller's: both hosts connected.
+    let query = format!(
+        "/api/v1/query?query={}",
+        url_encode("violin_controller_hosts_connected")
+    );
+    loop {
+        if let Ok((200, body)) = http_get(&h1.ns, prom, &query) {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let value = v["data"]["result"][0]["value"][1]
+                .as_str()
+                .map(str::to_string);
+            if value.as_deref() == Some("2") {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never returned the controller's series"
         );
         thread::sleep(Duration::from_millis(500));
     }

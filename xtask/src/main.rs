@@ -191,8 +191,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { args } => {
             need_root("the benchmarks")?;
             build()?;
-            eprintln!("==> building the benchmark tools (release)");
-            cargo(&["build", "--release", "-p", "bench"])?;
+            eprintln!("==> building the benchmark tools, violind and the controller (release)");
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "bench",
+                "-p",
+                "dataplane-user",
+                "-p",
+                "controller",
+            ])?;
             let bin = workspace_root().join("target/release/violin-bench");
             let status = Command::new(bin)
                 .args(&args)
