@@ -132,6 +132,23 @@ impl Lab {
         serde_json::from_str(&out).with_context(|| format!("parsing violinctl output: {out}"))
     }
 
+    /// Creates every environment of the lab through `violinctl apply --wait` (one spec per
+    /// environment, `env<E>` with VNI 1000 + E, written to the lab directory); returns
+    /// violinctl's output (the plans).
+    pub fn apply_environments(&self) -> Result<String> {
+        let mut out = String::new();
+        for e in 0..self.spec.envs {
+            let name = format!("env{e}");
+            let file = self.dir.join(format!("{name}.toml"));
+            fs::write(
+                &file,
+                self.env_spec(e, &name, crate::lab::BASE_VNI + e as u32, ""),
+            )?;
+            out.push_str(&self.violinctl(&["apply", "--wait", &file.to_string_lossy()])?);
+        }
+        Ok(out)
+    }
+
     /// An environment spec holding the lab's VMs of environment `env`, named `name`.
     /// `extra` is appended (links, rules, policies).
     pub fn env_spec(&self, env: usize, name: &str, vni: u32, extra: &str) -> String {

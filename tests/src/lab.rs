@@ -765,6 +765,23 @@ impl Lab {
             );
             let _ = writeln!(s, "Daemon log:      {}", h.log.display());
         }
+        if self.spec.controller {
+            let _ = writeln!(
+                s,
+                "Controller:      {} (log {}); specs in {}",
+                crate::control::controller_url(),
+                self.dir.join("controller.log").display(),
+                self.dir.display()
+            );
+            let _ = writeln!(
+                s,
+                "violinctl:       ip netns exec {} {} --url {} --token-file {} hosts",
+                switch_ns(&self.spec.name),
+                self.sibling("violinctl").display(),
+                crate::control::controller_url(),
+                self.token_file().display()
+            );
+        }
         let _ = writeln!(
             s,
             "Tear down:       cargo xtask lab down --name {}",

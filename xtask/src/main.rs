@@ -71,6 +71,10 @@ struct LabArgs {
     /// How VM ports enter the datapath: xdp, or tc (keeps TSO for bulk TCP).
     #[arg(long, default_value = "xdp", value_parser = ["xdp", "tc"])]
     port_mode: String,
+    /// Run violin-controller and create the environments with violinctl (the demo
+    /// always does); without it each violind is configured from a generated file.
+    #[arg(long)]
+    controller: bool,
 }
 
 #[derive(Subcommand)]
@@ -172,7 +176,7 @@ fn spec(a: &LabArgs) -> LabSpec {
         violind: violind_path(),
         debug_datapath: a.debug_datapath,
         linux_vm_offloads: false,
-        controller: false,
+        controller: a.controller,
     }
 }
 
@@ -219,13 +223,18 @@ fn run(cli: Cli) -> Result<()> {
                 build()?;
                 eprintln!("==> bringing lab {:?} up", a.name);
                 let lab = Lab::up(spec(&a), false)?;
+                if a.controller {
+                    eprintln!("==> creating the environments with violinctl");
+                    print!("{}", lab.apply_environments()?);
+                }
                 println!("{}", lab.describe());
                 lab.detach();
                 Ok(())
             }
-            LabCmd::Demo(a) => {
+            LabCmd::Demo(mut a) => {
                 need_root("the lab")?;
                 build()?;
+                a.controller = true;
                 demo(&a)
             }
             LabCmd::Down { name } => {
@@ -239,13 +248,26 @@ fn run(cli: Cli) -> Result<()> {
 fn demo(a: &LabArgs) -> Result<()> {
     eprintln!("==> bringing lab {:?} up", a.name);
     let lab = Lab::up(spec(a), false)?;
-    println!("{}", lab.describe());
     let hosts = lab.spec.hosts + lab.spec.violin_tc_hosts;
     if hosts < 2 {
         bail!("--hosts: the demo needs at least 2 Violin hosts");
     }
+    eprintln!("==> creating the environments with violinctl apply (the plan, then every host's acknowledgement)");
+    print!("{}", lab.apply_environments()?);
+    println!("{}", lab.describe());
+    println!("{}", lab.violinctl(&["hosts"])?);
     let src = lab.vm(0, 0, 0).clone();
     let dst = lab.vm(1, 0, 0).clone();
+    let mac = |m: &[u8; 6]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    println!(
+        "{}",
+        lab.violinctl(&["route", &mac(&src.mac), &mac(&dst.mac), "--env", "env0"])?
+    );
     eprintln!(
         "==> ping {} ({}) -> {} ({}) across hosts",
         src.ns, src.ip, dst.ns, dst.ip
