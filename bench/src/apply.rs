@@ -474,24 +474,7 @@ changes.";
 
 /// The report: our times, the paper's, the speedup, and the 100x target.
 pub fn markdown(r: &Results) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# Control plane: configuration time\n");
-    let _ = writeln!(
-        s,
-        "Run {} ({}), {:.0} s, git {}.  \nMachine: {} CPUs ({}), {} GiB, kernel {}.\n",
-        r.started,
-        if r.quick { "--quick" } else { "full" },
-        r.duration_s,
-        r.git_revision,
-        r.machine.cpus,
-        r.machine.cpu_model,
-        r.machine.memory_gib,
-        r.machine.kernel
-    );
-    let _ = writeln!(s, "Settings:");
-    for (k, v) in &r.settings {
-        let _ = writeln!(s, "- {k}: {v}");
-    }
+    let mut s = crate::report::header(r, "Control plane: configuration time");
     let _ = writeln!(
         s,
         "\nEach time runs from starting `violinctl` to every host's `violind` having \

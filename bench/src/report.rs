@@ -82,13 +82,8 @@ fn fmt(v: f64) -> String {
     }
 }
 
-pub fn markdown(
-    r: &Results,
-    title: &str,
-    refs: &[Reference],
-    targets: &[Target],
-    notes: &str,
-) -> String {
+/// A report's title, the run, the machine and the settings.
+pub fn header(r: &Results, title: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# {title}\n");
     let _ = writeln!(
@@ -110,6 +105,17 @@ pub fn markdown(
         }
         let _ = writeln!(s);
     }
+    s
+}
+
+pub fn markdown(
+    r: &Results,
+    title: &str,
+    refs: &[Reference],
+    targets: &[Target],
+    notes: &str,
+) -> String {
+    let mut s = header(r, title);
     let _ = writeln!(
         s,
         "Each cell: median (min-max) over the repetitions, which ran interleaved (the paths \

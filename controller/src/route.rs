@@ -189,30 +189,8 @@ pub fn trace(spec: &Spec, src: &[u8; 6], dst: &[u8; 6]) -> Result<Route, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::THREE_HOSTS;
 
-    const BASE: &str = r#"[environment]
-name = "blue"
-vni = 100
-[[host]]
-name = "h1"
-address = "10.0.0.1"
-[[host]]
-name = "h2"
-address = "10.0.0.2"
-[[host]]
-name = "h3"
-address = "10.0.0.3"
-[[vm]]
-name = "a"
-host = "h1"
-port = "vm1"
-mac = "02:00:00:00:00:01"
-[[vm]]
-name = "c"
-host = "h3"
-port = "vm1"
-mac = "02:00:00:00:00:03"
-"#;
     const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const C: [u8; 6] = [2, 0, 0, 0, 0, 3];
 
@@ -225,7 +203,7 @@ mac = "02:00:00:00:00:03"
 
     #[test]
     fn mesh_goes_direct() {
-        let s = Spec::parse(BASE).unwrap();
+        let s = Spec::parse(THREE_HOSTS).unwrap();
         let r = trace(&s, &A, &C).unwrap();
         assert!(r.delivered);
         assert_eq!(actions(&r), ["h1:link h1-h3", "h3:interface vm1"]);
@@ -234,7 +212,7 @@ mac = "02:00:00:00:00:03"
     #[test]
     fn a_star_needs_a_rule_at_the_hub() {
         let star = format!(
-            "{BASE}[[link]]\nhosts = [\"h1\", \"h2\"]\n[[link]]\nhosts = [\"h2\", \"h3\"]\n"
+            "{THREE_HOSTS}[[link]]\nhosts = [\"h1\", \"h2\"]\n[[link]]\nhosts = [\"h2\", \"h3\"]\n"
         );
         let s = Spec::parse(&star).unwrap();
         let r = trace(&s, &A, &C).unwrap();
@@ -264,7 +242,7 @@ mac = "02:00:00:00:00:03"
     #[test]
     fn cycles_are_reported() {
         let looped = format!(
-            "{BASE}[[rule]]\nhost = \"h1\"\nsrc = \"any\"\ndst = \"any\"\nedge = \"h2\"\n\
+            "{THREE_HOSTS}[[rule]]\nhost = \"h1\"\nsrc = \"any\"\ndst = \"any\"\nedge = \"h2\"\n\
              [[rule]]\nhost = \"h2\"\nsrc = \"any\"\ndst = \"any\"\nedge = \"h3\"\n\
              [[rule]]\nhost = \"h3\"\nsrc = \"any\"\ndst = \"any\"\nedge = \"h1\"\n"
         );

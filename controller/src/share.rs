@@ -180,56 +180,27 @@ pub fn delta(generation: u64, old: &Share, new: &Share) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::THREE_HOSTS;
 
     fn spec(text: &str) -> Spec {
         Spec::parse(text).unwrap()
     }
 
-    const BLUE: &str = r#"[environment]
-name = "blue"
-vni = 100
-[[host]]
-name = "h1"
-address = "10.0.0.1"
-[[host]]
-name = "h2"
-address = "10.0.0.2"
-[[host]]
-name = "h3"
-address = "10.0.0.3"
-[[vm]]
-name = "a"
-host = "h1"
-port = "vm1"
-mac = "02:00:00:00:00:01"
-ip = "10.1.0.1"
-[[vm]]
-name = "b"
-host = "h2"
-port = "vm1"
-mac = "02:00:00:00:00:02"
-[[vm]]
-name = "c"
-host = "h3"
-port = "vm1"
-mac = "02:00:00:00:00:03"
-"#;
-
     #[test]
     fn a_mesh_environment_peers_every_serving_host() {
-        let s = share_of("h1", &[spec(BLUE)]);
+        let s = share_of("h1", &[spec(THREE_HOSTS)]);
         let env = &s.environments["blue"];
         assert_eq!(env.ports, vec!["vm1"]);
         assert_eq!(env.vms[0].ip.as_deref(), Some("10.1.0.1"));
         let addrs: Vec<_> = s.peers.iter().map(|p| p.address.as_str()).collect();
         assert_eq!(addrs, ["10.0.0.2", "10.0.0.3"]);
-        assert!(share_of("h9", &[spec(BLUE)]).environments.is_empty());
+        assert!(share_of("h9", &[spec(THREE_HOSTS)]).environments.is_empty());
     }
 
     #[test]
     fn links_restrict_peers_and_rules_go_to_their_host() {
         let star = format!(
-            "{BLUE}[[link]]\nhosts = [\"h1\", \"h2\"]\n[[link]]\nhosts = [\"h2\", \"h3\"]\n\
+            "{THREE_HOSTS}[[link]]\nhosts = [\"h1\", \"h2\"]\n[[link]]\nhosts = [\"h2\", \"h3\"]\n\
              [[rule]]\nhost = \"h2\"\nsrc = \"any\"\ndst = \"02:00:00:00:00:03\"\nedge = \"h3\"\n"
         );
         let specs = [spec(&star)];
@@ -246,7 +217,7 @@ mac = "02:00:00:00:00:03"
 
     #[test]
     fn deltas_carry_only_what_changed() {
-        let a = share_of("h1", &[spec(BLUE)]);
+        let a = share_of("h1", &[spec(THREE_HOSTS)]);
         let b = share_of("h1", &[]);
         match delta(7, &a, &b) {
             Event::Delta {

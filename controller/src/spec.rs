@@ -812,5 +812,37 @@ pub fn plan(current: Option<&Spec>, desired: &Spec) -> Vec<Change> {
     out
 }
 
+/// Three hosts with a VM each (a, b, c), for the tests of the modules that use specs.
+#[cfg(test)]
+pub(crate) const THREE_HOSTS: &str = r#"[environment]
+name = "blue"
+vni = 100
+[[host]]
+name = "h1"
+address = "10.0.0.1"
+[[host]]
+name = "h2"
+address = "10.0.0.2"
+[[host]]
+name = "h3"
+address = "10.0.0.3"
+[[vm]]
+name = "a"
+host = "h1"
+port = "vm1"
+mac = "02:00:00:00:00:01"
+ip = "10.1.0.1"
+[[vm]]
+name = "b"
+host = "h2"
+port = "vm1"
+mac = "02:00:00:00:00:02"
+[[vm]]
+name = "c"
+host = "h3"
+port = "vm1"
+mac = "02:00:00:00:00:03"
+"#;
+
 #[cfg(test)]
 mod tests;

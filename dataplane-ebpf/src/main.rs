@@ -153,6 +153,37 @@ fn route(vni: u32, src: [u8; 6], dst: [u8; 6]) -> Option<FdbEntry> {
     hit.copied().filter(|e| e.kind != ROUTE_NO_RULE)
 }
 
+/// Where a frame from a VM port that passed its policies goes.
+enum Next {
+    To(FdbEntry),
+    /// Broadcast, multicast or unknown: replicate (slow path in XDP, in-kernel in TC).
+    Flood,
+}
+
+/// Learns the sender, counts the pair, and decides by rule, else by the forwarding table;
+/// the part of a VM port's path both port programs share.
+#[inline(always)]
+fn port_next(port: &PortInfo, ifindex: u32, eth: &EthHdr, len: usize) -> Next {
+    learn(
+        &FdbKey::new(port.vni, eth.src),
+        FdbEntry::local(ifindex, port.slot),
+    );
+    count_pair(port.vni, eth, len);
+    if port.flags & PORT_ROUTED != 0 {
+        if let Some(d) = route(port.vni, eth.src, eth.dst) {
+            return Next::To(d);
+        }
+    }
+    if is_multicast(&eth.dst) {
+        return Next::Flood;
+    }
+    // SAFETY: copied out of the map before use.
+    match unsafe { FDB.get(FdbKey::new(port.vni, eth.dst)) } {
+        Some(d) => Next::To(*d),
+        None => Next::Flood,
+    }
+}
+
 /// Counts a VM's unicast frame to another VM (the local traffic matrix VTTIF reads).
 #[inline(always)]
 fn count_pair(vni: u32, eth: &EthHdr, len: usize) {
@@ -260,28 +291,9 @@ fn port_frame(ctx: &XdpContext) -> u32 {
     if let Err(reason) = port_policy(&pkt, &port, &eth, len) {
         return drop_frame(ctx, port.slot, reason, len);
     }
-    learn(
-        &FdbKey::new(port.vni, eth.src),
-        FdbEntry::local(ifindex, port.slot),
-    );
-    count_pair(port.vni, &eth, len);
-    let ruled = if port.flags & PORT_ROUTED != 0 {
-        route(port.vni, eth.src, eth.dst)
-    } else {
-        None
-    };
-    let dst = match ruled {
-        Some(d) => d,
-        None => {
-            if is_multicast(&eth.dst) {
-                return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len);
-            }
-            // SAFETY: copied out of the map before use.
-            match unsafe { FDB.get(FdbKey::new(port.vni, eth.dst)) } {
-                Some(d) => *d,
-                None => return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len),
-            }
-        }
+    let dst = match port_next(&port, ifindex, &eth, len) {
+        Next::To(d) => d,
+        Next::Flood => return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len),
     };
     if dst.kind == FDB_LOCAL {
         if dst.ifindex == ifindex {
@@ -312,27 +324,58 @@ fn encapsulate(ctx: &XdpContext, port: &PortInfo, dst: &FdbEntry, len: usize) ->
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(ENCAP_OVERHEAD as i32)) } != 0 {
         return drop_frame(ctx, port.slot, DropReason::NoHeadroom, len);
     }
+    let out = TunnelOut {
+        cfg: &cfg,
+        peer_addr: dst.peer,
+        peer: &peer,
+        vni: port.vni,
+        sport,
+        inner_len: len,
+    };
+    send_tunnelled(ctx, &out, port.slot, DropReason::NoHeadroom, len)
+}
+
+/// Where a frame whose 50 bytes of outer headers are in front of it goes.
+struct TunnelOut<'a> {
+    cfg: &'a HostConfig,
+    peer_addr: [u8; 4],
+    peer: &'a PeerInfo,
+    vni: u32,
+    sport: u16,
+    inner_len: usize,
+}
+
+/// Writes the outer headers at the start of the buffer and sends the frame out of the
+/// underlay to the peer; a buffer too short for them is dropped as `short`.
+#[inline(always)]
+fn send_tunnelled(
+    ctx: &XdpContext,
+    out: &TunnelOut,
+    slot: u32,
+    short: DropReason,
+    len: usize,
+) -> u32 {
     let start = ctx.data();
     if start + ENCAP_OVERHEAD as usize > ctx.data_end() {
-        return drop_frame(ctx, port.slot, DropReason::NoHeadroom, len);
+        return drop_frame(ctx, slot, short, len);
     }
     let tunnel = Tunnel {
-        src_mac: cfg.underlay_mac,
-        dst_mac: peer.next_hop_mac,
-        src_ip: cfg.underlay_addr,
-        dst_ip: dst.peer,
+        src_mac: out.cfg.underlay_mac,
+        dst_mac: out.peer.next_hop_mac,
+        src_ip: out.cfg.underlay_addr,
+        dst_ip: out.peer_addr,
     };
-    let outer = OuterHeaders::new(&tunnel, port.vni, sport, len);
+    let outer = OuterHeaders::new(&tunnel, out.vni, out.sport, out.inner_len);
     // SAFETY: 50 bytes at `start` were bounds-checked above.
     unsafe { core::ptr::write_unaligned(start as *mut OuterHeaders, outer) };
-    match TX_PORTS.redirect(cfg.underlay_ifindex, 0) {
+    match TX_PORTS.redirect(out.cfg.underlay_ifindex, 0) {
         Ok(action) => {
-            if let Some(s) = peer_stats(peer.slot) {
-                s.tx.add((len + ENCAP_OVERHEAD as usize) as u64);
+            if let Some(s) = peer_stats(out.peer.slot) {
+                s.tx.add((out.inner_len + ENCAP_OVERHEAD as usize) as u64);
             }
             action
         }
-        Err(_) => drop_frame(ctx, port.slot, DropReason::RedirectFailed, len),
+        Err(_) => drop_frame(ctx, slot, DropReason::RedirectFailed, len),
     }
 }
 
@@ -444,28 +487,15 @@ fn transit(ctx: &XdpContext, cfg: &HostConfig, v: &VxlanInfo<PeerInfo>, to: &Fdb
     }
     let inner_len = len - v.trailer - ENCAP_OVERHEAD as usize;
     let sport = source_port(flow_hash(&Pkt(ctx), ENCAP_OVERHEAD as usize));
-    let start = ctx.data();
-    if start + ENCAP_OVERHEAD as usize > ctx.data_end() {
-        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::TruncatedOuter, len);
-    }
-    let tunnel = Tunnel {
-        src_mac: cfg.underlay_mac,
-        dst_mac: peer.next_hop_mac,
-        src_ip: cfg.underlay_addr,
-        dst_ip: to.peer,
+    let out = TunnelOut {
+        cfg,
+        peer_addr: to.peer,
+        peer: &peer,
+        vni: v.vni,
+        sport,
+        inner_len,
     };
-    let outer = OuterHeaders::new(&tunnel, v.vni, sport, inner_len);
-    // SAFETY: 50 bytes at `start` were bounds-checked above.
-    unsafe { core::ptr::write_unaligned(start as *mut OuterHeaders, outer) };
-    match TX_PORTS.redirect(cfg.underlay_ifindex, 0) {
-        Ok(action) => {
-            if let Some(s) = peer_stats(peer.slot) {
-                s.tx.add((inner_len + ENCAP_OVERHEAD as usize) as u64);
-            }
-            action
-        }
-        Err(_) => drop_frame(ctx, UNDERLAY_SLOT, DropReason::RedirectFailed, len),
-    }
+    send_tunnelled(ctx, &out, UNDERLAY_SLOT, DropReason::TruncatedOuter, len)
 }
 
 /// An skb seen through the [`Frame`] interface (bpf_skb_load_bytes: works on paged data).
@@ -544,28 +574,9 @@ fn port_skb(ctx: &TcContext) -> i32 {
     if let Err(reason) = port_policy(&skb, &port, &eth, len) {
         return tc_drop(port.slot, reason, len);
     }
-    learn(
-        &FdbKey::new(port.vni, eth.src),
-        FdbEntry::local(ifindex, port.slot),
-    );
-    count_pair(port.vni, &eth, len);
-    let ruled = if port.flags & PORT_ROUTED != 0 {
-        route(port.vni, eth.src, eth.dst)
-    } else {
-        None
-    };
-    let dst = match ruled {
-        Some(d) => d,
-        None => {
-            if is_multicast(&eth.dst) {
-                return flood_skb(ctx, &port, ifindex, &eth, len);
-            }
-            // SAFETY: copied out of the map before use.
-            match unsafe { FDB.get(FdbKey::new(port.vni, eth.dst)) } {
-                Some(d) => *d,
-                None => return flood_skb(ctx, &port, ifindex, &eth, len),
-            }
-        }
+    let dst = match port_next(&port, ifindex, &eth, len) {
+        Next::To(d) => d,
+        Next::Flood => return flood_skb(ctx, &port, ifindex, &eth, len),
     };
     if dst.kind == FDB_LOCAL {
         if dst.ifindex == ifindex {
