@@ -17,7 +17,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use violin_testbed::{
     control::controller_url,
-    lab::{switch_ns, Lab, LabSpec, Vm},
+    lab::{mac_string, switch_ns, Lab, LabSpec, Vm},
     sys::{in_netns, ns_run},
     traffic::ping,
 };
@@ -95,17 +95,6 @@ fn chosen(lab: &Lab) -> Vec<&Vm> {
         .collect()
 }
 
-fn mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn name(v: &Vm) -> String {
-    violin_testbed::control::vm_name(v)
-}
-
 /// The environment as VNET configured it: a star of links on host 1, each host's
 /// VMs delivered by interface rules, every VM's default rule pointing at the hub and
 /// the hub forwarding by destination; `all_to_all` adds a link between every pair of
@@ -134,7 +123,7 @@ pub fn spec(lab: &Lab, all_to_all: bool) -> (String, usize, usize) {
         rules += 1;
     };
     for v in &vms {
-        let m = mac(&v.mac);
+        let m = mac_string(&v.mac);
         rule(v.host, "any", &m, &format!("interface = {:?}", v.port));
         if v.host != hub {
             rule(v.host, &m, "none", &format!("edge = {:?}", host(hub)));
@@ -146,29 +135,14 @@ pub fn spec(lab: &Lab, all_to_all: bool) -> (String, usize, usize) {
             for d in vms.iter().filter(|d| d.host != s.host) {
                 rule(
                     s.host,
-                    &mac(&s.mac),
-                    &mac(&d.mac),
+                    &mac_string(&s.mac),
+                    &mac_string(&d.mac),
                     &format!("edge = {:?}", host(d.host)),
                 );
             }
         }
     }
-    let mut text = lab.env_spec(0, "bench", 3000, "");
-    // Keep only the chosen VMs.
-    let keep: Vec<String> = vms.iter().map(|v| name(v)).collect();
-    let mut kept = String::new();
-    for block in text.split("\n\n") {
-        let is_vm = block.starts_with("[[vm]]");
-        let wanted = keep
-            .iter()
-            .any(|n| block.contains(&format!("name = {n:?}\n")));
-        if !is_vm || wanted {
-            kept.push_str(block.trim_end());
-            kept.push_str("\n\n");
-        }
-    }
-    text = kept;
-    text.push_str(&extra);
+    let text = lab.spec_of(&vms, "bench", 3000, &extra);
     (text, links, rules)
 }
 
@@ -268,7 +242,7 @@ fn check(lab: &Lab) -> Result<()> {
                 "replace",
                 &y.ip.to_string(),
                 "lladdr",
-                &mac(&y.mac),
+                &mac_string(&y.mac),
                 "dev",
                 "eth0",
             ],
@@ -423,15 +397,8 @@ pub fn run(
 
 /// The plain environment: the chosen VMs only.
 fn plain_file(lab: &Lab, dir: &Path) -> Result<PathBuf> {
-    let (text, _, _) = spec(lab, false);
-    // The star spec without its links and rules.
-    let plain = text
-        .split("\n\n")
-        .filter(|b| !b.starts_with("[[link]]") && !b.starts_with("[[rule]]"))
-        .collect::<Vec<_>>()
-        .join("\n\n");
     let path = dir.join("plain.toml");
-    std::fs::write(&path, plain + "\n")?;
+    std::fs::write(&path, lab.spec_of(&chosen(lab), "bench", 3000, ""))?;
     Ok(path)
 }
 

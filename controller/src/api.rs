@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::{
     route,
-    spec::{format_match, ordered_pair, plan, Rule, Spec, SpecError, Target},
+    spec::{format_match, ordered_pair, plan, valid_name, Rule, Spec, SpecError, Target},
     store::{PutError, Store},
     sync::{self, Hub},
 };
@@ -532,7 +532,7 @@ async fn route_of(State(api): State<Api>, Query(q): Query<RouteQuery>) -> Respon
     };
     let spec = match route::find_env(&specs, q.environment.as_deref(), &src) {
         Ok(s) => s,
-        Err(e) => return bad(e.split(':').next().unwrap_or("src"), e.clone()),
+        Err((field, reason)) => return bad(field, reason),
     };
     match route::trace(spec, &src, &dst) {
         Ok(r) => Json(r).into_response(),
@@ -579,12 +579,7 @@ struct Registration {
 }
 
 fn check_host_name(host: &str) -> Result<(), Reject> {
-    let ok = !host.is_empty()
-        && host.len() <= 32
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
+    if valid_name(host) {
         Ok(())
     } else {
         Err(reject("host", format!("{host:?} is not a valid host name")))
@@ -711,10 +706,11 @@ async fn hosts(State(api): State<Api>) -> Response {
     let mut hosts: BTreeMap<String, Value> = BTreeMap::new();
     let blank = |h: &str| json!({ "name": h, "address": null, "environments": [], "vms": 0, "registered": false });
     for spec in &envs {
+        let serving = spec.serving_hosts();
         for (h, addr) in &spec.hosts {
             let entry = hosts.entry(h.clone()).or_insert_with(|| blank(h));
             entry["address"] = json!(addr.to_string());
-            if spec.serving_hosts().contains(h) {
+            if serving.contains(h) {
                 entry["environments"]
                     .as_array_mut()
                     .expect("array")

@@ -28,17 +28,17 @@ pub struct Route {
 }
 
 /// Which environment a pair of MACs belongs to: the one named, else the only one with a
-/// VM of the source MAC.
+/// VM of the source MAC. The error names the request field at fault.
 pub fn find_env<'a>(
     specs: &'a [Spec],
     env: Option<&str>,
     src: &[u8; 6],
-) -> Result<&'a Spec, String> {
+) -> Result<&'a Spec, (&'static str, String)> {
     if let Some(name) = env {
         return specs
             .iter()
             .find(|s| s.name == name)
-            .ok_or_else(|| format!("environment: no environment {name:?}"));
+            .ok_or_else(|| ("environment", format!("no environment {name:?}")));
     }
     let with: Vec<&Spec> = specs
         .iter()
@@ -46,14 +46,17 @@ pub fn find_env<'a>(
         .collect();
     match with.as_slice() {
         [one] => Ok(one),
-        [] => Err(format!("src: no VM has MAC {}", format_mac(src))),
-        many => Err(format!(
-            "src: {} is a VM's MAC in environments {}; name one",
-            format_mac(src),
-            many.iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+        [] => Err(("src", format!("no VM has MAC {}", format_mac(src)))),
+        many => Err((
+            "src",
+            format!(
+                "{} is a VM's MAC in environments {}; name one",
+                format_mac(src),
+                many.iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         )),
     }
 }
@@ -62,13 +65,14 @@ fn rules_at<'a>(spec: &'a Spec, host: &str) -> Vec<&'a Rule> {
     spec.rules.iter().filter(|r| r.host == host).collect()
 }
 
-/// The path of a frame from the VM with MAC `src` to `dst` in `spec`.
+/// The path of a frame from the VM with MAC `src` to `dst` in `spec`; the error is about
+/// the source.
 pub fn trace(spec: &Spec, src: &[u8; 6], dst: &[u8; 6]) -> Result<Route, String> {
     let (src_name, src_vm) = spec
         .vms
         .iter()
         .find(|(_, v)| &v.mac == src)
-        .ok_or_else(|| format!("src: no VM of {} has MAC {}", spec.name, format_mac(src)))?;
+        .ok_or_else(|| format!("no VM of {} has MAC {}", spec.name, format_mac(src)))?;
     let dst_vm = spec.vms.iter().find(|(_, v)| &v.mac == dst);
     let mut route = Route {
         environment: spec.name.clone(),

@@ -84,7 +84,7 @@ pub enum Event {
 }
 
 /// The share of `host` in `specs`.
-pub fn share_of(host: &str, specs: &[Spec]) -> Share {
+pub fn share_of<'a>(host: &str, specs: impl IntoIterator<Item = &'a Spec>) -> Share {
     let mut out = Share::default();
     let mut peers: BTreeMap<std::net::Ipv4Addr, Vec<u32>> = BTreeMap::new();
     for spec in specs {
@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn deltas_carry_only_what_changed() {
         let a = share_of("h1", &[spec(THREE_HOSTS)]);
-        let b = share_of("h1", &[]);
+        let b = share_of("h1", std::iter::empty());
         match delta(7, &a, &b) {
             Event::Delta {
                 generation,

@@ -169,10 +169,7 @@ pub fn format_match(m: &MacMatch) -> String {
 }
 
 pub fn format_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    dataplane_common::packet::Mac(*m).to_string()
 }
 
 impl fmt::Display for Rule {
@@ -230,6 +227,14 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// Names of environments, hosts and VMs: 1 to 32 characters from [A-Za-z0-9_-].
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// An unordered pair, smaller first.
 pub fn ordered_pair(a: &str, b: &str) -> (String, String) {
     ordered(a, b)
@@ -262,13 +267,7 @@ impl Spec {
             reason,
         };
         let name = raw.environment.name.get_ref().clone();
-        let ok_name = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 32
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        };
-        if !ok_name(&name) {
+        if !valid_name(&name) {
             return Err(err(
                 raw.environment.name.span(),
                 "environment.name".into(),
@@ -286,7 +285,7 @@ impl Spec {
         let mut hosts = BTreeMap::new();
         for (i, h) in raw.hosts.iter().enumerate() {
             let hname = h.name.get_ref();
-            if !ok_name(hname) {
+            if !valid_name(hname) {
                 return Err(err(
                     h.name.span(),
                     format!("host[{i}].name"),
@@ -313,7 +312,7 @@ impl Spec {
         let mut ports = BTreeSet::new();
         for (i, v) in raw.vms.iter().enumerate() {
             let vname = v.name.get_ref();
-            if !ok_name(vname) {
+            if !valid_name(vname) {
                 return Err(err(
                     v.name.span(),
                     format!("vm[{i}].name"),

@@ -65,7 +65,8 @@ impl Store {
         Ok(Store { db, cache })
     }
 
-    fn snapshot(&self) -> Arc<BTreeMap<String, (String, Spec)>> {
+    /// The stored environments (text and parsed spec, by name) as of now; cheap to take.
+    pub fn snapshot(&self) -> Arc<BTreeMap<String, (String, Spec)>> {
         self.cache.read().unwrap().clone()
     }
 

@@ -95,6 +95,21 @@ pub struct OuterHeaders {
 
 const _: () = assert!(core::mem::size_of::<OuterHeaders>() == ENCAP_OVERHEAD as usize);
 
+/// Shows a MAC address as "aa:bb:cc:dd:ee:ff", the form [`parse_mac`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl core::fmt::Display for Mac {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
 /// Parses a MAC address written "aa:bb:cc:dd:ee:ff" (configuration files, specs).
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];

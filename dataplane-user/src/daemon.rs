@@ -205,8 +205,9 @@ pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
             "api": config.api_listen.map(|a| a.to_string()),
             "interfaces": crate::api::interfaces(&config.underlay.interface, &config.ports().map(|(p, _)| p.to_string()).collect()),
         });
-        sync::start(sync::Client::new(c, &config.host_id)?, registration, tx)?;
-        acks = Some(sync::Client::new(c, &config.host_id)?);
+        let client = sync::Client::new(c, &config.host_id)?;
+        sync::start(client.clone(), registration, tx)?;
+        acks = Some(client);
     }
 
     let mut file_config = file_config;

@@ -162,10 +162,7 @@ pub fn ipv4_addresses(name: &str) -> Result<Vec<Ipv4Addr>> {
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
-    )
+    dataplane_common::packet::Mac(*mac).to_string()
 }
 
 #[cfg(test)]

@@ -65,6 +65,7 @@ struct SnapshotShare {
 /// Silence after which the stream counts as dead (the controller beats every 2 s).
 const SILENCE: Duration = Duration::from_secs(6);
 
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: String,

@@ -152,6 +152,12 @@ impl Lab {
     /// An environment spec holding the lab's VMs of environment `env`, named `name`.
     /// `extra` is appended (links, rules, policies).
     pub fn env_spec(&self, env: usize, name: &str, vni: u32, extra: &str) -> String {
+        let vms: Vec<&crate::lab::Vm> = self.vms.iter().filter(|v| v.env == env).collect();
+        self.spec_of(&vms, name, vni, extra)
+    }
+
+    /// An environment spec holding `vms` (the lab's Violin hosts all listed).
+    pub fn spec_of(&self, vms: &[&crate::lab::Vm], name: &str, vni: u32, extra: &str) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "[environment]\nname = {name:?}\nvni = {vni}\n");
         for h in self.hosts.iter().filter(|h| h.kind.runs_violind()) {
@@ -162,7 +168,7 @@ impl Lab {
                 h.underlay_ip
             );
         }
-        for v in self.vms.iter().filter(|v| v.env == env) {
+        for v in vms {
             let _ = writeln!(
                 s,
                 "[[vm]]\nname = {:?}\nhost = {:?}\nport = {:?}\nmac = {:?}\nip = \"{}\"\n",

@@ -177,11 +177,9 @@ pub struct Lab {
     torn_down: bool,
 }
 
-pub(crate) fn mac_string(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn mac_string(m: &[u8; 6]) -> String {
+    dataplane_common::packet::Mac(*m).to_string()
 }
 
 /// The namespace holding the underlay bridge `br0`.

@@ -7,17 +7,10 @@ use serde_json::Value;
 use violin_testbed::{
     control::vm_name,
     e2e::{counter, lab, scratch},
-    lab::{Lab, Vm, API_PORT},
+    lab::{mac_string, Lab, Vm, API_PORT},
     sys::ns_run,
     traffic::{http_get, http_get_with, ping, udp_blast, wait_ping},
 };
-
-fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
 
 /// Writes `spec` to a file and applies it, waiting for every host.
 fn apply(lab: &Lab, name: &str, spec: &str) -> String {
@@ -144,7 +137,7 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     apply(&lab, "blue", &star);
     lab.violinctl(&["link", "add", "blue", &h2, &h3, "--wait"])
         .unwrap();
-    let (am, cm) = (mac(a.mac), mac(c.mac));
+    let (am, cm) = (mac_string(&a.mac), mac_string(&c.mac));
     let bcast = "ff:ff:ff:ff:ff:ff";
     for (host, src, dst, edge) in [
         (&h1, "any", cm.as_str(), &h2),

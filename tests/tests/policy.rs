@@ -11,10 +11,7 @@ use violin_testbed::{
 };
 
 fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    violin_testbed::lab::mac_string(&m)
 }
 
 /// Host `i`'s generated configuration with `extra` appended to its environment.

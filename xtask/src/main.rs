@@ -258,15 +258,15 @@ fn demo(a: &LabArgs) -> Result<()> {
     println!("{}", lab.violinctl(&["hosts"])?);
     let src = lab.vm(0, 0, 0).clone();
     let dst = lab.vm(1, 0, 0).clone();
-    let mac = |m: &[u8; 6]| {
-        m.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
     println!(
         "{}",
-        lab.violinctl(&["route", &mac(&src.mac), &mac(&dst.mac), "--env", "env0"])?
+        lab.violinctl(&[
+            "route",
+            &lab::mac_string(&src.mac),
+            &lab::mac_string(&dst.mac),
+            "--env",
+            "env0"
+        ])?
     );
     eprintln!(
         "==> ping {} ({}) -> {} ({}) across hosts",

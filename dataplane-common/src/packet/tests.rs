@@ -256,3 +256,11 @@ fn macs_parse_strictly() {
         assert_eq!(parse_mac(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn macs_print_as_they_parse() {
+    let m = [0x02, 0, 0xab, 0, 0x01, 0xff];
+    let text = std::format!("{}", Mac(m));
+    assert_eq!(text, "02:00:ab:00:01:ff");
+    assert_eq!(parse_mac(&text), Some(m));
+}
