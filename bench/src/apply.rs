@@ -15,6 +15,11 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use violin_api::{
+    client::{Client, Timeouts},
+    rest::RuleRequest,
+    DstMatch, Name, SrcMatch,
+};
 use violin_testbed::{
     control::controller_url,
     lab::{mac_string, switch_ns, Lab, LabSpec, Vm},
@@ -184,44 +189,29 @@ fn api_rule(lab: &Lab, host: &str, dst: &str, edge: &str) -> Result<Duration> {
         .to_string();
     let (host, dst, edge) = (host.to_string(), dst.to_string(), edge.to_string());
     in_netns(&switch_ns(&lab.spec.name), move || {
-        let agent = ureq::AgentBuilder::new().build();
-        let url = controller_url();
-        let auth = format!("Bearer {token}");
-        let rule = serde_json::json!({ "host": host, "src": "any", "dst": dst, "edge": edge });
+        let client = Client::new(&controller_url(), &token, Timeouts::default());
+        let rule = RuleRequest {
+            host: Name::parse(&host).map_err(anyhow::Error::msg)?,
+            src: SrcMatch::parse("any").map_err(anyhow::Error::msg)?,
+            dst: DstMatch::parse(&dst).map_err(anyhow::Error::msg)?,
+            edge: Some(Name::parse(&edge).map_err(anyhow::Error::msg)?),
+            interface: None,
+        };
+        // The controller answers as soon as the last host acknowledged: no polling.
         let wait = |generation: u64| -> Result<()> {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let v: serde_json::Value = agent
-                    .get(&format!("{url}/v1/sync?generation={generation}"))
-                    .set("Authorization", &auth)
-                    .call()?
-                    .into_json()?;
-                if v["pending"].as_array().is_some_and(|p| p.is_empty()) {
-                    return Ok(());
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "hosts {} did not apply generation {generation}",
-                        v["pending"]
-                    );
-                }
-                std::thread::sleep(Duration::from_micros(200));
+            let s = client.watch_sync(generation, Duration::from_secs(10))?;
+            if !s.pending.is_empty() {
+                bail!(
+                    "hosts {} did not apply generation {generation}",
+                    s.pending.join(",")
+                );
             }
+            Ok(())
         };
         let t = Instant::now();
-        let v: serde_json::Value = agent
-            .post(&format!("{url}/v1/environments/bench/rules"))
-            .set("Authorization", &auth)
-            .send_json(rule.clone())?
-            .into_json()?;
-        wait(v["generation"].as_u64().context("generation")?)?;
+        wait(client.add_rule("bench", &rule)?.generation)?;
         let took = t.elapsed();
-        let v: serde_json::Value = agent
-            .delete(&format!("{url}/v1/environments/bench/rules"))
-            .set("Authorization", &auth)
-            .send_json(rule)?
-            .into_json()?;
-        wait(v["generation"].as_u64().context("generation")?)?;
+        wait(client.delete_rule("bench", &rule)?.generation)?;
         Ok(took)
     })
 }

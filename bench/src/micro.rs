@@ -177,7 +177,8 @@ fn busy_cpu_ns() -> Result<f64> {
     // user nice system idle iowait irq softirq steal ...
     let busy: f64 =
         v.iter().sum::<f64>() - v.get(3).copied().unwrap_or(0.0) - v.get(4).copied().unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
+    // SAFETY: sysconf(3) takes an integer name and returns an integer; it accesses no memory
+    // of ours.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok(busy / hz * 1e9)
 }

@@ -1,6 +1,7 @@
 //! The controller's versioned HTTP/JSON API (`/v1`), authenticated with a bearer token.
-//! A rejected request changes nothing and says why, naming the field.
-use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc, time::Duration};
+//! Bodies are `violin_api`'s types; a rejected request changes nothing and says why,
+//! naming the field. `openapi` describes it from the same handlers and types.
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
     body::{Body, Bytes},
@@ -12,15 +13,25 @@ use axum::{
     Json, Router,
 };
 use dataplane_common::{packet::parse_mac, rules::MacMatch};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use violin_api::{
+    parse::from_json,
+    rest::{
+        Applied, Bound, BoundRequest, EnvDetail, EnvSummary, ErrorBody, Filter, HostInfo, HostSync,
+        LinkInfo, LinkRequest, Plan, Route, RouteQuery, RuleInfo, RuleRequest, SyncQuery,
+        SyncStatus,
+    },
+    share::{Ack, Interface, Registered, Registration},
+    FieldError, Name,
+};
 
 use crate::{
+    hub::{self, Hub},
     route,
-    spec::{format_match, ordered_pair, plan, valid_name, Rule, Spec, SpecError, Target},
+    spec::{ordered_pair, plan, Rule, Spec, SpecError, Target},
     store::{PutError, Store},
-    sync::{self, Hub},
 };
+
+pub mod openapi;
 
 #[derive(Clone)]
 pub struct Api {
@@ -48,71 +59,63 @@ impl Api {
     }
 }
 
-/// A 400 naming the request field at fault.
-fn bad(field: &str, reason: impl Into<String>) -> Response {
-    reject(field, reason).into_response()
-}
-
-/// A rejected request: its status, and the field at fault when there is one.
+/// A rejected request: its status and body.
 pub struct Reject {
     status: StatusCode,
-    field: Option<String>,
-    message: String,
+    body: ErrorBody,
 }
+
+type Answer<T> = Result<Json<T>, Reject>;
 
 impl Reject {
     fn status(status: StatusCode, message: impl Into<String>) -> Reject {
         Reject {
             status,
-            field: None,
-            message: message.into(),
+            body: ErrorBody {
+                error: message.into(),
+                field: None,
+                line: None,
+            },
         }
+    }
+
+    fn not_found(what: impl Into<String>) -> Reject {
+        Reject::status(StatusCode::NOT_FOUND, what)
+    }
+
+    fn internal(e: anyhow::Error) -> Reject {
+        Reject::status(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+    }
+}
+
+impl From<FieldError> for Reject {
+    /// A 400 naming the field (and the spec's line, when there is one).
+    fn from(e: FieldError) -> Reject {
+        Reject {
+            status: StatusCode::BAD_REQUEST,
+            body: ErrorBody {
+                error: e.to_string(),
+                line: (e.line > 0).then_some(e.line),
+                field: Some(e.field),
+            },
+        }
+    }
+}
+
+impl From<anyhow::Error> for Reject {
+    fn from(e: anyhow::Error) -> Reject {
+        Reject::internal(e)
     }
 }
 
 impl IntoResponse for Reject {
     fn into_response(self) -> Response {
-        let body = match self.field {
-            Some(f) => json!({ "error": self.message, "field": f }),
-            None => json!({ "error": self.message }),
-        };
-        (self.status, Json(body)).into_response()
+        (self.status, Json(self.body)).into_response()
     }
 }
 
 fn reject(field: &str, reason: impl Into<String>) -> Reject {
-    Reject {
-        status: StatusCode::BAD_REQUEST,
-        field: Some(field.to_string()),
-        message: format!("{field}: {}", reason.into()),
-    }
-}
-
-/// Parses a JSON body; serde's message names the missing or mistyped field.
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Reject> {
-    serde_json::from_slice(body).map_err(|e| {
-        let msg = e.to_string();
-        let field = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.contains("field"))
-            .unwrap_or("body")
-            .to_string();
-        reject(&field, msg)
-    })
-}
-
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": msg.into() }))).into_response()
-}
-
-fn spec_error(e: SpecError) -> Response {
-    let body = json!({ "error": e.to_string(), "field": e.field, "line": e.line });
-    (StatusCode::BAD_REQUEST, Json(body)).into_response()
-}
-
-fn internal(e: anyhow::Error) -> Response {
-    error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+    FieldError::new(field, reason).into()
 }
 
 async fn auth(State(api): State<Api>, req: Request, next: Next) -> Response {
@@ -123,62 +126,66 @@ async fn auth(State(api): State<Api>, req: Request, next: Next) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| t == api.token.as_str());
     if !ok {
-        return error(
+        return Reject::status(
             StatusCode::UNAUTHORIZED,
             "Authorization: a valid bearer token is required",
-        );
+        )
+        .into_response();
     }
     next.run(req).await
 }
 
-fn summary(spec: &Spec) -> Value {
-    json!({
-        "name": spec.name,
-        "vni": spec.vni,
-        "hosts": spec.hosts.keys().collect::<Vec<_>>(),
-        "vms": spec.vms.len(),
-        "restricted": !spec.allowed.is_empty(),
-        "limits": spec.limits.len(),
-        "links": spec.links.len(),
-        "rules": spec.rules.len(),
-    })
+fn summary(spec: &Spec) -> EnvSummary {
+    EnvSummary {
+        name: spec.name.clone(),
+        vni: spec.vni,
+        hosts: spec.hosts.keys().cloned().collect(),
+        vms: spec.vms.len(),
+        restricted: !spec.allowed.is_empty(),
+        limits: spec.limits.len(),
+        links: spec.links.len(),
+        rules: spec.rules.len(),
+    }
 }
 
 fn parse_body(name: &str, body: &Bytes) -> Result<(Spec, String), SpecError> {
     let text = std::str::from_utf8(body)
-        .map_err(|_| SpecError {
-            line: 0,
-            field: "body".into(),
-            reason: "the spec must be UTF-8 TOML".into(),
-        })?
+        .map_err(|_| FieldError::new("body", "the spec must be UTF-8 TOML"))?
         .to_string();
     let spec = Spec::parse(&text)?;
     if spec.name != name {
-        return Err(SpecError {
-            line: 0,
-            field: "environment.name".into(),
-            reason: format!("{:?} does not match the URL's {name:?}", spec.name),
-        });
+        return Err(FieldError::new(
+            "environment.name",
+            format!("{:?} does not match the URL's {name:?}", spec.name.as_str()),
+        ));
     }
     Ok((spec, text))
 }
 
-async fn list(State(api): State<Api>) -> Response {
-    match api.store.environments() {
-        Ok(envs) => Json(envs.iter().map(|(_, s)| summary(s)).collect::<Vec<_>>()).into_response(),
-        Err(e) => internal(e),
-    }
+/// List environments.
+#[utoipa::path(get, path = "/v1/environments", tag = "environments",
+    responses((status = 200, description = "Environments", body = [EnvSummary])))]
+async fn list(State(api): State<Api>) -> Answer<Vec<EnvSummary>> {
+    let envs = api.store.environments()?;
+    Ok(Json(envs.iter().map(|(_, s)| summary(s)).collect()))
 }
 
-async fn get_env(State(api): State<Api>, Path(name): Path<String>) -> Response {
-    match api.store.get(&name) {
-        Ok(Some((text, spec))) => {
-            let mut v = summary(&spec);
-            v["spec"] = json!(text);
-            Json(v).into_response()
-        }
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no environment {name:?}")),
-        Err(e) => internal(e),
+fn no_env(name: &str) -> Reject {
+    Reject::not_found(format!("no environment {name:?}"))
+}
+
+/// One environment with its spec.
+#[utoipa::path(get, path = "/v1/environments/{name}", tag = "environments",
+    params(("name" = String, Path, description = "Environment name")),
+    responses((status = 200, description = "The environment", body = EnvDetail),
+              (status = 404, description = "No such environment", body = ErrorBody)))]
+async fn get_env(State(api): State<Api>, Path(name): Path<String>) -> Answer<EnvDetail> {
+    match api.store.get(&name)? {
+        Some((text, spec)) => Ok(Json(EnvDetail {
+            summary: summary(&spec),
+            spec: text,
+        })),
+        None => Err(no_env(&name)),
     }
 }
 
@@ -189,99 +196,106 @@ fn changes(current: Option<&Spec>, desired: &Spec) -> Vec<String> {
         .collect()
 }
 
-async fn plan_env(State(api): State<Api>, Path(name): Path<String>, body: Bytes) -> Response {
-    let (spec, _) = match parse_body(&name, &body) {
-        Ok(s) => s,
-        Err(e) => return spec_error(e),
-    };
-    match api.store.get(&name) {
-        Ok(cur) => {
-            Json(json!({ "changes": changes(cur.as_ref().map(|c| &c.1), &spec) })).into_response()
-        }
-        Err(e) => internal(e),
-    }
+/// What applying a spec would change, without changing anything.
+#[utoipa::path(post, path = "/v1/environments/{name}/plan", tag = "environments",
+    params(("name" = String, Path, description = "Environment name")),
+    request_body(content = String, content_type = "application/toml", description = "An environment spec"),
+    responses((status = 200, description = "The changes", body = Plan),
+              (status = 400, description = "The spec is invalid (line and field)", body = ErrorBody)))]
+async fn plan_env(State(api): State<Api>, Path(name): Path<String>, body: Bytes) -> Answer<Plan> {
+    let (spec, _) = parse_body(&name, &body)?;
+    let cur = api.store.get(&name)?;
+    Ok(Json(Plan {
+        changes: changes(cur.as_ref().map(|c| &c.1), &spec),
+    }))
 }
 
-async fn put_env(State(api): State<Api>, Path(name): Path<String>, body: Bytes) -> Response {
-    let (spec, text) = match parse_body(&name, &body) {
-        Ok(s) => s,
-        Err(e) => return spec_error(e),
-    };
-    let cur = match api.store.get(&name) {
-        Ok(c) => c,
-        Err(e) => return internal(e),
-    };
+/// Create or replace an environment.
+#[utoipa::path(put, path = "/v1/environments/{name}", tag = "environments",
+    params(("name" = String, Path, description = "Environment name")),
+    request_body(content = String, content_type = "application/toml", description = "An environment spec"),
+    responses((status = 200, description = "Applied; wait for the generation", body = Applied),
+              (status = 400, description = "The spec is invalid (line and field)", body = ErrorBody)))]
+async fn put_env(State(api): State<Api>, Path(name): Path<String>, body: Bytes) -> Answer<Applied> {
+    let (spec, text) = parse_body(&name, &body)?;
+    let cur = api.store.get(&name)?;
     let list = changes(cur.as_ref().map(|c| &c.1), &spec);
     store_spec(&api, &spec, &text, list)
 }
 
-/// Stores a spec and tells the hosts; the response carries the generation to wait for.
-fn store_spec(api: &Api, spec: &Spec, text: &str, list: Vec<String>) -> Response {
+/// Stores a spec and tells the hosts; the answer carries the generation to wait for.
+fn store_spec(api: &Api, spec: &Spec, text: &str, changes: Vec<String>) -> Answer<Applied> {
     match api.store.put(spec, text) {
         Ok(generation) => {
             api.hub.committed(generation);
-            Json(json!({ "changes": list, "generation": generation })).into_response()
+            Ok(Json(Applied {
+                changes,
+                generation,
+            }))
         }
-        Err(PutError::VniTaken(other)) => spec_error(SpecError {
-            line: 0,
-            field: "environment.vni".into(),
-            reason: format!("{} is already environment {other:?}'s", spec.vni),
-        }),
-        Err(PutError::Store(e)) => internal(e),
+        Err(PutError::VniTaken(other)) => Err(reject(
+            "environment.vni",
+            format!("{} is already environment {other:?}'s", spec.vni),
+        )),
+        Err(PutError::Store(e)) => Err(Reject::internal(e)),
     }
 }
 
-async fn delete_env(State(api): State<Api>, Path(name): Path<String>) -> Response {
-    match api.store.delete(&name) {
-        Ok(Some(generation)) => {
+/// Delete an environment.
+#[utoipa::path(delete, path = "/v1/environments/{name}", tag = "environments",
+    params(("name" = String, Path, description = "Environment name")),
+    responses((status = 200, description = "Deleted; wait for the generation", body = Applied),
+              (status = 404, description = "No such environment", body = ErrorBody)))]
+async fn delete_env(State(api): State<Api>, Path(name): Path<String>) -> Answer<Applied> {
+    match api.store.delete(&name)? {
+        Some(generation) => {
             api.hub.committed(generation);
-            Json(json!({ "deleted": name, "generation": generation })).into_response()
+            Ok(Json(Applied {
+                changes: vec![format!("- environment {name}")],
+                generation,
+            }))
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no environment {name:?}")),
-        Err(e) => internal(e),
+        None => Err(no_env(&name)),
     }
 }
 
 /// A VNET primitive: changes one stored environment. `change` checks what it adds (as
 /// [`Spec::parse`] would, naming the request's field) so the large spec is not parsed
 /// again; the stored text is its canonical rendering, which parses back to it (tested).
-fn modify(api: &Api, name: &str, change: impl FnOnce(&mut Spec) -> Result<(), Reject>) -> Response {
-    let cur = match api.store.get(name) {
-        Ok(Some((_, spec))) => spec,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no environment {name:?}")),
-        Err(e) => return internal(e),
+fn modify(
+    api: &Api,
+    name: &str,
+    change: impl FnOnce(&mut Spec) -> Result<(), Reject>,
+) -> Answer<Applied> {
+    let cur = match api.store.get(name)? {
+        Some((_, spec)) => spec,
+        None => return Err(no_env(name)),
     };
     let mut next = cur.clone();
-    if let Err(r) = change(&mut next) {
-        return r.into_response();
-    }
+    change(&mut next)?;
     // What the change did to the rest: e.g. a first explicit link ends the full mesh,
     // and rules over links it leaves out would no longer hold.
     if let Err((field, reason)) = next.check_rules() {
-        return bad(
+        return Err(reject(
             "hosts",
             format!("the change would leave {field} invalid: {reason}"),
-        );
+        ));
     }
     let text = next.to_toml();
     let list = changes(Some(&cur), &next);
     store_spec(api, &next, &text, list)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LinkReq {
-    hosts: [String; 2],
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-}
-
-fn check_hosts(spec: &Spec, hosts: &[String; 2]) -> Result<(String, String), Reject> {
+fn check_hosts(spec: &Spec, hosts: &[Name; 2]) -> Result<(String, String), Reject> {
     for (i, h) in hosts.iter().enumerate() {
-        if !spec.hosts.contains_key(h) {
+        if !spec.hosts.contains_key(h.as_str()) {
             return Err(reject(
                 &format!("hosts[{i}]"),
-                format!("{h:?} is not a host of environment {}", spec.name),
+                format!(
+                    "{:?} is not a host of environment {}",
+                    h.as_str(),
+                    spec.name
+                ),
             ));
         }
     }
@@ -291,29 +305,53 @@ fn check_hosts(spec: &Spec, hosts: &[String; 2]) -> Result<(String, String), Rej
     Ok(ordered_pair(&hosts[0], &hosts[1]))
 }
 
-async fn add_link(State(api): State<Api>, Path(name): Path<String>, body: Bytes) -> Response {
-    let req: LinkReq = match json_body(&body) {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
+/// Add an overlay link (UDP) between two hosts of the environment.
+#[utoipa::path(post, path = "/v1/environments/{name}/links", tag = "primitives",
+    params(("name" = String, Path, description = "Environment name")),
+    request_body = LinkRequest,
+    responses((status = 200, description = "Added; wait for the generation", body = Applied),
+              (status = 400, description = "Refused (field named)", body = ErrorBody),
+              (status = 404, description = "No such environment", body = ErrorBody),
+              (status = 409, description = "It exists already", body = ErrorBody)))]
+async fn add_link(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Answer<Applied> {
+    let req: LinkRequest = from_json(&body)?;
     if req.kind.as_deref().is_some_and(|k| k != "udp") {
-        return bad("type", "overlay links are UDP (VXLAN)");
+        return Err(reject("type", "overlay links are UDP (VXLAN)"));
     }
     modify(&api, &name, |spec| {
         let pair = check_hosts(spec, &req.hosts)?;
         if !spec.links.insert(pair) {
-            return Err(reject("hosts", "this link exists already"));
+            return Err(Reject {
+                status: StatusCode::CONFLICT,
+                ..reject("hosts", "this link exists already")
+            });
         }
         Ok(())
     })
 }
 
+/// Delete an overlay link.
+#[utoipa::path(delete, path = "/v1/environments/{name}/links/{a}/{b}", tag = "primitives",
+    params(("name" = String, Path, description = "Environment name"),
+           ("a" = String, Path, description = "One host"),
+           ("b" = String, Path, description = "The other host")),
+    responses((status = 200, description = "Deleted; wait for the generation", body = Applied),
+              (status = 400, description = "Refused (field named)", body = ErrorBody),
+              (status = 404, description = "No such environment or link", body = ErrorBody)))]
 async fn delete_link(
     State(api): State<Api>,
     Path((name, a, b)): Path<(String, String, String)>,
-) -> Response {
+) -> Answer<Applied> {
+    let hosts = [
+        Name::parse(&a).map_err(|e| reject("hosts[0]", e))?,
+        Name::parse(&b).map_err(|e| reject("hosts[1]", e))?,
+    ];
     modify(&api, &name, |spec| {
-        let pair = check_hosts(spec, &[a, b])?;
+        let pair = check_hosts(spec, &hosts)?;
         if spec.rules.iter().any(|r| match &r.target {
             Target::Edge(to) => ordered_pair(&r.host, to) == pair,
             Target::Interface(_) => false,
@@ -324,53 +362,29 @@ async fn delete_link(
             ));
         }
         if !spec.links.remove(&pair) {
-            return Err(Reject::status(
-                StatusCode::NOT_FOUND,
-                format!("no link {}-{}", pair.0, pair.1),
-            ));
+            return Err(Reject::not_found(format!("no link {}-{}", pair.0, pair.1)));
         }
         Ok(())
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleReq {
-    host: String,
-    src: String,
-    dst: String,
-    #[serde(default)]
-    edge: Option<String>,
-    #[serde(default)]
-    interface: Option<String>,
-}
-
-fn rule_of(spec: &Spec, req: &RuleReq, need_target: bool) -> Result<Rule, Reject> {
-    if !spec.hosts.contains_key(&req.host) {
+/// The rule a request names; `need_target` for adding (exactly one of edge, interface).
+fn rule_of(spec: &Spec, req: &RuleRequest, need_target: bool) -> Result<Rule, Reject> {
+    if !spec.hosts.contains_key(req.host.as_str()) {
         return Err(reject(
             "host",
-            format!("{:?} is not a host of environment {}", req.host, spec.name),
+            format!(
+                "{:?} is not a host of environment {}",
+                req.host.as_str(),
+                spec.name
+            ),
         ));
     }
-    let src = MacMatch::parse(&req.src, false).ok_or_else(|| {
-        reject(
-            "src",
-            format!("{:?} is not a MAC, \"not MAC\" or \"any\"", req.src),
-        )
-    })?;
-    let dst = MacMatch::parse(&req.dst, true).ok_or_else(|| {
-        reject(
-            "dst",
-            format!(
-                "{:?} is not a MAC, \"not MAC\", \"any\" or \"none\"",
-                req.dst
-            ),
-        )
-    })?;
     let target = match (&req.edge, &req.interface) {
-        (Some(h), None) => Target::Edge(h.clone()),
+        (Some(h), None) => Target::Edge(h.to_string()),
         (None, Some(p)) => Target::Interface(p.clone()),
-        (None, None) if !need_target => Target::Interface(String::new()),
+        // Deleting matches on host, source and destination only.
+        (None, None) if !need_target => Target::Edge(String::new()),
         _ => {
             return Err(reject(
                 "edge",
@@ -379,302 +393,336 @@ fn rule_of(spec: &Spec, req: &RuleReq, need_target: bool) -> Result<Rule, Reject
         }
     };
     Ok(Rule {
-        host: req.host.clone(),
-        src,
-        dst,
+        host: req.host.to_string(),
+        src: req.src.0,
+        dst: req.dst.0,
         target,
     })
 }
 
-async fn add_rule(State(api): State<Api>, Path(name): Path<String>, body: Bytes) -> Response {
-    let req: RuleReq = match json_body(&body) {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
+/// Add a forwarding rule to a host's table.
+#[utoipa::path(post, path = "/v1/environments/{name}/rules", tag = "primitives",
+    params(("name" = String, Path, description = "Environment name")),
+    request_body = RuleRequest,
+    responses((status = 200, description = "Added; wait for the generation", body = Applied),
+              (status = 400, description = "Refused (field named)", body = ErrorBody),
+              (status = 404, description = "No such environment", body = ErrorBody),
+              (status = 409, description = "It exists already", body = ErrorBody)))]
+async fn add_rule(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Answer<Applied> {
+    let req: RuleRequest = from_json(&body)?;
     modify(&api, &name, |spec| {
         let rule = rule_of(spec, &req, true)?;
-        spec.check_rule(&rule)
-            .map_err(|(f, reason)| reject(f, reason))?;
+        spec.check_rule(&rule).map_err(|(f, reason)| {
+            let duplicate = spec
+                .rules
+                .iter()
+                .any(|o| o.host == rule.host && o.src == rule.src && o.dst == rule.dst);
+            Reject {
+                status: if duplicate {
+                    StatusCode::CONFLICT
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
+                ..reject(f, reason)
+            }
+        })?;
         spec.rules.push(rule);
         Ok(())
     })
 }
 
-async fn delete_rule(State(api): State<Api>, Path(name): Path<String>, body: Bytes) -> Response {
-    let req: RuleReq = match json_body(&body) {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
+/// Delete a forwarding rule (by host, source and destination).
+#[utoipa::path(delete, path = "/v1/environments/{name}/rules", tag = "primitives",
+    params(("name" = String, Path, description = "Environment name")),
+    request_body = RuleRequest,
+    responses((status = 200, description = "Deleted; wait for the generation", body = Applied),
+              (status = 400, description = "Refused (field named)", body = ErrorBody),
+              (status = 404, description = "No such environment or rule", body = ErrorBody)))]
+async fn delete_rule(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Answer<Applied> {
+    let req: RuleRequest = from_json(&body)?;
     modify(&api, &name, |spec| {
         let rule = rule_of(spec, &req, false)?;
         let before = spec.rules.len();
         spec.rules
             .retain(|r| !(r.host == rule.host && r.src == rule.src && r.dst == rule.dst));
         if spec.rules.len() == before {
-            return Err(Reject::status(StatusCode::NOT_FOUND, "no such rule"));
+            return Err(Reject::not_found("no such rule"));
         }
         Ok(())
     })
 }
 
-fn rule_json(env: &Spec, r: &Rule) -> Value {
-    let (kind, to) = match &r.target {
-        Target::Edge(h) => ("edge", h.clone()),
-        Target::Interface(p) => ("interface", p.clone()),
-    };
+fn rule_info(env: &Spec, r: &Rule) -> RuleInfo {
     let p = dataplane_common::rules::priority(&r.src, &r.dst);
-    json!({
-        "environment": env.name, "host": r.host, "src": format_match(&r.src),
-        "dst": format_match(&r.dst), kind: to, "priority": [p.0 as u8, p.1, p.2],
-        "default": matches!(r.dst, MacMatch::None),
-    })
-}
-
-fn link_json(env: &Spec, a: &str, b: &str) -> Value {
-    json!({
-        "environment": env.name, "vni": env.vni, "hosts": [a, b], "type": "udp",
-        "addresses": [env.hosts[a].to_string(), env.hosts[b].to_string()],
-        "explicit": !env.links.is_empty(),
-    })
+    let (edge, interface) = match &r.target {
+        Target::Edge(h) => (Some(h.clone()), None),
+        Target::Interface(p) => (None, Some(p.clone())),
+    };
+    RuleInfo {
+        environment: env.name.to_string(),
+        host: r.host.clone(),
+        src: violin_api::SrcMatch(r.src),
+        dst: violin_api::DstMatch(r.dst),
+        edge,
+        interface,
+        priority: [p.0 as u8, p.1, p.2],
+        default: matches!(r.dst, MacMatch::None),
+    }
 }
 
 /// Links of an environment: its explicit ones, or the full mesh among its hosts.
-fn env_links(env: &Spec) -> Vec<Value> {
+fn env_links(env: &Spec) -> Vec<LinkInfo> {
     let mut out = Vec::new();
-    for h in env.serving_hosts() {
-        for n in env.neighbours(&h) {
-            if h < n {
-                out.push(link_json(env, &h, &n));
+    for a in env.serving_hosts() {
+        for b in env.neighbours(&a) {
+            if a < b {
+                out.push(LinkInfo {
+                    environment: env.name.to_string(),
+                    vni: env.vni,
+                    addresses: [env.hosts[&a], env.hosts[&b]],
+                    hosts: [a.clone(), b],
+                    kind: "udp".into(),
+                    explicit: !env.links.is_empty(),
+                });
             }
         }
     }
     out
 }
 
-#[derive(Deserialize)]
-struct Filter {
-    environment: Option<String>,
-    host: Option<String>,
-}
-
 fn selected(api: &Api, f: &Filter) -> Result<Vec<Spec>, Reject> {
-    let specs = api
-        .store
-        .specs()
-        .map_err(|e| Reject::status(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    let specs = api.store.specs()?;
     if let Some(e) = &f.environment {
-        if !specs.iter().any(|s| &s.name == e) {
-            return Err(Reject::status(
-                StatusCode::NOT_FOUND,
-                format!("no environment {e:?}"),
-            ));
+        if !specs.iter().any(|s| s.name == e.as_str()) {
+            return Err(no_env(e));
         }
     }
     Ok(specs
         .into_iter()
-        .filter(|s| f.environment.as_ref().is_none_or(|e| &s.name == e))
+        .filter(|s| f.environment.as_ref().is_none_or(|e| s.name == e.as_str()))
         .collect())
 }
 
-async fn links(State(api): State<Api>, Query(f): Query<Filter>) -> Response {
-    let specs = match selected(&api, &f) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
+/// Overlay links (all, an environment's, or a host's).
+#[utoipa::path(get, path = "/v1/links", tag = "primitives", params(Filter),
+    responses((status = 200, description = "Links", body = [LinkInfo]),
+              (status = 404, description = "No such environment", body = ErrorBody)))]
+async fn links(State(api): State<Api>, Query(f): Query<Filter>) -> Answer<Vec<LinkInfo>> {
     let mut out = Vec::new();
-    for s in &specs {
-        out.extend(env_links(s).into_iter().filter(|l| {
-            f.host.as_ref().is_none_or(|h| {
-                l["hosts"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|x| x == h))
-            })
-        }));
+    for s in &selected(&api, &f)? {
+        out.extend(
+            env_links(s)
+                .into_iter()
+                .filter(|l| f.host.as_ref().is_none_or(|h| l.hosts.contains(h))),
+        );
     }
-    Json(out).into_response()
+    Ok(Json(out))
 }
 
-async fn rules(State(api): State<Api>, Query(f): Query<Filter>) -> Response {
-    let specs = match selected(&api, &f) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
+/// Forwarding rules (all, an environment's, or a host's).
+#[utoipa::path(get, path = "/v1/rules", tag = "primitives", params(Filter),
+    responses((status = 200, description = "Rules", body = [RuleInfo]),
+              (status = 404, description = "No such environment", body = ErrorBody)))]
+async fn rules(State(api): State<Api>, Query(f): Query<Filter>) -> Answer<Vec<RuleInfo>> {
     let mut out = Vec::new();
-    for s in &specs {
-        for r in s
-            .rules
-            .iter()
-            .filter(|r| f.host.as_ref().is_none_or(|h| &r.host == h))
-        {
-            out.push(rule_json(s, r));
-        }
+    for s in &selected(&api, &f)? {
+        out.extend(
+            s.rules
+                .iter()
+                .filter(|r| f.host.as_ref().is_none_or(|h| &r.host == h))
+                .map(|r| rule_info(s, r)),
+        );
     }
-    Json(out).into_response()
+    Ok(Json(out))
 }
 
-#[derive(Deserialize)]
-struct RouteQuery {
-    src: String,
-    dst: String,
-    environment: Option<String>,
+/// The path a frame takes from one VM to another, host by host.
+#[utoipa::path(get, path = "/v1/route", tag = "primitives", params(RouteQuery),
+    responses((status = 200, description = "The route", body = Route),
+              (status = 400, description = "Refused (field named)", body = ErrorBody)))]
+async fn route_of(State(api): State<Api>, Query(q): Query<RouteQuery>) -> Answer<Route> {
+    let src = parse_mac(&q.src)
+        .ok_or_else(|| reject("src", format!("{:?} is not a MAC address", q.src)))?;
+    let dst = parse_mac(&q.dst)
+        .ok_or_else(|| reject("dst", format!("{:?} is not a MAC address", q.dst)))?;
+    let specs = api.store.specs()?;
+    let spec = route::find_env(&specs, q.environment.as_deref(), &src)
+        .map_err(|(field, reason)| reject(field, reason))?;
+    route::trace(spec, &src, &dst)
+        .map(Json)
+        .map_err(|e| reject("src", e))
 }
 
-async fn route_of(State(api): State<Api>, Query(q): Query<RouteQuery>) -> Response {
-    let Some(src) = parse_mac(&q.src) else {
-        return bad("src", format!("{:?} is not a MAC address", q.src));
-    };
-    let Some(dst) = parse_mac(&q.dst) else {
-        return bad("dst", format!("{:?} is not a MAC address", q.dst));
-    };
-    let specs = match api.store.specs() {
-        Ok(s) => s,
-        Err(e) => return internal(e),
-    };
-    let spec = match route::find_env(&specs, q.environment.as_deref(), &src) {
-        Ok(s) => s,
-        Err((field, reason)) => return bad(field, reason),
-    };
-    match route::trace(spec, &src, &dst) {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => bad("src", e),
+fn bound_now(api: &Api) -> Bound {
+    Bound {
+        bound_seconds: api.bound().map(|d| d.as_secs_f64()),
+        measured_seconds: api.hub.measured_bound().map(|d| d.as_secs_f64()),
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BoundReq {
-    seconds: f64,
+/// The configuration-time bound, as set and as measured.
+#[utoipa::path(get, path = "/v1/config-time-bound", tag = "sync",
+    responses((status = 200, description = "The bound", body = Bound)))]
+async fn get_bound(State(api): State<Api>) -> Json<Bound> {
+    Json(bound_now(&api))
 }
 
-async fn get_bound(State(api): State<Api>) -> Response {
-    Json(json!({
-        "bound_seconds": api.bound().map(|d| d.as_secs_f64()),
-        "measured_seconds": api.hub.measured_bound().map(|d| d.as_secs_f64()),
-    }))
-    .into_response()
-}
-
-async fn set_bound(State(api): State<Api>, body: Bytes) -> Response {
-    let req: BoundReq = match json_body(&body) {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
+/// Set the configuration-time bound.
+#[utoipa::path(put, path = "/v1/config-time-bound", tag = "sync", request_body = BoundRequest,
+    responses((status = 200, description = "The bound", body = Bound),
+              (status = 400, description = "Refused (field named)", body = ErrorBody)))]
+async fn set_bound(State(api): State<Api>, body: Bytes) -> Answer<Bound> {
+    let req: BoundRequest = from_json(&body)?;
     if !(req.seconds > 0.0 && req.seconds <= 3600.0) {
-        return bad("seconds", format!("{} is outside (0, 3600]", req.seconds));
+        return Err(reject(
+            "seconds",
+            format!("{} is outside (0, 3600]", req.seconds),
+        ));
     }
-    match api.store.set_bound_us((req.seconds * 1e6) as u64) {
-        Ok(()) => get_bound(State(api)).await,
-        Err(e) => internal(e),
-    }
+    api.store.set_bound_us((req.seconds * 1e6) as u64)?;
+    Ok(Json(bound_now(&api)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Registration {
-    address: Ipv4Addr,
-    #[serde(default)]
-    api: Option<String>,
-    #[serde(default)]
-    interfaces: Vec<Value>,
+fn host_name(host: &str) -> Result<Name, Reject> {
+    Name::parse(host).map_err(|e| reject("host", e))
 }
 
-fn check_host_name(host: &str) -> Result<(), Reject> {
-    if valid_name(host) {
-        Ok(())
-    } else {
-        Err(reject("host", format!("{host:?} is not a valid host name")))
-    }
+/// A host (re)connects: records its address, API and interfaces.
+#[utoipa::path(post, path = "/v1/hosts/{host}/register", tag = "sync",
+    params(("host" = String, Path, description = "The host's id")),
+    request_body = Registration,
+    responses((status = 200, description = "Registered", body = Registered),
+              (status = 400, description = "Refused (field named)", body = ErrorBody)))]
+async fn register(
+    State(api): State<Api>,
+    Path(host): Path<String>,
+    body: Bytes,
+) -> Answer<Registered> {
+    let host = host_name(&host)?;
+    let req: Registration = from_json(&body)?;
+    api.store.put_host(&host, &req)?;
+    Ok(Json(Registered {
+        host,
+        generation: api.hub.generation(),
+    }))
 }
 
-async fn register(State(api): State<Api>, Path(host): Path<String>, body: Bytes) -> Response {
-    if let Err(r) = check_host_name(&host) {
-        return r.into_response();
-    }
-    let req: Registration = match json_body(&body) {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
-    let report =
-        json!({ "address": req.address.to_string(), "api": req.api, "interfaces": req.interfaces });
-    match api.store.put_host(&host, &report) {
-        Ok(()) => Json(json!({ "host": host, "generation": api.hub.generation() })).into_response(),
-        Err(e) => internal(e),
-    }
-}
-
+/// The host's sync stream: newline-delimited `SyncEvent`s (a snapshot, then deltas and
+/// heartbeats).
+#[utoipa::path(get, path = "/v1/hosts/{host}/sync", tag = "sync",
+    params(("host" = String, Path, description = "The host's id")),
+    responses((status = 200, description = "One SyncEvent per line", body = violin_api::share::SyncEvent,
+               content_type = "application/x-ndjson"),
+              (status = 400, description = "Refused (field named)", body = ErrorBody)))]
 async fn sync_stream(State(api): State<Api>, Path(host): Path<String>) -> Response {
-    if let Err(r) = check_host_name(&host) {
+    if let Err(r) = host_name(&host) {
         return r.into_response();
     }
-    let body = Body::from_stream(sync::stream(api.hub.clone(), api.store.clone(), host));
+    let body = Body::from_stream(hub::stream(api.hub.clone(), api.store.clone(), host));
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Ack {
-    generation: u64,
-    #[serde(default)]
-    error: Option<String>,
-}
-
-async fn ack(State(api): State<Api>, Path(host): Path<String>, body: Bytes) -> Response {
-    let req: Ack = match json_body(&body) {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
+/// A host applied a generation (or could not).
+#[utoipa::path(post, path = "/v1/hosts/{host}/ack", tag = "sync",
+    params(("host" = String, Path, description = "The host's id")),
+    request_body = Ack,
+    responses((status = 200, description = "Recorded", body = Ack),
+              (status = 400, description = "Refused (field named)", body = ErrorBody)))]
+async fn ack(State(api): State<Api>, Path(host): Path<String>, body: Bytes) -> Answer<Ack> {
+    let host = host_name(&host)?;
+    let req: Ack = from_json(&body)?;
     if req.generation > api.hub.generation() {
-        return bad(
+        return Err(reject(
             "generation",
             format!("{} is ahead of the controller", req.generation),
-        );
+        ));
     }
-    api.hub.ack(&host, req.generation, req.error, api.bound());
-    Json(json!({ "host": host, "generation": req.generation })).into_response()
+    api.hub
+        .ack(&host, req.generation, req.error.clone(), api.bound());
+    Ok(Json(req))
 }
 
-#[derive(Deserialize)]
-struct SyncQuery {
-    generation: Option<u64>,
-}
-
-/// Which registered hosts have applied `generation` (default: the current one).
-async fn sync_status(State(api): State<Api>, Query(q): Query<SyncQuery>) -> Response {
+/// Which registered hosts have applied a generation (default: the current one); with
+/// `wait`, answers once none is pending or the time is up.
+#[utoipa::path(get, path = "/v1/sync", tag = "sync", params(SyncQuery),
+    responses((status = 200, description = "Sync state", body = SyncStatus),
+              (status = 400, description = "Refused (field named)", body = ErrorBody)))]
+async fn sync_status(State(api): State<Api>, Query(q): Query<SyncQuery>) -> Answer<SyncStatus> {
     let want = q.generation.unwrap_or_else(|| api.hub.generation());
-    let registered = match api.store.hosts() {
-        Ok(h) => h,
-        Err(e) => return internal(e),
+    let wait = match q.wait {
+        None => Duration::ZERO,
+        Some(w) if (0.0..=30.0).contains(&w) => Duration::from_secs_f64(w),
+        Some(w) => return Err(reject("wait", format!("{w} is outside [0, 30]"))),
     };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut acks = api.hub.watch_acks();
+    loop {
+        // Subscribed before reading, so an acknowledgement in between still wakes us.
+        acks.borrow_and_update();
+        let status = sync_state(&api, want)?;
+        if status.pending.is_empty()
+            || tokio::time::timeout_at(deadline, acks.changed())
+                .await
+                .is_err()
+        {
+            return Ok(Json(status));
+        }
+    }
+}
+
+fn sync_state(api: &Api, want: u64) -> Result<SyncStatus, Reject> {
     let live = api.hub.hosts();
     let mut hosts = Vec::new();
     let mut pending = Vec::new();
-    for (name, _) in &registered {
-        let s = live.get(name).cloned().unwrap_or_default();
+    for (name, _) in api.store.hosts()? {
+        let s = live.get(&name).cloned().unwrap_or_default();
         if s.acked < want {
             pending.push(name.clone());
         }
-        hosts.push(json!({
-            "name": name, "connected": s.streams > 0, "acked": s.acked,
-            "latency_seconds": s.last_latency.map(|d| d.as_secs_f64()), "error": s.last_error,
-        }));
+        hosts.push(HostSync {
+            name,
+            connected: s.streams > 0,
+            acked: s.acked,
+            latency_seconds: s.last_latency.map(|d| d.as_secs_f64()),
+            error: s.last_error,
+        });
     }
-    Json(json!({ "generation": want, "current": api.hub.generation(), "hosts": hosts, "pending": pending }))
-        .into_response()
+    Ok(SyncStatus {
+        generation: want,
+        current: api.hub.generation(),
+        hosts,
+        pending,
+    })
 }
 
-async fn host_interfaces(State(api): State<Api>, Path(host): Path<String>) -> Response {
-    match api.store.hosts() {
-        Ok(hosts) => match hosts.into_iter().find(|(n, _)| n == &host) {
-            Some((_, report)) => Json(report["interfaces"].clone()).into_response(),
-            None => error(
-                StatusCode::NOT_FOUND,
-                format!("host {host:?} has not registered"),
-            ),
-        },
-        Err(e) => internal(e),
+/// The interfaces a host reported when it registered.
+#[utoipa::path(get, path = "/v1/hosts/{host}/interfaces", tag = "sync",
+    params(("host" = String, Path, description = "The host's id")),
+    responses((status = 200, description = "Interfaces", body = [Interface]),
+              (status = 404, description = "The host has not registered", body = ErrorBody)))]
+async fn host_interfaces(
+    State(api): State<Api>,
+    Path(host): Path<String>,
+) -> Answer<Vec<Interface>> {
+    match api.store.hosts()?.into_iter().find(|(n, _)| n == &host) {
+        Some((_, report)) => Ok(Json(report.map(|r| r.interfaces).unwrap_or_default())),
+        None => Err(Reject::not_found(format!(
+            "host {host:?} has not registered"
+        ))),
     }
 }
 
+/// The controller's Prometheus metrics (open: no token).
+#[utoipa::path(get, path = "/metrics", tag = "metrics", security(()),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(api): State<Api>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -694,46 +742,65 @@ async fn count(State(api): State<Api>, req: Request, next: Next) -> Response {
     resp
 }
 
+fn blank_host(name: &str) -> HostInfo {
+    HostInfo {
+        name: name.to_string(),
+        address: None,
+        environments: Vec::new(),
+        vms: 0,
+        registered: false,
+        connected: false,
+        acked_generation: 0,
+        in_sync: false,
+        sync_latency_seconds: None,
+        error: None,
+    }
+}
+
 /// Hosts named by any environment or registered, with what runs on them and how far
 /// their sync has come.
-async fn hosts(State(api): State<Api>) -> Response {
-    let (envs, registered) = match (api.store.specs(), api.store.hosts()) {
-        (Ok(e), Ok(h)) => (e, h),
-        (Err(e), _) | (_, Err(e)) => return internal(e),
-    };
+#[utoipa::path(get, path = "/v1/hosts", tag = "sync",
+    responses((status = 200, description = "Hosts", body = [HostInfo])))]
+async fn hosts(State(api): State<Api>) -> Answer<Vec<HostInfo>> {
+    let envs = api.store.specs()?;
+    let registered = api.store.hosts()?;
     let live = api.hub.hosts();
     let generation = api.hub.generation();
-    let mut hosts: BTreeMap<String, Value> = BTreeMap::new();
-    let blank = |h: &str| json!({ "name": h, "address": null, "environments": [], "vms": 0, "registered": false });
+    let mut hosts: BTreeMap<String, HostInfo> = BTreeMap::new();
     for spec in &envs {
         let serving = spec.serving_hosts();
         for (h, addr) in &spec.hosts {
-            let entry = hosts.entry(h.clone()).or_insert_with(|| blank(h));
-            entry["address"] = json!(addr.to_string());
+            let entry = hosts.entry(h.clone()).or_insert_with(|| blank_host(h));
+            entry.address = Some(addr.to_string());
             if serving.contains(h) {
-                entry["environments"]
-                    .as_array_mut()
-                    .expect("array")
-                    .push(json!(spec.name));
+                entry.environments.push(spec.name.to_string());
             }
-            let n = spec.vms.values().filter(|v| &v.host == h).count() as u64;
-            entry["vms"] = json!(entry["vms"].as_u64().unwrap_or(0) + n);
+            entry.vms += spec.vms.values().filter(|v| &v.host == h).count() as u64;
         }
     }
     for (h, report) in &registered {
-        let entry = hosts.entry(h.clone()).or_insert_with(|| blank(h));
-        entry["registered"] = json!(true);
-        entry["address"] = report["address"].clone();
+        let entry = hosts.entry(h.clone()).or_insert_with(|| blank_host(h));
+        entry.registered = true;
+        if let Some(r) = report {
+            entry.address = Some(r.address.to_string());
+        }
     }
     for (h, entry) in hosts.iter_mut() {
         let s = live.get(h).cloned().unwrap_or_default();
-        entry["connected"] = json!(s.streams > 0);
-        entry["acked_generation"] = json!(s.acked);
-        entry["in_sync"] = json!(s.acked == generation && s.streams > 0);
-        entry["sync_latency_seconds"] = json!(s.last_latency.map(|d| d.as_secs_f64()));
-        entry["error"] = json!(s.last_error);
+        entry.connected = s.streams > 0;
+        entry.acked_generation = s.acked;
+        entry.in_sync = s.acked == generation && s.streams > 0;
+        entry.sync_latency_seconds = s.last_latency.map(|d| d.as_secs_f64());
+        entry.error = s.last_error;
     }
-    Json(hosts.into_values().collect::<Vec<_>>()).into_response()
+    Ok(Json(hosts.into_values().collect()))
+}
+
+/// This document (open: no token).
+#[utoipa::path(get, path = "/openapi.json", tag = "metrics", security(()),
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi::document())
 }
 
 pub fn router(api: Api) -> Router {
@@ -765,6 +832,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/hosts/{host}/interfaces", get(host_interfaces))
         .route_layer(middleware::from_fn_with_state(api.clone(), auth))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
         .layer(middleware::from_fn_with_state(api.clone(), count))
         .with_state(api)
 }

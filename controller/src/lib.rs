@@ -2,12 +2,14 @@
 //! forwarding rules and policies (issue 4).
 //!
 //! `spec` validates environment specs and plans changes; `store` keeps the state in redb;
-//! `share` cuts each host's share out of it and `sync` pushes it to the hosts' `violind`
+//! `share` cuts each host's share out of it and `hub` pushes it to the hosts' `violind`
 //! (snapshot, then deltas) and collects their acknowledgements; `route` traces a frame's
-//! path; `api` is the authenticated `/v1` HTTP API served by `violin-controller`.
+//! path; `api` is the authenticated `/v1` HTTP API served by `violin-controller`, with
+//! its `metrics`. The types on the wire are `violin_api`'s.
 pub mod api;
+pub mod hub;
+pub mod metrics;
 pub mod route;
 pub mod share;
 pub mod spec;
 pub mod store;
-pub mod sync;

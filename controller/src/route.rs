@@ -4,28 +4,9 @@
 use std::collections::BTreeSet;
 
 use dataplane_common::rules::best;
-use serde::Serialize;
+pub use violin_api::rest::{Hop, Route};
 
 use crate::spec::{format_mac, Rule, Spec, Target};
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Hop {
-    pub host: String,
-    /// The rule that decided, or "learned".
-    pub decision: String,
-    /// Where the frame goes from here.
-    pub action: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Route {
-    pub environment: String,
-    pub src: String,
-    pub dst: String,
-    pub hops: Vec<Hop>,
-    pub delivered: bool,
-    pub outcome: String,
-}
 
 /// Which environment a pair of MACs belongs to: the one named, else the only one with a
 /// VM of the source MAC. The error names the request field at fault.
@@ -42,7 +23,7 @@ pub fn find_env<'a>(
     }
     let with: Vec<&Spec> = specs
         .iter()
-        .filter(|s| s.vms.values().any(|v| &v.mac == src))
+        .filter(|s| s.vms.values().any(|v| v.mac.octets() == *src))
         .collect();
     match with.as_slice() {
         [one] => Ok(one),
@@ -71,11 +52,11 @@ pub fn trace(spec: &Spec, src: &[u8; 6], dst: &[u8; 6]) -> Result<Route, String>
     let (src_name, src_vm) = spec
         .vms
         .iter()
-        .find(|(_, v)| &v.mac == src)
+        .find(|(_, v)| v.mac.octets() == *src)
         .ok_or_else(|| format!("no VM of {} has MAC {}", spec.name, format_mac(src)))?;
-    let dst_vm = spec.vms.iter().find(|(_, v)| &v.mac == dst);
+    let dst_vm = spec.vms.iter().find(|(_, v)| v.mac.octets() == *dst);
     let mut route = Route {
-        environment: spec.name.clone(),
+        environment: spec.name.to_string(),
         src: format!("{} ({src_name})", format_mac(src)),
         dst: match dst_vm {
             Some((n, _)) => format!("{} ({n})", format_mac(dst)),

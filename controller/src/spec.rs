@@ -7,10 +7,17 @@ use std::{
     net::Ipv4Addr,
 };
 
-use dataplane_common::{packet::parse_mac, rules::MacMatch};
+use dataplane_common::rules::MacMatch;
 use serde::Deserialize;
 use toml::Spanned;
+use violin_api::{
+    parse::{from_toml, line_of},
+    BurstKib, DstMatch, FieldError, IfName, Limit, Name, RateMbit, SrcMatch, UnicastMac, Vni,
+};
 
+// The document as written: every value already parsed into the contract's types (so a
+// bad name, VNI, MAC, rule side or limit is refused with that type's one error text and
+// the field's path), with spans where a check across fields needs a line.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSpec {
@@ -32,7 +39,7 @@ struct RawSpec {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLink {
-    hosts: Spanned<[String; 2]>,
+    hosts: Spanned<[Name; 2]>,
     #[serde(default, rename = "type")]
     kind: Option<Spanned<String>>,
 }
@@ -40,64 +47,60 @@ struct RawLink {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
-    host: Spanned<String>,
-    src: Spanned<String>,
-    dst: Spanned<String>,
+    host: Spanned<Name>,
+    src: Spanned<SrcMatch>,
+    dst: DstMatch,
     #[serde(default)]
-    edge: Option<Spanned<String>>,
+    edge: Option<Spanned<Name>>,
     #[serde(default)]
-    interface: Option<Spanned<String>>,
+    interface: Option<Spanned<IfName>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEnvironment {
-    name: Spanned<String>,
-    vni: Spanned<u32>,
+    name: Name,
+    vni: Vni,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHost {
-    name: Spanned<String>,
-    address: Spanned<String>,
+    name: Spanned<Name>,
+    address: Ipv4Addr,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawVm {
-    name: Spanned<String>,
-    host: Spanned<String>,
-    port: Spanned<String>,
-    mac: Spanned<String>,
+    name: Spanned<Name>,
+    host: Spanned<Name>,
+    port: Spanned<IfName>,
+    mac: Spanned<UnicastMac>,
     #[serde(default)]
-    ip: Option<Spanned<String>>,
+    ip: Option<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPair {
-    pair: Spanned<[String; 2]>,
+    pair: Spanned<[Name; 2]>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimit {
-    pair: Spanned<[String; 2]>,
-    rate_mbit: Spanned<f64>,
-    #[serde(default = "default_burst")]
-    burst_kib: Spanned<u32>,
-}
-
-fn default_burst() -> Spanned<u32> {
-    Spanned::new(0..0, 64)
+    pair: Spanned<[Name; 2]>,
+    rate_mbit: RateMbit,
+    #[serde(default)]
+    burst_kib: BurstKib,
 }
 
 /// A validated environment spec.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Spec {
-    pub name: String,
-    pub vni: u32,
+    pub name: Name,
+    pub vni: Vni,
     pub hosts: BTreeMap<String, Ipv4Addr>,
     pub vms: BTreeMap<String, Vm>,
     /// Unordered VM pairs (by VM name, smaller first); empty means unrestricted.
@@ -124,7 +127,7 @@ pub enum Target {
     /// Over the overlay link from the rule's host to this host.
     Edge(String),
     /// Out of this local VM port of the rule's host.
-    Interface(String),
+    Interface(IfName),
 }
 
 /// Whether a rule of `host` may send where `target` says: over an existing link to
@@ -158,14 +161,22 @@ fn check_target(
     Ok(())
 }
 
+/// Why `rule` may not join `rules`: its host has one for the same source and destination.
+fn duplicate_rule(rules: &[Rule], rule: &Rule) -> Option<String> {
+    rules
+        .iter()
+        .any(|o| o.host == rule.host && o.src == rule.src && o.dst == rule.dst)
+        .then(|| {
+            format!(
+                "{} already has a rule for this source and destination",
+                rule.host
+            )
+        })
+}
+
 /// A rule side as the spec writes it.
 pub fn format_match(m: &MacMatch) -> String {
-    match m {
-        MacMatch::Exact(a) => format_mac(a),
-        MacMatch::Not(a) => format!("not {}", format_mac(a)),
-        MacMatch::Any => "any".into(),
-        MacMatch::None => "none".into(),
-    }
+    DstMatch(*m).to_string()
 }
 
 pub fn format_mac(m: &[u8; 6]) -> String {
@@ -191,49 +202,13 @@ impl fmt::Display for Rule {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Vm {
     pub host: String,
-    pub port: String,
-    pub mac: [u8; 6],
+    pub port: IfName,
+    pub mac: UnicastMac,
     pub ip: Option<Ipv4Addr>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Limit {
-    pub rate_mbit: f64,
-    pub burst_kib: u32,
-}
-
 /// A spec error: where (line, field) and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpecError {
-    pub line: usize,
-    pub field: String,
-    pub reason: String,
-}
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line > 0 {
-            write!(f, "line {}: {}: {}", self.line, self.field, self.reason)
-        } else {
-            write!(f, "{}: {}", self.field, self.reason)
-        }
-    }
-}
-
-impl std::error::Error for SpecError {}
-
-/// 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// Names of environments, hosts and VMs: 1 to 32 characters from [A-Za-z0-9_-].
-pub fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 32
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
+pub type SpecError = FieldError;
 
 /// An unordered pair, smaller first.
 pub fn ordered_pair(a: &str, b: &str) -> (String, String) {
@@ -252,11 +227,7 @@ impl Spec {
     /// Parses and validates a spec; the first error found is returned, naming its line and
     /// field, and nothing of a spec with an error is used.
     pub fn parse(text: &str) -> Result<Spec, SpecError> {
-        let raw: RawSpec = toml::from_str(text).map_err(|e| SpecError {
-            line: e.span().map_or(0, |s| line_of(text, s.start)),
-            field: "spec".into(),
-            reason: e.message().to_string(),
-        })?;
+        let raw: RawSpec = from_toml(text, "spec")?;
         let err = |span: std::ops::Range<usize>, field: String, reason: String| SpecError {
             line: if span.is_empty() {
                 0
@@ -266,122 +237,12 @@ impl Spec {
             field,
             reason,
         };
-        let name = raw.environment.name.get_ref().clone();
-        if !valid_name(&name) {
-            return Err(err(
-                raw.environment.name.span(),
-                "environment.name".into(),
-                format!("{name:?} must be 1 to 32 characters from [A-Za-z0-9_-]"),
-            ));
-        }
-        let vni = *raw.environment.vni.get_ref();
-        if vni == 0 || vni > (1 << 24) - 1 {
-            return Err(err(
-                raw.environment.vni.span(),
-                "environment.vni".into(),
-                format!("{vni} is outside 1..=16777215"),
-            ));
-        }
-        let mut hosts = BTreeMap::new();
-        for (i, h) in raw.hosts.iter().enumerate() {
-            let hname = h.name.get_ref();
-            if !valid_name(hname) {
-                return Err(err(
-                    h.name.span(),
-                    format!("host[{i}].name"),
-                    format!("{hname:?} is not a valid host name"),
-                ));
-            }
-            let addr: Ipv4Addr = h.address.get_ref().parse().map_err(|_| {
-                err(
-                    h.address.span(),
-                    format!("host[{i}].address"),
-                    format!("{:?} is not an IPv4 address", h.address.get_ref()),
-                )
-            })?;
-            if hosts.insert(hname.clone(), addr).is_some() {
-                return Err(err(
-                    h.name.span(),
-                    format!("host[{i}].name"),
-                    format!("{hname:?} is listed twice"),
-                ));
-            }
-        }
-        let mut vms = BTreeMap::new();
-        let mut macs = BTreeMap::new();
-        let mut ports = BTreeSet::new();
-        for (i, v) in raw.vms.iter().enumerate() {
-            let vname = v.name.get_ref();
-            if !valid_name(vname) {
-                return Err(err(
-                    v.name.span(),
-                    format!("vm[{i}].name"),
-                    format!("{vname:?} is not a valid VM name"),
-                ));
-            }
-            if !hosts.contains_key(v.host.get_ref()) {
-                return Err(err(
-                    v.host.span(),
-                    format!("vm[{i}].host"),
-                    format!("{:?} is not a host of this spec", v.host.get_ref()),
-                ));
-            }
-            let mac = match parse_mac(v.mac.get_ref()) {
-                Some(m) if m[0] & 1 == 0 && m != [0; 6] => m,
-                _ => {
-                    return Err(err(
-                        v.mac.span(),
-                        format!("vm[{i}].mac"),
-                        format!("{:?} is not a unicast MAC address", v.mac.get_ref()),
-                    ))
-                }
-            };
-            if let Some(other) = macs.insert(mac, vname.clone()) {
-                return Err(err(
-                    v.mac.span(),
-                    format!("vm[{i}].mac"),
-                    format!("already used by VM {other:?}"),
-                ));
-            }
-            if !ports.insert((v.host.get_ref().clone(), v.port.get_ref().clone())) {
-                return Err(err(
-                    v.port.span(),
-                    format!("vm[{i}].port"),
-                    format!(
-                        "{:?} on {} is already a VM's port",
-                        v.port.get_ref(),
-                        v.host.get_ref()
-                    ),
-                ));
-            }
-            let ip = match &v.ip {
-                None => None,
-                Some(s) => Some(s.get_ref().parse::<Ipv4Addr>().map_err(|_| {
-                    err(
-                        s.span(),
-                        format!("vm[{i}].ip"),
-                        format!("{:?} is not an IPv4 address", s.get_ref()),
-                    )
-                })?),
-            };
-            let vm = Vm {
-                host: v.host.get_ref().clone(),
-                port: v.port.get_ref().clone(),
-                mac,
-                ip,
-            };
-            if vms.insert(vname.clone(), vm).is_some() {
-                return Err(err(
-                    v.name.span(),
-                    format!("vm[{i}].name"),
-                    format!("{vname:?} is listed twice"),
-                ));
-            }
-        }
-        let check_pair = |pair: &Spanned<[String; 2]>, field: String| {
+        let hosts = Self::parse_hosts(&raw.hosts, &err)?;
+        let vms = Self::parse_vms(&raw.vms, &hosts, &err)?;
+        let check_pair = |pair: &Spanned<[Name; 2]>, field: String| {
             let [a, b] = pair.get_ref();
             for x in [a, b] {
-                if !vms.contains_key(x) {
+                if !vms.contains_key(x.as_str()) {
                     return Err(err(
                         pair.span(),
                         field.clone(),
@@ -401,40 +262,112 @@ impl Spec {
         let mut limits = BTreeMap::new();
         for (i, l) in raw.limits.iter().enumerate() {
             let pair = check_pair(&l.pair, format!("limit[{i}].pair"))?;
-            let rate = *l.rate_mbit.get_ref();
-            if !(rate > 0.0 && rate <= 1e6) {
-                return Err(err(
-                    l.rate_mbit.span(),
-                    format!("limit[{i}].rate_mbit"),
-                    format!("{rate} is outside (0, 1000000]"),
-                ));
-            }
-            let burst = *l.burst_kib.get_ref();
-            if burst == 0 {
-                return Err(err(
-                    l.burst_kib.span(),
-                    format!("limit[{i}].burst_kib"),
-                    "must be positive".into(),
-                ));
-            }
             limits.insert(
                 pair,
                 Limit {
-                    rate_mbit: rate,
-                    burst_kib: burst,
+                    rate_mbit: l.rate_mbit,
+                    burst_kib: l.burst_kib,
                 },
             );
         }
+        let links = Self::parse_links(&raw.links, &hosts, &err)?;
+        let rules = Self::parse_rules(&raw.rules, &hosts, &vms, &links, &err)?;
+        Ok(Spec {
+            name: raw.environment.name,
+            vni: raw.environment.vni,
+            hosts,
+            vms,
+            allowed,
+            limits,
+            links,
+            rules,
+        })
+    }
+
+    fn parse_hosts(
+        raw: &[RawHost],
+        err: &impl Fn(std::ops::Range<usize>, String, String) -> SpecError,
+    ) -> Result<BTreeMap<String, Ipv4Addr>, SpecError> {
+        let mut hosts = BTreeMap::new();
+        for (i, h) in raw.iter().enumerate() {
+            let hname = h.name.get_ref();
+            if hosts.insert(hname.to_string(), h.address).is_some() {
+                return Err(err(
+                    h.name.span(),
+                    format!("host[{i}].name"),
+                    format!("{hname:?} is listed twice"),
+                ));
+            }
+        }
+        Ok(hosts)
+    }
+
+    fn parse_vms(
+        raw: &[RawVm],
+        hosts: &BTreeMap<String, Ipv4Addr>,
+        err: &impl Fn(std::ops::Range<usize>, String, String) -> SpecError,
+    ) -> Result<BTreeMap<String, Vm>, SpecError> {
+        let mut vms = BTreeMap::new();
+        let mut macs = BTreeMap::new();
+        let mut ports = BTreeSet::new();
+        for (i, v) in raw.iter().enumerate() {
+            let vname = v.name.get_ref();
+            let host = v.host.get_ref();
+            if !hosts.contains_key(host.as_str()) {
+                return Err(err(
+                    v.host.span(),
+                    format!("vm[{i}].host"),
+                    format!("{:?} is not a host of this spec", host.as_str()),
+                ));
+            }
+            let mac = *v.mac.get_ref();
+            if let Some(other) = macs.insert(mac, vname.to_string()) {
+                return Err(err(
+                    v.mac.span(),
+                    format!("vm[{i}].mac"),
+                    format!("already used by VM {other:?}"),
+                ));
+            }
+            let port = v.port.get_ref();
+            if !ports.insert((host.to_string(), port.to_string())) {
+                return Err(err(
+                    v.port.span(),
+                    format!("vm[{i}].port"),
+                    format!("{:?} on {host} is already a VM's port", port.as_str()),
+                ));
+            }
+            let vm = Vm {
+                host: host.to_string(),
+                port: port.clone(),
+                mac,
+                ip: v.ip,
+            };
+            if vms.insert(vname.to_string(), vm).is_some() {
+                return Err(err(
+                    v.name.span(),
+                    format!("vm[{i}].name"),
+                    format!("{:?} is listed twice", vname.as_str()),
+                ));
+            }
+        }
+        Ok(vms)
+    }
+
+    fn parse_links(
+        raw: &[RawLink],
+        hosts: &BTreeMap<String, Ipv4Addr>,
+        err: &impl Fn(std::ops::Range<usize>, String, String) -> SpecError,
+    ) -> Result<BTreeSet<(String, String)>, SpecError> {
         let mut links = BTreeSet::new();
-        for (i, l) in raw.links.iter().enumerate() {
+        for (i, l) in raw.iter().enumerate() {
             let field = format!("link[{i}].hosts");
             let [a, b] = l.hosts.get_ref();
             for h in [a, b] {
-                if !hosts.contains_key(h) {
+                if !hosts.contains_key(h.as_str()) {
                     return Err(err(
                         l.hosts.span(),
                         field,
-                        format!("{h:?} is not a host of this spec"),
+                        format!("{:?} is not a host of this spec", h.as_str()),
                     ));
                 }
             }
@@ -461,36 +394,29 @@ impl Spec {
                 ));
             }
         }
+        Ok(links)
+    }
+
+    fn parse_rules(
+        raw: &[RawRule],
+        hosts: &BTreeMap<String, Ipv4Addr>,
+        vms: &BTreeMap<String, Vm>,
+        links: &BTreeSet<(String, String)>,
+        err: &impl Fn(std::ops::Range<usize>, String, String) -> SpecError,
+    ) -> Result<Vec<Rule>, SpecError> {
         let mut rules: Vec<Rule> = Vec::new();
-        let mut rule_keys = BTreeSet::new();
-        for (i, r) in raw.rules.iter().enumerate() {
+        for (i, r) in raw.iter().enumerate() {
             let at = |f: &str| format!("rule[{i}].{f}");
             let host = r.host.get_ref();
-            if !hosts.contains_key(host) {
+            if !hosts.contains_key(host.as_str()) {
                 return Err(err(
                     r.host.span(),
                     at("host"),
-                    format!("{host:?} is not a host of this spec"),
+                    format!("{:?} is not a host of this spec", host.as_str()),
                 ));
             }
-            let side = |v: &Spanned<String>, f: &str, none: bool| {
-                MacMatch::parse(v.get_ref(), none).ok_or_else(|| {
-                    let allowed = if none {
-                        "a MAC, \"not MAC\", \"any\" or \"none\" (the default rule)"
-                    } else {
-                        "a MAC, \"not MAC\" or \"any\""
-                    };
-                    err(
-                        v.span(),
-                        at(f),
-                        format!("{:?} is not {allowed}", v.get_ref()),
-                    )
-                })
-            };
-            let src = side(&r.src, "src", false)?;
-            let dst = side(&r.dst, "dst", true)?;
             let (target, span) = match (&r.edge, &r.interface) {
-                (Some(e), None) => (Target::Edge(e.get_ref().clone()), e.span()),
+                (Some(e), None) => (Target::Edge(e.get_ref().to_string()), e.span()),
                 (None, Some(p)) => (Target::Interface(p.get_ref().clone()), p.span()),
                 _ => {
                     return Err(err(
@@ -500,32 +426,20 @@ impl Spec {
                     ))
                 }
             };
-            check_target(&hosts, &vms, &links, host, &target)
-                .map_err(|(f, reason)| err(span, at(f), reason))?;
-            if !rule_keys.insert((host.clone(), src, dst)) {
-                return Err(err(
-                    r.src.span(),
-                    at("src"),
-                    format!("{host} already has a rule for this source and destination"),
-                ));
-            }
-            rules.push(Rule {
-                host: host.clone(),
-                src,
-                dst,
+            let rule = Rule {
+                host: host.to_string(),
+                src: r.src.get_ref().0,
+                dst: r.dst.0,
                 target,
-            });
+            };
+            check_target(hosts, vms, links, host, &rule.target)
+                .map_err(|(f, reason)| err(span, at(f), reason))?;
+            if let Some(reason) = duplicate_rule(&rules, &rule) {
+                return Err(err(r.src.span(), at("src"), reason));
+            }
+            rules.push(rule);
         }
-        Ok(Spec {
-            name,
-            vni,
-            hosts,
-            vms,
-            allowed,
-            limits,
-            links,
-            rules,
-        })
+        Ok(rules)
     }
 
     /// The spec in canonical TOML; parses back to an equal spec. Used when the VNET
@@ -555,7 +469,7 @@ impl Spec {
                 q(n),
                 q(&v.host),
                 q(&v.port),
-                q(&format_mac(&v.mac))
+                q(&v.mac.to_string())
             );
             if let Some(ip) = v.ip {
                 let _ = writeln!(o, "ip = {}", q(&ip.to_string()));
@@ -570,7 +484,7 @@ impl Spec {
                 "\n[[limit]]\npair = [{}, {}]\nrate_mbit = {:?}\nburst_kib = {}",
                 q(a),
                 q(b),
-                l.rate_mbit,
+                l.rate_mbit.get(),
                 l.burst_kib
             );
         }
@@ -609,37 +523,20 @@ impl Spec {
             &rule.host,
             &rule.target,
         )?;
-        if self
-            .rules
-            .iter()
-            .any(|o| o.host == rule.host && o.src == rule.src && o.dst == rule.dst)
-        {
-            return Err((
-                "src",
-                format!(
-                    "{} already has a rule for this source and destination",
-                    rule.host
-                ),
-            ));
+        match duplicate_rule(&self.rules, rule) {
+            Some(reason) => Err(("src", reason)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The rules' consistency with the rest of the spec, as [`Spec::parse`] checks it;
     /// for specs changed in memory by the primitives.
     pub fn check_rules(&self) -> Result<(), (String, String)> {
-        let mut seen = BTreeSet::new();
         for (i, r) in self.rules.iter().enumerate() {
             check_target(&self.hosts, &self.vms, &self.links, &r.host, &r.target)
                 .map_err(|(f, reason)| (format!("rule[{i}].{f}"), reason))?;
-            if !seen.insert((&r.host, r.src, r.dst)) {
-                return Err((
-                    format!("rule[{i}].src"),
-                    format!(
-                        "{} already has a rule for this source and destination",
-                        r.host
-                    ),
-                ));
+            if let Some(reason) = duplicate_rule(&self.rules[..i], r) {
+                return Err((format!("rule[{i}].src"), reason));
             }
         }
         Ok(())
@@ -698,30 +595,13 @@ pub enum Change {
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mac = |m: &[u8; 6]| {
-            m.iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
-        };
         match self {
-            Change::AddVm(n, v) => write!(
-                f,
-                "+ vm {n} on {} port {} ({})",
-                v.host,
-                v.port,
-                mac(&v.mac)
-            ),
+            Change::AddVm(n, v) => write!(f, "+ vm {n} on {} port {} ({})", v.host, v.port, v.mac),
             Change::RemoveVm(n, v) => write!(f, "- vm {n} on {} port {}", v.host, v.port),
             Change::ChangeVm(n, a, b) => write!(
                 f,
                 "~ vm {n}: {} {} {} -> {} {} {}",
-                a.host,
-                a.port,
-                mac(&a.mac),
-                b.host,
-                b.port,
-                mac(&b.mac)
+                a.host, a.port, a.mac, b.host, b.port, b.mac
             ),
             Change::Allow(a, b) => write!(f, "+ allow {a} <-> {b}"),
             Change::Disallow(a, b) => write!(f, "- allow {a} <-> {b}"),

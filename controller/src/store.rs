@@ -9,6 +9,8 @@ use std::{
 use anyhow::{Context, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use violin_api::share::Registration;
+
 use crate::spec::Spec;
 
 /// Environment name -> its spec, as the operator wrote it.
@@ -91,22 +93,23 @@ impl Store {
     }
 
     /// Records what a host reported when it registered.
-    pub fn put_host(&self, name: &str, report: &serde_json::Value) -> Result<()> {
+    pub fn put_host(&self, name: &str, report: &Registration) -> Result<()> {
         let tx = self.db.begin_write()?;
         tx.open_table(HOSTS)?
-            .insert(name, report.to_string().as_str())?;
+            .insert(name, serde_json::to_string(report)?.as_str())?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Registered hosts and their reports.
-    pub fn hosts(&self) -> Result<Vec<(String, serde_json::Value)>> {
+    /// Registered hosts and their reports (None: a report this build cannot read, kept
+    /// until the host registers again).
+    pub fn hosts(&self) -> Result<Vec<(String, Option<Registration>)>> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(HOSTS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            let report = serde_json::from_str(v.value()).unwrap_or(serde_json::Value::Null);
+            let report = serde_json::from_str(v.value()).ok();
             out.push((k.value().to_string(), report));
         }
         Ok(out)
@@ -142,7 +145,7 @@ impl Store {
                 .find(|(_, o)| o.name != spec.name && o.vni == spec.vni)
                 .map(|(_, o)| o.name.clone());
             if let Some(other) = taken {
-                return Err(PutError::VniTaken(other));
+                return Err(PutError::VniTaken(other.to_string()));
             }
             table
                 .insert(spec.name.as_str(), text)
@@ -152,7 +155,7 @@ impl Store {
         tx.commit().map_err(anyhow::Error::from)?;
         let mut cache = self.cache.write().unwrap();
         let mut next = (**cache).clone();
-        next.insert(spec.name.clone(), (text.to_string(), spec.clone()));
+        next.insert(spec.name.to_string(), (text.to_string(), spec.clone()));
         *cache = Arc::new(next);
         Ok(generation)
     }

@@ -70,19 +70,38 @@ fn start(dir: &Path) -> Controller {
     }
 }
 
-/// Runs violinctl; returns (success, stdout, stderr).
-fn ctl(c: &Controller, token: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_violinctl"))
+/// Runs violinctl; returns (exit code, stdout, stderr).
+fn ctl_code(c: &Controller, token: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_violinctl"))
         .args(["--url", &c.url, "--token-file"])
         .arg(token)
         .args(args)
-        .output()
+        .env_remove("VIOLIN_CONTROLLER")
+        .env_remove("VIOLIN_TOKEN_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     (
-        out.status.success(),
+        out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs violinctl; returns (success, stdout, stderr).
+fn ctl(c: &Controller, token: &Path, args: &[&str]) -> (bool, String, String) {
+    let (code, out, err) = ctl_code(c, token, args, "");
+    (code == 0, out, err)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -213,7 +232,7 @@ fn openapi_file_matches_the_server() {
                 continue;
             };
             operations += 1;
-            let open = op.get("security") == Some(&serde_json::json!([]));
+            let open = op.get("security") == Some(&serde_json::json!([{}]));
             let resp =
                 ureq::request(&method.to_uppercase(), &format!("{}{concrete}", c.url)).call();
             match resp {
@@ -223,7 +242,17 @@ fn openapi_file_matches_the_server() {
             }
         }
     }
-    assert_eq!(operations, 21);
+    assert_eq!(operations, 22);
+    // The served document is the file.
+    let served: serde_json::Value = ureq::get(&format!("{}/openapi.json", c.url))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(
+        served, doc,
+        "the served OpenAPI document differs from openapi.json"
+    );
     // Not documented, not served.
     match ureq::get(&format!("{}/v1/nonexistent", c.url)).call() {
         Err(ureq::Error::Status(code, _)) => assert!(code == 404 || code == 401, "{code}"),
@@ -287,8 +316,17 @@ fn vnet_primitives_change_the_stored_environment_and_bad_ones_name_the_field() {
             "hosts[1]: \"h9\" is not a host",
         ),
         (
-            vec!["rule", "add", "blue", "h1", "none", "any", "--edge", "h2"],
-            "src: \"none\" is not a MAC",
+            vec![
+                "rule",
+                "add",
+                "blue",
+                "h1",
+                "any",
+                "any",
+                "--interface",
+                "vm9",
+            ],
+            "interface: \"vm9\" is not the port of a VM on h1",
         ),
         (
             vec!["rule", "add", "blue", "h1", "any", "any", "--edge", "h3"],
@@ -350,5 +388,94 @@ fn vnet_primitives_change_the_stored_environment_and_bad_ones_name_the_field() {
     assert!(ok, "{err}");
     let (ok, _, err) = ctl(&c, &token, &["link", "add", "green", "h1", "h3"]);
     assert!(!ok && err.contains("rule[0].edge"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// violinctl behaves like the tools operators know: version, completion, every output
+/// format, specs from standard input, `diff` exit codes, idempotent primitives, and a
+/// `--wait` that times out with its own exit code, naming the host.
+#[test]
+fn violinctl_follows_the_usual_conventions() {
+    let dir = scratch("conventions");
+    let token = dir.join("token");
+    let c = start(&dir);
+    let (code, out, _) = ctl_code(&c, &token, &["--version"], "");
+    assert!(code == 0 && out.starts_with("violinctl "), "{out}");
+    let (code, out, _) = ctl_code(&c, &token, &["completion", "bash"], "");
+    assert!(code == 0 && out.contains("_violinctl"), "{out}");
+
+    // The spec from standard input; diff says 1 while it differs, 0 once applied.
+    let (code, out, _) = ctl_code(&c, &token, &["diff", "-f", "-"], SPEC);
+    assert!(code == 1 && out.contains("+ vm a1"), "{code} {out}");
+    let (code, _, err) = ctl_code(&c, &token, &["apply", "-f", "-"], SPEC);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = ctl_code(&c, &token, &["diff", "-f", "-"], SPEC);
+    assert!(code == 0 && out.trim() == "no changes", "{code} {out}");
+
+    // Every format, for the same answer.
+    let (_, json, _) = ctl_code(&c, &token, &["-o", "json", "envs"], "");
+    let (_, yaml, _) = ctl_code(&c, &token, &["-o", "yaml", "envs"], "");
+    let (_, wide, _) = ctl_code(&c, &token, &["-o", "wide", "envs"], "");
+    assert!(json.contains("\"vni\": 1000"), "{json}");
+    assert!(
+        yaml.contains("- hosts:") && yaml.contains("  vni: 1000"),
+        "{yaml}"
+    );
+    assert!(wide.contains("RULES") && wide.contains("blue"), "{wide}");
+
+    // Primitives: a second add fails (409) unless --may-exist; a second delete fails
+    // (404) unless --if-exists.
+    let add = ["link", "add", "blue", "h1", "h2"];
+    assert_eq!(ctl_code(&c, &token, &add, "").0, 0);
+    let (code, _, err) = ctl_code(&c, &token, &add, "");
+    assert!(code == 2 && err.contains("HTTP 409"), "{err}");
+    let (code, _, err) = ctl_code(&c, &token, &[&add[..], &["--may-exist"]].concat(), "");
+    assert!(code == 0 && err.contains("nothing to do"), "{err}");
+    let del = ["link", "delete", "blue", "h1", "h2"];
+    assert_eq!(ctl_code(&c, &token, &del, "").0, 0);
+    assert_eq!(ctl_code(&c, &token, &del, "").0, 2);
+    assert_eq!(
+        ctl_code(&c, &token, &[&del[..], &["--if-exists"]].concat(), "").0,
+        0
+    );
+    let (code, _, _) = ctl_code(&c, &token, &["delete", "nope", "--if-exists"], "");
+    assert_eq!(code, 0);
+
+    // A host that registered but never follows its stream: --wait gives up with 3.
+    let reg = serde_json::json!({ "address": "10.250.0.1" });
+    ureq::post(&format!("{}/v1/hosts/h1/register", c.url))
+        .set("Authorization", "Bearer 0123456789abcdef-test-token")
+        .send_json(reg)
+        .unwrap();
+    let (code, _, err) = ctl_code(&c, &token, &["wait", "--timeout", "0.5"], "");
+    assert!(
+        code == 3 && err.contains("timed out: h1 did not apply"),
+        "{code} {err}"
+    );
+
+    // Settings from the config file when neither flags nor variables give them.
+    let conf = dir.join("violinctl.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "controller = \"{}\"\ntoken_file = \"{}\"\n",
+            c.url,
+            token.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_violinctl"))
+        .args(["--config"])
+        .arg(&conf)
+        .arg("envs")
+        .env_remove("VIOLIN_CONTROLLER")
+        .env_remove("VIOLIN_TOKEN_FILE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("blue"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -179,7 +179,13 @@ pub struct PeerStats {
 
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: Counter is repr(C) and Copy with two u64 fields: 16 bytes, no padding, and
+    // any bit pattern is a valid value.
     unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: PortStats is repr(C) and Copy, four Counters (each two u64): 64 bytes with no
+    // padding, and any bit pattern is a valid value.
     unsafe impl aya::Pod for super::PortStats {}
+    // SAFETY: PeerStats is repr(C) and Copy, two Counters (each two u64): 32 bytes with no
+    // padding, and any bit pattern is a valid value.
     unsafe impl aya::Pod for super::PeerStats {}
 }

@@ -264,6 +264,16 @@ pub const ROUTE_NO_RULE: u8 = 3;
 /// Set by the control plane; the datapath never overwrites a static entry by learning.
 pub const FDB_FLAG_STATIC: u8 = 1;
 
+/// `FdbEntry::kind` as a type: the field stays a byte because violind writes the struct
+/// as plain old data, and a byte no version writes must not be undefined behaviour.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdbKind {
+    Local = FDB_LOCAL,
+    Remote = FDB_REMOTE,
+    NoRule = ROUTE_NO_RULE,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FdbEntry {
@@ -318,6 +328,17 @@ impl FdbEntry {
     pub const fn is_static(&self) -> bool {
         self.flags & FDB_FLAG_STATIC != 0
     }
+
+    /// `None` for a kind byte that names no [`FdbKind`].
+    #[inline(always)]
+    pub const fn kind(&self) -> Option<FdbKind> {
+        match self.kind {
+            FDB_LOCAL => Some(FdbKind::Local),
+            FDB_REMOTE => Some(FdbKind::Remote),
+            ROUTE_NO_RULE => Some(FdbKind::NoRule),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -345,17 +366,59 @@ mod tests {
         assert!(b.take(60_000_000_000, 10_000));
         assert!(!b.take(60_000_000_000, 1));
     }
+
+    #[test]
+    fn fdb_kind_reads_the_kind_byte() {
+        assert_eq!(FdbEntry::local(7, 3).kind(), Some(FdbKind::Local));
+        assert_eq!(
+            FdbEntry::remote([10, 0, 0, 2], 5).kind(),
+            Some(FdbKind::Remote)
+        );
+        assert_eq!(FdbEntry::no_rule().kind(), Some(FdbKind::NoRule));
+        for byte in [0, 4, u8::MAX] {
+            let e = FdbEntry {
+                kind: byte,
+                ..FdbEntry::default()
+            };
+            assert_eq!(e.kind(), None, "kind byte {byte}");
+        }
+        // The enum's discriminants are the bytes violind writes.
+        assert_eq!(FdbKind::Local as u8, FDB_LOCAL);
+        assert_eq!(FdbKind::Remote as u8, FDB_REMOTE);
+        assert_eq!(FdbKind::NoRule as u8, ROUTE_NO_RULE);
+    }
 }
 
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: HostConfig is repr(C) and Copy, made only of u32 and u8 arrays laid out with
+    // no padding (u32, [u8; 4], [u8; 6], [u8; 2], 4 x u32: 32 bytes, align 4), so every
+    // byte is initialised and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::HostConfig {}
+    // SAFETY: PortInfo is repr(C) and Copy: 5 x u32, [u8; 6], [u8; 2], [u8; 4], 32 bytes
+    // with no padding at align 4; all fields are integers, so any bit pattern is valid.
     unsafe impl aya::Pod for super::PortInfo {}
+    // SAFETY: VniInfo is repr(C) and Copy with a single u32 field: no padding, and any bit
+    // pattern is valid.
     unsafe impl aya::Pod for super::VniInfo {}
+    // SAFETY: PeerInfo is repr(C) and Copy: [u8; 6], u8, u8 (explicit _pad) then u32 at
+    // offset 8, 12 bytes with no padding; all fields are integers, so any bit pattern is valid.
     unsafe impl aya::Pod for super::PeerInfo {}
+    // SAFETY: FdbKey is repr(C) and Copy: u32, [u8; 6], [u8; 2] (explicit _pad), 12 bytes
+    // with no padding; all fields are integers, so any bit pattern is valid.
     unsafe impl aya::Pod for super::FdbKey {}
+    // SAFETY: FdbEntry is repr(C) and Copy: u8, u8, [u8; 2], u32, [u8; 4], u32, 16 bytes
+    // with no padding. `kind` is a raw u8 (decoded by kind(), not an enum field), so every
+    // bit pattern is a valid value.
     unsafe impl aya::Pod for super::FdbEntry {}
+    // SAFETY: FloodList is repr(C) and Copy: 2 x u32, [u32; FLOOD_PORTS] and
+    // [[u8; 4]; FLOOD_PEERS], 200 bytes with no padding at align 4; all integers, so any
+    // bit pattern is valid.
     unsafe impl aya::Pod for super::FloodList {}
+    // SAFETY: PairKey is repr(C) and Copy: u32, [u8; 6], [u8; 6], 16 bytes (a multiple of
+    // its align 4, so no tail padding); all integers, so any bit pattern is valid.
     unsafe impl aya::Pod for super::PairKey {}
+    // SAFETY: PairState is repr(C) and Copy: u32, u32 (explicit _pad), then 4 x u64 at
+    // offset 8, 40 bytes with no padding at align 8; all integers, so any bit pattern is valid.
     unsafe impl aya::Pod for super::PairState {}
 }

@@ -37,7 +37,12 @@ impl Frame for [u8] {
         if end > self.len() {
             return None;
         }
-        // SAFETY: the range was checked above; T is plain old data read unaligned.
+        // SAFETY: off + size_of::<T>() was computed without overflow and checked to be at most
+        // self.len(), so the source bytes lie inside this slice, and read_unaligned needs no
+        // alignment. The bytes are arbitrary packet data, so the read is only valid for a T
+        // with no invalid bit patterns. `T: Copy` does not guarantee that (bool, char and &T
+        // are Copy); every T used today is an all-u8 header struct (EthHdr, Ipv4Hdr, UdpHdr,
+        // VxlanHdr) or a [u8; N], for which any bytes are valid.
         Some(unsafe { core::ptr::read_unaligned(self.as_ptr().add(off) as *const T) })
     }
 }
@@ -456,7 +461,10 @@ impl OuterHeaders {
     }
 
     pub fn as_bytes(&self) -> &[u8; ENCAP_OVERHEAD as usize] {
-        // SAFETY: repr(C) of byte arrays and u8s: no padding, alignment 1, size asserted.
+        // SAFETY: OuterHeaders is repr(C) over EthHdr, Ipv4Hdr, UdpHdr and VxlanHdr, whose
+        // fields are all u8 or [u8; N]: alignment 1 (as for [u8; N]), no padding, so every
+        // byte is initialised, and the const assert pins its size to ENCAP_OVERHEAD. The
+        // returned reference borrows `self`, so it cannot outlive or alias a mutation of it.
         unsafe { &*(self as *const OuterHeaders as *const [u8; ENCAP_OVERHEAD as usize]) }
     }
 }

@@ -11,10 +11,13 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use serde_json::{json, Value};
 use tracing::{error, info};
+use violin_api::{
+    rest::{DaemonLink, DaemonLinks, DaemonRule, DaemonRules, ErrorBody},
+    share::{Interface, InterfaceRole, Share},
+};
 
-use crate::{datapath::Maps, host::Paths, metrics, stats::Snapshot, sync};
+use crate::{datapath::Maps, follow, host::Paths, metrics, stats::Snapshot};
 
 #[derive(Clone)]
 struct Api {
@@ -39,7 +42,11 @@ async fn auth(
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| t == token);
     if !ok {
-        let body = json!({ "error": "Authorization: a valid bearer token is required" });
+        let body = ErrorBody {
+            error: "Authorization: a valid bearer token is required".into(),
+            field: None,
+            line: None,
+        };
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
     next.run(req).await
@@ -78,13 +85,16 @@ async fn get_stats(State(api): State<Api>) -> Response {
 }
 
 /// The interfaces of this host's namespace, as the controller lists them.
-pub fn interfaces(underlay: &str, ports: &BTreeSet<String>) -> Value {
+pub fn interfaces(underlay: &str, ports: &BTreeSet<String>) -> Vec<Interface> {
     let mut out = Vec::new();
-    // SAFETY: if_nameindex returns a list terminated by a zero entry, freed below.
+    // SAFETY: if_nameindex returns null (handled) or an array ending in an entry whose
+    // if_index is 0; the loop stops there, so `p` never reads past the end. Each if_name is
+    // a NUL-terminated string owned by the array and is copied into a String before
+    // if_freenameindex frees the array, exactly once, with no early return after the check.
     unsafe {
         let list = libc::if_nameindex();
         if list.is_null() {
-            return json!([]);
+            return out;
         }
         let mut p = list;
         while (*p).if_index != 0 {
@@ -92,29 +102,29 @@ pub fn interfaces(underlay: &str, ports: &BTreeSet<String>) -> Value {
                 .to_string_lossy()
                 .into_owned();
             let role = if name == underlay {
-                "underlay"
+                InterfaceRole::Underlay
             } else if ports.contains(&name) {
-                "port"
+                InterfaceRole::Port
             } else {
-                "other"
+                InterfaceRole::Other
             };
             let dev = crate::netdev::NetDev::query(&name).ok();
-            out.push(json!({
-                "name": name,
-                "ifindex": (*p).if_index,
-                "role": role,
-                "mac": dev.as_ref().map(|d| crate::netdev::format_mac(&d.mac)),
-                "mtu": dev.as_ref().map(|d| d.mtu),
-            }));
+            out.push(Interface {
+                ifindex: (*p).if_index,
+                role,
+                mac: dev.as_ref().map(|d| crate::netdev::format_mac(&d.mac)),
+                mtu: dev.as_ref().map(|d| d.mtu),
+                name,
+            });
             p = p.add(1);
         }
         libc::if_freenameindex(list);
     }
-    Value::Array(out)
+    out
 }
 
-fn served(api: &Api) -> sync::Share {
-    sync::load_cached(&api.paths.share()).unwrap_or_default()
+fn served(api: &Api) -> Share {
+    follow::load_cached(&api.paths.share()).unwrap_or_default()
 }
 
 /// VNET's "list the available network interfaces".
@@ -123,7 +133,7 @@ async fn get_interfaces(State(api): State<Api>) -> Response {
     let ports = share
         .environments
         .iter()
-        .flat_map(|e| e.ports.iter().cloned())
+        .flat_map(|e| e.ports.iter().map(|p| p.to_string()))
         .collect();
     Json(interfaces(&api.underlay, &ports)).into_response()
 }
@@ -132,28 +142,44 @@ async fn get_interfaces(State(api): State<Api>) -> Response {
 /// whose frames travel over each.
 async fn get_links(State(api): State<Api>) -> Response {
     let share = served(&api);
-    let links: Vec<Value> = share
+    let links = share
         .peers
-        .iter()
-        .map(|p| json!({ "peer": p.address, "type": "udp", "vnis": p.vnis }))
+        .into_iter()
+        .map(|p| DaemonLink {
+            peer: p.address,
+            kind: "udp".into(),
+            vnis: p.vnis,
+        })
         .collect();
-    Json(json!({ "generation": share.generation, "links": links })).into_response()
+    Json(DaemonLinks {
+        generation: share.generation,
+        links,
+    })
+    .into_response()
 }
 
 /// VNET's "list all the forwarding rules at a daemon".
 async fn get_rules(State(api): State<Api>) -> Response {
     let share = served(&api);
-    let rules: Vec<Value> = share
+    let rules = share
         .environments
         .iter()
         .flat_map(|e| {
-            e.rules.iter().map(move |r| {
-                json!({ "environment": e.name, "vni": e.vni, "src": r.src, "dst": r.dst,
-                        "edge": r.edge, "interface": r.interface })
+            e.rules.iter().map(move |r| DaemonRule {
+                environment: e.name.clone(),
+                vni: e.vni,
+                src: r.src,
+                dst: r.dst,
+                edge: r.edge,
+                interface: r.interface.clone(),
             })
         })
         .collect();
-    Json(json!({ "generation": share.generation, "rules": rules })).into_response()
+    Json(DaemonRules {
+        generation: share.generation,
+        rules,
+    })
+    .into_response()
 }
 
 /// Binds `listen` now (so a bad address fails the start) and serves on a new thread.

@@ -1,18 +1,21 @@
-//! `violind`'s TOML configuration and its validation. Every error names the field.
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
+//! `violind`'s TOML configuration: parsed once into the contract's types (so every value
+//! is valid from here on), then checked across fields. Every error names the field.
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
-use dataplane_common::{maps::MAX_SLOTS, packet::parse_mac, rules::MacMatch, MAX_VNI};
+use dataplane_common::maps::MAX_SLOTS;
 use serde::Deserialize;
+pub use violin_api::share::{Environment, Peer};
+use violin_api::{parse::from_toml, FieldError, IfName, Name};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Names this host's pin directory, pid file and logs; unique per machine.
-    pub host_id: String,
+    pub host_id: Name,
     /// Network namespace (under /run/netns) to run in; the daemon enters it itself so that
     /// it keeps seeing the machine's bpffs.
     #[serde(default)]
-    pub netns: Option<String>,
+    pub netns: Option<Name>,
     /// aya-log debug messages from the XDP programs (costly; off by default).
     #[serde(default)]
     pub debug_datapath: bool,
@@ -51,7 +54,7 @@ pub enum PortMode {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Underlay {
-    pub interface: String,
+    pub interface: IfName,
     pub address: Ipv4Addr,
     /// Underlay IP MTU; defaults to the interface's MTU.
     #[serde(default)]
@@ -61,149 +64,17 @@ pub struct Underlay {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Controller {
-    /// The controller's API, e.g. `http://10.250.0.254:7800`.
+    /// The controller's API, e.g. `http://10.250.0.254:7800` (or `https://`).
     pub url: String,
     /// File holding the bearer token.
     pub token_file: std::path::PathBuf,
 }
 
-#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Environment {
-    pub name: String,
-    /// VXLAN network identifier carried on the wire.
-    pub vni: u32,
-    /// VM-facing interfaces on this host (veth or tap) that belong to this environment.
-    #[serde(default)]
-    pub ports: Vec<String>,
-    /// When given, unicast flows only between these VM pairs (by MAC, both directions);
-    /// frames between other VMs of the environment are dropped (selected connectivity).
-    #[serde(default)]
-    pub allowed_pairs: Vec<[String; 2]>,
-    /// VM identities for anti-spoofing: a port may only send with these addresses.
-    #[serde(default, rename = "vm")]
-    pub vms: Vec<VmIdentity>,
-    /// Traffic bounds per VM pair.
-    #[serde(default, rename = "limit")]
-    pub limits: Vec<PairLimit>,
-    /// VNET forwarding rules of this host's table for the environment.
-    #[serde(default, rename = "rule")]
-    pub rules: Vec<ForwardRule>,
-}
-
-/// A forwarding rule: frames whose (source, destination) match go out of `interface`
-/// (a port of the environment) or over the link to the peer at `edge`.
-#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardRule {
-    /// A MAC, `not MAC` or `any`.
-    pub src: String,
-    /// A MAC, `not MAC`, `any` or `none` (the default rule).
-    pub dst: String,
-    #[serde(default)]
-    pub edge: Option<Ipv4Addr>,
-    #[serde(default)]
-    pub interface: Option<String>,
-}
-
-#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct VmIdentity {
-    pub port: String,
-    pub mac: String,
-    #[serde(default)]
-    pub ip: Option<Ipv4Addr>,
-}
-
-/// A bound on what each VM of the pair may send to the other (token bucket).
-#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PairLimit {
-    pub pair: [String; 2],
-    /// Sustained rate in Mbit/s.
-    pub rate_mbit: f64,
-    /// Bucket size in KiB: how much may pass at once.
-    #[serde(default = "default_burst_kib")]
-    pub burst_kib: u32,
-}
-
-fn default_burst_kib() -> u32 {
-    64
-}
-
-fn check_mac(field: &str, s: &str) -> Result<[u8; 6], ConfigError> {
-    match parse_mac(s) {
-        Some(m) if m[0] & 1 == 0 && m != [0; 6] => Ok(m),
-        Some(_) => Err(err(field, format!("{s:?} is not a unicast MAC address"))),
-        None => Err(err(
-            field,
-            format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"),
-        )),
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Peer {
-    pub address: Ipv4Addr,
-    /// Environments (by VNI) served by that host: it gets a copy of their broadcasts.
-    #[serde(default)]
-    pub vnis: Vec<u32>,
-}
-
-/// A configuration error naming the offending field.
-#[derive(Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub reason: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.reason)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// A configuration error naming the offending field (and its line, when from the file).
+pub type ConfigError = FieldError;
 
 fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-/// Linux interface names: 1-15 bytes, no '/', whitespace or ':'.
-fn check_ifname(field: &str, name: &str) -> Result<(), ConfigError> {
-    if name.is_empty() || name.len() > 15 {
-        return Err(err(field, format!("{name:?} must be 1 to 15 bytes long")));
-    }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
-        return Err(err(
-            field,
-            format!("{name:?} is not a valid interface name"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
-    let ok = !id.is_empty()
-        && id.len() <= 32
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(err(
-            field,
-            format!("{id:?} must be 1 to 32 characters from [A-Za-z0-9_-]"),
-        ))
-    }
+    FieldError::new(field, reason)
 }
 
 impl Config {
@@ -214,7 +85,7 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let config: Config = toml::from_str(text)?;
+        let config: Config = from_toml(text, "config")?;
         config.validate()?;
         if let Some(c) = &config.controller {
             if !c.url.starts_with("http://") && !c.url.starts_with("https://") {
@@ -272,12 +143,8 @@ impl Config {
         Ok(c)
     }
 
+    /// Checks across fields (each value is valid on its own once parsed).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_id("host_id", &self.host_id)?;
-        if let Some(ns) = &self.netns {
-            check_id("netns", ns)?;
-        }
-        check_ifname("underlay.interface", &self.underlay.interface)?;
         let addr = self.underlay.address;
         if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
             return Err(err(
@@ -295,13 +162,6 @@ impl Config {
         let mut ports = BTreeMap::new();
         for (i, env) in self.environments.iter().enumerate() {
             let at = |f: &str| format!("environment[{i}].{f}");
-            check_id(&at("name"), &env.name)?;
-            if env.vni == 0 || env.vni > MAX_VNI {
-                return Err(err(
-                    at("vni"),
-                    format!("{} is outside 1..={MAX_VNI}", env.vni),
-                ));
-            }
             if let Some(j) = vnis.insert(env.vni, i) {
                 return Err(err(
                     at("vni"),
@@ -311,97 +171,36 @@ impl Config {
             if let Some(j) = names.insert(env.name.as_str(), i) {
                 return Err(err(
                     at("name"),
-                    format!("{:?} is already used by environment[{j}]", env.name),
+                    format!(
+                        "{:?} is already used by environment[{j}]",
+                        env.name.as_str()
+                    ),
                 ));
             }
             for (k, port) in env.ports.iter().enumerate() {
                 let field = at(&format!("ports[{k}]"));
-                check_ifname(&field, port)?;
                 if *port == self.underlay.interface {
                     return Err(err(field, "the underlay interface cannot be a VM port"));
                 }
                 if let Some(other) = ports.insert(port.as_str(), field.clone()) {
-                    return Err(err(field, format!("{port:?} is already listed at {other}")));
+                    return Err(err(
+                        field,
+                        format!("{:?} is already listed at {other}", port.as_str()),
+                    ));
                 }
             }
             for (k, vm) in env.vms.iter().enumerate() {
-                let field = at(&format!("vm[{k}]"));
                 if !env.ports.contains(&vm.port) {
                     return Err(err(
-                        format!("{field}.port"),
-                        format!("{:?} is not one of this environment's ports", vm.port),
-                    ));
-                }
-                check_mac(&format!("{field}.mac"), &vm.mac)?;
-            }
-            for (k, pair) in env.allowed_pairs.iter().enumerate() {
-                for (j, mac) in pair.iter().enumerate() {
-                    check_mac(&at(&format!("allowed_pairs[{k}][{j}]")), mac)?;
-                }
-            }
-            for (k, rule) in env.rules.iter().enumerate() {
-                let field = |f: &str| at(&format!("rule[{k}].{f}"));
-                if MacMatch::parse(&rule.src, false).is_none() {
-                    return Err(err(
-                        field("src"),
-                        format!("{:?} is not a MAC, \"not MAC\" or \"any\"", rule.src),
-                    ));
-                }
-                if MacMatch::parse(&rule.dst, true).is_none() {
-                    return Err(err(
-                        field("dst"),
+                        at(&format!("vm[{k}].port")),
                         format!(
-                            "{:?} is not a MAC, \"not MAC\", \"any\" or \"none\"",
-                            rule.dst
+                            "{:?} is not one of this environment's ports",
+                            vm.port.as_str()
                         ),
                     ));
                 }
-                match (&rule.edge, &rule.interface) {
-                    (Some(peer), None) => {
-                        let linked = self
-                            .peers
-                            .iter()
-                            .any(|p| p.address == *peer && p.vnis.contains(&env.vni));
-                        if !linked {
-                            return Err(err(
-                                field("edge"),
-                                format!("{peer} is not a peer serving VNI {}", env.vni),
-                            ));
-                        }
-                    }
-                    (None, Some(port)) => {
-                        if !env.ports.contains(port) {
-                            return Err(err(
-                                field("interface"),
-                                format!("{port:?} is not one of this environment's ports"),
-                            ));
-                        }
-                    }
-                    _ => {
-                        return Err(err(
-                            field("edge"),
-                            "give exactly one of edge (a peer address) or interface (a port)",
-                        ))
-                    }
-                }
             }
-            for (k, limit) in env.limits.iter().enumerate() {
-                for (j, mac) in limit.pair.iter().enumerate() {
-                    check_mac(&at(&format!("limit[{k}].pair[{j}]")), mac)?;
-                }
-                if !(limit.rate_mbit > 0.0 && limit.rate_mbit <= 1e6) {
-                    return Err(err(
-                        at(&format!("limit[{k}].rate_mbit")),
-                        format!("{} is outside (0, 1000000]", limit.rate_mbit),
-                    ));
-                }
-                if limit.burst_kib == 0 {
-                    return Err(err(
-                        at(&format!("limit[{k}].burst_kib")),
-                        "must be positive",
-                    ));
-                }
-            }
+            self.validate_rules(env, &at)?;
         }
         if ports.len() >= MAX_SLOTS as usize {
             return Err(err(
@@ -409,11 +208,54 @@ impl Config {
                 format!("{} ports; at most {} per host", ports.len(), MAX_SLOTS - 1),
             ));
         }
+        self.validate_peers(&vnis)
+    }
+
+    fn validate_rules(
+        &self,
+        env: &Environment,
+        at: &impl Fn(&str) -> String,
+    ) -> Result<(), ConfigError> {
+        for (k, rule) in env.rules.iter().enumerate() {
+            let field = |f: &str| at(&format!("rule[{k}].{f}"));
+            match (&rule.edge, &rule.interface) {
+                (Some(peer), None) => {
+                    let linked = self
+                        .peers
+                        .iter()
+                        .any(|p| p.address == *peer && p.vnis.contains(&env.vni));
+                    if !linked {
+                        return Err(err(
+                            field("edge"),
+                            format!("{peer} is not a peer serving VNI {}", env.vni),
+                        ));
+                    }
+                }
+                (None, Some(port)) => {
+                    if !env.ports.contains(port) {
+                        return Err(err(
+                            field("interface"),
+                            format!("{:?} is not one of this environment's ports", port.as_str()),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(err(
+                        field("edge"),
+                        "give exactly one of edge (a peer address) or interface (a port)",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_peers(&self, vnis: &BTreeMap<violin_api::Vni, usize>) -> Result<(), ConfigError> {
         let mut peers = BTreeMap::new();
         for (i, peer) in self.peers.iter().enumerate() {
             let field = format!("peer[{i}].address");
             let a = peer.address;
-            if a == addr {
+            if a == self.underlay.address {
                 return Err(err(
                     field,
                     format!("{a} is this host's own underlay address"),
@@ -441,7 +283,7 @@ impl Config {
     pub fn ports(&self) -> impl Iterator<Item = (&str, u32)> {
         self.environments
             .iter()
-            .flat_map(|e| e.ports.iter().map(move |p| (p.as_str(), e.vni)))
+            .flat_map(|e| e.ports.iter().map(move |p| (p.as_str(), e.vni.get())))
     }
 }
 
@@ -480,21 +322,21 @@ vnis = [100]
     #[test]
     fn errors_name_the_field() {
         let e = error_of(&GOOD.replace("vni = 100", "vni = 16777216"));
-        assert!(e.starts_with("environment[0].vni: 16777216"), "{e}");
+        assert!(e.contains("environment[0].vni: 16777216"), "{e}");
         let e = error_of(&GOOD.replace("vni = 100", "vni = 0"));
-        assert!(e.starts_with("environment[0].vni"), "{e}");
+        assert!(e.contains("environment[0].vni"), "{e}");
         let e = error_of(&GOOD.replace("\"vm2\"", "\"vm1\""));
-        assert!(e.starts_with("environment[0].ports[1]"), "{e}");
+        assert!(e.contains("environment[0].ports[1]"), "{e}");
         let e = error_of(&GOOD.replace("\"vm2\"", "\"ul0\""));
         assert!(e.contains("underlay interface"), "{e}");
         let e = error_of(&GOOD.replace("vnis = [100]", "vnis = [7]"));
-        assert!(e.starts_with("peer[0].vnis[0]"), "{e}");
+        assert!(e.contains("peer[0].vnis[0]"), "{e}");
         let e = error_of(&GOOD.replace("10.0.0.2", "10.0.0.1"));
-        assert!(e.starts_with("peer[0].address"), "{e}");
+        assert!(e.contains("peer[0].address"), "{e}");
         let e = error_of(&GOOD.replace("host_id = \"h1\"", "host_id = \"h 1\""));
-        assert!(e.starts_with("host_id"), "{e}");
+        assert!(e.contains("host_id"), "{e}");
         let e = error_of(&GOOD.replace("interface = \"ul0\"", "interface = \"a/b\""));
-        assert!(e.starts_with("underlay.interface"), "{e}");
+        assert!(e.contains("underlay.interface"), "{e}");
     }
 
     #[test]
@@ -514,21 +356,21 @@ vnis = [100]
         let env = &c.environments[0];
         assert_eq!(env.allowed_pairs.len(), 1);
         assert_eq!(env.vms[0].ip, Some(Ipv4Addr::new(10, 0, 9, 1)));
-        assert_eq!(env.limits[0].burst_kib, 64);
+        assert_eq!(env.limits[0].burst_kib.get(), 64);
         let e = error_of(&with(
             "[[environment.vm]]\nport = \"vm9\"\nmac = \"02:00:00:00:00:01\"\n",
         ));
-        assert!(e.starts_with("environment[0].vm[0].port"), "{e}");
+        assert!(e.contains("environment[0].vm[0].port"), "{e}");
         let e = error_of(&with(
             "[[environment.vm]]\nport = \"vm1\"\nmac = \"02:00:00\"\n",
         ));
-        assert!(e.starts_with("environment[0].vm[0].mac"), "{e}");
+        assert!(e.contains("environment[0].vm[0].mac"), "{e}");
         let e = error_of(&with(
             "allowed_pairs = [[\"01:00:00:00:00:01\", \"02:00:00:00:00:02\"]]\n",
         ));
-        assert!(e.starts_with("environment[0].allowed_pairs[0][0]"), "{e}");
+        assert!(e.contains("environment[0].allowed_pairs[0][0]"), "{e}");
         let e = error_of(&with("[[environment.limit]]\npair = [\"02:00:00:00:00:01\", \"02:00:00:00:00:02\"]\nrate_mbit = 0\n"));
-        assert!(e.starts_with("environment[0].limit[0].rate_mbit"), "{e}");
+        assert!(e.contains("environment[0].limit[0].rate_mbit"), "{e}");
     }
 
     #[test]
@@ -544,30 +386,30 @@ vnis = [100]
         let e = error_of(&with(
             "[[environment.rule]]\nsrc = \"none\"\ndst = \"any\"\ninterface = \"vm1\"\n",
         ));
-        assert!(e.starts_with("environment[0].rule[0].src"), "{e}");
+        assert!(e.contains("environment[0].rule[0].src"), "{e}");
         let e = error_of(&with(
             "[[environment.rule]]\nsrc = \"any\"\ndst = \"any\"\nedge = \"10.0.0.9\"\n",
         ));
-        assert!(e.starts_with("environment[0].rule[0].edge"), "{e}");
+        assert!(e.contains("environment[0].rule[0].edge"), "{e}");
         let e = error_of(&with(
             "[[environment.rule]]\nsrc = \"any\"\ndst = \"any\"\ninterface = \"vm7\"\n",
         ));
-        assert!(e.starts_with("environment[0].rule[0].interface"), "{e}");
+        assert!(e.contains("environment[0].rule[0].interface"), "{e}");
         let e = error_of(&with(
             "[[environment.rule]]\nsrc = \"any\"\ndst = \"any\"\n",
         ));
-        assert!(e.starts_with("environment[0].rule[0].edge"), "{e}");
+        assert!(e.contains("environment[0].rule[0].edge"), "{e}");
 
         let controlled = "host_id = \"h1\"\n[underlay]\ninterface = \"ul0\"\naddress = \"10.0.0.1\"\n\
                           [controller]\nurl = \"http://10.0.0.254:7800\"\ntoken_file = \"/tmp/t\"\n";
         let c = Config::parse(controlled).unwrap();
         assert!(c.controller.is_some());
         let e = error_of(&controlled.replace("http://", "ftp://"));
-        assert!(e.starts_with("controller.url"), "{e}");
+        assert!(e.contains("controller.url"), "{e}");
         let e = error_of(&format!(
             "{controlled}[[environment]]\nname = \"x\"\nvni = 5\n"
         ));
-        assert!(e.starts_with("environment: must be empty"), "{e}");
+        assert!(e.contains("environment: must be empty"), "{e}");
         // The controller's share is validated like a file.
         let bad = c.with_share(
             vec![],

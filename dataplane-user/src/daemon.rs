@@ -14,14 +14,15 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use tracing::{error, info, warn};
 
 use dataplane_common::maps::programs;
+use violin_api::share::{Registration, Share};
 
 use crate::{
     config::{Config, PortMode},
     datapath::{self, tc_pin_name, xdp_pin_name, Datapath},
+    follow::{self, Follower, Update},
     host::{self, Paths},
     neighbor,
     slowpath::SlowPath,
-    sync::{self, Share, Update},
     topology::Topology,
 };
 
@@ -126,7 +127,7 @@ fn record(paths: &Paths, config: &Config, generation: u64) {
         environments: config.environments.clone(),
         peers: config.peers.clone(),
     };
-    if let Err(e) = sync::store_cached(&paths.share(), &share) {
+    if let Err(e) = follow::store_cached(&paths.share(), &share) {
         warn!(error = %e, "cannot record the served share");
     }
 }
@@ -154,7 +155,7 @@ fn initial(paths: &Paths, file: &Config) -> (Config, u64) {
     if file.controller.is_none() {
         return (file.clone(), 0);
     }
-    match sync::load_cached(&paths.share()) {
+    match follow::load_cached(&paths.share()) {
         Some(s) => match file.with_share(s.environments, s.peers) {
             Ok(c) => {
                 info!(
@@ -200,14 +201,15 @@ pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
     let (tx, updates) = mpsc::channel::<Update>();
     let mut acks = None;
     if let Some(c) = &file_config.controller {
-        let registration = serde_json::json!({
-            "address": config.underlay.address,
-            "api": config.api_listen.map(|a| a.to_string()),
-            "interfaces": crate::api::interfaces(&config.underlay.interface, &config.ports().map(|(p, _)| p.to_string()).collect()),
-        });
-        let client = sync::Client::new(c, &config.host_id)?;
-        sync::start(client.clone(), registration, tx)?;
-        acks = Some(client);
+        let ports = config.ports().map(|(p, _)| p.to_string()).collect();
+        let registration = Registration {
+            address: config.underlay.address,
+            api: config.api_listen.map(|a| a.to_string()),
+            interfaces: crate::api::interfaces(&config.underlay.interface, &ports),
+        };
+        let follower = Follower::new(c, &config.host_id)?;
+        follow::start(follower.clone(), registration, tx)?;
+        acks = Some(follower);
     }
 
     let mut file_config = file_config;
@@ -360,7 +362,9 @@ pub fn stop(config: &Config, keep_forwarding: bool) -> Result<()> {
     };
     match host::read_pid(&paths.pid_file()).filter(|&p| host::process_alive(p)) {
         Some(pid) => {
-            // SAFETY: plain kill(2).
+            // SAFETY: kill(2) takes only integers and accesses no memory of this process.
+            // `pid` passed process_alive(), whose /proc/<pid>/stat check fails for 0 and
+            // negative values, so this cannot signal a process group or every process.
             unsafe { libc::kill(pid, sig) };
             let deadline = Instant::now() + Duration::from_secs(15);
             while host::process_alive(pid) {

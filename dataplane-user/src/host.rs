@@ -63,7 +63,8 @@ pub fn enter_netns(name: &str) -> Result<()> {
             path.display()
         )
     })?;
-    // SAFETY: f is an open namespace file.
+    // SAFETY: setns(2) takes an fd and a flag by value and accesses no memory of ours;
+    // `f` is the namespace file opened just above and stays open for the call.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::last_os_error())
             .with_context(|| format!("netns: setns into {name}"));
@@ -104,9 +105,12 @@ fn is_bpffs(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
     };
-    // SAFETY: zeroed statfs is valid; c is NUL-terminated.
+    // SAFETY: libc::statfs is a C struct of integers and integer arrays (f_fsid, f_spare),
+    // so the all-zero bit pattern is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: `c` is a CString alive across the call, so the path is a valid NUL-terminated
+    // string; `&mut st` points at a live, writable libc::statfs that statfs(2) fills, and
+    // st.f_type is read only after it returned 0 (and was initialised by zeroed() anyway).
     unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
 }
 
@@ -119,7 +123,9 @@ pub fn ensure_bpffs() -> Result<()> {
     }
     fs::create_dir_all("/run/violin")?;
     let lock = fs::File::create("/run/violin/.bpffs.lock")?;
-    // SAFETY: flock on an fd we own; released when `lock` is dropped.
+    // SAFETY: flock(2) takes the fd and an operation flag by value and accesses no memory of
+    // ours; `lock` is the File created just above and stays open for the call (the lock is
+    // released when it is dropped).
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(io::Error::last_os_error()).context("locking /run/violin/.bpffs.lock");
     }
@@ -129,7 +135,9 @@ pub fn ensure_bpffs() -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {BPFFS}"))?;
     let src = c"bpf";
     let target = c"/sys/fs/bpf";
-    // SAFETY: constant NUL-terminated strings.
+    // SAFETY: `src` and `target` are 'static C-string literals, so the source, target and
+    // fstype pointers are valid and NUL-terminated for the call; a null `data` pointer is
+    // allowed and means no mount options. mount(2) only reads these.
     let rc = unsafe {
         libc::mount(
             src.as_ptr(),
@@ -151,7 +159,8 @@ pub fn read_pid(path: &Path) -> Option<i32> {
 
 /// Whether `pid` runs; an exited child its parent has not reaped yet (a zombie) does not.
 pub fn process_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
+    // SAFETY: kill(2) takes only integers and accesses no memory of this process; signal 0
+    // delivers nothing and only checks that `pid` exists and may be signalled.
     if unsafe { libc::kill(pid, 0) } != 0 {
         return false;
     }

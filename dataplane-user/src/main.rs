@@ -3,13 +3,13 @@ mod api;
 mod config;
 mod daemon;
 mod datapath;
+mod follow;
 mod host;
 mod metrics;
 mod neighbor;
 mod netdev;
 mod slowpath;
 mod stats;
-mod sync;
 mod topology;
 
 use std::path::PathBuf;

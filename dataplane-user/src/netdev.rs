@@ -18,7 +18,8 @@ struct Socket(libc::c_int);
 
 impl Socket {
     fn new() -> io::Result<Socket> {
-        // SAFETY: plain socket(2) call.
+        // SAFETY: socket(2) takes only integer arguments and accesses no memory of ours; the
+        // result is checked below and then owned solely by the returned Socket.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
@@ -27,7 +28,11 @@ impl Socket {
     }
 
     fn ioctl(&self, request: libc::c_ulong, ifr: &mut libc::ifreq) -> io::Result<()> {
-        // SAFETY: ifr is a valid, initialised ifreq for the duration of the call.
+        // SAFETY: `ifr` is an exclusive reference to a live libc::ifreq, so the pointer is
+        // valid for reads and writes of a whole ifreq during the call, and self.0 is the open
+        // socket this wrapper owns. The requests used here (SIOCGIFHWADDR, SIOCGIFMTU,
+        // SIOCETHTOOL) touch only the ifreq, except that SIOCETHTOOL also writes through
+        // ifru_data, which rx_queues() points at a live repr(C) EthtoolChannels.
         if unsafe { libc::ioctl(self.0, request, ifr as *mut libc::ifreq) } < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -37,13 +42,15 @@ impl Socket {
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        // SAFETY: we own the fd.
+        // SAFETY: self.0 came from a successful socket() in Socket::new; Socket is neither
+        // Clone nor Copy and never hands the fd out, so this is the only close of it.
         unsafe { libc::close(self.0) };
     }
 }
 
 fn ifreq(name: &str) -> libc::ifreq {
-    // SAFETY: all-zero is a valid ifreq.
+    // SAFETY: libc::ifreq is a c_char name array plus a union of integers, sockaddrs and a
+    // raw pointer; all-zero is a valid value for each (ifru_data is then null).
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes().take(15)) {
         *dst = src as libc::c_char;
@@ -53,19 +60,22 @@ fn ifreq(name: &str) -> libc::ifreq {
 
 pub fn ifindex(name: &str) -> Option<u32> {
     let c = CString::new(name).ok()?;
-    // SAFETY: c is a valid NUL-terminated string.
+    // SAFETY: `c` is a CString alive across the call, so the pointer is a valid
+    // NUL-terminated string; if_nametoindex only reads it.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (idx != 0).then_some(idx)
 }
 
 pub fn ifname(ifindex: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
+    // SAFETY: buf is a live, writable array of exactly IF_NAMESIZE c_chars, the size
+    // if_indextoname requires for the name it writes.
     let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
     if p.is_null() {
         return None;
     }
-    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    // SAFETY: if_indextoname returned non-null, so it wrote a NUL-terminated name within
+    // buf; buf outlives `s`, which is copied into a String right away.
     let s = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
     Some(s.to_string_lossy().into_owned())
 }
@@ -110,7 +120,9 @@ impl NetDev {
         let mut ifr = ifreq(name);
         sock.ioctl(libc::SIOCGIFHWADDR, &mut ifr)
             .with_context(|| format!("reading the MAC address of {name}"))?;
-        // SAFETY: SIOCGIFHWADDR filled ifru_hwaddr.
+        // SAFETY: ifru_hwaddr is a libc::sockaddr (an integer and a c_char array), for which
+        // every bit pattern is valid, and ifr was fully initialised by zeroed(); after the
+        // successful SIOCGIFHWADDR it holds the device address.
         let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
         let mut mac = [0u8; 6];
         for (m, b) in mac.iter_mut().zip(sa.sa_data.iter()) {
@@ -119,7 +131,8 @@ impl NetDev {
         let mut ifr = ifreq(name);
         sock.ioctl(libc::SIOCGIFMTU, &mut ifr)
             .with_context(|| format!("reading the MTU of {name}"))?;
-        // SAFETY: SIOCGIFMTU filled ifru_mtu.
+        // SAFETY: ifru_mtu is a c_int, for which every bit pattern is valid, and ifr was fully
+        // initialised by zeroed(); after the successful SIOCGIFMTU it holds the MTU.
         let mtu = unsafe { ifr.ifr_ifru.ifru_mtu } as u32;
         Ok(NetDev {
             name: name.to_string(),
@@ -134,29 +147,38 @@ impl NetDev {
 /// IPv4 addresses assigned to an interface.
 pub fn ipv4_addresses(name: &str) -> Result<Vec<Ipv4Addr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list we free below.
+    // SAFETY: `&mut head` is a valid out-pointer to a local *mut ifaddrs; on success
+    // getifaddrs stores a list it allocated there, freed once by freeifaddrs at the end of
+    // this function (there is no early return in between).
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
         return Err(io::Error::last_os_error()).context("getifaddrs");
     }
     let mut out = Vec::new();
     let mut cur = head;
     while !cur.is_null() {
-        // SAFETY: cur walks the list getifaddrs returned.
+        // SAFETY: cur is non-null (loop condition) and is `head` or an ifa_next link of the
+        // list getifaddrs returned, which stays allocated until freeifaddrs below; the
+        // reference is used only within this iteration.
         let ifa = unsafe { &*cur };
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        // SAFETY: getifaddrs sets every entry's ifa_name to a NUL-terminated string inside
+        // the same allocation; the CStr is used only within this iteration, before the free.
         let ifa_name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
         if !ifa.ifa_addr.is_null() && ifa_name.to_bytes() == name.as_bytes() {
-            // SAFETY: ifa_addr is non-null; its family tells its real type.
+            // SAFETY: ifa_addr was checked non-null just above and points at a sockaddr in
+            // the getifaddrs allocation; sa_family is the leading field of every address type.
             let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
             if family == libc::AF_INET {
-                // SAFETY: AF_INET addresses are sockaddr_in.
+                // SAFETY: the family is AF_INET, for which getifaddrs stores a complete,
+                // suitably aligned sockaddr_in (glibc keeps each address in a union with
+                // sockaddr_in/sockaddr_in6); the reference does not outlive this iteration.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
                 out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
             }
         }
         cur = ifa.ifa_next;
     }
-    // SAFETY: head came from getifaddrs.
+    // SAFETY: head is the list from the successful getifaddrs above, freed exactly once here;
+    // nothing borrowed from it survives (addresses were copied into `out` as Ipv4Addr).
     unsafe { libc::freeifaddrs(head) };
     Ok(out)
 }

@@ -95,8 +95,10 @@ impl Xsk {
         // for a moment.
         let mut attempt = 0;
         let (tx, rx, fq_cq) = loop {
-            // SAFETY: the UMEM is not shared, so the library's double-free hazard with
-            // shared UMEMs does not apply.
+            // SAFETY: Socket::new requires XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD when the UMEM is
+            // shared and the (interface, queue) pair is already bound, else dropping sockets
+            // can double-free. `umem` was created just above for this one socket, and
+            // socket_config() sets that flag anyway, so the requirement holds on every retry.
             match unsafe { Socket::new(socket_config()?, &umem, &iface, queue) } {
                 Ok(s) => break s,
                 Err(e) if attempt < 40 => {
@@ -109,7 +111,9 @@ impl Xsk {
         };
         let (mut fq, cq) = fq_cq.ok_or_else(|| anyhow!("no fill/completion queue"))?;
         let tx_free = descs.split_off(descs.len() / 2);
-        // SAFETY: these descriptors belong to this UMEM and are not in any other ring.
+        // SAFETY: `descs` came from Umem::new for `umem`, the UMEM `fq` belongs to. They are
+        // the first half of its frames, disjoint from `tx_free` (the second half), and none
+        // has been given to any ring yet, so handing them to the kernel creates no aliasing.
         let filled = unsafe { fq.produce(&descs) };
         if filled != descs.len() {
             return Err(anyhow!(
@@ -142,7 +146,9 @@ impl Xsk {
     fn reclaim(&mut self) {
         let mut done = [FrameDesc::default(); BATCH];
         loop {
-            // SAFETY: completion entries are frames this socket transmitted.
+            // SAFETY: self.cq is the completion ring of self.umem, and `done` is scratch space
+            // it overwrites; it yields frames of that UMEM the kernel has finished sending, so
+            // they are in no ring any more and may rejoin tx_free.
             let n = unsafe { self.cq.consume(&mut done) };
             self.tx_free.extend_from_slice(&done[..n]);
             if n < BATCH {
@@ -160,7 +166,10 @@ impl Xsk {
             self.counters.tx_no_frame += 1;
             return;
         };
-        // SAFETY: desc is a free frame of this UMEM, owned by us until produced.
+        // SAFETY: `desc` was popped from tx_free, which holds frames of self.umem that are in
+        // no ring (never given to the fill ring, returned by the completion ring, or refused by
+        // the tx ring; but see the Err caveat below), so nothing else, kernel or user space,
+        // accesses this frame while `data` lives. The cursor keeps writes inside the frame.
         let written = unsafe {
             let mut data = self.umem.data_mut(&mut desc);
             let mut cur = data.cursor();
@@ -171,7 +180,12 @@ impl Xsk {
             self.tx_free.push(desc);
             return;
         }
-        // SAFETY: as above; after this the kernel owns the frame until completion.
+        // SAFETY: self.tx is the tx ring of self.umem's socket and `desc` is a frame of that
+        // UMEM held only by us (its `data` view has ended) and in no other ring; once
+        // submitted it is not touched again until reclaim() takes it from the completion
+        // ring. On Ok(0) nothing was submitted (produce is all-or-nothing), so putting it back
+        // in tx_free is fine. Caveat: on Err the frame may already be on the ring (xsk-rs
+        // submits before the wakeup that failed), which the push below does not account for.
         match unsafe { self.tx.produce_and_wakeup(std::slice::from_ref(&desc)) } {
             Ok(1) => self.counters.tx += 1,
             _ => {
@@ -273,12 +287,14 @@ impl SlowPath {
         }
         info!(sockets = sockets.len(), kept, "slow path bound");
         let stop = Arc::new(AtomicBool::new(false));
-        // SAFETY: plain eventfd(2); the descriptor is owned right away.
+        // SAFETY: eventfd(2) takes only integer arguments and accesses no memory of ours; the
+        // result is checked below before being wrapped in an OwnedFd.
         let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if wake < 0 {
             return Err(std::io::Error::last_os_error()).context("eventfd for the slow path");
         }
-        // SAFETY: a fresh descriptor nobody else owns.
+        // SAFETY: `wake` is the non-negative descriptor eventfd just returned; nothing else
+        // holds or closes it, so the OwnedFd becomes its sole owner.
         let wake = unsafe { OwnedFd::from_raw_fd(wake) };
         let stats_path = paths.slow_path_stats();
         let handle = thread::Builder::new().name("slow-path".into()).spawn({
@@ -301,7 +317,9 @@ impl SlowPath {
     fn halt(&mut self) -> Vec<Xsk> {
         self.stop.store(true, Ordering::Relaxed);
         let one: u64 = 1;
-        // SAFETY: an 8-byte write to our own eventfd.
+        // SAFETY: `&one` points at a live u64 on this stack frame, valid for reads of the
+        // size_of::<u64>() bytes passed, and self.wake is the eventfd this SlowPath owns,
+        // open while `self` is borrowed.
         unsafe {
             libc::write(
                 self.wake.as_raw_fd(),
@@ -354,24 +372,34 @@ fn run(
     let mut frame = Vec::with_capacity(FRAME_SIZE as usize);
     let mut last_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        // SAFETY: pollfds is a valid array of pollfd for the call.
+        // SAFETY: pollfds is a live Vec<pollfd> and nfds is exactly its length, so the kernel
+        // reads and writes only within it. Its fds are the sockets' (owned by `sockets`) and
+        // the eventfd, whose OwnedFd SlowPath keeps until halt() has joined this thread.
         let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 100) };
         if n > 0 {
             for i in 0..sockets.len() {
                 if pollfds[i].revents & libc::POLLIN == 0 {
                     continue;
                 }
-                // SAFETY: descs is scratch space; consumed frames belong to socket i.
+                // SAFETY: sockets[i].rx is the rx ring of sockets[i].umem, and `descs` is
+                // scratch space it overwrites; it yields frames of that same UMEM the kernel
+                // has filled and handed back to user space.
                 let got = unsafe { sockets[i].rx.consume(&mut descs) };
                 for desc in &descs[..got] {
                     frame.clear();
-                    // SAFETY: desc was just consumed from socket i's rx ring.
+                    // SAFETY: desc was just consumed from socket i's rx ring, so it is a frame
+                    // of sockets[i].umem that the kernel no longer writes and that is in no
+                    // ring; no mutable view of it exists (send() writes only tx_free frames,
+                    // which are disjoint), and the Data view ends once copied into `frame`.
                     frame.extend_from_slice(unsafe { sockets[i].umem.data(desc) }.contents());
                     sockets[i].counters.rx += 1;
                     let topo = topology.read().unwrap();
                     replicate(&mut sockets, i, &frame, &topo);
                 }
-                // SAFETY: the frames were copied out; they go back to the kernel.
+                // SAFETY: these are frames of sockets[i].umem, the UMEM of sockets[i].fq, just
+                // consumed from its rx ring; their contents were copied out, no view of them
+                // remains, and they are in neither the tx ring nor tx_free. (The count is not
+                // checked; the fill ring has room for all RING receive frames anyway.)
                 unsafe { sockets[i].fq.produce(&descs[..got]) };
             }
         }

@@ -12,9 +12,9 @@ use dataplane_common::maps::{
     PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC, PORT_LIMITED, PORT_RESTRICTED,
     PORT_ROUTED, ROUTE_ANY, UNDERLAY_SLOT, VNI_ROUTED,
 };
-use dataplane_common::packet::parse_mac;
 use dataplane_common::rules::{best, MacMatch};
 use tracing::{info, warn};
+use violin_api::UnicastMac;
 
 use crate::{config::Config, datapath::Maps, netdev::NetDev};
 
@@ -125,18 +125,18 @@ fn policies(config: &Config) -> (BTreeMap<String, PortPolicy>, BTreeMap<PairKey,
             };
             if let Some(vm) = env.vms.iter().find(|v| &v.port == port) {
                 p.flags |= PORT_CHECK_MAC;
-                p.mac = parse_mac(&vm.mac).unwrap_or_default();
+                p.mac = vm.mac.octets();
                 if let Some(ip) = vm.ip {
                     p.flags |= PORT_CHECK_IP;
                     p.ip = ip.octets();
                 }
             }
-            ports.insert(port.clone(), p);
+            ports.insert(port.to_string(), p);
         }
-        let both = |pair: &[String; 2]| {
-            let a = parse_mac(&pair[0]).unwrap_or_default();
-            let b = parse_mac(&pair[1]).unwrap_or_default();
-            [PairKey::new(env.vni, a, b), PairKey::new(env.vni, b, a)]
+        let vni = env.vni.get();
+        let both = |pair: &[UnicastMac; 2]| {
+            let (a, b) = (pair[0].octets(), pair[1].octets());
+            [PairKey::new(vni, a, b), PairKey::new(vni, b, a)]
         };
         for pair in &env.allowed_pairs {
             for k in both(pair) {
@@ -147,8 +147,8 @@ fn policies(config: &Config) -> (BTreeMap<String, PortPolicy>, BTreeMap<PairKey,
             for k in both(&limit.pair) {
                 let st = pairs.entry(k).or_default();
                 st.flags |= PAIR_LIMITED;
-                st.rate = (limit.rate_mbit * 1e6 / 8.0) as u64;
-                st.burst = limit.burst_kib as u64 * 1024;
+                st.rate = (limit.rate_mbit.get() * 1e6 / 8.0) as u64;
+                st.burst = u64::from(limit.burst_kib.get()) * 1024;
                 st.tokens = st.burst;
             }
         }
@@ -206,7 +206,7 @@ impl Topology {
         let mut peers = Vec::new();
         let mut pending = Vec::new();
         for p in &config.peers {
-            let vnis = p.vnis.iter().copied().collect();
+            let vnis = p.vnis.iter().map(|v| v.get()).collect();
             match old_peers.get(&p.address.octets()) {
                 Some(old) if used.insert(old.slot) => peers.push(Peer {
                     addr: p.address,
@@ -237,8 +237,7 @@ impl Topology {
             let mut compiled = Vec::new();
             for (k, r) in env.rules.iter().enumerate() {
                 let field = format!("environment[{i}].rule[{k}]");
-                let src = MacMatch::parse(&r.src, false).with_context(|| format!("{field}.src"))?;
-                let dst = MacMatch::parse(&r.dst, true).with_context(|| format!("{field}.dst"))?;
+                let (src, dst) = (r.src.0, r.dst.0);
                 let target = match (&r.edge, &r.interface) {
                     (Some(addr), _) => {
                         let peer = peers
@@ -250,7 +249,7 @@ impl Topology {
                     (None, Some(name)) => {
                         let port = ports
                             .iter()
-                            .find(|p| &p.dev.name == name)
+                            .find(|p| p.dev.name == name.as_str())
                             .with_context(|| format!("{field}.interface: {name} is not a port"))?;
                         FdbEntry::local(port.dev.ifindex, port.slot)
                     }
@@ -258,10 +257,10 @@ impl Topology {
                 };
                 compiled.push((src, dst, target));
             }
-            routes.extend(compile_rules(env.vni, &compiled));
-            routed.insert(env.vni);
+            routes.extend(compile_rules(env.vni.get(), &compiled));
+            routed.insert(env.vni.get());
             for port in &env.ports {
-                port_policies.entry(port.clone()).or_default().flags |= PORT_ROUTED;
+                port_policies.entry(port.to_string()).or_default().flags |= PORT_ROUTED;
             }
         }
         Ok(Topology {

@@ -641,7 +641,9 @@ impl Lab {
         let (ok0, failed0) = (count("reload complete"), count("reload failed"));
         fs::write(&h.config, config)?;
         let pid = self.daemon_pid(i).context("daemon not running")?;
-        // SAFETY: plain kill(2) of our own child.
+        // SAFETY: kill(2) takes only integers and accesses no memory of this process. `pid`
+        // is the id of the Child in self.daemons[i], stored only after try_wait() found it
+        // running and never waited for while stored, so the pid cannot have been reused.
         unsafe { libc::kill(pid as i32, libc::SIGHUP) };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -906,14 +908,17 @@ fn alive(pid: i32) -> bool {
 }
 
 fn stop_pid(pid: i32) {
-    // SAFETY: plain kill(2) to a daemon of this lab.
+    // SAFETY: kill(2) takes only integers and accesses no memory of this process, so the
+    // call is sound for any pid. Which process it reaches is a correctness matter: `pid`
+    // comes from a lab pid file and is not checked to be positive or still ours.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(10);
     while alive(pid) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
     if alive(pid) {
-        // SAFETY: as above.
+        // SAFETY: kill(2) again, with only integer arguments and no memory access; same pid
+        // as the SIGTERM above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }

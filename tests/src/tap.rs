@@ -36,17 +36,22 @@ impl TapGuest {
                 .write(true)
                 .open("/dev/net/tun")
                 .context("opening /dev/net/tun")?;
-            // SAFETY: zeroed ifreq is valid; the name fits (checked by `ip` above).
+            // SAFETY: libc::ifreq is a c_char name array plus a union of integers, sockaddrs
+            // and a raw pointer; all-zero is a valid value for each.
             let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
             for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
                 *d = s as libc::c_char;
             }
             ifr.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI;
-            // SAFETY: TUNSETIFF with a valid ifreq on the tun fd.
+            // SAFETY: `file` is the open /dev/net/tun File and `&mut ifr` points at a live,
+            // writable ifreq for the call, the struct TUNSETIFF reads (name, ifru_flags) and
+            // writes back. Its name is NUL-terminated: `ip tuntap add` above accepted it, so
+            // it is at most 15 bytes, and the rest of the zeroed ifr_name stays 0.
             if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut ifr) } < 0 {
                 bail!("TUNSETIFF {name}: {}", std::io::Error::last_os_error());
             }
-            // SAFETY: fcntl on our fd.
+            // SAFETY: F_GETFL and F_SETFL take and return plain integers and access no memory
+            // of ours; `file` is the File opened above and stays open for both calls.
             unsafe {
                 let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
                 libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
@@ -78,7 +83,8 @@ impl TapGuest {
                 events: libc::POLLIN,
                 revents: 0,
             };
-            // SAFETY: one valid pollfd.
+            // SAFETY: `pfd` is a live pollfd on this stack frame and nfds is 1, so the kernel
+            // touches only that struct; its fd is self.file's, open while `self` is borrowed.
             unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
             match self.file.read(&mut buf) {
                 Ok(n) if want(&buf[..n]) => return Ok(buf[..n].to_vec()),

@@ -166,20 +166,24 @@ pub fn tcp_transfer(
 pub fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) -> Result<usize> {
     let ifname = ifname.to_string();
     in_netns(ns, move || {
-        // SAFETY: plain socket(2).
+        // SAFETY: socket(2) takes only integer arguments and accesses no memory of ours; the
+        // result is checked just below.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
         if fd < 0 {
             bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
         }
         let cname = std::ffi::CString::new(ifname.clone())?;
-        // SAFETY: valid C string.
+        // SAFETY: `cname` is a CString alive across the call, so the pointer is a valid
+        // NUL-terminated string; if_nametoindex only reads it.
         let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
         if ifindex == 0 {
-            // SAFETY: we own fd.
+            // SAFETY: fd is the AF_PACKET socket created above (checked >= 0), owned only by
+            // this closure and not yet closed; we return right after, so it is not used again.
             unsafe { libc::close(fd) };
             bail!("no interface {ifname}");
         }
-        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+        // SAFETY: libc::sockaddr_ll consists of integers and a u8 array, so all-zero is a
+        // valid value; the fields that matter are set below.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_ifindex = ifindex as i32;
@@ -187,7 +191,9 @@ pub fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) -> Result<usize> {
         let mut sent = 0;
         for f in &frames {
             sll.sll_addr[..6].copy_from_slice(&f[..6.min(f.len())]);
-            // SAFETY: f and sll are valid for the call.
+            // SAFETY: `f` is a live Vec<u8>, so f.as_ptr() is valid for reads of f.len()
+            // bytes; `sll` is a live sockaddr_ll and the length passed is exactly its size;
+            // fd is the open AF_PACKET socket created above. sendto only reads these.
             let n = unsafe {
                 libc::sendto(
                     fd,
@@ -202,7 +208,8 @@ pub fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) -> Result<usize> {
                 sent += 1;
             }
         }
-        // SAFETY: we own fd.
+        // SAFETY: fd is the socket created above, owned only by this closure and still open
+        // (the other close is on the early-return path); it is not used after this.
         unsafe { libc::close(fd) };
         Ok(sent)
     })
@@ -310,7 +317,9 @@ impl Capture {
     /// Stops the capture and returns one decoded line per captured frame.
     pub fn stop(mut self) -> Result<Vec<String>> {
         std::thread::sleep(Duration::from_millis(300));
-        // SAFETY: plain kill(2) of our own child; SIGINT lets tcpdump flush.
+        // SAFETY: kill(2) takes only integers and accesses no memory of this process.
+        // self.child has not been waited for yet (wait() follows), so its pid cannot have
+        // been reused and still names our tcpdump; SIGINT lets it flush the capture file.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
         let path = self.file.to_string_lossy().into_owned();

@@ -260,7 +260,10 @@ fn lab_down_cleans_up_after_a_crash() {
     lab.detach();
     // The daemons die without cleaning up, as in a crash.
     for pid in &pids {
-        // SAFETY: our lab's daemon; SIGKILL leaves it no chance to clean up.
+        // SAFETY: kill(2) takes only integers and accesses no memory of this process. Each
+        // pid is a daemon Child this process spawned; detach() dropped the handles without
+        // waiting, so they are unreaped and their pids cannot have been reused. SIGKILL
+        // leaves them no chance to clean up.
         unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
     }
     std::thread::sleep(Duration::from_millis(300));

@@ -25,6 +25,9 @@ enum Cmd {
     Setup,
     /// Build the eBPF object and violind.
     Build,
+    /// The quality gate: rustfmt and clippy (warnings denied) over the workspace and the
+    /// eBPF crate.
+    Lint,
     /// Run the whole test suite (unit and end-to-end; needs root).
     Test {
         /// Extra arguments for `cargo test`.
@@ -150,6 +153,51 @@ fn test(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo fmt --check` and `cargo clippy --all-targets -D warnings`, for the workspace
+/// and for the eBPF crate (its own workspace, on nightly for the BPF target).
+fn lint() -> Result<()> {
+    eprintln!("==> rustfmt and clippy: the workspace");
+    cargo(&["fmt", "--all", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    eprintln!("==> rustfmt and clippy: the eBPF crate");
+    let ebpf = workspace_root().join("dataplane-ebpf");
+    let target = workspace_root().join("target/ebpf");
+    for args in [
+        vec!["fmt", "--check"],
+        vec!["clippy", "--release", "--target-dir"],
+    ] {
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(&ebpf).args(&args);
+        if args[0] == "clippy" {
+            cmd.arg(&target).args(["--", "-D", "warnings"]);
+        }
+        // The outer cargo's toolchain must not leak into the nightly build.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            let leaks = (key.starts_with("CARGO") && key != "CARGO_HOME")
+                || key.starts_with("RUSTC")
+                || key == "RUSTFLAGS"
+                || key == "RUSTDOC"
+                || key == "RUSTUP_TOOLCHAIN";
+            if leaks {
+                cmd.env_remove(key);
+            }
+        }
+        let status = cmd.status().context("running cargo for the eBPF crate")?;
+        if !status.success() {
+            bail!("`cargo {}` failed in dataplane-ebpf", args.join(" "));
+        }
+    }
+    Ok(())
+}
+
 fn build() -> Result<()> {
     eprintln!("==> building the eBPF object, violind, violin-controller and violinctl");
     cargo(&["build", "-p", "dataplane-user", "-p", "controller"])
@@ -184,6 +232,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Setup => setup::run(),
         Cmd::Build => build(),
+        Cmd::Lint => lint(),
         Cmd::Test { args } => {
             need_root("the test suite")?;
             build()?;

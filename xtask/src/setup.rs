@@ -90,19 +90,28 @@ pub fn run() -> Result<()> {
         )?;
     }
 
-    let components = capture(
-        "rustup",
-        &["component", "list", "--toolchain", "nightly", "--installed"],
-    )?;
-    if components.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("==> nightly rust-src: present");
-    } else {
-        eprintln!("==> nightly rust-src: installing");
-        exec(
+    // rust-src builds core for the BPF target; clippy and rustfmt are the quality gate
+    // (`cargo xtask lint`) on both toolchains.
+    for (toolchain, wanted) in [
+        ("nightly", &["rust-src", "clippy", "rustfmt"][..]),
+        ("stable", &["clippy", "rustfmt"][..]),
+    ] {
+        let installed = capture(
             "rustup",
-            &["component", "add", "rust-src", "--toolchain", "nightly"],
-            &[],
+            &["component", "list", "--toolchain", toolchain, "--installed"],
         )?;
+        for component in wanted {
+            if installed.lines().any(|l| l.starts_with(component)) {
+                eprintln!("==> {toolchain} {component}: present");
+            } else {
+                eprintln!("==> {toolchain} {component}: installing");
+                exec(
+                    "rustup",
+                    &["component", "add", component, "--toolchain", toolchain],
+                    &[],
+                )?;
+            }
+        }
     }
 
     let have = capture("bpf-linker", &["--version"]).unwrap_or_default();

@@ -69,7 +69,9 @@ fn exchange(socks: &mut [TcpStream; 2], out: &[u8], bufs: &mut [Vec<u8>; 2]) -> 
                 revents: 0,
             })
             .collect();
-        // SAFETY: two valid pollfds.
+        // SAFETY: `fds` was built from the two streams of `socks`, so it holds exactly the 2
+        // pollfds passed as nfds and is alive across the call; their fds belong to the
+        // TcpStreams borrowed for this whole function, so they are open.
         if unsafe { libc::poll(fds.as_mut_ptr(), 2, 30_000) } <= 0 {
             bail!("halo exchange stalled for 30 s");
         }

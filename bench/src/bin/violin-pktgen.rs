@@ -66,7 +66,9 @@ fn flood(dst: SocketAddr, size: usize, secs: f64) -> Result<()> {
             iov_len: size,
         })
         .collect();
-    // SAFETY: zeroed mmsghdr is valid; each points at its iovec below.
+    // SAFETY: libc::mmsghdr holds only integers and raw pointers, so all-zero (null
+    // msg_name/msg_iov/msg_control, zero lengths) is a valid value; the loop below points
+    // each msg_iov at its own iovec.
     let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
     for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
         m.msg_hdr.msg_iov = v;
@@ -76,7 +78,11 @@ fn flood(dst: SocketAddr, size: usize, secs: f64) -> Result<()> {
     let mut sent: u64 = 0;
     let mut errors: u64 = 0;
     while Instant::now() < end {
-        // SAFETY: msgs/iov/payload outlive the call; the socket is connected.
+        // SAFETY: `msgs` holds BATCH mmsghdrs (the count passed); each msg_iov points at one
+        // element of `iov`, whose iov_base/iov_len describe all of `payload` (size bytes).
+        // msgs, iov and payload are alive and not moved across the call, sendmmsg only reads
+        // the payload (it writes msg_len into msgs), and a null msg_name is valid because
+        // the socket is connected.
         let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0) };
         if n > 0 {
             sent += n as u64;
@@ -96,7 +102,8 @@ fn sink(bind: SocketAddr, max_secs: f64) -> Result<()> {
     sock.set_read_timeout(Some(Duration::from_millis(200)))?;
     // A deep receive queue so bursts are not lost to the measurement.
     let size: libc::c_int = 8 << 20;
-    // SAFETY: setsockopt with a valid int.
+    // SAFETY: `&size` points at a live c_int and the length passed, 4, is
+    // size_of::<c_int>(); setsockopt only reads it. sock is the bound UdpSocket, open here.
     unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
@@ -114,7 +121,8 @@ fn sink(bind: SocketAddr, max_secs: f64) -> Result<()> {
             iov_len: b.len(),
         })
         .collect();
-    // SAFETY: as in flood.
+    // SAFETY: libc::mmsghdr holds only integers and raw pointers, so all-zero is a valid
+    // value; the loop below points each msg_iov at its own iovec.
     let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
     for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
         m.msg_hdr.msg_iov = v;
@@ -127,7 +135,11 @@ fn sink(bind: SocketAddr, max_secs: f64) -> Result<()> {
     // Ready marker for the harness.
     eprintln!("ready");
     loop {
-        // SAFETY: the buffers outlive the call.
+        // SAFETY: `msgs` holds BATCH mmsghdrs (the count passed); each msg_iov points at one
+        // iovec of `iov`, describing one whole 2048-byte array of `bufs`. bufs, iov and msgs
+        // stay alive and are not moved or otherwise accessed while the kernel writes into
+        // them; msg_name and msg_control are null with zero lengths, and a null timeout is
+        // allowed.
         let n = unsafe {
             libc::recvmmsg(
                 sock.as_raw_fd(),

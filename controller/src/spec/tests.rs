@@ -48,12 +48,12 @@ fn line_with(text: &str, needle: &str) -> usize {
 #[test]
 fn a_good_spec_parses() {
     let s = Spec::parse(SPEC).unwrap();
-    assert_eq!((s.name.as_str(), s.vni), ("blue", 1000));
+    assert_eq!((s.name.as_str(), s.vni.get()), ("blue", 1000));
     assert_eq!(s.hosts.len(), 2);
     assert_eq!(s.vms["a1"].ip, Some(Ipv4Addr::new(10, 200, 1, 1)));
     assert!(s.allowed.contains(&("a1".to_string(), "b1".to_string())));
     let l = s.limits[&("a1".to_string(), "b1".to_string())];
-    assert_eq!((l.rate_mbit, l.burst_kib), (10.0, 64));
+    assert_eq!((l.rate_mbit.get(), l.burst_kib.get()), (10.0, 64));
 }
 
 #[test]
@@ -99,14 +99,20 @@ fn errors_name_the_line_and_field() {
         "ip = \"10.200.1.1\"",
         "ip = \"10.200.1\"",
         "vm[0].ip",
-        "not an IPv4 address",
+        "invalid IPv4 address syntax",
     );
-    // Syntax and unknown fields: the TOML parser's message, at its line.
+    // Unknown fields: the TOML parser's message, at its line, naming the table.
     case(
         "rate_mbit = 10",
         "rate_mbit = 10\ncolour = 1",
-        "spec",
+        "limit[0].colour",
         "unknown field `colour`",
+    );
+    case(
+        "mac = \"02:00:00:00:02:01\"",
+        "mac = \"03:00:00:00:02:01\"",
+        "vm[1].mac",
+        "not a unicast MAC address",
     );
 }
 

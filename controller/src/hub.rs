@@ -1,7 +1,7 @@
-//! Pushing each host its share: a long-lived HTTP response per registered `violind`
-//! carrying newline-delimited JSON events (a snapshot, then a delta per generation, and
-//! heartbeats), the hosts' acknowledgements, and what they tell: sync latency, errors,
-//! and the configuration-time bound.
+//! The distribution hub: pushes each host its share over a long-lived HTTP response per
+//! registered `violind` (newline-delimited JSON events: a snapshot, then a delta per
+//! generation, and heartbeats), collects the hosts' acknowledgements, and keeps what they
+//! tell: sync latency, errors, and the configuration-time bound.
 use std::{
     collections::{BTreeMap, VecDeque},
     convert::Infallible,
@@ -10,17 +10,11 @@ use std::{
 };
 
 use axum::body::Bytes;
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
 use tokio::sync::watch;
 use tracing::{info, warn};
+use violin_api::share::{Share, SyncEvent};
 
-use crate::{
-    share::{delta, share_of, Event, Share},
-    store::Store,
-};
+use crate::{metrics::Metrics, share::share_of, store::Store};
 
 /// How often an idle stream carries a heartbeat; the daemon reconnects when it hears
 /// nothing for three of these.
@@ -37,102 +31,10 @@ pub struct HostSync {
     pub last_latency: Option<Duration>,
 }
 
-pub struct Metrics {
-    pub registry: Registry,
-    latency: Histogram,
-    errors: IntCounterVec,
-    connected: IntGauge,
-    generation: IntGauge,
-    acked: IntGaugeVec,
-    over_bound: IntCounterVec,
-    pub requests: IntCounterVec,
-}
-
-impl Metrics {
-    fn new() -> Metrics {
-        let registry = Registry::new();
-        let latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "violin_controller_sync_latency_seconds",
-                "Time from committing a change to a host acknowledging it",
-            )
-            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("buckets")),
-        )
-        .expect("metric");
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "violin_controller_sync_errors_total",
-                "Failed syncs by host and kind (apply: the host could not apply its share)",
-            ),
-            &["host", "kind"],
-        )
-        .expect("metric");
-        let connected = IntGauge::new(
-            "violin_controller_hosts_connected",
-            "Hosts with an open sync stream",
-        )
-        .expect("metric");
-        let generation = IntGauge::new(
-            "violin_controller_generation",
-            "Changes committed to the state store",
-        )
-        .expect("metric");
-        let acked = IntGaugeVec::new(
-            Opts::new(
-                "violin_controller_host_acked_generation",
-                "The last generation each host applied",
-            ),
-            &["host"],
-        )
-        .expect("metric");
-        let over_bound = IntCounterVec::new(
-            Opts::new(
-                "violin_controller_sync_over_bound_total",
-                "Syncs that took longer than the configuration-time bound",
-            ),
-            &["host"],
-        )
-        .expect("metric");
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "violin_controller_requests_total",
-                "API requests by method and status code",
-            ),
-            &["method", "code"],
-        )
-        .expect("metric");
-        for c in [
-            Box::new(latency.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(errors.clone()),
-            Box::new(connected.clone()),
-            Box::new(generation.clone()),
-            Box::new(acked.clone()),
-            Box::new(over_bound.clone()),
-            Box::new(requests.clone()),
-        ] {
-            registry.register(c).expect("register");
-        }
-        Metrics {
-            registry,
-            latency,
-            errors,
-            connected,
-            generation,
-            acked,
-            over_bound,
-            requests,
-        }
-    }
-
-    pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
-    }
-}
-
 pub struct Hub {
     generation: watch::Sender<u64>,
+    /// Bumped on every acknowledgement, for answers that wait for hosts to catch up.
+    acks: watch::Sender<u64>,
     commits: Mutex<BTreeMap<u64, Instant>>,
     hosts: Mutex<BTreeMap<String, HostSync>>,
     recent: Mutex<VecDeque<Duration>>,
@@ -151,6 +53,7 @@ impl Hub {
         metrics.generation.set(generation as i64);
         Arc::new(Hub {
             generation: watch::Sender::new(generation),
+            acks: watch::Sender::new(0),
             commits: Mutex::new(BTreeMap::new()),
             hosts: Mutex::new(BTreeMap::new()),
             recent: Mutex::new(VecDeque::new()),
@@ -178,9 +81,15 @@ impl Hub {
         self.hosts.lock().unwrap().clone()
     }
 
+    /// Wakes when any host acknowledges.
+    pub fn watch_acks(&self) -> watch::Receiver<u64> {
+        self.acks.subscribe()
+    }
+
     /// A host applied `generation` (or failed to, with `error`).
     pub fn ack(&self, host: &str, generation: u64, error: Option<String>, bound: Option<Duration>) {
         let committed = self.commits.lock().unwrap().get(&generation).copied();
+        self.acks.send_modify(|n| *n += 1);
         let mut hosts = self.hosts.lock().unwrap();
         let h = hosts.entry(host.to_string()).or_default();
         if let Some(e) = error {
@@ -258,7 +167,7 @@ impl Drop for Stream {
     }
 }
 
-fn line(event: &Event) -> Bytes {
+fn line(event: &SyncEvent) -> Bytes {
     let mut s = serde_json::to_string(event).expect("events serialise");
     s.push('\n');
     Bytes::from(s)
@@ -266,16 +175,19 @@ fn line(event: &Event) -> Bytes {
 
 impl Stream {
     /// Every stream cuts its host's share from the same parsed specs, without copying them.
-    fn share(&self) -> Share {
-        share_of(&self.host, self.store.snapshot().values().map(|(_, s)| s))
+    fn share(&self, generation: u64) -> Share {
+        share_of(
+            &self.host,
+            generation,
+            self.store.snapshot().values().map(|(_, s)| s),
+        )
     }
 
     async fn next(&mut self) -> Option<Bytes> {
         if self.sent.is_none() {
             let generation = *self.rx.borrow_and_update();
-            let share = self.share();
-            let ev = Event::Snapshot {
-                generation,
+            let share = self.share(generation);
+            let ev = SyncEvent::Snapshot {
                 share: share.clone(),
             };
             self.sent = Some(share);
@@ -285,13 +197,13 @@ impl Stream {
             changed = self.rx.changed() => {
                 changed.ok()?;
                 let generation = *self.rx.borrow_and_update();
-                let share = self.share();
-                let ev = delta(generation, self.sent.as_ref().expect("sent"), &share);
+                let share = self.share(generation);
+                let ev = SyncEvent::Delta(self.sent.as_ref().expect("sent").delta_to(&share));
                 self.sent = Some(share);
                 Some(line(&ev))
             }
             _ = tokio::time::sleep(HEARTBEAT) => {
-                Some(line(&Event::Heartbeat { generation: *self.rx.borrow() }))
+                Some(line(&SyncEvent::Heartbeat { generation: *self.rx.borrow() }))
             }
         }
     }

@@ -1,0 +1,601 @@
+//! violinctl: operate Violin's environments through the controller.
+//!
+//! Exit codes: 0 done; 1 `diff` found differences; 2 an error (the message says which
+//! field or host); 3 a `--wait` that timed out (the message names the hosts that lag).
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{CommandFactory, Parser, Subcommand};
+use serde::Deserialize;
+use violin_api::{
+    client::{read_token, Client, Timeouts},
+    rest::{Applied, Filter, LinkRequest, RouteQuery, RuleRequest},
+    DstMatch, IfName, Name, SrcMatch,
+};
+
+mod output;
+use output::{show, Output};
+
+#[derive(Parser)]
+#[command(
+    name = "violinctl",
+    version,
+    about = "Operate Violin's environments through the controller",
+    after_help = "The controller and token come from --url/--token-file, else VIOLIN_CONTROLLER/\
+                  VIOLIN_TOKEN_FILE, else the config file (`controller = \"...\"`, \
+                  `token_file = \"...\"`).\nExit codes: 0 done, 1 diff found differences, \
+                  2 error, 3 --wait timed out."
+)]
+struct Cli {
+    /// The controller's API (http:// or https://).
+    #[arg(long, env = "VIOLIN_CONTROLLER", global = true)]
+    url: Option<String>,
+    /// File holding the controller's bearer token.
+    #[arg(long, env = "VIOLIN_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// Config file with `controller` and `token_file` [default: ~/.config/violin/violinctl.toml,
+    /// then /etc/violin/violinctl.toml].
+    #[arg(long, env = "VIOLINCTL_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table", global = true)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How long `--wait` waits.
+#[derive(clap::Args, Clone, Copy)]
+struct Wait {
+    /// Wait until every registered host has applied the change.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this many seconds [default: the configuration-time bound, or 30].
+    #[arg(long, value_name = "SECONDS", requires = "wait")]
+    timeout: Option<f64>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the plan for an environment spec and apply it.
+    Apply {
+        /// The spec file ("-" for standard input).
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// The spec file, as a positional argument.
+        #[arg(conflicts_with = "file", required_unless_present = "file")]
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Show what applying a spec would change; exits 1 when it would change something.
+    Diff {
+        /// The spec file ("-" for standard input).
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// The spec file, as a positional argument.
+        #[arg(conflicts_with = "file", required_unless_present = "file")]
+        path: Option<PathBuf>,
+    },
+    /// Show one environment, with its spec.
+    Get {
+        /// The environment.
+        name: Name,
+    },
+    /// Delete an environment.
+    Delete {
+        /// The environment.
+        name: Name,
+        /// Succeed when there is no such environment.
+        #[arg(long)]
+        if_exists: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// List environments.
+    Envs,
+    /// List hosts: registration, sync state, what runs on them.
+    Hosts,
+    /// Add or delete an overlay link (UDP) between two hosts of an environment.
+    Link {
+        #[command(subcommand)]
+        action: LinkAction,
+    },
+    /// List overlay links (all, an environment's, or a host's).
+    Links {
+        /// Only this environment's.
+        #[arg(long)]
+        env: Option<String>,
+        /// Only links of this host.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Add or delete a forwarding rule in a host's table.
+    Rule {
+        #[command(subcommand)]
+        action: RuleAction,
+    },
+    /// List forwarding rules (all, an environment's, or a host's).
+    Rules {
+        /// Only this environment's.
+        #[arg(long)]
+        env: Option<String>,
+        /// Only this host's table.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// List the network interfaces a host reported.
+    Interfaces {
+        /// The host.
+        host: Name,
+    },
+    /// Show the configuration-time bound, or set it.
+    Bound {
+        /// The new bound in seconds, in (0, 3600].
+        seconds: Option<f64>,
+    },
+    /// The path a frame takes from one VM's MAC to another, host by host.
+    Route {
+        /// The source VM's MAC.
+        src: String,
+        /// The destination MAC.
+        dst: String,
+        /// The environment, when the source MAC is in several.
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Wait until every registered host has applied the current state.
+    Wait {
+        /// Give up after this many seconds [default: the configuration-time bound, or 30].
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<f64>,
+    },
+    /// Print a shell completion script.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum LinkAction {
+    /// Add a link between HOST_A and HOST_B.
+    Add {
+        /// The environment.
+        env: Name,
+        /// One host of the environment.
+        host_a: Name,
+        /// Another host of the environment.
+        host_b: Name,
+        /// Succeed when the link exists already.
+        #[arg(long)]
+        may_exist: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Delete the link between HOST_A and HOST_B.
+    Delete {
+        /// The environment.
+        env: Name,
+        /// One host of the link.
+        host_a: Name,
+        /// The other host of the link.
+        host_b: Name,
+        /// Succeed when there is no such link.
+        #[arg(long)]
+        if_exists: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Subcommand)]
+enum RuleAction {
+    /// Add a rule to HOST's table: frames from SRC to DST go over --edge or out of --interface.
+    Add {
+        /// The environment.
+        env: Name,
+        /// The host whose table gets the rule.
+        host: Name,
+        /// Source: a MAC, "not MAC" or "any".
+        src: SrcMatch,
+        /// Destination: a MAC, "not MAC", "any" or "none" (the default rule).
+        dst: DstMatch,
+        /// Send over the link to this host.
+        #[arg(
+            long,
+            conflicts_with = "interface",
+            required_unless_present = "interface"
+        )]
+        edge: Option<Name>,
+        /// Write to this local VM port.
+        #[arg(long)]
+        interface: Option<IfName>,
+        /// Succeed when the host has a rule for SRC and DST already.
+        #[arg(long)]
+        may_exist: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Delete HOST's rule for SRC and DST.
+    Delete {
+        /// The environment.
+        env: Name,
+        /// The host whose table holds the rule.
+        host: Name,
+        /// Source: a MAC, "not MAC" or "any".
+        src: SrcMatch,
+        /// Destination: a MAC, "not MAC", "any" or "none".
+        dst: DstMatch,
+        /// Succeed when there is no such rule.
+        #[arg(long)]
+        if_exists: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+/// How a run ends, beyond success.
+enum Outcome {
+    Done,
+    Differences,
+}
+
+/// A `--wait` that ran out of time.
+#[derive(Debug)]
+struct TimedOut(String);
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Completion { shell } = cli.command {
+        let mut cmd = Cli::command();
+        clap_complete::generate(shell, &mut cmd, "violinctl", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    match connect(&cli).and_then(|c| run(&c, &cli)) {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Differences) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("violinctl: {e:#}");
+            if e.downcast_ref::<TimedOut>().is_some() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
+/// `controller` and `token_file` from a config file.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    controller: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+fn settings(explicit: Option<&Path>) -> Result<Settings> {
+    let candidates: Vec<PathBuf> = match explicit {
+        Some(p) => vec![p.to_path_buf()],
+        None => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".config/violin/violinctl.toml"))
+            .into_iter()
+            .chain([PathBuf::from("/etc/violin/violinctl.toml")])
+            .collect(),
+    };
+    for path in candidates {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                return violin_api::parse::from_toml(&text, "config")
+                    .with_context(|| format!("{}", path.display()))
+            }
+            Err(e) if explicit.is_some() => {
+                bail!("--config: cannot read {}: {e}", path.display())
+            }
+            Err(_) => continue,
+        }
+    }
+    Ok(Settings::default())
+}
+
+fn connect(cli: &Cli) -> Result<Client> {
+    let file = settings(cli.config.as_deref())?;
+    let url = cli
+        .url
+        .clone()
+        .or(file.controller)
+        .unwrap_or_else(|| "http://127.0.0.1:7800".into());
+    let token_file = cli.token_file.clone().or(file.token_file).context(
+        "no token: give --token-file, VIOLIN_TOKEN_FILE or token_file in the config file",
+    )?;
+    let token = read_token(&token_file)
+        .with_context(|| format!("--token-file: cannot read {}", token_file.display()))?;
+    Ok(Client::new(&url, &token, Timeouts::default()))
+}
+
+fn read_spec(file: &Option<PathBuf>, path: &Option<PathBuf>) -> Result<String> {
+    let f = file
+        .as_ref()
+        .or(path.as_ref())
+        .context("give a spec file")?;
+    if f == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the spec from standard input")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))
+}
+
+/// The environment name a spec declares (the controller checks the rest).
+fn spec_name(text: &str) -> Result<String> {
+    let v: toml::Value = toml::from_str(text).context("the spec is not valid TOML")?;
+    v.get("environment")
+        .and_then(|e| e.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_string)
+        .context("environment.name: missing")
+}
+
+fn print_changes(changes: &[String]) {
+    if changes.is_empty() {
+        println!("no changes");
+    }
+    for c in changes {
+        println!("{c}");
+    }
+}
+
+/// Waits, watching the controller, until every registered host applied `generation`.
+fn wait(c: &Client, generation: u64, timeout: Option<f64>) -> Result<()> {
+    let limit = match timeout {
+        Some(t) => t,
+        None => c.bound()?.bound_seconds.unwrap_or(30.0).max(1.0),
+    };
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(limit);
+    let mut last = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let status = c.watch_sync(generation, left.min(Duration::from_secs(5)))?;
+        if status.pending.is_empty() {
+            eprintln!(
+                "{} hosts applied generation {generation} in {:.1} ms",
+                status.hosts.len(),
+                start.elapsed().as_secs_f64() * 1e3
+            );
+            return Ok(());
+        }
+        if status.pending != last {
+            eprintln!(
+                "waiting for {} to apply generation {generation}",
+                status.pending.join(",")
+            );
+            last = status.pending;
+        }
+        if Instant::now() >= deadline {
+            return Err(TimedOut(format!(
+                "timed out: {} did not apply generation {generation} within {limit} s",
+                last.join(",")
+            ))
+            .into());
+        }
+    }
+}
+
+/// A change's answer: shown, then waited for.
+fn changed(c: &Client, out: Output, applied: Applied, w: Wait) -> Result<Outcome> {
+    show(out, &applied, |a| print_changes(&a.changes))?;
+    if w.wait {
+        wait(c, applied.generation, w.timeout)?;
+    }
+    Ok(Outcome::Done)
+}
+
+/// Treats the status the flag forgives as "nothing to do".
+fn tolerate(
+    r: violin_api::client::Result<Applied>,
+    status: u16,
+    flag: bool,
+) -> Result<Option<Applied>> {
+    match r {
+        Ok(a) => Ok(Some(a)),
+        Err(e) if flag && e.status() == Some(status) => {
+            eprintln!("{e}; nothing to do");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn run(c: &Client, cli: &Cli) -> Result<Outcome> {
+    let out = cli.output;
+    match &cli.command {
+        Command::Apply {
+            file,
+            path,
+            wait: w,
+        } => {
+            let text = read_spec(file, path)?;
+            let name = spec_name(&text)?;
+            let applied = c.apply(&name, &text)?;
+            if out.is_text() {
+                print_changes(&applied.changes);
+                println!("applied {name}");
+            } else {
+                show(out, &applied, |_| {})?;
+            }
+            if w.wait {
+                wait(c, applied.generation, w.timeout)?;
+            }
+            Ok(Outcome::Done)
+        }
+        Command::Diff { file, path } => {
+            let text = read_spec(file, path)?;
+            let plan = c.plan(&spec_name(&text)?, &text)?;
+            show(out, &plan, |p| print_changes(&p.changes))?;
+            Ok(if plan.changes.is_empty() {
+                Outcome::Done
+            } else {
+                Outcome::Differences
+            })
+        }
+        Command::Get { name } => {
+            let env = c.environment(name)?;
+            show(out, &env, |e| println!("{}", e.spec.trim_end()))?;
+            Ok(Outcome::Done)
+        }
+        Command::Delete {
+            name,
+            if_exists,
+            wait: w,
+        } => match tolerate(c.delete(name), 404, *if_exists)? {
+            Some(a) => {
+                if out.is_text() {
+                    println!("deleted {name}");
+                }
+                changed(c, out, a, *w)
+            }
+            None => Ok(Outcome::Done),
+        },
+        Command::Link { action } => link(c, out, action),
+        Command::Rule { action } => rule(c, out, action),
+        Command::Wait { timeout } => {
+            let status = c.sync_status(None)?;
+            wait(c, status.generation, *timeout)?;
+            show(out, &c.sync_status(Some(status.generation))?, |_| {})?;
+            Ok(Outcome::Done)
+        }
+        Command::Completion { .. } => Ok(Outcome::Done),
+        _ => list(c, out, &cli.command).map(|()| Outcome::Done),
+    }
+}
+
+fn link(c: &Client, out: Output, action: &LinkAction) -> Result<Outcome> {
+    let (result, w) = match action {
+        LinkAction::Add {
+            env,
+            host_a,
+            host_b,
+            may_exist,
+            wait,
+        } => {
+            let req = LinkRequest {
+                hosts: [host_a.clone(), host_b.clone()],
+                kind: None,
+            };
+            (tolerate(c.add_link(env, &req), 409, *may_exist)?, *wait)
+        }
+        LinkAction::Delete {
+            env,
+            host_a,
+            host_b,
+            if_exists,
+            wait,
+        } => (
+            tolerate(c.delete_link(env, host_a, host_b), 404, *if_exists)?,
+            *wait,
+        ),
+    };
+    match result {
+        Some(a) => changed(c, out, a, w),
+        None => Ok(Outcome::Done),
+    }
+}
+
+fn rule(c: &Client, out: Output, action: &RuleAction) -> Result<Outcome> {
+    let (result, w) = match action {
+        RuleAction::Add {
+            env,
+            host,
+            src,
+            dst,
+            edge,
+            interface,
+            may_exist,
+            wait,
+        } => {
+            let req = RuleRequest {
+                host: host.clone(),
+                src: *src,
+                dst: *dst,
+                edge: edge.clone(),
+                interface: interface.clone(),
+            };
+            (tolerate(c.add_rule(env, &req), 409, *may_exist)?, *wait)
+        }
+        RuleAction::Delete {
+            env,
+            host,
+            src,
+            dst,
+            if_exists,
+            wait,
+        } => {
+            let req = RuleRequest {
+                host: host.clone(),
+                src: *src,
+                dst: *dst,
+                edge: None,
+                interface: None,
+            };
+            (tolerate(c.delete_rule(env, &req), 404, *if_exists)?, *wait)
+        }
+    };
+    match result {
+        Some(a) => changed(c, out, a, w),
+        None => Ok(Outcome::Done),
+    }
+}
+
+fn filter(env: &Option<String>, host: &Option<String>) -> Filter {
+    Filter {
+        environment: env.clone(),
+        host: host.clone(),
+    }
+}
+
+/// The read-only listings.
+fn list(c: &Client, out: Output, command: &Command) -> Result<()> {
+    match command {
+        Command::Envs => output::envs(out, &c.environments()?),
+        Command::Hosts => output::hosts(out, &c.hosts()?),
+        Command::Links { env, host } => output::links(out, &c.links(&filter(env, host))?),
+        Command::Rules { env, host } => output::rules(out, &c.rules(&filter(env, host))?),
+        Command::Interfaces { host } => output::interfaces(out, &c.interfaces(host)?),
+        Command::Bound { seconds } => {
+            let b = match seconds {
+                Some(s) => c.set_bound(*s)?,
+                None => c.bound()?,
+            };
+            show(out, &b, |b| {
+                let f = |x: Option<f64>| x.map_or("unset".into(), |s| format!("{s:.3} s"));
+                println!("bound: {}", f(b.bound_seconds));
+                println!("measured (longest recent sync): {}", f(b.measured_seconds));
+            })
+        }
+        Command::Route { src, dst, env } => {
+            let q = RouteQuery {
+                src: src.clone(),
+                dst: dst.clone(),
+                environment: env.clone(),
+            };
+            output::route(out, &c.route(&q)?)
+        }
+        _ => unreachable!("changes are handled by run"),
+    }
+}

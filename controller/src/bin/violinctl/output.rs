@@ -1,0 +1,307 @@
+//! How violinctl shows answers: `table` (the default), `wide` (more columns), `json` and
+//! `yaml` (the API's bodies as they are, for scripts).
+use anyhow::Result;
+use serde::Serialize;
+use violin_api::{
+    rest::{EnvSummary, HostInfo, LinkInfo, Route, RuleInfo},
+    share::Interface,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Wide,
+    Json,
+    Yaml,
+}
+
+impl Output {
+    /// Whether this is for people (tables and text) rather than scripts.
+    pub fn is_text(self) -> bool {
+        matches!(self, Output::Table | Output::Wide)
+    }
+}
+
+/// Prints `value` as JSON or YAML, or calls `text` to print it for people.
+pub fn show<T: Serialize>(out: Output, value: &T, text: impl FnOnce(&T)) -> Result<()> {
+    match out {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Yaml => print!("{}", yaml(&serde_json::to_value(value)?)),
+        Output::Table | Output::Wide => text(value),
+    }
+    Ok(())
+}
+
+/// Rows under a header, columns padded to their widest cell.
+pub struct Table(Vec<Vec<String>>);
+
+impl Table {
+    pub fn new(header: &[&str]) -> Table {
+        Table(vec![header.iter().map(|h| h.to_string()).collect()])
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.0.push(cells);
+    }
+
+    pub fn print(&self) {
+        let widths: Vec<usize> = (0..self.0[0].len())
+            .map(|c| self.0.iter().map(|r| r[c].len()).max().unwrap_or(0))
+            .collect();
+        for r in &self.0 {
+            let line: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            println!("{}", line.join("  ").trim_end());
+        }
+    }
+}
+
+/// `header` with the `wide` columns appended when asked for.
+fn header<'a>(out: Output, base: &[&'a str], wide: &[&'a str]) -> Vec<&'a str> {
+    let mut h = base.to_vec();
+    if out == Output::Wide {
+        h.extend_from_slice(wide);
+    }
+    h
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or("-".into(), |x| x.to_string())
+}
+
+pub fn envs(out: Output, envs: &[EnvSummary]) -> Result<()> {
+    show(out, &envs, |envs| {
+        let mut t = Table::new(&header(
+            out,
+            &["NAME", "VNI", "VMS", "HOSTS"],
+            &["RESTRICTED", "LIMITS", "LINKS", "RULES"],
+        ));
+        for e in envs.iter() {
+            let mut row = vec![
+                e.name.to_string(),
+                e.vni.to_string(),
+                e.vms.to_string(),
+                e.hosts.join(","),
+            ];
+            if out == Output::Wide {
+                row.extend([
+                    e.restricted.to_string(),
+                    e.limits.to_string(),
+                    e.links.to_string(),
+                    e.rules.to_string(),
+                ]);
+            }
+            t.row(row);
+        }
+        t.print();
+    })
+}
+
+pub fn hosts(out: Output, hosts: &[HostInfo]) -> Result<()> {
+    show(out, &hosts, |hosts| {
+        let mut t = Table::new(&header(
+            out,
+            &["HOST", "ADDRESS", "VMS", "ENVIRONMENTS", "SYNC"],
+            &["LAST SYNC"],
+        ));
+        for h in hosts.iter() {
+            let mut row = vec![
+                h.name.clone(),
+                opt(&h.address),
+                h.vms.to_string(),
+                h.environments.join(","),
+                h.sync_state(),
+            ];
+            if out == Output::Wide {
+                row.push(
+                    h.sync_latency_seconds
+                        .map_or("-".into(), |s| format!("{:.1} ms", s * 1e3)),
+                );
+            }
+            t.row(row);
+        }
+        t.print();
+    })
+}
+
+pub fn links(out: Output, links: &[LinkInfo]) -> Result<()> {
+    show(out, &links, |links| {
+        let mut t = Table::new(&header(
+            out,
+            &["ENVIRONMENT", "VNI", "LINK", "TYPE", "ADDRESSES"],
+            &["EXPLICIT"],
+        ));
+        for l in links.iter() {
+            let mut row = vec![
+                l.environment.clone(),
+                l.vni.to_string(),
+                l.hosts.join("-"),
+                l.kind.clone(),
+                format!("{}-{}", l.addresses[0], l.addresses[1]),
+            ];
+            if out == Output::Wide {
+                row.push(l.explicit.to_string());
+            }
+            t.row(row);
+        }
+        t.print();
+    })
+}
+
+pub fn rules(out: Output, rules: &[RuleInfo]) -> Result<()> {
+    show(out, &rules, |rules| {
+        let mut t = Table::new(&header(
+            out,
+            &["ENVIRONMENT", "HOST", "SRC", "DST", "TO", "PRIORITY"],
+            &["RANK"],
+        ));
+        for r in rules.iter() {
+            let to = match (&r.edge, &r.interface) {
+                (Some(h), _) => format!("link {}-{h}", r.host),
+                (None, i) => format!("interface {}", opt(i)),
+            };
+            let prio = if r.default {
+                "default".to_string()
+            } else {
+                r.priority[1].to_string()
+            };
+            let mut row = vec![
+                r.environment.clone(),
+                r.host.clone(),
+                r.src.to_string(),
+                r.dst.to_string(),
+                to,
+                prio,
+            ];
+            if out == Output::Wide {
+                row.push(format!("{:?}", r.priority));
+            }
+            t.row(row);
+        }
+        t.print();
+    })
+}
+
+pub fn interfaces(out: Output, ifaces: &[Interface]) -> Result<()> {
+    show(out, &ifaces, |ifaces| {
+        let mut t = Table::new(&["INTERFACE", "INDEX", "ROLE", "MAC", "MTU"]);
+        for i in ifaces.iter() {
+            t.row(vec![
+                i.name.clone(),
+                i.ifindex.to_string(),
+                format!("{:?}", i.role).to_lowercase(),
+                opt(&i.mac),
+                opt(&i.mtu),
+            ]);
+        }
+        t.print();
+    })
+}
+
+pub fn route(out: Output, r: &Route) -> Result<()> {
+    show(out, r, |r| {
+        println!("{} -> {} in {}", r.src, r.dst, r.environment);
+        for (i, h) in r.hops.iter().enumerate() {
+            println!("  {}. {}: {} ({})", i + 1, h.host, h.action, h.decision);
+        }
+        println!("{}", r.outcome);
+    })
+}
+
+/// A JSON value as YAML (block style; strings quoted when YAML would read them otherwise).
+pub fn yaml(v: &serde_json::Value) -> String {
+    let mut s = String::new();
+    write_yaml(&mut s, v, 0);
+    if s.is_empty() || !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+fn scalar(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => {
+            let plain = !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
+                && !matches!(s.as_str(), "true" | "false" | "null" | "yes" | "no" | "~")
+                && s.parse::<f64>().is_err();
+            if plain {
+                s.clone()
+            } else {
+                serde_json::to_string(s).unwrap_or_default()
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn write_yaml(out: &mut String, v: &serde_json::Value, indent: usize) {
+    use serde_json::Value;
+    let pad = " ".repeat(indent);
+    match v {
+        Value::Object(m) if m.is_empty() => out.push_str("{}\n"),
+        Value::Array(a) if a.is_empty() => out.push_str("[]\n"),
+        Value::Object(m) => {
+            for (k, x) in m {
+                match x {
+                    Value::Object(i) if !i.is_empty() => {
+                        out.push_str(&format!("{pad}{k}:\n"));
+                        write_yaml(out, x, indent + 2);
+                    }
+                    Value::Array(i) if !i.is_empty() => {
+                        out.push_str(&format!("{pad}{k}:\n"));
+                        write_yaml(out, x, indent);
+                    }
+                    _ => {
+                        out.push_str(&format!("{pad}{k}: "));
+                        write_yaml(out, x, 0);
+                    }
+                }
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                out.push_str(&format!("{pad}- "));
+                let mut inner = String::new();
+                write_yaml(&mut inner, x, indent + 2);
+                // The first line follows the dash; the rest keep their indentation.
+                out.push_str(inner.trim_start());
+                if !inner.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+        }
+        _ => {
+            out.push_str(&scalar(v));
+            out.push('\n');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::yaml;
+
+    #[test]
+    fn yaml_reads_like_yaml() {
+        let v = serde_json::json!({
+            "name": "blue", "vni": 1000, "hosts": ["h1", "h2"], "spec": "a = 1\n",
+            "hops": [{"host": "h1", "action": "link h1-h2"}], "empty": [], "none": null,
+        });
+        let y = yaml(&v);
+        assert!(y.contains("name: blue\n"), "{y}");
+        assert!(y.contains("vni: 1000\n"), "{y}");
+        assert!(y.contains("hosts:\n- h1\n- h2\n"), "{y}");
+        assert!(y.contains("spec: \"a = 1\\n\"\n"), "{y}");
+        assert!(
+            y.contains("hops:\n- action: \"link h1-h2\"\n  host: h1\n"),
+            "{y}"
+        );
+        assert!(y.contains("empty: []\n"), "{y}");
+        assert!(y.contains("none: null\n"), "{y}");
+    }
+}

@@ -1,0 +1,73 @@
+//! Per-CPU counters: actions per hook, port and peer traffic, drops by reason, VM pairs.
+
+use aya_ebpf::{bindings::xdp_action::XDP_DROP, maps::PerCpuArray, programs::XdpContext};
+use aya_log_ebpf::debug;
+use dataplane_common::{
+    counters::{action_index, Counter, DropReason, Hook, PeerStats, PortStats},
+    maps::PairKey,
+    packet::{is_multicast, EthHdr},
+};
+
+use crate::maps::{ACTIONS, DROPS, PAIR_TRAFFIC, PEER_STATS, PORT_STATS};
+
+#[inline(always)]
+fn bump(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(p) = map.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Counts a hook's verdict, in the slot numbering of `counters::action_index`.
+#[inline(always)]
+pub(crate) fn count_action(hook: Hook, action: u32) {
+    bump(&ACTIONS, action_index(hook, action));
+}
+
+#[inline(always)]
+pub(crate) fn port_stats(slot: u32) -> Option<&'static mut PortStats> {
+    // SAFETY: per-CPU slot, no concurrent writer.
+    PORT_STATS.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+pub(crate) fn peer_stats(slot: u32) -> Option<&'static mut PeerStats> {
+    // SAFETY: per-CPU slot, no concurrent writer.
+    PEER_STATS.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
+}
+
+/// Drop accounting both hooks share: the reason, and the bytes against the slot the
+/// frame came in on.
+#[inline(always)]
+pub(crate) fn count_drop(slot: u32, reason: DropReason, len: usize) {
+    bump(&DROPS, reason as u32);
+    if let Some(s) = port_stats(slot) {
+        s.dropped.add(len as u64);
+    }
+}
+
+/// Counts the drop and returns the XDP verdict for it.
+#[inline(always)]
+pub(crate) fn drop_frame(ctx: &XdpContext, slot: u32, reason: DropReason, len: usize) -> u32 {
+    count_drop(slot, reason, len);
+    debug!(ctx, "drop slot={} reason={}", slot, reason as u32);
+    XDP_DROP
+}
+
+/// Counts a VM's unicast frame to another VM (the local traffic matrix VTTIF reads).
+#[inline(always)]
+pub(crate) fn count_pair(vni: u32, eth: &EthHdr, len: usize) {
+    if is_multicast(&eth.dst) {
+        return;
+    }
+    // By reference: passed by value, the key is copied to the stack for every call.
+    let key = &PairKey::new(vni, eth.src, eth.dst);
+    if PAIR_TRAFFIC.get_ptr_mut(key).is_none() {
+        let zero = &Counter::default();
+        let _ = PAIR_TRAFFIC.insert(key, zero, 0);
+    }
+    if let Some(c) = PAIR_TRAFFIC.get_ptr_mut(key) {
+        // SAFETY: this CPU's copy of the entry.
+        unsafe { (*c).add(len as u64) };
+    }
+}

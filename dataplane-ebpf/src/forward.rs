@@ -1,0 +1,117 @@
+//! Forwarding decisions the hooks share: learning, forwarding rules, the forwarding
+//! table, and handing a frame to a local port or to the slow path.
+
+use aya_ebpf::programs::XdpContext;
+use dataplane_common::{
+    counters::DropReason,
+    maps::{route_keys, FdbEntry, FdbKey, FdbKind, PortInfo, PORT_ROUTED},
+    packet::{is_multicast, EthHdr},
+};
+
+use crate::{
+    counters::{count_pair, drop_frame, port_stats},
+    maps::{fdb, FDB, ROUTES, TX_PORTS, XSKS},
+};
+
+/// Records where a source MAC lives, writing only when that changed: a map write per
+/// packet would bounce the entry's cache line between CPUs.
+#[inline(always)]
+pub(crate) fn learn(key: &FdbKey, entry: FdbEntry) {
+    // Compared in place rather than through `maps::fdb`: every frame learns, and the
+    // copy costs instructions on that path.
+    // SAFETY: the entry is only read for the comparison; a concurrent update at worst
+    // makes this frame write it once more.
+    if let Some(old) = unsafe { FDB.get(key) } {
+        if old.is_static() || *old == entry {
+            return;
+        }
+    }
+    let _ = FDB.insert(key, entry, 0);
+}
+
+/// The forwarding rule's decision for a frame of a routed environment; `None` when no
+/// rule matches (the frame is then forwarded as learned).
+#[inline(always)]
+pub(crate) fn route(vni: u32, src: [u8; 6], dst: [u8; 6]) -> Option<FdbEntry> {
+    // Keys by reference: passed by value, each is copied to the stack once more.
+    let [k0, k1, k2, k3] = &route_keys(vni, src, dst);
+    // SAFETY: all four lookups are copied out of the map before use.
+    let hit = unsafe {
+        ROUTES
+            .get(k0)
+            .or_else(|| ROUTES.get(k1))
+            .or_else(|| ROUTES.get(k2))
+            .or_else(|| ROUTES.get(k3))
+    };
+    // A "no rule" row still ends the probe: it keeps a pair no rule names from falling
+    // through to a wildcard row.
+    hit.copied().filter(|e| e.kind() != Some(FdbKind::NoRule))
+}
+
+/// Where a frame from a VM port that passed its policies goes.
+pub(crate) enum Next {
+    To(FdbEntry),
+    /// Broadcast, multicast or unknown: replicate (slow path in XDP, in-kernel in TC).
+    Flood,
+}
+
+/// Learns the sender, counts the pair, and decides by rule, else by the forwarding table;
+/// the part of a VM port's path both port programs share.
+#[inline(always)]
+pub(crate) fn port_next(port: &PortInfo, ifindex: u32, eth: &EthHdr, len: usize) -> Next {
+    learn(
+        &FdbKey::new(port.vni, eth.src),
+        FdbEntry::local(ifindex, port.slot),
+    );
+    count_pair(port.vni, eth, len);
+    if port.flags & PORT_ROUTED != 0 {
+        if let Some(d) = route(port.vni, eth.src, eth.dst) {
+            return Next::To(d);
+        }
+    }
+    if is_multicast(&eth.dst) {
+        return Next::Flood;
+    }
+    match fdb(&FdbKey::new(port.vni, eth.dst)) {
+        Some(d) => Next::To(d),
+        None => Next::Flood,
+    }
+}
+
+/// Hands a frame to `violind`'s AF_XDP socket for this interface and rx queue.
+#[inline(always)]
+pub(crate) fn to_slow_path(
+    ctx: &XdpContext,
+    slot: u32,
+    xsk_base: u32,
+    queues: u32,
+    len: usize,
+) -> u32 {
+    let queue = ctx.rx_queue_index();
+    if queue >= queues {
+        return drop_frame(ctx, slot, DropReason::SlowPathDown, len);
+    }
+    match XSKS.redirect(xsk_base + queue, 0) {
+        Ok(action) => {
+            if let Some(s) = port_stats(slot) {
+                s.to_slow_path.add(len as u64);
+            }
+            action
+        }
+        Err(_) => drop_frame(ctx, slot, DropReason::SlowPathDown, len),
+    }
+}
+
+/// XDP redirect to a local port; a failure counts against the port the frame came from.
+#[inline(always)]
+pub(crate) fn redirect_to_port(ctx: &XdpContext, from_slot: u32, to: &FdbEntry, len: usize) -> u32 {
+    match TX_PORTS.redirect(to.ifindex, 0) {
+        Ok(action) => {
+            if let Some(s) = port_stats(to.slot) {
+                s.tx.add(len as u64);
+            }
+            action
+        }
+        Err(_) => drop_frame(ctx, from_slot, DropReason::RedirectFailed, len),
+    }
+}

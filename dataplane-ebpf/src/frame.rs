@@ -1,0 +1,45 @@
+//! The XDP and TC contexts behind `dataplane_common`'s [`Frame`] interface, so the
+//! host-tested parsers serve both hooks.
+
+use aya_ebpf::{
+    helpers::generated::bpf_xdp_get_buff_len,
+    programs::{TcContext, XdpContext},
+};
+use dataplane_common::packet::Frame;
+
+/// Reads only the first buffer of a multi-buffer frame; `total_len` counts them all.
+pub(crate) struct Pkt<'a>(pub(crate) &'a XdpContext);
+
+impl Frame for Pkt<'_> {
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        // SAFETY: helper on the program's own context.
+        unsafe { bpf_xdp_get_buff_len(self.0.ctx) as usize }
+    }
+
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+        let start = self.0.data();
+        let end = self.0.data_end();
+        if start + off + core::mem::size_of::<T>() > end {
+            return None;
+        }
+        // SAFETY: the range lies inside the first buffer, checked just above.
+        Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+    }
+}
+
+/// Loads through bpf_skb_load_bytes, which also reaches paged data.
+pub(crate) struct Skb<'a>(pub(crate) &'a TcContext);
+
+impl Frame for Skb<'_> {
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        self.0.len() as usize
+    }
+
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+        self.0.load::<T>(off).ok()
+    }
+}

@@ -1,0 +1,85 @@
+//! The maps every program shares, and copy-out accessors for the ones read by key.
+//!
+//! Names, types, sizes and pinning are the contract with violind (which pins and fills
+//! them by the names in `dataplane_common::maps::names`): change them only together.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, XskMap},
+};
+use dataplane_common::{
+    counters::{Counter, DropReason, PeerStats, PortStats, ACTION_SLOTS},
+    maps::*,
+};
+
+#[map]
+pub(crate) static CONFIG: Array<HostConfig> = Array::pinned(1, 0);
+#[map]
+pub(crate) static PORTS: HashMap<u32, PortInfo> = HashMap::pinned(MAX_SLOTS, 0);
+#[map]
+pub(crate) static VNIS: HashMap<u32, VniInfo> = HashMap::pinned(MAX_VNIS, 0);
+#[map]
+pub(crate) static PEERS: HashMap<[u8; 4], PeerInfo> = HashMap::pinned(MAX_PEERS, 0);
+#[map]
+pub(crate) static FDB: LruHashMap<FdbKey, FdbEntry> = LruHashMap::pinned(FDB_ENTRIES, 0);
+#[map]
+pub(crate) static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_SLOTS, 0);
+#[map]
+pub(crate) static XSKS: XskMap = XskMap::pinned(MAX_XSKS, 0);
+#[map]
+pub(crate) static PORT_STATS: PerCpuArray<PortStats> = PerCpuArray::pinned(MAX_SLOTS, 0);
+#[map]
+pub(crate) static PEER_STATS: PerCpuArray<PeerStats> = PerCpuArray::pinned(MAX_PEERS, 0);
+#[map]
+pub(crate) static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUNT, 0);
+#[map]
+pub(crate) static ACTIONS: PerCpuArray<u64> = PerCpuArray::pinned(3 * ACTION_SLOTS, 0);
+#[map]
+pub(crate) static FLOOD: HashMap<u32, FloodList> = HashMap::pinned(MAX_VNIS, 0);
+#[map]
+pub(crate) static PAIRS: HashMap<PairKey, PairState> = HashMap::pinned(MAX_PAIRS, 0);
+#[map]
+pub(crate) static ROUTES: HashMap<PairKey, FdbEntry> = HashMap::pinned(MAX_ROUTES, 0);
+#[map]
+pub(crate) static PAIR_TRAFFIC: LruPerCpuHashMap<PairKey, Counter> =
+    LruPerCpuHashMap::pinned(MAX_PAIR_TRAFFIC, 0);
+
+// The accessors copy values out: violind may update or delete an entry while a program
+// runs, so a reference into a hash map must not outlive the lookup.
+
+#[inline(always)]
+pub(crate) fn host_config() -> Option<HostConfig> {
+    CONFIG.get(0).copied()
+}
+
+#[inline(always)]
+pub(crate) fn port(ifindex: u32) -> Option<PortInfo> {
+    // SAFETY: copied out of the map before use.
+    unsafe { PORTS.get(ifindex) }.copied()
+}
+
+#[inline(always)]
+pub(crate) fn vni(vni: u32) -> Option<VniInfo> {
+    // SAFETY: copied out of the map before use.
+    unsafe { VNIS.get(vni) }.copied()
+}
+
+/// The peer as configured, resolved or not; forwarding to it goes through
+/// [`crate::tunnel::resolve_peer`] instead.
+#[inline(always)]
+pub(crate) fn peer(addr: [u8; 4]) -> Option<PeerInfo> {
+    // SAFETY: copied out of the map before use.
+    unsafe { PEERS.get(addr) }.copied()
+}
+
+#[inline(always)]
+pub(crate) fn fdb(key: &FdbKey) -> Option<FdbEntry> {
+    // SAFETY: copied out of the map before use.
+    unsafe { FDB.get(key) }.copied()
+}
+
+#[inline(always)]
+pub(crate) fn flood_list(vni: u32) -> Option<FloodList> {
+    // SAFETY: copied out of the map before use.
+    unsafe { FLOOD.get(vni) }.copied()
+}

@@ -1,0 +1,161 @@
+//! `violin_port_tc`: TC (clsact ingress) on a VM port, `port_mode = "tc"`. Unlike XDP,
+//! this keeps the skb: a VM's TSO super-frames and pending checksums travel encapsulated
+//! as one GSO skb (the kernel segments them as a tunnel), which is what bulk TCP needs.
+//! Floods are replicated in the kernel rather than by the slow path.
+
+use aya_ebpf::{
+    bindings::{
+        xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
+        TC_ACT_REDIRECT, TC_ACT_SHOT,
+    },
+    helpers::generated::bpf_redirect,
+    macros::classifier,
+    programs::TcContext,
+};
+use dataplane_common::{
+    counters::{DropReason, Hook, ACTION_FLOOD},
+    maps::{FdbKind, PortInfo, FLOOD_PEERS, FLOOD_PORTS, UNDERLAY_SLOT},
+    packet::{classify_port, EthHdr, Frame},
+};
+
+use crate::{
+    counters::{count_action, count_drop, port_stats},
+    forward::{port_next, Next},
+    frame::Skb,
+    maps::{flood_list, host_config, port},
+    policy::port_policy,
+    tunnel::{count_sent, resolve_peer, tc_encap, tc_write_outer},
+};
+
+/// What the program did with the skb.
+enum Verdict {
+    /// A TC action for the kernel to carry out.
+    Act(i32),
+    /// The copies went out by bpf_clone_redirect; the original is consumed. Counted in
+    /// its own ACTIONS slot, returned to the kernel as TC_ACT_SHOT.
+    Flooded,
+}
+
+#[classifier]
+pub fn violin_port_tc(ctx: TcContext) -> i32 {
+    let (slot, action) = match port_skb(&ctx) {
+        Verdict::Act(action) => (tc_action_slot(action), action),
+        Verdict::Flooded => (ACTION_FLOOD, TC_ACT_SHOT),
+    };
+    count_action(Hook::PortTc, slot);
+    action
+}
+
+/// TC verdicts are counted in the XDP action slots (`counters::XDP_ACTION_NAMES`), so a
+/// port's statistics read the same in both port modes.
+#[inline(always)]
+fn tc_action_slot(action: i32) -> u32 {
+    match action {
+        TC_ACT_SHOT => XDP_DROP,
+        TC_ACT_REDIRECT => XDP_REDIRECT,
+        _ => XDP_PASS,
+    }
+}
+
+#[inline(always)]
+fn tc_drop(slot: u32, reason: DropReason, len: usize) -> Verdict {
+    count_drop(slot, reason, len);
+    Verdict::Act(TC_ACT_SHOT)
+}
+
+#[inline(always)]
+fn port_skb(ctx: &TcContext) -> Verdict {
+    let skb = Skb(ctx);
+    let len = skb.total_len();
+    // SAFETY: reading the context's own field.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let Some(port) = port(ifindex) else {
+        return tc_drop(UNDERLAY_SLOT, DropReason::UnknownPort, len);
+    };
+    if let Some(s) = port_stats(port.slot) {
+        s.rx.add(len as u64);
+    }
+    let eth = match classify_port(&skb) {
+        Ok(eth) => eth,
+        Err(reason) => return tc_drop(port.slot, reason, len),
+    };
+    if let Err(reason) = port_policy(&skb, &port, &eth, len) {
+        return tc_drop(port.slot, reason, len);
+    }
+    let dst = match port_next(&port, ifindex, &eth, len) {
+        Next::To(d) => d,
+        Next::Flood => return flood_skb(ctx, &port, ifindex, &eth, len),
+    };
+    if dst.kind() == Some(FdbKind::Local) {
+        if dst.ifindex == ifindex {
+            return tc_drop(port.slot, DropReason::Hairpin, len);
+        }
+        if let Some(s) = port_stats(dst.slot) {
+            s.tx.add(len as u64);
+        }
+        // SAFETY: helper call; egress of the other port hands the skb to its VM intact.
+        return Verdict::Act(unsafe { bpf_redirect(dst.ifindex, 0) } as i32);
+    }
+    let Some(cfg) = host_config() else {
+        return tc_drop(port.slot, DropReason::NoRoute, len);
+    };
+    let Some(hop) = resolve_peer(dst.peer) else {
+        return tc_drop(port.slot, DropReason::NoRoute, len);
+    };
+    if let Err(reason) = tc_encap(ctx, &cfg, &eth, len) {
+        return tc_drop(port.slot, reason, len);
+    }
+    if tc_write_outer(ctx, &cfg, port.vni, &hop, &eth, len).is_err() {
+        return tc_drop(port.slot, DropReason::NoHeadroom, len);
+    }
+    count_sent(&hop, len);
+    // SAFETY: helper call.
+    Verdict::Act(unsafe { bpf_redirect(cfg.underlay_ifindex, 0) } as i32)
+}
+
+/// Broadcast, multicast or unknown unicast from a VM port in TC mode: a copy to every
+/// other local port of the environment, then, encapsulated once, a copy to every remote
+/// host serving it, all in the kernel (bpf_clone_redirect).
+#[inline(always)]
+fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &EthHdr, len: usize) -> Verdict {
+    let Some(list) = flood_list(port.vni) else {
+        return tc_drop(port.slot, DropReason::SlowPathDown, len);
+    };
+    if let Some(s) = port_stats(port.slot) {
+        s.to_slow_path.add(len as u64);
+    }
+    for i in 0..FLOOD_PORTS {
+        if i as u32 >= list.nports {
+            break;
+        }
+        let target = list.ports[i];
+        if target != ifindex {
+            let _ = ctx.clone_redirect(target, 0);
+        }
+    }
+    if list.npeers == 0 {
+        return Verdict::Flooded;
+    }
+    let Some(cfg) = host_config() else {
+        return Verdict::Flooded;
+    };
+    // Encapsulated once for all peers: each copy only rewrites the outer headers.
+    if let Err(reason) = tc_encap(ctx, &cfg, eth, len) {
+        return tc_drop(port.slot, reason, len);
+    }
+    for i in 0..FLOOD_PEERS {
+        if i as u32 >= list.npeers {
+            break;
+        }
+        // An unresolved peer misses this flood; the others still get their copy.
+        let Some(hop) = resolve_peer(list.peers[i]) else {
+            continue;
+        };
+        if tc_write_outer(ctx, &cfg, port.vni, &hop, eth, len).is_ok()
+            && ctx.clone_redirect(cfg.underlay_ifindex, 0).is_ok()
+        {
+            count_sent(&hop, len);
+        }
+    }
+    Verdict::Flooded
+}

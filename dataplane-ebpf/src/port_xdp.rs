@@ -1,0 +1,56 @@
+//! `violin_port`: XDP on a VM port. Local destinations are redirected, remote ones
+//! encapsulated, floods handed to violind's slow path over AF_XDP.
+
+use aya_ebpf::{macros::xdp, programs::XdpContext};
+use dataplane_common::{
+    counters::{DropReason, Hook},
+    maps::{FdbKind, UNDERLAY_SLOT},
+    packet::{classify_port, Frame},
+};
+
+use crate::{
+    counters::{count_action, drop_frame, port_stats},
+    forward::{port_next, redirect_to_port, to_slow_path, Next},
+    frame::Pkt,
+    maps::port,
+    policy::port_policy,
+    tunnel::encapsulate,
+};
+
+#[xdp(frags)]
+pub fn violin_port(ctx: XdpContext) -> u32 {
+    let action = port_frame(&ctx);
+    count_action(Hook::Port, action);
+    action
+}
+
+#[inline(always)]
+fn port_frame(ctx: &XdpContext) -> u32 {
+    let pkt = Pkt(ctx);
+    let len = pkt.total_len();
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let Some(port) = port(ifindex) else {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::UnknownPort, len);
+    };
+    if let Some(s) = port_stats(port.slot) {
+        s.rx.add(len as u64);
+    }
+    let eth = match classify_port(&pkt) {
+        Ok(eth) => eth,
+        Err(reason) => return drop_frame(ctx, port.slot, reason, len),
+    };
+    if let Err(reason) = port_policy(&pkt, &port, &eth, len) {
+        return drop_frame(ctx, port.slot, reason, len);
+    }
+    let dst = match port_next(&port, ifindex, &eth, len) {
+        Next::To(d) => d,
+        Next::Flood => return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len),
+    };
+    match dst.kind() {
+        Some(FdbKind::Local) if dst.ifindex == ifindex => {
+            drop_frame(ctx, port.slot, DropReason::Hairpin, len)
+        }
+        Some(FdbKind::Local) => redirect_to_port(ctx, port.slot, &dst, len),
+        _ => encapsulate(ctx, &port, &dst, len),
+    }
+}

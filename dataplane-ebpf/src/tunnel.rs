@@ -1,0 +1,249 @@
+//! VXLAN tunnels: peer resolution, outer headers, encapsulation and decapsulation in XDP
+//! and in TC.
+
+use aya_ebpf::{
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT,
+        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+    },
+    helpers::generated::{bpf_skb_change_head, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::{TcContext, XdpContext},
+};
+use dataplane_common::{
+    counters::DropReason,
+    maps::{FdbEntry, HostConfig, PeerInfo, PortInfo, UNDERLAY_SLOT},
+    packet::{
+        fits_underlay, flow_hash, gso_segment_len, source_port, EthHdr, OuterHeaders, Tunnel,
+        VxlanInfo, ETH_HLEN, IPV4_HLEN, UDP_HLEN, VXLAN_HLEN,
+    },
+    ENCAP_OVERHEAD,
+};
+
+use crate::{
+    counters::{drop_frame, peer_stats},
+    forward::redirect_to_port,
+    frame::{Pkt, Skb},
+    maps::{host_config, peer, TX_PORTS},
+};
+
+/// A remote host a frame can be tunnelled to now: its underlay address, the MAC of the
+/// underlay next hop towards it, and its counter slot.
+#[derive(Clone, Copy)]
+pub(crate) struct NextHop {
+    pub(crate) addr: [u8; 4],
+    pub(crate) mac: [u8; 6],
+    pub(crate) slot: u32,
+}
+
+/// Every path that tunnels to a remote FDB entry, a rule's next host or a flood list
+/// entry resolves the peer here. `None` while the peer is unknown or violind has not
+/// resolved its next hop yet: the frame has no route then.
+#[inline(always)]
+pub(crate) fn resolve_peer(addr: [u8; 4]) -> Option<NextHop> {
+    let info = peer(addr)?;
+    if info.resolved == 0 {
+        return None;
+    }
+    Some(NextHop {
+        addr,
+        mac: info.next_hop_mac,
+        slot: info.slot,
+    })
+}
+
+#[inline(always)]
+fn tunnel_to(cfg: &HostConfig, hop: &NextHop) -> Tunnel {
+    Tunnel {
+        src_mac: cfg.underlay_mac,
+        dst_mac: hop.mac,
+        src_ip: cfg.underlay_addr,
+        dst_ip: hop.addr,
+    }
+}
+
+/// Counts a frame sent to a peer, outer headers included.
+#[inline(always)]
+pub(crate) fn count_sent(hop: &NextHop, inner_len: usize) {
+    if let Some(s) = peer_stats(hop.slot) {
+        s.tx.add((inner_len + ENCAP_OVERHEAD as usize) as u64);
+    }
+}
+
+/// Encapsulates a frame from a VM port (XDP) for the remote host `dst` names.
+#[inline(always)]
+pub(crate) fn encapsulate(ctx: &XdpContext, port: &PortInfo, dst: &FdbEntry, len: usize) -> u32 {
+    let Some(cfg) = host_config() else {
+        return drop_frame(ctx, port.slot, DropReason::NoRoute, len);
+    };
+    if !fits_underlay(len, cfg.underlay_mtu) {
+        return drop_frame(ctx, port.slot, DropReason::TooBig, len);
+    }
+    let Some(hop) = resolve_peer(dst.peer) else {
+        return drop_frame(ctx, port.slot, DropReason::NoRoute, len);
+    };
+    // Hashed before the head moves: the inner headers are at offset 0 only until then.
+    let sport = source_port(flow_hash(&Pkt(ctx), 0));
+    // SAFETY: helper on the program's own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(ENCAP_OVERHEAD as i32)) } != 0 {
+        return drop_frame(ctx, port.slot, DropReason::NoHeadroom, len);
+    }
+    let out = TunnelOut {
+        cfg: &cfg,
+        hop: &hop,
+        vni: port.vni,
+        sport,
+        inner_len: len,
+    };
+    send_tunnelled(ctx, &out, port.slot, DropReason::NoHeadroom, len)
+}
+
+/// Strips the outer headers and hands the inner frame to a local port.
+#[inline(always)]
+pub(crate) fn decapsulate(
+    ctx: &XdpContext,
+    v: &VxlanInfo<PeerInfo>,
+    to: &FdbEntry,
+    len: usize,
+) -> u32 {
+    // SAFETY: helper on the program's own context.
+    if v.trailer > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(v.trailer as i32)) } != 0 {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::BadLength, len);
+    }
+    // SAFETY: helper on the program's own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, ENCAP_OVERHEAD as i32) } != 0 {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::NoHeadroom, len);
+    }
+    let inner_len = len - v.trailer - ENCAP_OVERHEAD as usize;
+    redirect_to_port(ctx, UNDERLAY_SLOT, to, inner_len)
+}
+
+/// A rule at this host sends a frame that arrived over one overlay link on over another
+/// (VNET's multi-hop paths): the outer headers are rewritten for the next host in place,
+/// the inner frame is untouched.
+#[inline(always)]
+pub(crate) fn transit(
+    ctx: &XdpContext,
+    cfg: &HostConfig,
+    v: &VxlanInfo<PeerInfo>,
+    to: &FdbEntry,
+    len: usize,
+) -> u32 {
+    if to.peer == v.peer {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::Loop, len);
+    }
+    let Some(hop) = resolve_peer(to.peer) else {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::NoRoute, len);
+    };
+    // SAFETY: helper on the program's own context.
+    if v.trailer > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(v.trailer as i32)) } != 0 {
+        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::BadLength, len);
+    }
+    let inner_len = len - v.trailer - ENCAP_OVERHEAD as usize;
+    let sport = source_port(flow_hash(&Pkt(ctx), ENCAP_OVERHEAD as usize));
+    let out = TunnelOut {
+        cfg,
+        hop: &hop,
+        vni: v.vni,
+        sport,
+        inner_len,
+    };
+    send_tunnelled(ctx, &out, UNDERLAY_SLOT, DropReason::TruncatedOuter, len)
+}
+
+/// Where a frame whose 50 bytes of outer headers are in front of it goes.
+struct TunnelOut<'a> {
+    cfg: &'a HostConfig,
+    hop: &'a NextHop,
+    vni: u32,
+    sport: u16,
+    inner_len: usize,
+}
+
+/// Writes the outer headers at the start of the buffer and sends the frame out of the
+/// underlay to the peer; a buffer too short for them is dropped as `short`.
+#[inline(always)]
+fn send_tunnelled(
+    ctx: &XdpContext,
+    out: &TunnelOut,
+    slot: u32,
+    short: DropReason,
+    len: usize,
+) -> u32 {
+    let start = ctx.data();
+    if start + ENCAP_OVERHEAD as usize > ctx.data_end() {
+        return drop_frame(ctx, slot, short, len);
+    }
+    let tunnel = tunnel_to(out.cfg, out.hop);
+    let outer = OuterHeaders::new(&tunnel, out.vni, out.sport, out.inner_len);
+    // SAFETY: 50 bytes at `start` were bounds-checked above.
+    unsafe { core::ptr::write_unaligned(start as *mut OuterHeaders, outer) };
+    match TX_PORTS.redirect(out.cfg.underlay_ifindex, 0) {
+        Ok(action) => {
+            count_sent(out.hop, out.inner_len);
+            action
+        }
+        Err(_) => drop_frame(ctx, slot, DropReason::RedirectFailed, len),
+    }
+}
+
+/// Checks the frame (each segment, for a GSO super-frame) fits the underlay once
+/// encapsulated, then opens 50 bytes after the Ethernet header and marks the skb as UDP
+/// tunnelled so the kernel segments it correctly later.
+#[inline(always)]
+pub(crate) fn tc_encap(
+    ctx: &TcContext,
+    cfg: &HostConfig,
+    eth: &EthHdr,
+    len: usize,
+) -> Result<(), DropReason> {
+    // SAFETY: reading the context's own field.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size } as usize;
+    let wire_len = if gso_size > 0 {
+        gso_segment_len(&Skb(ctx), gso_size)
+    } else {
+        len
+    };
+    if !fits_underlay(wire_len, cfg.underlay_mtu) {
+        return Err(DropReason::TooBig);
+    }
+    let ethertype = u16::from_be_bytes(eth.ethertype);
+    if ethertype != 0x0800 && ethertype != 0x86dd {
+        // bpf_skb_adjust_room handles IP only; ARP and the like are never GSO, so plain
+        // headroom in front of the frame does. The inner Ethernet header stays in place.
+        // SAFETY: helper on the program's own skb.
+        let ret = unsafe { bpf_skb_change_head(ctx.skb.skb, ENCAP_OVERHEAD, 0) };
+        return if ret == 0 {
+            Ok(())
+        } else {
+            Err(DropReason::NoHeadroom)
+        };
+    }
+    let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
+        | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
+        | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
+        | ((ETH_HLEN as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT);
+    ctx.adjust_room(ENCAP_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, flags)
+        .map_err(|_| DropReason::NoHeadroom)
+}
+
+/// Writes the outer headers (and the moved inner Ethernet header) of an skb whose room
+/// was opened by [`tc_encap`]. For a GSO super-frame the IP and UDP lengths are fixed up
+/// per segment by the kernel's tunnel segmentation.
+#[inline(always)]
+pub(crate) fn tc_write_outer(
+    ctx: &TcContext,
+    cfg: &HostConfig,
+    vni: u32,
+    hop: &NextHop,
+    eth: &EthHdr,
+    len: usize,
+) -> Result<(), ()> {
+    let tunnel = tunnel_to(cfg, hop);
+    // A GSO super-frame may exceed what the 16-bit IP length holds before segmentation.
+    let max_inner = 0xffff - IPV4_HLEN - UDP_HLEN - VXLAN_HLEN;
+    let inner_len = if len > max_inner { max_inner } else { len };
+    let sport = source_port(flow_hash(&Skb(ctx), ENCAP_OVERHEAD as usize));
+    let outer = OuterHeaders::new(&tunnel, vni, sport, inner_len);
+    ctx.store(0, &outer, 0).map_err(|_| ())?;
+    ctx.store(ENCAP_OVERHEAD as usize, eth, 0).map_err(|_| ())
+}

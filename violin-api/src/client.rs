@@ -1,0 +1,301 @@
+//! The one HTTP client of the controller's API, typed by the contract, used by violinctl,
+//! violind, the bench and the tests. `http://` and `https://` (rustls, the system's trust
+//! store) both work.
+use std::{
+    fmt,
+    io::{BufRead, BufReader},
+    path::Path,
+    time::Duration,
+};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::{
+    rest::{
+        Applied, Bound, BoundRequest, DaemonLinks, DaemonRules, EnvDetail, EnvSummary, ErrorBody,
+        Filter, HostInfo, LinkInfo, LinkRequest, Plan, Route, RouteQuery, RuleInfo, RuleRequest,
+        SyncStatus,
+    },
+    share::{Ack, Interface, Registered, Registration, SyncEvent},
+};
+
+/// Why a call failed: the controller refused it (with its status and body), or it could
+/// not be reached or understood.
+#[derive(Debug)]
+pub enum Error {
+    Refused { status: u16, body: ErrorBody },
+    Transport { url: String, reason: String },
+}
+
+impl Error {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Refused { status, .. } => Some(*status),
+            Error::Transport { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Refused { status, body } => write!(f, "{} (HTTP {status})", body.error),
+            Error::Transport { url, reason } => write!(f, "cannot reach {url}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How long a request may take to connect and to answer; the sync stream overrides the
+/// read timeout with its own silence limit.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    auth: String,
+    agent: ureq::Agent,
+}
+
+/// Reads a bearer token file (trimmed).
+pub fn read_token(path: &Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim().to_string())
+}
+
+impl Client {
+    pub fn new(base: &str, token: &str, timeouts: Timeouts) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            auth: format!("Bearer {token}"),
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(timeouts.connect)
+                .timeout_read(timeouts.read)
+                .timeout_write(timeouts.connect)
+                .build(),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        self.agent
+            .request(method, &format!("{}{path}", self.base))
+            .set("Authorization", &self.auth)
+    }
+
+    fn answer<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        resp: std::result::Result<ureq::Response, ureq::Error>,
+    ) -> Result<T> {
+        let url = format!("{}{path}", self.base);
+        match resp {
+            Ok(r) => r.into_json().map_err(|e| Error::Transport {
+                url,
+                reason: format!("unexpected answer: {e}"),
+            }),
+            Err(ureq::Error::Status(status, r)) => {
+                let text = r.into_string().unwrap_or_default();
+                let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
+                    error: if text.is_empty() {
+                        "no details".into()
+                    } else {
+                        text
+                    },
+                    field: None,
+                    line: None,
+                });
+                Err(Error::Refused { status, body })
+            }
+            Err(e) => Err(Error::Transport {
+                url,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.answer(path, self.request("GET", path).call())
+    }
+
+    fn get_query<T: DeserializeOwned, Q: Serialize>(&self, path: &str, query: &Q) -> Result<T> {
+        let mut req = self.request("GET", path);
+        if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(query) {
+            for (k, v) in m {
+                let v = match v {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Null => continue,
+                    other => other.to_string(),
+                };
+                req = req.query(&k, &v);
+            }
+        }
+        self.answer(path, req.call())
+    }
+
+    fn send<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.answer(path, self.request(method, path).send_json(body))
+    }
+
+    fn send_toml<T: DeserializeOwned>(&self, method: &str, path: &str, text: &str) -> Result<T> {
+        let req = self
+            .request(method, path)
+            .set("Content-Type", "application/toml");
+        self.answer(path, req.send_string(text))
+    }
+
+    pub fn environments(&self) -> Result<Vec<EnvSummary>> {
+        self.get("/v1/environments")
+    }
+
+    pub fn environment(&self, name: &str) -> Result<EnvDetail> {
+        self.get(&format!("/v1/environments/{name}"))
+    }
+
+    pub fn plan(&self, name: &str, spec: &str) -> Result<Plan> {
+        self.send_toml("POST", &format!("/v1/environments/{name}/plan"), spec)
+    }
+
+    pub fn apply(&self, name: &str, spec: &str) -> Result<Applied> {
+        self.send_toml("PUT", &format!("/v1/environments/{name}"), spec)
+    }
+
+    pub fn delete(&self, name: &str) -> Result<Applied> {
+        let path = format!("/v1/environments/{name}");
+        self.answer(&path, self.request("DELETE", &path).call())
+    }
+
+    pub fn add_link(&self, env: &str, req: &LinkRequest) -> Result<Applied> {
+        self.send("POST", &format!("/v1/environments/{env}/links"), req)
+    }
+
+    pub fn delete_link(&self, env: &str, a: &str, b: &str) -> Result<Applied> {
+        let path = format!("/v1/environments/{env}/links/{a}/{b}");
+        self.answer(&path, self.request("DELETE", &path).call())
+    }
+
+    pub fn add_rule(&self, env: &str, req: &RuleRequest) -> Result<Applied> {
+        self.send("POST", &format!("/v1/environments/{env}/rules"), req)
+    }
+
+    pub fn delete_rule(&self, env: &str, req: &RuleRequest) -> Result<Applied> {
+        self.send("DELETE", &format!("/v1/environments/{env}/rules"), req)
+    }
+
+    pub fn links(&self, filter: &Filter) -> Result<Vec<LinkInfo>> {
+        self.get_query("/v1/links", filter)
+    }
+
+    pub fn rules(&self, filter: &Filter) -> Result<Vec<RuleInfo>> {
+        self.get_query("/v1/rules", filter)
+    }
+
+    pub fn route(&self, query: &RouteQuery) -> Result<Route> {
+        self.get_query("/v1/route", query)
+    }
+
+    pub fn bound(&self) -> Result<Bound> {
+        self.get("/v1/config-time-bound")
+    }
+
+    pub fn set_bound(&self, seconds: f64) -> Result<Bound> {
+        self.send("PUT", "/v1/config-time-bound", &BoundRequest { seconds })
+    }
+
+    pub fn sync_status(&self, generation: Option<u64>) -> Result<SyncStatus> {
+        let q = crate::rest::SyncQuery {
+            generation,
+            wait: None,
+        };
+        self.get_query("/v1/sync", &q)
+    }
+
+    /// The sync state of `generation`, answered as soon as every host applied it or after
+    /// `wait`: the controller watches the acknowledgements, so nobody polls.
+    pub fn watch_sync(&self, generation: u64, wait: Duration) -> Result<SyncStatus> {
+        let q = crate::rest::SyncQuery {
+            generation: Some(generation),
+            wait: Some(wait.as_secs_f64()),
+        };
+        self.get_query("/v1/sync", &q)
+    }
+
+    pub fn hosts(&self) -> Result<Vec<HostInfo>> {
+        self.get("/v1/hosts")
+    }
+
+    pub fn interfaces(&self, host: &str) -> Result<Vec<Interface>> {
+        self.get(&format!("/v1/hosts/{host}/interfaces"))
+    }
+
+    pub fn register(&self, host: &str, reg: &Registration) -> Result<Registered> {
+        self.send("POST", &format!("/v1/hosts/{host}/register"), reg)
+    }
+
+    pub fn ack(&self, host: &str, ack: &Ack) -> Result<Ack> {
+        self.send("POST", &format!("/v1/hosts/{host}/ack"), ack)
+    }
+
+    /// Opens `host`'s sync stream: its events, one per line, until it breaks.
+    pub fn sync_stream(&self, host: &str) -> Result<SyncEvents> {
+        let path = format!("/v1/hosts/{host}/sync");
+        match self.request("GET", &path).call() {
+            Ok(r) => Ok(SyncEvents {
+                lines: Box::new(BufReader::new(r.into_reader()).lines()),
+            }),
+            Err(e) => Err(self.answer::<()>(&path, Err(e)).unwrap_err()),
+        }
+    }
+
+    /// violind's listings (its own API, same client).
+    pub fn daemon_links(&self) -> Result<DaemonLinks> {
+        self.get("/v1/links")
+    }
+
+    pub fn daemon_rules(&self) -> Result<DaemonRules> {
+        self.get("/v1/rules")
+    }
+}
+
+/// The events of a sync stream.
+pub struct SyncEvents {
+    lines: Box<dyn Iterator<Item = std::io::Result<String>> + Send>,
+}
+
+impl Iterator for SyncEvents {
+    type Item = std::result::Result<SyncEvent, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let line = match self.lines.next()? {
+            Ok(l) => l,
+            Err(e) => return Some(Err(format!("reading the sync stream: {e}"))),
+        };
+        Some(
+            serde_json::from_str(&line)
+                .map_err(|e| format!("a sync event this build does not understand ({e}): {line}")),
+        )
+    }
+}

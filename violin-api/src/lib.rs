@@ -1,0 +1,15 @@
+//! Violin's contract: every type that crosses a process boundary, defined once.
+//!
+//! `types` holds the parsed values (names, VNIs, unicast MACs, rule matches, limits) with
+//! their one error text each; `parse` turns TOML and JSON documents into them with errors
+//! naming field and line; `share` is what a host serves and the sync conversation that
+//! keeps it current; `rest` the request and response bodies of the controller's and
+//! violind's APIs; `client` the typed HTTP client all of them use.
+pub mod client;
+pub mod parse;
+pub mod rest;
+pub mod share;
+pub mod types;
+
+pub use parse::FieldError;
+pub use types::{BurstKib, DstMatch, IfName, Limit, Name, RateMbit, SrcMatch, UnicastMac, Vni};

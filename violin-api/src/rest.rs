@@ -1,0 +1,261 @@
+//! Request and response bodies of the controller's `/v1` API and of violind's own API.
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::types::{DstMatch, IfName, Name, SrcMatch, Vni};
+
+/// Every rejected request: the message, the field at fault and, for specs, its line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+}
+
+/// An environment at a glance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EnvSummary {
+    pub name: Name,
+    pub vni: Vni,
+    pub hosts: Vec<String>,
+    pub vms: usize,
+    /// Whether selected connectivity restricts which VM pairs talk.
+    pub restricted: bool,
+    pub limits: usize,
+    pub links: usize,
+    pub rules: usize,
+}
+
+/// One environment with its stored spec (TOML).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EnvDetail {
+    #[serde(flatten)]
+    pub summary: EnvSummary,
+    pub spec: String,
+}
+
+/// A change between the stored and a desired environment, one field per line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Plan {
+    pub changes: Vec<String>,
+}
+
+/// A committed change: what it did and the generation to wait for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Applied {
+    pub changes: Vec<String>,
+    pub generation: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    pub hosts: [Name; 2],
+    /// Only "udp" (VXLAN) is offered.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// A rule to add (with exactly one of `edge` and `interface`) or delete (neither needed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleRequest {
+    pub host: Name,
+    pub src: SrcMatch,
+    pub dst: DstMatch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<Name>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<IfName>,
+}
+
+/// An overlay link between two hosts of an environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LinkInfo {
+    pub environment: String,
+    pub vni: Vni,
+    pub hosts: [String; 2],
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[schema(value_type = [String; 2])]
+    pub addresses: [Ipv4Addr; 2],
+    /// False when the environment lists no links and so is a full mesh.
+    pub explicit: bool,
+}
+
+/// A forwarding rule with its priority (VNET's strength of match).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RuleInfo {
+    pub environment: String,
+    pub host: String,
+    pub src: SrcMatch,
+    pub dst: DstMatch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<IfName>,
+    /// (not default, summed strength, destination strength): higher wins.
+    pub priority: [u8; 3],
+    /// The default rule (`dst = "none"`).
+    pub default: bool,
+}
+
+/// Narrows a listing to an environment and/or a host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Filter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RouteQuery {
+    /// The source VM's MAC.
+    pub src: String,
+    /// The destination MAC.
+    pub dst: String,
+    /// The environment, when the source MAC is in several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+}
+
+/// One host on a frame's path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Hop {
+    pub host: String,
+    /// The rule that decided, or "learned".
+    pub decision: String,
+    /// Where the frame goes from here.
+    pub action: String,
+}
+
+/// The path a frame takes, host by host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Route {
+    pub environment: String,
+    pub src: String,
+    pub dst: String,
+    pub hops: Vec<Hop>,
+    pub delivered: bool,
+    pub outcome: String,
+}
+
+/// The configuration-time bound: as set, and as measured (the longest recent sync).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Bound {
+    pub bound_seconds: Option<f64>,
+    pub measured_seconds: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BoundRequest {
+    /// In (0, 3600].
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SyncQuery {
+    /// The generation to report on; the current one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// Seconds to wait (at most 30) for every host to apply it before answering: the
+    /// answer comes as soon as none is pending, or when the time is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<f64>,
+}
+
+/// How far each registered host has come towards a generation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SyncStatus {
+    pub generation: u64,
+    pub current: u64,
+    pub hosts: Vec<HostSync>,
+    /// Hosts that have not applied `generation` yet.
+    pub pending: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HostSync {
+    pub name: String,
+    pub connected: bool,
+    pub acked: u64,
+    pub latency_seconds: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// A host named by an environment or registered, with its sync state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HostInfo {
+    pub name: String,
+    pub address: Option<String>,
+    pub environments: Vec<String>,
+    pub vms: u64,
+    pub registered: bool,
+    pub connected: bool,
+    pub acked_generation: u64,
+    pub in_sync: bool,
+    pub sync_latency_seconds: Option<f64>,
+    pub error: Option<String>,
+}
+
+impl HostInfo {
+    /// The host's sync state in words, as `violinctl hosts` shows it.
+    pub fn sync_state(&self) -> String {
+        if let Some(e) = &self.error {
+            format!("error: {e}")
+        } else if self.in_sync {
+            format!("in sync (generation {})", self.acked_generation)
+        } else if self.connected {
+            format!("behind (generation {})", self.acked_generation)
+        } else if self.registered {
+            "disconnected".into()
+        } else {
+            "not registered".into()
+        }
+    }
+}
+
+/// violind's `GET /v1/links`: its peers and the environments whose frames use each.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DaemonLinks {
+    pub generation: u64,
+    pub links: Vec<DaemonLink>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DaemonLink {
+    #[schema(value_type = String)]
+    pub peer: Ipv4Addr,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub vnis: Vec<Vni>,
+}
+
+/// violind's `GET /v1/rules`: the forwarding rules it serves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DaemonRules {
+    pub generation: u64,
+    pub rules: Vec<DaemonRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DaemonRule {
+    pub environment: Name,
+    pub vni: Vni,
+    pub src: SrcMatch,
+    pub dst: DstMatch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub edge: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<IfName>,
+}

@@ -1,0 +1,247 @@
+//! A host's share of the controller's state, in the shape of violind's own configuration
+//! (`[[environment]]`, `[[peer]]`), and the conversation that keeps it current: register,
+//! follow the sync stream (a snapshot, then deltas and heartbeats), acknowledge.
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::types::{BurstKib, DstMatch, IfName, Limit, Name, RateMbit, SrcMatch, UnicastMac, Vni};
+
+/// One environment as one host serves it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    pub name: Name,
+    /// VXLAN network identifier carried on the wire.
+    pub vni: Vni,
+    /// VM-facing interfaces on this host (veth or tap) that belong to this environment.
+    #[serde(default)]
+    pub ports: Vec<IfName>,
+    /// When given, unicast flows only between these VM pairs (by MAC, both directions):
+    /// selected connectivity.
+    #[serde(default)]
+    pub allowed_pairs: Vec<[UnicastMac; 2]>,
+    /// VM identities for anti-spoofing: a port may only send with these addresses.
+    #[serde(default, rename = "vm")]
+    pub vms: Vec<VmIdentity>,
+    /// Traffic bounds per VM pair.
+    #[serde(default, rename = "limit")]
+    pub limits: Vec<PairLimit>,
+    /// VNET forwarding rules of this host's table for the environment.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<ForwardRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmIdentity {
+    pub port: IfName,
+    pub mac: UnicastMac,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// A bound on what each VM of the pair may send to the other (token bucket).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PairLimit {
+    pub pair: [UnicastMac; 2],
+    pub rate_mbit: RateMbit,
+    #[serde(default)]
+    pub burst_kib: BurstKib,
+}
+
+impl PairLimit {
+    pub fn limit(&self) -> Limit {
+        Limit {
+            rate_mbit: self.rate_mbit,
+            burst_kib: self.burst_kib,
+        }
+    }
+}
+
+/// A forwarding rule: frames whose (source, destination) match go out of `interface`
+/// (a port of the environment) or over the link to the peer at `edge`; exactly one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardRule {
+    pub src: SrcMatch,
+    pub dst: DstMatch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub edge: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<IfName>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    #[schema(value_type = String)]
+    pub address: Ipv4Addr,
+    /// Environments (by VNI) served by that host: it gets a copy of their broadcasts.
+    #[serde(default)]
+    pub vnis: Vec<Vni>,
+}
+
+/// Everything one host serves, as of a generation of the controller's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Share {
+    pub generation: u64,
+    /// Sorted by name.
+    pub environments: Vec<Environment>,
+    pub peers: Vec<Peer>,
+}
+
+impl Share {
+    /// Applies a delta; says whether anything changed.
+    pub fn apply(&mut self, delta: Delta) -> bool {
+        self.generation = delta.generation;
+        let changed = !delta.upsert.is_empty() || !delta.remove.is_empty() || delta.peers.is_some();
+        self.environments.retain(|e| {
+            !delta.remove.contains(&e.name) && !delta.upsert.iter().any(|u| u.name == e.name)
+        });
+        self.environments.extend(delta.upsert);
+        self.environments.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(p) = delta.peers {
+            self.peers = p;
+        }
+        changed
+    }
+
+    /// The delta that turns `self` into `new`.
+    pub fn delta_to(&self, new: &Share) -> Delta {
+        Delta {
+            generation: new.generation,
+            upsert: new
+                .environments
+                .iter()
+                .filter(|e| !self.environments.contains(e))
+                .cloned()
+                .collect(),
+            remove: self
+                .environments
+                .iter()
+                .filter(|e| !new.environments.iter().any(|n| n.name == e.name))
+                .map(|e| e.name.clone())
+                .collect(),
+            peers: (self.peers != new.peers).then(|| new.peers.clone()),
+        }
+    }
+}
+
+/// What changed in a host's share from one generation to the next.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Delta {
+    pub generation: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upsert: Vec<Environment>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<Name>,
+    /// The whole peer list, when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<Peer>>,
+}
+
+/// One line of the sync stream (`GET /v1/hosts/{host}/sync`, newline-delimited JSON).
+/// Every generation reaches every host (as an empty delta when its share did not change),
+/// so each acknowledgement says the host caught up with the whole state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SyncEvent {
+    Snapshot { share: Share },
+    Delta(Delta),
+    Heartbeat { generation: u64 },
+}
+
+/// What a host tells the controller when it (re)connects.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    #[schema(value_type = String)]
+    pub address: Ipv4Addr,
+    /// The daemon's own API (`host:port`), when it serves one.
+    #[serde(default)]
+    pub api: Option<String>,
+    #[serde(default)]
+    pub interfaces: Vec<Interface>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InterfaceRole {
+    Underlay,
+    Port,
+    Other,
+}
+
+/// A network interface of a host, as VNET's "list the available interfaces" shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Interface {
+    pub name: String,
+    pub ifindex: u32,
+    pub role: InterfaceRole,
+    pub mac: Option<String>,
+    pub mtu: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Registered {
+    pub host: Name,
+    pub generation: u64,
+}
+
+/// A host applied `generation`, or could not (`error`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    pub generation: u64,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str, vni: u32) -> Environment {
+        Environment {
+            name: Name::parse(name).unwrap(),
+            vni: Vni::new(vni).unwrap(),
+            ports: vec![IfName::parse("vm1").unwrap()],
+            allowed_pairs: vec![],
+            vms: vec![],
+            limits: vec![],
+            rules: vec![],
+        }
+    }
+
+    #[test]
+    fn deltas_carry_only_what_changed_and_apply_back() {
+        let a = Share {
+            generation: 1,
+            environments: vec![env("blue", 1), env("red", 2)],
+            peers: vec![],
+        };
+        let mut b = a.clone();
+        b.generation = 2;
+        b.environments.remove(1);
+        b.environments[0].ports.clear();
+        let d = a.delta_to(&b);
+        assert_eq!(d.upsert.len(), 1);
+        assert_eq!(d.remove, [Name::parse("red").unwrap()]);
+        assert_eq!(d.peers, None);
+        let mut c = a.clone();
+        assert!(c.apply(d));
+        assert_eq!(c, b);
+        let same = b.delta_to(&Share {
+            generation: 3,
+            ..b.clone()
+        });
+        let line = serde_json::to_string(&SyncEvent::Delta(same.clone())).unwrap();
+        assert_eq!(line, r#"{"type":"delta","generation":3}"#);
+        assert!(!c.apply(same));
+    }
+}
