@@ -43,6 +43,7 @@ pub struct Api {
 impl Api {
     pub fn new(store: Arc<Store>, token: String) -> anyhow::Result<Api> {
         let hub = Hub::new(store.generation()?);
+        hub.metrics.registered.set(store.hosts()?.len() as i64);
         Ok(Api {
             store,
             token: Arc::new(token),
@@ -261,14 +262,15 @@ async fn delete_env(State(api): State<Api>, Path(name): Path<String>) -> Answer<
 
 /// A VNET primitive: changes one stored environment. `change` checks what it adds (as
 /// [`Spec::parse`] would, naming the request's field) so the large spec is not parsed
-/// again; the stored text is its canonical rendering, which parses back to it (tested).
+/// again; the stored text is the operator's, with only the changed link and rule tables
+/// edited (comments and layout kept), and parses back to the new spec (tested).
 fn modify(
     api: &Api,
     name: &str,
     change: impl FnOnce(&mut Spec) -> Result<(), Reject>,
 ) -> Answer<Applied> {
-    let cur = match api.store.get(name)? {
-        Some((_, spec)) => spec,
+    let (text, cur) = match api.store.get(name)? {
+        Some(stored) => stored,
         None => return Err(no_env(name)),
     };
     let mut next = cur.clone();
@@ -281,7 +283,8 @@ fn modify(
             format!("the change would leave {field} invalid: {reason}"),
         ));
     }
-    let text = next.to_toml();
+    let text = crate::spec::edit::edit(&text, &next)
+        .map_err(|e| Reject::internal(anyhow::anyhow!("the stored spec: {e}")))?;
     let list = changes(Some(&cur), &next);
     store_spec(api, &next, &text, list)
 }
@@ -609,6 +612,10 @@ async fn register(
     let host = host_name(&host)?;
     let req: Registration = from_json(&body)?;
     api.store.put_host(&host, &req)?;
+    api.hub
+        .metrics
+        .registered
+        .set(api.store.hosts()?.len() as i64);
     Ok(Json(Registered {
         host,
         generation: api.hub.generation(),

@@ -1,5 +1,7 @@
-//! The controller's own metrics (`/metrics`): sync latency and errors per host, hosts
-//! connected, the generation and each host's acknowledged one, API requests.
+//! The controller's own metrics (`/metrics`): its build, sync latency and errors per host,
+//! hosts connected, the generation and each host's acknowledged one, API requests. Names
+//! follow Prometheus' conventions (see dataplane-user's metrics.rs); `host` is the host's
+//! name everywhere.
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -10,6 +12,7 @@ pub struct Metrics {
     pub latency: Histogram,
     pub errors: IntCounterVec,
     pub connected: IntGauge,
+    pub registered: IntGauge,
     pub generation: IntGauge,
     pub acked: IntGaugeVec,
     pub over_bound: IntCounterVec,
@@ -25,6 +28,17 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "violin_build_info",
+                "Always 1; the labels name the controller's build",
+            ),
+            &["version", "revision"],
+        )
+        .expect("metric");
+        build_info
+            .with_label_values(&[violin_api::build::VERSION, violin_api::build::REVISION])
+            .set(1);
         let latency = Histogram::with_opts(
             HistogramOpts::new(
                 "violin_controller_sync_latency_seconds",
@@ -44,6 +58,11 @@ impl Metrics {
         let connected = IntGauge::new(
             "violin_controller_hosts_connected",
             "Hosts with an open sync stream",
+        )
+        .expect("metric");
+        let registered = IntGauge::new(
+            "violin_controller_hosts_registered",
+            "Hosts that have registered with the controller (kept in its state store)",
         )
         .expect("metric");
         let generation = IntGauge::new(
@@ -76,9 +95,11 @@ impl Metrics {
         )
         .expect("metric");
         for c in [
-            Box::new(latency.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(build_info) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
             Box::new(errors.clone()),
             Box::new(connected.clone()),
+            Box::new(registered.clone()),
             Box::new(generation.clone()),
             Box::new(acked.clone()),
             Box::new(over_bound.clone()),
@@ -91,6 +112,7 @@ impl Metrics {
             latency,
             errors,
             connected,
+            registered,
             generation,
             acked,
             over_bound,

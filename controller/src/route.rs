@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use dataplane_common::rules::best;
 pub use violin_api::rest::{Hop, Route};
 
-use crate::spec::{format_mac, Rule, Spec, Target};
+use crate::spec::{format_mac, Rule, Spec, Target, Vm};
 
 /// Which environment a pair of MACs belongs to: the one named, else the only one with a
 /// VM of the source MAC. The error names the request field at fault.
@@ -46,6 +46,114 @@ fn rules_at<'a>(spec: &'a Spec, host: &str) -> Vec<&'a Rule> {
     spec.rules.iter().filter(|r| r.host == host).collect()
 }
 
+/// Where a frame goes after one host's decision.
+enum Step {
+    /// On to this host.
+    To(String),
+    /// It stops here: delivered or not, and why.
+    End { delivered: bool, outcome: String },
+}
+
+fn end(outcome: impl Into<String>) -> Step {
+    Step::End {
+        delivered: false,
+        outcome: outcome.into(),
+    }
+}
+
+/// The frame between two VMs of a spec, at one host of its path.
+struct Frame<'a> {
+    spec: &'a Spec,
+    src: &'a [u8; 6],
+    dst: &'a [u8; 6],
+    dst_vm: Option<&'a Vm>,
+}
+
+impl Frame<'_> {
+    /// What `host`'s table decides (None: no rule matches).
+    fn by_rule(&self, host: &str, from: Option<&str>) -> Option<(Hop, Step)> {
+        let rules = rules_at(self.spec, host);
+        let rule = rules[best(rules.iter().map(|r| (r.src, r.dst)), self.src, self.dst)?];
+        let decision = format!("rule {rule}");
+        Some(match &rule.target {
+            Target::Interface(p) => {
+                let delivered = self.dst_vm.is_some_and(|v| v.host == host && &v.port == p);
+                let outcome = if delivered {
+                    "delivered".into()
+                } else {
+                    format!("written to {host}'s port {p}, which is not the destination's")
+                };
+                (
+                    hop(host, decision, format!("interface {p}")),
+                    Step::End { delivered, outcome },
+                )
+            }
+            Target::Edge(next) => {
+                let step = if from == Some(next.as_str()) {
+                    end(format!(
+                        "dropped at {host}: the rule sends it back where it came from"
+                    ))
+                } else {
+                    Step::To(next.clone())
+                };
+                (hop(host, decision, format!("link {host}-{next}")), step)
+            }
+        })
+    }
+
+    /// What learned forwarding does at `host` when no rule matches.
+    fn learned(&self, host: &str, from: Option<&str>) -> (Hop, Step) {
+        let learned = |action: String| hop(host, "learned".into(), action);
+        if self.dst[0] & 1 != 0 {
+            let action = if from.is_none() {
+                "flooded to local ports and linked hosts"
+            } else {
+                "flooded to local ports"
+            };
+            return (learned(action.into()), end("broadcast"));
+        }
+        let Some(dvm) = self.dst_vm else {
+            return (
+                learned("flooded (unknown destination)".into()),
+                end("not delivered: no VM of the environment has this MAC"),
+            );
+        };
+        if dvm.host == host {
+            let delivered = Step::End {
+                delivered: true,
+                outcome: "delivered".into(),
+            };
+            return (learned(format!("interface {}", dvm.port)), delivered);
+        }
+        if from.is_none() && self.spec.neighbours(host).contains(&dvm.host) {
+            return (
+                learned(format!("link {host}-{}", dvm.host)),
+                Step::To(dvm.host.clone()),
+            );
+        }
+        let outcome = if from.is_none() {
+            format!(
+                "not delivered: no link from {host} to {} and no rule",
+                dvm.host
+            )
+        } else {
+            format!(
+                "not delivered: no rule at {host} forwards it on to {}",
+                dvm.host
+            )
+        };
+        (learned("flooded to local ports".into()), end(outcome))
+    }
+}
+
+fn hop(host: &str, decision: String, action: String) -> Hop {
+    Hop {
+        host: host.to_string(),
+        decision,
+        action,
+    }
+}
+
 /// The path of a frame from the VM with MAC `src` to `dst` in `spec`; the error is about
 /// the source.
 pub fn trace(spec: &Spec, src: &[u8; 6], dst: &[u8; 6]) -> Result<Route, String> {
@@ -55,6 +163,12 @@ pub fn trace(spec: &Spec, src: &[u8; 6], dst: &[u8; 6]) -> Result<Route, String>
         .find(|(_, v)| v.mac.octets() == *src)
         .ok_or_else(|| format!("no VM of {} has MAC {}", spec.name, format_mac(src)))?;
     let dst_vm = spec.vms.iter().find(|(_, v)| v.mac.octets() == *dst);
+    let frame = Frame {
+        spec,
+        src,
+        dst,
+        dst_vm: dst_vm.map(|(_, v)| v),
+    };
     let mut route = Route {
         environment: spec.name.to_string(),
         src: format!("{} ({src_name})", format_mac(src)),
@@ -74,100 +188,18 @@ pub fn trace(spec: &Spec, src: &[u8; 6], dst: &[u8; 6]) -> Result<Route, String>
             route.outcome = format!("loops back to {host}: the rules form a cycle");
             return Ok(route);
         }
-        let rules = rules_at(spec, &host);
-        let decided = best(rules.iter().map(|r| (r.src, r.dst)), src, dst).map(|i| rules[i]);
-        if let Some(rule) = decided {
-            let decision = format!("rule {rule}");
-            match &rule.target {
-                Target::Interface(p) => {
-                    route.hops.push(Hop {
-                        host: host.clone(),
-                        decision,
-                        action: format!("interface {p}"),
-                    });
-                    route.delivered = dst_vm.is_some_and(|(_, v)| v.host == host && &v.port == p);
-                    route.outcome = if route.delivered {
-                        "delivered".into()
-                    } else {
-                        format!("written to {host}'s port {p}, which is not the destination's")
-                    };
-                    return Ok(route);
-                }
-                Target::Edge(next) => {
-                    route.hops.push(Hop {
-                        host: host.clone(),
-                        decision,
-                        action: format!("link {host}-{next}"),
-                    });
-                    if from.as_deref() == Some(next.as_str()) {
-                        route.outcome =
-                            format!("dropped at {host}: the rule sends it back where it came from");
-                        return Ok(route);
-                    }
-                    from = Some(std::mem::replace(&mut host, next.clone()));
-                    continue;
-                }
+        let (hop, step) = frame
+            .by_rule(&host, from.as_deref())
+            .unwrap_or_else(|| frame.learned(&host, from.as_deref()));
+        route.hops.push(hop);
+        match step {
+            Step::To(next) => from = Some(std::mem::replace(&mut host, next)),
+            Step::End { delivered, outcome } => {
+                route.delivered = delivered;
+                route.outcome = outcome;
+                return Ok(route);
             }
         }
-        let decision = "learned".to_string();
-        if dst[0] & 1 != 0 {
-            route.hops.push(Hop {
-                host: host.clone(),
-                decision,
-                action: if from.is_none() {
-                    "flooded to local ports and linked hosts".into()
-                } else {
-                    "flooded to local ports".into()
-                },
-            });
-            route.outcome = "broadcast".into();
-            return Ok(route);
-        }
-        let Some((_, dvm)) = dst_vm else {
-            route.hops.push(Hop {
-                host: host.clone(),
-                decision,
-                action: "flooded (unknown destination)".into(),
-            });
-            route.outcome = "not delivered: no VM of the environment has this MAC".into();
-            return Ok(route);
-        };
-        if dvm.host == host {
-            route.hops.push(Hop {
-                host: host.clone(),
-                decision,
-                action: format!("interface {}", dvm.port),
-            });
-            route.delivered = true;
-            route.outcome = "delivered".into();
-            return Ok(route);
-        }
-        if from.is_none() && spec.neighbours(&host).contains(&dvm.host) {
-            route.hops.push(Hop {
-                host: host.clone(),
-                decision,
-                action: format!("link {host}-{}", dvm.host),
-            });
-            from = Some(std::mem::replace(&mut host, dvm.host.clone()));
-            continue;
-        }
-        route.hops.push(Hop {
-            host: host.clone(),
-            decision,
-            action: "flooded to local ports".into(),
-        });
-        route.outcome = if from.is_none() {
-            format!(
-                "not delivered: no link from {host} to {} and no rule",
-                dvm.host
-            )
-        } else {
-            format!(
-                "not delivered: no rule at {host} forwards it on to {}",
-                dvm.host
-            )
-        };
-        return Ok(route);
     }
 }
 

@@ -442,71 +442,6 @@ impl Spec {
         Ok(rules)
     }
 
-    /// The spec in canonical TOML; parses back to an equal spec. Used when the VNET
-    /// primitives change a stored environment.
-    pub fn to_toml(&self) -> String {
-        use std::fmt::Write;
-        let q = |s: &str| toml::Value::String(s.to_string()).to_string();
-        let mut o = String::new();
-        let _ = writeln!(
-            o,
-            "[environment]\nname = {}\nvni = {}",
-            q(&self.name),
-            self.vni
-        );
-        for (h, a) in &self.hosts {
-            let _ = writeln!(
-                o,
-                "\n[[host]]\nname = {}\naddress = {}",
-                q(h),
-                q(&a.to_string())
-            );
-        }
-        for (n, v) in &self.vms {
-            let _ = writeln!(
-                o,
-                "\n[[vm]]\nname = {}\nhost = {}\nport = {}\nmac = {}",
-                q(n),
-                q(&v.host),
-                q(&v.port),
-                q(&v.mac.to_string())
-            );
-            if let Some(ip) = v.ip {
-                let _ = writeln!(o, "ip = {}", q(&ip.to_string()));
-            }
-        }
-        for (a, b) in &self.allowed {
-            let _ = writeln!(o, "\n[[allow]]\npair = [{}, {}]", q(a), q(b));
-        }
-        for ((a, b), l) in &self.limits {
-            let _ = writeln!(
-                o,
-                "\n[[limit]]\npair = [{}, {}]\nrate_mbit = {:?}\nburst_kib = {}",
-                q(a),
-                q(b),
-                l.rate_mbit.get(),
-                l.burst_kib
-            );
-        }
-        for (a, b) in &self.links {
-            let _ = writeln!(o, "\n[[link]]\nhosts = [{}, {}]", q(a), q(b));
-        }
-        for r in &self.rules {
-            let _ = writeln!(
-                o,
-                "\n[[rule]]\nhost = {}\nsrc = {}\ndst = {}",
-                q(&r.host),
-                q(&format_match(&r.src)),
-                q(&format_match(&r.dst))
-            );
-            let _ = match &r.target {
-                Target::Edge(h) => writeln!(o, "edge = {}", q(h)),
-                Target::Interface(p) => writeln!(o, "interface = {}", q(p)),
-            };
-        }
-        o
-    }
-
     /// Checks a rule the VNET primitives add to this (valid) spec, as [`Spec::parse`]
     /// would: the error names the field.
     pub fn check_rule(&self, rule: &Rule) -> Result<(), (&'static str, String)> {
@@ -722,6 +657,8 @@ host = "h3"
 port = "vm1"
 mac = "02:00:00:00:00:03"
 "#;
+
+pub mod edit;
 
 #[cfg(test)]
 mod tests;

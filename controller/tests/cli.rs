@@ -296,7 +296,7 @@ fn vnet_primitives_change_the_stored_environment_and_bad_ones_name_the_field() {
     let rules: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rules[0]["src"], "not 02:00:00:00:01:01");
     assert_eq!(rules[0]["edge"], "h2");
-    // The stored spec is the canonical rendering, primitives included.
+    // The stored spec is the operator's text with the primitives' tables added.
     let (_, out, _) = ctl(&c, &token, &["get", "blue"]);
     assert!(
         out.contains("[[rule]]") && out.contains("hosts = [\"h1\", \"h2\"]"),
@@ -407,7 +407,8 @@ fn violinctl_follows_the_usual_conventions() {
     // The spec from standard input; diff says 1 while it differs, 0 once applied.
     let (code, out, _) = ctl_code(&c, &token, &["diff", "-f", "-"], SPEC);
     assert!(code == 1 && out.contains("+ vm a1"), "{code} {out}");
-    let (code, _, err) = ctl_code(&c, &token, &["apply", "-f", "-"], SPEC);
+    let commented = format!("# owned by the blue team\n{SPEC}");
+    let (code, _, err) = ctl_code(&c, &token, &["apply", "-f", "-"], &commented);
     assert_eq!(code, 0, "{err}");
     let (code, out, _) = ctl_code(&c, &token, &["diff", "-f", "-"], SPEC);
     assert!(code == 0 && out.trim() == "no changes", "{code} {out}");
@@ -427,6 +428,11 @@ fn violinctl_follows_the_usual_conventions() {
     // (404) unless --if-exists.
     let add = ["link", "add", "blue", "h1", "h2"];
     assert_eq!(ctl_code(&c, &token, &add, "").0, 0);
+    let (_, stored, _) = ctl_code(&c, &token, &["get", "blue"], "");
+    assert!(
+        stored.starts_with("# owned by the blue team\n") && stored.contains("[[link]]"),
+        "a primitive rewrote the operator's spec: {stored}"
+    );
     let (code, _, err) = ctl_code(&c, &token, &add, "");
     assert!(code == 2 && err.contains("HTTP 409"), "{err}");
     let (code, _, err) = ctl_code(&c, &token, &[&add[..], &["--may-exist"]].concat(), "");

@@ -18,13 +18,24 @@ pub const VXLAN_FLAG_I: u8 = 0x08;
 /// Where the inner frame starts in an encapsulated packet.
 pub const INNER_OFFSET: usize = ENCAP_OVERHEAD as usize;
 
+/// Types for which every byte pattern is a valid value, so they may be read straight out
+/// of packet data.
+///
+/// # Safety
+/// Implement only for types made of integers and byte arrays with no padding and no
+/// invariants (no `bool`, `char`, references or enums).
+pub unsafe trait Plain: Copy {}
+
+// SAFETY: a byte array has no invalid bit patterns and no padding.
+unsafe impl<const N: usize> Plain for [u8; N] {}
+
 /// Read-only view of a received frame.
 pub trait Frame {
     /// Length of the whole frame, including multi-buffer fragments.
     fn total_len(&self) -> usize;
     /// Reads a `T` at byte offset `off` of the first buffer, or `None` if it does not fit
     /// there. Headers are always parsed from the first buffer.
-    fn load<T: Copy>(&self, off: usize) -> Option<T>;
+    fn load<T: Plain>(&self, off: usize) -> Option<T>;
 }
 
 impl Frame for [u8] {
@@ -32,17 +43,14 @@ impl Frame for [u8] {
         self.len()
     }
 
-    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+    fn load<T: Plain>(&self, off: usize) -> Option<T> {
         let end = off.checked_add(core::mem::size_of::<T>())?;
         if end > self.len() {
             return None;
         }
         // SAFETY: off + size_of::<T>() was computed without overflow and checked to be at most
         // self.len(), so the source bytes lie inside this slice, and read_unaligned needs no
-        // alignment. The bytes are arbitrary packet data, so the read is only valid for a T
-        // with no invalid bit patterns. `T: Copy` does not guarantee that (bool, char and &T
-        // are Copy); every T used today is an all-u8 header struct (EthHdr, Ipv4Hdr, UdpHdr,
-        // VxlanHdr) or a [u8; N], for which any bytes are valid.
+        // alignment. `T: Plain` promises that any bytes are a valid T.
         Some(unsafe { core::ptr::read_unaligned(self.as_ptr().add(off) as *const T) })
     }
 }
@@ -54,6 +62,10 @@ pub struct EthHdr {
     pub src: [u8; 6],
     pub ethertype: [u8; 2],
 }
+
+// SAFETY: repr(C), made only of u8 and u8 arrays (or such headers): no padding, no
+// invalid bit patterns.
+unsafe impl Plain for EthHdr {}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,6 +82,10 @@ pub struct Ipv4Hdr {
     pub dst: [u8; 4],
 }
 
+// SAFETY: repr(C), made only of u8 and u8 arrays (or such headers): no padding, no
+// invalid bit patterns.
+unsafe impl Plain for Ipv4Hdr {}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UdpHdr {
@@ -78,6 +94,10 @@ pub struct UdpHdr {
     pub len: [u8; 2],
     pub check: [u8; 2],
 }
+
+// SAFETY: repr(C), made only of u8 and u8 arrays (or such headers): no padding, no
+// invalid bit patterns.
+unsafe impl Plain for UdpHdr {}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,6 +108,10 @@ pub struct VxlanHdr {
     pub reserved2: u8,
 }
 
+// SAFETY: repr(C), made only of u8 and u8 arrays (or such headers): no padding, no
+// invalid bit patterns.
+unsafe impl Plain for VxlanHdr {}
+
 /// Everything Violin puts in front of a VM's frame.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,6 +121,10 @@ pub struct OuterHeaders {
     pub udp: UdpHdr,
     pub vxlan: VxlanHdr,
 }
+
+// SAFETY: repr(C), made only of u8 and u8 arrays (or such headers): no padding, no
+// invalid bit patterns.
+unsafe impl Plain for OuterHeaders {}
 
 const _: () = assert!(core::mem::size_of::<OuterHeaders>() == ENCAP_OVERHEAD as usize);
 

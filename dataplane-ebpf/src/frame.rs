@@ -5,7 +5,7 @@ use aya_ebpf::{
     helpers::generated::bpf_xdp_get_buff_len,
     programs::{TcContext, XdpContext},
 };
-use dataplane_common::packet::Frame;
+use dataplane_common::packet::{Frame, Plain};
 
 /// Reads only the first buffer of a multi-buffer frame; `total_len` counts them all.
 pub(crate) struct Pkt<'a>(pub(crate) &'a XdpContext);
@@ -18,7 +18,7 @@ impl Frame for Pkt<'_> {
     }
 
     #[inline(always)]
-    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+    fn load<T: Plain>(&self, off: usize) -> Option<T> {
         let start = self.0.data();
         let end = self.0.data_end();
         if start + off + core::mem::size_of::<T>() > end {
@@ -39,7 +39,7 @@ impl Frame for Skb<'_> {
     }
 
     #[inline(always)]
-    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+    fn load<T: Plain>(&self, off: usize) -> Option<T> {
         self.0.load::<T>(off).ok()
     }
 }

@@ -17,7 +17,7 @@ use violin_api::{
     share::{Interface, InterfaceRole, Share},
 };
 
-use crate::{datapath::Maps, follow, host::Paths, metrics, stats::Snapshot};
+use crate::{datapath::Maps, follow, host::Paths, metrics, stats};
 
 #[derive(Clone)]
 struct Api {
@@ -53,9 +53,9 @@ async fn auth(
 }
 
 impl Api {
-    fn snapshot(&self) -> Result<Snapshot> {
+    fn snapshot(&self) -> Result<violin_api::stats::Stats> {
         let maps = Maps::open_pinned(&self.paths)?;
-        Snapshot::read(&maps, &self.paths, &self.underlay)
+        stats::read(&maps, &self.paths, &self.underlay)
     }
 }
 

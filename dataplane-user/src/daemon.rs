@@ -1,8 +1,14 @@
 //! `violind run`: set the datapath up, keep the slow path and next hops current, reload on
 //! SIGHUP, and on exit either detach everything (SIGTERM/SIGINT) or leave the pinned
 //! datapath forwarding for the next daemon (SIGUSR1, `violind stop --keep-forwarding`).
+//!
+//! The daemon waits on one channel of events: the controller's generations (from
+//! `follow`) and the kernel's facts (from `netlink`: neighbours, links, routes). Nothing
+//! is polled: a neighbour change reaches the PEERS map when the kernel announces it, and
+//! a VM port is attached when its interface appears and detached when it goes.
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
     path::Path,
     sync::{mpsc, Arc, RwLock},
     thread,
@@ -21,10 +27,18 @@ use crate::{
     datapath::{self, tc_pin_name, xdp_pin_name, Datapath},
     follow::{self, Follower, Update},
     host::{self, Paths},
-    neighbor,
+    netlink::{self, Fact, Neighbours, Rtnl},
     slowpath::SlowPath,
     topology::Topology,
 };
+
+/// What the daemon's loop reacts to.
+pub enum Event {
+    /// A generation from the controller.
+    Controller(Update),
+    /// A change the kernel announced.
+    Kernel(Fact),
+}
 
 /// Enters the configured namespace. Must precede every thread the process starts.
 pub fn enter(config: &Config) -> Result<()> {
@@ -66,40 +80,83 @@ fn attach_all(dp: &mut Datapath, topo: &Topology, mode: PortMode) -> Result<()> 
     Ok(())
 }
 
-/// Looks up each peer's next hop; publishes changes to the datapath and slow path. With
-/// `settle`, waits (briefly) for next hops still unknown, so that a change is acknowledged
-/// when its links can carry frames, not a refresh later.
-fn refresh_next_hops(dp: &mut Datapath, topology: &RwLock<Topology>, settle: Option<Duration>) {
-    let deadline = settle.map(|d| Instant::now() + d);
-    let mut probed = false;
-    loop {
+/// Peers' next hops as the kernel resolves them: the FIB's answer per peer (kept until
+/// the routes change) and the neighbour table the netlink watcher keeps current.
+struct NextHops {
+    rtnl: Rtnl,
+    neighbours: Arc<Neighbours>,
+    hops: BTreeMap<Ipv4Addr, Option<Ipv4Addr>>,
+    probed: BTreeSet<Ipv4Addr>,
+}
+
+impl NextHops {
+    fn hop(&mut self, peer: Ipv4Addr) -> Option<Ipv4Addr> {
+        if let Some(h) = self.hops.get(&peer) {
+            return *h;
+        }
+        let hop = self.rtnl.next_hop(peer).unwrap_or_else(|e| {
+            warn!(%peer, error = %e, "route lookup failed");
+            None
+        });
+        self.hops.insert(peer, hop);
+        hop
+    }
+
+    /// The routing table changed: every peer's next hop is looked up again.
+    fn routes_changed(&mut self) {
+        self.hops.clear();
+        self.probed.clear();
+    }
+
+    /// Publishes every peer whose next-hop MAC changed. With `settle`, first makes the
+    /// kernel resolve unknown next hops and waits (briefly) for the answers, so that a
+    /// change is acknowledged when its links can carry frames.
+    fn publish(
+        &mut self,
+        dp: &mut Datapath,
+        topology: &RwLock<Topology>,
+        settle: Option<Duration>,
+    ) {
         let peers = topology.read().unwrap().peers.clone();
-        let mut unresolved = 0;
-        for (i, peer) in peers.iter().enumerate() {
-            let mac = neighbor::lookup(peer.addr);
-            if mac.is_none() {
-                unresolved += 1;
-                if !probed {
-                    neighbor::probe(peer.addr);
+        let hops: Vec<(usize, Option<Ipv4Addr>)> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, self.hop(p.addr)))
+            .collect();
+        let unknown: Vec<Ipv4Addr> = hops
+            .iter()
+            .filter_map(|(i, h)| {
+                let hop = (*h)?;
+                self.neighbours
+                    .get(hop)
+                    .is_none()
+                    .then_some((peers[*i].addr, hop))
+            })
+            .map(|(peer, hop)| {
+                // One datagram makes the kernel ask for the next hop's MAC.
+                if self.probed.insert(peer) {
+                    netlink::probe(peer);
                 }
-            }
-            if mac == peer.next_hop_mac || mac.is_none() {
+                hop
+            })
+            .collect();
+        if let (Some(wait), false) = (settle, unknown.is_empty()) {
+            self.neighbours.wait_for(&unknown, Instant::now() + wait);
+        }
+        let mut t = topology.write().unwrap();
+        for (i, hop) in hops {
+            let mac = hop.and_then(|h| self.neighbours.get(h));
+            let peer = &mut t.peers[i];
+            if mac.is_none() || mac == peer.next_hop_mac {
                 continue;
             }
-            let mut t = topology.write().unwrap();
-            t.peers[i].next_hop_mac = mac;
-            if let Err(e) = Topology::publish_peer(&mut dp.maps, &t.peers[i]) {
-                warn!(peer = %peer.addr, error = %e, "cannot update peer");
-            } else {
-                info!(peer = %peer.addr, mac = %crate::netdev::format_mac(&mac.unwrap()), "next hop resolved");
+            peer.next_hop_mac = mac;
+            match Topology::publish_peer(&mut dp.maps, peer) {
+                Ok(()) => {
+                    info!(peer = %peer.addr, mac = %crate::netdev::format_mac(&mac.unwrap_or_default()), "next hop resolved")
+                }
+                Err(e) => warn!(peer = %peer.addr, error = %e, "cannot update peer"),
             }
-        }
-        probed = true;
-        match deadline {
-            Some(d) if unresolved > 0 && Instant::now() < d => {
-                thread::sleep(Duration::from_millis(1))
-            }
-            _ => return,
         }
     }
 }
@@ -107,18 +164,13 @@ fn refresh_next_hops(dp: &mut Datapath, topology: &RwLock<Topology>, settle: Opt
 /// How long a change waits for its new peers' next hops (one ARP exchange on a LAN).
 const SETTLE: Duration = Duration::from_millis(500);
 
-/// Resolves and applies `config`; attaches the programs unless `attached` says they
-/// already sit where this configuration wants them (same ports, mode and underlay).
-fn setup(config: &Config, dp: &mut Datapath, attached: bool) -> Result<Topology> {
-    let topo = Topology::resolve(config, &dp.maps)?;
-    topo.apply(&mut dp.maps)?;
-    if !attached {
-        attach_all(dp, &topo, config.port_mode)?;
-    }
-    Ok(topo)
+/// The resolved ports (name, ifindex) a topology attaches programs to.
+fn attached_ports(t: &Topology) -> Vec<(String, u32)> {
+    t.ports
+        .iter()
+        .map(|p| (p.dev.name.clone(), p.dev.ifindex))
+        .collect()
 }
-
-type Running = (Datapath, Arc<RwLock<Topology>>, Option<SlowPath>);
 
 /// Records what is being served, for the API's listings and a restart's first setup.
 fn record(paths: &Paths, config: &Config, generation: u64) {
@@ -130,23 +182,6 @@ fn record(paths: &Paths, config: &Config, generation: u64) {
     if let Err(e) = follow::store_cached(&paths.share(), &share) {
         warn!(error = %e, "cannot record the served share");
     }
-}
-
-fn start(config: &Config, paths: &Paths) -> Result<Running> {
-    let mut dp = Datapath::load(paths, config.debug_datapath)?;
-    let topology = Arc::new(RwLock::new(setup(config, &mut dp, false)?));
-    refresh_next_hops(&mut dp, &topology, Some(SETTLE));
-    let slow = Some(SlowPath::start(topology.clone(), paths, Vec::new())?);
-    if let Some(listen) = config.api_listen {
-        crate::api::serve(
-            listen,
-            paths,
-            &config.underlay.interface,
-            config.api_token()?,
-        )?;
-    }
-    std::fs::write(ready_file(paths), b"")?;
-    Ok((dp, topology, slow))
 }
 
 /// With a controller: the share served before (if this is a restart) on top of the file's
@@ -173,18 +208,263 @@ fn initial(paths: &Paths, file: &Config) -> (Config, u64) {
     }
 }
 
+/// A running daemon: what it serves and the datapath serving it.
+struct Daemon {
+    paths: Paths,
+    config_path: std::path::PathBuf,
+    /// The file as last loaded (host settings; environments and peers too without a
+    /// controller).
+    file: Config,
+    /// What is served: the file's settings with the controller's share.
+    config: Config,
+    generation: u64,
+    dp: Datapath,
+    topology: Arc<RwLock<Topology>>,
+    slow: Option<SlowPath>,
+    hops: NextHops,
+    follower: Option<Follower>,
+}
+
+impl Daemon {
+    fn start(
+        config_path: &Path,
+        file: Config,
+        paths: Paths,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<Daemon> {
+        let (config, generation) = initial(&paths, &file);
+        let tx = events.clone();
+        let neighbours = netlink::watch(move |f| tx.send(Event::Kernel(f)).is_ok())
+            .context("subscribing to the kernel's neighbour, link and route changes")?;
+        let hops = NextHops {
+            rtnl: Rtnl::open().context("opening rtnetlink")?,
+            neighbours,
+            hops: BTreeMap::new(),
+            probed: BTreeSet::new(),
+        };
+        let mut dp = Datapath::load(&paths, config.debug_datapath)?;
+        let topo = Topology::resolve(&config, &dp.maps)?;
+        topo.apply(&mut dp.maps)?;
+        attach_all(&mut dp, &topo, config.port_mode)?;
+        let topology = Arc::new(RwLock::new(topo));
+        let slow = Some(SlowPath::start(topology.clone(), &paths, Vec::new())?);
+        let mut d = Daemon {
+            paths,
+            config_path: config_path.to_path_buf(),
+            file,
+            config,
+            generation,
+            dp,
+            topology,
+            slow,
+            hops,
+            follower: None,
+        };
+        d.hops.publish(&mut d.dp, &d.topology, Some(SETTLE));
+        if let Some(listen) = d.config.api_listen {
+            crate::api::serve(
+                listen,
+                &d.paths,
+                &d.config.underlay.interface,
+                d.config.api_token()?,
+            )?;
+        }
+        std::fs::write(ready_file(&d.paths), b"")?;
+        Ok(d)
+    }
+
+    /// Registers with the controller, when there is one, and follows it.
+    fn follow_controller(&mut self, events: mpsc::Sender<Event>) -> Result<()> {
+        let Some(c) = &self.file.controller else {
+            return Ok(());
+        };
+        let ports = self.config.ports().map(|(p, _)| p.to_string()).collect();
+        let registration = Registration {
+            address: self.config.underlay.address,
+            api: self.config.api_listen.map(|a| a.to_string()),
+            interfaces: crate::api::interfaces(&self.config.underlay.interface, &ports),
+        };
+        let follower = Follower::new(c, &self.config.host_id)?;
+        follow::start(follower.clone(), registration, events)?;
+        self.follower = Some(follower);
+        Ok(())
+    }
+
+    /// SIGHUP: the file again, with the controller's share if there is a controller.
+    fn reload(&mut self) {
+        info!(config = %self.config_path.display(), "SIGHUP: reloading");
+        let reloaded = Config::load(&self.config_path).and_then(|file| {
+            let new = if file.controller.is_some() {
+                file.with_share(self.config.environments.clone(), self.config.peers.clone())?
+            } else {
+                file.clone()
+            };
+            Ok((file, new))
+        });
+        match reloaded.and_then(|(file, new)| self.reconfigure(new).map(|()| file)) {
+            Ok(file) => {
+                self.file = file;
+                record(&self.paths, &self.config, self.generation);
+                info!("reload complete");
+            }
+            Err(e) => error!(
+                error = format!("{e:#}"),
+                "reload failed; keeping the running configuration"
+            ),
+        }
+    }
+
+    /// A generation from the controller: applied (when it changed this host's share),
+    /// recorded and acknowledged, or refused with the reason.
+    fn controller_update(&mut self, update: Update) {
+        let result = match update.share {
+            None => Ok(()),
+            Some(share) => self
+                .file
+                .with_share(share.environments, share.peers)
+                .map_err(anyhow::Error::from)
+                .and_then(|new| self.reconfigure(new)),
+        };
+        let error = result.err().map(|e| format!("{e:#}"));
+        match &error {
+            None => {
+                self.generation = update.generation;
+                record(&self.paths, &self.config, self.generation);
+            }
+            Some(e) => {
+                error!(generation = update.generation, error = %e, "cannot apply the controller's share")
+            }
+        }
+        if let Some(f) = &self.follower {
+            if let Err(e) = f.ack(update.generation, error) {
+                warn!(
+                    error = format!("{e:#}"),
+                    "cannot acknowledge to the controller"
+                );
+            }
+        }
+    }
+
+    /// A change in the kernel: next hops follow neighbours and routes; ports follow links.
+    fn kernel_fact(&mut self, fact: Fact) {
+        match fact {
+            Fact::Neighbour { .. } => self.hops.publish(&mut self.dp, &self.topology, None),
+            Fact::Routes => {
+                self.hops.routes_changed();
+                self.hops.publish(&mut self.dp, &self.topology, None);
+            }
+            Fact::Link { name, present } => {
+                let configured = self.config.ports().any(|(p, _)| p == name);
+                let attached = self
+                    .topology
+                    .read()
+                    .unwrap()
+                    .ports
+                    .iter()
+                    .any(|p| p.dev.name == name);
+                if configured && present != attached {
+                    info!(port = %name, present, "VM port {}", if present { "appeared" } else { "went away" });
+                    if let Err(e) = self.reconfigure(self.config.clone()) {
+                        error!(port = %name, error = format!("{e:#}"), "cannot follow the port");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the running datapath to `new`. The programs are re-attached and the slow
+    /// path's sockets rebuilt only when the attached ports change; on failure the old
+    /// configuration is put back so forwarding continues.
+    fn reconfigure(&mut self, new: Config) -> Result<()> {
+        let current = &self.config;
+        if new.host_id != current.host_id || new.netns != current.netns {
+            bail!("host_id and netns cannot change while running; restart violind instead");
+        }
+        if new.debug_datapath != current.debug_datapath || new.api_listen != current.api_listen {
+            warn!("debug_datapath and api_listen take effect at the next start");
+        }
+        let started = Instant::now();
+        let topo = Topology::resolve(&new, &self.dp.maps)?;
+        let ports_changed = attached_ports(&topo) != attached_ports(&self.topology.read().unwrap())
+            || current.port_mode != new.port_mode
+            || current.underlay != new.underlay;
+        // The slow path stops while the ports change; its sockets are handed back and
+        // those still wanted are kept.
+        let reuse = if ports_changed {
+            self.slow.take().map(SlowPath::stop).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let applied = topo
+            .apply(&mut self.dp.maps)
+            .and_then(|()| match ports_changed {
+                true => attach_all(&mut self.dp, &topo, new.port_mode),
+                false => Ok(()),
+            });
+        if let Err(e) = applied {
+            let old = Topology::resolve(current, &self.dp.maps)
+                .and_then(|t| {
+                    t.apply(&mut self.dp.maps)?;
+                    attach_all(&mut self.dp, &t, current.port_mode)?;
+                    Ok(t)
+                })
+                .context("restoring the previous configuration")?;
+            *self.topology.write().unwrap() = old;
+            if self.slow.is_none() {
+                self.slow = Some(SlowPath::start(
+                    self.topology.clone(),
+                    self.dp.paths(),
+                    reuse,
+                )?);
+            }
+            return Err(e);
+        }
+        *self.topology.write().unwrap() = topo;
+        self.hops
+            .publish(&mut self.dp, &self.topology, Some(SETTLE));
+        if self.slow.is_none() {
+            self.slow = Some(SlowPath::start(
+                self.topology.clone(),
+                self.dp.paths(),
+                reuse,
+            )?);
+        }
+        info!(
+            ports_changed,
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            "configuration applied"
+        );
+        self.config = new;
+        Ok(())
+    }
+
+    /// Stops: the slow path always; the datapath too unless it keeps forwarding.
+    fn exit(mut self, keep_forwarding: bool) -> Result<()> {
+        drop(self.slow.take());
+        let _ = std::fs::remove_file(ready_file(&self.paths));
+        if keep_forwarding {
+            info!("exiting; the pinned datapath keeps forwarding");
+        } else {
+            drop(self.dp);
+            datapath::teardown(&self.paths)?;
+            info!("datapath detached and unpinned");
+        }
+        let _ = std::fs::remove_file(self.paths.pid_file());
+        Ok(())
+    }
+}
+
 pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
     host::check_privileges()?;
     host::ensure_bpffs()?;
     let paths = Paths::new(&file_config.host_id);
     host::write_pid_file(&paths.pid_file())?;
-    let (config, mut generation) = initial(&paths, &file_config);
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("installing signal handlers")?;
     let resumed = Datapath::has_pinned_state(&paths);
-    let started = start(&config, &paths);
-    let (mut dp, topology, mut slow) = match started {
-        Ok(s) => s,
+    let (tx, events) = mpsc::channel::<Event>();
+    let mut daemon = match Daemon::start(config_path, file_config, paths.clone(), &tx) {
+        Ok(d) => d,
         Err(e) => {
             // A failed first start leaves nothing behind; a failed restart leaves the
             // previous daemon's datapath forwarding.
@@ -195,53 +475,14 @@ pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
             return Err(e);
         }
     };
-    info!(host = %config.host_id, config = %config_path.display(), "violind ready");
-    record(&paths, &config, generation);
-
-    let (tx, updates) = mpsc::channel::<Update>();
-    let mut acks = None;
-    if let Some(c) = &file_config.controller {
-        let ports = config.ports().map(|(p, _)| p.to_string()).collect();
-        let registration = Registration {
-            address: config.underlay.address,
-            api: config.api_listen.map(|a| a.to_string()),
-            interfaces: crate::api::interfaces(&config.underlay.interface, &ports),
-        };
-        let follower = Follower::new(c, &config.host_id)?;
-        follow::start(follower.clone(), registration, tx)?;
-        acks = Some(follower);
-    }
-
-    let mut file_config = file_config;
-    let mut config = config;
-    let mut last_refresh = Instant::now();
+    info!(host = %daemon.config.host_id, config = %config_path.display(), "violind ready");
+    record(&daemon.paths, &daemon.config, daemon.generation);
+    daemon.follow_controller(tx)?;
     let keep_forwarding = loop {
         let mut exit = None;
         for sig in signals.pending() {
             match sig {
-                SIGHUP => {
-                    info!(config = %config_path.display(), "SIGHUP: reloading");
-                    let reloaded = Config::load(config_path).and_then(|file| {
-                        let new = if file.controller.is_some() {
-                            file.with_share(config.environments.clone(), config.peers.clone())?
-                        } else {
-                            file.clone()
-                        };
-                        reconfigure(&config, new, &mut dp, &topology, &mut slow).map(|c| (file, c))
-                    });
-                    match reloaded {
-                        Ok((file, c)) => {
-                            file_config = file;
-                            config = c;
-                            record(&paths, &config, generation);
-                            info!("reload complete");
-                        }
-                        Err(e) => error!(
-                            error = format!("{e:#}"),
-                            "reload failed; keeping the running configuration"
-                        ),
-                    }
-                }
+                SIGHUP => daemon.reload(),
                 SIGUSR1 => exit = Some(true),
                 _ => exit = Some(false),
             }
@@ -249,106 +490,16 @@ pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
         if let Some(keep) = exit {
             break keep;
         }
-        if last_refresh.elapsed() >= Duration::from_secs(1) {
-            last_refresh = Instant::now();
-            refresh_next_hops(&mut dp, &topology, None);
-        }
-        dp.flush_logs();
-        match updates.recv_timeout(Duration::from_millis(100)) {
-            Ok(update) => {
-                let result = match update.share {
-                    None => Ok(()),
-                    Some(share) => file_config
-                        .with_share(share.environments, share.peers)
-                        .map_err(anyhow::Error::from)
-                        .and_then(|new| reconfigure(&config, new, &mut dp, &topology, &mut slow))
-                        .map(|c| config = c),
-                };
-                let error = result.err().map(|e| format!("{e:#}"));
-                match &error {
-                    None => {
-                        generation = update.generation;
-                        record(&paths, &config, generation);
-                    }
-                    Some(e) => {
-                        error!(generation = update.generation, error = %e, "cannot apply the controller's share")
-                    }
-                }
-                if let Some(client) = &acks {
-                    if let Err(e) = client.ack(update.generation, error) {
-                        warn!(
-                            error = format!("{e:#}"),
-                            "cannot acknowledge to the controller"
-                        );
-                    }
-                }
-            }
+        daemon.dp.flush_logs();
+        // Signals are checked between events; 100 ms bounds how long one waits.
+        match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(Event::Controller(update)) => daemon.controller_update(update),
+            Ok(Event::Kernel(fact)) => daemon.kernel_fact(fact),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(Duration::from_millis(100)),
         }
     };
-    drop(slow.take());
-    let _ = std::fs::remove_file(ready_file(&paths));
-    if keep_forwarding {
-        info!("exiting; the pinned datapath keeps forwarding");
-    } else {
-        drop(dp);
-        datapath::teardown(&paths)?;
-        info!("datapath detached and unpinned");
-    }
-    let _ = std::fs::remove_file(paths.pid_file());
-    Ok(())
-}
-
-/// Moves the running datapath from `current` to `new`. The slow path's sockets are
-/// rebuilt only when the set of ports changed; on failure the old configuration is put
-/// back so forwarding continues.
-fn reconfigure(
-    current: &Config,
-    new: Config,
-    dp: &mut Datapath,
-    topology: &Arc<RwLock<Topology>>,
-    slow: &mut Option<SlowPath>,
-) -> Result<Config> {
-    if new.host_id != current.host_id || new.netns != current.netns {
-        bail!("host_id and netns cannot change while running; restart violind instead");
-    }
-    if new.debug_datapath != current.debug_datapath || new.api_listen != current.api_listen {
-        warn!("debug_datapath and api_listen take effect at the next start");
-    }
-    let ports_changed = current.ports().collect::<Vec<_>>() != new.ports().collect::<Vec<_>>()
-        || current.port_mode != new.port_mode
-        || current.underlay != new.underlay;
-    // The slow path stops while the ports change; its sockets are handed back and those
-    // still wanted are kept.
-    let reuse = if ports_changed {
-        slow.take().map(SlowPath::stop).unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    let started = Instant::now();
-    let topo = match setup(&new, dp, !ports_changed) {
-        Ok(t) => t,
-        Err(e) => {
-            let old = setup(current, dp, false).context("restoring the previous configuration")?;
-            *topology.write().unwrap() = old;
-            if slow.is_none() {
-                *slow = Some(SlowPath::start(topology.clone(), dp.paths(), reuse)?);
-            }
-            return Err(e);
-        }
-    };
-    *topology.write().unwrap() = topo;
-    refresh_next_hops(dp, topology, Some(SETTLE));
-    if slow.is_none() {
-        *slow = Some(SlowPath::start(topology.clone(), dp.paths(), reuse)?);
-    }
-    info!(
-        ports_changed,
-        took_ms = started.elapsed().as_secs_f64() * 1e3,
-        "configuration applied"
-    );
-    Ok(new)
+    daemon.exit(keep_forwarding)
 }
 
 /// `violind stop`: signals the running daemon and waits for it to exit. With no daemon

@@ -13,7 +13,7 @@ use violin_api::{
     Name,
 };
 
-use crate::config::Controller;
+use crate::{config::Controller, daemon::Event};
 
 /// What the main loop is asked to do for one generation.
 pub struct Update {
@@ -57,7 +57,7 @@ impl Follower {
     }
 
     /// Registers, then follows the stream until it breaks.
-    fn follow(&self, registration: &Registration, updates: &Sender<Update>) -> Result<()> {
+    fn follow(&self, registration: &Registration, updates: &Sender<Event>) -> Result<()> {
         self.client.register(&self.host, registration)?;
         let events = self.client.sync_stream(&self.host)?;
         let mut share: Option<Share> = None;
@@ -88,7 +88,7 @@ impl Follower {
                     }
                 }
             };
-            if updates.send(update).is_err() {
+            if updates.send(Event::Controller(update)).is_err() {
                 return Ok(());
             }
         }
@@ -97,17 +97,19 @@ impl Follower {
 }
 
 /// Follows the controller on a thread of its own for as long as the daemon runs.
-pub fn start(
-    follower: Follower,
-    registration: Registration,
-    updates: Sender<Update>,
-) -> Result<()> {
+pub fn start(follower: Follower, registration: Registration, updates: Sender<Event>) -> Result<()> {
     thread::Builder::new()
         .name("follow".into())
         .spawn(move || {
             let mut backoff = Duration::from_millis(100);
             loop {
-                match follower.follow(&registration, &updates) {
+                let started = std::time::Instant::now();
+                // After a long healthy stream a break is news: reconnect at once.
+                let result = follower.follow(&registration, &updates);
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(100);
+                }
+                match result {
                     Ok(()) => return,
                     Err(e) => warn!(
                         error = format!("{e:#}"),

@@ -6,8 +6,8 @@ mod datapath;
 mod follow;
 mod host;
 mod metrics;
-mod neighbor;
 mod netdev;
+mod netlink;
 mod slowpath;
 mod stats;
 mod topology;
@@ -48,8 +48,11 @@ enum Command {
     Stats {
         #[arg(short, long)]
         config: PathBuf,
-        /// Machine-readable output.
-        #[arg(long)]
+        /// How to print them.
+        #[arg(short, long, value_enum, default_value_t = stats::Format::Table)]
+        output: stats::Format,
+        /// The same as `-o json`.
+        #[arg(long, conflicts_with = "output")]
         json: bool,
     },
     /// Validate a configuration file and exit.
@@ -85,17 +88,18 @@ fn run(cli: Cli) -> Result<()> {
             config,
             keep_forwarding,
         } => daemon::stop(&config::Config::load(&config)?, keep_forwarding),
-        Command::Stats { config, json } => {
+        Command::Stats {
+            config,
+            output,
+            json,
+        } => {
             let config = config::Config::load(&config)?;
             daemon::enter(&config)?;
             let paths = host::Paths::new(&config.host_id);
             let maps = datapath::Maps::open_pinned(&paths)?;
-            let snap = stats::Snapshot::read(&maps, &paths, &config.underlay.interface)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&snap)?);
-            } else {
-                print!("{}", snap.render());
-            }
+            let snap = stats::read(&maps, &paths, &config.underlay.interface)?;
+            let format = if json { stats::Format::Json } else { output };
+            print!("{}", stats::show(&snap, format)?);
             Ok(())
         }
         Command::Check { config } => {

@@ -19,7 +19,6 @@ use dataplane_common::packet::{
     classify_underlay, fits_underlay, flow_hash, source_port, OuterHeaders, Tunnel,
     UnderlayVerdict, INNER_OFFSET,
 };
-use serde::{Deserialize, Serialize};
 use std::io::Write;
 use tracing::{debug, info, warn};
 use xsk_rs::{
@@ -41,20 +40,7 @@ enum Side {
 }
 
 /// Counters of one socket, written to `slowpath.json` for `violind stats`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct XskCounters {
-    pub interface: String,
-    pub queue: u32,
-    pub rx: u64,
-    pub tx: u64,
-    /// Copies not sent because the socket's transmit frames were all in flight.
-    pub tx_no_frame: u64,
-    /// Frames that could not be replicated (malformed, too big, no next hop).
-    pub dropped: u64,
-    pub kernel_rx_dropped: u64,
-    pub kernel_rx_ring_full: u64,
-    pub kernel_fill_ring_empty: u64,
-}
+pub type XskCounters = violin_api::stats::SlowPathSocket;
 
 pub struct Xsk {
     side: Side,
@@ -212,6 +198,83 @@ pub struct SlowPath {
     handle: Option<thread::JoinHandle<Vec<Xsk>>>,
 }
 
+/// A socket the slow path wants: interface, queue, role and XSKMAP index.
+type Wanted = (String, u32, Side, u32);
+
+/// Every socket a topology needs: one per queue of the underlay and of each port.
+fn wanted_sockets(topo: &Topology) -> Vec<Wanted> {
+    let mut wanted = Vec::new();
+    let cfg = topo.host_config();
+    for q in 0..cfg.underlay_queues {
+        wanted.push((
+            topo.underlay.name.clone(),
+            q,
+            Side::Underlay,
+            cfg.underlay_xsk_base + q,
+        ));
+    }
+    for p in &topo.ports {
+        for q in 0..p.queues() {
+            let side = Side::Port { vni: p.vni };
+            wanted.push((p.dev.name.clone(), q, side, p.xsk_base() + q));
+        }
+    }
+    wanted
+}
+
+/// The sockets for `wanted`, in order: those of `reuse` that still fit (same interface,
+/// queue and role) are kept, since rebinding a queue just released fails for a while;
+/// the rest are opened. Returns them with how many were kept.
+fn bind_sockets(wanted: &[Wanted], mut reuse: Vec<Xsk>) -> Result<(Vec<Xsk>, usize)> {
+    let mut slots: Vec<Option<Xsk>> = wanted
+        .iter()
+        .map(|(name, q, side, _)| {
+            let ifindex = crate::netdev::ifindex(name).unwrap_or(0);
+            let i = reuse.iter().position(|x| {
+                &x.counters.interface == name
+                    && x.counters.queue == *q
+                    && x.side == *side
+                    && x.ifindex == ifindex
+            })?;
+            Some(reuse.swap_remove(i))
+        })
+        .collect();
+    let kept = slots.iter().filter(|s| s.is_some()).count();
+    // Closing a socket waits for the kernel (an RCU grace period): not on this path.
+    if !reuse.is_empty() {
+        thread::spawn(move || drop(reuse));
+    }
+    // Opening one costs about as much (UMEM pinning, bind): the new ones open at once.
+    let opened: Vec<(usize, Result<Xsk>)> = thread::scope(|scope| {
+        let handles: Vec<_> = slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_none())
+            .map(|(i, _)| {
+                let (name, q, side, _) = wanted[i].clone();
+                (i, scope.spawn(move || Xsk::open(&name, q, side)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(i, h)| {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("opening a socket panicked")));
+                (i, r)
+            })
+            .collect()
+    });
+    for (i, r) in opened {
+        slots[i] = Some(r?);
+    }
+    let sockets = slots
+        .into_iter()
+        .map(|s| s.expect("every slot filled"))
+        .collect();
+    Ok((sockets, kept))
+}
+
 impl SlowPath {
     /// Binds a socket per interface and queue of `topology` and starts the thread.
     /// Sockets in `reuse` that still fit (same interface, queue and role) are kept rather
@@ -219,71 +282,15 @@ impl SlowPath {
     pub fn start(
         topology: Arc<RwLock<Topology>>,
         paths: &Paths,
-        mut reuse: Vec<Xsk>,
+        reuse: Vec<Xsk>,
     ) -> Result<SlowPath> {
         let mut xsk_map = crate::datapath::open_xsk_map(paths)?;
-        let topo = topology.read().unwrap().clone();
-        // Every (interface, queue, role, XSKMAP index) wanted.
-        let mut wanted = Vec::new();
-        for q in 0..topo.host_config().underlay_queues {
-            let base = topo.host_config().underlay_xsk_base;
-            wanted.push((topo.underlay.name.clone(), q, Side::Underlay, base + q));
-        }
-        for p in &topo.ports {
-            for q in 0..p.queues() {
-                let side = Side::Port { vni: p.vni };
-                wanted.push((p.dev.name.clone(), q, side, p.xsk_base() + q));
-            }
-        }
-        let mut slots: Vec<Option<Xsk>> = wanted
-            .iter()
-            .map(|(name, q, side, _)| {
-                let ifindex = crate::netdev::ifindex(name).unwrap_or(0);
-                let i = reuse.iter().position(|x| {
-                    &x.counters.interface == name
-                        && x.counters.queue == *q
-                        && x.side == *side
-                        && x.ifindex == ifindex
-                })?;
-                Some(reuse.swap_remove(i))
-            })
-            .collect();
-        let kept = slots.iter().filter(|s| s.is_some()).count();
-        // Closing a socket waits for the kernel (an RCU grace period): not on this path.
-        if !reuse.is_empty() {
-            thread::spawn(move || drop(reuse));
-        }
-        // Opening one costs about as much (UMEM pinning, bind): the new ones open at once.
-        let opened: Vec<(usize, Result<Xsk>)> = thread::scope(|scope| {
-            let handles: Vec<_> = slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.is_none())
-                .map(|(i, _)| {
-                    let (name, q, side, _) = wanted[i].clone();
-                    (i, scope.spawn(move || Xsk::open(&name, q, side)))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(i, h)| {
-                    let r = h
-                        .join()
-                        .unwrap_or_else(|_| Err(anyhow!("opening a socket panicked")));
-                    (i, r)
-                })
-                .collect()
-        });
-        for (i, r) in opened {
-            slots[i] = Some(r?);
-        }
-        let mut sockets = Vec::new();
-        for ((name, _, _, index), xsk) in wanted.iter().zip(slots) {
-            let xsk = xsk.expect("every slot filled");
+        let wanted = wanted_sockets(&topology.read().unwrap());
+        let (sockets, kept) = bind_sockets(&wanted, reuse)?;
+        for ((name, _, _, index), xsk) in wanted.iter().zip(&sockets) {
             xsk_map
                 .set(*index, xsk.fd(), 0)
                 .with_context(|| format!("registering the AF_XDP socket of {name}"))?;
-            sockets.push(xsk);
         }
         info!(sockets = sockets.len(), kept, "slow path bound");
         let stop = Arc::new(AtomicBool::new(false));

@@ -1,310 +1,507 @@
 //! `violind stats`: the datapath's counters and forwarding table, read from the pinned
-//! maps (so it works whether or not the daemon is running), as a table or JSON.
+//! maps (so it works whether or not the daemon is running), into the contract's
+//! `violin_api::stats::Stats`, shown as a table (`wide`: more columns), JSON or YAML.
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::Result;
 use dataplane_common::{
-    counters::{action_index, Counter, DropReason, PeerStats, PortStats, HOOKS, XDP_ACTION_NAMES},
-    maps::UNDERLAY_SLOT,
+    counters::{action_index, DropReason, HOOKS, XDP_ACTION_NAMES},
+    maps::{
+        self, FDB_ENTRIES, MAX_PAIRS, MAX_PAIR_TRAFFIC, MAX_PEERS, MAX_ROUTES, MAX_SLOTS, MAX_VNIS,
+        UNDERLAY_SLOT,
+    },
 };
-use serde::Serialize;
+use violin_api::stats::{
+    Counter, EnvironmentRow, FdbRow, PairRow, PeerRow, PeerStats, PortRow, PortStats,
+    SlowPathSocket, Stats,
+};
 
 use crate::{
     datapath::Maps,
     host::Paths,
     netdev::{format_mac, ifname},
-    slowpath::XskCounters,
     topology::describe_entry,
 };
 
-#[derive(Debug, Serialize)]
-pub struct PortRow {
-    pub interface: String,
-    pub vni: Option<u32>,
-    pub slot: u32,
-    pub stats: PortStats,
+/// `violind stats -o`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    /// The table with every column and section (environments, map occupancy).
+    Wide,
+    Json,
+    Yaml,
 }
 
-#[derive(Debug, Serialize)]
-pub struct PeerRow {
-    pub address: Ipv4Addr,
-    pub next_hop_mac: Option<String>,
-    pub stats: PeerStats,
+fn counter(c: &dataplane_common::counters::Counter) -> Counter {
+    Counter {
+        packets: c.packets,
+        bytes: c.bytes,
+    }
 }
 
-#[derive(Debug, Serialize)]
-pub struct FdbRow {
-    pub vni: u32,
-    pub mac: String,
-    pub location: String,
-    #[serde(rename = "static")]
-    pub is_static: bool,
-}
-
-/// What one VM sent another (VTTIF's local traffic matrix).
-#[derive(Debug, Serialize)]
-pub struct PairRow {
-    pub vni: u32,
-    pub src: String,
-    pub dst: String,
-    pub traffic: Counter,
-}
-
-/// What the maps hold for one environment: all zero once it is gone from this host.
-#[derive(Debug, Default, Serialize)]
-pub struct VniRow {
-    pub vni: u32,
-    pub served: bool,
-    pub routed: bool,
-    pub ports: usize,
-    pub peers: usize,
-    pub fdb: usize,
-    pub routes: usize,
-    pub pair_policies: usize,
-    pub pair_traffic: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Snapshot {
-    pub ports: Vec<PortRow>,
-    pub peers: Vec<PeerRow>,
-    pub drops: BTreeMap<&'static str, u64>,
-    pub actions: BTreeMap<String, u64>,
-    pub fdb: Vec<FdbRow>,
-    pub slow_path: Vec<XskCounters>,
-    pub pairs: Vec<PairRow>,
-    pub environments: Vec<VniRow>,
-    /// Entries per map, for occupancy.
-    pub map_entries: BTreeMap<&'static str, usize>,
-}
-
-fn env_row(envs: &mut BTreeMap<u32, VniRow>, vni: u32) -> &mut VniRow {
-    envs.entry(vni).or_insert_with(|| VniRow {
-        vni,
-        ..Default::default()
-    })
-}
-
-fn sum_port(values: &[PortStats]) -> PortStats {
-    let mut t = PortStats::default();
+/// One port's counters, summed over CPUs.
+fn sum_port(values: &[dataplane_common::counters::PortStats]) -> PortStats {
+    let mut t = dataplane_common::counters::PortStats::default();
     for v in values {
         t.rx.merge(&v.rx);
         t.tx.merge(&v.tx);
         t.to_slow_path.merge(&v.to_slow_path);
         t.dropped.merge(&v.dropped);
     }
-    t
+    PortStats {
+        rx: counter(&t.rx),
+        tx: counter(&t.tx),
+        to_slow_path: counter(&t.to_slow_path),
+        dropped: counter(&t.dropped),
+    }
 }
 
-fn sum_peer(values: &[PeerStats]) -> PeerStats {
-    let mut t = PeerStats::default();
+/// One peer's counters, summed over CPUs.
+fn sum_peer(values: &[dataplane_common::counters::PeerStats]) -> PeerStats {
+    let mut t = dataplane_common::counters::PeerStats::default();
     for v in values {
         t.rx.merge(&v.rx);
         t.tx.merge(&v.tx);
     }
-    t
+    PeerStats {
+        tx: counter(&t.tx),
+        rx: counter(&t.rx),
+    }
 }
 
-impl Snapshot {
-    pub fn read(maps: &Maps, paths: &Paths, underlay: &str) -> Result<Snapshot> {
-        let mut ports = vec![PortRow {
-            interface: underlay.to_string(),
-            vni: None,
-            slot: UNDERLAY_SLOT,
-            stats: sum_port(&maps.port_stats.get(&UNDERLAY_SLOT, 0)?),
-        }];
-        let mut port_list: Vec<(u32, dataplane_common::maps::PortInfo)> =
-            maps.ports.iter().filter_map(|r| r.ok()).collect();
-        port_list.sort_by_key(|(_, p)| p.slot);
-        for (ifindex, info) in port_list {
-            ports.push(PortRow {
-                interface: ifname(ifindex).unwrap_or_else(|| format!("ifindex {ifindex}")),
-                vni: Some(info.vni),
-                slot: info.slot,
-                stats: sum_port(&maps.port_stats.get(&info.slot, 0)?),
-            });
+fn env_row(envs: &mut BTreeMap<u32, EnvironmentRow>, vni: u32) -> &mut EnvironmentRow {
+    envs.entry(vni).or_insert_with(|| EnvironmentRow {
+        vni,
+        ..Default::default()
+    })
+}
+
+/// Reads everything `violind stats` shows from the pinned maps.
+pub fn read(maps: &Maps, paths: &Paths, underlay: &str) -> Result<Stats> {
+    let fdb = fdb(maps);
+    let pairs = pairs(maps);
+    let environments = environments(maps, &pairs);
+    // Each map's entries beside its capacity (the maps' `max_entries`).
+    let occupancy = [
+        ("ports", maps.ports.keys().count(), MAX_SLOTS),
+        ("peers", maps.peers.keys().count(), MAX_PEERS),
+        ("environments", maps.vnis.keys().count(), MAX_VNIS),
+        ("fdb", fdb.len(), FDB_ENTRIES),
+        ("routes", maps.routes.keys().count(), MAX_ROUTES),
+        ("pair_policies", maps.pairs.keys().count(), MAX_PAIRS),
+        ("pair_traffic", pairs.len(), MAX_PAIR_TRAFFIC),
+    ];
+    let mut map_entries = BTreeMap::new();
+    let mut map_capacity = BTreeMap::new();
+    for (map, entries, capacity) in occupancy {
+        map_entries.insert(map.to_string(), entries as u64);
+        map_capacity.insert(map.to_string(), u64::from(capacity));
+    }
+    Ok(Stats {
+        ports: ports(maps, underlay)?,
+        peers: peers(maps)?,
+        drops: drops(maps)?,
+        actions: actions(maps)?,
+        fdb,
+        slow_path: slow_path(paths),
+        pairs,
+        environments,
+        map_entries,
+        map_capacity,
+    })
+}
+
+/// The underlay, then the VM ports by slot.
+fn ports(maps: &Maps, underlay: &str) -> Result<Vec<PortRow>> {
+    let mut ports = vec![PortRow {
+        interface: underlay.to_string(),
+        vni: None,
+        slot: UNDERLAY_SLOT,
+        stats: sum_port(&maps.port_stats.get(&UNDERLAY_SLOT, 0)?),
+    }];
+    let mut port_list: Vec<(u32, maps::PortInfo)> =
+        maps.ports.iter().filter_map(|r| r.ok()).collect();
+    port_list.sort_by_key(|(_, p)| p.slot);
+    for (ifindex, info) in port_list {
+        ports.push(PortRow {
+            interface: ifname(ifindex).unwrap_or_else(|| format!("ifindex {ifindex}")),
+            vni: Some(info.vni),
+            slot: info.slot,
+            stats: sum_port(&maps.port_stats.get(&info.slot, 0)?),
+        });
+    }
+    Ok(ports)
+}
+
+fn peers(maps: &Maps) -> Result<Vec<PeerRow>> {
+    let mut peer_list: Vec<([u8; 4], maps::PeerInfo)> =
+        maps.peers.iter().filter_map(|r| r.ok()).collect();
+    peer_list.sort_by_key(|(a, _)| *a);
+    let mut peers = Vec::new();
+    for (addr, info) in peer_list {
+        peers.push(PeerRow {
+            address: Ipv4Addr::from(addr),
+            next_hop_mac: (info.resolved != 0).then(|| format_mac(&info.next_hop_mac)),
+            stats: sum_peer(&maps.peer_stats.get(&info.slot, 0)?),
+        });
+    }
+    Ok(peers)
+}
+
+/// Every drop reason, zeros included.
+fn drops(maps: &Maps) -> Result<BTreeMap<String, u64>> {
+    let mut drops = BTreeMap::new();
+    for r in DropReason::ALL {
+        let v: u64 = maps.drops.get(&(r as u32), 0)?.iter().sum();
+        drops.insert(r.name().to_string(), v);
+    }
+    Ok(drops)
+}
+
+/// Every program's verdicts, keyed `hook/action`.
+fn actions(maps: &Maps) -> Result<BTreeMap<String, u64>> {
+    let mut actions = BTreeMap::new();
+    for (hook, hname) in HOOKS {
+        for (a, aname) in XDP_ACTION_NAMES.iter().enumerate() {
+            let v: u64 = maps
+                .actions
+                .get(&action_index(hook, a as u32), 0)?
+                .iter()
+                .sum();
+            actions.insert(format!("{hname}/{aname}"), v);
         }
-        let mut peers = Vec::new();
-        let mut peer_list: Vec<([u8; 4], dataplane_common::maps::PeerInfo)> =
-            maps.peers.iter().filter_map(|r| r.ok()).collect();
-        peer_list.sort_by_key(|(a, _)| *a);
-        for (addr, info) in peer_list {
-            peers.push(PeerRow {
-                address: Ipv4Addr::from(addr),
-                next_hop_mac: (info.resolved != 0).then(|| format_mac(&info.next_hop_mac)),
-                stats: sum_peer(&maps.peer_stats.get(&info.slot, 0)?),
-            });
-        }
-        let mut drops = BTreeMap::new();
-        for r in DropReason::ALL {
-            let v: u64 = maps.drops.get(&(r as u32), 0)?.iter().sum();
-            drops.insert(r.name(), v);
-        }
-        let mut actions = BTreeMap::new();
-        for (hook, hname) in HOOKS {
-            for (a, aname) in XDP_ACTION_NAMES.iter().enumerate() {
-                let v: u64 = maps
-                    .actions
-                    .get(&action_index(hook, a as u32), 0)?
-                    .iter()
-                    .sum();
-                actions.insert(format!("{hname}/{aname}"), v);
-            }
-        }
-        let mut fdb: Vec<FdbRow> = maps
-            .fdb
-            .iter()
-            .filter_map(|r| r.ok())
-            .map(|(k, e)| FdbRow {
-                vni: k.vni,
-                mac: format_mac(&k.mac),
-                location: describe_entry(&e),
-                is_static: e.is_static(),
-            })
-            .collect();
-        fdb.sort_by(|a, b| (a.vni, &a.mac).cmp(&(b.vni, &b.mac)));
-        let mut pairs: Vec<PairRow> = maps
-            .pair_traffic
-            .iter()
-            .filter_map(|r| r.ok())
-            .map(|(k, per_cpu)| {
-                let mut traffic = Counter::default();
-                for c in per_cpu.iter() {
-                    traffic.merge(c);
-                }
-                PairRow {
-                    vni: k.vni,
-                    src: format_mac(&k.src),
-                    dst: format_mac(&k.dst),
-                    traffic,
-                }
-            })
-            .collect();
-        pairs.sort_by(|a, b| (a.vni, &a.src, &a.dst).cmp(&(b.vni, &b.src, &b.dst)));
-        let mut envs: BTreeMap<u32, VniRow> = BTreeMap::new();
-        for (vni, info) in maps.vnis.iter().filter_map(|r| r.ok()) {
-            let r = env_row(&mut envs, vni);
-            r.served = true;
-            r.routed = info.flags & dataplane_common::maps::VNI_ROUTED != 0;
-        }
-        for (_, p) in maps.ports.iter().filter_map(|r| r.ok()) {
-            env_row(&mut envs, p.vni).ports += 1;
-        }
-        for (vni, list) in maps.flood.iter().filter_map(|r| r.ok()) {
-            env_row(&mut envs, vni).peers = list.npeers as usize;
-        }
-        for k in maps.fdb.keys().filter_map(|r| r.ok()) {
-            env_row(&mut envs, k.vni).fdb += 1;
-        }
-        for k in maps.routes.keys().filter_map(|r| r.ok()) {
-            env_row(&mut envs, k.vni).routes += 1;
-        }
-        for k in maps.pairs.keys().filter_map(|r| r.ok()) {
-            env_row(&mut envs, k.vni).pair_policies += 1;
-        }
-        for p in &pairs {
-            env_row(&mut envs, p.vni).pair_traffic += 1;
-        }
-        let environments: Vec<VniRow> = envs.into_values().collect();
-        let mut map_entries = BTreeMap::new();
-        map_entries.insert("ports", maps.ports.keys().count());
-        map_entries.insert("peers", maps.peers.keys().count());
-        map_entries.insert("environments", maps.vnis.keys().count());
-        map_entries.insert("fdb", fdb.len());
-        map_entries.insert("routes", maps.routes.keys().count());
-        map_entries.insert("pair_policies", maps.pairs.keys().count());
-        map_entries.insert("pair_traffic", pairs.len());
-        let slow_path = std::fs::read(paths.slow_path_stats())
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        Ok(Snapshot {
-            ports,
-            peers,
-            drops,
-            actions,
-            fdb,
-            slow_path,
-            pairs,
-            environments,
-            map_entries,
+    }
+    Ok(actions)
+}
+
+fn fdb(maps: &Maps) -> Vec<FdbRow> {
+    let mut fdb: Vec<FdbRow> = maps
+        .fdb
+        .iter()
+        .filter_map(|r| r.ok())
+        .map(|(k, e)| FdbRow {
+            vni: k.vni,
+            mac: format_mac(&k.mac),
+            location: describe_entry(&e),
+            is_static: e.is_static(),
         })
+        .collect();
+    fdb.sort_by(|a, b| (a.vni, &a.mac).cmp(&(b.vni, &b.mac)));
+    fdb
+}
+
+fn pairs(maps: &Maps) -> Vec<PairRow> {
+    let mut pairs: Vec<PairRow> = maps
+        .pair_traffic
+        .iter()
+        .filter_map(|r| r.ok())
+        .map(|(k, per_cpu)| {
+            let mut traffic = dataplane_common::counters::Counter::default();
+            for c in per_cpu.iter() {
+                traffic.merge(c);
+            }
+            PairRow {
+                vni: k.vni,
+                src: format_mac(&k.src),
+                dst: format_mac(&k.dst),
+                traffic: counter(&traffic),
+            }
+        })
+        .collect();
+    pairs.sort_by(|a, b| (a.vni, &a.src, &a.dst).cmp(&(b.vni, &b.src, &b.dst)));
+    pairs
+}
+
+/// What each map holds per environment.
+fn environments(maps: &Maps, pairs: &[PairRow]) -> Vec<EnvironmentRow> {
+    let mut envs: BTreeMap<u32, EnvironmentRow> = BTreeMap::new();
+    for (vni, info) in maps.vnis.iter().filter_map(|r| r.ok()) {
+        let r = env_row(&mut envs, vni);
+        r.served = true;
+        r.routed = info.flags & maps::VNI_ROUTED != 0;
+    }
+    for (_, p) in maps.ports.iter().filter_map(|r| r.ok()) {
+        env_row(&mut envs, p.vni).ports += 1;
+    }
+    for (vni, list) in maps.flood.iter().filter_map(|r| r.ok()) {
+        env_row(&mut envs, vni).peers = u64::from(list.npeers);
+    }
+    for k in maps.fdb.keys().filter_map(|r| r.ok()) {
+        env_row(&mut envs, k.vni).fdb += 1;
+    }
+    for k in maps.routes.keys().filter_map(|r| r.ok()) {
+        env_row(&mut envs, k.vni).routes += 1;
+    }
+    for k in maps.pairs.keys().filter_map(|r| r.ok()) {
+        env_row(&mut envs, k.vni).pair_policies += 1;
+    }
+    for p in pairs {
+        env_row(&mut envs, p.vni).pair_traffic += 1;
+    }
+    envs.into_values().collect()
+}
+
+/// The slow path's sockets, as the running daemon last wrote them (none while it is down).
+fn slow_path(paths: &Paths) -> Vec<SlowPathSocket> {
+    std::fs::read(paths.slow_path_stats())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// `stats` in `format`, as `violind stats` prints it.
+pub fn show(stats: &Stats, format: Format) -> Result<String> {
+    Ok(match format {
+        Format::Table => render(stats, false),
+        Format::Wide => render(stats, true),
+        Format::Json => serde_json::to_string_pretty(stats)? + "\n",
+        Format::Yaml => violin_api::output::yaml(&serde_json::to_value(stats)?),
+    })
+}
+
+fn packets_bytes(c: &Counter) -> String {
+    format!("{}/{}", c.packets, c.bytes)
+}
+
+/// The table for people; `wide` adds the slots, every counter of the slow path's sockets,
+/// the per-environment map contents and each map's occupancy.
+fn render(stats: &Stats, wide: bool) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let slot = |v: String| {
+        if wide {
+            format!(" {v:>5}")
+        } else {
+            String::new()
+        }
+    };
+    let _ = writeln!(
+        s,
+        "{:<12} {:>6}{} {:>22} {:>22} {:>18} {:>14}",
+        "PORT",
+        "VNI",
+        slot("SLOT".into()),
+        "RX pkts/bytes",
+        "TX pkts/bytes",
+        "SLOW PATH",
+        "DROPPED"
+    );
+    for p in &stats.ports {
+        let vni = p.vni.map_or("-".into(), |v| v.to_string());
+        let _ = writeln!(
+            s,
+            "{:<12} {:>6}{} {:>22} {:>22} {:>18} {:>14}",
+            p.interface,
+            vni,
+            slot(p.slot.to_string()),
+            packets_bytes(&p.stats.rx),
+            packets_bytes(&p.stats.tx),
+            packets_bytes(&p.stats.to_slow_path),
+            packets_bytes(&p.stats.dropped)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n{:<16} {:<18} {:>22} {:>22}",
+        "PEER", "NEXT HOP", "RX", "TX"
+    );
+    for p in &stats.peers {
+        let _ = writeln!(
+            s,
+            "{:<16} {:<18} {:>22} {:>22}",
+            p.address.to_string(),
+            p.next_hop_mac.as_deref().unwrap_or("unresolved"),
+            packets_bytes(&p.stats.rx),
+            packets_bytes(&p.stats.tx)
+        );
+    }
+    let _ = writeln!(s, "\nXDP ACTIONS");
+    for (k, v) in stats.actions.iter().filter(|(_, v)| wide || **v > 0) {
+        let _ = writeln!(s, "  {k:<20} {v}");
+    }
+    let _ = writeln!(s, "\nDROPS");
+    let mut any = false;
+    for (k, v) in stats.drops.iter().filter(|(_, v)| wide || **v > 0) {
+        any = true;
+        let _ = writeln!(s, "  {k:<20} {v}");
+    }
+    if !any {
+        let _ = writeln!(s, "  none");
+    }
+    let _ = writeln!(s, "\nFORWARDING TABLE");
+    for e in &stats.fdb {
+        let st = if e.is_static { " (static)" } else { "" };
+        let _ = writeln!(s, "  vni {:<8} {} -> {}{st}", e.vni, e.mac, e.location);
+    }
+    let _ = writeln!(s, "\nVM PAIRS (traffic sent)");
+    for p in &stats.pairs {
+        let _ = writeln!(
+            s,
+            "  vni {:<8} {} -> {} {}",
+            p.vni,
+            p.src,
+            p.dst,
+            packets_bytes(&p.traffic)
+        );
+    }
+    let _ = writeln!(s, "\nSLOW PATH (AF_XDP)");
+    for x in &stats.slow_path {
+        let _ = write!(
+            s,
+            "  {:<12} q{} rx {} tx {} tx_no_frame {} dropped {} kernel_rx_dropped {}",
+            x.interface, x.queue, x.rx, x.tx, x.tx_no_frame, x.dropped, x.kernel_rx_dropped
+        );
+        if wide {
+            let _ = write!(
+                s,
+                " kernel_rx_ring_full {} kernel_fill_ring_empty {}",
+                x.kernel_rx_ring_full, x.kernel_fill_ring_empty
+            );
+        }
+        s.push('\n');
+    }
+    if wide {
+        render_maps(&mut s, stats);
+    }
+    s
+}
+
+/// The `wide` sections: what the maps hold per environment, and how full each map is.
+fn render_maps(s: &mut String, stats: &Stats) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        s,
+        "\n{:<10} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>14} {:>13}",
+        "VNI",
+        "SERVED",
+        "ROUTED",
+        "PORTS",
+        "PEERS",
+        "FDB",
+        "ROUTES",
+        "PAIR POLICIES",
+        "PAIR TRAFFIC"
+    );
+    for e in &stats.environments {
+        let _ = writeln!(
+            s,
+            "{:<10} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>14} {:>13}",
+            e.vni,
+            e.served,
+            e.routed,
+            e.ports,
+            e.peers,
+            e.fdb,
+            e.routes,
+            e.pair_policies,
+            e.pair_traffic
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n{:<14} {:>10} {:>10} {:>6}",
+        "MAP", "ENTRIES", "CAPACITY", "USED"
+    );
+    for (map, n) in &stats.map_entries {
+        let cap = stats.map_capacity.get(map).copied().unwrap_or(0);
+        let used = if cap > 0 {
+            format!("{:.1}%", *n as f64 * 100.0 / cap as f64)
+        } else {
+            "-".into()
+        };
+        let _ = writeln!(s, "{map:<14} {n:>10} {cap:>10} {used:>6}");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use violin_api::stats::{
+        Counter, PairRow, PeerRow, PeerStats, PortRow, PortStats, SlowPathSocket, Stats,
+    };
+
+    use super::{show, Format};
+
+    /// A little of everything, for the renderers.
+    pub(crate) fn sample() -> Stats {
+        let c = Counter {
+            packets: 3,
+            bytes: 300,
+        };
+        let port = |interface: &str, vni, slot| PortRow {
+            interface: interface.into(),
+            vni,
+            slot,
+            stats: PortStats {
+                rx: c,
+                tx: c,
+                to_slow_path: c,
+                dropped: c,
+            },
+        };
+        Stats {
+            ports: vec![port("ul0", None, 0), port("vm1", Some(1000), 1)],
+            peers: vec![PeerRow {
+                address: "10.250.0.2".parse().unwrap(),
+                next_hop_mac: None,
+                stats: PeerStats { tx: c, rx: c },
+            }],
+            drops: [("too_big".to_string(), 1)].into(),
+            actions: [("port/redirect".to_string(), 2)].into(),
+            pairs: vec![PairRow {
+                vni: 1000,
+                src: "02:00:00:00:01:01".into(),
+                dst: "02:00:00:00:02:01".into(),
+                traffic: c,
+            }],
+            slow_path: vec![SlowPathSocket {
+                interface: "vm1".into(),
+                ..Default::default()
+            }],
+            map_entries: [("fdb".to_string(), 2)].into(),
+            map_capacity: [("fdb".to_string(), 65536)].into(),
+            ..Stats::default()
+        }
     }
 
-    pub fn render(&self) -> String {
-        use std::fmt::Write;
-        let c = |c: &Counter| format!("{}/{}", c.packets, c.bytes);
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "{:<12} {:>6} {:>22} {:>22} {:>18} {:>14}",
-            "PORT", "VNI", "RX pkts/bytes", "TX pkts/bytes", "SLOW PATH", "DROPPED"
+    #[test]
+    fn every_format_shows_the_stats() {
+        let stats = sample();
+        let table = show(&stats, Format::Table).unwrap();
+        assert!(table.contains("vm1"), "{table}");
+        assert!(!table.contains("CAPACITY"), "{table}");
+        let wide = show(&stats, Format::Wide).unwrap();
+        assert!(wide.contains(" SLOT "), "{wide}");
+        assert!(wide.contains("fdb"), "{wide}");
+        assert!(wide.contains("65536"), "{wide}");
+        let json: Stats = serde_json::from_str(&show(&stats, Format::Json).unwrap()).unwrap();
+        assert_eq!(json, stats);
+        let yaml = show(&stats, Format::Yaml).unwrap();
+        assert!(yaml.contains("\nports:\n- interface: ul0\n"), "{yaml}");
+        assert!(yaml.contains("  port/redirect: 2\n"), "{yaml}");
+    }
+
+    /// `openapi.json` describes `/v1/stats` with the contract's schemas.
+    #[test]
+    fn openapi_file_has_the_contracts_stats_schemas() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let generated = violin_api::stats::openapi_schemas();
+        let schemas: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&generated).unwrap();
+        assert!(schemas.contains_key("Stats"), "{generated}");
+        for (name, schema) in &schemas {
+            assert_eq!(
+                &file["components"]["schemas"][name], schema,
+                "{path}: components.schemas.{name} is not violin_api::stats' (all of them:\n{generated})"
+            );
+        }
+        let stats = &file["paths"]["/v1/stats"]["get"]["responses"]["200"]["content"];
+        assert_eq!(
+            stats["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Stats"
         );
-        for p in &self.ports {
-            let vni = p.vni.map_or("-".into(), |v| v.to_string());
-            let _ = writeln!(
-                s,
-                "{:<12} {:>6} {:>22} {:>22} {:>18} {:>14}",
-                p.interface,
-                vni,
-                c(&p.stats.rx),
-                c(&p.stats.tx),
-                c(&p.stats.to_slow_path),
-                c(&p.stats.dropped)
-            );
-        }
-        let _ = writeln!(
-            s,
-            "\n{:<16} {:<18} {:>22} {:>22}",
-            "PEER", "NEXT HOP", "RX", "TX"
-        );
-        for p in &self.peers {
-            let _ = writeln!(
-                s,
-                "{:<16} {:<18} {:>22} {:>22}",
-                p.address.to_string(),
-                p.next_hop_mac.as_deref().unwrap_or("unresolved"),
-                c(&p.stats.rx),
-                c(&p.stats.tx)
-            );
-        }
-        let _ = writeln!(s, "\nXDP ACTIONS");
-        for (k, v) in self.actions.iter().filter(|(_, v)| **v > 0) {
-            let _ = writeln!(s, "  {k:<20} {v}");
-        }
-        let _ = writeln!(s, "\nDROPS");
-        let mut any = false;
-        for (k, v) in self.drops.iter().filter(|(_, v)| **v > 0) {
-            any = true;
-            let _ = writeln!(s, "  {k:<20} {v}");
-        }
-        if !any {
-            let _ = writeln!(s, "  none");
-        }
-        let _ = writeln!(s, "\nFORWARDING TABLE");
-        for e in &self.fdb {
-            let st = if e.is_static { " (static)" } else { "" };
-            let _ = writeln!(s, "  vni {:<8} {} -> {}{st}", e.vni, e.mac, e.location);
-        }
-        let _ = writeln!(s, "\nVM PAIRS (traffic sent)");
-        for p in &self.pairs {
-            let _ = writeln!(
-                s,
-                "  vni {:<8} {} -> {} {}",
-                p.vni,
-                p.src,
-                p.dst,
-                c(&p.traffic)
-            );
-        }
-        let _ = writeln!(s, "\nSLOW PATH (AF_XDP)");
-        for x in &self.slow_path {
-            let _ = writeln!(
-                s,
-                "  {:<12} q{} rx {} tx {} tx_no_frame {} dropped {} kernel_rx_dropped {}",
-                x.interface, x.queue, x.rx, x.tx, x.tx_no_frame, x.dropped, x.kernel_rx_dropped
-            );
-        }
-        s
     }
 }

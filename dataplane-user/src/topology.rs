@@ -6,11 +6,15 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use aya::{
+    maps::{HashMap, MapData},
+    Pod,
+};
 use dataplane_common::maps::{
-    FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo, PortInfo, VniInfo,
-    FDB_LOCAL, FDB_REMOTE, FLOOD_PEERS, FLOOD_PORTS, MAX_PEERS, MAX_QUEUES_PER_IF, MAX_SLOTS,
-    PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC, PORT_LIMITED, PORT_RESTRICTED,
-    PORT_ROUTED, ROUTE_ANY, UNDERLAY_SLOT, VNI_ROUTED,
+    FdbEntry, FdbKey, FdbKind, FloodList, HostConfig, PairKey, PairState, PeerInfo, PortInfo,
+    VniInfo, FLOOD_PEERS, FLOOD_PORTS, MAX_PEERS, MAX_QUEUES_PER_IF, MAX_SLOTS, PAIR_ALLOWED,
+    PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC, PORT_LIMITED, PORT_RESTRICTED, PORT_ROUTED,
+    ROUTE_ANY, UNDERLAY_SLOT, VNI_ROUTED,
 };
 use dataplane_common::rules::{best, MacMatch};
 use tracing::{info, warn};
@@ -156,6 +160,132 @@ fn policies(config: &Config) -> (BTreeMap<String, PortPolicy>, BTreeMap<PairKey,
     (ports, pairs)
 }
 
+/// The configured ports that exist, each in the slot it held before (counters survive),
+/// new ones in the lowest free slots. A port that does not exist yet (a guest's tap exists
+/// only while its domain runs) is attached when the kernel announces it; it does not fail
+/// the rest.
+fn resolve_ports(config: &Config, maps: &Maps) -> Result<Vec<Port>> {
+    let old: BTreeMap<u32, u32> = maps
+        .ports
+        .iter()
+        .filter_map(|r| r.ok())
+        .map(|(ifindex, p)| (ifindex, p.slot))
+        .collect();
+    let mut used: BTreeSet<u32> = BTreeSet::from([UNDERLAY_SLOT]);
+    let mut ports = Vec::new();
+    let mut pending = Vec::new();
+    for (i, (name, vni)) in config.ports().enumerate() {
+        if crate::netdev::ifindex(name).is_none() {
+            warn!(port = %name, "VM port absent; it is attached when it appears");
+            continue;
+        }
+        let dev = NetDev::query(name).with_context(|| format!("port {i} ({name})"))?;
+        match old.get(&dev.ifindex) {
+            Some(&slot) if used.insert(slot) => ports.push(Port { dev, vni, slot }),
+            _ => pending.push((dev, vni)),
+        }
+    }
+    for (dev, vni) in pending {
+        let slot = lowest_free(&used, 1, MAX_SLOTS).context("out of port slots")?;
+        used.insert(slot);
+        ports.push(Port { dev, vni, slot });
+    }
+    Ok(ports)
+}
+
+/// The configured peers, each in the slot it held before, with the next hop it had.
+fn resolve_peers(config: &Config, maps: &Maps) -> Result<Vec<Peer>> {
+    let old: BTreeMap<[u8; 4], PeerInfo> = maps.peers.iter().filter_map(|r| r.ok()).collect();
+    let mut used = BTreeSet::new();
+    let mut peers = Vec::new();
+    let mut pending = Vec::new();
+    for p in &config.peers {
+        let vnis = p.vnis.iter().map(|v| v.get()).collect();
+        match old.get(&p.address.octets()) {
+            Some(o) if used.insert(o.slot) => peers.push(Peer {
+                addr: p.address,
+                vnis,
+                slot: o.slot,
+                next_hop_mac: (o.resolved != 0).then_some(o.next_hop_mac),
+            }),
+            _ => pending.push((p.address, vnis)),
+        }
+    }
+    for (addr, vnis) in pending {
+        let slot = lowest_free(&used, 0, MAX_PEERS).context("out of peer slots")?;
+        used.insert(slot);
+        peers.push(Peer {
+            addr,
+            vnis,
+            slot,
+            next_hop_mac: None,
+        });
+    }
+    Ok(peers)
+}
+
+/// An environment's rules with their targets resolved to datapath entries. A rule whose
+/// port is absent waits for it (its frames go as learned meanwhile).
+fn targets(
+    env: &crate::config::Environment,
+    i: usize,
+    ports: &[Port],
+    peers: &[Peer],
+) -> Result<Vec<(MacMatch, MacMatch, FdbEntry)>> {
+    let mut compiled = Vec::new();
+    for (k, r) in env.rules.iter().enumerate() {
+        let field = format!("environment[{i}].rule[{k}]");
+        let target = match (&r.edge, &r.interface) {
+            (Some(addr), _) => {
+                let peer = peers
+                    .iter()
+                    .find(|p| p.addr == *addr)
+                    .with_context(|| format!("{field}.edge: {addr} is not a peer"))?;
+                FdbEntry::remote(addr.octets(), peer.slot)
+            }
+            (None, Some(name)) => match ports.iter().find(|p| p.dev.name == name.as_str()) {
+                Some(port) => FdbEntry::local(port.dev.ifindex, port.slot),
+                None => {
+                    warn!(rule = %field, port = %name, "rule's port absent; rule waits for it");
+                    continue;
+                }
+            },
+            (None, None) => anyhow::bail!("{field}: no edge or interface"),
+        };
+        compiled.push((r.src.0, r.dst.0, target));
+    }
+    Ok(compiled)
+}
+
+/// Makes `map` hold exactly `want`: writes each entry whose value is missing or not
+/// `same` as wanted, and removes every key not wanted. One reconciliation for every
+/// map the topology owns.
+fn reconcile<K, V>(
+    map: &mut HashMap<MapData, K, V>,
+    want: &BTreeMap<K, V>,
+    same: impl Fn(&V, &V) -> bool,
+) -> Result<()>
+where
+    K: Pod + Ord,
+    V: Pod,
+{
+    for (key, value) in want {
+        let current = map.get(key, 0).ok();
+        if !current.is_some_and(|have| same(&have, value)) {
+            map.insert(*key, *value, 0)?;
+        }
+    }
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| !want.contains_key(k))
+        .collect();
+    for k in &stale {
+        map.remove(k)?;
+    }
+    Ok(())
+}
+
 /// XSKMAP index of queue 0 of the interface in `slot`.
 pub const fn xsk_base(slot: u32) -> u32 {
     slot * MAX_QUEUES_PER_IF
@@ -179,54 +309,8 @@ impl Topology {
                 "underlay.address is not assigned to the underlay interface"
             );
         }
-        let old_ports: BTreeMap<u32, u32> = maps
-            .ports
-            .iter()
-            .filter_map(|r| r.ok())
-            .map(|(ifindex, p)| (ifindex, p.slot))
-            .collect();
-        let mut used: BTreeSet<u32> = BTreeSet::from([UNDERLAY_SLOT]);
-        let mut ports = Vec::new();
-        let mut pending = Vec::new();
-        for (i, (name, vni)) in config.ports().enumerate() {
-            let dev = NetDev::query(name).with_context(|| format!("port {i} ({name})"))?;
-            match old_ports.get(&dev.ifindex) {
-                Some(&slot) if used.insert(slot) => ports.push(Port { dev, vni, slot }),
-                _ => pending.push((dev, vni)),
-            }
-        }
-        for (dev, vni) in pending {
-            let slot = lowest_free(&used, 1, MAX_SLOTS).context("out of port slots")?;
-            used.insert(slot);
-            ports.push(Port { dev, vni, slot });
-        }
-        let old_peers: BTreeMap<[u8; 4], PeerInfo> =
-            maps.peers.iter().filter_map(|r| r.ok()).collect();
-        let mut used = BTreeSet::new();
-        let mut peers = Vec::new();
-        let mut pending = Vec::new();
-        for p in &config.peers {
-            let vnis = p.vnis.iter().map(|v| v.get()).collect();
-            match old_peers.get(&p.address.octets()) {
-                Some(old) if used.insert(old.slot) => peers.push(Peer {
-                    addr: p.address,
-                    vnis,
-                    slot: old.slot,
-                    next_hop_mac: (old.resolved != 0).then_some(old.next_hop_mac),
-                }),
-                _ => pending.push((p.address, vnis)),
-            }
-        }
-        for (addr, vnis) in pending {
-            let slot = lowest_free(&used, 0, MAX_PEERS).context("out of peer slots")?;
-            used.insert(slot);
-            peers.push(Peer {
-                addr,
-                vnis,
-                slot,
-                next_hop_mac: None,
-            });
-        }
+        let ports = resolve_ports(config, maps)?;
+        let peers = resolve_peers(config, maps)?;
         let (mut port_policies, pairs) = policies(config);
         let mut routes = BTreeMap::new();
         let mut routed = BTreeSet::new();
@@ -234,29 +318,7 @@ impl Topology {
             if env.rules.is_empty() {
                 continue;
             }
-            let mut compiled = Vec::new();
-            for (k, r) in env.rules.iter().enumerate() {
-                let field = format!("environment[{i}].rule[{k}]");
-                let (src, dst) = (r.src.0, r.dst.0);
-                let target = match (&r.edge, &r.interface) {
-                    (Some(addr), _) => {
-                        let peer = peers
-                            .iter()
-                            .find(|p| p.addr == *addr)
-                            .with_context(|| format!("{field}.edge: {addr} is not a peer"))?;
-                        FdbEntry::remote(addr.octets(), peer.slot)
-                    }
-                    (None, Some(name)) => {
-                        let port = ports
-                            .iter()
-                            .find(|p| p.dev.name == name.as_str())
-                            .with_context(|| format!("{field}.interface: {name} is not a port"))?;
-                        FdbEntry::local(port.dev.ifindex, port.slot)
-                    }
-                    (None, None) => anyhow::bail!("{field}: no edge or interface"),
-                };
-                compiled.push((src, dst, target));
-            }
+            let compiled = targets(env, i, &ports, &peers)?;
             routes.extend(compile_rules(env.vni.get(), &compiled));
             routed.insert(env.vni.get());
             for port in &env.ports {
@@ -323,78 +385,62 @@ impl Topology {
         }
 
         let vnis = self.vnis();
-        for &vni in &vnis {
-            let flags = if self.routed.contains(&vni) {
-                VNI_ROUTED
-            } else {
-                0
-            };
-            maps.vnis.insert(vni, VniInfo { flags }, 0)?;
-        }
-        let stale: Vec<u32> = maps.vnis.keys().filter_map(|k| k.ok()).collect();
-        for k in stale.iter().filter(|k| !vnis.contains(k)) {
-            maps.vnis.remove(k)?;
-        }
+        let vni_infos = vnis
+            .iter()
+            .map(|&vni| {
+                let flags = if self.routed.contains(&vni) {
+                    VNI_ROUTED
+                } else {
+                    0
+                };
+                (vni, VniInfo { flags })
+            })
+            .collect();
+        reconcile(&mut maps.vnis, &vni_infos, PartialEq::eq)?;
+        let port_infos: BTreeMap<u32, PortInfo> = self
+            .ports
+            .iter()
+            .map(|p| (p.dev.ifindex, self.port_info(p)))
+            .collect();
+        reconcile(&mut maps.ports, &port_infos, PartialEq::eq)?;
+        let peer_infos: BTreeMap<[u8; 4], PeerInfo> = self
+            .peers
+            .iter()
+            .map(|p| (p.addr.octets(), Self::peer_info(p)))
+            .collect();
+        reconcile(&mut maps.peers, &peer_infos, PartialEq::eq)?;
+        // A bucket whose bound did not change keeps its tokens.
+        reconcile(&mut maps.pairs, &self.pairs, |have, want| {
+            have.flags == want.flags && have.rate == want.rate && have.burst == want.burst
+        })?;
+        reconcile(&mut maps.routes, &self.routes, PartialEq::eq)?;
+        let floods = vnis
+            .iter()
+            .map(|&vni| (vni, self.flood_list(vni)))
+            .collect();
+        reconcile(&mut maps.flood, &floods, PartialEq::eq)?;
+        let peer_addrs: BTreeSet<[u8; 4]> = peer_infos.keys().copied().collect();
+        let flushed = self.flush_learned(maps, &vnis, &peer_addrs);
+        info!(
+            ports = self.ports.len(),
+            peers = self.peers.len(),
+            environments = vnis.len(),
+            flushed_fdb = flushed,
+            routes = self.routes.len(),
+            "datapath maps reconciled"
+        );
+        Ok(())
+    }
 
-        let mut port_ifindexes = BTreeSet::new();
-        for p in &self.ports {
-            port_ifindexes.insert(p.dev.ifindex);
-            let policy = self
-                .port_policies
-                .get(&p.dev.name)
-                .cloned()
-                .unwrap_or_default();
-            let info = PortInfo {
-                vni: p.vni,
-                slot: p.slot,
-                xsk_base: p.xsk_base(),
-                queues: p.queues(),
-                flags: policy.flags,
-                mac: policy.mac,
-                _pad: [0; 2],
-                ip: policy.ip,
-            };
-            maps.ports.insert(p.dev.ifindex, info, 0)?;
-        }
-        let stale: Vec<u32> = maps.ports.keys().filter_map(|k| k.ok()).collect();
-        for k in stale.iter().filter(|k| !port_ifindexes.contains(k)) {
-            maps.ports.remove(k)?;
-        }
-
-        let mut peer_addrs = BTreeSet::new();
-        for p in &self.peers {
-            peer_addrs.insert(p.addr.octets());
-            maps.peers.insert(p.addr.octets(), Self::peer_info(p), 0)?;
-        }
-        let stale: Vec<[u8; 4]> = maps.peers.keys().filter_map(|k| k.ok()).collect();
-        for k in stale.iter().filter(|k| !peer_addrs.contains(*k)) {
-            maps.peers.remove(k)?;
-        }
-
-        // Pair policies; a bucket whose bound did not change keeps its state.
-        for (key, want) in &self.pairs {
-            let keep = maps.pairs.get(key, 0).ok().filter(|old| {
-                old.flags == want.flags && old.rate == want.rate && old.burst == want.burst
-            });
-            if keep.is_none() {
-                maps.pairs.insert(*key, *want, 0)?;
-            }
-        }
-        let stale: Vec<PairKey> = maps.pairs.keys().filter_map(|k| k.ok()).collect();
-        for k in stale.iter().filter(|k| !self.pairs.contains_key(k)) {
-            maps.pairs.remove(k)?;
-        }
-
-        for (key, entry) in &self.routes {
-            if maps.routes.get(key, 0).ok().as_ref() != Some(entry) {
-                maps.routes.insert(*key, *entry, 0)?;
-            }
-        }
-        let stale: Vec<PairKey> = maps.routes.keys().filter_map(|k| k.ok()).collect();
-        for k in stale.iter().filter(|k| !self.routes.contains_key(k)) {
-            maps.routes.remove(k)?;
-        }
-        // Traffic counters of environments no longer here.
+    /// Removes what the datapath learned or counted about things no longer here: traffic
+    /// counters of environments gone, and learned addresses behind ports or peers gone.
+    /// Returns how many learned addresses went.
+    fn flush_learned(
+        &self,
+        maps: &mut Maps,
+        vnis: &BTreeSet<u32>,
+        peers: &BTreeSet<[u8; 4]>,
+    ) -> usize {
         let stale: Vec<PairKey> = maps
             .pair_traffic
             .keys()
@@ -404,26 +450,6 @@ impl Topology {
         for k in &stale {
             let _ = maps.pair_traffic.remove(k);
         }
-
-        // Replication lists for VM-port broadcasts in TC mode.
-        for &vni in &vnis {
-            let mut list = FloodList::default();
-            for p in self.ports_in(vni).take(FLOOD_PORTS) {
-                list.ports[list.nports as usize] = p.dev.ifindex;
-                list.nports += 1;
-            }
-            for p in self.peers_serving(vni).take(FLOOD_PEERS) {
-                list.peers[list.npeers as usize] = p.addr.octets();
-                list.npeers += 1;
-            }
-            maps.flood.insert(vni, list, 0)?;
-        }
-        let stale: Vec<u32> = maps.flood.keys().filter_map(|k| k.ok()).collect();
-        for k in stale.iter().filter(|k| !vnis.contains(k)) {
-            maps.flood.remove(k)?;
-        }
-
-        // Learned entries that point at something no longer here.
         let port_vni: BTreeMap<u32, u32> =
             self.ports.iter().map(|p| (p.dev.ifindex, p.vni)).collect();
         let dead: Vec<FdbKey> = maps
@@ -432,23 +458,48 @@ impl Topology {
             .filter_map(|r| r.ok())
             .filter(|(k, e)| {
                 !vnis.contains(&k.vni)
-                    || (e.kind == FDB_LOCAL && port_vni.get(&e.ifindex) != Some(&k.vni))
-                    || (e.kind == FDB_REMOTE && !peer_addrs.contains(&e.peer))
+                    || (e.kind() == Some(FdbKind::Local)
+                        && port_vni.get(&e.ifindex) != Some(&k.vni))
+                    || (e.kind() == Some(FdbKind::Remote) && !peers.contains(&e.peer))
             })
             .map(|(k, _)| k)
             .collect();
         for k in &dead {
             let _ = maps.fdb.remove(k);
         }
-        info!(
-            ports = self.ports.len(),
-            peers = self.peers.len(),
-            environments = vnis.len(),
-            flushed_fdb = dead.len(),
-            routes = self.routes.len(),
-            "datapath maps reconciled"
-        );
-        Ok(())
+        dead.len()
+    }
+
+    fn port_info(&self, p: &Port) -> PortInfo {
+        let policy = self
+            .port_policies
+            .get(&p.dev.name)
+            .cloned()
+            .unwrap_or_default();
+        PortInfo {
+            vni: p.vni,
+            slot: p.slot,
+            xsk_base: p.xsk_base(),
+            queues: p.queues(),
+            flags: policy.flags,
+            mac: policy.mac,
+            _pad: [0; 2],
+            ip: policy.ip,
+        }
+    }
+
+    /// The replication list for VM-port broadcasts of `vni` (TC mode).
+    fn flood_list(&self, vni: u32) -> FloodList {
+        let mut list = FloodList::default();
+        for p in self.ports_in(vni).take(FLOOD_PORTS) {
+            list.ports[list.nports as usize] = p.dev.ifindex;
+            list.nports += 1;
+        }
+        for p in self.peers_serving(vni).take(FLOOD_PEERS) {
+            list.peers[list.npeers as usize] = p.addr.octets();
+            list.npeers += 1;
+        }
+        list
     }
 
     /// Updates one peer's next hop in the map (after neighbour resolution).
@@ -471,13 +522,13 @@ impl Topology {
 
 /// A learned or static location, for `violind stats`.
 pub fn describe_entry(e: &FdbEntry) -> String {
-    match e.kind {
-        FDB_LOCAL => format!(
+    match e.kind() {
+        Some(FdbKind::Local) => format!(
             "port {}",
             crate::netdev::ifname(e.ifindex).unwrap_or_else(|| e.ifindex.to_string())
         ),
-        FDB_REMOTE => format!("peer {}", Ipv4Addr::from(e.peer)),
-        k => format!("kind {k}"),
+        Some(FdbKind::Remote) => format!("peer {}", Ipv4Addr::from(e.peer)),
+        _ => format!("kind {}", e.kind),
     }
 }
 

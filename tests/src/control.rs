@@ -124,8 +124,8 @@ impl Lab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// `violinctl -o json ARGS`, parsed.
-    pub fn violinctl_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+    /// `violinctl -o json ARGS`, read as the contract's type of that answer.
+    pub fn violinctl_as<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
         let mut full = vec!["-o", "json"];
         full.extend_from_slice(args);
         let out = self.violinctl(&full)?;

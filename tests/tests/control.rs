@@ -4,6 +4,11 @@
 use std::{net::SocketAddr, time::Duration};
 
 use serde_json::Value;
+use violin_api::{
+    rest::{DaemonLinks, EnvSummary, HostInfo, LinkInfo, Route, RuleInfo},
+    share::{Interface, InterfaceRole},
+    Vni,
+};
 use violin_testbed::{
     control::vm_name,
     e2e::{counter, lab, scratch},
@@ -25,9 +30,8 @@ fn drops(lab: &Lab, i: usize, reason: &str) -> u64 {
 }
 
 fn in_sync(lab: &Lab) -> bool {
-    let hosts = lab.violinctl_json(&["hosts"]).unwrap();
-    let hosts = hosts.as_array().unwrap();
-    hosts.len() == 3 && hosts.iter().all(|h| h["in_sync"] == true)
+    let hosts: Vec<HostInfo> = lab.violinctl_as(&["hosts"]).unwrap();
+    hosts.len() == 3 && hosts.iter().all(|h| h.in_sync)
 }
 
 /// What host `i`'s maps hold for `vni` (zero row when nothing).
@@ -103,8 +107,8 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     wait_ping(&ra.ns, &rc.ip.to_string(), Duration::from_secs(10)).unwrap();
     let r = ping(&a.ns, &c.ip.to_string(), 5, &["-i", "0.05"]).unwrap();
     assert_eq!(r.lost(), 0, "blue was disturbed by red");
-    let envs = lab.violinctl_json(&["envs"]).unwrap();
-    assert_eq!(envs.as_array().unwrap().len(), 2);
+    let envs: Vec<EnvSummary> = lab.violinctl_as(&["envs"]).unwrap();
+    assert_eq!(envs.len(), 2);
 
     // A traffic bound, then a change of it.
     let pair = format!("[[limit]]\npair = [{:?}, {:?}]\n", vm_name(&a), vm_name(&b));
@@ -155,23 +159,21 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     let bad = lab.violinctl(&["rule", "add", "blue", &h1, "any", "none", "--edge", &h3]);
     let msg = format!("{:#}", bad.unwrap_err());
     assert!(msg.contains("edge") && msg.contains("no link"), "{msg}");
-    let links = lab.violinctl_json(&["links", "--env", "blue"]).unwrap();
-    assert_eq!(links.as_array().unwrap().len(), 2, "{links}");
-    let rules = lab.violinctl_json(&["rules", "--host", &h2]).unwrap();
-    assert_eq!(rules.as_array().unwrap().len(), 4, "{rules}");
-    let route = lab
-        .violinctl_json(&["route", &am, &cm, "--env", "blue"])
+    let links: Vec<LinkInfo> = lab.violinctl_as(&["links", "--env", "blue"]).unwrap();
+    assert_eq!(links.len(), 2, "{links:?}");
+    let rules: Vec<RuleInfo> = lab.violinctl_as(&["rules", "--host", &h2]).unwrap();
+    assert_eq!(rules.len(), 4, "{rules:?}");
+    let route: Route = lab
+        .violinctl_as(&["route", &am, &cm, "--env", "blue"])
         .unwrap();
-    assert_eq!(route["delivered"], true, "{route}");
-    assert_eq!(route["hops"].as_array().unwrap().len(), 3, "{route}");
-    let ifaces = lab.violinctl_json(&["interfaces", &h1]).unwrap();
+    assert!(route.delivered, "{route:?}");
+    assert_eq!(route.hops.len(), 3, "{route:?}");
+    let ifaces: Vec<Interface> = lab.violinctl_as(&["interfaces", &h1]).unwrap();
     assert!(
         ifaces
-            .as_array()
-            .unwrap()
             .iter()
-            .any(|i| i["name"] == "ul0" && i["role"] == "underlay"),
-        "{ifaces}"
+            .any(|i| i.name == "ul0" && i.role == InterfaceRole::Underlay),
+        "{ifaces:?}"
     );
     // h1 no longer exchanges blue's frames with h3 (red's still go direct); they go
     // through h2.
@@ -181,15 +183,13 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     let token = std::fs::read_to_string(lab.token_file()).unwrap();
     let (code, body) = http_get_with(&lab.hosts[0].ns, api, "/v1/links", Some(&token)).unwrap();
     assert_eq!(code, 200, "{body}");
-    let links: Value = serde_json::from_str(&body).unwrap();
-    let to_h3 = links["links"]
-        .as_array()
-        .unwrap()
+    let links: DaemonLinks = serde_json::from_str(&body).unwrap();
+    let to_h3 = links
+        .links
         .iter()
-        .find(|l| l["peer"] == h3_addr.as_str())
-        .cloned()
-        .unwrap_or_else(|| panic!("{links}"));
-    assert_eq!(to_h3["vnis"], serde_json::json!([2001]), "{links}");
+        .find(|l| l.peer.to_string() == h3_addr)
+        .unwrap_or_else(|| panic!("{links:?}"));
+    assert_eq!(to_h3.vnis, [Vni::new(2001).unwrap()], "{links:?}");
     flush_neighbours(&[&a, &c]);
     let relayed = peer_tx(&lab, 1, &h3_addr).unwrap();
     wait_ping(&a.ns, &c.ip.to_string(), Duration::from_secs(10))
@@ -251,16 +251,11 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let envs = lab.violinctl_json(&["envs"]).unwrap();
-    let names: Vec<&str> = envs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let envs: Vec<EnvSummary> = lab.violinctl_as(&["envs"]).unwrap();
+    let names: Vec<&str> = envs.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["blue"]);
-    let rules = lab.violinctl_json(&["rules", "--env", "blue"]).unwrap();
-    assert_eq!(rules.as_array().unwrap().len(), 6);
+    let rules: Vec<RuleInfo> = lab.violinctl_as(&["rules", "--env", "blue"]).unwrap();
+    assert_eq!(rules.len(), 6);
     let r = ping(&a.ns, &c.ip.to_string(), 5, &["-i", "0.05"]).unwrap();
     assert_eq!(r.lost(), 0, "the relay did not come back");
 

@@ -76,12 +76,16 @@ fn bad_configuration_is_rejected_naming_the_field() {
 }
 
 #[test]
-fn missing_interface_is_named_and_leaves_nothing_behind() {
+fn missing_underlay_is_named_and_leaves_nothing_behind() {
     require_root();
-    let cfg = temp_config("missing.toml", BASE);
+    let cfg = temp_config(
+        "missing.toml",
+        &BASE.replace("interface = \"lo\"", "interface = \"nosuchul0\""),
+    );
     let (ok, out) = violind(&["run", "--config", &cfg]);
     assert!(!ok);
-    assert!(out.contains("\"nosuchport0\" does not exist"), "{out}");
+    assert!(out.contains("underlay.interface"), "{out}");
+    assert!(out.contains("\"nosuchul0\" does not exist"), "{out}");
     assert!(
         !Path::new("/sys/fs/bpf/violin/cfgtest").exists(),
         "pins left after a failed start"
@@ -278,4 +282,112 @@ fn lab_down_cleans_up_after_a_crash() {
         assert!(!Path::new(&format!("/run/violin/{name}-{h}")).exists());
     }
     assert!(!testlab::state_dir(&name).exists());
+}
+
+/// Host facts come from the kernel as they change: a VM port that does not exist yet does
+/// not fail the apply and is attached when it appears, detached when it goes; a changed
+/// neighbour entry reaches the peer table without polling.
+#[test]
+fn ports_and_next_hops_follow_the_kernel() {
+    let lab = lab("nl", |s| s.vms_per_host = 1);
+    let a = lab.vm(0, 0, 0).clone();
+    let b = lab.vm(1, 0, 0).clone();
+    wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
+    let h1 = lab.hosts[0].clone();
+    let h2 = lab.hosts[1].clone();
+    let has_port = |name: &str| {
+        lab.stats(0).unwrap()["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["interface"] == name)
+    };
+    let wait_until = |what: &str, f: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while !f() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{what} did not happen\n{}",
+                lab.daemon_logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{what}: {:?}", start.elapsed());
+    };
+
+    // A port the configuration names before its interface exists.
+    let original = lab.config_for(0);
+    let late = original.replacen(
+        &format!("ports = [\"{}\"]", a.port),
+        &format!("ports = [\"{}\", \"vmlate\"]", a.port),
+        1,
+    );
+    assert_ne!(late, original);
+    lab.reload(0, &late).unwrap();
+    assert!(!has_port("vmlate"));
+    assert_eq!(
+        ping(&a.ns, &b.ip.to_string(), 3, &["-i", "0.1"])
+            .unwrap()
+            .lost(),
+        0
+    );
+    ns_run(
+        &h1.ns,
+        "ip",
+        &[
+            "link", "add", "vmlate", "type", "veth", "peer", "name", "vmlate-p",
+        ],
+    )
+    .unwrap();
+    ns_run(&h1.ns, "ip", &["link", "set", "vmlate", "up"]).unwrap();
+    wait_until("the new port was attached", &|| has_port("vmlate"));
+    let link = ns_run(&h1.ns, "ip", &["-d", "link", "show", "vmlate"]).unwrap();
+    assert!(link.contains("prog/xdp"), "{link}");
+    ns_run(&h1.ns, "ip", &["link", "del", "vmlate"]).unwrap();
+    wait_until("the gone port was detached", &|| !has_port("vmlate"));
+
+    // The next hop towards h2 changes in the kernel's neighbour table.
+    let real = ns_run(&h2.ns, "cat", &["/sys/class/net/ul0/address"])
+        .unwrap()
+        .trim()
+        .to_string();
+    let peer_mac = || {
+        lab.stats(0).unwrap()["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["address"] == h2.underlay_ip.to_string())
+            .map(|p| p["next_hop_mac"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(peer_mac(), real);
+    let ip2 = h2.underlay_ip.to_string();
+    let set = |mac: &str| {
+        ns_run(
+            &h1.ns,
+            "ip",
+            &[
+                "neigh",
+                "replace",
+                &ip2,
+                "lladdr",
+                mac,
+                "dev",
+                "ul0",
+                "nud",
+                "permanent",
+            ],
+        )
+        .unwrap();
+    };
+    set("02:00:00:99:99:99");
+    wait_until("the peer took the new next hop", &|| {
+        peer_mac() == "02:00:00:99:99:99"
+    });
+    set(&real);
+    wait_until("the peer took the real next hop back", &|| {
+        peer_mac() == real
+    });
+    wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
+    lab.down().unwrap();
 }

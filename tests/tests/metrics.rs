@@ -1,18 +1,22 @@
-//! violind's and the controller's /metrics, scraped by the real Prometheus server, and
-//! the shipped Grafana dashboard's queries checked against what they export.
+//! violind's and the controller's /metrics, linted by `promtool check metrics` and scraped
+//! by the real Prometheus server with the shipped alerting rules; the shipped Grafana
+//! dashboard's and rules' queries checked against what they export.
 use std::{
     collections::BTreeSet,
     fs,
+    io::Write,
     net::SocketAddr,
-    process::Stdio,
+    path::Path,
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
+use violin_api::stats::Stats;
 use violin_testbed::{
     control::{controller_ip, CONTROLLER_PORT},
     e2e::lab,
-    lab::API_PORT,
+    lab::{Lab, API_PORT},
     sys::{ns_command, run},
     traffic::{http_get, http_get_with, ping, tcp_transfer, url_encode, wait_ping},
     workspace_root,
@@ -27,24 +31,166 @@ fn families(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every `violin_*` name a dashboard query uses.
-fn dashboard_metrics(dashboard: &serde_json::Value) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
+/// Every `violin_*` name in `text`.
+fn metric_names(text: &str, out: &mut BTreeSet<String>) {
+    let mut rest = text;
+    while let Some(i) = rest.find("violin_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        out.insert(name);
+    }
+}
+
+/// Every query of the dashboard: its panels' and its template variables'.
+fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
     for panel in dashboard["panels"].as_array().expect("panels") {
         for target in panel["targets"].as_array().expect("targets") {
-            let expr = target["expr"].as_str().expect("expr");
-            let mut rest = expr;
-            while let Some(i) = rest.find("violin_") {
-                let name: String = rest[i..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                rest = &rest[i + name.len()..];
-                out.insert(name);
-            }
+            out.push(target["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+    {
+        if var["type"] == "query" {
+            out.push(var["definition"].as_str().expect("definition").to_string());
         }
     }
     out
+}
+
+/// The dashboard's conventions: every rate() and increase() over `$__rate_interval`, and
+/// the `$instance` and `$vni` variables in use.
+fn check_dashboard_queries(queries: &[String]) {
+    for q in queries {
+        for f in ["rate(", "increase("] {
+            for (i, _) in q.match_indices(f) {
+                let call = &q[i..];
+                let end = call.find(')').expect("closing parenthesis");
+                assert!(
+                    call[..end].ends_with("[$__rate_interval]"),
+                    "not over $__rate_interval: {q}"
+                );
+            }
+        }
+    }
+    for var in ["\"$instance\"", "\"$vni\""] {
+        assert!(
+            queries.iter().filter(|q| q.contains(var)).count() >= 2,
+            "{var} is hardly used: {queries:#?}"
+        );
+    }
+}
+
+/// `promtool check metrics` on `text`; panics with its complaints, if any.
+fn promtool_check_metrics(what: &str, text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`, installed by setup)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let complaints = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && complaints.trim().is_empty(),
+        "promtool check metrics on {what}'s /metrics ({}):\n{complaints}",
+        out.status
+    );
+}
+
+/// `promtool` with `args` in `dir`; panics with its output when it fails.
+fn promtool(dir: &Path, args: &[&str]) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The value of the sample `series` (name and labels exactly as exported).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Both processes name their build, and violind each map's capacity beside its entries.
+fn check_build_and_capacity(violind: &str, controller: &str) {
+    for (what, text) in [("violind", violind), ("the controller", controller)] {
+        let info = text
+            .lines()
+            .find(|l| l.starts_with("violin_build_info{"))
+            .unwrap_or_else(|| panic!("no violin_build_info from {what}"));
+        assert!(info.contains("version=\"0."), "{info}");
+        assert!(info.contains("revision=\""), "{info}");
+        assert!(info.ends_with(" 1"), "{info}");
+    }
+    let maps: Vec<&str> = violind
+        .lines()
+        .filter_map(|l| l.strip_prefix("violin_map_entries{map=\""))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    assert!(maps.contains(&"fdb"), "{maps:?}");
+    for map in maps {
+        let capacity = sample(
+            violind,
+            &format!("violin_map_capacity_entries{{map=\"{map}\"}}"),
+        );
+        assert!(capacity.is_some_and(|c| c > 0.0), "no capacity of {map}");
+    }
+}
+
+/// `violind stats -o FORMAT` of the first host.
+fn violind_stats(lab: &Lab, format: &str) -> String {
+    let cfg = lab.hosts[0].config.to_string_lossy().into_owned();
+    run(
+        &lab.spec.violind.to_string_lossy(),
+        &["stats", "--config", &cfg, "-o", format],
+    )
+    .unwrap()
+}
+
+/// `violind stats` prints the `/v1/stats` body as JSON and YAML, and `wide` shows the
+/// map occupancy the table leaves out.
+fn check_stats_formats(lab: &Lab, api: &Stats) {
+    let json: Stats = serde_json::from_str(&violind_stats(lab, "json")).unwrap();
+    assert_eq!(json.ports.len(), api.ports.len());
+    assert_eq!(json.map_capacity, api.map_capacity);
+    let yaml = violind_stats(lab, "yaml");
+    assert!(yaml.contains("\nports:\n- interface: "), "{yaml}");
+    assert!(
+        yaml.contains("\nmap_capacity:\n  environments: 4096\n"),
+        "{yaml}"
+    );
+    let table = violind_stats(lab, "table");
+    let wide = violind_stats(lab, "wide");
+    assert!(!table.contains("CAPACITY"), "{table}");
+    assert!(
+        wide.contains("CAPACITY") && wide.contains("PAIR POLICIES"),
+        "{wide}"
+    );
 }
 
 struct Prometheus(std::process::Child);
@@ -85,17 +231,34 @@ fn prometheus_scrapes_violind_and_the_controller_and_the_dashboard_queries_exist
     let names = families(&text);
     let line = text
         .lines()
-        .find(|l| l.starts_with("violin_port_rx_packets_total{port=\"vm1\""))
+        .find(|l| l.starts_with("violin_port_rx_packets_total{interface=\"vm1\""))
         .expect("port counter");
     let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(value > 3000.0, "{line}");
-    assert!(text.contains("violin_drops_total{reason=\"too_big\"} 0"));
+    assert_eq!(
+        sample(
+            &text,
+            "violin_datapath_dropped_packets_total{reason=\"too_big\"}"
+        ),
+        Some(0.0)
+    );
+    promtool_check_metrics("violind", &text);
     let (status, _) = http_get(&h1.ns, api(1), "/v1/stats").unwrap();
     assert_eq!(status, 401, "/v1 answered without the token");
     let (status, json) = http_get_with(&h1.ns, api(1), "/v1/stats", Some(&token)).unwrap();
     assert_eq!(status, 200);
-    let stats: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert!(stats["ports"].as_array().unwrap().len() >= 2);
+    // The contract's type reads the body back, and it agrees with /metrics.
+    let stats: Stats = serde_json::from_str(&json).unwrap();
+    assert!(stats.ports.len() >= 2);
+    assert_eq!(
+        stats.map_capacity.keys().collect::<Vec<_>>(),
+        stats.map_entries.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        stats.map_capacity["fdb"],
+        u64::from(dataplane_common::maps::FDB_ENTRIES)
+    );
+    check_stats_formats(&lab, &stats);
     let (status, _) = http_get(&h1.ns, api(0), "/nonexistent").unwrap();
     assert_eq!(status, 404);
 
@@ -109,6 +272,8 @@ fn prometheus_scrapes_violind_and_the_controller_and_the_dashboard_queries_exist
     ));
     let (status, ctl_text) = http_get(&h1.ns, controller, "/metrics").unwrap();
     assert_eq!(status, 200, "{ctl_text}");
+    promtool_check_metrics("the controller", &ctl_text);
+    check_build_and_capacity(&text, &ctl_text);
     let mut names = names;
     names.extend(families(&ctl_text));
 
@@ -117,8 +282,16 @@ fn prometheus_scrapes_violind_and_the_controller_and_the_dashboard_queries_exist
         &fs::read_to_string(workspace_root().join("deploy/grafana-dashboard.json")).unwrap(),
     )
     .unwrap();
-    let wanted = dashboard_metrics(&dashboard);
+    let queries = dashboard_queries(&dashboard);
+    check_dashboard_queries(&queries);
+    let mut wanted = BTreeSet::new();
+    for q in &queries {
+        metric_names(q, &mut wanted);
+    }
     assert!(wanted.len() >= 8, "{wanted:?}");
+    // And the alerting rules too.
+    let alerts = fs::read_to_string(workspace_root().join("deploy/alerts.yml")).unwrap();
+    metric_names(&alerts, &mut wanted);
     // A histogram's series carry suffixes its family name does not.
     let family = |n: &String| {
         ["_bucket", "_sum", "_count"]
@@ -134,16 +307,21 @@ fn prometheus_scrapes_violind_and_the_controller_and_the_dashboard_queries_exist
         .collect();
     assert!(
         missing.is_empty(),
-        "dashboard uses unknown metrics {missing:?}"
+        "dashboard or alerts use unknown metrics {missing:?}"
     );
 
     // The real Prometheus server, with the shipped scrape configuration.
     let dir = lab.dir.join("prometheus");
     fs::create_dir_all(&dir).unwrap();
-    let config = fs::read_to_string(workspace_root().join("deploy/prometheus.yml"))
+    let deploy = workspace_root().join("deploy");
+    let config = fs::read_to_string(deploy.join("prometheus.yml"))
         .unwrap()
-        .replace("scrape_interval: 5s", "scrape_interval: 1s");
+        .replace("scrape_interval: 5s", "scrape_interval: 1s")
+        .replace("evaluation_interval: 5s", "evaluation_interval: 1s");
     fs::write(dir.join("prometheus.yml"), config).unwrap();
+    fs::write(dir.join("alerts.yml"), &alerts).unwrap();
+    promtool(&deploy, &["check", "rules", "alerts.yml"]);
+    promtool(&deploy, &["test", "rules", "alerts_test.yml"]);
     let targets = serde_json::json!([{ "targets": [api(0).to_string(), api(1).to_string()] }]);
     fs::write(dir.join("violin-targets.json"), targets.to_string()).unwrap();
     let targets = serde_json::json!([{ "targets": [controller.to_string()] }]);
@@ -170,7 +348,7 @@ fn prometheus_scrapes_violind_and_the_controller_and_the_dashboard_queries_exist
     let prom: SocketAddr = listen.parse().unwrap();
     let query = format!(
         "/api/v1/query?query={}",
-        url_encode("violin_port_rx_packets_total{port=~\"vm1\"} > 0")
+        url_encode("violin_port_rx_packets_total{interface=~\"vm1\"} > 0")
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -211,6 +389,29 @@ fn prometheus_scrapes_violind_and_the_controller_and_the_dashboard_queries_exist
         assert!(
             Instant::now() < deadline,
             "Prometheus never returned the controller's series"
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+    // The shipped rules loaded, and each evaluates against the real series without error.
+    loop {
+        if let Ok((200, body)) = http_get(&h1.ns, prom, "/api/v1/rules") {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let rules: Vec<serde_json::Value> = v["data"]["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                .collect();
+            for r in &rules {
+                assert_ne!(r["health"], "err", "rule failed: {r}");
+            }
+            if rules.len() == 4 && rules.iter().all(|r| r["health"] == "ok") {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never evaluated the alerting rules"
         );
         thread::sleep(Duration::from_millis(500));
     }

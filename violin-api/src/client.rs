@@ -299,3 +299,33 @@ impl Iterator for SyncEvents {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `https://` URL is spoken to (TLS is built in): with nothing listening, the
+    /// error is the refused connection, not an unknown scheme.
+    #[test]
+    fn https_urls_are_supported() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let c = Client::new(
+            &format!("https://127.0.0.1:{port}/"),
+            "token",
+            Timeouts::default(),
+        );
+        assert_eq!(c.base(), format!("https://127.0.0.1:{port}"));
+        match c.environments() {
+            Err(Error::Transport { reason, .. }) => {
+                assert!(!reason.to_lowercase().contains("scheme"), "{reason}");
+                assert!(
+                    reason.contains("refused") || reason.contains("Connection"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

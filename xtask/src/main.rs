@@ -25,6 +25,13 @@ enum Cmd {
     Setup,
     /// Build the eBPF object and violind.
     Build,
+    /// Build the eBPF object (needs nightly and bpf-linker) and copy it to FILE, for a host
+    /// without them: `VIOLIN_EBPF_OBJECT=/abs/FILE cargo build -p dataplane-user` there.
+    Ebpf {
+        /// Where to write the object.
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+    },
     /// The quality gate: rustfmt and clippy (warnings denied) over the workspace and the
     /// eBPF crate.
     Lint,
@@ -203,6 +210,41 @@ fn build() -> Result<()> {
     cargo(&["build", "-p", "dataplane-user", "-p", "controller"])
 }
 
+/// Builds violind the normal way (its build script builds the eBPF object with aya-build
+/// into `target/ebpf/dataplane-ebpf`) and copies the object to `out`.
+fn ebpf(out: &std::path::Path) -> Result<()> {
+    eprintln!("==> building the eBPF object (with violind)");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "-p", "dataplane-user"])
+        .current_dir(workspace_root())
+        // Build it, rather than embed a prebuilt one.
+        .env_remove("VIOLIN_EBPF_OBJECT")
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("`cargo build -p dataplane-user` failed");
+    }
+    // Where dataplane-user/build.rs puts it: under `$CARGO_TARGET_DIR` or `target/`.
+    let shared = workspace_root()
+        .join(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()))
+        .join("ebpf");
+    // The lock dataplane-user/build.rs holds while it replaces the object.
+    let lock = std::fs::File::create(shared.join(".aya-build.lock"))
+        .context("creating target/ebpf/.aya-build.lock")?;
+    lock.lock().context("locking target/ebpf/.aya-build.lock")?;
+    let object = shared.join("dataplane-ebpf");
+    let size = std::fs::copy(&object, out)
+        .with_context(|| format!("copying {} to {}", object.display(), out.display()))?;
+    drop(lock);
+    let out = out.canonicalize()?;
+    println!("wrote {} ({size} bytes)", out.display());
+    println!(
+        "on a host without nightly: VIOLIN_EBPF_OBJECT={} cargo build -p dataplane-user",
+        out.display()
+    );
+    Ok(())
+}
+
 fn need_root(what: &str) -> Result<()> {
     if !violin_testbed::sys::is_root() {
         bail!("{what} needs root (network namespaces, XDP, bpffs)");
@@ -232,6 +274,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Setup => setup::run(),
         Cmd::Build => build(),
+        Cmd::Ebpf { out } => ebpf(&out),
         Cmd::Lint => lint(),
         Cmd::Test { args } => {
             need_root("the test suite")?;

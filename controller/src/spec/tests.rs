@@ -184,10 +184,46 @@ fn links_and_rules_parse_and_round_trip_through_canonical_toml() {
     assert_eq!(s.rules[1].dst, MacMatch::None);
     assert_eq!(s.neighbours("h2").len(), 2);
     assert_eq!(s.neighbours("h1").len(), 1);
-    let again = Spec::parse(&s.to_toml()).unwrap();
-    assert_eq!(again, s);
-    let plain = Spec::parse(SPEC).unwrap();
-    assert_eq!(Spec::parse(&plain.to_toml()).unwrap(), plain);
+}
+
+#[test]
+fn primitives_edit_the_text_and_keep_its_comments() {
+    let text = format!("# the operator's note\n{SPEC}{NET}");
+    let cur = Spec::parse(&text).unwrap();
+    // Drop the first rule and link h1-h3 is added with a rule over it.
+    let mut next = cur.clone();
+    next.rules.remove(0);
+    next.links.insert(("h1".into(), "h3".into()));
+    next.rules.push(Rule {
+        host: "h1".into(),
+        src: MacMatch::Any,
+        dst: MacMatch::Exact([2, 0, 0, 0, 3, 1]),
+        target: Target::Edge("h3".into()),
+    });
+    let edited = edit::edit(&text, &next).unwrap();
+    assert_eq!(Spec::parse(&edited).unwrap(), next, "{edited}");
+    assert!(edited.starts_with("# the operator's note\n"), "{edited}");
+    // Everything before the first link table is untouched.
+    let head = &text[..text.find("[[link]]").unwrap()];
+    assert!(edited.starts_with(head), "{edited}");
+    // Back again: the text parses to the original spec (the re-added rule comes last).
+    let back = Spec::parse(&edit::edit(&edited, &cur).unwrap()).unwrap();
+    let sorted = |s: &Spec| {
+        let mut r = s.rules.clone();
+        r.sort();
+        r
+    };
+    assert_eq!((&back.links, sorted(&back)), (&cur.links, sorted(&cur)));
+    // No links and no rules left: the tables go.
+    let mut bare = cur.clone();
+    bare.links.clear();
+    bare.rules.clear();
+    let none = edit::edit(&text, &bare).unwrap();
+    assert!(
+        !none.contains("[[link]]") && !none.contains("[[rule]]"),
+        "{none}"
+    );
+    assert_eq!(Spec::parse(&none).unwrap(), bare);
 }
 
 #[test]

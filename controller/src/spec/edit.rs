@@ -1,0 +1,103 @@
+//! Changing a stored spec's text the way the VNET primitives changed its parsed form,
+//! keeping the operator's comments, order and layout: only the `[[link]]` and `[[rule]]`
+//! tables that were added or removed change.
+use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
+use violin_api::{DstMatch, IfName, Name, SrcMatch};
+
+use super::{ordered, Rule, Spec, Target};
+
+/// The link a `[[link]]` table names, if it names one.
+fn link_of(t: &Table) -> Option<(String, String)> {
+    let hosts = t.get("hosts")?.as_array()?;
+    let a = hosts.get(0)?.as_str()?;
+    let b = hosts.get(1)?.as_str()?;
+    Some(ordered(a, b))
+}
+
+/// The rule a `[[rule]]` table names, if it is well formed (it is: the text parsed).
+fn rule_of(t: &Table) -> Option<Rule> {
+    let target = match (t.get("edge"), t.get("interface")) {
+        (Some(e), None) => Target::Edge(Name::parse(e.as_str()?).ok()?.to_string()),
+        (None, Some(i)) => Target::Interface(IfName::parse(i.as_str()?).ok()?),
+        _ => return None,
+    };
+    Some(Rule {
+        host: Name::parse(t.get("host")?.as_str()?).ok()?.to_string(),
+        src: SrcMatch::parse(t.get("src")?.as_str()?).ok()?.0,
+        dst: DstMatch::parse(t.get("dst")?.as_str()?).ok()?.0,
+        target,
+    })
+}
+
+fn link_table(a: &str, b: &str) -> Table {
+    let mut t = Table::new();
+    t.insert("hosts", value(Array::from_iter([a, b])));
+    t
+}
+
+fn rule_table(r: &Rule) -> Table {
+    let mut t = Table::new();
+    t.insert("host", value(r.host.as_str()));
+    t.insert("src", value(SrcMatch(r.src).to_string()));
+    t.insert("dst", value(DstMatch(r.dst).to_string()));
+    match &r.target {
+        Target::Edge(h) => t.insert("edge", value(h.as_str())),
+        Target::Interface(p) => t.insert("interface", value(p.as_str())),
+    };
+    t
+}
+
+/// Keeps the tables of `key` that `keep` accepts, then appends `add`.
+fn sync_tables(doc: &mut DocumentMut, key: &str, keep: impl Fn(&Table) -> bool, add: Vec<Table>) {
+    let mut tables = match doc.remove(key) {
+        Some(Item::ArrayOfTables(a)) => a,
+        _ => ArrayOfTables::new(),
+    };
+    tables.retain(|t| keep(t));
+    for t in add {
+        tables.push(t);
+    }
+    if !tables.is_empty() {
+        doc.insert(key, Item::ArrayOfTables(tables));
+    }
+}
+
+/// `text` (which parses to some spec) with its links and rules made `next`'s.
+pub fn edit(text: &str, next: &Spec) -> Result<String, toml_edit::TomlError> {
+    let mut doc: DocumentMut = text.parse()?;
+    let links_in_text: Vec<_> = doc
+        .get("link")
+        .and_then(Item::as_array_of_tables)
+        .map(|a| a.iter().filter_map(link_of).collect())
+        .unwrap_or_default();
+    let new_links = next
+        .links
+        .iter()
+        .filter(|l| !links_in_text.contains(l))
+        .map(|(a, b)| link_table(a, b))
+        .collect();
+    sync_tables(
+        &mut doc,
+        "link",
+        |t| link_of(t).is_some_and(|l| next.links.contains(&l)),
+        new_links,
+    );
+    let rules_in_text: Vec<Rule> = doc
+        .get("rule")
+        .and_then(Item::as_array_of_tables)
+        .map(|a| a.iter().filter_map(rule_of).collect())
+        .unwrap_or_default();
+    let new_rules = next
+        .rules
+        .iter()
+        .filter(|r| !rules_in_text.contains(r))
+        .map(rule_table)
+        .collect();
+    sync_tables(
+        &mut doc,
+        "rule",
+        |t| rule_of(t).is_some_and(|r| next.rules.contains(&r)),
+        new_rules,
+    );
+    Ok(doc.to_string())
+}

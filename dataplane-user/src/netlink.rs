@@ -1,0 +1,395 @@
+//! Host facts from the kernel over rtnetlink: the next hop towards a peer by the kernel's
+//! own FIB lookup (`ip route get`), the IPv4 neighbour table, and a subscription to
+//! neighbour, link and route changes, so that the datapath's outer headers follow the
+//! kernel within milliseconds and VM ports that come and go are attached as they appear.
+//! Sockets are opened in the namespace the daemon entered, so they see its tables.
+use std::{
+    collections::BTreeMap,
+    io,
+    net::Ipv4Addr,
+    sync::{Arc, Condvar, Mutex},
+    time::{Duration, Instant},
+};
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_route::{
+    link::{LinkAttribute, LinkMessage},
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+    route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage},
+    AddressFamily, RouteNetlinkMessage,
+};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use tracing::warn;
+
+/// Makes the kernel resolve the next hop towards `peer` by sending it one datagram to the
+/// discard port (the peer's datapath passes it to its stack, which ignores it).
+pub fn probe(peer: Ipv4Addr) {
+    if let Ok(s) = std::net::UdpSocket::bind("0.0.0.0:0") {
+        let _ = s.send_to(b"violin-neighbour-probe", (peer, 9));
+    }
+}
+
+/// A change the kernel announced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fact {
+    /// An IPv4 neighbour's link-layer address, or None when it is gone or unreachable.
+    Neighbour { ip: Ipv4Addr, mac: Option<[u8; 6]> },
+    /// An interface appeared (or changed) or went away.
+    Link { name: String, present: bool },
+    /// The IPv4 routing table changed: next hops may have moved.
+    Routes,
+}
+
+/// The neighbour entry a message describes, if it is an IPv4 one.
+fn neighbour_of(m: &NeighbourMessage, gone: bool) -> Option<(Ipv4Addr, Option<[u8; 6]>)> {
+    let ip = m.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })?;
+    let usable = !gone
+        && !matches!(
+            m.header.state,
+            NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+        );
+    let mac = m
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(l);
+                Some(mac)
+            }
+            _ => None,
+        })
+        .filter(|_| usable);
+    Some((ip, mac))
+}
+
+fn link_name(m: &LinkMessage) -> Option<String> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
+/// What an announcement tells, if it is about something the daemon follows.
+pub fn fact_of(msg: RouteNetlinkMessage) -> Option<Fact> {
+    match msg {
+        RouteNetlinkMessage::NewNeighbour(m) => {
+            neighbour_of(&m, false).map(|(ip, mac)| Fact::Neighbour { ip, mac })
+        }
+        RouteNetlinkMessage::DelNeighbour(m) => {
+            neighbour_of(&m, true).map(|(ip, mac)| Fact::Neighbour { ip, mac })
+        }
+        RouteNetlinkMessage::NewLink(m) => link_name(&m).map(|name| Fact::Link {
+            name,
+            present: true,
+        }),
+        RouteNetlinkMessage::DelLink(m) => link_name(&m).map(|name| Fact::Link {
+            name,
+            present: false,
+        }),
+        RouteNetlinkMessage::NewRoute(_) | RouteNetlinkMessage::DelRoute(_) => Some(Fact::Routes),
+        _ => None,
+    }
+}
+
+/// The messages in one datagram from the kernel.
+fn messages(buf: &[u8]) -> io::Result<Vec<NetlinkPayload<RouteNetlinkMessage>>> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < buf.len() {
+        let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[offset..])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let len = msg.header.length as usize;
+        out.push(msg.payload);
+        if len == 0 {
+            break;
+        }
+        offset += (len + 3) & !3;
+    }
+    Ok(out)
+}
+
+/// A request/response rtnetlink socket.
+pub struct Rtnl {
+    socket: Socket,
+    seq: u32,
+}
+
+impl Rtnl {
+    pub fn open() -> io::Result<Rtnl> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        Ok(Rtnl { socket, seq: 0 })
+    }
+
+    /// Sends `msg` and collects the answers until the request is done.
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        packet.finalize();
+        let mut buf = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.socket.send(&buf, 0)?;
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut out = Vec::new();
+        loop {
+            let (data, _) = self.socket.recv_from_full()?;
+            for payload in messages(&data)? {
+                match payload {
+                    NetlinkPayload::InnerMessage(m) => {
+                        out.push(m);
+                        if !dump {
+                            return Ok(out);
+                        }
+                    }
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(out),
+                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                        };
+                    }
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The address whose MAC the outer header needs to reach `peer`: the peer itself when
+    /// it is on-link, else the gateway the kernel's FIB picks. None: no route.
+    pub fn next_hop(&mut self, peer: Ipv4Addr) -> io::Result<Option<Ipv4Addr>> {
+        let mut msg = RouteMessage::default();
+        msg.header = RouteHeader {
+            address_family: AddressFamily::Inet,
+            destination_prefix_length: 32,
+            ..RouteHeader::default()
+        };
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(peer)));
+        let answers = match self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_REQUEST) {
+            Ok(a) => a,
+            // ENETUNREACH / EHOSTUNREACH: no route, not a failure of the lookup.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH)
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(answers.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => Some(
+                r.attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                        _ => None,
+                    })
+                    .unwrap_or(peer),
+            ),
+            _ => None,
+        }))
+    }
+
+    /// The usable IPv4 neighbour entries.
+    pub fn neighbours(&mut self) -> io::Result<BTreeMap<Ipv4Addr, [u8; 6]>> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let answers = self.request(
+            RouteNetlinkMessage::GetNeighbour(msg),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        )?;
+        Ok(answers
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => neighbour_of(n, false),
+                _ => None,
+            })
+            .filter_map(|(ip, mac)| Some((ip, mac?)))
+            .collect())
+    }
+}
+
+/// The neighbour table as the kernel last announced it, shared by the watcher (which
+/// writes it) and the daemon (which waits on it when a change needs next hops now).
+#[derive(Default)]
+pub struct Neighbours {
+    table: Mutex<BTreeMap<Ipv4Addr, [u8; 6]>>,
+    changed: Condvar,
+}
+
+impl Neighbours {
+    pub fn get(&self, ip: Ipv4Addr) -> Option<[u8; 6]> {
+        self.table.lock().unwrap().get(&ip).copied()
+    }
+
+    fn set(&self, ip: Ipv4Addr, mac: Option<[u8; 6]>) {
+        let mut t = self.table.lock().unwrap();
+        match mac {
+            Some(m) => t.insert(ip, m),
+            None => t.remove(&ip),
+        };
+        self.changed.notify_all();
+    }
+
+    /// Waits until every address of `ips` is known, or `deadline`; says whether all are.
+    pub fn wait_for(&self, ips: &[Ipv4Addr], deadline: Instant) -> bool {
+        let mut t = self.table.lock().unwrap();
+        loop {
+            if ips.iter().all(|ip| t.contains_key(ip)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            t = self.changed.wait_timeout(t, left).unwrap().0;
+        }
+    }
+}
+
+/// Subscribes to neighbour, link and IPv4 route announcements, loads the neighbour table,
+/// and from then on keeps it current and hands every fact to `send` (on a thread of its
+/// own, for as long as `send` returns true).
+pub fn watch(send: impl Fn(Fact) -> bool + Send + 'static) -> io::Result<Arc<Neighbours>> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    for group in [
+        libc::RTNLGRP_NEIGH,
+        libc::RTNLGRP_LINK,
+        libc::RTNLGRP_IPV4_ROUTE,
+    ] {
+        socket.add_membership(group)?;
+    }
+    // Subscribed first, then the dump: no change between the two is missed.
+    let neighbours = Arc::new(Neighbours::default());
+    for (ip, mac) in Rtnl::open()?.neighbours()? {
+        neighbours.set(ip, Some(mac));
+    }
+    let shared = neighbours.clone();
+    std::thread::Builder::new()
+        .name("netlink".into())
+        .spawn(move || loop {
+            let data = match socket.recv_from_full() {
+                Ok((d, _)) => d,
+                Err(e) => {
+                    // ENOBUFS: the kernel dropped announcements; say the routes changed
+                    // so that everything is looked up again.
+                    warn!(error = %e, "netlink announcements lost; re-reading host facts");
+                    if !send(Fact::Routes) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let payloads = match messages(&data) {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(error = %e, "a netlink message violind cannot read");
+                    continue;
+                }
+            };
+            for p in payloads {
+                let NetlinkPayload::InnerMessage(m) = p else {
+                    continue;
+                };
+                let Some(fact) = fact_of(m) else { continue };
+                if let Fact::Neighbour { ip, mac } = &fact {
+                    shared.set(*ip, *mac);
+                }
+                if !send(fact) {
+                    return;
+                }
+            }
+        })?;
+    Ok(neighbours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::neighbour::NeighbourHeader;
+
+    fn neigh(state: NeighbourState, mac: Option<[u8; 6]>) -> NeighbourMessage {
+        let mut m = NeighbourMessage::default();
+        m.header = NeighbourHeader {
+            family: AddressFamily::Inet,
+            state,
+            ..NeighbourHeader::default()
+        };
+        m.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                Ipv4Addr::new(10, 0, 0, 2),
+            )));
+        if let Some(mac) = mac {
+            m.attributes
+                .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        }
+        m
+    }
+
+    #[test]
+    fn neighbour_announcements_become_facts() {
+        let mac = [2, 0xaa, 0, 0, 0, 2];
+        let ip = Ipv4Addr::new(10, 0, 0, 2);
+        let reachable =
+            RouteNetlinkMessage::NewNeighbour(neigh(NeighbourState::Reachable, Some(mac)));
+        assert_eq!(
+            fact_of(reachable),
+            Some(Fact::Neighbour { ip, mac: Some(mac) })
+        );
+        let stale = RouteNetlinkMessage::NewNeighbour(neigh(NeighbourState::Stale, Some(mac)));
+        assert_eq!(fact_of(stale), Some(Fact::Neighbour { ip, mac: Some(mac) }));
+        let failed = RouteNetlinkMessage::NewNeighbour(neigh(NeighbourState::Failed, Some(mac)));
+        assert_eq!(fact_of(failed), Some(Fact::Neighbour { ip, mac: None }));
+        let gone = RouteNetlinkMessage::DelNeighbour(neigh(NeighbourState::Reachable, Some(mac)));
+        assert_eq!(fact_of(gone), Some(Fact::Neighbour { ip, mac: None }));
+    }
+
+    #[test]
+    fn a_waiter_wakes_when_the_neighbour_arrives() {
+        let n = Arc::new(Neighbours::default());
+        let ip = Ipv4Addr::new(10, 0, 0, 9);
+        let setter = n.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            setter.set(ip, Some([2, 0, 0, 0, 0, 9]));
+        });
+        assert!(n.wait_for(&[ip], Instant::now() + Duration::from_secs(5)));
+        t.join().unwrap();
+        assert!(!n.wait_for(&[Ipv4Addr::new(10, 0, 0, 10)], Instant::now()));
+    }
+}
+
+/// Against the kernel itself: the FIB answers for loopback (on-link, so the address is
+/// its own next hop) and the neighbour table can be read.
+#[cfg(test)]
+mod kernel {
+    use super::*;
+
+    #[test]
+    fn the_kernel_answers_route_and_neighbour_requests() {
+        let mut rtnl = Rtnl::open().expect("rtnetlink socket");
+        let lo = Ipv4Addr::LOCALHOST;
+        assert_eq!(rtnl.next_hop(lo).unwrap(), Some(lo));
+        rtnl.neighbours().expect("neighbour dump");
+        // A second request on the same socket still pairs answers with requests.
+        assert_eq!(rtnl.next_hop(lo).unwrap(), Some(lo));
+    }
+}
