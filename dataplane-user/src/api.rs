@@ -168,10 +168,7 @@ async fn get_rules(State(api): State<Api>) -> Response {
             e.rules.iter().map(move |r| DaemonRule {
                 environment: e.name.clone(),
                 vni: e.vni,
-                src: r.src,
-                dst: r.dst,
-                edge: r.edge,
-                interface: r.interface.clone(),
+                rule: r.clone(),
             })
         })
         .collect();

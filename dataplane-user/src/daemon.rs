@@ -410,31 +410,28 @@ impl Daemon {
                 })
                 .context("restoring the previous configuration")?;
             *self.topology.write().unwrap() = old;
-            if self.slow.is_none() {
-                self.slow = Some(SlowPath::start(
-                    self.topology.clone(),
-                    self.dp.paths(),
-                    reuse,
-                )?);
-            }
+            self.resume_slow_path(reuse)?;
             return Err(e);
         }
         *self.topology.write().unwrap() = topo;
         self.hops
             .publish(&mut self.dp, &self.topology, Some(SETTLE));
-        if self.slow.is_none() {
-            self.slow = Some(SlowPath::start(
-                self.topology.clone(),
-                self.dp.paths(),
-                reuse,
-            )?);
-        }
+        self.resume_slow_path(reuse)?;
         info!(
             ports_changed,
             took_ms = started.elapsed().as_secs_f64() * 1e3,
             "configuration applied"
         );
         self.config = new;
+        Ok(())
+    }
+
+    /// Starts the slow path again if a port change stopped it, on `reuse`'s sockets.
+    fn resume_slow_path(&mut self, reuse: Vec<crate::slowpath::Xsk>) -> Result<()> {
+        if self.slow.is_none() {
+            let paths = self.dp.paths();
+            self.slow = Some(SlowPath::start(self.topology.clone(), paths, reuse)?);
+        }
         Ok(())
     }
 

@@ -247,15 +247,36 @@ pub struct DaemonRules {
     pub rules: Vec<DaemonRule>,
 }
 
+/// One rule a daemon serves: the share's rule with the environment it belongs to.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DaemonRule {
     pub environment: Name,
     pub vni: Vni,
-    pub src: SrcMatch,
-    pub dst: DstMatch,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub edge: Option<Ipv4Addr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interface: Option<IfName>,
+    #[serde(flatten)]
+    pub rule: crate::share::ForwardRule,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daemon_rule_reads_back_flat() {
+        let r = DaemonRule {
+            environment: Name::parse("blue").unwrap(),
+            vni: Vni::new(7).unwrap(),
+            rule: crate::share::ForwardRule {
+                src: SrcMatch::parse("any").unwrap(),
+                dst: DstMatch::parse("none").unwrap(),
+                edge: Some(Ipv4Addr::new(10, 0, 0, 2)),
+                interface: None,
+            },
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            json,
+            r#"{"environment":"blue","vni":7,"src":"any","dst":"none","edge":"10.0.0.2"}"#
+        );
+        assert_eq!(serde_json::from_str::<DaemonRule>(&json).unwrap(), r);
+    }
 }
