@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use bench::reports;
 use dataplane_common::packet::{OuterHeaders, Tunnel};
 use violin_testbed::sys::{ns_command, ns_run};
 
@@ -133,8 +134,14 @@ impl Server {
     }
 }
 
+/// iperf3's JSON (another program's format: read by its keys).
 fn json(text: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text.trim()).with_context(|| format!("not JSON: {text}"))
+}
+
+/// One of our tools' one-line reports.
+fn report<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text.trim()).with_context(|| format!("not a report: {text}"))
 }
 
 /// TCP goodput in Gbit/s from `a` to `b` with `streams` parallel streams (iperf3).
@@ -215,9 +222,9 @@ pub fn udp64(a: &Endpoint, b: &Endpoint, secs: f64, port: u16) -> Result<(f64, f
     ];
     ns_run(&a.ns, "taskset", &flood_args)?;
     let cpu1 = busy_cpu_ns()?;
-    let v = json(&sink.finish()?)?;
-    let packets = v["packets"].as_f64().unwrap_or(0.0);
-    let window = v["secs"].as_f64().unwrap_or(0.0);
+    let v: reports::Sink = report(&sink.finish()?)?;
+    let packets = v.packets as f64;
+    let window = v.secs;
     if packets < 1.0 || window <= 0.0 {
         bail!("no 64-byte frames arrived from {} to {}", a.ns, b.ns);
     }
@@ -246,11 +253,8 @@ pub fn rtt(a: &Endpoint, b: &Endpoint, count: usize, port: u16) -> Result<(f64, 
     ];
     let out = ns_run(&a.ns, "taskset", &ping_args)?;
     drop(echo);
-    let v = json(&out)?;
-    Ok((
-        v["p50_us"].as_f64().context("p50")?,
-        v["p99_us"].as_f64().context("p99")?,
-    ))
+    let v: reports::Ping = report(&out)?;
+    Ok((v.p50_us, v.p99_us))
 }
 
 fn mac_of(ns: &str, iface: &str) -> Result<[u8; 6]> {

@@ -134,8 +134,8 @@ pub fn run(bl: &BenchLab, path: NetPath, p: &Placement, r: &Regime, port: u16) -
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         } else if rank == 0 {
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-            result = v["secs"].as_f64();
+            let v: bench::reports::Nemo = serde_json::from_slice(&out.stdout)?;
+            result = Some(v.secs);
         }
     }
     if !errors.is_empty() {

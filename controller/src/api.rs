@@ -27,7 +27,7 @@ use violin_api::{
 use crate::{
     hub::{self, Hub},
     route,
-    spec::{ordered_pair, plan, Rule, Spec, SpecError, Target},
+    spec::{duplicate_rule, ordered, plan, Rule, Spec, SpecError, Target},
     store::{PutError, Store},
 };
 
@@ -171,8 +171,17 @@ async fn list(State(api): State<Api>) -> Answer<Vec<EnvSummary>> {
     Ok(Json(envs.iter().map(|(_, s)| summary(s)).collect()))
 }
 
+/// A 404 that names the `environment` field, so that a client can tell a missing
+/// environment from a missing link or rule in it.
 fn no_env(name: &str) -> Reject {
-    Reject::not_found(format!("no environment {name:?}"))
+    Reject {
+        status: StatusCode::NOT_FOUND,
+        body: ErrorBody {
+            error: format!("no environment {name:?}"),
+            field: Some("environment".into()),
+            line: None,
+        },
+    }
 }
 
 /// One environment with its spec.
@@ -305,7 +314,7 @@ fn check_hosts(spec: &Spec, hosts: &[Name; 2]) -> Result<(String, String), Rejec
     if hosts[0] == hosts[1] {
         return Err(reject("hosts", "a link joins two hosts"));
     }
-    Ok(ordered_pair(&hosts[0], &hosts[1]))
+    Ok(ordered(&hosts[0], &hosts[1]))
 }
 
 /// Add an overlay link (UDP) between two hosts of the environment.
@@ -356,7 +365,7 @@ async fn delete_link(
     modify(&api, &name, |spec| {
         let pair = check_hosts(spec, &hosts)?;
         if spec.rules.iter().any(|r| match &r.target {
-            Target::Edge(to) => ordered_pair(&r.host, to) == pair,
+            Target::Edge(to) => ordered(&r.host, to) == pair,
             Target::Interface(_) => false,
         }) {
             return Err(reject(
@@ -371,8 +380,8 @@ async fn delete_link(
     })
 }
 
-/// The rule a request names; `need_target` for adding (exactly one of edge, interface).
-fn rule_of(spec: &Spec, req: &RuleRequest, need_target: bool) -> Result<Rule, Reject> {
+/// The host a rule request names, checked against the environment.
+fn rule_host(spec: &Spec, req: &RuleRequest) -> Result<String, Reject> {
     if !spec.hosts.contains_key(req.host.as_str()) {
         return Err(reject(
             "host",
@@ -383,11 +392,15 @@ fn rule_of(spec: &Spec, req: &RuleRequest, need_target: bool) -> Result<Rule, Re
             ),
         ));
     }
+    Ok(req.host.to_string())
+}
+
+/// The rule a request adds: exactly one of edge and interface.
+fn rule_of(spec: &Spec, req: &RuleRequest) -> Result<Rule, Reject> {
+    let host = rule_host(spec, req)?;
     let target = match (&req.edge, &req.interface) {
         (Some(h), None) => Target::Edge(h.to_string()),
         (None, Some(p)) => Target::Interface(p.clone()),
-        // Deleting matches on host, source and destination only.
-        (None, None) if !need_target => Target::Edge(String::new()),
         _ => {
             return Err(reject(
                 "edge",
@@ -396,7 +409,7 @@ fn rule_of(spec: &Spec, req: &RuleRequest, need_target: bool) -> Result<Rule, Re
         }
     };
     Ok(Rule {
-        host: req.host.to_string(),
+        host,
         src: req.src.0,
         dst: req.dst.0,
         target,
@@ -418,21 +431,15 @@ async fn add_rule(
 ) -> Answer<Applied> {
     let req: RuleRequest = from_json(&body)?;
     modify(&api, &name, |spec| {
-        let rule = rule_of(spec, &req, true)?;
-        spec.check_rule(&rule).map_err(|(f, reason)| {
-            let duplicate = spec
-                .rules
-                .iter()
-                .any(|o| o.host == rule.host && o.src == rule.src && o.dst == rule.dst);
-            Reject {
-                status: if duplicate {
-                    StatusCode::CONFLICT
-                } else {
-                    StatusCode::BAD_REQUEST
-                },
-                ..reject(f, reason)
-            }
-        })?;
+        let rule = rule_of(spec, &req)?;
+        if let Some(reason) = duplicate_rule(&spec.rules, &rule) {
+            return Err(Reject {
+                status: StatusCode::CONFLICT,
+                ..reject("src", reason)
+            });
+        }
+        spec.check_rule(&rule)
+            .map_err(|(f, reason)| reject(f, reason))?;
         spec.rules.push(rule);
         Ok(())
     })
@@ -452,10 +459,12 @@ async fn delete_rule(
 ) -> Answer<Applied> {
     let req: RuleRequest = from_json(&body)?;
     modify(&api, &name, |spec| {
-        let rule = rule_of(spec, &req, false)?;
+        // Deleting matches on host, source and destination only.
+        let host = rule_host(spec, &req)?;
+        let (src, dst) = (req.src.0, req.dst.0);
         let before = spec.rules.len();
         spec.rules
-            .retain(|r| !(r.host == rule.host && r.src == rule.src && r.dst == rule.dst));
+            .retain(|r| !(r.host == host && r.src == src && r.dst == dst));
         if spec.rules.len() == before {
             return Err(Reject::not_found("no such rule"));
         }

@@ -8,93 +8,12 @@ use std::{
 };
 
 use dataplane_common::rules::MacMatch;
-use serde::Deserialize;
 use toml::Spanned;
 use violin_api::{
-    parse::{from_toml, line_of},
-    BurstKib, DstMatch, FieldError, IfName, Limit, Name, RateMbit, SrcMatch, UnicastMac, Vni,
+    parse::line_of,
+    spec::{Document, HostTable, LinkTable, RuleTable, VmTable},
+    DstMatch, FieldError, IfName, Limit, Name, UnicastMac, Vni,
 };
-
-// The document as written: every value already parsed into the contract's types (so a
-// bad name, VNI, MAC, rule side or limit is refused with that type's one error text and
-// the field's path), with spans where a check across fields needs a line.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSpec {
-    environment: RawEnvironment,
-    #[serde(default, rename = "host")]
-    hosts: Vec<RawHost>,
-    #[serde(default, rename = "vm")]
-    vms: Vec<RawVm>,
-    #[serde(default, rename = "allow")]
-    allow: Vec<RawPair>,
-    #[serde(default, rename = "limit")]
-    limits: Vec<RawLimit>,
-    #[serde(default, rename = "link")]
-    links: Vec<RawLink>,
-    #[serde(default, rename = "rule")]
-    rules: Vec<RawRule>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLink {
-    hosts: Spanned<[Name; 2]>,
-    #[serde(default, rename = "type")]
-    kind: Option<Spanned<String>>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    host: Spanned<Name>,
-    src: Spanned<SrcMatch>,
-    dst: DstMatch,
-    #[serde(default)]
-    edge: Option<Spanned<Name>>,
-    #[serde(default)]
-    interface: Option<Spanned<IfName>>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEnvironment {
-    name: Name,
-    vni: Vni,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHost {
-    name: Spanned<Name>,
-    address: Ipv4Addr,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawVm {
-    name: Spanned<Name>,
-    host: Spanned<Name>,
-    port: Spanned<IfName>,
-    mac: Spanned<UnicastMac>,
-    #[serde(default)]
-    ip: Option<Ipv4Addr>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPair {
-    pair: Spanned<[Name; 2]>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLimit {
-    pair: Spanned<[Name; 2]>,
-    rate_mbit: RateMbit,
-    #[serde(default)]
-    burst_kib: BurstKib,
-}
 
 /// A validated environment spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -162,7 +81,7 @@ fn check_target(
 }
 
 /// Why `rule` may not join `rules`: its host has one for the same source and destination.
-fn duplicate_rule(rules: &[Rule], rule: &Rule) -> Option<String> {
+pub fn duplicate_rule(rules: &[Rule], rule: &Rule) -> Option<String> {
     rules
         .iter()
         .any(|o| o.host == rule.host && o.src == rule.src && o.dst == rule.dst)
@@ -211,11 +130,7 @@ pub struct Vm {
 pub type SpecError = FieldError;
 
 /// An unordered pair, smaller first.
-pub fn ordered_pair(a: &str, b: &str) -> (String, String) {
-    ordered(a, b)
-}
-
-fn ordered(a: &str, b: &str) -> (String, String) {
+pub fn ordered(a: &str, b: &str) -> (String, String) {
     if a <= b {
         (a.to_string(), b.to_string())
     } else {
@@ -227,7 +142,7 @@ impl Spec {
     /// Parses and validates a spec; the first error found is returned, naming its line and
     /// field, and nothing of a spec with an error is used.
     pub fn parse(text: &str) -> Result<Spec, SpecError> {
-        let raw: RawSpec = from_toml(text, "spec")?;
+        let raw = Document::parse(text)?;
         let err = |span: std::ops::Range<usize>, field: String, reason: String| SpecError {
             line: if span.is_empty() {
                 0
@@ -285,7 +200,7 @@ impl Spec {
     }
 
     fn parse_hosts(
-        raw: &[RawHost],
+        raw: &[HostTable],
         err: &impl Fn(std::ops::Range<usize>, String, String) -> SpecError,
     ) -> Result<BTreeMap<String, Ipv4Addr>, SpecError> {
         let mut hosts = BTreeMap::new();
@@ -303,7 +218,7 @@ impl Spec {
     }
 
     fn parse_vms(
-        raw: &[RawVm],
+        raw: &[VmTable],
         hosts: &BTreeMap<String, Ipv4Addr>,
         err: &impl Fn(std::ops::Range<usize>, String, String) -> SpecError,
     ) -> Result<BTreeMap<String, Vm>, SpecError> {
@@ -354,7 +269,7 @@ impl Spec {
     }
 
     fn parse_links(
-        raw: &[RawLink],
+        raw: &[LinkTable],
         hosts: &BTreeMap<String, Ipv4Addr>,
         err: &impl Fn(std::ops::Range<usize>, String, String) -> SpecError,
     ) -> Result<BTreeSet<(String, String)>, SpecError> {
@@ -398,7 +313,7 @@ impl Spec {
     }
 
     fn parse_rules(
-        raw: &[RawRule],
+        raw: &[RuleTable],
         hosts: &BTreeMap<String, Ipv4Addr>,
         vms: &BTreeMap<String, Vm>,
         links: &BTreeSet<(String, String)>,

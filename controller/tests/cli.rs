@@ -404,6 +404,15 @@ fn violinctl_follows_the_usual_conventions() {
     let (code, out, _) = ctl_code(&c, &token, &["completion", "bash"], "");
     assert!(code == 0 && out.contains("_violinctl"), "{out}");
 
+    // A malformed spec is refused before anything is sent, with its line and field.
+    let bad = SPEC.replace("vni = 1000", "vni = 0");
+    let (code, _, err) = ctl_code(&c, &token, &["apply", "-f", "-"], &bad);
+    assert!(
+        code == 2 && err.contains("line 3: environment.vni: 0 is outside 1..=16777215"),
+        "{code} {err}"
+    );
+    assert!(!err.contains("HTTP"), "the bad spec was sent: {err}");
+
     // The spec from standard input; diff says 1 while it differs, 0 once applied.
     let (code, out, _) = ctl_code(&c, &token, &["diff", "-f", "-"], SPEC);
     assert!(code == 1 && out.contains("+ vm a1"), "{code} {out}");
@@ -446,6 +455,18 @@ fn violinctl_follows_the_usual_conventions() {
     );
     let (code, _, _) = ctl_code(&c, &token, &["delete", "nope", "--if-exists"], "");
     assert_eq!(code, 0);
+    // A misspelt environment is not a link already gone.
+    let typo = ["link", "delete", "bleu", "h1", "h2", "--if-exists"];
+    let (code, _, err) = ctl_code(&c, &token, &typo, "");
+    assert!(
+        code == 2 && err.contains("no environment \"bleu\""),
+        "{err}"
+    );
+    let (code, _, err) = ctl_code(&c, &token, &["wait", "--timeout=-1"], "");
+    assert!(
+        code == 2 && err.contains("not a number of seconds"),
+        "{err}"
+    );
 
     // A host that registered but never follows its stream: --wait gives up with 3.
     let reg = serde_json::json!({ "address": "10.250.0.1" });

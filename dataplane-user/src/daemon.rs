@@ -86,8 +86,13 @@ struct NextHops {
     rtnl: Rtnl,
     neighbours: Arc<Neighbours>,
     hops: BTreeMap<Ipv4Addr, Option<Ipv4Addr>>,
-    probed: BTreeSet<Ipv4Addr>,
+    /// Peers whose next hop was asked for (the hop, and when), so that an unanswered
+    /// one is asked again after a while, not on every event.
+    probed: BTreeMap<Ipv4Addr, (Ipv4Addr, Instant)>,
 }
+
+/// How long an unanswered next hop waits before it is asked for again.
+const REPROBE: Duration = Duration::from_secs(1);
 
 impl NextHops {
     fn hop(&mut self, peer: Ipv4Addr) -> Option<Ipv4Addr> {
@@ -100,6 +105,21 @@ impl NextHops {
         });
         self.hops.insert(peer, hop);
         hop
+    }
+
+    /// Whether `ip` is the next hop of a peer.
+    fn is_hop(&self, ip: Ipv4Addr) -> bool {
+        self.hops.values().any(|h| *h == Some(ip))
+    }
+
+    /// Whether some peer's next hop is still unknown.
+    fn unresolved(&self, topology: &RwLock<Topology>) -> bool {
+        topology
+            .read()
+            .unwrap()
+            .peers
+            .iter()
+            .any(|p| p.next_hop_mac.is_none())
     }
 
     /// The routing table changed: every peer's next hop is looked up again.
@@ -134,7 +154,12 @@ impl NextHops {
             })
             .map(|(peer, hop)| {
                 // One datagram makes the kernel ask for the next hop's MAC.
-                if self.probed.insert(peer) {
+                let due = self
+                    .probed
+                    .get(&peer)
+                    .is_none_or(|(h, at)| *h != hop || at.elapsed() >= REPROBE);
+                if due {
+                    self.probed.insert(peer, (hop, Instant::now()));
                     netlink::probe(peer);
                 }
                 hop
@@ -164,11 +189,12 @@ impl NextHops {
 /// How long a change waits for its new peers' next hops (one ARP exchange on a LAN).
 const SETTLE: Duration = Duration::from_millis(500);
 
-/// The resolved ports (name, ifindex) a topology attaches programs to.
-fn attached_ports(t: &Topology) -> Vec<(String, u32)> {
+/// What the programs and the slow path's sockets depend on: each resolved port's name,
+/// interface, environment and queues. When any of it changes, both are redone.
+fn attached_ports(t: &Topology) -> Vec<(String, u32, u32, u32)> {
     t.ports
         .iter()
-        .map(|p| (p.dev.name.clone(), p.dev.ifindex))
+        .map(|p| (p.dev.name.clone(), p.dev.ifindex, p.vni, p.queues()))
         .collect()
 }
 
@@ -223,6 +249,9 @@ struct Daemon {
     slow: Option<SlowPath>,
     hops: NextHops,
     follower: Option<Follower>,
+    /// Why the controller's latest share could not be applied: until one is, every
+    /// generation is acknowledged with this error, not as applied.
+    refused: Option<String>,
 }
 
 impl Daemon {
@@ -240,14 +269,16 @@ impl Daemon {
             rtnl: Rtnl::open().context("opening rtnetlink")?,
             neighbours,
             hops: BTreeMap::new(),
-            probed: BTreeSet::new(),
+            probed: BTreeMap::new(),
         };
         let mut dp = Datapath::load(&paths, config.debug_datapath)?;
         let topo = Topology::resolve(&config, &dp.maps)?;
         topo.apply(&mut dp.maps)?;
-        attach_all(&mut dp, &topo, config.port_mode)?;
-        let topology = Arc::new(RwLock::new(topo));
+        let topology = Arc::new(RwLock::new(topo.clone()));
+        // Sockets first, programs second: a broadcast that reaches a program finds its
+        // socket bound.
         let slow = Some(SlowPath::start(topology.clone(), &paths, Vec::new())?);
+        attach_all(&mut dp, &topo, config.port_mode)?;
         let mut d = Daemon {
             paths,
             config_path: config_path.to_path_buf(),
@@ -259,6 +290,7 @@ impl Daemon {
             slow,
             hops,
             follower: None,
+            refused: None,
         };
         d.hops.publish(&mut d.dp, &d.topology, Some(SETTLE));
         if let Some(listen) = d.config.api_listen {
@@ -318,7 +350,10 @@ impl Daemon {
     /// recorded and acknowledged, or refused with the reason.
     fn controller_update(&mut self, update: Update) {
         let result = match update.share {
-            None => Ok(()),
+            None => match &self.refused {
+                None => Ok(()),
+                Some(why) => Err(anyhow::anyhow!("{why}")),
+            },
             Some(share) => self
                 .file
                 .with_share(share.environments, share.peers)
@@ -326,6 +361,7 @@ impl Daemon {
                 .and_then(|new| self.reconfigure(new)),
         };
         let error = result.err().map(|e| format!("{e:#}"));
+        self.refused = error.clone();
         match &error {
             None => {
                 self.generation = update.generation;
@@ -348,10 +384,28 @@ impl Daemon {
     /// A change in the kernel: next hops follow neighbours and routes; ports follow links.
     fn kernel_fact(&mut self, fact: Fact) {
         match fact {
-            Fact::Neighbour { .. } => self.hops.publish(&mut self.dp, &self.topology, None),
+            Fact::Neighbour { ip, mac } => {
+                if self.hops.is_hop(ip) {
+                    if mac.is_none() {
+                        // Gone or failed: ask again rather than wait for traffic.
+                        self.hops.probed.retain(|_, (hop, _)| *hop != ip);
+                    }
+                    self.hops.publish(&mut self.dp, &self.topology, None);
+                }
+            }
             Fact::Routes => {
                 self.hops.routes_changed();
                 self.hops.publish(&mut self.dp, &self.topology, None);
+            }
+            Fact::Resync => {
+                // Announcements were lost: everything is looked at again.
+                self.hops.routes_changed();
+                if let Err(e) = self.reconfigure(self.config.clone()) {
+                    error!(
+                        error = format!("{e:#}"),
+                        "cannot resynchronise with the kernel"
+                    );
+                }
             }
             Fact::Link { name, present } => {
                 let configured = self.config.ports().any(|(p, _)| p == name);
@@ -373,10 +427,11 @@ impl Daemon {
     }
 
     /// Moves the running datapath to `new`. The programs are re-attached and the slow
-    /// path's sockets rebuilt only when the attached ports change; on failure the old
-    /// configuration is put back so forwarding continues.
+    /// path's sockets rebuilt only when the attached ports (or their environment or
+    /// queues) change; on failure what ran before is put back so forwarding continues.
     fn reconfigure(&mut self, new: Config) -> Result<()> {
         let current = &self.config;
+        let current_mode = current.port_mode;
         if new.host_id != current.host_id || new.netns != current.netns {
             bail!("host_id and netns cannot change while running; restart violind instead");
         }
@@ -395,28 +450,38 @@ impl Daemon {
         } else {
             Vec::new()
         };
-        let applied = topo
-            .apply(&mut self.dp.maps)
-            .and_then(|()| match ports_changed {
-                true => attach_all(&mut self.dp, &topo, new.port_mode),
-                false => Ok(()),
-            });
+        let previous = self.topology.read().unwrap().clone();
+        let applied = topo.apply(&mut self.dp.maps).and_then(|()| {
+            *self.topology.write().unwrap() = topo.clone();
+            if ports_changed {
+                // Sockets first, programs second, as at start.
+                self.resume_slow_path(reuse)?;
+                attach_all(&mut self.dp, &topo, new.port_mode)?;
+            }
+            Ok(())
+        });
         if let Err(e) = applied {
-            let old = Topology::resolve(current, &self.dp.maps)
-                .and_then(|t| {
-                    t.apply(&mut self.dp.maps)?;
-                    attach_all(&mut self.dp, &t, current.port_mode)?;
-                    Ok(t)
-                })
-                .context("restoring the previous configuration")?;
-            *self.topology.write().unwrap() = old;
-            self.resume_slow_path(reuse)?;
+            // Back to what ran before, and the slow path with it, whatever else fails.
+            *self.topology.write().unwrap() = previous.clone();
+            let restored = previous.apply(&mut self.dp.maps).and_then(|()| {
+                if ports_changed {
+                    attach_all(&mut self.dp, &previous, current_mode)?;
+                }
+                Ok(())
+            });
+            if ports_changed {
+                if let Some(slow) = self.slow.take() {
+                    let sockets = slow.stop();
+                    self.resume_slow_path(sockets)?;
+                } else {
+                    self.resume_slow_path(Vec::new())?;
+                }
+            }
+            restored.context("restoring the previous configuration")?;
             return Err(e);
         }
-        *self.topology.write().unwrap() = topo;
         self.hops
             .publish(&mut self.dp, &self.topology, Some(SETTLE));
-        self.resume_slow_path(reuse)?;
         info!(
             ports_changed,
             took_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -492,7 +557,12 @@ pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
         match events.recv_timeout(Duration::from_millis(100)) {
             Ok(Event::Controller(update)) => daemon.controller_update(update),
             Ok(Event::Kernel(fact)) => daemon.kernel_fact(fact),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Next hops nobody has answered for yet are asked for again.
+                if daemon.hops.unresolved(&daemon.topology) {
+                    daemon.hops.publish(&mut daemon.dp, &daemon.topology, None);
+                }
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(Duration::from_millis(100)),
         }
     };

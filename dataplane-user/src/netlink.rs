@@ -7,6 +7,7 @@ use std::{
     collections::BTreeMap,
     io,
     net::Ipv4Addr,
+    os::fd::AsRawFd,
     sync::{Arc, Condvar, Mutex},
     time::{Duration, Instant},
 };
@@ -40,6 +41,9 @@ pub enum Fact {
     Link { name: String, present: bool },
     /// The IPv4 routing table changed: next hops may have moved.
     Routes,
+    /// Announcements were lost (the socket overflowed): links, routes and neighbours must
+    /// all be looked at again. The neighbour table has been read anew already.
+    Resync,
 }
 
 /// The neighbour entry a message describes, if it is an IPv4 one.
@@ -97,15 +101,15 @@ pub fn fact_of(msg: RouteNetlinkMessage) -> Option<Fact> {
     }
 }
 
-/// The messages in one datagram from the kernel.
-fn messages(buf: &[u8]) -> io::Result<Vec<NetlinkPayload<RouteNetlinkMessage>>> {
+/// The messages in one datagram from the kernel, with their sequence numbers.
+fn messages(buf: &[u8]) -> io::Result<Vec<(u32, NetlinkPayload<RouteNetlinkMessage>)>> {
     let mut out = Vec::new();
     let mut offset = 0;
     while offset < buf.len() {
         let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[offset..])
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let len = msg.header.length as usize;
-        out.push(msg.payload);
+        out.push((msg.header.sequence_number, msg.payload));
         if len == 0 {
             break;
         }
@@ -125,6 +129,25 @@ impl Rtnl {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
+        // The kernel answers at once; a bound keeps a lost answer from stalling the daemon.
+        let timeout = libc::timeval {
+            tv_sec: 2,
+            tv_usec: 0,
+        };
+        // SAFETY: the fd is the socket just opened and owned by `socket`; the option value
+        // points at a live timeval of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(Rtnl { socket, seq: 0 })
     }
 
@@ -147,7 +170,11 @@ impl Rtnl {
         let mut out = Vec::new();
         loop {
             let (data, _) = self.socket.recv_from_full()?;
-            for payload in messages(&data)? {
+            for (seq, payload) in messages(&data)? {
+                // An answer to an earlier request that timed out is not this one's.
+                if seq != self.seq {
+                    continue;
+                }
                 match payload {
                     NetlinkPayload::InnerMessage(m) => {
                         out.push(m);
@@ -247,6 +274,11 @@ impl Neighbours {
         self.changed.notify_all();
     }
 
+    fn replace(&self, table: BTreeMap<Ipv4Addr, [u8; 6]>) {
+        *self.table.lock().unwrap() = table;
+        self.changed.notify_all();
+    }
+
     /// Waits until every address of `ips` is known, or `deadline`; says whether all are.
     pub fn wait_for(&self, ips: &[Ipv4Addr], deadline: Instant) -> bool {
         let mut t = self.table.lock().unwrap();
@@ -288,10 +320,14 @@ pub fn watch(send: impl Fn(Fact) -> bool + Send + 'static) -> io::Result<Arc<Nei
             let data = match socket.recv_from_full() {
                 Ok((d, _)) => d,
                 Err(e) => {
-                    // ENOBUFS: the kernel dropped announcements; say the routes changed
-                    // so that everything is looked up again.
+                    // ENOBUFS: the kernel dropped announcements. Read the neighbour table
+                    // again and have the daemon look at links and routes again.
                     warn!(error = %e, "netlink announcements lost; re-reading host facts");
-                    if !send(Fact::Routes) {
+                    match Rtnl::open().and_then(|mut r| r.neighbours()) {
+                        Ok(table) => shared.replace(table),
+                        Err(e) => warn!(error = %e, "cannot re-read the neighbour table"),
+                    }
+                    if !send(Fact::Resync) {
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(10));
@@ -305,7 +341,7 @@ pub fn watch(send: impl Fn(Fact) -> bool + Send + 'static) -> io::Result<Arc<Nei
                     continue;
                 }
             };
-            for p in payloads {
+            for (_, p) in payloads {
                 let NetlinkPayload::InnerMessage(m) = p else {
                     continue;
                 };

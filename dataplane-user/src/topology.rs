@@ -175,11 +175,22 @@ fn resolve_ports(config: &Config, maps: &Maps) -> Result<Vec<Port>> {
     let mut ports = Vec::new();
     let mut pending = Vec::new();
     for (i, (name, vni)) in config.ports().enumerate() {
-        if crate::netdev::ifindex(name).is_none() {
+        let absent = || {
             warn!(port = %name, "VM port absent; it is attached when it appears");
+        };
+        if crate::netdev::ifindex(name).is_none() {
+            absent();
             continue;
         }
-        let dev = NetDev::query(name).with_context(|| format!("port {i} ({name})"))?;
+        let dev = match NetDev::query(name) {
+            Ok(dev) => dev,
+            // Gone between the two looks: absent too.
+            Err(_) if crate::netdev::ifindex(name).is_none() => {
+                absent();
+                continue;
+            }
+            Err(e) => return Err(e.context(format!("port {i} ({name})"))),
+        };
         match old.get(&dev.ifindex) {
             Some(&slot) if used.insert(slot) => ports.push(Port { dev, vni, slot }),
             _ => pending.push((dev, vni)),
@@ -225,7 +236,8 @@ fn resolve_peers(config: &Config, maps: &Maps) -> Result<Vec<Peer>> {
 }
 
 /// An environment's rules with their targets resolved to datapath entries. A rule whose
-/// port is absent waits for it (its frames go as learned meanwhile).
+/// port is absent still decides for the frames it matches (so no weaker rule takes them):
+/// they go as learned until the port appears.
 fn targets(
     env: &crate::config::Environment,
     i: usize,
@@ -246,8 +258,8 @@ fn targets(
             (None, Some(name)) => match ports.iter().find(|p| p.dev.name == name.as_str()) {
                 Some(port) => FdbEntry::local(port.dev.ifindex, port.slot),
                 None => {
-                    warn!(rule = %field, port = %name, "rule's port absent; rule waits for it");
-                    continue;
+                    warn!(rule = %field, port = %name, "rule's port absent; its frames go as learned");
+                    FdbEntry::no_rule()
                 }
             },
             (None, None) => anyhow::bail!("{field}: no edge or interface"),

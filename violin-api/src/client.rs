@@ -34,6 +34,14 @@ impl Error {
             Error::Transport { .. } => None,
         }
     }
+
+    /// The request field the refusal names, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::Refused { body, .. } => body.field.as_deref(),
+            Error::Transport { .. } => None,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -49,8 +57,8 @@ impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// How long a request may take to connect and to answer; the sync stream overrides the
-/// read timeout with its own silence limit.
+/// How long a request may take to connect and to answer (a sync stream's reader sets the
+/// read timeout to its silence limit).
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
     pub connect: Duration,

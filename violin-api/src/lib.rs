@@ -2,17 +2,18 @@
 //!
 //! `types` holds the parsed values (names, VNIs, unicast MACs, rule matches, limits) with
 //! their one error text each; `parse` turns TOML and JSON documents into them with errors
-//! naming field and line; `share` is what a host serves and the sync conversation that
-//! keeps it current; `rest` the request and response bodies of the controller's and
-//! violind's APIs; `stats` violind's counters (`/v1/stats`); `client` the typed HTTP client
-//! all of them use; `output` the YAML the command-line tools print; `build` the version and
-//! git revision.
+//! naming field and line; `spec` is an environment spec's document; `share` is what a host
+//! serves and the sync conversation that keeps it current; `rest` the request and response
+//! bodies of the controller's and violind's APIs; `stats` violind's counters
+//! (`/v1/stats`); `client` the typed HTTP client all of them use; `output` the YAML the
+//! command-line tools print; `build` the version and git revision.
 pub mod build;
 pub mod client;
 pub mod output;
 pub mod parse;
 pub mod rest;
 pub mod share;
+pub mod spec;
 pub mod stats;
 pub mod types;
 

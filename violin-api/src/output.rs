@@ -13,11 +13,16 @@ pub fn yaml(v: &serde_json::Value) -> String {
 fn scalar(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => {
-            let plain = !s.is_empty()
+            // Plain only what no YAML reader takes for anything but a string: a word that
+            // starts with a letter, and none of YAML 1.1's booleans or nulls in any case.
+            let word = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
                 && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
-                && !matches!(s.as_str(), "true" | "false" | "null" | "yes" | "no" | "~")
-                && s.parse::<f64>().is_err();
+                    .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
+            let reserved = matches!(
+                s.to_ascii_lowercase().as_str(),
+                "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n"
+            );
+            let plain = word && !reserved;
             if plain {
                 s.clone()
             } else {
@@ -94,5 +99,14 @@ mod tests {
         );
         assert!(y.contains("empty: []\n"), "{y}");
         assert!(y.contains("none: null\n"), "{y}");
+        for tricky in [
+            "True", "on", "Off", "y", "0x1f", ".inf", "-", "1e3", "10.0.0.1",
+        ] {
+            let y = yaml(&serde_json::json!({ "k": tricky }));
+            assert_eq!(
+                y,
+                format!("k: {}\n", serde_json::to_string(tricky).unwrap())
+            );
+        }
     }
 }

@@ -16,6 +16,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use bench::reports;
 use clap::Parser;
 
 #[derive(Parser)]
@@ -146,10 +147,12 @@ fn main() -> Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     if cli.rank == 0 {
-        println!(
-            "{}",
-            serde_json::json!({ "secs": secs, "iters": cli.iters, "ranks": n, "checksum": x[0] })
-        );
+        reports::print(&reports::Nemo {
+            secs,
+            iters: cli.iters,
+            ranks: n,
+            checksum: x[0],
+        });
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use bench::reports;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -90,10 +91,10 @@ fn flood(dst: SocketAddr, size: usize, secs: f64) -> Result<()> {
             errors += 1;
         }
     }
-    println!(
-        "{}",
-        serde_json::json!({ "sent": sent, "send_errors": errors })
-    );
+    reports::print(&reports::Flood {
+        sent,
+        send_errors: errors,
+    });
     Ok(())
 }
 
@@ -165,10 +166,11 @@ fn sink(bind: SocketAddr, max_secs: f64) -> Result<()> {
         }
     }
     let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
-    println!(
-        "{}",
-        serde_json::json!({ "packets": packets, "bytes": bytes, "secs": secs })
-    );
+    reports::print(&reports::Sink {
+        packets,
+        bytes,
+        secs,
+    });
     Ok(())
 }
 
@@ -182,7 +184,7 @@ fn echo(bind: SocketAddr, idle_secs: f64) -> Result<()> {
         sock.send_to(&buf[..n], from)?;
         answered += 1;
     }
-    println!("{}", serde_json::json!({ "answered": answered }));
+    reports::print(&reports::Echo { answered });
     Ok(())
 }
 
@@ -224,16 +226,13 @@ fn ping(dst: SocketAddr, count: usize, size: usize) -> Result<()> {
         bail!("no replies from {dst}");
     }
     rtts.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "{}",
-        serde_json::json!({
-            "p50_us": percentile(&rtts, 0.5),
-            "p99_us": percentile(&rtts, 0.99),
-            "min_us": rtts[0],
-            "samples": rtts.len(),
-            "lost": lost,
-        })
-    );
+    reports::print(&reports::Ping {
+        p50_us: percentile(&rtts, 0.5),
+        p99_us: percentile(&rtts, 0.99),
+        min_us: rtts[0],
+        samples: rtts.len(),
+        lost,
+    });
     Ok(())
 }
 

@@ -56,7 +56,7 @@ struct Wait {
     #[arg(long)]
     wait: bool,
     /// Give up waiting after this many seconds [default: the configuration-time bound, or 30].
-    #[arg(long, value_name = "SECONDS", requires = "wait")]
+    #[arg(long, value_name = "SECONDS", requires = "wait", value_parser = seconds)]
     timeout: Option<f64>,
 }
 
@@ -152,7 +152,7 @@ enum Command {
     /// Wait until every registered host has applied the current state.
     Wait {
         /// Give up after this many seconds [default: the configuration-time bound, or 30].
-        #[arg(long, value_name = "SECONDS")]
+        #[arg(long, value_name = "SECONDS", value_parser = seconds)]
         timeout: Option<f64>,
     },
     /// Print a shell completion script.
@@ -238,6 +238,14 @@ enum RuleAction {
         #[command(flatten)]
         wait: Wait,
     },
+}
+
+/// A number of seconds to wait: finite and positive.
+fn seconds(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86400.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds in (0, 86400]")),
+    }
 }
 
 /// How a run ends, beyond success.
@@ -341,14 +349,14 @@ fn read_spec(file: &Option<PathBuf>, path: &Option<PathBuf>) -> Result<String> {
     std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))
 }
 
-/// The environment name a spec declares (the controller checks the rest).
+/// The environment name a spec declares. The document is read as the controller reads it,
+/// so a malformed one is refused here with its line and field; the controller checks the
+/// rest (hosts, VMs and rules that refer to each other).
 fn spec_name(text: &str) -> Result<String> {
-    let v: toml::Value = toml::from_str(text).context("the spec is not valid TOML")?;
-    v.get("environment")
-        .and_then(|e| e.get("name"))
-        .and_then(|n| n.as_str())
-        .map(str::to_string)
-        .context("environment.name: missing")
+    Ok(violin_api::spec::Document::parse(text)?
+        .environment
+        .name
+        .to_string())
 }
 
 fn print_changes(changes: &[String]) {
@@ -406,15 +414,22 @@ fn changed(c: &Client, out: Output, applied: Applied, w: Wait) -> Result<Outcome
     Ok(Outcome::Done)
 }
 
-/// Treats the status the flag forgives as "nothing to do".
+/// Treats the status the flag forgives as "nothing to do". A missing environment is
+/// forgiven only when the environment is what the command is about (`delete`); for a
+/// primitive it is a typo, not a link or rule already gone.
 fn tolerate(
     r: violin_api::client::Result<Applied>,
     status: u16,
     flag: bool,
+    about_environment: bool,
 ) -> Result<Option<Applied>> {
     match r {
         Ok(a) => Ok(Some(a)),
-        Err(e) if flag && e.status() == Some(status) => {
+        Err(e)
+            if flag
+                && e.status() == Some(status)
+                && (about_environment || e.field() != Some("environment")) =>
+        {
             eprintln!("{e}; nothing to do");
             Ok(None)
         }
@@ -463,7 +478,7 @@ fn run(c: &Client, cli: &Cli) -> Result<Outcome> {
             name,
             if_exists,
             wait: w,
-        } => match tolerate(c.delete(name), 404, *if_exists)? {
+        } => match tolerate(c.delete(name), 404, *if_exists, true)? {
             Some(a) => {
                 if out.is_text() {
                     println!("deleted {name}");
@@ -498,7 +513,10 @@ fn link(c: &Client, out: Output, action: &LinkAction) -> Result<Outcome> {
                 hosts: [host_a.clone(), host_b.clone()],
                 kind: None,
             };
-            (tolerate(c.add_link(env, &req), 409, *may_exist)?, *wait)
+            (
+                tolerate(c.add_link(env, &req), 409, *may_exist, false)?,
+                *wait,
+            )
         }
         LinkAction::Delete {
             env,
@@ -507,7 +525,7 @@ fn link(c: &Client, out: Output, action: &LinkAction) -> Result<Outcome> {
             if_exists,
             wait,
         } => (
-            tolerate(c.delete_link(env, host_a, host_b), 404, *if_exists)?,
+            tolerate(c.delete_link(env, host_a, host_b), 404, *if_exists, false)?,
             *wait,
         ),
     };
@@ -536,7 +554,10 @@ fn rule(c: &Client, out: Output, action: &RuleAction) -> Result<Outcome> {
                 edge: edge.clone(),
                 interface: interface.clone(),
             };
-            (tolerate(c.add_rule(env, &req), 409, *may_exist)?, *wait)
+            (
+                tolerate(c.add_rule(env, &req), 409, *may_exist, false)?,
+                *wait,
+            )
         }
         RuleAction::Delete {
             env,
@@ -553,7 +574,10 @@ fn rule(c: &Client, out: Output, action: &RuleAction) -> Result<Outcome> {
                 edge: None,
                 interface: None,
             };
-            (tolerate(c.delete_rule(env, &req), 404, *if_exists)?, *wait)
+            (
+                tolerate(c.delete_rule(env, &req), 404, *if_exists, false)?,
+                *wait,
+            )
         }
     };
     match result {

@@ -1,0 +1,99 @@
+//! An environment spec as its TOML document says it: every value already parsed into the
+//! contract's types (so a bad name, VNI, MAC, rule side or limit is refused with that
+//! type's one error text and the field's path), with spans where the controller's checks
+//! across fields (is this VM's host in the spec?) need a line. The controller validates
+//! the rest; violinctl reads the name and catches syntax errors before sending.
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::{
+    parse::{from_toml, FieldError},
+    BurstKib, DstMatch, IfName, Name, RateMbit, SrcMatch, UnicastMac, Vni,
+};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    pub environment: EnvironmentTable,
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<HostTable>,
+    #[serde(default, rename = "vm")]
+    pub vms: Vec<VmTable>,
+    #[serde(default, rename = "allow")]
+    pub allow: Vec<PairTable>,
+    #[serde(default, rename = "limit")]
+    pub limits: Vec<LimitTable>,
+    #[serde(default, rename = "link")]
+    pub links: Vec<LinkTable>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleTable>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkTable {
+    pub hosts: Spanned<[Name; 2]>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<Spanned<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleTable {
+    pub host: Spanned<Name>,
+    pub src: Spanned<SrcMatch>,
+    pub dst: DstMatch,
+    #[serde(default)]
+    pub edge: Option<Spanned<Name>>,
+    #[serde(default)]
+    pub interface: Option<Spanned<IfName>>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentTable {
+    pub name: Name,
+    pub vni: Vni,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostTable {
+    pub name: Spanned<Name>,
+    pub address: Ipv4Addr,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmTable {
+    pub name: Spanned<Name>,
+    pub host: Spanned<Name>,
+    pub port: Spanned<IfName>,
+    pub mac: Spanned<UnicastMac>,
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairTable {
+    pub pair: Spanned<[Name; 2]>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitTable {
+    pub pair: Spanned<[Name; 2]>,
+    pub rate_mbit: RateMbit,
+    #[serde(default)]
+    pub burst_kib: BurstKib,
+}
+
+impl Document {
+    /// Parses a spec's text; the error names the line and field.
+    pub fn parse(text: &str) -> Result<Document, FieldError> {
+        from_toml(text, "spec")
+    }
+}
