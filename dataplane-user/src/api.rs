@@ -63,6 +63,9 @@ fn failure(e: anyhow::Error) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response()
 }
 
+/// The datapath's counters for Prometheus (open: no token).
+#[utoipa::path(get, path = "/metrics", tag = "metrics", security(()),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn get_metrics(State(api): State<Api>) -> Response {
     match api.snapshot().and_then(|s| metrics::render(&s)) {
         Ok(text) => (
@@ -77,6 +80,9 @@ async fn get_metrics(State(api): State<Api>) -> Response {
     }
 }
 
+/// The datapath's counters, forwarding table and map contents.
+#[utoipa::path(get, path = "/v1/stats", tag = "datapath",
+    responses((status = 200, description = "The counters", body = violin_api::stats::Stats)))]
 async fn get_stats(State(api): State<Api>) -> Response {
     match api.snapshot() {
         Ok(s) => Json(s).into_response(),
@@ -128,6 +134,8 @@ fn served(api: &Api) -> Share {
 }
 
 /// VNET's "list the available network interfaces".
+#[utoipa::path(get, path = "/v1/interfaces", tag = "datapath",
+    responses((status = 200, description = "This host's interfaces", body = [Interface])))]
 async fn get_interfaces(State(api): State<Api>) -> Response {
     let share = served(&api);
     let ports = share
@@ -140,6 +148,8 @@ async fn get_interfaces(State(api): State<Api>) -> Response {
 
 /// VNET's "list all the links to and from a daemon": the peers and the environments
 /// whose frames travel over each.
+#[utoipa::path(get, path = "/v1/links", tag = "datapath",
+    responses((status = 200, description = "Links to peers", body = DaemonLinks)))]
 async fn get_links(State(api): State<Api>) -> Response {
     let share = served(&api);
     let links = share
@@ -159,6 +169,8 @@ async fn get_links(State(api): State<Api>) -> Response {
 }
 
 /// VNET's "list all the forwarding rules at a daemon".
+#[utoipa::path(get, path = "/v1/rules", tag = "datapath",
+    responses((status = 200, description = "Forwarding rules served", body = DaemonRules)))]
 async fn get_rules(State(api): State<Api>) -> Response {
     let share = served(&api);
     let rules = share
@@ -177,6 +189,47 @@ async fn get_rules(State(api): State<Api>) -> Response {
         rules,
     })
     .into_response()
+}
+
+/// This document (open: no token).
+#[utoipa::path(get, path = "/openapi.json", tag = "metrics", security(()),
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn get_openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi::document())
+}
+
+mod openapi {
+    use utoipa::OpenApi;
+    use violin_api::{openapi::Bearer, rest::ErrorBody};
+
+    use super::*;
+
+    #[derive(OpenApi)]
+    #[openapi(
+        info(title = "violind API", version = "1",
+             description = "A host's datapath: counters, interfaces, links and rules. /v1 needs `Authorization: Bearer TOKEN` when api_token_file (or the controller's token) is set."),
+        paths(get_stats, get_interfaces, get_links, get_rules, get_metrics, get_openapi),
+        components(schemas(ErrorBody)),
+        modifiers(&Bearer),
+        security(("bearer" = []))
+    )]
+    struct ApiDoc;
+
+    pub fn document() -> utoipa::openapi::OpenApi {
+        ApiDoc::openapi()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn openapi_file_is_the_generated_document() {
+            violin_api::openapi::check_file(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json"),
+                &super::document(),
+                "VIOLIN_WRITE_OPENAPI=1 cargo test -p dataplane-user openapi",
+            );
+        }
+    }
 }
 
 /// Binds `listen` now (so a bad address fails the start) and serves on a new thread.
@@ -205,6 +258,7 @@ pub fn serve(
         .route("/v1/rules", get(get_rules))
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), auth))
         .route("/metrics", get(get_metrics))
+        .route("/openapi.json", get(get_openapi))
         .with_state(api);
     thread::Builder::new().name("api".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread()

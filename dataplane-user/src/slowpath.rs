@@ -154,8 +154,8 @@ impl Xsk {
         };
         // SAFETY: `desc` was popped from tx_free, which holds frames of self.umem that are in
         // no ring (never given to the fill ring, returned by the completion ring, or refused by
-        // the tx ring; but see the Err caveat below), so nothing else, kernel or user space,
-        // accesses this frame while `data` lives. The cursor keeps writes inside the frame.
+        // the tx ring), so nothing else, kernel or user space, accesses this frame while
+        // `data` lives. The cursor keeps writes inside the frame.
         let written = unsafe {
             let mut data = self.umem.data_mut(&mut desc);
             let mut cur = data.cursor();
@@ -169,15 +169,18 @@ impl Xsk {
         // SAFETY: self.tx is the tx ring of self.umem's socket and `desc` is a frame of that
         // UMEM held only by us (its `data` view has ended) and in no other ring; once
         // submitted it is not touched again until reclaim() takes it from the completion
-        // ring. On Ok(0) nothing was submitted (produce is all-or-nothing), so putting it back
-        // in tx_free is fine. Caveat: on Err the frame may already be on the ring (xsk-rs
-        // submits before the wakeup that failed), which the push below does not account for.
-        match unsafe { self.tx.produce_and_wakeup(std::slice::from_ref(&desc)) } {
-            Ok(1) => self.counters.tx += 1,
-            _ => {
-                self.counters.tx_no_frame += 1;
-                self.tx_free.push(desc);
-            }
+        // ring. produce is all-or-nothing: on 0 nothing was submitted and the frame is ours.
+        if unsafe { self.tx.produce(std::slice::from_ref(&desc)) } == 0 {
+            self.counters.tx_no_frame += 1;
+            self.tx_free.push(desc);
+            return;
+        }
+        self.counters.tx += 1;
+        // The frame is the kernel's now, whatever the wakeup says: a failed one (EAGAIN
+        // while the ring drains) leaves it for the next wakeup, and its descriptor comes
+        // back through the completion ring as usual.
+        if self.tx.needs_wakeup() {
+            let _ = self.tx.wakeup();
         }
     }
 

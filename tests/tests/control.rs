@@ -286,7 +286,7 @@ fn daemon_api_matches_its_openapi_file(lab: &Lab, token: &str) {
     let api = SocketAddr::from((h.underlay_ip, API_PORT));
     let mut checked = 0;
     for path in doc["paths"].as_object().unwrap().keys() {
-        let open = doc["paths"][path]["get"]["security"] == serde_json::json!([]);
+        let open = doc["paths"][path]["get"]["security"] == serde_json::json!([{}]);
         let (code, body) = http_get(&h.ns, api, path).unwrap();
         if open {
             assert_eq!(code, 200, "{path}: {body}");
@@ -298,7 +298,15 @@ fn daemon_api_matches_its_openapi_file(lab: &Lab, token: &str) {
         }
         checked += 1;
     }
-    assert_eq!(checked, 5);
+    assert_eq!(checked, 6);
+    // The served document is the file.
+    let (code, body) = http_get(&h.ns, api, "/openapi.json").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let served: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        served, doc,
+        "violind's served OpenAPI document differs from its file"
+    );
 }
 
 /// The controller's /metrics (open, as Prometheus scrapes it) counts the hosts' syncs.

@@ -5,10 +5,12 @@
 //! naming field and line; `spec` is an environment spec's document; `share` is what a host
 //! serves and the sync conversation that keeps it current; `rest` the request and response
 //! bodies of the controller's and violind's APIs; `stats` violind's counters
-//! (`/v1/stats`); `client` the typed HTTP client all of them use; `output` the YAML the
+//! (`/v1/stats`); `client` the typed HTTP client all of them use; `openapi` what both APIs'
+//! documents share; `output` the YAML the
 //! command-line tools print; `build` the version and git revision.
 pub mod build;
 pub mod client;
+pub mod openapi;
 pub mod output;
 pub mod parse;
 pub mod rest;

@@ -135,17 +135,6 @@ pub struct Stats {
     pub map_capacity: BTreeMap<String, u64>,
 }
 
-/// The OpenAPI schemas of [`Stats`] and of every type it holds, by name, as JSON:
-/// violind's hand-written `openapi.json` carries them (a test there compares).
-pub fn openapi_schemas() -> String {
-    use utoipa::OpenApi;
-    #[derive(OpenApi)]
-    #[openapi(components(schemas(Stats)))]
-    struct Doc;
-    let schemas = Doc::openapi().components.unwrap_or_default().schemas;
-    serde_json::to_string_pretty(&schemas).expect("schemas serialise")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
