@@ -274,11 +274,11 @@ impl Daemon {
         let mut dp = Datapath::load(&paths, config.debug_datapath)?;
         let topo = Topology::resolve(&config, &dp.maps)?;
         topo.apply(&mut dp.maps)?;
-        let topology = Arc::new(RwLock::new(topo.clone()));
+        let topology = Arc::new(RwLock::new(topo));
         // Sockets first, programs second: a broadcast that reaches a program finds its
         // socket bound.
         let slow = Some(SlowPath::start(topology.clone(), &paths, Vec::new())?);
-        attach_all(&mut dp, &topo, config.port_mode)?;
+        attach_all(&mut dp, &topology.read().unwrap(), config.port_mode)?;
         let mut d = Daemon {
             paths,
             config_path: config_path.to_path_buf(),

@@ -34,17 +34,55 @@ macro_rules! string_shaped {
     };
 }
 
+/// Implements, for a newtype over a valid `String`, what lets it stand where a string
+/// does: `as_str`, `Display`, `Deref<Target = str>`, `Borrow<str>`, comparison with `str`,
+/// and a `Debug` that shows the string as it is, so messages quote it as written.
+macro_rules! string_wrapper {
+    ($t:ty) => {
+        impl $t {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
+        impl std::ops::Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl std::borrow::Borrow<str> for $t {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+        impl PartialEq<str> for $t {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+        string_shaped!($t);
+    };
+}
+
 /// The name of an environment, host or VM: 1 to 32 characters from `[A-Za-z0-9_-]`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, ToSchema)]
 #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,32}$")]
 pub struct Name(String);
-
-/// Shown as the string it is, so messages quote it as written.
-impl fmt::Debug for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
 
 impl Name {
     pub fn parse(s: &str) -> Result<Name, String> {
@@ -60,56 +98,14 @@ impl Name {
             ))
         }
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::ops::Deref for Name {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for Name {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl PartialEq<str> for Name {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-impl PartialEq<&str> for Name {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
-    }
-}
-
-string_shaped!(Name);
+string_wrapper!(Name);
 
 /// A Linux interface name: 1 to 15 bytes without '/', ':' or whitespace.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, ToSchema)]
 #[schema(value_type = String)]
 pub struct IfName(String);
-
-/// Shown as the string it is, so messages quote it as written.
-impl fmt::Debug for IfName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
 
 impl IfName {
     pub fn parse(s: &str) -> Result<IfName, String> {
@@ -121,38 +117,9 @@ impl IfName {
         }
         Ok(IfName(s.to_string()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl fmt::Display for IfName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::ops::Deref for IfName {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for IfName {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl PartialEq<str> for IfName {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-string_shaped!(IfName);
+string_wrapper!(IfName);
 
 /// A VXLAN network identifier (24 bits, 0 reserved): the environment on the wire.
 #[derive(
