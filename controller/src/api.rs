@@ -21,11 +21,13 @@ use violin_api::{
         SyncStatus,
     },
     share::{Ack, Interface, Registered, Registration},
+    vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport},
     FieldError, Name,
 };
 
 use crate::{
     hub::{self, Hub},
+    migrate::{Refusal, Supervisor},
     route,
     spec::{duplicate_rule, ordered, plan, Rule, Spec, SpecError, Target},
     store::{PutError, Store},
@@ -38,16 +40,19 @@ pub struct Api {
     pub store: Arc<Store>,
     pub token: Arc<String>,
     pub hub: Arc<Hub>,
+    pub migrations: Arc<Supervisor>,
 }
 
 impl Api {
     pub fn new(store: Arc<Store>, token: String) -> anyhow::Result<Api> {
         let hub = Hub::new(store.generation()?);
         hub.metrics.registered.set(store.hosts()?.len() as i64);
+        let migrations = Supervisor::new(store.clone(), hub.clone())?;
         Ok(Api {
             store,
             token: Arc::new(token),
             hub,
+            migrations,
         })
     }
 
@@ -233,8 +238,28 @@ async fn put_env(State(api): State<Api>, Path(name): Path<String>, body: Bytes) 
     store_spec(&api, &spec, &text, list)
 }
 
+/// Refuses a change to an environment one of whose VMs is migrating: the migration
+/// moves the VM in the stored spec itself.
+fn not_migrating(api: &Api, env: &str) -> Result<(), Reject> {
+    match api.store.in_flight().iter().find(|m| m.environment == env) {
+        Some(m) => Err(Reject {
+            status: StatusCode::CONFLICT,
+            body: ErrorBody {
+                error: format!(
+                    "environment {env} has migration {} of {} in flight; change it when that ends",
+                    m.id, m.vm
+                ),
+                field: Some("environment".into()),
+                line: None,
+            },
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Stores a spec and tells the hosts; the answer carries the generation to wait for.
 fn store_spec(api: &Api, spec: &Spec, text: &str, changes: Vec<String>) -> Answer<Applied> {
+    not_migrating(api, spec.name.as_str())?;
     match api.store.put(spec, text) {
         Ok(generation) => {
             api.hub.committed(generation);
@@ -257,6 +282,7 @@ fn store_spec(api: &Api, spec: &Spec, text: &str, changes: Vec<String>) -> Answe
     responses((status = 200, description = "Deleted; wait for the generation", body = Applied),
               (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn delete_env(State(api): State<Api>, Path(name): Path<String>) -> Answer<Applied> {
+    not_migrating(&api, &name)?;
     match api.store.delete(&name)? {
         Some(generation) => {
             api.hub.committed(generation);
@@ -812,6 +838,103 @@ async fn hosts(State(api): State<Api>) -> Answer<Vec<HostInfo>> {
     Ok(Json(hosts.into_values().collect()))
 }
 
+impl From<Refusal> for Reject {
+    fn from(r: Refusal) -> Reject {
+        Reject {
+            status: if r.conflict {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::BAD_REQUEST
+            },
+            body: ErrorBody {
+                error: format!("{}: {}", r.field, r.reason),
+                field: Some(r.field),
+                line: None,
+            },
+        }
+    }
+}
+
+/// A host's domains and their lifecycle events (from its `violind`): a destination's
+/// "resumed" switches a migration over.
+#[utoipa::path(post, path = "/v1/hosts/{host}/vms", tag = "vms",
+    params(("host" = String, Path, description = "The host's id")),
+    request_body = VmReport,
+    responses((status = 200, description = "Recorded", body = Object),
+              (status = 400, description = "Refused (field named)", body = ErrorBody)))]
+async fn report_vms(
+    State(api): State<Api>,
+    Path(host): Path<String>,
+    body: Bytes,
+) -> Answer<serde_json::Value> {
+    let host = host_name(&host)?;
+    let report: VmReport = from_json(&body)?;
+    api.migrations.report(&host, report);
+    Ok(Json(serde_json::json!({})))
+}
+
+/// Every VM the hosts report: state, CPU, memory, ports, and its environment.
+#[utoipa::path(get, path = "/v1/vms", tag = "vms",
+    responses((status = 200, description = "VMs", body = [VmInfo])))]
+async fn vms(State(api): State<Api>) -> Json<Vec<VmInfo>> {
+    Json(api.migrations.vms())
+}
+
+/// Live-migrate a VM to a host, or every VM of an environment to a list of hosts. The
+/// answer comes once the migrations started; follow them by id.
+#[utoipa::path(post, path = "/v1/migrations", tag = "vms",
+    request_body = MigrationRequest,
+    responses((status = 202, description = "Started", body = Migrations),
+              (status = 400, description = "Refused (field named)", body = ErrorBody),
+              (status = 409, description = "Refused by the current state (field named)", body = ErrorBody)))]
+async fn start_migration(State(api): State<Api>, body: Bytes) -> Result<Response, Reject> {
+    let req: MigrationRequest = from_json(&body)?;
+    let migrations = api.migrations.start(req)?;
+    Ok((StatusCode::ACCEPTED, Json(Migrations { migrations })).into_response())
+}
+
+/// Every recorded migration, oldest first.
+#[utoipa::path(get, path = "/v1/migrations", tag = "vms",
+    responses((status = 200, description = "Migrations", body = [Migration])))]
+async fn list_migrations(State(api): State<Api>) -> Json<Vec<Migration>> {
+    Json(api.migrations.migrations())
+}
+
+fn migration_id(id: &str) -> Result<u64, Reject> {
+    id.parse()
+        .map_err(|_| reject("id", format!("{id:?} is not a migration id")))
+}
+
+/// One migration, with its progress while it runs.
+#[utoipa::path(get, path = "/v1/migrations/{id}", tag = "vms",
+    params(("id" = u64, Path, description = "Migration id")),
+    responses((status = 200, description = "The migration", body = Migration),
+              (status = 404, description = "No such migration", body = ErrorBody)))]
+async fn get_migration(State(api): State<Api>, Path(id): Path<String>) -> Answer<Migration> {
+    let id = migration_id(&id)?;
+    api.migrations
+        .migration(id)
+        .map(Json)
+        .ok_or_else(|| Reject::not_found(format!("there is no migration {id}")))
+}
+
+/// Cancel a migration still copying: libvirt aborts it and everything is rolled back.
+#[utoipa::path(delete, path = "/v1/migrations/{id}", tag = "vms",
+    params(("id" = u64, Path, description = "Migration id")),
+    responses((status = 200, description = "Cancelling", body = Migration),
+              (status = 404, description = "No such migration", body = ErrorBody),
+              (status = 409, description = "Already ended or switched over", body = ErrorBody)))]
+async fn cancel_migration(State(api): State<Api>, Path(id): Path<String>) -> Answer<Migration> {
+    let id = migration_id(&id)?;
+    api.migrations.cancel(id).map(Json).map_err(|r| {
+        if r.conflict {
+            r.into()
+        } else {
+            Reject::not_found(r.reason)
+        }
+    })
+}
+
 /// This document (open: no token).
 #[utoipa::path(get, path = "/openapi.json", tag = "metrics", security(()),
     responses((status = 200, description = "The OpenAPI document", body = Object)))]
@@ -846,6 +969,13 @@ pub fn router(api: Api) -> Router {
         .route("/v1/hosts/{host}/sync", get(sync_stream))
         .route("/v1/hosts/{host}/ack", post(ack))
         .route("/v1/hosts/{host}/interfaces", get(host_interfaces))
+        .route("/v1/hosts/{host}/vms", post(report_vms))
+        .route("/v1/vms", get(vms))
+        .route("/v1/migrations", post(start_migration).get(list_migrations))
+        .route(
+            "/v1/migrations/{id}",
+            get(get_migration).delete(cancel_migration),
+        )
         .route_layer(middleware::from_fn_with_state(api.clone(), auth))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))

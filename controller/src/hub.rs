@@ -27,6 +27,9 @@ pub struct HostSync {
     pub streams: u32,
     pub acked: u64,
     pub acked_at_unix: Option<u64>,
+    /// When the last new generation was acknowledged, precisely (migrations time the
+    /// hosts' re-pointing by it).
+    pub acked_at: Option<SystemTime>,
     pub last_error: Option<String>,
     pub last_latency: Option<Duration>,
 }
@@ -102,6 +105,9 @@ impl Hub {
             return;
         }
         let first = generation > h.acked;
+        if first {
+            h.acked_at = Some(SystemTime::now());
+        }
         h.acked = h.acked.max(generation);
         h.acked_at_unix = Some(unix_now());
         h.last_error = None;
@@ -180,6 +186,7 @@ impl Stream {
             &self.host,
             generation,
             self.store.snapshot().values().map(|(_, s)| s),
+            &self.store.in_flight(),
         )
     }
 

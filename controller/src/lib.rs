@@ -1,14 +1,16 @@
 //! Violin's controller: the source of truth for hosts, environments, overlay links,
-//! forwarding rules and policies (issue 4).
+//! forwarding rules and policies, and the supervisor of live migrations.
 //!
 //! `spec` validates environment specs and plans changes; `store` keeps the state in redb;
 //! `share` cuts each host's share out of it and `hub` pushes it to the hosts' `violind`
 //! (snapshot, then deltas) and collects their acknowledgements; `route` traces a frame's
-//! path; `api` is the authenticated `/v1` HTTP API served by `violin-controller`, with
+//! path; `migrate` supervises live migrations through the hosts' libvirt daemons; `api`
+//! is the authenticated `/v1` HTTP API served by `violin-controller`, with
 //! its `metrics`. The types on the wire are `violin_api`'s.
 pub mod api;
 pub mod hub;
 pub mod metrics;
+pub mod migrate;
 pub mod route;
 pub mod share;
 pub mod spec;

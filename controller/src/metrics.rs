@@ -1,5 +1,6 @@
 //! The controller's own metrics (`/metrics`): its build, sync latency and errors per host,
-//! hosts connected, the generation and each host's acknowledged one, API requests. Names
+//! hosts connected, the generation and each host's acknowledged one, API requests, live
+//! migrations (results, in flight, duration, downtime, reconvergence). Names
 //! follow Prometheus' conventions (see dataplane-user's metrics.rs); `host` is the host's
 //! name everywhere.
 use prometheus::{
@@ -17,6 +18,19 @@ pub struct Metrics {
     pub acked: IntGaugeVec,
     pub over_bound: IntCounterVec,
     pub requests: IntCounterVec,
+    pub migrations: IntCounterVec,
+    pub migrations_in_flight: IntGauge,
+    pub migration_duration: Histogram,
+    pub migration_downtime: Histogram,
+    pub migration_reconvergence: Histogram,
+}
+
+fn histogram(name: &str, help: &str, start: f64, count: usize) -> Histogram {
+    Histogram::with_opts(
+        HistogramOpts::new(name, help)
+            .buckets(prometheus::exponential_buckets(start, 2.0, count).expect("buckets")),
+    )
+    .expect("metric")
 }
 
 impl Default for Metrics {
@@ -94,8 +108,47 @@ impl Metrics {
             &["method", "code"],
         )
         .expect("metric");
+        let migrations = IntCounterVec::new(
+            Opts::new(
+                "violin_controller_migrations_total",
+                "Live migrations ended, by result (completed, failed)",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        for result in ["completed", "failed"] {
+            migrations.with_label_values(&[result]);
+        }
+        let migrations_in_flight = IntGauge::new(
+            "violin_controller_migrations_in_flight",
+            "Live migrations being prepared, copied or switched over",
+        )
+        .expect("metric");
+        let migration_duration = histogram(
+            "violin_controller_migration_duration_seconds",
+            "Live migrations from request to completion",
+            0.125,
+            12,
+        );
+        let migration_downtime = histogram(
+            "violin_controller_migration_downtime_seconds",
+            "Guest downtime of live migrations, as libvirt measured it",
+            0.001,
+            14,
+        );
+        let migration_reconvergence = histogram(
+            "violin_controller_migration_reconvergence_seconds",
+            "From a migrated VM's resumption until every host of its environment serves its new location",
+            0.0005,
+            14,
+        );
         for c in [
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
+            Box::new(migrations.clone()),
+            Box::new(migrations_in_flight.clone()),
+            Box::new(migration_duration.clone()),
+            Box::new(migration_downtime.clone()),
+            Box::new(migration_reconvergence.clone()),
             Box::new(latency.clone()),
             Box::new(errors.clone()),
             Box::new(connected.clone()),
@@ -117,6 +170,11 @@ impl Metrics {
             acked,
             over_bound,
             requests,
+            migrations,
+            migrations_in_flight,
+            migration_duration,
+            migration_downtime,
+            migration_reconvergence,
         }
     }
 

@@ -1,32 +1,59 @@
 //! A host's share of the controller's state: what its `violind` must serve, cut from the
-//! stored specs. The sync stream sends it whole once, then the deltas between shares.
-use std::collections::BTreeMap;
+//! stored specs and the migrations in flight. The sync stream sends it whole once, then
+//! the deltas between shares.
+//!
+//! A migrating VM is on both sides of its move until it switches: its destination serves
+//! it already (port, policies, anti-spoofing) but sends its frames to the source
+//! (`arriving_from`), its source keeps it and knows where it goes (`leaving_to`); every
+//! other host keeps its location at the source. Once it switched (the spec places it at
+//! the destination) and until the migration ends, its source still serves the environment,
+//! so that frames from hosts not yet re-pointed are forwarded on.
+use std::collections::{BTreeMap, BTreeSet};
 
 use violin_api::{
-    share::{Environment, ForwardRule, PairLimit, Peer, Share, VmIdentity},
+    share::{Environment, ForwardRule, Location, PairLimit, Peer, Share, VmIdentity},
+    vm::Migration,
     DstMatch, SrcMatch,
 };
 
 use crate::spec::{Spec, Target};
 
-/// The share of `host` in `specs`, as of `generation`.
+/// The share of `host` in `specs`, with the migrations in flight, as of `generation`.
 pub fn share_of<'a>(
     host: &str,
     generation: u64,
     specs: impl IntoIterator<Item = &'a Spec>,
+    moving: &[Migration],
 ) -> Share {
     let mut environments = Vec::new();
     let mut peers: BTreeMap<std::net::Ipv4Addr, Vec<_>> = BTreeMap::new();
     for spec in specs {
-        if !spec.serving_hosts().contains(host) {
+        // VM name -> (from, to) of its move, for this environment's VMs.
+        let moves: BTreeMap<&str, (&str, &str)> = moving
+            .iter()
+            .filter(|m| m.environment == spec.name.as_str() && spec.vms.contains_key(&m.vm))
+            .map(|m| (m.vm.as_str(), (m.from.as_str(), m.to.as_str())))
+            .collect();
+        let mut serving = spec.serving_hosts();
+        serving.extend(
+            moves
+                .values()
+                .flat_map(|(from, to)| [from.to_string(), to.to_string()]),
+        );
+        if !serving.contains(host) {
             continue;
         }
+        let addr = |h: &str| spec.hosts[h];
         let mac_of = |vm: &str| spec.vms[vm].mac;
-        let local: Vec<_> = spec.vms.values().filter(|v| v.host == host).collect();
+        let local: Vec<(&String, &crate::spec::Vm)> = spec
+            .vms
+            .iter()
+            .filter(|(n, v)| v.host == host || moves.get(n.as_str()).is_some_and(|m| m.1 == host))
+            .collect();
         environments.push(Environment {
             name: spec.name.clone(),
             vni: spec.vni,
-            ports: local.iter().map(|v| v.port.clone()).collect(),
+            ports: local.iter().map(|(_, v)| v.port.clone()).collect(),
             allowed_pairs: spec
                 .allowed
                 .iter()
@@ -34,10 +61,15 @@ pub fn share_of<'a>(
                 .collect(),
             vms: local
                 .iter()
-                .map(|v| VmIdentity {
-                    port: v.port.clone(),
-                    mac: v.mac,
-                    ip: v.ip,
+                .map(|(n, v)| {
+                    let (from, to) = moves.get(n.as_str()).copied().unzip();
+                    VmIdentity {
+                        port: v.port.clone(),
+                        mac: v.mac,
+                        ip: v.ip,
+                        leaving_to: to.filter(|_| v.host == host).map(addr),
+                        arriving_from: from.filter(|_| v.host != host).map(addr),
+                    }
                 })
                 .collect(),
             limits: spec
@@ -66,8 +98,17 @@ pub fn share_of<'a>(
                     },
                 })
                 .collect(),
+            locations: spec
+                .vms
+                .values()
+                .filter(|v| v.host != host && !local.iter().any(|(_, l)| l.mac == v.mac))
+                .map(|v| Location {
+                    mac: v.mac,
+                    host: addr(&v.host),
+                })
+                .collect(),
         });
-        for n in spec.neighbours(host) {
+        for n in neighbours(spec, host, &serving) {
             peers.entry(spec.hosts[&n]).or_default().push(spec.vni);
         }
     }
@@ -85,6 +126,16 @@ pub fn share_of<'a>(
     }
 }
 
+/// A host's neighbours in an environment: its links' other ends, or without links every
+/// other serving host (a migration's destination included).
+fn neighbours(spec: &Spec, host: &str, serving: &BTreeSet<String>) -> BTreeSet<String> {
+    if spec.links.is_empty() {
+        serving.iter().filter(|h| *h != host).cloned().collect()
+    } else {
+        spec.neighbours(host)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,14 +147,14 @@ mod tests {
 
     #[test]
     fn a_mesh_environment_peers_every_serving_host() {
-        let s = share_of("h1", 1, &[spec(THREE_HOSTS)]);
+        let s = share_of("h1", 1, &[spec(THREE_HOSTS)], &[]);
         let env = &s.environments[0];
         assert_eq!(env.name, "blue");
         assert_eq!(env.ports[0], *"vm1");
         assert_eq!(env.vms[0].ip, Some(std::net::Ipv4Addr::new(10, 1, 0, 1)));
         let addrs: Vec<_> = s.peers.iter().map(|p| p.address.to_string()).collect();
         assert_eq!(addrs, ["10.0.0.2", "10.0.0.3"]);
-        assert!(share_of("h9", 1, &[spec(THREE_HOSTS)])
+        assert!(share_of("h9", 1, &[spec(THREE_HOSTS)], &[])
             .environments
             .is_empty());
     }
@@ -115,11 +166,11 @@ mod tests {
              [[rule]]\nhost = \"h2\"\nsrc = \"any\"\ndst = \"02:00:00:00:00:03\"\nedge = \"h3\"\n"
         );
         let specs = [spec(&star)];
-        let h1 = share_of("h1", 1, &specs);
+        let h1 = share_of("h1", 1, &specs, &[]);
         assert_eq!(h1.peers.len(), 1);
         assert_eq!(h1.peers[0].address.to_string(), "10.0.0.2");
         assert!(h1.environments[0].rules.is_empty());
-        let h2 = share_of("h2", 1, &specs);
+        let h2 = share_of("h2", 1, &specs, &[]);
         assert_eq!(h2.peers.len(), 2);
         let rule = &h2.environments[0].rules[0];
         assert_eq!(
@@ -131,12 +182,86 @@ mod tests {
 
     #[test]
     fn deltas_carry_only_what_changed() {
-        let a = share_of("h1", 6, &[spec(THREE_HOSTS)]);
-        let b = share_of("h1", 7, std::iter::empty());
+        let a = share_of("h1", 6, &[spec(THREE_HOSTS)], &[]);
+        let b = share_of("h1", 7, std::iter::empty(), &[]);
         let d = a.delta_to(&b);
         assert_eq!(d.generation, 7);
         assert!(d.upsert.is_empty());
         assert_eq!(d.remove[0], "blue");
         assert_eq!(d.peers, Some(vec![]));
+    }
+
+    #[test]
+    fn a_migration_prepares_the_destination_and_tells_the_source() {
+        use violin_api::vm::{Migration, MigrationPhase};
+        let specs = [spec(&THREE_HOSTS.replacen(
+            "port = \"vm1\"",
+            "port = \"vm7\"",
+            1,
+        ))];
+        let m = Migration {
+            id: 1,
+            vm: "a".into(),
+            environment: "blue".into(),
+            from: "h1".into(),
+            to: "h2".into(),
+            phase: MigrationPhase::Preparing,
+            started: 0.0,
+            data_processed_bytes: 0,
+            data_total_bytes: 0,
+            total_seconds: None,
+            downtime_seconds: None,
+            reconvergence_seconds: None,
+            error: None,
+        };
+        let moving = [m];
+        let h1 = share_of("h1", 2, &specs, &moving);
+        let a = &h1.environments[0].vms[0];
+        assert_eq!(
+            a.leaving_to.map(|x| x.to_string()).as_deref(),
+            Some("10.0.0.2")
+        );
+        assert_eq!(a.arriving_from, None);
+        let h2 = share_of("h2", 2, &specs, &moving);
+        let env = &h2.environments[0];
+        let ports: Vec<_> = env.ports.iter().map(|p| p.to_string()).collect();
+        assert_eq!(ports, ["vm7", "vm1"], "a's port, arriving, and b's");
+        let a = env
+            .vms
+            .iter()
+            .find(|v| v.mac.to_string() == "02:00:00:00:00:01")
+            .unwrap();
+        assert_eq!(
+            a.arriving_from.map(|x| x.to_string()).as_deref(),
+            Some("10.0.0.1")
+        );
+        // Elsewhere a stays at h1 until it switches; no host has it as a location twice.
+        let h3 = share_of("h3", 2, &specs, &moving);
+        let loc = |s: &Share, mac: &str| {
+            s.environments[0]
+                .locations
+                .iter()
+                .find(|l| l.mac.to_string() == mac)
+                .map(|l| l.host.to_string())
+        };
+        assert_eq!(loc(&h3, "02:00:00:00:00:01").as_deref(), Some("10.0.0.1"));
+        assert_eq!(loc(&h2, "02:00:00:00:00:01"), None);
+        assert_eq!(loc(&h1, "02:00:00:00:00:02").as_deref(), Some("10.0.0.2"));
+        // Without the migration, nothing of it is left.
+        let after = share_of("h1", 3, &specs, &[]);
+        assert_eq!(after.environments[0].vms[0].leaving_to, None);
+        // Switched (the spec has a on h2) but not ended: h1, with no VM of its own left,
+        // still serves the environment, a's location at h2, so it forwards a's frames on.
+        let text = THREE_HOSTS
+            .replacen("port = \"vm1\"", "port = \"vm7\"", 1)
+            .replace("name = \"a\"\nhost = \"h1\"", "name = \"a\"\nhost = \"h2\"");
+        let switched = [spec(&text)];
+        let mut m = moving[0].clone();
+        m.phase = MigrationPhase::Switching;
+        let h1 = share_of("h1", 4, &switched, &[m]);
+        assert_eq!(h1.environments.len(), 1);
+        assert!(h1.environments[0].vms.is_empty());
+        assert_eq!(loc(&h1, "02:00:00:00:00:01").as_deref(), Some("10.0.0.2"));
+        assert!(share_of("h1", 5, &switched, &[]).environments.is_empty());
     }
 }

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use violin_api::share::Registration;
+use violin_api::{share::Registration, vm::Migration};
 
 use crate::spec::Spec;
 
@@ -17,6 +17,9 @@ use crate::spec::Spec;
 const ENVIRONMENTS: TableDefinition<&str, &str> = TableDefinition::new("environments");
 /// Registered hosts: name -> what the host reported (JSON).
 const HOSTS: TableDefinition<&str, &str> = TableDefinition::new("hosts");
+/// Live migrations by id (JSON `Migration`): the in-flight ones shape the hosts' shares
+/// (the destination is prepared, the source told where the VM goes), all are history.
+const MIGRATIONS: TableDefinition<u64, &str> = TableDefinition::new("migrations");
 /// Counters and settings: the state's generation (bumped by every change of an
 /// environment, in the same transaction), the configuration-time bound.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -36,6 +39,8 @@ pub struct Store {
     /// parsing a large spec costs milliseconds. Updated in the same call as the database,
     /// after its transaction committed.
     cache: RwLock<Arc<BTreeMap<String, (String, Spec)>>>,
+    /// Every migration recorded, by id, as stored.
+    migrations: RwLock<BTreeMap<u64, Migration>>,
 }
 
 fn read_all(db: &Database) -> Result<BTreeMap<String, (String, Spec)>> {
@@ -52,6 +57,20 @@ fn read_all(db: &Database) -> Result<BTreeMap<String, (String, Spec)>> {
     Ok(out)
 }
 
+fn read_migrations(db: &Database) -> Result<BTreeMap<u64, Migration>> {
+    let tx = db.begin_read()?;
+    let table = tx.open_table(MIGRATIONS)?;
+    let mut out = BTreeMap::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        // A record this build cannot read is history it cannot show, not an error.
+        if let Ok(m) = serde_json::from_str(v.value()) {
+            out.insert(k.value(), m);
+        }
+    }
+    Ok(out)
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent() {
@@ -62,9 +81,15 @@ impl Store {
         tx.open_table(ENVIRONMENTS)?;
         tx.open_table(HOSTS)?;
         tx.open_table(META)?;
+        tx.open_table(MIGRATIONS)?;
         tx.commit()?;
         let cache = RwLock::new(Arc::new(read_all(&db)?));
-        Ok(Store { db, cache })
+        let migrations = RwLock::new(read_migrations(&db)?);
+        Ok(Store {
+            db,
+            cache,
+            migrations,
+        })
     }
 
     /// The stored environments (text and parsed spec, by name) as of now; cheap to take.
@@ -178,6 +203,55 @@ impl Store {
         next.remove(name);
         *cache = Arc::new(next);
         Ok(Some(generation))
+    }
+}
+
+impl Store {
+    /// Every recorded migration, by id.
+    pub fn migrations(&self) -> BTreeMap<u64, Migration> {
+        self.migrations.read().unwrap().clone()
+    }
+
+    /// Migrations that shape the shares: not ended yet.
+    pub fn in_flight(&self) -> Vec<Migration> {
+        self.migrations
+            .read()
+            .unwrap()
+            .values()
+            .filter(|m| !m.phase.finished())
+            .cloned()
+            .collect()
+    }
+
+    /// Records a migration's progress. With `commit`, the change is one the hosts must
+    /// see (their shares change): the generation is bumped in the same transaction, and
+    /// with `spec` the VM's environment changes with it. Returns the generation then.
+    pub fn record_migration(
+        &self,
+        m: &Migration,
+        commit: bool,
+        spec: Option<(&Spec, &str)>,
+    ) -> Result<Option<u64>> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(MIGRATIONS)?
+            .insert(m.id, serde_json::to_string(m)?.as_str())?;
+        if let Some((spec, text)) = spec {
+            tx.open_table(ENVIRONMENTS)?
+                .insert(spec.name.as_str(), text)?;
+        }
+        let generation = if commit { Some(bump(&tx)?) } else { None };
+        // The caches change under their locks, taken before the commit, so no reader
+        // sees the new generation without the state it stands for.
+        let mut migrations = self.migrations.write().unwrap();
+        let mut cache = self.cache.write().unwrap();
+        tx.commit()?;
+        migrations.insert(m.id, m.clone());
+        if let Some((spec, text)) = spec {
+            let mut next = (**cache).clone();
+            next.insert(spec.name.to_string(), (text.to_string(), spec.clone()));
+            *cache = Arc::new(next);
+        }
+        Ok(generation)
     }
 }
 

@@ -226,7 +226,8 @@ fn openapi_file_matches_the_server() {
             .replace("{name}", "blue")
             .replace("{host}", "h1")
             .replace("{a}", "h1")
-            .replace("{b}", "h2");
+            .replace("{b}", "h2")
+            .replace("{id}", "1");
         for method in ["get", "put", "post", "delete"] {
             let Some(op) = item.get(method) else {
                 continue;
@@ -242,7 +243,7 @@ fn openapi_file_matches_the_server() {
             }
         }
     }
-    assert_eq!(operations, 22);
+    assert_eq!(operations, 28);
     // The served document is the file.
     let served: serde_json::Value = ureq::get(&format!("{}/openapi.json", c.url))
         .call()
@@ -503,6 +504,74 @@ fn violinctl_follows_the_usual_conventions() {
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("blue"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A migration the state cannot carry is refused before anything changes, naming the
+/// field: an unknown VM or environment, a destination outside the environment, one that
+/// is occupied by the VM already, hosts whose daemons are not connected, a bandwidth of 0.
+#[test]
+fn migrations_the_state_cannot_carry_are_refused_by_field() {
+    let dir = scratch("migrate");
+    let token = dir.join("token");
+    let spec = dir.join("blue.toml");
+    // b1 gets a port of its own, so a move to h1 is refused only for the daemons.
+    std::fs::write(
+        &spec,
+        SPEC.replacen(
+            "port = \"vm1\"\nmac = \"02:00:00:00:02:01\"",
+            "port = \"vm2\"\nmac = \"02:00:00:00:02:01\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let c = start(&dir);
+    assert!(ctl(&c, &token, &["apply", spec.to_str().unwrap()]).0);
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["migrate", "x1", "--to", "h2"],
+            "vm: \"x1\" is not a VM of any environment",
+        ),
+        (
+            &["migrate", "--env", "red", "--to", "h2"],
+            "environment: there is no environment \"red\"",
+        ),
+        (
+            &["migrate", "a1", "--to", "h9"],
+            "to: \"h9\" is not a host of environment blue",
+        ),
+        (
+            &["migrate", "a1", "--to", "h1"],
+            "to: a1 already runs on h1",
+        ),
+        (
+            &["migrate", "b1", "--to", "h1"],
+            "h2's violind is not connected to the controller",
+        ),
+        (
+            &["migrate", "a1", "--to", "h1", "h2"],
+            "to: one VM goes to one host",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, _, err) = ctl_code(&c, &token, args, "");
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let (code, _, err) = ctl_code(
+        &c,
+        &token,
+        &["migrate", "a1", "--to", "h2", "--bandwidth", "0"],
+        "",
+    );
+    assert_eq!(code, 2, "{err}");
+    let (ok, out, _) = ctl(&c, &token, &["-o", "json", "migrations"]);
+    assert!(ok && out.trim() == "[]", "nothing was recorded: {out}");
+    let (code, _, err) = ctl_code(&c, &token, &["migrate", "--cancel", "7"], "");
+    assert!(
+        code == 2 && err.contains("there is no migration 7"),
+        "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -324,6 +324,12 @@ impl FdbEntry {
         }
     }
 
+    /// The same entry, set by the control plane: learning never overwrites it.
+    pub const fn pinned(mut self) -> Self {
+        self.flags |= FDB_FLAG_STATIC;
+        self
+    }
+
     #[inline(always)]
     pub const fn is_static(&self) -> bool {
         self.flags & FDB_FLAG_STATIC != 0

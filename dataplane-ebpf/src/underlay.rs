@@ -70,17 +70,21 @@ fn underlay_frame(ctx: &XdpContext) -> u32 {
             len,
         );
     }
-    let dst = fdb(&FdbKey::new(v.vni, v.inner.dst));
-    let Some(dst) = dst.filter(|d| d.kind() == Some(FdbKind::Local)) else {
-        // Unknown here, or known as remote (stale): flood to local ports only, never
+    match fdb(&FdbKey::new(v.vni, v.inner.dst)) {
+        Some(dst) if dst.kind() == Some(FdbKind::Local) => decapsulate(ctx, &v, &dst, len),
+        // The controller placed the VM on another host (it migrated away): the frame
+        // goes on there rather than being lost while its sender still points here.
+        Some(dst) if dst.kind() == Some(FdbKind::Remote) && dst.is_static() => {
+            transit(ctx, &cfg, &v, &dst, len)
+        }
+        // Unknown here, or learned as remote (stale): flood to local ports only, never
         // back onto the underlay (split horizon).
-        return to_slow_path(
+        _ => to_slow_path(
             ctx,
             UNDERLAY_SLOT,
             cfg.underlay_xsk_base,
             cfg.underlay_queues,
             len,
-        );
-    };
-    decapsulate(ctx, &v, &dst, len)
+        ),
+    }
 }

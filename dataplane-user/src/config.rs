@@ -33,6 +33,11 @@ pub struct Config {
     /// none): the daemon registers, receives its share, and follows the changes.
     #[serde(default)]
     pub controller: Option<Controller>,
+    /// When set, violind follows this host's libvirt daemon: it reports the domains to
+    /// the controller and moves a migrating VM's forwarding entry the instant libvirt
+    /// says the VM stopped here or resumed here.
+    #[serde(default)]
+    pub libvirt: Option<Libvirt>,
     #[serde(default, rename = "environment")]
     pub environments: Vec<Environment>,
     #[serde(default, rename = "peer")]
@@ -70,6 +75,17 @@ pub struct Controller {
     pub token_file: std::path::PathBuf,
 }
 
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Libvirt {
+    /// How violind reaches the local daemon, e.g. `qemu:///system`.
+    pub uri: String,
+    /// How the controller and the other hosts' daemons reach it for migrations, e.g.
+    /// `qemu+tls://h1.example/system`; registered with the controller.
+    #[serde(default)]
+    pub remote_uri: Option<String>,
+}
+
 /// A configuration error naming the offending field (and its line, when from the file).
 pub type ConfigError = FieldError;
 
@@ -87,6 +103,20 @@ impl Config {
     pub fn parse(text: &str) -> anyhow::Result<Config> {
         let config: Config = from_toml(text, "config")?;
         config.validate()?;
+        if let Some(l) = &config.libvirt {
+            for (field, uri) in [
+                ("libvirt.uri", Some(&l.uri)),
+                ("libvirt.remote_uri", l.remote_uri.as_ref()),
+            ] {
+                if let Some(u) = uri.filter(|u| !u.contains("://")) {
+                    return Err(err(
+                        field,
+                        format!("{u:?} is not a libvirt URI (driver://[host]/path)"),
+                    )
+                    .into());
+                }
+            }
+        }
         if let Some(c) = &config.controller {
             if !c.url.starts_with("http://") && !c.url.starts_with("https://") {
                 return Err(err(

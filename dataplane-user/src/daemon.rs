@@ -20,7 +20,10 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use tracing::{error, info, warn};
 
 use dataplane_common::maps::programs;
-use violin_api::share::{Registration, Share};
+use violin_api::{
+    share::{Registration, Share},
+    vm::{DomainEvent, DomainEventKind},
+};
 
 use crate::{
     config::{Config, PortMode},
@@ -29,7 +32,7 @@ use crate::{
     host::{self, Paths},
     netlink::{self, Fact, Neighbours, Rtnl},
     slowpath::SlowPath,
-    topology::Topology,
+    topology::{current_moves, Moved, Moves, Topology},
 };
 
 /// What the daemon's loop reacts to.
@@ -38,6 +41,8 @@ pub enum Event {
     Controller(Update),
     /// A change the kernel announced.
     Kernel(Fact),
+    /// A lifecycle change the host's libvirt daemon announced.
+    Domain(DomainEvent),
 }
 
 /// Enters the configured namespace. Must precede every thread the process starts.
@@ -190,8 +195,9 @@ impl NextHops {
 const SETTLE: Duration = Duration::from_millis(500);
 
 /// What the programs and the slow path's sockets depend on: each resolved port's name,
-/// interface, environment and queues. When any of it changes, both are redone.
-fn attached_ports(t: &Topology) -> Vec<(String, u32, u32, u32)> {
+/// interface, environment and queues. When any of it changes, both are redone; the order
+/// does not count (a port attached late keeps its slot, and sorts differently after).
+fn attached_ports(t: &Topology) -> BTreeSet<(String, u32, u32, u32)> {
     t.ports
         .iter()
         .map(|p| (p.dev.name.clone(), p.dev.ifindex, p.vni, p.queues()))
@@ -252,6 +258,8 @@ struct Daemon {
     /// Why the controller's latest share could not be applied: until one is, every
     /// generation is acknowledged with this error, not as applied.
     refused: Option<String>,
+    /// Migrating VMs that libvirt says resumed or stopped here, ahead of the controller.
+    moves: Moves,
 }
 
 impl Daemon {
@@ -272,7 +280,7 @@ impl Daemon {
             probed: BTreeMap::new(),
         };
         let mut dp = Datapath::load(&paths, config.debug_datapath)?;
-        let topo = Topology::resolve(&config, &dp.maps)?;
+        let topo = Topology::resolve(&config, &dp.maps, &Moves::new())?;
         topo.apply(&mut dp.maps)?;
         let topology = Arc::new(RwLock::new(topo));
         // Sockets first, programs second: a broadcast that reaches a program finds its
@@ -291,6 +299,7 @@ impl Daemon {
             hops,
             follower: None,
             refused: None,
+            moves: Moves::new(),
         };
         d.hops.publish(&mut d.dp, &d.topology, Some(SETTLE));
         if let Some(listen) = d.config.api_listen {
@@ -315,11 +324,56 @@ impl Daemon {
             address: self.config.underlay.address,
             api: self.config.api_listen.map(|a| a.to_string()),
             interfaces: crate::api::interfaces(&self.config.underlay.interface, &ports),
+            libvirt: self
+                .file
+                .libvirt
+                .as_ref()
+                .and_then(|l| l.remote_uri.clone()),
         };
         let follower = Follower::new(c, &self.config.host_id)?;
         follow::start(follower.clone(), registration, events)?;
         self.follower = Some(follower);
         Ok(())
+    }
+
+    /// Follows the host's libvirt daemon, when one is configured.
+    fn follow_libvirt(&self, events: mpsc::Sender<Event>) -> Result<()> {
+        match &self.file.libvirt {
+            Some(l) => crate::libvirt::start(l, &self.paths, events, self.follower.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// A domain resumed or stopped: a migrating VM's frames follow it at once, here or to
+    /// the host it went to, without waiting for the controller's next generation.
+    fn domain_event(&mut self, ev: DomainEvent) {
+        let mut moves = self.moves.clone();
+        for env in &self.config.environments {
+            for vm in env.vms.iter().filter(|v| ev.ports.contains(&v.port)) {
+                let key = (env.vni.get(), vm.mac.octets());
+                let moved = match (ev.kind, vm.leaving_to, vm.arriving_from) {
+                    (DomainEventKind::Resumed, Some(_), _) => None,
+                    (DomainEventKind::Resumed, None, Some(_)) => Some(Moved::Here),
+                    (DomainEventKind::Suspended, Some(_), _) if ev.migration => Some(Moved::Away),
+                    (DomainEventKind::Stopped, Some(_), _) => Some(Moved::Away),
+                    (DomainEventKind::Stopped, None, Some(_)) => None,
+                    _ => continue,
+                };
+                match moved {
+                    Some(m) => moves.insert(key, m),
+                    None => moves.remove(&key),
+                };
+            }
+        }
+        if moves == self.moves {
+            return;
+        }
+        info!(vm = %ev.vm, event = ?ev.kind, "a migrating VM moved; re-pointing its address");
+        let before = std::mem::replace(&mut self.moves, moves);
+        if let Err(e) = self.reconfigure(self.config.clone()) {
+            self.moves = before;
+            error!(vm = %ev.vm, error = format!("{e:#}"), "cannot re-point the VM");
+        }
     }
 
     /// SIGHUP: the file again, with the controller's share if there is a controller.
@@ -358,7 +412,11 @@ impl Daemon {
                 .file
                 .with_share(share.environments, share.peers)
                 .map_err(anyhow::Error::from)
-                .and_then(|new| self.reconfigure(new)),
+                .and_then(|new| {
+                    // Moves the controller has caught up with are its word now.
+                    self.moves = current_moves(&new, &self.moves);
+                    self.reconfigure(new)
+                }),
         };
         let error = result.err().map(|e| format!("{e:#}"));
         self.refused = error.clone();
@@ -439,7 +497,7 @@ impl Daemon {
             warn!("debug_datapath and api_listen take effect at the next start");
         }
         let started = Instant::now();
-        let topo = Topology::resolve(&new, &self.dp.maps)?;
+        let topo = Topology::resolve(&new, &self.dp.maps, &self.moves)?;
         let ports_changed = attached_ports(&topo) != attached_ports(&self.topology.read().unwrap())
             || current.port_mode != new.port_mode
             || current.underlay != new.underlay;
@@ -539,7 +597,8 @@ pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
     };
     info!(host = %daemon.config.host_id, config = %config_path.display(), "violind ready");
     record(&daemon.paths, &daemon.config, daemon.generation);
-    daemon.follow_controller(tx)?;
+    daemon.follow_controller(tx.clone())?;
+    daemon.follow_libvirt(tx)?;
     let keep_forwarding = loop {
         let mut exit = None;
         for sig in signals.pending() {
@@ -557,6 +616,7 @@ pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
         match events.recv_timeout(Duration::from_millis(100)) {
             Ok(Event::Controller(update)) => daemon.controller_update(update),
             Ok(Event::Kernel(fact)) => daemon.kernel_fact(fact),
+            Ok(Event::Domain(ev)) => daemon.domain_event(ev),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 // Next hops nobody has answered for yet are asked for again.
                 if daemon.hops.unresolved(&daemon.topology) {

@@ -56,6 +56,12 @@ impl Follower {
         Ok(())
     }
 
+    /// Reports the host's domains (and the events since the last report).
+    pub fn report_vms(&self, report: &violin_api::vm::VmReport) -> Result<()> {
+        self.client.report_vms(&self.host, report)?;
+        Ok(())
+    }
+
     /// Registers, then follows the stream until it breaks.
     fn follow(&self, registration: &Registration, updates: &Sender<Event>) -> Result<()> {
         self.client.register(&self.host, registration)?;

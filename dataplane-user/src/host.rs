@@ -51,6 +51,11 @@ impl Paths {
     pub fn share(&self) -> PathBuf {
         self.run_dir.join("share.json")
     }
+
+    /// The host's domains as last reported by libvirt, for `violind stats` and /metrics.
+    pub fn vms(&self) -> PathBuf {
+        self.run_dir.join("vms.json")
+    }
 }
 
 /// Enters a named network namespace for the whole process. Must run before any thread is

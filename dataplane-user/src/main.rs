@@ -5,6 +5,7 @@ mod daemon;
 mod datapath;
 mod follow;
 mod host;
+mod libvirt;
 mod metrics;
 mod netdev;
 mod netlink;

@@ -1,9 +1,10 @@
-//! Prometheus exposition of the datapath's counters. Every scrape reads the pinned maps
-//! afresh, so the figures are the datapath's own, across daemon restarts.
+//! Prometheus exposition of the datapath's counters and the host's libvirt domains. Every
+//! scrape reads the pinned maps afresh, so the figures are the datapath's own, across
+//! daemon restarts.
 //!
 //! Names follow Prometheus' conventions: a unit before `_total` on counters
 //! (`_packets_total`, `_bytes_total`, `_frames_total`), `_entries` on sizes, and one label
-//! name per dimension in every metric: `interface`, `vni`, `peer`, `reason`, `map`.
+//! name per dimension in every metric: `interface`, `vni`, `peer`, `reason`, `map`, `vm`.
 use anyhow::Result;
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use violin_api::stats::Stats;
@@ -49,6 +50,7 @@ pub fn render(stats: &Stats) -> Result<String> {
     environments(&reg, stats)?;
     maps(&reg, stats)?;
     slow_path(&reg, stats)?;
+    vms(&reg, stats)?;
     let mut buf = Vec::new();
     TextEncoder::new().encode(&reg.gather(), &mut buf)?;
     Ok(String::from_utf8(buf)?)
@@ -307,6 +309,46 @@ fn slow_path(reg: &Registry, stats: &Stats) -> Result<()> {
     Ok(())
 }
 
+/// The host's libvirt domains: state, CPU time and memory per VM.
+fn vms(reg: &Registry, stats: &Stats) -> Result<()> {
+    if stats.vms.is_empty() {
+        return Ok(());
+    }
+    let cpu = prometheus::CounterVec::new(
+        Opts::new(
+            "violin_vm_cpu_seconds_total",
+            "CPU time the VM's domain used since it started on this host",
+        ),
+        &["vm"],
+    )?;
+    reg.register(Box::new(cpu.clone()))?;
+    let memory = gauge(
+        reg,
+        "violin_vm_memory_bytes",
+        "Memory the VM's domain holds",
+        &["vm"],
+    )?;
+    let state = gauge(
+        reg,
+        "violin_vm_state",
+        "1 for the VM's current libvirt state, 0 for the others",
+        &["vm", "state"],
+    )?;
+    for v in &stats.vms {
+        cpu.with_label_values(&[v.name.as_str()])
+            .inc_by(v.cpu_seconds);
+        memory
+            .with_label_values(&[v.name.as_str()])
+            .set(v.memory_bytes as i64);
+        for s in violin_api::vm::VmState::ALL {
+            state
+                .with_label_values(&[v.name.as_str(), s.as_str()])
+                .set((s == v.state) as i64);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -342,10 +384,20 @@ mod tests {
             "queue",
             "version",
             "revision",
+            "vm",
+            "state",
         ];
         assert!(labels.iter().all(|l| known.contains(l)), "{labels:?}");
         assert!(text.contains("violin_port_rx_packets_total{interface=\"vm1\",vni=\"1000\"} 3"));
         assert!(text.contains("violin_map_capacity_entries{map=\"fdb\"} 65536"));
         assert!(text.contains("violin_build_info{revision="));
+        assert!(
+            text.contains("violin_vm_state{state=\"running\",vm=\"a1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("violin_vm_cpu_seconds_total{vm=\"a1\"} 2.5"),
+            "{text}"
+        );
     }
 }

@@ -110,6 +110,7 @@ pub fn read(maps: &Maps, paths: &Paths, underlay: &str) -> Result<Stats> {
         environments,
         map_entries,
         map_capacity,
+        vms: crate::libvirt::load_vms(paths),
     })
 }
 
@@ -461,6 +462,14 @@ pub(crate) mod tests {
             }],
             map_entries: [("fdb".to_string(), 2)].into(),
             map_capacity: [("fdb".to_string(), 65536)].into(),
+            vms: vec![violin_api::vm::VmStatus {
+                name: "a1".into(),
+                state: violin_api::vm::VmState::Running,
+                cpu_seconds: 2.5,
+                memory_bytes: 128 << 20,
+                vcpus: 1,
+                ports: vec![],
+            }],
             ..Stats::default()
         }
     }

@@ -63,6 +63,79 @@ pub struct Topology {
     pub routes: BTreeMap<PairKey, FdbEntry>,
     /// Environments with forwarding rules on this host.
     pub routed: BTreeSet<u32>,
+    /// Where the controller says each known VM is (static FDB entries, which learning
+    /// does not override): local VMs at their ports, other hosts' VMs at those hosts.
+    pub placements: BTreeMap<FdbKey, FdbEntry>,
+}
+
+/// A migrating VM's side of the move as this host's libvirt last told it, ahead of the
+/// controller's word: `Here` once it resumed here, `Away` once it stopped here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moved {
+    Here,
+    Away,
+}
+
+/// Moves by (VNI, MAC).
+pub type Moves = BTreeMap<(u32, [u8; 6]), Moved>;
+
+/// The static FDB entries of `config`'s VMs. A VM leaving this host stays local until it
+/// stopped here; a VM arriving stays with its source until it resumed here. A location on
+/// a host that is not a peer is left to learning (it is reached through a relay).
+fn placements(
+    config: &Config,
+    ports: &[Port],
+    peers: &[Peer],
+    moves: &Moves,
+) -> BTreeMap<FdbKey, FdbEntry> {
+    let mut out = BTreeMap::new();
+    for env in &config.environments {
+        let vni = env.vni.get();
+        let remote = |addr: Ipv4Addr| {
+            peers
+                .iter()
+                .find(|p| p.addr == addr && p.vnis.contains(&vni))
+                .map(|p| FdbEntry::remote(addr.octets(), p.slot).pinned())
+        };
+        for vm in &env.vms {
+            let mac = vm.mac.octets();
+            let moved = moves.get(&(vni, mac)).copied();
+            let entry = match (vm.leaving_to, vm.arriving_from, moved) {
+                (Some(to), _, Some(Moved::Away)) => remote(to),
+                (_, Some(from), m) if m != Some(Moved::Here) => remote(from),
+                _ => ports
+                    .iter()
+                    .find(|p| p.dev.name == vm.port.as_str())
+                    .map(|p| FdbEntry::local(p.dev.ifindex, p.slot).pinned()),
+            };
+            if let Some(e) = entry {
+                out.insert(FdbKey::new(vni, mac), e);
+            }
+        }
+        for loc in &env.locations {
+            if let Some(e) = remote(loc.host) {
+                out.insert(FdbKey::new(vni, loc.mac.octets()), e);
+            }
+        }
+    }
+    out
+}
+
+/// The moves that still concern a migration `config` describes; the others are over.
+pub fn current_moves(config: &Config, moves: &Moves) -> Moves {
+    moves
+        .iter()
+        .filter(|((vni, mac), _)| {
+            config.environments.iter().any(|e| {
+                e.vni.get() == *vni
+                    && e.vms.iter().any(|v| {
+                        v.mac.octets() == *mac
+                            && (v.leaving_to.is_some() || v.arriving_from.is_some())
+                    })
+            })
+        })
+        .map(|(k, v)| (*k, *v))
+        .collect()
 }
 
 /// Compiles an environment's rules into ROUTES entries: the decision of [`best`] for
@@ -310,7 +383,7 @@ fn lowest_free(used: &BTreeSet<u32>, from: u32, limit: u32) -> Option<u32> {
 impl Topology {
     /// Resolves the configuration against this namespace's interfaces. Slots already held
     /// in the pinned maps are kept, so counters survive restarts and reloads.
-    pub fn resolve(config: &Config, maps: &Maps) -> Result<Topology> {
+    pub fn resolve(config: &Config, maps: &Maps, moves: &Moves) -> Result<Topology> {
         let underlay = NetDev::query(&config.underlay.interface).context("underlay.interface")?;
         let underlay_mtu = config.underlay.mtu.unwrap_or(underlay.mtu);
         let addrs = crate::netdev::ipv4_addresses(&underlay.name)?;
@@ -337,7 +410,9 @@ impl Topology {
                 port_policies.entry(port.to_string()).or_default().flags |= PORT_ROUTED;
             }
         }
+        let placements = placements(config, &ports, &peers, moves);
         Ok(Topology {
+            placements,
             underlay,
             underlay_addr: config.underlay.address,
             underlay_mtu,
@@ -433,6 +508,7 @@ impl Topology {
         reconcile(&mut maps.flood, &floods, PartialEq::eq)?;
         let peer_addrs: BTreeSet<[u8; 4]> = peer_infos.keys().copied().collect();
         let flushed = self.flush_learned(maps, &vnis, &peer_addrs);
+        self.place(maps)?;
         info!(
             ports = self.ports.len(),
             peers = self.peers.len(),
@@ -480,6 +556,27 @@ impl Topology {
             let _ = maps.fdb.remove(k);
         }
         dead.len()
+    }
+
+    /// Writes the static entries that changed and removes the static entries no longer
+    /// wanted; learned entries are the datapath's and stay.
+    fn place(&self, maps: &mut Maps) -> Result<()> {
+        for (k, e) in &self.placements {
+            if maps.fdb.get(k, 0).ok() != Some(*e) {
+                maps.fdb.insert(*k, *e, 0)?;
+            }
+        }
+        let stale: Vec<FdbKey> = maps
+            .fdb
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(k, e)| e.is_static() && !self.placements.contains_key(k))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &stale {
+            let _ = maps.fdb.remove(k);
+        }
+        Ok(())
     }
 
     fn port_info(&self, p: &Port) -> PortInfo {

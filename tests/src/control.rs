@@ -184,9 +184,13 @@ impl Lab {
     }
 }
 
-/// The name a VM gets in generated specs: host and index, e.g. `h1v2`.
+/// The name a VM gets in generated specs: host and index, e.g. `h1v2`; a guest's is its
+/// libvirt domain's (the controller migrates it by that name).
 pub fn vm_name(v: &crate::lab::Vm) -> String {
-    v.ns.rsplit('-').next().unwrap_or(&v.ns).to_string()
+    match &v.guest {
+        Some(g) => g.domain.clone(),
+        None => v.ns.rsplit('-').next().unwrap_or(&v.ns).to_string(),
+    }
 }
 
 fn stop_pid_now(pid: i32) {

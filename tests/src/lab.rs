@@ -6,6 +6,10 @@
 //! Violin hosts run `violind`; a host of kind [`HostKind::LinuxVxlan`] uses the kernel's
 //! own VXLAN device bridged to its VMs instead (the interoperability peer).
 //!
+//! With [`VmKind::Qemu`] a VM is a real QEMU guest instead (TCG, the tiny image of
+//! [`crate::guest`]) booted through its host's own libvirt daemon ([`crate::libvirt`]); its
+//! NIC is a tap libvirt creates under the port's name, and `violind` follows that daemon.
+//!
 //! Everything a lab creates carries its name as a prefix, so [`down`] can remove it all
 //! even after a crash, and labs with different names can run side by side.
 use std::{
@@ -47,6 +51,16 @@ impl HostKind {
     }
 }
 
+/// What a lab's VMs are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VmKind {
+    /// A network namespace behind a veth: fast, for most tests.
+    #[default]
+    Namespace,
+    /// A QEMU guest (TCG) under its host's libvirt daemon, on a tap: migratable.
+    Qemu,
+}
+
 #[derive(Clone, Debug)]
 pub struct LabSpec {
     /// Prefix of every name the lab creates: 1 to 7 characters from [a-z0-9].
@@ -72,6 +86,10 @@ pub struct LabSpec {
     /// Run `violin-controller` on the underlay (in the switch namespace) and configure
     /// the daemons from it: environments are then created with `violinctl`.
     pub controller: bool,
+    pub vm_kind: VmKind,
+    /// QEMU guests on the first host run `violin-probe` against their environment's
+    /// guest of the same index on the second host (a TCP echo session and pings).
+    pub probes: bool,
 }
 
 impl LabSpec {
@@ -89,6 +107,8 @@ impl LabSpec {
             debug_datapath: false,
             linux_vm_offloads: false,
             controller: false,
+            vm_kind: VmKind::Namespace,
+            probes: false,
         }
     }
 
@@ -124,6 +144,9 @@ impl LabSpec {
         }
         if !(1280..=9000).contains(&self.mtu) {
             bail!("--mtu: {} must be between 1280 and 9000", self.mtu);
+        }
+        if self.vm_kind == VmKind::Qemu && self.linux_vxlan_hosts + self.bare_hosts > 0 {
+            bail!("--vm-kind qemu: guests run on Violin hosts only (no --linux-vxlan-hosts)");
         }
         if !self.violind.exists() {
             bail!(
@@ -165,6 +188,16 @@ pub struct Vm {
     pub mac: [u8; 6],
     pub ip: Ipv4Addr,
     pub ip6: String,
+    /// Set for a QEMU guest: its domain and console.
+    pub guest: Option<Guest>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Guest {
+    /// The libvirt domain's name (also the VM's name in generated specs).
+    pub domain: String,
+    /// The serial console log (the guest's output, `violin-probe`'s reports).
+    pub console: PathBuf,
 }
 
 pub struct Lab {
@@ -174,6 +207,8 @@ pub struct Lab {
     pub dir: PathBuf,
     daemons: Vec<Option<Child>>,
     pub(crate) controller: Option<Child>,
+    /// A libvirt daemon per Violin host, with QEMU guests.
+    pub libvirtds: Vec<Option<crate::libvirt::Libvirtd>>,
     torn_down: bool,
 }
 
@@ -189,6 +224,12 @@ pub fn switch_ns(lab: &str) -> String {
 
 pub fn state_dir(lab: &str) -> PathBuf {
     Path::new("/run/violin-lab").join(lab)
+}
+
+/// Where a lab's libvirt daemons and guest consoles live: outside /run and /var/lib,
+/// which each daemon's private mount namespace replaces.
+pub fn guest_dir(lab: &str) -> PathBuf {
+    Path::new("/var/tmp/violin-lab").join(lab)
 }
 
 /// Progress output for long operations.
@@ -213,6 +254,7 @@ impl Lab {
             dir,
             daemons: Vec::new(),
             controller: None,
+            libvirtds: Vec::new(),
             torn_down: false,
             spec,
         };
@@ -274,12 +316,18 @@ impl Lab {
             self.make_host(&host)?;
             self.hosts.push(host);
         }
+        if s.vm_kind == VmKind::Qemu {
+            self.start_libvirtds(quiet)?;
+        }
         for i in 0..total {
             if self.hosts[i].kind == HostKind::Bare {
                 continue;
             }
             for j in 0..s.vms_per_host {
-                let vm = self.make_vm(i, j)?;
+                let vm = match s.vm_kind {
+                    VmKind::Namespace => self.make_vm(i, j)?,
+                    VmKind::Qemu => self.guest_vm(i, j)?,
+                };
                 step(
                     quiet,
                     &format!(
@@ -298,6 +346,9 @@ impl Lab {
             if self.hosts[i].kind == HostKind::LinuxVxlan {
                 self.make_linux_vxlan(i)?;
             }
+        }
+        if s.vm_kind == VmKind::Qemu {
+            self.boot_guests(quiet)?;
         }
         self.daemons = (0..total).map(|_| None).collect();
         if s.controller {
@@ -398,6 +449,7 @@ impl Lab {
             mac,
             ip: format!("{VM_SUBNET}.{}.{}", i + 1, k + 1).parse()?,
             ip6: format!("fd00:200::{:x}:{:x}", i + 1, k + 1),
+            guest: None,
         };
         let vm_mtu = (self.spec.mtu - 50).to_string();
         ip(&["netns", "add", &vm.ns])?;
@@ -455,6 +507,114 @@ impl Lab {
             ],
         )?;
         Ok(vm)
+    }
+
+    /// A libvirt daemon in each Violin host's namespace (its state under [`guest_dir`]).
+    fn start_libvirtds(&mut self, quiet: bool) -> Result<()> {
+        let image = crate::guest::image()?;
+        let qemu_dir = image
+            .qemu
+            .parent()
+            .context("the guest image's QEMU has no directory")?
+            .to_path_buf();
+        self.libvirtds = (0..self.hosts.len()).map(|_| None).collect();
+        for i in 0..self.hosts.len() {
+            let h = self.hosts[i].clone();
+            if !h.kind.runs_violind() {
+                continue;
+            }
+            step(quiet, &format!("libvirtd on {}", h.ns));
+            let dir = guest_dir(&self.spec.name).join(format!("h{}", i + 1));
+            let d = crate::libvirt::Libvirtd::start(&h.ns, h.underlay_ip, &dir, i, &qemu_dir)?;
+            self.libvirtds[i] = Some(d);
+        }
+        Ok(())
+    }
+
+    fn stop_libvirtds(&mut self) {
+        for l in self.libvirtds.iter_mut().filter_map(Option::take) {
+            drop(l);
+        }
+    }
+
+    /// The local URI of host `i`'s libvirt daemon.
+    pub fn libvirt_uri(&self, i: usize) -> Result<String> {
+        match self.libvirtds.get(i) {
+            Some(Some(l)) => Ok(l.local_uri()),
+            _ => bail!("host {} runs no libvirt daemon", self.hosts[i].ns),
+        }
+    }
+
+    /// VM `j` of host `i` as a QEMU guest: addressed like a namespace VM, its port a tap
+    /// named after host and VM (unique across hosts, so it can migrate anywhere).
+    fn guest_vm(&self, i: usize, j: usize) -> Result<Vm> {
+        let env = j % self.spec.envs;
+        let k = j / self.spec.envs;
+        let domain = format!("{}-h{}v{}", self.spec.name, i + 1, j + 1);
+        Ok(Vm {
+            guest: Some(Guest {
+                console: guest_dir(&self.spec.name).join(format!("{domain}.console")),
+                domain: domain.clone(),
+            }),
+            ns: domain,
+            host: i,
+            env,
+            vni: BASE_VNI + env as u32,
+            port: format!("t{}v{}", i + 1, j + 1),
+            mac: [0x02, 0, 0, 0, (i + 1) as u8, (k + 1) as u8],
+            ip: format!("{VM_SUBNET}.{}.{}", i + 1, k + 1).parse()?,
+            ip6: format!("fd00:200::{:x}:{:x}", i + 1, k + 1),
+        })
+    }
+
+    /// Boots every guest through its host's libvirt daemon, all at once, and waits until
+    /// each has its network up.
+    fn boot_guests(&self, quiet: bool) -> Result<()> {
+        let image = crate::guest::image()?;
+        step(
+            quiet,
+            &format!("booting {} QEMU guests (TCG)", self.vms.len()),
+        );
+        let started = Instant::now();
+        let jobs: Vec<_> = self
+            .vms
+            .iter()
+            .map(|v| {
+                let g = v.guest.clone().expect("a QEMU lab's VMs are guests");
+                // Guests on the first host probe their environment's peer on the second.
+                let probe = self
+                    .vms
+                    .iter()
+                    .find(|p| p.host == 1 && p.env == v.env && p.ip.octets()[3] == v.ip.octets()[3])
+                    .filter(|_| self.spec.probes && v.host == 0)
+                    .map(|p| p.ip);
+                let spec = crate::libvirt::GuestSpec {
+                    name: g.domain.clone(),
+                    mac: v.mac,
+                    ip: v.ip,
+                    prefix_len: 16,
+                    mtu: self.spec.mtu - 50,
+                    port: v.port.clone(),
+                    probe,
+                    console: g.console.clone(),
+                    memory_mib: 128,
+                };
+                let xml = crate::libvirt::domain_xml(&image, &spec);
+                let uri = self.libvirt_uri(v.host);
+                thread::spawn(move || -> Result<()> {
+                    crate::libvirt::boot(&uri?, &xml, &g.console, Duration::from_secs(120))
+                })
+            })
+            .collect();
+        for j in jobs {
+            j.join()
+                .map_err(|_| anyhow::anyhow!("a guest's boot thread panicked"))??;
+        }
+        step(
+            quiet,
+            &format!("guests up in {:.1} s", started.elapsed().as_secs_f64()),
+        );
+        Ok(())
     }
 
     /// A host running Linux's VXLAN: vx0 and the VM ports on one bridge, with head-end
@@ -549,6 +709,14 @@ impl Lab {
             "[underlay]\ninterface = \"ul0\"\naddress = \"{}\"\n",
             h.underlay_ip
         );
+        if let Some(Some(l)) = self.libvirtds.get(i) {
+            let _ = writeln!(
+                s,
+                "[libvirt]\nuri = {:?}\nremote_uri = {:?}\n",
+                l.local_uri(),
+                l.tcp_uri()
+            );
+        }
         if self.spec.controller {
             let _ = writeln!(
                 s,
@@ -754,8 +922,24 @@ impl Lab {
                 mac_string(&v.mac)
             );
         }
-        if let Some(v) = self.vms.first() {
-            let _ = writeln!(s, "\nEnter a VM:      ip netns exec {} bash", v.ns);
+        match self.vms.first() {
+            Some(Vm {
+                guest: Some(g),
+                host,
+                ..
+            }) => {
+                let _ = writeln!(
+                    s,
+                    "\nA guest's console: virsh -c '{}' console {}   (log: {})",
+                    self.libvirt_uri(*host).unwrap_or_default(),
+                    g.domain,
+                    g.console.display()
+                );
+            }
+            Some(v) => {
+                let _ = writeln!(s, "\nEnter a VM:      ip netns exec {} bash", v.ns);
+            }
+            None => {}
         }
         if let Some(h) = self.hosts.first() {
             let _ = writeln!(
@@ -793,6 +977,10 @@ impl Lab {
     /// Leaves the lab running after this process exits (`lab up`).
     pub fn detach(mut self) {
         self.torn_down = true;
+        for l in self.libvirtds.iter_mut().filter_map(Option::take) {
+            // The daemons and guests keep running; `lab down` kills them by name.
+            std::mem::forget(l);
+        }
         for c in self.daemons.iter_mut() {
             // The daemons keep running; `lab down` stops them through their pid files.
             drop(c.take());
@@ -810,6 +998,7 @@ impl Lab {
             }
         }
         let _ = self.kill_controller();
+        self.stop_libvirtds();
         if let Err(e) = down(&self.spec.name, true) {
             eprintln!("lab {}: teardown: {e:#}", self.spec.name);
         }
@@ -828,6 +1017,7 @@ impl Lab {
             }
         }
         let _ = self.kill_controller();
+        self.stop_libvirtds();
         let removed = down(&self.spec.name, true);
         match first_err {
             Some(e) => Err(e),
@@ -846,6 +1036,9 @@ impl Drop for Lab {
 /// with them), files.
 /// Works from names alone, so it also cleans up after a crash.
 pub fn down(name: &str, quiet: bool) -> Result<()> {
+    // Guests first: a QEMU holds its tap, and with it the host's namespace.
+    crate::libvirt::cleanup(&format!("{name}-"));
+    let _ = fs::remove_dir_all(guest_dir(name));
     if let Some(pid) = fs::read_to_string(state_dir(name).join("controller.pid"))
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())

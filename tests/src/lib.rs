@@ -3,7 +3,9 @@
 //! end-to-end tests in `tests/tests/`.
 pub mod control;
 pub mod e2e;
+pub mod guest;
 pub mod lab;
+pub mod libvirt;
 pub mod sys;
 pub mod tap;
 pub mod traffic;

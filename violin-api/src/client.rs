@@ -17,6 +17,7 @@ use crate::{
         SyncStatus,
     },
     share::{Ack, Interface, Registered, Registration, SyncEvent},
+    vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport},
 };
 
 /// Why a call failed: the controller refused it (with its status and body), or it could
@@ -265,6 +266,37 @@ impl Client {
 
     pub fn ack(&self, host: &str, ack: &Ack) -> Result<Ack> {
         self.send("POST", &format!("/v1/hosts/{host}/ack"), ack)
+    }
+
+    /// A host's domains and the lifecycle events since its last report.
+    pub fn report_vms(&self, host: &str, report: &VmReport) -> Result<()> {
+        self.send::<serde_json::Value, _>("POST", &format!("/v1/hosts/{host}/vms"), report)?;
+        Ok(())
+    }
+
+    /// Every VM the hosts' libvirt daemons report.
+    pub fn vms(&self) -> Result<Vec<VmInfo>> {
+        self.get("/v1/vms")
+    }
+
+    /// Starts live migrations; they go on in the controller (follow them by id).
+    pub fn migrate(&self, req: &MigrationRequest) -> Result<Migrations> {
+        self.send("POST", "/v1/migrations", req)
+    }
+
+    /// Every recorded migration, oldest first.
+    pub fn migrations(&self) -> Result<Vec<Migration>> {
+        self.get("/v1/migrations")
+    }
+
+    pub fn migration(&self, id: u64) -> Result<Migration> {
+        self.get(&format!("/v1/migrations/{id}"))
+    }
+
+    /// Asks libvirt to abort a migration in flight; it then rolls back.
+    pub fn cancel_migration(&self, id: u64) -> Result<Migration> {
+        let path = format!("/v1/migrations/{id}");
+        self.answer(&path, self.request("DELETE", &path).call())
     }
 
     /// Opens `host`'s sync stream: its events, one per line, until it breaks.

@@ -5,7 +5,7 @@
 //! naming field and line; `spec` is an environment spec's document; `share` is what a host
 //! serves and the sync conversation that keeps it current; `rest` the request and response
 //! bodies of the controller's and violind's APIs; `stats` violind's counters
-//! (`/v1/stats`); `client` the typed HTTP client all of them use; `openapi` what both APIs'
+//! (`/v1/stats`); `vm` the VMs hosts report and the live migrations the controller runs; `client` the typed HTTP client all of them use; `openapi` what both APIs'
 //! documents share; `output` the YAML the
 //! command-line tools print; `build` the version and git revision.
 pub mod build;
@@ -18,6 +18,7 @@ pub mod share;
 pub mod spec;
 pub mod stats;
 pub mod types;
+pub mod vm;
 
 pub use parse::FieldError;
 pub use types::{BurstKib, DstMatch, IfName, Limit, Name, RateMbit, SrcMatch, UnicastMac, Vni};

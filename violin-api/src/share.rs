@@ -31,6 +31,20 @@ pub struct Environment {
     /// VNET forwarding rules of this host's table for the environment.
     #[serde(default, rename = "rule")]
     pub rules: Vec<ForwardRule>,
+    /// Where the environment's VMs on other hosts run: the controller's word, which
+    /// learning does not override (a VM's location is re-pointed here when it migrates).
+    #[serde(default, rename = "location", skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<Location>,
+}
+
+/// A VM of the environment on another host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    pub mac: UnicastMac,
+    /// The underlay address of the host it runs on.
+    #[schema(value_type = String)]
+    pub host: Ipv4Addr,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -41,6 +55,16 @@ pub struct VmIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub ip: Option<Ipv4Addr>,
+    /// The VM is live-migrating away, to the host at this underlay address: once it stops
+    /// here, frames for it go on there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub leaving_to: Option<Ipv4Addr>,
+    /// The VM is live-migrating here from the host at this underlay address: its port and
+    /// policies are ready, and frames for it go there until it resumes here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub arriving_from: Option<Ipv4Addr>,
 }
 
 /// A bound on what each VM of the pair may send to the other (token bucket).
@@ -167,6 +191,10 @@ pub struct Registration {
     pub api: Option<String>,
     #[serde(default)]
     pub interfaces: Vec<Interface>,
+    /// How other hosts and the controller reach this host's libvirt daemon (e.g.
+    /// `qemu+tls://host/system`), when violind follows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libvirt: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -215,6 +243,7 @@ mod tests {
             vms: vec![],
             limits: vec![],
             rules: vec![],
+            locations: vec![],
         }
     }
 

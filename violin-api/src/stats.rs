@@ -115,7 +115,7 @@ pub struct SlowPathSocket {
 }
 
 /// Everything `violind stats` shows.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Stats {
     /// The underlay first, then the VM ports by slot.
     pub ports: Vec<PortRow>,
@@ -133,6 +133,9 @@ pub struct Stats {
     /// Capacity of the same maps (their `max_entries`).
     #[serde(default)]
     pub map_capacity: BTreeMap<String, u64>,
+    /// The domains of this host's libvirt daemon, when violind follows one.
+    #[serde(default)]
+    pub vms: Vec<crate::vm::VmStatus>,
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 //! `cargo xtask`: Violin's developer commands.
+mod guest;
 mod hpl;
 mod setup;
 
@@ -7,7 +8,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use violin_testbed::{
-    lab::{self, Lab, LabSpec},
+    lab::{self, Lab, LabSpec, VmKind},
     traffic, violind_path, workspace_root,
 };
 
@@ -32,6 +33,9 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         out: std::path::PathBuf,
     },
+    /// Build the tiny guest image real-VM tests boot under libvirt (a Debian kernel,
+    /// busybox and violin-probe; a private QEMU) into target/violin-guest. Cached.
+    Guest,
     /// The quality gate: rustfmt and clippy (warnings denied) over the workspace and the
     /// eBPF crate.
     Lint,
@@ -85,6 +89,14 @@ struct LabArgs {
     /// always does); without it each violind is configured from a generated file.
     #[arg(long)]
     controller: bool,
+    /// What a VM is: a network namespace (fast), or a real QEMU guest (TCG) booted through
+    /// a libvirt daemon per host, which can live-migrate.
+    #[arg(long, default_value = "namespace", value_parser = ["namespace", "qemu"])]
+    vm_kind: String,
+    /// QEMU guests on the first host run violin-probe (TCP echo session, ping flood)
+    /// against their environment's guest on the second.
+    #[arg(long)]
+    probes: bool,
 }
 
 #[derive(Subcommand)]
@@ -267,6 +279,12 @@ fn spec(a: &LabArgs) -> LabSpec {
         debug_datapath: a.debug_datapath,
         linux_vm_offloads: false,
         controller: a.controller,
+        vm_kind: if a.vm_kind == "qemu" {
+            VmKind::Qemu
+        } else {
+            VmKind::Namespace
+        },
+        probes: a.probes,
     }
 }
 
@@ -275,10 +293,19 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Setup => setup::run(),
         Cmd::Build => build(),
         Cmd::Ebpf { out } => ebpf(&out),
+        Cmd::Guest => {
+            let image = guest::guest(false)?;
+            println!("kernel: {}", image.kernel.display());
+            println!("initrd: {}", image.initrd.display());
+            println!("qemu:   {}", image.qemu.display());
+            Ok(())
+        }
         Cmd::Lint => lint(),
         Cmd::Test { args } => {
             need_root("the test suite")?;
             build()?;
+            // The migration tests boot real guests.
+            guest::guest(false)?;
             eprintln!("==> running the tests");
             let mut full = vec!["test", "--workspace", "--no-fail-fast"];
             full.extend(args.iter().map(String::as_str));
@@ -313,6 +340,9 @@ fn run(cli: Cli) -> Result<()> {
             LabCmd::Up(a) => {
                 need_root("the lab")?;
                 build()?;
+                if a.vm_kind == "qemu" {
+                    guest::guest(false)?;
+                }
                 eprintln!("==> bringing lab {:?} up", a.name);
                 let lab = Lab::up(spec(&a), false)?;
                 if a.controller {
@@ -327,6 +357,11 @@ fn run(cli: Cli) -> Result<()> {
                 need_root("the lab")?;
                 build()?;
                 a.controller = true;
+                if a.vm_kind == "qemu" {
+                    guest::guest(false)?;
+                    a.probes = true;
+                    return migration_demo(&a);
+                }
                 demo(&a)
             }
             LabCmd::Down { name } => {
@@ -335,6 +370,63 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
     }
+}
+
+/// The demo with QEMU guests: a guest live-migrates to the other host and back while its
+/// peer's probe keeps a TCP session and a ping flood to it.
+fn migration_demo(a: &LabArgs) -> Result<()> {
+    eprintln!("==> bringing lab {:?} up with QEMU guests", a.name);
+    let lab = Lab::up(spec(a), false)?;
+    if lab.hosts.len() < 2 {
+        bail!("--hosts: the demo needs at least 2 Violin hosts");
+    }
+    eprintln!("==> creating the environments with violinctl apply");
+    print!("{}", lab.apply_environments()?);
+    println!("{}", lab.describe());
+    let prober = lab.vm(0, 0, 0).clone();
+    let mover = lab.vm(1, 0, 0).clone();
+    let console = prober.guest.clone().context("a guest")?.console;
+    eprintln!(
+        "==> waiting for {}'s probe to reach {} ({})",
+        prober.ns, mover.ns, mover.ip
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while violin_testbed::libvirt::probe_report(&console).is_none_or(|r| r.tcp_echoed < 20) {
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "the probe got no echoes within 90 s (console: {})",
+                console.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    println!("{}", lab.violinctl(&["vms"])?);
+    let name = violin_testbed::control::vm_name(&mover);
+    for host in [&lab.hosts[0], &lab.hosts[1]] {
+        eprintln!("==> violinctl migrate {name} --to {}", host.host_id());
+        print!(
+            "{}",
+            lab.violinctl(&["migrate", &name, "--to", host.host_id()])?
+        );
+    }
+    println!("{}", lab.violinctl(&["migrations"])?);
+    let r = violin_testbed::libvirt::probe_report(&console).context("no probe report")?;
+    println!(
+        "probe in {}: {} TCP echoes, longest gap {} ms, session {}; {} of {} pings answered",
+        prober.ns,
+        r.tcp_echoed,
+        r.tcp_max_gap_ms,
+        r.tcp_error.as_deref().unwrap_or("intact"),
+        r.ping_received,
+        r.ping_sent
+    );
+    eprintln!("==> tearing the lab down");
+    lab.down()?;
+    if r.tcp_error.is_some() {
+        bail!("the TCP session into the migrating guest broke");
+    }
+    println!("demo complete: the guest moved twice and its TCP session survived");
+    Ok(())
 }
 
 fn demo(a: &LabArgs) -> Result<()> {

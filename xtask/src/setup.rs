@@ -6,7 +6,10 @@ use anyhow::{bail, Context, Result};
 
 /// Debian packages: build deps of xsk-rs (libxdp/libbpf), lab, test and benchmark tools
 /// (the font is for the benchmark plots; Open MPI and OpenBLAS for HPL; Prometheus for the
-/// metrics test; perf for the benchmarks' kernel profiles).
+/// metrics test; perf for the benchmarks' kernel profiles; libvirt, busybox and xz for the
+/// tiny guests, whose QEMU `cargo xtask guest` extracts privately and which needs the
+/// runtime libraries and firmware listed after them: installing qemu-system-x86 itself
+/// would remove the newer qemu-utils, shared/VIRT.md).
 const APT_PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -29,6 +32,27 @@ const APT_PACKAGES: &[&str] = &[
     "make",
     "prometheus",
     "linux-perf",
+    "libvirt-daemon",
+    "libvirt-daemon-driver-qemu",
+    "libvirt-clients",
+    "libvirt-dev",
+    "busybox-static",
+    "xz-utils",
+    "libcapstone4",
+    "libfdt1",
+    "libpmem1",
+    "libslirp0",
+    "libvdeplug2",
+    "seabios",
+    "ipxe-qemu",
+    "qemu-system-data",
+    "libbrlapi0.8",
+    "libcacard0",
+    "libepoxy0",
+    "libsndio7.0",
+    "libspice-server1",
+    "libusb-1.0-0",
+    "libusbredirparser1",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

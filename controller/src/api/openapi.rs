@@ -10,10 +10,11 @@ use super::*;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Violin controller API", version = "1",
-         description = "Environments, VNET primitives and host sync. Every /v1 operation needs `Authorization: Bearer TOKEN`."),
+         description = "Environments, VNET primitives, host sync, VMs and live migrations. Every /v1 operation needs `Authorization: Bearer TOKEN`."),
     paths(list, get_env, put_env, delete_env, plan_env, add_link, delete_link, add_rule,
           delete_rule, links, rules, route_of, get_bound, set_bound, sync_status, hosts,
-          register, sync_stream, ack, host_interfaces, metrics, openapi_json),
+          register, sync_stream, ack, host_interfaces, report_vms, vms, start_migration,
+          list_migrations, get_migration, cancel_migration, metrics, openapi_json),
     components(schemas(ErrorBody, violin_api::share::Share, violin_api::share::Delta)),
     modifiers(&Bearer),
     security(("bearer" = []))

@@ -1,6 +1,6 @@
 //! Changing a stored spec's text the way the VNET primitives changed its parsed form,
 //! keeping the operator's comments, order and layout: only the `[[link]]` and `[[rule]]`
-//! tables that were added or removed change.
+//! tables that were added or removed change, and a migrated VM's `host`.
 use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
 use violin_api::{DstMatch, IfName, Name, SrcMatch};
 
@@ -99,5 +99,18 @@ pub fn edit(text: &str, next: &Spec) -> Result<String, toml_edit::TomlError> {
         |t| rule_of(t).is_some_and(|r| next.rules.contains(&r)),
         new_rules,
     );
+    Ok(doc.to_string())
+}
+
+/// `text` with VM `vm`'s `host` set to `host` (a migration moved it).
+pub fn set_vm_host(text: &str, vm: &str, host: &str) -> Result<String, toml_edit::TomlError> {
+    let mut doc: DocumentMut = text.parse()?;
+    if let Some(vms) = doc.get_mut("vm").and_then(Item::as_array_of_tables_mut) {
+        for t in vms.iter_mut() {
+            if t.get("name").and_then(Item::as_str) == Some(vm) {
+                t.insert("host", value(host));
+            }
+        }
+    }
     Ok(doc.to_string())
 }

@@ -248,3 +248,15 @@ fn bad_links_and_rules_name_the_line_and_field() {
     let twice = format!("{text}\n[[rule]]\nhost = \"h1\"\nsrc = \"any\"\ndst = \"02:00:00:00:02:01\"\nedge = \"h2\"\n");
     assert_eq!(error(&twice).field, "rule[2].src");
 }
+
+#[test]
+fn a_migration_moves_the_vm_in_the_text() {
+    // a's port is its own on h2 too (a migration to a host using it is refused).
+    let spec = crate::spec::THREE_HOSTS.replacen("port = \"vm1\"", "port = \"vm7\"", 1);
+    let text = format!("# keep me\n{spec}");
+    let edited = edit::set_vm_host(&text, "a", "h2").unwrap();
+    let mut want = Spec::parse(&text).unwrap();
+    want.vms.get_mut("a").unwrap().host = "h2".into();
+    assert_eq!(Spec::parse(&edited).unwrap(), want, "{edited}");
+    assert!(edited.starts_with("# keep me\n"), "{edited}");
+}

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use violin_api::{
     client::{read_token, Client, Timeouts},
     rest::{Applied, Filter, LinkRequest, RouteQuery, RuleRequest},
+    vm::{Migration, MigrationPhase, MigrationRequest},
     DstMatch, IfName, Name, SrcMatch,
 };
 
@@ -155,6 +156,32 @@ enum Command {
         #[arg(long, value_name = "SECONDS", value_parser = seconds)]
         timeout: Option<f64>,
     },
+    /// Live-migrate a VM to a host, or a whole environment (--env) to hosts (its VMs go to
+    /// them in turn, by name); follows the migrations until they end. --cancel ID aborts one.
+    Migrate {
+        /// The VM (its libvirt domain's name).
+        #[arg(required_unless_present_any = ["env", "cancel"], conflicts_with = "cancel")]
+        vm: Option<Name>,
+        /// Migrate every VM of this environment (with a VM: the VM's environment).
+        #[arg(long)]
+        env: Option<Name>,
+        /// The destination host(s).
+        #[arg(long, num_args = 1.., required_unless_present = "cancel")]
+        to: Vec<Name>,
+        /// Return once started instead of following the migrations.
+        #[arg(long)]
+        no_follow: bool,
+        /// Cap the memory copy at this many MiB/s (libvirt's default: unlimited).
+        #[arg(long, value_name = "MIB_S", value_parser = clap::value_parser!(u64).range(1..))]
+        bandwidth: Option<u64>,
+        /// Cancel the migration with this id (libvirt aborts it; everything rolls back).
+        #[arg(long, value_name = "ID", conflicts_with_all = ["env", "to"])]
+        cancel: Option<u64>,
+    },
+    /// List recorded migrations: phase, progress, total time, downtime, reconvergence.
+    Migrations,
+    /// List the VMs the hosts' libvirt daemons report: host, state, CPU, memory.
+    Vms,
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -495,8 +522,68 @@ fn run(c: &Client, cli: &Cli) -> Result<Outcome> {
             show(out, &c.sync_status(Some(status.generation))?, |_| {})?;
             Ok(Outcome::Done)
         }
+        Command::Migrate {
+            vm,
+            env,
+            to,
+            no_follow,
+            bandwidth,
+            cancel,
+        } => {
+            if let Some(id) = cancel {
+                let m = c.cancel_migration(*id)?;
+                show(out, &m, |m| {
+                    eprintln!("cancelling migration {} of {}", m.id, m.vm)
+                })?;
+                return Ok(Outcome::Done);
+            }
+            let req = MigrationRequest {
+                vm: vm.clone(),
+                environment: env.clone(),
+                to: to.clone(),
+                bandwidth_mib_s: *bandwidth,
+            };
+            let started = c.migrate(&req)?;
+            if *no_follow {
+                output::migrations(out, &started.migrations)?;
+                return Ok(Outcome::Done);
+            }
+            let ended = follow(c, &started.migrations)?;
+            output::migrations(out, &ended)?;
+            match ended.iter().find(|m| m.phase == MigrationPhase::Failed) {
+                Some(m) => bail!(
+                    "migration {} of {} failed: {}",
+                    m.id,
+                    m.vm,
+                    m.error.as_deref().unwrap_or("no reason given")
+                ),
+                None => Ok(Outcome::Done),
+            }
+        }
         Command::Completion { .. } => Ok(Outcome::Done),
         _ => list(c, out, &cli.command).map(|()| Outcome::Done),
+    }
+}
+
+/// Follows migrations until each ends, a progress line (on stderr) whenever one moves on.
+fn follow(c: &Client, started: &[Migration]) -> Result<Vec<Migration>> {
+    let mut now: Vec<Migration> = started.to_vec();
+    let mut shown: Vec<String> = vec![String::new(); now.len()];
+    loop {
+        for (m, last) in now.iter_mut().zip(shown.iter_mut()) {
+            if !m.phase.finished() {
+                *m = c.migration(m.id)?;
+            }
+            let line = output::progress(m);
+            if line != *last {
+                eprintln!("{line}");
+                *last = line;
+            }
+        }
+        if now.iter().all(|m| m.phase.finished()) {
+            return Ok(now);
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -620,6 +707,8 @@ fn list(c: &Client, out: Output, command: &Command) -> Result<()> {
             };
             output::route(out, &c.route(&q)?)
         }
+        Command::Migrations => output::migrations(out, &c.migrations()?),
+        Command::Vms => output::vms(out, &c.vms()?),
         _ => unreachable!("changes are handled by run"),
     }
 }

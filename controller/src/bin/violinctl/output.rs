@@ -6,6 +6,7 @@ use violin_api::{
     output::yaml,
     rest::{EnvSummary, HostInfo, LinkInfo, Route, RuleInfo},
     share::Interface,
+    vm::{Migration, VmInfo},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -209,5 +210,117 @@ pub fn route(out: Output, r: &Route) -> Result<()> {
             println!("  {}. {}: {} ({})", i + 1, h.host, h.action, h.decision);
         }
         println!("{}", r.outcome);
+    })
+}
+
+fn seconds(v: Option<f64>) -> String {
+    v.map_or("-".into(), |s| {
+        if s < 1.0 {
+            format!("{:.1} ms", s * 1e3)
+        } else {
+            format!("{s:.2} s")
+        }
+    })
+}
+
+/// One line on where a migration is, for following it.
+pub fn progress(m: &Migration) -> String {
+    let copied = if m.data_total_bytes > 0 && !m.phase.finished() {
+        format!(
+            " {:.0}% of {} MiB",
+            100.0 * m.data_processed_bytes as f64 / m.data_total_bytes as f64,
+            m.data_total_bytes >> 20
+        )
+    } else {
+        String::new()
+    };
+    let phase = format!("{:?}", m.phase).to_lowercase();
+    match &m.error {
+        Some(e) => format!(
+            "migration {} {} {}->{}: {phase}: {e}",
+            m.id, m.vm, m.from, m.to
+        ),
+        None => format!(
+            "migration {} {} {}->{}: {phase}{copied}",
+            m.id, m.vm, m.from, m.to
+        ),
+    }
+}
+
+pub fn migrations(out: Output, list: &[Migration]) -> Result<()> {
+    show(out, &list, |list| {
+        let mut t = Table::new(&header(
+            out,
+            &[
+                "ID",
+                "VM",
+                "ENV",
+                "FROM",
+                "TO",
+                "PHASE",
+                "TOTAL",
+                "DOWNTIME",
+                "RECONVERGENCE",
+            ],
+            &["COPIED", "ERROR"],
+        ));
+        for m in list.iter() {
+            let mut row = vec![
+                m.id.to_string(),
+                m.vm.clone(),
+                m.environment.clone(),
+                m.from.clone(),
+                m.to.clone(),
+                format!("{:?}", m.phase).to_lowercase(),
+                seconds(m.total_seconds),
+                seconds(m.downtime_seconds),
+                seconds(m.reconvergence_seconds),
+            ];
+            if out == Output::Wide {
+                row.push(format!(
+                    "{}/{} MiB",
+                    m.data_processed_bytes >> 20,
+                    m.data_total_bytes >> 20
+                ));
+                row.push(opt(&m.error));
+            }
+            t.row(row);
+        }
+        t.print();
+        if out != Output::Wide {
+            for m in list.iter() {
+                if let Some(e) = &m.error {
+                    println!("migration {}: {e}", m.id);
+                }
+            }
+        }
+    })
+}
+
+pub fn vms(out: Output, list: &[VmInfo]) -> Result<()> {
+    show(out, &list, |list| {
+        let mut t = Table::new(&header(
+            out,
+            &["VM", "HOST", "ENV", "STATE", "CPU", "MEMORY"],
+            &["MAC", "VCPUS", "PORTS"],
+        ));
+        for v in list.iter() {
+            let mut row = vec![
+                v.status.name.clone(),
+                v.host.clone(),
+                opt(&v.environment),
+                v.status.state.as_str().to_string(),
+                format!("{:.1} s", v.status.cpu_seconds),
+                format!("{} MiB", v.status.memory_bytes >> 20),
+            ];
+            if out == Output::Wide {
+                row.push(opt(&v.mac));
+                row.push(v.status.vcpus.to_string());
+                let ports: Vec<String> = v.status.ports.iter().map(|p| p.to_string()).collect();
+                row.push(ports.join(","));
+            }
+            t.row(row);
+        }
+        t.print();
     })
 }
