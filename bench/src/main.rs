@@ -3,6 +3,7 @@
 mod apply;
 mod hpl;
 mod micro;
+mod migrate;
 mod nemo;
 mod paths;
 mod plot;
@@ -30,8 +31,9 @@ use crate::{
     about = "Violin's benchmarks (run via `cargo xtask bench`)"
 )]
 struct Cli {
-    /// micro, hpl, nemo3d, apply (control plane) or all; `report` re-renders reports
-    /// and plots from the last results.json files, `summary` prints one table over them.
+    /// micro, hpl, nemo3d, apply (control plane), migrate (live migration of real
+    /// guests) or all; `report` re-renders reports and plots from the last results.json
+    /// files, `summary` prints one table over them.
     #[arg(default_value = "all")]
     suite: String,
     /// A smoke run of a few minutes: fewer and shorter repetitions.
@@ -85,8 +87,8 @@ fn run(cli: Cli) -> Result<()> {
     }
     if cli.suite == "summary" || cli.suite == "report" {
         let mut runs = Vec::new();
-        for suite in ["micro", "hpl", "nemo3d", "apply"] {
-            if cli.suite == "summary" && suite == "apply" {
+        for suite in ["micro", "hpl", "nemo3d", "apply", "migrate"] {
+            if cli.suite == "summary" && (suite == "apply" || suite == "migrate") {
                 // Not a comparison of paths: its own report says everything.
                 continue;
             }
@@ -110,13 +112,16 @@ fn run(cli: Cli) -> Result<()> {
     }
     plot::init_font()?;
     let suites: Vec<&str> = match cli.suite.as_str() {
-        "all" => vec!["micro", "hpl", "nemo3d", "apply"],
-        s @ ("micro" | "hpl" | "nemo3d" | "apply") => vec![s],
-        other => bail!("unknown suite {other:?}: use micro, hpl, nemo3d, apply or all"),
+        "all" => vec!["micro", "hpl", "nemo3d", "apply", "migrate"],
+        s @ ("micro" | "hpl" | "nemo3d" | "apply" | "migrate") => vec![s],
+        other => {
+            bail!("unknown suite {other:?}: use micro, hpl, nemo3d, apply, migrate or all")
+        }
     };
     for suite in suites {
         match suite {
             "apply" => run_apply(&cli)?,
+            "migrate" => run_migrate(&cli)?,
             "micro" => run_micro(&cli)?,
             "nemo3d" => run_nemo(&cli)?,
             "hpl" => run_hpl(&cli)?,
@@ -387,6 +392,59 @@ fn run_nemo(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+fn run_migrate(cli: &Cli) -> Result<()> {
+    let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 5 });
+    let started = now_utc();
+    let t0 = Instant::now();
+    eprintln!(
+        "==> migrate: {reps} round trips (2 live migrations each) of a TCG guest, Violin and Linux bridge + VXLAN"
+    );
+    let mut progress = Progress {
+        start: t0,
+        done: 0,
+        total: migrate::PATHS.len() * (1 + 2 * reps),
+    };
+    let work = cli.out.join("migrate").join("captures");
+    let mut samples = Vec::new();
+    for path in migrate::PATHS {
+        eprintln!(
+            "==> {}: lab up (3 hosts, a QEMU guest on each)",
+            path.label()
+        );
+        samples.extend(migrate::run_path(path, reps, &work, &mut |what| {
+            progress.step(what)
+        })?);
+    }
+    let mut settings = BTreeMap::new();
+    settings.insert("round trips".into(), reps.to_string());
+    settings.insert(
+        "guests".into(),
+        "TCG, 128 MiB, 1 vCPU, Debian kernel + busybox (cargo xtask guest); the mover migrates between hosts 2 and 3, the prober on host 1 sends it a TCP line and a ping every 1 ms".into(),
+    );
+    settings.insert(
+        "Violin".into(),
+        "violinctl migrate (libvirt peer-to-peer live migration, switched over on the destination's resume event)".into(),
+    );
+    settings.insert(
+        "Linux VXLAN".into(),
+        "the same guests on a Linux bridge with a VXLAN device (head-end replication, learning); virsh migrate --live --p2p; the network relies on QEMU's announcement of the guest after it resumes".into(),
+    );
+    settings.insert(
+        "timing".into(),
+        "resume: virsh event --timestamp on the destination (ms resolution); frames: tcpdump on the destination's underlay switch port (ns)".into(),
+    );
+    finish(
+        cli,
+        "migrate",
+        started,
+        t0,
+        migrate::metrics(),
+        samples,
+        settings,
+        BTreeMap::new(),
+    )
+}
+
 fn run_apply(cli: &Cli) -> Result<()> {
     let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 5 });
     let primitives = if cli.quick { 5 } else { 20 };
@@ -616,6 +674,7 @@ fn rewrite(r: &Results, dir: &Path) -> Result<()> {
         "micro" => write_outputs(r, dir, MICRO_TITLE, &micro_refs(), MICRO_NOTES),
         "nemo3d" => write_outputs(r, dir, NEMO_TITLE, &nemo_refs(), NEMO_NOTES),
         "hpl" => write_outputs(r, dir, HPL_TITLE, &hpl_refs(r), HPL_NOTES),
+        "migrate" => write_outputs(r, dir, MIGRATE_TITLE, &migrate_refs(), MIGRATE_NOTES),
         "apply" => {
             r.write(dir)?;
             std::fs::write(dir.join("report.md"), apply::markdown(r))?;
@@ -626,6 +685,25 @@ fn rewrite(r: &Results, dir: &Path) -> Result<()> {
 }
 
 const MICRO_TITLE: &str = "Violin micro-benchmarks";
+const MIGRATE_TITLE: &str =
+    "Live migration of a running guest: Violin against Linux bridge + VXLAN";
+
+fn migrate_refs() -> Vec<report::Reference> {
+    use report::Reference as R;
+    vec![
+        R::new("reconverge_in_ms", "Target: under 10 ms (the best public overlays: up to 0.5 s). Thesis, ch. 6: VIOLIN's migrations cost about 20 s of application time, much of it its network's."),
+        R::new("reconverge_out_ms", "Upper bound of the time until a peer's frame reached the guest: the guest answered it."),
+        R::new("downtime_ms", "libvirt's measurement; the guest is paused for it whatever the network does."),
+        R::new("control_ms", "Violin only: until every host of the environment acknowledged the new location (frames flow before that: the hosts of the move re-point on libvirt's events, and the old host forwards on)."),
+    ]
+}
+
+const MIGRATE_NOTES: &str = "\
+Every figure is a median over the migrations of the run, both directions. The guests \
+run under TCG on two shared cores, which stretches libvirt's times and the guests' \
+answers alike on both paths. A frame for the guest can reach its new host only once the \
+guest runs there (the destination drops or holds it before), so `reconverge_in_ms` also \
+includes the wait for the prober's next ping (1 ms apart).";
 const NEMO_TITLE: &str = "NEMO3D stand-in: thesis configurations 1-3";
 const HPL_TITLE: &str = "High-Performance Linpack over bare, Linux VXLAN and Violin";
 

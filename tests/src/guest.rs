@@ -34,7 +34,8 @@ const MODULES: [&str; 8] = [
 ];
 
 /// The guest's /init. Its settings come from the kernel command line: `vmip=ADDR/LEN`,
-/// optional `vmmtu=MTU` and `probe=PEER` (run violin-probe against PEER).
+/// optional `vmmtu=MTU`, `probe=PEER` (run violin-probe against PEER) and `probems=N`
+/// (its interval in milliseconds).
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
@@ -42,7 +43,7 @@ for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_p
   insmod /mods/$m.ko
 done
 for w in $(cat /proc/cmdline); do
-  case $w in vmip=*) IP=${w#vmip=};; vmmtu=*) MTU=${w#vmmtu=};; probe=*) PEER=${w#probe=};; esac
+  case $w in vmip=*) IP=${w#vmip=};; vmmtu=*) MTU=${w#vmmtu=};; probe=*) PEER=${w#probe=};; probems=*) PROBEMS=${w#probems=};; esac
 done
 ip link set lo up
 if [ -n "$MTU" ]; then ip link set eth0 mtu $MTU; fi
@@ -52,7 +53,7 @@ echo "hello from $IP" > /www/index.html
 httpd -p 80 -h /www
 nc -ll -p 7 -e cat &
 echo "NETUP $(cut -d' ' -f1 /proc/uptime)"
-if [ -n "$PEER" ]; then violin-probe $PEER & fi
+if [ -n "$PEER" ]; then violin-probe $PEER --interval-ms ${PROBEMS:-10} & fi
 exec setsid cttyhack sh
 "#;
 

@@ -90,6 +90,8 @@ pub struct LabSpec {
     /// QEMU guests on the first host run `violin-probe` against their environment's
     /// guest of the same index on the second host (a TCP echo session and pings).
     pub probes: bool,
+    /// The probes' interval in milliseconds (violin-probe's default, 10, when None).
+    pub probe_interval_ms: Option<u32>,
 }
 
 impl LabSpec {
@@ -109,6 +111,7 @@ impl LabSpec {
             controller: false,
             vm_kind: VmKind::Namespace,
             probes: false,
+            probe_interval_ms: None,
         }
     }
 
@@ -144,9 +147,6 @@ impl LabSpec {
         }
         if !(1280..=9000).contains(&self.mtu) {
             bail!("--mtu: {} must be between 1280 and 9000", self.mtu);
-        }
-        if self.vm_kind == VmKind::Qemu && self.linux_vxlan_hosts + self.bare_hosts > 0 {
-            bail!("--vm-kind qemu: guests run on Violin hosts only (no --linux-vxlan-hosts)");
         }
         if !self.violind.exists() {
             bail!(
@@ -509,7 +509,8 @@ impl Lab {
         Ok(vm)
     }
 
-    /// A libvirt daemon in each Violin host's namespace (its state under [`guest_dir`]).
+    /// A libvirt daemon in each host's namespace that has VMs (its state under
+    /// [`guest_dir`]).
     fn start_libvirtds(&mut self, quiet: bool) -> Result<()> {
         let image = crate::guest::image()?;
         let qemu_dir = image
@@ -520,7 +521,7 @@ impl Lab {
         self.libvirtds = (0..self.hosts.len()).map(|_| None).collect();
         for i in 0..self.hosts.len() {
             let h = self.hosts[i].clone();
-            if !h.kind.runs_violind() {
+            if h.kind == HostKind::Bare {
                 continue;
             }
             step(quiet, &format!("libvirtd on {}", h.ns));
@@ -596,6 +597,10 @@ impl Lab {
                     mtu: self.spec.mtu - 50,
                     port: v.port.clone(),
                     probe,
+                    probe_interval_ms: self.spec.probe_interval_ms,
+                    // Linux VXLAN hosts bridge their VMs with the VXLAN device.
+                    bridge: (self.hosts[v.host].kind == HostKind::LinuxVxlan)
+                        .then(|| format!("br{}", v.env)),
                     console: g.console.clone(),
                     memory_mib: 128,
                 };
@@ -651,7 +656,12 @@ impl Lab {
                 "ip",
                 &["link", "set", &vx, "mtu", &vm_mtu, "master", &br, "up"],
             )?;
-            for vm in self.vms.iter().filter(|v| v.host == i && v.env == env) {
+            // A guest's tap is libvirt's to bridge, when the guest starts.
+            for vm in self
+                .vms
+                .iter()
+                .filter(|v| v.host == i && v.env == env && v.guest.is_none())
+            {
                 ns_run(&h.ns, "ip", &["link", "set", &vm.port, "master", &br])?;
             }
             ns_run(&h.ns, "ip", &["link", "set", &br, "up"])?;

@@ -46,7 +46,8 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Benchmarks against the bare underlay and Linux VXLAN (needs root):
-    /// `cargo xtask bench [micro|hpl|nemo3d|all] [--quick]`; results in target/bench/.
+    /// `cargo xtask bench [micro|hpl|nemo3d|apply|migrate|all] [--quick]`; results in
+    /// target/bench/.
     Bench {
         /// Arguments for violin-bench (suite, --quick, --reps N, --mtus 1500,9000).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -285,6 +286,7 @@ fn spec(a: &LabArgs) -> LabSpec {
             VmKind::Namespace
         },
         probes: a.probes,
+        probe_interval_ms: None,
     }
 }
 
@@ -314,6 +316,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { args } => {
             need_root("the benchmarks")?;
             build()?;
+            // The migrate suite boots real guests.
+            guest::guest(false)?;
             eprintln!("==> building the benchmark tools, violind and the controller (release)");
             cargo(&[
                 "build",
