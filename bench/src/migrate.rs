@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use violin_api::vm::{Migration, MigrationPhase};
 use violin_testbed::{
     control::vm_name,
-    lab::{switch_ns, Lab, LabSpec, Vm, VmKind},
+    lab::{switch_ns, Lab, LabSpec, NemoRounds, Vm, VmKind},
     libvirt::{probe_report, virsh, ProbeReport},
     sys::ns_command,
 };
@@ -67,12 +67,41 @@ pub fn metrics() -> Vec<Metric> {
             "Violin's control plane: resume to the last host re-pointed",
             "ms",
         ),
+        m(
+            "nemo_round_s",
+            "NEMO3D stand-in (3 ranks, one per guest): a round without migration",
+            "s",
+        ),
+        m(
+            "nemo_migrated_round_s",
+            "NEMO3D stand-in: a round during which the whole environment migrated",
+            "s",
+        ),
+        m(
+            "nemo_penalty_s",
+            "Application penalty of migrating the whole running environment",
+            "s",
+        ),
     ]
 }
 
-/// One path's lab: three hosts with a guest each; the first host's guest pings the
-/// second's, which moves between the second and third hosts.
-fn lab_for(path: NetPath) -> Result<Lab> {
+/// The stand-in's rounds in the guests: long enough under TCG for a migration midway.
+const ROUNDS: NemoRounds = NemoRounds {
+    iters: 240,
+    halo: 16 << 10,
+    work: 4,
+};
+
+/// What the guests run: the prober's pings, or the NEMO3D stand-in's rounds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    Probe,
+    Nemo,
+}
+
+/// One path's lab: three hosts with a guest each. With the probe, the first host's guest
+/// pings the second's; with the stand-in, the three guests are its ranks.
+fn lab_for(path: NetPath, workload: Workload) -> Result<Lab> {
     let name = match path {
         NetPath::Violin => "bmv",
         _ => "bml",
@@ -80,8 +109,13 @@ fn lab_for(path: NetPath) -> Result<Lab> {
     let mut spec = LabSpec::new(name, violin_testbed::violind_path());
     spec.vm_kind = VmKind::Qemu;
     spec.vms_per_host = 1;
-    spec.probes = true;
-    spec.probe_interval_ms = Some(1);
+    match workload {
+        Workload::Probe => {
+            spec.probes = true;
+            spec.probe_interval_ms = Some(1);
+        }
+        Workload::Nemo => spec.nemo = Some(ROUNDS),
+    }
     spec.mtu = MTU;
     if path == NetPath::Violin {
         spec.hosts = 3;
@@ -345,7 +379,7 @@ pub fn run_path(
     work: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Sample>> {
-    let lab = lab_for(path)?;
+    let lab = lab_for(path, Workload::Probe)?;
     let prober = lab
         .vms
         .iter()
@@ -479,6 +513,124 @@ fn analyse(
         push("pings_lost", Some(m.pings_lost as f64));
         push("control_ms", m.control_ms);
     }
+    Ok(samples)
+}
+
+/// Rank 0's round reports so far (`VIOLIN-NEMO {json}` on its console): their times.
+fn rounds(rank0: &Vm) -> Vec<f64> {
+    let Some(g) = &rank0.guest else {
+        return Vec::new();
+    };
+    fs::read_to_string(&g.console)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once("VIOLIN-NEMO ").map(|x| x.1))
+        .filter_map(|j| serde_json::from_str::<bench::reports::Nemo>(j.trim()).ok())
+        .map(|n| n.secs)
+        .collect()
+}
+
+/// Waits for rank 0's next round report after the `seen` first; its time.
+fn next_round(rank0: &Vm, seen: usize) -> Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(&t) = rounds(rank0).get(seen) {
+            return Ok(t);
+        }
+        if Instant::now() > deadline {
+            bail!("violin-nemo reported no round within 300 s");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Moves every guest to the next host (host i's to host i + 1), all at once: through the
+/// controller on Violin, with concurrent virsh migrations on the baseline.
+fn migrate_all(lab: &Lab, path: NetPath, at: &mut [usize]) -> Result<()> {
+    let n = lab.hosts.len();
+    let names: Vec<String> = lab.vms.iter().map(vm_name).collect();
+    let next: Vec<usize> = at.iter().map(|h| (h + 1) % n).collect();
+    if path == NetPath::Violin {
+        let mut args = vec!["migrate", "--env", "env0", "--to"];
+        // The controller hands the environment's VMs, by name, to the hosts in turn.
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_by(|a, b| names[*a].cmp(&names[*b]));
+        let to: Vec<&str> = order
+            .iter()
+            .map(|&i| lab.hosts[next[i]].host_id())
+            .collect();
+        args.extend(to);
+        lab.violinctl(&args)?;
+    } else {
+        let jobs: Vec<_> = (0..names.len())
+            .map(|i| {
+                let from = lab.libvirt_uri(at[i]);
+                let dest = format!("qemu+tcp://{}/system", lab.hosts[next[i]].underlay_ip);
+                let name = names[i].clone();
+                thread::spawn(move || {
+                    virsh(
+                        &from?,
+                        &[
+                            "migrate",
+                            "--live",
+                            "--p2p",
+                            "--persistent",
+                            "--undefinesource",
+                            &name,
+                            &dest,
+                        ],
+                    )
+                })
+            })
+            .collect();
+        for j in jobs {
+            j.join()
+                .map_err(|_| anyhow::anyhow!("a migration thread panicked"))??;
+        }
+    }
+    at.copy_from_slice(&next);
+    Ok(())
+}
+
+/// The application penalty (thesis, fig. 6.3): the stand-in's round time with the whole
+/// environment migrating midway, against its rounds without.
+pub fn run_penalty(
+    path: NetPath,
+    reps: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Sample>> {
+    let lab = lab_for(path, Workload::Nemo)?;
+    let rank0 = lab.vms.first().context("a guest")?.clone();
+    // The first round pays for connecting; the clock starts with the second.
+    next_round(&rank0, 0)?;
+    let mut at: Vec<usize> = lab.vms.iter().map(|v| v.host).collect();
+    let mut samples = Vec::new();
+    for rep in 0..reps {
+        let seen = rounds(&rank0).len();
+        let base = next_round(&rank0, seen)?;
+        // The next round starts a second after this report: migrate in its middle.
+        thread::sleep(Duration::from_secs_f64(1.0 + base / 2.0));
+        migrate_all(&lab, path, &mut at)?;
+        let moved = next_round(&rank0, seen + 1)?;
+        progress(&format!(
+            "{} rep {rep}: round {base:.1} s, with the whole environment migrating {moved:.1} s",
+            path.label()
+        ));
+        for (metric, value) in [
+            ("nemo_round_s", base),
+            ("nemo_migrated_round_s", moved),
+            ("nemo_penalty_s", moved - base),
+        ] {
+            samples.push(Sample {
+                metric: metric.into(),
+                mtu: MTU,
+                path,
+                rep,
+                value,
+            });
+        }
+    }
+    lab.down()?;
     Ok(samples)
 }
 

@@ -111,12 +111,12 @@ impl Metrics {
         let migrations = IntCounterVec::new(
             Opts::new(
                 "violin_controller_migrations_total",
-                "Live migrations ended, by result (completed, failed)",
+                "Live migrations ended, by result (completed, failed; followed: made with libvirt directly)",
             ),
             &["result"],
         )
         .expect("metric");
-        for result in ["completed", "failed"] {
+        for result in ["completed", "failed", "followed"] {
             migrations.with_label_values(&[result]);
         }
         let migrations_in_flight = IntGauge::new(

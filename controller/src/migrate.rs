@@ -231,7 +231,66 @@ impl Supervisor {
             if let Err(e) = self.switch(id, at) {
                 error!(id, error = format!("{e:#}"), "cannot switch the VM over");
             }
+        } else if ev.migration {
+            if let Err(e) = self.follow(host, ev) {
+                error!(vm = %ev.vm, host, error = format!("{e:#}"), "cannot follow the VM");
+            }
         }
+    }
+
+    /// A VM the controller did not move resumed on another host after a migration (made
+    /// with libvirt directly): its environment follows it there, and the move is recorded.
+    fn follow(&self, host: &str, ev: &DomainEvent) -> Result<()> {
+        let _one_at_a_time = self.start.lock().unwrap();
+        let specs = self.store.snapshot();
+        let Some((text, spec)) = specs
+            .values()
+            .find(|(_, s)| s.vms.get(&ev.vm).is_some_and(|v| v.host != host))
+        else {
+            return Ok(());
+        };
+        if !spec.hosts.contains_key(host) {
+            warn!(vm = %ev.vm, host, env = %spec.name, "the VM resumed on a host its environment does not list; not followed");
+            return Ok(());
+        }
+        let from = spec.vms[&ev.vm].host.clone();
+        let mut next = spec.clone();
+        next.vms.get_mut(&ev.vm).expect("found above").host = host.to_string();
+        let text = crate::spec::edit::set_vm_host(text, &ev.vm, host)?;
+        let now = unix(SystemTime::now());
+        let record = Migration {
+            id: self
+                .store
+                .migrations()
+                .keys()
+                .next_back()
+                .map_or(1, |k| k + 1),
+            vm: ev.vm.clone(),
+            environment: spec.name.to_string(),
+            from,
+            to: host.to_string(),
+            phase: MigrationPhase::Completed,
+            started: now,
+            data_processed_bytes: 0,
+            data_total_bytes: 0,
+            total_seconds: None,
+            downtime_seconds: None,
+            reconvergence_seconds: None,
+            error: None,
+            followed: true,
+        };
+        info!(vm = %ev.vm, from = %record.from, to = host, "a VM migrated outside the controller; following it");
+        let g = self
+            .store
+            .record_migration(&record, true, Some((&next, &text)))?
+            .expect("a commit has a generation");
+        self.hub.committed(g);
+        self.hub
+            .metrics
+            .migrations
+            .with_label_values(&["followed"])
+            .inc();
+        Ok(())
     }
 
     /// Commits the VM's new host once (the first of the resume event and libvirt's
@@ -297,6 +356,7 @@ impl Supervisor {
                 downtime_seconds: None,
                 reconvergence_seconds: None,
                 error: None,
+                followed: false,
             };
             let g = self
                 .store

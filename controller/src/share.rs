@@ -213,6 +213,7 @@ mod tests {
             downtime_seconds: None,
             reconvergence_seconds: None,
             error: None,
+            followed: false,
         };
         let moving = [m];
         let h1 = share_of("h1", 2, &specs, &moving);

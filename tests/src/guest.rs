@@ -34,8 +34,9 @@ const MODULES: [&str; 8] = [
 ];
 
 /// The guest's /init. Its settings come from the kernel command line: `vmip=ADDR/LEN`,
-/// optional `vmmtu=MTU`, `probe=PEER` (run violin-probe against PEER) and `probems=N`
-/// (its interval in milliseconds).
+/// optional `vmmtu=MTU`, `probe=PEER` (run violin-probe against PEER), `probems=N` (its
+/// interval in milliseconds) and `nemo=RANK/ITERS/HALO/WORK/PEERS` (run violin-nemo's
+/// rounds back to back, rank 0's reports on the console as `VIOLIN-NEMO {json}`).
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
@@ -43,7 +44,7 @@ for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_p
   insmod /mods/$m.ko
 done
 for w in $(cat /proc/cmdline); do
-  case $w in vmip=*) IP=${w#vmip=};; vmmtu=*) MTU=${w#vmmtu=};; probe=*) PEER=${w#probe=};; probems=*) PROBEMS=${w#probems=};; esac
+  case $w in vmip=*) IP=${w#vmip=};; vmmtu=*) MTU=${w#vmmtu=};; probe=*) PEER=${w#probe=};; probems=*) PROBEMS=${w#probems=};; nemo=*) NEMO=${w#nemo=};; esac
 done
 ip link set lo up
 if [ -n "$MTU" ]; then ip link set eth0 mtu $MTU; fi
@@ -54,6 +55,13 @@ httpd -p 80 -h /www
 nc -ll -p 7 -e cat &
 echo "NETUP $(cut -d' ' -f1 /proc/uptime)"
 if [ -n "$PEER" ]; then violin-probe $PEER --interval-ms ${PROBEMS:-10} & fi
+if [ -n "$NEMO" ]; then
+  (IFS=/; set -- $NEMO
+   while true; do
+     violin-nemo --rank $1 --iters $2 --halo $3 --work $4 --peers $5 | sed 's/^/VIOLIN-NEMO /'
+     sleep 1
+   done) &
+fi
 exec setsid cttyhack sh
 "#;
 
@@ -86,8 +94,9 @@ pub fn image() -> Result<GuestImage> {
     Ok(image)
 }
 
-/// Builds the image (cached) with `probe`, a static violin-probe, in it.
-pub fn build(probe: &Path, quiet: bool) -> Result<GuestImage> {
+/// Builds the image (cached) with `tools` (static binaries: violin-probe, violin-nemo)
+/// in its /bin.
+pub fn build(tools: &[PathBuf], quiet: bool) -> Result<GuestImage> {
     let dir = dir();
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let image = image_in(&dir);
@@ -102,7 +111,7 @@ pub fn build(probe: &Path, quiet: bool) -> Result<GuestImage> {
     if !image.kernel.exists() || !have_modules {
         kernel(&dir, quiet)?;
     }
-    initrd(&dir, probe, quiet)?;
+    initrd(&dir, tools, quiet)?;
     Ok(image)
 }
 
@@ -309,28 +318,20 @@ fn decompress_kernel(vmlinuz: &Path, out: &Path) -> Result<()> {
 }
 
 /// Builds `dir/initrd.gz` unless its stamp shows the same contents.
-fn initrd(dir: &Path, probe: &Path, quiet: bool) -> Result<()> {
+fn initrd(dir: &Path, tools: &[PathBuf], quiet: bool) -> Result<()> {
     let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let mut files = vec![
-        ("init".to_string(), 0o755, INIT.as_bytes().to_vec()),
-        (
-            "bin/busybox".into(),
-            0o755,
-            read(Path::new("/bin/busybox"))?,
-        ),
-        ("bin/violin-probe".into(), 0o755, read(probe)?),
-    ];
-    for (name, what) in [
-        (
-            "bin/busybox",
-            "/bin/busybox (apt-get install busybox-static)",
-        ),
-        ("bin/violin-probe", "the probe"),
-    ] {
-        let elf = &files.iter().find(|f| f.0 == name).expect("listed above").2;
-        if !is_static(elf) {
-            bail!("{what} is not statically linked: the guest has no libc");
+    let busybox = Path::new("/bin/busybox");
+    let mut files = vec![("init".to_string(), 0o755, INIT.as_bytes().to_vec())];
+    for bin in std::iter::once(busybox).chain(tools.iter().map(PathBuf::as_path)) {
+        let elf = read(bin)?;
+        if !is_static(&elf) {
+            bail!(
+                "{} is not statically linked: the guest has no libc",
+                bin.display()
+            );
         }
+        let name = bin.file_name().context("a tool without a name")?;
+        files.push((format!("bin/{}", name.to_string_lossy()), 0o755, elf));
     }
     for m in MODULES {
         let ko = read(&dir.join("modules").join(format!("{m}.ko")))?;

@@ -92,7 +92,21 @@ pub struct LabSpec {
     pub probes: bool,
     /// The probes' interval in milliseconds (violin-probe's default, 10, when None).
     pub probe_interval_ms: Option<u32>,
+    /// QEMU guests of environment 0 run violin-nemo's rounds back to back, one rank each
+    /// (in VM order), listening on port [`NEMO_PORT`]; rank 0 reports on its console.
+    pub nemo: Option<NemoRounds>,
 }
+
+/// One violin-nemo round: iterations, halo bytes, stencil sweeps per iteration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NemoRounds {
+    pub iters: usize,
+    pub halo: usize,
+    pub work: usize,
+}
+
+/// Where the guests' violin-nemo ranks listen.
+pub const NEMO_PORT: u16 = 5100;
 
 impl LabSpec {
     pub fn new(name: &str, violind: PathBuf) -> LabSpec {
@@ -112,6 +126,7 @@ impl LabSpec {
             vm_kind: VmKind::Namespace,
             probes: false,
             probe_interval_ms: None,
+            nemo: None,
         }
     }
 
@@ -577,10 +592,25 @@ impl Lab {
             &format!("booting {} QEMU guests (TCG)", self.vms.len()),
         );
         let started = Instant::now();
+        let ring: Vec<&Vm> = self.vms.iter().filter(|v| v.env == 0).collect();
+        let peers: Vec<String> = ring
+            .iter()
+            .map(|v| format!("{}:{NEMO_PORT}", v.ip))
+            .collect();
         let jobs: Vec<_> = self
             .vms
             .iter()
             .map(|v| {
+                let nemo = self.spec.nemo.and_then(|n| {
+                    let rank = ring.iter().position(|r| r.ns == v.ns)?;
+                    Some(format!(
+                        "{rank}/{}/{}/{}/{}",
+                        n.iters,
+                        n.halo,
+                        n.work,
+                        peers.join(",")
+                    ))
+                });
                 let g = v.guest.clone().expect("a QEMU lab's VMs are guests");
                 // Guests on the first host probe their environment's peer on the second.
                 let probe = self
@@ -598,6 +628,7 @@ impl Lab {
                     port: v.port.clone(),
                     probe,
                     probe_interval_ms: self.spec.probe_interval_ms,
+                    nemo,
                     // Linux VXLAN hosts bridge their VMs with the VXLAN device.
                     bridge: (self.hosts[v.host].kind == HostKind::LinuxVxlan)
                         .then(|| format!("br{}", v.env)),

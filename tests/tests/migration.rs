@@ -149,6 +149,7 @@ fn guests_live_migrate_with_their_sessions_and_failures_roll_back() {
     assert_eq!(host_of(&lab, &mover), h2);
 
     back_and_forth(&lab, &mover, &h1, &h2);
+    followed_when_moved_with_virsh(&lab, &mover, &h1, &h2);
     refused_when_the_destination_daemon_is_down(&mut lab, &mover, &h1, &h2);
     cancelled_migrations_roll_back(&lab, &mover, &h1, &h2);
     failed_migrations_roll_back(&mut lab, &mover, &h1, &h2);
@@ -201,6 +202,45 @@ fn back_and_forth(lab: &Lab, mover: &str, h1: &str, h2: &str) {
         metrics.contains("violin_controller_migrations_total{result=\"completed\"} 2"),
         "{metrics}"
     );
+}
+
+/// An operator moves the guest with libvirt alone: Violin follows it there (the
+/// destination's violind reports the resume, the controller commits the new host) and
+/// records the move; the session survives. Then it goes back through the controller.
+fn followed_when_moved_with_virsh(lab: &Lab, mover: &str, h1: &str, h2: &str) {
+    let dest = format!("qemu+tcp://{}/system", lab.hosts[0].underlay_ip);
+    let args = [
+        "migrate",
+        "--live",
+        "--p2p",
+        "--persistent",
+        "--undefinesource",
+        mover,
+        dest.as_str(),
+    ];
+    violin_testbed::libvirt::virsh(&lab.libvirt_uri(1).unwrap(), &args).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let followed = loop {
+        let all: Vec<Migration> = lab.violinctl_as(&["migrations"]).unwrap();
+        if let Some(m) = all.iter().rev().find(|m| m.followed && m.to == h1) {
+            break m.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller did not follow {mover}: {all:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!((followed.vm.as_str(), followed.from.as_str()), (mover, h2));
+    let spec = lab.violinctl(&["get", "env0"]).unwrap();
+    assert!(
+        spec.contains(&format!("name = \"{mover}\"\nhost = \"{h1}\"")),
+        "{spec}"
+    );
+    let now = report(lab, 0).tcp_echoed;
+    wait_echoes(lab, 0, now, 20);
+    completed(&migrate(lab, &[mover, "--to", h2])[0]);
+    assert_eq!(host_of(lab, mover), h2);
 }
 
 /// With h1's violind down, a migration there is refused before anything changes.

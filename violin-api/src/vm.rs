@@ -163,6 +163,10 @@ pub struct Migration {
     pub reconvergence_seconds: Option<f64>,
     /// Why it failed and what was rolled back.
     pub error: Option<String>,
+    /// The move was made with libvirt directly (e.g. `virsh migrate`); the controller
+    /// followed it when the VM resumed on its new host.
+    #[serde(default)]
+    pub followed: bool,
 }
 
 /// The migrations a request started.

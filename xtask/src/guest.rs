@@ -1,16 +1,26 @@
 //! `cargo xtask guest`: the tiny guest image real-VM tests boot (violin_testbed::guest).
-use std::process::Command;
+use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
 use violin_testbed::{guest::GuestImage, workspace_root};
 
 const PROBE_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// Builds violin-probe statically, then the image around it (cached).
-pub fn guest(quiet: bool) -> Result<GuestImage> {
+/// Builds the guest's tools statically (violin-probe; with `nemo`, the benchmarks'
+/// violin-nemo too), then the image around them (cached).
+pub fn guest(quiet: bool, nemo: bool) -> Result<GuestImage> {
     if !quiet {
-        eprintln!("==> building violin-probe (static) and the guest image");
+        eprintln!("==> building the guest's tools (static) and the guest image");
     }
+    let mut tools = vec![static_bin("violin-probe", "violin-probe", quiet)?];
+    if nemo {
+        tools.push(static_bin("bench", "violin-nemo", quiet)?);
+    }
+    violin_testbed::guest::build(&tools, quiet)
+}
+
+/// Builds binary `bin` of `package` statically linked; its path.
+fn static_bin(package: &str, bin: &str, quiet: bool) -> Result<PathBuf> {
     // An explicit --target keeps the static build (and its RUSTFLAGS) in its own directory,
     // out of the host build's cache.
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -18,11 +28,13 @@ pub fn guest(quiet: bool) -> Result<GuestImage> {
         .args([
             "build",
             "-p",
-            "violin-probe",
+            package,
+            "--bin",
+            bin,
             "--release",
             "--target",
-            PROBE_TARGET,
         ])
+        .arg(PROBE_TARGET)
         .current_dir(workspace_root())
         .env(
             "RUSTFLAGS",
@@ -34,11 +46,10 @@ pub fn guest(quiet: bool) -> Result<GuestImage> {
         cargo.arg("--quiet");
     }
     if !cargo.status().context("running cargo")?.success() {
-        bail!("building violin-probe failed");
+        bail!("building {bin} (static) failed");
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
+        .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    let probe = target.join(PROBE_TARGET).join("release/violin-probe");
-    violin_testbed::guest::build(&probe, quiet)
+    Ok(target.join(PROBE_TARGET).join("release").join(bin))
 }

@@ -35,7 +35,11 @@ enum Cmd {
     },
     /// Build the tiny guest image real-VM tests boot under libvirt (a Debian kernel,
     /// busybox and violin-probe; a private QEMU) into target/violin-guest. Cached.
-    Guest,
+    Guest {
+        /// Also the benchmarks' NEMO3D stand-in, violin-nemo (`bench migrate` adds it).
+        #[arg(long)]
+        nemo: bool,
+    },
     /// The quality gate: rustfmt and clippy (warnings denied) over the workspace and the
     /// eBPF crate.
     Lint,
@@ -287,6 +291,7 @@ fn spec(a: &LabArgs) -> LabSpec {
         },
         probes: a.probes,
         probe_interval_ms: None,
+        nemo: None,
     }
 }
 
@@ -295,8 +300,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Setup => setup::run(),
         Cmd::Build => build(),
         Cmd::Ebpf { out } => ebpf(&out),
-        Cmd::Guest => {
-            let image = guest::guest(false)?;
+        Cmd::Guest { nemo } => {
+            let image = guest::guest(false, nemo)?;
             println!("kernel: {}", image.kernel.display());
             println!("initrd: {}", image.initrd.display());
             println!("qemu:   {}", image.qemu.display());
@@ -307,7 +312,7 @@ fn run(cli: Cli) -> Result<()> {
             need_root("the test suite")?;
             build()?;
             // The migration tests boot real guests.
-            guest::guest(false)?;
+            guest::guest(false, false)?;
             eprintln!("==> running the tests");
             let mut full = vec!["test", "--workspace", "--no-fail-fast"];
             full.extend(args.iter().map(String::as_str));
@@ -316,8 +321,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { args } => {
             need_root("the benchmarks")?;
             build()?;
-            // The migrate suite boots real guests.
-            guest::guest(false)?;
+            // The migrate suite boots real guests, and runs violin-nemo in them.
+            guest::guest(false, true)?;
             eprintln!("==> building the benchmark tools, violind and the controller (release)");
             cargo(&[
                 "build",
@@ -345,7 +350,7 @@ fn run(cli: Cli) -> Result<()> {
                 need_root("the lab")?;
                 build()?;
                 if a.vm_kind == "qemu" {
-                    guest::guest(false)?;
+                    guest::guest(false, false)?;
                 }
                 eprintln!("==> bringing lab {:?} up", a.name);
                 let lab = Lab::up(spec(&a), false)?;
@@ -362,7 +367,7 @@ fn run(cli: Cli) -> Result<()> {
                 build()?;
                 a.controller = true;
                 if a.vm_kind == "qemu" {
-                    guest::guest(false)?;
+                    guest::guest(false, false)?;
                     a.probes = true;
                     return migration_demo(&a);
                 }

@@ -271,7 +271,11 @@ pub fn migrations(out: Output, list: &[Migration]) -> Result<()> {
                 m.environment.clone(),
                 m.from.clone(),
                 m.to.clone(),
-                format!("{:?}", m.phase).to_lowercase(),
+                if m.followed {
+                    "followed".into()
+                } else {
+                    format!("{:?}", m.phase).to_lowercase()
+                },
                 seconds(m.total_seconds),
                 seconds(m.downtime_seconds),
                 seconds(m.reconvergence_seconds),
