@@ -143,6 +143,11 @@ impl Drop for Background {
     }
 }
 
+/// Stops the background recorders; the files they wrote, by host.
+fn stop(recorders: Vec<(usize, PathBuf, Background)>) -> Vec<(usize, PathBuf)> {
+    recorders.into_iter().map(|(i, f, _)| (i, f)).collect()
+}
+
 /// tcpdump on the switch port of every host: VXLAN frames both ways, nanosecond stamps.
 fn capture(lab: &Lab, dir: &Path) -> Result<Vec<(usize, PathBuf, Background)>> {
     let sw = switch_ns(&lab.spec.name);
@@ -380,18 +385,14 @@ pub fn run_path(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Sample>> {
     let lab = lab_for(path, Workload::Probe)?;
-    let prober = lab
-        .vms
-        .iter()
-        .find(|v| v.host == 0)
-        .context("a guest on the first host")?
-        .clone();
-    let mover = lab
-        .vms
-        .iter()
-        .find(|v| v.host == 1)
-        .context("a guest on the second host")?
-        .clone();
+    let guest_on = |host: usize| {
+        lab.vms
+            .iter()
+            .find(|v| v.host == host)
+            .cloned()
+            .with_context(|| format!("no guest on host {}", host + 1))
+    };
+    let (prober, mover) = (guest_on(0)?, guest_on(1)?);
     let name = vm_name(&mover);
     wait_probe(&prober)?;
     progress(&format!("{}: guests up, probe running", path.label()));
@@ -429,20 +430,8 @@ pub fn run_path(
         }
     }
     thread::sleep(Duration::from_millis(500));
-    let capture_files: Vec<(usize, PathBuf)> = captures
-        .into_iter()
-        .map(|(i, f, bg)| {
-            drop(bg);
-            (i, f)
-        })
-        .collect();
-    let event_files: Vec<(usize, PathBuf)> = watchers
-        .into_iter()
-        .map(|(i, f, bg)| {
-            drop(bg);
-            (i, f)
-        })
-        .collect();
+    let capture_files = stop(captures);
+    let event_files = stop(watchers);
     let samples = analyse(
         path,
         (&prober, &mover),

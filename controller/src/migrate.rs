@@ -257,28 +257,16 @@ impl Supervisor {
         let mut next = spec.clone();
         next.vms.get_mut(&ev.vm).expect("found above").host = host.to_string();
         let text = crate::spec::edit::set_vm_host(text, &ev.vm, host)?;
+        let id = self
+            .store
+            .migrations()
+            .keys()
+            .next_back()
+            .map_or(1, |k| k + 1);
         let now = unix(SystemTime::now());
-        let record = Migration {
-            id: self
-                .store
-                .migrations()
-                .keys()
-                .next_back()
-                .map_or(1, |k| k + 1),
-            vm: ev.vm.clone(),
-            environment: spec.name.to_string(),
-            from,
-            to: host.to_string(),
-            phase: MigrationPhase::Completed,
-            started: now,
-            data_processed_bytes: 0,
-            data_total_bytes: 0,
-            total_seconds: None,
-            downtime_seconds: None,
-            reconvergence_seconds: None,
-            error: None,
-            followed: true,
-        };
+        let mut record = Migration::new(id, &ev.vm, spec.name.as_str(), &from, host, now);
+        record.phase = MigrationPhase::Completed;
+        record.followed = true;
         info!(vm = %ev.vm, from = %record.from, to = host, "a VM migrated outside the controller; following it");
         let g = self
             .store
@@ -342,22 +330,14 @@ impl Supervisor {
         let mut started = Vec::new();
         for (id, mv) in (first_id..).zip(plan) {
             let (source_uri, dest_uri) = self.uris(&mv.from, &mv.to)?;
-            let record = Migration {
+            let record = Migration::new(
                 id,
-                vm: mv.vm,
-                environment: mv.environment,
-                from: mv.from,
-                to: mv.to,
-                phase: MigrationPhase::Preparing,
-                started: unix(SystemTime::now()),
-                data_processed_bytes: 0,
-                data_total_bytes: 0,
-                total_seconds: None,
-                downtime_seconds: None,
-                reconvergence_seconds: None,
-                error: None,
-                followed: false,
-            };
+                &mv.vm,
+                &mv.environment,
+                &mv.from,
+                &mv.to,
+                unix(SystemTime::now()),
+            );
             let g = self
                 .store
                 .record_migration(&record, true, None)
@@ -710,25 +690,33 @@ impl Supervisor {
         })
     }
 
-    /// Polls libvirt's job on the source for the bytes copied, into the live record.
+    /// Polls libvirt's job on the source for the bytes copied, into the live record. Each
+    /// query takes the source's QEMU monitor, which the switch-over needs too, so it polls
+    /// only every 500 ms and stops once little is left to copy.
     fn follow_progress(self: &Arc<Self>, id: u64, uri: &str, vm: &str) -> Progress {
+        const EVERY: Duration = Duration::from_millis(500);
+        const NEAR_THE_END: u64 = 16 << 20;
         let stop = Arc::new(AtomicBool::new(false));
         let (me, uri, vm, flag) = (self.clone(), uri.to_string(), vm.to_string(), stop.clone());
         let handle = thread::spawn(move || {
             let _ = with_domain(&uri, &vm, |d| {
                 while !flag.load(Ordering::Relaxed) {
+                    thread::sleep(EVERY);
                     // An ended job reads as zeros: keep the last figures then.
-                    if let Some(j) = d
+                    let Some(j) = d
                         .get_job_info()
                         .ok()
                         .filter(|j| j.data_total.unwrap_or(0) > 0)
-                    {
-                        if let Some(l) = me.live.lock().unwrap().get_mut(&id) {
-                            l.record.data_processed_bytes = j.data_processed.unwrap_or(0);
-                            l.record.data_total_bytes = j.data_total.unwrap_or(0);
-                        }
+                    else {
+                        continue;
+                    };
+                    if let Some(l) = me.live.lock().unwrap().get_mut(&id) {
+                        l.record.data_processed_bytes = j.data_processed.unwrap_or(0);
+                        l.record.data_total_bytes = j.data_total.unwrap_or(0);
                     }
-                    thread::sleep(Duration::from_millis(200));
+                    if j.data_remaining.unwrap_or(u64::MAX) < NEAR_THE_END {
+                        break;
+                    }
                 }
                 Ok(())
             });

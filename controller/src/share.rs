@@ -199,22 +199,7 @@ mod tests {
             "port = \"vm7\"",
             1,
         ))];
-        let m = Migration {
-            id: 1,
-            vm: "a".into(),
-            environment: "blue".into(),
-            from: "h1".into(),
-            to: "h2".into(),
-            phase: MigrationPhase::Preparing,
-            started: 0.0,
-            data_processed_bytes: 0,
-            data_total_bytes: 0,
-            total_seconds: None,
-            downtime_seconds: None,
-            reconvergence_seconds: None,
-            error: None,
-            followed: false,
-        };
+        let m = Migration::new(1, "a", "blue", "h1", "h2", 0.0);
         let moving = [m];
         let h1 = share_of("h1", 2, &specs, &moving);
         let a = &h1.environments[0].vms[0];

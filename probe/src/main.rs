@@ -3,8 +3,11 @@
 //!
 //! Every interval it writes one numbered line on one long-lived TCP connection to the
 //! peer's echo server and sends one ICMP echo request; every 500 ms it prints a
-//! `VIOLIN-PROBE key=value ...` line (parsed by `violin_testbed::libvirt::probe_report`).
+//! `VIOLIN-PROBE key=value ...` line (`violin_probe::Report`, which the testbed reads
+//! back).
 //! It never reconnects: a broken session is what it is there to see.
+use violin_probe::Report;
+
 use std::{
     ffi::c_int,
     fmt,
@@ -104,45 +107,16 @@ fn tcp_failed(state: &Shared, what: &str, e: &dyn fmt::Display) {
     lock(state).tcp_error.get_or_insert(text);
 }
 
-#[derive(Debug, PartialEq)]
-struct Report {
-    tcp_sent: u64,
-    tcp_echoed: u64,
-    tcp_max_gap_ms: u64,
-    tcp_error: Option<String>,
-    ping_sent: u64,
-    ping_received: u64,
-    ping_max_gap_ms: u64,
-}
-
-impl Report {
-    fn of(s: &State, now: Instant) -> Report {
-        Report {
-            tcp_sent: s.tcp.sent,
-            tcp_echoed: s.tcp.received,
-            tcp_max_gap_ms: s.tcp.max_gap_ms(now),
-            tcp_error: s.tcp_error.clone(),
-            ping_sent: s.ping.sent,
-            ping_received: s.ping.received,
-            ping_max_gap_ms: s.ping.max_gap_ms(now),
-        }
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "VIOLIN-PROBE tcp_sent={} tcp_echoed={} tcp_max_gap_ms={} tcp_error={} \
-             ping_sent={} ping_received={} ping_max_gap_ms={}",
-            self.tcp_sent,
-            self.tcp_echoed,
-            self.tcp_max_gap_ms,
-            self.tcp_error.as_deref().unwrap_or("none"),
-            self.ping_sent,
-            self.ping_received,
-            self.ping_max_gap_ms
-        )
+/// The report of `s` as of `now`.
+fn report_of(s: &State, now: Instant) -> Report {
+    Report {
+        tcp_sent: s.tcp.sent,
+        tcp_echoed: s.tcp.received,
+        tcp_max_gap_ms: s.tcp.max_gap_ms(now),
+        tcp_error: s.tcp_error.clone(),
+        ping_sent: s.ping.sent,
+        ping_received: s.ping.received,
+        ping_max_gap_ms: s.ping.max_gap_ms(now),
     }
 }
 
@@ -328,7 +302,7 @@ fn main() {
     thread::spawn(move || pinger(args.peer, args.interval, s));
     loop {
         thread::sleep(REPORT_EVERY);
-        let report = Report::of(&lock(&state), Instant::now());
+        let report = report_of(&lock(&state), Instant::now());
         println!("{report}");
     }
 }
@@ -336,29 +310,6 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn report_line_format() {
-        let mut r = Report {
-            tcp_sent: 120,
-            tcp_echoed: 118,
-            tcp_max_gap_ms: 250,
-            tcp_error: None,
-            ping_sent: 120,
-            ping_received: 117,
-            ping_max_gap_ms: 31,
-        };
-        // The exact line violin_testbed::libvirt::probe_report parses (its test has it too).
-        assert_eq!(
-            r.to_string(),
-            "VIOLIN-PROBE tcp_sent=120 tcp_echoed=118 tcp_max_gap_ms=250 tcp_error=none \
-             ping_sent=120 ping_received=117 ping_max_gap_ms=31"
-        );
-        r.tcp_error = Some("read:Connection_reset_by_peer_(os_error_104)".into());
-        assert!(r
-            .to_string()
-            .contains(" tcp_error=read:Connection_reset_by_peer_(os_error_104) "));
-    }
 
     #[test]
     fn errors_have_no_spaces() {

@@ -421,43 +421,8 @@ pub fn boot(uri: &str, xml: &str, console: &Path, timeout: Duration) -> Result<(
     }
 }
 
-/// What violin-probe last reported (its line format is in probe/src/main.rs).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProbeReport {
-    pub tcp_sent: u64,
-    pub tcp_echoed: u64,
-    pub tcp_max_gap_ms: u64,
-    /// The TCP session's first error (violin-probe never reconnects).
-    pub tcp_error: Option<String>,
-    pub ping_sent: u64,
-    pub ping_received: u64,
-    pub ping_max_gap_ms: u64,
-}
-
-impl ProbeReport {
-    /// One `VIOLIN-PROBE key=value ...` line; console noise before the marker is skipped.
-    pub fn parse(line: &str) -> Option<ProbeReport> {
-        let (_, fields) = line.split_once("VIOLIN-PROBE ")?;
-        let value = |key: &str| {
-            fields
-                .split_whitespace()
-                .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-        };
-        let number = |key: &str| value(key)?.parse().ok();
-        Some(ProbeReport {
-            tcp_sent: number("tcp_sent")?,
-            tcp_echoed: number("tcp_echoed")?,
-            tcp_max_gap_ms: number("tcp_max_gap_ms")?,
-            tcp_error: match value("tcp_error")? {
-                "none" => None,
-                e => Some(e.to_string()),
-            },
-            ping_sent: number("ping_sent")?,
-            ping_received: number("ping_received")?,
-            ping_max_gap_ms: number("ping_max_gap_ms")?,
-        })
-    }
-}
+/// What violin-probe last reported (the line is `violin_probe::Report`'s).
+pub use violin_probe::Report as ProbeReport;
 
 /// The last complete report on a guest's console.
 pub fn probe_report(console: &Path) -> Option<ProbeReport> {
@@ -531,39 +496,6 @@ mod tests {
             "{xml}"
         );
         assert!(xml.contains("probe=10.251.9.3 probems=1"), "{xml}");
-    }
-
-    #[test]
-    fn parses_probe_reports() {
-        // The line violin-probe's own test formats.
-        let line = "VIOLIN-PROBE tcp_sent=120 tcp_echoed=118 tcp_max_gap_ms=250 tcp_error=none \
-                    ping_sent=120 ping_received=117 ping_max_gap_ms=31";
-        let r = ProbeReport::parse(line).unwrap();
-        assert_eq!(
-            r,
-            ProbeReport {
-                tcp_sent: 120,
-                tcp_echoed: 118,
-                tcp_max_gap_ms: 250,
-                tcp_error: None,
-                ping_sent: 120,
-                ping_received: 117,
-                ping_max_gap_ms: 31,
-            }
-        );
-        let broken = line.replace("=none", "=read:Connection_reset_by_peer");
-        assert_eq!(
-            ProbeReport::parse(&format!("[  3.1] noise{broken}\r"))
-                .unwrap()
-                .tcp_error
-                .as_deref(),
-            Some("read:Connection_reset_by_peer")
-        );
-        assert_eq!(
-            ProbeReport::parse("VIOLIN-PROBE tcp_sent=1 tcp_echoed=1"),
-            None
-        );
-        assert_eq!(ProbeReport::parse("NETUP 1.23"), None);
     }
 
     #[test]

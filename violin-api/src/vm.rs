@@ -169,6 +169,29 @@ pub struct Migration {
     pub followed: bool,
 }
 
+impl Migration {
+    /// A migration of `vm` (of `environment`) from one host to another, at its start:
+    /// nothing copied or timed yet.
+    pub fn new(id: u64, vm: &str, environment: &str, from: &str, to: &str, started: f64) -> Self {
+        Migration {
+            id,
+            vm: vm.into(),
+            environment: environment.into(),
+            from: from.into(),
+            to: to.into(),
+            phase: MigrationPhase::Preparing,
+            started,
+            data_processed_bytes: 0,
+            data_total_bytes: 0,
+            total_seconds: None,
+            downtime_seconds: None,
+            reconvergence_seconds: None,
+            error: None,
+            followed: false,
+        }
+    }
+}
+
 /// The migrations a request started.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Migrations {
