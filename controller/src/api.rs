@@ -926,7 +926,12 @@ async fn get_migration(State(api): State<Api>, Path(id): Path<String>) -> Answer
               (status = 409, description = "Already ended or switched over", body = ErrorBody)))]
 async fn cancel_migration(State(api): State<Api>, Path(id): Path<String>) -> Answer<Migration> {
     let id = migration_id(&id)?;
-    api.migrations.cancel(id).map(Json).map_err(|r| {
+    // Reaching the source's libvirt blocks: not on the runtime the sync streams share.
+    let supervisor = api.migrations.clone();
+    let cancelled = tokio::task::spawn_blocking(move || supervisor.cancel(id))
+        .await
+        .map_err(|e| Reject::internal(anyhow::anyhow!("cancelling: {e}")))?;
+    cancelled.map(Json).map_err(|r| {
         if r.conflict {
             r.into()
         } else {

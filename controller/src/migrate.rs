@@ -57,6 +57,8 @@ fn refuse(field: &str, reason: impl Into<String>, conflict: bool) -> Refusal {
 
 /// One VM's move, as planned.
 struct Move {
+    source_uri: String,
+    dest_uri: String,
     environment: String,
     vm: String,
     from: String,
@@ -73,6 +75,8 @@ struct Live {
     resumed: Option<SystemTime>,
     switched: Option<u64>,
     cancelled: bool,
+    /// libvirt finished the move: the VM runs on the destination whatever comes after.
+    moved: bool,
     /// MiB/s, 0 for libvirt's default.
     bandwidth: u64,
 }
@@ -83,8 +87,9 @@ pub struct Supervisor {
     live: Mutex<BTreeMap<u64, Live>>,
     /// The hosts' domains, as their last reports said.
     vms: Mutex<BTreeMap<String, Vec<violin_api::vm::VmStatus>>>,
-    /// Serialises id allocation and the checks that no VM moves twice at once.
-    start: Mutex<()>,
+    /// Serialises id allocation, the checks that no VM moves twice at once, and every
+    /// change this module makes to a stored spec (a switch, a followed move).
+    edits: Mutex<()>,
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -106,7 +111,7 @@ impl Supervisor {
                 _ => (MigrationPhase::Failed, &m.from),
             };
             m.error = Some(format!(
-                "the controller restarted during the migration; {} is kept on {host} (check `violinctl vms`)",
+                "the controller restarted during the migration; {} is placed on {host} until its hosts report where it runs",
                 m.vm
             ));
             m.phase = phase;
@@ -119,7 +124,7 @@ impl Supervisor {
             hub,
             live: Mutex::new(BTreeMap::new()),
             vms: Mutex::new(BTreeMap::new()),
-            start: Mutex::new(()),
+            edits: Mutex::new(()),
         }))
     }
 
@@ -175,7 +180,8 @@ impl Supervisor {
             }
         });
         if let Err(e) = aborted {
-            // Not copying yet (still preparing): the job sees the flag before it starts.
+            // Not copying yet (still preparing): `drive` checks the flag again just before
+            // it starts the copy.
             info!(
                 id,
                 error = format!("{e:#}"),
@@ -193,6 +199,35 @@ impl Supervisor {
             }
         }
         if let Some(vms) = report.vms {
+            // A VM running where its spec does not place it, with no migration of it under
+            // way, moved without the controller hearing the resume (made with libvirt while
+            // the controller was down, or its switch failed): the environment follows.
+            // A report taken just before a migration may arrive just after it: a VM moved in
+            // the last seconds is left alone.
+            let settled = unix(SystemTime::now()) - 10.0;
+            let recent: Vec<String> = self
+                .store
+                .migrations()
+                .into_values()
+                .filter(|m| m.started + m.total_seconds.unwrap_or(0.0) > settled)
+                .map(|m| m.vm)
+                .collect();
+            for v in vms
+                .iter()
+                .filter(|v| v.state == violin_api::vm::VmState::Running)
+            {
+                let moving = self
+                    .live
+                    .lock()
+                    .unwrap()
+                    .values()
+                    .any(|l| l.record.vm == v.name);
+                if !moving && !recent.contains(&v.name) {
+                    if let Err(e) = self.follow(host, &v.name, &v.ports) {
+                        error!(vm = %v.name, host, error = format!("{e:#}"), "cannot follow the VM");
+                    }
+                }
+            }
             self.vms.lock().unwrap().insert(host.to_string(), vms);
         }
     }
@@ -232,31 +267,44 @@ impl Supervisor {
                 error!(id, error = format!("{e:#}"), "cannot switch the VM over");
             }
         } else if ev.migration {
-            if let Err(e) = self.follow(host, ev) {
+            if let Err(e) = self.follow(host, &ev.vm, &ev.ports) {
                 error!(vm = %ev.vm, host, error = format!("{e:#}"), "cannot follow the VM");
             }
         }
     }
 
-    /// A VM the controller did not move resumed on another host after a migration (made
-    /// with libvirt directly): its environment follows it there, and the move is recorded.
-    fn follow(&self, host: &str, ev: &DomainEvent) -> Result<()> {
-        let _one_at_a_time = self.start.lock().unwrap();
+    /// A VM the controller did not move runs on another host than its spec says: its
+    /// environment follows it there (the VM is known by its domain's name and its port),
+    /// and the move is recorded.
+    fn follow(&self, host: &str, vm: &str, ports: &[violin_api::IfName]) -> Result<()> {
+        let _edits = self.edits.lock().unwrap();
         let specs = self.store.snapshot();
-        let Some((text, spec)) = specs
-            .values()
-            .find(|(_, s)| s.vms.get(&ev.vm).is_some_and(|v| v.host != host))
-        else {
+        let found = specs.values().find(|(_, s)| {
+            s.vms
+                .get(vm)
+                .is_some_and(|v| v.host != host && ports.contains(&v.port))
+        });
+        let Some((text, spec)) = found else {
             return Ok(());
         };
         if !spec.hosts.contains_key(host) {
-            warn!(vm = %ev.vm, host, env = %spec.name, "the VM resumed on a host its environment does not list; not followed");
+            warn!(vm, host, env = %spec.name, "the VM runs on a host its environment does not list; not followed");
             return Ok(());
         }
-        let from = spec.vms[&ev.vm].host.clone();
+        let port = &spec.vms[vm].port;
+        let taken = specs.values().any(|(_, s)| {
+            s.vms
+                .iter()
+                .any(|(n, o)| o.host == host && &o.port == port && n != vm)
+        });
+        if taken {
+            warn!(vm, host, %port, "the VM's port is another VM's on that host; not followed");
+            return Ok(());
+        }
+        let from = spec.vms[vm].host.clone();
         let mut next = spec.clone();
-        next.vms.get_mut(&ev.vm).expect("found above").host = host.to_string();
-        let text = crate::spec::edit::set_vm_host(text, &ev.vm, host)?;
+        next.vms.get_mut(vm).expect("found above").host = host.to_string();
+        let text = crate::spec::edit::set_vm_host(text, vm, host)?;
         let id = self
             .store
             .migrations()
@@ -264,10 +312,10 @@ impl Supervisor {
             .next_back()
             .map_or(1, |k| k + 1);
         let now = unix(SystemTime::now());
-        let mut record = Migration::new(id, &ev.vm, spec.name.as_str(), &from, host, now);
+        let mut record = Migration::new(id, vm, spec.name.as_str(), &from, host, now);
         record.phase = MigrationPhase::Completed;
         record.followed = true;
-        info!(vm = %ev.vm, from = %record.from, to = host, "a VM migrated outside the controller; following it");
+        info!(vm, from = %record.from, to = host, "a VM moved outside the controller; following it");
         let g = self
             .store
             .record_migration(&record, true, Some((&next, &text)))?
@@ -284,6 +332,7 @@ impl Supervisor {
     /// Commits the VM's new host once (the first of the resume event and libvirt's
     /// return); every host of the environment re-points its MAC.
     fn switch(&self, id: u64, resumed: SystemTime) -> Result<()> {
+        let _edits = self.edits.lock().unwrap();
         let mut live = self.live.lock().unwrap();
         let Some(l) = live.get_mut(&id) else {
             return Ok(());
@@ -319,7 +368,7 @@ impl Supervisor {
 
     /// Checks a request and starts its migrations; they go on in threads of their own.
     pub fn start(self: &Arc<Self>, req: MigrationRequest) -> Result<Vec<Migration>, Refusal> {
-        let _one_at_a_time = self.start.lock().unwrap();
+        let _edits = self.edits.lock().unwrap();
         let plan = self.plan(&req)?;
         let first_id = self
             .store
@@ -329,7 +378,6 @@ impl Supervisor {
             .map_or(1, |k| k + 1);
         let mut started = Vec::new();
         for (id, mv) in (first_id..).zip(plan) {
-            let (source_uri, dest_uri) = self.uris(&mv.from, &mv.to)?;
             let record = Migration::new(
                 id,
                 &mv.vm,
@@ -350,11 +398,12 @@ impl Supervisor {
                 record.id,
                 Live {
                     record: record.clone(),
-                    source_uri,
-                    dest_uri,
+                    source_uri: mv.source_uri,
+                    dest_uri: mv.dest_uri,
                     resumed: None,
                     switched: None,
                     cancelled: false,
+                    moved: false,
                     bandwidth: req.bandwidth_mib_s.unwrap_or(0),
                 },
             );
@@ -435,7 +484,7 @@ impl Supervisor {
             );
             return Err(refuse("vm", why, true));
         }
-        let mut plan = Vec::new();
+        let mut plan: Vec<Move> = Vec::new();
         for (i, vm) in vms.iter().enumerate() {
             let to = req.to[i % req.to.len()].to_string();
             let field = match req.vm {
@@ -450,7 +499,18 @@ impl Supervisor {
                 continue;
             }
             self.check_move(&specs, spec, vm, &to, &field)?;
+            let port = &spec.vms[vm].port;
+            if let Some(other) = plan
+                .iter()
+                .find(|m| m.to == to && spec.vms[&m.vm].port == *port)
+            {
+                let why = format!("{vm} and {} would both bring port {port} to {to}", other.vm);
+                return Err(refuse(&field, why, true));
+            }
+            let (source_uri, dest_uri) = self.uris(from, &to)?;
             plan.push(Move {
+                source_uri,
+                dest_uri,
                 environment: spec.name.to_string(),
                 vm: vm.clone(),
                 from: from.clone(),
@@ -522,7 +582,7 @@ impl Supervisor {
         drop(live);
         let mut m = l.record;
         m.total_seconds = Some(started.elapsed().as_secs_f64());
-        let switched = l.switched.is_some();
+        let switched = l.switched.is_some() || l.moved;
         match result {
             Ok(stats) => {
                 m.phase = MigrationPhase::Completed;
@@ -533,7 +593,8 @@ impl Supervisor {
                 }
             }
             Err(e) if switched => {
-                // The guest runs on the destination: that is where it stays.
+                // The guest runs on the destination: that is where it stays (if the switch
+                // itself failed, the hosts' reports put the VM there, see `report`).
                 m.phase = MigrationPhase::Completed;
                 m.error = Some(format!("{e:#} (after the VM resumed on {})", m.to));
             }
@@ -639,6 +700,10 @@ impl Supervisor {
         let _ = self.store.record_migration(&l.record, false, None);
         let progress = self.follow_progress(id, &l.source_uri, &m.vm);
         let moved = with_domain(&l.source_uri, &m.vm, |d| {
+            // A cancel that came while the hosts were being prepared.
+            if self.update(id, |_| {})?.cancelled {
+                anyhow::bail!("the operator cancelled it before the copy began");
+            }
             let flags = sys::VIR_MIGRATE_LIVE
                 | sys::VIR_MIGRATE_PEER2PEER
                 | sys::VIR_MIGRATE_PERSIST_DEST
@@ -649,6 +714,7 @@ impl Supervisor {
         });
         progress.stop();
         moved?;
+        self.update(id, |l| l.moved = true)?;
         // libvirt returned after the guest resumed; if the destination's event has not
         // come yet, its return is the switch.
         self.switch(id, SystemTime::now())?;

@@ -67,7 +67,8 @@ pub fn share_of<'a>(
                         port: v.port.clone(),
                         mac: v.mac,
                         ip: v.ip,
-                        leaving_to: to.filter(|_| v.host == host).map(addr),
+                        // Switched (the spec has it at the destination): nothing leaves.
+                        leaving_to: to.filter(|t| v.host == host && *t != host).map(addr),
                         arriving_from: from.filter(|_| v.host != host).map(addr),
                     }
                 })
@@ -244,6 +245,9 @@ mod tests {
         let switched = [spec(&text)];
         let mut m = moving[0].clone();
         m.phase = MigrationPhase::Switching;
+        let h2 = share_of("h2", 4, &switched, std::slice::from_ref(&m));
+        let a = h2.environments[0].vms.iter().find(|v| v.port == *"vm7").unwrap();
+        assert_eq!((a.leaving_to, a.arriving_from), (None, None), "{a:?}");
         let h1 = share_of("h1", 4, &switched, &[m]);
         assert_eq!(h1.environments.len(), 1);
         assert!(h1.environments[0].vms.is_empty());

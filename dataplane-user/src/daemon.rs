@@ -413,9 +413,11 @@ impl Daemon {
                 .with_share(share.environments, share.peers)
                 .map_err(anyhow::Error::from)
                 .and_then(|new| {
-                    // Moves the controller has caught up with are its word now.
-                    self.moves = current_moves(&new, &self.moves);
-                    self.reconfigure(new)
+                    // Moves the controller has caught up with are its word now (kept if
+                    // the share cannot be applied).
+                    let current = current_moves(&new, &self.moves);
+                    let before = std::mem::replace(&mut self.moves, current);
+                    self.reconfigure(new).inspect_err(|_| self.moves = before)
                 }),
         };
         let error = result.err().map(|e| format!("{e:#}"));

@@ -83,9 +83,9 @@ type Generic = unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut 
 /// Subscribes to every domain's lifecycle events; returns the registration's id.
 fn register(conn: &Connect, tx: mpsc::Sender<Raw>) -> Result<c_int> {
     let opaque = Box::into_raw(Box::new(tx)) as *mut c_void;
-    // SAFETY: libvirt calls a lifecycle callback with the lifecycle signature; the generic
-    // type is only how the C API takes every kind of callback. Both are plain C function
-    // pointers of the same size.
+    // SAFETY: the C API takes every kind of callback as the generic type and casts it back
+    // to the type of the event it registers (VIR_DOMAIN_EVENT_ID_LIFECYCLE: the lifecycle
+    // signature, which `lifecycle` has) before calling it; only the pointer is converted.
     let cb = unsafe { std::mem::transmute::<Lifecycle, Generic>(lifecycle) };
     let conn = conn.as_ptr();
     // SAFETY: the connection is open; `opaque` stays valid until libvirt calls
@@ -226,7 +226,15 @@ impl Session {
         // Keepalives notice a daemon that died without closing the socket.
         let _ = conn.set_keep_alive(5, 3);
         let (tx, raw) = mpsc::channel();
-        let callback = register(&conn, tx)?;
+        let callback = match register(&conn, tx) {
+            Ok(id) => id,
+            Err(e) => {
+                // virt 0.4's Connect does not close itself.
+                let mut conn = conn;
+                let _ = conn.close();
+                return Err(e);
+            }
+        };
         Ok(Session {
             conn,
             raw,
