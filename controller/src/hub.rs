@@ -27,9 +27,10 @@ pub struct HostSync {
     pub streams: u32,
     pub acked: u64,
     pub acked_at_unix: Option<u64>,
-    /// When the last new generation was acknowledged, precisely (migrations time the
-    /// hosts' re-pointing by it).
-    pub acked_at: Option<SystemTime>,
+    /// When each recent new generation was acknowledged (oldest first): a migration
+    /// times the hosts' re-pointing by the first acknowledgement of its generation or a
+    /// later one.
+    pub acks: VecDeque<(u64, SystemTime)>,
     pub last_error: Option<String>,
     pub last_latency: Option<Duration>,
 }
@@ -48,6 +49,16 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+impl HostSync {
+    /// When this host first acknowledged `generation` or a later one, if it has.
+    pub fn applied_at(&self, generation: u64) -> Option<SystemTime> {
+        self.acks
+            .iter()
+            .find(|(g, _)| *g >= generation)
+            .map(|(_, at)| *at)
+    }
 }
 
 impl Hub {
@@ -106,7 +117,10 @@ impl Hub {
         }
         let first = generation > h.acked;
         if first {
-            h.acked_at = Some(SystemTime::now());
+            h.acks.push_back((generation, SystemTime::now()));
+            if h.acks.len() > RECENT {
+                h.acks.pop_front();
+            }
         }
         h.acked = h.acked.max(generation);
         h.acked_at_unix = Some(unix_now());
@@ -235,4 +249,22 @@ pub fn stream(
         let bytes = st.next().await?;
         Some((Ok(bytes), st))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generation_counts_as_applied_from_its_first_acknowledgement() {
+        let t = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let h = HostSync {
+            acks: VecDeque::from([(3, t(10)), (5, t(20))]),
+            ..HostSync::default()
+        };
+        assert_eq!(h.applied_at(2), Some(t(10)));
+        assert_eq!(h.applied_at(4), Some(t(20)));
+        assert_eq!(h.applied_at(5), Some(t(20)));
+        assert_eq!(h.applied_at(6), None);
+    }
 }

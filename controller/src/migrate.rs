@@ -659,7 +659,7 @@ impl Supervisor {
             if lagging.is_empty() {
                 return Ok(hosts
                     .iter()
-                    .filter_map(|h| state.get(h)?.acked_at)
+                    .filter_map(|h| state.get(h)?.applied_at(generation))
                     .max()
                     .unwrap_or_else(SystemTime::now));
             }

@@ -246,7 +246,11 @@ mod tests {
         let mut m = moving[0].clone();
         m.phase = MigrationPhase::Switching;
         let h2 = share_of("h2", 4, &switched, std::slice::from_ref(&m));
-        let a = h2.environments[0].vms.iter().find(|v| v.port == *"vm7").unwrap();
+        let a = h2.environments[0]
+            .vms
+            .iter()
+            .find(|v| v.port == *"vm7")
+            .unwrap();
         assert_eq!((a.leaving_to, a.arriving_from), (None, None), "{a:?}");
         let h1 = share_of("h1", 4, &switched, &[m]);
         assert_eq!(h1.environments.len(), 1);
