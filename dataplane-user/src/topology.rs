@@ -521,8 +521,9 @@ impl Topology {
     }
 
     /// Removes what the datapath learned or counted about things no longer here: traffic
-    /// counters of environments gone, and learned addresses behind ports or peers gone.
-    /// Returns how many learned addresses went.
+    /// counters of environments gone, addresses behind ports or peers gone, and static
+    /// placements no longer wanted (one pass over the forwarding table for all of them).
+    /// Returns how many addresses went.
     fn flush_learned(
         &self,
         maps: &mut Maps,
@@ -549,6 +550,7 @@ impl Topology {
                     || (e.kind() == Some(FdbKind::Local)
                         && port_vni.get(&e.ifindex) != Some(&k.vni))
                     || (e.kind() == Some(FdbKind::Remote) && !peers.contains(&e.peer))
+                    || (e.is_static() && !self.placements.contains_key(k))
             })
             .map(|(k, _)| k)
             .collect();
@@ -558,23 +560,13 @@ impl Topology {
         dead.len()
     }
 
-    /// Writes the static entries that changed and removes the static entries no longer
-    /// wanted; learned entries are the datapath's and stay.
+    /// Writes the static entries that changed (`flush_learned` removed those no longer
+    /// wanted); learned entries are the datapath's and stay.
     fn place(&self, maps: &mut Maps) -> Result<()> {
         for (k, e) in &self.placements {
             if maps.fdb.get(k, 0).ok() != Some(*e) {
                 maps.fdb.insert(*k, *e, 0)?;
             }
-        }
-        let stale: Vec<FdbKey> = maps
-            .fdb
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter(|(k, e)| e.is_static() && !self.placements.contains_key(k))
-            .map(|(k, _)| k)
-            .collect();
-        for k in &stale {
-            let _ = maps.fdb.remove(k);
         }
         Ok(())
     }
