@@ -348,19 +348,7 @@ fn migrate(lab: &Lab, path: NetPath, vm: &str, from: usize, dest: usize) -> Resu
         m.downtime_ms = last.downtime_seconds.map(|s| s * 1e3);
         m.control_ms = last.reconvergence_seconds.map(|s| s * 1e3);
     } else {
-        let dest_uri = format!("qemu+tcp://{}/system", lab.hosts[dest].underlay_ip);
-        virsh(
-            &lab.libvirt_uri(from)?,
-            &[
-                "migrate",
-                "--live",
-                "--p2p",
-                "--persistent",
-                "--undefinesource",
-                vm,
-                &dest_uri,
-            ],
-        )?;
+        lab.virsh_migrate(vm, from, dest)?;
         let info = virsh(&lab.libvirt_uri(dest)?, &["domjobinfo", vm, "--completed"])?;
         m.total_s = job_ms(&info, "Time elapsed").map(|ms| ms / 1e3);
         m.downtime_ms = job_ms(&info, "Total downtime");
@@ -551,31 +539,19 @@ fn migrate_all(lab: &Lab, path: NetPath, at: &mut [usize]) -> Result<()> {
         args.extend(to);
         lab.violinctl(&args)?;
     } else {
-        let jobs: Vec<_> = (0..names.len())
-            .map(|i| {
-                let from = lab.libvirt_uri(at[i]);
-                let dest = format!("qemu+tcp://{}/system", lab.hosts[next[i]].underlay_ip);
-                let name = names[i].clone();
-                thread::spawn(move || {
-                    virsh(
-                        &from?,
-                        &[
-                            "migrate",
-                            "--live",
-                            "--p2p",
-                            "--persistent",
-                            "--undefinesource",
-                            &name,
-                            &dest,
-                        ],
-                    )
+        thread::scope(|scope| {
+            let jobs: Vec<_> = (0..names.len())
+                .map(|i| {
+                    let (name, from, to) = (&names[i], at[i], next[i]);
+                    scope.spawn(move || lab.virsh_migrate(name, from, to))
                 })
+                .collect();
+            jobs.into_iter().try_for_each(|j| {
+                j.join()
+                    .map_err(|_| anyhow::anyhow!("a migration thread panicked"))?
+                    .map(|_| ())
             })
-            .collect();
-        for j in jobs {
-            j.join()
-                .map_err(|_| anyhow::anyhow!("a migration thread panicked"))??;
-        }
+        })?;
     }
     at.copy_from_slice(&next);
     Ok(())

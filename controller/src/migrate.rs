@@ -292,12 +292,7 @@ impl Supervisor {
             return Ok(());
         }
         let port = &spec.vms[vm].port;
-        let taken = specs.values().any(|(_, s)| {
-            s.vms
-                .iter()
-                .any(|(n, o)| o.host == host && &o.port == port && n != vm)
-        });
-        if taken {
+        if port_taken(&specs, spec, vm, host) {
             warn!(vm, host, %port, "the VM's port is another VM's on that host; not followed");
             return Ok(());
         }
@@ -305,12 +300,7 @@ impl Supervisor {
         let mut next = spec.clone();
         next.vms.get_mut(vm).expect("found above").host = host.to_string();
         let text = crate::spec::edit::set_vm_host(text, vm, host)?;
-        let id = self
-            .store
-            .migrations()
-            .keys()
-            .next_back()
-            .map_or(1, |k| k + 1);
+        let id = self.store.next_migration_id();
         let now = unix(SystemTime::now());
         let mut record = Migration::new(id, vm, spec.name.as_str(), &from, host, now);
         record.phase = MigrationPhase::Completed;
@@ -370,12 +360,7 @@ impl Supervisor {
     pub fn start(self: &Arc<Self>, req: MigrationRequest) -> Result<Vec<Migration>, Refusal> {
         let _edits = self.edits.lock().unwrap();
         let plan = self.plan(&req)?;
-        let first_id = self
-            .store
-            .migrations()
-            .keys()
-            .next_back()
-            .map_or(1, |k| k + 1);
+        let first_id = self.store.next_migration_id();
         let mut started = Vec::new();
         for (id, mv) in (first_id..).zip(plan) {
             let record = Migration::new(
@@ -538,12 +523,7 @@ impl Supervisor {
             let why = format!("{to:?} is not a host of environment {}", spec.name);
             return Err(refuse(field, why, false));
         }
-        let taken = specs.values().any(|(_, s)| {
-            s.vms
-                .iter()
-                .any(|(n, o)| o.host == to && o.port == v.port && !(s.name == spec.name && n == vm))
-        });
-        if taken {
+        if port_taken(specs, spec, vm, to) {
             let why = format!("port {} is already a VM's on {to}", v.port);
             return Err(refuse(field, why, true));
         }
@@ -813,6 +793,16 @@ impl Progress {
             let _ = h.join();
         }
     }
+}
+
+/// Whether `vm`'s port (of `spec`) is another VM's on `host`, in any environment.
+fn port_taken(specs: &BTreeMap<String, (String, Spec)>, spec: &Spec, vm: &str, host: &str) -> bool {
+    let port = &spec.vms[vm].port;
+    specs.values().any(|(_, s)| {
+        s.vms
+            .iter()
+            .any(|(n, o)| o.host == host && &o.port == port && !(s.name == spec.name && n == vm))
+    })
 }
 
 /// Runs `f` on domain `vm` of the libvirt daemon at `uri`, closing the connection after.

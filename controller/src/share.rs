@@ -8,7 +8,7 @@
 //! other host keeps its location at the source. Once it switched (the spec places it at
 //! the destination) and until the migration ends, its source still serves the environment,
 //! so that frames from hosts not yet re-pointed are forwarded on.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use violin_api::{
     share::{Environment, ForwardRule, Location, PairLimit, Peer, Share, VmIdentity},
@@ -109,7 +109,7 @@ pub fn share_of<'a>(
                 })
                 .collect(),
         });
-        for n in neighbours(spec, host, &serving) {
+        for n in spec.neighbours_among(host, &serving) {
             peers.entry(spec.hosts[&n]).or_default().push(spec.vni);
         }
     }
@@ -124,16 +124,6 @@ pub fn share_of<'a>(
                 Peer { address, vnis }
             })
             .collect(),
-    }
-}
-
-/// A host's neighbours in an environment: its links' other ends, or without links every
-/// other serving host (a migration's destination included).
-fn neighbours(spec: &Spec, host: &str, serving: &BTreeSet<String>) -> BTreeSet<String> {
-    if spec.links.is_empty() {
-        serving.iter().filter(|h| *h != host).cloned().collect()
-    } else {
-        spec.neighbours(host)
     }
 }
 

@@ -394,12 +394,14 @@ impl Spec {
 
     /// Hosts whose frames of this environment go directly to `host` (its overlay links).
     pub fn neighbours(&self, host: &str) -> BTreeSet<String> {
+        self.neighbours_among(host, &self.serving_hosts())
+    }
+
+    /// [`Spec::neighbours`] with `serving` as the hosts taking part: without links, a full
+    /// mesh among them (a migration adds its hosts to those of the spec).
+    pub fn neighbours_among(&self, host: &str, serving: &BTreeSet<String>) -> BTreeSet<String> {
         if self.links.is_empty() {
-            return self
-                .serving_hosts()
-                .into_iter()
-                .filter(|h| h != host)
-                .collect();
+            return serving.iter().filter(|h| *h != host).cloned().collect();
         }
         self.links
             .iter()

@@ -212,6 +212,12 @@ impl Store {
         self.migrations.read().unwrap().clone()
     }
 
+    /// The id the next recorded migration gets.
+    pub fn next_migration_id(&self) -> u64 {
+        let migrations = self.migrations.read().unwrap();
+        migrations.keys().next_back().map_or(1, |k| k + 1)
+    }
+
     /// Migrations that shape the shares: not ended yet.
     pub fn in_flight(&self) -> Vec<Migration> {
         self.migrations

@@ -447,25 +447,30 @@ impl Lab {
         Ok(())
     }
 
+    /// VM `j` of host `i`, named and addressed (its namespace or domain name, environment,
+    /// MAC and addresses), with its port on the host called `port`; nothing is made yet.
     /// Addressing is per environment and identical across environments: VM k of an
     /// environment on host i has the same MAC and IP in every environment.
-    fn make_vm(&self, i: usize, j: usize) -> Result<Vm> {
+    fn vm_at(&self, i: usize, j: usize, port: String) -> Result<Vm> {
         let env = j % self.spec.envs;
         let k = j / self.spec.envs;
-        let host = &self.hosts[i];
-        let mac = [0x02, 0, 0, 0, (i + 1) as u8, (k + 1) as u8];
-
-        let vm = Vm {
+        Ok(Vm {
             ns: format!("{}-h{}v{}", self.spec.name, i + 1, j + 1),
             host: i,
             env,
             vni: BASE_VNI + env as u32,
-            port: format!("vm{}", j + 1),
-            mac,
+            port,
+            mac: [0x02, 0, 0, 0, (i + 1) as u8, (k + 1) as u8],
             ip: format!("{VM_SUBNET}.{}.{}", i + 1, k + 1).parse()?,
             ip6: format!("fd00:200::{:x}:{:x}", i + 1, k + 1),
             guest: None,
-        };
+        })
+    }
+
+    /// VM `j` of host `i` as a namespace behind a veth whose host end is its port.
+    fn make_vm(&self, i: usize, j: usize) -> Result<Vm> {
+        let host = &self.hosts[i];
+        let vm = self.vm_at(i, j, format!("vm{}", j + 1))?;
         let vm_mtu = (self.spec.mtu - 50).to_string();
         ip(&["netns", "add", &vm.ns])?;
         ip(&[
@@ -482,7 +487,7 @@ impl Lab {
                 "set",
                 "eth0",
                 "address",
-                &mac_string(&mac),
+                &mac_string(&vm.mac),
                 "mtu",
                 &vm_mtu,
             ],
@@ -561,26 +566,35 @@ impl Lab {
         }
     }
 
+    /// Live-migrates guest domain `vm` from host `from` to host `to` with libvirt alone
+    /// (`virsh migrate --live --p2p --persistent --undefinesource`), as an operator would
+    /// without the controller.
+    pub fn virsh_migrate(&self, vm: &str, from: usize, to: usize) -> Result<String> {
+        let dest = match self.libvirtds.get(to) {
+            Some(Some(l)) => l.tcp_uri(),
+            _ => bail!("host {} runs no libvirt daemon", self.hosts[to].ns),
+        };
+        let args = [
+            "migrate",
+            "--live",
+            "--p2p",
+            "--persistent",
+            "--undefinesource",
+            vm,
+            &dest,
+        ];
+        crate::libvirt::virsh(&self.libvirt_uri(from)?, &args)
+    }
+
     /// VM `j` of host `i` as a QEMU guest: addressed like a namespace VM, its port a tap
     /// named after host and VM (unique across hosts, so it can migrate anywhere).
     fn guest_vm(&self, i: usize, j: usize) -> Result<Vm> {
-        let env = j % self.spec.envs;
-        let k = j / self.spec.envs;
-        let domain = format!("{}-h{}v{}", self.spec.name, i + 1, j + 1);
-        Ok(Vm {
-            guest: Some(Guest {
-                console: guest_dir(&self.spec.name).join(format!("{domain}.console")),
-                domain: domain.clone(),
-            }),
-            ns: domain,
-            host: i,
-            env,
-            vni: BASE_VNI + env as u32,
-            port: format!("t{}v{}", i + 1, j + 1),
-            mac: [0x02, 0, 0, 0, (i + 1) as u8, (k + 1) as u8],
-            ip: format!("{VM_SUBNET}.{}.{}", i + 1, k + 1).parse()?,
-            ip6: format!("fd00:200::{:x}:{:x}", i + 1, k + 1),
-        })
+        let mut vm = self.vm_at(i, j, format!("t{}v{}", i + 1, j + 1))?;
+        vm.guest = Some(Guest {
+            console: guest_dir(&self.spec.name).join(format!("{}.console", vm.ns)),
+            domain: vm.ns.clone(),
+        });
+        Ok(vm)
     }
 
     /// Boots every guest through its host's libvirt daemon, all at once, and waits until

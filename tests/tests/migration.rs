@@ -226,17 +226,7 @@ fn back_and_forth(lab: &Lab, mover: &str, h1: &str, h2: &str) {
 /// destination's violind reports the resume, the controller commits the new host) and
 /// records the move; the session survives. Then it goes back through the controller.
 fn followed_when_moved_with_virsh(lab: &Lab, mover: &str, h1: &str, h2: &str) {
-    let dest = format!("qemu+tcp://{}/system", lab.hosts[0].underlay_ip);
-    let args = [
-        "migrate",
-        "--live",
-        "--p2p",
-        "--persistent",
-        "--undefinesource",
-        mover,
-        dest.as_str(),
-    ];
-    violin_testbed::libvirt::virsh(&lab.libvirt_uri(1).unwrap(), &args).unwrap();
+    lab.virsh_migrate(mover, 1, 0).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let followed = loop {
         let all: Vec<Migration> = lab.violinctl_as(&["migrations"]).unwrap();

@@ -48,8 +48,6 @@ fn static_bin(package: &str, bin: &str, quiet: bool) -> Result<PathBuf> {
     if !cargo.status().context("running cargo")?.success() {
         bail!("building {bin} (static) failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
+    let target = violin_testbed::target_dir();
     Ok(target.join(PROBE_TARGET).join("release").join(bin))
 }

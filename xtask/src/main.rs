@@ -241,10 +241,8 @@ fn ebpf(out: &std::path::Path) -> Result<()> {
     if !status.success() {
         bail!("`cargo build -p dataplane-user` failed");
     }
-    // Where dataplane-user/build.rs puts it: under `$CARGO_TARGET_DIR` or `target/`.
-    let shared = workspace_root()
-        .join(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()))
-        .join("ebpf");
+    // Where dataplane-user/build.rs puts it.
+    let shared = violin_testbed::target_dir().join("ebpf");
     // The lock dataplane-user/build.rs holds while it replaces the object.
     let lock = std::fs::File::create(shared.join(".aya-build.lock"))
         .context("creating target/ebpf/.aya-build.lock")?;
