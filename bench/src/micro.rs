@@ -1,6 +1,6 @@
 //! The `micro` suite: TCP goodput (1 and 4 streams), 64-byte UDP frame rate with CPU time
-//! per packet, UDP round-trip latency, and each XDP program's cost through
-//! BPF_PROG_TEST_RUN.
+//! per packet, UDP round-trip latency; with each program's cost (`cost`) and the line-rate
+//! figures (`linerate`).
 use std::{
     path::{Path, PathBuf},
     process::{Child, Stdio},
@@ -10,18 +10,21 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use bench::reports;
-use dataplane_common::packet::{OuterHeaders, Tunnel};
 use violin_testbed::sys::{ns_command, ns_run};
 
 use crate::{
-    paths::{BenchLab, Endpoint},
-    results::{Better, Metric, NetPath},
+    paths::Endpoint,
+    results::{Better, Metric},
 };
 
 pub struct Settings {
     pub secs: f64,
     pub ping_count: usize,
-    pub test_run_repeat: u32,
+    /// BPF_PROG_TEST_RUN calls per program and frame (`cost`).
+    pub test_runs: usize,
+    /// Frames the in-kernel source sends per line-rate figure (a quarter of it for
+    /// MTU-size frames).
+    pub live_frames: u32,
 }
 
 impl Settings {
@@ -30,13 +33,15 @@ impl Settings {
             Settings {
                 secs: 2.0,
                 ping_count: 2000,
-                test_run_repeat: 200_000,
+                test_runs: 2000,
+                live_frames: 1_000_000,
             }
         } else {
             Settings {
                 secs: 5.0,
                 ping_count: 20_000,
-                test_run_repeat: 2_000_000,
+                test_runs: 20_000,
+                live_frames: 4_000_000,
             }
         }
     }
@@ -71,19 +76,40 @@ pub fn metrics() -> Vec<Metric> {
             "us",
             Better::Lower,
         ),
-        m(
-            "xdp_port_ns",
-            "violin_port (encapsulate) per packet, BPF_PROG_TEST_RUN",
-            "ns",
-            Better::Lower,
-        ),
-        m(
-            "xdp_underlay_ns",
-            "violin_underlay (decapsulate) per packet, BPF_PROG_TEST_RUN",
-            "ns",
-            Better::Lower,
-        ),
     ]
+    .into_iter()
+    .chain(crate::cost::METRICS.iter().map(|(id, title)| {
+        m(
+            id,
+            &format!("{title}, BPF_PROG_TEST_RUN"),
+            "ns",
+            Better::Lower,
+        )
+    }))
+    .chain(linerate_metrics())
+    .collect()
+}
+
+/// Mpps and CPU per frame of each line-rate stage at each size.
+fn linerate_metrics() -> Vec<Metric> {
+    let mut v = Vec::new();
+    for (size, size_label) in crate::linerate::SIZES {
+        for (stage, stage_label) in crate::linerate::STAGES {
+            v.push(Metric {
+                id: format!("lr_{stage}_{size}"),
+                title: format!("In-kernel source, {stage_label}, {size_label}"),
+                unit: "Mpps".into(),
+                better: Better::Higher,
+            });
+            v.push(Metric {
+                id: format!("lr_{stage}_{size}_cpu"),
+                title: format!("In-kernel source, {stage_label}, {size_label}: CPU per frame"),
+                unit: "ns".into(),
+                better: Better::Lower,
+            });
+        }
+    }
+    v
 }
 
 /// Flood sender and sink on different CPUs, so both run at full speed.
@@ -255,125 +281,6 @@ pub fn rtt(a: &Endpoint, b: &Endpoint, count: usize, port: u16) -> Result<(f64, 
     drop(echo);
     let v: reports::Ping = report(&out)?;
     Ok((v.p50_us, v.p99_us))
-}
-
-fn mac_of(ns: &str, iface: &str) -> Result<[u8; 6]> {
-    let out = ns_run(ns, "ip", &["-o", "link", "show", iface])?;
-    let hex = out
-        .split("link/ether ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .context("no MAC")?;
-    let mut mac = [0u8; 6];
-    for (m, h) in mac.iter_mut().zip(hex.split(':')) {
-        *m = u8::from_str_radix(h, 16)?;
-    }
-    Ok(mac)
-}
-
-fn ifindex_of(ns: &str, iface: &str) -> Result<u32> {
-    let out = ns_run(ns, "ip", &["-o", "link", "show", iface])?;
-    out.split(':')
-        .next()
-        .and_then(|s| s.trim().parse().ok())
-        .context("no ifindex")
-}
-
-fn xdp_prog_id(ns: &str, iface: &str) -> Result<u32> {
-    let out = ns_run(ns, "ip", &["-d", "link", "show", iface])?;
-    out.split("prog/xdp id ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no XDP program on {iface} in {ns}"))
-}
-
-/// A 60-byte IPv4/UDP frame from `src` to `dst` (the frame a VM would send).
-fn vm_frame(src: ([u8; 6], [u8; 4]), dst: ([u8; 6], [u8; 4])) -> Vec<u8> {
-    let mut f = dst.0.to_vec();
-    f.extend_from_slice(&src.0);
-    f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0]);
-    f.extend_from_slice(&src.1);
-    f.extend_from_slice(&dst.1);
-    f.extend_from_slice(&[0x30, 0x39, 0x30, 0x3a, 0, 26, 0, 0]);
-    f.resize(60, 0x5a);
-    f
-}
-
-/// xdp_md for BPF_PROG_TEST_RUN: the frame "arrived" on `ifindex`, queue 0.
-fn xdp_md(ifindex: u32) -> Vec<u8> {
-    let mut ctx = vec![0u8; 24];
-    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-    ctx
-}
-
-fn test_run(ns: &str, prog: u32, data: &Path, ctx: &Path, repeat: u32) -> Result<f64> {
-    let out = ns_run(
-        ns,
-        "bpftool",
-        &[
-            "prog",
-            "run",
-            "id",
-            &prog.to_string(),
-            "data_in",
-            &data.to_string_lossy(),
-            "ctx_in",
-            &ctx.to_string_lossy(),
-            "repeat",
-            &repeat.to_string(),
-        ],
-    )?;
-    // "Return value: 4, duration (average): 41ns"
-    out.split("duration (average):")
-        .nth(1)
-        .and_then(|s| s.trim().trim_end_matches("ns").trim().parse().ok())
-        .with_context(|| format!("unexpected bpftool output: {out}"))
-}
-
-/// Nanoseconds per packet of each Violin program, on the forwarding paths real traffic
-/// takes (the forwarding table was filled by the measurements before).
-pub fn xdp_cost(bl: &BenchLab, scratch: &Path, repeat: u32) -> Result<(f64, f64)> {
-    let eps = bl.endpoints(NetPath::Violin, 1);
-    let hosts = bl.host_namespaces(NetPath::Violin);
-    let (a, b) = (&eps[0], &eps[1]);
-    let (h1, h2) = (&hosts[0], &hosts[1]);
-    let a_vm = bl.lab.vms.iter().find(|v| v.ns == a.ns).context("vm a")?;
-    let b_vm = bl.lab.vms.iter().find(|v| v.ns == b.ns).context("vm b")?;
-    let frame = vm_frame((a_vm.mac, a.ip.octets()), (b_vm.mac, b.ip.octets()));
-    std::fs::create_dir_all(scratch)?;
-    let port_data = scratch.join("port.bin");
-    let port_ctx = scratch.join("port.ctx");
-    std::fs::write(&port_data, &frame)?;
-    std::fs::write(&port_ctx, xdp_md(ifindex_of(h1, &a_vm.port)?))?;
-    let port_ns = test_run(
-        h1,
-        xdp_prog_id(h1, &a_vm.port)?,
-        &port_data,
-        &port_ctx,
-        repeat,
-    )?;
-
-    // The same frame as host 1 receives it from host 2: from b to a, encapsulated.
-    let back = vm_frame((b_vm.mac, b.ip.octets()), (a_vm.mac, a.ip.octets()));
-    let h1_ul = bl.lab.hosts.iter().find(|h| &h.ns == h1).context("h1")?;
-    let h2_ul = bl.lab.hosts.iter().find(|h| &h.ns == h2).context("h2")?;
-    let tunnel = Tunnel {
-        src_mac: mac_of(h2, "ul0")?,
-        dst_mac: mac_of(h1, "ul0")?,
-        src_ip: h2_ul.underlay_ip.octets(),
-        dst_ip: h1_ul.underlay_ip.octets(),
-    };
-    let mut encap = OuterHeaders::new(&tunnel, a_vm.vni, 50000, back.len())
-        .as_bytes()
-        .to_vec();
-    encap.extend_from_slice(&back);
-    let ul_data = scratch.join("underlay.bin");
-    let ul_ctx = scratch.join("underlay.ctx");
-    std::fs::write(&ul_data, &encap)?;
-    std::fs::write(&ul_ctx, xdp_md(ifindex_of(h1, "ul0")?))?;
-    let ul_ns = test_run(h1, xdp_prog_id(h1, "ul0")?, &ul_data, &ul_ctx, repeat)?;
-    Ok((port_ns, ul_ns))
 }
 
 /// Profiles the whole machine (perf, CPU-clock sampling: this kind of VM has no hardware

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
-use violin_testbed::lab::{HostKind, Lab, LabSpec};
+use violin_testbed::lab::{HostKind, Lab, LabSpec, Vm};
 
 use crate::results::NetPath;
 
@@ -26,7 +26,7 @@ impl BenchLab {
         spec.hosts = hosts;
         spec.linux_vxlan_hosts = hosts;
         spec.bare_hosts = hosts;
-        spec.violin_tc_hosts = hosts;
+        spec.violin_xdp_hosts = hosts;
         spec.vms_per_host = vms;
         spec.mtu = mtu;
         // Linux VXLAN as users run it: its VMs talk only to each other here, so they
@@ -34,6 +34,21 @@ impl BenchLab {
         spec.linux_vm_offloads = true;
         let lab = Lab::up(spec, true)?;
         Ok(BenchLab { lab })
+    }
+
+    /// The lab's host indexes of a path.
+    pub fn hosts(&self, path: NetPath) -> Vec<usize> {
+        self.hosts_of(kind_of(path))
+    }
+
+    /// The first VM on the path's host `host` (0-based); overlay paths only.
+    pub fn vm(&self, path: NetPath, host: usize) -> &Vm {
+        let h = self.hosts(path)[host];
+        self.lab
+            .vms
+            .iter()
+            .find(|v| v.host == h)
+            .expect("overlay hosts have VMs")
     }
 
     fn hosts_of(&self, kind: HostKind) -> Vec<usize> {
@@ -95,6 +110,6 @@ fn kind_of(path: NetPath) -> HostKind {
         NetPath::Bare => HostKind::Bare,
         NetPath::LinuxVxlan => HostKind::LinuxVxlan,
         NetPath::Violin => HostKind::Violin,
-        NetPath::ViolinTc => HostKind::ViolinTc,
+        NetPath::ViolinXdp => HostKind::ViolinXdp,
     }
 }

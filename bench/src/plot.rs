@@ -23,7 +23,7 @@ fn colour(p: NetPath) -> RGBColor {
         NetPath::Bare => RGBColor(120, 120, 120),
         NetPath::LinuxVxlan => RGBColor(230, 140, 40),
         NetPath::Violin => RGBColor(40, 110, 200),
-        NetPath::ViolinTc => RGBColor(60, 170, 90),
+        NetPath::ViolinXdp => RGBColor(60, 170, 90),
     }
 }
 

@@ -48,7 +48,7 @@ impl Target {
             self.bound
         );
         for mtu in r.mtus() {
-            for p in [NetPath::Violin, NetPath::ViolinTc] {
+            for p in [NetPath::Violin, NetPath::ViolinXdp] {
                 let (Some(x), Some(y)) = (
                     r.summary(&self.metric, mtu, p),
                     r.summary(&self.metric, mtu, self.baseline),
@@ -131,9 +131,9 @@ pub fn markdown(
         let _ = writeln!(s, "_{better}; plot: `{}.png`_\n", m.id);
         let ratios = [
             (NetPath::Violin, NetPath::Bare),
-            (NetPath::ViolinTc, NetPath::Bare),
+            (NetPath::ViolinXdp, NetPath::Bare),
             (NetPath::Violin, NetPath::LinuxVxlan),
-            (NetPath::ViolinTc, NetPath::LinuxVxlan),
+            (NetPath::ViolinXdp, NetPath::LinuxVxlan),
             (NetPath::LinuxVxlan, NetPath::Bare),
         ];
         let mut head = String::from("| MTU |");
@@ -238,7 +238,7 @@ pub fn summary(runs: &[Results]) -> String {
                 for p in NetPath::ALL {
                     let _ = write!(row, " {} |", med(p).map_or("-".into(), fmt));
                 }
-                for p in [NetPath::Violin, NetPath::ViolinTc, NetPath::LinuxVxlan] {
+                for p in [NetPath::Violin, NetPath::ViolinXdp, NetPath::LinuxVxlan] {
                     let cell = match (med(p), med(NetPath::Bare)) {
                         (Some(x), Some(y)) if y > 0.0 => format!("{:.3}", x / y),
                         _ => "-".into(),

@@ -12,10 +12,10 @@ pub enum NetPath {
     Bare,
     /// Endpoints behind Linux's VXLAN devices, default offloads on.
     LinuxVxlan,
-    /// Endpoints behind Violin, XDP on the VM ports.
+    /// Endpoints behind Violin in its default port mode (TC).
     Violin,
-    /// Endpoints behind Violin, TC on the VM ports (`port_mode = "tc"`).
-    ViolinTc,
+    /// Endpoints behind Violin, XDP on the VM ports and the underlay (`port_mode = "xdp"`).
+    ViolinXdp,
 }
 
 impl NetPath {
@@ -23,7 +23,7 @@ impl NetPath {
         NetPath::Bare,
         NetPath::LinuxVxlan,
         NetPath::Violin,
-        NetPath::ViolinTc,
+        NetPath::ViolinXdp,
     ];
 
     pub fn label(self) -> &'static str {
@@ -31,7 +31,7 @@ impl NetPath {
             NetPath::Bare => "bare",
             NetPath::LinuxVxlan => "Linux VXLAN",
             NetPath::Violin => "Violin",
-            NetPath::ViolinTc => "Violin TC",
+            NetPath::ViolinXdp => "Violin XDP",
         }
     }
 }

@@ -108,6 +108,7 @@ pub fn share_of<'a>(
                     host: addr(&v.host),
                 })
                 .collect(),
+            storm_pps: spec.storm_pps,
         });
         for n in spec.neighbours_among(host, &serving) {
             peers.entry(spec.hosts[&n]).or_default().push(spec.vni);

@@ -30,6 +30,8 @@ pub struct Spec {
     pub links: BTreeSet<(String, String)>,
     /// VNET forwarding rules, in spec order (the order breaks ties of equal priority).
     pub rules: Vec<Rule>,
+    /// Storm control per VM port, frames per second; None: violind's default.
+    pub storm_pps: Option<u32>,
 }
 
 /// A VNET forwarding rule in one host's table.
@@ -196,6 +198,7 @@ impl Spec {
             limits,
             links,
             rules,
+            storm_pps: raw.environment.storm_pps,
         })
     }
 
@@ -443,6 +446,8 @@ pub enum Change {
     RemoveLink(String, String),
     AddRule(Rule),
     RemoveRule(Rule),
+    /// Storm control's rate, old -> new (None: violind's default).
+    SetStorm(Option<u32>, Option<u32>),
 }
 
 impl fmt::Display for Change {
@@ -474,6 +479,14 @@ impl fmt::Display for Change {
             Change::RemoveLink(a, b) => write!(f, "- link {a} <-> {b}"),
             Change::AddRule(r) => write!(f, "+ rule {r}"),
             Change::RemoveRule(r) => write!(f, "- rule {r}"),
+            Change::SetStorm(a, b) => {
+                let rate = |r: &Option<u32>| match r {
+                    None => "default".to_string(),
+                    Some(0) => "off".to_string(),
+                    Some(n) => format!("{n} frames/s"),
+                };
+                write!(f, "~ storm control: {} -> {}", rate(a), rate(b))
+            }
         }
     }
 }
@@ -489,6 +502,7 @@ pub fn plan(current: Option<&Spec>, desired: &Spec) -> Vec<Change> {
         limits: BTreeMap::new(),
         links: BTreeSet::new(),
         rules: Vec::new(),
+        storm_pps: None,
     };
     let cur = current.unwrap_or(&empty);
     let mut out = Vec::new();
@@ -539,6 +553,9 @@ pub fn plan(current: Option<&Spec>, desired: &Spec) -> Vec<Change> {
         if !want.contains(r) {
             out.push(Change::RemoveRule(r.clone()));
         }
+    }
+    if desired.storm_pps != cur.storm_pps {
+        out.push(Change::SetStorm(cur.storm_pps, desired.storm_pps));
     }
     out
 }

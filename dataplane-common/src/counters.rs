@@ -48,10 +48,12 @@ pub enum DropReason {
     RateLimited,
     /// A forwarding rule sends the frame back over the link it arrived on.
     Loop,
+    /// Broadcast, multicast or unknown unicast over the port's storm-control rate.
+    Storm,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 23;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::Runt,
         DropReason::TruncatedOuter,
@@ -75,6 +77,7 @@ impl DropReason {
         DropReason::NotAllowed,
         DropReason::RateLimited,
         DropReason::Loop,
+        DropReason::Storm,
     ];
 
     /// Stable snake_case name used in logs, `violind stats` and metric labels.
@@ -102,6 +105,7 @@ impl DropReason {
             DropReason::NotAllowed => "not_allowed",
             DropReason::RateLimited => "rate_limited",
             DropReason::Loop => "loop",
+            DropReason::Storm => "storm",
         }
     }
 }
@@ -116,12 +120,19 @@ pub enum Hook {
     Underlay = 1,
     /// TC (clsact ingress) on a VM port, `port_mode = "tc"`.
     PortTc = 2,
+    /// TC (tcx ingress) on the underlay NIC, `port_mode = "tc"`.
+    UnderlayTc = 3,
+    /// TC (tcx ingress) on the flow-based VXLAN device, `port_mode = "tc"`: the GRO
+    /// aggregates the kernel decapsulated.
+    Tunnel = 4,
 }
 
-pub const HOOKS: [(Hook, &str); 3] = [
+pub const HOOKS: [(Hook, &str); 5] = [
     (Hook::Port, "port"),
     (Hook::Underlay, "underlay"),
     (Hook::PortTc, "port_tc"),
+    (Hook::UnderlayTc, "underlay_tc"),
+    (Hook::Tunnel, "tunnel"),
 ];
 
 /// Action slots, numbered as the kernel numbers XDP actions (`enum xdp_action`); the TC

@@ -11,6 +11,7 @@ pub const IPV4_HLEN: usize = 20;
 pub const UDP_HLEN: usize = 8;
 pub const VXLAN_HLEN: usize = 8;
 pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 /// VXLAN "I" flag: the VNI is valid (RFC 7348 section 5).

@@ -1,9 +1,16 @@
 //! Per-CPU counters: actions per hook, port and peer traffic, drops by reason, VM pairs.
 
-use aya_ebpf::{bindings::xdp_action::XDP_DROP, maps::PerCpuArray, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{
+        xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
+        TC_ACT_REDIRECT, TC_ACT_SHOT,
+    },
+    maps::PerCpuArray,
+    programs::{TcContext, XdpContext},
+};
 use aya_log_ebpf::debug;
 use dataplane_common::{
-    counters::{action_index, Counter, DropReason, Hook, PeerStats, PortStats},
+    counters::{action_index, Counter, DropReason, Hook, PeerStats, PortStats, ACTION_FLOOD},
     maps::PairKey,
     packet::{is_multicast, EthHdr},
 };
@@ -52,6 +59,38 @@ pub(crate) fn drop_frame(ctx: &XdpContext, slot: u32, reason: DropReason, len: u
     count_drop(slot, reason, len);
     debug!(ctx, "drop slot={} reason={}", slot, reason as u32);
     XDP_DROP
+}
+
+/// What a TC program did with the skb.
+pub(crate) enum Verdict {
+    /// A TC action for the kernel to carry out.
+    Act(i32),
+    /// The copies went out by bpf_clone_redirect; the original is consumed. Counted in
+    /// its own ACTIONS slot, returned to the kernel as TC_ACT_SHOT.
+    Flooded,
+}
+
+/// Counts a TC program's verdict and returns its action. TC verdicts are counted in the
+/// XDP action slots (`counters::XDP_ACTION_NAMES`), so statistics read the same in both
+/// port modes.
+#[inline(always)]
+pub(crate) fn count_tc(hook: Hook, verdict: Verdict) -> i32 {
+    let (slot, action) = match verdict {
+        Verdict::Act(TC_ACT_SHOT) => (XDP_DROP, TC_ACT_SHOT),
+        Verdict::Act(TC_ACT_REDIRECT) => (XDP_REDIRECT, TC_ACT_REDIRECT),
+        Verdict::Act(action) => (XDP_PASS, action),
+        Verdict::Flooded => (ACTION_FLOOD, TC_ACT_SHOT),
+    };
+    count_action(hook, slot);
+    action
+}
+
+/// Counts a TC program's drop.
+#[inline(always)]
+pub(crate) fn tc_drop(ctx: &TcContext, slot: u32, reason: DropReason, len: usize) -> Verdict {
+    count_drop(slot, reason, len);
+    debug!(ctx, "drop slot={} reason={}", slot, reason as u32);
+    Verdict::Act(TC_ACT_SHOT)
 }
 
 /// Counts a VM's unicast frame to another VM (the local traffic matrix VTTIF reads).

@@ -1,16 +1,19 @@
 //! Forwarding decisions the hooks share: learning, forwarding rules, the forwarding
 //! table, and handing a frame to a local port or to the slow path.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, programs::XdpContext};
 use dataplane_common::{
     counters::DropReason,
-    maps::{route_keys, FdbEntry, FdbKey, FdbKind, PortInfo, PORT_ROUTED},
-    packet::{is_multicast, EthHdr},
+    maps::{
+        route_keys, FdbEntry, FdbKey, FdbKind, PeerInfo, PortInfo, VniInfo, PORT_ROUTED,
+        UNDERLAY_SLOT, VNI_ROUTED,
+    },
+    packet::{is_multicast, is_zero, EthHdr, VxlanInfo},
 };
 
 use crate::{
-    counters::{count_pair, drop_frame, port_stats},
-    maps::{fdb, FDB, ROUTES, TX_PORTS, XSKS},
+    counters::{count_pair, drop_frame, peer_stats, port_stats},
+    maps::{fdb, vni, FDB, ROUTES, STORM, TX_PORTS, XSKS},
 };
 
 /// Records where a source MAC lives, writing only when that changed: a map write per
@@ -56,9 +59,34 @@ pub(crate) enum Next {
 }
 
 /// Learns the sender, counts the pair, and decides by rule, else by the forwarding table;
-/// the part of a VM port's path both port programs share.
+/// the part of a VM port's path both port programs share. A flood over the port's
+/// storm-control rate is refused.
 #[inline(always)]
-pub(crate) fn port_next(port: &PortInfo, ifindex: u32, eth: &EthHdr, len: usize) -> Next {
+pub(crate) fn port_next(
+    port: &PortInfo,
+    ifindex: u32,
+    eth: &EthHdr,
+    len: usize,
+) -> Result<Next, DropReason> {
+    match port_dest(port, ifindex, eth, len) {
+        Next::Flood if !storm_admit(port.slot) => Err(DropReason::Storm),
+        next => Ok(next),
+    }
+}
+
+/// Whether the port's storm control lets one more flooded frame go now.
+#[inline(always)]
+fn storm_admit(slot: u32) -> bool {
+    let Some(bucket) = STORM.get_ptr_mut(slot) else {
+        return true;
+    };
+    // SAFETY: the slot stays valid for this program run; races between CPUs only blur
+    // the bucket (see StormBucket). The helper takes no arguments.
+    unsafe { (*bucket).admit(bpf_ktime_get_ns()) }
+}
+
+#[inline(always)]
+fn port_dest(port: &PortInfo, ifindex: u32, eth: &EthHdr, len: usize) -> Next {
     learn(
         &FdbKey::new(port.vni, eth.src),
         FdbEntry::local(ifindex, port.slot),
@@ -75,6 +103,61 @@ pub(crate) fn port_next(port: &PortInfo, ifindex: u32, eth: &EthHdr, len: usize)
     match fdb(&FdbKey::new(port.vni, eth.dst)) {
         Some(d) => Next::To(d),
         None => Next::Flood,
+    }
+}
+
+/// What every underlay hook does first with VXLAN from a peer: counts it, checks that its
+/// environment is served here, and learns where its sender lives.
+#[inline(always)]
+pub(crate) fn accept_from_peer(v: &VxlanInfo<PeerInfo>, len: usize) -> Result<VniInfo, DropReason> {
+    if let Some(s) = port_stats(UNDERLAY_SLOT) {
+        s.rx.add(len as u64);
+    }
+    let info = vni(v.vni).ok_or(DropReason::UnknownVni)?;
+    if let Some(s) = peer_stats(v.peer_info.slot) {
+        s.rx.add(len as u64);
+    }
+    if !is_multicast(&v.inner.src) && !is_zero(&v.inner.src) {
+        learn(
+            &FdbKey::new(v.vni, v.inner.src),
+            FdbEntry::remote(v.peer, v.peer_info.slot),
+        );
+    }
+    Ok(info)
+}
+
+/// Where a frame that arrived through a tunnel goes; every underlay hook decides alike.
+pub(crate) enum FromTunnel {
+    /// To a local port (decapsulated).
+    Deliver(FdbEntry),
+    /// On to another host, by a forwarding rule or because the VM moved there.
+    Transit(FdbEntry),
+    /// Broadcast, multicast or unknown: to local ports only, never back onto the underlay
+    /// (split horizon).
+    Flood,
+}
+
+/// The decision for a frame of environment `vni` (flags `vni_flags`) from a peer.
+#[inline(always)]
+pub(crate) fn tunnel_next(vni_flags: u32, vni: u32, src: [u8; 6], dst: [u8; 6]) -> FromTunnel {
+    if vni_flags & VNI_ROUTED != 0 {
+        if let Some(to) = route(vni, src, dst) {
+            return match to.kind() {
+                Some(FdbKind::Remote) => FromTunnel::Transit(to),
+                _ => FromTunnel::Deliver(to),
+            };
+        }
+    }
+    if is_multicast(&dst) {
+        return FromTunnel::Flood;
+    }
+    match fdb(&FdbKey::new(vni, dst)) {
+        Some(d) if d.kind() == Some(FdbKind::Local) => FromTunnel::Deliver(d),
+        // The controller placed the VM on another host (it migrated away): the frame
+        // goes on there rather than being lost while its sender still points here.
+        Some(d) if d.kind() == Some(FdbKind::Remote) && d.is_static() => FromTunnel::Transit(d),
+        // Unknown here, or learned as remote (stale).
+        _ => FromTunnel::Flood,
     }
 }
 

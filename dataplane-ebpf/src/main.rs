@@ -1,12 +1,17 @@
-//! Violin's datapath: XDP for VM ports and the underlay NIC, TC for VM ports in TC mode.
+//! Violin's datapath: XDP on VM ports and the underlay NIC (`port_mode = "xdp"`), or TC
+//! on VM ports, the underlay NIC and the flow-based VXLAN device (`port_mode = "tc"`).
 //!
-//! One module per hook (`port_xdp`, `port_tc`, `underlay`), thin, over shared modules
-//! for the maps, counters, forwarding decisions and tunnel headers. Parsing and
-//! validation live in `dataplane_common::packet`, where they are unit-tested on the host.
+//! One module per hook (`port_xdp`, `underlay`; `port_tc`, `underlay_tc`, `tunnel_tc`),
+//! thin, over shared modules for the maps, counters, forwarding decisions and tunnel
+//! headers. Parsing and validation live in `dataplane_common::packet`, where they are
+//! unit-tested on the host. `bench` holds the benchmark's frame source and sink, which
+//! violind does not load.
 #![no_std]
 #![no_main]
 
+mod bench;
 mod counters;
+mod delivery;
 mod forward;
 mod frame;
 mod maps;
@@ -14,7 +19,9 @@ mod policy;
 mod port_tc;
 mod port_xdp;
 mod tunnel;
+mod tunnel_tc;
 mod underlay;
+mod underlay_tc;
 
 #[cfg(not(test))]
 #[panic_handler]

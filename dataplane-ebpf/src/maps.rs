@@ -8,7 +8,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, XskMap},
 };
 use dataplane_common::{
-    counters::{Counter, DropReason, PeerStats, PortStats, ACTION_SLOTS},
+    counters::{Counter, DropReason, PeerStats, PortStats, ACTION_SLOTS, HOOKS},
     maps::*,
 };
 
@@ -33,7 +33,8 @@ pub(crate) static PEER_STATS: PerCpuArray<PeerStats> = PerCpuArray::pinned(MAX_P
 #[map]
 pub(crate) static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUNT, 0);
 #[map]
-pub(crate) static ACTIONS: PerCpuArray<u64> = PerCpuArray::pinned(3 * ACTION_SLOTS, 0);
+pub(crate) static ACTIONS: PerCpuArray<u64> =
+    PerCpuArray::pinned(HOOKS.len() as u32 * ACTION_SLOTS, 0);
 #[map]
 pub(crate) static FLOOD: HashMap<u32, FloodList> = HashMap::pinned(MAX_VNIS, 0);
 #[map]
@@ -43,6 +44,8 @@ pub(crate) static ROUTES: HashMap<PairKey, FdbEntry> = HashMap::pinned(MAX_ROUTE
 #[map]
 pub(crate) static PAIR_TRAFFIC: LruPerCpuHashMap<PairKey, Counter> =
     LruPerCpuHashMap::pinned(MAX_PAIR_TRAFFIC, 0);
+#[map]
+pub(crate) static STORM: Array<StormBucket> = Array::pinned(MAX_SLOTS, 0);
 
 // The accessors copy values out: violind may update or delete an entry while a program
 // runs, so a reference into a hash map must not outlive the lookup.

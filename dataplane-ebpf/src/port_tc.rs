@@ -3,23 +3,16 @@
 //! as one GSO skb (the kernel segments them as a tunnel), which is what bulk TCP needs.
 //! Floods are replicated in the kernel rather than by the slow path.
 
-use aya_ebpf::{
-    bindings::{
-        xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
-        TC_ACT_REDIRECT, TC_ACT_SHOT,
-    },
-    helpers::generated::bpf_redirect,
-    macros::classifier,
-    programs::TcContext,
-};
+use aya_ebpf::{helpers::generated::bpf_redirect, macros::classifier, programs::TcContext};
 use dataplane_common::{
-    counters::{DropReason, Hook, ACTION_FLOOD},
-    maps::{FdbKind, PortInfo, FLOOD_PEERS, FLOOD_PORTS, UNDERLAY_SLOT},
+    counters::{DropReason, Hook},
+    maps::{FdbKind, PortInfo, FLOOD_PEERS, UNDERLAY_SLOT},
     packet::{classify_port, EthHdr, Frame},
 };
 
 use crate::{
-    counters::{count_action, count_drop, port_stats},
+    counters::{count_tc, port_stats, tc_drop, Verdict},
+    delivery::flood_ports,
     forward::{port_next, Next},
     frame::Skb,
     maps::{flood_list, host_config, port},
@@ -27,40 +20,9 @@ use crate::{
     tunnel::{count_sent, resolve_peer, tc_encap, tc_write_outer},
 };
 
-/// What the program did with the skb.
-enum Verdict {
-    /// A TC action for the kernel to carry out.
-    Act(i32),
-    /// The copies went out by bpf_clone_redirect; the original is consumed. Counted in
-    /// its own ACTIONS slot, returned to the kernel as TC_ACT_SHOT.
-    Flooded,
-}
-
 #[classifier]
 pub fn violin_port_tc(ctx: TcContext) -> i32 {
-    let (slot, action) = match port_skb(&ctx) {
-        Verdict::Act(action) => (tc_action_slot(action), action),
-        Verdict::Flooded => (ACTION_FLOOD, TC_ACT_SHOT),
-    };
-    count_action(Hook::PortTc, slot);
-    action
-}
-
-/// TC verdicts are counted in the XDP action slots (`counters::XDP_ACTION_NAMES`), so a
-/// port's statistics read the same in both port modes.
-#[inline(always)]
-fn tc_action_slot(action: i32) -> u32 {
-    match action {
-        TC_ACT_SHOT => XDP_DROP,
-        TC_ACT_REDIRECT => XDP_REDIRECT,
-        _ => XDP_PASS,
-    }
-}
-
-#[inline(always)]
-fn tc_drop(slot: u32, reason: DropReason, len: usize) -> Verdict {
-    count_drop(slot, reason, len);
-    Verdict::Act(TC_ACT_SHOT)
+    count_tc(Hook::PortTc, port_skb(&ctx))
 }
 
 #[inline(always)]
@@ -70,25 +32,26 @@ fn port_skb(ctx: &TcContext) -> Verdict {
     // SAFETY: reading the context's own field.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let Some(port) = port(ifindex) else {
-        return tc_drop(UNDERLAY_SLOT, DropReason::UnknownPort, len);
+        return tc_drop(ctx, UNDERLAY_SLOT, DropReason::UnknownPort, len);
     };
     if let Some(s) = port_stats(port.slot) {
         s.rx.add(len as u64);
     }
     let eth = match classify_port(&skb) {
         Ok(eth) => eth,
-        Err(reason) => return tc_drop(port.slot, reason, len),
+        Err(reason) => return tc_drop(ctx, port.slot, reason, len),
     };
     if let Err(reason) = port_policy(&skb, &port, &eth, len) {
-        return tc_drop(port.slot, reason, len);
+        return tc_drop(ctx, port.slot, reason, len);
     }
     let dst = match port_next(&port, ifindex, &eth, len) {
-        Next::To(d) => d,
-        Next::Flood => return flood_skb(ctx, &port, ifindex, &eth, len),
+        Ok(Next::To(d)) => d,
+        Ok(Next::Flood) => return flood_skb(ctx, &port, ifindex, &eth, len),
+        Err(reason) => return tc_drop(ctx, port.slot, reason, len),
     };
     if dst.kind() == Some(FdbKind::Local) {
         if dst.ifindex == ifindex {
-            return tc_drop(port.slot, DropReason::Hairpin, len);
+            return tc_drop(ctx, port.slot, DropReason::Hairpin, len);
         }
         if let Some(s) = port_stats(dst.slot) {
             s.tx.add(len as u64);
@@ -97,16 +60,16 @@ fn port_skb(ctx: &TcContext) -> Verdict {
         return Verdict::Act(unsafe { bpf_redirect(dst.ifindex, 0) } as i32);
     }
     let Some(cfg) = host_config() else {
-        return tc_drop(port.slot, DropReason::NoRoute, len);
+        return tc_drop(ctx, port.slot, DropReason::NoRoute, len);
     };
     let Some(hop) = resolve_peer(dst.peer) else {
-        return tc_drop(port.slot, DropReason::NoRoute, len);
+        return tc_drop(ctx, port.slot, DropReason::NoRoute, len);
     };
     if let Err(reason) = tc_encap(ctx, &cfg, &eth, len) {
-        return tc_drop(port.slot, reason, len);
+        return tc_drop(ctx, port.slot, reason, len);
     }
     if tc_write_outer(ctx, &cfg, port.vni, &hop, &eth, len).is_err() {
-        return tc_drop(port.slot, DropReason::NoHeadroom, len);
+        return tc_drop(ctx, port.slot, DropReason::NoHeadroom, len);
     }
     count_sent(&hop, len);
     // SAFETY: helper call.
@@ -119,20 +82,12 @@ fn port_skb(ctx: &TcContext) -> Verdict {
 #[inline(always)]
 fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &EthHdr, len: usize) -> Verdict {
     let Some(list) = flood_list(port.vni) else {
-        return tc_drop(port.slot, DropReason::SlowPathDown, len);
+        return tc_drop(ctx, port.slot, DropReason::SlowPathDown, len);
     };
     if let Some(s) = port_stats(port.slot) {
         s.to_slow_path.add(len as u64);
     }
-    for i in 0..FLOOD_PORTS {
-        if i as u32 >= list.nports {
-            break;
-        }
-        let target = list.ports[i];
-        if target != ifindex {
-            let _ = ctx.clone_redirect(target, 0);
-        }
-    }
+    flood_ports(ctx, &list, ifindex);
     if list.npeers == 0 {
         return Verdict::Flooded;
     }
@@ -141,7 +96,7 @@ fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &EthHdr, len: 
     };
     // Encapsulated once for all peers: each copy only rewrites the outer headers.
     if let Err(reason) = tc_encap(ctx, &cfg, eth, len) {
-        return tc_drop(port.slot, reason, len);
+        return tc_drop(ctx, port.slot, reason, len);
     }
     for i in 0..FLOOD_PEERS {
         if i as u32 >= list.npeers {

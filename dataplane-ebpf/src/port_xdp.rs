@@ -43,8 +43,9 @@ fn port_frame(ctx: &XdpContext) -> u32 {
         return drop_frame(ctx, port.slot, reason, len);
     }
     let dst = match port_next(&port, ifindex, &eth, len) {
-        Next::To(d) => d,
-        Next::Flood => return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len),
+        Ok(Next::To(d)) => d,
+        Ok(Next::Flood) => return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len),
+        Err(reason) => return drop_frame(ctx, port.slot, reason, len),
     };
     match dst.kind() {
         Some(FdbKind::Local) if dst.ifindex == ifindex => {

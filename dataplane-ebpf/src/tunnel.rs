@@ -3,10 +3,14 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT,
-        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_CSUM_LEVEL_DEC,
+        BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_NO_CSUM_RESET,
     },
-    helpers::generated::{bpf_skb_change_head, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::generated::{
+        bpf_csum_level, bpf_get_hash_recalc, bpf_skb_change_head, bpf_skb_change_tail,
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+    },
     programs::{TcContext, XdpContext},
 };
 use dataplane_common::{
@@ -14,7 +18,7 @@ use dataplane_common::{
     maps::{FdbEntry, HostConfig, PeerInfo, PortInfo, UNDERLAY_SLOT},
     packet::{
         fits_underlay, flow_hash, gso_segment_len, source_port, EthHdr, OuterHeaders, Tunnel,
-        VxlanInfo, ETH_HLEN, IPV4_HLEN, UDP_HLEN, VXLAN_HLEN,
+        VxlanInfo, ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPV4_HLEN, UDP_HLEN, VXLAN_HLEN,
     },
     ENCAP_OVERHEAD,
 };
@@ -242,8 +246,87 @@ pub(crate) fn tc_write_outer(
     // A GSO super-frame may exceed what the 16-bit IP length holds before segmentation.
     let max_inner = 0xffff - IPV4_HLEN - UDP_HLEN - VXLAN_HLEN;
     let inner_len = if len > max_inner { max_inner } else { len };
-    let sport = source_port(flow_hash(&Skb(ctx), ENCAP_OVERHEAD as usize));
-    let outer = OuterHeaders::new(&tunnel, vni, sport, inner_len);
+    let outer = OuterHeaders::new(&tunnel, vni, skb_source_port(ctx), inner_len);
     ctx.store(0, &outer, 0).map_err(|_| ())?;
     ctx.store(ENCAP_OVERHEAD as usize, eth, 0).map_err(|_| ())
+}
+
+/// The outer UDP source port of an skb, from the kernel's flow hash (which the flow
+/// dissector computes over IPv4 and IPv6 alike, ports included), as the kernel's own
+/// tunnels take it.
+#[inline(always)]
+fn skb_source_port(ctx: &TcContext) -> u16 {
+    // SAFETY: helper on the program's own skb.
+    source_port(unsafe { bpf_get_hash_recalc(ctx.skb.skb) })
+}
+
+/// Cuts the Ethernet padding after a frame's declared end.
+#[inline(always)]
+fn tc_trim(ctx: &TcContext, v: &VxlanInfo<PeerInfo>, len: usize) -> Result<(), DropReason> {
+    if v.trailer == 0 {
+        return Ok(());
+    }
+    // SAFETY: helper on the program's own skb.
+    match unsafe { bpf_skb_change_tail(ctx.skb.skb, (len - v.trailer) as u32, 0) } {
+        0 => Ok(()),
+        _ => Err(DropReason::BadLength),
+    }
+}
+
+/// Strips the outer headers of a single (not GRO-aggregated) VXLAN skb: the inner frame
+/// starts at offset 0 afterwards. `Ok(true)` when it is IPv4 or IPv6, which skb->protocol
+/// then names; for other frames it still names the outer IPv4, so they may only leave by
+/// an egress redirect, whose device reads their Ethernet header anew.
+#[inline(always)]
+pub(crate) fn tc_decap(
+    ctx: &TcContext,
+    v: &VxlanInfo<PeerInfo>,
+    len: usize,
+) -> Result<bool, DropReason> {
+    tc_trim(ctx, v, len)?;
+    let (ip, l3) = match u16::from_be_bytes(v.inner.ethertype) {
+        ETH_P_IPV4 => (true, BPF_F_ADJ_ROOM_DECAP_L3_IPV4),
+        ETH_P_IPV6 => (true, BPF_F_ADJ_ROOM_DECAP_L3_IPV6),
+        _ => (false, 0),
+    };
+    // Removes the 50 bytes after the outer Ethernet header (outer IP, UDP, VXLAN and the
+    // inner Ethernet header), then writes the inner Ethernet header over the outer one.
+    let flags = (l3 | BPF_F_ADJ_ROOM_NO_CSUM_RESET) as u64;
+    ctx.adjust_room(-(ENCAP_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, flags)
+        .map_err(|_| DropReason::NoHeadroom)?;
+    ctx.store(0, &v.inner, 0)
+        .map_err(|_| DropReason::NoHeadroom)?;
+    // A count of verified checksums starts with the outer UDP one (zero or not, as the
+    // kernel's own tunnels count it): one fewer now covers the inner frame. Fails, as it
+    // should, when the skb carries no verified checksums.
+    // SAFETY: helper on the program's own skb.
+    let _ = unsafe { bpf_csum_level(ctx.skb.skb, BPF_CSUM_LEVEL_DEC as u64) };
+    Ok(ip)
+}
+
+/// Rewrites a single VXLAN skb's outer headers for the next host `to` names (TC's
+/// [`transit`]); the caller sends it out of the underlay.
+#[inline(always)]
+pub(crate) fn tc_transit(
+    ctx: &TcContext,
+    cfg: &HostConfig,
+    v: &VxlanInfo<PeerInfo>,
+    to: &FdbEntry,
+    len: usize,
+) -> Result<NextHop, DropReason> {
+    if to.peer == v.peer {
+        return Err(DropReason::Loop);
+    }
+    let hop = resolve_peer(to.peer).ok_or(DropReason::NoRoute)?;
+    tc_trim(ctx, v, len)?;
+    let inner_len = len - v.trailer - ENCAP_OVERHEAD as usize;
+    let outer = OuterHeaders::new(
+        &tunnel_to(cfg, &hop),
+        v.vni,
+        skb_source_port(ctx),
+        inner_len,
+    );
+    ctx.store(0, &outer, 0)
+        .map_err(|_| DropReason::TruncatedOuter)?;
+    Ok(hop)
 }

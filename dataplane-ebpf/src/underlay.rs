@@ -4,16 +4,16 @@
 
 use aya_ebpf::{bindings::xdp_action::XDP_PASS, macros::xdp, programs::XdpContext};
 use dataplane_common::{
-    counters::{DropReason, Hook},
-    maps::{FdbEntry, FdbKey, FdbKind, UNDERLAY_SLOT, VNI_ROUTED},
-    packet::{classify_underlay, is_multicast, is_zero, Frame, UnderlayVerdict},
+    counters::Hook,
+    maps::UNDERLAY_SLOT,
+    packet::{classify_underlay, Frame, UnderlayVerdict},
 };
 
 use crate::{
-    counters::{count_action, drop_frame, peer_stats, port_stats},
-    forward::{learn, route, to_slow_path},
+    counters::{count_action, drop_frame},
+    forward::{accept_from_peer, to_slow_path, tunnel_next, FromTunnel},
     frame::Pkt,
-    maps::{fdb, host_config, peer, vni},
+    maps::{host_config, peer},
     tunnel::{decapsulate, transit},
 };
 
@@ -37,49 +37,15 @@ fn underlay_frame(ctx: &XdpContext) -> u32 {
         UnderlayVerdict::Drop(reason) => return drop_frame(ctx, UNDERLAY_SLOT, reason, len),
         UnderlayVerdict::Vxlan(v) => v,
     };
-    if let Some(s) = port_stats(UNDERLAY_SLOT) {
-        s.rx.add(len as u64);
-    }
-    let Some(vni_info) = vni(v.vni) else {
-        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::UnknownVni, len);
+    let vni_info = match accept_from_peer(&v, len) {
+        Ok(info) => info,
+        Err(reason) => return drop_frame(ctx, UNDERLAY_SLOT, reason, len),
     };
-    if let Some(s) = peer_stats(v.peer_info.slot) {
-        s.rx.add(len as u64);
-    }
-    if !is_multicast(&v.inner.src) && !is_zero(&v.inner.src) {
-        learn(
-            &FdbKey::new(v.vni, v.inner.src),
-            FdbEntry::remote(v.peer, v.peer_info.slot),
-        );
-    }
-    if vni_info.flags & VNI_ROUTED != 0 {
-        if let Some(to) = route(v.vni, v.inner.src, v.inner.dst) {
-            return match to.kind() {
-                Some(FdbKind::Remote) => transit(ctx, &cfg, &v, &to, len),
-                _ => decapsulate(ctx, &v, &to, len),
-            };
-        }
-    }
-    // BUM and unknown unicast go up whole: the slow path needs the VNI from the header.
-    if is_multicast(&v.inner.dst) {
-        return to_slow_path(
-            ctx,
-            UNDERLAY_SLOT,
-            cfg.underlay_xsk_base,
-            cfg.underlay_queues,
-            len,
-        );
-    }
-    match fdb(&FdbKey::new(v.vni, v.inner.dst)) {
-        Some(dst) if dst.kind() == Some(FdbKind::Local) => decapsulate(ctx, &v, &dst, len),
-        // The controller placed the VM on another host (it migrated away): the frame
-        // goes on there rather than being lost while its sender still points here.
-        Some(dst) if dst.kind() == Some(FdbKind::Remote) && dst.is_static() => {
-            transit(ctx, &cfg, &v, &dst, len)
-        }
-        // Unknown here, or learned as remote (stale): flood to local ports only, never
-        // back onto the underlay (split horizon).
-        _ => to_slow_path(
+    match tunnel_next(vni_info.flags, v.vni, v.inner.src, v.inner.dst) {
+        FromTunnel::Deliver(to) => decapsulate(ctx, &v, &to, len),
+        FromTunnel::Transit(to) => transit(ctx, &cfg, &v, &to, len),
+        // BUM and unknown unicast go up whole: the slow path needs the VNI from the header.
+        FromTunnel::Flood => to_slow_path(
             ctx,
             UNDERLAY_SLOT,
             cfg.underlay_xsk_base,

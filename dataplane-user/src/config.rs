@@ -44,15 +44,17 @@ pub struct Config {
     pub peers: Vec<Peer>,
 }
 
-/// `xdp`: an XDP program per VM port (every frame on its own; VMs must checksum what
-/// they send). `tc`: a TC (clsact ingress) program per VM port that keeps the skb, so a
-/// VM's TSO super-frames and pending checksums are encapsulated whole and segmented by
-/// the kernel as a tunnel: the mode for bulk TCP. Both decapsulate with XDP.
+/// `tc` (the default): TC programs on the VM ports, the underlay NIC and a flow-based
+/// VXLAN device. They keep the skb, so a VM's TSO super-frames and pending checksums are
+/// encapsulated whole, and a stream's segments arrive merged by the underlay's GRO.
+/// `xdp`: XDP programs on the VM ports and the underlay NIC (every frame on its own; VMs
+/// must checksum what they send; floods through the AF_XDP slow path), for NICs that run
+/// XDP natively.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PortMode {
-    #[default]
     Xdp,
+    #[default]
     Tc,
 }
 
@@ -452,10 +454,10 @@ vnis = [100]
     }
 
     #[test]
-    fn port_mode_defaults_to_xdp_and_rejects_unknown_modes() {
-        assert_eq!(Config::parse(GOOD).unwrap().port_mode, PortMode::Xdp);
-        let tc = format!("port_mode = \"tc\"\n{GOOD}");
-        assert_eq!(Config::parse(&tc).unwrap().port_mode, PortMode::Tc);
+    fn port_mode_defaults_to_tc_and_rejects_unknown_modes() {
+        assert_eq!(Config::parse(GOOD).unwrap().port_mode, PortMode::Tc);
+        let xdp = format!("port_mode = \"xdp\"\n{GOOD}");
+        assert_eq!(Config::parse(&xdp).unwrap().port_mode, PortMode::Xdp);
         let e = error_of(&format!("port_mode = \"dpdk\"\n{GOOD}"));
         assert!(e.contains("unknown variant `dpdk`"), "{e}");
     }

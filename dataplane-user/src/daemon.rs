@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use tracing::{error, info, warn};
 
-use dataplane_common::maps::programs;
+use dataplane_common::{maps::programs, ENCAP_OVERHEAD, VXLAN_PORT};
 use violin_api::{
     share::{Registration, Share},
     vm::{DomainEvent, DomainEventKind},
@@ -27,9 +27,10 @@ use violin_api::{
 
 use crate::{
     config::{Config, PortMode},
-    datapath::{self, tc_pin_name, xdp_pin_name, Datapath},
+    datapath::{self, tc_pin_name, xdp_pin_name, Datapath, TUNNEL_DEVICE},
     follow::{self, Follower, Update},
     host::{self, Paths},
+    netdev::{self, NetDev},
     netlink::{self, Fact, Neighbours, Rtnl},
     slowpath::SlowPath,
     topology::{current_moves, Moved, Moves, Topology},
@@ -57,21 +58,45 @@ fn ready_file(paths: &Paths) -> std::path::PathBuf {
     paths.run_dir.join("ready")
 }
 
-/// Attaches the programs to the underlay and every port (XDP or TC per `port_mode`), and
-/// detaches every other pinned link: interfaces no longer configured, and a port's
-/// program of the other mode.
-fn attach_all(dp: &mut Datapath, topo: &Topology, mode: PortMode) -> Result<()> {
-    dp.attach_xdp(programs::UNDERLAY, &topo.underlay)?;
-    let mut wanted: BTreeSet<String> = BTreeSet::from([xdp_pin_name(&topo.underlay.name)]);
+/// Attaches the programs to the underlay and every port, XDP or TC per `port_mode`, and
+/// detaches every other pinned link: interfaces no longer configured, and the programs of
+/// the other mode. In TC mode the flow-based VXLAN device is made first (GRO aggregates
+/// reach Violin through it); in XDP mode it is removed, last, so that no frame falls
+/// between two modes.
+fn attach_all(dp: &mut Datapath, rtnl: &mut Rtnl, topo: &Topology, mode: PortMode) -> Result<()> {
+    let underlay = &topo.underlay;
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    match mode {
+        PortMode::Xdp => {
+            dp.attach_xdp(programs::UNDERLAY, underlay)?;
+            wanted.insert(xdp_pin_name(&underlay.name));
+        }
+        PortMode::Tc => {
+            let mtu = topo.underlay_mtu.saturating_sub(ENCAP_OVERHEAD);
+            rtnl.ensure_vxlan_external(TUNNEL_DEVICE, VXLAN_PORT, mtu)
+                .with_context(|| format!("creating the flow-based VXLAN device {TUNNEL_DEVICE}"))?;
+            let tunnel = NetDev::query(TUNNEL_DEVICE)?;
+            dp.attach_tc(programs::TUNNEL_TC, &tunnel)?;
+            dp.attach_tc(programs::UNDERLAY_TC, underlay)?;
+            wanted.insert(tc_pin_name(TUNNEL_DEVICE));
+            wanted.insert(tc_pin_name(&underlay.name));
+            if netdev::gro(&underlay.name) == Some(false) {
+                warn!(
+                    iface = %underlay.name,
+                    "GRO is off on the underlay: in TC port mode a TCP stream then crosses \
+                     the datapath one segment at a time (ethtool -K {} gro on)",
+                    underlay.name
+                );
+            }
+        }
+    }
     for p in &topo.ports {
         match mode {
             PortMode::Xdp => {
-                datapath::detach(dp.paths(), &tc_pin_name(&p.dev.name));
                 dp.attach_xdp(programs::PORT, &p.dev)?;
                 wanted.insert(xdp_pin_name(&p.dev.name));
             }
             PortMode::Tc => {
-                datapath::detach(dp.paths(), &xdp_pin_name(&p.dev.name));
                 dp.attach_tc(programs::PORT_TC, &p.dev)?;
                 wanted.insert(tc_pin_name(&p.dev.name));
             }
@@ -81,6 +106,10 @@ fn attach_all(dp: &mut Datapath, topo: &Topology, mode: PortMode) -> Result<()> 
         if !wanted.contains(&name) {
             datapath::detach(dp.paths(), &name);
         }
+    }
+    if mode == PortMode::Xdp {
+        rtnl.delete_link(TUNNEL_DEVICE)
+            .with_context(|| format!("removing the VXLAN device {TUNNEL_DEVICE}"))?;
     }
     Ok(())
 }
@@ -273,7 +302,7 @@ impl Daemon {
         let tx = events.clone();
         let neighbours = netlink::watch(move |f| tx.send(Event::Kernel(f)).is_ok())
             .context("subscribing to the kernel's neighbour, link and route changes")?;
-        let hops = NextHops {
+        let mut hops = NextHops {
             rtnl: Rtnl::open().context("opening rtnetlink")?,
             neighbours,
             hops: BTreeMap::new(),
@@ -286,7 +315,12 @@ impl Daemon {
         // Sockets first, programs second: a broadcast that reaches a program finds its
         // socket bound.
         let slow = Some(SlowPath::start(topology.clone(), &paths, Vec::new())?);
-        attach_all(&mut dp, &topology.read().unwrap(), config.port_mode)?;
+        attach_all(
+            &mut dp,
+            &mut hops.rtnl,
+            &topology.read().unwrap(),
+            config.port_mode,
+        )?;
         let mut d = Daemon {
             paths,
             config_path: config_path.to_path_buf(),
@@ -516,7 +550,7 @@ impl Daemon {
             if ports_changed {
                 // Sockets first, programs second, as at start.
                 self.resume_slow_path(reuse)?;
-                attach_all(&mut self.dp, &topo, new.port_mode)?;
+                attach_all(&mut self.dp, &mut self.hops.rtnl, &topo, new.port_mode)?;
             }
             Ok(())
         });
@@ -525,7 +559,7 @@ impl Daemon {
             *self.topology.write().unwrap() = previous.clone();
             let restored = previous.apply(&mut self.dp.maps).and_then(|()| {
                 if ports_changed {
-                    attach_all(&mut self.dp, &previous, current_mode)?;
+                    attach_all(&mut self.dp, &mut self.hops.rtnl, &previous, current_mode)?;
                 }
                 Ok(())
             });

@@ -18,7 +18,7 @@ use dataplane_common::{
     counters::{Counter, PeerStats, PortStats},
     maps::{
         names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo,
-        PortInfo, VniInfo,
+        PortInfo, StormBucket, VniInfo,
     },
 };
 use tracing::{info, warn};
@@ -43,6 +43,7 @@ pub struct Maps {
     pub pairs: HashMap<MapData, PairKey, PairState>,
     pub routes: HashMap<MapData, PairKey, FdbEntry>,
     pub pair_traffic: PerCpuHashMap<MapData, PairKey, Counter>,
+    pub storm: Array<MapData, StormBucket>,
 }
 
 fn typed<T>(map: Map, name: &str) -> Result<T>
@@ -69,6 +70,7 @@ impl Maps {
             pairs: typed(get(names::PAIRS)?, names::PAIRS)?,
             routes: typed(get(names::ROUTES)?, names::ROUTES)?,
             pair_traffic: typed(get(names::PAIR_TRAFFIC)?, names::PAIR_TRAFFIC)?,
+            storm: typed(get(names::STORM)?, names::STORM)?,
         })
     }
 
@@ -144,13 +146,18 @@ impl Datapath {
             prog.load()
                 .with_context(|| format!("the kernel rejected program {name}"))?;
         }
-        let tc = programs::PORT_TC;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(tc)
-            .ok_or_else(|| anyhow!("program {tc} missing from the object"))?
-            .try_into()?;
-        prog.load()
-            .with_context(|| format!("the kernel rejected program {tc}"))?;
+        for name in [
+            programs::PORT_TC,
+            programs::UNDERLAY_TC,
+            programs::TUNNEL_TC,
+        ] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("the kernel rejected program {name}"))?;
+        }
         let maps = Maps::build(|name| {
             ebpf.take_map(name)
                 .ok_or_else(|| anyhow!("map {name} missing from the object"))
@@ -200,7 +207,7 @@ impl Datapath {
         pin_link(link, &pin)
     }
 
-    /// Attaches the TC program to `dev`'s ingress through a pinned TCX link, replacing a
+    /// Attaches a TC program to `dev`'s ingress through a pinned TCX link, replacing a
     /// pinned one's program atomically as [`Datapath::attach_xdp`] does.
     pub fn attach_tc(&mut self, program: &str, dev: &NetDev) -> Result<()> {
         let pin = self.paths.link(&tc_pin_name(&dev.name));
@@ -242,6 +249,10 @@ impl Datapath {
         &self.paths
     }
 }
+
+/// The flow-based (`external`) VXLAN device of TC port mode, one per network namespace
+/// (as one violind is): GRO aggregates reach `violin_tunnel_tc` through it.
+pub const TUNNEL_DEVICE: &str = "violin-vxlan";
 
 /// Pin names of an interface's links: its XDP program, and its TC program (TC mode).
 /// bpffs refuses names with dots, which interface names may have (VLANs: eth0.100);
@@ -298,6 +309,9 @@ pub fn teardown(paths: &Paths) -> Result<()> {
     for ifname in pinned_links(paths) {
         detach(paths, &ifname);
     }
+    crate::netlink::Rtnl::open()
+        .and_then(|mut rtnl| rtnl.delete_link(TUNNEL_DEVICE))
+        .with_context(|| format!("removing the VXLAN device {TUNNEL_DEVICE}"))?;
     match fs::remove_dir_all(&paths.pin_root) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -12,6 +12,8 @@ pub struct NetDev {
     pub mac: [u8; 6],
     pub mtu: u32,
     pub rx_queues: u32,
+    /// A veth (its driver says so): TC can deliver into its peer directly.
+    pub veth: bool,
 }
 
 struct Socket(libc::c_int);
@@ -32,7 +34,9 @@ impl Socket {
         // valid for reads and writes of a whole ifreq during the call, and self.0 is the open
         // socket this wrapper owns. The requests used here (SIOCGIFHWADDR, SIOCGIFMTU,
         // SIOCETHTOOL) touch only the ifreq, except that SIOCETHTOOL also writes through
-        // ifru_data, which rx_queues() points at a live repr(C) EthtoolChannels.
+        // ifru_data, which rx_queues(), driver() and gro() point at a live repr(C)
+        // EthtoolChannels, EthtoolDrvinfo or EthtoolValue of the size the kernel writes
+        // for the command.
         if unsafe { libc::ioctl(self.0, request, ifr as *mut libc::ifreq) } < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -111,6 +115,53 @@ fn rx_queues(sock: &Socket, name: &str) -> u32 {
     ch.rx_count.max(ch.combined_count).max(1)
 }
 
+#[repr(C)]
+struct EthtoolDrvinfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    counts: [u32; 5],
+}
+
+const ETHTOOL_GDRVINFO: u32 = 0x3;
+
+/// The device's driver name ("veth", "tun", ...), if it answers the ethtool query.
+fn driver(sock: &Socket, name: &str) -> Option<String> {
+    // SAFETY: made of integers and byte arrays only; all-zero is a valid value.
+    let mut info: EthtoolDrvinfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    let mut ifr = ifreq(name);
+    ifr.ifr_ifru.ifru_data = (&mut info as *mut EthtoolDrvinfo).cast();
+    sock.ioctl(libc::SIOCETHTOOL, &mut ifr).ok()?;
+    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+const ETHTOOL_GGRO: u32 = 0x2b;
+
+/// Whether generic receive offload is on; `None` if the device does not answer.
+pub fn gro(name: &str) -> Option<bool> {
+    let sock = Socket::new().ok()?;
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_GGRO,
+        data: 0,
+    };
+    let mut ifr = ifreq(name);
+    ifr.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+    sock.ioctl(libc::SIOCETHTOOL, &mut ifr).ok()?;
+    Some(value.data != 0)
+}
+
 impl NetDev {
     pub fn query(name: &str) -> Result<NetDev> {
         let Some(ifindex) = ifindex(name) else {
@@ -140,6 +191,7 @@ impl NetDev {
             mac,
             mtu,
             rx_queues: rx_queues(&sock, name),
+            veth: driver(&sock, name).as_deref() == Some("veth"),
         })
     }
 }
@@ -198,6 +250,7 @@ mod tests {
         assert_eq!(ifname(lo.ifindex).as_deref(), Some("lo"));
         assert!(lo.mtu >= 1500);
         assert!(lo.rx_queues >= 1);
+        assert!(!lo.veth);
         assert!(ipv4_addresses("lo").unwrap().contains(&Ipv4Addr::LOCALHOST));
     }
 

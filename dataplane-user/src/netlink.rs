@@ -13,10 +13,11 @@ use std::{
 };
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::{
-    link::{LinkAttribute, LinkMessage},
+    link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
     route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage},
     AddressFamily, RouteNetlinkMessage,
@@ -231,6 +232,46 @@ impl Rtnl {
             ),
             _ => None,
         }))
+    }
+
+    /// Creates the flow-based (`external`) VXLAN device `name` on UDP `port`, or takes
+    /// the one a previous daemon left, and brings it up with `mtu`. Returns whether it
+    /// was made anew.
+    pub fn ensure_vxlan_external(&mut self, name: &str, port: u16, mtu: u32) -> io::Result<bool> {
+        let mut msg = LinkMessage::default();
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        let mut create = msg.clone();
+        create.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vxlan),
+            LinkInfo::Data(InfoData::Vxlan(vec![
+                InfoVxlan::CollectMetadata(true),
+                InfoVxlan::Port(port),
+                // Violin learns in its own table; the device only carries frames.
+                InfoVxlan::Learning(false),
+            ])),
+        ]));
+        let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+        match self.request(RouteNetlinkMessage::NewLink(create), flags) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_REQUEST | NLM_F_ACK)?;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the interface `name`; one that does not exist is not an error.
+    pub fn delete_link(&mut self, name: &str) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        match self.request(RouteNetlinkMessage::DelLink(msg), NLM_F_REQUEST | NLM_F_ACK) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// The usable IPv4 neighbour entries.

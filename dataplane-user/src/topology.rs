@@ -12,9 +12,9 @@ use aya::{
 };
 use dataplane_common::maps::{
     FdbEntry, FdbKey, FdbKind, FloodList, HostConfig, PairKey, PairState, PeerInfo, PortInfo,
-    VniInfo, FLOOD_PEERS, FLOOD_PORTS, MAX_PEERS, MAX_QUEUES_PER_IF, MAX_SLOTS, PAIR_ALLOWED,
-    PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC, PORT_LIMITED, PORT_RESTRICTED, PORT_ROUTED,
-    ROUTE_ANY, UNDERLAY_SLOT, VNI_ROUTED,
+    StormBucket, VniInfo, FLOOD_PEERS, FLOOD_PORTS, MAX_PEERS, MAX_QUEUES_PER_IF, MAX_SLOTS,
+    PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC, PORT_LIMITED, PORT_PEER_REDIRECT,
+    PORT_RESTRICTED, PORT_ROUTED, ROUTE_ANY, UNDERLAY_SLOT, VNI_ROUTED,
 };
 use dataplane_common::rules::{best, MacMatch};
 use tracing::{info, warn};
@@ -181,6 +181,8 @@ pub struct PortPolicy {
     pub flags: u32,
     pub mac: [u8; 6],
     pub ip: [u8; 4],
+    /// Storm control of the port's floods (its environment's rate).
+    pub storm: StormBucket,
 }
 
 /// Port flags and pair entries an environment's policies ask for.
@@ -195,9 +197,11 @@ fn policies(config: &Config) -> (BTreeMap<String, PortPolicy>, BTreeMap<PairKey,
         if !env.limits.is_empty() {
             env_flags |= PORT_LIMITED;
         }
+        let (pps, burst) = env.storm();
         for port in &env.ports {
             let mut p = PortPolicy {
                 flags: env_flags,
+                storm: StormBucket::new(pps, burst),
                 ..Default::default()
             };
             if let Some(vm) = env.vms.iter().find(|v| &v.port == port) {
@@ -501,6 +505,7 @@ impl Topology {
             have.flags == want.flags && have.rate == want.rate && have.burst == want.burst
         })?;
         reconcile(&mut maps.routes, &self.routes, PartialEq::eq)?;
+        self.apply_storm(maps)?;
         let floods = vnis
             .iter()
             .map(|&vni| (vni, self.flood_list(vni)))
@@ -571,6 +576,23 @@ impl Topology {
         Ok(())
     }
 
+    /// Each port's storm-control bucket, in its slot; a bucket whose rate did not change
+    /// keeps its state.
+    fn apply_storm(&self, maps: &mut Maps) -> Result<()> {
+        for p in &self.ports {
+            let want = self
+                .port_policies
+                .get(&p.dev.name)
+                .map(|pol| pol.storm)
+                .unwrap_or_default();
+            let have = maps.storm.get(&p.slot, 0)?;
+            if have.interval_ns != want.interval_ns || have.burst_ns != want.burst_ns {
+                maps.storm.set(p.slot, want, 0)?;
+            }
+        }
+        Ok(())
+    }
+
     fn port_info(&self, p: &Port) -> PortInfo {
         let policy = self
             .port_policies
@@ -582,7 +604,7 @@ impl Topology {
             slot: p.slot,
             xsk_base: p.xsk_base(),
             queues: p.queues(),
-            flags: policy.flags,
+            flags: policy.flags | if p.dev.veth { PORT_PEER_REDIRECT } else { 0 },
             mac: policy.mac,
             _pad: [0; 2],
             ip: policy.ip,

@@ -23,6 +23,24 @@ pub fn require_root() {
     );
 }
 
+/// The id of the program `violind` of host `host` attached to `iface`, XDP or TC, from the
+/// link it pinned; None when it attached none.
+pub fn attached_prog(lab: &Lab, host: usize, iface: &str) -> Option<u32> {
+    let links = std::path::Path::new("/sys/fs/bpf/violin")
+        .join(lab.hosts[host].host_id())
+        .join("links");
+    ["xdp", "tc"].iter().find_map(|hook| {
+        let pin = links.join(format!("{hook}:{iface}"));
+        if !pin.exists() {
+            return None;
+        }
+        let pin = pin.to_string_lossy();
+        let out = crate::sys::run("bpftool", &["-j", "link", "show", "pinned", &pin]).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        v["prog_id"].as_u64().map(|id| id as u32)
+    })
+}
+
 /// Brings a lab up for a test; `adjust` edits the default 2x2 single-environment spec.
 pub fn lab(tag: &str, adjust: impl FnOnce(&mut LabSpec)) -> Lab {
     require_root();

@@ -56,28 +56,33 @@ pub fn ns_command(ns: &str, program: &str, args: &[&str]) -> Command {
 }
 
 /// Runs `f` on a new thread that has entered network namespace `ns`: sockets it opens
-/// live there. Only that thread changes namespace.
+/// and interfaces it names by index live there. Only that thread changes namespace; `f`
+/// may borrow from the caller (the thread is scoped).
 pub fn in_netns<T, F>(ns: &str, f: F) -> Result<T>
 where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send,
+    F: FnOnce() -> Result<T> + Send,
 {
     let path = format!("/run/netns/{ns}");
     let file = File::open(&path).with_context(|| format!("opening {path}"))?;
-    thread::spawn(move || {
-        // SAFETY: libc_setns only forwards to setns(2), which takes the fd and a flag by value
-        // and accesses no memory of ours; `file`, moved into this thread, is the namespace
-        // file opened above and stays open for the call. Only this new thread changes netns.
-        if unsafe { libc_setns(file.as_raw_fd()) } != 0 {
-            return Err(anyhow!(
-                "setns into {path}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        f()
+    thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                // SAFETY: libc_setns only forwards to setns(2), which takes the fd and a flag
+                // by value and accesses no memory of ours; `file`, moved into this thread, is
+                // the namespace file opened above and stays open for the call. Only this new
+                // thread changes netns.
+                if unsafe { libc_setns(file.as_raw_fd()) } != 0 {
+                    return Err(anyhow!(
+                        "setns into {path}: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                f()
+            })
+            .join()
+            .map_err(|_| anyhow!("thread in namespace {ns} panicked"))?
     })
-    .join()
-    .map_err(|_| anyhow!("thread in namespace {ns} panicked"))?
 }
 
 /// Like [`in_netns`] but returns at once; join the handle for the result.

@@ -162,25 +162,27 @@ pub fn tcp_transfer(
     })
 }
 
-/// Sends raw Ethernet frames out of `ifname` in namespace `ns` (AF_PACKET).
-pub fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) -> Result<usize> {
-    let ifname = ifname.to_string();
-    in_netns(ns, move || {
+/// An AF_PACKET socket that sends raw Ethernet frames out of one interface.
+struct RawSender {
+    fd: libc::c_int,
+    sll: libc::sockaddr_ll,
+}
+
+impl RawSender {
+    /// Opens it in the current network namespace.
+    fn open(ifname: &str) -> Result<RawSender> {
+        let cname = std::ffi::CString::new(ifname)?;
+        // SAFETY: `cname` is a CString alive across the call, so the pointer is a valid
+        // NUL-terminated string; if_nametoindex only reads it.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            bail!("no interface {ifname}");
+        }
         // SAFETY: socket(2) takes only integer arguments and accesses no memory of ours; the
         // result is checked just below.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
         if fd < 0 {
             bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
-        }
-        let cname = std::ffi::CString::new(ifname.clone())?;
-        // SAFETY: `cname` is a CString alive across the call, so the pointer is a valid
-        // NUL-terminated string; if_nametoindex only reads it.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            // SAFETY: fd is the AF_PACKET socket created above (checked >= 0), owned only by
-            // this closure and not yet closed; we return right after, so it is not used again.
-            unsafe { libc::close(fd) };
-            bail!("no interface {ifname}");
         }
         // SAFETY: libc::sockaddr_ll consists of integers and a u8 array, so all-zero is a
         // valid value; the fields that matter are set below.
@@ -188,30 +190,72 @@ pub fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) -> Result<usize> {
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_ifindex = ifindex as i32;
         sll.sll_halen = 6;
+        Ok(RawSender { fd, sll })
+    }
+
+    /// Whether the whole frame was sent.
+    fn send(&mut self, f: &[u8]) -> bool {
+        self.sll.sll_addr[..6].copy_from_slice(&f[..6.min(f.len())]);
+        // SAFETY: `f` is a live slice, valid for reads of f.len() bytes; `sll` is a live
+        // sockaddr_ll and the length passed is exactly its size; fd is the open AF_PACKET
+        // socket this RawSender owns. sendto only reads these.
+        let n = unsafe {
+            libc::sendto(
+                self.fd,
+                f.as_ptr().cast(),
+                f.len(),
+                0,
+                (&self.sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        n == f.len() as isize
+    }
+}
+
+impl Drop for RawSender {
+    fn drop(&mut self) {
+        // SAFETY: fd is the socket opened in RawSender::open, owned only by this value and
+        // closed only here.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// Sends raw Ethernet frames out of `ifname` in namespace `ns` (AF_PACKET).
+pub fn send_raw(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) -> Result<usize> {
+    let ifname = ifname.to_string();
+    in_netns(ns, move || {
+        let mut tx = RawSender::open(&ifname)?;
+        Ok(frames.iter().filter(|f| tx.send(f)).count())
+    })
+}
+
+/// Sends `frame` out of `ifname` in namespace `ns` at up to `pps` frames per second, for
+/// `duration`; returns how many went out and how long that took.
+pub fn flood_raw(
+    ns: &str,
+    ifname: &str,
+    frame: Vec<u8>,
+    pps: u32,
+    duration: Duration,
+) -> Result<(usize, Duration)> {
+    let ifname = ifname.to_string();
+    in_netns(ns, move || {
+        let mut tx = RawSender::open(&ifname)?;
+        let start = Instant::now();
         let mut sent = 0;
-        for f in &frames {
-            sll.sll_addr[..6].copy_from_slice(&f[..6.min(f.len())]);
-            // SAFETY: `f` is a live Vec<u8>, so f.as_ptr() is valid for reads of f.len()
-            // bytes; `sll` is a live sockaddr_ll and the length passed is exactly its size;
-            // fd is the open AF_PACKET socket created above. sendto only reads these.
-            let n = unsafe {
-                libc::sendto(
-                    fd,
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    (&sll as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            if n == f.len() as isize {
-                sent += 1;
+        while start.elapsed() < duration {
+            for _ in 0..100 {
+                if tx.send(&frame) {
+                    sent += 1;
+                }
+            }
+            let due = Duration::from_secs_f64(sent as f64 / f64::from(pps.max(1)));
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
             }
         }
-        // SAFETY: fd is the socket created above, owned only by this closure and still open
-        // (the other close is on the early-return path); it is not used after this.
-        unsafe { libc::close(fd) };
-        Ok(sent)
+        Ok((sent, start.elapsed()))
     })
 }
 

@@ -64,7 +64,29 @@ fn fix_ip_checksum(p: &mut [u8], ihl: usize) {
 
 #[test]
 fn crafted_underlay_packets_are_dropped_or_passed_by_reason() {
-    let lab = lab("bi", |s| s.vms_per_host = 1);
+    crafted_underlay_packets("bi", false);
+}
+
+/// The same checks in XDP port mode, whose underlay program is XDP.
+#[test]
+fn crafted_underlay_packets_are_dropped_or_passed_by_reason_in_xdp_mode() {
+    crafted_underlay_packets("bx", true);
+}
+
+fn crafted_underlay_packets(tag: &str, xdp: bool) {
+    let lab = lab(tag, |s| {
+        s.vms_per_host = 1;
+        if xdp {
+            s.violin_xdp_hosts = s.hosts;
+            s.hosts = 0;
+        }
+    });
+    // Where a frame that is not Violin's is counted as passed to the host stack.
+    let pass = if xdp {
+        "/actions/underlay~1pass"
+    } else {
+        "/actions/underlay_tc~1pass"
+    };
     let a = lab.vm(0, 0, 0).clone();
     let b = lab.vm(1, 0, 0).clone();
     wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
@@ -127,18 +149,18 @@ fn crafted_underlay_packets_are_dropped_or_passed_by_reason() {
         ),
         // Not Violin's: passed to the host stack untouched.
         (
-            "/actions/underlay~1pass",
+            pass,
             edit(&|p| {
                 p[20..22].copy_from_slice(&0x0040u16.to_be_bytes());
                 fix_ip_checksum(p, 20);
             }),
         ),
         (
-            "/actions/underlay~1pass",
+            pass,
             edit(&|p| p[36..38].copy_from_slice(&53u16.to_be_bytes())),
         ),
         (
-            "/actions/underlay~1pass",
+            pass,
             edit(&|p| {
                 p[30..34].copy_from_slice(&Ipv4Addr::new(10, 250, 0, 77).octets());
                 fix_ip_checksum(p, 20);

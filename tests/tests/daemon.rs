@@ -3,7 +3,7 @@
 use std::{fs, path::Path, process::Command, time::Duration};
 
 use violin_testbed::{
-    e2e::{counter, lab, lab_name, require_root},
+    e2e::{attached_prog, counter, lab, lab_name, require_root},
     lab::{self as testlab, Lab, LabSpec},
     sys::{ip, ns_run},
     traffic::{ping, send_raw, wait_ping},
@@ -128,15 +128,17 @@ fn sighup_reloads_ports_and_keeps_the_old_config_on_error() {
     let b = lab.vm(1, 0, 0).clone();
     wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
     wait_ping(&a2.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
-    let h1 = lab.hosts[0].clone();
     let original = lab.config_for(0);
 
     // Drop vm2 from the environment: its program is detached and it is cut off.
     let without = original.replace(&format!(", \"{}\"", a2.port), "");
     assert_ne!(without, original);
     lab.reload(0, &without).unwrap();
-    let link = ns_run(&h1.ns, "ip", &["-d", "link", "show", &a2.port]).unwrap();
-    assert!(!link.contains("prog/xdp"), "{link}");
+    assert_eq!(
+        attached_prog(&lab, 0, &a2.port),
+        None,
+        "the removed port kept its program"
+    );
     assert_eq!(
         ping(&a2.ns, &b.ip.to_string(), 3, &["-i", "0.1"])
             .unwrap()
@@ -181,18 +183,26 @@ fn sighup_switches_port_mode_without_losing_the_overlay() {
     let b = lab.vm(1, 0, 0).clone();
     wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
     let h1 = lab.hosts[0].clone();
-    let xdp = lab.config_for(0);
-    let tc = xdp.replace("port_mode = \"xdp\"", "port_mode = \"tc\"");
+    let tc = lab.config_for(0);
+    let xdp = tc.replace("port_mode = \"tc\"", "port_mode = \"xdp\"");
     assert_ne!(tc, xdp);
     let actions = |hook: &str| {
         let s = lab.stats(0).unwrap();
         counter(&s, &format!("/actions/{hook}~1redirect"))
     };
-    lab.reload(0, &tc).unwrap();
-    let link = ns_run(&h1.ns, "ip", &["-d", "link", "show", &a.port]).unwrap();
+    let links = || ns_run(&h1.ns, "ip", &["-d", "link", "show"]).unwrap();
     assert!(
-        !link.contains("prog/xdp"),
-        "XDP still on the port in TC mode: {link}"
+        links().contains("violin-vxlan"),
+        "no flow-based VXLAN device in TC mode: {}",
+        links()
+    );
+    lab.reload(0, &xdp).unwrap();
+    let link = ns_run(&h1.ns, "ip", &["-d", "link", "show", &a.port]).unwrap();
+    assert!(link.contains("prog/xdp"), "{link}");
+    assert!(
+        !links().contains("violin-vxlan"),
+        "the VXLAN device outlived TC mode: {}",
+        links()
     );
     let (xdp0, tc0) = (actions("port"), actions("port_tc"));
     assert_eq!(
@@ -202,15 +212,18 @@ fn sighup_switches_port_mode_without_losing_the_overlay() {
         0
     );
     assert!(
-        actions("port_tc") >= tc0 + 5,
-        "the TC program did not forward"
+        actions("port") >= xdp0 + 5,
+        "the XDP program did not forward"
     );
-    assert_eq!(actions("port"), xdp0, "the XDP port program still ran");
+    assert_eq!(actions("port_tc"), tc0, "the TC port program still ran");
     // And back.
-    lab.reload(0, &xdp).unwrap();
+    lab.reload(0, &tc).unwrap();
     let link = ns_run(&h1.ns, "ip", &["-d", "link", "show", &a.port]).unwrap();
-    assert!(link.contains("prog/xdp"), "{link}");
-    let (xdp1, tc1) = (actions("port"), actions("port_tc"));
+    assert!(
+        !link.contains("prog/xdp"),
+        "XDP still on the port in TC mode: {link}"
+    );
+    let (xdp1, tc1, under1) = (actions("port"), actions("port_tc"), actions("underlay_tc"));
     assert_eq!(
         ping(&b.ns, &a.ip.to_string(), 5, &["-i", "0.1"])
             .unwrap()
@@ -218,10 +231,14 @@ fn sighup_switches_port_mode_without_losing_the_overlay() {
         0
     );
     assert!(
-        actions("port") >= xdp1 + 5,
-        "the XDP program did not forward"
+        actions("port_tc") >= tc1 + 5,
+        "the TC program did not forward"
     );
-    assert_eq!(actions("port_tc"), tc1, "the TC program still ran");
+    assert!(
+        actions("underlay_tc") >= under1 + 5,
+        "the underlay's TC program did not deliver"
+    );
+    assert_eq!(actions("port"), xdp1, "the XDP program still ran");
     lab.down().unwrap();
 }
 
@@ -341,8 +358,10 @@ fn ports_and_next_hops_follow_the_kernel() {
     .unwrap();
     ns_run(&h1.ns, "ip", &["link", "set", "vmlate", "up"]).unwrap();
     wait_until("the new port was attached", &|| has_port("vmlate"));
-    let link = ns_run(&h1.ns, "ip", &["-d", "link", "show", "vmlate"]).unwrap();
-    assert!(link.contains("prog/xdp"), "{link}");
+    assert!(
+        attached_prog(&lab, 0, "vmlate").is_some(),
+        "no program on the new port"
+    );
     ns_run(&h1.ns, "ip", &["link", "del", "vmlate"]).unwrap();
     wait_until("the gone port was detached", &|| !has_port("vmlate"));
 

@@ -3,20 +3,10 @@
 use std::{path::Path, thread, time::Duration};
 
 use violin_testbed::{
-    e2e::{counter, lab, port},
+    e2e::{attached_prog, counter, lab, port},
     sys::{ns_run, output},
     traffic::{ping, wait_ping},
 };
-
-/// The XDP program id attached to `iface` in `ns`.
-fn xdp_prog_id(ns: &str, iface: &str) -> u32 {
-    let out = ns_run(ns, "ip", &["-d", "link", "show", iface]).unwrap();
-    let id = out
-        .split("prog/xdp id ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no XDP program on {iface}: {out}"));
-    id.split_whitespace().next().unwrap().parse().unwrap()
-}
 
 fn prog_exists(id: u32) -> bool {
     output("bpftool", &["prog", "show", "id", &id.to_string()])
@@ -33,7 +23,7 @@ fn killed_daemon_keeps_forwarding_and_restart_resumes_state() {
     let h1 = lab.hosts[0].clone();
     wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
     let before = lab.stats(0).unwrap();
-    let prog_before = xdp_prog_id(&h1.ns, "ul0");
+    let prog_before = attached_prog(&lab, 0, "ul0").expect("a program on ul0");
     let rx_before = counter(port(&before, &a.port), "/stats/rx/packets");
 
     // A ping runs across the kill and the restart.
@@ -45,7 +35,8 @@ fn killed_daemon_keeps_forwarding_and_restart_resumes_state() {
     lab.kill_daemon(0).unwrap();
     // While no daemon runs on h1, its pinned programs and maps keep forwarding.
     let pins = Path::new("/sys/fs/bpf/violin").join(h1.host_id());
-    assert!(pins.join("links/xdp:ul0").exists() && pins.join("maps/FDB").exists());
+    assert!(pins.join("links/tc:ul0").exists() && pins.join("maps/FDB").exists());
+    assert_eq!(attached_prog(&lab, 0, "ul0"), Some(prog_before));
     let during = ping(&b.ns, &a.ip.to_string(), 10, &["-i", "0.05"]).unwrap();
     assert_eq!(during.lost(), 0, "forwarding stopped with the daemon");
     lab.start_daemon(0).unwrap();
@@ -65,7 +56,7 @@ fn killed_daemon_keeps_forwarding_and_restart_resumes_state() {
         "{fdb:?}"
     );
     assert!(counter(port(&after, &a.port), "/stats/rx/packets") > rx_before + 100);
-    let prog_after = xdp_prog_id(&h1.ns, "ul0");
+    let prog_after = attached_prog(&lab, 0, "ul0").expect("a program on ul0 after the restart");
     assert_ne!(
         prog_before, prog_after,
         "the restarted daemon did not swap its program in"
@@ -81,10 +72,10 @@ fn killed_daemon_keeps_forwarding_and_restart_resumes_state() {
     // A clean stop detaches and unpins everything.
     lab.stop_daemon(0, false).unwrap();
     assert!(!pins.exists(), "pins left behind after stop");
-    let out = ns_run(&h1.ns, "ip", &["-d", "link", "show", "ul0"]).unwrap();
+    let out = ns_run(&h1.ns, "ip", &["-d", "link", "show"]).unwrap();
     assert!(
-        !out.contains("prog/xdp"),
-        "XDP still attached after stop: {out}"
+        !out.contains("prog/xdp") && !out.contains("violin-vxlan"),
+        "XDP or the VXLAN device left after stop: {out}"
     );
     assert!(
         !prog_exists(prog_after),

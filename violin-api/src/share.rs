@@ -35,6 +35,23 @@ pub struct Environment {
     /// learning does not override (a VM's location is re-pointed here when it migrates).
     #[serde(default, rename = "location", skip_serializing_if = "Vec::is_empty")]
     pub locations: Vec<Location>,
+    /// Storm control: broadcast, multicast and unknown-unicast frames each VM port may
+    /// send per second (in bursts of a tenth of that, at least 16), the rest dropped and
+    /// counted as `storm`. 0 turns it off; unset, [`DEFAULT_STORM_PPS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_pps: Option<u32>,
+}
+
+/// Storm control's rate when an environment names none: far above what ARP, neighbour
+/// discovery and DHCP need, far below what a flooding VM could make every peer replicate.
+pub const DEFAULT_STORM_PPS: u32 = 1000;
+
+impl Environment {
+    /// Storm control's rate and burst, in frames: (0, _) when it is off.
+    pub fn storm(&self) -> (u32, u32) {
+        let pps = self.storm_pps.unwrap_or(DEFAULT_STORM_PPS);
+        (pps, (pps / 10).max(16))
+    }
 }
 
 /// A VM of the environment on another host.
@@ -242,6 +259,7 @@ mod tests {
             allowed_pairs: vec![],
             vms: vec![],
             limits: vec![],
+            storm_pps: None,
             rules: vec![],
             locations: vec![],
         }

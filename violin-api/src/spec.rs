@@ -56,6 +56,9 @@ pub struct RuleTable {
 pub struct EnvironmentTable {
     pub name: Name,
     pub vni: Vni,
+    /// Storm control per VM port, frames per second (`share::Environment::storm_pps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_pps: Option<u32>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -1,0 +1,93 @@
+//! Frames the benchmark crafts: what a VM sends (IPv4/UDP, any size), the same frame as
+//! the underlay carries it (VXLAN), and the lab facts they need.
+use anyhow::{Context, Result};
+use dataplane_common::packet::{OuterHeaders, Tunnel};
+use violin_testbed::sys::ns_run;
+
+/// A frame's sender or receiver: MAC and IPv4 address.
+pub type Station = ([u8; 6], [u8; 4]);
+
+/// The smallest Ethernet frame without its 4-byte FCS: "64 bytes" on the wire.
+pub const MIN_FRAME: usize = 60;
+
+/// An IPv4/UDP frame of `len` bytes (at least [`MIN_FRAME`]) from `src` to `dst`, with
+/// its IP header checksummed (UDP checksum 0, which IPv4 allows).
+pub fn udp_frame(src: Station, dst: Station, len: usize) -> Vec<u8> {
+    let len = len.max(MIN_FRAME);
+    let ip_len = (len - 14) as u16;
+    let udp_len = ip_len - 20;
+    let mut f = dst.0.to_vec();
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+    f.extend_from_slice(&ip_len.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&src.1);
+    f.extend_from_slice(&dst.1);
+    let sum = f[14..34]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let check = !((folded & 0xffff) + (folded >> 16)) as u16;
+    f[24..26].copy_from_slice(&check.to_be_bytes());
+    f.extend_from_slice(&[0x30, 0x39, 0x30, 0x3a]);
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.resize(len, 0x5a);
+    f
+}
+
+/// `inner` as a VXLAN packet of environment `vni` through `tunnel`.
+pub fn vxlan(tunnel: &Tunnel, vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut p = OuterHeaders::new(tunnel, vni, 50000, inner.len())
+        .as_bytes()
+        .to_vec();
+    p.extend_from_slice(inner);
+    p
+}
+
+pub fn mac_of(ns: &str, iface: &str) -> Result<[u8; 6]> {
+    let out = ns_run(ns, "ip", &["-o", "link", "show", iface])?;
+    let hex = out
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .context("no MAC")?;
+    let mut mac = [0u8; 6];
+    for (m, h) in mac.iter_mut().zip(hex.split(':')) {
+        *m = u8::from_str_radix(h, 16)?;
+    }
+    Ok(mac)
+}
+
+pub fn ifindex_of(ns: &str, iface: &str) -> Result<u32> {
+    let out = ns_run(ns, "ip", &["-o", "link", "show", iface])?;
+    out.split(':')
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .with_context(|| format!("no ifindex for {iface} in {ns}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_have_the_asked_length_and_a_valid_ip_checksum() {
+        let a = ([2, 0, 0, 0, 1, 1], [10, 200, 1, 1]);
+        let b = ([2, 0, 0, 0, 2, 1], [10, 200, 2, 1]);
+        for len in [10, 60, 1464] {
+            let f = udp_frame(a, b, len);
+            assert_eq!(f.len(), len.max(MIN_FRAME));
+            assert_eq!(u16::from_be_bytes([f[16], f[17]]) as usize, f.len() - 14);
+            assert_eq!(u16::from_be_bytes([f[38], f[39]]) as usize, f.len() - 34);
+            // A header with its checksum sums to 0xffff.
+            let sum: u32 = f[14..34]
+                .chunks(2)
+                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+                .sum();
+            let folded = (sum & 0xffff) + (sum >> 16);
+            assert_eq!((folded & 0xffff) + (folded >> 16), 0xffff);
+        }
+    }
+}

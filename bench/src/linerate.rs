@@ -1,0 +1,338 @@
+//! Line-rate figures: how many frames per second each stage of each path forwards, and
+//! the CPU time each costs, with one in-kernel frame source for every path. The source is
+//! `violin_bench_fwd` run by BPF_PROG_RUN in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`,
+//! aya's `TestRun`): the kernel builds each frame anew and redirects it into an interface,
+//! at millions of frames per second from one core, far above what a socket sender
+//! reaches. `violin_bench_sink` (TC ingress) counts what arrives. The lab's switch is kept
+//! out of the way, as a physical one would be: the source and sink sit on switch ports,
+//! and for the whole path a wire (`violin_bench_fwd` attached to a switch port) replaces
+//! the bridge.
+//!
+//! - encapsulation: VM a's frames into its eth0; counted as they leave host 1 (on the
+//!   switch port facing it);
+//! - decapsulation: the same frames encapsulated, from host 1 to host 2, into host 2's
+//!   underlay; counted on VM b's eth0;
+//! - the whole path: VM a's frames into its eth0, across the wire, counted on VM b's eth0
+//!   (the bare path: host 1's underlay to host 2's).
+use std::{path::PathBuf, time::Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    maps::{DevMapHash, PerCpuArray},
+    programs::{
+        SchedClassifier, TcAttachType, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode,
+    },
+    Ebpf,
+};
+use dataplane_common::packet::Tunnel;
+use violin_testbed::{
+    lab::switch_ns,
+    sys::{in_netns, ns_run},
+};
+
+use crate::{
+    cost::xdp_md,
+    ebpf,
+    frames::{ifindex_of, mac_of, udp_frame, vxlan, Station, MIN_FRAME},
+    paths::BenchLab,
+    results::NetPath,
+};
+
+/// The largest frame the live-frames mode builds (one page, less its head- and tailroom).
+const MAX_LIVE_FRAME: usize = 3_500;
+
+/// The figures: (metric id, title), Mpps and ns of CPU per frame for each.
+pub const STAGES: [(&str, &str); 3] = [
+    ("encap", "encapsulation stage"),
+    ("decap", "decapsulation stage"),
+    ("path", "whole path"),
+];
+
+/// Frame sizes: (id suffix, label).
+pub const SIZES: [(&str, &str); 2] = [("64", "64-byte frames"), ("mtu", "MTU-size frames")];
+
+/// A source, an optional wire and a sink: one stage of one path.
+struct Stage {
+    /// Where the source runs, and the interface it sends into.
+    source: (String, String),
+    frame: Vec<u8>,
+    /// Switch ports (from, to): the wire of the whole path.
+    wire: Option<(String, String)>,
+    /// The lab's switch namespace.
+    switch: String,
+    /// Where the sink counts.
+    sink: (String, String),
+}
+
+/// The benchmark's own copy of the programs, its maps pinned apart from any daemon's.
+pub struct Rig {
+    ebpf: Ebpf,
+    pins: PathBuf,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pins);
+    }
+}
+
+impl Rig {
+    pub fn load() -> Result<Rig> {
+        let pins = PathBuf::from(format!("/sys/fs/bpf/violin-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&pins).with_context(|| format!("creating {}", pins.display()))?;
+        let mut ebpf = ebpf::load(&pins)?;
+        ebpf::xdp(&mut ebpf, "violin_bench_fwd")?;
+        ebpf::tc(&mut ebpf, "violin_bench_sink")?;
+        Ok(Rig { ebpf, pins })
+    }
+
+    fn fwd(&mut self) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut("violin_bench_fwd")
+            .ok_or_else(|| anyhow!("no violin_bench_fwd"))?
+            .try_into()?)
+    }
+
+    fn sink(&mut self) -> Result<&mut SchedClassifier> {
+        Ok(self
+            .ebpf
+            .program_mut("violin_bench_sink")
+            .ok_or_else(|| anyhow!("no violin_bench_sink"))?
+            .try_into()?)
+    }
+
+    /// Frames `from` (an ifindex of namespace `ns`) go on to `to` (an interface of `ns`).
+    fn wire(&mut self, ns: &str, from: u32, to: &str) -> Result<()> {
+        let to = ifindex_of(ns, to)?;
+        let map = self.ebpf.map_mut("BENCH_WIRES").context("no BENCH_WIRES")?;
+        let mut wires: DevMapHash<_> = DevMapHash::try_from(map)?;
+        // The kernel resolves the target in the namespace of the thread that sets it.
+        in_netns(ns, || Ok(wires.insert(from, to, None, 0)?))
+    }
+
+    fn counted(&self) -> Result<u64> {
+        let map = self.ebpf.map("BENCH_SINK").context("no BENCH_SINK")?;
+        let sink: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        Ok(sink.get(&0, 0)?.iter().sum())
+    }
+
+    /// Runs `stage` with `frames` frames; returns (Mpps at the sink, CPU ns per frame).
+    fn run(&mut self, stage: &Stage, frames: u32) -> Result<(f64, f64)> {
+        let (sink_ns, sink_if) = &stage.sink;
+        let sink_link = in_netns(sink_ns, || {
+            Ok(self.sink()?.attach(sink_if, TcAttachType::Ingress)?)
+        })?;
+        let wire = match &stage.wire {
+            Some((from, to)) => {
+                let sw = stage.switch.clone();
+                let from_if = ifindex_of(&sw, from)?;
+                self.wire(&sw, from_if, to)?;
+                let fwd = self.fwd()?;
+                Some(in_netns(&sw, || {
+                    Ok(fwd.attach_to_if_index(from_if, XdpMode::Driver)?)
+                })?)
+            }
+            None => None,
+        };
+        let (src_ns, src_if) = &stage.source;
+        // The source's frames "arrive" on the namespace's loopback and go on to src_if.
+        self.wire(src_ns, 1, src_if)?;
+        let before = self.counted()?;
+        let route = trail(stage);
+        let busy0 = busy_ns()?;
+        let t0 = Instant::now();
+        let fwd = self.fwd()?;
+        let ctx = xdp_md(1, stage.frame.len());
+        let result = in_netns(src_ns, || {
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(&stage.frame);
+            opts.ctx_in = Some(&ctx);
+            opts.repeat = frames;
+            opts.attrs = TestRunAttrs::new().xdp_live_frames(64);
+            Ok(fwd.test_run(opts)?)
+        });
+        let elapsed = t0.elapsed().as_secs_f64();
+        let busy = busy_ns()? - busy0;
+        // Frames still in flight land within a moment.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let got = self.counted()? - before;
+        if let Some(id) = wire {
+            self.fwd()?.detach(id)?;
+        }
+        self.sink()?.detach(sink_link)?;
+        result.context("BPF_PROG_RUN (live frames)")?;
+        if got == 0 {
+            bail!(
+                "no frame reached the sink on {sink_if} in {sink_ns}; on the way: {}",
+                trail_delta(&route, &trail(stage))
+            );
+        }
+        Ok((got as f64 / elapsed / 1e6, busy / got as f64))
+    }
+}
+
+/// The interfaces on a stage's route, with the packets each has received, sent and
+/// failed to send so far, so that a stage whose frames vanish can say where.
+fn trail(stage: &Stage) -> Vec<(String, [u64; 3])> {
+    let mut ifs = vec![stage.source.clone()];
+    if let Some((from, to)) = &stage.wire {
+        ifs.push((stage.switch.clone(), from.clone()));
+        ifs.push((stage.switch.clone(), to.clone()));
+    }
+    ifs.push(stage.sink.clone());
+    ifs.iter()
+        .map(|(ns, dev)| {
+            let v: serde_json::Value = ns_run(ns, "ip", &["-s", "-j", "link", "show", dev])
+                .ok()
+                .and_then(|out| serde_json::from_str(&out).ok())
+                .unwrap_or_default();
+            let n = |p: &str| v.pointer(p).and_then(|x| x.as_u64()).unwrap_or(0);
+            (
+                format!("{ns}/{dev}"),
+                [
+                    n("/0/stats64/rx/packets"),
+                    n("/0/stats64/tx/packets"),
+                    n("/0/stats64/tx/dropped"),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// What each interface of a trail did between two readings.
+fn trail_delta(before: &[(String, [u64; 3])], after: &[(String, [u64; 3])]) -> String {
+    before
+        .iter()
+        .zip(after)
+        .map(|((name, b), (_, a))| {
+            format!(
+                "{name}: rx {} tx {} tx_dropped {}",
+                a[0] - b[0],
+                a[1] - b[1],
+                a[2] - b[2]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Busy time of all CPUs so far (ns), from /proc/stat.
+fn busy_ns() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().context("empty /proc/stat")?;
+    let v: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy = v.iter().take(8).sum::<f64>() - v.get(3).unwrap_or(&0.0) - v.get(4).unwrap_or(&0.0);
+    // SAFETY: sysconf only reads its integer argument.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(busy / hz * 1e9)
+}
+
+/// The stages of `path` with frames of `size` bytes.
+fn stages(bl: &BenchLab, path: NetPath, size: usize) -> Result<Vec<(&'static str, Stage)>> {
+    let sw = switch_ns(&bl.lab.spec.name);
+    let hosts = bl.hosts(path);
+    let (h1, h2) = (&bl.lab.hosts[hosts[0]], &bl.lab.hosts[hosts[1]]);
+    let wire = Some((h1.bridge_port.clone(), h2.bridge_port.clone()));
+    if path == NetPath::Bare {
+        let s1: Station = (mac_of(&h1.ns, "ul0")?, h1.underlay_ip.octets());
+        let s2: Station = (mac_of(&h2.ns, "ul0")?, h2.underlay_ip.octets());
+        return Ok(vec![(
+            "path",
+            Stage {
+                source: (h1.ns.clone(), "ul0".into()),
+                frame: udp_frame(s1, s2, size),
+                wire,
+                switch: sw,
+                sink: (h2.ns.clone(), "ul0".into()),
+            },
+        )]);
+    }
+    let (a, b) = (bl.vm(path, 0), bl.vm(path, 1));
+    let sa: Station = (a.mac, a.ip.octets());
+    let sb: Station = (b.mac, b.ip.octets());
+    let inner = udp_frame(sa, sb, size);
+    let tunnel = Tunnel {
+        src_mac: mac_of(&h1.ns, "ul0")?,
+        dst_mac: mac_of(&h2.ns, "ul0")?,
+        src_ip: h1.underlay_ip.octets(),
+        dst_ip: h2.underlay_ip.octets(),
+    };
+    Ok(vec![
+        (
+            "encap",
+            Stage {
+                source: (a.ns.clone(), "eth0".into()),
+                frame: inner.clone(),
+                wire: None,
+                switch: sw.clone(),
+                sink: (sw.clone(), h1.bridge_port.clone()),
+            },
+        ),
+        (
+            "decap",
+            Stage {
+                source: (sw.clone(), h2.bridge_port.clone()),
+                frame: vxlan(&tunnel, a.vni, &inner),
+                wire: None,
+                switch: sw.clone(),
+                sink: (b.ns.clone(), "eth0".into()),
+            },
+        ),
+        (
+            "path",
+            Stage {
+                source: (a.ns.clone(), "eth0".into()),
+                frame: inner,
+                wire,
+                switch: sw,
+                sink: (b.ns.clone(), "eth0".into()),
+            },
+        ),
+    ])
+}
+
+/// Readies the lab for the line-rate figures, once, after the others. Every VM's
+/// host-side port gets a NAPI context (GRO on), as XDP already gives the XDP ports: a
+/// veth delivers redirected frames only to a peer that has one. And every host completes
+/// its own checksums (transmit offload off on its underlay): the wire between the switch
+/// ports passes frames on as they are, where the bridge would have completed a checksum
+/// still pending (Linux VXLAN's outer UDP checksum is).
+pub fn prepare(bl: &BenchLab) -> Result<()> {
+    for vm in &bl.lab.vms {
+        let host = &bl.lab.hosts[vm.host];
+        ns_run(&host.ns, "ethtool", &["-K", &vm.port, "gro", "on"])?;
+    }
+    for host in &bl.lab.hosts {
+        ns_run(&host.ns, "ethtool", &["-K", "ul0", "tx", "off"])?;
+    }
+    Ok(())
+}
+
+/// Every stage of `path` at both sizes: (metric, Mpps or ns per frame).
+pub fn measure(
+    rig: &mut Rig,
+    bl: &BenchLab,
+    path: NetPath,
+    frames: u32,
+) -> Result<Vec<(String, f64)>> {
+    let full = ((bl.lab.spec.mtu - 50 + 14) as usize).min(MAX_LIVE_FRAME);
+    let mut out = Vec::new();
+    for (suffix, size) in [("64", MIN_FRAME), ("mtu", full)] {
+        // Larger frames come more slowly; fewer of them take as long.
+        let n = if size > MIN_FRAME { frames / 4 } else { frames };
+        for (stage, s) in stages(bl, path, size)? {
+            let (mpps, cpu) = rig
+                .run(&s, n)
+                .with_context(|| format!("{} {stage} stage, {size}-byte frames", path.label()))?;
+            out.push((format!("lr_{stage}_{suffix}"), mpps));
+            out.push((format!("lr_{stage}_{suffix}_cpu"), cpu));
+        }
+    }
+    Ok(out)
+}

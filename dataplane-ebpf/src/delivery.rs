@@ -1,0 +1,49 @@
+//! TC: handing frames that came through a tunnel, decapsulated, to local ports: to one
+//! port, or to every port of an environment.
+
+use aya_ebpf::{
+    helpers::generated::{bpf_redirect, bpf_redirect_peer},
+    programs::TcContext,
+};
+use dataplane_common::{
+    counters::DropReason,
+    maps::{FdbEntry, FloodList, FLOOD_PORTS, PORT_PEER_REDIRECT},
+};
+
+use crate::{counters::port_stats, maps::port};
+
+/// Sends the frame at offset 0 to the local port `to` names; the TC action to return.
+/// An IP frame for a veth goes into its peer, the VM's end, with bpf_redirect_peer: it
+/// reaches the VM's stack in this same softirq, with no backlog queue in between (which
+/// a second CPU could drain out of order). That needs skb->protocol to be right, as the
+/// decapsulation left it for IP; other frames, and taps, leave by the port's egress.
+#[inline(always)]
+pub(crate) fn deliver(to: &FdbEntry, ip: bool, len: usize) -> Result<i32, DropReason> {
+    let port = port(to.ifindex).ok_or(DropReason::UnknownPort)?;
+    if let Some(s) = port_stats(port.slot) {
+        s.tx.add(len as u64);
+    }
+    // SAFETY: helper calls; both only record the target for the kernel's redirect.
+    let action = unsafe {
+        if ip && port.flags & PORT_PEER_REDIRECT != 0 {
+            bpf_redirect_peer(to.ifindex, 0)
+        } else {
+            bpf_redirect(to.ifindex, 0)
+        }
+    };
+    Ok(action as i32)
+}
+
+/// A copy of the frame at offset 0 out of every local port on `list` but `except`.
+#[inline(always)]
+pub(crate) fn flood_ports(ctx: &TcContext, list: &FloodList, except: u32) {
+    for i in 0..FLOOD_PORTS {
+        if i as u32 >= list.nports {
+            break;
+        }
+        let target = list.ports[i];
+        if target != except {
+            let _ = ctx.clone_redirect(target, 0);
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `violin_underlay_tc`: TC (tcx ingress) on the underlay NIC in TC port mode, where no
+//! XDP program runs there, so the kernel's GRO sees every frame first. Single VXLAN
+//! frames from peers are decapsulated here and delivered, relayed or flooded to local
+//! ports; GRO aggregates (a TCP stream's segments merged by the VXLAN socket's GRO) go
+//! on to the kernel's flow-based VXLAN device, the only place that can take their tunnel
+//! GSO state off on this kernel, and `violin_tunnel_tc` forwards them from there.
+//! Malformed VXLAN is dropped and the host's own traffic passes, as in XDP.
+
+use aya_ebpf::{
+    bindings::TC_ACT_OK, helpers::generated::bpf_redirect, macros::classifier, programs::TcContext,
+};
+use dataplane_common::{
+    counters::{DropReason, Hook},
+    maps::{HostConfig, PeerInfo, UNDERLAY_SLOT},
+    packet::{classify_underlay, Frame, UnderlayVerdict, VxlanInfo},
+    ENCAP_OVERHEAD,
+};
+
+use crate::{
+    counters::{count_tc, port_stats, tc_drop, Verdict},
+    delivery::{deliver, flood_ports},
+    forward::{accept_from_peer, tunnel_next, FromTunnel},
+    frame::Skb,
+    maps::{flood_list, host_config, peer},
+    tunnel::{count_sent, tc_decap, tc_transit},
+};
+
+#[classifier]
+pub fn violin_underlay_tc(ctx: TcContext) -> i32 {
+    count_tc(Hook::UnderlayTc, underlay_skb(&ctx))
+}
+
+#[inline(always)]
+fn underlay_skb(ctx: &TcContext) -> Verdict {
+    let Some(cfg) = host_config() else {
+        return Verdict::Act(TC_ACT_OK);
+    };
+    let skb = Skb(ctx);
+    let len = skb.total_len();
+    let v = match classify_underlay(&skb, cfg.underlay_addr, peer) {
+        UnderlayVerdict::Pass => return Verdict::Act(TC_ACT_OK),
+        UnderlayVerdict::Drop(reason) => return tc_drop(ctx, UNDERLAY_SLOT, reason, len),
+        UnderlayVerdict::Vxlan(v) => v,
+    };
+    let info = match accept_from_peer(&v, len) {
+        Ok(info) => info,
+        Err(reason) => return tc_drop(ctx, UNDERLAY_SLOT, reason, len),
+    };
+    // SAFETY: reading the context's own field.
+    if unsafe { (*ctx.skb.skb).gso_size } > 0 {
+        return Verdict::Act(TC_ACT_OK);
+    }
+    match forward(ctx, &cfg, &v, info.flags, len) {
+        Ok(verdict) => verdict,
+        Err(reason) => tc_drop(ctx, UNDERLAY_SLOT, reason, len),
+    }
+}
+
+#[inline(always)]
+fn forward(
+    ctx: &TcContext,
+    cfg: &HostConfig,
+    v: &VxlanInfo<PeerInfo>,
+    vni_flags: u32,
+    len: usize,
+) -> Result<Verdict, DropReason> {
+    let inner_len = len - v.trailer - ENCAP_OVERHEAD as usize;
+    match tunnel_next(vni_flags, v.vni, v.inner.src, v.inner.dst) {
+        FromTunnel::Deliver(to) => {
+            let ip = tc_decap(ctx, v, len)?;
+            deliver(&to, ip, inner_len).map(Verdict::Act)
+        }
+        FromTunnel::Transit(to) => {
+            let hop = tc_transit(ctx, cfg, v, &to, len)?;
+            count_sent(&hop, inner_len);
+            // SAFETY: helper call.
+            Ok(Verdict::Act(
+                unsafe { bpf_redirect(cfg.underlay_ifindex, 0) } as i32,
+            ))
+        }
+        FromTunnel::Flood => {
+            let list = flood_list(v.vni).ok_or(DropReason::SlowPathDown)?;
+            tc_decap(ctx, v, len)?;
+            if let Some(s) = port_stats(UNDERLAY_SLOT) {
+                s.to_slow_path.add(len as u64);
+            }
+            flood_ports(ctx, &list, 0);
+            Ok(Verdict::Flooded)
+        }
+    }
+}
