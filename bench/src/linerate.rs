@@ -34,6 +34,7 @@ use crate::{
     cost::xdp_md,
     ebpf,
     frames::{ifindex_of, mac_of, udp_frame, vxlan, Station, MIN_FRAME},
+    micro::busy_cpu_ns,
     paths::BenchLab,
     results::NetPath,
 };
@@ -140,7 +141,7 @@ impl Rig {
         self.wire(src_ns, 1, src_if)?;
         let before = self.counted()?;
         let route = trail(stage);
-        let busy0 = busy_ns()?;
+        let busy0 = busy_cpu_ns()?;
         let t0 = Instant::now();
         let fwd = self.fwd()?;
         let ctx = xdp_md(1, stage.frame.len());
@@ -153,7 +154,7 @@ impl Rig {
             Ok(fwd.test_run(opts)?)
         });
         let elapsed = t0.elapsed().as_secs_f64();
-        let busy = busy_ns()? - busy0;
+        let busy = busy_cpu_ns()? - busy0;
         // Frames still in flight land within a moment.
         std::thread::sleep(std::time::Duration::from_millis(50));
         let got = self.counted()? - before;
@@ -215,22 +216,6 @@ fn trail_delta(before: &[(String, [u64; 3])], after: &[(String, [u64; 3])]) -> S
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// Busy time of all CPUs so far (ns), from /proc/stat.
-fn busy_ns() -> Result<f64> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let cpu = stat.lines().next().context("empty /proc/stat")?;
-    let v: Vec<f64> = cpu
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    // user nice system idle iowait irq softirq steal: all but idle and iowait.
-    let busy = v.iter().take(8).sum::<f64>() - v.get(3).unwrap_or(&0.0) - v.get(4).unwrap_or(&0.0);
-    // SAFETY: sysconf only reads its integer argument.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(busy / hz * 1e9)
 }
 
 /// The stages of `path` with frames of `size` bytes.

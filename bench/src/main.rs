@@ -288,14 +288,27 @@ fn run_micro(cli: &Cli) -> Result<()> {
                 });
             }
         }
-        // Where the time goes, once per MTU: a kernel profile of one TCP stream per path.
+        // Where the time goes, once per MTU: kernel profiles and flame graphs of one TCP
+        // stream and of the 64-byte flood, per path.
         for path in NetPath::ALL {
             let eps = bl.endpoints(path, 1);
-            port += 1;
+            let (a, b) = (&eps[0], &eps[1]);
             let dir = bl.lab.dir.join("perf");
-            if let Some(top) = micro::tcp_profile(&eps[0], &eps[1], settings.secs, port, &dir)? {
-                eprintln!("    profiled TCP over {} at MTU {mtu}", path.label());
-                profiles.insert(format!("TCP, 1 stream, {}, MTU {mtu}", path.label()), top);
+            for (what, slug) in [("TCP, 1 stream", "tcp1"), ("64-byte flood", "udp64")] {
+                port += 1;
+                let svg_name = format!("flame-{slug}-{}-{mtu}.svg", path.slug());
+                let svg = cli.out.join("micro").join(&svg_name);
+                std::fs::create_dir_all(cli.out.join("micro"))?;
+                let title = format!("{what}, {}, MTU {mtu}", path.label());
+                let secs = settings.secs;
+                let top = micro::profile(secs, &dir, &svg, &title, || match slug {
+                    "tcp1" => micro::tcp(a, b, 1, secs, port).map(|_| ()),
+                    _ => micro::udp64(a, b, secs, port).map(|_| ()),
+                })?;
+                if let Some(top) = top {
+                    eprintln!("    profiled {what} over {} at MTU {mtu}", path.label());
+                    profiles.insert(format!("{title} ([flame graph]({svg_name}))"), top);
+                }
             }
         }
         // Line rate, last: it gives every VM port a NAPI context, which the figures above

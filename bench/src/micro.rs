@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use bench::reports;
+use inferno::collapse::Collapse;
 use violin_testbed::sys::{ns_command, ns_run};
 
 use crate::{
@@ -34,14 +35,14 @@ impl Settings {
                 secs: 2.0,
                 ping_count: 2000,
                 test_runs: 2000,
-                live_frames: 1_000_000,
+                live_frames: 500_000,
             }
         } else {
             Settings {
                 secs: 5.0,
                 ping_count: 20_000,
                 test_runs: 20_000,
-                live_frames: 4_000_000,
+                live_frames: 2_000_000,
             }
         }
     }
@@ -199,7 +200,8 @@ pub fn tcp(a: &Endpoint, b: &Endpoint, streams: u32, secs: f64, port: u16) -> Re
 }
 
 /// Machine-wide busy CPU time in nanoseconds, from /proc/stat.
-fn busy_cpu_ns() -> Result<f64> {
+/// Busy time of all CPUs so far (ns), from /proc/stat.
+pub fn busy_cpu_ns() -> Result<f64> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let line = stat.lines().next().context("empty /proc/stat")?;
     let v: Vec<f64> = line
@@ -283,30 +285,33 @@ pub fn rtt(a: &Endpoint, b: &Endpoint, count: usize, port: u16) -> Result<(f64, 
     Ok((v.p50_us, v.p99_us))
 }
 
-/// Profiles the whole machine (perf, CPU-clock sampling: this kind of VM has no hardware
-/// counters) while one TCP stream runs from `a` to `b`; returns perf's top symbols.
-/// None when perf is not installed.
-pub fn tcp_profile(
-    a: &Endpoint,
-    b: &Endpoint,
+/// Profiles the whole machine (perf, CPU-clock sampling with call graphs: this kind of VM
+/// has no hardware counters) for `secs` while `workload` runs. Returns perf's busiest
+/// symbols, and writes the samples as a flame graph (inferno) to `svg`. None when perf
+/// is not installed.
+pub fn profile(
     secs: f64,
-    port: u16,
     dir: &Path,
+    svg: &Path,
+    title: &str,
+    workload: impl FnOnce() -> Result<()>,
 ) -> Result<Option<String>> {
     if violin_testbed::sys::output("perf", &["--version"]).is_err() {
         return Ok(None);
     }
     std::fs::create_dir_all(dir)?;
-    let data = dir.join(format!("perf-{port}.data"));
+    let data = dir.join("perf.data");
     let data_s = data.to_string_lossy().into_owned();
     let mut rec = std::process::Command::new("perf")
-        .args(["record", "-a", "-F", "999", "-o", &data_s, "--", "sleep"])
+        .args([
+            "record", "-a", "-g", "-F", "999", "-o", &data_s, "--", "sleep",
+        ])
         .arg(format!("{}", secs + 0.5))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting perf record")?;
-    let result = tcp(a, b, 1, secs, port);
+    let result = workload();
     rec.wait()?;
     result?;
     let out = violin_testbed::sys::run(
@@ -316,8 +321,11 @@ pub fn tcp_profile(
             "-i",
             &data_s,
             "--stdio",
+            "--no-children",
             "--sort",
             "symbol",
+            "-g",
+            "none",
             "--percent-limit",
             "1.5",
         ],
@@ -328,6 +336,22 @@ pub fn tcp_profile(
         .map(|l| l.trim_end_matches(|c: char| c == '-' || c.is_whitespace()))
         .take(20)
         .collect();
+    flame_graph(&data_s, svg, title)?;
     let _ = std::fs::remove_file(&data);
     Ok(Some(top.join("\n")))
+}
+
+/// perf's samples in `data` as an SVG flame graph.
+fn flame_graph(data: &str, svg: &Path, title: &str) -> Result<()> {
+    let script = violin_testbed::sys::output("perf", &["script", "-i", data])?;
+    let mut folded = Vec::new();
+    inferno::collapse::perf::Folder::default()
+        .collapse(&script.stdout[..], &mut folded)
+        .context("folding perf's stacks")?;
+    let mut opts = inferno::flamegraph::Options::default();
+    opts.title = title.to_string();
+    let file = std::fs::File::create(svg).with_context(|| format!("creating {}", svg.display()))?;
+    inferno::flamegraph::from_reader(&mut opts, &folded[..], std::io::BufWriter::new(file))
+        .context("drawing the flame graph")?;
+    Ok(())
 }

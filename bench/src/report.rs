@@ -190,9 +190,10 @@ pub fn markdown(
     if !r.profiles.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Where the time goes: kernel profiles\n\nperf record -a (CPU-clock sampling, \
-             both cores) during one TCP stream per path; the busiest symbols, by share of \
-             all samples:\n"
+            "\n## Where the time goes: kernel profiles\n\nperf record -a -g (CPU-clock \
+             sampling, both cores) during one TCP stream and during the 64-byte flood, per \
+             path; the busiest symbols, by share of all samples, and a link to each \
+             profile's flame graph (SVG, inferno):\n"
         );
         for (what, text) in &r.profiles {
             let _ = writeln!(s, "### {what}\n\n```\n{}\n```\n", text.trim_end());

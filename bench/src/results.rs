@@ -26,6 +26,16 @@ impl NetPath {
         NetPath::ViolinXdp,
     ];
 
+    /// The path's name in file names.
+    pub fn slug(self) -> &'static str {
+        match self {
+            NetPath::Bare => "bare",
+            NetPath::LinuxVxlan => "linux-vxlan",
+            NetPath::Violin => "violin",
+            NetPath::ViolinXdp => "violin-xdp",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             NetPath::Bare => "bare",

@@ -358,6 +358,28 @@ pub const fn vm_mtu_for(underlay_mtu: u32) -> u32 {
     underlay_mtu - ENCAP_OVERHEAD
 }
 
+/// [`flow_hash`]'s part for the IPv6 header at `off`: the addresses, the next header and,
+/// when that is TCP or UDP (no extension headers), the ports.
+#[inline(always)]
+fn ipv6_flow_hash<F: Frame + ?Sized>(f: &F, off: usize, mut h: u32) -> u32 {
+    // Next header at byte 6, addresses at 8..40, the transport header after 40.
+    let Some(next) = f.load::<[u8; 1]>(off + 6) else {
+        return h;
+    };
+    for word in 0..8 {
+        if let Some(w) = f.load::<[u8; 4]>(off + 8 + 4 * word) {
+            h = mix(h, u32::from_be_bytes(w));
+        }
+    }
+    h = mix(h, next[0] as u32);
+    if next[0] == IPPROTO_TCP || next[0] == IPPROTO_UDP {
+        if let Some(ports) = f.load::<[u8; 4]>(off + 40) {
+            h = mix(h, u32::from_be_bytes(ports));
+        }
+    }
+    h
+}
+
 #[inline(always)]
 const fn mix(mut h: u32, v: u32) -> u32 {
     h ^= v;
@@ -365,8 +387,9 @@ const fn mix(mut h: u32, v: u32) -> u32 {
     h ^ (h >> 15)
 }
 
-/// Hash of the inner flow (MACs, and for IPv4 the addresses, protocol and TCP/UDP ports),
-/// so that the underlay's ECMP and RSS spread tunnels the way they spread the flows.
+/// Hash of the inner flow (MACs, and for IPv4 and IPv6 the addresses, protocol and TCP/UDP
+/// ports), so that the underlay's ECMP and RSS spread tunnels the way they spread the
+/// flows.
 #[inline(always)]
 pub fn flow_hash<F: Frame + ?Sized>(f: &F, off: usize) -> u32 {
     let Some(eth) = f.load::<EthHdr>(off) else {
@@ -385,6 +408,9 @@ pub fn flow_hash<F: Frame + ?Sized>(f: &F, off: usize) -> u32 {
         h,
         u32::from_be_bytes([eth.src[2], eth.src[3], eth.src[4], eth.src[5]]),
     );
+    if be16(eth.ethertype) == ETH_P_IPV6 {
+        return ipv6_flow_hash(f, off + ETH_HLEN, h);
+    }
     if be16(eth.ethertype) != ETH_P_IPV4 {
         return mix(h, be16(eth.ethertype) as u32);
     }

@@ -29,7 +29,9 @@ impl Frame for Pkt<'_> {
     }
 }
 
-/// Loads through bpf_skb_load_bytes, which also reaches paged data.
+/// Reads the linear part of the skb directly, and what lies beyond it (paged data)
+/// through bpf_skb_load_bytes: a helper call per header costs more than the program's
+/// own work on a small frame.
 pub(crate) struct Skb<'a>(pub(crate) &'a TcContext);
 
 impl Frame for Skb<'_> {
@@ -40,6 +42,11 @@ impl Frame for Skb<'_> {
 
     #[inline(always)]
     fn load<T: Plain>(&self, off: usize) -> Option<T> {
+        let start = self.0.data();
+        if start + off + core::mem::size_of::<T>() <= self.0.data_end() {
+            // SAFETY: the range lies inside the linear data, checked just above.
+            return Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) });
+        }
         self.0.load::<T>(off).ok()
     }
 }

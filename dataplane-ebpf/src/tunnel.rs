@@ -8,8 +8,8 @@ use aya_ebpf::{
         BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_NO_CSUM_RESET,
     },
     helpers::generated::{
-        bpf_csum_level, bpf_get_hash_recalc, bpf_skb_change_head, bpf_skb_change_tail,
-        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_csum_level, bpf_skb_change_head, bpf_skb_change_tail, bpf_xdp_adjust_head,
+        bpf_xdp_adjust_tail,
     },
     programs::{TcContext, XdpContext},
 };
@@ -251,13 +251,18 @@ pub(crate) fn tc_write_outer(
     ctx.store(ENCAP_OVERHEAD as usize, eth, 0).map_err(|_| ())
 }
 
-/// The outer UDP source port of an skb, from the kernel's flow hash (which the flow
-/// dissector computes over IPv4 and IPv6 alike, ports included), as the kernel's own
-/// tunnels take it.
+/// The outer UDP source port of an skb whose inner frame is at [`ENCAP_OVERHEAD`]: from
+/// the kernel's flow hash when the skb carries one (a local socket's packets do; it
+/// covers IPv4 and IPv6 with their ports), else from [`flow_hash`], which is cheaper than
+/// making the kernel dissect the frame.
 #[inline(always)]
 fn skb_source_port(ctx: &TcContext) -> u16 {
-    // SAFETY: helper on the program's own skb.
-    source_port(unsafe { bpf_get_hash_recalc(ctx.skb.skb) })
+    // SAFETY: reading the context's own field.
+    let hash = unsafe { (*ctx.skb.skb).hash };
+    if hash != 0 {
+        return source_port(hash);
+    }
+    source_port(flow_hash(&Skb(ctx), ENCAP_OVERHEAD as usize))
 }
 
 /// Cuts the Ethernet padding after a frame's declared end.

@@ -264,3 +264,21 @@ fn macs_print_as_they_parse() {
     assert_eq!(text, "02:00:ab:00:01:ff");
     assert_eq!(parse_mac(&text), Some(m));
 }
+
+#[test]
+fn ipv6_flows_hash_apart() {
+    let mut a = inner_frame(80);
+    a[12..14].copy_from_slice(&[0x86, 0xdd]);
+    a[14] = 0x60;
+    a[14 + 6] = IPPROTO_TCP;
+    a[22..38].copy_from_slice(&[0xfd, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1]);
+    a[38..54].copy_from_slice(&[0xfd, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]);
+    a[54..58].copy_from_slice(&[0xc0, 0x00, 0x00, 0x50]);
+    let mut b = a.clone();
+    b[54..58].copy_from_slice(&[0xc0, 0x01, 0x00, 0x50]);
+    let mut c = a.clone();
+    c[38 + 15] = 2;
+    assert_eq!(flow_hash(&a[..], 0), flow_hash(&a[..], 0));
+    assert_ne!(flow_hash(&a[..], 0), flow_hash(&b[..], 0), "ports");
+    assert_ne!(flow_hash(&a[..], 0), flow_hash(&c[..], 0), "addresses");
+}
