@@ -14,7 +14,7 @@ use violin_testbed::sys::in_netns;
 
 use crate::{
     ebpf,
-    frames::{ifindex_of, mac_of, udp_frame, vxlan, MIN_FRAME},
+    frames::{ifindex_of, mac_of, udp_frame, vxlan, MAX_TEST_FRAME, MIN_FRAME},
     paths::BenchLab,
     results::NetPath,
 };
@@ -123,7 +123,7 @@ pub fn measure(bl: &BenchLab, runs: usize) -> Result<Vec<(String, NetPath, f64)>
             NetPath::ViolinXdp => xdp_md(ifindex, len),
             _ => sk_buff(ifindex),
         };
-        let full = (bl.lab.spec.mtu - 50 + 14) as usize;
+        let full = ((bl.lab.spec.mtu - 50 + 14) as usize).min(MAX_TEST_FRAME);
         let (sa, sb) = ((a.mac, a.ip.octets()), (b.mac, b.ip.octets()));
         let encap: Vec<_> = [MIN_FRAME, full]
             .iter()

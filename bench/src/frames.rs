@@ -10,6 +10,10 @@ pub type Station = ([u8; 6], [u8; 4]);
 /// The smallest Ethernet frame without its 4-byte FCS: "64 bytes" on the wire.
 pub const MIN_FRAME: usize = 60;
 
+/// The largest frame BPF_PROG_RUN builds in one page (an skb's test run, and the
+/// live-frames mode): "MTU-size" frames of the jumbo lab are cut to it.
+pub const MAX_TEST_FRAME: usize = 3_000;
+
 /// An IPv4/UDP frame of `len` bytes (at least [`MIN_FRAME`]) from `src` to `dst`, with
 /// its IP header checksummed (UDP checksum 0, which IPv4 allows).
 pub fn udp_frame(src: Station, dst: Station, len: usize) -> Vec<u8> {

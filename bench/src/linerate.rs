@@ -33,14 +33,11 @@ use violin_testbed::{
 use crate::{
     cost::xdp_md,
     ebpf,
-    frames::{ifindex_of, mac_of, udp_frame, vxlan, Station, MIN_FRAME},
+    frames::{ifindex_of, mac_of, udp_frame, vxlan, Station, MAX_TEST_FRAME, MIN_FRAME},
     micro::busy_cpu_ns,
     paths::BenchLab,
     results::NetPath,
 };
-
-/// The largest frame the live-frames mode builds (one page, less its head- and tailroom).
-const MAX_LIVE_FRAME: usize = 3_500;
 
 /// The figures: (metric id, title), Mpps and ns of CPU per frame for each.
 pub const STAGES: [(&str, &str); 3] = [
@@ -50,7 +47,10 @@ pub const STAGES: [(&str, &str); 3] = [
 ];
 
 /// Frame sizes: (id suffix, label).
-pub const SIZES: [(&str, &str); 2] = [("64", "64-byte frames"), ("mtu", "MTU-size frames")];
+pub const SIZES: [(&str, &str); 2] = [
+    ("64", "64-byte frames"),
+    ("mtu", "MTU-size frames (at most 3000 bytes)"),
+];
 
 /// A source, an optional wire and a sink: one stage of one path.
 struct Stage {
@@ -306,7 +306,7 @@ pub fn measure(
     path: NetPath,
     frames: u32,
 ) -> Result<Vec<(String, f64)>> {
-    let full = ((bl.lab.spec.mtu - 50 + 14) as usize).min(MAX_LIVE_FRAME);
+    let full = ((bl.lab.spec.mtu - 50 + 14) as usize).min(MAX_TEST_FRAME);
     let mut out = Vec::new();
     for (suffix, size) in [("64", MIN_FRAME), ("mtu", full)] {
         // Larger frames come more slowly; fewer of them take as long.

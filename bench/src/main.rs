@@ -358,7 +358,7 @@ fn run_micro(cli: &Cli) -> Result<()> {
     settings_map.insert(
         "line rate".into(),
         format!(
-            "violin_bench_fwd run by BPF_PROG_RUN in live-frames mode, {} frames of 64 bytes (a quarter as many of MTU size, at most 3500 bytes) per figure, counted by violin_bench_sink at TC ingress; CPU = machine-wide busy time / frames counted",
+            "violin_bench_fwd run by BPF_PROG_RUN in live-frames mode, {} frames of 64 bytes (a quarter as many of MTU size, at most 3000 bytes) per figure, counted by violin_bench_sink at TC ingress; CPU = machine-wide busy time / frames counted",
             settings.live_frames
         ),
     );

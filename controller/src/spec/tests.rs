@@ -149,6 +149,32 @@ fn plan_lists_what_changes() {
     );
 }
 
+#[test]
+fn storm_control_is_set_per_environment_and_planned() {
+    let cur = Spec::parse(SPEC).unwrap();
+    assert_eq!(cur.storm_pps, None, "unset: violind's default");
+    let text = SPEC.replacen("vni = ", "storm_pps = 200\nvni = ", 1);
+    let want = Spec::parse(&text).unwrap();
+    assert_eq!(want.storm_pps, Some(200));
+    let changes: Vec<String> = plan(Some(&cur), &want)
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(changes, vec!["~ storm control: default -> 200 frames/s"]);
+    let off = Spec::parse(&SPEC.replacen("vni = ", "storm_pps = 0\nvni = ", 1)).unwrap();
+    assert_eq!(
+        plan(Some(&want), &off)[0].to_string(),
+        "~ storm control: 200 frames/s -> off"
+    );
+    // Every host's share carries it.
+    let share = crate::share::share_of("h1", 1, [&want], &[]);
+    assert_eq!(share.environments[0].storm_pps, Some(200));
+    // A rate that is no number is refused naming the field.
+    let bad = SPEC.replacen("vni = ", "storm_pps = \"fast\"\nvni = ", 1);
+    let e = Spec::parse(&bad).unwrap_err().to_string();
+    assert!(e.contains("storm_pps"), "{e}");
+}
+
 const NET: &str = r#"
 [[host]]
 name = "h3"
