@@ -226,9 +226,9 @@ pub fn summary(runs: &[Results]) -> String {
         }
         let _ = writeln!(
             s,
-            "{head} Violin / bare | Violin TC / bare | VXLAN / bare |"
+            "{head} Violin / bare | Violin XDP / bare | VXLAN / bare | Violin / VXLAN |"
         );
-        let _ = writeln!(s, "|---|---|{}", "---|".repeat(NetPath::ALL.len() + 3));
+        let _ = writeln!(s, "|---|---|{}", "---|".repeat(NetPath::ALL.len() + 4));
         for m in &r.metrics {
             for mtu in r.mtus() {
                 let med = |p: NetPath| r.summary(&m.id, mtu, p).map(|x| x.median);
@@ -239,8 +239,14 @@ pub fn summary(runs: &[Results]) -> String {
                 for p in NetPath::ALL {
                     let _ = write!(row, " {} |", med(p).map_or("-".into(), fmt));
                 }
-                for p in [NetPath::Violin, NetPath::ViolinXdp, NetPath::LinuxVxlan] {
-                    let cell = match (med(p), med(NetPath::Bare)) {
+                let ratios = [
+                    (NetPath::Violin, NetPath::Bare),
+                    (NetPath::ViolinXdp, NetPath::Bare),
+                    (NetPath::LinuxVxlan, NetPath::Bare),
+                    (NetPath::Violin, NetPath::LinuxVxlan),
+                ];
+                for (p, base) in ratios {
+                    let cell = match (med(p), med(base)) {
                         (Some(x), Some(y)) if y > 0.0 => format!("{:.3}", x / y),
                         _ => "-".into(),
                     };
