@@ -124,18 +124,41 @@ impl Rig {
         let sink_link = in_netns(sink_ns, || {
             Ok(self.sink()?.attach(sink_if, TcAttachType::Ingress)?)
         })?;
-        let wire = match &stage.wire {
-            Some((from, to)) => {
-                let sw = stage.switch.clone();
-                let from_if = ifindex_of(&sw, from)?;
-                self.wire(&sw, from_if, to)?;
-                let fwd = self.fwd()?;
-                Some(in_netns(&sw, || {
-                    Ok(fwd.attach_to_if_index(from_if, XdpMode::Driver)?)
-                })?)
-            }
-            None => None,
-        };
+        let mut wire = None;
+        let measured = self.wire_and_send(stage, frames, &mut wire);
+        // Whatever happened, the stage's programs come off again.
+        if let Some(id) = wire {
+            self.fwd()?.detach(id)?;
+        }
+        self.sink()?.detach(sink_link)?;
+        let (got, elapsed, busy, route) = measured?;
+        if got == 0 {
+            bail!(
+                "no frame reached the sink on {sink_if} in {sink_ns}; on the way: {}",
+                trail_delta(&route, &trail(stage))
+            );
+        }
+        Ok((got as f64 / elapsed / 1e6, busy / got as f64))
+    }
+
+    /// Lays the stage's wire (its link in `wire`, for the caller to take off) and sends
+    /// `frames` frames: (frames counted, seconds, CPU ns busy, the route's counters before).
+    #[allow(clippy::type_complexity)]
+    fn wire_and_send(
+        &mut self,
+        stage: &Stage,
+        frames: u32,
+        wire: &mut Option<aya::programs::xdp::XdpLinkId>,
+    ) -> Result<(u64, f64, f64, Vec<(String, [u64; 3])>)> {
+        if let Some((from, to)) = &stage.wire {
+            let sw = stage.switch.clone();
+            let from_if = ifindex_of(&sw, from)?;
+            self.wire(&sw, from_if, to)?;
+            let fwd = self.fwd()?;
+            *wire = Some(in_netns(&sw, || {
+                Ok(fwd.attach_to_if_index(from_if, XdpMode::Driver)?)
+            })?);
+        }
         let (src_ns, src_if) = &stage.source;
         // The source's frames "arrive" on the namespace's loopback and go on to src_if.
         self.wire(src_ns, 1, src_if)?;
@@ -145,31 +168,20 @@ impl Rig {
         let t0 = Instant::now();
         let fwd = self.fwd()?;
         let ctx = xdp_md(1, stage.frame.len());
-        let result = in_netns(src_ns, || {
+        in_netns(src_ns, || {
             let mut opts = TestRunOptions::new();
             opts.data_in = Some(&stage.frame);
             opts.ctx_in = Some(&ctx);
             opts.repeat = frames;
             opts.attrs = TestRunAttrs::new().xdp_live_frames(64);
             Ok(fwd.test_run(opts)?)
-        });
+        })
+        .context("BPF_PROG_RUN (live frames)")?;
         let elapsed = t0.elapsed().as_secs_f64();
         let busy = busy_cpu_ns()? - busy0;
         // Frames still in flight land within a moment.
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let got = self.counted()? - before;
-        if let Some(id) = wire {
-            self.fwd()?.detach(id)?;
-        }
-        self.sink()?.detach(sink_link)?;
-        result.context("BPF_PROG_RUN (live frames)")?;
-        if got == 0 {
-            bail!(
-                "no frame reached the sink on {sink_if} in {sink_ns}; on the way: {}",
-                trail_delta(&route, &trail(stage))
-            );
-        }
-        Ok((got as f64 / elapsed / 1e6, busy / got as f64))
+        Ok((self.counted()? - before, elapsed, busy, route))
     }
 }
 

@@ -313,7 +313,10 @@ pub fn profile(
         .context("starting perf record")?;
     let result = workload();
     rec.wait()?;
-    result?;
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&data);
+        return Err(e);
+    }
     let out = violin_testbed::sys::run(
         "perf",
         &[
@@ -336,8 +339,9 @@ pub fn profile(
         .map(|l| l.trim_end_matches(|c: char| c == '-' || c.is_whitespace()))
         .take(20)
         .collect();
-    flame_graph(&data_s, svg, title)?;
+    let drawn = flame_graph(&data_s, svg, title);
     let _ = std::fs::remove_file(&data);
+    drawn?;
     Ok(Some(top.join("\n")))
 }
 

@@ -21,7 +21,7 @@ pub mod names {
     pub const ROUTES: &str = "ROUTES";
     pub const STORM: &str = "STORM";
     pub const PAIR_TRAFFIC: &str = "PAIR_TRAFFIC";
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         CONFIG,
         PORTS,
         VNIS,
@@ -37,6 +37,7 @@ pub mod names {
         PAIRS,
         ROUTES,
         PAIR_TRAFFIC,
+        STORM,
     ];
 }
 
@@ -109,8 +110,9 @@ pub const PORT_RESTRICTED: u32 = 4;
 pub const PORT_LIMITED: u32 = 8;
 /// The port's environment has forwarding rules on this host (look up ROUTES).
 pub const PORT_ROUTED: u32 = 16;
-/// The port is a veth: TC delivers into its peer, the VM's end, with bpf_redirect_peer
-/// (no second pass through the host's receive queue).
+/// The port is a veth whose peer, the VM's end, is in another network namespace: TC
+/// delivers into that peer with bpf_redirect_peer (no second pass through the host's
+/// receive queue).
 pub const PORT_PEER_REDIRECT: u32 = 32;
 
 /// A directed VM pair of an environment (source MAC, destination MAC).

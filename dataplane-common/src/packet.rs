@@ -387,6 +387,20 @@ const fn mix(mut h: u32, v: u32) -> u32 {
     h ^ (h >> 15)
 }
 
+/// The transport protocol of the frame whose Ethernet header is at `off`: IPv4's protocol
+/// or IPv6's next header (extension headers are not followed). `None` for other frames
+/// and for frames cut short.
+#[inline(always)]
+pub fn ip_protocol<F: Frame + ?Sized>(f: &F, off: usize) -> Option<u8> {
+    let eth = f.load::<EthHdr>(off)?;
+    match be16(eth.ethertype) {
+        ETH_P_IPV4 => Some(f.load::<Ipv4Hdr>(off + ETH_HLEN)?.protocol),
+        // The next-header byte sits 6 bytes into the fixed IPv6 header.
+        ETH_P_IPV6 => Some(f.load::<[u8; 1]>(off + ETH_HLEN + 6)?[0]),
+        _ => None,
+    }
+}
+
 /// Hash of the inner flow (MACs, and for IPv4 and IPv6 the addresses, protocol and TCP/UDP
 /// ports), so that the underlay's ECMP and RSS spread tunnels the way they spread the
 /// flows.

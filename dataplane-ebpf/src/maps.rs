@@ -4,6 +4,7 @@
 //! them by the names in `dataplane_common::maps::names`): change them only together.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, DevMapHash, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, XskMap},
 };
@@ -36,7 +37,7 @@ pub(crate) static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUN
 pub(crate) static ACTIONS: PerCpuArray<u64> =
     PerCpuArray::pinned(HOOKS.len() as u32 * ACTION_SLOTS, 0);
 #[map]
-pub(crate) static FLOOD: HashMap<u32, FloodList> = HashMap::pinned(MAX_VNIS, 0);
+pub(crate) static FLOOD: HashMap<u32, FloodList> = HashMap::pinned(MAX_VNIS, BPF_F_NO_PREALLOC);
 #[map]
 pub(crate) static PAIRS: HashMap<PairKey, PairState> = HashMap::pinned(MAX_PAIRS, 0);
 #[map]
@@ -81,8 +82,12 @@ pub(crate) fn fdb(key: &FdbKey) -> Option<FdbEntry> {
     unsafe { FDB.get(key) }.copied()
 }
 
+/// A flood list is read in place, not copied: 200 bytes on the stack would leave the TC
+/// port program too little for aya-log's call. That is sound because FLOOD allocates its
+/// elements (BPF_F_NO_PREALLOC): an update replaces the element and frees the old one
+/// only after this program has run, so the list read is whole, old or new.
 #[inline(always)]
-pub(crate) fn flood_list(vni: u32) -> Option<FloodList> {
-    // SAFETY: copied out of the map before use.
-    unsafe { FLOOD.get(vni) }.copied()
+pub(crate) fn flood_list(vni: u32) -> Option<&'static FloodList> {
+    // SAFETY: see above; the reference is used only during this program run.
+    unsafe { FLOOD.get(vni) }
 }

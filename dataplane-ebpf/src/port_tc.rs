@@ -87,7 +87,7 @@ fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &EthHdr, len: 
     if let Some(s) = port_stats(port.slot) {
         s.to_slow_path.add(len as u64);
     }
-    flood_ports(ctx, &list, ifindex);
+    flood_ports(ctx, list, ifindex);
     if list.npeers == 0 {
         return Verdict::Flooded;
     }

@@ -8,8 +8,8 @@ use aya_ebpf::{
         BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_NO_CSUM_RESET,
     },
     helpers::generated::{
-        bpf_csum_level, bpf_skb_change_head, bpf_skb_change_tail, bpf_xdp_adjust_head,
-        bpf_xdp_adjust_tail,
+        bpf_csum_level, bpf_get_hash_recalc, bpf_skb_change_head, bpf_skb_change_tail,
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     programs::{TcContext, XdpContext},
 };
@@ -251,18 +251,19 @@ pub(crate) fn tc_write_outer(
     ctx.store(ENCAP_OVERHEAD as usize, eth, 0).map_err(|_| ())
 }
 
-/// The outer UDP source port of an skb whose inner frame is at [`ENCAP_OVERHEAD`]: from
-/// the kernel's flow hash when the skb carries one (a local socket's packets do; it
-/// covers IPv4 and IPv6 with their ports), else from [`flow_hash`], which is cheaper than
-/// making the kernel dissect the frame.
+/// The outer UDP source port of an skb, from the kernel's flow hash, as the kernel's own
+/// tunnels take it: the skb's own when it carries one (a local socket's packets do), else
+/// computed by the kernel's flow dissector (IPv4 and IPv6 with their ports alike).
 #[inline(always)]
 fn skb_source_port(ctx: &TcContext) -> u16 {
-    // SAFETY: reading the context's own field.
-    let hash = unsafe { (*ctx.skb.skb).hash };
-    if hash != 0 {
-        return source_port(hash);
-    }
-    source_port(flow_hash(&Skb(ctx), ENCAP_OVERHEAD as usize))
+    // SAFETY: reading the context's own field, then a helper on the program's own skb.
+    let hash = unsafe {
+        match (*ctx.skb.skb).hash {
+            0 => bpf_get_hash_recalc(ctx.skb.skb),
+            h => h,
+        }
+    };
+    source_port(hash)
 }
 
 /// Cuts the Ethernet padding after a frame's declared end.
@@ -302,8 +303,8 @@ pub(crate) fn tc_decap(
     ctx.store(0, &v.inner, 0)
         .map_err(|_| DropReason::NoHeadroom)?;
     // A count of verified checksums starts with the outer UDP one (zero or not, as the
-    // kernel's own tunnels count it): one fewer now covers the inner frame. Fails, as it
-    // should, when the skb carries no verified checksums.
+    // kernel's own tunnels count it): one fewer now covers the inner frame. The helper does
+    // nothing to an skb whose checksums were not verified.
     // SAFETY: helper on the program's own skb.
     let _ = unsafe { bpf_csum_level(ctx.skb.skb, BPF_CSUM_LEVEL_DEC as u64) };
     Ok(ip)

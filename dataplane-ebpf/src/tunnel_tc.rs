@@ -17,7 +17,7 @@ use dataplane_common::{
 };
 
 use crate::{
-    counters::{count_tc, tc_drop, Verdict},
+    counters::{count_tc, port_stats, tc_drop, Verdict},
     delivery::{deliver, flood_ports},
     forward::{tunnel_next, FromTunnel},
     frame::Skb,
@@ -66,7 +66,10 @@ fn forward(ctx: &TcContext, len: usize) -> Result<Verdict, DropReason> {
         FromTunnel::Transit(to) => relay(ctx, &mut key, from, &to, len),
         FromTunnel::Flood => {
             let list = flood_list(key.tunnel_id).ok_or(DropReason::SlowPathDown)?;
-            flood_ports(ctx, &list, 0);
+            if let Some(s) = port_stats(UNDERLAY_SLOT) {
+                s.to_slow_path.add(len as u64);
+            }
+            flood_ports(ctx, list, 0);
             Ok(Verdict::Flooded)
         }
     }

@@ -1,9 +1,11 @@
 //! `violin_underlay_tc`: TC (tcx ingress) on the underlay NIC in TC port mode, where no
-//! XDP program runs there, so the kernel's GRO sees every frame first. Single VXLAN
-//! frames from peers are decapsulated here and delivered, relayed or flooded to local
-//! ports; GRO aggregates (a TCP stream's segments merged by the VXLAN socket's GRO) go
-//! on to the kernel's flow-based VXLAN device, the only place that can take their tunnel
-//! GSO state off on this kernel, and `violin_tunnel_tc` forwards them from there.
+//! XDP program runs there, so the kernel's GRO sees every frame first. VXLAN frames from
+//! peers that carry no TCP (small packets, latency, floods) are decapsulated here and
+//! delivered, relayed or flooded to local ports. TCP goes on to the kernel's flow-based
+//! VXLAN device, GRO aggregates (a stream's segments merged by the VXLAN socket's GRO)
+//! and lone segments alike, so a stream keeps its order: the device is the only place
+//! that can take an aggregate's tunnel GSO state off on this kernel, and
+//! `violin_tunnel_tc` forwards from there.
 //! Malformed VXLAN is dropped and the host's own traffic passes, as in XDP.
 
 use aya_ebpf::{
@@ -12,7 +14,10 @@ use aya_ebpf::{
 use dataplane_common::{
     counters::{DropReason, Hook},
     maps::{HostConfig, PeerInfo, UNDERLAY_SLOT},
-    packet::{classify_underlay, Frame, UnderlayVerdict, VxlanInfo},
+    packet::{
+        classify_underlay, ip_protocol, Frame, UnderlayVerdict, VxlanInfo, INNER_OFFSET,
+        IPPROTO_TCP,
+    },
     ENCAP_OVERHEAD,
 };
 
@@ -47,7 +52,10 @@ fn underlay_skb(ctx: &TcContext) -> Verdict {
         Err(reason) => return tc_drop(ctx, UNDERLAY_SLOT, reason, len),
     };
     // SAFETY: reading the context's own field.
-    if unsafe { (*ctx.skb.skb).gso_size } > 0 {
+    let aggregate = unsafe { (*ctx.skb.skb).gso_size } > 0;
+    // A TCP segment GRO left alone takes the aggregates' way too: handed to the VM here it
+    // would overtake the aggregate of its stream still queued behind the device.
+    if aggregate || ip_protocol(&skb, INNER_OFFSET) == Some(IPPROTO_TCP) {
         return Verdict::Act(TC_ACT_OK);
     }
     match forward(ctx, &cfg, &v, info.flags, len) {
@@ -84,7 +92,7 @@ fn forward(
             if let Some(s) = port_stats(UNDERLAY_SLOT) {
                 s.to_slow_path.add(len as u64);
             }
-            flood_ports(ctx, &list, 0);
+            flood_ports(ctx, list, 0);
             Ok(Verdict::Flooded)
         }
     }

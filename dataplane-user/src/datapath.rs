@@ -15,7 +15,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use dataplane_common::{
-    counters::{Counter, PeerStats, PortStats},
+    counters::{Counter, DropReason, PeerStats, PortStats, ACTION_SLOTS, HOOKS},
     maps::{
         names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo,
         PortInfo, StormBucket, VniInfo,
@@ -117,6 +117,7 @@ impl Datapath {
             .with_context(|| format!("creating pin directory {}", maps_dir.display()))?;
         fs::create_dir_all(paths.links())?;
         let resumed = Self::has_pinned_state(paths);
+        check_pinned_sizes(&maps_dir)?;
         // aya-log level: 0 silences every log call in the programs.
         let level: u8 = if debug_datapath { 4 } else { 0 };
         let mut ebpf = EbpfLoader::new()
@@ -250,6 +251,38 @@ impl Datapath {
     }
 }
 
+/// Refuses maps a daemon of another version pinned with other sizes or flags: aya would
+/// take them as they are, and the counters of hooks and drop reasons they lack would be
+/// lost (and `violind stats` fail reading them), or flood lists read in place could be
+/// reused under a program (FLOOD must not be preallocated, see the eBPF `flood_list`).
+fn check_pinned_sizes(dir: &Path) -> Result<()> {
+    const NO_PREALLOC: u32 = 1;
+    let expected = [
+        (names::ACTIONS, Some(HOOKS.len() as u32 * ACTION_SLOTS), 0),
+        (names::DROPS, Some(DropReason::COUNT), 0),
+        (names::FLOOD, None, NO_PREALLOC),
+    ];
+    for (name, entries, flags) in expected {
+        let pin = dir.join(name);
+        if !pin.exists() {
+            continue;
+        }
+        let info = aya::maps::MapInfo::from_pin(&pin)
+            .with_context(|| format!("reading pinned map {}", pin.display()))?;
+        let sized = entries.is_none_or(|n| n == info.max_entries());
+        if !sized || info.map_flags() & flags != flags {
+            bail!(
+                "pinned map {name} (entries {}, flags {:#x}) was made by another version of \
+                 violind. Stop that datapath with `violind stop` (forwarding stops until \
+                 this violind starts) and start again",
+                info.max_entries(),
+                info.map_flags()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The flow-based (`external`) VXLAN device of TC port mode, one per network namespace
 /// (as one violind is): GRO aggregates reach `violin_tunnel_tc` through it.
 pub const TUNNEL_DEVICE: &str = "violin-vxlan";
@@ -309,13 +342,16 @@ pub fn teardown(paths: &Paths) -> Result<()> {
     for ifname in pinned_links(paths) {
         detach(paths, &ifname);
     }
-    crate::netlink::Rtnl::open()
-        .and_then(|mut rtnl| rtnl.delete_link(TUNNEL_DEVICE))
-        .with_context(|| format!("removing the VXLAN device {TUNNEL_DEVICE}"))?;
     match fs::remove_dir_all(&paths.pin_root) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("removing {}", paths.pin_root.display())),
+    }
+    // Last, and not fatal: the pins are what keeps the datapath alive.
+    if let Err(e) =
+        crate::netlink::Rtnl::open().and_then(|mut rtnl| rtnl.delete_link(TUNNEL_DEVICE))
+    {
+        warn!(device = TUNNEL_DEVICE, error = %e, "could not remove the VXLAN device");
     }
     Ok(())
 }

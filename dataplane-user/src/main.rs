@@ -88,7 +88,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Stop {
             config,
             keep_forwarding,
-        } => daemon::stop(&config::Config::load(&config)?, keep_forwarding),
+        } => {
+            let config = config::Config::load(&config)?;
+            // Cleaning up after a daemon that died happens in its namespace, where its
+            // VXLAN device is.
+            daemon::enter(&config)?;
+            daemon::stop(&config, keep_forwarding)
+        }
         Command::Stats {
             config,
             output,

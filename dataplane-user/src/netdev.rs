@@ -12,8 +12,9 @@ pub struct NetDev {
     pub mac: [u8; 6],
     pub mtu: u32,
     pub rx_queues: u32,
-    /// A veth (its driver says so): TC can deliver into its peer directly.
-    pub veth: bool,
+    /// A veth whose peer is in another network namespace (a VM's): TC can deliver into
+    /// that peer directly (bpf_redirect_peer refuses a peer in its own namespace).
+    pub peer_redirect: bool,
 }
 
 struct Socket(libc::c_int);
@@ -191,7 +192,10 @@ impl NetDev {
             mac,
             mtu,
             rx_queues: rx_queues(&sock, name),
-            veth: driver(&sock, name).as_deref() == Some("veth"),
+            peer_redirect: driver(&sock, name).as_deref() == Some("veth")
+                && crate::netlink::Rtnl::open()
+                    .and_then(|mut rtnl| rtnl.peer_in_other_netns(ifindex))
+                    .unwrap_or(false),
         })
     }
 }
@@ -250,7 +254,7 @@ mod tests {
         assert_eq!(ifname(lo.ifindex).as_deref(), Some("lo"));
         assert!(lo.mtu >= 1500);
         assert!(lo.rx_queues >= 1);
-        assert!(!lo.veth);
+        assert!(!lo.peer_redirect);
         assert!(ipv4_addresses("lo").unwrap().contains(&Ipv4Addr::LOCALHOST));
     }
 

@@ -264,6 +264,21 @@ impl Rtnl {
         }
     }
 
+    /// Whether interface `ifindex` is linked to a device in another network namespace
+    /// (a veth whose peer is a VM's).
+    pub fn peer_in_other_netns(&mut self, ifindex: u32) -> io::Result<bool> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        let answers = self.request(RouteNetlinkMessage::GetLink(msg), NLM_F_REQUEST)?;
+        Ok(answers.iter().any(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => l
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::LinkNetNsId(_))),
+            _ => false,
+        }))
+    }
+
     /// Deletes the interface `name`; one that does not exist is not an error.
     pub fn delete_link(&mut self, name: &str) -> io::Result<()> {
         let mut msg = LinkMessage::default();

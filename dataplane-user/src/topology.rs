@@ -604,7 +604,12 @@ impl Topology {
             slot: p.slot,
             xsk_base: p.xsk_base(),
             queues: p.queues(),
-            flags: policy.flags | if p.dev.veth { PORT_PEER_REDIRECT } else { 0 },
+            flags: policy.flags
+                | if p.dev.peer_redirect {
+                    PORT_PEER_REDIRECT
+                } else {
+                    0
+                },
             mac: policy.mac,
             _pad: [0; 2],
             ip: policy.ip,

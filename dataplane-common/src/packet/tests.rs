@@ -282,3 +282,21 @@ fn ipv6_flows_hash_apart() {
     assert_ne!(flow_hash(&a[..], 0), flow_hash(&b[..], 0), "ports");
     assert_ne!(flow_hash(&a[..], 0), flow_hash(&c[..], 0), "addresses");
 }
+
+#[test]
+fn transport_protocol_is_read_behind_the_tunnel() {
+    let mut v4 = inner_frame(60);
+    v4[12..14].copy_from_slice(&[0x08, 0x00]);
+    v4[14] = 0x45;
+    v4[23] = IPPROTO_TCP;
+    let outer = encapsulate(&v4, 7);
+    assert_eq!(ip_protocol(&outer[..], INNER_OFFSET), Some(IPPROTO_TCP));
+    let mut v6 = inner_frame(60);
+    v6[12..14].copy_from_slice(&[0x86, 0xdd]);
+    v6[14 + 6] = IPPROTO_UDP;
+    assert_eq!(ip_protocol(&v6[..], 0), Some(IPPROTO_UDP));
+    // ARP has none; a frame cut inside the IP header has none either.
+    assert_eq!(ip_protocol(&inner_frame(60)[..], 0), None);
+    assert_eq!(ip_protocol(&v4[..20], 0), None);
+    assert_eq!(ip_protocol(&v6[..20], 0), None);
+}
