@@ -10,11 +10,11 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use aya::programs::{ProgramError, TestRun, TestRunOptions, TestRunResult};
 use dataplane_common::{maps::programs, packet::Tunnel};
-use violin_testbed::sys::in_netns;
+use violin_testbed::sys::{ifindex_of, in_netns, mac_of};
 
 use crate::{
     ebpf,
-    frames::{ifindex_of, mac_of, udp_frame, vxlan, MAX_TEST_FRAME, MIN_FRAME},
+    frames::{udp_frame, vxlan, MAX_TEST_FRAME, MIN_FRAME},
     paths::BenchLab,
     results::NetPath,
 };

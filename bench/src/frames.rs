@@ -1,8 +1,6 @@
-//! Frames the benchmark crafts: what a VM sends (IPv4/UDP, any size), the same frame as
-//! the underlay carries it (VXLAN), and the lab facts they need.
-use anyhow::{Context, Result};
+//! Frames the benchmark crafts: what a VM sends (IPv4/UDP, any size), and the same frame
+//! as the underlay carries it (VXLAN).
 use dataplane_common::packet::{OuterHeaders, Tunnel};
-use violin_testbed::sys::ns_run;
 
 /// A frame's sender or receiver: MAC and IPv4 address.
 pub type Station = ([u8; 6], [u8; 4]);
@@ -48,28 +46,6 @@ pub fn vxlan(tunnel: &Tunnel, vni: u32, inner: &[u8]) -> Vec<u8> {
         .to_vec();
     p.extend_from_slice(inner);
     p
-}
-
-pub fn mac_of(ns: &str, iface: &str) -> Result<[u8; 6]> {
-    let out = ns_run(ns, "ip", &["-o", "link", "show", iface])?;
-    let hex = out
-        .split("link/ether ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .context("no MAC")?;
-    let mut mac = [0u8; 6];
-    for (m, h) in mac.iter_mut().zip(hex.split(':')) {
-        *m = u8::from_str_radix(h, 16)?;
-    }
-    Ok(mac)
-}
-
-pub fn ifindex_of(ns: &str, iface: &str) -> Result<u32> {
-    let out = ns_run(ns, "ip", &["-o", "link", "show", iface])?;
-    out.split(':')
-        .next()
-        .and_then(|s| s.trim().parse().ok())
-        .with_context(|| format!("no ifindex for {iface} in {ns}"))
 }
 
 #[cfg(test)]

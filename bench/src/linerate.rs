@@ -27,13 +27,13 @@ use aya::{
 use dataplane_common::packet::Tunnel;
 use violin_testbed::{
     lab::switch_ns,
-    sys::{in_netns, ns_run},
+    sys::{ifindex_of, in_netns, link_packets, mac_of, ns_run, LinkPackets},
 };
 
 use crate::{
     cost::xdp_md,
     ebpf,
-    frames::{ifindex_of, mac_of, udp_frame, vxlan, Station, MAX_TEST_FRAME, MIN_FRAME},
+    frames::{udp_frame, vxlan, Station, MAX_TEST_FRAME, MIN_FRAME},
     micro::busy_cpu_ns,
     paths::BenchLab,
     results::NetPath,
@@ -149,7 +149,7 @@ impl Rig {
         stage: &Stage,
         frames: u32,
         wire: &mut Option<aya::programs::xdp::XdpLinkId>,
-    ) -> Result<(u64, f64, f64, Vec<(String, [u64; 3])>)> {
+    ) -> Result<(u64, f64, f64, Vec<(String, LinkPackets)>)> {
         if let Some((from, to)) = &stage.wire {
             let sw = stage.switch.clone();
             let from_if = ifindex_of(&sw, from)?;
@@ -187,7 +187,7 @@ impl Rig {
 
 /// The interfaces on a stage's route, with the packets each has received, sent and
 /// failed to send so far, so that a stage whose frames vanish can say where.
-fn trail(stage: &Stage) -> Vec<(String, [u64; 3])> {
+fn trail(stage: &Stage) -> Vec<(String, LinkPackets)> {
     let mut ifs = vec![stage.source.clone()];
     if let Some((from, to)) = &stage.wire {
         ifs.push((stage.switch.clone(), from.clone()));
@@ -196,34 +196,23 @@ fn trail(stage: &Stage) -> Vec<(String, [u64; 3])> {
     ifs.push(stage.sink.clone());
     ifs.iter()
         .map(|(ns, dev)| {
-            let v: serde_json::Value = ns_run(ns, "ip", &["-s", "-j", "link", "show", dev])
-                .ok()
-                .and_then(|out| serde_json::from_str(&out).ok())
-                .unwrap_or_default();
-            let n = |p: &str| v.pointer(p).and_then(|x| x.as_u64()).unwrap_or(0);
-            (
-                format!("{ns}/{dev}"),
-                [
-                    n("/0/stats64/rx/packets"),
-                    n("/0/stats64/tx/packets"),
-                    n("/0/stats64/tx/dropped"),
-                ],
-            )
+            let counts = link_packets(ns, dev).unwrap_or_default();
+            (format!("{ns}/{dev}"), counts)
         })
         .collect()
 }
 
 /// What each interface of a trail did between two readings.
-fn trail_delta(before: &[(String, [u64; 3])], after: &[(String, [u64; 3])]) -> String {
+fn trail_delta(before: &[(String, LinkPackets)], after: &[(String, LinkPackets)]) -> String {
     before
         .iter()
         .zip(after)
         .map(|((name, b), (_, a))| {
             format!(
                 "{name}: rx {} tx {} tx_dropped {}",
-                a[0] - b[0],
-                a[1] - b[1],
-                a[2] - b[2]
+                a.rx - b.rx,
+                a.tx - b.tx,
+                a.tx_dropped - b.tx_dropped
             )
         })
         .collect::<Vec<_>>()

@@ -208,6 +208,19 @@ fn rotation(rep: usize) -> Vec<NetPath> {
     v
 }
 
+/// Keeps a micro sample and says so on the progress line.
+fn record(samples: &mut Vec<Sample>, progress: &mut Progress, s: Sample) {
+    progress.step(&format!(
+        "MTU {} rep {} {:<11} {:<18} {:.2}",
+        s.mtu,
+        s.rep,
+        s.path.label(),
+        s.metric,
+        s.value
+    ));
+    samples.push(s);
+}
+
 fn run_micro(cli: &Cli) -> Result<()> {
     let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 5 });
     let settings = micro::Settings::new(cli.quick);
@@ -241,17 +254,14 @@ fn run_micro(cli: &Cli) -> Result<()> {
                 let eps = bl.endpoints(path, 1);
                 let (a, b) = (&eps[0], &eps[1]);
                 let mut push = |metric: &str, value: f64, progress: &mut Progress| {
-                    progress.step(&format!(
-                        "MTU {mtu} rep {rep} {:<11} {metric:<10} {value:.2}",
-                        path.label()
-                    ));
-                    samples.push(Sample {
+                    let sample = Sample {
                         metric: metric.into(),
                         mtu,
                         path,
                         rep,
                         value,
-                    });
+                    };
+                    record(&mut samples, progress, sample);
                 };
                 port += 1;
                 push(
@@ -275,21 +285,19 @@ fn run_micro(cli: &Cli) -> Result<()> {
                 push("rtt_p99", p99, &mut progress);
             }
             for (metric, path, value) in cost::measure(&bl, settings.test_runs)? {
-                progress.step(&format!(
-                    "MTU {mtu} rep {rep} {:<11} {metric:<12} {value:.1} ns",
-                    path.label()
-                ));
-                samples.push(Sample {
+                let sample = Sample {
                     metric,
                     mtu,
                     path,
                     rep,
                     value,
-                });
+                };
+                record(&mut samples, &mut progress, sample);
             }
         }
         // Where the time goes, once per MTU: kernel profiles and flame graphs of one TCP
         // stream and of the 64-byte flood, per path.
+        std::fs::create_dir_all(cli.out.join("micro"))?;
         for path in NetPath::ALL {
             let eps = bl.endpoints(path, 1);
             let (a, b) = (&eps[0], &eps[1]);
@@ -298,7 +306,6 @@ fn run_micro(cli: &Cli) -> Result<()> {
                 port += 1;
                 let svg_name = format!("flame-{slug}-{}-{mtu}.svg", path.slug());
                 let svg = cli.out.join("micro").join(&svg_name);
-                std::fs::create_dir_all(cli.out.join("micro"))?;
                 let title = format!("{what}, {}, MTU {mtu}", path.label());
                 let secs = settings.secs;
                 let top = micro::profile(secs, &dir, &svg, &title, || match slug {
@@ -320,17 +327,14 @@ fn run_micro(cli: &Cli) -> Result<()> {
             for path in rotation(rep) {
                 for (metric, value) in linerate::measure(&mut rig, &bl, path, settings.live_frames)?
                 {
-                    progress.step(&format!(
-                        "MTU {mtu} rep {rep} {:<11} {metric:<18} {value:.2}",
-                        path.label()
-                    ));
-                    samples.push(Sample {
+                    let sample = Sample {
                         metric,
                         mtu,
                         path,
                         rep,
                         value,
-                    });
+                    };
+                    record(&mut samples, &mut progress, sample);
                 }
             }
         }

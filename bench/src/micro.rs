@@ -200,7 +200,6 @@ pub fn tcp(a: &Endpoint, b: &Endpoint, streams: u32, secs: f64, port: u16) -> Re
 }
 
 /// Machine-wide busy CPU time in nanoseconds, from /proc/stat.
-/// Busy time of all CPUs so far (ns), from /proc/stat.
 pub fn busy_cpu_ns() -> Result<f64> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let line = stat.lines().next().context("empty /proc/stat")?;

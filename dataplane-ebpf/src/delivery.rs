@@ -7,10 +7,13 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     counters::DropReason,
-    maps::{FdbEntry, FloodList, FLOOD_PORTS, PORT_PEER_REDIRECT},
+    maps::{FdbEntry, FloodList, FLOOD_PORTS, PORT_PEER_REDIRECT, UNDERLAY_SLOT},
 };
 
-use crate::{counters::port_stats, maps::port};
+use crate::{
+    counters::{port_stats, Verdict},
+    maps::port,
+};
 
 /// Sends the frame at offset 0 to the local port `to` names; the TC action to return.
 /// An IP frame for a veth goes into its peer, the VM's end, with bpf_redirect_peer: it
@@ -32,6 +35,17 @@ pub(crate) fn deliver(to: &FdbEntry, ip: bool, len: usize) -> Result<i32, DropRe
         }
     };
     Ok(action as i32)
+}
+
+/// A frame from the underlay, decapsulated, to every local port of its environment
+/// (`list`), never back onto the underlay; counted as the underlay's flood.
+#[inline(always)]
+pub(crate) fn flood_from_underlay(ctx: &TcContext, list: &FloodList, len: usize) -> Verdict {
+    if let Some(s) = port_stats(UNDERLAY_SLOT) {
+        s.to_slow_path.add(len as u64);
+    }
+    flood_ports(ctx, list, 0);
+    Verdict::Flooded
 }
 
 /// A copy of the frame at offset 0 out of every local port on `list` but `except`.

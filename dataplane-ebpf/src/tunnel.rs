@@ -65,6 +65,16 @@ fn tunnel_to(cfg: &HostConfig, hop: &NextHop) -> Tunnel {
     }
 }
 
+/// The next host for a frame from `from` that a rule or a placement sends on to `to`:
+/// never back where it came from, and only once its next hop is known.
+#[inline(always)]
+pub(crate) fn relay_hop(from: [u8; 4], to: &FdbEntry) -> Result<NextHop, DropReason> {
+    if to.peer == from {
+        return Err(DropReason::Loop);
+    }
+    resolve_peer(to.peer).ok_or(DropReason::NoRoute)
+}
+
 /// Counts a frame sent to a peer, outer headers included.
 #[inline(always)]
 pub(crate) fn count_sent(hop: &NextHop, inner_len: usize) {
@@ -117,8 +127,7 @@ pub(crate) fn decapsulate(
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, ENCAP_OVERHEAD as i32) } != 0 {
         return drop_frame(ctx, UNDERLAY_SLOT, DropReason::NoHeadroom, len);
     }
-    let inner_len = len - v.trailer - ENCAP_OVERHEAD as usize;
-    redirect_to_port(ctx, UNDERLAY_SLOT, to, inner_len)
+    redirect_to_port(ctx, UNDERLAY_SLOT, to, v.inner_len)
 }
 
 /// A rule at this host sends a frame that arrived over one overlay link on over another
@@ -132,24 +141,21 @@ pub(crate) fn transit(
     to: &FdbEntry,
     len: usize,
 ) -> u32 {
-    if to.peer == v.peer {
-        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::Loop, len);
-    }
-    let Some(hop) = resolve_peer(to.peer) else {
-        return drop_frame(ctx, UNDERLAY_SLOT, DropReason::NoRoute, len);
+    let hop = match relay_hop(v.peer, to) {
+        Ok(hop) => hop,
+        Err(reason) => return drop_frame(ctx, UNDERLAY_SLOT, reason, len),
     };
     // SAFETY: helper on the program's own context.
     if v.trailer > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(v.trailer as i32)) } != 0 {
         return drop_frame(ctx, UNDERLAY_SLOT, DropReason::BadLength, len);
     }
-    let inner_len = len - v.trailer - ENCAP_OVERHEAD as usize;
     let sport = source_port(flow_hash(&Pkt(ctx), ENCAP_OVERHEAD as usize));
     let out = TunnelOut {
         cfg,
         hop: &hop,
         vni: v.vni,
         sport,
-        inner_len,
+        inner_len: v.inner_len,
     };
     send_tunnelled(ctx, &out, UNDERLAY_SLOT, DropReason::TruncatedOuter, len)
 }
@@ -320,17 +326,13 @@ pub(crate) fn tc_transit(
     to: &FdbEntry,
     len: usize,
 ) -> Result<NextHop, DropReason> {
-    if to.peer == v.peer {
-        return Err(DropReason::Loop);
-    }
-    let hop = resolve_peer(to.peer).ok_or(DropReason::NoRoute)?;
+    let hop = relay_hop(v.peer, to)?;
     tc_trim(ctx, v, len)?;
-    let inner_len = len - v.trailer - ENCAP_OVERHEAD as usize;
     let outer = OuterHeaders::new(
         &tunnel_to(cfg, &hop),
         v.vni,
         skb_source_port(ctx),
-        inner_len,
+        v.inner_len,
     );
     ctx.store(0, &outer, 0)
         .map_err(|_| DropReason::TruncatedOuter)?;

@@ -17,12 +17,12 @@ use dataplane_common::{
 };
 
 use crate::{
-    counters::{count_tc, port_stats, tc_drop, Verdict},
-    delivery::{deliver, flood_ports},
+    counters::{count_tc, tc_drop, Verdict},
+    delivery::{deliver, flood_from_underlay},
     forward::{tunnel_next, FromTunnel},
     frame::Skb,
     maps::{flood_list, peer, vni},
-    tunnel::{count_sent, resolve_peer},
+    tunnel::{count_sent, relay_hop},
 };
 
 #[classifier]
@@ -66,11 +66,7 @@ fn forward(ctx: &TcContext, len: usize) -> Result<Verdict, DropReason> {
         FromTunnel::Transit(to) => relay(ctx, &mut key, from, &to, len),
         FromTunnel::Flood => {
             let list = flood_list(key.tunnel_id).ok_or(DropReason::SlowPathDown)?;
-            if let Some(s) = port_stats(UNDERLAY_SLOT) {
-                s.to_slow_path.add(len as u64);
-            }
-            flood_ports(ctx, list, 0);
-            Ok(Verdict::Flooded)
+            Ok(flood_from_underlay(ctx, list, len))
         }
     }
 }
@@ -85,10 +81,7 @@ fn relay(
     to: &FdbEntry,
     len: usize,
 ) -> Result<Verdict, DropReason> {
-    if to.peer == from {
-        return Err(DropReason::Loop);
-    }
-    let hop = resolve_peer(to.peer).ok_or(DropReason::NoRoute)?;
+    let hop = relay_hop(from, to)?;
     key.__bindgen_anon_1.remote_ipv4 = u32::from_be_bytes(hop.addr);
     // The kernel's defaults: the route's TTL, no TOS.
     key.tunnel_ttl = 0;

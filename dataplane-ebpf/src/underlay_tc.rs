@@ -18,12 +18,11 @@ use dataplane_common::{
         classify_underlay, ip_protocol, Frame, UnderlayVerdict, VxlanInfo, INNER_OFFSET,
         IPPROTO_TCP,
     },
-    ENCAP_OVERHEAD,
 };
 
 use crate::{
-    counters::{count_tc, port_stats, tc_drop, Verdict},
-    delivery::{deliver, flood_ports},
+    counters::{count_tc, tc_drop, Verdict},
+    delivery::{deliver, flood_from_underlay},
     forward::{accept_from_peer, tunnel_next, FromTunnel},
     frame::Skb,
     maps::{flood_list, host_config, peer},
@@ -72,7 +71,7 @@ fn forward(
     vni_flags: u32,
     len: usize,
 ) -> Result<Verdict, DropReason> {
-    let inner_len = len - v.trailer - ENCAP_OVERHEAD as usize;
+    let inner_len = v.inner_len;
     match tunnel_next(vni_flags, v.vni, v.inner.src, v.inner.dst) {
         FromTunnel::Deliver(to) => {
             let ip = tc_decap(ctx, v, len)?;
@@ -89,11 +88,7 @@ fn forward(
         FromTunnel::Flood => {
             let list = flood_list(v.vni).ok_or(DropReason::SlowPathDown)?;
             tc_decap(ctx, v, len)?;
-            if let Some(s) = port_stats(UNDERLAY_SLOT) {
-                s.to_slow_path.add(len as u64);
-            }
-            flood_ports(ctx, list, 0);
-            Ok(Verdict::Flooded)
+            Ok(flood_from_underlay(ctx, list, len))
         }
     }
 }

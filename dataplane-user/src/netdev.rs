@@ -30,14 +30,22 @@ impl Socket {
         Ok(Socket(fd))
     }
 
+    /// The ethtool command whose request and answer is `cmd` (a repr(C) struct that
+    /// starts with the command number and is as large as the kernel's for it).
+    fn ethtool<T>(&self, name: &str, cmd: &mut T) -> io::Result<()> {
+        let mut ifr = ifreq(name);
+        ifr.ifr_ifru.ifru_data = (cmd as *mut T).cast();
+        self.ioctl(libc::SIOCETHTOOL, &mut ifr)
+    }
+
     fn ioctl(&self, request: libc::c_ulong, ifr: &mut libc::ifreq) -> io::Result<()> {
         // SAFETY: `ifr` is an exclusive reference to a live libc::ifreq, so the pointer is
         // valid for reads and writes of a whole ifreq during the call, and self.0 is the open
         // socket this wrapper owns. The requests used here (SIOCGIFHWADDR, SIOCGIFMTU,
         // SIOCETHTOOL) touch only the ifreq, except that SIOCETHTOOL also writes through
-        // ifru_data, which rx_queues(), driver() and gro() point at a live repr(C)
-        // EthtoolChannels, EthtoolDrvinfo or EthtoolValue of the size the kernel writes
-        // for the command.
+        // ifru_data, which `ethtool` points at its caller's live repr(C) command struct
+        // (EthtoolChannels, EthtoolDrvinfo or EthtoolValue), of the size the kernel
+        // writes for that command.
         if unsafe { libc::ioctl(self.0, request, ifr as *mut libc::ifreq) } < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -108,9 +116,7 @@ fn rx_queues(sock: &Socket, name: &str) -> u32 {
         cmd: ETHTOOL_GCHANNELS,
         ..Default::default()
     };
-    let mut ifr = ifreq(name);
-    ifr.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
-    if sock.ioctl(libc::SIOCETHTOOL, &mut ifr).is_err() {
+    if sock.ethtool(name, &mut ch).is_err() {
         return 1;
     }
     ch.rx_count.max(ch.combined_count).max(1)
@@ -135,9 +141,7 @@ fn driver(sock: &Socket, name: &str) -> Option<String> {
     // SAFETY: made of integers and byte arrays only; all-zero is a valid value.
     let mut info: EthtoolDrvinfo = unsafe { std::mem::zeroed() };
     info.cmd = ETHTOOL_GDRVINFO;
-    let mut ifr = ifreq(name);
-    ifr.ifr_ifru.ifru_data = (&mut info as *mut EthtoolDrvinfo).cast();
-    sock.ioctl(libc::SIOCETHTOOL, &mut ifr).ok()?;
+    sock.ethtool(name, &mut info).ok()?;
     let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
     Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
@@ -157,9 +161,7 @@ pub fn gro(name: &str) -> Option<bool> {
         cmd: ETHTOOL_GGRO,
         data: 0,
     };
-    let mut ifr = ifreq(name);
-    ifr.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
-    sock.ioctl(libc::SIOCETHTOOL, &mut ifr).ok()?;
+    sock.ethtool(name, &mut value).ok()?;
     Some(value.data != 0)
 }
 

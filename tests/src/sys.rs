@@ -118,3 +118,52 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid(2) takes no arguments, always succeeds and accesses no memory of ours.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// The MAC address of interface `iface` in namespace `ns`.
+pub fn mac_of(ns: &str, iface: &str) -> Result<[u8; 6]> {
+    let out = ns_run(ns, "ip", &["-o", "link", "show", iface])?;
+    let hex = out
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .with_context(|| format!("no MAC for {iface} in {ns}"))?;
+    let mut mac = [0u8; 6];
+    for (m, h) in mac.iter_mut().zip(hex.split(':')) {
+        *m = u8::from_str_radix(h, 16)?;
+    }
+    Ok(mac)
+}
+
+/// The ifindex of interface `iface` in namespace `ns`.
+pub fn ifindex_of(ns: &str, iface: &str) -> Result<u32> {
+    let out = ns_run(ns, "ip", &["-o", "link", "show", iface])?;
+    out.split(':')
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .with_context(|| format!("no ifindex for {iface} in {ns}"))
+}
+
+/// Packets interface `iface` in namespace `ns` has received, sent, and failed to send.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkPackets {
+    pub rx: u64,
+    pub tx: u64,
+    pub tx_dropped: u64,
+}
+
+/// The kernel's packet counters of `iface` in `ns` (`ip -s -j link`).
+pub fn link_packets(ns: &str, iface: &str) -> Result<LinkPackets> {
+    let out = ns_run(ns, "ip", &["-s", "-j", "link", "show", iface])?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("ip -s -j link: {out}"))?;
+    let n = |p: &str| {
+        v.pointer(p)
+            .and_then(|x| x.as_u64())
+            .with_context(|| format!("no {p} for {iface} in {ns}: {out}"))
+    };
+    Ok(LinkPackets {
+        rx: n("/0/stats64/rx/packets")?,
+        tx: n("/0/stats64/tx/packets")?,
+        tx_dropped: n("/0/stats64/tx/dropped")?,
+    })
+}

@@ -5,28 +5,12 @@ use std::{net::Ipv4Addr, thread, time::Duration};
 use dataplane_common::packet::{OuterHeaders, Tunnel};
 use violin_testbed::{
     e2e::{counter, lab},
-    sys::ns_run,
+    sys::{mac_of, ns_run},
     traffic::{ping, send_raw, wait_ping},
 };
 
 const N: usize = 25;
 const VNI: u32 = 1000;
-
-fn mac_of(ns: &str, iface: &str) -> [u8; 6] {
-    let out = ns_run(ns, "ip", &["-o", "link", "show", iface]).unwrap();
-    let hex = out
-        .split("link/ether ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
-    let mut mac = [0u8; 6];
-    for (m, h) in mac.iter_mut().zip(hex.split(':')) {
-        *m = u8::from_str_radix(h, 16).unwrap();
-    }
-    mac
-}
 
 struct Crafter {
     tunnel: Tunnel,
@@ -95,8 +79,8 @@ fn crafted_underlay_packets(tag: &str, xdp: bool) {
     let h2 = lab.hosts[1].clone();
     let c = Crafter {
         tunnel: Tunnel {
-            src_mac: mac_of(&h2.ns, "ul0"),
-            dst_mac: mac_of(&h1.ns, "ul0"),
+            src_mac: mac_of(&h2.ns, "ul0").unwrap(),
+            dst_mac: mac_of(&h1.ns, "ul0").unwrap(),
             src_ip: h2.underlay_ip.octets(),
             dst_ip: h1.underlay_ip.octets(),
         },

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use violin_testbed::{
     e2e::{counter, lab},
     lab::Lab,
-    sys::ns_run,
+    sys::{link_packets, ns_run},
     traffic::{ping, udp_blast, wait_ping},
 };
 
@@ -165,11 +165,7 @@ fn storm_control_bounds_a_flooding_vm_in_xdp_mode() {
 
 /// Packets `ns`'s eth0 has received.
 fn rx_packets(ns: &str) -> u64 {
-    let out = ns_run(ns, "ip", &["-s", "-j", "link", "show", "eth0"]).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v.pointer("/0/stats64/rx/packets")
-        .and_then(|p| p.as_u64())
-        .unwrap_or_else(|| panic!("no rx counter in {out}"))
+    link_packets(ns, "eth0").unwrap().rx
 }
 
 /// CPU seconds process `pid` has used (user and system).
