@@ -148,7 +148,7 @@ fn summary(spec: &Spec) -> EnvSummary {
         hosts: spec.hosts.keys().cloned().collect(),
         vms: spec.vms.len(),
         restricted: !spec.allowed.is_empty(),
-        limits: spec.limits.len(),
+        limits: spec.limits.len() + spec.vm_limits.len(),
         links: spec.links.len(),
         rules: spec.rules.len(),
     }

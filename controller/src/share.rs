@@ -70,6 +70,7 @@ pub fn share_of<'a>(
                         // Switched (the spec has it at the destination): nothing leaves.
                         leaving_to: to.filter(|t| v.host == host && *t != host).map(addr),
                         arriving_from: from.filter(|_| v.host != host).map(addr),
+                        limit: spec.vm_limits.get(n.as_str()).copied(),
                     }
                 })
                 .collect(),

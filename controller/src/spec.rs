@@ -25,6 +25,8 @@ pub struct Spec {
     /// Unordered VM pairs (by VM name, smaller first); empty means unrestricted.
     pub allowed: BTreeSet<(String, String)>,
     pub limits: BTreeMap<(String, String), Limit>,
+    /// Aggregate bounds of VMs (by name) on what they send to other hosts.
+    pub vm_limits: BTreeMap<String, Limit>,
     /// UDP overlay links between hosts (smaller name first). Empty: every host of the
     /// environment exchanges its frames directly with every other (a full mesh).
     pub links: BTreeSet<(String, String)>,
@@ -177,15 +179,41 @@ impl Spec {
             allowed.insert(check_pair(&p.pair, format!("allow[{i}].pair"))?);
         }
         let mut limits = BTreeMap::new();
+        let mut vm_limits = BTreeMap::new();
         for (i, l) in raw.limits.iter().enumerate() {
-            let pair = check_pair(&l.pair, format!("limit[{i}].pair"))?;
-            limits.insert(
-                pair,
-                Limit {
-                    rate_mbit: l.rate_mbit,
-                    burst_kib: l.burst_kib,
-                },
-            );
+            let limit = Limit {
+                rate_mbit: l.rate_mbit,
+                burst_kib: l.burst_kib,
+            };
+            match (&l.pair, &l.vm) {
+                (Some(pair), None) => {
+                    limits.insert(check_pair(pair, format!("limit[{i}].pair"))?, limit);
+                }
+                (None, Some(vm)) => {
+                    if !vms.contains_key(vm.get_ref().as_str()) {
+                        return Err(err(
+                            vm.span(),
+                            format!("limit[{i}].vm"),
+                            format!("{:?} is not a VM of this spec", vm.get_ref().as_str()),
+                        ));
+                    }
+                    vm_limits.insert(vm.get_ref().to_string(), limit);
+                }
+                (Some(pair), Some(_)) => {
+                    return Err(err(
+                        pair.span(),
+                        format!("limit[{i}]"),
+                        "give `pair` (a pair's bound) or `vm` (a VM's), not both".into(),
+                    ))
+                }
+                (None, None) => {
+                    return Err(err(
+                        0..0,
+                        format!("limit[{i}]"),
+                        "needs `pair` (a pair's bound) or `vm` (a VM's aggregate bound)".into(),
+                    ))
+                }
+            }
         }
         let links = Self::parse_links(&raw.links, &hosts, &err)?;
         let rules = Self::parse_rules(&raw.rules, &hosts, &vms, &links, &err)?;
@@ -196,6 +224,7 @@ impl Spec {
             vms,
             allowed,
             limits,
+            vm_limits,
             links,
             rules,
             storm_pps: raw.environment.storm_pps,
@@ -442,6 +471,9 @@ pub enum Change {
     Disallow(String, String),
     SetLimit(String, String, Option<Limit>, Limit),
     RemoveLimit(String, String, Limit),
+    /// A VM's aggregate bound, old -> new.
+    SetVmLimit(String, Option<Limit>, Limit),
+    RemoveVmLimit(String, Limit),
     AddLink(String, String),
     RemoveLink(String, String),
     AddRule(Rule),
@@ -475,6 +507,17 @@ impl fmt::Display for Change {
                 o.rate_mbit, l.rate_mbit, o.burst_kib, l.burst_kib
             ),
             Change::RemoveLimit(a, b, _) => write!(f, "- limit {a} <-> {b}"),
+            Change::SetVmLimit(v, None, l) => write!(
+                f,
+                "+ limit vm {v} (to other hosts): {} Mbit/s, burst {} KiB",
+                l.rate_mbit, l.burst_kib
+            ),
+            Change::SetVmLimit(v, Some(o), l) => write!(
+                f,
+                "~ limit vm {v} (to other hosts): {} -> {} Mbit/s, burst {} -> {} KiB",
+                o.rate_mbit, l.rate_mbit, o.burst_kib, l.burst_kib
+            ),
+            Change::RemoveVmLimit(v, _) => write!(f, "- limit vm {v}"),
             Change::AddLink(a, b) => write!(f, "+ link {a} <-> {b} (udp)"),
             Change::RemoveLink(a, b) => write!(f, "- link {a} <-> {b}"),
             Change::AddRule(r) => write!(f, "+ rule {r}"),
@@ -500,6 +543,7 @@ pub fn plan(current: Option<&Spec>, desired: &Spec) -> Vec<Change> {
         vms: BTreeMap::new(),
         allowed: BTreeSet::new(),
         limits: BTreeMap::new(),
+        vm_limits: BTreeMap::new(),
         links: BTreeSet::new(),
         rules: Vec::new(),
         storm_pps: None,
@@ -533,6 +577,17 @@ pub fn plan(current: Option<&Spec>, desired: &Spec) -> Vec<Change> {
     for ((a, b), l) in &cur.limits {
         if !desired.limits.contains_key(&(a.clone(), b.clone())) {
             out.push(Change::RemoveLimit(a.clone(), b.clone(), *l));
+        }
+    }
+    for (v, l) in &desired.vm_limits {
+        let old = cur.vm_limits.get(v).copied();
+        if old != Some(*l) {
+            out.push(Change::SetVmLimit(v.clone(), old, *l));
+        }
+    }
+    for (v, l) in &cur.vm_limits {
+        if !desired.vm_limits.contains_key(v) {
+            out.push(Change::RemoveVmLimit(v.clone(), *l));
         }
     }
     for (a, b) in desired.links.difference(&cur.links) {

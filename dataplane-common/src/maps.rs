@@ -21,7 +21,8 @@ pub mod names {
     pub const ROUTES: &str = "ROUTES";
     pub const STORM: &str = "STORM";
     pub const PAIR_TRAFFIC: &str = "PAIR_TRAFFIC";
-    pub const ALL: [&str; 16] = [
+    pub const VM_BOUNDS: &str = "VM_BOUNDS";
+    pub const ALL: [&str; 17] = [
         CONFIG,
         PORTS,
         VNIS,
@@ -38,6 +39,7 @@ pub mod names {
         ROUTES,
         PAIR_TRAFFIC,
         STORM,
+        VM_BOUNDS,
     ];
 }
 
@@ -114,6 +116,9 @@ pub const PORT_ROUTED: u32 = 16;
 /// delivers into that peer with bpf_redirect_peer (no second pass through the host's
 /// receive queue).
 pub const PORT_PEER_REDIRECT: u32 = 32;
+/// The port's VM has an aggregate bound on what it sends to other hosts (its shaper is
+/// in VM_BOUNDS, at the port's slot).
+pub const PORT_VM_BOUNDED: u32 = 64;
 
 /// A directed VM pair of an environment (source MAC, destination MAC).
 #[repr(C)]
@@ -133,50 +138,127 @@ impl PairKey {
 
 /// The pair may talk in a restricted environment.
 pub const PAIR_ALLOWED: u32 = 1;
-/// The pair's traffic is bounded by the token bucket below.
+/// The pair's traffic is bounded by its shaper.
 pub const PAIR_LIMITED: u32 = 2;
 
-/// Policy and token bucket of a VM pair. The bucket is updated by the datapath without a
-/// lock: concurrent frames of one pair on several CPUs may each see the same tokens, so
-/// the bound holds to within one frame per CPU.
+/// Policy and traffic bound of a VM pair.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PairState {
     pub flags: u32,
-    pub _pad: u32,
-    /// Bytes per second the pair may send.
-    pub rate: u64,
-    /// Bucket size in bytes.
-    pub burst: u64,
-    pub tokens: u64,
-    pub last_ns: u64,
+    /// The HTB class (minor number, see [`htb_class`]) that shapes the pair's frames.
+    pub class: u32,
+    pub shaper: Shaper,
 }
 
-impl PairState {
-    /// Refills the bucket for the time since the last frame and takes `len` bytes from
-    /// it; false if the frame is over the bound (and then takes nothing).
-    #[inline(always)]
-    pub fn take(&mut self, now_ns: u64, len: u64) -> bool {
-        let elapsed = now_ns.saturating_sub(self.last_ns);
-        // Saturates rather than overflowing for long idle times (elapsed * rate).
-        let refill = if elapsed >= 1_000_000_000 {
-            self.burst
-        } else {
-            elapsed * self.rate / 1_000_000_000
-        };
-        let tokens = self.tokens.saturating_add(refill);
-        self.tokens = if tokens > self.burst {
-            self.burst
-        } else {
-            tokens
-        };
-        self.last_ns = now_ns;
-        if self.tokens >= len {
-            self.tokens -= len;
-            true
-        } else {
-            false
+/// Bounded traffic is shaped by an HTB qdisc violind puts on the devices it leaves by
+/// (the underlay; a VM port, for a pair on one host): a class per bounded pair, and per
+/// bounded VM a parent class over its pairs' classes and a leaf for the rest of what it
+/// sends to other hosts. The datapath picks the class by setting skb->priority to its id,
+/// which HTB takes as is. Unclassified frames go straight through (HTB's direct queue).
+pub const HTB_MAJOR: u32 = 0x7669;
+/// Minor numbers: pairs' classes below VM_CLASS_BASE; a bounded VM's parent class at
+/// VM_CLASS_BASE + its port slot, its leaf at VM_LEAF_BASE + its port slot.
+pub const VM_CLASS_BASE: u32 = 0xF000;
+pub const VM_LEAF_BASE: u32 = 0xF100;
+pub const MAX_PAIR_CLASS: u32 = VM_CLASS_BASE - 1;
+
+/// The class id (skb->priority) of HTB class `minor`.
+#[inline(always)]
+pub const fn htb_class(minor: u32) -> u32 {
+    (HTB_MAJOR << 16) | (minor & 0xFFFF)
+}
+
+/// Frames of at most this many bytes (pings, pure TCP acknowledgements, ARP, DNS) of a
+/// bounded pair or VM skip its queue (HTB's direct queue) instead of waiting behind its
+/// bulk traffic: they are still charged to its clock, so the bound holds, but a ping does
+/// not measure the queue a stream keeps in front of it.
+pub const SHAPER_SMALL_FRAME: u64 = 128;
+/// What a bound lets wait in its queue, beyond its burst: room for a few TCP senders'
+/// queued TSO super-frames (TCP small queues hold about two per socket), so a sender that
+/// backs off when its packets wait is never dropped.
+pub const SHAPER_QUEUE_BYTES: u64 = 512 * 1024;
+/// The horizon's floor and ceiling: a fast bound still absorbs a scheduling hiccup; a
+/// slow one does not hold a second of traffic (bufferbloat) for a sender that never
+/// backs off.
+pub const SHAPER_MIN_HORIZON_NS: u64 = 10_000_000;
+pub const SHAPER_MAX_HORIZON_NS: u64 = 1_000_000_000;
+
+/// A traffic bound's clock (GCRA, in its shaping form): the datapath's model of the
+/// bound's queue in the qdisc. `tat_ns` is when everything charged so far will have left
+/// at the rate; a frame may leave once that time is less than `burst_ns` ahead (after a
+/// quiet spell the burst leaves at once, then the rate). A frame that would wait longer
+/// than `horizon_ns` is dropped here, counted, and not charged, so the queue never
+/// overflows where the drop could not be counted by reason. Updated without a lock:
+/// frames of one bound on several CPUs may read the same clock, which blurs it by a frame
+/// per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shaper {
+    /// Bytes per second; 0: no bound.
+    pub rate: u64,
+    /// The burst, as the time it takes at the rate.
+    pub burst_ns: u64,
+    /// How far ahead of now a frame may be scheduled.
+    pub horizon_ns: u64,
+    /// The clock (bpf_ktime_get_ns time).
+    pub tat_ns: u64,
+}
+
+impl Shaper {
+    /// A bound of `rate` bytes per second with a burst of `burst` bytes.
+    pub fn new(rate: u64, burst: u64) -> Shaper {
+        if rate == 0 {
+            return Shaper::default();
         }
+        let ns = |bytes: u64| (u128::from(bytes) * 1_000_000_000 / u128::from(rate)) as u64;
+        Shaper {
+            rate,
+            burst_ns: ns(burst),
+            horizon_ns: ns(burst + SHAPER_QUEUE_BYTES)
+                .clamp(SHAPER_MIN_HORIZON_NS, SHAPER_MAX_HORIZON_NS),
+            tat_ns: 0,
+        }
+    }
+
+    /// The bytes that may wait in the bound's queue (its horizon at its rate).
+    pub fn horizon_bytes(&self) -> u64 {
+        (u128::from(self.horizon_ns) * u128::from(self.rate) / 1_000_000_000) as u64
+    }
+
+    /// The same bound (rate, burst, horizon), whatever its clock reads.
+    pub fn same_bound(&self, other: &Shaper) -> bool {
+        (self.rate, self.burst_ns, self.horizon_ns)
+            == (other.rate, other.burst_ns, other.horizon_ns)
+    }
+
+    /// When a frame arriving at `now_ns` may leave: now, or later while the clock is more
+    /// than the burst ahead; `None` when that is beyond the horizon. Charges nothing.
+    #[inline(always)]
+    pub fn due(&self, now_ns: u64) -> Option<u64> {
+        if self.rate == 0 || self.tat_ns <= now_ns.saturating_add(self.burst_ns) {
+            return Some(now_ns);
+        }
+        let at = self.tat_ns - self.burst_ns;
+        if at - now_ns > self.horizon_ns {
+            None
+        } else {
+            Some(at)
+        }
+    }
+
+    /// Charges a frame of `len` bytes that arrived at `now_ns` to the clock.
+    #[inline(always)]
+    pub fn charge(&mut self, now_ns: u64, len: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let from = if self.tat_ns > now_ns {
+            self.tat_ns
+        } else {
+            now_ns
+        };
+        self.tat_ns = from + len * 1_000_000_000 / self.rate;
     }
 }
 
@@ -410,6 +492,7 @@ impl FdbEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec::Vec;
 
     #[test]
     fn storm_bucket_admits_its_burst_then_its_rate() {
@@ -438,26 +521,85 @@ mod tests {
         assert!((0..10_000).all(|i| b.admit(i)));
     }
 
+    /// The departures a shaper gives frames of `len` bytes arriving every `gap_ns`.
+    fn departures(s: &mut Shaper, n: usize, len: u64, gap_ns: u64, t0: u64) -> Vec<Option<u64>> {
+        (0..n as u64)
+            .map(|i| {
+                let now = t0 + i * gap_ns;
+                let due = s.due(now);
+                if due.is_some() {
+                    s.charge(now, len);
+                }
+                due
+            })
+            .collect()
+    }
+
     #[test]
-    fn token_bucket_bounds_a_pair() {
-        let mut b = PairState {
-            flags: PAIR_LIMITED,
-            rate: 1_000_000,
-            burst: 10_000,
-            tokens: 10_000,
-            ..Default::default()
-        };
-        // The burst passes at once, then the bucket is empty.
-        for _ in 0..10 {
-            assert!(b.take(0, 1000));
+    fn shaper_lets_its_burst_go_then_spaces_frames_at_its_rate() {
+        // 1 MB/s, burst 10 kB: 1000-byte frames all arriving at once.
+        let mut s = Shaper::new(1_000_000, 10_000);
+        assert_eq!(s.burst_ns, 10_000_000);
+        let t0 = 7_000_000_000;
+        let d = departures(&mut s, 20, 1000, 0, t0);
+        // The burst (and one frame more: it fits when the clock is exactly the burst
+        // ahead) leaves at once, then one frame per millisecond.
+        assert!(d[..11].iter().all(|x| *x == Some(t0)), "{d:?}");
+        for (i, x) in d[11..].iter().enumerate() {
+            assert_eq!(
+                *x,
+                Some(t0 + (i as u64 + 1) * 1_000_000),
+                "frame {}",
+                i + 11
+            );
         }
-        assert!(!b.take(0, 1000));
-        // 1 ms refills 1000 bytes at 1 MB/s.
-        assert!(b.take(1_000_000, 1000));
-        assert!(!b.take(1_000_000, 1));
-        // A long idle time refills to the burst, never beyond.
-        assert!(b.take(60_000_000_000, 10_000));
-        assert!(!b.take(60_000_000_000, 1));
+    }
+
+    #[test]
+    fn shaper_holds_a_long_stream_to_its_rate() {
+        // 12.5 MB/s (100 Mbit/s), 64 KiB burst; 1500-byte frames offered at twice the rate
+        // for a second: the last one leaves after about two seconds, none is dropped
+        // while the queue is within the horizon, and what is beyond it is dropped.
+        let mut s = Shaper::new(12_500_000, 64 * 1024);
+        let gap = 1500 * 1_000_000_000 / 25_000_000;
+        let d = departures(&mut s, 16_667, 1500, gap, 0);
+        let sent: Vec<u64> = d.iter().flatten().copied().collect();
+        let dropped = d.len() - sent.len();
+        assert!(
+            dropped > 0,
+            "a sender at twice the rate must meet the horizon"
+        );
+        // Admitted bytes over the span of departures: the rate, plus the burst.
+        let span = (sent.last().unwrap() - sent[0]) as f64 / 1e9;
+        let rate = (sent.len() as f64 - 1.0) * 1500.0 / span;
+        assert!((rate / 12.5e6 - 1.0).abs() < 0.02, "{rate} B/s");
+        // No frame waits longer than the horizon.
+        for (i, x) in d.iter().enumerate() {
+            if let Some(at) = x {
+                assert!(at - i as u64 * gap <= s.horizon_ns, "frame {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn shaper_horizon_scales_with_the_rate_within_its_bounds() {
+        // 1 Gbit/s: the queue's bytes take 4.7 ms, the floor wins.
+        assert_eq!(
+            Shaper::new(125_000_000, 65536).horizon_ns,
+            SHAPER_MIN_HORIZON_NS
+        );
+        // 10 Mbit/s: (64 + 512) KiB at 1.25 MB/s.
+        assert_eq!(Shaper::new(1_250_000, 65536).horizon_ns, 471_859_200);
+        // 1 Mbit/s: the ceiling.
+        assert_eq!(
+            Shaper::new(125_000, 65536).horizon_ns,
+            SHAPER_MAX_HORIZON_NS
+        );
+        // No rate: no bound.
+        let mut off = Shaper::new(0, 65536);
+        assert_eq!(off.due(5), Some(5));
+        off.charge(5, 1 << 20);
+        assert_eq!(off.due(5), Some(5));
     }
 
     #[test]
@@ -511,9 +653,12 @@ mod pod {
     // SAFETY: PairKey is repr(C) and Copy: u32, [u8; 6], [u8; 6], 16 bytes (a multiple of
     // its align 4, so no tail padding); all integers, so any bit pattern is valid.
     unsafe impl aya::Pod for super::PairKey {}
-    // SAFETY: PairState is repr(C) and Copy: u32, u32 (explicit _pad), then 4 x u64 at
-    // offset 8, 40 bytes with no padding at align 8; all integers, so any bit pattern is valid.
+    // SAFETY: PairState is repr(C) and Copy: u32, u32, then a Shaper (4 x
+    // u64) at offset 8, 40 bytes with no padding at align 8; all integers, so any bit
+    // pattern is valid.
     unsafe impl aya::Pod for super::PairState {}
+    // SAFETY: repr(C), four u64: no padding, every bit pattern valid.
+    unsafe impl aya::Pod for super::Shaper {}
     // SAFETY: repr(C), three u64: no padding, every bit pattern valid.
     unsafe impl aya::Pod for super::StormBucket {}
 }

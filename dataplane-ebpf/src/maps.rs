@@ -47,6 +47,8 @@ pub(crate) static PAIR_TRAFFIC: LruPerCpuHashMap<PairKey, Counter> =
     LruPerCpuHashMap::pinned(MAX_PAIR_TRAFFIC, 0);
 #[map]
 pub(crate) static STORM: Array<StormBucket> = Array::pinned(MAX_SLOTS, 0);
+#[map]
+pub(crate) static VM_BOUNDS: Array<Shaper> = Array::pinned(MAX_SLOTS, 0);
 
 // The accessors copy values out: violind may update or delete an entry while a program
 // runs, so a reference into a hash map must not outlive the lookup.

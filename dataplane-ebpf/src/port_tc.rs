@@ -16,7 +16,7 @@ use crate::{
     forward::{port_next, Next},
     frame::Skb,
     maps::{flood_list, host_config, port},
-    policy::port_policy,
+    policy::{port_policy, shape},
     tunnel::{count_sent, resolve_peer, tc_encap, tc_write_outer},
 };
 
@@ -41,22 +41,28 @@ fn port_skb(ctx: &TcContext) -> Verdict {
         Ok(eth) => eth,
         Err(reason) => return tc_drop(ctx, port.slot, reason, len),
     };
-    if let Err(reason) = port_policy(&skb, &port, &eth, len) {
-        return tc_drop(ctx, port.slot, reason, len);
-    }
+    let pair = match port_policy(&skb, &port, &eth) {
+        Ok(pair) => pair,
+        Err(reason) => return tc_drop(ctx, port.slot, reason, len),
+    };
     let dst = match port_next(&port, ifindex, &eth, len) {
         Ok(Next::To(d)) => d,
         Ok(Next::Flood) => return flood_skb(ctx, &port, ifindex, &eth, len),
         Err(reason) => return tc_drop(ctx, port.slot, reason, len),
     };
-    if dst.kind() == Some(FdbKind::Local) {
-        if dst.ifindex == ifindex {
-            return tc_drop(ctx, port.slot, DropReason::Hairpin, len);
-        }
+    let local = dst.kind() == Some(FdbKind::Local);
+    if local && dst.ifindex == ifindex {
+        return tc_drop(ctx, port.slot, DropReason::Hairpin, len);
+    }
+    if let Err(reason) = shape(ctx, &port, pair, !local, len) {
+        return tc_drop(ctx, port.slot, reason, len);
+    }
+    if local {
         if let Some(s) = port_stats(dst.slot) {
             s.tx.add(len as u64);
         }
-        // SAFETY: helper call; egress of the other port hands the skb to its VM intact.
+        // SAFETY: helper call; egress of the other port hands the skb to its VM intact,
+        // through its fq qdisc (which holds a shaped frame until its departure time).
         return Verdict::Act(unsafe { bpf_redirect(dst.ifindex, 0) } as i32);
     }
     let Some(cfg) = host_config() else {

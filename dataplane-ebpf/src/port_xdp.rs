@@ -1,7 +1,8 @@
 //! `violin_port`: XDP on a VM port. Local destinations are redirected, remote ones
-//! encapsulated, floods handed to violind's slow path over AF_XDP.
+//! encapsulated, floods handed to violind's slow path over AF_XDP. Bounded traffic is
+//! passed on to the port's TC program, which can shape it.
 
-use aya_ebpf::{macros::xdp, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use dataplane_common::{
     counters::{DropReason, Hook},
     maps::{FdbKind, UNDERLAY_SLOT},
@@ -13,7 +14,7 @@ use crate::{
     forward::{port_next, redirect_to_port, to_slow_path, Next},
     frame::Pkt,
     maps::port,
-    policy::port_policy,
+    policy::{is_bounded, port_policy},
     tunnel::encapsulate,
 };
 
@@ -32,16 +33,24 @@ fn port_frame(ctx: &XdpContext) -> u32 {
     let Some(port) = port(ifindex) else {
         return drop_frame(ctx, UNDERLAY_SLOT, DropReason::UnknownPort, len);
     };
+    let eth = classify_port(&pkt).and_then(|eth| {
+        let pair = port_policy(&pkt, &port, &eth)?;
+        Ok((eth, pair))
+    });
+    // A bounded frame is delayed rather than dropped: XDP cannot hold it, so it goes on
+    // to the port's TC program (an skb), which counts and forwards it in full.
+    if let Ok((_, pair)) = eth {
+        if is_bounded(&port, pair) {
+            return xdp_action::XDP_PASS;
+        }
+    }
     if let Some(s) = port_stats(port.slot) {
         s.rx.add(len as u64);
     }
-    let eth = match classify_port(&pkt) {
-        Ok(eth) => eth,
+    let eth = match eth {
+        Ok((eth, _)) => eth,
         Err(reason) => return drop_frame(ctx, port.slot, reason, len),
     };
-    if let Err(reason) = port_policy(&pkt, &port, &eth, len) {
-        return drop_frame(ctx, port.slot, reason, len);
-    }
     let dst = match port_next(&port, ifindex, &eth, len) {
         Ok(Next::To(d)) => d,
         Ok(Next::Flood) => return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len),

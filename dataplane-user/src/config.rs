@@ -403,6 +403,19 @@ vnis = [100]
         assert!(e.contains("environment[0].allowed_pairs[0][0]"), "{e}");
         let e = error_of(&with("[[environment.limit]]\npair = [\"02:00:00:00:00:01\", \"02:00:00:00:00:02\"]\nrate_mbit = 0\n"));
         assert!(e.contains("environment[0].limit[0].rate_mbit"), "{e}");
+        // A VM's aggregate bound, on its identity.
+        let vm = |limit: &str| {
+            with(&format!(
+                "[[environment.vm]]\nport = \"vm1\"\nmac = \"02:00:00:00:00:01\"\nlimit = {limit}\n"
+            ))
+        };
+        let c = Config::parse(&vm("{ rate_mbit = 25, burst_kib = 32 }")).unwrap();
+        let l = c.environments[0].vms[0].limit.unwrap();
+        assert_eq!((l.rate_mbit.get(), l.burst_kib.get()), (25.0, 32));
+        let e = error_of(&vm("{ rate_mbit = -3 }"));
+        assert!(e.contains("environment[0].vm[0].limit.rate_mbit"), "{e}");
+        let e = error_of(&vm("{ rate = 3 }"));
+        assert!(e.contains("environment[0].vm[0].limit"), "{e}");
     }
 
     #[test]

@@ -58,7 +58,8 @@ fn ready_file(paths: &Paths) -> std::path::PathBuf {
     paths.run_dir.join("ready")
 }
 
-/// Attaches the programs to the underlay and every port, XDP or TC per `port_mode`, and
+/// Attaches the programs to the underlay and every port, XDP or TC per `port_mode` (and
+/// TC on the ports in XDP mode as well, for bounded traffic, which XDP cannot delay), and
 /// detaches every other pinned link: interfaces no longer configured, and the programs of
 /// the other mode. In TC mode the flow-based VXLAN device is made first (GRO aggregates
 /// reach Violin through it); in XDP mode it is removed, last, so that no frame falls
@@ -91,16 +92,13 @@ fn attach_all(dp: &mut Datapath, rtnl: &mut Rtnl, topo: &Topology, mode: PortMod
         }
     }
     for p in &topo.ports {
-        match mode {
-            PortMode::Xdp => {
-                dp.attach_xdp(programs::PORT, &p.dev)?;
-                wanted.insert(xdp_pin_name(&p.dev.name));
-            }
-            PortMode::Tc => {
-                dp.attach_tc(programs::PORT_TC, &p.dev)?;
-                wanted.insert(tc_pin_name(&p.dev.name));
-            }
+        if mode == PortMode::Xdp {
+            dp.attach_xdp(programs::PORT, &p.dev)?;
+            wanted.insert(xdp_pin_name(&p.dev.name));
         }
+        // In XDP mode too: the XDP program passes bounded frames on to it, to be shaped.
+        dp.attach_tc(programs::PORT_TC, &p.dev)?;
+        wanted.insert(tc_pin_name(&p.dev.name));
     }
     for name in datapath::pinned_links(dp.paths()) {
         if !wanted.contains(&name) {
@@ -110,6 +108,27 @@ fn attach_all(dp: &mut Datapath, rtnl: &mut Rtnl, topo: &Topology, mode: PortMod
     if mode == PortMode::Xdp {
         rtnl.delete_link(TUNNEL_DEVICE)
             .with_context(|| format!("removing the VXLAN device {TUNNEL_DEVICE}"))?;
+    }
+    Ok(())
+}
+
+/// Puts on the devices bounded traffic leaves by the HTB trees that shape it (see
+/// `Topology::shaping`). Without them a bound would not hold, so a failure fails the
+/// change. A device that no longer needs one keeps it until violind stops: it costs a
+/// queue, and removing it would drop what waits there.
+fn ensure_shaping(rtnl: &mut Rtnl, topo: &Topology) -> Result<()> {
+    for s in topo.shaping() {
+        let fresh = rtnl
+            .ensure_htb(s.ifindex, s.overhead, &s.classes)
+            .with_context(|| {
+                format!(
+                    "installing the HTB qdisc that shapes bounds on {}",
+                    s.device
+                )
+            })?;
+        if fresh {
+            info!(iface = %s.device, classes = s.classes.len(), "HTB qdisc installed for shaping");
+        }
     }
     Ok(())
 }
@@ -311,6 +330,7 @@ impl Daemon {
         let mut dp = Datapath::load(&paths, config.debug_datapath)?;
         let topo = Topology::resolve(&config, &dp.maps, &Moves::new())?;
         topo.apply(&mut dp.maps)?;
+        ensure_shaping(&mut hops.rtnl, &topo)?;
         let topology = Arc::new(RwLock::new(topo));
         // Sockets first, programs second: a broadcast that reaches a program finds its
         // socket bound.
@@ -546,6 +566,7 @@ impl Daemon {
         };
         let previous = self.topology.read().unwrap().clone();
         let applied = topo.apply(&mut self.dp.maps).and_then(|()| {
+            ensure_shaping(&mut self.hops.rtnl, &topo)?;
             *self.topology.write().unwrap() = topo.clone();
             if ports_changed {
                 // Sockets first, programs second, as at start.

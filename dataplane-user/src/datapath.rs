@@ -3,7 +3,7 @@
 //! Maps and links are pinned under /sys/fs/bpf/violin/<host>/ so that the datapath keeps
 //! forwarding while `violind` is down; a restarted daemon reuses the maps (learned
 //! addresses, counters) and swaps its freshly loaded program into the pinned links.
-use std::{fs, io, path::Path};
+use std::{collections::BTreeSet, fs, io, path::Path};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
@@ -18,7 +18,7 @@ use dataplane_common::{
     counters::{Counter, DropReason, PeerStats, PortStats, ACTION_SLOTS, HOOKS},
     maps::{
         names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo,
-        PortInfo, StormBucket, VniInfo,
+        PortInfo, Shaper, StormBucket, VniInfo,
     },
 };
 use tracing::{info, warn};
@@ -44,6 +44,7 @@ pub struct Maps {
     pub routes: HashMap<MapData, PairKey, FdbEntry>,
     pub pair_traffic: PerCpuHashMap<MapData, PairKey, Counter>,
     pub storm: Array<MapData, StormBucket>,
+    pub vm_bounds: Array<MapData, Shaper>,
 }
 
 fn typed<T>(map: Map, name: &str) -> Result<T>
@@ -71,6 +72,7 @@ impl Maps {
             routes: typed(get(names::ROUTES)?, names::ROUTES)?,
             pair_traffic: typed(get(names::PAIR_TRAFFIC)?, names::PAIR_TRAFFIC)?,
             storm: typed(get(names::STORM)?, names::STORM)?,
+            vm_bounds: typed(get(names::VM_BOUNDS)?, names::VM_BOUNDS)?,
         })
     }
 
@@ -339,8 +341,25 @@ pub fn pinned_links(paths: &Paths) -> Vec<String> {
 
 /// Detaches everything and removes all pins of a host: nothing is left behind.
 pub fn teardown(paths: &Paths) -> Result<()> {
-    for ifname in pinned_links(paths) {
-        detach(paths, &ifname);
+    let links = pinned_links(paths);
+    for ifname in &links {
+        detach(paths, ifname);
+    }
+    // The HTB qdiscs shaping needed, on the interfaces the programs were on.
+    if let Ok(mut rtnl) = crate::netlink::Rtnl::open() {
+        let ifaces: BTreeSet<&str> = links
+            .iter()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(_, i)| i)
+            .collect();
+        for pinned in ifaces {
+            let name = pinned.replace(':', ".");
+            if let Some(ifindex) = crate::netdev::ifindex(&name) {
+                if let Err(e) = rtnl.remove_htb(ifindex) {
+                    warn!(iface = %name, error = %e, "could not remove the HTB qdisc");
+                }
+            }
+        }
     }
     match fs::remove_dir_all(&paths.pin_root) {
         Ok(()) => {}

@@ -12,6 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use dataplane_common::maps::HTB_MAJOR;
+use netlink_packet_core::{DefaultNla, NLM_F_REPLACE};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
@@ -20,6 +22,7 @@ use netlink_packet_route::{
     link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
     route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage},
+    tc::{TcAttribute, TcHandle, TcMessage, TcOption},
     AddressFamily, RouteNetlinkMessage,
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -117,6 +120,129 @@ fn messages(buf: &[u8]) -> io::Result<Vec<(u32, NetlinkPayload<RouteNetlinkMessa
         offset += (len + 3) & !3;
     }
     Ok(out)
+}
+
+/// A class's parent: HTB names a top-level class's parent TC_H_ROOT (in dumps too).
+fn parent_handle(minor: u32) -> TcHandle {
+    if minor == 0 {
+        TcHandle::ROOT
+    } else {
+        htb_handle(minor)
+    }
+}
+
+/// One class of the HTB tree that shapes bounded traffic (see `dataplane_common::maps`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HtbClass {
+    /// The parent class's minor number; 0 for the root.
+    pub parent: u32,
+    pub minor: u32,
+    /// Guaranteed and maximum rate, bytes per second.
+    pub rate: u64,
+    pub ceil: u64,
+    /// What may leave at once after a quiet spell, bytes.
+    pub burst: u64,
+    /// For a leaf: its queue's size in bytes (a bfifo); None for a parent.
+    pub queue: Option<u64>,
+}
+
+/// The root qdisc's handle.
+fn htb_root() -> TcHandle {
+    TcHandle {
+        major: HTB_MAJOR as u16,
+        minor: 0,
+    }
+}
+
+fn htb_handle(minor: u32) -> TcHandle {
+    TcHandle {
+        major: HTB_MAJOR as u16,
+        minor: minor as u16,
+    }
+}
+
+/// Frames of unbounded traffic wait in HTB's direct queue only while the device is busy;
+/// it must not drop where the device without a qdisc would not.
+const HTB_DIRECT_QLEN: u32 = 10_000;
+
+/// `TCA_OPTIONS` of the HTB root (uapi linux/pkt_sched.h: TCA_HTB_INIT holds a
+/// tc_htb_glob: version 3, rate2quantum, default class 0 = unclassified frames go
+/// direct, debug, direct_pkts; TCA_HTB_DIRECT_QLEN a u32).
+fn htb_root_options() -> Vec<TcOption> {
+    const TCA_HTB_INIT: u16 = 2;
+    const TCA_HTB_DIRECT_QLEN: u16 = 5;
+    let glob: Vec<u8> = [3u32, 10, 0, 0, 0]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
+    vec![
+        TcOption::Other(DefaultNla::new(TCA_HTB_INIT, glob)),
+        TcOption::Other(DefaultNla::new(
+            TCA_HTB_DIRECT_QLEN,
+            HTB_DIRECT_QLEN.to_ne_bytes().to_vec(),
+        )),
+    ]
+}
+
+/// `TCA_STAB` of a qdisc: a size table without cells (tc_sizespec, tsize 0), which
+/// makes the qdisc count every packet as skb->len + `overhead`. Unlike a rate's own
+/// overhead field, it may be negative.
+fn size_table(overhead: i32) -> Vec<u8> {
+    const TCA_STAB_BASE: u16 = 1;
+    const TC_LINKLAYER_ETHERNET: u32 = 1;
+    let mut spec = vec![0u8, 0]; // cell_log, size_log
+    spec.extend_from_slice(&0i16.to_ne_bytes()); // cell_align
+    spec.extend_from_slice(&overhead.to_ne_bytes());
+    for v in [TC_LINKLAYER_ETHERNET, 0, 0, 0] {
+        // linklayer, mpu, mtu, tsize
+        spec.extend_from_slice(&v.to_ne_bytes());
+    }
+    let mut nla = ((4 + spec.len()) as u16).to_ne_bytes().to_vec();
+    nla.extend_from_slice(&TCA_STAB_BASE.to_ne_bytes());
+    nla.extend(spec);
+    nla
+}
+
+/// `TCA_OPTIONS` of an HTB class: TCA_HTB_PARMS (a tc_htb_opt: two tc_ratespecs, then
+/// buffer, cbuffer, quantum, level, prio), and the 64-bit rates, which the 32-bit fields
+/// cannot hold above 34 Gbit/s. The rate specs say "ethernet" so that the kernel needs no
+/// rate table. Buffers are in psched ticks (64 ns).
+fn htb_class_options(c: &HtbClass) -> Vec<TcOption> {
+    const TCA_HTB_PARMS: u16 = 1;
+    const TCA_HTB_RATE64: u16 = 6;
+    const TCA_HTB_CEIL64: u16 = 7;
+    const TC_LINKLAYER_ETHERNET: u8 = 1;
+    let ratespec = |rate: u64| {
+        let mut v = vec![0u8, TC_LINKLAYER_ETHERNET];
+        v.extend_from_slice(&0u16.to_ne_bytes()); // overhead
+        v.extend_from_slice(&0i16.to_ne_bytes()); // cell_align
+        v.extend_from_slice(&0u16.to_ne_bytes()); // mpu
+        v.extend_from_slice(&(rate.min(u64::from(u32::MAX)) as u32).to_ne_bytes());
+        v
+    };
+    let ticks = |rate: u64| {
+        let ns = u128::from(c.burst) * 1_000_000_000 / u128::from(rate.max(1));
+        (ns >> 6).min(u128::from(u32::MAX)) as u32
+    };
+    // A tenth of a second's worth per round, as tc's default divisor would give, kept to
+    // what HTB accepts without complaint.
+    let quantum = (c.rate / 10).clamp(1514, 200_000) as u32;
+    let mut parms = ratespec(c.rate);
+    parms.extend(ratespec(c.ceil));
+    for v in [ticks(c.rate), ticks(c.ceil), quantum, 0, 0] {
+        parms.extend_from_slice(&v.to_ne_bytes());
+    }
+    vec![
+        TcOption::Other(DefaultNla::new(TCA_HTB_PARMS, parms)),
+        TcOption::Other(DefaultNla::new(
+            TCA_HTB_RATE64,
+            c.rate.to_ne_bytes().to_vec(),
+        )),
+        TcOption::Other(DefaultNla::new(
+            TCA_HTB_CEIL64,
+            c.ceil.to_ne_bytes().to_vec(),
+        )),
+    ]
 }
 
 /// A request/response rtnetlink socket.
@@ -287,6 +413,171 @@ impl Rtnl {
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
             other => other.map(|_| ()),
         }
+    }
+
+    /// The qdiscs of interface `ifindex`: (parent, handle, kind).
+    fn qdiscs(&mut self, ifindex: u32) -> io::Result<Vec<(TcHandle, TcHandle, String)>> {
+        let answers = self.request(
+            RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        )?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewQueueDiscipline(q) if q.header.index == ifindex as i32 => {
+                    let kind = q.attributes.iter().find_map(|a| match a {
+                        TcAttribute::Kind(k) => Some(k.clone()),
+                        _ => None,
+                    })?;
+                    Some((q.header.parent, q.header.handle, kind))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The classes of interface `ifindex`: (parent, handle).
+    fn classes(&mut self, ifindex: u32) -> io::Result<Vec<(TcHandle, TcHandle)>> {
+        let mut msg = TcMessage::default();
+        msg.header.index = ifindex as i32;
+        let answers = self.request(
+            RouteNetlinkMessage::GetTrafficClass(msg),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        )?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewTrafficClass(c) if c.header.index == ifindex as i32 => {
+                    Some((c.header.parent, c.header.handle))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn tc_message(
+        ifindex: u32,
+        parent: TcHandle,
+        handle: TcHandle,
+        kind: Option<&str>,
+        options: Option<TcAttribute>,
+    ) -> TcMessage {
+        let mut msg = TcMessage::default();
+        msg.header.index = ifindex as i32;
+        msg.header.parent = parent;
+        msg.header.handle = handle;
+        if let Some(kind) = kind {
+            msg.attributes.push(TcAttribute::Kind(kind.to_string()));
+        }
+        msg.attributes.extend(options);
+        msg
+    }
+
+    const MODIFY: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+
+    /// Makes interface `ifindex`'s root qdisc the HTB tree `classes` describes (parents
+    /// before their children), each leaf with a bfifo queue of its size. Classes that
+    /// stay are changed in place, so their queued frames and running flows carry on; an
+    /// HTB root already there is kept. HTB counts each packet `overhead` bytes longer
+    /// than the skb (a size table), so that it charges what the datapath's clock does:
+    /// the VM's frame without the outer headers Violin added. Returns whether the root
+    /// was installed anew.
+    pub fn ensure_htb(
+        &mut self,
+        ifindex: u32,
+        overhead: i32,
+        classes: &[HtbClass],
+    ) -> io::Result<bool> {
+        let root = htb_root();
+        let qdiscs = self.qdiscs(ifindex)?;
+        let fresh = !qdiscs
+            .iter()
+            .any(|(p, h, k)| *p == TcHandle::ROOT && *h == root && k == "htb");
+        if fresh {
+            let opts = TcAttribute::Options(htb_root_options());
+            let mut msg = Self::tc_message(ifindex, TcHandle::ROOT, root, Some("htb"), Some(opts));
+            msg.attributes.push(TcAttribute::Stab(size_table(overhead)));
+            self.request(RouteNetlinkMessage::NewQueueDiscipline(msg), Self::MODIFY)?;
+        }
+        // Classes no longer wanted, or under another parent (HTB cannot move one), go;
+        // children before parents.
+        let want: BTreeMap<u32, u32> = classes
+            .iter()
+            .map(|c| (htb_handle(c.minor).into(), parent_handle(c.parent).into()))
+            .collect();
+        let mut stale: Vec<(TcHandle, TcHandle)> = if fresh {
+            Vec::new()
+        } else {
+            self.classes(ifindex)?
+                .into_iter()
+                .filter(|(p, h)| want.get(&u32::from(*h)) != Some(&u32::from(*p)))
+                .collect()
+        };
+        stale.sort_by_key(|(p, _)| *p == TcHandle::ROOT);
+        for (parent, handle) in stale {
+            let msg = Self::tc_message(ifindex, parent, handle, None, None);
+            match self.request(
+                RouteNetlinkMessage::DelTrafficClass(msg),
+                NLM_F_REQUEST | NLM_F_ACK,
+            ) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        let leaves: BTreeMap<u32, (TcHandle, String)> = self
+            .qdiscs(ifindex)?
+            .into_iter()
+            .map(|(p, h, k)| (p.into(), (h, k)))
+            .collect();
+        for c in classes {
+            let handle = htb_handle(c.minor);
+            let opts = TcAttribute::Options(htb_class_options(c));
+            let msg = Self::tc_message(
+                ifindex,
+                parent_handle(c.parent),
+                handle,
+                Some("htb"),
+                Some(opts),
+            );
+            self.request(RouteNetlinkMessage::NewTrafficClass(msg), Self::MODIFY)?;
+            let Some(bytes) = c.queue else { continue };
+            // tc_fifo_qopt: the limit, bytes for a bfifo; TCA_OPTIONS is the struct itself.
+            const TCA_OPTIONS: u16 = 2;
+            let limit = (bytes.min(u64::from(u32::MAX)) as u32)
+                .to_ne_bytes()
+                .to_vec();
+            let opts = TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, limit));
+            // A bfifo there already is changed (its frames stay); else one replaces the
+            // default leaf.
+            let existing = match leaves.get(&u32::from(handle)) {
+                Some((h, k)) if k == "bfifo" => *h,
+                _ => TcHandle::UNSPEC,
+            };
+            let msg = Self::tc_message(ifindex, handle, existing, Some("bfifo"), Some(opts));
+            self.request(RouteNetlinkMessage::NewQueueDiscipline(msg), Self::MODIFY)?;
+        }
+        Ok(fresh)
+    }
+
+    /// Gives interface `ifindex` back the kernel's default qdisc if its root is the HTB
+    /// tree [`Rtnl::ensure_htb`] put there.
+    pub fn remove_htb(&mut self, ifindex: u32) -> io::Result<()> {
+        let root = htb_root();
+        let ours = self
+            .qdiscs(ifindex)?
+            .iter()
+            .any(|(p, h, k)| *p == TcHandle::ROOT && *h == root && k == "htb");
+        if !ours {
+            return Ok(());
+        }
+        let msg = Self::tc_message(ifindex, TcHandle::ROOT, root, None, None);
+        self.request(
+            RouteNetlinkMessage::DelQueueDiscipline(msg),
+            NLM_F_REQUEST | NLM_F_ACK,
+        )
+        .map(|_| ())
     }
 
     /// The usable IPv4 neighbour entries.
@@ -483,5 +774,88 @@ mod kernel {
         rtnl.neighbours().expect("neighbour dump");
         // A second request on the same socket still pairs answers with requests.
         assert_eq!(rtnl.next_hop(lo).unwrap(), Some(lo));
+    }
+
+    /// The HTB tree is installed, changed in place and removed in a namespace of its own
+    /// (the test thread's), on a veth made there.
+    #[test]
+    fn htb_trees_are_installed_changed_and_removed() {
+        std::thread::spawn(|| {
+            // SAFETY: unshare only changes this thread's namespaces.
+            assert_eq!(
+                unsafe { libc::unshare(libc::CLONE_NEWNET) },
+                0,
+                "unshare (root?)"
+            );
+            let ip = std::process::Command::new("ip")
+                .args(["link", "add", "ta", "type", "veth", "peer", "name", "tb"])
+                .status()
+                .expect("ip");
+            assert!(ip.success());
+            let ifindex = crate::netdev::ifindex("ta").expect("ta");
+            let mut rtnl = Rtnl::open().unwrap();
+            let leaf = |parent, minor, rate| HtbClass {
+                parent,
+                minor,
+                rate,
+                ceil: rate,
+                burst: 65536,
+                queue: Some(1 << 20),
+            };
+            let vm = HtbClass {
+                queue: None,
+                ..leaf(0, 0xF001, 5_000_000)
+            };
+            let tree = vec![
+                vm.clone(),
+                leaf(0xF001, 0xF101, 2_500_000),
+                leaf(0xF001, 1, 1_250_000),
+                leaf(0, 2, 125_000_000_000),
+            ];
+            assert!(rtnl.ensure_htb(ifindex, -50, &tree).unwrap());
+            let handle = |minor| u32::from(htb_handle(minor));
+            let classes = |rtnl: &mut Rtnl| -> BTreeMap<u32, u32> {
+                rtnl.classes(ifindex)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(p, h)| (u32::from(h), u32::from(p)))
+                    .collect()
+            };
+            let root = u32::from(TcHandle::ROOT);
+            let want = BTreeMap::from([
+                (handle(0xF001), root),
+                (handle(0xF101), handle(0xF001)),
+                (handle(1), handle(0xF001)),
+                (handle(2), root),
+            ]);
+            assert_eq!(classes(&mut rtnl), want);
+            let bfifos = |rtnl: &mut Rtnl| {
+                rtnl.qdiscs(ifindex)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|(_, _, k)| k == "bfifo")
+                    .count()
+            };
+            assert_eq!(bfifos(&mut rtnl), 3);
+            // Pair 1 leaves the VM's class for the root, pair 2 goes: the root stays.
+            let moved = vec![vm, leaf(0xF001, 0xF101, 5_000_000), leaf(0, 1, 1_250_000)];
+            assert!(!rtnl.ensure_htb(ifindex, -50, &moved).unwrap());
+            let want = BTreeMap::from([
+                (handle(0xF001), root),
+                (handle(0xF101), handle(0xF001)),
+                (handle(1), root),
+            ]);
+            assert_eq!(classes(&mut rtnl), want);
+            assert_eq!(bfifos(&mut rtnl), 2);
+            rtnl.remove_htb(ifindex).unwrap();
+            assert!(classes(&mut rtnl).is_empty());
+            assert!(rtnl
+                .qdiscs(ifindex)
+                .unwrap()
+                .iter()
+                .all(|(_, _, k)| k != "htb"));
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -12,15 +12,17 @@ use aya::{
 };
 use dataplane_common::maps::{
     FdbEntry, FdbKey, FdbKind, FloodList, HostConfig, PairKey, PairState, PeerInfo, PortInfo,
-    StormBucket, VniInfo, FLOOD_PEERS, FLOOD_PORTS, MAX_PEERS, MAX_QUEUES_PER_IF, MAX_SLOTS,
-    PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC, PORT_LIMITED, PORT_PEER_REDIRECT,
-    PORT_RESTRICTED, PORT_ROUTED, ROUTE_ANY, UNDERLAY_SLOT, VNI_ROUTED,
+    Shaper, StormBucket, VniInfo, FLOOD_PEERS, FLOOD_PORTS, MAX_PAIR_CLASS, MAX_PEERS,
+    MAX_QUEUES_PER_IF, MAX_SLOTS, PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC,
+    PORT_LIMITED, PORT_PEER_REDIRECT, PORT_RESTRICTED, PORT_ROUTED, PORT_VM_BOUNDED, ROUTE_ANY,
+    UNDERLAY_SLOT, VM_CLASS_BASE, VM_LEAF_BASE, VNI_ROUTED,
 };
 use dataplane_common::rules::{best, MacMatch};
+use dataplane_common::ENCAP_OVERHEAD;
 use tracing::{info, warn};
 use violin_api::UnicastMac;
 
-use crate::{config::Config, datapath::Maps, netdev::NetDev};
+use crate::{config::Config, datapath::Maps, netdev::NetDev, netlink::HtbClass};
 
 #[derive(Clone, Debug)]
 pub struct Port {
@@ -183,6 +185,31 @@ pub struct PortPolicy {
     pub ip: [u8; 4],
     /// Storm control of the port's floods (its environment's rate).
     pub storm: StormBucket,
+    /// The aggregate bound of the port's VM (PORT_VM_BOUNDED).
+    pub vm_bound: Shaper,
+}
+
+/// The HTB tree one device needs for shaping.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shaping {
+    pub device: String,
+    pub ifindex: u32,
+    /// Added to each packet's length (the outer headers off, on the underlay).
+    pub overhead: i32,
+    pub classes: Vec<HtbClass>,
+}
+
+/// A bound's burst in bytes.
+fn burst_bytes(sh: &Shaper) -> u64 {
+    (u128::from(sh.burst_ns) * u128::from(sh.rate) / 1_000_000_000) as u64
+}
+
+/// A bound's shaper: Mbit/s to bytes per second, KiB to bytes.
+fn shaper(limit: &violin_api::Limit) -> Shaper {
+    Shaper::new(
+        (limit.rate_mbit.get() * 1e6 / 8.0) as u64,
+        u64::from(limit.burst_kib.get()) * 1024,
+    )
 }
 
 /// Port flags and pair entries an environment's policies ask for.
@@ -211,6 +238,10 @@ fn policies(config: &Config) -> (BTreeMap<String, PortPolicy>, BTreeMap<PairKey,
                     p.flags |= PORT_CHECK_IP;
                     p.ip = ip.octets();
                 }
+                if let Some(limit) = &vm.limit {
+                    p.flags |= PORT_VM_BOUNDED;
+                    p.vm_bound = shaper(limit);
+                }
             }
             ports.insert(port.to_string(), p);
         }
@@ -228,9 +259,7 @@ fn policies(config: &Config) -> (BTreeMap<String, PortPolicy>, BTreeMap<PairKey,
             for k in both(&limit.pair) {
                 let st = pairs.entry(k).or_default();
                 st.flags |= PAIR_LIMITED;
-                st.rate = (limit.rate_mbit.get() * 1e6 / 8.0) as u64;
-                st.burst = u64::from(limit.burst_kib.get()) * 1024;
-                st.tokens = st.burst;
+                st.shaper = shaper(&limit.limit());
             }
         }
     }
@@ -380,6 +409,35 @@ pub const fn xsk_base(slot: u32) -> u32 {
     slot * MAX_QUEUES_PER_IF
 }
 
+/// Gives each bounded pair its HTB class: the one it had in the pinned map (so a bound
+/// that changes keeps its queue and its flows), new pairs the lowest free.
+fn assign_classes(pairs: &mut BTreeMap<PairKey, PairState>, maps: &Maps) -> Result<()> {
+    let old: BTreeMap<PairKey, u32> = maps
+        .pairs
+        .iter()
+        .filter_map(|r| r.ok())
+        .map(|(k, st)| (k, st.class))
+        .collect();
+    let mut used = BTreeSet::new();
+    let mut pending = Vec::new();
+    for (k, st) in pairs
+        .iter_mut()
+        .filter(|(_, st)| st.flags & PAIR_LIMITED != 0)
+    {
+        match old.get(k) {
+            Some(&c) if (1..=MAX_PAIR_CLASS).contains(&c) && used.insert(c) => st.class = c,
+            _ => pending.push(*k),
+        }
+    }
+    for k in pending {
+        let c = lowest_free(&used, 1, MAX_PAIR_CLASS + 1)
+            .context("out of HTB classes for bounded pairs")?;
+        used.insert(c);
+        pairs.get_mut(&k).expect("listed").class = c;
+    }
+    Ok(())
+}
+
 fn lowest_free(used: &BTreeSet<u32>, from: u32, limit: u32) -> Option<u32> {
     (from..limit).find(|s| !used.contains(s))
 }
@@ -400,7 +458,8 @@ impl Topology {
         }
         let ports = resolve_ports(config, maps)?;
         let peers = resolve_peers(config, maps)?;
-        let (mut port_policies, pairs) = policies(config);
+        let (mut port_policies, mut pairs) = policies(config);
+        assign_classes(&mut pairs, maps)?;
         let mut routes = BTreeMap::new();
         let mut routed = BTreeSet::new();
         for (i, env) in config.environments.iter().enumerate() {
@@ -500,9 +559,9 @@ impl Topology {
             .map(|p| (p.addr.octets(), Self::peer_info(p)))
             .collect();
         reconcile(&mut maps.peers, &peer_infos, PartialEq::eq)?;
-        // A bucket whose bound did not change keeps its tokens.
+        // A bound that did not change keeps its clock.
         reconcile(&mut maps.pairs, &self.pairs, |have, want| {
-            have.flags == want.flags && have.rate == want.rate && have.burst == want.burst
+            have.flags == want.flags && have.shaper.same_bound(&want.shaper)
         })?;
         reconcile(&mut maps.routes, &self.routes, PartialEq::eq)?;
         self.apply_storm(maps)?;
@@ -576,18 +635,21 @@ impl Topology {
         Ok(())
     }
 
-    /// Each port's storm-control bucket, in its slot; a bucket whose rate did not change
-    /// keeps its state.
+    /// Each port's storm-control bucket and its VM's bound, in its slot; one whose rate
+    /// did not change keeps its state (a running stream is not given a fresh burst).
     fn apply_storm(&self, maps: &mut Maps) -> Result<()> {
         for p in &self.ports {
             let want = self
                 .port_policies
                 .get(&p.dev.name)
-                .map(|pol| pol.storm)
+                .cloned()
                 .unwrap_or_default();
             let have = maps.storm.get(&p.slot, 0)?;
-            if have.interval_ns != want.interval_ns || have.burst_ns != want.burst_ns {
-                maps.storm.set(p.slot, want, 0)?;
+            if have.interval_ns != want.storm.interval_ns || have.burst_ns != want.storm.burst_ns {
+                maps.storm.set(p.slot, want.storm, 0)?;
+            }
+            if !maps.vm_bounds.get(&p.slot, 0)?.same_bound(&want.vm_bound) {
+                maps.vm_bounds.set(p.slot, want.vm_bound, 0)?;
             }
         }
         Ok(())
@@ -614,6 +676,109 @@ impl Topology {
             _pad: [0; 2],
             ip: policy.ip,
         }
+    }
+
+    /// The devices bounded traffic leaves by, each with the HTB tree that shapes it: the
+    /// underlay when any port here has a bound (each bounded VM's class over its pairs'
+    /// classes and a leaf for the rest), and the ports of environments with bounded pairs,
+    /// for pairs on one host (their classes alone: a VM's bound is on what leaves the
+    /// host).
+    pub fn shaping(&self) -> Vec<Shaping> {
+        let policy = |p: &Port| {
+            self.port_policies
+                .get(&p.dev.name)
+                .cloned()
+                .unwrap_or_default()
+        };
+        // The queue a leaf needs: twice what the datapath's clock lets wait, so the
+        // clock, which counts its drops, always drops first.
+        let leaf = |parent: u32, minor: u32, rate: u64, ceil: u64, sh: &Shaper| HtbClass {
+            parent,
+            minor,
+            rate,
+            ceil,
+            burst: burst_bytes(sh),
+            queue: Some(2 * sh.horizon_bytes() + 64 * 1024),
+        };
+        let bounded: Vec<(&PairKey, &PairState)> = self
+            .pairs
+            .iter()
+            .filter(|(_, st)| st.flags & PAIR_LIMITED != 0)
+            .collect();
+        let flat: Vec<HtbClass> = bounded
+            .iter()
+            .map(|(_, st)| leaf(0, st.class, st.shaper.rate, st.shaper.rate, &st.shaper))
+            .collect();
+        let mut out: Vec<Shaping> = self
+            .ports
+            .iter()
+            .filter(|p| policy(p).flags & PORT_LIMITED != 0)
+            .map(|p| Shaping {
+                device: p.dev.name.clone(),
+                ifindex: p.dev.ifindex,
+                overhead: 0,
+                classes: flat.clone(),
+            })
+            .collect();
+        let vms: Vec<(&Port, PortPolicy)> = self
+            .ports
+            .iter()
+            .map(|p| (p, policy(p)))
+            .filter(|(_, pol)| pol.flags & PORT_VM_BOUNDED != 0)
+            .collect();
+        if out.is_empty() && vms.is_empty() {
+            return out;
+        }
+        let mut tree = Vec::new();
+        let mut under_vm = BTreeSet::new();
+        for (port, pol) in &vms {
+            let vm = &pol.vm_bound;
+            let mine: Vec<&(&PairKey, &PairState)> = bounded
+                .iter()
+                .filter(|(k, _)| k.vni == port.vni && k.src == pol.mac)
+                .collect();
+            // The children's guaranteed rates add up to the VM's, so that no child sends
+            // past the VM's bound on its own guarantee; each may borrow up to its ceiling.
+            let share = (vm.rate / (mine.len() as u64 + 1)).max(1);
+            let parent = VM_CLASS_BASE + port.slot;
+            tree.push(HtbClass {
+                parent: 0,
+                minor: parent,
+                rate: vm.rate,
+                ceil: vm.rate,
+                burst: burst_bytes(vm),
+                queue: None,
+            });
+            tree.push(leaf(parent, VM_LEAF_BASE + port.slot, share, vm.rate, vm));
+            for (k, st) in mine {
+                under_vm.insert(**k);
+                let ceil = st.shaper.rate.min(vm.rate);
+                let tighter = if st.shaper.rate <= vm.rate {
+                    &st.shaper
+                } else {
+                    vm
+                };
+                tree.push(leaf(parent, st.class, share.min(ceil), ceil, tighter));
+            }
+        }
+        for (k, st) in &bounded {
+            if !under_vm.contains(*k) {
+                tree.push(leaf(
+                    0,
+                    st.class,
+                    st.shaper.rate,
+                    st.shaper.rate,
+                    &st.shaper,
+                ));
+            }
+        }
+        out.push(Shaping {
+            device: self.underlay.name.clone(),
+            ifindex: self.underlay.ifindex,
+            overhead: -(ENCAP_OVERHEAD as i32),
+            classes: tree,
+        });
+        out
     }
 
     /// The replication list for VM-port broadcasts of `vni` (TC mode).

@@ -4,6 +4,7 @@
 pub mod control;
 pub mod e2e;
 pub mod guest;
+pub mod iperf;
 pub mod lab;
 pub mod libvirt;
 pub mod sys;

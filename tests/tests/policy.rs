@@ -1,13 +1,13 @@
 //! Policies enforced in the datapath, where VMs cannot reach them: anti-spoofing,
 //! selected connectivity and per-pair traffic bounds. Each must work and leave other
 //! traffic alone.
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use violin_testbed::{
     e2e::{counter, lab},
     lab::Lab,
     sys::{link_packets, ns_run},
-    traffic::{ping, udp_blast, wait_ping},
+    traffic::{ping, wait_ping},
 };
 
 fn mac(m: [u8; 6]) -> String {
@@ -108,44 +108,6 @@ fn selected_connectivity_allows_only_listed_pairs() {
     }
     let after = drops(&lab, 0, "not_allowed") + drops(&lab, 1, "not_allowed");
     assert!(after > before, "no frame was counted as not allowed");
-    lab.down().unwrap();
-}
-
-#[test]
-fn a_vm_pair_is_held_to_its_traffic_bound() {
-    let lab = lab("rl", |_| {});
-    let (a1, a2) = (lab.vm(0, 0, 0).clone(), lab.vm(0, 0, 1).clone());
-    let (b1, b2) = (lab.vm(1, 0, 0).clone(), lab.vm(1, 0, 1).clone());
-    let policy = format!(
-        "[[environment.limit]]\npair = [{:?}, {:?}]\nrate_mbit = 1\nburst_kib = 16\n",
-        mac(a1.mac),
-        mac(b1.mac)
-    );
-    lab.reload(0, &with_policy(&lab, 0, &policy)).unwrap();
-    wait_ping(&a1.ns, &b1.ip.to_string(), Duration::from_secs(10)).unwrap();
-    wait_ping(&a2.ns, &b2.ip.to_string(), Duration::from_secs(10)).unwrap();
-
-    // 2 MB at once: far over a 16 KiB bucket refilled at 125 KB/s, however slow the
-    // machine is; most of it must be dropped as over the bound.
-    let before = drops(&lab, 0, "rate_limited");
-    let sent = udp_blast(&a1.ns, SocketAddr::from((b1.ip, 9)), 2000, 1000).unwrap();
-    assert!(sent >= 1900, "only {sent} datagrams left the VM");
-    let limited = drops(&lab, 0, "rate_limited") - before;
-    assert!(
-        limited >= 1000,
-        "only {limited} of {sent} frames were held back"
-    );
-
-    // Another pair of the same hosts is not bounded.
-    let before = drops(&lab, 0, "rate_limited");
-    udp_blast(&a2.ns, SocketAddr::from((b2.ip, 9)), 2000, 1000).unwrap();
-    assert_eq!(
-        drops(&lab, 0, "rate_limited"),
-        before,
-        "an unbounded pair was limited"
-    );
-    let r = ping(&a2.ns, &b2.ip.to_string(), 5, &["-i", "0.05"]).unwrap();
-    assert_eq!(r.lost(), 0);
     lab.down().unwrap();
 }
 

@@ -82,9 +82,14 @@ pub struct VmIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub arriving_from: Option<Ipv4Addr>,
+    /// An aggregate bound on what the VM sends to other hosts, all its pairs together;
+    /// with a pair's bound, the tighter one wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Limit>,
 }
 
-/// A bound on what each VM of the pair may send to the other (token bucket).
+/// A bound on what each VM of the pair may send to the other (shaped: frames over it
+/// wait for their turn, up to a horizon).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PairLimit {

@@ -88,7 +88,12 @@ pub struct PairTable {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitTable {
-    pub pair: Spanned<[Name; 2]>,
+    /// A pair's bound (each way); or, with `vm`, a VM's aggregate bound on what it sends
+    /// to other hosts. Exactly one of the two.
+    #[serde(default)]
+    pub pair: Option<Spanned<[Name; 2]>>,
+    #[serde(default)]
+    pub vm: Option<Spanned<Name>>,
     pub rate_mbit: RateMbit,
     #[serde(default)]
     pub burst_kib: BurstKib,

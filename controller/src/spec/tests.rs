@@ -286,3 +286,45 @@ fn a_migration_moves_the_vm_in_the_text() {
     assert_eq!(Spec::parse(&edited).unwrap(), want, "{edited}");
     assert!(edited.starts_with("# keep me\n"), "{edited}");
 }
+
+#[test]
+fn vm_bounds_are_planned_and_reach_the_vms_host_only() {
+    let cur = Spec::parse(SPEC).unwrap();
+    let vm_limit = "\n[[limit]]\nvm = \"a1\"\nrate_mbit = 100\nburst_kib = 32\n";
+    let want = Spec::parse(&format!("{SPEC}{vm_limit}")).unwrap();
+    let l = want.vm_limits["a1"];
+    assert_eq!((l.rate_mbit.get(), l.burst_kib.get()), (100.0, 32));
+    let changes: Vec<String> = plan(Some(&cur), &want)
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(
+        changes,
+        vec!["+ limit vm a1 (to other hosts): 100 Mbit/s, burst 32 KiB"]
+    );
+    let raised = Spec::parse(&format!("{SPEC}{}", vm_limit.replace("100", "200"))).unwrap();
+    assert_eq!(
+        plan(Some(&want), &raised)[0].to_string(),
+        "~ limit vm a1 (to other hosts): 100 -> 200 Mbit/s, burst 32 -> 32 KiB"
+    );
+    assert_eq!(plan(Some(&want), &cur)[0].to_string(), "- limit vm a1");
+    // a1's host carries the bound on a1's identity; the other host has nothing of it.
+    let h1 = crate::share::share_of("h1", 1, [&want], &[]);
+    let a1 = &h1.environments[0].vms[0];
+    assert_eq!(a1.limit, Some(l));
+    let h2 = crate::share::share_of("h2", 1, [&want], &[]);
+    assert!(h2.environments[0].vms.iter().all(|v| v.limit.is_none()));
+
+    // A limit names a pair or a VM, one of them, and a VM of the spec.
+    let e = error(&format!("{SPEC}\n[[limit]]\nvm = \"z9\"\nrate_mbit = 1\n"));
+    assert_eq!(e.field, "limit[1].vm", "{e}");
+    assert!(e.reason.contains("\"z9\" is not a VM"), "{e}");
+    let e = error(&format!("{SPEC}\n[[limit]]\nrate_mbit = 1\n"));
+    assert_eq!(e.field, "limit[1]", "{e}");
+    assert!(e.reason.contains("needs `pair`"), "{e}");
+    let e = error(&format!(
+        "{SPEC}\n[[limit]]\npair = [\"a1\", \"b1\"]\nvm = \"a1\"\nrate_mbit = 1\n"
+    ));
+    assert_eq!(e.field, "limit[1]", "{e}");
+    assert!(e.reason.contains("not both"), "{e}");
+}
