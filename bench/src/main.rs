@@ -1,6 +1,7 @@
 //! violin-bench: Violin against the bare underlay and Linux VXLAN, side by side on one
 //! lab, every figure a ratio measured in the same run. Run it through `cargo xtask bench`.
 mod apply;
+mod bounds;
 mod cost;
 mod ebpf;
 mod frames;
@@ -36,7 +37,7 @@ use crate::{
 )]
 struct Cli {
     /// micro, hpl, nemo3d, apply (control plane), migrate (live migration of real
-    /// guests) or all; `report` re-renders reports and plots from the last results.json
+    /// guests), bounds (traffic bounds: shaped TCP and UDP against the bound) or all; `report` re-renders reports and plots from the last results.json
     /// files, `summary` prints one table over them.
     #[arg(default_value = "all")]
     suite: String,
@@ -91,8 +92,8 @@ fn run(cli: Cli) -> Result<()> {
     }
     if cli.suite == "summary" || cli.suite == "report" {
         let mut runs = Vec::new();
-        for suite in ["micro", "hpl", "nemo3d", "apply", "migrate"] {
-            if cli.suite == "summary" && (suite == "apply" || suite == "migrate") {
+        for suite in ["micro", "hpl", "nemo3d", "apply", "migrate", "bounds"] {
+            if cli.suite == "summary" && matches!(suite, "apply" | "migrate" | "bounds") {
                 // Not a comparison of paths: its own report says everything.
                 continue;
             }
@@ -116,10 +117,10 @@ fn run(cli: Cli) -> Result<()> {
     }
     plot::init_font()?;
     let suites: Vec<&str> = match cli.suite.as_str() {
-        "all" => vec!["micro", "hpl", "nemo3d", "apply", "migrate"],
-        s @ ("micro" | "hpl" | "nemo3d" | "apply" | "migrate") => vec![s],
+        "all" => vec!["micro", "hpl", "nemo3d", "apply", "migrate", "bounds"],
+        s @ ("micro" | "hpl" | "nemo3d" | "apply" | "migrate" | "bounds") => vec![s],
         other => {
-            bail!("unknown suite {other:?}: use micro, hpl, nemo3d, apply, migrate or all")
+            bail!("unknown suite {other:?}: use micro, hpl, nemo3d, apply, migrate, bounds or all")
         }
     };
     for suite in suites {
@@ -129,6 +130,7 @@ fn run(cli: Cli) -> Result<()> {
             "micro" => run_micro(&cli)?,
             "nemo3d" => run_nemo(&cli)?,
             "hpl" => run_hpl(&cli)?,
+            "bounds" => run_bounds(&cli)?,
             other => unreachable!("suite {other}"),
         }
     }
@@ -548,6 +550,39 @@ fn run_apply(cli: &Cli) -> Result<()> {
     )
 }
 
+fn run_bounds(cli: &Cli) -> Result<()> {
+    let reps = cli.reps.unwrap_or(if cli.quick { 1 } else { 3 });
+    let settings = bounds::Settings::new(cli.quick);
+    let started = now_utc();
+    let t0 = Instant::now();
+    eprintln!(
+        "==> bounds: {reps} repetitions x 2 Violin modes, bounds {:?} Mbit/s, {} s per figure",
+        bounds::BOUNDS_MBIT,
+        settings.secs
+    );
+    let mut progress = Progress {
+        start: t0,
+        done: 0,
+        total: 1 + reps * bounds::PATHS.len() * bounds::figures_per_rep(),
+    };
+    let samples = bounds::run(violin_testbed::violind_path(), &settings, reps, |what| {
+        progress.step(what)
+    })?;
+    let mut run_settings = BTreeMap::new();
+    run_settings.insert("seconds per figure".into(), format!("{}", settings.secs));
+    run_settings.insert("underlay MTU".into(), bounds::MTU.to_string());
+    finish(
+        cli,
+        "bounds",
+        started,
+        t0,
+        bounds::metrics(),
+        samples,
+        run_settings,
+        BTreeMap::new(),
+    )
+}
+
 fn run_hpl(cli: &Cli) -> Result<()> {
     let xhpl = violin_testbed::workspace_root().join("target/hpl/xhpl");
     if !xhpl.exists() {
@@ -767,6 +802,11 @@ fn rewrite(r: &Results, dir: &Path) -> Result<()> {
             r.write(dir)?;
             std::fs::write(dir.join("report.md"), apply::markdown(r))?;
             Ok(())
+        }
+        "bounds" => {
+            r.write(dir)?;
+            std::fs::write(dir.join("report.md"), bounds::markdown(r))?;
+            bounds::plots(r, dir)
         }
         other => bail!("unknown suite {other} in results"),
     }

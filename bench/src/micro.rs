@@ -3,15 +3,16 @@
 //! figures (`linerate`).
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Stdio},
-    thread,
-    time::Duration,
+    process::Stdio,
 };
 
 use anyhow::{bail, Context, Result};
 use bench::reports;
 use inferno::collapse::Collapse;
-use violin_testbed::sys::{ns_command, ns_run};
+use violin_testbed::{
+    iperf::{self, Load, Server},
+    sys::ns_run,
+};
 
 use crate::{
     paths::Endpoint,
@@ -126,46 +127,6 @@ fn pktgen() -> PathBuf {
     exe.with_file_name("violin-pktgen")
 }
 
-/// A server process in a namespace; killed if dropped before it finished.
-struct Server(Option<Child>);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Server {
-    /// Starts a server in `ns` and gives it a moment to listen.
-    fn start(ns: &str, program: &str, args: &[&str]) -> Result<Server> {
-        let child = ns_command(ns, program, args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {program} in {ns}"))?;
-        thread::sleep(Duration::from_millis(300));
-        Ok(Server(Some(child)))
-    }
-
-    /// Waits for the server to exit by itself and returns its standard output.
-    fn finish(mut self) -> Result<String> {
-        let out = self.0.take().expect("running").wait_with_output()?;
-        if !out.status.success() {
-            bail!("server failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
-/// iperf3's JSON (another program's format: read by its keys).
-fn json(text: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text.trim()).with_context(|| format!("not JSON: {text}"))
-}
-
 /// One of our tools' one-line reports.
 fn report<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text.trim()).with_context(|| format!("not a report: {text}"))
@@ -173,30 +134,8 @@ fn report<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
 
 /// TCP goodput in Gbit/s from `a` to `b` with `streams` parallel streams (iperf3).
 pub fn tcp(a: &Endpoint, b: &Endpoint, streams: u32, secs: f64, port: u16) -> Result<f64> {
-    let port_s = port.to_string();
-    let server = Server::start(&b.ns, "iperf3", &["-s", "-1", "-p", &port_s])?;
-    let out = ns_run(
-        &a.ns,
-        "iperf3",
-        &[
-            "-c",
-            &b.ip.to_string(),
-            "-p",
-            &port_s,
-            "-P",
-            &streams.to_string(),
-            "-t",
-            &format!("{secs}"),
-            "-J",
-        ],
-    )?;
-    drop(server);
-    let v = json(&out)?;
-    let bps = v
-        .pointer("/end/sum_received/bits_per_second")
-        .and_then(|x| x.as_f64())
-        .context("iperf3 reported no received rate")?;
-    Ok(bps / 1e9)
+    let run = iperf::run(&a.ns, &b.ns, b.ip, Load::Tcp { streams }, secs, port)?;
+    Ok(run.mbit_per_s / 1e3)
 }
 
 /// Machine-wide busy CPU time in nanoseconds, from /proc/stat.

@@ -110,3 +110,100 @@ pub fn metric_png(r: &Results, metric: &str, file: &Path) -> Result<()> {
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }
+
+/// One PNG of several metrics side by side: a group per (label, metric id), a bar per
+/// path in `paths` at the median with a min-max whisker, and a red line at `line`
+/// (a target), all at MTU `mtu`.
+pub fn grouped_png(
+    r: &Results,
+    file: &Path,
+    caption: &str,
+    unit: &str,
+    groups: &[(String, String)],
+    paths: &[NetPath],
+    line: Option<f64>,
+) -> Result<()> {
+    let mtu = r.mtus().first().copied().unwrap_or(1500);
+    let mut top = line.unwrap_or(0.0);
+    for (_, metric) in groups {
+        for p in paths {
+            if let Some(s) = r.summary(metric, mtu, *p) {
+                top = top.max(s.max);
+            }
+        }
+    }
+    if top <= 0.0 {
+        return Ok(());
+    }
+    let root = BitMapBackend::new(file, (1100, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let n = groups.len() as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..n, 0.0..top * 1.15)
+        .map_err(|e| anyhow!("{e}"))?;
+    let labels: Vec<String> = groups.iter().map(|(l, _)| l.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups.len() * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - x.floor() - 0.5).abs() < 0.01 && i < labels.len() {
+                labels[i].clone()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc(unit)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    let width = 0.8 / paths.len() as f64;
+    for (pi, p) in paths.iter().enumerate() {
+        let mut bars = Vec::new();
+        let mut whiskers = Vec::new();
+        for (gi, (_, metric)) in groups.iter().enumerate() {
+            if let Some(s) = r.summary(metric, mtu, *p) {
+                let x0 = gi as f64 + 0.1 + pi as f64 * width;
+                bars.push(Rectangle::new(
+                    [(x0, 0.0), (x0 + width * 0.9, s.median)],
+                    colour(*p).filled(),
+                ));
+                let xc = x0 + width * 0.45;
+                whiskers.push(PathElement::new(vec![(xc, s.min), (xc, s.max)], BLACK));
+            }
+        }
+        chart
+            .draw_series(bars)
+            .map_err(|e| anyhow!("{e}"))?
+            .label(p.label())
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour(*p).filled())
+            });
+        chart.draw_series(whiskers).map_err(|e| anyhow!("{e}"))?;
+    }
+    if let Some(y) = line {
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(0.0, y), (n, y)],
+                RED.stroke_width(2),
+            )))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(format!("target {y}"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], RED));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}

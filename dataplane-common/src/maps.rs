@@ -174,15 +174,17 @@ pub const fn htb_class(minor: u32) -> u32 {
 /// bulk traffic: they are still charged to its clock, so the bound holds, but a ping does
 /// not measure the queue a stream keeps in front of it.
 pub const SHAPER_SMALL_FRAME: u64 = 128;
-/// What a bound lets wait in its queue, beyond its burst: room for a few TCP senders'
-/// queued TSO super-frames (TCP small queues hold about two per socket), so a sender that
-/// backs off when its packets wait is never dropped.
-pub const SHAPER_QUEUE_BYTES: u64 = 512 * 1024;
+/// What a bound lets wait in its queue, beyond its burst: room for what TCP senders keep
+/// queued while they start (TCP small queues let a socket queue up to
+/// tcp_limit_output_bytes, 4 MiB, while its round-trip estimate is still that of an empty
+/// queue; far less once it has settled), so a sender that backs off when its packets wait
+/// is not dropped.
+pub const SHAPER_QUEUE_BYTES: u64 = 4 * 1024 * 1024;
 /// The horizon's floor and ceiling: a fast bound still absorbs a scheduling hiccup; a
-/// slow one does not hold a second of traffic (bufferbloat) for a sender that never
-/// backs off.
+/// slow one does not hold more than two seconds of traffic for a sender that never backs
+/// off (small frames skip the queue, so a ping does not see it).
 pub const SHAPER_MIN_HORIZON_NS: u64 = 10_000_000;
-pub const SHAPER_MAX_HORIZON_NS: u64 = 1_000_000_000;
+pub const SHAPER_MAX_HORIZON_NS: u64 = 2_000_000_000;
 
 /// A traffic bound's clock (GCRA, in its shaping form): the datapath's model of the
 /// bound's queue in the qdisc. `tat_ns` is when everything charged so far will have left
@@ -583,18 +585,16 @@ mod tests {
 
     #[test]
     fn shaper_horizon_scales_with_the_rate_within_its_bounds() {
-        // 1 Gbit/s: the queue's bytes take 4.7 ms, the floor wins.
-        assert_eq!(
-            Shaper::new(125_000_000, 65536).horizon_ns,
-            SHAPER_MIN_HORIZON_NS
-        );
-        // 10 Mbit/s: (64 + 512) KiB at 1.25 MB/s.
-        assert_eq!(Shaper::new(1_250_000, 65536).horizon_ns, 471_859_200);
-        // 1 Mbit/s: the ceiling.
-        assert_eq!(
-            Shaper::new(125_000, 65536).horizon_ns,
-            SHAPER_MAX_HORIZON_NS
-        );
+        // 10 Gbit/s: the queue's bytes take 3.4 ms, the floor wins.
+        let fast = Shaper::new(1_250_000_000, 65536);
+        assert_eq!(fast.horizon_ns, SHAPER_MIN_HORIZON_NS);
+        // 100 Mbit/s: (64 KiB + 4 MiB) at 12.5 MB/s.
+        let mid = Shaper::new(12_500_000, 65536);
+        assert_eq!(mid.horizon_ns, 340_787_200);
+        assert_eq!(mid.horizon_bytes(), 4_259_840);
+        // 10 Mbit/s: the ceiling.
+        let slow = Shaper::new(1_250_000, 65536);
+        assert_eq!(slow.horizon_ns, SHAPER_MAX_HORIZON_NS);
         // No rate: no bound.
         let mut off = Shaper::new(0, 65536);
         assert_eq!(off.due(5), Some(5));

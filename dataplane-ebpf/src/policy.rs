@@ -45,21 +45,18 @@ pub(crate) fn port_policy<F: Frame>(
     Ok(None)
 }
 
-/// Whether a frame is bounded (by its pair or its VM) and so must take the TC path, where
-/// it can be delayed rather than dropped.
+/// Whether a frame must take the TC path, where it can wait in its bound's queue: one
+/// bounded by its pair or its VM, unless it is small enough to skip the queue anyway.
 #[inline(always)]
-pub(crate) fn is_bounded(port: &PortInfo, pair: Option<*mut PairState>) -> bool {
-    pair.is_some() || port.flags & PORT_VM_BOUNDED != 0
+pub(crate) fn needs_queue(port: &PortInfo, pair: Option<*mut PairState>, len: usize) -> bool {
+    (pair.is_some() || port.flags & PORT_VM_BOUNDED != 0) && len as u64 > SHAPER_SMALL_FRAME
 }
 
-/// Queues a bounded frame for its shaper: the HTB class of its pair, or, for a frame
-/// leaving the host, of its VM (under whose class its pair's class sits, so the tighter
-/// bound wins). The frame is first checked against the bounds' clocks: one that would
-/// wait beyond a horizon is dropped here, counted, and charged to neither. Small frames
-/// skip the queue (see SHAPER_SMALL_FRAME) but are charged all the same.
+/// Checks a frame against the clocks of its bounds, its pair's and, for a frame leaving
+/// the host, its VM's, and charges it to them. One that would wait beyond a horizon is
+/// refused and charged to neither.
 #[inline(always)]
-pub(crate) fn shape(
-    ctx: &TcContext,
+pub(crate) fn admit(
     port: &PortInfo,
     pair: Option<*mut PairState>,
     leaves_host: bool,
@@ -87,9 +84,26 @@ pub(crate) fn shape(
         // SAFETY: as above.
         unsafe { (*s).charge(now, len as u64) };
     }
-    if len as u64 > SHAPER_SMALL_FRAME {
+    Ok(())
+}
+
+/// Admits a bounded frame (see [`admit`]) and queues it for its shaper: the HTB class of
+/// its pair, or, for a frame leaving the host, of its VM (under whose class its pair's
+/// class sits, so the tighter bound wins). Small frames skip the queue (see
+/// SHAPER_SMALL_FRAME) but are charged all the same.
+#[inline(always)]
+pub(crate) fn shape(
+    ctx: &TcContext,
+    port: &PortInfo,
+    pair: Option<*mut PairState>,
+    leaves_host: bool,
+    len: usize,
+) -> Result<(), DropReason> {
+    admit(port, pair, leaves_host, len)?;
+    let vm_bounded = leaves_host && port.flags & PORT_VM_BOUNDED != 0;
+    if len as u64 > SHAPER_SMALL_FRAME && (pair.is_some() || vm_bounded) {
         let class = match pair {
-            // SAFETY: as above.
+            // SAFETY: the entry stays valid for this program run.
             Some(p) => unsafe { (*p).class },
             None => VM_LEAF_BASE + port.slot,
         };

@@ -14,7 +14,7 @@ use crate::{
     forward::{port_next, redirect_to_port, to_slow_path, Next},
     frame::Pkt,
     maps::port,
-    policy::{is_bounded, port_policy},
+    policy::{admit, needs_queue, port_policy},
     tunnel::encapsulate,
 };
 
@@ -38,17 +38,18 @@ fn port_frame(ctx: &XdpContext) -> u32 {
         Ok((eth, pair))
     });
     // A bounded frame is delayed rather than dropped: XDP cannot hold it, so it goes on
-    // to the port's TC program (an skb), which counts and forwards it in full.
+    // to the port's TC program (an skb), which counts and forwards it in full. Small
+    // ones skip the queue, and stay here.
     if let Ok((_, pair)) = eth {
-        if is_bounded(&port, pair) {
+        if needs_queue(&port, pair, len) {
             return xdp_action::XDP_PASS;
         }
     }
     if let Some(s) = port_stats(port.slot) {
         s.rx.add(len as u64);
     }
-    let eth = match eth {
-        Ok((eth, _)) => eth,
+    let (eth, pair) = match eth {
+        Ok(found) => found,
         Err(reason) => return drop_frame(ctx, port.slot, reason, len),
     };
     let dst = match port_next(&port, ifindex, &eth, len) {
@@ -56,6 +57,10 @@ fn port_frame(ctx: &XdpContext) -> u32 {
         Ok(Next::Flood) => return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len),
         Err(reason) => return drop_frame(ctx, port.slot, reason, len),
     };
+    let local = dst.kind() == Some(FdbKind::Local);
+    if let Err(reason) = admit(&port, pair, !local, len) {
+        return drop_frame(ctx, port.slot, reason, len);
+    }
     match dst.kind() {
         Some(FdbKind::Local) if dst.ifindex == ifindex => {
             drop_frame(ctx, port.slot, DropReason::Hairpin, len)

@@ -4,9 +4,10 @@
 //!
 //! Names follow Prometheus' conventions: a unit before `_total` on counters
 //! (`_packets_total`, `_bytes_total`, `_frames_total`), `_entries` on sizes, and one label
-//! name per dimension in every metric: `interface`, `vni`, `peer`, `reason`, `map`, `vm`.
+//! name per dimension in every metric: `interface`, `vni`, `peer`, `reason`, `map`, `vm`,
+//! `kind` (of a bound).
 use anyhow::Result;
-use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use violin_api::stats::Stats;
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec> {
@@ -207,6 +208,33 @@ fn environments(reg: &Registry, stats: &Stats) -> Result<()> {
         pair[0].with_label_values(&l).inc_by(p.traffic.packets);
         pair[1].with_label_values(&l).inc_by(p.traffic.bytes);
     }
+    let bound = gauge(
+        reg,
+        "violin_bound_bytes_per_second",
+        "Traffic bounds in force: a VM pair's (kind pair, src -> dst MACs) or a VM's over \
+         what it sends to other hosts (kind vm, src its port)",
+        &["kind", "vni", "src", "dst"],
+    )?;
+    let queue = GaugeVec::new(
+        Opts::new(
+            "violin_bound_queue_seconds",
+            "How long a bulk frame sent now would wait in the bound's queue (the datapath's \
+             clock)",
+        ),
+        &["kind", "vni", "src", "dst"],
+    )?;
+    reg.register(Box::new(queue.clone()))?;
+    for b in &stats.bounds {
+        let vni = b.vni.to_string();
+        let l = [
+            b.kind.as_str(),
+            vni.as_str(),
+            b.src.as_str(),
+            b.dst.as_str(),
+        ];
+        bound.with_label_values(&l).set(b.bytes_per_second as i64);
+        queue.with_label_values(&l).set(b.queue_ns as f64 / 1e9);
+    }
     let env = counters(
         reg,
         &[
@@ -386,10 +414,15 @@ mod tests {
             "revision",
             "vm",
             "state",
+            "kind",
         ];
         assert!(labels.iter().all(|l| known.contains(l)), "{labels:?}");
         assert!(text.contains("violin_port_rx_packets_total{interface=\"vm1\",vni=\"1000\"} 3"));
         assert!(text.contains("violin_map_capacity_entries{map=\"fdb\"} 65536"));
+        assert!(
+            text.contains("violin_bound_queue_seconds{dst=\"02:00:00:00:02:01\",kind=\"pair\",src=\"02:00:00:00:01:01\",vni=\"1000\"} 0.0015"),
+            "{text}"
+        );
         assert!(text.contains("violin_build_info{revision="));
         assert!(
             text.contains("violin_vm_state{state=\"running\",vm=\"a1\"} 1"),

@@ -782,11 +782,8 @@ mod kernel {
     fn htb_trees_are_installed_changed_and_removed() {
         std::thread::spawn(|| {
             // SAFETY: unshare only changes this thread's namespaces.
-            assert_eq!(
-                unsafe { libc::unshare(libc::CLONE_NEWNET) },
-                0,
-                "unshare (root?)"
-            );
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare (root?)");
             let ip = std::process::Command::new("ip")
                 .args(["link", "add", "ta", "type", "veth", "peer", "name", "tb"])
                 .status()

@@ -12,7 +12,7 @@ use dataplane_common::{
     },
 };
 use violin_api::stats::{
-    Counter, EnvironmentRow, FdbRow, PairRow, PeerRow, PeerStats, PortRow, PortStats,
+    BoundRow, Counter, EnvironmentRow, FdbRow, PairRow, PeerRow, PeerStats, PortRow, PortStats,
     SlowPathSocket, Stats,
 };
 
@@ -99,8 +99,10 @@ pub fn read(maps: &Maps, paths: &Paths, underlay: &str) -> Result<Stats> {
         map_entries.insert(map.to_string(), entries as u64);
         map_capacity.insert(map.to_string(), u64::from(capacity));
     }
+    let ports = ports(maps, underlay)?;
     Ok(Stats {
-        ports: ports(maps, underlay)?,
+        bounds: bounds(maps, &ports),
+        ports,
         peers: peers(maps)?,
         drops: drops(maps)?,
         actions: actions(maps)?,
@@ -213,6 +215,53 @@ fn pairs(maps: &Maps) -> Vec<PairRow> {
         .collect();
     pairs.sort_by(|a, b| (a.vni, &a.src, &a.dst).cmp(&(b.vni, &b.src, &b.dst)));
     pairs
+}
+
+/// The clock bpf_ktime_get_ns reads (CLOCK_MONOTONIC), in nanoseconds.
+fn monotonic_ns() -> u64 {
+    // SAFETY: an all-zero timespec is valid; clock_gettime writes only into it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a live timespec the call fills in.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The bounds in force: bounded pairs, then bounded VMs (by port), with the wait their
+/// clocks give a bulk frame sent now.
+fn bounds(maps: &Maps, ports: &[PortRow]) -> Vec<BoundRow> {
+    let now = monotonic_ns();
+    let queue = |sh: &maps::Shaper| sh.tat_ns.saturating_sub(now.saturating_add(sh.burst_ns));
+    let mut out: Vec<BoundRow> = maps
+        .pairs
+        .iter()
+        .filter_map(|r| r.ok())
+        .filter(|(_, st)| st.flags & maps::PAIR_LIMITED != 0)
+        .map(|(k, st)| BoundRow {
+            kind: "pair".into(),
+            vni: k.vni,
+            src: format_mac(&k.src),
+            dst: format_mac(&k.dst),
+            bytes_per_second: st.shaper.rate,
+            queue_ns: queue(&st.shaper),
+        })
+        .collect();
+    out.sort_by(|a, b| (a.vni, &a.src, &a.dst).cmp(&(b.vni, &b.src, &b.dst)));
+    for p in ports.iter().filter(|p| p.slot != UNDERLAY_SLOT) {
+        let Ok(sh) = maps.vm_bounds.get(&p.slot, 0) else {
+            continue;
+        };
+        if sh.rate > 0 {
+            out.push(BoundRow {
+                kind: "vm".into(),
+                vni: p.vni.unwrap_or(0),
+                src: p.interface.clone(),
+                dst: String::new(),
+                bytes_per_second: sh.rate,
+                queue_ns: queue(&sh),
+            });
+        }
+    }
+    out
 }
 
 /// What each map holds per environment.
@@ -347,6 +396,22 @@ fn render(stats: &Stats, wide: bool) -> String {
             packets_bytes(&p.traffic)
         );
     }
+    if !stats.bounds.is_empty() {
+        let _ = writeln!(s, "\nBOUNDS (shaped)");
+        for b in &stats.bounds {
+            let what = match b.kind.as_str() {
+                "vm" => format!("vm on {}", b.src),
+                _ => format!("{} -> {}", b.src, b.dst),
+            };
+            let _ = writeln!(
+                s,
+                "  vni {:<8} {what:<40} {:>10.1} Mbit/s  queue {:.1} ms",
+                b.vni,
+                b.bytes_per_second as f64 * 8.0 / 1e6,
+                b.queue_ns as f64 / 1e6
+            );
+        }
+    }
     let _ = writeln!(s, "\nSLOW PATH (AF_XDP)");
     for x in &stats.slow_path {
         let _ = write!(
@@ -419,7 +484,7 @@ fn render_maps(s: &mut String, stats: &Stats) {
 #[cfg(test)]
 pub(crate) mod tests {
     use violin_api::stats::{
-        Counter, PairRow, PeerRow, PeerStats, PortRow, PortStats, SlowPathSocket, Stats,
+        BoundRow, Counter, PairRow, PeerRow, PeerStats, PortRow, PortStats, SlowPathSocket, Stats,
     };
 
     use super::{show, Format};
@@ -456,6 +521,14 @@ pub(crate) mod tests {
                 dst: "02:00:00:00:02:01".into(),
                 traffic: c,
             }],
+            bounds: vec![BoundRow {
+                kind: "pair".into(),
+                vni: 1000,
+                src: "02:00:00:00:01:01".into(),
+                dst: "02:00:00:00:02:01".into(),
+                bytes_per_second: 6_250_000,
+                queue_ns: 1_500_000,
+            }],
             slow_path: vec![SlowPathSocket {
                 interface: "vm1".into(),
                 ..Default::default()
@@ -479,6 +552,7 @@ pub(crate) mod tests {
         let stats = sample();
         let table = show(&stats, Format::Table).unwrap();
         assert!(table.contains("vm1"), "{table}");
+        assert!(table.contains("50.0 Mbit/s  queue 1.5 ms"), "{table}");
         assert!(!table.contains("CAPACITY"), "{table}");
         let wide = show(&stats, Format::Wide).unwrap();
         assert!(wide.contains(" SLOT "), "{wide}");

@@ -751,6 +751,15 @@ impl Lab {
         e
     }
 
+    /// Host `i`'s configuration with `extra` (policy keys and tables) added to its first
+    /// environment.
+    pub fn config_with(&self, i: usize, extra: &str) -> String {
+        let base = self.config_for(i);
+        let at = base.find("ports = [").expect("environment ports");
+        let end = at + base[at..].find('\n').expect("line end") + 1;
+        format!("{}{}{}", &base[..end], extra, &base[end..])
+    }
+
     /// The `violind` configuration of Violin host `i`.
     pub fn config_for(&self, i: usize) -> String {
         let h = &self.hosts[i];

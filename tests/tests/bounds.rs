@@ -13,14 +13,6 @@ use violin_testbed::{
     traffic::wait_ping,
 };
 
-/// Host `i`'s generated configuration with `extra` appended to its environment.
-fn with_policy(lab: &Lab, i: usize, extra: &str) -> String {
-    let base = lab.config_for(i);
-    let at = base.find("ports = [").expect("environment ports");
-    let end = at + base[at..].find('\n').unwrap() + 1;
-    format!("{}{}{}", &base[..end], extra, &base[end..])
-}
-
 fn tcp(from: &Vm, to: &Vm, secs: f64, port: u16) -> Run {
     iperf::run(
         &from.ns,
@@ -62,16 +54,30 @@ fn pair_bound(tag: &str, xdp: bool) {
     });
     let (a1, a2) = (lab.vm(0, 0, 0).clone(), lab.vm(0, 0, 1).clone());
     let (b1, b2) = (lab.vm(1, 0, 0).clone(), lab.vm(1, 0, 1).clone());
-    let policy = format!(
-        "[[environment.limit]]\npair = [{:?}, {:?}]\nrate_mbit = {BOUND_MBIT}\nburst_kib = 64\n",
-        mac_string(&a1.mac),
-        mac_string(&b1.mac)
-    );
+    let limit = |x: &Vm, y: &Vm| {
+        format!(
+            "[[environment.limit]]\npair = [{:?}, {:?}]\nrate_mbit = {BOUND_MBIT}\nburst_kib = 64\n",
+            mac_string(&x.mac),
+            mac_string(&y.mac)
+        )
+    };
+    // Across hosts, and between the two VMs of one host.
+    let policy = limit(&a1, &b1) + &limit(&a1, &a2);
     for i in 0..2 {
-        lab.reload(i, &with_policy(&lab, i, &policy)).unwrap();
+        lab.reload(i, &lab.config_with(i, &policy)).unwrap();
     }
     wait_ping(&a1.ns, &b1.ip.to_string(), Duration::from_secs(10)).unwrap();
     wait_ping(&a2.ns, &b2.ip.to_string(), Duration::from_secs(10)).unwrap();
+    // violind stats (and /metrics) show the bound in force, each direction.
+    let stats = lab.stats(0).unwrap();
+    let bounds = stats["bounds"].as_array().unwrap();
+    assert_eq!(bounds.len(), 4, "{bounds:?}");
+    assert!(
+        bounds
+            .iter()
+            .all(|b| b["kind"] == "pair" && b["bytes_per_second"] == 6_250_000),
+        "{bounds:?}"
+    );
 
     // UDP offered at twice the bound arrives at the bound.
     let u = udp(&a1, &b1, 2.0 * BOUND_MBIT, 5.0, 5201);
@@ -80,6 +86,15 @@ fn pair_bound(tag: &str, xdp: bool) {
         (0.9..=1.1).contains(&ratio),
         "UDP at twice the bound: {:.1} Mbit/s received ({ratio:.2}x)",
         u.mbit_per_s
+    );
+
+    // The same on one host, shaped at the receiving VM's port.
+    let local = udp(&a1, &a2, 2.0 * BOUND_MBIT, 4.0, 5204);
+    let ratio = local.mbit_per_s / BOUND_MBIT;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "UDP at twice the bound, one host: {:.1} Mbit/s received ({ratio:.2}x)",
+        local.mbit_per_s
     );
 
     // A TCP stream gets the bound (half of it at least), while an unbounded pair of the
@@ -106,8 +121,10 @@ fn pair_bound(tag: &str, xdp: bool) {
         free.mbit_per_s
     );
     eprintln!(
-        "bound {BOUND_MBIT} Mbit/s: UDP {:.1}, TCP {:.1} ({:.4} retransmitted), unbounded TCP {:.0}",
+        "bound {BOUND_MBIT} Mbit/s: UDP {:.1} (one host {:.1}), TCP {:.1} ({:.4} retransmitted), \
+         unbounded TCP {:.0}",
         u.mbit_per_s,
+        local.mbit_per_s,
         t.mbit_per_s,
         t.retransmit_ratio(),
         free.mbit_per_s
@@ -152,6 +169,19 @@ fn bounds_set_and_changed_with_violinctl() {
     // A's aggregate bound, over two pairs at once.
     let out = apply(&lab, "blue", &format!("{base}{}", vm_bound(40)));
     assert!(out.contains("+ limit vm"), "{out}");
+    let stats = lab.stats(0).unwrap();
+    let vm_row = stats["bounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["kind"] == "vm")
+        .cloned();
+    assert_eq!(
+        vm_row.as_ref().map(|b| (&b["src"], &b["bytes_per_second"])),
+        Some((&serde_json::json!(a.port), &serde_json::json!(5_000_000))),
+        "{}",
+        stats["bounds"]
+    );
     wait_ping(&a.ns, &b1.ip.to_string(), Duration::from_secs(10)).unwrap();
     wait_ping(&a.ns, &b2.ip.to_string(), Duration::from_secs(10)).unwrap();
     let (ac, b1c) = (a.clone(), b1.clone());

@@ -14,14 +14,6 @@ fn mac(m: [u8; 6]) -> String {
     violin_testbed::lab::mac_string(&m)
 }
 
-/// Host `i`'s generated configuration with `extra` appended to its environment.
-fn with_policy(lab: &Lab, i: usize, extra: &str) -> String {
-    let base = lab.config_for(i);
-    let at = base.find("ports = [").expect("environment ports");
-    let end = at + base[at..].find('\n').unwrap() + 1;
-    format!("{}{}{}", &base[..end], extra, &base[end..])
-}
-
 fn drops(lab: &Lab, i: usize, reason: &str) -> u64 {
     counter(&lab.stats(i).unwrap(), &format!("/drops/{reason}"))
 }
@@ -37,7 +29,7 @@ fn a_vm_cannot_send_with_addresses_it_was_not_given() {
         mac(a1.mac),
         a1.ip
     );
-    lab.reload(0, &with_policy(&lab, 0, &policy)).unwrap();
+    lab.reload(0, &lab.config_with(0, &policy)).unwrap();
     wait_ping(&a1.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
     wait_ping(&a2.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
 
@@ -95,8 +87,8 @@ fn selected_connectivity_allows_only_listed_pairs() {
     let (a1, a2) = (lab.vm(0, 0, 0).clone(), lab.vm(0, 0, 1).clone());
     let (b1, b2) = (lab.vm(1, 0, 0).clone(), lab.vm(1, 0, 1).clone());
     let policy = format!("allowed_pairs = [[{:?}, {:?}]]\n", mac(a1.mac), mac(b1.mac));
-    lab.reload(0, &with_policy(&lab, 0, &policy)).unwrap();
-    lab.reload(1, &with_policy(&lab, 1, &policy)).unwrap();
+    lab.reload(0, &lab.config_with(0, &policy)).unwrap();
+    lab.reload(1, &lab.config_with(1, &policy)).unwrap();
 
     wait_ping(&a1.ns, &b1.ip.to_string(), Duration::from_secs(10)).unwrap();
     let r = ping(&b1.ns, &a1.ip.to_string(), 5, &["-i", "0.05"]).unwrap();
@@ -160,7 +152,7 @@ fn storm(tag: &str, xdp: bool) {
     let (b, b2) = (lab.vm(1, 0, 0).clone(), lab.vm(1, 0, 1).clone());
     wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
     for i in 0..2 {
-        lab.reload(i, &with_policy(&lab, i, &format!("storm_pps = {PPS}\n")))
+        lab.reload(i, &lab.config_with(i, &format!("storm_pps = {PPS}\n")))
             .unwrap();
     }
     let storm0 = drops(&lab, 0, "storm");

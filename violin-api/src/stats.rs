@@ -77,6 +77,23 @@ pub struct PairRow {
     pub traffic: Counter,
 }
 
+/// A traffic bound the datapath enforces on this host: a VM pair's (one direction), or a
+/// VM's over all it sends to other hosts (its port's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BoundRow {
+    /// "pair" or "vm".
+    pub kind: String,
+    pub vni: u32,
+    /// The sending VM's MAC (a pair), or its port (a VM).
+    pub src: String,
+    /// The receiving VM's MAC (a pair); empty for a VM's bound.
+    pub dst: String,
+    pub bytes_per_second: u64,
+    /// How long a bulk frame sent now would wait in the bound's queue, by the datapath's
+    /// clock (0 when the queue is within the burst).
+    pub queue_ns: u64,
+}
+
 /// What the maps hold for one environment: all zero once it is gone from this host.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EnvironmentRow {
@@ -127,6 +144,9 @@ pub struct Stats {
     pub fdb: Vec<FdbRow>,
     pub slow_path: Vec<SlowPathSocket>,
     pub pairs: Vec<PairRow>,
+    /// The bounds in force, with their queues.
+    #[serde(default)]
+    pub bounds: Vec<BoundRow>,
     pub environments: Vec<EnvironmentRow>,
     /// Entries per datapath map.
     pub map_entries: BTreeMap<String, u64>,
