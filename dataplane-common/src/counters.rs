@@ -44,7 +44,8 @@ pub enum DropReason {
     SpoofedIp,
     /// Unicast between VMs that are not an allowed pair of a restricted environment.
     NotAllowed,
-    /// Over the VM pair's traffic bound (token bucket).
+    /// Over a VM pair's or VM's traffic bound: it would wait in the bound's queue beyond
+    /// its horizon.
     RateLimited,
     /// A forwarding rule sends the frame back over the link it arrived on.
     Loop,

@@ -228,6 +228,15 @@ impl Shaper {
         (u128::from(self.horizon_ns) * u128::from(self.rate) / 1_000_000_000) as u64
     }
 
+    /// Takes over `old`'s clock for a changed bound, so that what waits in its queue is
+    /// still accounted for; held to this bound's horizon from `now_ns`.
+    pub fn carry_clock(&mut self, old: &Shaper, now_ns: u64) {
+        let limit = now_ns
+            .saturating_add(self.burst_ns)
+            .saturating_add(self.horizon_ns);
+        self.tat_ns = old.tat_ns.min(limit);
+    }
+
     /// The same bound (rate, burst, horizon), whatever its clock reads.
     pub fn same_bound(&self, other: &Shaper) -> bool {
         (self.rate, self.burst_ns, self.horizon_ns)
@@ -595,6 +604,14 @@ mod tests {
         // 10 Mbit/s: the ceiling.
         let slow = Shaper::new(1_250_000, 65536);
         assert_eq!(slow.horizon_ns, SHAPER_MAX_HORIZON_NS);
+        // A changed bound keeps what its queue holds, up to its own horizon.
+        let mut old = Shaper::new(1_250_000, 65536);
+        old.tat_ns = 5_000_000_000;
+        let mut new = Shaper::new(12_500_000, 65536);
+        new.carry_clock(&old, 4_900_000_000);
+        assert_eq!(new.tat_ns, 5_000_000_000);
+        new.carry_clock(&old, 1_000_000_000);
+        assert_eq!(new.tat_ns, 1_000_000_000 + new.burst_ns + new.horizon_ns);
         // No rate: no bound.
         let mut off = Shaper::new(0, 65536);
         assert_eq!(off.due(5), Some(5));

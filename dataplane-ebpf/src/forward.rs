@@ -12,7 +12,7 @@ use dataplane_common::{
 };
 
 use crate::{
-    counters::{count_pair, drop_frame, peer_stats, port_stats},
+    counters::{drop_frame, peer_stats, port_stats},
     maps::{fdb, vni, FDB, ROUTES, STORM, TX_PORTS, XSKS},
 };
 
@@ -58,17 +58,13 @@ pub(crate) enum Next {
     Flood,
 }
 
-/// Learns the sender, counts the pair, and decides by rule, else by the forwarding table;
-/// the part of a VM port's path both port programs share. A flood over the port's
-/// storm-control rate is refused.
+/// Learns the sender and decides by rule, else by the forwarding table; the part of a VM
+/// port's path both port programs share. A flood over the port's storm-control rate is
+/// refused. The pair's traffic is counted by the caller once the frame has passed its
+/// bounds.
 #[inline(always)]
-pub(crate) fn port_next(
-    port: &PortInfo,
-    ifindex: u32,
-    eth: &EthHdr,
-    len: usize,
-) -> Result<Next, DropReason> {
-    match port_dest(port, ifindex, eth, len) {
+pub(crate) fn port_next(port: &PortInfo, ifindex: u32, eth: &EthHdr) -> Result<Next, DropReason> {
+    match port_dest(port, ifindex, eth) {
         Next::Flood if !storm_admit(port.slot) => Err(DropReason::Storm),
         next => Ok(next),
     }
@@ -86,12 +82,11 @@ fn storm_admit(slot: u32) -> bool {
 }
 
 #[inline(always)]
-fn port_dest(port: &PortInfo, ifindex: u32, eth: &EthHdr, len: usize) -> Next {
+fn port_dest(port: &PortInfo, ifindex: u32, eth: &EthHdr) -> Next {
     learn(
         &FdbKey::new(port.vni, eth.src),
         FdbEntry::local(ifindex, port.slot),
     );
-    count_pair(port.vni, eth, len);
     if port.flags & PORT_ROUTED != 0 {
         if let Some(d) = route(port.vni, eth.src, eth.dst) {
             return Next::To(d);

@@ -11,7 +11,7 @@ use dataplane_common::{
 };
 
 use crate::{
-    counters::{count_tc, port_stats, tc_drop, Verdict},
+    counters::{count_pair, count_tc, port_stats, tc_drop, Verdict},
     delivery::flood_ports,
     forward::{port_next, Next},
     frame::Skb,
@@ -45,7 +45,7 @@ fn port_skb(ctx: &TcContext) -> Verdict {
         Ok(pair) => pair,
         Err(reason) => return tc_drop(ctx, port.slot, reason, len),
     };
-    let dst = match port_next(&port, ifindex, &eth, len) {
+    let dst = match port_next(&port, ifindex, &eth) {
         Ok(Next::To(d)) => d,
         Ok(Next::Flood) => return flood_skb(ctx, &port, ifindex, &eth, len),
         Err(reason) => return tc_drop(ctx, port.slot, reason, len),
@@ -57,12 +57,13 @@ fn port_skb(ctx: &TcContext) -> Verdict {
     if let Err(reason) = shape(ctx, &port, pair, !local, len) {
         return tc_drop(ctx, port.slot, reason, len);
     }
+    count_pair(port.vni, &eth, len);
     if local {
         if let Some(s) = port_stats(dst.slot) {
             s.tx.add(len as u64);
         }
         // SAFETY: helper call; egress of the other port hands the skb to its VM intact,
-        // through its fq qdisc (which holds a shaped frame until its departure time).
+        // through the port's HTB class for a bounded pair.
         return Verdict::Act(unsafe { bpf_redirect(dst.ifindex, 0) } as i32);
     }
     let Some(cfg) = host_config() else {
@@ -84,7 +85,8 @@ fn port_skb(ctx: &TcContext) -> Verdict {
 
 /// Broadcast, multicast or unknown unicast from a VM port in TC mode: a copy to every
 /// other local port of the environment, then, encapsulated once, a copy to every remote
-/// host serving it, all in the kernel (bpf_clone_redirect).
+/// host serving it, all in the kernel (bpf_clone_redirect). The remote copies are what the
+/// VM sends to other hosts, so its aggregate bound applies to them.
 #[inline(always)]
 fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &EthHdr, len: usize) -> Verdict {
     let Some(list) = flood_list(port.vni) else {
@@ -93,9 +95,13 @@ fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &EthHdr, len: 
     if let Some(s) = port_stats(port.slot) {
         s.to_slow_path.add(len as u64);
     }
+    count_pair(port.vni, eth, len);
     flood_ports(ctx, list, ifindex);
     if list.npeers == 0 {
         return Verdict::Flooded;
+    }
+    if let Err(reason) = shape(ctx, port, None, true, len) {
+        return tc_drop(ctx, port.slot, reason, len);
     }
     let Some(cfg) = host_config() else {
         return Verdict::Flooded;

@@ -10,7 +10,7 @@ use dataplane_common::{
 };
 
 use crate::{
-    counters::{count_action, drop_frame, port_stats},
+    counters::{count_action, count_pair, drop_frame, port_stats},
     forward::{port_next, redirect_to_port, to_slow_path, Next},
     frame::Pkt,
     maps::port,
@@ -52,19 +52,25 @@ fn port_frame(ctx: &XdpContext) -> u32 {
         Ok(found) => found,
         Err(reason) => return drop_frame(ctx, port.slot, reason, len),
     };
-    let dst = match port_next(&port, ifindex, &eth, len) {
+    let dst = match port_next(&port, ifindex, &eth) {
         Ok(Next::To(d)) => d,
-        Ok(Next::Flood) => return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len),
+        Ok(Next::Flood) => {
+            // To the slow path, under storm control. (A bounded VM's bulk floods went to
+            // TC, where its bound is charged; its small ones, ARP, stay here.)
+            count_pair(port.vni, &eth, len);
+            return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len);
+        }
         Err(reason) => return drop_frame(ctx, port.slot, reason, len),
     };
     let local = dst.kind() == Some(FdbKind::Local);
+    if local && dst.ifindex == ifindex {
+        return drop_frame(ctx, port.slot, DropReason::Hairpin, len);
+    }
     if let Err(reason) = admit(&port, pair, !local, len) {
         return drop_frame(ctx, port.slot, reason, len);
     }
+    count_pair(port.vni, &eth, len);
     match dst.kind() {
-        Some(FdbKind::Local) if dst.ifindex == ifindex => {
-            drop_frame(ctx, port.slot, DropReason::Hairpin, len)
-        }
         Some(FdbKind::Local) => redirect_to_port(ctx, port.slot, &dst, len),
         _ => encapsulate(ctx, &port, &dst, len),
     }

@@ -92,13 +92,14 @@ fn attach_all(dp: &mut Datapath, rtnl: &mut Rtnl, topo: &Topology, mode: PortMod
         }
     }
     for p in &topo.ports {
+        // In XDP mode too, and first: the XDP program passes bounded frames on to it, to
+        // be shaped, and none must reach the host's stack instead.
+        dp.attach_tc(programs::PORT_TC, &p.dev)?;
+        wanted.insert(tc_pin_name(&p.dev.name));
         if mode == PortMode::Xdp {
             dp.attach_xdp(programs::PORT, &p.dev)?;
             wanted.insert(xdp_pin_name(&p.dev.name));
         }
-        // In XDP mode too: the XDP program passes bounded frames on to it, to be shaped.
-        dp.attach_tc(programs::PORT_TC, &p.dev)?;
-        wanted.insert(tc_pin_name(&p.dev.name));
     }
     for name in datapath::pinned_links(dp.paths()) {
         if !wanted.contains(&name) {
@@ -113,11 +114,12 @@ fn attach_all(dp: &mut Datapath, rtnl: &mut Rtnl, topo: &Topology, mode: PortMod
 }
 
 /// Puts on the devices bounded traffic leaves by the HTB trees that shape it (see
-/// `Topology::shaping`). Without them a bound would not hold, so a failure fails the
-/// change. A device that no longer needs one keeps it until violind stops: it costs a
-/// queue, and removing it would drop what waits there.
+/// `Topology::shaping`), and takes Violin's HTB off every other device of the namespace
+/// (one violind serves it): a port or underlay no longer bounded, or no longer Violin's.
+/// Without the trees a bound would not hold, so a failure fails the change.
 fn ensure_shaping(rtnl: &mut Rtnl, topo: &Topology) -> Result<()> {
-    for s in topo.shaping() {
+    let wanted = topo.shaping();
+    for s in &wanted {
         let fresh = rtnl
             .ensure_htb(s.ifindex, s.overhead, &s.classes)
             .with_context(|| {
@@ -128,6 +130,14 @@ fn ensure_shaping(rtnl: &mut Rtnl, topo: &Topology) -> Result<()> {
             })?;
         if fresh {
             info!(iface = %s.device, classes = s.classes.len(), "HTB qdisc installed for shaping");
+        }
+    }
+    let keep: BTreeSet<u32> = wanted.iter().map(|s| s.ifindex).collect();
+    for ifindex in rtnl.htb_roots().context("listing qdiscs")? {
+        if !keep.contains(&ifindex) {
+            rtnl.remove_htb(ifindex)
+                .with_context(|| format!("removing the HTB qdisc of interface {ifindex}"))?;
+            info!(ifindex, "HTB qdisc removed: no bound leaves by it");
         }
     }
     Ok(())
@@ -579,6 +589,7 @@ impl Daemon {
             // Back to what ran before, and the slow path with it, whatever else fails.
             *self.topology.write().unwrap() = previous.clone();
             let restored = previous.apply(&mut self.dp.maps).and_then(|()| {
+                ensure_shaping(&mut self.hops.rtnl, &previous)?;
                 if ports_changed {
                     attach_all(&mut self.dp, &mut self.hops.rtnl, &previous, current_mode)?;
                 }

@@ -561,6 +561,30 @@ impl Rtnl {
         Ok(fresh)
     }
 
+    /// The interfaces whose root qdisc is Violin's HTB (in this namespace).
+    pub fn htb_roots(&mut self) -> io::Result<Vec<u32>> {
+        let answers = self.request(
+            RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        )?;
+        let root = htb_root();
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewQueueDiscipline(q)
+                    if q.header.parent == TcHandle::ROOT
+                        && q.header.handle == root
+                        && q.attributes
+                            .iter()
+                            .any(|a| matches!(a, TcAttribute::Kind(k) if k == "htb")) =>
+                {
+                    Some(q.header.index as u32)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Gives interface `ifindex` back the kernel's default qdisc if its root is the HTB
     /// tree [`Rtnl::ensure_htb`] put there.
     pub fn remove_htb(&mut self, ifindex: u32) -> io::Result<()> {
@@ -844,7 +868,9 @@ mod kernel {
             ]);
             assert_eq!(classes(&mut rtnl), want);
             assert_eq!(bfifos(&mut rtnl), 2);
+            assert_eq!(rtnl.htb_roots().unwrap(), vec![ifindex]);
             rtnl.remove_htb(ifindex).unwrap();
+            assert!(rtnl.htb_roots().unwrap().is_empty());
             assert!(classes(&mut rtnl).is_empty());
             assert!(rtnl
                 .qdiscs(ifindex)

@@ -218,7 +218,7 @@ fn pairs(maps: &Maps) -> Vec<PairRow> {
 }
 
 /// The clock bpf_ktime_get_ns reads (CLOCK_MONOTONIC), in nanoseconds.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     // SAFETY: an all-zero timespec is valid; clock_gettime writes only into it.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: `ts` is a live timespec the call fills in.

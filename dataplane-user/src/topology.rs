@@ -206,8 +206,9 @@ fn burst_bytes(sh: &Shaper) -> u64 {
 
 /// A bound's shaper: Mbit/s to bytes per second, KiB to bytes.
 fn shaper(limit: &violin_api::Limit) -> Shaper {
+    // At least a byte per second: a rate that rounds to nothing would read as no bound.
     Shaper::new(
-        (limit.rate_mbit.get() * 1e6 / 8.0) as u64,
+        ((limit.rate_mbit.get() * 1e6 / 8.0) as u64).max(1),
         u64::from(limit.burst_kib.get()) * 1024,
     )
 }
@@ -559,9 +560,19 @@ impl Topology {
             .map(|p| (p.addr.octets(), Self::peer_info(p)))
             .collect();
         reconcile(&mut maps.peers, &peer_infos, PartialEq::eq)?;
-        // A bound that did not change keeps its clock.
-        reconcile(&mut maps.pairs, &self.pairs, |have, want| {
-            have.flags == want.flags && have.shaper.same_bound(&want.shaper)
+        // A bound that did not change keeps its clock; one that changed carries it over
+        // (its queue in the qdisc stays too), held to the new horizon.
+        let now = crate::stats::monotonic_ns();
+        let mut pairs = self.pairs.clone();
+        for (k, want) in pairs.iter_mut() {
+            if let Ok(have) = maps.pairs.get(k, 0) {
+                want.shaper.carry_clock(&have.shaper, now);
+            }
+        }
+        reconcile(&mut maps.pairs, &pairs, |have, want| {
+            have.flags == want.flags
+                && have.class == want.class
+                && have.shaper.same_bound(&want.shaper)
         })?;
         reconcile(&mut maps.routes, &self.routes, PartialEq::eq)?;
         self.apply_storm(maps)?;
@@ -648,8 +659,11 @@ impl Topology {
             if have.interval_ns != want.storm.interval_ns || have.burst_ns != want.storm.burst_ns {
                 maps.storm.set(p.slot, want.storm, 0)?;
             }
-            if !maps.vm_bounds.get(&p.slot, 0)?.same_bound(&want.vm_bound) {
-                maps.vm_bounds.set(p.slot, want.vm_bound, 0)?;
+            let have = maps.vm_bounds.get(&p.slot, 0)?;
+            if !have.same_bound(&want.vm_bound) {
+                let mut bound = want.vm_bound;
+                bound.carry_clock(&have, crate::stats::monotonic_ns());
+                maps.vm_bounds.set(p.slot, bound, 0)?;
             }
         }
         Ok(())

@@ -208,13 +208,18 @@ fn prometheus_scrapes_violind_and_the_controller_and_the_dashboard_queries_exist
         s.vms_per_host = 1;
         s.controller = true;
     });
+    let a = lab.vm(0, 0, 0).clone();
+    let b = lab.vm(1, 0, 0).clone();
+    // A bound far above what the lab carries: its gauges are there, nothing is slowed.
+    let bound = format!(
+        "[[limit]]\nvm = {:?}\nrate_mbit = 100000\n",
+        violin_testbed::control::vm_name(&a)
+    );
     let spec = lab.dir.join("env.toml");
-    fs::write(&spec, lab.env_spec(0, "metrics", 1000, "")).unwrap();
+    fs::write(&spec, lab.env_spec(0, "metrics", 1000, &bound)).unwrap();
     lab.violinctl(&["apply", "--wait", spec.to_str().unwrap()])
         .unwrap();
     let token = fs::read_to_string(lab.token_file()).unwrap();
-    let a = lab.vm(0, 0, 0).clone();
-    let b = lab.vm(1, 0, 0).clone();
     wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
     assert_eq!(
         ping(&a.ns, &b.ip.to_string(), 10, &["-i", "0.05"])

@@ -297,7 +297,8 @@ impl fmt::Display for RateMbit {
     }
 }
 
-/// A token bucket's size in KiB: how much may pass at once (positive; 64 by default).
+/// A bound's burst in KiB: how much may pass at once after a quiet spell (positive; 64 by
+/// default).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "u32", into = "u32")]
 #[schema(value_type = u32)]
