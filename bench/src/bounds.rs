@@ -74,6 +74,14 @@ pub fn metrics() -> Vec<Metric> {
             Better::Higher,
         ));
         v.push(m(
+            format!("udp_free_{b}"),
+            format!(
+                "The same UDP load over an unbounded pair: received / {b} Mbit/s (what the path carries)"
+            ),
+            "x",
+            Better::Higher,
+        ));
+        v.push(m(
             format!("retx1_{b}"),
             format!("1 TCP stream, {at}: segments retransmitted"),
             "%",
@@ -368,17 +376,22 @@ pub fn markdown(r: &Results) -> String {
 
 /// The plots: achieved / bound per figure and mode, and the ping's p99.
 pub fn plots(r: &Results, dir: &std::path::Path) -> Result<()> {
+    let group = |label: String, metric: String| plot::Group {
+        label,
+        metric,
+        mtu: MTU,
+    };
     let mut ratios = Vec::new();
     let mut pings = Vec::new();
     for b in BOUNDS_MBIT {
         for (what, id) in [("TCP x1", "tcp1"), ("TCP x4", "tcp4"), ("UDP", "udp")] {
-            ratios.push((format!("{what} @{b}"), format!("{id}_{b}")));
+            ratios.push(group(format!("{what} @{b}"), format!("{id}_{b}")));
         }
-        pings.push((format!("{b} Mbit/s"), format!("ping_p99_{b}")));
+        pings.push(group(format!("{b} Mbit/s"), format!("ping_p99_{b}")));
     }
-    ratios.push(("2 pairs: hi".into(), "pairs_hi".into()));
-    ratios.push(("2 pairs: lo".into(), "pairs_lo".into()));
-    plot::grouped_png(
+    ratios.push(group("2 pairs: hi".into(), "pairs_hi".into()));
+    ratios.push(group("2 pairs: lo".into(), "pairs_lo".into()));
+    plot::bars(
         r,
         &dir.join("ratios.png"),
         "Achieved / bound (Mbit/s bounds)",
@@ -387,7 +400,7 @@ pub fn plots(r: &Results, dir: &std::path::Path) -> Result<()> {
         &PATHS,
         Some(0.9),
     )?;
-    plot::grouped_png(
+    plot::bars(
         r,
         &dir.join("ping.png"),
         "Ping sharing the bounded pair with a TCP stream: p99 round trip",
