@@ -15,3 +15,4 @@ pub mod route;
 pub mod share;
 pub mod spec;
 pub mod store;
+pub mod vttif;
