@@ -16,11 +16,11 @@ use dataplane_common::{packet::parse_mac, rules::MacMatch};
 use violin_api::{
     parse::from_json,
     rest::{
-        Applied, Bound, BoundRequest, EnvDetail, EnvSummary, ErrorBody, Filter, HostInfo, HostSync,
-        LinkInfo, LinkRequest, Plan, Route, RouteQuery, RuleInfo, RuleRequest, SyncQuery,
-        SyncStatus,
+        AppTopology, Applied, Bound, BoundRequest, EnvDetail, EnvSummary, ErrorBody, Filter,
+        HostInfo, HostSync, LinkInfo, LinkRequest, Plan, Route, RouteQuery, RuleInfo, RuleRequest,
+        SyncQuery, SyncStatus, TopologyEdge,
     },
-    share::{Ack, Interface, Registered, Registration},
+    share::{Ack, Interface, Registered, Registration, TrafficReport},
     vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport},
     FieldError, Name,
 };
@@ -31,6 +31,7 @@ use crate::{
     route,
     spec::{duplicate_rule, ordered, plan, Rule, Spec, SpecError, Target},
     store::{PutError, Store},
+    vttif::{self, Inference},
 };
 
 pub mod openapi;
@@ -41,6 +42,7 @@ pub struct Api {
     pub token: Arc<String>,
     pub hub: Arc<Hub>,
     pub migrations: Arc<Supervisor>,
+    pub vttif: Arc<Inference>,
 }
 
 impl Api {
@@ -53,6 +55,7 @@ impl Api {
             token: Arc::new(token),
             hub,
             migrations,
+            vttif: Arc::new(Inference::new(vttif::Params::default())),
         })
     }
 
@@ -873,6 +876,84 @@ async fn report_vms(
     Ok(Json(serde_json::json!({})))
 }
 
+/// What a host's VMs sent each other since its previous report (VTTIF's input).
+#[utoipa::path(post, path = "/v1/hosts/{host}/traffic", tag = "hosts",
+    params(("host" = String, Path, description = "Host name")),
+    request_body = TrafficReport,
+    responses((status = 200, description = "Taken"),
+              (status = 400, description = "Refused (field named)", body = ErrorBody)))]
+async fn report_traffic(
+    State(api): State<Api>,
+    Path(host): Path<String>,
+    body: Bytes,
+) -> Answer<serde_json::Value> {
+    host_name(&host)?;
+    let report: TrafficReport = from_json(&body)?;
+    let m = &api.hub.metrics;
+    for (vni, edges, changed) in api.vttif.report(&report) {
+        let vni = vni.to_string();
+        m.topology_edges
+            .with_label_values(&[&vni])
+            .set(edges as i64);
+        if changed {
+            m.topology_changes.with_label_values(&[&vni]).inc();
+        }
+    }
+    Ok(Json(serde_json::json!({})))
+}
+
+/// An environment's application topology as VTTIF infers it from the hosts' traffic:
+/// the traffic matrix over the smoothing window, and the pairs above the detection
+/// threshold (relative to the busiest), declared once they held for the settle time.
+#[utoipa::path(get, path = "/v1/environments/{name}/topology", tag = "environments",
+    params(("name" = String, Path, description = "Environment name")),
+    responses((status = 200, description = "The inferred topology", body = AppTopology),
+              (status = 404, description = "No such environment", body = ErrorBody)))]
+async fn get_topology(State(api): State<Api>, Path(name): Path<String>) -> Answer<AppTopology> {
+    let Some((_, spec)) = api.store.get(&name)? else {
+        return Err(no_env(&name));
+    };
+    let (t, changes) = api.vttif.topology(spec.vni.get());
+    let names: BTreeMap<[u8; 6], String> = spec
+        .vms
+        .iter()
+        .map(|(n, v)| (v.mac.octets(), n.clone()))
+        .collect();
+    let name_of = |m: &[u8; 6]| {
+        names
+            .get(m)
+            .cloned()
+            .unwrap_or_else(|| crate::spec::format_mac(m))
+    };
+    let top = t.matrix.values().copied().fold(0.0, f64::max);
+    let edge = |(p, bps): (&vttif::Pair, &f64)| TopologyEdge {
+        src: name_of(&p.0),
+        dst: name_of(&p.1),
+        bytes_per_second: *bps,
+        intensity: if top > 0.0 { bps / top } else { 0.0 },
+    };
+    let busiest_first = |mut v: Vec<TopologyEdge>| {
+        v.sort_by(|a, b| b.bytes_per_second.total_cmp(&a.bytes_per_second));
+        v
+    };
+    let p = api.vttif.params();
+    Ok(Json(AppTopology {
+        environment: name,
+        smoothing_ms: p.smoothing_ms,
+        threshold: p.threshold,
+        settle_ms: p.settle_ms,
+        changes,
+        edges: busiest_first(
+            t.edges
+                .keys()
+                .filter_map(|k| t.matrix.get_key_value(k))
+                .map(edge)
+                .collect(),
+        ),
+        matrix: busiest_first(t.matrix.iter().map(edge).collect()),
+    }))
+}
+
 /// Every VM the hosts report: state, CPU, memory, ports, and its environment.
 #[utoipa::path(get, path = "/v1/vms", tag = "vms",
     responses((status = 200, description = "VMs", body = [VmInfo])))]
@@ -975,6 +1056,8 @@ pub fn router(api: Api) -> Router {
         .route("/v1/hosts/{host}/ack", post(ack))
         .route("/v1/hosts/{host}/interfaces", get(host_interfaces))
         .route("/v1/hosts/{host}/vms", post(report_vms))
+        .route("/v1/hosts/{host}/traffic", post(report_traffic))
+        .route("/v1/environments/{name}/topology", get(get_topology))
         .route("/v1/vms", get(vms))
         .route("/v1/migrations", post(start_migration).get(list_migrations))
         .route(

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub migration_duration: Histogram,
     pub migration_downtime: Histogram,
     pub migration_reconvergence: Histogram,
+    pub topology_edges: IntGaugeVec,
+    pub topology_changes: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, start: f64, count: usize) -> Histogram {
@@ -142,8 +144,26 @@ impl Metrics {
             0.0005,
             14,
         );
+        let topology_edges = IntGaugeVec::new(
+            Opts::new(
+                "violin_controller_topology_edges",
+                "Directed VM pairs in the application topology VTTIF inferred, by environment",
+            ),
+            &["vni"],
+        )
+        .expect("metric");
+        let topology_changes = IntCounterVec::new(
+            Opts::new(
+                "violin_controller_topology_changes_total",
+                "Application topology changes VTTIF declared, by environment",
+            ),
+            &["vni"],
+        )
+        .expect("metric");
         for c in [
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
+            Box::new(topology_edges.clone()),
+            Box::new(topology_changes.clone()),
             Box::new(migrations.clone()),
             Box::new(migrations_in_flight.clone()),
             Box::new(migration_duration.clone()),
@@ -175,6 +195,8 @@ impl Metrics {
             migration_duration,
             migration_downtime,
             migration_reconvergence,
+            topology_edges,
+            topology_changes,
         }
     }
 

@@ -9,10 +9,16 @@
 //! instead of oscillating. A topology is declared only after it has held for a settle
 //! time, so a pair whose intensity hovers at the threshold does not flap.
 //!
-//! Only the inference lives here (pure, driven by the caller's clock, so it is tested
-//! exactly); reporting the counters to the controller, publishing the topology and its
-//! operator surface are the rest of issue 11.
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+//! [`Vttif`] is the inference for one environment, pure and driven by the caller's clock
+//! (so it is tested exactly); [`Inference`] holds one per environment for the API, fed by
+//! the hosts' traffic reports.
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    sync::Mutex,
+    time::Instant,
+};
+
+use violin_api::share::TrafficReport;
 
 /// A directed VM pair of an environment: (source MAC, destination MAC).
 pub type Pair = ([u8; 6], [u8; 6]);
@@ -29,11 +35,12 @@ pub struct Params {
 }
 
 impl Default for Params {
+    /// With hosts reporting every 250 ms, a window of eight reports per host.
     fn default() -> Params {
         Params {
-            smoothing_ms: 1000,
+            smoothing_ms: 2000,
             threshold: 0.1,
-            settle_ms: 250,
+            settle_ms: 500,
         }
     }
 }
@@ -183,9 +190,73 @@ impl Vttif {
     }
 }
 
+/// VTTIF for every environment (by VNI), on the controller's clock.
+pub struct Inference {
+    params: Params,
+    start: Instant,
+    envs: Mutex<BTreeMap<u32, Vttif>>,
+}
+
+impl Inference {
+    pub fn new(params: Params) -> Inference {
+        Inference {
+            params,
+            start: Instant::now(),
+            envs: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn params(&self) -> Params {
+        self.params
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Takes a host's report; returns, per environment it touched, the declared topology's
+    /// edge count and whether it changed just now.
+    pub fn report(&self, report: &TrafficReport) -> Vec<(u32, usize, bool)> {
+        let now = self.now_ms();
+        let mut by_vni: BTreeMap<u32, Vec<(Pair, u64)>> = BTreeMap::new();
+        for p in &report.pairs {
+            by_vni
+                .entry(p.vni.get())
+                .or_default()
+                .push(((p.src.octets(), p.dst.octets()), p.bytes));
+        }
+        let mut envs = self.envs.lock().unwrap();
+        by_vni
+            .into_iter()
+            .map(|(vni, deltas)| {
+                let v = envs.entry(vni).or_insert_with(|| Vttif::new(self.params));
+                v.report(now, deltas);
+                let (t, changed) = v.update(now);
+                (vni, t.edges.len(), changed)
+            })
+            .collect()
+    }
+
+    /// Environment `vni`'s declared topology now, and how many changes it had.
+    pub fn topology(&self, vni: u32) -> (Topology, u64) {
+        let now = self.now_ms();
+        let mut envs = self.envs.lock().unwrap();
+        let v = envs.entry(vni).or_insert_with(|| Vttif::new(self.params));
+        let t = v.update(now).0.clone();
+        (t, v.changes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tests' parameters: a 1 s window, declared after 250 ms.
+    const P: Params = Params {
+        smoothing_ms: 1000,
+        threshold: 0.1,
+        settle_ms: 250,
+    };
 
     fn mac(i: usize) -> [u8; 6] {
         [2, 0, 0, 0, 0, i as u8]
@@ -264,7 +335,7 @@ mod tests {
     fn each_bsp_topology_is_inferred_exactly() {
         for kind in ["ring", "all-to-all", "line", "mesh", "tree", "star"] {
             let want = topology(kind, 8);
-            let mut v = Vttif::new(Params::default());
+            let mut v = Vttif::new(P);
             run(&mut v, &want, 8, 0, 3000);
             let (got, _) = v.update(3000);
             assert_eq!(got.pairs(), want, "{kind}");
@@ -282,7 +353,7 @@ mod tests {
     #[test]
     fn a_topology_switch_is_detected_within_the_window() {
         let (ring, star) = (topology("ring", 8), topology("star", 8));
-        let mut v = Vttif::new(Params::default());
+        let mut v = Vttif::new(P);
         run(&mut v, &ring, 8, 0, 3000);
         assert_eq!(v.update(3000).0.pairs(), ring);
         let before = v.changes();
@@ -302,7 +373,7 @@ mod tests {
     fn a_too_fast_alternation_settles_on_the_union() {
         let (ring, star) = (topology("ring", 8), topology("star", 8));
         let union: BTreeSet<Pair> = ring.union(&star).copied().collect();
-        let mut v = Vttif::new(Params::default());
+        let mut v = Vttif::new(P);
         // Switching every 200 ms, five times faster than the 1 s window.
         let mut t = 0;
         let mut seen = Vec::new();
@@ -325,7 +396,7 @@ mod tests {
     #[test]
     fn a_slow_alternation_is_followed() {
         let (ring, star) = (topology("ring", 8), topology("star", 8));
-        let mut v = Vttif::new(Params::default());
+        let mut v = Vttif::new(P);
         let mut t = 0;
         for i in 0..6 {
             let edges = if i % 2 == 0 { &ring } else { &star };
@@ -337,7 +408,7 @@ mod tests {
 
     #[test]
     fn quiet_pairs_are_pruned_and_old_reports_expire() {
-        let mut v = Vttif::new(Params::default());
+        let mut v = Vttif::new(P);
         let (a, b, c) = (mac(1), mac(2), mac(3));
         v.report(100, [((a, b), 1_000_000), ((b, c), 50_000), ((a, a), 9)]);
         let t = v.infer(100);

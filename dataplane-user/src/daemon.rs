@@ -396,6 +396,8 @@ impl Daemon {
         };
         let follower = Follower::new(c, &self.config.host_id)?;
         follow::start(follower.clone(), registration, events)?;
+        let every = Duration::from_millis(u64::from(c.traffic_report_ms));
+        crate::traffic::start(follower.clone(), &self.paths, every)?;
         self.follower = Some(follower);
         Ok(())
     }

@@ -62,6 +62,12 @@ impl Follower {
         Ok(())
     }
 
+    /// Reports what the host's VMs sent each other since the last report (VTTIF).
+    pub fn report_traffic(&self, report: &violin_api::share::TrafficReport) -> Result<()> {
+        self.client.report_traffic(&self.host, report)?;
+        Ok(())
+    }
+
     /// Registers, then follows the stream until it breaks.
     fn follow(&self, registration: &Registration, updates: &Sender<Event>) -> Result<()> {
         self.client.register(&self.host, registration)?;

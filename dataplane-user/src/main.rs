@@ -12,6 +12,7 @@ mod netlink;
 mod slowpath;
 mod stats;
 mod topology;
+mod traffic;
 
 use std::path::PathBuf;
 

@@ -195,9 +195,9 @@ fn fdb(maps: &Maps) -> Vec<FdbRow> {
     fdb
 }
 
-fn pairs(maps: &Maps) -> Vec<PairRow> {
-    let mut pairs: Vec<PairRow> = maps
-        .pair_traffic
+/// What each VM pair sent, summed over CPUs.
+pub fn pair_totals(maps: &Maps) -> Vec<(maps::PairKey, dataplane_common::counters::Counter)> {
+    maps.pair_traffic
         .iter()
         .filter_map(|r| r.ok())
         .map(|(k, per_cpu)| {
@@ -205,12 +205,19 @@ fn pairs(maps: &Maps) -> Vec<PairRow> {
             for c in per_cpu.iter() {
                 traffic.merge(c);
             }
-            PairRow {
-                vni: k.vni,
-                src: format_mac(&k.src),
-                dst: format_mac(&k.dst),
-                traffic: counter(&traffic),
-            }
+            (k, traffic)
+        })
+        .collect()
+}
+
+fn pairs(maps: &Maps) -> Vec<PairRow> {
+    let mut pairs: Vec<PairRow> = pair_totals(maps)
+        .into_iter()
+        .map(|(k, traffic)| PairRow {
+            vni: k.vni,
+            src: format_mac(&k.src),
+            dst: format_mac(&k.dst),
+            traffic: counter(&traffic),
         })
         .collect();
     pairs.sort_by(|a, b| (a.vni, &a.src, &a.dst).cmp(&(b.vni, &b.src, &b.dst)));

@@ -3,7 +3,11 @@ use std::{
     hash::Hasher,
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
+    thread,
     time::{Duration, Instant},
 };
 
@@ -388,6 +392,76 @@ impl Drop for Capture {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// UDP at a steady rate along a set of directed edges between namespaces, until stopped:
+/// the application traffic of a communication pattern, seen from the network. Every
+/// destination drains what it gets, so nothing comes back (not even ICMP errors).
+pub struct UdpPattern {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<Result<()>>>,
+}
+
+impl UdpPattern {
+    /// `edges`: (sender's namespace, receiver's namespace, receiver's address); each edge
+    /// sends `per_sec` datagrams of 1000 bytes per second to UDP `port`.
+    pub fn start(
+        edges: &[(String, String, Ipv4Addr)],
+        port: u16,
+        per_sec: u32,
+    ) -> Result<UdpPattern> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let mut receivers: Vec<&str> = edges.iter().map(|(_, to, _)| to.as_str()).collect();
+        receivers.sort();
+        receivers.dedup();
+        for ns in receivers {
+            let stop = stop.clone();
+            threads.push(spawn_in_netns(ns, move || {
+                let s = std::net::UdpSocket::bind(("0.0.0.0", port))?;
+                s.set_read_timeout(Some(Duration::from_millis(100)))?;
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = s.recv(&mut buf);
+                }
+                Ok(())
+            })?);
+        }
+        // The receivers are bound before anything is sent.
+        thread::sleep(Duration::from_millis(200));
+        let gap = Duration::from_secs(1) / per_sec.max(1);
+        for (from, _, ip) in edges {
+            let (stop, dst) = (stop.clone(), SocketAddr::from((*ip, port)));
+            threads.push(spawn_in_netns(from, move || {
+                let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                s.connect(dst)?;
+                let buf = [0x5au8; 1000];
+                let start = Instant::now();
+                let mut sent = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = s.send(&buf);
+                    sent += 1;
+                    // Paced against the start, so a late wake-up does not lower the rate.
+                    let due = start + gap * sent;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        thread::sleep(wait);
+                    }
+                }
+                Ok(())
+            })?);
+        }
+        Ok(UdpPattern { stop, threads })
+    }
+
+    /// Stops every sender and receiver; fails if one of them failed.
+    pub fn stop(self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join()
+                .map_err(|_| anyhow::anyhow!("a pattern thread panicked"))??;
+        }
+        Ok(())
     }
 }
 

@@ -12,11 +12,11 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
     rest::{
-        Applied, Bound, BoundRequest, DaemonLinks, DaemonRules, EnvDetail, EnvSummary, ErrorBody,
-        Filter, HostInfo, LinkInfo, LinkRequest, Plan, Route, RouteQuery, RuleInfo, RuleRequest,
-        SyncStatus,
+        AppTopology, Applied, Bound, BoundRequest, DaemonLinks, DaemonRules, EnvDetail, EnvSummary,
+        ErrorBody, Filter, HostInfo, LinkInfo, LinkRequest, Plan, Route, RouteQuery, RuleInfo,
+        RuleRequest, SyncStatus,
     },
-    share::{Ack, Interface, Registered, Registration, SyncEvent},
+    share::{Ack, Interface, Registered, Registration, SyncEvent, TrafficReport},
     vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport},
 };
 
@@ -266,6 +266,17 @@ impl Client {
 
     pub fn ack(&self, host: &str, ack: &Ack) -> Result<Ack> {
         self.send("POST", &format!("/v1/hosts/{host}/ack"), ack)
+    }
+
+    /// What a host's VMs sent each other since its previous report.
+    pub fn report_traffic(&self, host: &str, report: &TrafficReport) -> Result<()> {
+        self.send::<serde_json::Value, _>("POST", &format!("/v1/hosts/{host}/traffic"), report)?;
+        Ok(())
+    }
+
+    /// An environment's application topology, as VTTIF infers it.
+    pub fn topology(&self, env: &str) -> Result<AppTopology> {
+        self.get(&format!("/v1/environments/{env}/topology"))
     }
 
     /// A host's domains and the lifecycle events since its last report.

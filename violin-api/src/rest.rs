@@ -280,3 +280,32 @@ mod tests {
         assert_eq!(serde_json::from_str::<DaemonRule>(&json).unwrap(), r);
     }
 }
+
+/// An environment's application topology as VTTIF infers it from the hosts' traffic
+/// reports (`GET /v1/environments/{name}/topology`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AppTopology {
+    pub environment: String,
+    /// The window the traffic matrix is aggregated over, ms.
+    pub smoothing_ms: u64,
+    /// The fraction of the busiest pair's traffic a pair needs to be an edge.
+    pub threshold: f64,
+    /// How long a new topology must hold before it is declared, ms.
+    pub settle_ms: u64,
+    /// Topology changes declared since the controller started.
+    pub changes: u64,
+    /// The declared topology's edges, busiest first.
+    pub edges: Vec<TopologyEdge>,
+    /// The traffic matrix over the window: every pair that sent anything.
+    pub matrix: Vec<TopologyEdge>,
+}
+
+/// A directed pair: its VMs (by name; a MAC the spec does not name as itself), its
+/// traffic over the window, and its intensity relative to the busiest pair.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TopologyEdge {
+    pub src: String,
+    pub dst: String,
+    pub bytes_per_second: f64,
+    pub intensity: f64,
+}

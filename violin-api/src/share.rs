@@ -243,6 +243,25 @@ pub struct Registered {
     pub generation: u64,
 }
 
+/// What a host's VMs sent each other since its previous report, per VM pair and
+/// direction, counted by its datapath (`POST /v1/hosts/{host}/traffic`): VTTIF's local
+/// traffic matrix, as deltas.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficReport {
+    pub pairs: Vec<PairTraffic>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PairTraffic {
+    pub vni: Vni,
+    pub src: UnicastMac,
+    pub dst: UnicastMac,
+    /// Bytes since the previous report.
+    pub bytes: u64,
+}
+
 /// A host applied `generation`, or could not (`error`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

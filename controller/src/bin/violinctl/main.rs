@@ -135,6 +135,15 @@ enum Command {
         /// The host.
         host: Name,
     },
+    /// The application topology VTTIF inferred for an environment from its traffic: the
+    /// edges (pairs above the detection threshold) and the traffic matrix.
+    Topology {
+        /// The environment.
+        env: Name,
+        /// Keep showing it, once per change (Ctrl-C ends).
+        #[arg(long)]
+        watch: bool,
+    },
     /// Show the configuration-time bound, or set it.
     Bound {
         /// The new bound in seconds, in (0, 3600].
@@ -709,6 +718,25 @@ fn list(c: &Client, out: Output, command: &Command) -> Result<()> {
         }
         Command::Migrations => output::migrations(out, &c.migrations()?),
         Command::Vms => output::vms(out, &c.vms()?),
+        Command::Topology { env, watch } => {
+            let mut last: Option<Vec<(String, String)>> = None;
+            loop {
+                let t = c.topology(env.as_str())?;
+                let edges: Vec<(String, String)> = t
+                    .edges
+                    .iter()
+                    .map(|e| (e.src.clone(), e.dst.clone()))
+                    .collect();
+                if last.as_ref() != Some(&edges) {
+                    output::topology(out, &t)?;
+                    last = Some(edges);
+                }
+                if !*watch {
+                    return Ok(());
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
         _ => unreachable!("changes are handled by run"),
     }
 }

@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde::Serialize;
 use violin_api::{
     output::yaml,
-    rest::{EnvSummary, HostInfo, LinkInfo, Route, RuleInfo},
+    rest::{AppTopology, EnvSummary, HostInfo, LinkInfo, Route, RuleInfo},
     share::Interface,
     vm::{Migration, VmInfo},
 };
@@ -326,5 +326,53 @@ pub fn vms(out: Output, list: &[VmInfo]) -> Result<()> {
             t.row(row);
         }
         t.print();
+    })
+}
+
+/// VTTIF's view: the edge list, busiest first, then the matrix of intensities (VMs that
+/// sent or received anything in the window; `.` for pairs below the threshold).
+pub fn topology(out: Output, t: &AppTopology) -> Result<()> {
+    show(out, t, |t| {
+        println!(
+            "{}: {} edges (window {} ms, threshold {}, {} changes)",
+            t.environment,
+            t.edges.len(),
+            t.smoothing_ms,
+            t.threshold,
+            t.changes
+        );
+        let mut table = Table::new(&["SRC", "DST", "MBIT/S", "INTENSITY"]);
+        for e in &t.edges {
+            table.row(vec![
+                e.src.clone(),
+                e.dst.clone(),
+                format!("{:.2}", e.bytes_per_second * 8.0 / 1e6),
+                format!("{:.2}", e.intensity),
+            ]);
+        }
+        table.print();
+        let mut vms: Vec<&str> = t
+            .matrix
+            .iter()
+            .flat_map(|e| [e.src.as_str(), e.dst.as_str()])
+            .collect();
+        vms.sort();
+        vms.dedup();
+        if vms.is_empty() {
+            return;
+        }
+        println!();
+        let mut header = vec!["FROM \\ TO"];
+        header.extend(vms.iter().copied());
+        let mut m = Table::new(&header);
+        for a in &vms {
+            let mut row = vec![a.to_string()];
+            for b in &vms {
+                let edge = t.edges.iter().find(|e| e.src == *a && e.dst == *b);
+                row.push(edge.map_or(".".into(), |e| format!("{:.2}", e.intensity)));
+            }
+            m.row(row);
+        }
+        m.print();
     })
 }
