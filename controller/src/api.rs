@@ -286,9 +286,17 @@ fn store_spec(api: &Api, spec: &Spec, text: &str, changes: Vec<String>) -> Answe
               (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn delete_env(State(api): State<Api>, Path(name): Path<String>) -> Answer<Applied> {
     not_migrating(&api, &name)?;
+    let vni = api.store.get(&name)?.map(|(_, spec)| spec.vni.get());
     match api.store.delete(&name)? {
         Some(generation) => {
             api.hub.committed(generation);
+            if let Some(vni) = vni {
+                api.vttif.forget(vni);
+                let m = &api.hub.metrics;
+                let label = vni.to_string();
+                let _ = m.topology_edges.remove_label_values(&[&label]);
+                let _ = m.topology_changes.remove_label_values(&[&label]);
+            }
             Ok(Json(Applied {
                 changes: vec![format!("- environment {name}")],
                 generation,
@@ -889,17 +897,24 @@ async fn report_traffic(
 ) -> Answer<serde_json::Value> {
     host_name(&host)?;
     let report: TrafficReport = from_json(&body)?;
-    let m = &api.hub.metrics;
-    for (vni, edges, changed) in api.vttif.report(&report) {
-        let vni = vni.to_string();
-        m.topology_edges
-            .with_label_values(&[&vni])
-            .set(edges as i64);
-        if changed {
-            m.topology_changes.with_label_values(&[&vni]).inc();
-        }
+    // Only environments that exist: a stray VNI leaves no state behind.
+    let served: std::collections::BTreeSet<u32> =
+        api.store.specs()?.iter().map(|s| s.vni.get()).collect();
+    for seen in api.vttif.report(&report, &served) {
+        topology_metrics(&api, &seen);
     }
     Ok(Json(serde_json::json!({})))
+}
+
+fn topology_metrics(api: &Api, seen: &vttif::Seen) {
+    let m = &api.hub.metrics;
+    let vni = seen.vni.to_string();
+    m.topology_edges
+        .with_label_values(&[&vni])
+        .set(seen.edges as i64);
+    m.topology_changes
+        .with_label_values(&[&vni])
+        .inc_by(seen.new_changes);
 }
 
 /// An environment's application topology as VTTIF infers it from the hosts' traffic:
@@ -913,7 +928,8 @@ async fn get_topology(State(api): State<Api>, Path(name): Path<String>) -> Answe
     let Some((_, spec)) = api.store.get(&name)? else {
         return Err(no_env(&name));
     };
-    let (t, changes) = api.vttif.topology(spec.vni.get());
+    let (t, changes, seen) = api.vttif.topology(spec.vni.get());
+    topology_metrics(&api, &seen);
     let names: BTreeMap<[u8; 6], String> = spec
         .vms
         .iter()

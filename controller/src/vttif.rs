@@ -112,7 +112,8 @@ impl Vttif {
                 continue;
             }
             self.window.push_back((now_ms, pair, bytes));
-            *self.sums.entry(pair).or_default() += bytes;
+            let sum = self.sums.entry(pair).or_default();
+            *sum = sum.saturating_add(bytes);
         }
         self.expire(now_ms);
     }
@@ -126,7 +127,7 @@ impl Vttif {
             }
             self.window.pop_front();
             if let Some(sum) = self.sums.get_mut(&pair) {
-                *sum -= bytes;
+                *sum = sum.saturating_sub(bytes);
                 if *sum == 0 {
                     self.sums.remove(&pair);
                 }
@@ -194,7 +195,21 @@ impl Vttif {
 pub struct Inference {
     params: Params,
     start: Instant,
-    envs: Mutex<BTreeMap<u32, Vttif>>,
+    envs: Mutex<BTreeMap<u32, Env>>,
+}
+
+struct Env {
+    vttif: Vttif,
+    /// Changes already handed to the metrics.
+    counted: u64,
+}
+
+/// What an environment's inference holds after a report or a look: its edges, and the
+/// changes declared since the last time this was asked (for a counter).
+pub struct Seen {
+    pub vni: u32,
+    pub edges: usize,
+    pub new_changes: u64,
 }
 
 impl Inference {
@@ -214,12 +229,26 @@ impl Inference {
         self.start.elapsed().as_millis() as u64
     }
 
-    /// Takes a host's report; returns, per environment it touched, the declared topology's
-    /// edge count and whether it changed just now.
-    pub fn report(&self, report: &TrafficReport) -> Vec<(u32, usize, bool)> {
+    fn seen(vni: u32, e: &mut Env, edges: usize) -> Seen {
+        let changes = e.vttif.changes();
+        let new_changes = changes - e.counted;
+        e.counted = changes;
+        Seen {
+            vni,
+            edges,
+            new_changes,
+        }
+    }
+
+    /// Takes a host's report, for the environments in `served` (others are ignored).
+    pub fn report(&self, report: &TrafficReport, served: &BTreeSet<u32>) -> Vec<Seen> {
         let now = self.now_ms();
         let mut by_vni: BTreeMap<u32, Vec<(Pair, u64)>> = BTreeMap::new();
-        for p in &report.pairs {
+        for p in report
+            .pairs
+            .iter()
+            .filter(|p| served.contains(&p.vni.get()))
+        {
             by_vni
                 .entry(p.vni.get())
                 .or_default()
@@ -229,21 +258,35 @@ impl Inference {
         by_vni
             .into_iter()
             .map(|(vni, deltas)| {
-                let v = envs.entry(vni).or_insert_with(|| Vttif::new(self.params));
-                v.report(now, deltas);
-                let (t, changed) = v.update(now);
-                (vni, t.edges.len(), changed)
+                let e = self.env(&mut envs, vni);
+                e.vttif.report(now, deltas);
+                let edges = e.vttif.update(now).0.edges.len();
+                Self::seen(vni, e, edges)
             })
             .collect()
     }
 
+    fn env<'a>(&self, envs: &'a mut BTreeMap<u32, Env>, vni: u32) -> &'a mut Env {
+        envs.entry(vni).or_insert_with(|| Env {
+            vttif: Vttif::new(self.params),
+            counted: 0,
+        })
+    }
+
     /// Environment `vni`'s declared topology now, and how many changes it had.
-    pub fn topology(&self, vni: u32) -> (Topology, u64) {
+    pub fn topology(&self, vni: u32) -> (Topology, u64, Seen) {
         let now = self.now_ms();
         let mut envs = self.envs.lock().unwrap();
-        let v = envs.entry(vni).or_insert_with(|| Vttif::new(self.params));
-        let t = v.update(now).0.clone();
-        (t, v.changes())
+        let e = self.env(&mut envs, vni);
+        let t = e.vttif.update(now).0.clone();
+        let changes = e.vttif.changes();
+        let seen = Self::seen(vni, e, t.edges.len());
+        (t, changes, seen)
+    }
+
+    /// Forgets an environment (deleted): one made later with its VNI starts afresh.
+    pub fn forget(&self, vni: u32) {
+        self.envs.lock().unwrap().remove(&vni);
     }
 }
 

@@ -243,7 +243,7 @@ fn openapi_file_matches_the_server() {
             }
         }
     }
-    assert_eq!(operations, 28);
+    assert_eq!(operations, 30);
     // The served document is the file.
     let served: serde_json::Value = ureq::get(&format!("{}/openapi.json", c.url))
         .call()

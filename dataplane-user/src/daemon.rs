@@ -397,7 +397,13 @@ impl Daemon {
         let follower = Follower::new(c, &self.config.host_id)?;
         follow::start(follower.clone(), registration, events)?;
         let every = Duration::from_millis(u64::from(c.traffic_report_ms));
-        crate::traffic::start(follower.clone(), &self.paths, every)?;
+        if let Err(e) = crate::traffic::start(follower.clone(), &self.paths, every) {
+            // The topology inference goes without this host; forwarding does not.
+            warn!(
+                error = format!("{e:#}"),
+                "traffic reports to the controller are off"
+            );
+        }
         self.follower = Some(follower);
         Ok(())
     }

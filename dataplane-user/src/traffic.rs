@@ -25,17 +25,19 @@ pub fn start(follower: Follower, paths: &Paths, interval: Duration) -> Result<()
                 thread::sleep(interval);
                 let now = totals(&maps);
                 let report = deltas(&last, &now);
-                last = now;
                 if report.pairs.is_empty() {
+                    last = now;
                     continue;
                 }
                 match follower.report_traffic(&report) {
-                    Ok(()) if failing => {
-                        info!("traffic reports reach the controller again");
-                        failing = false;
+                    Ok(()) => {
+                        last = now;
+                        if failing {
+                            info!("traffic reports reach the controller again");
+                            failing = false;
+                        }
                     }
-                    Ok(()) => {}
-                    // Said once per outage: the next report carries on from the counters.
+                    // Said once per outage; the next report includes what this one had.
                     Err(e) if !failing => {
                         warn!(
                             error = format!("{e:#}"),

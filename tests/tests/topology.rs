@@ -79,12 +79,11 @@ fn the_application_topology_is_inferred_and_followed() {
     let star = [(1, 0), (2, 0), (3, 0), (0, 1), (0, 2), (0, 3)];
     let traffic = pattern(&vms, &star, 9701);
     let (got, after) = settle(&lab, &named(&star), Duration::from_secs(8));
+    // The table form shows the matrix too (while the traffic is in the window).
+    let text = lab.violinctl(&["topology", "blue"]).unwrap();
     traffic.stop().unwrap();
     assert_eq!(got, named(&star), "the star");
     assert!(after > before, "no change declared ({before} -> {after})");
-
-    // The table form shows the matrix too.
-    let text = lab.violinctl(&["topology", "blue"]).unwrap();
     assert!(text.contains("FROM \\ TO"), "{text}");
     lab.down().unwrap();
 }

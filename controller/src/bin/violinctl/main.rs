@@ -719,22 +719,22 @@ fn list(c: &Client, out: Output, command: &Command) -> Result<()> {
         Command::Migrations => output::migrations(out, &c.migrations()?),
         Command::Vms => output::vms(out, &c.vms()?),
         Command::Topology { env, watch } => {
-            let mut last: Option<Vec<(String, String)>> = None;
+            if !*watch {
+                return output::topology(out, &c.topology(env.as_str())?);
+            }
+            // A new declaration is a new count of changes; a failed poll is said and
+            // retried, so a controller restart does not end the watch.
+            let mut last = None;
             loop {
-                let t = c.topology(env.as_str())?;
-                let edges: Vec<(String, String)> = t
-                    .edges
-                    .iter()
-                    .map(|e| (e.src.clone(), e.dst.clone()))
-                    .collect();
-                if last.as_ref() != Some(&edges) {
-                    output::topology(out, &t)?;
-                    last = Some(edges);
+                match c.topology(env.as_str()) {
+                    Ok(t) if last != Some(t.changes) => {
+                        last = Some(t.changes);
+                        output::topology(out, &t)?;
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!("violinctl: {e:#}"),
                 }
-                if !*watch {
-                    return Ok(());
-                }
-                std::thread::sleep(std::time::Duration::from_secs(1));
+                std::thread::sleep(std::time::Duration::from_millis(250));
             }
         }
         _ => unreachable!("changes are handled by run"),
