@@ -10,7 +10,7 @@ use std::{fmt::Write as _, thread};
 use anyhow::{Context, Result};
 use violin_testbed::{
     iperf::{self, quantile, Load, Run},
-    lab::{mac_string, HostKind, Lab, LabSpec, Vm},
+    lab::{pair_limit, HostKind, Lab, LabSpec, Vm},
     traffic::wait_ping,
 };
 
@@ -156,16 +156,9 @@ fn path_vms(lab: &Lab, kind: HostKind) -> PathVms {
 /// Reconfigures both hosts of a path: pair (a1, b1) bounded at `first`, (a2, b2) at
 /// `second` (None: unbounded), then waits until both pairs answer.
 fn set_bounds(lab: &Lab, p: &PathVms, first: u32, second: Option<u32>) -> Result<()> {
-    let limit = |x: &Vm, y: &Vm, mbit: u32| {
-        format!(
-            "[[environment.limit]]\npair = [{:?}, {:?}]\nrate_mbit = {mbit}\nburst_kib = 64\n",
-            mac_string(&x.mac),
-            mac_string(&y.mac)
-        )
-    };
-    let mut extra = limit(&p.a[0], &p.b[0], first);
+    let mut extra = pair_limit(&p.a[0], &p.b[0], f64::from(first));
     if let Some(m) = second {
-        extra.push_str(&limit(&p.a[1], &p.b[1], m));
+        extra.push_str(&pair_limit(&p.a[1], &p.b[1], f64::from(m)));
     }
     for &h in &p.hosts {
         lab.reload(h, &lab.config_with(h, &extra))?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
-    programs::{SchedClassifier, Xdp},
+    programs::{Program, ProgramError, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
 
@@ -32,12 +32,20 @@ pub fn load(maps: &Path) -> Result<Ebpf> {
         })
 }
 
-/// Loads the XDP program `name` into the kernel.
-pub fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
-    let prog: &mut Xdp = ebpf
+/// Program `name` of the object, as its kind (`Xdp`, `SchedClassifier`).
+pub fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    Ok(ebpf
         .program_mut(name)
         .ok_or_else(|| anyhow!("no program {name} in the object"))?
-        .try_into()?;
+        .try_into()?)
+}
+
+/// Loads the XDP program `name` into the kernel.
+pub fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    let prog: &mut Xdp = program(ebpf, name)?;
     prog.load()
         .with_context(|| format!("the kernel rejected {name}"))?;
     Ok(prog)
@@ -45,10 +53,7 @@ pub fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
 
 /// Loads the TC program `name` into the kernel.
 pub fn tc<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(name)
-        .ok_or_else(|| anyhow!("no program {name} in the object"))?
-        .try_into()?;
+    let prog: &mut SchedClassifier = program(ebpf, name)?;
     prog.load()
         .with_context(|| format!("the kernel rejected {name}"))?;
     Ok(prog)

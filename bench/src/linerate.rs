@@ -16,7 +16,7 @@
 //!   (the bare path: host 1's underlay to host 2's).
 use std::{path::PathBuf, time::Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use aya::{
     maps::{DevMapHash, PerCpuArray},
     programs::{
@@ -88,19 +88,11 @@ impl Rig {
     }
 
     fn fwd(&mut self) -> Result<&mut Xdp> {
-        Ok(self
-            .ebpf
-            .program_mut("violin_bench_fwd")
-            .ok_or_else(|| anyhow!("no violin_bench_fwd"))?
-            .try_into()?)
+        ebpf::program(&mut self.ebpf, "violin_bench_fwd")
     }
 
     fn sink(&mut self) -> Result<&mut SchedClassifier> {
-        Ok(self
-            .ebpf
-            .program_mut("violin_bench_sink")
-            .ok_or_else(|| anyhow!("no violin_bench_sink"))?
-            .try_into()?)
+        ebpf::program(&mut self.ebpf, "violin_bench_sink")
     }
 
     /// Frames `from` (an ifindex of namespace `ns`) go on to `to` (an interface of `ns`).

@@ -223,9 +223,19 @@ impl Shaper {
         }
     }
 
+    /// What the rate carries in `ns` nanoseconds, in bytes.
+    fn bytes_in(&self, ns: u64) -> u64 {
+        (u128::from(ns) * u128::from(self.rate) / 1_000_000_000) as u64
+    }
+
     /// The bytes that may wait in the bound's queue (its horizon at its rate).
     pub fn horizon_bytes(&self) -> u64 {
-        (u128::from(self.horizon_ns) * u128::from(self.rate) / 1_000_000_000) as u64
+        self.bytes_in(self.horizon_ns)
+    }
+
+    /// The burst, in bytes.
+    pub fn burst_bytes(&self) -> u64 {
+        self.bytes_in(self.burst_ns)
     }
 
     /// Takes over `old`'s clock for a changed bound, so that what waits in its queue is
@@ -601,6 +611,7 @@ mod tests {
         let mid = Shaper::new(12_500_000, 65536);
         assert_eq!(mid.horizon_ns, 340_787_200);
         assert_eq!(mid.horizon_bytes(), 4_259_840);
+        assert_eq!(mid.burst_bytes(), 65_536);
         // 10 Mbit/s: the ceiling.
         let slow = Shaper::new(1_250_000, 65536);
         assert_eq!(slow.horizon_ns, SHAPER_MAX_HORIZON_NS);

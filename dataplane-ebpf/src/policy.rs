@@ -53,15 +53,15 @@ pub(crate) fn needs_queue(port: &PortInfo, pair: Option<*mut PairState>, len: us
 }
 
 /// Checks a frame against the clocks of its bounds, its pair's and, for a frame leaving
-/// the host, its VM's, and charges it to them. One that would wait beyond a horizon is
-/// refused and charged to neither.
+/// the host, its VM's, and charges it to them; says whether any bound applied. One that
+/// would wait beyond a horizon is refused and charged to neither.
 #[inline(always)]
 pub(crate) fn admit(
     port: &PortInfo,
     pair: Option<*mut PairState>,
     leaves_host: bool,
     len: usize,
-) -> Result<(), DropReason> {
+) -> Result<bool, DropReason> {
     let vm = if leaves_host && port.flags & PORT_VM_BOUNDED != 0 {
         VM_BOUNDS.get_ptr_mut(port.slot)
     } else {
@@ -70,7 +70,7 @@ pub(crate) fn admit(
     // SAFETY: map entries stay valid for this program run; races only blur the clocks.
     let pair_clock = pair.map(|p| unsafe { &mut (*p).shaper as *mut Shaper });
     if pair_clock.is_none() && vm.is_none() {
-        return Ok(());
+        return Ok(false);
     }
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -84,7 +84,7 @@ pub(crate) fn admit(
         // SAFETY: as above.
         unsafe { (*s).charge(now, len as u64) };
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Admits a bounded frame (see [`admit`]) and queues it for its shaper: the HTB class of
@@ -99,9 +99,7 @@ pub(crate) fn shape(
     leaves_host: bool,
     len: usize,
 ) -> Result<(), DropReason> {
-    admit(port, pair, leaves_host, len)?;
-    let vm_bounded = leaves_host && port.flags & PORT_VM_BOUNDED != 0;
-    if len as u64 > SHAPER_SMALL_FRAME && (pair.is_some() || vm_bounded) {
+    if admit(port, pair, leaves_host, len)? && len as u64 > SHAPER_SMALL_FRAME {
         let class = match pair {
             // SAFETY: the entry stays valid for this program run.
             Some(p) => unsafe { (*p).class },

@@ -66,6 +66,7 @@ fn port_frame(ctx: &XdpContext) -> u32 {
     if local && dst.ifindex == ifindex {
         return drop_frame(ctx, port.slot, DropReason::Hairpin, len);
     }
+    // A bounded frame here is small (bulk ones went to TC): charged, never queued.
     if let Err(reason) = admit(&port, pair, !local, len) {
         return drop_frame(ctx, port.slot, reason, len);
     }

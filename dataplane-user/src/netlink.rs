@@ -146,6 +146,21 @@ pub struct HtbClass {
     pub queue: Option<u64>,
 }
 
+/// A qdisc as the kernel lists it.
+struct Qdisc {
+    ifindex: u32,
+    parent: TcHandle,
+    handle: TcHandle,
+    kind: String,
+}
+
+impl Qdisc {
+    /// The root HTB that [`Rtnl::ensure_htb`] installs.
+    fn is_violin_root(&self) -> bool {
+        self.parent == TcHandle::ROOT && self.handle == htb_root() && self.kind == "htb"
+    }
+}
+
 /// The root qdisc's handle.
 fn htb_root() -> TcHandle {
     TcHandle {
@@ -415,8 +430,8 @@ impl Rtnl {
         }
     }
 
-    /// The qdiscs of interface `ifindex`: (parent, handle, kind).
-    fn qdiscs(&mut self, ifindex: u32) -> io::Result<Vec<(TcHandle, TcHandle, String)>> {
+    /// Every qdisc of the namespace.
+    fn all_qdiscs(&mut self) -> io::Result<Vec<Qdisc>> {
         let answers = self.request(
             RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
             NLM_F_REQUEST | NLM_F_DUMP,
@@ -424,16 +439,28 @@ impl Rtnl {
         Ok(answers
             .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewQueueDiscipline(q) if q.header.index == ifindex as i32 => {
+                RouteNetlinkMessage::NewQueueDiscipline(q) => {
                     let kind = q.attributes.iter().find_map(|a| match a {
                         TcAttribute::Kind(k) => Some(k.clone()),
                         _ => None,
                     })?;
-                    Some((q.header.parent, q.header.handle, kind))
+                    Some(Qdisc {
+                        ifindex: q.header.index as u32,
+                        parent: q.header.parent,
+                        handle: q.header.handle,
+                        kind,
+                    })
                 }
                 _ => None,
             })
             .collect())
+    }
+
+    /// The qdiscs of interface `ifindex`.
+    fn qdiscs(&mut self, ifindex: u32) -> io::Result<Vec<Qdisc>> {
+        let mut all = self.all_qdiscs()?;
+        all.retain(|q| q.ifindex == ifindex);
+        Ok(all)
     }
 
     /// The classes of interface `ifindex`: (parent, handle).
@@ -489,10 +516,7 @@ impl Rtnl {
         classes: &[HtbClass],
     ) -> io::Result<bool> {
         let root = htb_root();
-        let qdiscs = self.qdiscs(ifindex)?;
-        let fresh = !qdiscs
-            .iter()
-            .any(|(p, h, k)| *p == TcHandle::ROOT && *h == root && k == "htb");
+        let fresh = !self.qdiscs(ifindex)?.iter().any(Qdisc::is_violin_root);
         if fresh {
             let opts = TcAttribute::Options(htb_root_options());
             let mut msg = Self::tc_message(ifindex, TcHandle::ROOT, root, Some("htb"), Some(opts));
@@ -529,7 +553,7 @@ impl Rtnl {
         let leaves: BTreeMap<u32, (TcHandle, String)> = self
             .qdiscs(ifindex)?
             .into_iter()
-            .map(|(p, h, k)| (p.into(), (h, k)))
+            .map(|q| (q.parent.into(), (q.handle, q.kind)))
             .collect();
         for c in classes {
             let handle = htb_handle(c.minor);
@@ -563,39 +587,21 @@ impl Rtnl {
 
     /// The interfaces whose root qdisc is Violin's HTB (in this namespace).
     pub fn htb_roots(&mut self) -> io::Result<Vec<u32>> {
-        let answers = self.request(
-            RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
-            NLM_F_REQUEST | NLM_F_DUMP,
-        )?;
-        let root = htb_root();
-        Ok(answers
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewQueueDiscipline(q)
-                    if q.header.parent == TcHandle::ROOT
-                        && q.header.handle == root
-                        && q.attributes
-                            .iter()
-                            .any(|a| matches!(a, TcAttribute::Kind(k) if k == "htb")) =>
-                {
-                    Some(q.header.index as u32)
-                }
-                _ => None,
-            })
+        Ok(self
+            .all_qdiscs()?
+            .iter()
+            .filter(|q| q.is_violin_root())
+            .map(|q| q.ifindex)
             .collect())
     }
 
     /// Gives interface `ifindex` back the kernel's default qdisc if its root is the HTB
     /// tree [`Rtnl::ensure_htb`] put there.
     pub fn remove_htb(&mut self, ifindex: u32) -> io::Result<()> {
-        let root = htb_root();
-        let ours = self
-            .qdiscs(ifindex)?
-            .iter()
-            .any(|(p, h, k)| *p == TcHandle::ROOT && *h == root && k == "htb");
-        if !ours {
+        if !self.qdiscs(ifindex)?.iter().any(Qdisc::is_violin_root) {
             return Ok(());
         }
+        let root = htb_root();
         let msg = Self::tc_message(ifindex, TcHandle::ROOT, root, None, None);
         self.request(
             RouteNetlinkMessage::DelQueueDiscipline(msg),
@@ -854,7 +860,7 @@ mod kernel {
                 rtnl.qdiscs(ifindex)
                     .unwrap()
                     .into_iter()
-                    .filter(|(_, _, k)| k == "bfifo")
+                    .filter(|q| q.kind == "bfifo")
                     .count()
             };
             assert_eq!(bfifos(&mut rtnl), 3);
@@ -876,7 +882,7 @@ mod kernel {
                 .qdiscs(ifindex)
                 .unwrap()
                 .iter()
-                .all(|(_, _, k)| k != "htb"));
+                .all(|q| q.kind != "htb"));
         })
         .join()
         .unwrap();

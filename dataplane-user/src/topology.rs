@@ -199,11 +199,6 @@ pub struct Shaping {
     pub classes: Vec<HtbClass>,
 }
 
-/// A bound's burst in bytes.
-fn burst_bytes(sh: &Shaper) -> u64 {
-    (u128::from(sh.burst_ns) * u128::from(sh.rate) / 1_000_000_000) as u64
-}
-
 /// A bound's shaper: Mbit/s to bytes per second, KiB to bytes.
 fn shaper(limit: &violin_api::Limit) -> Shaper {
     // At least a byte per second: a rate that rounds to nothing would read as no bound.
@@ -711,7 +706,7 @@ impl Topology {
             minor,
             rate,
             ceil,
-            burst: burst_bytes(sh),
+            burst: sh.burst_bytes(),
             queue: Some(2 * sh.horizon_bytes() + 64 * 1024),
         };
         let bounded: Vec<(&PairKey, &PairState)> = self
@@ -760,7 +755,7 @@ impl Topology {
                 minor: parent,
                 rate: vm.rate,
                 ceil: vm.rate,
-                burst: burst_bytes(vm),
+                burst: vm.burst_bytes(),
                 queue: None,
             });
             tree.push(leaf(parent, VM_LEAF_BASE + port.slot, share, vm.rate, vm));

@@ -139,14 +139,20 @@ impl Lab {
         let mut out = String::new();
         for e in 0..self.spec.envs {
             let name = format!("env{e}");
-            let file = self.dir.join(format!("{name}.toml"));
-            fs::write(
-                &file,
-                self.env_spec(e, &name, crate::lab::BASE_VNI + e as u32, ""),
-            )?;
-            out.push_str(&self.violinctl(&["apply", "--wait", &file.to_string_lossy()])?);
+            let spec = self.env_spec(e, &name, crate::lab::BASE_VNI + e as u32, "");
+            out.push_str(&self.apply_spec(&name, &spec)?);
         }
         Ok(out)
+    }
+
+    /// Writes `spec` to the lab directory as `NAME.toml` and applies it through
+    /// `violinctl apply --wait`; returns the plan violinctl printed. A failure carries the
+    /// daemons' logs.
+    pub fn apply_spec(&self, name: &str, spec: &str) -> Result<String> {
+        let file = self.dir.join(format!("{name}.toml"));
+        fs::write(&file, spec)?;
+        self.violinctl(&["apply", "--wait", &file.to_string_lossy()])
+            .with_context(|| format!("applying {name}\n{}", self.daemon_logs()))
     }
 
     /// An environment spec holding the lab's VMs of environment `env`, named `name`.

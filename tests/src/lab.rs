@@ -234,6 +234,16 @@ pub fn mac_string(m: &[u8; 6]) -> String {
     dataplane_common::packet::Mac(*m).to_string()
 }
 
+/// A violind `[[environment.limit]]` bounding VMs `a` and `b` (each direction) at `mbit`
+/// Mbit/s with a 64 KiB burst, for [`Lab::config_with`].
+pub fn pair_limit(a: &Vm, b: &Vm, mbit: f64) -> String {
+    format!(
+        "[[environment.limit]]\npair = [{:?}, {:?}]\nrate_mbit = {mbit}\nburst_kib = 64\n",
+        mac_string(&a.mac),
+        mac_string(&b.mac)
+    )
+}
+
 /// The namespace holding the underlay bridge `br0`.
 pub fn switch_ns(lab: &str) -> String {
     format!("{lab}-sw")

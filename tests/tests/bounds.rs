@@ -7,9 +7,9 @@ use std::{thread, time::Duration};
 
 use violin_testbed::{
     control::vm_name,
-    e2e::{counter, lab, scratch},
+    e2e::{counter, lab},
     iperf::{self, Load, Run},
-    lab::{mac_string, Lab, Vm},
+    lab::{pair_limit, Vm},
     traffic::wait_ping,
 };
 
@@ -54,15 +54,8 @@ fn pair_bound(tag: &str, xdp: bool) {
     });
     let (a1, a2) = (lab.vm(0, 0, 0).clone(), lab.vm(0, 0, 1).clone());
     let (b1, b2) = (lab.vm(1, 0, 0).clone(), lab.vm(1, 0, 1).clone());
-    let limit = |x: &Vm, y: &Vm| {
-        format!(
-            "[[environment.limit]]\npair = [{:?}, {:?}]\nrate_mbit = {BOUND_MBIT}\nburst_kib = 64\n",
-            mac_string(&x.mac),
-            mac_string(&y.mac)
-        )
-    };
     // Across hosts, and between the two VMs of one host.
-    let policy = limit(&a1, &b1) + &limit(&a1, &a2);
+    let policy = pair_limit(&a1, &b1, BOUND_MBIT) + &pair_limit(&a1, &a2, BOUND_MBIT);
     for i in 0..2 {
         lab.reload(i, &lab.config_with(i, &policy)).unwrap();
     }
@@ -132,14 +125,6 @@ fn pair_bound(tag: &str, xdp: bool) {
     lab.down().unwrap();
 }
 
-/// Writes `spec` to a file and applies it through violinctl, waiting for every host.
-fn apply(lab: &Lab, name: &str, spec: &str) -> String {
-    let file = scratch(lab, &format!("{name}.toml"));
-    std::fs::write(&file, spec).unwrap();
-    lab.violinctl(&["apply", "--wait", file.to_str().unwrap()])
-        .unwrap_or_else(|e| panic!("apply {name}: {e:#}\n{}", lab.daemon_logs()))
-}
-
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
@@ -167,7 +152,9 @@ fn bounds_set_and_changed_with_violinctl() {
     };
 
     // A's aggregate bound, over two pairs at once.
-    let out = apply(&lab, "blue", &format!("{base}{}", vm_bound(40)));
+    let out = lab
+        .apply_spec("blue", &format!("{base}{}", vm_bound(40)))
+        .unwrap();
     assert!(out.contains("+ limit vm"), "{out}");
     let stats = lab.stats(0).unwrap();
     let vm_row = stats["bounds"]
@@ -197,11 +184,9 @@ fn bounds_set_and_changed_with_violinctl() {
     );
 
     // A tighter pair bound within it wins for that pair.
-    let out = apply(
-        &lab,
-        "blue",
-        &format!("{base}{}{}", vm_bound(40), pair_bound(10)),
-    );
+    let out = lab
+        .apply_spec("blue", &format!("{base}{}{}", vm_bound(40), pair_bound(10)))
+        .unwrap();
     assert!(out.contains("+ limit"), "{out}");
     let t = tcp(&a, &b1, 4.0, 5213);
     assert!(
@@ -214,11 +199,12 @@ fn bounds_set_and_changed_with_violinctl() {
     let (ac, b1c) = (a.clone(), b1.clone());
     let stream = thread::spawn(move || tcp(&ac, &b1c, 12.0, 5214));
     thread::sleep(Duration::from_secs(5));
-    let out = apply(
-        &lab,
-        "blue",
-        &format!("{base}{}{}", vm_bound(400), pair_bound(100)),
-    );
+    let out = lab
+        .apply_spec(
+            "blue",
+            &format!("{base}{}{}", vm_bound(400), pair_bound(100)),
+        )
+        .unwrap();
     assert!(out.contains("~ limit"), "{out}");
     let run = stream.join().unwrap();
     let iv = &run.intervals;

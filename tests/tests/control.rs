@@ -11,19 +11,11 @@ use violin_api::{
 };
 use violin_testbed::{
     control::vm_name,
-    e2e::{counter, lab, scratch},
+    e2e::{counter, lab},
     lab::{mac_string, Lab, Vm, API_PORT},
     sys::ns_run,
     traffic::{http_get, http_get_with, ping, udp_blast, wait_ping},
 };
-
-/// Writes `spec` to a file and applies it, waiting for every host.
-fn apply(lab: &Lab, name: &str, spec: &str) -> String {
-    let file = scratch(lab, &format!("{name}.toml"));
-    std::fs::write(&file, spec).unwrap();
-    lab.violinctl(&["apply", "--wait", file.to_str().unwrap()])
-        .unwrap_or_else(|e| panic!("apply {name}: {e:#}\n{}", lab.daemon_logs()))
-}
 
 fn drops(lab: &Lab, i: usize, reason: &str) -> u64 {
     counter(&lab.stats(i).unwrap(), &format!("/drops/{reason}"))
@@ -88,7 +80,7 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
 
     // An environment across three hosts.
     let blue = lab.env_spec(0, "blue", 2000, "");
-    let out = apply(&lab, "blue", &blue);
+    let out = lab.apply_spec("blue", &blue).unwrap();
     assert!(out.contains(&format!("+ vm {}", vm_name(&a))), "{out}");
     assert!(in_sync(&lab), "{}", lab.violinctl(&["hosts"]).unwrap());
     wait_ping(&a.ns, &c.ip.to_string(), Duration::from_secs(10)).unwrap();
@@ -103,7 +95,7 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
 
     // A second environment with the same MACs and IPs: both work, each on its own.
     let red = lab.env_spec(1, "red", 2001, "");
-    apply(&lab, "red", &red);
+    lab.apply_spec("red", &red).unwrap();
     wait_ping(&ra.ns, &rc.ip.to_string(), Duration::from_secs(10)).unwrap();
     let r = ping(&a.ns, &c.ip.to_string(), 5, &["-i", "0.05"]).unwrap();
     assert_eq!(r.lost(), 0, "blue was disturbed by red");
@@ -125,7 +117,7 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
             .unwrap_or(Value::Null)
     };
     let tight = format!("{blue}{pair}rate_mbit = 1\nburst_kib = 16\n");
-    let out = apply(&lab, "blue", &tight);
+    let out = lab.apply_spec("blue", &tight).unwrap();
     assert!(out.contains("+ limit"), "{out}");
     assert_eq!(bound_of(&lab)["bytes_per_second"], 125_000);
     // 300 kB at 125 kB/s: the sender returns once its socket buffer holds the rest (about
@@ -138,7 +130,7 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
         "a blast over 1 Mbit/s queued {queued} ns"
     );
     let loose = format!("{blue}{pair}rate_mbit = 10000\nburst_kib = 8192\n");
-    let out = apply(&lab, "blue", &loose);
+    let out = lab.apply_spec("blue", &loose).unwrap();
     assert!(out.contains("~ limit"), "{out}");
     assert_eq!(bound_of(&lab)["bytes_per_second"], 1_250_000_000u64);
     let before = drops(&lab, 0, "rate_limited");
@@ -157,7 +149,7 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
         lab.hosts[2].host_id().to_string(),
     );
     let star = format!("{loose}[[link]]\nhosts = [{h1:?}, {h2:?}]\n");
-    apply(&lab, "blue", &star);
+    lab.apply_spec("blue", &star).unwrap();
     lab.violinctl(&["link", "add", "blue", &h2, &h3, "--wait"])
         .unwrap();
     let (am, cm) = (mac_string(&a.mac), mac_string(&c.mac));
@@ -279,7 +271,7 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     assert_eq!(r.lost(), 0, "the relay did not come back");
 
     // And a change after the restarts reaches every host: back to a full mesh.
-    apply(&lab, "blue", &blue);
+    lab.apply_spec("blue", &blue).unwrap();
     assert!(
         peer_tx(&lab, 0, &h3_addr).is_some(),
         "h1 has no direct link to h3"

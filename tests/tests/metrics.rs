@@ -215,9 +215,7 @@ fn prometheus_scrapes_violind_and_the_controller_and_the_dashboard_queries_exist
         "[[limit]]\nvm = {:?}\nrate_mbit = 100000\n",
         violin_testbed::control::vm_name(&a)
     );
-    let spec = lab.dir.join("env.toml");
-    fs::write(&spec, lab.env_spec(0, "metrics", 1000, &bound)).unwrap();
-    lab.violinctl(&["apply", "--wait", spec.to_str().unwrap()])
+    lab.apply_spec("metrics", &lab.env_spec(0, "metrics", 1000, &bound))
         .unwrap();
     let token = fs::read_to_string(lab.token_file()).unwrap();
     wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();

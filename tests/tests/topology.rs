@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, thread, time::Duration};
 use violin_api::rest::AppTopology;
 use violin_testbed::{
     control::vm_name,
-    e2e::{lab, scratch},
+    e2e::lab,
     lab::{Lab, Vm},
     traffic::{wait_ping, UdpPattern},
 };
@@ -49,9 +49,7 @@ fn the_application_topology_is_inferred_and_followed() {
         s.vms_per_host = 2;
         s.controller = true;
     });
-    let spec = scratch(&lab, "blue.toml");
-    std::fs::write(&spec, lab.env_spec(0, "blue", 2200, "")).unwrap();
-    lab.violinctl(&["apply", "--wait", spec.to_str().unwrap()])
+    lab.apply_spec("blue", &lab.env_spec(0, "blue", 2200, ""))
         .unwrap();
     let vms: Vec<Vm> = [(0, 0), (0, 1), (1, 0), (1, 1)]
         .iter()
