@@ -16,9 +16,9 @@ use dataplane_common::{packet::parse_mac, rules::MacMatch};
 use violin_api::{
     parse::from_json,
     rest::{
-        AppTopology, Applied, Bound, BoundRequest, EnvDetail, EnvSummary, ErrorBody, Filter,
-        HostInfo, HostSync, LinkInfo, LinkRequest, Plan, Route, RouteQuery, RuleInfo, RuleRequest,
-        SyncQuery, SyncStatus, TopologyEdge,
+        AdaptPlan, Adaptation, AppTopology, Applied, Bound, BoundRequest, EnvDetail, EnvSummary,
+        ErrorBody, Filter, HostInfo, HostSync, LinkInfo, LinkRequest, LinkRole, Plan, Route,
+        RouteQuery, RuleInfo, RuleRequest, SyncQuery, SyncStatus, TopologyEdge,
     },
     share::{Ack, Interface, Registered, Registration, TrafficReport},
     vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport},
@@ -26,6 +26,7 @@ use violin_api::{
 };
 
 use crate::{
+    adapt::{self, Adapter, HostPair},
     hub::{self, Hub},
     migrate::{Refusal, Supervisor},
     route,
@@ -43,6 +44,7 @@ pub struct Api {
     pub hub: Arc<Hub>,
     pub migrations: Arc<Supervisor>,
     pub vttif: Arc<Inference>,
+    pub adapter: Arc<Adapter>,
 }
 
 impl Api {
@@ -56,6 +58,7 @@ impl Api {
             hub,
             migrations,
             vttif: Arc::new(Inference::new(vttif::Params::default())),
+            adapter: Arc::new(Adapter::default()),
         })
     }
 
@@ -221,22 +224,28 @@ fn changes(current: Option<&Spec>, desired: &Spec) -> Vec<String> {
     responses((status = 200, description = "The changes", body = Plan),
               (status = 400, description = "The spec is invalid (line and field)", body = ErrorBody)))]
 async fn plan_env(State(api): State<Api>, Path(name): Path<String>, body: Bytes) -> Answer<Plan> {
-    let (spec, _) = parse_body(&name, &body)?;
+    let (mut spec, _) = parse_body(&name, &body)?;
     let cur = api.store.get(&name)?;
+    adapt::carry_fast_paths(cur.as_ref().map(|c| &c.1), &mut spec);
     Ok(Json(Plan {
         changes: changes(cur.as_ref().map(|c| &c.1), &spec),
     }))
 }
 
-/// Create or replace an environment.
+/// Create or replace an environment. Over an adapted environment, a spec that lists no
+/// links of its own keeps the fast-path links VADAPT made.
 #[utoipa::path(put, path = "/v1/environments/{name}", tag = "environments",
     params(("name" = String, Path, description = "Environment name")),
     request_body(content = String, content_type = "application/toml", description = "An environment spec"),
     responses((status = 200, description = "Applied; wait for the generation", body = Applied),
               (status = 400, description = "The spec is invalid (line and field)", body = ErrorBody)))]
 async fn put_env(State(api): State<Api>, Path(name): Path<String>, body: Bytes) -> Answer<Applied> {
-    let (spec, text) = parse_body(&name, &body)?;
+    let (mut spec, mut text) = parse_body(&name, &body)?;
     let cur = api.store.get(&name)?;
+    if adapt::carry_fast_paths(cur.as_ref().map(|c| &c.1), &mut spec) {
+        text = crate::spec::edit::edit(&text, &spec)
+            .map_err(|e| Reject::internal(anyhow::anyhow!("the spec: {e}")))?;
+    }
     let list = changes(cur.as_ref().map(|c| &c.1), &spec);
     store_spec(&api, &spec, &text, list)
 }
@@ -290,8 +299,14 @@ async fn delete_env(State(api): State<Api>, Path(name): Path<String>) -> Answer<
     match api.store.delete(&name)? {
         Some(generation) => {
             api.hub.committed(generation);
+            api.adapter.forget(&name);
             if let Some(vni) = vni {
                 api.vttif.forget(vni);
+                let _ = api
+                    .hub
+                    .metrics
+                    .fast_paths
+                    .remove_label_values(&[&vni.to_string()]);
                 let m = &api.hub.metrics;
                 let label = vni.to_string();
                 let _ = m.topology_edges.remove_label_values(&[&label]);
@@ -350,6 +365,15 @@ fn check_hosts(spec: &Spec, hosts: &[Name; 2]) -> Result<(String, String), Rejec
     }
     if hosts[0] == hosts[1] {
         return Err(reject("hosts", "a link joins two hosts"));
+    }
+    if let Some(p) = spec
+        .proxy()
+        .filter(|p| hosts.iter().any(|h| h.as_str() == *p))
+    {
+        return Err(reject(
+            "hosts",
+            format!("the star through adapt.proxy {p} holds this link as long as [adapt] does"),
+        ));
     }
     Ok(ordered(&hosts[0], &hosts[1]))
 }
@@ -527,7 +551,8 @@ fn rule_info(env: &Spec, r: &Rule) -> RuleInfo {
     }
 }
 
-/// Links of an environment: its explicit ones, or the full mesh among its hosts.
+/// Links of an environment: its explicit ones (with VADAPT's star), or the full mesh
+/// among its hosts.
 fn env_links(env: &Spec) -> Vec<LinkInfo> {
     let mut out = Vec::new();
     for a in env.serving_hosts() {
@@ -537,9 +562,15 @@ fn env_links(env: &Spec) -> Vec<LinkInfo> {
                     environment: env.name.to_string(),
                     vni: env.vni,
                     addresses: [env.hosts[&a], env.hosts[&b]],
-                    hosts: [a.clone(), b],
                     kind: "udp".into(),
-                    explicit: !env.links.is_empty(),
+                    explicit: !env.links.is_empty() || env.adapt.is_some(),
+                    role: match env.proxy() {
+                        Some(p) if a == p || b == p => LinkRole::Star,
+                        Some(_) => LinkRole::FastPath,
+                        None if env.links.is_empty() => LinkRole::Mesh,
+                        None => LinkRole::Listed,
+                    },
+                    hosts: [a.clone(), b],
                 });
             }
         }
@@ -970,6 +1001,200 @@ async fn get_topology(State(api): State<Api>, Path(name): Path<String>) -> Answe
     }))
 }
 
+/// The stored spec of an adapted environment; the error says when it is not one.
+fn adapted(api: &Api, name: &str) -> Result<Spec, Reject> {
+    let Some((_, spec)) = api.store.get(name)? else {
+        return Err(no_env(name));
+    };
+    if spec.adapt.is_none() {
+        return Err(reject(
+            "adapt",
+            format!("environment {name} has no [adapt] section: its overlay is the links it lists"),
+        ));
+    }
+    Ok(spec)
+}
+
+/// What VADAPT would change in an adapted environment's overlay now: the host pairs the
+/// inferred topology asks fast-path links for, busiest first, and the links to add or
+/// remove, each with its reason.
+#[utoipa::path(get, path = "/v1/environments/{name}/adapt", tag = "adaptation",
+    params(("name" = String, Path, description = "Environment name")),
+    responses((status = 200, description = "The plan", body = AdaptPlan),
+              (status = 400, description = "Not an adapted environment", body = ErrorBody),
+              (status = 404, description = "No such environment", body = ErrorBody)))]
+async fn get_adapt(State(api): State<Api>, Path(name): Path<String>) -> Answer<AdaptPlan> {
+    let spec = adapted(&api, &name)?;
+    let topo = api.vttif.topology(spec.vni.get()).0;
+    let demands = adapt::demands(&spec, &topo);
+    let steps = adapt::plan(&spec, &demands, &Default::default());
+    let plan = adapt::describe(&spec, &demands, steps).ok_or_else(|| reject("adapt", "gone"))?;
+    Ok(Json(plan))
+}
+
+/// Adapts an environment's overlay to its inferred topology now (the plan of
+/// `GET .../adapt`); the answer is the adaptation, whose measured effect fills in once
+/// every host applied it (`GET /v1/adaptations`).
+#[utoipa::path(post, path = "/v1/environments/{name}/adapt", tag = "adaptation",
+    params(("name" = String, Path, description = "Environment name")),
+    responses((status = 200, description = "Made (no steps: the overlay fit already)", body = Adaptation),
+              (status = 400, description = "Not an adapted environment", body = ErrorBody),
+              (status = 404, description = "No such environment", body = ErrorBody),
+              (status = 409, description = "A migration in the environment is in flight", body = ErrorBody)))]
+async fn post_adapt(State(api): State<Api>, Path(name): Path<String>) -> Answer<Adaptation> {
+    adapt_now(&api, &name, "manual", &Default::default()).map(Json)
+}
+
+/// The adaptations made (newest last), each with its steps, their reasons and its
+/// measured effect: reconfiguration time and the environment's traffic before and after.
+#[utoipa::path(get, path = "/v1/adaptations", tag = "adaptation", params(Filter),
+    responses((status = 200, description = "Adaptations", body = [Adaptation])))]
+async fn list_adaptations(
+    State(api): State<Api>,
+    Query(f): Query<Filter>,
+) -> Json<Vec<Adaptation>> {
+    Json(api.adapter.log(f.environment.as_deref()))
+}
+
+/// Fits an adapted environment's fast-path links to its inferred topology, keeping the
+/// links in `held`; logs and records the adaptation, and measures its effect.
+pub fn adapt_now(
+    api: &Api,
+    name: &str,
+    trigger: &str,
+    held: &std::collections::BTreeSet<HostPair>,
+) -> Result<Adaptation, Reject> {
+    let decided = std::time::SystemTime::now();
+    let spec = adapted(api, name)?;
+    let vni = spec.vni.get();
+    let topo = api.vttif.topology(vni).0;
+    let steps = adapt::plan(&spec, &adapt::demands(&spec, &topo), held);
+    let mut rec = Adaptation {
+        id: 0,
+        environment: name.to_string(),
+        trigger: trigger.to_string(),
+        at_unix_ms: decided
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        steps: steps.clone(),
+        changes: Vec::new(),
+        generation: None,
+        reconfigure_ms: None,
+        traffic_before: adapt::total(&topo),
+        traffic_after: None,
+    };
+    let mut links = spec.links.len();
+    if !steps.is_empty() {
+        let applied = modify(api, name, |s| {
+            adapt::apply_steps(s, &steps);
+            links = s.links.len();
+            Ok(())
+        })?
+        .0;
+        rec.changes = applied.changes;
+        rec.generation = Some(applied.generation);
+        api.hub
+            .metrics
+            .adaptations
+            .with_label_values(&[&vni.to_string(), trigger])
+            .inc();
+    }
+    api.hub
+        .metrics
+        .fast_paths
+        .with_label_values(&[&vni.to_string()])
+        .set(links as i64);
+    for s in &rec.steps {
+        tracing::info!(
+            environment = name,
+            trigger,
+            action = %s.action,
+            link = %s.hosts.join("-"),
+            reason = %s.reason,
+            "adaptation"
+        );
+    }
+    let rec = api.adapter.record(rec);
+    if let Some(generation) = rec.generation {
+        measure(api.clone(), &spec, rec.id, generation, decided);
+    }
+    Ok(rec)
+}
+
+/// Measures an adaptation's effect in the background: when every registered host of the
+/// environment applied its generation, and the environment's traffic one VTTIF window
+/// after that.
+fn measure(api: Api, spec: &Spec, id: u64, generation: u64, decided: std::time::SystemTime) {
+    let registered: std::collections::BTreeSet<String> = api
+        .store
+        .hosts()
+        .map(|h| h.into_iter().map(|(n, _)| n).collect())
+        .unwrap_or_default();
+    let hosts: Vec<String> = spec
+        .serving_hosts()
+        .into_iter()
+        .filter(|h| registered.contains(h))
+        .collect();
+    let vni = spec.vni.get();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let live = api.hub.hosts();
+            let at: Option<Vec<std::time::SystemTime>> = hosts
+                .iter()
+                .map(|h| live.get(h).and_then(|s| s.applied_at(generation)))
+                .collect();
+            if let Some(at) = at {
+                let done = at.into_iter().max().unwrap_or(decided);
+                let took = done.duration_since(decided).unwrap_or_default();
+                api.hub
+                    .metrics
+                    .adapt_reconfigure
+                    .observe(took.as_secs_f64());
+                api.adapter
+                    .update(id, |a| a.reconfigure_ms = Some(took.as_secs_f64() * 1e3));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(api.vttif.params().smoothing_ms));
+        let after = adapt::total(&api.vttif.topology(vni).0);
+        api.adapter.update(id, |a| a.traffic_after = Some(after));
+    });
+}
+
+/// Automatic mode: twice a second, every environment with `[adapt] auto = true` is fitted
+/// to its inferred topology, with its hysteresis (at most one adaptation per `hold_ms`;
+/// a fast-path link goes once unused for `hold_ms`).
+pub fn run_auto(api: Api) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let Ok(specs) = api.store.specs() else {
+            continue;
+        };
+        for spec in specs {
+            let Some(a) = spec.adapt.as_ref().filter(|a| a.auto) else {
+                continue;
+            };
+            let topo = api.vttif.topology(spec.vni.get()).0;
+            let demands = adapt::demands(&spec, &topo);
+            let now = std::time::Instant::now();
+            let Some(held) = api.adapter.auto_held(&spec, &demands, a.hold_ms, now) else {
+                continue;
+            };
+            if adapt::plan(&spec, &demands, &held).is_empty() {
+                continue;
+            }
+            match adapt_now(&api, &spec.name, "auto", &held) {
+                Ok(_) => api.adapter.auto_done(&spec.name, now),
+                Err(e) => {
+                    tracing::debug!(environment = %spec.name, error = %e.body.error, "automatic adaptation waits")
+                }
+            }
+        }
+    });
+}
+
 /// Every VM the hosts report: state, CPU, memory, ports, and its environment.
 #[utoipa::path(get, path = "/v1/vms", tag = "vms",
     responses((status = 200, description = "VMs", body = [VmInfo])))]
@@ -1074,6 +1299,11 @@ pub fn router(api: Api) -> Router {
         .route("/v1/hosts/{host}/vms", post(report_vms))
         .route("/v1/hosts/{host}/traffic", post(report_traffic))
         .route("/v1/environments/{name}/topology", get(get_topology))
+        .route(
+            "/v1/environments/{name}/adapt",
+            get(get_adapt).post(post_adapt),
+        )
+        .route("/v1/adaptations", get(list_adaptations))
         .route("/v1/vms", get(vms))
         .route("/v1/migrations", post(start_migration).get(list_migrations))
         .route(

@@ -4,9 +4,12 @@
 //! `spec` validates environment specs and plans changes; `store` keeps the state in redb;
 //! `share` cuts each host's share out of it and `hub` pushes it to the hosts' `violind`
 //! (snapshot, then deltas) and collects their acknowledgements; `route` traces a frame's
-//! path; `migrate` supervises live migrations through the hosts' libvirt daemons; `api`
+//! path; `migrate` supervises live migrations through the hosts' libvirt daemons; `vttif`
+//! infers each environment's application topology from the hosts' traffic reports and
+//! `adapt` (VADAPT) fits the overlay to it with fast-path links; `api`
 //! is the authenticated `/v1` HTTP API served by `violin-controller`, with
 //! its `metrics`. The types on the wire are `violin_api`'s.
+pub mod adapt;
 pub mod api;
 pub mod hub;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! The controller's own metrics (`/metrics`): its build, sync latency and errors per host,
 //! hosts connected, the generation and each host's acknowledged one, API requests, live
-//! migrations (results, in flight, duration, downtime, reconvergence). Names
+//! migrations (results, in flight, duration, downtime, reconvergence), VTTIF's topologies and
+//! VADAPT's adaptations. Names
 //! follow Prometheus' conventions (see dataplane-user's metrics.rs); `host` is the host's
 //! name everywhere.
 use prometheus::{
@@ -25,6 +26,9 @@ pub struct Metrics {
     pub migration_reconvergence: Histogram,
     pub topology_edges: IntGaugeVec,
     pub topology_changes: IntCounterVec,
+    pub fast_paths: IntGaugeVec,
+    pub adaptations: IntCounterVec,
+    pub adapt_reconfigure: Histogram,
 }
 
 fn histogram(name: &str, help: &str, start: f64, count: usize) -> Histogram {
@@ -160,10 +164,35 @@ impl Metrics {
             &["vni"],
         )
         .expect("metric");
+        let fast_paths = IntGaugeVec::new(
+            Opts::new(
+                "violin_controller_fast_path_links",
+                "Fast-path links VADAPT keeps besides the star, by environment",
+            ),
+            &["vni"],
+        )
+        .expect("metric");
+        let adaptations = IntCounterVec::new(
+            Opts::new(
+                "violin_controller_adaptations_total",
+                "Overlay adaptations that changed links, by environment and trigger (manual, auto)",
+            ),
+            &["vni", "trigger"],
+        )
+        .expect("metric");
+        let adapt_reconfigure = histogram(
+            "violin_controller_adapt_reconfigure_seconds",
+            "From an adaptation's decision until every host of its environment applied it",
+            0.0005,
+            14,
+        );
         for c in [
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
             Box::new(topology_edges.clone()),
             Box::new(topology_changes.clone()),
+            Box::new(fast_paths.clone()),
+            Box::new(adaptations.clone()),
+            Box::new(adapt_reconfigure.clone()),
             Box::new(migrations.clone()),
             Box::new(migrations_in_flight.clone()),
             Box::new(migration_duration.clone()),
@@ -197,6 +226,9 @@ impl Metrics {
             migration_reconvergence,
             topology_edges,
             topology_changes,
+            fast_paths,
+            adaptations,
+            adapt_reconfigure,
         }
     }
 

@@ -101,16 +101,22 @@ impl Frame<'_> {
         })
     }
 
-    /// What learned forwarding does at `host` when no rule matches.
+    /// What learned forwarding does at `host` when no rule matches. In a star (VADAPT),
+    /// a host reaches the VMs of hosts it has no link to through the hub, which relays
+    /// floods to every other host.
     fn learned(&self, host: &str, from: Option<&str>) -> (Hop, Step) {
         let learned = |action: String| hop(host, "learned".into(), action);
+        let hub = self.spec.proxy().filter(|p| *p != host);
         if self.dst[0] & 1 != 0 {
-            let action = if from.is_none() {
-                "flooded to local ports and linked hosts"
-            } else {
-                "flooded to local ports"
+            let action = match (from, hub) {
+                (None, Some(p)) => format!("flooded to local ports and to hub {p}"),
+                (None, None) => "flooded to local ports and linked hosts".into(),
+                (Some(_), None) if self.spec.proxy() == Some(host) => {
+                    "flooded to local ports and relayed to the other hosts".into()
+                }
+                (Some(_), _) => "flooded to local ports".into(),
             };
-            return (learned(action.into()), end("broadcast"));
+            return (learned(action), end("broadcast"));
         }
         let Some(dvm) = self.dst_vm else {
             return (
@@ -125,10 +131,18 @@ impl Frame<'_> {
             };
             return (learned(format!("interface {}", dvm.port)), delivered);
         }
-        if from.is_none() && self.spec.neighbours(host).contains(&dvm.host) {
+        // The controller places every VM, so a host that is not the source's forwards
+        // on to a placed VM's host too (a relay, a hub).
+        if self.spec.neighbours(host).contains(&dvm.host) {
             return (
                 learned(format!("link {host}-{}", dvm.host)),
                 Step::To(dvm.host.clone()),
+            );
+        }
+        if let (None, Some(p)) = (from, hub) {
+            return (
+                learned(format!("link {host}-{p} (through the hub)")),
+                Step::To(p.to_string()),
             );
         }
         let outcome = if from.is_none() {
@@ -254,6 +268,27 @@ mod tests {
             "{}",
             back.outcome
         );
+    }
+
+    #[test]
+    fn a_star_goes_through_its_hub_until_a_fast_path_exists() {
+        let star = format!("{THREE_HOSTS}[adapt]\nproxy = \"h2\"\n");
+        let s = Spec::parse(&star).unwrap();
+        let r = trace(&s, &A, &C).unwrap();
+        assert!(r.delivered, "{r:?}");
+        assert_eq!(
+            actions(&r),
+            [
+                "h1:link h1-h2 (through the hub)",
+                "h2:link h2-h3",
+                "h3:interface vm1"
+            ]
+        );
+        let bcast = trace(&s, &A, &[0xff; 6]).unwrap();
+        assert_eq!(actions(&bcast), ["h1:flooded to local ports and to hub h2"]);
+        let fast = Spec::parse(&format!("{star}[[link]]\nhosts = [\"h1\", \"h3\"]\n")).unwrap();
+        let r = trace(&fast, &A, &C).unwrap();
+        assert_eq!(actions(&r), ["h1:link h1-h3", "h3:interface vm1"]);
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub fn share_of<'a>(
                 })
                 .collect(),
             storm_pps: spec.storm_pps,
+            hub: spec.proxy().map(addr),
         });
         for n in spec.neighbours_among(host, &serving) {
             peers.entry(spec.hosts[&n]).or_default().push(spec.vni);

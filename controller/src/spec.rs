@@ -34,6 +34,35 @@ pub struct Spec {
     pub rules: Vec<Rule>,
     /// Storm control per VM port, frames per second; None: violind's default.
     pub storm_pps: Option<u32>,
+    /// VADAPT: a star through a proxy host plus the fast-path links in `links`.
+    pub adapt: Option<Adapt>,
+}
+
+/// How VADAPT shapes an environment's overlay (`[adapt]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adapt {
+    /// The star's centre, linked to every other host taking part.
+    pub proxy: String,
+    /// Fast-path links at most; None: one per pair of hosts.
+    pub budget: Option<usize>,
+    /// Adapt whenever the inferred topology calls for it, not only when asked.
+    pub auto: bool,
+    /// The least time between automatic adaptations, and how long a fast-path link stays
+    /// unused before automatic mode removes it, ms.
+    pub hold_ms: u64,
+}
+
+/// Automatic adaptation's hysteresis when the spec names none.
+pub const DEFAULT_HOLD_MS: u64 = 5000;
+
+/// The overlay links hosts `a` and `b` have: the spec's, the star's when the environment
+/// is adapted, every pair when neither is given (a full mesh).
+fn linked(links: &BTreeSet<(String, String)>, proxy: Option<&str>, a: &str, b: &str) -> bool {
+    match proxy {
+        Some(p) if a == p || b == p => true,
+        Some(_) => links.contains(&ordered(a, b)),
+        None => links.is_empty() || links.contains(&ordered(a, b)),
+    }
 }
 
 /// A VNET forwarding rule in one host's table.
@@ -60,6 +89,7 @@ fn check_target(
     hosts: &BTreeMap<String, Ipv4Addr>,
     vms: &BTreeMap<String, Vm>,
     links: &BTreeSet<(String, String)>,
+    proxy: Option<&str>,
     host: &str,
     target: &Target,
 ) -> Result<(), (&'static str, String)> {
@@ -68,7 +98,7 @@ fn check_target(
             if !hosts.contains_key(to) || to == host {
                 return Err(("edge", format!("{to:?} is not another host of this spec")));
             }
-            if !links.is_empty() && !links.contains(&ordered(host, to)) {
+            if !linked(links, proxy, host, to) {
                 return Err(("edge", format!("there is no link between {host} and {to}")));
             }
         }
@@ -215,8 +245,10 @@ impl Spec {
                 }
             }
         }
-        let links = Self::parse_links(&raw.links, &hosts, &err)?;
-        let rules = Self::parse_rules(&raw.rules, &hosts, &vms, &links, &err)?;
+        let adapt = Self::parse_adapt(raw.adapt.as_ref(), &hosts, &err)?;
+        let proxy = adapt.as_ref().map(|a| a.proxy.as_str());
+        let links = Self::parse_links(&raw.links, &hosts, proxy, &err)?;
+        let rules = Self::parse_rules(&raw.rules, &hosts, &vms, &links, proxy, &err)?;
         Ok(Spec {
             name: raw.environment.name,
             vni: raw.environment.vni,
@@ -228,7 +260,38 @@ impl Spec {
             links,
             rules,
             storm_pps: raw.environment.storm_pps,
+            adapt,
         })
+    }
+
+    fn parse_adapt(
+        raw: Option<&violin_api::spec::AdaptTable>,
+        hosts: &BTreeMap<String, Ipv4Addr>,
+        err: &impl Fn(std::ops::Range<usize>, String, String) -> SpecError,
+    ) -> Result<Option<Adapt>, SpecError> {
+        let Some(a) = raw else { return Ok(None) };
+        let proxy = a.proxy.get_ref().as_str();
+        if !hosts.contains_key(proxy) {
+            return Err(err(
+                a.proxy.span(),
+                "adapt.proxy".into(),
+                format!("{proxy:?} is not a host of this spec"),
+            ));
+        }
+        let hold_ms = a.hold_ms.unwrap_or(DEFAULT_HOLD_MS);
+        if !(100..=3_600_000).contains(&hold_ms) {
+            return Err(err(
+                a.proxy.span(),
+                "adapt.hold_ms".into(),
+                format!("{hold_ms}: give 100 ms to an hour"),
+            ));
+        }
+        Ok(Some(Adapt {
+            proxy: proxy.to_string(),
+            budget: a.links.map(|l| l as usize),
+            auto: a.auto,
+            hold_ms,
+        }))
     }
 
     fn parse_hosts(
@@ -303,6 +366,7 @@ impl Spec {
     fn parse_links(
         raw: &[LinkTable],
         hosts: &BTreeMap<String, Ipv4Addr>,
+        proxy: Option<&str>,
         err: &impl Fn(std::ops::Range<usize>, String, String) -> SpecError,
     ) -> Result<BTreeSet<(String, String)>, SpecError> {
         let mut links = BTreeSet::new();
@@ -320,6 +384,13 @@ impl Spec {
             }
             if a == b {
                 return Err(err(l.hosts.span(), field, "a link joins two hosts".into()));
+            }
+            if let Some(p) = proxy.filter(|p| a.as_str() == *p || b.as_str() == *p) {
+                return Err(err(
+                    l.hosts.span(),
+                    field,
+                    format!("the star through adapt.proxy {p} has this link already"),
+                ));
             }
             if let Some(kind) = &l.kind {
                 if kind.get_ref() != "udp" {
@@ -349,6 +420,7 @@ impl Spec {
         hosts: &BTreeMap<String, Ipv4Addr>,
         vms: &BTreeMap<String, Vm>,
         links: &BTreeSet<(String, String)>,
+        proxy: Option<&str>,
         err: &impl Fn(std::ops::Range<usize>, String, String) -> SpecError,
     ) -> Result<Vec<Rule>, SpecError> {
         let mut rules: Vec<Rule> = Vec::new();
@@ -379,7 +451,7 @@ impl Spec {
                 dst: r.dst.0,
                 target,
             };
-            check_target(hosts, vms, links, host, &rule.target)
+            check_target(hosts, vms, links, proxy, host, &rule.target)
                 .map_err(|(f, reason)| err(span, at(f), reason))?;
             if let Some(reason) = duplicate_rule(&rules, &rule) {
                 return Err(err(r.src.span(), at("src"), reason));
@@ -402,6 +474,7 @@ impl Spec {
             &self.hosts,
             &self.vms,
             &self.links,
+            self.proxy(),
             &rule.host,
             &rule.target,
         )?;
@@ -415,8 +488,15 @@ impl Spec {
     /// for specs changed in memory by the primitives.
     pub fn check_rules(&self) -> Result<(), (String, String)> {
         for (i, r) in self.rules.iter().enumerate() {
-            check_target(&self.hosts, &self.vms, &self.links, &r.host, &r.target)
-                .map_err(|(f, reason)| (format!("rule[{i}].{f}"), reason))?;
+            check_target(
+                &self.hosts,
+                &self.vms,
+                &self.links,
+                self.proxy(),
+                &r.host,
+                &r.target,
+            )
+            .map_err(|(f, reason)| (format!("rule[{i}].{f}"), reason))?;
             if let Some(reason) = duplicate_rule(&self.rules[..i], r) {
                 return Err((format!("rule[{i}].src"), reason));
             }
@@ -432,8 +512,10 @@ impl Spec {
     /// [`Spec::neighbours`] with `serving` as the hosts taking part: without links, a full
     /// mesh among them (a migration adds its hosts to those of the spec).
     pub fn neighbours_among(&self, host: &str, serving: &BTreeSet<String>) -> BTreeSet<String> {
-        if self.links.is_empty() {
-            return serving.iter().filter(|h| *h != host).cloned().collect();
+        let others = || serving.iter().filter(|h| *h != host).cloned();
+        let proxy = self.proxy();
+        if proxy == Some(host) || (proxy.is_none() && self.links.is_empty()) {
+            return others().collect();
         }
         self.links
             .iter()
@@ -446,7 +528,19 @@ impl Spec {
                     None
                 }
             })
+            .chain(proxy.map(str::to_string))
             .collect()
+    }
+
+    /// The star's centre, when VADAPT shapes the overlay.
+    pub fn proxy(&self) -> Option<&str> {
+        self.adapt.as_ref().map(|a| a.proxy.as_str())
+    }
+
+    /// Whether hosts `a` and `b` have an overlay link (a star's, a listed one, or the full
+    /// mesh's).
+    pub fn linked(&self, a: &str, b: &str) -> bool {
+        linked(&self.links, self.proxy(), a, b)
     }
 
     /// Hosts that take part: those with a VM, a rule or a link of the environment.
@@ -457,6 +551,7 @@ impl Spec {
             out.insert(a.clone());
             out.insert(b.clone());
         }
+        out.extend(self.proxy().map(str::to_string));
         out
     }
 }
@@ -480,6 +575,8 @@ pub enum Change {
     RemoveRule(Rule),
     /// Storm control's rate, old -> new (None: violind's default).
     SetStorm(Option<u32>, Option<u32>),
+    /// VADAPT's settings, old -> new.
+    SetAdapt(Option<Adapt>, Option<Adapt>),
 }
 
 impl fmt::Display for Change {
@@ -530,6 +627,19 @@ impl fmt::Display for Change {
                 };
                 write!(f, "~ storm control: {} -> {}", rate(a), rate(b))
             }
+            Change::SetAdapt(_, None) => write!(f, "- adapt (the links listed are the overlay)"),
+            Change::SetAdapt(old, Some(a)) => write!(
+                f,
+                "{} adapt: star through {}, {} fast-path links at most, {}",
+                if old.is_some() { "~" } else { "+" },
+                a.proxy,
+                a.budget.map_or("no limit on".into(), |b| b.to_string()),
+                if a.auto {
+                    format!("automatic (hold {} ms)", a.hold_ms)
+                } else {
+                    "on request".into()
+                }
+            ),
         }
     }
 }
@@ -547,6 +657,7 @@ pub fn plan(current: Option<&Spec>, desired: &Spec) -> Vec<Change> {
         links: BTreeSet::new(),
         rules: Vec::new(),
         storm_pps: None,
+        adapt: None,
     };
     let cur = current.unwrap_or(&empty);
     let mut out = Vec::new();
@@ -611,6 +722,9 @@ pub fn plan(current: Option<&Spec>, desired: &Spec) -> Vec<Change> {
     }
     if desired.storm_pps != cur.storm_pps {
         out.push(Change::SetStorm(cur.storm_pps, desired.storm_pps));
+    }
+    if desired.adapt != cur.adapt {
+        out.push(Change::SetAdapt(cur.adapt.clone(), desired.adapt.clone()));
     }
     out
 }

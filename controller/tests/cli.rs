@@ -243,7 +243,7 @@ fn openapi_file_matches_the_server() {
             }
         }
     }
-    assert_eq!(operations, 30);
+    assert_eq!(operations, 33);
     // The served document is the file.
     let served: serde_json::Value = ureq::get(&format!("{}/openapi.json", c.url))
         .call()
@@ -571,6 +571,126 @@ fn migrations_the_state_cannot_carry_are_refused_by_field() {
     let (code, _, err) = ctl_code(&c, &token, &["migrate", "--cancel", "7"], "");
     assert!(
         code == 2 && err.contains("there is no migration 7"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// VADAPT through violinctl: a star through h1; what h2's VM sends h3's (reported as a host
+/// would) makes the plan add the h2-h3 fast path, `--apply` adds it, `--explain` tells why,
+/// and the star's own links cannot be removed.
+#[test]
+fn adapt_plans_applies_and_explains_fast_paths() {
+    use violin_api::{
+        client::{Client, Timeouts},
+        rest::{AdaptPlan, Adaptation, LinkInfo, LinkRole},
+        share::{PairTraffic, TrafficReport},
+        UnicastMac, Vni,
+    };
+    let dir = scratch("adapt");
+    let token = dir.join("token");
+    let c = start(&dir);
+    let spec = format!(
+        "{}[[host]]\nname = \"h3\"\naddress = \"10.250.0.3\"\n\
+         [[vm]]\nname = \"c1\"\nhost = \"h3\"\nport = \"vm1\"\nmac = \"02:00:00:00:03:01\"\n\
+         [adapt]\nproxy = \"h1\"\nlinks = 1\n",
+        SPEC
+    );
+    std::fs::write(dir.join("blue.toml"), &spec).unwrap();
+    let (ok, out, err) = ctl(
+        &c,
+        &token,
+        &["apply", dir.join("blue.toml").to_str().unwrap()],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("+ adapt: star through h1"), "{out}");
+    let (ok, out, _) = ctl(&c, &token, &["links", "--env", "blue", "-o", "json"]);
+    assert!(ok);
+    let links: Vec<LinkInfo> = serde_json::from_str(&out).unwrap();
+    assert_eq!(links.len(), 2, "{links:?}");
+    assert!(links.iter().all(|l| l.role == LinkRole::Star), "{links:?}");
+    // Nothing sent yet: nothing to add.
+    let (ok, out, _) = ctl(&c, &token, &["adapt", "blue", "-o", "json"]);
+    assert!(ok, "{out}");
+    let plan: AdaptPlan = serde_json::from_str(&out).unwrap();
+    assert!(plan.steps.is_empty() && plan.demand.is_empty(), "{plan:?}");
+
+    // b1 (h2) sends c1 (h3), over the reports of a second.
+    let client = Client::new(
+        &c.url,
+        std::fs::read_to_string(&token).unwrap().trim(),
+        Timeouts::default(),
+    );
+    let mac = |s: &str| UnicastMac::parse(s).unwrap();
+    let report = TrafficReport {
+        pairs: vec![PairTraffic {
+            vni: Vni::new(1000).unwrap(),
+            src: mac("02:00:00:00:02:01"),
+            dst: mac("02:00:00:00:03:01"),
+            bytes: 1_000_000,
+        }],
+    };
+    let plan = (0..20)
+        .find_map(|_| {
+            client.report_traffic("h2", &report).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let (_, out, _) = ctl(&c, &token, &["adapt", "blue", "--plan", "-o", "json"]);
+            let p: AdaptPlan = serde_json::from_str(&out).unwrap();
+            (!p.steps.is_empty()).then_some(p)
+        })
+        .expect("the plan never asked for a fast path");
+    assert_eq!(plan.steps[0].action, "add");
+    assert_eq!(plan.steps[0].hosts, ["h2", "h3"]);
+    assert_eq!(plan.steps[0].pairs, ["b1->c1"]);
+    let (ok, text, _) = ctl(&c, &token, &["adapt", "blue"]);
+    assert!(
+        ok && text.contains("h2-h3") && text.contains("proxy h1"),
+        "{text}"
+    );
+
+    let (ok, out, err) = ctl(&c, &token, &["adapt", "blue", "--apply", "-o", "json"]);
+    assert!(ok, "{out}{err}");
+    let done: Vec<Adaptation> = serde_json::from_str(&out).unwrap();
+    assert_eq!(done[0].changes, ["+ link h2 <-> h3 (udp)"], "{done:?}");
+    assert_eq!(done[0].trigger, "manual");
+    let (_, out, _) = ctl(&c, &token, &["links", "--env", "blue", "-o", "json"]);
+    let links: Vec<LinkInfo> = serde_json::from_str(&out).unwrap();
+    let fast: Vec<_> = links
+        .iter()
+        .filter(|l| l.role == LinkRole::FastPath)
+        .map(|l| l.hosts.join("-"))
+        .collect();
+    assert_eq!(fast, ["h2-h3"]);
+    // Fitted now: applying again changes nothing.
+    let (_, out, _) = ctl(&c, &token, &["adapt", "blue", "--apply", "-o", "json"]);
+    let again: Vec<Adaptation> = serde_json::from_str(&out).unwrap();
+    assert!(again[0].steps.is_empty() && again[0].generation.is_none());
+    let (ok, text, _) = ctl(&c, &token, &["adapt", "blue", "--explain"]);
+    assert!(
+        ok && text.contains("#1 blue (manual)") && text.contains("b1->c1"),
+        "{text}"
+    );
+
+    // The star's links stay while [adapt] does; an environment without one is refused.
+    let (ok, _, err) = ctl(&c, &token, &["link", "delete", "blue", "h1", "h2"]);
+    assert!(
+        !ok && err.contains("hosts") && err.contains("star"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.join("red.toml"),
+        SPEC.replace("blue", "red").replace("1000", "1001"),
+    )
+    .unwrap();
+    let (ok, out, err) = ctl(
+        &c,
+        &token,
+        &["apply", dir.join("red.toml").to_str().unwrap()],
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = ctl(&c, &token, &["adapt", "red"]);
+    assert!(
+        !ok && err.contains("adapt") && err.contains("no [adapt]"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);

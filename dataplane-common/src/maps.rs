@@ -345,6 +345,9 @@ pub struct VniInfo {
 
 /// The environment has forwarding rules on this host (look up ROUTES).
 pub const VNI_ROUTED: u32 = 1;
+/// This host is the environment's hub (VADAPT's proxy): floods from peers are relayed
+/// to its other peers as well as delivered locally.
+pub const VNI_HUB: u32 = 2;
 
 /// Stands for "an address no rule of the environment names" in ROUTES keys.
 pub const ROUTE_ANY: [u8; 6] = [0; 6];

@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     counters::DropReason,
-    maps::{FdbEntry, HostConfig, PeerInfo, PortInfo, UNDERLAY_SLOT},
+    maps::{FdbEntry, FloodList, HostConfig, PeerInfo, PortInfo, FLOOD_PEERS, UNDERLAY_SLOT},
     packet::{
         fits_underlay, flow_hash, gso_segment_len, source_port, EthHdr, OuterHeaders, Tunnel,
         VxlanInfo, ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPV4_HLEN, UDP_HLEN, VXLAN_HLEN,
@@ -282,6 +282,59 @@ fn tc_trim(ctx: &TcContext, v: &VxlanInfo<PeerInfo>, len: usize) -> Result<(), D
     match unsafe { bpf_skb_change_tail(ctx.skb.skb, (len - v.trailer) as u32, 0) } {
         0 => Ok(()),
         _ => Err(DropReason::BadLength),
+    }
+}
+
+/// A star's hub relays a flood from a peer to its other peers on `list`: one copy each,
+/// the outer headers rewritten in place before each clone (the inner frame is untouched).
+/// Before the frame is decapsulated for the local ports.
+#[inline(always)]
+pub(crate) fn tc_relay_flood(
+    ctx: &TcContext,
+    cfg: &HostConfig,
+    v: &VxlanInfo<PeerInfo>,
+    list: &FloodList,
+    len: usize,
+) -> Result<(), DropReason> {
+    tc_trim(ctx, v, len)?;
+    let relay = Relay {
+        cfg: *cfg,
+        vni: v.vni,
+        sport: skb_source_port(ctx),
+        inner_len: v.inner_len,
+    };
+    for i in 0..FLOOD_PEERS {
+        if i as u32 >= list.npeers {
+            break;
+        }
+        if list.peers[i] != v.peer {
+            relay_copy(ctx, &relay, list.peers[i]);
+        }
+    }
+    Ok(())
+}
+
+/// What every relayed copy of a flood shares.
+struct Relay {
+    cfg: HostConfig,
+    vni: u32,
+    sport: u16,
+    inner_len: usize,
+}
+
+/// One relayed copy, to `addr` (an unresolved peer misses it). A call of its own: the
+/// outer headers it builds live in its frame, so the verifier sees every iteration of
+/// the caller's loop alike, sent or not.
+#[inline(never)]
+fn relay_copy(ctx: &TcContext, relay: &Relay, addr: [u8; 4]) {
+    let Some(hop) = resolve_peer(addr) else {
+        return;
+    };
+    let tunnel = tunnel_to(&relay.cfg, &hop);
+    let outer = OuterHeaders::new(&tunnel, relay.vni, relay.sport, relay.inner_len);
+    if ctx.store(0, &outer, 0).is_ok() && ctx.clone_redirect(relay.cfg.underlay_ifindex, 0).is_ok()
+    {
+        count_sent(&hop, relay.inner_len);
     }
 }
 

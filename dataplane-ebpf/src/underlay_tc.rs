@@ -1,7 +1,8 @@
 //! `violin_underlay_tc`: TC (tcx ingress) on the underlay NIC in TC port mode, where no
 //! XDP program runs there, so the kernel's GRO sees every frame first. VXLAN frames from
 //! peers that carry no TCP (small packets, latency, floods) are decapsulated here and
-//! delivered, relayed or flooded to local ports. TCP goes on to the kernel's flow-based
+//! delivered, relayed or flooded to local ports (and, at a star's hub, to its other
+//! peers: the other hosts flood to the hub alone). TCP goes on to the kernel's flow-based
 //! VXLAN device, GRO aggregates (a stream's segments merged by the VXLAN socket's GRO)
 //! and lone segments alike, so a stream keeps its order: the device is the only place
 //! that can take an aggregate's tunnel GSO state off on this kernel, and
@@ -13,7 +14,7 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     counters::{DropReason, Hook},
-    maps::{HostConfig, PeerInfo, UNDERLAY_SLOT},
+    maps::{HostConfig, PeerInfo, UNDERLAY_SLOT, VNI_HUB},
     packet::{
         classify_underlay, ip_protocol, Frame, UnderlayVerdict, VxlanInfo, INNER_OFFSET,
         IPPROTO_TCP,
@@ -26,7 +27,7 @@ use crate::{
     forward::{accept_from_peer, tunnel_next, FromTunnel},
     frame::Skb,
     maps::{flood_list, host_config, peer},
-    tunnel::{count_sent, tc_decap, tc_transit},
+    tunnel::{count_sent, tc_decap, tc_relay_flood, tc_transit},
 };
 
 #[classifier]
@@ -87,6 +88,9 @@ fn forward(
         }
         FromTunnel::Flood => {
             let list = flood_list(v.vni).ok_or(DropReason::SlowPathDown)?;
+            if vni_flags & VNI_HUB != 0 {
+                tc_relay_flood(ctx, cfg, v, list, len)?;
+            }
             tc_decap(ctx, v, len)?;
             Ok(flood_from_underlay(ctx, list, len))
         }

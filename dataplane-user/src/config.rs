@@ -249,6 +249,21 @@ impl Config {
                 }
             }
             self.validate_rules(env, &at)?;
+            if let Some(hub) = env.hub {
+                let peer = self
+                    .peers
+                    .iter()
+                    .any(|p| p.address == hub && p.vnis.contains(&env.vni));
+                if hub != addr && !peer {
+                    return Err(err(
+                        at("hub"),
+                        format!(
+                            "{hub} is neither this host nor a peer serving VNI {}",
+                            env.vni
+                        ),
+                    ));
+                }
+            }
         }
         if ports.len() >= MAX_SLOTS as usize {
             return Err(err(
@@ -356,6 +371,18 @@ vnis = [100]
 
     fn error_of(text: &str) -> String {
         Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_hub_is_this_host_or_a_peer_of_the_environment() {
+        assert!(
+            Config::parse(&GOOD.replace("vni = 100\n", "vni = 100\nhub = \"10.0.0.2\"\n")).is_ok()
+        );
+        assert!(
+            Config::parse(&GOOD.replace("vni = 100\n", "vni = 100\nhub = \"10.0.0.1\"\n")).is_ok()
+        );
+        let e = error_of(&GOOD.replace("vni = 100\n", "vni = 100\nhub = \"10.0.0.9\"\n"));
+        assert!(e.contains("environment[0].hub"), "{e}");
     }
 
     #[test]

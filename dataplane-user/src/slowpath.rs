@@ -2,7 +2,8 @@
 //! AF_XDP sockets (one per interface and rx queue, registered in the XSKMAP) and are
 //! replicated here: to every other local port of the environment, and, encapsulated, once
 //! to every remote host serving it (head-end replication). Frames from the underlay are
-//! delivered to local ports only (split horizon), so a flood never loops.
+//! delivered to local ports only (split horizon), so a flood never loops; only a star's
+//! hub, to which the other hosts flood alone, relays them on to its other peers.
 use std::{
     num::NonZeroU32,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
@@ -438,6 +439,12 @@ fn replicate(sockets: &mut [Xsk], from: usize, frame: &[u8], topo: &Topology) {
                     sockets[t].send(&[], inner);
                 }
             }
+            if topo.is_hub(v.vni) {
+                let others = topo
+                    .peers_serving(v.vni)
+                    .filter(|p| p.addr.octets() != v.peer);
+                encapsulate(sockets, from, inner, v.vni, others, topo);
+            }
         }
         Side::Port { vni } => {
             let src_if = sockets[from].counters.interface.clone();
@@ -446,29 +453,41 @@ fn replicate(sockets: &mut [Xsk], from: usize, frame: &[u8], topo: &Topology) {
                     sockets[t].send(&[], frame);
                 }
             }
-            if !fits_underlay(frame.len(), topo.underlay_mtu) {
-                sockets[from].counters.dropped += 1;
-                return;
-            }
-            let Some(ul) = tx_socket(sockets, &topo.underlay.name) else {
-                return;
-            };
-            let sport = source_port(flow_hash(frame, 0));
-            for peer in topo.peers_serving(vni) {
-                let Some(mac) = peer.next_hop_mac else {
-                    sockets[from].counters.dropped += 1;
-                    continue;
-                };
-                let tunnel = Tunnel {
-                    src_mac: topo.underlay.mac,
-                    dst_mac: mac,
-                    src_ip: topo.underlay_addr.octets(),
-                    dst_ip: peer.addr.octets(),
-                };
-                let outer = OuterHeaders::new(&tunnel, vni, sport, frame.len());
-                sockets[ul].send(outer.as_bytes(), frame);
-            }
+            encapsulate(sockets, from, frame, vni, topo.flood_peers(vni), topo);
         }
+    }
+}
+
+/// One encapsulated copy of `frame` to each of `peers`.
+fn encapsulate<'a>(
+    sockets: &mut [Xsk],
+    from: usize,
+    frame: &[u8],
+    vni: u32,
+    peers: impl Iterator<Item = &'a crate::topology::Peer>,
+    topo: &Topology,
+) {
+    if !fits_underlay(frame.len(), topo.underlay_mtu) {
+        sockets[from].counters.dropped += 1;
+        return;
+    }
+    let Some(ul) = tx_socket(sockets, &topo.underlay.name) else {
+        return;
+    };
+    let sport = source_port(flow_hash(frame, 0));
+    for peer in peers {
+        let Some(mac) = peer.next_hop_mac else {
+            sockets[from].counters.dropped += 1;
+            continue;
+        };
+        let tunnel = Tunnel {
+            src_mac: topo.underlay.mac,
+            dst_mac: mac,
+            src_ip: topo.underlay_addr.octets(),
+            dst_ip: peer.addr.octets(),
+        };
+        let outer = OuterHeaders::new(&tunnel, vni, sport, frame.len());
+        sockets[ul].send(outer.as_bytes(), frame);
     }
 }
 

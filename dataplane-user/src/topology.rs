@@ -15,7 +15,7 @@ use dataplane_common::maps::{
     Shaper, StormBucket, VniInfo, FLOOD_PEERS, FLOOD_PORTS, MAX_PAIR_CLASS, MAX_PEERS,
     MAX_QUEUES_PER_IF, MAX_SLOTS, PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC,
     PORT_LIMITED, PORT_PEER_REDIRECT, PORT_RESTRICTED, PORT_ROUTED, PORT_VM_BOUNDED, ROUTE_ANY,
-    UNDERLAY_SLOT, VM_CLASS_BASE, VM_LEAF_BASE, VNI_ROUTED,
+    UNDERLAY_SLOT, VM_CLASS_BASE, VM_LEAF_BASE, VNI_HUB, VNI_ROUTED,
 };
 use dataplane_common::rules::{best, MacMatch};
 use dataplane_common::ENCAP_OVERHEAD;
@@ -65,6 +65,8 @@ pub struct Topology {
     pub routes: BTreeMap<PairKey, FdbEntry>,
     /// Environments with forwarding rules on this host.
     pub routed: BTreeSet<u32>,
+    /// Environments whose overlay is a star, by VNI: the hub's address.
+    pub hubs: BTreeMap<u32, Ipv4Addr>,
     /// Where the controller says each known VM is (static FDB entries, which learning
     /// does not override): local VMs at their ports, other hosts' VMs at those hosts.
     pub placements: BTreeMap<FdbKey, FdbEntry>,
@@ -83,7 +85,8 @@ pub type Moves = BTreeMap<(u32, [u8; 6]), Moved>;
 
 /// The static FDB entries of `config`'s VMs. A VM leaving this host stays local until it
 /// stopped here; a VM arriving stays with its source until it resumed here. A location on
-/// a host that is not a peer is left to learning (it is reached through a relay).
+/// a host that is not a peer is reached through the environment's hub when it has one,
+/// else left to learning (it is reached through a relay).
 fn placements(
     config: &Config,
     ports: &[Port],
@@ -93,12 +96,13 @@ fn placements(
     let mut out = BTreeMap::new();
     for env in &config.environments {
         let vni = env.vni.get();
-        let remote = |addr: Ipv4Addr| {
+        let peer = |addr: Ipv4Addr| {
             peers
                 .iter()
                 .find(|p| p.addr == addr && p.vnis.contains(&vni))
-                .map(|p| FdbEntry::remote(addr.octets(), p.slot).pinned())
+                .map(|p| FdbEntry::remote(p.addr.octets(), p.slot).pinned())
         };
+        let remote = |addr: Ipv4Addr| peer(addr).or_else(|| env.hub.and_then(peer));
         for vm in &env.vms {
             let mac = vm.mac.octets();
             let moved = moves.get(&(vni, mac)).copied();
@@ -470,7 +474,13 @@ impl Topology {
             }
         }
         let placements = placements(config, &ports, &peers, moves);
+        let hubs = config
+            .environments
+            .iter()
+            .filter_map(|e| Some((e.vni.get(), e.hub?)))
+            .collect();
         Ok(Topology {
+            hubs,
             placements,
             underlay,
             underlay_addr: config.underlay.address,
@@ -499,11 +509,25 @@ impl Topology {
     }
 
     /// Environments this host serves: those with a local port, and those it only relays
-    /// by its forwarding rules.
+    /// by its forwarding rules or as their hub.
     pub fn vnis(&self) -> BTreeSet<u32> {
         let mut v: BTreeSet<u32> = self.ports.iter().map(|p| p.vni).collect();
         v.extend(self.routed.iter().copied());
+        v.extend(self.hubs.keys().copied().filter(|&vni| self.is_hub(vni)));
         v
+    }
+
+    /// Whether this host is environment `vni`'s hub.
+    pub fn is_hub(&self, vni: u32) -> bool {
+        self.hubs.get(&vni) == Some(&self.underlay_addr)
+    }
+
+    /// The peers a flood of `vni` from a local port goes to: the hub alone in a star
+    /// (it relays), else every peer serving the environment.
+    pub fn flood_peers(&self, vni: u32) -> impl Iterator<Item = &Peer> {
+        let hub = self.hubs.get(&vni).filter(|&&h| h != self.underlay_addr);
+        self.peers_serving(vni)
+            .filter(move |p| hub.is_none_or(|h| p.addr == *h))
     }
 
     pub fn peer_info(peer: &Peer) -> PeerInfo {
@@ -534,11 +558,13 @@ impl Topology {
         let vni_infos = vnis
             .iter()
             .map(|&vni| {
-                let flags = if self.routed.contains(&vni) {
-                    VNI_ROUTED
-                } else {
-                    0
-                };
+                let mut flags = 0;
+                if self.routed.contains(&vni) {
+                    flags |= VNI_ROUTED;
+                }
+                if self.is_hub(vni) {
+                    flags |= VNI_HUB;
+                }
                 (vni, VniInfo { flags })
             })
             .collect();
@@ -797,7 +823,7 @@ impl Topology {
             list.ports[list.nports as usize] = p.dev.ifindex;
             list.nports += 1;
         }
-        for p in self.peers_serving(vni).take(FLOOD_PEERS) {
+        for p in self.flood_peers(vni).take(FLOOD_PEERS) {
             list.peers[list.npeers as usize] = p.addr.octets();
             list.npeers += 1;
         }
@@ -883,5 +909,84 @@ mod tests {
         assert_eq!(lookup(&routes, C, B), other_peer);
         // (3 named + wildcard) squared.
         assert_eq!(routes.len(), 16);
+    }
+
+    /// Host 10.0.0.1 in a star of VNI 100 whose hub is `hub`, linked to the peers given.
+    fn star(hub: Ipv4Addr, linked: &[Ipv4Addr]) -> (Config, Topology) {
+        let mut text = format!(
+            "host_id = \"h1\"\n[underlay]\ninterface = \"ul0\"\naddress = \"10.0.0.1\"\n\
+             [[environment]]\nname = \"blue\"\nvni = 100\nhub = \"{hub}\"\n\
+             [[environment.location]]\nmac = \"02:00:00:00:00:03\"\nhost = \"10.0.0.3\"\n\
+             [[environment.location]]\nmac = \"02:00:00:00:00:02\"\nhost = \"10.0.0.2\"\n"
+        );
+        for p in linked {
+            text.push_str(&format!("[[peer]]\naddress = \"{p}\"\nvnis = [100]\n"));
+        }
+        let config = Config::parse(&text).unwrap();
+        let peers: Vec<Peer> = linked
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| Peer {
+                addr,
+                vnis: BTreeSet::from([100]),
+                slot: i as u32,
+                next_hop_mac: Some([2, 0, 0, 0, 9, i as u8]),
+            })
+            .collect();
+        let dev = NetDev {
+            name: "ul0".into(),
+            ifindex: 1,
+            mac: [2; 6],
+            mtu: 1500,
+            rx_queues: 1,
+            peer_redirect: false,
+        };
+        let placements = placements(&config, &[], &peers, &Moves::new());
+        let hubs = BTreeMap::from([(100, hub)]);
+        let topo = Topology {
+            underlay: dev,
+            underlay_addr: Ipv4Addr::new(10, 0, 0, 1),
+            underlay_mtu: 1500,
+            ports: vec![],
+            peers,
+            debug: false,
+            port_policies: BTreeMap::new(),
+            pairs: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            routed: BTreeSet::new(),
+            hubs,
+            placements,
+        };
+        (config, topo)
+    }
+
+    #[test]
+    fn in_a_star_unlinked_hosts_are_reached_and_flooded_through_the_hub() {
+        let hub = Ipv4Addr::new(10, 0, 0, 2);
+        let (_, spoke) = star(hub, &[hub]);
+        // The VM on 10.0.0.3 (no link) is placed at the hub; the hub's own VM at the hub.
+        for mac in [C, B] {
+            let e = spoke.placements[&FdbKey::new(100, mac)];
+            assert_eq!(e.peer, hub.octets(), "{mac:?}");
+        }
+        assert_eq!(spoke.flood_list(100).npeers, 1);
+        assert!(!spoke.is_hub(100));
+        assert!(
+            spoke.vnis().is_empty(),
+            "a spoke without ports serves nothing"
+        );
+        // With a fast-path link to 10.0.0.3, its VM goes direct, floods still to the hub.
+        let fast = Ipv4Addr::new(10, 0, 0, 3);
+        let (_, spoke) = star(hub, &[hub, fast]);
+        assert_eq!(spoke.placements[&FdbKey::new(100, C)].peer, fast.octets());
+        let flood = spoke.flood_list(100);
+        assert_eq!((flood.npeers, flood.peers[0]), (1, hub.octets()));
+        // The hub floods to, and relays to, every peer; it serves the environment with no
+        // port of its own.
+        let me = Ipv4Addr::new(10, 0, 0, 1);
+        let (_, centre) = star(me, &[hub, fast]);
+        assert!(centre.is_hub(100));
+        assert_eq!(centre.flood_list(100).npeers, 2);
+        assert_eq!(centre.vnis(), BTreeSet::from([100]));
     }
 }

@@ -947,6 +947,17 @@ impl Lab {
         serde_json::from_str(&out).context("parsing violind stats --json")
     }
 
+    /// Frames host `i` sent peer `addr` (an underlay address); None while it has no such
+    /// peer.
+    pub fn peer_tx(&self, i: usize, addr: std::net::Ipv4Addr) -> Option<u64> {
+        let stats = self.stats(i).ok()?;
+        stats["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["address"] == addr.to_string())
+            .and_then(|p| p["stats"]["tx"]["packets"].as_u64())
+    }
+
     pub fn stats_text(&self, i: usize) -> Result<String> {
         let cfg = self.hosts[i].config.to_string_lossy().into_owned();
         run(

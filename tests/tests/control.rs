@@ -45,16 +45,6 @@ fn env_row(lab: &Lab, i: usize, vni: u32) -> Value {
     serde_json::json!({ "fdb": fdb, "row": row })
 }
 
-fn peer_tx(lab: &Lab, i: usize, addr: &str) -> Option<u64> {
-    let stats = lab.stats(i).unwrap();
-    stats["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["address"] == addr)
-        .map(|p| p["stats"]["tx"]["packets"].as_u64().unwrap())
-}
-
 fn flush_neighbours(vms: &[&Vm]) {
     for v in vms {
         ns_run(&v.ns, "ip", &["neigh", "flush", "dev", "eth0"]).unwrap();
@@ -188,8 +178,8 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     );
     // h1 no longer exchanges blue's frames with h3 (red's still go direct); they go
     // through h2.
-    let h3_addr = lab.hosts[2].underlay_ip.to_string();
-    let h1_addr = lab.hosts[0].underlay_ip.to_string();
+    let h3_addr = lab.hosts[2].underlay_ip;
+    let h1_addr = lab.hosts[0].underlay_ip;
     let api = SocketAddr::from((lab.hosts[0].underlay_ip, API_PORT));
     let token = std::fs::read_to_string(lab.token_file()).unwrap();
     let (code, body) = http_get_with(&lab.hosts[0].ns, api, "/v1/links", Some(&token)).unwrap();
@@ -198,20 +188,20 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     let to_h3 = links
         .links
         .iter()
-        .find(|l| l.peer.to_string() == h3_addr)
+        .find(|l| l.peer == h3_addr)
         .unwrap_or_else(|| panic!("{links:?}"));
     assert_eq!(to_h3.vnis, [Vni::new(2001).unwrap()], "{links:?}");
     flush_neighbours(&[&a, &c]);
-    let relayed = peer_tx(&lab, 1, &h3_addr).unwrap();
+    let relayed = lab.peer_tx(1, h3_addr).unwrap();
     wait_ping(&a.ns, &c.ip.to_string(), Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.stats_text(1).unwrap()));
     let r = ping(&a.ns, &c.ip.to_string(), 5, &["-i", "0.05"]).unwrap();
     assert_eq!(r.lost(), 0);
     assert!(
-        peer_tx(&lab, 1, &h3_addr).unwrap() >= relayed + 5,
+        lab.peer_tx(1, h3_addr).unwrap() >= relayed + 5,
         "h2 relayed nothing to h3"
     );
-    assert!(peer_tx(&lab, 1, &h1_addr).unwrap() >= 5);
+    assert!(lab.peer_tx(1, h1_addr).unwrap() >= 5);
     // The traffic matrix: a sent c frames, counted on h1.
     let stats = lab.stats(0).unwrap();
     let pair = stats["pairs"]
@@ -273,7 +263,7 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     // And a change after the restarts reaches every host: back to a full mesh.
     lab.apply_spec("blue", &blue).unwrap();
     assert!(
-        peer_tx(&lab, 0, &h3_addr).is_some(),
+        lab.peer_tx(0, h3_addr).is_some(),
         "h1 has no direct link to h3"
     );
     flush_neighbours(&[&a, &c]);

@@ -12,9 +12,9 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
     rest::{
-        AppTopology, Applied, Bound, BoundRequest, DaemonLinks, DaemonRules, EnvDetail, EnvSummary,
-        ErrorBody, Filter, HostInfo, LinkInfo, LinkRequest, Plan, Route, RouteQuery, RuleInfo,
-        RuleRequest, SyncStatus,
+        AdaptPlan, Adaptation, AppTopology, Applied, Bound, BoundRequest, DaemonLinks, DaemonRules,
+        EnvDetail, EnvSummary, ErrorBody, Filter, HostInfo, LinkInfo, LinkRequest, Plan, Route,
+        RouteQuery, RuleInfo, RuleRequest, SyncStatus,
     },
     share::{Ack, Interface, Registered, Registration, SyncEvent, TrafficReport},
     vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport},
@@ -277,6 +277,21 @@ impl Client {
     /// An environment's application topology, as VTTIF infers it.
     pub fn topology(&self, env: &str) -> Result<AppTopology> {
         self.get(&format!("/v1/environments/{env}/topology"))
+    }
+
+    /// What VADAPT would change in an adapted environment's overlay now.
+    pub fn adapt_plan(&self, env: &str) -> Result<AdaptPlan> {
+        self.get(&format!("/v1/environments/{env}/adapt"))
+    }
+
+    /// Makes VADAPT's plan for an environment now.
+    pub fn adapt(&self, env: &str) -> Result<Adaptation> {
+        self.send("POST", &format!("/v1/environments/{env}/adapt"), &())
+    }
+
+    /// The adaptations made (`environment` filters), oldest first.
+    pub fn adaptations(&self, filter: &Filter) -> Result<Vec<Adaptation>> {
+        self.get_query("/v1/adaptations", filter)
     }
 
     /// A host's domains and the lifecycle events since its last report.

@@ -85,6 +85,35 @@ pub struct LinkInfo {
     pub addresses: [Ipv4Addr; 2],
     /// False when the environment lists no links and so is a full mesh.
     pub explicit: bool,
+    /// Why the link exists.
+    pub role: LinkRole,
+}
+
+/// Why an overlay link exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkRole {
+    /// The environment lists no links: every pair of its hosts.
+    Mesh,
+    /// Listed in the spec or added by the link primitive.
+    Listed,
+    /// VADAPT's star through the proxy host.
+    Star,
+    /// A fast-path link between two hosts other than the proxy (VADAPT adds and removes
+    /// these).
+    FastPath,
+}
+
+impl LinkRole {
+    /// As the JSON says it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LinkRole::Mesh => "mesh",
+            LinkRole::Listed => "listed",
+            LinkRole::Star => "star",
+            LinkRole::FastPath => "fast-path",
+        }
+    }
 }
 
 /// A forwarding rule with its priority (VNET's strength of match).
@@ -308,4 +337,60 @@ pub struct TopologyEdge {
     pub dst: String,
     pub bytes_per_second: f64,
     pub intensity: f64,
+}
+
+/// One step of a VADAPT adaptation: a fast-path link added or removed, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AdaptStep {
+    /// `add` or `remove`.
+    pub action: String,
+    pub hosts: [String; 2],
+    /// What the inferred topology's VM pairs between the two hosts send, bytes/s (both
+    /// ways, over VTTIF's window).
+    pub bytes_per_second: f64,
+    /// Those pairs, as `src->dst`, busiest first.
+    pub pairs: Vec<String>,
+    pub reason: String,
+}
+
+/// What VADAPT would do to an environment's overlay now
+/// (`GET /v1/environments/{name}/adapt`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AdaptPlan {
+    pub environment: String,
+    /// The star's centre.
+    pub proxy: String,
+    /// Fast-path links at most (none: one per pair of hosts).
+    pub budget: Option<u32>,
+    pub auto: bool,
+    /// The fast-path links the overlay has now.
+    pub fast_paths: Vec<[String; 2]>,
+    /// The host pairs the inferred topology asks for, busiest first (pairs with the proxy
+    /// need no fast path: the star links them already).
+    pub demand: Vec<AdaptStep>,
+    /// The changes, empty when the overlay fits the topology.
+    pub steps: Vec<AdaptStep>,
+}
+
+/// An adaptation VADAPT made, with its measured effect
+/// (`POST /v1/environments/{name}/adapt`, `GET /v1/adaptations`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Adaptation {
+    pub id: u64,
+    pub environment: String,
+    /// `manual` (asked for) or `auto`.
+    pub trigger: String,
+    pub at_unix_ms: u64,
+    pub steps: Vec<AdaptStep>,
+    /// The spec changes it made; none when the overlay already fit.
+    pub changes: Vec<String>,
+    /// The generation that carries it, when it changed anything.
+    pub generation: Option<u64>,
+    /// From the decision until every host of the environment forwarded by the new
+    /// overlay (acknowledged its generation), ms.
+    pub reconfigure_ms: Option<f64>,
+    /// The environment's traffic over VTTIF's window before the change, bytes/s.
+    pub traffic_before: f64,
+    /// The same, one window after every host applied the change.
+    pub traffic_after: Option<f64>,
 }

@@ -40,6 +40,12 @@ pub struct Environment {
     /// counted as `storm`. 0 turns it off; unset, [`DEFAULT_STORM_PPS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storm_pps: Option<u32>,
+    /// The environment's overlay is a star through this host (VADAPT's proxy): hosts
+    /// without a link to a VM's host reach it through the hub, and floods go to the hub
+    /// alone, which relays them to every other host. The hub itself sees its own address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub hub: Option<Ipv4Addr>,
 }
 
 /// Storm control's rate when an environment names none: far above what ARP, neighbour
@@ -284,6 +290,7 @@ mod tests {
             vms: vec![],
             limits: vec![],
             storm_pps: None,
+            hub: None,
             rules: vec![],
             locations: vec![],
         }

@@ -29,6 +29,28 @@ pub struct Document {
     pub links: Vec<LinkTable>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleTable>,
+    /// VADAPT: the overlay is a star through `proxy`, plus fast-path links the controller
+    /// adds and removes by the application's inferred topology.
+    #[serde(default)]
+    pub adapt: Option<AdaptTable>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptTable {
+    /// The star's centre: every other host of the environment has a link to it, and it
+    /// relays their floods and the frames no fast-path link carries.
+    pub proxy: Spanned<Name>,
+    /// Fast-path links at most (the link budget); unset: one per pair of hosts.
+    #[serde(default)]
+    pub links: Option<u32>,
+    /// Adapt without being asked, whenever the inferred topology calls for it.
+    #[serde(default)]
+    pub auto: bool,
+    /// Automatic mode's hysteresis, ms: the least time between two adaptations, and how
+    /// long a fast-path link must have been unused before it is removed.
+    #[serde(default)]
+    pub hold_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -44,7 +44,9 @@ fn run(cli: Cli) -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let store = Arc::new(Store::open(&cli.state)?);
-    let app = api::router(api::Api::new(store, token)?);
+    let api = api::Api::new(store, token)?;
+    api::run_auto(api.clone());
+    let app = api::router(api);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -328,3 +328,48 @@ fn vm_bounds_are_planned_and_reach_the_vms_host_only() {
     assert_eq!(e.field, "limit[1]", "{e}");
     assert!(e.reason.contains("not both"), "{e}");
 }
+
+#[test]
+fn an_adapted_environment_is_a_star_through_its_proxy() {
+    let three = crate::spec::THREE_HOSTS;
+    let text = format!("{three}[adapt]\nproxy = \"h2\"\nlinks = 1\n");
+    let s = Spec::parse(&text).unwrap();
+    let set = |v: &[&str]| v.iter().map(|h| h.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(s.neighbours("h1"), set(&["h2"]));
+    assert_eq!(s.neighbours("h2"), set(&["h1", "h3"]));
+    assert!(s.linked("h1", "h2") && !s.linked("h1", "h3"));
+    let a = s.adapt.as_ref().unwrap();
+    assert_eq!(
+        (a.budget, a.auto, a.hold_ms),
+        (Some(1), false, DEFAULT_HOLD_MS)
+    );
+    // A fast-path link joins the spokes; the star's links are not listed.
+    let fast = format!("{text}[[link]]\nhosts = [\"h1\", \"h3\"]\n");
+    assert!(Spec::parse(&fast).unwrap().linked("h1", "h3"));
+    let e = error(&format!("{text}[[link]]\nhosts = [\"h1\", \"h2\"]\n"));
+    assert_eq!(e.field, "link[0].hosts");
+    assert!(e.reason.contains("star"), "{e}");
+    let e = error(&text.replace("proxy = \"h2\"", "proxy = \"h9\""));
+    assert_eq!(e.field, "adapt.proxy");
+    assert_eq!(e.line, line_with(&text, "proxy ="));
+    let e = error(&format!("{text}hold_ms = 5\n"));
+    assert_eq!(e.field, "adapt.hold_ms");
+    let e = error(&format!("{text}budget = 5\n"));
+    assert!(e.to_string().contains("budget"), "{e}");
+    // Planned as a change of its own; every host's share names the hub.
+    let plain = Spec::parse(three).unwrap();
+    let changes: Vec<String> = plan(Some(&plain), &s)
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        changes[0].starts_with("+ adapt: star through h2"),
+        "{changes:?}"
+    );
+    let share = crate::share::share_of("h1", 1, [&s], &[]);
+    let hub = s.hosts["h2"];
+    assert_eq!(share.environments[0].hub, Some(hub));
+    let peers: Vec<_> = share.peers.iter().map(|p| p.address).collect();
+    assert_eq!(peers, [hub], "h1 links to the hub alone");
+}

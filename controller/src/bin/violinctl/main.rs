@@ -144,6 +144,24 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// VADAPT: fit an adapted environment's overlay (a star through its proxy) to the
+    /// application's inferred topology with fast-path links. Without a flag, the plan.
+    Adapt {
+        /// The environment (its spec has an [adapt] section).
+        env: Name,
+        /// Print the plan: the host pairs the topology asks for and the links to add or
+        /// remove, with reasons (the default).
+        #[arg(long, conflicts_with_all = ["apply", "explain"])]
+        plan: bool,
+        /// Make the plan's changes.
+        #[arg(long, conflicts_with = "explain")]
+        apply: bool,
+        /// The adaptations made, with their reasons and measured effect.
+        #[arg(long)]
+        explain: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
     /// Show the configuration-time bound, or set it.
     Bound {
         /// The new bound in seconds, in (0, 3600].
@@ -568,6 +586,27 @@ fn run(c: &Client, cli: &Cli) -> Result<Outcome> {
                 ),
                 None => Ok(Outcome::Done),
             }
+        }
+        Command::Adapt {
+            env,
+            apply,
+            explain,
+            wait: w,
+            ..
+        } => {
+            if *explain {
+                let f = filter(&Some(env.to_string()), &None);
+                output::adaptations(out, &c.adaptations(&f)?)?;
+            } else if *apply {
+                let a = c.adapt(env.as_str())?;
+                output::adaptations(out, std::slice::from_ref(&a))?;
+                if let (true, Some(g)) = (w.wait, a.generation) {
+                    wait(c, g, w.timeout)?;
+                }
+            } else {
+                output::adapt_plan(out, &c.adapt_plan(env.as_str())?)?;
+            }
+            Ok(Outcome::Done)
         }
         Command::Completion { .. } => Ok(Outcome::Done),
         _ => list(c, out, &cli.command).map(|()| Outcome::Done),

@@ -4,7 +4,10 @@ use anyhow::Result;
 use serde::Serialize;
 use violin_api::{
     output::yaml,
-    rest::{AppTopology, EnvSummary, HostInfo, LinkInfo, Route, RuleInfo},
+    rest::{
+        AdaptPlan, AdaptStep, Adaptation, AppTopology, EnvSummary, HostInfo, LinkInfo, Route,
+        RuleInfo,
+    },
     share::Interface,
     vm::{Migration, VmInfo},
 };
@@ -133,7 +136,7 @@ pub fn links(out: Output, links: &[LinkInfo]) -> Result<()> {
     show(out, &links, |links| {
         let mut t = Table::new(&header(
             out,
-            &["ENVIRONMENT", "VNI", "LINK", "TYPE", "ADDRESSES"],
+            &["ENVIRONMENT", "VNI", "LINK", "TYPE", "ROLE", "ADDRESSES"],
             &["EXPLICIT"],
         ));
         for l in links.iter() {
@@ -142,6 +145,7 @@ pub fn links(out: Output, links: &[LinkInfo]) -> Result<()> {
                 l.vni.to_string(),
                 l.hosts.join("-"),
                 l.kind.clone(),
+                l.role.as_str().to_string(),
                 format!("{}-{}", l.addresses[0], l.addresses[1]),
             ];
             if out == Output::Wide {
@@ -374,5 +378,84 @@ pub fn topology(out: Output, t: &AppTopology) -> Result<()> {
             m.row(row);
         }
         m.print();
+    })
+}
+
+fn mbit(bytes_per_second: f64) -> String {
+    format!("{:.2}", bytes_per_second * 8.0 / 1e6)
+}
+
+fn steps_table(steps: &[AdaptStep]) {
+    let mut t = Table::new(&["ACTION", "LINK", "MBIT/S", "PAIRS", "REASON"]);
+    for s in steps {
+        t.row(vec![
+            s.action.clone(),
+            s.hosts.join("-"),
+            mbit(s.bytes_per_second),
+            s.pairs.join(","),
+            s.reason.clone(),
+        ]);
+    }
+    t.print();
+}
+
+pub fn adapt_plan(out: Output, p: &AdaptPlan) -> Result<()> {
+    show(out, p, |p| {
+        let links: Vec<String> = p.fast_paths.iter().map(|l| l.join("-")).collect();
+        println!(
+            "{}: star through {}, fast-path links {} of {}, {}",
+            p.environment,
+            p.proxy,
+            if links.is_empty() {
+                "none".to_string()
+            } else {
+                links.join(" ")
+            },
+            p.budget.map_or("no budget".into(), |b| b.to_string()),
+            if p.auto { "automatic" } else { "on request" },
+        );
+        println!("\ndemand (host pairs the inferred topology asks fast paths for):");
+        let mut t = Table::new(&["LINK", "MBIT/S", "PAIRS"]);
+        for d in &p.demand {
+            t.row(vec![
+                d.hosts.join("-"),
+                mbit(d.bytes_per_second),
+                d.pairs.join(","),
+            ]);
+        }
+        t.print();
+        println!();
+        if p.steps.is_empty() {
+            println!("no changes: the overlay fits the inferred topology");
+        } else {
+            steps_table(&p.steps);
+        }
+    })
+}
+
+pub fn adaptations(out: Output, list: &[Adaptation]) -> Result<()> {
+    show(out, &list, |list| {
+        if list.is_empty() {
+            println!("no adaptations yet");
+        }
+        for a in list.iter() {
+            let ms = |x: Option<f64>| x.map_or("pending".into(), |m| format!("{m:.1} ms"));
+            let after = a.traffic_after.map_or("pending".into(), mbit);
+            println!(
+                "#{} {} ({}), generation {}: reconfigured in {}, traffic {} -> {} Mbit/s",
+                a.id,
+                a.environment,
+                a.trigger,
+                a.generation.map_or("-".into(), |g| g.to_string()),
+                ms(a.reconfigure_ms),
+                mbit(a.traffic_before),
+                after
+            );
+            if a.steps.is_empty() {
+                println!("  no changes: the overlay fit the inferred topology");
+            } else {
+                steps_table(&a.steps);
+            }
+        }
     })
 }
