@@ -1,5 +1,8 @@
 //! What the benchmark tools report to the harness, one JSON line each on standard output:
-//! defined once here, written by `violin-pktgen` and `violin-nemo`, read by `violin-bench`.
+//! defined once here, written by `violin-pktgen`, `violin-nemo` and `violin-patterns`, read
+//! by `violin-bench` and the tests; and the BSP exchange the last two share (`bsp`).
+pub mod bsp;
+
 pub mod reports {
     use serde::{Deserialize, Serialize};
 
@@ -41,6 +44,33 @@ pub mod reports {
         pub iters: usize,
         pub ranks: usize,
         pub checksum: f64,
+    }
+
+    /// `violin-patterns run`, one per rank: its iteration times.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Patterns {
+        pub rank: usize,
+        pub ranks: usize,
+        pub topology: String,
+        pub iterations: usize,
+        pub message_bytes: usize,
+        /// The compute phase of each iteration, ms.
+        pub compute_ms: f64,
+        /// Wall time of the timed iterations, s.
+        pub total_s: f64,
+        pub iteration_ms_mean: f64,
+        pub iteration_ms_p50: f64,
+        pub iteration_ms_p99: f64,
+        /// The communication phase alone, mean ms.
+        pub communicate_ms_mean: f64,
+    }
+
+    /// `violin-patterns edges`: the directed rank pairs of a topology.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Edges {
+        pub topology: String,
+        pub ranks: usize,
+        pub edges: Vec<(usize, usize)>,
     }
 
     /// Prints a report as the one line the harness reads.

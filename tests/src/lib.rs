@@ -7,6 +7,7 @@ pub mod guest;
 pub mod iperf;
 pub mod lab;
 pub mod libvirt;
+pub mod patterns;
 pub mod sys;
 pub mod tap;
 pub mod traffic;

@@ -224,8 +224,16 @@ fn lint() -> Result<()> {
 }
 
 fn build() -> Result<()> {
-    eprintln!("==> building the eBPF object, violind, violin-controller and violinctl");
-    cargo(&["build", "-p", "dataplane-user", "-p", "controller"])
+    eprintln!("==> building the eBPF object, violind, violin-controller, violinctl and the benchmark tools");
+    cargo(&[
+        "build",
+        "-p",
+        "dataplane-user",
+        "-p",
+        "controller",
+        "-p",
+        "bench",
+    ])
 }
 
 /// Builds violind the normal way (its build script builds the eBPF object with aya-build

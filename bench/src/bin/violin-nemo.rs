@@ -9,14 +9,15 @@
 //! neighbour. One process per rank, each started in its own namespace; rank 0 prints the
 //! wall time of the iterations as JSON.
 use std::{
-    io::{ErrorKind, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
-use bench::reports;
+use bench::{
+    bsp::{exchange, Link},
+    reports,
+};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -53,50 +54,6 @@ fn connect_retry(addr: SocketAddr) -> Result<TcpStream> {
     }
 }
 
-/// Sends `out` on both sockets and reads a halo from each, interleaved with poll so that
-/// large halos cannot deadlock on full socket buffers.
-fn exchange(socks: &mut [TcpStream; 2], out: &[u8], bufs: &mut [Vec<u8>; 2]) -> Result<()> {
-    let n = out.len();
-    let mut sent = [0usize; 2];
-    let mut got = [0usize; 2];
-    while sent != [n, n] || got != [n, n] {
-        let mut fds: Vec<libc::pollfd> = socks
-            .iter()
-            .enumerate()
-            .map(|(i, s)| libc::pollfd {
-                fd: s.as_raw_fd(),
-                events: (if got[i] < n { libc::POLLIN } else { 0 })
-                    | (if sent[i] < n { libc::POLLOUT } else { 0 }),
-                revents: 0,
-            })
-            .collect();
-        // SAFETY: `fds` was built from the two streams of `socks`, so it holds exactly the 2
-        // pollfds passed as nfds and is alive across the call; their fds belong to the
-        // TcpStreams borrowed for this whole function, so they are open.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, 30_000) } <= 0 {
-            bail!("halo exchange stalled for 30 s");
-        }
-        for i in 0..2 {
-            if fds[i].revents & libc::POLLOUT != 0 && sent[i] < n {
-                match socks[i].write(&out[sent[i]..]) {
-                    Ok(k) => sent[i] += k,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e).context("sending halo"),
-                }
-            }
-            if fds[i].revents & (libc::POLLIN | libc::POLLHUP) != 0 && got[i] < n {
-                match socks[i].read(&mut bufs[i][got[i]..]) {
-                    Ok(0) => bail!("neighbour closed the connection"),
-                    Ok(k) => got[i] += k,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e).context("receiving halo"),
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The compute phase: Jacobi-style sweeps of a 3-point stencil, boundaries from the halos.
 fn compute(x: &mut [f64], y: &mut [f64], sweeps: usize, left: f64, right: f64) {
     let n = x.len();
@@ -125,12 +82,16 @@ fn main() -> Result<()> {
     let right = connector
         .join()
         .map_err(|_| anyhow::anyhow!("connect thread"))??;
-    let mut socks = [left, right];
-    for s in &socks {
-        s.set_nodelay(true)?;
-        s.set_nonblocking(true)?;
-    }
     let halo = cli.halo.max(8);
+    let mut socks = [left, right].map(|sock| Link {
+        sock,
+        send: halo,
+        recv: halo,
+    });
+    for l in &socks {
+        l.sock.set_nodelay(true)?;
+        l.sock.set_nonblocking(true)?;
+    }
     let mut out = vec![0u8; halo];
     let mut bufs = [vec![0u8; halo], vec![0u8; halo]];
     let mut x: Vec<f64> = (0..cli.slab).map(|i| (i % 17) as f64).collect();
