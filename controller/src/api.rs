@@ -18,7 +18,7 @@ use violin_api::{
     rest::{
         AdaptPlan, Adaptation, AppTopology, Applied, Bound, BoundRequest, EnvDetail, EnvSummary,
         ErrorBody, Filter, HostInfo, HostSync, LinkInfo, LinkRequest, LinkRole, Plan, Route,
-        RouteQuery, RuleInfo, RuleRequest, SyncQuery, SyncStatus, TopologyEdge,
+        RouteQuery, RuleInfo, RuleRequest, SyncQuery, SyncStatus, TopologyEdge, TopologyQuery,
     },
     share::{Ack, Interface, Registered, Registration, TrafficReport},
     vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport},
@@ -48,7 +48,7 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(store: Arc<Store>, token: String) -> anyhow::Result<Api> {
+    pub fn new(store: Arc<Store>, token: String, vttif: vttif::Params) -> anyhow::Result<Api> {
         let hub = Hub::new(store.generation()?);
         hub.metrics.registered.set(store.hosts()?.len() as i64);
         let migrations = Supervisor::new(store.clone(), hub.clone())?;
@@ -57,7 +57,7 @@ impl Api {
             token: Arc::new(token),
             hub,
             migrations,
-            vttif: Arc::new(Inference::new(vttif::Params::default())),
+            vttif: Arc::new(Inference::new(vttif)),
             adapter: Arc::new(Adapter::default()),
         })
     }
@@ -926,11 +926,40 @@ async fn report_traffic(
     Path(host): Path<String>,
     body: Bytes,
 ) -> Answer<serde_json::Value> {
-    host_name(&host)?;
-    let report: TrafficReport = from_json(&body)?;
-    // Only environments that exist: a stray VNI leaves no state behind.
-    let served: std::collections::BTreeSet<u32> =
-        api.store.specs()?.iter().map(|s| s.vni.get()).collect();
+    let host = host_name(&host)?;
+    let mut report: TrafficReport = from_json(&body)?;
+    // A host counts what its own VMs send (a migrating VM's on either side of the move):
+    // a pair from another host's VM, or of an environment that does not exist, is not
+    // its to report, and is refused (counted) rather than fed to the inference.
+    let specs = api.store.specs()?;
+    let moving = api.store.in_flight();
+    let mut senders: std::collections::BTreeSet<(u32, [u8; 6])> = Default::default();
+    for spec in &specs {
+        for (n, v) in &spec.vms {
+            let moves_here = moving.iter().any(|m| {
+                m.environment == spec.name.as_str()
+                    && m.vm == *n
+                    && (m.from == host.as_str() || m.to == host.as_str())
+            });
+            if v.host == host.as_str() || moves_here {
+                senders.insert((spec.vni.get(), v.mac.octets()));
+            }
+        }
+    }
+    let before = report.pairs.len();
+    report
+        .pairs
+        .retain(|p| senders.contains(&(p.vni.get(), p.src.octets())));
+    let refused = before - report.pairs.len();
+    if refused > 0 {
+        tracing::debug!(host = %host, refused, "traffic pairs not sent by this host's VMs");
+        api.hub
+            .metrics
+            .traffic_refused
+            .with_label_values(&[host.as_str()])
+            .inc_by(refused as u64);
+    }
+    let served: std::collections::BTreeSet<u32> = specs.iter().map(|s| s.vni.get()).collect();
     for seen in api.vttif.report(&report, &served) {
         topology_metrics(&api, &seen);
     }
@@ -951,16 +980,46 @@ fn topology_metrics(api: &Api, seen: &vttif::Seen) {
 /// An environment's application topology as VTTIF infers it from the hosts' traffic:
 /// the traffic matrix over the smoothing window, and the pairs above the detection
 /// threshold (relative to the busiest), declared once they held for the settle time.
+/// With `after=N`, it answers once more than N changes were declared (or `wait` passed):
+/// the changes as they are published.
 #[utoipa::path(get, path = "/v1/environments/{name}/topology", tag = "environments",
-    params(("name" = String, Path, description = "Environment name")),
+    params(("name" = String, Path, description = "Environment name"), TopologyQuery),
     responses((status = 200, description = "The inferred topology", body = AppTopology),
+              (status = 400, description = "Refused (field named)", body = ErrorBody),
               (status = 404, description = "No such environment", body = ErrorBody)))]
-async fn get_topology(State(api): State<Api>, Path(name): Path<String>) -> Answer<AppTopology> {
+async fn get_topology(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    Query(q): Query<TopologyQuery>,
+) -> Answer<AppTopology> {
+    let wait = match q.wait {
+        None => Duration::ZERO,
+        Some(w) if (0.0..=60.0).contains(&w) => Duration::from_secs_f64(w),
+        Some(w) => return Err(reject("wait", format!("{w} is outside [0, 60]"))),
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut declared = api.vttif.watch();
+    loop {
+        // Subscribed before looking, so a declaration in between still wakes us.
+        declared.borrow_and_update();
+        let t = topology_of(&api, &name)?;
+        if q.after.is_none_or(|a| t.changes > a) || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(t));
+        }
+        // A topology is declared when a report or a look updates it: look again now and
+        // then, so that one whose traffic stopped is declared too.
+        let next = deadline.min(tokio::time::Instant::now() + Duration::from_millis(250));
+        let _ = tokio::time::timeout_at(next, declared.changed()).await;
+    }
+}
+
+fn topology_of(api: &Api, name: &str) -> Result<AppTopology, Reject> {
+    let name = name.to_string();
     let Some((_, spec)) = api.store.get(&name)? else {
         return Err(no_env(&name));
     };
     let (t, changes, seen) = api.vttif.topology(spec.vni.get());
-    topology_metrics(&api, &seen);
+    topology_metrics(api, &seen);
     let names: BTreeMap<[u8; 6], String> = spec
         .vms
         .iter()
@@ -984,7 +1043,7 @@ async fn get_topology(State(api): State<Api>, Path(name): Path<String>) -> Answe
         v
     };
     let p = api.vttif.params();
-    Ok(Json(AppTopology {
+    Ok(AppTopology {
         environment: name,
         smoothing_ms: p.smoothing_ms,
         threshold: p.threshold,
@@ -998,7 +1057,7 @@ async fn get_topology(State(api): State<Api>, Path(name): Path<String>) -> Answe
                 .collect(),
         ),
         matrix: busiest_first(t.matrix.iter().map(edge).collect()),
-    }))
+    })
 }
 
 /// The stored spec of an adapted environment; the error says when it is not one.

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub migration_reconvergence: Histogram,
     pub topology_edges: IntGaugeVec,
     pub topology_changes: IntCounterVec,
+    pub traffic_refused: IntCounterVec,
     pub fast_paths: IntGaugeVec,
     pub adaptations: IntCounterVec,
     pub adapt_reconfigure: Histogram,
@@ -164,6 +165,14 @@ impl Metrics {
             &["vni"],
         )
         .expect("metric");
+        let traffic_refused = IntCounterVec::new(
+            Opts::new(
+                "violin_controller_traffic_refused_pairs_total",
+                "VM pairs in a host's traffic report that its VMs did not send, by host (not fed to VTTIF)",
+            ),
+            &["host"],
+        )
+        .expect("metric");
         let fast_paths = IntGaugeVec::new(
             Opts::new(
                 "violin_controller_fast_path_links",
@@ -190,6 +199,7 @@ impl Metrics {
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
             Box::new(topology_edges.clone()),
             Box::new(topology_changes.clone()),
+            Box::new(traffic_refused.clone()),
             Box::new(fast_paths.clone()),
             Box::new(adaptations.clone()),
             Box::new(adapt_reconfigure.clone()),
@@ -226,6 +236,7 @@ impl Metrics {
             migration_reconvergence,
             topology_edges,
             topology_changes,
+            traffic_refused,
             fast_paths,
             adaptations,
             adapt_reconfigure,

@@ -196,6 +196,8 @@ pub struct Inference {
     params: Params,
     start: Instant,
     envs: Mutex<BTreeMap<u32, Env>>,
+    /// Bumped whenever any environment declares a change: what watchers wait on.
+    declared: tokio::sync::watch::Sender<u64>,
 }
 
 struct Env {
@@ -218,6 +220,7 @@ impl Inference {
             params,
             start: Instant::now(),
             envs: Mutex::new(BTreeMap::new()),
+            declared: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -225,14 +228,22 @@ impl Inference {
         self.params
     }
 
+    /// Wakes when any environment declares a new topology.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.declared.subscribe()
+    }
+
     fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
 
-    fn seen(vni: u32, e: &mut Env, edges: usize) -> Seen {
+    fn seen(&self, vni: u32, e: &mut Env, edges: usize) -> Seen {
         let changes = e.vttif.changes();
         let new_changes = changes - e.counted;
         e.counted = changes;
+        if new_changes > 0 {
+            self.declared.send_modify(|n| *n += new_changes);
+        }
         Seen {
             vni,
             edges,
@@ -261,7 +272,7 @@ impl Inference {
                 let e = self.env(&mut envs, vni);
                 e.vttif.report(now, deltas);
                 let edges = e.vttif.update(now).0.edges.len();
-                Self::seen(vni, e, edges)
+                self.seen(vni, e, edges)
             })
             .collect()
     }
@@ -280,7 +291,7 @@ impl Inference {
         let e = self.env(&mut envs, vni);
         let t = e.vttif.update(now).0.clone();
         let changes = e.vttif.changes();
-        let seen = Self::seen(vni, e, t.edges.len());
+        let seen = self.seen(vni, e, t.edges.len());
         (t, changes, seen)
     }
 

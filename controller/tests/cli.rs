@@ -48,11 +48,21 @@ impl Drop for Controller {
 }
 
 fn start(dir: &Path) -> Controller {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_violin-controller"))
-        .args(["--listen", "127.0.0.1:0", "--state"])
+    start_with(dir, &[])
+}
+
+fn controller(dir: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_violin-controller"));
+    c.args(["--listen", "127.0.0.1:0", "--state"])
         .arg(dir.join("state.redb"))
         .arg("--token-file")
         .arg(dir.join("token"))
+        .args(extra);
+    c
+}
+
+fn start_with(dir: &Path, extra: &[&str]) -> Controller {
+    let mut child = controller(dir, extra)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -622,6 +632,25 @@ fn adapt_plans_applies_and_explains_fast_paths() {
         Timeouts::default(),
     );
     let mac = |s: &str| UnicastMac::parse(s).unwrap();
+    // h1 cannot report what b1, on h2, sends: refused and counted, not inferred.
+    let stray = TrafficReport {
+        pairs: vec![PairTraffic {
+            vni: Vni::new(1000).unwrap(),
+            src: mac("02:00:00:00:02:01"),
+            dst: mac("02:00:00:00:03:01"),
+            bytes: 1_000_000,
+        }],
+    };
+    client.report_traffic("h1", &stray).unwrap();
+    let metrics = ureq::get(&format!("{}/metrics", c.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains("violin_controller_traffic_refused_pairs_total{host=\"h1\"} 1"),
+        "{metrics}"
+    );
     let report = TrafficReport {
         pairs: vec![PairTraffic {
             vni: Vni::new(1000).unwrap(),
@@ -693,5 +722,27 @@ fn adapt_plans_applies_and_explains_fast_paths() {
         !ok && err.contains("adapt") && err.contains("no [adapt]"),
         "{err}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn vttif_parameters_are_checked_at_start() {
+    let dir = scratch("vttif");
+    for (flag, value) in [
+        ("--vttif-threshold", "2"),
+        ("--vttif-smoothing-ms", "0"),
+        ("--vttif-settle-ms", "5000"),
+    ] {
+        let out = controller(&dir, &[flag, value]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} was taken");
+        assert!(err.contains(flag), "{flag}: {err}");
+    }
+    // Good ones are taken.
+    let c = start_with(
+        &dir,
+        &["--vttif-smoothing-ms", "1000", "--vttif-settle-ms", "200"],
+    );
+    assert!(c.url.starts_with("http://"));
     let _ = std::fs::remove_dir_all(&dir);
 }

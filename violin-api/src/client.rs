@@ -279,6 +279,15 @@ impl Client {
         self.get(&format!("/v1/environments/{env}/topology"))
     }
 
+    /// The topology once more than `after` changes were declared, or after `wait`.
+    pub fn watch_topology(&self, env: &str, after: u64, wait: Duration) -> Result<AppTopology> {
+        let q = crate::rest::TopologyQuery {
+            after: Some(after),
+            wait: Some(wait.as_secs_f64()),
+        };
+        self.get_query(&format!("/v1/environments/{env}/topology"), &q)
+    }
+
     /// What VADAPT would change in an adapted environment's overlay now.
     pub fn adapt_plan(&self, env: &str) -> Result<AdaptPlan> {
         self.get(&format!("/v1/environments/{env}/adapt"))

@@ -310,6 +310,18 @@ mod tests {
     }
 }
 
+/// `GET /v1/environments/{name}/topology`: with `after`, wait for a newer declaration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TopologyQuery {
+    /// Answer once more than this many changes were declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// How long to wait for that, seconds (0 to 60; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<f64>,
+}
+
 /// An environment's application topology as VTTIF infers it from the hosts' traffic
 /// reports (`GET /v1/environments/{name}/topology`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -20,6 +20,17 @@ struct Cli {
     /// File holding the bearer token clients must present.
     #[arg(long)]
     token_file: PathBuf,
+    /// VTTIF's smoothing window: the traffic matrix is aggregated over it, ms.
+    #[arg(long, default_value_t = 2000)]
+    vttif_smoothing_ms: u64,
+    /// VTTIF's detection threshold: the fraction of the busiest pair's traffic a pair
+    /// needs to be part of the topology, in (0, 1].
+    #[arg(long, default_value_t = 0.1)]
+    vttif_threshold: f64,
+    /// How long a new inferred topology must hold before VTTIF declares it, ms (at most
+    /// the window).
+    #[arg(long, default_value_t = 500)]
+    vttif_settle_ms: u64,
 }
 
 fn main() {
@@ -43,8 +54,17 @@ fn run(cli: Cli) -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let params = controller::vttif::Params {
+        smoothing_ms: cli.vttif_smoothing_ms,
+        threshold: cli.vttif_threshold,
+        settle_ms: cli.vttif_settle_ms,
+    };
+    // The check names the parameter as the struct does; say it as the flag.
+    params
+        .check()
+        .map_err(|e| anyhow::anyhow!("--vttif-{}", e.replacen('_', "-", 1)))?;
     let store = Arc::new(Store::open(&cli.state)?);
-    let api = api::Api::new(store, token)?;
+    let api = api::Api::new(store, token, params)?;
     api::run_auto(api.clone());
     let app = api::router(api);
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -761,19 +761,26 @@ fn list(c: &Client, out: Output, command: &Command) -> Result<()> {
             if !*watch {
                 return output::topology(out, &c.topology(env.as_str())?);
             }
-            // A new declaration is a new count of changes; a failed poll is said and
-            // retried, so a controller restart does not end the watch.
+            // The controller answers as soon as a change is declared past the last one
+            // shown; a failed call is said and retried, so a controller restart does not
+            // end the watch.
             let mut last = None;
             loop {
-                match c.topology(env.as_str()) {
+                let next = match last {
+                    None => c.topology(env.as_str()),
+                    Some(n) => c.watch_topology(env.as_str(), n, Duration::from_secs(25)),
+                };
+                match next {
                     Ok(t) if last != Some(t.changes) => {
                         last = Some(t.changes);
                         output::topology(out, &t)?;
                     }
                     Ok(_) => {}
-                    Err(e) => eprintln!("violinctl: {e:#}"),
+                    Err(e) => {
+                        eprintln!("violinctl: {e:#}");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
                 }
-                std::thread::sleep(std::time::Duration::from_millis(250));
             }
         }
         _ => unreachable!("changes are handled by run"),
