@@ -119,6 +119,9 @@ pub const PORT_PEER_REDIRECT: u32 = 32;
 /// The port's VM has an aggregate bound on what it sends to other hosts (its shaper is
 /// in VM_BOUNDS, at the port's slot).
 pub const PORT_VM_BOUNDED: u32 = 64;
+/// What the port's VM sends is not counted per VM pair (`count_vm_pairs = false`: no
+/// traffic matrix from this host; the benchmark's baseline for the counting's cost).
+pub const PORT_UNCOUNTED: u32 = 128;
 
 /// A directed VM pair of an environment (source MAC, destination MAC).
 #[repr(C)]

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use dataplane_common::{
     counters::{action_index, Counter, DropReason, Hook, PeerStats, PortStats, ACTION_FLOOD},
-    maps::PairKey,
+    maps::{PairKey, PortInfo, PORT_UNCOUNTED},
     packet::{is_multicast, EthHdr},
 };
 
@@ -93,14 +93,15 @@ pub(crate) fn tc_drop(ctx: &TcContext, slot: u32, reason: DropReason, len: usize
     Verdict::Act(TC_ACT_SHOT)
 }
 
-/// Counts a VM's unicast frame to another VM (the local traffic matrix VTTIF reads).
+/// Counts a VM's unicast frame to another VM (the local traffic matrix VTTIF reads),
+/// unless the port's counting is off.
 #[inline(always)]
-pub(crate) fn count_pair(vni: u32, eth: &EthHdr, len: usize) {
-    if is_multicast(&eth.dst) {
+pub(crate) fn count_pair(port: &PortInfo, eth: &EthHdr, len: usize) {
+    if is_multicast(&eth.dst) || port.flags & PORT_UNCOUNTED != 0 {
         return;
     }
     // By reference: passed by value, the key is copied to the stack for every call.
-    let key = &PairKey::new(vni, eth.src, eth.dst);
+    let key = &PairKey::new(port.vni, eth.src, eth.dst);
     if PAIR_TRAFFIC.get_ptr_mut(key).is_none() {
         let zero = &Counter::default();
         let _ = PAIR_TRAFFIC.insert(key, zero, 0);

@@ -57,7 +57,7 @@ fn port_skb(ctx: &TcContext) -> Verdict {
     if let Err(reason) = shape(ctx, &port, pair, !local, len) {
         return tc_drop(ctx, port.slot, reason, len);
     }
-    count_pair(port.vni, &eth, len);
+    count_pair(&port, &eth, len);
     if local {
         if let Some(s) = port_stats(dst.slot) {
             s.tx.add(len as u64);
@@ -95,7 +95,7 @@ fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &EthHdr, len: 
     if let Some(s) = port_stats(port.slot) {
         s.to_slow_path.add(len as u64);
     }
-    count_pair(port.vni, eth, len);
+    count_pair(port, eth, len);
     flood_ports(ctx, list, ifindex);
     if list.npeers == 0 {
         return Verdict::Flooded;

@@ -57,7 +57,7 @@ fn port_frame(ctx: &XdpContext) -> u32 {
         Ok(Next::Flood) => {
             // To the slow path, under storm control. (A bounded VM's bulk floods went to
             // TC, where its bound is charged; its small ones, ARP, stay here.)
-            count_pair(port.vni, &eth, len);
+            count_pair(&port, &eth, len);
             return to_slow_path(ctx, port.slot, port.xsk_base, port.queues, len);
         }
         Err(reason) => return drop_frame(ctx, port.slot, reason, len),
@@ -70,7 +70,7 @@ fn port_frame(ctx: &XdpContext) -> u32 {
     if let Err(reason) = admit(&port, pair, !local, len) {
         return drop_frame(ctx, port.slot, reason, len);
     }
-    count_pair(port.vni, &eth, len);
+    count_pair(&port, &eth, len);
     match dst.kind() {
         Some(FdbKind::Local) => redirect_to_port(ctx, port.slot, &dst, len),
         _ => encapsulate(ctx, &port, &dst, len),

@@ -22,6 +22,10 @@ pub struct Config {
     /// How frames from VM ports enter the datapath.
     #[serde(default)]
     pub port_mode: PortMode,
+    /// Count what each VM pair sends (the traffic matrix VTTIF infers the application's
+    /// topology from). Off, VTTIF sees nothing of this host's VMs.
+    #[serde(default = "yes")]
+    pub count_vm_pairs: bool,
     /// Address for the daemon's HTTP endpoint (`/metrics`, `/v1/stats`); none if unset.
     #[serde(default)]
     pub api_listen: Option<std::net::SocketAddr>,
@@ -42,6 +46,10 @@ pub struct Config {
     pub environments: Vec<Environment>,
     #[serde(default, rename = "peer")]
     pub peers: Vec<Peer>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `tc` (the default): TC programs on the VM ports, the underlay NIC and a flow-based

@@ -14,8 +14,8 @@ use dataplane_common::maps::{
     FdbEntry, FdbKey, FdbKind, FloodList, HostConfig, PairKey, PairState, PeerInfo, PortInfo,
     Shaper, StormBucket, VniInfo, FLOOD_PEERS, FLOOD_PORTS, MAX_PAIR_CLASS, MAX_PEERS,
     MAX_QUEUES_PER_IF, MAX_SLOTS, PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC,
-    PORT_LIMITED, PORT_PEER_REDIRECT, PORT_RESTRICTED, PORT_ROUTED, PORT_VM_BOUNDED, ROUTE_ANY,
-    UNDERLAY_SLOT, VM_CLASS_BASE, VM_LEAF_BASE, VNI_HUB, VNI_ROUTED,
+    PORT_LIMITED, PORT_PEER_REDIRECT, PORT_RESTRICTED, PORT_ROUTED, PORT_UNCOUNTED,
+    PORT_VM_BOUNDED, ROUTE_ANY, UNDERLAY_SLOT, VM_CLASS_BASE, VM_LEAF_BASE, VNI_HUB, VNI_ROUTED,
 };
 use dataplane_common::rules::{best, MacMatch};
 use dataplane_common::ENCAP_OVERHEAD;
@@ -57,6 +57,8 @@ pub struct Topology {
     pub ports: Vec<Port>,
     pub peers: Vec<Peer>,
     pub debug: bool,
+    /// Whether the ports count what each VM pair sends.
+    pub count_pairs: bool,
     /// Per-port policy flags and identity, by port name.
     pub port_policies: BTreeMap<String, PortPolicy>,
     /// VM pair policies (directed), bucket state not included.
@@ -488,6 +490,7 @@ impl Topology {
             ports,
             peers,
             debug: config.debug_datapath,
+            count_pairs: config.count_vm_pairs,
             port_policies,
             pairs,
             routes,
@@ -706,7 +709,8 @@ impl Topology {
                     PORT_PEER_REDIRECT
                 } else {
                     0
-                },
+                }
+                | if self.count_pairs { 0 } else { PORT_UNCOUNTED },
             mac: policy.mac,
             _pad: [0; 2],
             ip: policy.ip,
@@ -950,6 +954,7 @@ mod tests {
             ports: vec![],
             peers,
             debug: false,
+            count_pairs: true,
             port_policies: BTreeMap::new(),
             pairs: BTreeMap::new(),
             routes: BTreeMap::new(),

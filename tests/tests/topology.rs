@@ -85,3 +85,22 @@ fn the_application_topology_is_inferred_and_followed() {
     assert!(text.contains("FROM \\ TO"), "{text}");
     lab.down().unwrap();
 }
+
+/// `count_vm_pairs = false` switches the per-pair counting off on a host (the baseline of
+/// the counting's cost in `cargo xtask bench adapt`): its VMs' pairs are no longer counted,
+/// the other host's still are.
+#[test]
+fn pair_counting_can_be_switched_off() {
+    let lab = lab("uc", |_| {});
+    let (a, b) = (lab.vm(0, 0, 0).clone(), lab.vm(1, 0, 0).clone());
+    let config =
+        lab.config_for(0)
+            .replacen("\nport_mode", "\ncount_vm_pairs = false\nport_mode", 1);
+    assert!(config.contains("count_vm_pairs = false"), "{config}");
+    lab.reload(0, &config).unwrap();
+    wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
+    let pairs = |i: usize| lab.stats(i).unwrap()["pairs"].as_array().unwrap().len();
+    assert_eq!(pairs(0), 0, "host 0 counted with counting off");
+    assert!(pairs(1) > 0, "host 1 counted nothing");
+    lab.down().unwrap();
+}
