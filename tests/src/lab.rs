@@ -97,6 +97,56 @@ pub struct LabSpec {
     /// QEMU guests of environment 0 run violin-nemo's rounds back to back, one rank each
     /// (in VM order), listening on port [`NEMO_PORT`]; rank 0 reports on its console.
     pub nemo: Option<NemoRounds>,
+    /// Hosts in domains joined by shaped wide-area links (None: one switch for all).
+    pub domains: Option<Domains>,
+}
+
+/// The lab's hosts split into `count` domains (contiguous blocks in host order), each on
+/// a switch of its own whose uplink to the core switch (where the controller is) is
+/// shaped both ways: what crosses domains goes through two uplinks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Domains {
+    pub count: usize,
+    /// Each uplink's rate, each way.
+    pub rate_mbit: u32,
+    /// One-way delay added on each uplink (netem), ms.
+    pub delay_ms: f64,
+    /// Loss on each uplink (netem), percent.
+    pub loss_pct: f64,
+}
+
+impl Domains {
+    /// The uplink's qdisc (a `tc qdisc replace ... root` tail): netem when delay or loss
+    /// is asked for, else a token bucket.
+    fn qdisc(&self) -> Vec<String> {
+        let rate = format!("{}mbit", self.rate_mbit);
+        if self.delay_ms > 0.0 || self.loss_pct > 0.0 {
+            let mut q = vec!["netem".to_string(), "rate".into(), rate];
+            if self.delay_ms > 0.0 {
+                q.extend(["delay".into(), format!("{}ms", self.delay_ms)]);
+            }
+            if self.loss_pct > 0.0 {
+                q.extend(["loss".into(), format!("{}%", self.loss_pct)]);
+            }
+            // Room for what the rate holds back: a second of it, in 1500-byte frames.
+            let limit = (self.rate_mbit as usize * 1_000_000 / 8 / 1500).max(1000);
+            q.extend(["limit".into(), limit.to_string()]);
+            return q;
+        }
+        // A burst of at least one jumbo frame; 50 ms of queue.
+        let burst = (self.rate_mbit as usize * 1000 / 8).max(10_000);
+        [
+            "tbf",
+            "rate",
+            &rate,
+            "burst",
+            &burst.to_string(),
+            "latency",
+            "50ms",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
 }
 
 /// One violin-nemo round: iterations, halo bytes, stencil sweeps per iteration.
@@ -129,6 +179,7 @@ impl LabSpec {
             probes: false,
             probe_interval_ms: None,
             nemo: None,
+            domains: None,
         }
     }
 
@@ -164,6 +215,23 @@ impl LabSpec {
         }
         if !(1280..=9000).contains(&self.mtu) {
             bail!("--mtu: {} must be between 1280 and 9000", self.mtu);
+        }
+        if let Some(d) = &self.domains {
+            if d.count < 2 || d.count > total {
+                bail!(
+                    "--domains: {} must be between 2 and the hosts ({total})",
+                    d.count
+                );
+            }
+            if !(1..=100_000).contains(&d.rate_mbit) {
+                bail!("--wan-mbit: {} must be between 1 and 100000", d.rate_mbit);
+            }
+            if !(0.0..=10_000.0).contains(&d.delay_ms) {
+                bail!("--wan-delay-ms: {} must be between 0 and 10000", d.delay_ms);
+            }
+            if !(0.0..=100.0).contains(&d.loss_pct) {
+                bail!("--wan-loss-pct: {} must be between 0 and 100", d.loss_pct);
+            }
         }
         if !self.violind.exists() {
             bail!(
@@ -314,6 +382,9 @@ impl Lab {
             &["link", "set", "br0", "mtu", &s.mtu.to_string(), "up"],
         )?;
         let total = s.hosts + s.linux_vxlan_hosts + s.bare_hosts + s.violin_xdp_hosts;
+        if let Some(d) = &s.domains {
+            self.make_domains(d, quiet)?;
+        }
         for i in 0..total {
             let kind = if i < s.hosts {
                 HostKind::Violin
@@ -396,6 +467,71 @@ impl Lab {
         Ok(())
     }
 
+    /// The domain of host `i` (0 without domains).
+    pub fn domain_of(&self, i: usize) -> usize {
+        let total = self.spec.hosts
+            + self.spec.linux_vxlan_hosts
+            + self.spec.bare_hosts
+            + self.spec.violin_xdp_hosts;
+        self.spec.domains.map_or(0, |d| i * d.count / total)
+    }
+
+    /// The bridge host `i`'s underlay port joins: its domain's, or the core `br0`.
+    fn switch_of(&self, i: usize) -> String {
+        match self.spec.domains {
+            Some(_) => format!("dom{}", self.domain_of(i)),
+            None => "br0".into(),
+        }
+    }
+
+    /// A switch per domain (`domN`), joined to the core `br0` by a veth pair (`upN` on the
+    /// domain's side, `wanN` on the core's) whose two ends are shaped: the domain's
+    /// wide-area uplink.
+    fn make_domains(&self, d: &Domains, quiet: bool) -> Result<()> {
+        let sw = switch_ns(&self.spec.name);
+        let mtu = self.spec.mtu.to_string();
+        for k in 0..d.count {
+            let (bridge, up, wan) = (format!("dom{k}"), format!("up{k}"), format!("wan{k}"));
+            step(
+                quiet,
+                &format!(
+                    "domain {k}: switch {bridge}, uplink {} Mbit/s, {} ms, {}% loss",
+                    d.rate_mbit, d.delay_ms, d.loss_pct
+                ),
+            );
+            ns_run(&sw, "ip", &["link", "add", &bridge, "type", "bridge"])?;
+            ns_run(&sw, "ip", &["link", "set", &bridge, "mtu", &mtu, "up"])?;
+            ns_run(
+                &sw,
+                "ip",
+                &[
+                    "link", "add", &up, "mtu", &mtu, "type", "veth", "peer", "name", &wan,
+                ],
+            )?;
+            ns_run(&sw, "ip", &["link", "set", &up, "master", &bridge, "up"])?;
+            ns_run(&sw, "ip", &["link", "set", &wan, "master", "br0", "up"])?;
+            for dev in [&up, &wan] {
+                let mut args = vec!["qdisc", "replace", "dev", dev.as_str(), "root"];
+                let q = d.qdisc();
+                args.extend(q.iter().map(String::as_str));
+                let out = crate::sys::ns_output(&sw, "tc", &args)?;
+                if !out.status.success() {
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    if q[0] == "netem" && err.contains("unknown") {
+                        bail!(
+                            "--wan-delay-ms/--wan-loss-pct need the netem qdisc, which this \
+                             kernel lacks (CONFIG_NET_SCH_NETEM); --wan-mbit alone shapes \
+                             with a token bucket ({})",
+                            err.trim()
+                        );
+                    }
+                    bail!("shaping {dev}: tc {}: {}", args.join(" "), err.trim());
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn make_host(&self, h: &Host) -> Result<()> {
         let mtu = self.spec.mtu.to_string();
         ip(&["netns", "add", &h.ns])?;
@@ -421,7 +557,14 @@ impl Lab {
         ns_run(
             &sw,
             "ip",
-            &["link", "set", &h.bridge_port, "master", "br0", "up"],
+            &[
+                "link",
+                "set",
+                &h.bridge_port,
+                "master",
+                &self.switch_of(h.index),
+                "up",
+            ],
         )?;
         // NAPI on the bridge side, so XDP_REDIRECT into ul0 is delivered (TOOLCHAIN.md);
         // veth only honours it on an interface that is already up. Checksum offload off:
@@ -1001,6 +1144,20 @@ impl Lab {
             self.spec.mtu,
             self.spec.mtu - 50
         );
+        if let Some(d) = &self.spec.domains {
+            let _ = writeln!(
+                s,
+                "{} domains behind uplinks of {} Mbit/s, {} ms, {}% loss each way:",
+                d.count, d.rate_mbit, d.delay_ms, d.loss_pct
+            );
+            for k in 0..d.count {
+                let hosts: Vec<&str> = (0..self.hosts.len())
+                    .filter(|&i| self.domain_of(i) == k)
+                    .map(|i| self.hosts[i].ns.as_str())
+                    .collect();
+                let _ = writeln!(s, "  domain {k}: {}", hosts.join(" "));
+            }
+        }
         for v in &self.vms {
             let _ = writeln!(
                 s,

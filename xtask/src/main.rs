@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use violin_testbed::{
-    lab::{self, Lab, LabSpec, VmKind},
+    lab::{self, Domains, Lab, LabSpec, VmKind},
     traffic, violind_path, workspace_root,
 };
 
@@ -103,6 +103,19 @@ struct LabArgs {
     /// against their environment's guest on the second.
     #[arg(long)]
     probes: bool,
+    /// Split the hosts into this many domains (contiguous blocks), each on a switch of its
+    /// own behind a shaped wide-area uplink: local and wide-area clusters on one machine.
+    #[arg(long)]
+    domains: Option<usize>,
+    /// Each domain uplink's rate, each way.
+    #[arg(long, default_value_t = 1000, requires = "domains")]
+    wan_mbit: u32,
+    /// One-way delay on each uplink (needs the netem qdisc in the kernel).
+    #[arg(long, default_value_t = 0.0, requires = "domains")]
+    wan_delay_ms: f64,
+    /// Loss on each uplink, percent (needs the netem qdisc in the kernel).
+    #[arg(long, default_value_t = 0.0, requires = "domains")]
+    wan_loss_pct: f64,
 }
 
 #[derive(Subcommand)]
@@ -299,6 +312,12 @@ fn spec(a: &LabArgs) -> LabSpec {
         probes: a.probes,
         probe_interval_ms: None,
         nemo: None,
+        domains: a.domains.map(|count| Domains {
+            count,
+            rate_mbit: a.wan_mbit,
+            delay_ms: a.wan_delay_ms,
+            loss_pct: a.wan_loss_pct,
+        }),
     }
 }
 
