@@ -1,5 +1,6 @@
 //! violin-bench: Violin against the bare underlay and Linux VXLAN, side by side on one
 //! lab, every figure a ratio measured in the same run. Run it through `cargo xtask bench`.
+mod adapt;
 mod apply;
 mod bounds;
 mod cost;
@@ -37,7 +38,8 @@ use crate::{
 )]
 struct Cli {
     /// micro, hpl, nemo3d, apply (control plane), migrate (live migration of real
-    /// guests), bounds (traffic bounds: shaped TCP and UDP against the bound) or all; `report` re-renders reports and plots from the last results.json
+    /// guests), bounds (traffic bounds: shaped TCP and UDP against the bound), adapt
+    /// (VTTIF's counting cost, VNET's figure 11) or all; `report` re-renders reports and plots from the last results.json
     /// files, `summary` prints one table over them.
     #[arg(default_value = "all")]
     suite: String,
@@ -92,8 +94,10 @@ fn run(cli: Cli) -> Result<()> {
     }
     if cli.suite == "summary" || cli.suite == "report" {
         let mut runs = Vec::new();
-        for suite in ["micro", "hpl", "nemo3d", "apply", "migrate", "bounds"] {
-            if cli.suite == "summary" && matches!(suite, "apply" | "migrate" | "bounds") {
+        for suite in [
+            "micro", "hpl", "nemo3d", "apply", "migrate", "bounds", "adapt",
+        ] {
+            if cli.suite == "summary" && matches!(suite, "apply" | "migrate" | "bounds" | "adapt") {
                 // Not a comparison of paths: its own report says everything.
                 continue;
             }
@@ -117,10 +121,14 @@ fn run(cli: Cli) -> Result<()> {
     }
     plot::init_font()?;
     let suites: Vec<&str> = match cli.suite.as_str() {
-        "all" => vec!["micro", "hpl", "nemo3d", "apply", "migrate", "bounds"],
-        s @ ("micro" | "hpl" | "nemo3d" | "apply" | "migrate" | "bounds") => vec![s],
+        "all" => vec![
+            "micro", "hpl", "nemo3d", "apply", "migrate", "bounds", "adapt",
+        ],
+        s @ ("micro" | "hpl" | "nemo3d" | "apply" | "migrate" | "bounds" | "adapt") => vec![s],
         other => {
-            bail!("unknown suite {other:?}: use micro, hpl, nemo3d, apply, migrate, bounds or all")
+            bail!(
+                "unknown suite {other:?}: use micro, hpl, nemo3d, apply, migrate, bounds, adapt or all"
+            )
         }
     };
     for suite in suites {
@@ -131,6 +139,7 @@ fn run(cli: Cli) -> Result<()> {
             "nemo3d" => run_nemo(&cli)?,
             "hpl" => run_hpl(&cli)?,
             "bounds" => run_bounds(&cli)?,
+            "adapt" => run_adapt(&cli)?,
             other => unreachable!("suite {other}"),
         }
     }
@@ -583,6 +592,58 @@ fn run_bounds(cli: &Cli) -> Result<()> {
     )
 }
 
+fn run_adapt(cli: &Cli) -> Result<()> {
+    let reps = cli.reps.unwrap_or(if cli.quick { 1 } else { 3 });
+    let settings = adapt::Settings::new(cli.quick);
+    let started = now_utc();
+    let t0 = Instant::now();
+    eprintln!(
+        "==> adapt: {reps} repetitions: pair counting on/off in 2 Violin modes, then patterns \
+         all-to-all on {} VMs with {:?} fast-path links",
+        adapt::RANKS,
+        adapt::BUDGETS
+    );
+    let mut progress = Progress {
+        start: t0,
+        done: 0,
+        total: 2 + reps * adapt::figures_per_rep(),
+    };
+    let samples = adapt::run(violin_testbed::violind_path(), &settings, reps, |what| {
+        progress.step(what)
+    })?;
+    let mut run_settings = BTreeMap::new();
+    run_settings.insert("seconds per figure".into(), format!("{}", settings.secs));
+    run_settings.insert("iterations".into(), settings.iterations.to_string());
+    run_settings.insert(
+        "message".into(),
+        format!(
+            "{} bytes per rank pair per iteration",
+            settings.message_bytes
+        ),
+    );
+    run_settings.insert(
+        "compute".into(),
+        format!("{} ms per iteration", settings.compute_ms),
+    );
+    run_settings.insert(
+        "uplinks".into(),
+        format!(
+            "{} Mbit/s each way, every host its own domain",
+            adapt::WAN_MBIT
+        ),
+    );
+    finish(
+        cli,
+        "adapt",
+        started,
+        t0,
+        adapt::metrics(),
+        samples,
+        run_settings,
+        BTreeMap::new(),
+    )
+}
+
 fn run_hpl(cli: &Cli) -> Result<()> {
     let xhpl = violin_testbed::workspace_root().join("target/hpl/xhpl");
     if !xhpl.exists() {
@@ -807,6 +868,11 @@ fn rewrite(r: &Results, dir: &Path) -> Result<()> {
             r.write(dir)?;
             std::fs::write(dir.join("report.md"), bounds::markdown(r))?;
             bounds::plots(r, dir)
+        }
+        "adapt" => {
+            r.write(dir)?;
+            std::fs::write(dir.join("report.md"), adapt::markdown(r))?;
+            adapt::plots(r, dir)
         }
         other => bail!("unknown suite {other} in results"),
     }
