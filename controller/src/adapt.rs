@@ -16,9 +16,11 @@ use std::{
     time::Instant,
 };
 
-pub use violin_api::rest::{AdaptPlan, AdaptStep, Adaptation};
+use violin_api::rest::MeasuredPair;
+pub use violin_api::rest::{AdaptPlan, AdaptStep, Adaptation, VmMove};
 
 use crate::{
+    measure::Matrix,
     spec::{ordered, Spec, Target},
     vttif::Topology,
 };
@@ -195,6 +197,217 @@ pub fn carry_fast_paths(current: Option<&Spec>, next: &mut Spec) -> bool {
     !next.links.is_empty()
 }
 
+/// A mapping must beat the current one by this factor to be worth its migrations.
+pub const MAPPING_GAIN: f64 = 1.2;
+
+/// The unordered VM pairs of the inferred topology (by name), busiest first, with what
+/// they send both ways.
+fn vm_pairs(spec: &Spec, topo: &Topology) -> Vec<((String, String), f64)> {
+    let name: BTreeMap<[u8; 6], &String> =
+        spec.vms.iter().map(|(n, v)| (v.mac.octets(), n)).collect();
+    let mut pairs: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for (src, dst) in topo.edges.keys() {
+        if let (Some(a), Some(b)) = (name.get(src), name.get(dst)) {
+            let bps = topo.matrix.get(&(*src, *dst)).copied().unwrap_or(0.0);
+            *pairs.entry(ordered(a, b)).or_default() += bps;
+        }
+    }
+    let mut v: Vec<_> = pairs.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
+/// How well a mapping serves the topology: each VM pair's traffic times the throughput
+/// between its hosts (one host: twice the fastest measured path; unmeasured: nothing).
+fn score(
+    pairs: &[((String, String), f64)],
+    at: &BTreeMap<String, String>,
+    matrix: &[MeasuredPair],
+    fastest: f64,
+) -> f64 {
+    pairs
+        .iter()
+        .map(|((a, b), bps)| {
+            let (ha, hb) = (&at[a], &at[b]);
+            let t = if ha == hb {
+                2.0 * fastest
+            } else {
+                Matrix::throughput(matrix, ha, hb).unwrap_or(0.0)
+            };
+            bps * t
+        })
+        .sum()
+}
+
+/// VADAPT's greedy mapping of VMs onto hosts (the proposal's section 9.3.2): the VM pairs
+/// of the inferred topology, busiest first, each pair of VMs neither of which is placed
+/// yet onto the fastest measured pair of hosts neither of which has been given one (a VM
+/// stays where it is when the pair allows); then each VM left over next to its placed
+/// counterpart, on the host with the fastest path to it that has room (its own host
+/// counts as the fastest). Hosts hold at most `vms_per_host` VMs (default: the most any
+/// host runs now); VMs outside the topology stay. Returns the moves, and why (none when
+/// the new mapping would not serve the topology [`MAPPING_GAIN`] times better).
+pub fn map_vms(spec: &Spec, topo: &Topology, matrix: &[MeasuredPair]) -> (Vec<VmMove>, String) {
+    let Some(adapt) = &spec.adapt else {
+        return (Vec::new(), "not an adapted environment".into());
+    };
+    let pairs = vm_pairs(spec, topo);
+    if pairs.is_empty() {
+        return (Vec::new(), "no inferred topology to map".into());
+    }
+    let hosts: Vec<&String> = spec.hosts.keys().collect();
+    let mut paths: Vec<((String, String), f64)> = Vec::new();
+    for (i, a) in hosts.iter().enumerate() {
+        for b in &hosts[i + 1..] {
+            if let Some(t) = Matrix::throughput(matrix, a, b) {
+                paths.push((ordered(a, b), t));
+            }
+        }
+    }
+    if paths.is_empty() {
+        return (Vec::new(), "no host measurements yet".into());
+    }
+    paths.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let fastest = paths[0].1;
+    let now: BTreeMap<String, String> = spec
+        .vms
+        .iter()
+        .map(|(n, v)| (n.clone(), v.host.clone()))
+        .collect();
+    let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in spec.vms.values() {
+        *per_host.entry(v.host.as_str()).or_default() += 1;
+    }
+    let room = adapt
+        .vms_per_host
+        .unwrap_or_else(|| per_host.values().copied().max().unwrap_or(1));
+    let talking: BTreeSet<&String> = pairs.iter().flat_map(|((a, b), _)| [a, b]).collect();
+    let mut load: BTreeMap<String, usize> = BTreeMap::new();
+    for (n, h) in &now {
+        if !talking.contains(n) {
+            *load.entry(h.clone()).or_default() += 1;
+        }
+    }
+    let free = |load: &BTreeMap<String, usize>, h: &str| load.get(h).copied().unwrap_or(0) < room;
+    let mut at: BTreeMap<String, String> = BTreeMap::new();
+    let mut why: BTreeMap<String, String> = BTreeMap::new();
+    let mut given: BTreeSet<String> = BTreeSet::new();
+    let mbs = |b: f64| format!("{:.1} MB/s", b / 1e6);
+    for ((a, b), bps) in &pairs {
+        if at.contains_key(a) || at.contains_key(b) {
+            continue;
+        }
+        let Some(((x, y), t)) = paths.iter().find(|((x, y), _)| {
+            !given.contains(x) && !given.contains(y) && free(&load, x) && free(&load, y)
+        }) else {
+            continue;
+        };
+        let (ha, hb) = if now[b] == *x || now[a] == *y {
+            (y, x)
+        } else {
+            (x, y)
+        };
+        for (vm, h) in [(a, ha), (b, hb)] {
+            at.insert(vm.clone(), h.clone());
+            *load.entry(h.clone()).or_default() += 1;
+            given.insert(h.clone());
+            why.insert(
+                vm.clone(),
+                format!(
+                    "pair {a}<->{b} ({}) onto the fastest free hosts {x}-{y} ({})",
+                    mbs(*bps),
+                    mbs(*t)
+                ),
+            );
+        }
+    }
+    // Stragglers, until none can be placed (a counterpart may be one too).
+    loop {
+        let mut placed = false;
+        for ((a, b), _) in &pairs {
+            for (vm, other) in [(a, b), (b, a)] {
+                if at.contains_key(vm) {
+                    continue;
+                }
+                let Some(peer) = at.get(other).cloned() else {
+                    continue;
+                };
+                let best = hosts
+                    .iter()
+                    .filter(|h| free(&load, h))
+                    .map(|h| {
+                        let t = if **h == peer {
+                            f64::INFINITY
+                        } else {
+                            Matrix::throughput(matrix, h, &peer).unwrap_or(0.0)
+                        };
+                        (t, *h)
+                    })
+                    .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(a.1)));
+                if let Some((t, h)) = best {
+                    at.insert(vm.clone(), h.clone());
+                    *load.entry(h.clone()).or_default() += 1;
+                    let path = if t.is_infinite() {
+                        "the same host".to_string()
+                    } else {
+                        mbs(t)
+                    };
+                    why.insert(
+                        vm.clone(),
+                        format!("next to {other} on {peer}: {h} has the fastest path with room ({path})"),
+                    );
+                    placed = true;
+                }
+            }
+        }
+        if !placed {
+            break;
+        }
+    }
+    for vm in talking {
+        at.entry(vm.clone()).or_insert_with(|| now[vm].clone());
+    }
+    let full: BTreeMap<String, String> = now
+        .iter()
+        .map(|(n, h)| (n.clone(), at.get(n).unwrap_or(h).clone()))
+        .collect();
+    let (before, after) = (
+        score(&pairs, &now, matrix, fastest),
+        score(&pairs, &full, matrix, fastest),
+    );
+    let moves: Vec<VmMove> = full
+        .iter()
+        .filter(|(n, h)| now[*n] != **h)
+        .map(|(n, h)| VmMove {
+            vm: n.clone(),
+            from: now[n].clone(),
+            to: h.clone(),
+            reason: why.get(n).cloned().unwrap_or_default(),
+        })
+        .collect();
+    if moves.is_empty() {
+        return (Vec::new(), "the VMs are where the mapping puts them".into());
+    }
+    if after < before * MAPPING_GAIN {
+        return (
+            Vec::new(),
+            format!(
+                "the mapping would serve the topology {:.2}x as well, under the {MAPPING_GAIN}x worth migrating for",
+                if before > 0.0 { after / before } else { 1.0 }
+            ),
+        );
+    }
+    let gain = if before > 0.0 {
+        format!("{:.2}x", after / before)
+    } else {
+        "from nothing measured".into()
+    };
+    (
+        moves,
+        format!("the mapping serves the topology {gain} as well as the VMs' current hosts"),
+    )
+}
+
 /// The plan as the API shows it.
 pub fn describe(spec: &Spec, demands: &[Demand], steps: Vec<AdaptStep>) -> Option<AdaptPlan> {
     let a = spec.adapt.as_ref()?;
@@ -213,6 +426,8 @@ pub fn describe(spec: &Spec, demands: &[Demand], steps: Vec<AdaptStep>) -> Optio
             .map(|d| step("add", Some(d), &d.hosts, String::new()))
             .collect(),
         steps,
+        moves: Vec::new(),
+        mapping: String::new(),
     })
 }
 
@@ -467,6 +682,79 @@ mod tests {
         assert!(plain.links.is_empty());
     }
 
+    /// A measured matrix where h1-h2 is fast and every other pair slow.
+    fn matrix(fast: &[(&str, &str)]) -> Vec<MeasuredPair> {
+        let hosts = ["h1", "h2", "h3", "h4"];
+        let mut v = Vec::new();
+        for a in hosts {
+            for b in hosts {
+                if a != b {
+                    let quick = fast
+                        .iter()
+                        .any(|&(x, y)| (x, y) == (a, b) || (y, x) == (a, b));
+                    v.push(MeasuredPair {
+                        from: a.into(),
+                        to: b.into(),
+                        rtt_us: Some(100.0),
+                        bandwidth_bytes_per_second: Some(if quick { 100e6 } else { 1e6 }),
+                        passive_bytes_per_second: None,
+                        probes_lost: 0,
+                        age_seconds: 1.0,
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn the_busiest_pair_goes_onto_the_fastest_hosts() {
+        let s = star(None);
+        // b (h2) and d (h4) talk heavily; h1-h2 is the fast path: d moves to h1, b stays.
+        let t = topo(&[(2, 4, 1000.0), (4, 2, 1000.0)]);
+        let (moves, why) = map_vms(&s, &t, &matrix(&[("h1", "h2")]));
+        assert_eq!(moves.len(), 1, "{moves:?} {why}");
+        assert_eq!(
+            (
+                moves[0].vm.as_str(),
+                moves[0].from.as_str(),
+                moves[0].to.as_str()
+            ),
+            ("d", "h4", "h1")
+        );
+        assert!(moves[0].reason.contains("b<->d"), "{}", moves[0].reason);
+        assert!(why.contains("as well as"), "{why}");
+        // Already there: nothing to do.
+        let mut there = s.clone();
+        there.vms.get_mut("d").unwrap().host = "h1".into();
+        assert!(map_vms(&there, &t, &matrix(&[("h1", "h2")])).0.is_empty());
+        // No measurements, or no topology: no moves, and why.
+        assert_eq!(map_vms(&s, &t, &[]).1, "no host measurements yet");
+        assert_eq!(
+            map_vms(&s, &topo(&[]), &matrix(&[])).1,
+            "no inferred topology to map"
+        );
+        // Every path alike: no gain worth migrating for.
+        let (moves, why) = map_vms(&s, &t, &matrix(&[]));
+        assert!(
+            moves.is_empty() && why.contains("worth migrating"),
+            "{moves:?} {why}"
+        );
+    }
+
+    #[test]
+    fn stragglers_join_their_counterpart_where_there_is_room() {
+        // a-b heavy (mapped first onto h1-h2), then c talks to a: with room for two VMs a
+        // host, c joins a on its host.
+        let mut s = star(None);
+        s.adapt.as_mut().unwrap().vms_per_host = Some(2);
+        let t = topo(&[(1, 2, 1000.0), (3, 1, 500.0)]);
+        let (moves, _) = map_vms(&s, &t, &matrix(&[("h1", "h2")]));
+        let c = moves.iter().find(|m| m.vm == "c").expect("c moves");
+        assert_eq!(c.to, "h1", "{moves:?}");
+        assert!(c.reason.contains("next to a"), "{}", c.reason);
+    }
+
     #[test]
     fn the_log_keeps_ids_and_updates() {
         let a = Adapter::default();
@@ -477,6 +765,9 @@ mod tests {
             at_unix_ms: 0,
             steps: vec![],
             changes: vec![],
+            moves: vec![],
+            migrations: vec![],
+            refused: vec![],
             generation: None,
             reconfigure_ms: None,
             traffic_before: 0.0,

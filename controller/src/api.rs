@@ -17,10 +17,11 @@ use violin_api::{
     parse::from_json,
     rest::{
         AdaptPlan, Adaptation, AppTopology, Applied, Bound, BoundRequest, EnvDetail, EnvSummary,
-        ErrorBody, Filter, HostInfo, HostSync, LinkInfo, LinkRequest, LinkRole, Plan, Route,
-        RouteQuery, RuleInfo, RuleRequest, SyncQuery, SyncStatus, TopologyEdge, TopologyQuery,
+        ErrorBody, Filter, HostInfo, HostSync, LinkInfo, LinkRequest, LinkRole, MeasuredPair, Plan,
+        Route, RouteQuery, RuleInfo, RuleRequest, SyncQuery, SyncStatus, TopologyEdge,
+        TopologyQuery, VmMove,
     },
-    share::{Ack, Interface, Registered, Registration, TrafficReport},
+    share::{Ack, HostMeasurements, Interface, Registered, Registration, TrafficReport},
     vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport},
     FieldError, Name,
 };
@@ -28,6 +29,7 @@ use violin_api::{
 use crate::{
     adapt::{self, Adapter, HostPair},
     hub::{self, Hub},
+    measure,
     migrate::{Refusal, Supervisor},
     route,
     spec::{duplicate_rule, ordered, plan, Rule, Spec, SpecError, Target},
@@ -45,6 +47,7 @@ pub struct Api {
     pub migrations: Arc<Supervisor>,
     pub vttif: Arc<Inference>,
     pub adapter: Arc<Adapter>,
+    pub matrix: Arc<measure::Matrix>,
 }
 
 impl Api {
@@ -59,6 +62,7 @@ impl Api {
             migrations,
             vttif: Arc::new(Inference::new(vttif)),
             adapter: Arc::new(Adapter::default()),
+            matrix: Arc::new(measure::Matrix::default()),
         })
     }
 
@@ -1060,6 +1064,60 @@ fn topology_of(api: &Api, name: &str) -> Result<AppTopology, Reject> {
     })
 }
 
+/// What a host measured to the other hosts over the underlay (its row of the host
+/// matrix), replacing its previous row.
+#[utoipa::path(post, path = "/v1/hosts/{host}/measurements", tag = "hosts",
+    params(("host" = String, Path, description = "Host name")),
+    request_body = HostMeasurements,
+    responses((status = 200, description = "Taken"),
+              (status = 400, description = "Refused (field named)", body = ErrorBody)))]
+async fn report_measurements(
+    State(api): State<Api>,
+    Path(host): Path<String>,
+    body: Bytes,
+) -> Answer<serde_json::Value> {
+    let host = host_name(&host)?;
+    let m: HostMeasurements = from_json(&body)?;
+    api.matrix.record(host.as_str(), &m);
+    let names = host_names(&api)?;
+    let metrics = &api.hub.metrics;
+    for p in &m.peers {
+        let peer = names
+            .get(&p.address)
+            .cloned()
+            .unwrap_or_else(|| p.address.to_string());
+        let labels = [host.as_str(), peer.as_str()];
+        let set = |g: &prometheus::GaugeVec, v: Option<f64>| match v {
+            Some(v) => g.with_label_values(&labels).set(v),
+            None => {
+                let _ = g.remove_label_values(&labels);
+            }
+        };
+        set(&metrics.host_rtt, p.rtt_us.map(|us| us / 1e6));
+        set(&metrics.host_bandwidth, p.bandwidth_bytes_per_second);
+        set(&metrics.host_passive, p.passive_bytes_per_second);
+    }
+    Ok(Json(serde_json::json!({})))
+}
+
+/// Registered hosts by underlay address.
+fn host_names(api: &Api) -> Result<BTreeMap<std::net::Ipv4Addr, String>, Reject> {
+    Ok(api
+        .store
+        .hosts()?
+        .into_iter()
+        .filter_map(|(name, r)| Some((r?.address, name)))
+        .collect())
+}
+
+/// The host matrix: what each host last measured to each other (round trip, packet-train
+/// bandwidth, the passive estimate from its own traffic) and how old that is.
+#[utoipa::path(get, path = "/v1/measurements", tag = "hosts",
+    responses((status = 200, description = "The matrix", body = [MeasuredPair])))]
+async fn measurements(State(api): State<Api>) -> Answer<Vec<MeasuredPair>> {
+    Ok(Json(api.matrix.pairs(&host_names(&api)?)))
+}
+
 /// The stored spec of an adapted environment; the error says when it is not one.
 fn adapted(api: &Api, name: &str) -> Result<Spec, Reject> {
     let Some((_, spec)) = api.store.get(name)? else {
@@ -1087,13 +1145,16 @@ async fn get_adapt(State(api): State<Api>, Path(name): Path<String>) -> Answer<A
     let topo = api.vttif.topology(spec.vni.get()).0;
     let demands = adapt::demands(&spec, &topo);
     let steps = adapt::plan(&spec, &demands, &Default::default());
-    let plan = adapt::describe(&spec, &demands, steps).ok_or_else(|| reject("adapt", "gone"))?;
+    let mut plan =
+        adapt::describe(&spec, &demands, steps).ok_or_else(|| reject("adapt", "gone"))?;
+    (plan.moves, plan.mapping) = mapping(&api, &spec, &topo)?;
     Ok(Json(plan))
 }
 
-/// Adapts an environment's overlay to its inferred topology now (the plan of
-/// `GET .../adapt`); the answer is the adaptation, whose measured effect fills in once
-/// every host applied it (`GET /v1/adaptations`).
+/// Adapts an environment to its inferred topology now (the plan of `GET .../adapt`): its
+/// fast-path links, then the live migrations of VADAPT's mapping; the answer is the
+/// adaptation, whose measured effect fills in once every host applied it
+/// (`GET /v1/adaptations`; the migrations: `GET /v1/migrations`).
 #[utoipa::path(post, path = "/v1/environments/{name}/adapt", tag = "adaptation",
     params(("name" = String, Path, description = "Environment name")),
     responses((status = 200, description = "Made (no steps: the overlay fit already)", body = Adaptation),
@@ -1101,7 +1162,7 @@ async fn get_adapt(State(api): State<Api>, Path(name): Path<String>) -> Answer<A
               (status = 404, description = "No such environment", body = ErrorBody),
               (status = 409, description = "A migration in the environment is in flight", body = ErrorBody)))]
 async fn post_adapt(State(api): State<Api>, Path(name): Path<String>) -> Answer<Adaptation> {
-    adapt_now(&api, &name, "manual", &Default::default()).map(Json)
+    adapt_now(&api, &name, "manual", &Default::default(), true).map(Json)
 }
 
 /// The adaptations made (newest last), each with its steps, their reasons and its
@@ -1115,19 +1176,39 @@ async fn list_adaptations(
     Json(api.adapter.log(f.environment.as_deref()))
 }
 
+/// VADAPT's mapping of an environment's VMs onto hosts, from its inferred topology and the
+/// measured host matrix.
+fn mapping(
+    api: &Api,
+    spec: &Spec,
+    topo: &vttif::Topology,
+) -> Result<(Vec<VmMove>, String), Reject> {
+    let matrix = api.matrix.pairs(&host_names(api)?);
+    Ok(adapt::map_vms(spec, topo, &matrix))
+}
+
 /// Fits an adapted environment's fast-path links to its inferred topology, keeping the
-/// links in `held`; logs and records the adaptation, and measures its effect.
+/// links in `held`, and, with `migrate`, starts the live migrations VADAPT's mapping
+/// calls for (after the links: the spec is not changed while a migration is in flight;
+/// the next adaptation fits the links to the new places); logs and records the
+/// adaptation, and measures its effect.
 pub fn adapt_now(
     api: &Api,
     name: &str,
     trigger: &str,
     held: &std::collections::BTreeSet<HostPair>,
+    migrate: bool,
 ) -> Result<Adaptation, Reject> {
     let decided = std::time::SystemTime::now();
     let spec = adapted(api, name)?;
     let vni = spec.vni.get();
     let topo = api.vttif.topology(vni).0;
     let steps = adapt::plan(&spec, &adapt::demands(&spec, &topo), held);
+    let moves = if migrate {
+        mapping(api, &spec, &topo)?.0
+    } else {
+        Vec::new()
+    };
     let mut rec = Adaptation {
         id: 0,
         environment: name.to_string(),
@@ -1137,6 +1218,9 @@ pub fn adapt_now(
             .map_or(0, |d| d.as_millis() as u64),
         steps: steps.clone(),
         changes: Vec::new(),
+        moves: moves.clone(),
+        migrations: Vec::new(),
+        refused: Vec::new(),
         generation: None,
         reconfigure_ms: None,
         traffic_before: adapt::total(&topo),
@@ -1172,6 +1256,23 @@ pub fn adapt_now(
             reason = %s.reason,
             "adaptation"
         );
+    }
+    for m in &moves {
+        let req = violin_api::vm::MigrationRequest {
+            vm: Name::parse(&m.vm).ok(),
+            environment: Name::parse(name).ok(),
+            to: Name::parse(&m.to).into_iter().collect(),
+            bandwidth_mib_s: None,
+        };
+        tracing::info!(environment = name, trigger, vm = %m.vm, from = %m.from, to = %m.to, reason = %m.reason, "adaptation: migrate");
+        match api.migrations.start(req) {
+            Ok(started) => rec.migrations.extend(started.iter().map(|s| s.id)),
+            Err(r) => {
+                tracing::warn!(environment = name, vm = %m.vm, reason = %r.reason, "adaptation: migration refused");
+                rec.refused
+                    .push(format!("{} to {}: {}: {}", m.vm, m.to, r.field, r.reason));
+            }
+        }
     }
     let rec = api.adapter.record(rec);
     if let Some(generation) = rec.generation {
@@ -1235,16 +1336,26 @@ pub fn run_auto(api: Api) {
             let Some(a) = spec.adapt.as_ref().filter(|a| a.auto) else {
                 continue;
             };
+            // Its moves are under way: the next look sees them done.
+            if api
+                .store
+                .in_flight()
+                .iter()
+                .any(|m| m.environment == spec.name.as_str())
+            {
+                continue;
+            }
             let topo = api.vttif.topology(spec.vni.get()).0;
             let demands = adapt::demands(&spec, &topo);
             let now = std::time::Instant::now();
             let Some(held) = api.adapter.auto_held(&spec, &demands, a.hold_ms, now) else {
                 continue;
             };
-            if adapt::plan(&spec, &demands, &held).is_empty() {
+            let moves = a.migrate && mapping(&api, &spec, &topo).is_ok_and(|(m, _)| !m.is_empty());
+            if adapt::plan(&spec, &demands, &held).is_empty() && !moves {
                 continue;
             }
-            match adapt_now(&api, &spec.name, "auto", &held) {
+            match adapt_now(&api, &spec.name, "auto", &held, a.migrate) {
                 Ok(_) => api.adapter.auto_done(&spec.name, now),
                 Err(e) => {
                     tracing::debug!(environment = %spec.name, error = %e.body.error, "automatic adaptation waits")
@@ -1363,6 +1474,8 @@ pub fn router(api: Api) -> Router {
             get(get_adapt).post(post_adapt),
         )
         .route("/v1/adaptations", get(list_adaptations))
+        .route("/v1/hosts/{host}/measurements", post(report_measurements))
+        .route("/v1/measurements", get(measurements))
         .route("/v1/vms", get(vms))
         .route("/v1/migrations", post(start_migration).get(list_migrations))
         .route(

@@ -12,6 +12,7 @@
 pub mod adapt;
 pub mod api;
 pub mod hub;
+pub mod measure;
 pub mod metrics;
 pub mod migrate;
 pub mod route;

@@ -5,8 +5,8 @@
 //! follow Prometheus' conventions (see dataplane-user's metrics.rs); `host` is the host's
 //! name everywhere.
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -27,6 +27,9 @@ pub struct Metrics {
     pub topology_edges: IntGaugeVec,
     pub topology_changes: IntCounterVec,
     pub traffic_refused: IntCounterVec,
+    pub host_rtt: GaugeVec,
+    pub host_bandwidth: GaugeVec,
+    pub host_passive: GaugeVec,
     pub fast_paths: IntGaugeVec,
     pub adaptations: IntCounterVec,
     pub adapt_reconfigure: Histogram,
@@ -173,6 +176,21 @@ impl Metrics {
             &["host"],
         )
         .expect("metric");
+        let gauge = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &["host", "peer"]).expect("metric")
+        };
+        let host_rtt = gauge(
+            "violin_controller_host_rtt_seconds",
+            "Round trip a host measured to another over the underlay (the least of its last probes)",
+        );
+        let host_bandwidth = gauge(
+            "violin_controller_host_bandwidth_bytes_per_second",
+            "Available bandwidth a host measured to another with a packet train",
+        );
+        let host_passive = gauge(
+            "violin_controller_host_passive_bytes_per_second",
+            "The fastest a host's own traffic went to another over the last 30 s",
+        );
         let fast_paths = IntGaugeVec::new(
             Opts::new(
                 "violin_controller_fast_path_links",
@@ -200,6 +218,9 @@ impl Metrics {
             Box::new(topology_edges.clone()),
             Box::new(topology_changes.clone()),
             Box::new(traffic_refused.clone()),
+            Box::new(host_rtt.clone()),
+            Box::new(host_bandwidth.clone()),
+            Box::new(host_passive.clone()),
             Box::new(fast_paths.clone()),
             Box::new(adaptations.clone()),
             Box::new(adapt_reconfigure.clone()),
@@ -237,6 +258,9 @@ impl Metrics {
             topology_edges,
             topology_changes,
             traffic_refused,
+            host_rtt,
+            host_bandwidth,
+            host_passive,
             fast_paths,
             adaptations,
             adapt_reconfigure,

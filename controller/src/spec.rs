@@ -50,6 +50,10 @@ pub struct Adapt {
     /// The least time between automatic adaptations, and how long a fast-path link stays
     /// unused before automatic mode removes it, ms.
     pub hold_ms: u64,
+    /// VMs per host in VADAPT's mapping; None: the most any host runs now.
+    pub vms_per_host: Option<usize>,
+    /// Automatic mode migrates VMs too.
+    pub migrate: bool,
 }
 
 /// Automatic adaptation's hysteresis when the spec names none.
@@ -286,11 +290,20 @@ impl Spec {
                 format!("{hold_ms}: give 100 ms to an hour"),
             ));
         }
+        if a.vms_per_host == Some(0) {
+            return Err(err(
+                a.proxy.span(),
+                "adapt.vms_per_host".into(),
+                "give at least 1".into(),
+            ));
+        }
         Ok(Some(Adapt {
             proxy: proxy.to_string(),
             budget: a.links.map(|l| l as usize),
             auto: a.auto,
             hold_ms,
+            vms_per_host: a.vms_per_host.map(|n| n as usize),
+            migrate: a.migrate,
         }))
     }
 

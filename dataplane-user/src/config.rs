@@ -88,6 +88,21 @@ pub struct Controller {
     /// aggregates over 2 s and needs several reports per host in that window).
     #[serde(default = "default_traffic_report_ms")]
     pub traffic_report_ms: u32,
+    /// How often the other hosts are measured (round trip, available bandwidth) for
+    /// VADAPT's host matrix, in ms: 200 to 60000; 0 turns the measurement off.
+    #[serde(default = "default_measure_ms")]
+    pub measure_ms: u32,
+    /// The UDP port the measurement probes use on the underlay address.
+    #[serde(default = "default_measure_port")]
+    pub measure_port: u16,
+}
+
+fn default_measure_ms() -> u32 {
+    2000
+}
+
+fn default_measure_port() -> u16 {
+    4791
 }
 
 fn default_traffic_report_ms() -> u32 {
@@ -148,6 +163,23 @@ impl Config {
                 return Err(err(
                     "controller.traffic_report_ms",
                     format!("{} is outside 50..=500", c.traffic_report_ms),
+                )
+                .into());
+            }
+            if c.measure_ms != 0 && !(200..=60_000).contains(&c.measure_ms) {
+                return Err(err(
+                    "controller.measure_ms",
+                    format!("{} is outside 200..=60000 (0 turns it off)", c.measure_ms),
+                )
+                .into());
+            }
+            if c.measure_port == 0 || c.measure_port == 4789 {
+                return Err(err(
+                    "controller.measure_port",
+                    format!(
+                        "{}: give a free UDP port other than VXLAN's 4789",
+                        c.measure_port
+                    ),
                 )
                 .into());
             }
@@ -504,6 +536,11 @@ vnis = [100]
         assert!(e.contains("controller.url"), "{e}");
         let e = error_of(&format!("{controlled}traffic_report_ms = 10\n"));
         assert!(e.contains("controller.traffic_report_ms"), "{e}");
+        let e = error_of(&format!("{controlled}measure_ms = 10\n"));
+        assert!(e.contains("controller.measure_ms"), "{e}");
+        let e = error_of(&format!("{controlled}measure_port = 4789\n"));
+        assert!(e.contains("controller.measure_port"), "{e}");
+        assert!(Config::parse(&format!("{controlled}measure_ms = 0\n")).is_ok());
         let e = error_of(&format!(
             "{controlled}[[environment]]\nname = \"x\"\nvni = 5\n"
         ));

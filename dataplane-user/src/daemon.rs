@@ -404,6 +404,18 @@ impl Daemon {
                 "traffic reports to the controller are off"
             );
         }
+        if c.measure_ms > 0 {
+            let every = Duration::from_millis(u64::from(c.measure_ms));
+            let (local, port) = (self.config.underlay.address, c.measure_port);
+            if let Err(e) = crate::measure::start(follower.clone(), &self.paths, local, port, every)
+            {
+                // VADAPT maps VMs without this host's row; forwarding goes on.
+                warn!(
+                    error = format!("{e:#}"),
+                    "measurements of the other hosts are off"
+                );
+            }
+        }
         self.follower = Some(follower);
         Ok(())
     }

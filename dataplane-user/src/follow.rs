@@ -63,6 +63,21 @@ impl Follower {
     }
 
     /// Reports what the host's VMs sent each other since the last report (VTTIF).
+    /// The other hosts' underlay addresses, as the controller has them registered.
+    pub fn hosts(&self) -> Result<Vec<std::net::Ipv4Addr>> {
+        Ok(self
+            .client
+            .hosts()?
+            .into_iter()
+            .filter_map(|h| h.address?.parse().ok())
+            .collect())
+    }
+
+    pub fn report_measurements(&self, m: &violin_api::share::HostMeasurements) -> Result<()> {
+        self.client.report_measurements(&self.host, m)?;
+        Ok(())
+    }
+
     pub fn report_traffic(&self, report: &violin_api::share::TrafficReport) -> Result<()> {
         self.client.report_traffic(&self.host, report)?;
         Ok(())

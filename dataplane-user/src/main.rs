@@ -6,6 +6,7 @@ mod datapath;
 mod follow;
 mod host;
 mod libvirt;
+mod measure;
 mod metrics;
 mod netdev;
 mod netlink;

@@ -138,7 +138,8 @@ fn ports(maps: &Maps, underlay: &str) -> Result<Vec<PortRow>> {
     Ok(ports)
 }
 
-fn peers(maps: &Maps) -> Result<Vec<PeerRow>> {
+/// Each peer with its counters, by address.
+pub fn peers(maps: &Maps) -> Result<Vec<PeerRow>> {
     let mut peer_list: Vec<([u8; 4], maps::PeerInfo)> =
         maps.peers.iter().filter_map(|r| r.ok()).collect();
     peer_list.sort_by_key(|(a, _)| *a);

@@ -101,7 +101,8 @@ pub struct LabSpec {
     pub domains: Option<Domains>,
 }
 
-/// The lab's hosts split into `count` domains (contiguous blocks in host order), each on
+/// The lab's hosts split into `count` domains (round robin: host i is in domain i mod
+/// count, so the first hosts, whose VMs the probes pair, sit in different domains), each on
 /// a switch of its own whose uplink to the core switch (where the controller is) is
 /// shaped both ways: what crosses domains goes through two uplinks.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -469,11 +470,7 @@ impl Lab {
 
     /// The domain of host `i` (0 without domains).
     pub fn domain_of(&self, i: usize) -> usize {
-        let total = self.spec.hosts
-            + self.spec.linux_vxlan_hosts
-            + self.spec.bare_hosts
-            + self.spec.violin_xdp_hosts;
-        self.spec.domains.map_or(0, |d| i * d.count / total)
+        self.spec.domains.map_or(0, |d| i % d.count)
     }
 
     /// The bridge host `i`'s underlay port joins: its domain's, or the core `br0`.

@@ -170,3 +170,57 @@ fn adapt(tag: &str, xdp: bool) {
     wait_ping(&b.ns, &c.ip.to_string(), Duration::from_secs(10)).unwrap();
     lab.down().unwrap();
 }
+
+/// VADAPT's mapping in the lab: two talking VMs whose hosts sit in different domains
+/// (40 Mbit/s uplinks) are planned onto one domain's hosts, measured to be faster; namespace
+/// VMs cannot live-migrate, so `--apply` records the supervisor's refusal, by VM.
+#[test]
+fn the_mapping_puts_talking_vms_on_the_measured_fast_hosts() {
+    let lab = lab("am", |s| {
+        s.hosts = 4;
+        s.vms_per_host = 1;
+        s.controller = true;
+        s.domains = Some(violin_testbed::lab::Domains {
+            count: 2,
+            rate_mbit: 40,
+            delay_ms: 0.0,
+            loss_pct: 0.0,
+        });
+    });
+    let ids: Vec<String> = (0..4).map(|i| lab.hosts[i].host_id().to_string()).collect();
+    let adapt = format!("[adapt]\nproxy = {:?}\nvms_per_host = 2\n", ids[0]);
+    lab.apply_spec("blue", &lab.env_spec(0, "blue", 2310, &adapt))
+        .unwrap();
+    let (a, b) = (lab.vm(0, 0, 0).clone(), lab.vm(1, 0, 0).clone());
+    wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
+    let edges = [
+        (a.ns.clone(), b.ns.clone(), b.ip),
+        (b.ns.clone(), a.ns.clone(), a.ip),
+    ];
+    let traffic = UdpPattern::start(&edges, 9810, 300).unwrap();
+    let plan: AdaptPlan = until(Duration::from_secs(30), "a mapping with moves", || {
+        let p: AdaptPlan = lab.violinctl_as(&["adapt", "blue"]).unwrap();
+        (!p.moves.is_empty()).then_some(p)
+    });
+    assert_eq!(plan.moves.len(), 1, "{plan:?}");
+    let m = &plan.moves[0];
+    let host = |name: &str| ids.iter().position(|h| h == name).unwrap();
+    // The mover joins the other VM's domain; the other stays.
+    let (stays, moved_to) = match m.vm.as_str() {
+        v if v == violin_testbed::control::vm_name(&a) => (1, host(&m.to)),
+        _ => (0, host(&m.to)),
+    };
+    assert_eq!(lab.domain_of(stays), lab.domain_of(moved_to), "{plan:?}");
+    assert!(plan.mapping.contains("as well as"), "{}", plan.mapping);
+    let text = lab.violinctl(&["adapt", "blue"]).unwrap();
+    assert!(text.contains("MIGRATE"), "{text}");
+    let done: Vec<Adaptation> = lab.violinctl_as(&["adapt", "blue", "--apply"]).unwrap();
+    assert_eq!(done[0].moves.len(), 1, "{done:?}");
+    assert!(done[0].migrations.is_empty(), "{done:?}");
+    assert!(
+        done[0].refused.len() == 1 && done[0].refused[0].starts_with(&m.vm),
+        "{done:?}"
+    );
+    traffic.stop().unwrap();
+    lab.down().unwrap();
+}

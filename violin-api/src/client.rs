@@ -13,10 +13,10 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::{
     rest::{
         AdaptPlan, Adaptation, AppTopology, Applied, Bound, BoundRequest, DaemonLinks, DaemonRules,
-        EnvDetail, EnvSummary, ErrorBody, Filter, HostInfo, LinkInfo, LinkRequest, Plan, Route,
-        RouteQuery, RuleInfo, RuleRequest, SyncStatus,
+        EnvDetail, EnvSummary, ErrorBody, Filter, HostInfo, LinkInfo, LinkRequest, MeasuredPair,
+        Plan, Route, RouteQuery, RuleInfo, RuleRequest, SyncStatus,
     },
-    share::{Ack, Interface, Registered, Registration, SyncEvent, TrafficReport},
+    share::{Ack, HostMeasurements, Interface, Registered, Registration, SyncEvent, TrafficReport},
     vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport},
 };
 
@@ -286,6 +286,17 @@ impl Client {
             wait: Some(wait.as_secs_f64()),
         };
         self.get_query(&format!("/v1/environments/{env}/topology"), &q)
+    }
+
+    /// A host's measurements of the other hosts.
+    pub fn report_measurements(&self, host: &str, m: &HostMeasurements) -> Result<()> {
+        self.send::<serde_json::Value, _>("POST", &format!("/v1/hosts/{host}/measurements"), m)?;
+        Ok(())
+    }
+
+    /// The host matrix: what each host measured to each other.
+    pub fn measurements(&self) -> Result<Vec<MeasuredPair>> {
+        self.get("/v1/measurements")
     }
 
     /// What VADAPT would change in an adapted environment's overlay now.

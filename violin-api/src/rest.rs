@@ -382,6 +382,19 @@ pub struct AdaptPlan {
     pub demand: Vec<AdaptStep>,
     /// The changes, empty when the overlay fits the topology.
     pub steps: Vec<AdaptStep>,
+    /// VADAPT's greedy mapping of VMs onto hosts: the live migrations it calls for.
+    pub moves: Vec<VmMove>,
+    /// Why the mapping calls for these moves, or for none.
+    pub mapping: String,
+}
+
+/// A VM VADAPT's mapping puts on another host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VmMove {
+    pub vm: String,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
 }
 
 /// An adaptation VADAPT made, with its measured effect
@@ -396,6 +409,15 @@ pub struct Adaptation {
     pub steps: Vec<AdaptStep>,
     /// The spec changes it made; none when the overlay already fit.
     pub changes: Vec<String>,
+    /// The VMs it moved (or tried to): the mapping's migrations.
+    #[serde(default)]
+    pub moves: Vec<VmMove>,
+    /// The migrations it started (follow them with `violinctl migrations`).
+    #[serde(default)]
+    pub migrations: Vec<u64>,
+    /// Moves the migration supervisor refused, with its reason.
+    #[serde(default)]
+    pub refused: Vec<String>,
     /// The generation that carries it, when it changed anything.
     pub generation: Option<u64>,
     /// From the decision until every host of the environment forwarded by the new
@@ -405,4 +427,18 @@ pub struct Adaptation {
     pub traffic_before: f64,
     /// The same, one window after every host applied the change.
     pub traffic_after: Option<f64>,
+}
+
+/// One cell of the host matrix (`GET /v1/measurements`): what `from` measured to `to`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MeasuredPair {
+    pub from: String,
+    /// The host with that underlay address (the address itself when none is registered).
+    pub to: String,
+    pub rtt_us: Option<f64>,
+    pub bandwidth_bytes_per_second: Option<f64>,
+    pub passive_bytes_per_second: Option<f64>,
+    pub probes_lost: u32,
+    /// Seconds since `from` reported it.
+    pub age_seconds: f64,
 }

@@ -277,6 +277,34 @@ pub struct Ack {
     pub error: Option<String>,
 }
 
+/// What a host measured to each other host over the underlay
+/// (`POST /v1/hosts/{host}/measurements`): its row of VADAPT's host matrix.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostMeasurements {
+    pub peers: Vec<PeerMeasurement>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeerMeasurement {
+    /// The other host's underlay address.
+    #[schema(value_type = String)]
+    pub address: Ipv4Addr,
+    /// The smallest round trip of the last probes, microseconds; None when none came back.
+    #[serde(default)]
+    pub rtt_us: Option<f64>,
+    /// The packet train's rate, bytes/s: what the path carries.
+    #[serde(default)]
+    pub bandwidth_bytes_per_second: Option<f64>,
+    /// The fastest this host's own traffic went to it over the last 30 s, bytes/s.
+    #[serde(default)]
+    pub passive_bytes_per_second: Option<f64>,
+    /// Echo probes of the last round that did not come back.
+    #[serde(default)]
+    pub probes_lost: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,13 @@ pub struct AdaptTable {
     /// long a fast-path link must have been unused before it is removed.
     #[serde(default)]
     pub hold_ms: Option<u64>,
+    /// VMs a host may run under VADAPT's mapping; unset: the most any host runs now.
+    #[serde(default)]
+    pub vms_per_host: Option<u32>,
+    /// Automatic mode also live-migrates VMs to VADAPT's mapping (off: it only plans
+    /// the moves, which `violinctl adapt --apply` makes).
+    #[serde(default)]
+    pub migrate: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

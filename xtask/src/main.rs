@@ -103,7 +103,7 @@ struct LabArgs {
     /// against their environment's guest on the second.
     #[arg(long)]
     probes: bool,
-    /// Split the hosts into this many domains (contiguous blocks), each on a switch of its
+    /// Split the hosts into this many domains (round robin), each on a switch of its
     /// own behind a shaped wide-area uplink: local and wide-area clusters on one machine.
     #[arg(long)]
     domains: Option<usize>,

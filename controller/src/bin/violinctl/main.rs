@@ -144,6 +144,9 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// The host matrix: what each host's violind measured to each other host over the
+    /// underlay (round trip, packet-train bandwidth, passive estimate).
+    Measurements,
     /// VADAPT: fit an adapted environment's overlay (a star through its proxy) to the
     /// application's inferred topology with fast-path links. Without a flag, the plan.
     Adapt {
@@ -756,6 +759,7 @@ fn list(c: &Client, out: Output, command: &Command) -> Result<()> {
             output::route(out, &c.route(&q)?)
         }
         Command::Migrations => output::migrations(out, &c.migrations()?),
+        Command::Measurements => output::measurements(out, &c.measurements()?),
         Command::Vms => output::vms(out, &c.vms()?),
         Command::Topology { env, watch } => {
             if !*watch {

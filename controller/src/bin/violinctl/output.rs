@@ -5,8 +5,8 @@ use serde::Serialize;
 use violin_api::{
     output::yaml,
     rest::{
-        AdaptPlan, AdaptStep, Adaptation, AppTopology, EnvSummary, HostInfo, LinkInfo, Route,
-        RuleInfo,
+        AdaptPlan, AdaptStep, Adaptation, AppTopology, EnvSummary, HostInfo, LinkInfo,
+        MeasuredPair, Route, RuleInfo, VmMove,
     },
     share::Interface,
     vm::{Migration, VmInfo},
@@ -430,7 +430,25 @@ pub fn adapt_plan(out: Output, p: &AdaptPlan) -> Result<()> {
         } else {
             steps_table(&p.steps);
         }
+        println!("\nmapping: {}", p.mapping);
+        moves_table(&p.moves);
     })
+}
+
+fn moves_table(moves: &[VmMove]) {
+    if moves.is_empty() {
+        return;
+    }
+    let mut t = Table::new(&["MIGRATE", "FROM", "TO", "REASON"]);
+    for m in moves {
+        t.row(vec![
+            m.vm.clone(),
+            m.from.clone(),
+            m.to.clone(),
+            m.reason.clone(),
+        ]);
+    }
+    t.print();
 }
 
 pub fn adaptations(out: Output, list: &[Adaptation]) -> Result<()> {
@@ -456,6 +474,41 @@ pub fn adaptations(out: Output, list: &[Adaptation]) -> Result<()> {
             } else {
                 steps_table(&a.steps);
             }
+            moves_table(&a.moves);
+            if !a.migrations.is_empty() {
+                let ids: Vec<String> = a.migrations.iter().map(|i| i.to_string()).collect();
+                println!("  migrations started: {}", ids.join(", "));
+            }
+            for r in &a.refused {
+                println!("  migration refused: {r}");
+            }
         }
+    })
+}
+
+pub fn measurements(out: Output, m: &[MeasuredPair]) -> Result<()> {
+    show(out, &m, |m| {
+        let mut t = Table::new(&[
+            "FROM",
+            "TO",
+            "RTT MS",
+            "TRAIN MBIT/S",
+            "PASSIVE MBIT/S",
+            "LOST",
+            "AGE S",
+        ]);
+        let f = |x: Option<f64>, scale: f64| x.map_or("-".into(), |v| format!("{:.2}", v * scale));
+        for p in m.iter() {
+            t.row(vec![
+                p.from.clone(),
+                p.to.clone(),
+                f(p.rtt_us, 1e-3),
+                f(p.bandwidth_bytes_per_second, 8e-6),
+                f(p.passive_bytes_per_second, 8e-6),
+                p.probes_lost.to_string(),
+                format!("{:.1}", p.age_seconds),
+            ]);
+        }
+        t.print();
     })
 }

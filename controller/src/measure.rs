@@ -1,0 +1,100 @@
+//! The host matrix: what each host's violind measured to every other host over the
+//! underlay (round trip, packet-train bandwidth, and the passive estimate from its own
+//! traffic), as they last reported it. VADAPT maps VMs onto hosts with it.
+use std::{collections::BTreeMap, net::Ipv4Addr, sync::Mutex, time::Instant};
+
+pub use violin_api::rest::MeasuredPair;
+use violin_api::share::{HostMeasurements, PeerMeasurement};
+
+/// A report older than this is not used (a host that stopped reporting).
+pub const STALE_SECS: f64 = 30.0;
+
+#[derive(Default)]
+pub struct Matrix {
+    cells: Mutex<BTreeMap<(String, Ipv4Addr), (PeerMeasurement, Instant)>>,
+}
+
+impl Matrix {
+    /// Host `from`'s row, replacing its previous one.
+    pub fn record(&self, from: &str, m: &HostMeasurements) {
+        let now = Instant::now();
+        let mut cells = self.cells.lock().unwrap();
+        cells.retain(|(f, _), _| f != from);
+        for p in &m.peers {
+            cells.insert((from.to_string(), p.address), (p.clone(), now));
+        }
+    }
+
+    /// Every cell, with the other host named by `names` (underlay address to host).
+    pub fn pairs(&self, names: &BTreeMap<Ipv4Addr, String>) -> Vec<MeasuredPair> {
+        self.cells
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|((from, to), (m, at))| MeasuredPair {
+                from: from.clone(),
+                to: names.get(to).cloned().unwrap_or_else(|| to.to_string()),
+                rtt_us: m.rtt_us,
+                bandwidth_bytes_per_second: m.bandwidth_bytes_per_second,
+                passive_bytes_per_second: m.passive_bytes_per_second,
+                probes_lost: m.probes_lost,
+                age_seconds: at.elapsed().as_secs_f64(),
+            })
+            .collect()
+    }
+
+    /// The throughput estimate between two hosts by name, bytes/s: the better of what
+    /// each measured to the other, active or passive; None when neither has a fresh one.
+    pub fn throughput(pairs: &[MeasuredPair], a: &str, b: &str) -> Option<f64> {
+        pairs
+            .iter()
+            .filter(|p| p.age_seconds < STALE_SECS)
+            .filter(|p| (p.from == a && p.to == b) || (p.from == b && p.to == a))
+            .flat_map(|p| [p.bandwidth_bytes_per_second, p.passive_bytes_per_second])
+            .flatten()
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(addr: [u8; 4], bw: Option<f64>, passive: Option<f64>) -> PeerMeasurement {
+        PeerMeasurement {
+            address: Ipv4Addr::from(addr),
+            rtt_us: Some(100.0),
+            bandwidth_bytes_per_second: bw,
+            passive_bytes_per_second: passive,
+            probes_lost: 0,
+        }
+    }
+
+    #[test]
+    fn rows_replace_and_throughput_takes_the_best_of_both_ends() {
+        let m = Matrix::default();
+        let names = BTreeMap::from([
+            (Ipv4Addr::new(10, 0, 0, 1), "h1".to_string()),
+            (Ipv4Addr::new(10, 0, 0, 2), "h2".to_string()),
+        ]);
+        m.record(
+            "h1",
+            &HostMeasurements {
+                peers: vec![cell([10, 0, 0, 2], Some(5e6), None)],
+            },
+        );
+        m.record(
+            "h2",
+            &HostMeasurements {
+                peers: vec![cell([10, 0, 0, 1], Some(4e6), Some(7e6))],
+            },
+        );
+        let pairs = m.pairs(&names);
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(Matrix::throughput(&pairs, "h1", "h2"), Some(7e6));
+        assert_eq!(Matrix::throughput(&pairs, "h1", "h9"), None);
+        // A new row replaces the old one whole.
+        m.record("h1", &HostMeasurements { peers: vec![] });
+        assert_eq!(m.pairs(&names).len(), 1);
+    }
+}
