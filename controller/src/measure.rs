@@ -43,16 +43,23 @@ impl Matrix {
             .collect()
     }
 
-    /// The throughput estimate between two hosts by name, bytes/s: the better of what
-    /// each measured to the other, active or passive; None when neither has a fresh one.
+    /// The throughput estimate between two hosts by name, bytes/s: each direction's best
+    /// fresh figure (active or passive), and of the two directions the slower, as a path
+    /// is only as fast as its slower way (and one noisy train does not make it fast);
+    /// one direction alone when only it is measured.
     pub fn throughput(pairs: &[MeasuredPair], a: &str, b: &str) -> Option<f64> {
-        pairs
-            .iter()
-            .filter(|p| p.age_seconds < STALE_SECS)
-            .filter(|p| (p.from == a && p.to == b) || (p.from == b && p.to == a))
-            .flat_map(|p| [p.bandwidth_bytes_per_second, p.passive_bytes_per_second])
-            .flatten()
-            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+        let way = |from: &str, to: &str| {
+            pairs
+                .iter()
+                .filter(|p| p.age_seconds < STALE_SECS && p.from == from && p.to == to)
+                .flat_map(|p| [p.bandwidth_bytes_per_second, p.passive_bytes_per_second])
+                .flatten()
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+        };
+        match (way(a, b), way(b, a)) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        }
     }
 }
 
@@ -91,7 +98,8 @@ mod tests {
         );
         let pairs = m.pairs(&names);
         assert_eq!(pairs.len(), 2);
-        assert_eq!(Matrix::throughput(&pairs, "h1", "h2"), Some(7e6));
+        // h1 -> h2 5e6; h2 -> h1 7e6 (passive): the slower way.
+        assert_eq!(Matrix::throughput(&pairs, "h1", "h2"), Some(5e6));
         assert_eq!(Matrix::throughput(&pairs, "h1", "h9"), None);
         // A new row replaces the old one whole.
         m.record("h1", &HostMeasurements { peers: vec![] });

@@ -5,9 +5,10 @@
 //!
 //! Probes are UDP between the hosts' underlay addresses (`[controller] measure_port`,
 //! 4791), outside any environment. Every `measure_ms` (2 s), to each host: 3 echo
-//! requests (the round trip: their minimum) and a train of `TRAIN` back-to-back datagrams
+//! requests (the round trip: their minimum) and a train of `TRAIN_LEN` back-to-back datagrams
 //! of `TRAIN_BYTES`; the receiver times the train's dispersion and answers with the rate
-//! it saw (bytes after the first over the time from first to last), the classic
+//! it saw (bytes after the first over the time from first to last; the median of the last
+//! five is reported), the classic
 //! packet-train estimate of what the path carries. Its cost: about 46 KB per host pair
 //! and interval (185 kbit/s at 2 s). Passive: the fastest this host sent a peer over the
 //! last 30 s (its datapath's per-peer counter over each interval), a lower bound of the
@@ -99,12 +100,25 @@ impl Arrival {
     }
 }
 
+/// Train results kept per host: the report gives their median, as one train's dispersion
+/// on a busy host is noisy.
+const TRAINS_KEPT: usize = 5;
+
 /// What is known of one other host.
 #[derive(Clone, Debug, Default)]
 struct Target {
     rtts: Vec<f64>,
     sent: u32,
-    bandwidth: Option<f64>,
+    trains: VecDeque<f64>,
+}
+
+impl Target {
+    /// The median of the recent train rates.
+    fn bandwidth(&self) -> Option<f64> {
+        let mut v: Vec<f64> = self.trains.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    }
 }
 
 /// The passive estimate: what this host sent each peer, interval by interval.
@@ -255,7 +269,7 @@ impl Prober {
                 PeerMeasurement {
                     address: a,
                     rtt_us: rtt,
-                    bandwidth_bytes_per_second: t.bandwidth,
+                    bandwidth_bytes_per_second: t.bandwidth(),
                     passive_bytes_per_second: self.passive.peak(a),
                     probes_lost: t.sent.saturating_sub(t.rtts.len() as u32),
                 }
@@ -346,7 +360,10 @@ impl Prober {
                 }
                 TRAIN_RESULT => {
                     if let Some(t) = self.targets.get_mut(&src) {
-                        t.bandwidth = Some(f64::from_bits(h.value));
+                        t.trains.push_back(f64::from_bits(h.value));
+                        if t.trains.len() > TRAINS_KEPT {
+                            t.trains.pop_front();
+                        }
                     }
                 }
                 _ => {}
@@ -427,6 +444,14 @@ mod tests {
         // Too few of its datagrams, or all at once: no estimate.
         assert_eq!(Arrival { count: 10, ..a }.rate(), None);
         assert_eq!(Arrival { last: t0, ..a }.rate(), None);
+    }
+
+    #[test]
+    fn the_bandwidth_is_the_median_of_the_recent_trains() {
+        let mut t = Target::default();
+        assert_eq!(t.bandwidth(), None);
+        t.trains.extend([5.0, 100.0, 6.0]);
+        assert_eq!(t.bandwidth(), Some(6.0));
     }
 
     #[test]
