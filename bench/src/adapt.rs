@@ -22,6 +22,7 @@ use violin_api::rest::{AdaptPlan, Adaptation, AppTopology, LinkInfo, LinkRole};
 use violin_testbed::{
     lab::{Domains, HostKind, Lab, LabSpec, Vm},
     patterns::{Run, Workload},
+    poll,
     traffic::wait_ping,
 };
 
@@ -171,6 +172,8 @@ pub fn run(
     spec.vms_per_host = 1;
     spec.mtu = MTU;
     spec.controller = true;
+    // The hosts' probes would share the shaped uplinks with the application.
+    spec.measure = false;
     spec.domains = Some(Domains {
         count: RANKS + 1,
         rate_mbit: WAN_MBIT,
@@ -231,12 +234,7 @@ fn counting(
             for j in 0..2 {
                 let on = (j + rep) % 2 == 0;
                 for &h in &hosts {
-                    let config = lab.config_for(h).replacen(
-                        "\nport_mode",
-                        &format!("\ncount_vm_pairs = {on}\nport_mode"),
-                        1,
-                    );
-                    lab.reload(h, &config)?;
+                    lab.reload(h, &lab.config_counting(h, on))?;
                 }
                 wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10))?;
                 let state = if on { "on" } else { "off" };
@@ -263,18 +261,9 @@ fn spec(lab: &Lab, budget: usize) -> String {
     lab.env_spec(0, "fig11", 2600, &adapt)
 }
 
-/// Polls until `f` gives Some, every 50 ms, for at most `within`.
-fn until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(t) = f()? {
-            return Ok(t);
-        }
-        if start.elapsed() > within {
-            bail!("{what} within {within:?}");
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+/// Polls `f` every 50 ms until it gives Some, for at most `within`.
+fn until<T>(within: Duration, what: &str, f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    poll::until(within, Duration::from_millis(50), what, f)
 }
 
 fn figure11(

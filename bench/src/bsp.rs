@@ -102,14 +102,28 @@ impl Topology {
     }
 }
 
-/// The mesh's width: the largest divisor of `n` not above its square root's ceiling, so
-/// 8 ranks make 2 x 4 and 9 make 3 x 3.
+/// The mesh's width: `n` over its number of rows, the largest divisor of `n` whose square
+/// is at most `n`; so 8 ranks make 2 rows of 4 and 9 make 3 of 3.
 fn mesh_columns(n: usize) -> usize {
     let rows = (1..=n)
         .rev()
         .find(|r| r * r <= n && n.is_multiple_of(*r))
         .unwrap_or(1);
     n / rows
+}
+
+/// Connects to `addr`, retrying for 30 s while the other rank starts.
+pub fn connect_retry(addr: std::net::SocketAddr) -> Result<TcpStream> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)) {
+            Ok(s) => return Ok(s),
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(e).with_context(|| format!("connect {addr}"))
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
 }
 
 /// One neighbour's connection and what this iteration moves over it.

@@ -292,9 +292,19 @@ pub fn map_vms(spec: &Spec, topo: &Topology, matrix: &[MeasuredPair]) -> (Vec<Vm
     let mut at: BTreeMap<String, String> = BTreeMap::new();
     let mut why: BTreeMap<String, String> = BTreeMap::new();
     let mut given: BTreeSet<String> = BTreeSet::new();
-    let mbs = |b: f64| format!("{:.1} MB/s", b / 1e6);
     for ((a, b), bps) in &pairs {
         if at.contains_key(a) || at.contains_key(b) {
+            continue;
+        }
+        // A pair on one host is served as well as it can be: it stays there.
+        if now[a] == now[b] && !given.contains(&now[a]) {
+            let h = now[a].clone();
+            for vm in [a, b] {
+                at.insert(vm.clone(), h.clone());
+                why.insert(vm.clone(), format!("pair {a}<->{b} shares {h}"));
+            }
+            *load.entry(h.clone()).or_default() += 2;
+            given.insert(h);
             continue;
         }
         let Some(((x, y), t)) = paths.iter().find(|((x, y), _)| {
@@ -328,8 +338,8 @@ pub fn map_vms(spec: &Spec, topo: &Topology, matrix: &[MeasuredPair]) -> (Vec<Vm
                 vm.clone(),
                 format!(
                     "pair {a}<->{b} ({}) onto the fastest free hosts {x}-{y} ({})",
-                    mbs(*bps),
-                    mbs(*t)
+                    rate(*bps),
+                    rate(*t)
                 ),
             );
         }
@@ -363,7 +373,7 @@ pub fn map_vms(spec: &Spec, topo: &Topology, matrix: &[MeasuredPair]) -> (Vec<Vm
                     let path = if t.is_infinite() {
                         "the same host".to_string()
                     } else {
-                        mbs(t)
+                        rate(t)
                     };
                     why.insert(
                         vm.clone(),
@@ -695,7 +705,7 @@ mod tests {
         assert!(plain.links.is_empty());
     }
 
-    /// A measured matrix where h1-h2 is fast and every other pair slow.
+    /// A measured matrix where the pairs in `fast` are fast and every other slow.
     fn matrix(fast: &[(&str, &str)]) -> Vec<MeasuredPair> {
         let hosts = ["h1", "h2", "h3", "h4"];
         let mut v = Vec::new();
@@ -761,6 +771,11 @@ mod tests {
             }
         }
         assert!(map_vms(&s, &t, &near).0.is_empty());
+        // A pair on one host stays together.
+        let mut together = s.clone();
+        together.vms.get_mut("d").unwrap().host = "h2".into();
+        let (moves, _) = map_vms(&together, &t, &matrix(&[("h1", "h3")]));
+        assert!(moves.is_empty(), "{moves:?}");
     }
 
     #[test]

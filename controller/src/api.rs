@@ -55,7 +55,7 @@ impl Api {
         let hub = Hub::new(store.generation()?);
         hub.metrics.registered.set(store.hosts()?.len() as i64);
         let migrations = Supervisor::new(store.clone(), hub.clone())?;
-        Ok(Api {
+        let api = Api {
             store,
             token: Arc::new(token),
             hub,
@@ -63,7 +63,11 @@ impl Api {
             vttif: Arc::new(Inference::new(vttif)),
             adapter: Arc::new(Adapter::default()),
             matrix: Arc::new(measure::Matrix::default()),
-        })
+        };
+        for spec in api.store.specs()? {
+            fast_path_metric(&api, &spec);
+        }
+        Ok(api)
     }
 
     fn bound(&self) -> Option<Duration> {
@@ -245,6 +249,7 @@ async fn plan_env(State(api): State<Api>, Path(name): Path<String>, body: Bytes)
               (status = 400, description = "The spec is invalid (line and field)", body = ErrorBody)))]
 async fn put_env(State(api): State<Api>, Path(name): Path<String>, body: Bytes) -> Answer<Applied> {
     let (mut spec, mut text) = parse_body(&name, &body)?;
+    let _edit = api.migrations.edit_lock();
     let cur = api.store.get(&name)?;
     if adapt::carry_fast_paths(cur.as_ref().map(|c| &c.1), &mut spec) {
         text = crate::spec::edit::edit(&text, &spec)
@@ -279,6 +284,7 @@ fn store_spec(api: &Api, spec: &Spec, text: &str, changes: Vec<String>) -> Answe
     match api.store.put(spec, text) {
         Ok(generation) => {
             api.hub.committed(generation);
+            fast_path_metric(api, spec);
             Ok(Json(Applied {
                 changes,
                 generation,
@@ -292,12 +298,25 @@ fn store_spec(api: &Api, spec: &Spec, text: &str, changes: Vec<String>) -> Answe
     }
 }
 
+/// The fast-path gauge of an adapted environment (gone with its `[adapt]`).
+fn fast_path_metric(api: &Api, spec: &Spec) {
+    let g = &api.hub.metrics.fast_paths;
+    let vni = spec.vni.to_string();
+    match spec.adapt {
+        Some(_) => g.with_label_values(&[&vni]).set(spec.links.len() as i64),
+        None => {
+            let _ = g.remove_label_values(&[&vni]);
+        }
+    }
+}
+
 /// Delete an environment.
 #[utoipa::path(delete, path = "/v1/environments/{name}", tag = "environments",
     params(("name" = String, Path, description = "Environment name")),
     responses((status = 200, description = "Deleted; wait for the generation", body = Applied),
               (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn delete_env(State(api): State<Api>, Path(name): Path<String>) -> Answer<Applied> {
+    let _edit = api.migrations.edit_lock();
     not_migrating(&api, &name)?;
     let vni = api.store.get(&name)?.map(|(_, spec)| spec.vni.get());
     match api.store.delete(&name)? {
@@ -334,6 +353,7 @@ fn modify(
     name: &str,
     change: impl FnOnce(&mut Spec) -> Result<(), Reject>,
 ) -> Answer<Applied> {
+    let _edit = api.migrations.edit_lock();
     let (text, cur) = match api.store.get(name)? {
         Some(stored) => stored,
         None => return Err(no_env(name)),
@@ -984,7 +1004,7 @@ fn topology_metrics(api: &Api, seen: &vttif::Seen) {
 /// An environment's application topology as VTTIF infers it from the hosts' traffic:
 /// the traffic matrix over the smoothing window, and the pairs above the detection
 /// threshold (relative to the busiest), declared once they held for the settle time.
-/// With `after=N`, it answers once more than N changes were declared (or `wait` passed):
+/// With `after=N`, it answers once the count of changes is no longer N (or `wait` passed):
 /// the changes as they are published.
 #[utoipa::path(get, path = "/v1/environments/{name}/topology", tag = "environments",
     params(("name" = String, Path, description = "Environment name"), TopologyQuery),
@@ -1007,7 +1027,8 @@ async fn get_topology(
         // Subscribed before looking, so a declaration in between still wakes us.
         declared.borrow_and_update();
         let t = topology_of(&api, &name)?;
-        if q.after.is_none_or(|a| t.changes > a) || tokio::time::Instant::now() >= deadline {
+        // A count past the current one is from before a restart or a re-creation: answer.
+        if q.after.is_none_or(|a| t.changes != a) || tokio::time::Instant::now() >= deadline {
             return Ok(Json(t));
         }
         // A topology is declared when a report or a look updates it: look again now and
@@ -1070,7 +1091,8 @@ fn topology_of(api: &Api, name: &str) -> Result<AppTopology, Reject> {
     params(("host" = String, Path, description = "Host name")),
     request_body = HostMeasurements,
     responses((status = 200, description = "Taken"),
-              (status = 400, description = "Refused (field named)", body = ErrorBody)))]
+              (status = 400, description = "Refused (field named)", body = ErrorBody),
+              (status = 404, description = "The host has not registered", body = ErrorBody)))]
 async fn report_measurements(
     State(api): State<Api>,
     Path(host): Path<String>,
@@ -1078,8 +1100,24 @@ async fn report_measurements(
 ) -> Answer<serde_json::Value> {
     let host = host_name(&host)?;
     let m: HostMeasurements = from_json(&body)?;
-    api.matrix.record(host.as_str(), &m);
     let names = host_names(&api)?;
+    if !names.values().any(|n| n == host.as_str()) {
+        return Err(Reject::not_found(format!("host {host} has not registered")));
+    }
+    for gone in api.matrix.record(host.as_str(), &m) {
+        let peer = names
+            .get(&gone)
+            .cloned()
+            .unwrap_or_else(|| gone.to_string());
+        let metrics = &api.hub.metrics;
+        for g in [
+            &metrics.host_rtt,
+            &metrics.host_bandwidth,
+            &metrics.host_passive,
+        ] {
+            let _ = g.remove_label_values(&[host.as_str(), peer.as_str()]);
+        }
+    }
     let metrics = &api.hub.metrics;
     for p in &m.peers {
         let peer = names
@@ -1160,7 +1198,7 @@ async fn get_adapt(State(api): State<Api>, Path(name): Path<String>) -> Answer<A
     responses((status = 200, description = "Made (no steps: the overlay fit already)", body = Adaptation),
               (status = 400, description = "Not an adapted environment", body = ErrorBody),
               (status = 404, description = "No such environment", body = ErrorBody),
-              (status = 409, description = "A migration in the environment is in flight", body = ErrorBody)))]
+              (status = 409, description = "Links to change while a migration in the environment is in flight (refused moves are in the answer's `refused`)", body = ErrorBody)))]
 async fn post_adapt(State(api): State<Api>, Path(name): Path<String>) -> Answer<Adaptation> {
     adapt_now(&api, &name, "manual", &Default::default(), true).map(Json)
 }
@@ -1226,11 +1264,9 @@ pub fn adapt_now(
         traffic_before: adapt::total(&topo),
         traffic_after: None,
     };
-    let mut links = spec.links.len();
     if !steps.is_empty() {
         let applied = modify(api, name, |s| {
             adapt::apply_steps(s, &steps);
-            links = s.links.len();
             Ok(())
         })?
         .0;
@@ -1242,11 +1278,6 @@ pub fn adapt_now(
             .with_label_values(&[&vni.to_string(), trigger])
             .inc();
     }
-    api.hub
-        .metrics
-        .fast_paths
-        .with_label_values(&[&vni.to_string()])
-        .set(links as i64);
     for s in &rec.steps {
         tracing::info!(
             environment = name,
@@ -1297,7 +1328,12 @@ fn measure(api: Api, spec: &Spec, id: u64, generation: u64, decided: std::time::
         .collect();
     let vni = spec.vni.get();
     std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // No host to wait for: no reconfiguration to time.
+        let deadline = if hosts.is_empty() {
+            std::time::Instant::now()
+        } else {
+            std::time::Instant::now() + Duration::from_secs(10)
+        };
         while std::time::Instant::now() < deadline {
             let live = api.hub.hosts();
             let at: Option<Vec<std::time::SystemTime>> = hosts
@@ -1315,7 +1351,7 @@ fn measure(api: Api, spec: &Spec, id: u64, generation: u64, decided: std::time::
                     .update(id, |a| a.reconfigure_ms = Some(took.as_secs_f64() * 1e3));
                 break;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(api.vttif.params().smoothing_ms));
         let after = adapt::total(&api.vttif.topology(vni).0);
@@ -1351,7 +1387,19 @@ pub fn run_auto(api: Api) {
             let Some(held) = api.adapter.auto_held(&spec, &demands, a.hold_ms, now) else {
                 continue;
             };
-            let moves = a.migrate && mapping(&api, &spec, &topo).is_ok_and(|(m, _)| !m.is_empty());
+            // Moves refused last time (e.g. VMs that are not libvirt domains) are not
+            // tried again until the mapping asks for others.
+            let refused_before = api
+                .adapter
+                .log(Some(spec.name.as_str()))
+                .into_iter()
+                .rev()
+                .find(|r| !r.moves.is_empty())
+                .filter(|r| !r.refused.is_empty())
+                .map(|r| r.moves);
+            let moves = a.migrate
+                && mapping(&api, &spec, &topo)
+                    .is_ok_and(|(m, _)| !m.is_empty() && refused_before.as_ref() != Some(&m));
             if adapt::plan(&spec, &demands, &held).is_empty() && !moves {
                 continue;
             }

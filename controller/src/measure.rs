@@ -15,14 +15,25 @@ pub struct Matrix {
 }
 
 impl Matrix {
-    /// Host `from`'s row, replacing its previous one.
-    pub fn record(&self, from: &str, m: &HostMeasurements) {
+    /// Host `from`'s row, replacing its previous one; returns the peers it no longer
+    /// names. Rows no host renewed for [`STALE_SECS`] go.
+    pub fn record(&self, from: &str, m: &HostMeasurements) -> Vec<Ipv4Addr> {
         let now = Instant::now();
         let mut cells = self.cells.lock().unwrap();
-        cells.retain(|(f, _), _| f != from);
+        let mut gone = Vec::new();
+        cells.retain(|(f, to), (_, at)| {
+            if f == from {
+                if !m.peers.iter().any(|p| p.address == *to) {
+                    gone.push(*to);
+                }
+                return false;
+            }
+            at.elapsed().as_secs_f64() < STALE_SECS
+        });
         for p in &m.peers {
             cells.insert((from.to_string(), p.address), (p.clone(), now));
         }
+        gone
     }
 
     /// Every cell, with the other host named by `names` (underlay address to host).
@@ -101,8 +112,9 @@ mod tests {
         // h1 -> h2 5e6; h2 -> h1 7e6 (passive): the slower way.
         assert_eq!(Matrix::throughput(&pairs, "h1", "h2"), Some(5e6));
         assert_eq!(Matrix::throughput(&pairs, "h1", "h9"), None);
-        // A new row replaces the old one whole.
-        m.record("h1", &HostMeasurements { peers: vec![] });
+        // A new row replaces the old one whole, and says which peers it dropped.
+        let gone = m.record("h1", &HostMeasurements { peers: vec![] });
+        assert_eq!(gone, [Ipv4Addr::new(10, 0, 0, 2)]);
         assert_eq!(m.pairs(&names).len(), 1);
     }
 }

@@ -88,7 +88,8 @@ pub struct Supervisor {
     /// The hosts' domains, as their last reports said.
     vms: Mutex<BTreeMap<String, Vec<violin_api::vm::VmStatus>>>,
     /// Serialises id allocation, the checks that no VM moves twice at once, and every
-    /// change this module makes to a stored spec (a switch, a followed move).
+    /// change made to a stored spec: this module's (a switch, a followed move) and the
+    /// API's (see [`Supervisor::edit_lock`]).
     edits: Mutex<()>,
 }
 
@@ -354,6 +355,13 @@ impl Supervisor {
         drop(live);
         self.hub.committed(g);
         Ok(())
+    }
+
+    /// Held by every read-modify-write of a stored spec, so that two writers (a request,
+    /// automatic adaptation, a migration's switch) never overwrite each other's change
+    /// or bring back an environment deleted in between.
+    pub fn edit_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.edits.lock().unwrap()
     }
 
     /// Checks a request and starts its migrations; they go on in threads of their own.

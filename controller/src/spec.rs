@@ -282,19 +282,32 @@ impl Spec {
                 format!("{proxy:?} is not a host of this spec"),
             ));
         }
-        let hold_ms = a.hold_ms.unwrap_or(DEFAULT_HOLD_MS);
-        if !(100..=3_600_000).contains(&hold_ms) {
+        let hold_ms = a.hold_ms.as_ref().map_or(DEFAULT_HOLD_MS, |h| *h.get_ref());
+        if let Some(h) = a
+            .hold_ms
+            .as_ref()
+            .filter(|_| !(100..=3_600_000).contains(&hold_ms))
+        {
             return Err(err(
-                a.proxy.span(),
+                h.span(),
                 "adapt.hold_ms".into(),
                 format!("{hold_ms}: give 100 ms to an hour"),
             ));
         }
-        if a.vms_per_host == Some(0) {
+        if let Some(v) = a.vms_per_host.as_ref().filter(|v| *v.get_ref() == 0) {
             return Err(err(
-                a.proxy.span(),
+                v.span(),
                 "adapt.vms_per_host".into(),
                 "give at least 1".into(),
+            ));
+        }
+        let migrate = a.migrate.as_ref().is_some_and(|m| *m.get_ref());
+        if let Some(m) = a.migrate.as_ref().filter(|_| migrate && !a.auto) {
+            return Err(err(
+                m.span(),
+                "adapt.migrate".into(),
+                "automatic mode's (auto = true); `violinctl adapt --apply` migrates without it"
+                    .into(),
             ));
         }
         Ok(Some(Adapt {
@@ -302,8 +315,8 @@ impl Spec {
             budget: a.links.map(|l| l as usize),
             auto: a.auto,
             hold_ms,
-            vms_per_host: a.vms_per_host.map(|n| n as usize),
-            migrate: a.migrate,
+            vms_per_host: a.vms_per_host.as_ref().map(|n| *n.get_ref() as usize),
+            migrate,
         }))
     }
 
@@ -643,12 +656,17 @@ impl fmt::Display for Change {
             Change::SetAdapt(_, None) => write!(f, "- adapt (the links listed are the overlay)"),
             Change::SetAdapt(old, Some(a)) => write!(
                 f,
-                "{} adapt: star through {}, {} fast-path links at most, {}",
+                "{} adapt: star through {}, {} fast-path links, {}",
                 if old.is_some() { "~" } else { "+" },
                 a.proxy,
-                a.budget.map_or("no limit on".into(), |b| b.to_string()),
+                a.budget
+                    .map_or("any number of".into(), |b| format!("at most {b}")),
                 if a.auto {
-                    format!("automatic (hold {} ms)", a.hold_ms)
+                    format!(
+                        "automatic (hold {} ms{})",
+                        a.hold_ms,
+                        if a.migrate { ", migrating" } else { "" }
+                    )
                 } else {
                     "on request".into()
                 }

@@ -62,7 +62,6 @@ impl Follower {
         Ok(())
     }
 
-    /// Reports what the host's VMs sent each other since the last report (VTTIF).
     /// The other hosts' underlay addresses, as the controller has them registered.
     pub fn hosts(&self) -> Result<Vec<std::net::Ipv4Addr>> {
         Ok(self
@@ -78,6 +77,7 @@ impl Follower {
         Ok(())
     }
 
+    /// Reports what the host's VMs sent each other since the last report (VTTIF).
     pub fn report_traffic(&self, report: &violin_api::share::TrafficReport) -> Result<()> {
         self.client.report_traffic(&self.host, report)?;
         Ok(())

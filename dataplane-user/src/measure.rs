@@ -17,6 +17,7 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    sync::{mpsc, Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
@@ -172,7 +173,7 @@ pub fn start(
     sock.set_read_timeout(Some(Duration::from_millis(20)))?;
     thread::Builder::new()
         .name("measure".into())
-        .spawn(move || Prober::new(sock, local, port).run(&follower, &maps, interval))
+        .spawn(move || Prober::new(sock, local, port).run(follower, &maps, interval))
         .context("starting the measurement thread")?;
     info!(
         port,
@@ -207,46 +208,35 @@ impl Prober {
         }
     }
 
-    fn run(mut self, follower: &Follower, maps: &Maps, interval: Duration) {
+    /// Probes and answers on this thread; the controller is talked to on another, so
+    /// that a slow call does not hold datagrams in the socket and bunch a train's
+    /// arrivals (which would read as a faster path).
+    fn run(mut self, follower: Follower, maps: &Maps, interval: Duration) {
+        let hosts: Arc<Mutex<Vec<Ipv4Addr>>> = Arc::default();
+        let (reports, queue) = mpsc::sync_channel::<HostMeasurements>(1);
+        let (known, local) = (hosts.clone(), self.local);
+        let spawned = thread::Builder::new()
+            .name("measure-report".into())
+            .spawn(move || report_loop(&follower, local, &known, &queue));
+        if let Err(e) = spawned {
+            warn!(error = %e, "measurements are not reported");
+        }
         let mut next = Instant::now();
-        let mut hosts: Vec<Ipv4Addr> = Vec::new();
-        let mut hosts_at: Option<Instant> = None;
-        let mut failing = false;
         loop {
             self.receive();
-            if Instant::now() < next {
+            let now = Instant::now();
+            if now < next {
                 continue;
             }
-            next += interval;
-            // The other hosts, as the controller knows them (every 10 s).
-            if hosts_at.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                match follower.hosts() {
-                    Ok(h) => {
-                        hosts = h.into_iter().filter(|a| *a != self.local).collect();
-                        hosts_at = Some(Instant::now());
-                    }
-                    Err(e) => debug!(error = format!("{e:#}"), "no host list"),
-                }
-            }
+            // After a stall, the next round is an interval from now, not a burst.
+            next = (next + interval).max(now);
+            let hosts = hosts.lock().unwrap().clone();
             let totals = peer_tx_bytes(maps);
-            self.passive.sample(Instant::now(), &totals);
+            self.passive.sample(now, &totals);
             let report = self.report(&hosts);
             if !report.peers.is_empty() {
-                match follower.report_measurements(&report) {
-                    Ok(()) if failing => {
-                        info!("measurements reach the controller again");
-                        failing = false;
-                    }
-                    Ok(()) => {}
-                    Err(e) if !failing => {
-                        warn!(
-                            error = format!("{e:#}"),
-                            "cannot report measurements to the controller"
-                        );
-                        failing = true;
-                    }
-                    Err(_) => {}
-                }
+                // A report still being sent: this one waits for the next round.
+                let _ = reports.try_send(report);
             }
             self.targets.retain(|a, _| hosts.contains(a));
             for &h in &hosts {
@@ -352,15 +342,21 @@ impl Prober {
                     if a.count > 0 {
                         a.bytes_after_first += n as u64;
                     }
-                    a.count += 1;
+                    a.count = a.count.saturating_add(1);
                     a.last = now;
-                    if h.index + 1 >= h.train_len {
+                    if u32::from(h.index) + 1 >= u32::from(h.train_len) {
                         self.finish_train(src, h.seq);
                     }
                 }
                 TRAIN_RESULT => {
-                    if let Some(t) = self.targets.get_mut(&src) {
-                        t.trains.push_back(f64::from_bits(h.value));
+                    let rate = f64::from_bits(h.value);
+                    // Only a rate a train can have: finite and positive.
+                    if let Some(t) = self
+                        .targets
+                        .get_mut(&src)
+                        .filter(|_| rate.is_finite() && rate > 0.0)
+                    {
+                        t.trains.push_back(rate);
                         if t.trains.len() > TRAINS_KEPT {
                             t.trains.pop_front();
                         }
@@ -394,6 +390,50 @@ impl Prober {
                 value: rate.to_bits(),
             };
             self.send(src, h, HEADER);
+        }
+    }
+}
+
+/// Sends the controller each round's row, and keeps the list of the other hosts (asked
+/// for every 10 s, and whenever the list is empty).
+fn report_loop(
+    follower: &Follower,
+    local: Ipv4Addr,
+    hosts: &Mutex<Vec<Ipv4Addr>>,
+    queue: &mpsc::Receiver<HostMeasurements>,
+) {
+    let mut asked: Option<Instant> = None;
+    let mut failing = false;
+    loop {
+        let stale = asked.is_none_or(|t| t.elapsed() > Duration::from_secs(10));
+        if stale || hosts.lock().unwrap().is_empty() {
+            match follower.hosts() {
+                Ok(h) => {
+                    *hosts.lock().unwrap() = h.into_iter().filter(|a| *a != local).collect();
+                    asked = Some(Instant::now());
+                }
+                Err(e) => debug!(error = format!("{e:#}"), "no host list"),
+            }
+        }
+        let report = match queue.recv_timeout(Duration::from_secs(1)) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        match follower.report_measurements(&report) {
+            Ok(()) if failing => {
+                info!("measurements reach the controller again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                warn!(
+                    error = format!("{e:#}"),
+                    "cannot report measurements to the controller"
+                );
+                failing = true;
+            }
+            Err(_) => {}
         }
     }
 }

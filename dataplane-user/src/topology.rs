@@ -476,11 +476,21 @@ impl Topology {
             }
         }
         let placements = placements(config, &ports, &peers, moves);
-        let hubs = config
+        let hubs: BTreeMap<u32, Ipv4Addr> = config
             .environments
             .iter()
             .filter_map(|e| Some((e.vni.get(), e.hub?)))
             .collect();
+        for (&vni, &hub) in &hubs {
+            let spokes = peers.iter().filter(|p| p.vnis.contains(&vni)).count();
+            if hub == config.underlay.address && spokes > FLOOD_PEERS {
+                warn!(
+                    vni,
+                    spokes,
+                    "this hub relays floods (ARP) to its first {FLOOD_PEERS} hosts only in TC mode"
+                );
+            }
+        }
         Ok(Topology {
             hubs,
             placements,

@@ -99,6 +99,9 @@ pub struct LabSpec {
     pub nemo: Option<NemoRounds>,
     /// Hosts in domains joined by shaped wide-area links (None: one switch for all).
     pub domains: Option<Domains>,
+    /// The daemons measure each other (with a controller; `measure_ms`): off for
+    /// benchmarks whose links the probes would share.
+    pub measure: bool,
 }
 
 /// The lab's hosts split into `count` domains (round robin: host i is in domain i mod
@@ -181,6 +184,7 @@ impl LabSpec {
             probe_interval_ms: None,
             nemo: None,
             domains: None,
+            measure: true,
         }
     }
 
@@ -910,6 +914,21 @@ impl Lab {
         format!("{}{}{}", &base[..end], extra, &base[end..])
     }
 
+    /// Host `i`'s configuration with the per-pair counting on or off (`count_vm_pairs`).
+    pub fn config_counting(&self, i: usize, on: bool) -> String {
+        let base = self.config_for(i);
+        let config = base.replacen(
+            "\nport_mode",
+            &format!("\ncount_vm_pairs = {on}\nport_mode"),
+            1,
+        );
+        assert_ne!(
+            config, base,
+            "no port_mode line to put count_vm_pairs before"
+        );
+        config
+    }
+
     /// The `violind` configuration of Violin host `i`.
     pub fn config_for(&self, i: usize) -> String {
         let h = &self.hosts[i];
@@ -944,6 +963,9 @@ impl Lab {
                 crate::control::controller_url(),
                 self.token_file()
             );
+            if !self.spec.measure {
+                s.push_str("measure_ms = 0\n");
+            }
             return s;
         }
         let mine = self.envs_on(i);

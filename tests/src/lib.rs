@@ -8,6 +8,7 @@ pub mod iperf;
 pub mod lab;
 pub mod libvirt;
 pub mod patterns;
+pub mod poll;
 pub mod sys;
 pub mod tap;
 pub mod traffic;

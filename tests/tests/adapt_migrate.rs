@@ -15,22 +15,19 @@ use violin_testbed::{
     e2e::lab,
     lab::{Domains, Lab, VmKind, BASE_VNI},
     libvirt::probe_report,
+    poll,
 };
 
+/// Polls `f` every 500 ms until it gives Some; after `within`, panics with `what` and the
+/// controller's and daemons' logs.
 fn until<T>(within: Duration, what: &str, lab: &Lab, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(
-            start.elapsed() < within,
-            "{what} within {within:?}\ncontroller log:\n{}\n{}",
+    poll::until(within, Duration::from_millis(500), what, || Ok(f())).unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\ncontroller log:\n{}\n{}",
             std::fs::read_to_string(lab.dir.join("controller.log")).unwrap_or_default(),
             lab.daemon_logs()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        )
+    })
 }
 
 #[test]
@@ -76,11 +73,12 @@ fn the_mapping_live_migrates_a_guest_next_to_its_peer() {
         },
     );
     assert_eq!(plan.moves.len(), 1, "{plan:?}");
-    let mv = plan.moves[0].clone();
     let pair = [vm_name(lab.vm(0, 0, 0)), vm_name(lab.vm(1, 0, 0))];
-    assert!(pair.contains(&mv.vm), "{mv:?} moves neither of {pair:?}");
     let done: Vec<Adaptation> = lab.violinctl_as(&["adapt", "env0", "--apply"]).unwrap();
     assert!(done[0].refused.is_empty(), "{done:?}");
+    assert_eq!(done[0].moves.len(), 1, "{plan:?} {done:?}");
+    let mv = done[0].moves[0].clone();
+    assert!(pair.contains(&mv.vm), "{mv:?} moves neither of {pair:?}");
     assert_eq!(done[0].migrations.len(), 1, "{done:?}");
     let id = done[0].migrations[0];
     let m: Migration = until(

@@ -93,11 +93,7 @@ fn the_application_topology_is_inferred_and_followed() {
 fn pair_counting_can_be_switched_off() {
     let lab = lab("uc", |_| {});
     let (a, b) = (lab.vm(0, 0, 0).clone(), lab.vm(1, 0, 0).clone());
-    let config =
-        lab.config_for(0)
-            .replacen("\nport_mode", "\ncount_vm_pairs = false\nport_mode", 1);
-    assert!(config.contains("count_vm_pairs = false"), "{config}");
-    lab.reload(0, &config).unwrap();
+    lab.reload(0, &lab.config_counting(0, false)).unwrap();
     wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
     let pairs = |i: usize| lab.stats(i).unwrap()["pairs"].as_array().unwrap().len();
     assert_eq!(pairs(0), 0, "host 0 counted with counting off");

@@ -50,14 +50,14 @@ pub struct AdaptTable {
     /// Automatic mode's hysteresis, ms: the least time between two adaptations, and how
     /// long a fast-path link must have been unused before it is removed.
     #[serde(default)]
-    pub hold_ms: Option<u64>,
+    pub hold_ms: Option<Spanned<u64>>,
     /// VMs a host may run under VADAPT's mapping; unset: the most any host runs now.
     #[serde(default)]
-    pub vms_per_host: Option<u32>,
+    pub vms_per_host: Option<Spanned<u32>>,
     /// Automatic mode also live-migrates VMs to VADAPT's mapping (off: it only plans
     /// the moves, which `violinctl adapt --apply` makes).
     #[serde(default)]
-    pub migrate: bool,
+    pub migrate: Option<Spanned<bool>>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -318,6 +318,7 @@ fn spec(a: &LabArgs) -> LabSpec {
             delay_ms: a.wan_delay_ms,
             loss_pct: a.wan_loss_pct,
         }),
+        measure: true,
     }
 }
 

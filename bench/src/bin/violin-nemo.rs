@@ -9,13 +9,13 @@
 //! neighbour. One process per rank, each started in its own namespace; rank 0 prints the
 //! wall time of the iterations as JSON.
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
-    time::{Duration, Instant},
+    net::{SocketAddr, TcpListener},
+    time::Instant,
 };
 
 use anyhow::{bail, Context, Result};
 use bench::{
-    bsp::{exchange, Link},
+    bsp::{connect_retry, exchange, Link},
     reports,
 };
 use clap::Parser;
@@ -39,19 +39,6 @@ struct Cli {
     /// Local slab size in f64 elements.
     #[arg(long, default_value_t = 65536)]
     slab: usize,
-}
-
-fn connect_retry(addr: SocketAddr) -> Result<TcpStream> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            Ok(s) => return Ok(s),
-            Err(e) if Instant::now() > deadline => {
-                return Err(e).with_context(|| format!("connect {addr}"))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
 }
 
 /// The compute phase: Jacobi-style sweeps of a 3-point stencil, boundaries from the halos.

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use bench::{
-    bsp::{exchange, Link, Topology},
+    bsp::{connect_retry, exchange, Link, Topology},
     reports,
 };
 use clap::{Parser, Subcommand};
@@ -68,19 +68,6 @@ struct Run {
     spin: bool,
 }
 
-fn connect_retry(addr: SocketAddr) -> Result<TcpStream> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            Ok(s) => return Ok(s),
-            Err(e) if Instant::now() > deadline => {
-                return Err(e).with_context(|| format!("connect {addr}"))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
 /// One connection per neighbour (either direction of an edge): a rank connects to its
 /// higher-ranked neighbours, saying its rank, and accepts the lower-ranked ones.
 fn connect(r: &Run, edges: &[(usize, usize)]) -> Result<Vec<Link>> {
@@ -116,11 +103,18 @@ fn connect(r: &Run, edges: &[(usize, usize)]) -> Result<Vec<Link>> {
             .collect()
     });
     let mut socks: BTreeMap<usize, TcpStream> = BTreeMap::new();
-    for _ in neighbours.iter().filter(|&&j| j < me) {
-        let (mut s, _) = listener.accept().context("accepting a neighbour")?;
+    let lower: Vec<usize> = neighbours.iter().copied().filter(|&j| j < me).collect();
+    while socks.len() < lower.len() {
+        let (mut s, from) = listener.accept().context("accepting a neighbour")?;
         let mut b = [0u8; 8];
         s.read_exact(&mut b)?;
-        socks.insert(u64::from_le_bytes(b) as usize, s);
+        let rank = u64::from_le_bytes(b) as usize;
+        // Only a lower-ranked neighbour, once: anything else is not of this run.
+        if !lower.contains(&rank) || socks.contains_key(&rank) {
+            eprintln!("violin-patterns: ignoring a connection from {from} saying rank {rank}");
+            continue;
+        }
+        socks.insert(rank, s);
     }
     let outgoing = connector
         .join()

@@ -352,8 +352,14 @@ fn an_adapted_environment_is_a_star_through_its_proxy() {
     let e = error(&text.replace("proxy = \"h2\"", "proxy = \"h9\""));
     assert_eq!(e.field, "adapt.proxy");
     assert_eq!(e.line, line_with(&text, "proxy ="));
-    let e = error(&format!("{text}hold_ms = 5\n"));
+    let short = format!("{text}hold_ms = 5\n");
+    let e = error(&short);
     assert_eq!(e.field, "adapt.hold_ms");
+    assert_eq!(e.line, line_with(&short, "hold_ms"));
+    let e = error(&format!("{text}migrate = true\n"));
+    assert_eq!(e.field, "adapt.migrate");
+    let e = error(&format!("{text}vms_per_host = 0\n"));
+    assert_eq!(e.field, "adapt.vms_per_host");
     let e = error(&format!("{text}budget = 5\n"));
     assert!(e.to_string().contains("budget"), "{e}");
     // Planned as a change of its own; every host's share names the hub.
