@@ -13,7 +13,6 @@
 //! reconfiguration time VADAPT measured (decision to every host forwarding by it).
 use std::{
     fmt::Write as _,
-    thread,
     time::{Duration, Instant},
 };
 
@@ -302,8 +301,12 @@ fn figure11(
                 value,
             });
         };
-        // Quiet for a window, so the inference starts from nothing.
-        thread::sleep(Duration::from_millis(2500));
+        // Quiet until VTTIF has forgotten the application (its window emptied and the
+        // empty topology declared), so the inference starts from nothing.
+        until(Duration::from_secs(20), "the topology forgotten", || {
+            let t: AppTopology = lab.violinctl_as(&["topology", "fig11"])?;
+            Ok(t.edges.is_empty().then_some(()))
+        })?;
         let start = Instant::now();
         // The application at a trickle (1 KiB per rank pair every 200 ms): it keeps its
         // topology in VTTIF's window all along, beside the measured runs.
@@ -460,7 +463,7 @@ pub fn markdown(r: &Results) -> String {
         "\n![running time](running.png)\n\n\
          How it is measured. Counting: the same VM pair with `count_vm_pairs` on and off \
          (violind reloaded between), in alternating order. Figure 11: each repetition first \
-         waits out VTTIF's window, then starts the application and times it until all {} \
+         waits until VTTIF has forgotten the application (an empty topology declared), then starts it and times it until all {} \
          of its VM pairs are declared; with the application running, VADAPT is given each \
          budget in turn (`[adapt] links`) and adds the busiest links for it \
          (`violinctl adapt --apply --wait`: the reconfiguration time is its own measure, \
