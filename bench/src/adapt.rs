@@ -173,12 +173,7 @@ pub fn run(
     spec.controller = true;
     // The hosts' probes would share the shaped uplinks with the application.
     spec.measure = false;
-    spec.domains = Some(Domains {
-        count: RANKS + 1,
-        rate_mbit: WAN_MBIT,
-        delay_ms: 0.0,
-        loss_pct: 0.0,
-    });
+    spec.domains = Some(Domains::shaped(RANKS + 1, WAN_MBIT));
     let lab = Lab::up(spec, true)?;
     progress(&format!(
         "lab up: {} hosts behind {WAN_MBIT} Mbit/s uplinks, a VM each, the controller",

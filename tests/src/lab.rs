@@ -120,6 +120,16 @@ pub struct Domains {
 }
 
 impl Domains {
+    /// `count` domains behind uplinks of `rate_mbit`, no delay or loss.
+    pub fn shaped(count: usize, rate_mbit: u32) -> Domains {
+        Domains {
+            count,
+            rate_mbit,
+            delay_ms: 0.0,
+            loss_pct: 0.0,
+        }
+    }
+
     /// The uplink's qdisc (a `tc qdisc replace ... root` tail): netem when delay or loss
     /// is asked for, else a token bucket.
     fn qdisc(&self) -> Vec<String> {

@@ -172,12 +172,7 @@ fn the_mapping_puts_talking_vms_on_the_measured_fast_hosts() {
         s.hosts = 4;
         s.vms_per_host = 1;
         s.controller = true;
-        s.domains = Some(violin_testbed::lab::Domains {
-            count: 2,
-            rate_mbit: 40,
-            delay_ms: 0.0,
-            loss_pct: 0.0,
-        });
+        s.domains = Some(violin_testbed::lab::Domains::shaped(2, 40));
     });
     let ids: Vec<String> = (0..4).map(|i| lab.hosts[i].host_id().to_string()).collect();
     let adapt = format!("[adapt]\nproxy = {:?}\nvms_per_host = 2\n", ids[0]);

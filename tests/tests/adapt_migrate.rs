@@ -39,12 +39,7 @@ fn the_mapping_live_migrates_a_guest_next_to_its_peer() {
         s.controller = true;
         s.probes = true;
         s.probe_interval_ms = Some(100);
-        s.domains = Some(Domains {
-            count: 2,
-            rate_mbit: 40,
-            delay_ms: 0.0,
-            loss_pct: 0.0,
-        });
+        s.domains = Some(Domains::shaped(2, 40));
     });
     let ids: Vec<String> = (0..4).map(|i| lab.hosts[i].host_id().to_string()).collect();
     let adapt = format!("[adapt]\nproxy = {:?}\nvms_per_host = 2\n", ids[0]);

@@ -17,12 +17,7 @@ fn traffic_across_domains_is_held_to_the_uplink_rate() {
     let lab = lab("dm", |s| {
         s.hosts = 4;
         s.vms_per_host = 1;
-        s.domains = Some(Domains {
-            count: 2,
-            rate_mbit: WAN_MBIT,
-            delay_ms: 0.0,
-            loss_pct: 0.0,
-        });
+        s.domains = Some(Domains::shaped(2, WAN_MBIT));
     });
     assert_eq!(
         (0..4).map(|i| lab.domain_of(i)).collect::<Vec<_>>(),

@@ -15,12 +15,7 @@ fn the_host_matrix_sees_the_shaped_uplinks() {
         s.hosts = 4;
         s.vms_per_host = 1;
         s.controller = true;
-        s.domains = Some(Domains {
-            count: 2,
-            rate_mbit: WAN_MBIT as u32,
-            delay_ms: 0.0,
-            loss_pct: 0.0,
-        });
+        s.domains = Some(Domains::shaped(2, WAN_MBIT as u32));
     });
     let names: Vec<String> = (0..4).map(|i| lab.hosts[i].host_id().to_string()).collect();
     let start = Instant::now();
