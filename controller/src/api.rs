@@ -1181,11 +1181,10 @@ fn adapted(api: &Api, name: &str) -> Result<Spec, Reject> {
 async fn get_adapt(State(api): State<Api>, Path(name): Path<String>) -> Answer<AdaptPlan> {
     let spec = adapted(&api, &name)?;
     let topo = api.vttif.topology(spec.vni.get()).0;
-    let demands = adapt::demands(&spec, &topo);
-    let steps = adapt::plan(&spec, &demands, &Default::default());
+    let d = decide(&api, spec, topo, &Default::default(), true)?;
     let mut plan =
-        adapt::describe(&spec, &demands, steps).ok_or_else(|| reject("adapt", "gone"))?;
-    (plan.moves, plan.mapping) = mapping(&api, &spec, &topo)?;
+        adapt::describe(&d.spec, &d.demands, d.steps).ok_or_else(|| reject("adapt", "gone"))?;
+    (plan.moves, plan.mapping) = (d.moves, d.mapping);
     Ok(Json(plan))
 }
 
@@ -1200,7 +1199,10 @@ async fn get_adapt(State(api): State<Api>, Path(name): Path<String>) -> Answer<A
               (status = 404, description = "No such environment", body = ErrorBody),
               (status = 409, description = "Links to change while a migration in the environment is in flight (refused moves are in the answer's `refused`)", body = ErrorBody)))]
 async fn post_adapt(State(api): State<Api>, Path(name): Path<String>) -> Answer<Adaptation> {
-    adapt_now(&api, &name, "manual", &Default::default(), true).map(Json)
+    let spec = adapted(&api, &name)?;
+    let topo = api.vttif.topology(spec.vni.get()).0;
+    let d = decide(&api, spec, topo, &Default::default(), true)?;
+    adapt_now(&api, d, "manual").map(Json)
 }
 
 /// The adaptations made (newest last), each with its steps, their reasons and its
@@ -1214,39 +1216,60 @@ async fn list_adaptations(
     Json(api.adapter.log(f.environment.as_deref()))
 }
 
-/// VADAPT's mapping of an environment's VMs onto hosts, from its inferred topology and the
-/// measured host matrix.
-fn mapping(
-    api: &Api,
-    spec: &Spec,
-    topo: &vttif::Topology,
-) -> Result<(Vec<VmMove>, String), Reject> {
-    let matrix = api.matrix.pairs(&host_names(api)?);
-    Ok(adapt::map_vms(spec, topo, &matrix))
+/// What VADAPT decides for an adapted environment from its inferred topology `topo`: the
+/// fast-path links to add or remove (keeping those in `held`), and, with `migrate`, the
+/// live migrations of its mapping onto the measured host matrix.
+pub struct Decision {
+    pub spec: Spec,
+    pub topo: vttif::Topology,
+    pub demands: Vec<adapt::Demand>,
+    pub steps: Vec<adapt::AdaptStep>,
+    pub moves: Vec<VmMove>,
+    /// Why the mapping moves these VMs, or none.
+    pub mapping: String,
 }
 
-/// Fits an adapted environment's fast-path links to its inferred topology, keeping the
-/// links in `held`, and, with `migrate`, starts the live migrations VADAPT's mapping
-/// calls for (after the links: the spec is not changed while a migration is in flight;
-/// the next adaptation fits the links to the new places); logs and records the
-/// adaptation, and measures its effect.
-pub fn adapt_now(
+pub fn decide(
     api: &Api,
-    name: &str,
-    trigger: &str,
+    spec: Spec,
+    topo: vttif::Topology,
     held: &std::collections::BTreeSet<HostPair>,
     migrate: bool,
-) -> Result<Adaptation, Reject> {
-    let decided = std::time::SystemTime::now();
-    let spec = adapted(api, name)?;
-    let vni = spec.vni.get();
-    let topo = api.vttif.topology(vni).0;
-    let steps = adapt::plan(&spec, &adapt::demands(&spec, &topo), held);
-    let moves = if migrate {
-        mapping(api, &spec, &topo)?.0
+) -> Result<Decision, Reject> {
+    let demands = adapt::demands(&spec, &topo);
+    let steps = adapt::plan(&spec, &demands, held);
+    let (moves, mapping) = if migrate {
+        adapt::map_vms(&spec, &topo, &api.matrix.pairs(&host_names(api)?))
     } else {
-        Vec::new()
+        (
+            Vec::new(),
+            "automatic mode does not migrate (migrate = false)".into(),
+        )
     };
+    Ok(Decision {
+        spec,
+        topo,
+        demands,
+        steps,
+        moves,
+        mapping,
+    })
+}
+
+/// Carries a decision out: the fast-path links first, then the live migrations (the spec
+/// is not changed while a migration is in flight; the next adaptation fits the links to
+/// the new places); logs and records the adaptation, and measures its effect.
+pub fn adapt_now(api: &Api, d: Decision, trigger: &str) -> Result<Adaptation, Reject> {
+    let decided = std::time::SystemTime::now();
+    let Decision {
+        spec,
+        topo,
+        steps,
+        moves,
+        ..
+    } = d;
+    let name = spec.name.as_str();
+    let vni = spec.vni.get();
     let mut rec = Adaptation {
         id: 0,
         environment: name.to_string(),
@@ -1381,32 +1404,36 @@ pub fn run_auto(api: Api) {
             {
                 continue;
             }
+            let (name, hold_ms, migrate) = (spec.name.to_string(), a.hold_ms, a.migrate);
             let topo = api.vttif.topology(spec.vni.get()).0;
-            let demands = adapt::demands(&spec, &topo);
             let now = std::time::Instant::now();
-            let Some(held) = api.adapter.auto_held(&spec, &demands, a.hold_ms, now) else {
+            let demands = adapt::demands(&spec, &topo);
+            let Some(held) = api.adapter.auto_held(&spec, &demands, hold_ms, now) else {
+                continue;
+            };
+            let Ok(mut d) = decide(&api, spec, topo, &held, migrate) else {
                 continue;
             };
             // Moves refused last time (e.g. VMs that are not libvirt domains) are not
             // tried again until the mapping asks for others.
             let refused_before = api
                 .adapter
-                .log(Some(spec.name.as_str()))
+                .log(Some(&name))
                 .into_iter()
                 .rev()
                 .find(|r| !r.moves.is_empty())
                 .filter(|r| !r.refused.is_empty())
                 .map(|r| r.moves);
-            let moves = a.migrate
-                && mapping(&api, &spec, &topo)
-                    .is_ok_and(|(m, _)| !m.is_empty() && refused_before.as_ref() != Some(&m));
-            if adapt::plan(&spec, &demands, &held).is_empty() && !moves {
+            if refused_before.as_ref() == Some(&d.moves) {
+                d.moves.clear();
+            }
+            if d.steps.is_empty() && d.moves.is_empty() {
                 continue;
             }
-            match adapt_now(&api, &spec.name, "auto", &held, a.migrate) {
-                Ok(_) => api.adapter.auto_done(&spec.name, now),
+            match adapt_now(&api, d, "auto") {
+                Ok(_) => api.adapter.auto_done(&name, now),
                 Err(e) => {
-                    tracing::debug!(environment = %spec.name, error = %e.body.error, "automatic adaptation waits")
+                    tracing::debug!(environment = %name, error = %e.body.error, "automatic adaptation waits")
                 }
             }
         }
