@@ -2,6 +2,7 @@
 //! bridge, as a management host would have), the daemons following it, and `violinctl`
 //! run next to it. Environment specs for the lab's VMs are generated here.
 use std::{
+    collections::BTreeSet,
     fmt::Write,
     fs,
     process::{Command, Stdio},
@@ -145,6 +146,32 @@ impl Lab {
         Ok(out)
     }
 
+    /// The topology VTTIF declared for environment `env`: its edges as (source,
+    /// destination) VM names, and how many changes it declared.
+    pub fn declared_topology(&self, env: &str) -> Result<(BTreeSet<(String, String)>, u64)> {
+        let t: violin_api::rest::AppTopology = self.violinctl_as(&["topology", env])?;
+        let edges = t.edges.into_iter().map(|e| (e.src, e.dst)).collect();
+        Ok((edges, t.changes))
+    }
+
+    /// Polls every 250 ms until `env`'s declared edges are `want` or `within` passes;
+    /// returns what it saw last.
+    pub fn settle_topology(
+        &self,
+        env: &str,
+        want: &BTreeSet<(String, String)>,
+        within: Duration,
+    ) -> Result<(BTreeSet<(String, String)>, u64)> {
+        let start = Instant::now();
+        loop {
+            let got = self.declared_topology(env)?;
+            if got.0 == *want || start.elapsed() > within {
+                return Ok(got);
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// Writes `spec` to the lab directory as `NAME.toml` and applies it through
     /// `violinctl apply --wait`; returns the plan violinctl printed. A failure carries the
     /// daemons' logs.
@@ -188,6 +215,14 @@ impl Lab {
         s.push_str(extra);
         s
     }
+}
+
+/// Pairs of indexes into `vms` as (source, destination) VM names, as VTTIF's edges are.
+pub fn named_pairs(vms: &[crate::lab::Vm], pairs: &[(usize, usize)]) -> BTreeSet<(String, String)> {
+    pairs
+        .iter()
+        .map(|&(a, b)| (vm_name(&vms[a]), vm_name(&vms[b])))
+        .collect()
 }
 
 /// The name a VM gets in generated specs: host and index, e.g. `h1v2`; a guest's is its

@@ -404,6 +404,21 @@ pub struct UdpPattern {
 }
 
 impl UdpPattern {
+    /// [`UdpPattern::start`] between lab VMs: each (sender, receiver) pair of indexes
+    /// into `vms` is an edge.
+    pub fn between(
+        vms: &[crate::lab::Vm],
+        pairs: &[(usize, usize)],
+        port: u16,
+        per_sec: u32,
+    ) -> Result<UdpPattern> {
+        let edges: Vec<(String, String, Ipv4Addr)> = pairs
+            .iter()
+            .map(|&(a, b)| (vms[a].ns.clone(), vms[b].ns.clone(), vms[b].ip))
+            .collect();
+        UdpPattern::start(&edges, port, per_sec)
+    }
+
     /// `edges`: (sender's namespace, receiver's namespace, receiver's address); each edge
     /// sends `per_sec` datagrams of 1000 bytes per second to UDP `port`.
     pub fn start(

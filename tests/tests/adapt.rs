@@ -81,11 +81,8 @@ fn adapt(tag: &str, xdp: bool) {
     assert!(route.delivered && route.hops.len() == 3, "{route:?}");
 
     // b and c talk: the plan asks for their hosts' fast path.
-    let edges = [
-        (b.ns.clone(), c.ns.clone(), c.ip),
-        (c.ns.clone(), b.ns.clone(), b.ip),
-    ];
-    let traffic = UdpPattern::start(&edges, 9800, 300).unwrap();
+    let talking = [b.clone(), c.clone()];
+    let traffic = UdpPattern::between(&talking, &[(0, 1), (1, 0)], 9800, 300).unwrap();
     let plan: AdaptPlan = until(Duration::from_secs(10), "a plan with a step", || {
         let p: AdaptPlan = lab.violinctl_as(&["adapt", "blue", "--plan"]).unwrap();
         (!p.steps.is_empty()).then_some(p)
@@ -180,11 +177,8 @@ fn the_mapping_puts_talking_vms_on_the_measured_fast_hosts() {
         .unwrap();
     let (a, b) = (lab.vm(0, 0, 0).clone(), lab.vm(1, 0, 0).clone());
     wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
-    let edges = [
-        (a.ns.clone(), b.ns.clone(), b.ip),
-        (b.ns.clone(), a.ns.clone(), a.ip),
-    ];
-    let traffic = UdpPattern::start(&edges, 9810, 300).unwrap();
+    let talking = [a.clone(), b.clone()];
+    let traffic = UdpPattern::between(&talking, &[(0, 1), (1, 0)], 9810, 300).unwrap();
     let plan: AdaptPlan = until(Duration::from_secs(30), "a mapping with moves", || {
         let p: AdaptPlan = lab.violinctl_as(&["adapt", "blue"]).unwrap();
         (!p.moves.is_empty()).then_some(p)

@@ -9,36 +9,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use violin_api::rest::AppTopology;
 use violin_testbed::{
-    control::vm_name,
+    control::named_pairs,
     e2e::lab,
-    lab::{Lab, Vm},
+    lab::Vm,
     patterns::{edges, Run, Workload},
     traffic::{wait_ping, UdpPattern},
 };
 
 type Edges = BTreeSet<(String, String)>;
-
-fn declared(lab: &Lab) -> (Edges, u64) {
-    let t: AppTopology = lab.violinctl_as(&["topology", "blue"]).unwrap();
-    (
-        t.edges.into_iter().map(|e| (e.src, e.dst)).collect(),
-        t.changes,
-    )
-}
-
-/// Polls until the declared edges are `want` or `within` passes; what it saw last.
-fn settle(lab: &Lab, want: &Edges, within: Duration) -> (Edges, u64) {
-    let start = Instant::now();
-    loop {
-        let got = declared(lab);
-        if got.0 == *want || start.elapsed() > within {
-            return got;
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
-}
 
 #[test]
 fn vttif_infers_each_of_the_six_patterns_topologies_on_eight_vms() {
@@ -56,14 +35,8 @@ fn vttif_infers_each_of_the_six_patterns_topologies_on_eight_vms() {
     for v in &vms[1..] {
         wait_ping(&vms[0].ns, &v.ip.to_string(), Duration::from_secs(10)).unwrap();
     }
-    let names: Vec<String> = vms.iter().map(vm_name).collect();
     let exe = lab.sibling("violin-patterns");
-    let named = |pairs: &[(usize, usize)]| -> Edges {
-        pairs
-            .iter()
-            .map(|&(a, b)| (names[a].clone(), names[b].clone()))
-            .collect()
-    };
+    let named = |pairs: &[(usize, usize)]| named_pairs(&vms, pairs);
 
     let mut changes = 0;
     for (i, topology) in ["ring", "all-to-all", "bus", "mesh", "tree", "star"]
@@ -79,7 +52,9 @@ fn vttif_infers_each_of_the_six_patterns_topologies_on_eight_vms() {
             port: 9900 + 10 * i as u16,
         };
         let run = Run::start(&exe, &vms, &w).unwrap();
-        let (got, now) = settle(&lab, &want, Duration::from_secs(20));
+        let (got, now) = lab
+            .settle_topology("blue", &want, Duration::from_secs(20))
+            .unwrap();
         drop(run);
         assert_eq!(
             got,
@@ -114,13 +89,8 @@ fn vttif_infers_each_of_the_six_patterns_topologies_on_eight_vms() {
     let ring: Vec<(usize, usize)> = (0..4).map(|k| (k, (k + 1) % 4)).collect();
     let star: Vec<(usize, usize)> = (1..4).flat_map(|k| [(0, k), (k, 0)]).collect();
     let union: Edges = named(&ring).union(&named(&star)).cloned().collect();
-    let pattern = |pairs: &[(usize, usize)], port: u16| {
-        let e: Vec<_> = pairs
-            .iter()
-            .map(|&(a, b)| (vms[a].ns.clone(), vms[b].ns.clone(), vms[b].ip))
-            .collect();
-        UdpPattern::start(&e, port, 300).unwrap()
-    };
+    let pattern =
+        |pairs: &[(usize, usize)], port: u16| UdpPattern::between(&vms, pairs, port, 300).unwrap();
     let start = Instant::now();
     let mut seen = Vec::new();
     let mut k = 0u16;
@@ -133,7 +103,7 @@ fn vttif_infers_each_of_the_six_patterns_topologies_on_eight_vms() {
         thread::sleep(Duration::from_millis(400));
         p.stop().unwrap();
         if start.elapsed() > Duration::from_secs(5) {
-            seen.push(declared(&lab).0);
+            seen.push(lab.declared_topology("blue").unwrap().0);
         }
         k += 1;
     }
