@@ -1,6 +1,7 @@
 //! violin-bench: Violin against the bare underlay and Linux VXLAN, side by side on one
 //! lab, every figure a ratio measured in the same run. Run it through `cargo xtask bench`.
 mod adapt;
+mod adaptation;
 mod apply;
 mod bounds;
 mod cost;
@@ -15,6 +16,10 @@ mod paths;
 mod plot;
 mod report;
 mod results;
+mod scenarios;
+mod swf;
+mod timeline;
+mod viocluster;
 
 use std::{
     collections::BTreeMap,
@@ -39,7 +44,8 @@ use crate::{
 struct Cli {
     /// micro, hpl, nemo3d, apply (control plane), migrate (live migration of real
     /// guests), bounds (traffic bounds: shaped TCP and UDP against the bound), adapt
-    /// (VTTIF's counting cost, VNET's figure 11) or all; `report` re-renders reports and plots from the last results.json
+    /// (VTTIF's counting cost, VNET's figure 11), adaptation (the thesis's simulations of
+    /// the adaptation manager and VioCluster; needs no root) or all; `report` re-renders reports and plots from the last results.json
     /// files, `summary` prints one table over them.
     #[arg(default_value = "all")]
     suite: String,
@@ -55,6 +61,14 @@ struct Cli {
     /// Where `<suite>/results.json`, `report.md` and the plots go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// adaptation: two SWF traces (A,B) for the VioCluster simulation instead of the
+    /// shipped synthetic pairs, e.g. the Parallel Workloads Archive's.
+    #[arg(long, value_delimiter = ',')]
+    swf: Option<Vec<PathBuf>>,
+    /// adaptation: write the synthetic traces (bench/traces/ holds them) from their
+    /// workload model into this directory, and stop.
+    #[arg(long)]
+    write_traces: Option<PathBuf>,
 }
 
 /// Progress lines for a long run: step count, elapsed time, and what was just measured.
@@ -84,6 +98,21 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Some(dir) = &cli.write_traces {
+        std::fs::create_dir_all(dir)?;
+        for (_, _, a, b) in swf::pairs() {
+            for m in [a, b] {
+                let file = dir.join(format!("{}.swf", m.name));
+                std::fs::write(&file, m.swf())?;
+                eprintln!("wrote {}", file.display());
+            }
+        }
+        return Ok(());
+    }
+    if cli.suite == "adaptation" {
+        plot::init_font()?;
+        return run_adaptation(&cli);
+    }
     if !violin_testbed::sys::is_root() {
         bail!("the benchmarks need root (network namespaces, XDP)");
     }
@@ -122,12 +151,19 @@ fn run(cli: Cli) -> Result<()> {
     plot::init_font()?;
     let suites: Vec<&str> = match cli.suite.as_str() {
         "all" => vec![
-            "micro", "hpl", "nemo3d", "apply", "migrate", "bounds", "adapt",
+            "micro",
+            "hpl",
+            "nemo3d",
+            "apply",
+            "migrate",
+            "bounds",
+            "adapt",
+            "adaptation",
         ],
         s @ ("micro" | "hpl" | "nemo3d" | "apply" | "migrate" | "bounds" | "adapt") => vec![s],
         other => {
             bail!(
-                "unknown suite {other:?}: use micro, hpl, nemo3d, apply, migrate, bounds, adapt or all"
+                "unknown suite {other:?}: use micro, hpl, nemo3d, apply, migrate, bounds, adapt, adaptation or all"
             )
         }
     };
@@ -140,6 +176,7 @@ fn run(cli: Cli) -> Result<()> {
             "hpl" => run_hpl(&cli)?,
             "bounds" => run_bounds(&cli)?,
             "adapt" => run_adapt(&cli)?,
+            "adaptation" => run_adaptation(&cli)?,
             other => unreachable!("suite {other}"),
         }
     }
@@ -642,6 +679,41 @@ fn run_adapt(cli: &Cli) -> Result<()> {
         run_settings,
         BTreeMap::new(),
     )
+}
+
+fn run_adaptation(cli: &Cli) -> Result<()> {
+    let started = now_utc();
+    let t0 = Instant::now();
+    let pairs = if cli.swf.is_some() {
+        1
+    } else {
+        swf::pairs().len()
+    };
+    eprintln!(
+        "==> adaptation: scenarios 1 and 2 with and without the adaptation manager, then \
+         VioCluster over {pairs} trace pair(s) with and without sharing"
+    );
+    let mut progress = Progress {
+        start: t0,
+        done: 0,
+        total: 2 + pairs,
+    };
+    let (scenarios, trades) = adaptation::run(cli.swf.as_deref(), |what| progress.step(what))?;
+    let results = adaptation::Results {
+        revision: git_revision(&violin_testbed::workspace_root()),
+        started,
+        manager: scenarios::SimParams::default(),
+        broker: viocluster::SimParams::default(),
+        scenarios,
+        trades,
+    };
+    let dir = cli.out.join("adaptation");
+    adaptation::write(&results, &dir)?;
+    eprintln!(
+        "==> adaptation: report in {}",
+        dir.join("report.md").display()
+    );
+    Ok(())
 }
 
 fn run_hpl(cli: &Cli) -> Result<()> {

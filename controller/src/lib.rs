@@ -11,7 +11,9 @@
 //! its `metrics`. The types on the wire are `violin_api`'s.
 pub mod adapt;
 pub mod api;
+pub mod broker;
 pub mod hub;
+pub mod manager;
 pub mod measure;
 pub mod metrics;
 pub mod migrate;

@@ -442,3 +442,106 @@ pub struct MeasuredPair {
     /// Seconds since `from` reported it.
     pub age_seconds: f64,
 }
+
+/// The adaptation manager's settings (Ruth 2007, chapter 6).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManagerParams {
+    /// Samples the weighted moving average spans (equation 6.1).
+    pub window: usize,
+    /// Over-allocation below full use: a VM is given what brings its use to 1/alpha of it
+    /// (equation 6.2; 4/3 keeps VMs 75% used).
+    pub alpha: f64,
+    /// Over-allocation of a fully used VM (equation 6.3).
+    pub beta: f64,
+    /// The least CPU (cores) and memory (MiB) a VM is ever given.
+    pub min_cpu: f64,
+    pub min_memory_mib: f64,
+    /// A migration must improve the balance by at least this share of it.
+    pub min_gain: f64,
+    /// Migrations per decision at most.
+    pub max_migrations: usize,
+    /// Whether the manager may migrate (else it only sets CPU shares and balloons).
+    pub migrate: bool,
+}
+
+impl Default for ManagerParams {
+    fn default() -> Self {
+        ManagerParams {
+            window: 5,
+            alpha: 4.0 / 3.0,
+            beta: 2.0,
+            min_cpu: 0.05,
+            min_memory_mib: 64.0,
+            min_gain: 0.05,
+            max_migrations: 8,
+            migrate: true,
+        }
+    }
+}
+
+/// What the adaptation manager decides: every VM's level and CPU share, the environments
+/// it moves between domains and the VMs it moves between hosts, with its reasons.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ManagerDecision {
+    /// Total desired CPU over total capacity (equation 6.5).
+    pub target_utilisation: f64,
+    /// Equation 6.7 before and after the environments' moves.
+    pub balance_before: f64,
+    pub balance_after: f64,
+    pub domains: Vec<DomainLoad>,
+    pub vms: Vec<VmLevel>,
+    pub environment_moves: Vec<EnvironmentMove>,
+    /// Every live migration, environments' and single VMs'.
+    pub moves: Vec<ManagedMove>,
+    pub explain: Vec<String>,
+}
+
+/// A domain's capacity (cores) and utilisation (equation 6.6) before and after.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DomainLoad {
+    pub name: String,
+    pub capacity: f64,
+    pub utilisation_before: f64,
+    pub utilisation_after: f64,
+}
+
+/// A VM's predicted use, desired level and the share it is given, in cores and MiB.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VmLevel {
+    pub environment: String,
+    pub vm: String,
+    /// Where it runs after the decision's moves.
+    pub host: String,
+    /// None without samples yet.
+    pub predicted_cpu: Option<f64>,
+    pub desired_cpu: f64,
+    /// The CPU it may use: its desire, scaled down when its host is short.
+    pub cpu_cap: f64,
+    /// Its scheduler weight, proportional to its desire (libvirt's cpu_shares).
+    pub cpu_weight: u64,
+    /// Its balloon target.
+    pub memory_mib: f64,
+}
+
+/// Algorithm 1's step: an environment (its VMs but the head nodes) to another domain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EnvironmentMove {
+    pub environment: String,
+    pub from: String,
+    pub to: String,
+    pub vms: usize,
+    pub balance_before: f64,
+    pub balance_after: f64,
+    pub reason: String,
+}
+
+/// A live migration the adaptation manager calls for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ManagedMove {
+    pub environment: String,
+    pub vm: String,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+}

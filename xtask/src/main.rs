@@ -50,7 +50,8 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Benchmarks against the bare underlay and Linux VXLAN (needs root):
-    /// `cargo xtask bench [micro|hpl|nemo3d|apply|migrate|all] [--quick]`; results in
+    /// `cargo xtask bench [micro|hpl|nemo3d|apply|migrate|bounds|adapt|adaptation|all]
+    /// [--quick]`; results in
     /// target/bench/.
     Bench {
         /// Arguments for violin-bench (suite, --quick, --reps N, --mtus 1500,9000).
@@ -346,10 +347,14 @@ fn run(cli: Cli) -> Result<()> {
             test(&full)
         }
         Cmd::Bench { args } => {
-            need_root("the benchmarks")?;
-            build()?;
-            // The migrate suite boots real guests, and runs violin-nemo in them.
-            guest::guest(false, true)?;
+            // The adaptation suite only simulates: no root, no eBPF object, no guests.
+            let simulation = args.first().is_some_and(|a| a == "adaptation");
+            if !simulation {
+                need_root("the benchmarks")?;
+                build()?;
+                // The migrate suite boots real guests, and runs violin-nemo in them.
+                guest::guest(false, true)?;
+            }
             eprintln!("==> building the benchmark tools, violind and the controller (release)");
             cargo(&[
                 "build",
