@@ -17,17 +17,18 @@ use violin_api::{
     parse::from_json,
     rest::{
         AdaptPlan, Adaptation, AppTopology, Applied, Bound, BoundRequest, EnvDetail, EnvSummary,
-        ErrorBody, Filter, HostInfo, HostSync, LinkInfo, LinkRequest, LinkRole, MeasuredPair, Plan,
-        Route, RouteQuery, RuleInfo, RuleRequest, SyncQuery, SyncStatus, TopologyEdge,
-        TopologyQuery, VmMove,
+        ErrorBody, Filter, HostInfo, HostSync, LinkInfo, LinkRequest, LinkRole, ManagerDecision,
+        ManagerParams, ManagerRecord, MeasuredPair, Plan, Route, RouteQuery, RuleInfo, RuleRequest,
+        SyncQuery, SyncStatus, TopologyEdge, TopologyQuery, VmMove,
     },
     share::{Ack, HostMeasurements, Interface, Registered, Registration, TrafficReport},
-    vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport},
+    vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport, VmUsage},
     FieldError, Name,
 };
 
 use crate::{
     adapt::{self, Adapter, HostPair},
+    autonomic::{self, Autonomic},
     hub::{self, Hub},
     measure,
     migrate::{Refusal, Supervisor},
@@ -48,6 +49,7 @@ pub struct Api {
     pub vttif: Arc<Inference>,
     pub adapter: Arc<Adapter>,
     pub matrix: Arc<measure::Matrix>,
+    pub autonomic: Arc<Autonomic>,
 }
 
 impl Api {
@@ -63,11 +65,19 @@ impl Api {
             vttif: Arc::new(Inference::new(vttif)),
             adapter: Arc::new(Adapter::default()),
             matrix: Arc::new(measure::Matrix::default()),
+            autonomic: Arc::new(Autonomic::new(ManagerParams::default(), None)),
         };
         for spec in api.store.specs()? {
             fast_path_metric(&api, &spec);
         }
         Ok(api)
+    }
+
+    /// The adaptation manager's settings, and its automatic mode's period (None: only on
+    /// request).
+    pub fn with_manager(mut self, params: ManagerParams, period: Option<Duration>) -> Api {
+        self.autonomic = Arc::new(Autonomic::new(params, period));
+        self
     }
 
     fn bound(&self) -> Option<Duration> {
@@ -935,6 +945,9 @@ async fn report_vms(
 ) -> Answer<serde_json::Value> {
     let host = host_name(&host)?;
     let report: VmReport = from_json(&body)?;
+    if let Some(vms) = &report.vms {
+        api.autonomic.usage.record(&host, vms);
+    }
     api.migrations.report(&host, report);
     Ok(Json(serde_json::json!({})))
 }
@@ -1440,6 +1453,39 @@ pub fn run_auto(api: Api) {
     });
 }
 
+/// What the adaptation manager would do now: every VM's predicted use, desired level
+/// and CPU share, the environments it would move between domains and the VMs between
+/// hosts, with its reasons. Nothing changes (a dry run).
+#[utoipa::path(get, path = "/v1/manager", tag = "manager",
+    responses((status = 200, description = "The decision", body = ManagerDecision)))]
+async fn get_manager(State(api): State<Api>) -> Answer<ManagerDecision> {
+    let (_, d) = autonomic::decide(&api)?;
+    Ok(Json(d))
+}
+
+/// Decide and carry the decision out: CPU weights, caps and balloon targets go to the
+/// hosts, moves to the migration supervisor (follow them in `/v1/migrations`).
+#[utoipa::path(post, path = "/v1/manager", tag = "manager",
+    responses((status = 200, description = "The decision and what came of it", body = ManagerRecord)))]
+async fn post_manager(State(api): State<Api>) -> Answer<ManagerRecord> {
+    let (snap, d) = autonomic::decide(&api)?;
+    Ok(Json(autonomic::carry_out(&api, &snap, d, "manual")?))
+}
+
+/// The adaptation manager's decisions carried out, oldest first, with their reasons.
+#[utoipa::path(get, path = "/v1/manager/log", tag = "manager",
+    responses((status = 200, description = "Decisions", body = [ManagerRecord])))]
+async fn manager_log(State(api): State<Api>) -> Json<Vec<ManagerRecord>> {
+    Json(api.autonomic.log())
+}
+
+/// Every VM's use over time (CPU in cores, memory), as its host's libvirt reports it.
+#[utoipa::path(get, path = "/v1/usage", tag = "manager",
+    responses((status = 200, description = "Histories", body = [VmUsage])))]
+async fn get_usage(State(api): State<Api>) -> Json<Vec<VmUsage>> {
+    Json(autonomic::usage(&api))
+}
+
 /// Every VM the hosts report: state, CPU, memory, ports, and its environment.
 #[utoipa::path(get, path = "/v1/vms", tag = "vms",
     responses((status = 200, description = "VMs", body = [VmInfo])))]
@@ -1552,6 +1598,9 @@ pub fn router(api: Api) -> Router {
         .route("/v1/hosts/{host}/measurements", post(report_measurements))
         .route("/v1/measurements", get(measurements))
         .route("/v1/vms", get(vms))
+        .route("/v1/usage", get(get_usage))
+        .route("/v1/manager", get(get_manager).post(post_manager))
+        .route("/v1/manager/log", get(manager_log))
         .route("/v1/migrations", post(start_migration).get(list_migrations))
         .route(
             "/v1/migrations/{id}",

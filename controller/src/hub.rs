@@ -201,6 +201,7 @@ impl Stream {
             generation,
             self.store.snapshot().values().map(|(_, s)| s),
             &self.store.in_flight(),
+            &self.store.resources(),
         )
     }
 

@@ -6,11 +6,14 @@
 //! (snapshot, then deltas) and collects their acknowledgements; `route` traces a frame's
 //! path; `migrate` supervises live migrations through the hosts' libvirt daemons; `vttif`
 //! infers each environment's application topology from the hosts' traffic reports and
-//! `adapt` (VADAPT) fits the overlay to it with fast-path links; `api`
+//! `adapt` (VADAPT) fits the overlay to it with fast-path links; `manager` (the
+//! adaptation manager) balances CPU between domains and hosts from the VMs' `usage`, and
+//! `autonomic` carries its decisions out; `broker` is VioCluster's machine trading; `api`
 //! is the authenticated `/v1` HTTP API served by `violin-controller`, with
 //! its `metrics`. The types on the wire are `violin_api`'s.
 pub mod adapt;
 pub mod api;
+pub mod autonomic;
 pub mod broker;
 pub mod hub;
 pub mod manager;
@@ -21,4 +24,5 @@ pub mod route;
 pub mod share;
 pub mod spec;
 pub mod store;
+pub mod usage;
 pub mod vttif;

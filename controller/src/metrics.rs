@@ -33,6 +33,9 @@ pub struct Metrics {
     pub fast_paths: IntGaugeVec,
     pub adaptations: IntCounterVec,
     pub adapt_reconfigure: Histogram,
+    pub domain_utilisation: GaugeVec,
+    pub vm_cpu: GaugeVec,
+    pub manager_decisions: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, start: f64, count: usize) -> Histogram {
@@ -213,8 +216,35 @@ impl Metrics {
             0.0005,
             14,
         );
+        let domain_utilisation = GaugeVec::new(
+            Opts::new(
+                "violin_controller_domain_utilisation",
+                "The adaptation manager's utilisation of each domain (desired CPU over capacity, equation 6.6)",
+            ),
+            &["domain"],
+        )
+        .expect("metric");
+        let vm_cpu = GaugeVec::new(
+            Opts::new(
+                "violin_controller_vm_cpu_cores",
+                "Each VM's CPU, in cores: used (the latest sample), predicted, desired and cap (its allocation)",
+            ),
+            &["vm", "kind"],
+        )
+        .expect("metric");
+        let manager_decisions = IntCounterVec::new(
+            Opts::new(
+                "violin_controller_manager_decisions_total",
+                "Adaptation-manager decisions carried out, by trigger (manual, auto) and what they did (migrate, resources)",
+            ),
+            &["trigger", "action"],
+        )
+        .expect("metric");
         for c in [
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
+            Box::new(domain_utilisation.clone()),
+            Box::new(vm_cpu.clone()),
+            Box::new(manager_decisions.clone()),
             Box::new(topology_edges.clone()),
             Box::new(topology_changes.clone()),
             Box::new(traffic_refused.clone()),
@@ -264,6 +294,9 @@ impl Metrics {
             fast_paths,
             adaptations,
             adapt_reconfigure,
+            domain_utilisation,
+            vm_cpu,
+            manager_decisions,
         }
     }
 

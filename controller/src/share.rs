@@ -12,20 +12,23 @@ use std::collections::BTreeMap;
 
 use violin_api::{
     share::{Environment, ForwardRule, Location, PairLimit, Peer, Share, VmIdentity},
-    vm::Migration,
+    vm::{Migration, VmResources},
     DstMatch, SrcMatch,
 };
 
 use crate::spec::{Spec, Target};
 
-/// The share of `host` in `specs`, with the migrations in flight, as of `generation`.
+/// The share of `host` in `specs`, with the migrations in flight and the resources set
+/// for VMs (by name), as of `generation`.
 pub fn share_of<'a>(
     host: &str,
     generation: u64,
     specs: impl IntoIterator<Item = &'a Spec>,
     moving: &[Migration],
+    resources: &BTreeMap<String, VmResources>,
 ) -> Share {
     let mut environments = Vec::new();
+    let mut own = Vec::new();
     let mut peers: BTreeMap<std::net::Ipv4Addr, Vec<_>> = BTreeMap::new();
     for spec in specs {
         // VM name -> (from, to) of its move, for this environment's VMs.
@@ -112,6 +115,14 @@ pub fn share_of<'a>(
             storm_pps: spec.storm_pps,
             hub: spec.proxy().map(addr),
         });
+        // A VM's resources go to the host the spec places it on (after a move, the
+        // manager sets them again there).
+        own.extend(
+            spec.vms
+                .iter()
+                .filter(|(_, v)| v.host == host)
+                .filter_map(|(n, _)| resources.get(n.as_str()).cloned()),
+        );
         for n in spec.neighbours_among(host, &serving) {
             peers.entry(spec.hosts[&n]).or_default().push(spec.vni);
         }
@@ -127,6 +138,10 @@ pub fn share_of<'a>(
                 Peer { address, vnis }
             })
             .collect(),
+        resources: {
+            own.sort_by(|a, b| a.vm.cmp(&b.vm));
+            own
+        },
     }
 }
 
@@ -141,16 +156,18 @@ mod tests {
 
     #[test]
     fn a_mesh_environment_peers_every_serving_host() {
-        let s = share_of("h1", 1, &[spec(THREE_HOSTS)], &[]);
+        let s = share_of("h1", 1, &[spec(THREE_HOSTS)], &[], &BTreeMap::new());
         let env = &s.environments[0];
         assert_eq!(env.name, "blue");
         assert_eq!(env.ports[0], *"vm1");
         assert_eq!(env.vms[0].ip, Some(std::net::Ipv4Addr::new(10, 1, 0, 1)));
         let addrs: Vec<_> = s.peers.iter().map(|p| p.address.to_string()).collect();
         assert_eq!(addrs, ["10.0.0.2", "10.0.0.3"]);
-        assert!(share_of("h9", 1, &[spec(THREE_HOSTS)], &[])
-            .environments
-            .is_empty());
+        assert!(
+            share_of("h9", 1, &[spec(THREE_HOSTS)], &[], &BTreeMap::new())
+                .environments
+                .is_empty()
+        );
     }
 
     #[test]
@@ -160,11 +177,11 @@ mod tests {
              [[rule]]\nhost = \"h2\"\nsrc = \"any\"\ndst = \"02:00:00:00:00:03\"\nedge = \"h3\"\n"
         );
         let specs = [spec(&star)];
-        let h1 = share_of("h1", 1, &specs, &[]);
+        let h1 = share_of("h1", 1, &specs, &[], &BTreeMap::new());
         assert_eq!(h1.peers.len(), 1);
         assert_eq!(h1.peers[0].address.to_string(), "10.0.0.2");
         assert!(h1.environments[0].rules.is_empty());
-        let h2 = share_of("h2", 1, &specs, &[]);
+        let h2 = share_of("h2", 1, &specs, &[], &BTreeMap::new());
         assert_eq!(h2.peers.len(), 2);
         let rule = &h2.environments[0].rules[0];
         assert_eq!(
@@ -176,8 +193,8 @@ mod tests {
 
     #[test]
     fn deltas_carry_only_what_changed() {
-        let a = share_of("h1", 6, &[spec(THREE_HOSTS)], &[]);
-        let b = share_of("h1", 7, std::iter::empty(), &[]);
+        let a = share_of("h1", 6, &[spec(THREE_HOSTS)], &[], &BTreeMap::new());
+        let b = share_of("h1", 7, std::iter::empty(), &[], &BTreeMap::new());
         let d = a.delta_to(&b);
         assert_eq!(d.generation, 7);
         assert!(d.upsert.is_empty());
@@ -195,14 +212,14 @@ mod tests {
         ))];
         let m = Migration::new(1, "a", "blue", "h1", "h2", 0.0);
         let moving = [m];
-        let h1 = share_of("h1", 2, &specs, &moving);
+        let h1 = share_of("h1", 2, &specs, &moving, &BTreeMap::new());
         let a = &h1.environments[0].vms[0];
         assert_eq!(
             a.leaving_to.map(|x| x.to_string()).as_deref(),
             Some("10.0.0.2")
         );
         assert_eq!(a.arriving_from, None);
-        let h2 = share_of("h2", 2, &specs, &moving);
+        let h2 = share_of("h2", 2, &specs, &moving, &BTreeMap::new());
         let env = &h2.environments[0];
         let ports: Vec<_> = env.ports.iter().map(|p| p.to_string()).collect();
         assert_eq!(ports, ["vm7", "vm1"], "a's port, arriving, and b's");
@@ -216,7 +233,7 @@ mod tests {
             Some("10.0.0.1")
         );
         // Elsewhere a stays at h1 until it switches; no host has it as a location twice.
-        let h3 = share_of("h3", 2, &specs, &moving);
+        let h3 = share_of("h3", 2, &specs, &moving, &BTreeMap::new());
         let loc = |s: &Share, mac: &str| {
             s.environments[0]
                 .locations
@@ -228,7 +245,7 @@ mod tests {
         assert_eq!(loc(&h2, "02:00:00:00:00:01"), None);
         assert_eq!(loc(&h1, "02:00:00:00:00:02").as_deref(), Some("10.0.0.2"));
         // Without the migration, nothing of it is left.
-        let after = share_of("h1", 3, &specs, &[]);
+        let after = share_of("h1", 3, &specs, &[], &BTreeMap::new());
         assert_eq!(after.environments[0].vms[0].leaving_to, None);
         // Switched (the spec has a on h2) but not ended: h1, with no VM of its own left,
         // still serves the environment, a's location at h2, so it forwards a's frames on.
@@ -238,17 +255,25 @@ mod tests {
         let switched = [spec(&text)];
         let mut m = moving[0].clone();
         m.phase = MigrationPhase::Switching;
-        let h2 = share_of("h2", 4, &switched, std::slice::from_ref(&m));
+        let h2 = share_of(
+            "h2",
+            4,
+            &switched,
+            std::slice::from_ref(&m),
+            &BTreeMap::new(),
+        );
         let a = h2.environments[0]
             .vms
             .iter()
             .find(|v| v.port == *"vm7")
             .unwrap();
         assert_eq!((a.leaving_to, a.arriving_from), (None, None), "{a:?}");
-        let h1 = share_of("h1", 4, &switched, &[m]);
+        let h1 = share_of("h1", 4, &switched, &[m], &BTreeMap::new());
         assert_eq!(h1.environments.len(), 1);
         assert!(h1.environments[0].vms.is_empty());
         assert_eq!(loc(&h1, "02:00:00:00:00:01").as_deref(), Some("10.0.0.2"));
-        assert!(share_of("h1", 5, &switched, &[]).environments.is_empty());
+        assert!(share_of("h1", 5, &switched, &[], &BTreeMap::new())
+            .environments
+            .is_empty());
     }
 }

@@ -162,6 +162,8 @@ pub struct Vm {
     pub port: IfName,
     pub mac: UnicastMac,
     pub ip: Option<Ipv4Addr>,
+    /// Stays in its domain when the adaptation manager moves the environment.
+    pub head: bool,
 }
 
 /// A spec error: where (line, field) and why.
@@ -377,6 +379,7 @@ impl Spec {
                 port: port.clone(),
                 mac,
                 ip: v.ip,
+                head: v.head,
             };
             if vms.insert(vname.to_string(), vm).is_some() {
                 return Err(err(

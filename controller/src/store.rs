@@ -9,7 +9,10 @@ use std::{
 use anyhow::{Context, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use violin_api::{share::Registration, vm::Migration};
+use violin_api::{
+    share::Registration,
+    vm::{Migration, VmResources},
+};
 
 use crate::spec::Spec;
 
@@ -20,6 +23,9 @@ const HOSTS: TableDefinition<&str, &str> = TableDefinition::new("hosts");
 /// Live migrations by id (JSON `Migration`): the in-flight ones shape the hosts' shares
 /// (the destination is prepared, the source told where the VM goes), all are history.
 const MIGRATIONS: TableDefinition<u64, &str> = TableDefinition::new("migrations");
+/// The CPU and memory the adaptation manager gave each VM: VM name -> JSON
+/// `VmResources`. They reach the VMs' hosts in their shares.
+const RESOURCES: TableDefinition<&str, &str> = TableDefinition::new("resources");
 /// Counters and settings: the state's generation (bumped by every change of an
 /// environment, in the same transaction), the configuration-time bound.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -41,6 +47,21 @@ pub struct Store {
     cache: RwLock<Arc<BTreeMap<String, (String, Spec)>>>,
     /// Every migration recorded, by id, as stored.
     migrations: RwLock<BTreeMap<u64, Migration>>,
+    /// The VMs' resources, by VM name, as stored.
+    resources: RwLock<Arc<BTreeMap<String, VmResources>>>,
+}
+
+fn read_resources(db: &Database) -> Result<BTreeMap<String, VmResources>> {
+    let tx = db.begin_read()?;
+    let table = tx.open_table(RESOURCES)?;
+    let mut out = BTreeMap::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        if let Ok(r) = serde_json::from_str(v.value()) {
+            out.insert(k.value().to_string(), r);
+        }
+    }
+    Ok(out)
 }
 
 fn read_all(db: &Database) -> Result<BTreeMap<String, (String, Spec)>> {
@@ -82,14 +103,51 @@ impl Store {
         tx.open_table(HOSTS)?;
         tx.open_table(META)?;
         tx.open_table(MIGRATIONS)?;
+        tx.open_table(RESOURCES)?;
         tx.commit()?;
         let cache = RwLock::new(Arc::new(read_all(&db)?));
         let migrations = RwLock::new(read_migrations(&db)?);
+        let resources = RwLock::new(Arc::new(read_resources(&db)?));
         Ok(Store {
             db,
             cache,
             migrations,
+            resources,
         })
+    }
+
+    /// The VMs' resources, by VM name; cheap to take.
+    pub fn resources(&self) -> Arc<BTreeMap<String, VmResources>> {
+        self.resources.read().unwrap().clone()
+    }
+
+    /// Sets these VMs' resources (others keep theirs); the new generation, or None when
+    /// nothing changed.
+    pub fn set_resources(&self, set: &[VmResources]) -> Result<Option<u64>> {
+        let current = self.resources();
+        let changed: Vec<&VmResources> = set
+            .iter()
+            .filter(|r| current.get(&r.vm) != Some(*r))
+            .collect();
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(RESOURCES)?;
+            for r in &changed {
+                table.insert(r.vm.as_str(), serde_json::to_string(r)?.as_str())?;
+            }
+        }
+        let generation = bump(&tx)?;
+        let mut cache = self.resources.write().unwrap();
+        tx.commit()?;
+        let mut next = (**cache).clone();
+        for r in changed {
+            next.insert(r.vm.clone(), r.clone());
+        }
+        *cache = Arc::new(next);
+        Ok(Some(generation))
     }
 
     /// The stored environments (text and parsed spec, by name) as of now; cheap to take.
@@ -270,5 +328,33 @@ pub enum PutError {
 impl From<anyhow::Error> for PutError {
     fn from(e: anyhow::Error) -> Self {
         PutError::Store(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_survive_a_restart_and_only_changes_bump_the_generation() {
+        let dir = std::env::temp_dir().join(format!("violin-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("state.redb");
+        let r = VmResources {
+            vm: "a1".into(),
+            cpu_weight: 512,
+            cpu_cap: Some(0.5),
+            memory_mib: Some(96),
+        };
+        {
+            let store = Store::open(&path).unwrap();
+            let g = store.set_resources(std::slice::from_ref(&r)).unwrap();
+            assert_eq!(g, Some(1));
+            assert_eq!(store.set_resources(std::slice::from_ref(&r)).unwrap(), None);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.resources().get("a1"), Some(&r));
+        assert_eq!(store.generation().unwrap(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

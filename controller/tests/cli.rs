@@ -253,7 +253,7 @@ fn openapi_file_matches_the_server() {
             }
         }
     }
-    assert_eq!(operations, 35);
+    assert_eq!(operations, 39);
     // The served document is the file.
     let served: serde_json::Value = ureq::get(&format!("{}/openapi.json", c.url))
         .call()
@@ -722,6 +722,39 @@ fn adapt_plans_applies_and_explains_fast_paths() {
         !ok && err.contains("adapt") && err.contains("no [adapt]"),
         "{err}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_adaptation_managers_settings_are_checked_and_it_answers_without_hosts() {
+    let dir = scratch("mgr");
+    for (flag, value) in [
+        ("--manager-alpha", "0.5"),
+        ("--manager-beta", "1.1"),
+        ("--manager-window", "0"),
+        ("--manager-min-gain", "1.5"),
+    ] {
+        let out = controller(&dir, &[flag, value]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} was taken");
+        assert!(err.contains(flag), "{flag}: {err}");
+    }
+    let c = start_with(
+        &dir,
+        &["--manager-period-s", "3600", "--manager-alpha", "1.25"],
+    );
+    let token = dir.join("token");
+    // Nothing to manage: a dry run that says so, an empty log and no usage.
+    let (ok, out, err) = ctl(&c, &token, &["adapt"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("why: no environment needs CPU"), "{out}");
+    let (ok, out, err) = ctl(&c, &token, &["adapt", "--explain"]);
+    assert!(
+        ok && out.contains("no decisions carried out yet"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = ctl(&c, &token, &["usage", "nosuchvm"]);
+    assert!(!ok && err.contains("vm: no usage recorded"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

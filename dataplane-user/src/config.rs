@@ -109,7 +109,7 @@ fn default_traffic_report_ms() -> u32 {
     250
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Libvirt {
     /// How violind reaches the local daemon, e.g. `qemu:///system`.
@@ -118,6 +118,24 @@ pub struct Libvirt {
     /// `qemu+tls://h1.example/system`; registered with the controller.
     #[serde(default)]
     pub remote_uri: Option<String>,
+    /// How often the domains' CPU and memory are sampled and reported (the adaptation
+    /// manager's monitoring), in ms: 500 to 60000.
+    #[serde(default = "default_report_ms")]
+    pub report_ms: u32,
+    /// The administrative domain (site, cluster) this host belongs to: the adaptation
+    /// manager balances load between domains and moves environments across them.
+    #[serde(default)]
+    pub domain: Option<Name>,
+    /// What this host offers its VMs: cores (default: its online CPUs) and MiB (default:
+    /// its memory).
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+}
+
+fn default_report_ms() -> u32 {
+    5000
 }
 
 /// A configuration error naming the offending field (and its line, when from the file).
@@ -149,6 +167,22 @@ impl Config {
                     )
                     .into());
                 }
+            }
+            if !(500..=60_000).contains(&l.report_ms) {
+                return Err(err(
+                    "libvirt.report_ms",
+                    format!("{} is outside 500..=60000", l.report_ms),
+                )
+                .into());
+            }
+            if let Some(c) = l
+                .cpus
+                .filter(|c| !(c.is_finite() && *c > 0.0 && *c <= 4096.0))
+            {
+                return Err(err("libvirt.cpus", format!("{c} is outside (0, 4096]")).into());
+            }
+            if l.memory_mib == Some(0) {
+                return Err(err("libvirt.memory_mib", "must be at least 1").into());
             }
         }
         if let Some(c) = &config.controller {
@@ -423,6 +457,27 @@ vnis = [100]
         );
         let e = error_of(&GOOD.replace("vni = 100\n", "vni = 100\nhub = \"10.0.0.9\"\n"));
         assert!(e.contains("environment[0].hub"), "{e}");
+    }
+
+    #[test]
+    fn the_managers_settings_are_checked_by_name() {
+        let with = |extra: &str| format!("{GOOD}[libvirt]\nuri = \"qemu:///system\"\n{extra}");
+        let c = Config::parse(&with("domain = \"d1\"\ncpus = 1.5\nmemory_mib = 2048\n")).unwrap();
+        let l = c.libvirt.unwrap();
+        assert_eq!(
+            (l.report_ms, l.cpus, l.memory_mib),
+            (5000, Some(1.5), Some(2048))
+        );
+        assert_eq!(l.domain.as_deref(), Some("d1"));
+        let e = error_of(&with("report_ms = 100\n"));
+        assert!(
+            e.contains("libvirt.report_ms") && e.contains("500..=60000"),
+            "{e}"
+        );
+        let e = error_of(&with("cpus = 0.0\n"));
+        assert!(e.contains("libvirt.cpus"), "{e}");
+        let e = error_of(&with("memory_mib = 0\n"));
+        assert!(e.contains("libvirt.memory_mib"), "{e}");
     }
 
     #[test]

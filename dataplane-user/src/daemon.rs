@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 use dataplane_common::{maps::programs, ENCAP_OVERHEAD, VXLAN_PORT};
 use violin_api::{
     share::{Registration, Share},
+    vm::VmResources,
     vm::{DomainEvent, DomainEventKind},
 };
 
@@ -268,6 +269,7 @@ fn record(paths: &Paths, config: &Config, generation: u64) {
         generation,
         environments: config.environments.clone(),
         peers: config.peers.clone(),
+        resources: Vec::new(),
     };
     if let Err(e) = follow::store_cached(&paths.share(), &share) {
         warn!(error = %e, "cannot record the served share");
@@ -318,6 +320,8 @@ struct Daemon {
     refused: Option<String>,
     /// Migrating VMs that libvirt says resumed or stopped here, ahead of the controller.
     moves: Moves,
+    /// To the libvirt thread: the resources the controller gives this host's VMs.
+    resources: Option<mpsc::Sender<Vec<VmResources>>>,
 }
 
 impl Daemon {
@@ -364,6 +368,7 @@ impl Daemon {
             follower: None,
             refused: None,
             moves: Moves::new(),
+            resources: None,
         };
         d.hops.publish(&mut d.dp, &d.topology, Some(SETTLE));
         if let Some(listen) = d.config.api_listen {
@@ -393,6 +398,21 @@ impl Daemon {
                 .libvirt
                 .as_ref()
                 .and_then(|l| l.remote_uri.clone()),
+            domain: self
+                .file
+                .libvirt
+                .as_ref()
+                .and_then(|l| l.domain.as_ref().map(|d| d.to_string())),
+            cpus: self.file.libvirt.as_ref().map(|l| {
+                l.cpus.unwrap_or_else(|| {
+                    thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+                })
+            }),
+            memory_mib: self
+                .file
+                .libvirt
+                .as_ref()
+                .map(|l| l.memory_mib.unwrap_or_else(crate::libvirt::host_memory_mib)),
         };
         let follower = Follower::new(c, &self.config.host_id)?;
         follow::start(follower.clone(), registration, events)?;
@@ -421,9 +441,13 @@ impl Daemon {
     }
 
     /// Follows the host's libvirt daemon, when one is configured.
-    fn follow_libvirt(&self, events: mpsc::Sender<Event>) -> Result<()> {
+    fn follow_libvirt(&mut self, events: mpsc::Sender<Event>) -> Result<()> {
         match &self.file.libvirt {
-            Some(l) => crate::libvirt::start(l, &self.paths, events, self.follower.clone()),
+            Some(l) => {
+                let (tx, rx) = mpsc::channel();
+                self.resources = Some(tx);
+                crate::libvirt::start(l, &self.paths, events, self.follower.clone(), rx)
+            }
             None => Ok(()),
         }
     }
@@ -492,17 +516,20 @@ impl Daemon {
                 None => Ok(()),
                 Some(why) => Err(anyhow::anyhow!("{why}")),
             },
-            Some(share) => self
-                .file
-                .with_share(share.environments, share.peers)
-                .map_err(anyhow::Error::from)
-                .and_then(|new| {
-                    // Moves the controller has caught up with are its word now (kept if
-                    // the share cannot be applied).
-                    let current = current_moves(&new, &self.moves);
-                    let before = std::mem::replace(&mut self.moves, current);
-                    self.reconfigure(new).inspect_err(|_| self.moves = before)
-                }),
+            Some(share) => {
+                if let Some(tx) = &self.resources {
+                    let _ = tx.send(share.resources);
+                }
+                self.file.with_share(share.environments, share.peers)
+            }
+            .map_err(anyhow::Error::from)
+            .and_then(|new| {
+                // Moves the controller has caught up with are its word now (kept if
+                // the share cannot be applied).
+                let current = current_moves(&new, &self.moves);
+                let before = std::mem::replace(&mut self.moves, current);
+                self.reconfigure(new).inspect_err(|_| self.moves = before)
+            }),
         };
         let error = result.err().map(|e| format!("{e:#}"));
         self.refused = error.clone();

@@ -15,16 +15,17 @@ use std::{
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 use violin_api::{
-    vm::{DomainEvent, DomainEventKind, VmReport, VmState, VmStatus},
+    vm::{DomainEvent, DomainEventKind, VmReport, VmResources, VmState, VmStatus},
     IfName,
 };
-use virt::{connect::Connect, domain::Domain};
+use virt::{
+    connect::Connect,
+    domain::{Domain, SchedBandwidth, SchedulerInfo},
+};
 use virt_sys as sys;
 
 use crate::{config, daemon::Event, follow::Follower, host::Paths};
 
-/// How often the domains' figures are reported without an event.
-const REPORT_EVERY: Duration = Duration::from_secs(5);
 /// How long after a migration's event the domains are left unqueried.
 const MIGRATION_QUIET: Duration = Duration::from_secs(3);
 
@@ -165,9 +166,38 @@ fn state_of(raw: sys::virDomainState) -> VmState {
     }
 }
 
+/// Memory the guest uses by its balloon driver's statistics (available less unused), in
+/// bytes; None without a balloon driver reporting them.
+fn memory_used(d: &Domain) -> Option<u64> {
+    let stats = d.memory_stats(0).ok()?;
+    let get = |tag| stats.iter().find(|s| s.tag == tag).map(|s| s.val);
+    let available = get(sys::VIR_DOMAIN_MEMORY_STAT_AVAILABLE)?;
+    let unused = get(sys::VIR_DOMAIN_MEMORY_STAT_UNUSED)?;
+    Some(available.saturating_sub(unused) * 1024)
+}
+
+/// The domain's CPU weight and cap (cores) from its scheduler parameters; None for what
+/// the hypervisor does not tell (no CPU controller).
+fn cpu_controls(d: &Domain) -> (Option<u64>, Option<f64>) {
+    let Ok(p) = d.get_scheduler_parameters() else {
+        return (None, None);
+    };
+    let cap = match (p.global_bw.quota, p.global_bw.period) {
+        (Some(q), Some(period)) if q > 0 && period > 0 => Some(q as f64 / period as f64),
+        _ => None,
+    };
+    (p.cpu_shares, cap)
+}
+
 fn status_of(d: &Domain) -> Option<VmStatus> {
     let name = d.get_name().ok()?;
     let info = d.get_info().ok()?;
+    let running = state_of(info.state) == VmState::Running;
+    let (cpu_weight, cpu_cap) = if running {
+        cpu_controls(d)
+    } else {
+        (None, None)
+    };
     Some(VmStatus {
         name,
         state: state_of(info.state),
@@ -178,7 +208,97 @@ fn status_of(d: &Domain) -> Option<VmStatus> {
             .get_xml_desc(0)
             .map(|x| ports_in_xml(&x))
             .unwrap_or_default(),
+        max_memory_bytes: info.max_mem * 1024,
+        memory_used_bytes: if running { memory_used(d) } else { None },
+        cpu_weight,
+        cpu_cap,
     })
+}
+
+/// This machine's memory in MiB (/proc/meminfo), the default a host offers its VMs.
+pub fn host_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(1024, |kib| kib / 1024)
+}
+
+/// The scheduler period a CPU cap is expressed in (libvirt's default, 100 ms).
+const CAP_PERIOD_US: u64 = 100_000;
+
+/// Whether `status` shows the CPU weight and cap `want` asks for (within rounding). The
+/// balloon is not compared: the guest gives memory back at its own pace.
+fn has(status: &VmStatus, want: &VmResources) -> bool {
+    let weight = status.cpu_weight == Some(want.cpu_weight);
+    let cap = match (status.cpu_cap, want.cpu_cap) {
+        (Some(a), Some(b)) => (a - b).abs() < 0.01,
+        (None, None) => true,
+        _ => false,
+    };
+    weight && cap
+}
+
+/// Sets a running domain's CPU weight and cap and its balloon target through libvirt.
+fn apply(conn: &Connect, want: &VmResources) -> Result<()> {
+    let d = Domain::lookup_by_name(conn, &want.vm)?;
+    let mut p = SchedulerInfo {
+        cpu_shares: Some(want.cpu_weight),
+        ..SchedulerInfo::default()
+    };
+    // A cap of the whole domain (all its vCPUs and its emulator threads); -1 lifts it.
+    p.global_bw = SchedBandwidth {
+        period: Some(CAP_PERIOD_US),
+        quota: Some(match want.cpu_cap {
+            Some(c) => ((c * CAP_PERIOD_US as f64).round() as i64).max(1000),
+            None => -1,
+        }),
+    };
+    d.set_scheduler_parameters(&p)
+        .with_context(|| format!("{}: CPU weight and cap", want.vm))?;
+    if let Some(m) = want.memory_mib {
+        d.set_memory(m * 1024)
+            .with_context(|| format!("{}: balloon to {m} MiB", want.vm))?;
+    }
+    Ok(())
+}
+
+/// Brings the running domains this host was given resources for to them: those not set
+/// since they (re)appeared here, set differently, or whose CPU settings drifted. `applied`
+/// is what was set, by VM. Says which were set.
+fn enforce(
+    conn: &Connect,
+    vms: &[VmStatus],
+    wanted: &[VmResources],
+    applied: &mut BTreeMap<String, VmResources>,
+) -> Vec<String> {
+    applied.retain(|vm, _| {
+        vms.iter()
+            .any(|v| &v.name == vm && v.state == VmState::Running)
+    });
+    let mut set = Vec::new();
+    for want in wanted {
+        let Some(status) = vms.iter().find(|v| v.name == want.vm) else {
+            continue;
+        };
+        if status.state != VmState::Running
+            || (applied.get(&want.vm) == Some(want) && has(status, want))
+        {
+            continue;
+        }
+        match apply(conn, want) {
+            Ok(()) => {
+                info!(vm = %want.vm, weight = want.cpu_weight, cap = ?want.cpu_cap, memory_mib = ?want.memory_mib, "set the VM's resources");
+                applied.insert(want.vm.clone(), want.clone());
+                set.push(want.vm.clone());
+            }
+            Err(e) => warn!(error = format!("{e:#}"), "cannot set a VM's resources"),
+        }
+    }
+    set
 }
 
 fn statuses(conn: &Connect) -> Vec<VmStatus> {
@@ -305,15 +425,19 @@ fn event_loop() -> Result<()> {
 }
 
 /// Follows the local libvirt daemon on a thread of its own, reconnecting when it goes.
+/// `resources` brings the resources the controller gives this host's VMs.
 pub fn start(
     cfg: &config::Libvirt,
     paths: &Paths,
     events: mpsc::Sender<Event>,
     reporter: Option<Follower>,
+    resources: mpsc::Receiver<Vec<VmResources>>,
 ) -> Result<()> {
     event_loop()?;
     let uri = cfg.uri.clone();
     let file = paths.vms();
+    let every = Duration::from_millis(u64::from(cfg.report_ms));
+    let mut wanted = Vec::new();
     thread::Builder::new()
         .name("libvirt".into())
         .spawn(move || {
@@ -323,7 +447,12 @@ pub fn start(
                     Ok(s) => {
                         info!(%uri, "following libvirt's domain events");
                         backoff = Duration::from_millis(200);
-                        if follow(s, &events, reporter.as_ref(), &file).is_err() {
+                        let to = Targets {
+                            every,
+                            rx: &resources,
+                            wanted: &mut wanted,
+                        };
+                        if follow(s, &events, reporter.as_ref(), &file, to).is_err() {
                             return;
                         }
                         warn!(%uri, "lost the libvirt connection; reconnecting");
@@ -337,14 +466,24 @@ pub fn start(
     Ok(())
 }
 
+/// How often to sample, and the resources to hold the domains to.
+struct Targets<'a> {
+    every: Duration,
+    rx: &'a mpsc::Receiver<Vec<VmResources>>,
+    wanted: &'a mut Vec<VmResources>,
+}
+
 /// Runs one session; Err when the daemon's loop is gone (violind is exiting).
 fn follow(
     mut s: Session,
     events: &mpsc::Sender<Event>,
     reporter: Option<&Follower>,
     file: &PathBuf,
+    to: Targets,
 ) -> Result<(), ()> {
     let mut last = None::<Instant>;
+    // What this session set, by VM: a new connection (a restarted libvirtd) sets again.
+    let mut applied = BTreeMap::new();
     // The last event of a migration. Querying the daemon's domains while migrations
     // switch over kept a guest paused for seconds (two guests swapping hosts: 1.1-2.1 s
     // against 0.1-0.3 s with violind not querying), so the figures wait until the
@@ -373,8 +512,14 @@ fn follow(
         if happened.iter().any(|e| e.migration) {
             migrating = Some(Instant::now());
         }
+        let mut new_targets = false;
+        while let Ok(r) = to.rx.try_recv() {
+            *to.wanted = r;
+            new_targets = true;
+        }
         let quiet = migrating.is_none_or(|t| t.elapsed() >= MIGRATION_QUIET);
-        let due = !happened.is_empty() || last.is_none_or(|t| t.elapsed() >= REPORT_EVERY);
+        let due =
+            !happened.is_empty() || new_targets || last.is_none_or(|t| t.elapsed() >= to.every);
         if !due || !quiet {
             if !s.conn.is_alive().unwrap_or(false) {
                 return Ok(());
@@ -382,7 +527,12 @@ fn follow(
             continue;
         }
         last = Some(Instant::now());
-        let vms = statuses(&s.conn);
+        let mut vms = statuses(&s.conn);
+        // Held to the controller's word: a VM that arrived, restarted or drifted is set
+        // again, and reported as it is then.
+        if !enforce(&s.conn, &vms, to.wanted, &mut applied).is_empty() {
+            vms = statuses(&s.conn);
+        }
         for v in &vms {
             s.ports.insert(v.name.clone(), v.ports.clone());
         }

@@ -550,6 +550,10 @@ pub(crate) mod tests {
                 memory_bytes: 128 << 20,
                 vcpus: 1,
                 ports: vec![],
+                max_memory_bytes: 128 << 20,
+                memory_used_bytes: None,
+                cpu_weight: None,
+                cpu_cap: None,
             }],
             ..Stats::default()
         }

@@ -182,6 +182,19 @@ impl Lab {
             .with_context(|| format!("applying {name}\n{}", self.daemon_logs()))
     }
 
+    /// The controller's /metrics text, fetched from the lab's switch namespace.
+    pub fn controller_metrics(&self) -> Result<String> {
+        let addr: std::net::SocketAddr = format!("{}:{CONTROLLER_PORT}", controller_ip())
+            .parse()
+            .context("the controller's address")?;
+        let sw = crate::lab::switch_ns(&self.spec.name);
+        let (code, text) = crate::traffic::http_get(&sw, addr, "/metrics")?;
+        if code != 200 {
+            bail!("GET /metrics: {code}: {text}");
+        }
+        Ok(text)
+    }
+
     /// An environment spec holding the lab's VMs of environment `env`, named `name`.
     /// `extra` is appended (links, rules, policies).
     pub fn env_spec(&self, env: usize, name: &str, vni: u32, extra: &str) -> String {

@@ -21,8 +21,9 @@ pub struct GuestImage {
     pub qemu: PathBuf,
 }
 
-/// virtio-net and what it needs, in an order where each loads after its dependencies.
-const MODULES: [&str; 8] = [
+/// virtio-net and the memory balloon, and what they need, in an order where each loads
+/// after its dependencies.
+const MODULES: [&str; 9] = [
     "virtio_ring",
     "virtio",
     "virtio_pci_legacy_dev",
@@ -31,21 +32,24 @@ const MODULES: [&str; 8] = [
     "failover",
     "net_failover",
     "virtio_net",
+    "virtio_balloon",
 ];
 
 /// The guest's /init. Its settings come from the kernel command line: `vmip=ADDR/LEN`,
 /// optional `vmmtu=MTU`, `probe=PEER` (run violin-probe against PEER), `probems=N` (its
-/// interval in milliseconds) and `nemo=RANK/ITERS/HALO/WORK/PEERS` (run violin-nemo's
-/// rounds back to back, rank 0's reports on the console as `VIOLIN-NEMO {json}`).
+/// interval in milliseconds), `nemo=RANK/ITERS/HALO/WORK/PEERS` (run violin-nemo's
+/// rounds back to back, rank 0's reports on the console as `VIOLIN-NEMO {json}`) and
+/// `burn=1` (keep its CPU busy, an application that wants all the CPU it gets).
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net; do
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio_balloon; do
   insmod /mods/$m.ko
 done
 for w in $(cat /proc/cmdline); do
-  case $w in vmip=*) IP=${w#vmip=};; vmmtu=*) MTU=${w#vmmtu=};; probe=*) PEER=${w#probe=};; probems=*) PROBEMS=${w#probems=};; nemo=*) NEMO=${w#nemo=};; esac
+  case $w in vmip=*) IP=${w#vmip=};; vmmtu=*) MTU=${w#vmmtu=};; probe=*) PEER=${w#probe=};; probems=*) PROBEMS=${w#probems=};; nemo=*) NEMO=${w#nemo=};; burn=*) BURN=${w#burn=};; esac
 done
+if [ -n "$BURN" ]; then (while :; do :; done) & fi
 ip link set lo up
 if [ -n "$MTU" ]; then ip link set eth0 mtu $MTU; fi
 ip link set eth0 up

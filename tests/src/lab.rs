@@ -102,6 +102,28 @@ pub struct LabSpec {
     /// The daemons measure each other (with a controller; `measure_ms`): off for
     /// benchmarks whose links the probes would share.
     pub measure: bool,
+    /// The hosts as the adaptation manager sees them (QEMU guests): their domains, what
+    /// they offer, and guests that keep their CPU busy.
+    pub managed: Option<Managed>,
+}
+
+/// Hosts for the adaptation manager: host i is in domain `d{i mod domains + 1}`, offers
+/// `cpus` cores and `memory_mib`, samples its guests every `report_ms`; its libvirt daemon
+/// puts guests in CPU cgroups, and every guest has a memory balloon (and, with `burn`, a
+/// busy CPU).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Managed {
+    pub domains: usize,
+    pub cpus: f64,
+    pub memory_mib: u64,
+    pub report_ms: u32,
+    pub burn: bool,
+}
+
+impl Managed {
+    pub fn domain_of(&self, host: usize) -> String {
+        format!("d{}", host % self.domains.max(1) + 1)
+    }
 }
 
 /// The lab's hosts split into `count` domains (round robin: host i is in domain i mod
@@ -195,6 +217,7 @@ impl LabSpec {
             nemo: None,
             domains: None,
             measure: true,
+            managed: None,
         }
     }
 
@@ -716,7 +739,9 @@ impl Lab {
             }
             step(quiet, &format!("libvirtd on {}", h.ns));
             let dir = guest_dir(&self.spec.name).join(format!("h{}", i + 1));
-            let d = crate::libvirt::Libvirtd::start(&h.ns, h.underlay_ip, &dir, i, &qemu_dir)?;
+            let cgroups = self.spec.managed.is_some();
+            let d =
+                crate::libvirt::Libvirtd::start(&h.ns, h.underlay_ip, &dir, i, &qemu_dir, cgroups)?;
             self.libvirtds[i] = Some(d);
         }
         Ok(())
@@ -818,6 +843,8 @@ impl Lab {
                         .then(|| format!("br{}", v.env)),
                     console: g.console.clone(),
                     memory_mib: 128,
+                    balloon: self.spec.managed.is_some(),
+                    burn: self.spec.managed.as_ref().is_some_and(|m| m.burn),
                 };
                 let xml = crate::libvirt::domain_xml(&image, &spec);
                 let uri = self.libvirt_uri(v.host);
@@ -961,10 +988,21 @@ impl Lab {
         if let Some(Some(l)) = self.libvirtds.get(i) {
             let _ = writeln!(
                 s,
-                "[libvirt]\nuri = {:?}\nremote_uri = {:?}\n",
+                "[libvirt]\nuri = {:?}\nremote_uri = {:?}",
                 l.local_uri(),
                 l.tcp_uri()
             );
+            if let Some(m) = &self.spec.managed {
+                let _ = writeln!(
+                    s,
+                    "report_ms = {}\ndomain = {:?}\ncpus = {:?}\nmemory_mib = {}",
+                    m.report_ms,
+                    m.domain_of(i),
+                    m.cpus,
+                    m.memory_mib
+                );
+            }
+            s.push('\n');
         }
         if self.spec.controller {
             let _ = writeln!(

@@ -31,6 +31,12 @@ mount --bind "$1/group" /etc/group
 for d in lib cache log; do mount --bind "$1/var/$d" "/var/$d"; done
 mount --bind "$1/run" /run
 mkdir -p /run/libvirt
+# `ip netns exec` mounted a sysfs of the namespace over /sys, hiding the cgroup
+# hierarchies: give libvirtd the CPU controllers back (the machine's v1 hierarchies).
+if [ -n "$2" ]; then
+  mount -t tmpfs cgroup /sys/fs/cgroup
+  for c in cpu cpuacct; do mkdir -p /sys/fs/cgroup/$c; mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c; done
+fi
 exec /usr/sbin/libvirtd -f /etc/libvirt/libvirtd.conf -p /run/libvirtd.pid --listen
 "#;
 
@@ -46,12 +52,15 @@ impl Libvirtd {
     /// its underlay), keeping its state, configuration and logs in `dir`; its QEMU is the
     /// `qemu-system-x86_64` in `qemu_dir`. Distinct `host_uuid_seed`s give distinct host
     /// UUIDs, without which libvirt refuses to migrate ("migration to the same host").
+    /// With `cgroups`, QEMUs run in cgroups of the CPU controller, so that their CPU
+    /// weight and cap can be set.
     pub fn start(
         ns: &str,
         address: Ipv4Addr,
         dir: &Path,
         host_uuid_seed: usize,
         qemu_dir: &Path,
+        cgroups: bool,
     ) -> Result<Libvirtd> {
         for sub in [
             "etc",
@@ -72,7 +81,7 @@ impl Libvirtd {
                 );
             }
         }
-        write_config(&dir, address, host_uuid_seed)?;
+        write_config(&dir, address, host_uuid_seed, cgroups)?;
         let out = fs::File::create(dir.join("libvirtd.out"))?;
         let path = std::env::var("PATH").unwrap_or_default();
         let child = Command::new("ip")
@@ -80,6 +89,7 @@ impl Libvirtd {
             .args(["unshare", "-m", "--propagation", "private"])
             .args(["sh", "-c", LAUNCH, "sh"])
             .arg(&dir)
+            .arg(if cgroups { "cgroups" } else { "" })
             .env("PATH", format!("{}:{path}", qemu_dir.display()))
             .env(NS_MARKER, ns)
             .stdin(Stdio::null())
@@ -177,7 +187,7 @@ impl Drop for Libvirtd {
     }
 }
 
-fn write_config(dir: &Path, address: Ipv4Addr, host_uuid_seed: usize) -> Result<()> {
+fn write_config(dir: &Path, address: Ipv4Addr, host_uuid_seed: usize, cgroups: bool) -> Result<()> {
     let uuid = format!("5e1f1e00-0000-4000-8000-{:012x}", host_uuid_seed + 1);
     let log = dir.join("libvirtd.log");
     // TCP without authentication is for the lab only, where the daemon listens inside its
@@ -188,11 +198,14 @@ fn write_config(dir: &Path, address: Ipv4Addr, host_uuid_seed: usize) -> Result<
          listen_tls = 0\nlisten_tcp = 1\nauth_tcp = \"none\"\nlisten_addr = \"{address}\"\n",
         log.display()
     );
-    // QEMU runs as root with no confinement: the lab has no users, cgroups or security
-    // drivers to give it. Migration streams use the host's underlay address.
+    // QEMU runs as root with no confinement: the lab has no users or security drivers to
+    // give it, and cgroups only where a test sets the guests' CPU (the machine's v1 cpu
+    // controller; libvirt makes a group per domain under /machine). Migration streams
+    // use the host's underlay address.
+    let controllers = if cgroups { "\"cpu\", \"cpuacct\"" } else { " " };
     let qemu = format!(
         "user = \"root\"\ngroup = \"root\"\ndynamic_ownership = 0\nremember_owner = 0\n\
-         security_driver = \"none\"\ncgroup_controllers = [ ]\nnamespaces = [ ]\n\
+         security_driver = \"none\"\ncgroup_controllers = [{controllers}]\nnamespaces = [ ]\n\
          stdio_handler = \"file\"\nmigration_address = \"{address}\"\n\
          migration_host = \"{address}\"\n"
     );
@@ -280,6 +293,10 @@ pub struct GuestSpec {
     /// Enslave the tap to this Linux bridge (a Linux VXLAN host) instead of leaving it
     /// to Violin.
     pub bridge: Option<String>,
+    /// A virtio memory balloon reporting the guest's memory statistics every second.
+    pub balloon: bool,
+    /// Keep the guest's CPU busy.
+    pub burn: bool,
     /// Serial console log. Outside /run and /var/{lib,cache,log}, which are private to
     /// each host: during a migration both hosts' QEMUs open it.
     pub console: PathBuf,
@@ -308,6 +325,14 @@ pub fn domain_xml(image: &GuestImage, g: &GuestSpec) -> String {
     if let Some(nemo) = &g.nemo {
         cmdline.push_str(&format!(" nemo={nemo}"));
     }
+    if g.burn {
+        cmdline.push_str(" burn=1");
+    }
+    let balloon = if g.balloon {
+        "<memballoon model='virtio'><stats period='1'/></memballoon>"
+    } else {
+        "<memballoon model='none'/>"
+    };
     let interface = match &g.bridge {
         Some(br) => format!("bridge'>\n      <source bridge='{}'/>", xml_escape(br)),
         None => "ethernet'>".to_string(),
@@ -346,7 +371,7 @@ pub fn domain_xml(image: &GuestImage, g: &GuestSpec) -> String {
       <source path='{console}' append='on'/>
     </serial>
     <controller type='usb' model='none'/>
-    <memballoon model='none'/>
+    {balloon}
   </devices>
 </domain>
 ",
@@ -359,6 +384,7 @@ pub fn domain_xml(image: &GuestImage, g: &GuestSpec) -> String {
         interface = interface,
         mtu = g.mtu,
         console = path(&g.console),
+        balloon = balloon,
     )
 }
 
@@ -451,6 +477,8 @@ mod tests {
             bridge: None,
             console: "/tmp/gq/vm1.console".into(),
             memory_mib: 128,
+            balloon: false,
+            burn: false,
         }
     }
 

@@ -353,6 +353,7 @@ fn failed_migrations_roll_back(lab: &mut Lab, mover: &str, h1: &str, h2: &str) {
             .qemu
             .parent()
             .unwrap(),
+        false,
     )
     .unwrap();
     lab.libvirtds[0] = Some(restarted);

@@ -13,11 +13,11 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::{
     rest::{
         AdaptPlan, Adaptation, AppTopology, Applied, Bound, BoundRequest, DaemonLinks, DaemonRules,
-        EnvDetail, EnvSummary, ErrorBody, Filter, HostInfo, LinkInfo, LinkRequest, MeasuredPair,
-        Plan, Route, RouteQuery, RuleInfo, RuleRequest, SyncStatus,
+        EnvDetail, EnvSummary, ErrorBody, Filter, HostInfo, LinkInfo, LinkRequest, ManagerDecision,
+        ManagerRecord, MeasuredPair, Plan, Route, RouteQuery, RuleInfo, RuleRequest, SyncStatus,
     },
     share::{Ack, HostMeasurements, Interface, Registered, Registration, SyncEvent, TrafficReport},
-    vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport},
+    vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport, VmUsage},
 };
 
 /// Why a call failed: the controller refused it (with its status and body), or it could
@@ -312,6 +312,26 @@ impl Client {
     /// The adaptations made (`environment` filters), oldest first.
     pub fn adaptations(&self, filter: &Filter) -> Result<Vec<Adaptation>> {
         self.get_query("/v1/adaptations", filter)
+    }
+
+    /// What the adaptation manager would do now (nothing changes).
+    pub fn manager(&self) -> Result<ManagerDecision> {
+        self.get("/v1/manager")
+    }
+
+    /// Has the adaptation manager decide and carry its decision out.
+    pub fn manage(&self) -> Result<ManagerRecord> {
+        self.send("POST", "/v1/manager", &())
+    }
+
+    /// The adaptation manager's decisions carried out, oldest first.
+    pub fn manager_log(&self) -> Result<Vec<ManagerRecord>> {
+        self.get("/v1/manager/log")
+    }
+
+    /// Every VM's use over time.
+    pub fn usage(&self) -> Result<Vec<VmUsage>> {
+        self.get("/v1/usage")
     }
 
     /// A host's domains and the lifecycle events since its last report.

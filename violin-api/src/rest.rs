@@ -480,6 +480,43 @@ impl Default for ManagerParams {
     }
 }
 
+impl ManagerParams {
+    /// Checks the settings; the error names the field (as in `window: ...`).
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=100).contains(&self.window) {
+            return Err(format!("window: {} is outside 1..=100", self.window));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 1.0 && self.alpha <= 10.0) {
+            return Err(format!("alpha: {} is outside (1, 10]", self.alpha));
+        }
+        if !(self.beta.is_finite() && self.beta >= self.alpha && self.beta <= 10.0) {
+            return Err(format!(
+                "beta: {} is outside [alpha, 10] (a saturated VM is given at least what a 1/alpha-used one is)",
+                self.beta
+            ));
+        }
+        if !(self.min_cpu.is_finite() && self.min_cpu > 0.0 && self.min_cpu <= 1.0) {
+            return Err(format!("min_cpu: {} is outside (0, 1]", self.min_cpu));
+        }
+        if !(self.min_memory_mib.is_finite() && self.min_memory_mib >= 16.0) {
+            return Err(format!(
+                "min_memory_mib: {} is below 16",
+                self.min_memory_mib
+            ));
+        }
+        if !(0.0..1.0).contains(&self.min_gain) {
+            return Err(format!("min_gain: {} is outside [0, 1)", self.min_gain));
+        }
+        if self.max_migrations > 1000 {
+            return Err(format!(
+                "max_migrations: {} is above 1000",
+                self.max_migrations
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What the adaptation manager decides: every VM's level and CPU share, the environments
 /// it moves between domains and the VMs it moves between hosts, with its reasons.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -544,4 +581,26 @@ pub struct ManagedMove {
     pub from: String,
     pub to: String,
     pub reason: String,
+}
+
+/// A decision of the adaptation manager and what came of it (`POST /v1/manager`,
+/// `GET /v1/manager/log`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ManagerRecord {
+    pub id: u64,
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    /// manual or auto.
+    pub trigger: String,
+    pub decision: ManagerDecision,
+    /// The migrations started for its moves.
+    pub migrations: Vec<u64>,
+    /// The CPU weights, caps and balloon targets the hosts were given (rounded, so that
+    /// noise does not reach the hosts).
+    pub resources: Vec<crate::vm::VmResources>,
+    /// The generation that carries its CPU and memory settings to the hosts, when they
+    /// changed.
+    pub generation: Option<u64>,
+    /// Moves the migration supervisor refused, with why.
+    pub errors: Vec<String>,
 }

@@ -6,7 +6,10 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::types::{BurstKib, DstMatch, IfName, Limit, Name, RateMbit, SrcMatch, UnicastMac, Vni};
+use crate::{
+    types::{BurstKib, DstMatch, IfName, Limit, Name, RateMbit, SrcMatch, UnicastMac, Vni},
+    vm::VmResources,
+};
 
 /// One environment as one host serves it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -145,13 +148,19 @@ pub struct Share {
     /// Sorted by name.
     pub environments: Vec<Environment>,
     pub peers: Vec<Peer>,
+    /// The CPU and memory this host's VMs are given (the adaptation manager's), by VM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<VmResources>,
 }
 
 impl Share {
     /// Applies a delta; says whether anything changed.
     pub fn apply(&mut self, delta: Delta) -> bool {
         self.generation = delta.generation;
-        let changed = !delta.upsert.is_empty() || !delta.remove.is_empty() || delta.peers.is_some();
+        let changed = !delta.upsert.is_empty()
+            || !delta.remove.is_empty()
+            || delta.peers.is_some()
+            || delta.resources.is_some();
         self.environments.retain(|e| {
             !delta.remove.contains(&e.name) && !delta.upsert.iter().any(|u| u.name == e.name)
         });
@@ -159,6 +168,9 @@ impl Share {
         self.environments.sort_by(|a, b| a.name.cmp(&b.name));
         if let Some(p) = delta.peers {
             self.peers = p;
+        }
+        if let Some(r) = delta.resources {
+            self.resources = r;
         }
         changed
     }
@@ -180,6 +192,7 @@ impl Share {
                 .map(|e| e.name.clone())
                 .collect(),
             peers: (self.peers != new.peers).then(|| new.peers.clone()),
+            resources: (self.resources != new.resources).then(|| new.resources.clone()),
         }
     }
 }
@@ -195,6 +208,9 @@ pub struct Delta {
     /// The whole peer list, when it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<Peer>>,
+    /// The whole list of the host's VM resources, when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<VmResources>>,
 }
 
 /// One line of the sync stream (`GET /v1/hosts/{host}/sync`, newline-delimited JSON).
@@ -223,6 +239,15 @@ pub struct Registration {
     /// `qemu+tls://host/system`), when violind follows one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub libvirt: Option<String>,
+    /// The administrative domain (site, cluster) the host belongs to, for the adaptation
+    /// manager, which balances load between domains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// What the host offers its VMs: cores and MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -330,6 +355,7 @@ mod tests {
             generation: 1,
             environments: vec![env("blue", 1), env("red", 2)],
             peers: vec![],
+            resources: vec![],
         };
         let mut b = a.clone();
         b.generation = 2;
@@ -349,5 +375,19 @@ mod tests {
         let line = serde_json::to_string(&SyncEvent::Delta(same.clone())).unwrap();
         assert_eq!(line, r#"{"type":"delta","generation":3}"#);
         assert!(!c.apply(same));
+        // A VM's new CPU share reaches its host as the whole list, alone.
+        let mut r = b.clone();
+        r.generation = 4;
+        r.resources = vec![crate::vm::VmResources {
+            vm: "a1".into(),
+            cpu_weight: 512,
+            cpu_cap: Some(0.5),
+            memory_mib: None,
+        }];
+        let d = b.delta_to(&r);
+        assert!(d.upsert.is_empty() && d.remove.is_empty() && d.peers.is_none());
+        assert_eq!(d.resources.as_deref(), Some(&r.resources[..]));
+        assert!(c.apply(d));
+        assert_eq!(c, r);
     }
 }

@@ -106,6 +106,10 @@ pub struct VmTable {
     pub mac: Spanned<UnicastMac>,
     #[serde(default)]
     pub ip: Option<Ipv4Addr>,
+    /// The environment's head node (its users' way in): the adaptation manager keeps it
+    /// in its domain when it moves the others.
+    #[serde(default)]
+    pub head: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -52,6 +52,58 @@ pub struct VmStatus {
     /// The domain's network interfaces (`<target dev=...>`), its Violin ports.
     #[serde(default)]
     pub ports: Vec<IfName>,
+    /// The most memory it may have (its balloon's ceiling), in bytes.
+    #[serde(default)]
+    pub max_memory_bytes: u64,
+    /// Memory the guest uses (its balloon driver's statistics: available less unused),
+    /// in bytes; None when the guest reports none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_bytes: Option<u64>,
+    /// Its CPU scheduler weight (cgroup cpu.shares), when libvirt can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_weight: Option<u64>,
+    /// Its CPU cap in cores (vCPU quota over period); None: uncapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cap: Option<f64>,
+}
+
+/// The CPU and memory a host gives one of its VMs, as the adaptation manager decided: a
+/// host's share carries those of its VMs, and its violind sets them through libvirt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmResources {
+    /// The domain's name (the spec's `[[vm]] name`).
+    pub vm: String,
+    /// CPU scheduler weight (libvirt's cpu_shares, 2..=262144).
+    pub cpu_weight: u64,
+    /// CPU cap in cores (libvirt's vcpu_quota over vcpu_period); None: uncapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cap: Option<f64>,
+    /// Balloon target in MiB; None leaves the memory as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+}
+
+/// A VM's use over time, as the controller keeps it (`GET /v1/usage`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VmUsage {
+    pub vm: String,
+    pub host: String,
+    pub environment: Option<String>,
+    pub samples: Vec<UsageSample>,
+}
+
+/// One sample: CPU used since the previous one (cores), and memory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageSample {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    pub cpu_cores: f64,
+    pub memory_mib: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_mib: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cap: Option<f64>,
 }
 
 /// A lifecycle change libvirt announced, with the time violind received it.
@@ -212,6 +264,10 @@ mod tests {
                 memory_bytes: 128 << 20,
                 vcpus: 1,
                 ports: vec![IfName::parse("vt1").unwrap()],
+                max_memory_bytes: 128 << 20,
+                memory_used_bytes: Some(40 << 20),
+                cpu_weight: Some(512),
+                cpu_cap: Some(0.5),
             }]),
             events: vec![DomainEvent {
                 vm: "a1".into(),

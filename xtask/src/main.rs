@@ -320,6 +320,7 @@ fn spec(a: &LabArgs) -> LabSpec {
             loss_pct: a.wan_loss_pct,
         }),
         measure: true,
+        managed: None,
     }
 }
 

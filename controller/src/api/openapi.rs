@@ -15,7 +15,8 @@ use super::*;
           delete_rule, links, rules, route_of, get_bound, set_bound, sync_status, hosts,
           register, sync_stream, ack, host_interfaces, report_vms, report_traffic,
           get_topology, get_adapt, post_adapt, list_adaptations, report_measurements, measurements, vms, start_migration,
-          list_migrations, get_migration, cancel_migration, metrics, openapi_json),
+          list_migrations, get_migration, cancel_migration, get_usage, get_manager, post_manager,
+          manager_log, metrics, openapi_json),
     components(schemas(ErrorBody, violin_api::share::Share, violin_api::share::Delta)),
     modifiers(&Bearer),
     security(("bearer" = []))

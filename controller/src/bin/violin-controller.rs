@@ -1,9 +1,10 @@
 //! violin-controller: the source of truth for Violin's environments.
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use controller::{api, store::Store};
+use violin_api::rest::ManagerParams;
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,25 @@ struct Cli {
     /// the window).
     #[arg(long, default_value_t = 500)]
     vttif_settle_ms: u64,
+    /// The adaptation manager's automatic mode: decide every this many seconds (0: only
+    /// on request, `violinctl adapt --apply`).
+    #[arg(long, default_value_t = 0)]
+    manager_period_s: u64,
+    /// Samples the manager's moving average spans (equation 6.1).
+    #[arg(long, default_value_t = ManagerParams::default().window)]
+    manager_window: usize,
+    /// Over-allocation below full use: VMs are kept 1/alpha used (equation 6.2).
+    #[arg(long, default_value_t = ManagerParams::default().alpha)]
+    manager_alpha: f64,
+    /// Over-allocation of a fully used VM (equation 6.3).
+    #[arg(long, default_value_t = ManagerParams::default().beta)]
+    manager_beta: f64,
+    /// A migration must improve the balance by at least this share of it.
+    #[arg(long, default_value_t = ManagerParams::default().min_gain)]
+    manager_min_gain: f64,
+    /// Migrations per decision at most (0: the manager only sets CPU and memory).
+    #[arg(long, default_value_t = ManagerParams::default().max_migrations)]
+    manager_max_migrations: usize,
 }
 
 fn main() {
@@ -63,9 +83,23 @@ fn run(cli: Cli) -> Result<()> {
     params
         .check()
         .map_err(|e| anyhow::anyhow!("--vttif-{}", e.replacen('_', "-", 1)))?;
+    let manager = ManagerParams {
+        window: cli.manager_window,
+        alpha: cli.manager_alpha,
+        beta: cli.manager_beta,
+        min_gain: cli.manager_min_gain,
+        max_migrations: cli.manager_max_migrations,
+        migrate: cli.manager_max_migrations > 0,
+        ..ManagerParams::default()
+    };
+    manager
+        .check()
+        .map_err(|e| anyhow::anyhow!("--manager-{}", e.replacen('_', "-", 1)))?;
     let store = Arc::new(Store::open(&cli.state)?);
-    let api = api::Api::new(store, token, params)?;
+    let period = (cli.manager_period_s > 0).then(|| Duration::from_secs(cli.manager_period_s));
+    let api = api::Api::new(store, token, params)?.with_manager(manager, period);
     api::run_auto(api.clone());
+    controller::autonomic::run(api.clone());
     let app = api::router(api);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

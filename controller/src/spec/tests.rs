@@ -167,7 +167,7 @@ fn storm_control_is_set_per_environment_and_planned() {
         "~ storm control: 200 frames/s -> off"
     );
     // Every host's share carries it.
-    let share = crate::share::share_of("h1", 1, [&want], &[]);
+    let share = crate::share::share_of("h1", 1, [&want], &[], &Default::default());
     assert_eq!(share.environments[0].storm_pps, Some(200));
     // A rate that is no number is refused naming the field.
     let bad = SPEC.replacen("vni = ", "storm_pps = \"fast\"\nvni = ", 1);
@@ -309,10 +309,10 @@ fn vm_bounds_are_planned_and_reach_the_vms_host_only() {
     );
     assert_eq!(plan(Some(&want), &cur)[0].to_string(), "- limit vm a1");
     // a1's host carries the bound on a1's identity; the other host has nothing of it.
-    let h1 = crate::share::share_of("h1", 1, [&want], &[]);
+    let h1 = crate::share::share_of("h1", 1, [&want], &[], &Default::default());
     let a1 = &h1.environments[0].vms[0];
     assert_eq!(a1.limit, Some(l));
-    let h2 = crate::share::share_of("h2", 1, [&want], &[]);
+    let h2 = crate::share::share_of("h2", 1, [&want], &[], &Default::default());
     assert!(h2.environments[0].vms.iter().all(|v| v.limit.is_none()));
 
     // A limit names a pair or a VM, one of them, and a VM of the spec.
@@ -373,7 +373,7 @@ fn an_adapted_environment_is_a_star_through_its_proxy() {
         changes[0].starts_with("+ adapt: star through h2"),
         "{changes:?}"
     );
-    let share = crate::share::share_of("h1", 1, [&s], &[]);
+    let share = crate::share::share_of("h1", 1, [&s], &[], &Default::default());
     let hub = s.hosts["h2"];
     assert_eq!(share.environments[0].hub, Some(hub));
     let peers: Vec<_> = share.peers.iter().map(|p| p.address).collect();

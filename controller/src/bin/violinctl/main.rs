@@ -148,10 +148,15 @@ enum Command {
     /// underlay (round trip, packet-train bandwidth, passive estimate).
     Measurements,
     /// VADAPT: fit an adapted environment's overlay (a star through its proxy) to the
-    /// application's inferred topology with fast-path links. Without a flag, the plan.
+    /// application's inferred topology with fast-path links. Without an environment: the
+    /// adaptation manager, which balances CPU between domains and hosts by moving
+    /// environments and VMs and sets each VM's CPU share and balloon. Without a flag, the
+    /// plan (a dry run).
+    ///
+    /// Examples: `violinctl adapt blue --apply`, `violinctl adapt --explain`.
     Adapt {
-        /// The environment (its spec has an [adapt] section).
-        env: Name,
+        /// The environment (its spec has an [adapt] section); none: the adaptation manager.
+        env: Option<Name>,
         /// Print the plan: the host pairs the topology asks for and the links to add or
         /// remove, with reasons (the default).
         #[arg(long, conflicts_with_all = ["apply", "explain"])]
@@ -212,6 +217,17 @@ enum Command {
     Migrations,
     /// List the VMs the hosts' libvirt daemons report: host, state, CPU, memory.
     Vms,
+    /// The VMs' use over time as the adaptation manager sees it: CPU in cores, memory,
+    /// and the cap they were given, sample by sample (the latest few; all with -o json).
+    ///
+    /// Example: `violinctl usage h1v1`.
+    Usage {
+        /// Only this VM.
+        vm: Option<String>,
+        /// Samples shown per VM (table output).
+        #[arg(long, default_value_t = 5)]
+        last: usize,
+    },
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -597,6 +613,20 @@ fn run(c: &Client, cli: &Cli) -> Result<Outcome> {
             wait: w,
             ..
         } => {
+            let Some(env) = env else {
+                if *explain {
+                    output::manager_log(out, &c.manager_log()?)?;
+                } else if *apply {
+                    let r = c.manage()?;
+                    output::manager_log(out, std::slice::from_ref(&r))?;
+                    if let (true, Some(g)) = (w.wait, r.generation) {
+                        wait(c, g, w.timeout)?;
+                    }
+                } else {
+                    output::manager_decision(out, &c.manager()?)?;
+                }
+                return Ok(Outcome::Done);
+            };
             if *explain {
                 let f = filter(&Some(env.to_string()), &None);
                 output::adaptations(out, &c.adaptations(&f)?)?;
@@ -761,6 +791,16 @@ fn list(c: &Client, out: Output, command: &Command) -> Result<()> {
         Command::Migrations => output::migrations(out, &c.migrations()?),
         Command::Measurements => output::measurements(out, &c.measurements()?),
         Command::Vms => output::vms(out, &c.vms()?),
+        Command::Usage { vm, last } => {
+            let mut all = c.usage()?;
+            if let Some(v) = vm {
+                all.retain(|u| &u.vm == v);
+                if all.is_empty() {
+                    anyhow::bail!("vm: no usage recorded for {v:?} (see `violinctl vms`)");
+                }
+            }
+            output::usage(out, &all, *last)
+        }
         Command::Topology { env, watch } => {
             if !*watch {
                 return output::topology(out, &c.topology(env.as_str())?);

@@ -6,10 +6,10 @@ use violin_api::{
     output::yaml,
     rest::{
         AdaptPlan, AdaptStep, Adaptation, AppTopology, EnvSummary, HostInfo, LinkInfo,
-        MeasuredPair, Route, RuleInfo, VmMove,
+        ManagerDecision, ManagerRecord, MeasuredPair, Route, RuleInfo, VmMove,
     },
     share::Interface,
-    vm::{Migration, VmInfo},
+    vm::{Migration, VmInfo, VmUsage},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -449,6 +449,124 @@ fn moves_table(moves: &[VmMove]) {
         ]);
     }
     t.print();
+}
+
+fn decision_tables(d: &ManagerDecision) {
+    println!(
+        "target utilisation {:.2}, balance {:.3} -> {:.3}",
+        d.target_utilisation, d.balance_before, d.balance_after
+    );
+    let mut t = Table::new(&["DOMAIN", "CORES", "UTILISATION", "AFTER"]);
+    for dom in &d.domains {
+        t.row(vec![
+            dom.name.clone(),
+            format!("{:.2}", dom.capacity),
+            format!("{:.2}", dom.utilisation_before),
+            format!("{:.2}", dom.utilisation_after),
+        ]);
+    }
+    t.print();
+    let mut t = Table::new(&[
+        "VM",
+        "ENV",
+        "HOST",
+        "PREDICTED",
+        "DESIRED",
+        "CAP",
+        "WEIGHT",
+        "MEMORY",
+    ]);
+    for v in &d.vms {
+        t.row(vec![
+            v.vm.clone(),
+            v.environment.clone(),
+            v.host.clone(),
+            v.predicted_cpu.map_or("-".into(), |p| format!("{p:.2}")),
+            format!("{:.2}", v.desired_cpu),
+            format!("{:.2}", v.cpu_cap),
+            v.cpu_weight.to_string(),
+            format!("{:.0} MiB", v.memory_mib),
+        ]);
+    }
+    t.print();
+    if !d.moves.is_empty() {
+        let mut t = Table::new(&["MIGRATE", "ENV", "FROM", "TO", "REASON"]);
+        for m in &d.moves {
+            t.row(vec![
+                m.vm.clone(),
+                m.environment.clone(),
+                m.from.clone(),
+                m.to.clone(),
+                m.reason.clone(),
+            ]);
+        }
+        t.print();
+    }
+    for e in &d.explain {
+        println!("why: {e}");
+    }
+}
+
+/// What the adaptation manager would do now.
+pub fn manager_decision(out: Output, d: &ManagerDecision) -> Result<()> {
+    show(out, d, decision_tables)
+}
+
+/// The adaptation manager's decisions carried out.
+pub fn manager_log(out: Output, list: &[ManagerRecord]) -> Result<()> {
+    show(out, &list, |list| {
+        if list.is_empty() {
+            println!("no decisions carried out yet");
+        }
+        for r in list.iter() {
+            println!(
+                "#{} ({}), generation {}:",
+                r.id,
+                r.trigger,
+                r.generation.map_or("-".into(), |g| g.to_string())
+            );
+            decision_tables(&r.decision);
+            if !r.migrations.is_empty() {
+                let ids: Vec<String> = r.migrations.iter().map(|i| i.to_string()).collect();
+                println!(
+                    "migrations started: {} (see `violinctl migrations`)",
+                    ids.join(", ")
+                );
+            }
+            for e in &r.errors {
+                println!("migration refused: {e}");
+            }
+            println!();
+        }
+    })
+}
+
+/// The VMs' use, the latest `last` samples each.
+pub fn usage(out: Output, list: &[VmUsage], last: usize) -> Result<()> {
+    show(out, &list, |list| {
+        let mut t = Table::new(&["VM", "ENV", "HOST", "AGE", "CPU", "CAP", "MEMORY", "USED"]);
+        let now = list
+            .iter()
+            .flat_map(|u| u.samples.last().map(|s| s.at_ms))
+            .max()
+            .unwrap_or(0);
+        for u in list.iter() {
+            for s in u.samples.iter().rev().take(last).rev() {
+                t.row(vec![
+                    u.vm.clone(),
+                    opt(&u.environment),
+                    u.host.clone(),
+                    format!("-{:.0} s", now.saturating_sub(s.at_ms) as f64 / 1000.0),
+                    format!("{:.2}", s.cpu_cores),
+                    s.cpu_cap.map_or("-".into(), |c| format!("{c:.2}")),
+                    format!("{:.0} MiB", s.memory_mib),
+                    s.memory_used_mib
+                        .map_or("-".into(), |m| format!("{m:.0} MiB")),
+                ]);
+            }
+        }
+        t.print();
+    })
 }
 
 pub fn adaptations(out: Output, list: &[Adaptation]) -> Result<()> {

@@ -1,0 +1,264 @@
+//! Autonomic environments on the live installation: the adaptation manager's snapshot
+//! from the hosts' registrations (domain, capacity), the specs (which VM is where, head
+//! nodes) and the VMs' use as libvirt reports it (`usage`); its decision carried out
+//! through the migration supervisor (moves) and the hosts' shares (each VM's CPU weight,
+//! cap and balloon target, which violind sets through libvirt).
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{Mutex, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use violin_api::{
+    rest::{ManagerDecision, ManagerParams, ManagerRecord},
+    vm::{MigrationRequest, VmResources},
+    Name,
+};
+
+use crate::{
+    api::Api,
+    manager::{self, Host, Snapshot, Vm},
+    usage::Usage,
+};
+
+/// Decisions kept for `violinctl adapt --explain`.
+const KEEP: usize = 100;
+
+pub struct Autonomic {
+    pub params: RwLock<ManagerParams>,
+    /// How often automatic mode decides; None: only on request.
+    pub period: Option<Duration>,
+    pub usage: Usage,
+    log: Mutex<VecDeque<ManagerRecord>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Autonomic {
+    pub fn new(params: ManagerParams, period: Option<Duration>) -> Autonomic {
+        Autonomic {
+            params: RwLock::new(params),
+            period,
+            usage: Usage::default(),
+            log: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn log(&self) -> Vec<ManagerRecord> {
+        self.log.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+/// The infrastructure as the manager sees it: registered hosts that offer capacity (those
+/// that follow a libvirt daemon), and the specs' VMs that libvirt reports running where
+/// the spec places them (a VM in the middle of a move waits for the next decision).
+pub fn snapshot(api: &Api) -> anyhow::Result<Snapshot> {
+    let mut hosts = Vec::new();
+    for (name, reg) in api.store.hosts()? {
+        let Some(reg) = reg else { continue };
+        let (Some(cpus), Some(memory)) = (reg.cpus, reg.memory_mib) else {
+            continue;
+        };
+        hosts.push(Host {
+            name,
+            domain: reg.domain.unwrap_or_else(|| "default".into()),
+            cpus,
+            memory_mib: memory as f64,
+        });
+    }
+    let usage = api.autonomic.usage.histories();
+    let mut vms = Vec::new();
+    for spec in api.store.specs()? {
+        for (name, v) in &spec.vms {
+            let Some(h) = usage.get(name.as_str()) else {
+                continue;
+            };
+            if h.host != v.host || h.samples.is_empty() {
+                continue;
+            }
+            let mib = |b: u64| b as f64 / 1048576.0;
+            let vcpus = f64::from(h.status.vcpus.max(1));
+            vms.push(Vm {
+                environment: spec.name.to_string(),
+                name: name.to_string(),
+                host: v.host.clone(),
+                vcpus,
+                cpu_allocation: h.status.cpu_cap.unwrap_or(vcpus).min(vcpus),
+                cpu_samples: h.samples.iter().map(|s| s.cpu_cores).collect(),
+                memory_mib: mib(h.status.memory_bytes),
+                max_memory_mib: mib(h.status.max_memory_bytes.max(h.status.memory_bytes)),
+                memory_samples: h.samples.iter().filter_map(|s| s.memory_used_mib).collect(),
+                head: v.head,
+            });
+        }
+    }
+    Ok(Snapshot { hosts, vms })
+}
+
+/// What the manager would do now (a dry run: nothing changes).
+pub fn decide(api: &Api) -> anyhow::Result<(Snapshot, ManagerDecision)> {
+    let snap = snapshot(api)?;
+    let params = api.autonomic.params.read().unwrap().clone();
+    let d = manager::decide(&snap, &params);
+    let m = &api.hub.metrics;
+    for dom in &d.domains {
+        m.domain_utilisation
+            .with_label_values(&[dom.name.as_str()])
+            .set(dom.utilisation_before);
+    }
+    for v in &d.vms {
+        let used = snap
+            .vms
+            .iter()
+            .find(|s| s.name == v.vm)
+            .and_then(|s| s.cpu_samples.last().copied())
+            .unwrap_or(0.0);
+        for (kind, value) in [
+            ("used", used),
+            ("predicted", v.predicted_cpu.unwrap_or(0.0)),
+            ("desired", v.desired_cpu),
+            ("cap", v.cpu_cap),
+        ] {
+            m.vm_cpu
+                .with_label_values(&[v.vm.as_str(), kind])
+                .set(value);
+        }
+    }
+    Ok((snap, d))
+}
+
+/// Caps and weights as the hosts get them: rounded, so that noise in the samples does
+/// not push a new generation to every host each period.
+fn resources(snap: &Snapshot, d: &ManagerDecision) -> Vec<VmResources> {
+    d.vms
+        .iter()
+        .map(|v| {
+            let balloon = snap
+                .vms
+                .iter()
+                .any(|s| s.name == v.vm && !s.memory_samples.is_empty());
+            VmResources {
+                vm: v.vm.clone(),
+                cpu_weight: (v.cpu_weight.div_ceil(16) * 16).clamp(16, 262_144),
+                cpu_cap: Some(((v.cpu_cap * 20.0).round() / 20.0).max(0.05)),
+                memory_mib: balloon.then(|| (v.memory_mib / 8.0).round() as u64 * 8),
+            }
+        })
+        .collect()
+}
+
+/// Carries a decision out: the VMs' resources into their hosts' shares, each move to the
+/// migration supervisor. Returns the record, also kept for `--explain`.
+pub fn carry_out(
+    api: &Api,
+    snap: &Snapshot,
+    decision: ManagerDecision,
+    trigger: &str,
+) -> anyhow::Result<ManagerRecord> {
+    let resources = resources(snap, &decision);
+    let generation = api.store.set_resources(&resources)?;
+    if let Some(g) = generation {
+        api.hub.committed(g);
+        api.hub
+            .metrics
+            .manager_decisions
+            .with_label_values(&[trigger, "resources"])
+            .inc();
+    }
+    let mut migrations = Vec::new();
+    let mut errors = Vec::new();
+    for m in &decision.moves {
+        let req = MigrationRequest {
+            vm: Name::parse(&m.vm).ok(),
+            environment: Name::parse(&m.environment).ok(),
+            to: Name::parse(&m.to).into_iter().collect(),
+            bandwidth_mib_s: None,
+        };
+        match api.migrations.start(req) {
+            Ok(started) => migrations.extend(started.iter().map(|s| s.id)),
+            Err(e) => errors.push(format!("{} to {}: {}: {}", m.vm, m.to, e.field, e.reason)),
+        }
+    }
+    if !migrations.is_empty() {
+        api.hub
+            .metrics
+            .manager_decisions
+            .with_label_values(&[trigger, "migrate"])
+            .inc();
+    }
+    let mut log = api.autonomic.log.lock().unwrap();
+    let record = ManagerRecord {
+        id: log.back().map_or(1, |r| r.id + 1),
+        at_ms: now_ms(),
+        trigger: trigger.to_string(),
+        decision,
+        migrations,
+        resources,
+        generation,
+        errors,
+    };
+    tracing::info!(
+        id = record.id,
+        trigger,
+        moves = record.decision.moves.len(),
+        started = record.migrations.len(),
+        refused = record.errors.len(),
+        "adaptation manager decision carried out"
+    );
+    log.push_back(record.clone());
+    while log.len() > KEEP {
+        log.pop_front();
+    }
+    Ok(record)
+}
+
+/// Automatic mode: every period, unless migrations are under way, the manager decides
+/// and what changed is carried out.
+pub fn run(api: Api) {
+    let Some(period) = api.autonomic.period else {
+        return;
+    };
+    std::thread::spawn(move || loop {
+        std::thread::sleep(period);
+        if !api.store.in_flight().is_empty() {
+            continue;
+        }
+        let Ok((snap, d)) = decide(&api) else {
+            continue;
+        };
+        let current = api.store.resources();
+        let changed = resources(&snap, &d)
+            .iter()
+            .any(|r| current.get(&r.vm) != Some(r));
+        if d.moves.is_empty() && !changed {
+            continue;
+        }
+        if let Err(e) = carry_out(&api, &snap, d, "auto") {
+            tracing::warn!(error = format!("{e:#}"), "adaptation manager");
+        }
+    });
+}
+
+/// The VMs' histories for `GET /v1/usage`, with each VM's environment.
+pub fn usage(api: &Api) -> Vec<violin_api::vm::VmUsage> {
+    let specs = api.store.snapshot();
+    let env_of: BTreeMap<&str, &str> = specs
+        .values()
+        .flat_map(|(_, s)| s.vms.keys().map(move |v| (v.as_str(), s.name.as_str())))
+        .collect();
+    api.autonomic
+        .usage
+        .histories()
+        .into_iter()
+        .map(|(vm, h)| violin_api::vm::VmUsage {
+            environment: env_of.get(vm.as_str()).map(|e| e.to_string()),
+            host: h.host,
+            samples: h.samples.into_iter().collect(),
+            vm,
+        })
+        .collect()
+}
