@@ -77,24 +77,30 @@ pub fn run(
     let mut pairs: Vec<Pair> = Vec::new();
     match swf {
         Some([a, b]) => {
-            let nodes = |jobs: &[swf::Job], path: &Path| -> Result<usize> {
-                let text = std::fs::read_to_string(path)?;
-                // The archive's header names the machine's size; else the largest job.
-                let header = text.lines().find_map(|l| {
-                    let l = l.trim_start_matches(';').trim();
-                    l.strip_prefix("MaxNodes:")
-                        .or_else(|| l.strip_prefix("MaxProcs:"))
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                });
-                Ok(header.unwrap_or_else(|| jobs.iter().map(|j| j.nodes).max().unwrap_or(1)))
+            // Jobs ask for processors, so the machine's size is its MaxProcs (else
+            // MaxNodes, else the largest job).
+            let load = |path: &Path| -> Result<(usize, Vec<swf::Job>)> {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--swf: reading {}", path.display()))?;
+                let jobs = swf::parse(&text, &path.display().to_string())?;
+                let header = |key: &str| {
+                    text.lines().find_map(|l| {
+                        l.trim_start_matches(';')
+                            .trim()
+                            .strip_prefix(key)
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                    })
+                };
+                let size = header("MaxProcs:")
+                    .or_else(|| header("MaxNodes:"))
+                    .unwrap_or_else(|| jobs.iter().map(|j| j.nodes).max().unwrap_or(1));
+                Ok((size, jobs))
             };
-            let ja = swf::load(a)?;
-            let jb = swf::load(b)?;
             pairs.push((
                 "given".into(),
                 "the traces given with --swf".into(),
                 [a.display().to_string(), b.display().to_string()],
-                [(nodes(&ja, a)?, ja), (nodes(&jb, b)?, jb)],
+                [load(a)?, load(b)?],
             ));
         }
         Some(other) => anyhow::bail!("--swf takes two traces, A,B; got {}", other.len()),
@@ -127,15 +133,20 @@ pub fn run(
                 .map(|s| s.to_string_lossy().to_string())
                 .unwrap_or_else(|| t.to_string())
         };
+        let (mut first, second) = (label(&traces[0]), label(&traces[1]));
+        if first == second {
+            // Brokers know each other by name.
+            first.push_str("-a");
+        }
         let clusters = vec![
             Cluster {
-                name: label(&traces[0]),
+                name: first,
                 nodes: na,
                 jobs: ja,
                 policy: Policy::default(),
             },
             Cluster {
-                name: label(&traces[1]),
+                name: second,
                 nodes: nb,
                 jobs: jb,
                 policy: Policy::default(),

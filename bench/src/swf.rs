@@ -42,14 +42,17 @@ pub fn parse(text: &str, what: &str) -> Result<Vec<Job>> {
             );
         }
         let num = |k: usize, name: &str| -> Result<f64> {
-            f[k].parse::<f64>().with_context(|| {
-                format!(
-                    "{what}:{}: field {} ({name}) {:?} is not a number",
-                    i + 1,
-                    k + 1,
-                    f[k]
-                )
-            })
+            f[k].parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .with_context(|| {
+                    format!(
+                        "{what}:{}: field {} ({name}) {:?} is not a number",
+                        i + 1,
+                        k + 1,
+                        f[k]
+                    )
+                })
         };
         let id = num(0, "job number")? as u64;
         let submit = num(1, "submit time")?;
@@ -273,6 +276,8 @@ mod tests {
             format!("{e:#}").contains("t.swf:1: field 4 (run time)"),
             "{e:#}"
         );
+        let e = parse("1 0 10 inf 8 -1 -1 8 7200 -1 1 3 1 -1 1 1 -1 -1\n", "t.swf").unwrap_err();
+        assert!(format!("{e:#}").contains("field 4 (run time)"), "{e:#}");
         let e = parse("1 0 10\n", "t.swf").unwrap_err();
         assert!(format!("{e:#}").contains("3 fields"), "{e:#}");
     }

@@ -215,10 +215,13 @@ pub fn run(clusters: &[Cluster], p: &SimParams, sharing: bool) -> Outcome {
             if sharing {
                 let trades = broker::trade(&doms, &policies, &loans);
                 out.trades += trades.len();
-                for tr in &trades {
-                    carry_out(tr, clusters, &mut st, t, p);
-                }
-                broker::apply(&mut loans, &trades);
+                // The loans record what the machines did: a lender whose machines are
+                // still halting on their way home lends fewer than agreed.
+                let done: Vec<Trade> = trades
+                    .iter()
+                    .map(|tr| carry_out(tr, clusters, &mut st, t, p))
+                    .collect();
+                broker::apply(&mut loans, &done);
             }
             if n >= 2 {
                 let a_from_b = loans
@@ -320,8 +323,9 @@ fn index(clusters: &[Cluster], name: &str) -> usize {
 }
 
 /// One trade, on the machines: a lend boots VMs at the borrower; a return halts idle VMs;
-/// a reclaim halts VMs, idle ones first, killing the jobs on busy ones.
-fn carry_out(tr: &Trade, clusters: &[Cluster], st: &mut [State], t: f64, p: &SimParams) {
+/// a reclaim halts VMs, idle ones first, killing the jobs on busy ones. Returns the trade
+/// as carried out (fewer machines when fewer were free or held).
+fn carry_out(tr: &Trade, clusters: &[Cluster], st: &mut [State], t: f64, p: &SimParams) -> Trade {
     match tr {
         Trade::Lend {
             owner,
@@ -336,6 +340,11 @@ fn carry_out(tr: &Trade, clusters: &[Cluster], st: &mut [State], t: f64, p: &Sim
                     owner: o,
                     state: VmState::Booting(t + p.boot_s),
                 });
+            }
+            Trade::Lend {
+                owner: owner.clone(),
+                borrower: borrower.clone(),
+                count: k,
             }
         }
         Trade::Return {
@@ -352,6 +361,7 @@ fn carry_out(tr: &Trade, clusters: &[Cluster], st: &mut [State], t: f64, p: &Sim
             let reclaim = matches!(tr, Trade::Reclaim { .. });
             // Idle VMs go first, then booting ones, then (reclaims only) busy ones; a kill
             // idles the job's other VMs, so choose afresh each time.
+            let mut removed = 0;
             for _ in 0..*count {
                 let rank = |v: &BorrowedVm| match v.state {
                     VmState::Idle => 0,
@@ -369,6 +379,21 @@ fn carry_out(tr: &Trade, clusters: &[Cluster], st: &mut [State], t: f64, p: &Sim
                 }
                 remove_vm(&mut st[b], v);
                 st[o].returning.push(t + p.halt_s);
+                removed += 1;
+            }
+            let (owner, borrower, count) = (owner.clone(), borrower.clone(), removed);
+            if reclaim {
+                Trade::Reclaim {
+                    owner,
+                    borrower,
+                    count,
+                }
+            } else {
+                Trade::Return {
+                    owner,
+                    borrower,
+                    count,
+                }
             }
         }
     }

@@ -722,6 +722,25 @@ async fn register(
 ) -> Answer<Registered> {
     let host = host_name(&host)?;
     let req: Registration = from_json(&body)?;
+    if let Some(c) = req.cpus.filter(|c| !(c.is_finite() && *c > 0.0)) {
+        return Err(reject(
+            "cpus",
+            format!("{c} is not a positive number of cores"),
+        ));
+    }
+    if req.memory_mib == Some(0) {
+        return Err(reject("memory_mib", "must be at least 1"));
+    }
+    if let Some(d) = req
+        .domain
+        .as_deref()
+        .filter(|d| d.is_empty() || d.len() > 63)
+    {
+        return Err(reject(
+            "domain",
+            format!("{d:?} must be 1 to 63 characters"),
+        ));
+    }
     api.store.put_host(&host, &req)?;
     api.hub
         .metrics

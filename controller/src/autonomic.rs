@@ -4,7 +4,7 @@
 //! through the migration supervisor (moves) and the hosts' shares (each VM's CPU weight,
 //! cap and balloon target, which violind sets through libvirt).
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     sync::{Mutex, RwLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -58,8 +58,13 @@ impl Autonomic {
 /// the spec places them (a VM in the middle of a move waits for the next decision).
 pub fn snapshot(api: &Api) -> anyhow::Result<Snapshot> {
     let mut hosts = Vec::new();
+    // A host whose daemon is not connected can neither take a VM nor be trusted to run one.
+    let connected = api.hub.hosts();
     for (name, reg) in api.store.hosts()? {
         let Some(reg) = reg else { continue };
+        if connected.get(&name).is_none_or(|h| h.streams == 0) {
+            continue;
+        }
         let (Some(cpus), Some(memory)) = (reg.cpus, reg.memory_mib) else {
             continue;
         };
@@ -73,13 +78,19 @@ pub fn snapshot(api: &Api) -> anyhow::Result<Snapshot> {
     let usage = api.autonomic.usage.histories();
     let mut vms = Vec::new();
     for spec in api.store.specs()? {
+        // An environment is managed whole: every VM a guest libvirt reports, with samples,
+        // where the spec places it (none in the middle of a move). Else moving it would
+        // split it across domains.
+        let whole = spec.vms.iter().all(|(name, v)| {
+            usage
+                .get(name.as_str())
+                .is_some_and(|h| h.host == v.host && !h.samples.is_empty())
+        });
+        if !whole {
+            continue;
+        }
         for (name, v) in &spec.vms {
-            let Some(h) = usage.get(name.as_str()) else {
-                continue;
-            };
-            if h.host != v.host || h.samples.is_empty() {
-                continue;
-            }
+            let h = &usage[name.as_str()];
             let mib = |b: u64| b as f64 / 1048576.0;
             let vcpus = f64::from(h.status.vcpus.max(1));
             vms.push(Vm {
@@ -143,9 +154,11 @@ fn resources(snap: &Snapshot, d: &ManagerDecision) -> Vec<VmResources> {
                 .any(|s| s.name == v.vm && !s.memory_samples.is_empty());
             VmResources {
                 vm: v.vm.clone(),
-                cpu_weight: (v.cpu_weight.div_ceil(16) * 16).clamp(16, 262_144),
+                // 2..=10000 is what both cgroup versions accept.
+                cpu_weight: (v.cpu_weight.div_ceil(16) * 16).clamp(16, 10_000),
                 cpu_cap: Some(((v.cpu_cap * 20.0).round() / 20.0).max(0.05)),
-                memory_mib: balloon.then(|| (v.memory_mib / 8.0).round() as u64 * 8),
+                // Down to 8 MiB, so that it never exceeds the VM's maximum.
+                memory_mib: balloon.then(|| (v.memory_mib / 8.0).floor().max(1.0) as u64 * 8),
             }
         })
         .collect()
@@ -160,7 +173,15 @@ pub fn carry_out(
     trigger: &str,
 ) -> anyhow::Result<ManagerRecord> {
     let resources = resources(snap, &decision);
-    let generation = api.store.set_resources(&resources)?;
+    // VMs no spec names any more lose theirs (a VM created later under the name starts
+    // afresh).
+    let named: BTreeSet<String> = api
+        .store
+        .snapshot()
+        .values()
+        .flat_map(|(_, s)| s.vms.keys().map(|v| v.to_string()))
+        .collect();
+    let generation = api.store.set_resources(&resources, &named)?;
     if let Some(g) = generation {
         api.hub.committed(g);
         api.hub
@@ -171,16 +192,38 @@ pub fn carry_out(
     }
     let mut migrations = Vec::new();
     let mut errors = Vec::new();
+    // One request per environment: the supervisor takes no second request for an
+    // environment with a migration in flight. Its VMs go to their destinations in turn
+    // (by name, as an environment's request assigns them), the others stay where they are.
+    let mut by_env: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
     for m in &decision.moves {
+        by_env
+            .entry(m.environment.as_str())
+            .or_default()
+            .insert(m.vm.as_str(), m.to.as_str());
+    }
+    let specs = api.store.snapshot();
+    for (env, dests) in by_env {
+        let Some((_, spec)) = specs.get(env) else {
+            errors.push(format!("{env}: the environment is gone"));
+            continue;
+        };
+        let to: Vec<Name> = spec
+            .vms
+            .iter()
+            .filter_map(|(n, v)| {
+                Name::parse(dests.get(n.as_str()).copied().unwrap_or(&v.host)).ok()
+            })
+            .collect();
         let req = MigrationRequest {
-            vm: Name::parse(&m.vm).ok(),
-            environment: Name::parse(&m.environment).ok(),
-            to: Name::parse(&m.to).into_iter().collect(),
+            vm: None,
+            environment: Name::parse(env).ok(),
+            to,
             bandwidth_mib_s: None,
         };
         match api.migrations.start(req) {
             Ok(started) => migrations.extend(started.iter().map(|s| s.id)),
-            Err(e) => errors.push(format!("{} to {}: {}: {}", m.vm, m.to, e.field, e.reason)),
+            Err(e) => errors.push(format!("{env}: {}: {}", e.field, e.reason)),
         }
     }
     if !migrations.is_empty() {

@@ -151,25 +151,45 @@ struct Step {
     to: usize,
     before: f64,
     after: f64,
+    /// The source bin's utilisation before the step.
+    from_util: f64,
+}
+
+/// What Algorithm 1 asks of its caller: whether an item fits a bin given the steps taken
+/// so far, and to take a step (placing the item's VMs).
+trait Bins {
+    fn fits(&mut self, items: &[Item], item: usize, to: usize) -> bool;
+    fn take(&mut self, item: usize, to: usize);
 }
 
 /// Algorithm 1: while the most utilised bin is short (over 1) and a move improves the
-/// balance by at least `min_gain` (a share of the balance before), move from that bin the item that, moved to the least
-/// utilised bin it fits in, leaves the best balance (BestFit; fewer VMs wins a tie). The
-/// thesis stops at the first move that does not improve the balance; `min_gain` and
-/// `max_moves` make it prefer few migrations.
+/// balance by at least `min_gain` (a share of the balance before), move from that bin the
+/// item that, moved to the least utilised bin it fits in, leaves the best balance
+/// (BestFit; fewer VMs wins a tie). The thesis stops at the first move that does not
+/// improve the balance; `min_gain` and the `budget` of VM migrations (each item costs its
+/// VMs) make it prefer few migrations. Bins without capacity are never chosen.
 fn balance_bins(
     items: &mut [Item],
     caps: &[f64],
     fixed: &[f64],
     min_gain: f64,
-    max_moves: usize,
-    fits: &mut dyn FnMut(&[Item], usize, usize) -> bool,
+    budget: usize,
+    bins: &mut dyn Bins,
 ) -> Vec<Step> {
     let mut steps = Vec::new();
-    while steps.len() < max_moves {
+    let mut spent = 0;
+    loop {
         let (_, util, before) = balance(items, caps, fixed);
-        let Some(high) = (0..caps.len()).max_by(|a, b| util[*a].total_cmp(&util[*b])) else {
+        let util: Vec<f64> = util
+            .iter()
+            .zip(caps)
+            .map(|(u, c)| if *c > 0.0 { *u } else { f64::NAN })
+            .collect();
+        let usable = |b: &usize| !util[*b].is_nan();
+        let Some(high) = (0..caps.len())
+            .filter(usable)
+            .max_by(|a, b| util[*a].total_cmp(&util[*b]))
+        else {
             break;
         };
         // While no bin is short, every VM already has its desired level (the thesis's
@@ -178,7 +198,9 @@ fn balance_bins(
         if util[high] <= 1.0 + 1e-9 {
             break;
         }
-        let mut lows: Vec<usize> = (0..caps.len()).filter(|b| *b != high).collect();
+        let mut lows: Vec<usize> = (0..caps.len())
+            .filter(|b| *b != high && usable(b))
+            .collect();
         lows.sort_by(|a, b| util[*a].total_cmp(&util[*b]));
         let mut best: Option<(f64, usize, usize, usize)> = None;
         for low in lows {
@@ -187,7 +209,12 @@ fn balance_bins(
             }
             for i in 0..items.len() {
                 let it = &items[i];
-                if it.bin != high || !it.movable || it.demand <= 0.0 || !fits(items, i, low) {
+                if it.bin != high
+                    || !it.movable
+                    || it.demand <= 0.0
+                    || spent + it.cost > budget
+                    || !bins.fits(items, i, low)
+                {
                     continue;
                 }
                 items[i].bin = low;
@@ -215,12 +242,15 @@ fn balance_bins(
             break;
         }
         items[i].bin = low;
+        spent += items[i].cost;
+        bins.take(i, low);
         steps.push(Step {
             item: i,
             from: high,
             to: low,
             before,
             after,
+            from_util: util[high],
         });
     }
     steps
@@ -287,6 +317,63 @@ impl Placement<'_> {
     }
 }
 
+/// Tier 1's bins: domains. An environment fits a domain when its VMs can be placed on
+/// the domain's hosts as they are after the steps taken so far; taking a step places them.
+struct EnvBins<'a, 'b> {
+    place: Placement<'a>,
+    envs: &'b BTreeMap<&'a str, Vec<usize>>,
+    env_names: &'b [&'a str],
+    domains: &'b [String],
+    /// Each step's placement of its environment's VMs: (VM, host).
+    plans: BTreeMap<usize, Vec<(usize, usize)>>,
+}
+
+impl Bins for EnvBins<'_, '_> {
+    fn fits(&mut self, _: &[Item], item: usize, to: usize) -> bool {
+        self.place
+            .place(&self.envs[self.env_names[item]], &self.domains[to])
+            .is_some()
+    }
+
+    fn take(&mut self, item: usize, to: usize) {
+        let plan = self
+            .place
+            .place(&self.envs[self.env_names[item]], &self.domains[to])
+            .unwrap_or_default();
+        for &(v, h) in &plan {
+            self.place.host[v] = h;
+        }
+        self.plans.insert(item, plan);
+    }
+}
+
+/// Tier 2's bins: a domain's hosts. A VM fits a host with the memory and the CPU it
+/// desires to spare (the thesis moves a VM only to a host that can support it; without
+/// the CPU test the VMs of a coupled application chase each other between hosts: the one
+/// that waits at the barrier looks light, moves, and makes another wait).
+struct HostBins<'b> {
+    vms: &'b [usize],
+    memory: &'b [f64],
+    host_memory: Vec<f64>,
+    host_cpus: Vec<f64>,
+}
+
+impl Bins for HostBins<'_> {
+    fn fits(&mut self, items: &[Item], item: usize, to: usize) -> bool {
+        let (mut mem, mut cpu) = (0.0, 0.0);
+        for (it, v) in items.iter().zip(self.vms) {
+            if it.bin == to {
+                mem += self.memory[*v];
+                cpu += it.demand;
+            }
+        }
+        mem + self.memory[self.vms[item]] <= self.host_memory[to] + 1e-9
+            && cpu + items[item].demand <= self.host_cpus[to] * (1.0 + 1e-9)
+    }
+
+    fn take(&mut self, _: usize, _: usize) {}
+}
+
 /// What the manager decides for `snap`: every VM's desired level and CPU share, the
 /// environments moved between domains, the VMs moved between hosts, and why.
 pub fn decide(snap: &Snapshot, p: &ManagerParams) -> ManagerDecision {
@@ -304,6 +391,7 @@ pub fn decide(snap: &Snapshot, p: &ManagerParams) -> ManagerDecision {
         host: Vec::new(),
     };
     let mut predicted = Vec::new();
+    let mut desired_memory = Vec::new();
     for vm in &snap.vms {
         let pu = predicted_usage(&vm.cpu_samples, p.window);
         let cpu = desired_level(&vm.cpu_samples, vm.cpu_allocation, p.min_cpu, vm.vcpus, p)
@@ -317,6 +405,7 @@ pub fn decide(snap: &Snapshot, p: &ManagerParams) -> ManagerDecision {
         )
         .unwrap_or(vm.memory_mib);
         predicted.push(pu);
+        desired_memory.push(memory);
         place.cpu.push(cpu);
         // Memory is never squeezed to make a move fit: a VM needs the larger of what it
         // has and what it should have.
@@ -400,45 +489,34 @@ pub fn decide(snap: &Snapshot, p: &ManagerParams) -> ManagerDecision {
         })
         .collect();
     let (target, util_before, balance_before) = balance(&items, &caps, &fixed);
-    let mut planned: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
-    let steps = {
-        let envs = &envs;
-        let env_names = &env_names;
-        let place_ref = &place;
-        let domains = &domains;
-        let mut fits = |_: &[Item], i: usize, to: usize| -> bool {
-            match place_ref.place(&envs[env_names[i]], &domains[to]) {
-                Some(plan) => {
-                    planned.insert(i, plan);
-                    true
-                }
-                None => false,
-            }
-        };
-        balance_bins(
-            &mut items,
-            &caps,
-            &fixed,
-            p.min_gain,
-            p.max_migrations,
-            &mut fits,
-        )
+    let origin = place.host.clone();
+    let mut tier1 = EnvBins {
+        place,
+        envs: &envs,
+        env_names: &env_names,
+        domains: &domains,
+        plans: BTreeMap::new(),
     };
+    let steps = balance_bins(
+        &mut items,
+        &caps,
+        &fixed,
+        p.min_gain,
+        p.max_migrations,
+        &mut tier1,
+    );
+    let EnvBins {
+        mut place, plans, ..
+    } = tier1;
     let mut environment_moves = Vec::new();
     let mut moves = Vec::new();
     let mut moved_vms = 0;
     for s in &steps {
         let env = env_names[s.item];
-        // The placement was worked out against the VMs' hosts at the time; later steps
-        // moved other environments, so place again against the hosts as they are now.
-        let plan = place
-            .place(&envs[env], &domains[s.to])
-            .or_else(|| planned.get(&s.item).cloned())
-            .unwrap_or_default();
         let reason = format!(
             "domain {} is the most utilised ({:.2}) and {} the least; moving {env} (desired {:.2} cores) brings the balance from {:.3} to {:.3} (target utilisation {:.2})",
             domains[s.from],
-            util_of(&items, &caps, &fixed, s.from, s.item, s.from),
+            s.from_util,
             domains[s.to],
             items[s.item].demand,
             s.before,
@@ -455,16 +533,16 @@ pub fn decide(snap: &Snapshot, p: &ManagerParams) -> ManagerDecision {
             balance_after: s.after,
             reason: reason.clone(),
         });
-        for (v, h) in plan {
-            if place.host[v] != h {
+        // Where its VMs go was fixed when the step was taken, against the steps before.
+        for &(v, h) in plans.get(&s.item).map(Vec::as_slice).unwrap_or_default() {
+            if origin[v] != h {
                 moves.push(ManagedMove {
                     environment: env.to_string(),
                     vm: snap.vms[v].name.clone(),
-                    from: snap.hosts[place.host[v]].name.clone(),
+                    from: snap.hosts[origin[v]].name.clone(),
                     to: snap.hosts[h].name.clone(),
                     reason: format!("{env} moves to domain {}", domains[s.to]),
                 });
-                place.host[v] = h;
                 moved_vms += 1;
             }
         }
@@ -511,22 +589,11 @@ pub fn decide(snap: &Snapshot, p: &ManagerParams) -> ManagerDecision {
                 movable: true,
             })
             .collect();
-        let hmem: Vec<f64> = hosts.iter().map(|h| snap.hosts[*h].memory_mib).collect();
-        let memory = &place.memory;
-        // The thesis moves a VM only to a host that can support it: one with the memory
-        // and the CPU it desires to spare. (Without the CPU test, the VMs of a coupled
-        // application chase each other between hosts: the one that waits at the barrier
-        // looks light, moves, and makes another wait.)
-        let mut fits = |items: &[Item], i: usize, to: usize| -> bool {
-            let (mut mem, mut cpu) = (0.0, 0.0);
-            for (it, v) in items.iter().zip(&vms) {
-                if it.bin == to {
-                    mem += memory[*v];
-                    cpu += it.demand;
-                }
-            }
-            mem + memory[vms[i]] <= hmem[to] + 1e-9
-                && cpu + items[i].demand <= hcaps[to] * (1.0 + 1e-9)
+        let mut tier2 = HostBins {
+            vms: &vms,
+            memory: &place.memory,
+            host_memory: hosts.iter().map(|h| snap.hosts[*h].memory_mib).collect(),
+            host_cpus: hcaps.clone(),
         };
         // Only a host that cannot give its VMs what they desire is worth a migration.
         let overloaded = hosts.iter().enumerate().any(|(bi, _)| {
@@ -546,7 +613,7 @@ pub fn decide(snap: &Snapshot, p: &ManagerParams) -> ManagerDecision {
             &vec![0.0; hosts.len()],
             p.min_gain,
             host_moves_left,
-            &mut fits,
+            &mut tier2,
         );
         for s in steps {
             let v = vms[s.item];
@@ -589,18 +656,7 @@ pub fn decide(snap: &Snapshot, p: &ManagerParams) -> ManagerDecision {
             desired_cpu: place.cpu[v],
             cpu_cap: place.cpu[v] * share,
             cpu_weight: ((place.cpu[v] * 1024.0).round() as u64).max(2),
-            memory_mib: if vm.memory_samples.is_empty() {
-                vm.memory_mib
-            } else {
-                desired_level(
-                    &vm.memory_samples,
-                    vm.memory_mib,
-                    p.min_memory_mib.min(vm.max_memory_mib),
-                    vm.max_memory_mib,
-                    p,
-                )
-                .unwrap_or(vm.memory_mib)
-            },
+            memory_mib: desired_memory[v],
         });
     }
     let domain_loads = domains
@@ -649,14 +705,23 @@ pub fn place_environment(
         // With every VM on the domain's first host, place them properly and score the
         // domain by the balance between domains.
         let d = decide(&trial, &fixed);
+        // The decision lists the VMs on known hosts only: look each up by name.
+        let level = |v: &Vm| {
+            d.vms
+                .iter()
+                .find(|l| l.environment == v.environment && l.vm == v.name)
+        };
         let place = Placement {
             snap: &trial,
-            cpu: d.vms.iter().map(|v| v.desired_cpu).collect(),
+            cpu: trial
+                .vms
+                .iter()
+                .map(|v| level(v).map_or(0.0, |l| l.desired_cpu))
+                .collect(),
             memory: trial
                 .vms
                 .iter()
-                .zip(&d.vms)
-                .map(|(v, l)| l.memory_mib.max(v.memory_mib))
+                .map(|v| level(v).map_or(v.memory_mib, |l| l.memory_mib.max(v.memory_mib)))
                 .collect(),
             host: trial
                 .vms
@@ -666,7 +731,7 @@ pub fn place_environment(
                         .hosts
                         .iter()
                         .position(|h| h.name == v.host)
-                        .unwrap_or(0)
+                        .unwrap_or(usize::MAX)
                 })
                 .collect(),
         };
@@ -686,13 +751,6 @@ pub fn place_environment(
         }
     }
     best.map(|(_, plan)| plan)
-}
-
-/// Domain `d`'s utilisation with item `i` in bin `at` (for the reasons).
-fn util_of(items: &[Item], caps: &[f64], fixed: &[f64], d: usize, i: usize, at: usize) -> f64 {
-    let mut items = items.to_vec();
-    items[i].bin = at;
-    balance(&items, caps, fixed).1[d]
 }
 
 #[cfg(test)]
@@ -837,6 +895,33 @@ mod tests {
             "{:?}",
             d.explain
         );
+    }
+
+    #[test]
+    fn a_domain_is_not_promised_the_same_memory_twice_and_the_budget_counts_vms() {
+        // d1 (one core) runs three saturated one-VM environments; d2's host has room for
+        // one more guest's memory, d3 plenty of CPU and no memory.
+        let mut hosts = vec![host("a1", "d1"), host("b1", "d2"), host("c1", "d3")];
+        hosts[1].cpus = 2.0;
+        hosts[1].memory_mib = 300.0;
+        hosts[2].cpus = 2.0;
+        hosts[2].memory_mib = 200.0;
+        let s = Snapshot {
+            hosts,
+            vms: ["e1", "e2", "e3"]
+                .iter()
+                .map(|e| vm(e, &format!("{e}-0"), "a1", 1.0))
+                .collect(),
+        };
+        let d = decide(&s, &params());
+        assert_eq!(d.environment_moves.len(), 1, "{d:#?}");
+        assert_eq!(d.moves.len(), 1, "{d:#?}");
+        assert_eq!(d.moves[0].to, "b1");
+        // Scenario 1 with room for one migration: V1's four VMs are over the budget.
+        let mut one = params();
+        one.max_migrations = 1;
+        let d = decide(&scenario1(), &one);
+        assert!(d.environment_moves.is_empty(), "{d:#?}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The controller's state in an embedded database (redb): every change is one write
 //! transaction, so a crash or restart loses nothing that was acknowledged.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::Path,
     sync::{Arc, RwLock},
 };
@@ -121,15 +121,20 @@ impl Store {
         self.resources.read().unwrap().clone()
     }
 
-    /// Sets these VMs' resources (others keep theirs); the new generation, or None when
-    /// nothing changed.
-    pub fn set_resources(&self, set: &[VmResources]) -> Result<Option<u64>> {
+    /// Sets these VMs' resources (others keep theirs) and drops those of VMs not in
+    /// `named`; the new generation, or None when nothing changed.
+    pub fn set_resources(
+        &self,
+        set: &[VmResources],
+        named: &BTreeSet<String>,
+    ) -> Result<Option<u64>> {
         let current = self.resources();
         let changed: Vec<&VmResources> = set
             .iter()
             .filter(|r| current.get(&r.vm) != Some(*r))
             .collect();
-        if changed.is_empty() {
+        let gone: Vec<&String> = current.keys().filter(|vm| !named.contains(*vm)).collect();
+        if changed.is_empty() && gone.is_empty() {
             return Ok(None);
         }
         let tx = self.db.begin_write()?;
@@ -138,6 +143,9 @@ impl Store {
             for r in &changed {
                 table.insert(r.vm.as_str(), serde_json::to_string(r)?.as_str())?;
             }
+            for vm in &gone {
+                table.remove(vm.as_str())?;
+            }
         }
         let generation = bump(&tx)?;
         let mut cache = self.resources.write().unwrap();
@@ -145,6 +153,9 @@ impl Store {
         let mut next = (**cache).clone();
         for r in changed {
             next.insert(r.vm.clone(), r.clone());
+        }
+        for vm in gone {
+            next.remove(vm);
         }
         *cache = Arc::new(next);
         Ok(Some(generation))
@@ -348,13 +359,24 @@ mod tests {
         };
         {
             let store = Store::open(&path).unwrap();
-            let g = store.set_resources(std::slice::from_ref(&r)).unwrap();
+            let named: BTreeSet<String> = ["a1".to_string()].into();
+            let g = store
+                .set_resources(std::slice::from_ref(&r), &named)
+                .unwrap();
             assert_eq!(g, Some(1));
-            assert_eq!(store.set_resources(std::slice::from_ref(&r)).unwrap(), None);
+            assert_eq!(
+                store
+                    .set_resources(std::slice::from_ref(&r), &named)
+                    .unwrap(),
+                None
+            );
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.resources().get("a1"), Some(&r));
         assert_eq!(store.generation().unwrap(), 1);
+        // A VM no spec names any more loses its resources.
+        assert_eq!(store.set_resources(&[], &BTreeSet::new()).unwrap(), Some(2));
+        assert!(store.resources().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

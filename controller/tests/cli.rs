@@ -725,20 +725,28 @@ fn adapt_plans_applies_and_explains_fast_paths() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn the_adaptation_managers_settings_are_checked_and_it_answers_without_hosts() {
-    let dir = scratch("mgr");
-    for (flag, value) in [
-        ("--manager-alpha", "0.5"),
-        ("--manager-beta", "1.1"),
-        ("--manager-window", "0"),
-        ("--manager-min-gain", "1.5"),
-    ] {
-        let out = controller(&dir, &[flag, value]).output().unwrap();
+/// Each flag with its bad value stops the controller at start, with the flag named.
+fn refused_at_start(dir: &Path, bad: &[(&str, &str)]) {
+    for (flag, value) in bad {
+        let out = controller(dir, &[flag, value]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{flag} {value} was taken");
         assert!(err.contains(flag), "{flag}: {err}");
     }
+}
+
+#[test]
+fn the_adaptation_managers_settings_are_checked_and_it_answers_without_hosts() {
+    let dir = scratch("mgr");
+    refused_at_start(
+        &dir,
+        &[
+            ("--manager-alpha", "0.5"),
+            ("--manager-beta", "1.1"),
+            ("--manager-window", "0"),
+            ("--manager-min-gain", "1.5"),
+        ],
+    );
     let c = start_with(
         &dir,
         &["--manager-period-s", "3600", "--manager-alpha", "1.25"],
@@ -761,16 +769,14 @@ fn the_adaptation_managers_settings_are_checked_and_it_answers_without_hosts() {
 #[test]
 fn vttif_parameters_are_checked_at_start() {
     let dir = scratch("vttif");
-    for (flag, value) in [
-        ("--vttif-threshold", "2"),
-        ("--vttif-smoothing-ms", "0"),
-        ("--vttif-settle-ms", "5000"),
-    ] {
-        let out = controller(&dir, &[flag, value]).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{flag} {value} was taken");
-        assert!(err.contains(flag), "{flag}: {err}");
-    }
+    refused_at_start(
+        &dir,
+        &[
+            ("--vttif-threshold", "2"),
+            ("--vttif-smoothing-ms", "0"),
+            ("--vttif-settle-ms", "5000"),
+        ],
+    );
     // Good ones are taken.
     let c = start_with(
         &dir,

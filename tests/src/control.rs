@@ -182,6 +182,26 @@ impl Lab {
             .with_context(|| format!("applying {name}\n{}", self.daemon_logs()))
     }
 
+    /// Polls `f` every 500 ms until it gives Some; after `within`, panics with `what` and
+    /// the controller's and daemons' logs (for tests, whose failures must say why).
+    pub fn until<T>(
+        &self,
+        within: std::time::Duration,
+        what: &str,
+        mut f: impl FnMut() -> Option<T>,
+    ) -> T {
+        crate::poll::until(within, std::time::Duration::from_millis(500), what, || {
+            Ok(f())
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e:#}\ncontroller log:\n{}\n{}",
+                fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default(),
+                self.daemon_logs()
+            )
+        })
+    }
+
     /// The controller's /metrics text, fetched from the lab's switch namespace.
     pub fn controller_metrics(&self) -> Result<String> {
         let addr: std::net::SocketAddr = format!("{}:{CONTROLLER_PORT}", controller_ip())

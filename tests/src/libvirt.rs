@@ -32,10 +32,20 @@ for d in lib cache log; do mount --bind "$1/var/$d" "/var/$d"; done
 mount --bind "$1/run" /run
 mkdir -p /run/libvirt
 # `ip netns exec` mounted a sysfs of the namespace over /sys, hiding the cgroup
-# hierarchies: give libvirtd the CPU controllers back (the machine's v1 hierarchies).
+# hierarchies: give libvirtd the CPU controllers back, as the machine mounts them (a
+# unified v2 hierarchy, or the v1 ones holding cpu and cpuacct, apart or together).
 if [ -n "$2" ]; then
-  mount -t tmpfs cgroup /sys/fs/cgroup
-  for c in cpu cpuacct; do mkdir -p /sys/fs/cgroup/$c; mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c; done
+  if grep -q '^cgroup2 /sys/fs/cgroup cgroup2' /proc/1/mounts; then
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup
+  else
+    mount -t tmpfs cgroup /sys/fs/cgroup
+    grep '^cgroup /sys/fs/cgroup/' /proc/1/mounts | while read -r _ dir _ opts _; do
+      ctrls=$(echo "$opts" | tr ',' '\n' | grep -xE 'cpu|cpuacct' | paste -sd, -)
+      [ -n "$ctrls" ] || continue
+      mkdir -p "$dir"
+      mount -t cgroup -o "$ctrls" cgroup "$dir"
+    done
+  fi
 fi
 exec /usr/sbin/libvirtd -f /etc/libvirt/libvirtd.conf -p /run/libvirtd.pid --listen
 "#;

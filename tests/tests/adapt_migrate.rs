@@ -14,22 +14,9 @@ use violin_api::{
 use violin_testbed::{
     control::vm_name,
     e2e::lab,
-    lab::{Domains, Lab, VmKind, BASE_VNI},
+    lab::{Domains, VmKind, BASE_VNI},
     libvirt::probe_report,
-    poll,
 };
-
-/// Polls `f` every 500 ms until it gives Some; after `within`, panics with `what` and the
-/// controller's and daemons' logs.
-fn until<T>(within: Duration, what: &str, lab: &Lab, mut f: impl FnMut() -> Option<T>) -> T {
-    poll::until(within, Duration::from_millis(500), what, || Ok(f())).unwrap_or_else(|e| {
-        panic!(
-            "{e:#}\ncontroller log:\n{}\n{}",
-            std::fs::read_to_string(lab.dir.join("controller.log")).unwrap_or_default(),
-            lab.daemon_logs()
-        )
-    })
-}
 
 #[test]
 fn the_mapping_live_migrates_a_guest_next_to_its_peer() {
@@ -49,22 +36,16 @@ fn the_mapping_live_migrates_a_guest_next_to_its_peer() {
     let prober = lab.vm(0, 0, 0).guest.clone().expect("a guest on h1");
     // Pings answered: the pair's traffic VTTIF sees.
     let echoed = || Some(probe_report(&prober.console)?.ping_received);
-    until(
+    lab.until(
         Duration::from_secs(120),
         "the probe's first answered pings",
-        &lab,
         || echoed().filter(|&n| n >= 20),
     );
 
-    let plan: AdaptPlan = until(
-        Duration::from_secs(60),
-        "a mapping with a move",
-        &lab,
-        || {
-            let p: AdaptPlan = lab.violinctl_as(&["adapt", "env0"]).ok()?;
-            (!p.moves.is_empty()).then_some(p)
-        },
-    );
+    let plan: AdaptPlan = lab.until(Duration::from_secs(60), "a mapping with a move", || {
+        let p: AdaptPlan = lab.violinctl_as(&["adapt", "env0"]).ok()?;
+        (!p.moves.is_empty()).then_some(p)
+    });
     assert_eq!(plan.moves.len(), 1, "{plan:?}");
     let pair = [vm_name(lab.vm(0, 0, 0)), vm_name(lab.vm(1, 0, 0))];
     let done: Vec<Adaptation> = lab.violinctl_as(&["adapt", "env0", "--apply"]).unwrap();
@@ -74,15 +55,10 @@ fn the_mapping_live_migrates_a_guest_next_to_its_peer() {
     assert!(pair.contains(&mv.vm), "{mv:?} moves neither of {pair:?}");
     assert_eq!(done[0].migrations.len(), 1, "{done:?}");
     let id = done[0].migrations[0];
-    let m: Migration = until(
-        Duration::from_secs(180),
-        "the migration's end",
-        &lab,
-        || {
-            let all: Vec<Migration> = lab.violinctl_as(&["migrations"]).ok()?;
-            all.into_iter().find(|m| m.id == id && m.phase.finished())
-        },
-    );
+    let m: Migration = lab.until(Duration::from_secs(180), "the migration's end", || {
+        let all: Vec<Migration> = lab.violinctl_as(&["migrations"]).ok()?;
+        all.into_iter().find(|m| m.id == id && m.phase.finished())
+    });
     assert_eq!(m.phase, MigrationPhase::Completed, "{m:?}");
     assert_eq!(
         (m.vm.as_str(), m.to.as_str()),
@@ -90,10 +66,9 @@ fn the_mapping_live_migrates_a_guest_next_to_its_peer() {
     );
     // The guest runs where the mapping put it, in its peer's domain.
     // (The source's report of the guest gone follows within its next report.)
-    until(
+    lab.until(
         Duration::from_secs(30),
         "the guest on its new host alone",
-        &lab,
         || {
             let vms: Vec<VmInfo> = lab.violinctl_as(&["vms"]).ok()?;
             let on: Vec<&str> = vms

@@ -14,21 +14,10 @@ use violin_testbed::{
     control::vm_name,
     e2e::lab,
     lab::{Lab, Managed, VmKind, BASE_VNI},
-    poll,
 };
 
-fn until<T>(within: Duration, what: &str, lab: &Lab, mut f: impl FnMut() -> Option<T>) -> T {
-    poll::until(within, Duration::from_millis(500), what, || Ok(f())).unwrap_or_else(|e| {
-        panic!(
-            "{e:#}\ncontroller log:\n{}\n{}",
-            std::fs::read_to_string(lab.dir.join("controller.log")).unwrap_or_default(),
-            lab.daemon_logs()
-        )
-    })
-}
-
 fn migrations_done(lab: &Lab, ids: &[u64]) -> Vec<Migration> {
-    until(Duration::from_secs(180), "the migrations' end", lab, || {
+    lab.until(Duration::from_secs(180), "the migrations' end", || {
         let all: Vec<Migration> = lab.violinctl_as(&["migrations"]).ok()?;
         let done: Vec<Migration> = all
             .into_iter()
@@ -70,16 +59,22 @@ fn an_overloaded_domain_sheds_an_environment_and_every_guest_gets_its_share() {
     for m in migrations_done(&lab, &ids_started) {
         assert_eq!(m.phase, MigrationPhase::Completed, "{m:?}");
     }
-    // A few samples of each guest on its host.
-    until(
+    // A few samples of each guest on h1, taken since both run there.
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    lab.until(
         Duration::from_secs(60),
         "usage samples of both guests on h1",
-        &lab,
         || {
             let u: Vec<VmUsage> = lab.violinctl_as(&["usage"]).ok()?;
             let ok = [&va, &vb].iter().all(|n| {
-                u.iter()
-                    .any(|x| &&x.vm == n && x.host == ids[0] && x.samples.len() >= 3)
+                u.iter().any(|x| {
+                    &&x.vm == n
+                        && x.host == ids[0]
+                        && x.samples.iter().filter(|s| s.at_ms > since).count() >= 3
+                })
             });
             ok.then_some(())
         },
@@ -131,16 +126,12 @@ fn an_overloaded_domain_sheds_an_environment_and_every_guest_gets_its_share() {
     // Every guest as libvirt reports it: on its host, with the weight, cap and balloon
     // target its share carries (the moved one's set again on its new host).
     assert_eq!(record.resources.len(), 2, "{record:#?}");
-    until(
-        Duration::from_secs(90),
-        "the guests' resources set",
-        &lab,
-        || {
-            let vms: Vec<VmInfo> = lab.violinctl_as(&["vms"]).ok()?;
-            let ok = record.resources.iter().all(|r| {
-                vms.iter().any(|v| {
-                    let host_ok = if r.vm == moved { &ids[1] } else { &ids[0] };
-                    v.status.name == r.vm
+    lab.until(Duration::from_secs(90), "the guests' resources set", || {
+        let vms: Vec<VmInfo> = lab.violinctl_as(&["vms"]).ok()?;
+        let ok = record.resources.iter().all(|r| {
+            vms.iter().any(|v| {
+                let host_ok = if r.vm == moved { &ids[1] } else { &ids[0] };
+                v.status.name == r.vm
                     && v.status.state == VmState::Running
                     && &v.host == host_ok
                     && v.status.cpu_weight == Some(r.cpu_weight)
@@ -149,11 +140,10 @@ fn an_overloaded_domain_sheds_an_environment_and_every_guest_gets_its_share() {
                     // way to the target.
                     && r.memory_mib.is_some_and(|m| m < v.status.max_memory_bytes >> 20)
                     && v.status.memory_bytes < v.status.max_memory_bytes
-                })
-            });
-            ok.then_some(())
-        },
-    );
+            })
+        });
+        ok.then_some(())
+    });
     let metrics = lab.controller_metrics().unwrap();
     assert!(
         metrics.contains("violin_controller_domain_utilisation{domain=\"d1\"}"),

@@ -356,17 +356,22 @@ fn run(cli: Cli) -> Result<()> {
                 // The migrate suite boots real guests, and runs violin-nemo in them.
                 guest::guest(false, true)?;
             }
-            eprintln!("==> building the benchmark tools, violind and the controller (release)");
-            cargo(&[
-                "build",
-                "--release",
-                "-p",
-                "bench",
-                "-p",
-                "dataplane-user",
-                "-p",
-                "controller",
-            ])?;
+            if simulation {
+                eprintln!("==> building the benchmark tools (release)");
+                cargo(&["build", "--release", "-p", "bench"])?;
+            } else {
+                eprintln!("==> building the benchmark tools, violind and the controller (release)");
+                cargo(&[
+                    "build",
+                    "--release",
+                    "-p",
+                    "bench",
+                    "-p",
+                    "dataplane-user",
+                    "-p",
+                    "controller",
+                ])?;
+            }
             let bin = workspace_root().join("target/release/violin-bench");
             let status = Command::new(bin)
                 .args(&args)
