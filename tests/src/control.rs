@@ -68,6 +68,15 @@ impl Lab {
             .arg(&state)
             .arg("--token-file")
             .arg(self.token_file())
+            .args(
+                self.spec
+                    .managed
+                    .as_ref()
+                    .and_then(|m| m.period_s)
+                    .map(|p| ["--manager-period-s".to_string(), p.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -118,6 +118,9 @@ pub struct Managed {
     pub memory_mib: u64,
     pub report_ms: u32,
     pub burn: bool,
+    /// The controller's automatic mode, deciding every this many seconds (None: only on
+    /// request).
+    pub period_s: Option<u64>,
 }
 
 impl Managed {

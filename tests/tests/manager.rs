@@ -35,6 +35,7 @@ fn an_overloaded_domain_sheds_an_environment_and_every_guest_gets_its_share() {
         memory_mib: 1024,
         report_ms: 1000,
         burn: true,
+        period_s: None,
     };
     let lab = lab("mg", |s| {
         s.hosts = 2;
@@ -155,5 +156,49 @@ fn an_overloaded_domain_sheds_an_environment_and_every_guest_gets_its_share() {
         ),
         "{metrics}"
     );
+    lab.down().unwrap();
+}
+
+/// Automatic mode: the same overload, and the controller sheds it on its own within a few
+/// periods, recording the decision as `auto`.
+#[test]
+fn automatic_mode_sheds_an_overload_on_its_own() {
+    let lab = lab("ma", |s| {
+        s.hosts = 2;
+        s.vms_per_host = 1;
+        s.vm_kind = VmKind::Qemu;
+        s.controller = true;
+        s.measure = false;
+        s.managed = Some(Managed {
+            domains: 2,
+            cpus: 1.0,
+            memory_mib: 1024,
+            report_ms: 1000,
+            burn: true,
+            period_s: Some(5),
+        });
+    });
+    let ids: Vec<String> = (0..2).map(|i| lab.hosts[i].host_id().to_string()).collect();
+    let (a, b) = (lab.vm(0, 0, 0), lab.vm(1, 0, 0));
+    for (env, vm, vni) in [("aa", a, BASE_VNI), ("ab", b, BASE_VNI + 1)] {
+        lab.apply_spec(env, &lab.spec_of(&[vm], env, vni, ""))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.daemon_logs()));
+    }
+    let started: Vec<Migration> = lab
+        .violinctl_as(&["migrate", &vm_name(b), "--to", &ids[0], "--no-follow"])
+        .unwrap();
+    let first: Vec<u64> = started.iter().map(|m| m.id).collect();
+    migrations_done(&lab, &first);
+    // The manager's own move: an environment back to d2.
+    let record: ManagerRecord = lab.until(Duration::from_secs(120), "an automatic move", || {
+        let log: Vec<ManagerRecord> = lab.violinctl_as(&["adapt", "--explain"]).ok()?;
+        log.into_iter()
+            .find(|r| r.trigger == "auto" && !r.migrations.is_empty())
+    });
+    assert_eq!(record.decision.environment_moves[0].to, "d2", "{record:#?}");
+    for m in migrations_done(&lab, &record.migrations) {
+        assert_eq!(m.phase, MigrationPhase::Completed, "{m:?}");
+        assert_eq!(m.to, ids[1]);
+    }
     lab.down().unwrap();
 }
