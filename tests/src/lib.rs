@@ -9,6 +9,7 @@ pub mod lab;
 pub mod libvirt;
 pub mod patterns;
 pub mod poll;
+pub mod slurm;
 pub mod sys;
 pub mod tap;
 pub mod traffic;

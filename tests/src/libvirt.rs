@@ -31,22 +31,7 @@ mount --bind "$1/group" /etc/group
 for d in lib cache log; do mount --bind "$1/var/$d" "/var/$d"; done
 mount --bind "$1/run" /run
 mkdir -p /run/libvirt
-# `ip netns exec` mounted a sysfs of the namespace over /sys, hiding the cgroup
-# hierarchies: give libvirtd the CPU controllers back, as the machine mounts them (a
-# unified v2 hierarchy, or the v1 ones holding cpu and cpuacct, apart or together).
-if [ -n "$2" ]; then
-  if grep -q '^cgroup2 /sys/fs/cgroup cgroup2' /proc/1/mounts; then
-    mount -t cgroup2 cgroup2 /sys/fs/cgroup
-  else
-    mount -t tmpfs cgroup /sys/fs/cgroup
-    grep '^cgroup /sys/fs/cgroup/' /proc/1/mounts | while read -r _ dir _ opts _; do
-      ctrls=$(echo "$opts" | tr ',' '\n' | grep -xE 'cpu|cpuacct' | paste -sd, -)
-      [ -n "$ctrls" ] || continue
-      mkdir -p "$dir"
-      mount -t cgroup -o "$ctrls" cgroup "$dir"
-    done
-  fi
-fi
+if [ -n "$2" ]; then eval "$3"; fi
 exec /usr/sbin/libvirtd -f /etc/libvirt/libvirtd.conf -p /run/libvirtd.pid --listen
 "#;
 
@@ -99,7 +84,10 @@ impl Libvirtd {
             .args(["unshare", "-m", "--propagation", "private"])
             .args(["sh", "-c", LAUNCH, "sh"])
             .arg(&dir)
+            // The CPU controllers, for the guests' CPU weight and cap.
             .arg(if cgroups { "cgroups" } else { "" })
+            .arg(crate::sys::REMOUNT_CGROUPS)
+            .env("CGROUPS", "cpu|cpuacct")
             .env("PATH", format!("{}:{path}", qemu_dir.display()))
             .env(NS_MARKER, ns)
             .stdin(Stdio::null())

@@ -48,6 +48,25 @@ pub fn ns_output(ns: &str, program: &str, args: &[&str]) -> Result<Output> {
     output("ip", &full)
 }
 
+/// Shell that gives a process under `ip netns exec` (which mounts the namespace's sysfs
+/// over /sys, hiding the cgroup hierarchies) the machine's cgroups back, in its own mount
+/// namespace (run it under `unshare -m --propagation private`): the unified v2 hierarchy,
+/// or the v1 hierarchies whose controllers match the extended regex in `$CGROUPS`, apart
+/// or co-mounted as the machine has them.
+pub const REMOUNT_CGROUPS: &str = r#"
+if grep -q '^cgroup2 /sys/fs/cgroup cgroup2' /proc/1/mounts; then
+  mount -t cgroup2 cgroup2 /sys/fs/cgroup
+else
+  mount -t tmpfs cgroup /sys/fs/cgroup
+  grep '^cgroup /sys/fs/cgroup/' /proc/1/mounts | while read -r _ dir _ opts _; do
+    ctrls=$(echo "$opts" | tr ',' '\n' | grep -xE "$CGROUPS" | paste -sd, -)
+    [ -n "$ctrls" ] || continue
+    mkdir -p "$dir"
+    mount -t cgroup -o "$ctrls" cgroup "$dir"
+  done
+fi
+"#;
+
 /// A command for `ip netns exec`, to spawn in the background.
 pub fn ns_command(ns: &str, program: &str, args: &[&str]) -> Command {
     let mut c = Command::new("ip");

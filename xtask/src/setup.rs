@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 /// metrics test; perf for the benchmarks' kernel profiles; libvirt, busybox and xz for the
 /// tiny guests, whose QEMU `cargo xtask guest` extracts privately and which needs the
 /// runtime libraries and firmware listed after them: installing qemu-system-x86 itself
-/// would remove the newer qemu-utils, shared/VIRT.md).
+/// would remove the newer qemu-utils, shared/VIRT.md; Slurm and munge for VioCluster's
+/// batch scheduler in the lab, shared/MPI.md).
 const APT_PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -53,6 +54,8 @@ const APT_PACKAGES: &[&str] = &[
     "libspice-server1",
     "libusb-1.0-0",
     "libusbredirparser1",
+    "slurm-wlm",
+    "munge",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
