@@ -225,22 +225,29 @@ pub fn write(r: &Results, dir: &Path) -> Result<()> {
                 pct(*a, *b)
             );
         }
-        let _ = writeln!(
-            md,
-            "| average time | {:.1} | {:.1} | {:+.0}% | {:+.0}% |",
-            s.without.average_s / 60.0,
-            s.with.average_s / 60.0,
-            pct(s.without.average_s, s.with.average_s),
-            s.scenario.paper_average_pct
-        );
-        let _ = writeln!(
-            md,
-            "| overall time | {:.1} | {:.1} | {:+.0}% | {:+.0}% |\n",
-            s.without.overall_s / 60.0,
-            s.with.overall_s / 60.0,
-            pct(s.without.overall_s, s.with.overall_s),
-            s.scenario.paper_overall_pct
-        );
+        for (label, a, b, paper) in [
+            (
+                "average time",
+                s.without.average_s,
+                s.with.average_s,
+                s.scenario.paper_average_pct,
+            ),
+            (
+                "overall time",
+                s.without.overall_s,
+                s.with.overall_s,
+                s.scenario.paper_overall_pct,
+            ),
+        ] {
+            let _ = writeln!(
+                md,
+                "| {label} | {:.1} | {:.1} | {:+.0}% | {paper:+.0}% |",
+                a / 60.0,
+                b / 60.0,
+                pct(a, b)
+            );
+        }
+        let _ = writeln!(md);
         let _ = writeln!(md, "The manager's environment moves:\n");
         for (t, why) in &s.with.reasons {
             let _ = writeln!(md, "- {:.1} min: {why}", t / 60.0);

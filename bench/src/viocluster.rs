@@ -341,11 +341,7 @@ fn carry_out(tr: &Trade, clusters: &[Cluster], st: &mut [State], t: f64, p: &Sim
                     state: VmState::Booting(t + p.boot_s),
                 });
             }
-            Trade::Lend {
-                owner: owner.clone(),
-                borrower: borrower.clone(),
-                count: k,
-            }
+            tr.with_count(k)
         }
         Trade::Return {
             owner,
@@ -381,20 +377,7 @@ fn carry_out(tr: &Trade, clusters: &[Cluster], st: &mut [State], t: f64, p: &Sim
                 st[o].returning.push(t + p.halt_s);
                 removed += 1;
             }
-            let (owner, borrower, count) = (owner.clone(), borrower.clone(), removed);
-            if reclaim {
-                Trade::Reclaim {
-                    owner,
-                    borrower,
-                    count,
-                }
-            } else {
-                Trade::Return {
-                    owner,
-                    borrower,
-                    count,
-                }
-            }
+            tr.with_count(removed)
         }
     }
 }

@@ -1488,7 +1488,8 @@ async fn get_manager(State(api): State<Api>) -> Answer<ManagerDecision> {
     responses((status = 200, description = "The decision and what came of it", body = ManagerRecord)))]
 async fn post_manager(State(api): State<Api>) -> Answer<ManagerRecord> {
     let (snap, d) = autonomic::decide(&api)?;
-    Ok(Json(autonomic::carry_out(&api, &snap, d, "manual")?))
+    let shares = autonomic::resources(&snap, &d);
+    Ok(Json(autonomic::carry_out(&api, d, shares, "manual")?))
 }
 
 /// The adaptation manager's decisions carried out, oldest first, with their reasons.

@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     sync::{Mutex, RwLock},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use violin_api::{
@@ -18,7 +18,7 @@ use violin_api::{
 use crate::{
     api::Api,
     manager::{self, Host, Snapshot, Vm},
-    usage::Usage,
+    usage::{now_ms, Usage},
 };
 
 /// Decisions kept for `violinctl adapt --explain`.
@@ -30,12 +30,6 @@ pub struct Autonomic {
     pub period: Option<Duration>,
     pub usage: Usage,
     log: Mutex<VecDeque<ManagerRecord>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Autonomic {
@@ -144,7 +138,7 @@ pub fn decide(api: &Api) -> anyhow::Result<(Snapshot, ManagerDecision)> {
 
 /// Caps and weights as the hosts get them: rounded, so that noise in the samples does
 /// not push a new generation to every host each period.
-fn resources(snap: &Snapshot, d: &ManagerDecision) -> Vec<VmResources> {
+pub fn resources(snap: &Snapshot, d: &ManagerDecision) -> Vec<VmResources> {
     d.vms
         .iter()
         .map(|v| {
@@ -164,15 +158,14 @@ fn resources(snap: &Snapshot, d: &ManagerDecision) -> Vec<VmResources> {
         .collect()
 }
 
-/// Carries a decision out: the VMs' resources into their hosts' shares, each move to the
-/// migration supervisor. Returns the record, also kept for `--explain`.
+/// Carries a decision out: the VMs' `resources` (its shares, from [`resources`]) into
+/// their hosts' shares, each move to the migration supervisor. Returns the record, also kept for `--explain`.
 pub fn carry_out(
     api: &Api,
-    snap: &Snapshot,
     decision: ManagerDecision,
+    resources: Vec<VmResources>,
     trigger: &str,
 ) -> anyhow::Result<ManagerRecord> {
-    let resources = resources(snap, &decision);
     // VMs no spec names any more lose theirs (a VM created later under the name starts
     // afresh).
     let named: BTreeSet<String> = api
@@ -274,13 +267,12 @@ pub fn run(api: Api) {
             continue;
         };
         let current = api.store.resources();
-        let changed = resources(&snap, &d)
-            .iter()
-            .any(|r| current.get(&r.vm) != Some(r));
+        let shares = resources(&snap, &d);
+        let changed = shares.iter().any(|r| current.get(&r.vm) != Some(r));
         if d.moves.is_empty() && !changed {
             continue;
         }
-        if let Err(e) = carry_out(&api, &snap, d, "auto") {
+        if let Err(e) = carry_out(&api, d, shares, "auto") {
             tracing::warn!(error = format!("{e:#}"), "adaptation manager");
         }
     });

@@ -82,6 +82,40 @@ pub enum Trade {
     },
 }
 
+impl Trade {
+    /// The same trade, of `count` machines (what a lender could actually give or take).
+    pub fn with_count(&self, count: usize) -> Trade {
+        let mut t = self.clone();
+        match &mut t {
+            Trade::Lend { count: c, .. }
+            | Trade::Return { count: c, .. }
+            | Trade::Reclaim { count: c, .. } => *c = count,
+        }
+        t
+    }
+}
+
+/// Takes up to `want` machines off the standing loans `held` ((owner, borrower) pairs, in
+/// order); says what it took from which, as (owner, borrower, count).
+fn take_back(
+    loans: &mut Loans,
+    held: Vec<(String, String)>,
+    mut want: usize,
+) -> Vec<(String, String, usize)> {
+    let mut taken = Vec::new();
+    for key in held {
+        if want == 0 {
+            break;
+        }
+        let c = loans.get_mut(&key).expect("a standing loan");
+        let k = want.min(*c);
+        *c -= k;
+        want -= k;
+        taken.push((key.0, key.1, k));
+    }
+    taken
+}
+
 /// n = d - ((|P| - |L|) + |V|): positive, the machines a domain needs; negative, those it
 /// can spare.
 pub fn need(d: &Domain, lent: usize, borrowed: usize) -> i64 {
@@ -124,26 +158,20 @@ pub fn trade(domains: &[Domain], policies: &BTreeMap<String, Policy>, loans: &Lo
         if let Some(cap) = policy(&d.name).reclaim_per_round {
             want = want.min(cap);
         }
-        let holders: Vec<(String, usize)> = loans
+        let held: Vec<(String, String)> = loans
             .iter()
             .filter(|((o, _), c)| *o == d.name && **c > 0)
-            .map(|((_, b), c)| (b.clone(), *c))
+            .map(|(k, _)| k.clone())
             .collect();
-        for (b, c) in holders {
-            if want == 0 {
-                break;
-            }
-            let k = want.min(c);
-            *loans.get_mut(&(d.name.clone(), b.clone())).expect("held") -= k;
-            want -= k;
+        for (owner, borrower, count) in take_back(&mut loans, held, want) {
             // A reclaimed machine that was idle at the borrower costs it no job.
-            if let Some(i) = idle_borrowed.get_mut(b.as_str()) {
-                *i = i.saturating_sub(k);
+            if let Some(i) = idle_borrowed.get_mut(borrower.as_str()) {
+                *i = i.saturating_sub(count);
             }
             trades.push(Trade::Reclaim {
-                owner: d.name.clone(),
-                borrower: b,
-                count: k,
+                owner,
+                borrower,
+                count,
             });
         }
     }
@@ -153,23 +181,17 @@ pub fn trade(domains: &[Domain], policies: &BTreeMap<String, Policy>, loans: &Lo
         if n >= 0 {
             continue;
         }
-        let mut give = ((-n) as usize).min(idle_borrowed[d.name.as_str()]);
-        let owners: Vec<(String, usize)> = loans
+        let give = ((-n) as usize).min(idle_borrowed[d.name.as_str()]);
+        let held: Vec<(String, String)> = loans
             .iter()
             .filter(|((_, b), c)| *b == d.name && **c > 0)
-            .map(|((o, _), c)| (o.clone(), *c))
+            .map(|(k, _)| k.clone())
             .collect();
-        for (o, c) in owners {
-            if give == 0 {
-                break;
-            }
-            let k = give.min(c);
-            *loans.get_mut(&(o.clone(), d.name.clone())).expect("held") -= k;
-            give -= k;
+        for (owner, borrower, count) in take_back(&mut loans, held, give) {
             trades.push(Trade::Return {
-                owner: o,
-                borrower: d.name.clone(),
-                count: k,
+                owner,
+                borrower,
+                count,
             });
         }
     }

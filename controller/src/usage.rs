@@ -27,7 +27,8 @@ pub struct Usage {
     vms: Mutex<BTreeMap<String, History>>,
 }
 
-fn now_ms() -> u64 {
+/// Unix time in milliseconds, as the usage samples and the manager's records carry it.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

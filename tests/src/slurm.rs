@@ -12,9 +12,9 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use crate::sys::{ns_command, ns_output, run};
+use crate::sys::{ns_command, ns_run, run};
 
 /// A machine of the cluster: the VM namespace it runs in, its overlay address, its name.
 #[derive(Clone, Debug)]
@@ -163,16 +163,7 @@ impl Cluster {
         let conf = format!("SLURM_CONF={}", self.conf.display());
         let mut argv: Vec<&str> = vec![conf.as_str(), program];
         argv.extend_from_slice(args);
-        let out = ns_output(&self.head.ns, "env", &argv)?;
-        if !out.status.success() {
-            bail!(
-                "`{program} {}` failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        ns_run(&self.head.ns, "env", &argv)
     }
 
     /// The daemons' logs, for a failure's message.

@@ -27,39 +27,50 @@ fn migrations_done(lab: &Lab, ids: &[u64]) -> Vec<Migration> {
     })
 }
 
-#[test]
-fn an_overloaded_domain_sheds_an_environment_and_every_guest_gets_its_share() {
-    let managed = Managed {
-        domains: 2,
-        cpus: 1.0,
-        memory_mib: 1024,
-        report_ms: 1000,
-        burn: true,
-        period_s: None,
-    };
-    let lab = lab("mg", |s| {
+/// Two hosts in two domains, each offering one core, a CPU-busy guest on each, each guest
+/// the one VM of its environment (`envs`); then the second guest is moved onto the first
+/// host, so that domain d1 carries all the load and d2 none. Returns the lab, the hosts'
+/// ids and the guests' names.
+fn overloaded(
+    tag: &str,
+    envs: [&str; 2],
+    period_s: Option<u64>,
+) -> (Lab, Vec<String>, [String; 2]) {
+    let lab = lab(tag, |s| {
         s.hosts = 2;
         s.vms_per_host = 1;
         s.vm_kind = VmKind::Qemu;
         s.controller = true;
         s.measure = false;
-        s.managed = Some(managed.clone());
+        s.managed = Some(Managed {
+            domains: 2,
+            cpus: 1.0,
+            memory_mib: 1024,
+            report_ms: 1000,
+            burn: true,
+            period_s,
+        });
     });
     let ids: Vec<String> = (0..2).map(|i| lab.hosts[i].host_id().to_string()).collect();
     let (a, b) = (lab.vm(0, 0, 0), lab.vm(1, 0, 0));
-    let (va, vb) = (vm_name(a), vm_name(b));
-    for (env, vm, vni) in [("ma", a, BASE_VNI), ("mb", b, BASE_VNI + 1)] {
+    let names = [vm_name(a), vm_name(b)];
+    for (env, vm, vni) in [(envs[0], a, BASE_VNI), (envs[1], b, BASE_VNI + 1)] {
         lab.apply_spec(env, &lab.spec_of(&[vm], env, vni, ""))
             .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.daemon_logs()));
     }
-    // Both guests onto the first host: its domain (d1) carries all the load.
     let started: Vec<Migration> = lab
-        .violinctl_as(&["migrate", &vb, "--to", &ids[0], "--no-follow"])
+        .violinctl_as(&["migrate", &names[1], "--to", &ids[0], "--no-follow"])
         .unwrap();
-    let ids_started: Vec<u64> = started.iter().map(|m| m.id).collect();
-    for m in migrations_done(&lab, &ids_started) {
+    let started: Vec<u64> = started.iter().map(|m| m.id).collect();
+    for m in migrations_done(&lab, &started) {
         assert_eq!(m.phase, MigrationPhase::Completed, "{m:?}");
     }
+    (lab, ids, names)
+}
+
+#[test]
+fn an_overloaded_domain_sheds_an_environment_and_every_guest_gets_its_share() {
+    let (lab, ids, [va, vb]) = overloaded("mg", ["ma", "mb"], None);
     // A few samples of each guest on h1, taken since both run there.
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -163,32 +174,7 @@ fn an_overloaded_domain_sheds_an_environment_and_every_guest_gets_its_share() {
 /// periods, recording the decision as `auto`.
 #[test]
 fn automatic_mode_sheds_an_overload_on_its_own() {
-    let lab = lab("ma", |s| {
-        s.hosts = 2;
-        s.vms_per_host = 1;
-        s.vm_kind = VmKind::Qemu;
-        s.controller = true;
-        s.measure = false;
-        s.managed = Some(Managed {
-            domains: 2,
-            cpus: 1.0,
-            memory_mib: 1024,
-            report_ms: 1000,
-            burn: true,
-            period_s: Some(5),
-        });
-    });
-    let ids: Vec<String> = (0..2).map(|i| lab.hosts[i].host_id().to_string()).collect();
-    let (a, b) = (lab.vm(0, 0, 0), lab.vm(1, 0, 0));
-    for (env, vm, vni) in [("aa", a, BASE_VNI), ("ab", b, BASE_VNI + 1)] {
-        lab.apply_spec(env, &lab.spec_of(&[vm], env, vni, ""))
-            .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.daemon_logs()));
-    }
-    let started: Vec<Migration> = lab
-        .violinctl_as(&["migrate", &vm_name(b), "--to", &ids[0], "--no-follow"])
-        .unwrap();
-    let first: Vec<u64> = started.iter().map(|m| m.id).collect();
-    migrations_done(&lab, &first);
+    let (lab, ids, _) = overloaded("ma", ["aa", "ab"], Some(5));
     // The manager's own move: an environment back to d2.
     let record: ManagerRecord = lab.until(Duration::from_secs(120), "an automatic move", || {
         let log: Vec<ManagerRecord> = lab.violinctl_as(&["adapt", "--explain"]).ok()?;
