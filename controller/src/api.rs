@@ -16,10 +16,11 @@ use dataplane_common::{packet::parse_mac, rules::MacMatch};
 use violin_api::{
     parse::from_json,
     rest::{
-        AdaptPlan, Adaptation, AppTopology, Applied, Bound, BoundRequest, EnvDetail, EnvSummary,
-        ErrorBody, Filter, HostInfo, HostSync, LinkInfo, LinkRequest, LinkRole, ManagerDecision,
-        ManagerParams, ManagerRecord, MeasuredPair, Plan, Route, RouteQuery, RuleInfo, RuleRequest,
-        SyncQuery, SyncStatus, TopologyEdge, TopologyQuery, VmMove,
+        AdaptPlan, Adaptation, AppTopology, Applied, Bound, BoundRequest, BrokerRound, Brokers,
+        EnvDetail, EnvSummary, ErrorBody, Filter, HostInfo, HostSync, LinkInfo, LinkRequest,
+        LinkRole, ManagerDecision, ManagerParams, ManagerRecord, MeasuredPair, Plan, Route,
+        RouteQuery, RuleInfo, RuleRequest, SyncQuery, SyncStatus, TopologyEdge, TopologyQuery,
+        VmMove,
     },
     share::{Ack, HostMeasurements, Interface, Registered, Registration, TrafficReport},
     vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport, VmUsage},
@@ -35,6 +36,7 @@ use crate::{
     route,
     spec::{duplicate_rule, ordered, plan, Rule, Spec, SpecError, Target},
     store::{PutError, Store},
+    viocluster::{self, Viocluster},
     vttif::{self, Inference},
 };
 
@@ -50,6 +52,8 @@ pub struct Api {
     pub adapter: Arc<Adapter>,
     pub matrix: Arc<measure::Matrix>,
     pub autonomic: Arc<Autonomic>,
+    /// VioCluster's brokers, when configured (`--brokers`).
+    pub viocluster: Option<Arc<Viocluster>>,
 }
 
 impl Api {
@@ -66,6 +70,7 @@ impl Api {
             adapter: Arc::new(Adapter::default()),
             matrix: Arc::new(measure::Matrix::default()),
             autonomic: Arc::new(Autonomic::new(ManagerParams::default(), None)),
+            viocluster: None,
         };
         for spec in api.store.specs()? {
             fast_path_metric(&api, &spec);
@@ -77,6 +82,12 @@ impl Api {
     /// request).
     pub fn with_manager(mut self, params: ManagerParams, period: Option<Duration>) -> Api {
         self.autonomic = Arc::new(Autonomic::new(params, period));
+        self
+    }
+
+    /// VioCluster's brokers with this configuration.
+    pub fn with_brokers(mut self, config: viocluster::Config) -> Api {
+        self.viocluster = Some(Arc::new(Viocluster::new(config)));
         self
     }
 
@@ -269,6 +280,41 @@ async fn put_env(State(api): State<Api>, Path(name): Path<String>, body: Bytes) 
     store_spec(&api, &spec, &text, list)
 }
 
+/// Rewrites environment `env`'s stored text with `edit` and stores the result as a PUT
+/// of it would be, checked the same way (VioCluster's brokers add and remove borrowed
+/// VMs so); the generation that carries it.
+pub fn rewrite_spec(
+    api: &Api,
+    env: &str,
+    edit: impl FnOnce(&str) -> anyhow::Result<String>,
+) -> anyhow::Result<u64> {
+    let stored = edit_stored(api, env, |text, _| {
+        let text = edit(text).map_err(Reject::internal)?;
+        Ok((Spec::parse(&text)?, text))
+    });
+    match stored {
+        Ok(Json(a)) => Ok(a.generation),
+        Err(r) => Err(anyhow::anyhow!("environment {env}: {}", r.body.error)),
+    }
+}
+
+/// Changes a stored environment under the edit lock: `change` gets its text and spec
+/// and gives the next ones, which are stored (and planned against the current).
+fn edit_stored(
+    api: &Api,
+    name: &str,
+    change: impl FnOnce(&str, &Spec) -> Result<(Spec, String), Reject>,
+) -> Answer<Applied> {
+    let _edit = api.migrations.edit_lock();
+    let (text, cur) = match api.store.get(name)? {
+        Some(stored) => stored,
+        None => return Err(no_env(name)),
+    };
+    let (next, text) = change(&text, &cur)?;
+    let list = changes(Some(&cur), &next);
+    store_spec(api, &next, &text, list)
+}
+
 /// Refuses a change to an environment one of whose VMs is migrating: the migration
 /// moves the VM in the stored spec itself.
 fn not_migrating(api: &Api, env: &str) -> Result<(), Reject> {
@@ -363,25 +409,21 @@ fn modify(
     name: &str,
     change: impl FnOnce(&mut Spec) -> Result<(), Reject>,
 ) -> Answer<Applied> {
-    let _edit = api.migrations.edit_lock();
-    let (text, cur) = match api.store.get(name)? {
-        Some(stored) => stored,
-        None => return Err(no_env(name)),
-    };
-    let mut next = cur.clone();
-    change(&mut next)?;
-    // What the change did to the rest: e.g. a first explicit link ends the full mesh,
-    // and rules over links it leaves out would no longer hold.
-    if let Err((field, reason)) = next.check_rules() {
-        return Err(reject(
-            "hosts",
-            format!("the change would leave {field} invalid: {reason}"),
-        ));
-    }
-    let text = crate::spec::edit::edit(&text, &next)
-        .map_err(|e| Reject::internal(anyhow::anyhow!("the stored spec: {e}")))?;
-    let list = changes(Some(&cur), &next);
-    store_spec(api, &next, &text, list)
+    edit_stored(api, name, |text, cur| {
+        let mut next = cur.clone();
+        change(&mut next)?;
+        // What the change did to the rest: e.g. a first explicit link ends the full mesh,
+        // and rules over links it leaves out would no longer hold.
+        if let Err((field, reason)) = next.check_rules() {
+            return Err(reject(
+                "hosts",
+                format!("the change would leave {field} invalid: {reason}"),
+            ));
+        }
+        let text = crate::spec::edit::edit(text, &next)
+            .map_err(|e| Reject::internal(anyhow::anyhow!("the stored spec: {e}")))?;
+        Ok((next, text))
+    })
 }
 
 fn check_hosts(spec: &Spec, hosts: &[Name; 2]) -> Result<(String, String), Reject> {
@@ -1499,6 +1541,36 @@ async fn manager_log(State(api): State<Api>) -> Json<Vec<ManagerRecord>> {
     Json(api.autonomic.log())
 }
 
+fn brokers_of(api: &Api) -> Result<Arc<Viocluster>, Reject> {
+    api.viocluster.clone().ok_or_else(|| {
+        Reject::not_found("VioCluster is not configured: start the controller with --brokers FILE")
+    })
+}
+
+/// VioCluster: the standing loans and the latest brokering rounds, each with every
+/// domain's demand, machines and need, the trades agreed and those carried out.
+#[utoipa::path(get, path = "/v1/brokers", tag = "manager",
+    responses((status = 200, description = "Loans and rounds", body = Brokers),
+              (status = 404, description = "VioCluster is not configured", body = ErrorBody)))]
+async fn get_brokers(State(api): State<Api>) -> Answer<Brokers> {
+    let v = brokers_of(&api)?;
+    Ok(Json(viocluster::status(&api, &v)?))
+}
+
+/// Run a brokering round now: the brokers read their schedulers and trade; lent machines
+/// boot and join their borrowers' environments, reclaimed ones stop.
+#[utoipa::path(post, path = "/v1/brokers/round", tag = "manager",
+    responses((status = 200, description = "The round", body = BrokerRound),
+              (status = 404, description = "VioCluster is not configured", body = ErrorBody)))]
+async fn post_round(State(api): State<Api>) -> Answer<BrokerRound> {
+    let v = brokers_of(&api)?;
+    // Schedulers and provisioners take seconds to answer.
+    let round = tokio::task::spawn_blocking(move || viocluster::round(&api, &v, "manual"))
+        .await
+        .map_err(|e| Reject::internal(e.into()))??;
+    Ok(Json(round))
+}
+
 /// Every VM's use over time (CPU in cores, memory), as its host's libvirt reports it.
 #[utoipa::path(get, path = "/v1/usage", tag = "manager",
     responses((status = 200, description = "Histories", body = [VmUsage])))]
@@ -1621,6 +1693,8 @@ pub fn router(api: Api) -> Router {
         .route("/v1/usage", get(get_usage))
         .route("/v1/manager", get(get_manager).post(post_manager))
         .route("/v1/manager/log", get(manager_log))
+        .route("/v1/brokers", get(get_brokers))
+        .route("/v1/brokers/round", post(post_round))
         .route("/v1/migrations", post(start_migration).get(list_migrations))
         .route(
             "/v1/migrations/{id}",

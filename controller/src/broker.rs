@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+pub use violin_api::rest::Trade;
 
 /// A domain's policies. The defaults are the thesis prototype's: borrow what the queue
 /// needs, lend up to half of the idle machines, reclaim at once on demand.
@@ -57,43 +58,6 @@ pub fn demand(jobs_nodes: impl IntoIterator<Item = usize>) -> usize {
 
 /// Who lends whom how many machines: `loans[(owner, borrower)]`.
 pub type Loans = BTreeMap<(String, String), usize>;
-
-/// What brokers agree on in one round.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Trade {
-    /// `owner` lends `count` machines to `borrower`.
-    Lend {
-        owner: String,
-        borrower: String,
-        count: usize,
-    },
-    /// `borrower` gives back `count` idle machines it no longer needs.
-    Return {
-        owner: String,
-        borrower: String,
-        count: usize,
-    },
-    /// `owner` takes `count` machines back; jobs on them are requeued.
-    Reclaim {
-        owner: String,
-        borrower: String,
-        count: usize,
-    },
-}
-
-impl Trade {
-    /// The same trade, of `count` machines (what a lender could actually give or take).
-    pub fn with_count(&self, count: usize) -> Trade {
-        let mut t = self.clone();
-        match &mut t {
-            Trade::Lend { count: c, .. }
-            | Trade::Return { count: c, .. }
-            | Trade::Reclaim { count: c, .. } => *c = count,
-        }
-        t
-    }
-}
 
 /// Takes up to `want` machines off the standing loans `held` ((owner, borrower) pairs, in
 /// order); says what it took from which, as (owner, borrower, count).

@@ -25,4 +25,5 @@ pub mod share;
 pub mod spec;
 pub mod store;
 pub mod usage;
+pub mod viocluster;
 pub mod vttif;

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub domain_utilisation: GaugeVec,
     pub vm_cpu: GaugeVec,
     pub manager_decisions: IntCounterVec,
+    pub broker_demand: IntGaugeVec,
+    pub broker_machines: IntGaugeVec,
+    pub broker_trades: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, start: f64, count: usize) -> Histogram {
@@ -240,8 +243,35 @@ impl Metrics {
             &["trigger", "action"],
         )
         .expect("metric");
+        let broker_demand = IntGaugeVec::new(
+            Opts::new(
+                "violin_controller_broker_demand",
+                "VioCluster: the nodes each domain's queued and running jobs need, at the last round",
+            ),
+            &["domain"],
+        )
+        .expect("metric");
+        let broker_machines = IntGaugeVec::new(
+            Opts::new(
+                "violin_controller_broker_machines",
+                "VioCluster: each domain's machines at the last round: physical (its own that answer), busy, lent, borrowed",
+            ),
+            &["domain", "kind"],
+        )
+        .expect("metric");
+        let broker_trades = IntCounterVec::new(
+            Opts::new(
+                "violin_controller_broker_machines_traded_total",
+                "VioCluster: machines moved by trades carried out, by kind (lend, return, reclaim)",
+            ),
+            &["kind"],
+        )
+        .expect("metric");
         for c in [
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
+            Box::new(broker_demand.clone()),
+            Box::new(broker_machines.clone()),
+            Box::new(broker_trades.clone()),
             Box::new(domain_utilisation.clone()),
             Box::new(vm_cpu.clone()),
             Box::new(manager_decisions.clone()),
@@ -297,6 +327,9 @@ impl Metrics {
             domain_utilisation,
             vm_cpu,
             manager_decisions,
+            broker_demand,
+            broker_machines,
+            broker_trades,
         }
     }
 

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use violin_api::{
+    rest::Loan,
     share::Registration,
     vm::{Migration, VmResources},
 };
@@ -26,6 +27,8 @@ const MIGRATIONS: TableDefinition<u64, &str> = TableDefinition::new("migrations"
 /// The CPU and memory the adaptation manager gave each VM: VM name -> JSON
 /// `VmResources`. They reach the VMs' hosts in their shares.
 const RESOURCES: TableDefinition<&str, &str> = TableDefinition::new("resources");
+/// VioCluster's standing loans: the borrower's VM name -> JSON `Loan`.
+const LOANS: TableDefinition<&str, &str> = TableDefinition::new("loans");
 /// Counters and settings: the state's generation (bumped by every change of an
 /// environment, in the same transaction), the configuration-time bound.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -104,6 +107,7 @@ impl Store {
         tx.open_table(META)?;
         tx.open_table(MIGRATIONS)?;
         tx.open_table(RESOURCES)?;
+        tx.open_table(LOANS)?;
         tx.commit()?;
         let cache = RwLock::new(Arc::new(read_all(&db)?));
         let migrations = RwLock::new(read_migrations(&db)?);
@@ -182,6 +186,35 @@ impl Store {
     pub fn set_bound_us(&self, us: u64) -> Result<()> {
         let tx = self.db.begin_write()?;
         tx.open_table(META)?.insert(BOUND_US, us)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// VioCluster's standing loans, by VM name.
+    pub fn loans(&self) -> Result<Vec<Loan>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(LOANS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let loan = serde_json::from_str(v.value())
+                .with_context(|| format!("stored loan of {} is invalid", k.value()))?;
+            out.push(loan);
+        }
+        Ok(out)
+    }
+
+    pub fn put_loan(&self, loan: &Loan) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(LOANS)?
+            .insert(loan.vm.as_str(), serde_json::to_string(loan)?.as_str())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn remove_loan(&self, vm: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(LOANS)?.remove(vm)?;
         tx.commit()?;
         Ok(())
     }
@@ -347,7 +380,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resources_survive_a_restart_and_only_changes_bump_the_generation() {
+    fn resources_and_loans_survive_a_restart_and_only_resource_changes_bump_the_generation() {
         let dir = std::env::temp_dir().join(format!("violin-store-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("state.redb");
@@ -371,7 +404,20 @@ mod tests {
                 None
             );
         }
+        let loan = Loan {
+            vm: "b1".into(),
+            owner: "d2".into(),
+            borrower: "d1".into(),
+            host: "h3".into(),
+            node: "h3v0".into(),
+            since_ms: 7,
+            added_host: true,
+        };
+        Store::open(&path).unwrap().put_loan(&loan).unwrap();
         let store = Store::open(&path).unwrap();
+        assert_eq!(store.loans().unwrap(), vec![loan]);
+        store.remove_loan("b1").unwrap();
+        assert!(store.loans().unwrap().is_empty());
         assert_eq!(store.resources().get("a1"), Some(&r));
         assert_eq!(store.generation().unwrap(), 1);
         // A VM no spec names any more loses its resources.

@@ -253,7 +253,7 @@ fn openapi_file_matches_the_server() {
             }
         }
     }
-    assert_eq!(operations, 39);
+    assert_eq!(operations, 41);
     // The served document is the file.
     let served: serde_json::Value = ureq::get(&format!("{}/openapi.json", c.url))
         .call()
@@ -763,6 +763,44 @@ fn the_adaptation_managers_settings_are_checked_and_it_answers_without_hosts() {
     );
     let (ok, _, err) = ctl(&c, &token, &["usage", "nosuchvm"]);
     assert!(!ok && err.contains("vm: no usage recorded"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn brokers_are_configured_from_a_file_checked_by_field() {
+    let dir = scratch("brk");
+    let token = dir.join("token");
+    // Without --brokers, `violinctl brokers` says how to turn VioCluster on.
+    let c = start_with(&dir, &[]);
+    let (ok, _, err) = ctl(&c, &token, &["brokers"]);
+    assert!(!ok && err.contains("--brokers"), "{err}");
+    drop(c);
+    let file = dir.join("brokers.toml");
+    let good = format!(
+        "period_s = 3600\nprovisioner = \"/bin/false\"\n\
+         [[domain]]\nname = \"d1\"\nenvironment = \"c1\"\nslurm_conf = \"{0}/none1.conf\"\n\
+         [[domain]]\nname = \"d2\"\nenvironment = \"c2\"\nslurm_conf = \"{0}/none2.conf\"\n",
+        dir.display()
+    );
+    std::fs::write(&file, good.replace("3600", "0")).unwrap();
+    let out = controller(&dir, &["--brokers", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("period_s"), "{err}");
+    std::fs::write(&file, &good).unwrap();
+    let c = start_with(&dir, &["--brokers", file.to_str().unwrap()]);
+    let (ok, out, err) = ctl(&c, &token, &["brokers"]);
+    assert!(
+        ok && out.contains("no machine lent") && out.contains("no round yet"),
+        "{out}{err}"
+    );
+    // A round whose schedulers cannot be read trades nothing and says why.
+    let (ok, out, err) = ctl(&c, &token, &["brokers", "--round"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("round #1 (manual)"), "{out}");
+    assert!(out.contains("error: domain d1"), "{out}");
+    assert!(!out.contains("agreed"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -61,8 +61,12 @@ impl Lab {
             .open(self.dir.join("controller.log"))?;
         let listen = format!("{}:{CONTROLLER_PORT}", controller_ip());
         let state = self.dir.join("controller.redb");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &sw])
+        // Only the network namespace: `ip netns exec` would give the controller a mount
+        // namespace of its own, where the namespaces VioCluster's provisioner makes for
+        // borrowed machines would be invisible to the lab.
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{sw}"))
+            .arg("--")
             .arg(self.sibling("violin-controller"))
             .args(["--listen", &listen, "--state"])
             .arg(&state)
@@ -74,6 +78,19 @@ impl Lab {
                     .as_ref()
                     .and_then(|m| m.period_s)
                     .map(|p| ["--manager-period-s".to_string(), p.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(
+                self.spec
+                    .viocluster
+                    .as_ref()
+                    .map(|_| {
+                        [
+                            "--brokers".to_string(),
+                            self.brokers_file().display().to_string(),
+                        ]
+                    })
                     .into_iter()
                     .flatten(),
             )
@@ -107,7 +124,7 @@ impl Lab {
     /// Kills the controller without letting it finish anything (a crash).
     pub fn kill_controller(&mut self) -> Result<()> {
         if let Some(mut c) = self.controller.take() {
-            // `ip netns exec` execs the controller, so this is its pid.
+            // nsenter execs the controller, so this is its pid.
             stop_pid_now(c.id() as i32);
             let _ = c.wait();
         }

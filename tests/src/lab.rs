@@ -105,6 +105,8 @@ pub struct LabSpec {
     /// The hosts as the adaptation manager sees them (QEMU guests): their domains, what
     /// they offer, and guests that keep their CPU busy.
     pub managed: Option<Managed>,
+    /// VioCluster: a Slurm cluster per domain and the controller's machine brokers.
+    pub viocluster: Option<crate::viocluster::Brokered>,
 }
 
 /// Hosts for the adaptation manager: host i is in domain `d{i mod domains + 1}`, offers
@@ -221,6 +223,7 @@ impl LabSpec {
             domains: None,
             measure: true,
             managed: None,
+            viocluster: None,
         }
     }
 
@@ -272,6 +275,15 @@ impl LabSpec {
             }
             if !(0.0..=100.0).contains(&d.loss_pct) {
                 bail!("--wan-loss-pct: {} must be between 0 and 100", d.loss_pct);
+            }
+        }
+        if let Some(b) = &self.viocluster {
+            b.validate(self.hosts)?;
+            if !self.controller || self.vm_kind != VmKind::Namespace || self.vms_per_host < 2 {
+                bail!("viocluster: needs the controller and two namespace VMs per host");
+            }
+            if self.envs != 1 {
+                bail!("viocluster: its clusters are environments of their own (--envs 1)");
             }
         }
         if !self.violind.exists() {
@@ -335,6 +347,8 @@ pub struct Lab {
     pub(crate) controller: Option<Child>,
     /// A libvirt daemon per Violin host, with QEMU guests.
     pub libvirtds: Vec<Option<crate::libvirt::Libvirtd>>,
+    /// VioCluster's Slurm clusters, by domain.
+    pub slurm: Vec<crate::slurm::Cluster>,
     torn_down: bool,
 }
 
@@ -369,7 +383,7 @@ pub fn guest_dir(lab: &str) -> PathBuf {
 }
 
 /// Progress output for long operations.
-fn step(quiet: bool, msg: &str) {
+pub(crate) fn step(quiet: bool, msg: &str) {
     if !quiet {
         eprintln!("  · {msg}");
     }
@@ -391,6 +405,7 @@ impl Lab {
             daemons: Vec::new(),
             controller: None,
             libvirtds: Vec::new(),
+            slurm: Vec::new(),
             torn_down: false,
             spec,
         };
@@ -490,6 +505,9 @@ impl Lab {
             self.boot_guests(quiet)?;
         }
         self.daemons = (0..total).map(|_| None).collect();
+        if s.viocluster.is_some() {
+            self.write_brokers()?;
+        }
         if s.controller {
             step(
                 quiet,
@@ -504,6 +522,9 @@ impl Lab {
             fs::write(&self.hosts[i].config, self.config_for(i))?;
             step(quiet, &format!("violind on {}", self.hosts[i].ns));
             self.start_daemon(i)?;
+        }
+        if s.viocluster.is_some() {
+            self.start_clusters(quiet)?;
         }
         Ok(())
     }
@@ -1284,6 +1305,9 @@ impl Lab {
                 self.token_file().display()
             );
         }
+        if self.spec.viocluster.is_some() {
+            s.push_str(&self.describe_clusters());
+        }
         let _ = writeln!(
             s,
             "Tear down:       cargo xtask lab down --name {}",
@@ -1303,6 +1327,10 @@ impl Lab {
             // The daemons keep running; `lab down` stops them through their pid files.
             drop(c.take());
         }
+        // So do the Slurm daemons (their pid files are in the clusters' directories).
+        for c in self.slurm.drain(..) {
+            std::mem::forget(c);
+        }
     }
 
     fn down_now(&mut self) {
@@ -1310,12 +1338,14 @@ impl Lab {
             return;
         }
         self.torn_down = true;
+        // The controller first: a brokering round could boot a borrowed VM meanwhile.
+        let _ = self.kill_controller();
+        self.slurm.clear();
         for i in 0..self.daemons.len() {
             if self.daemons[i].is_some() && self.stop_daemon(i, false).is_err() {
                 let _ = self.kill_daemon(i);
             }
         }
-        let _ = self.kill_controller();
         self.stop_libvirtds();
         if let Err(e) = down(&self.spec.name, true) {
             eprintln!("lab {}: teardown: {e:#}", self.spec.name);
@@ -1326,6 +1356,9 @@ impl Lab {
     /// first failure after cleaning up everything it can.
     pub fn down(mut self) -> Result<()> {
         self.torn_down = true;
+        // The controller first: a brokering round could boot a borrowed VM meanwhile.
+        let _ = self.kill_controller();
+        self.slurm.clear();
         let mut first_err = None;
         for i in 0..self.daemons.len() {
             if self.daemons[i].is_some() {
@@ -1363,6 +1396,14 @@ pub fn down(name: &str, quiet: bool) -> Result<()> {
     {
         stop_pid(pid);
     }
+    // Slurm daemons of a lab that crashed (a live lab's clusters stop them themselves).
+    if let Ok(rd) = fs::read_dir(state_dir(name)) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with("slurm") {
+                crate::slurm::kill_daemons(&e.path());
+            }
+        }
+    }
     let prefix = format!("{name}-");
     let host_ids: Vec<String> = fs::read_dir("/run/violin")
         .map(|rd| {
@@ -1397,6 +1438,7 @@ pub fn down(name: &str, quiet: bool) -> Result<()> {
         .filter_map(|l| l.split_whitespace().next())
     {
         if ns.starts_with(&prefix) {
+            crate::sys::kill_ns_processes(ns);
             ip(&["netns", "del", ns])?;
             removed += 1;
         }

@@ -13,6 +13,7 @@ pub mod slurm;
 pub mod sys;
 pub mod tap;
 pub mod traffic;
+pub mod viocluster;
 
 use std::path::PathBuf;
 

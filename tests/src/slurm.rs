@@ -2,6 +2,11 @@
 //! slurmctld in a head VM's namespace and a slurmd in each node VM's namespace, so that
 //! the scheduler and its nodes talk over the Violin overlay. Every daemon's state, spool
 //! and log are in the cluster's directory; every command points at its `slurm.conf`.
+//!
+//! A cluster may declare a pool of nodes for VioCluster's borrowed machines: they are down
+//! until a VM of the pool boots on a lent host and its slurmd registers. Jobs go to every
+//! partition (`all_partitions`), own nodes and borrowed, and Slurm runs each in one of
+//! them, so that no job mixes the two (the thesis's prototype did not either).
 use std::{
     fmt::Write as _,
     fs,
@@ -39,9 +44,16 @@ fn munge_user() -> Result<()> {
 
 impl Cluster {
     /// Starts the cluster `name` in `dir` (created afresh): munged, slurmctld on `head`,
-    /// a slurmd on each of `nodes`; returns once every node answers idle. The head's name
-    /// is the machine's hostname: slurmctld checks it (namespaces share it).
-    pub fn start(dir: &Path, name: &str, head: Machine, nodes: &[Machine]) -> Result<Cluster> {
+    /// a slurmd on each of `nodes`, and `pool` declared (its machines' `ns` unused);
+    /// returns once every node answers idle. The head's name is the machine's hostname:
+    /// slurmctld checks it (namespaces share it).
+    pub fn start(
+        dir: &Path,
+        name: &str,
+        head: Machine,
+        nodes: &[Machine],
+        pool: &[Machine],
+    ) -> Result<Cluster> {
         munge_user()?;
         let _ = fs::remove_dir_all(dir);
         for sub in ["munge", "state", "spool"] {
@@ -88,7 +100,7 @@ impl Cluster {
             "ClusterName={name}\nSlurmctldHost={}({})\nSlurmUser=root\n\
              AuthType=auth/munge\nAuthInfo=socket={}\nCredType=cred/munge\n\
              ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\nMpiDefault=none\n\
-             SchedulerType=sched/backfill\nSelectType=select/linear\nReturnToService=2\n\
+             SchedulerType=sched/backfill\nSelectType=select/linear\nReturnToService=1\n\
              StateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool/%n\n\
              SlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd-%n.pid\n\
              SlurmctldLogFile={d}/slurmctld.log\nSlurmdLogFile={d}/slurmd-%n.log\n\
@@ -104,19 +116,50 @@ impl Cluster {
                 n.name, n.ip
             );
         }
-        let _ = writeln!(
-            conf,
-            "PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP"
-        );
+        let list = |ms: &[Machine]| {
+            ms.iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if pool.is_empty() {
+            let _ = writeln!(
+                conf,
+                "PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP"
+            );
+        } else {
+            for p in pool {
+                let _ = writeln!(
+                    conf,
+                    "NodeName={} NodeAddr={} CPUs=1 State=DOWN Reason=not_lent",
+                    p.name, p.ip
+                );
+            }
+            let _ = writeln!(
+                conf,
+                "JobSubmitPlugins=all_partitions\n\
+                 PartitionName=own Nodes={} Default=YES MaxTime=INFINITE State=UP\n\
+                 PartitionName=borrowed Nodes={} MaxTime=INFINITE State=UP",
+                list(nodes),
+                list(pool)
+            );
+        }
         fs::write(&cluster.conf, conf)?;
+        // A node's "boot": its slurmd, with the cgroups it initialises its plugin on
+        // whatever it tracks processes with (`ip netns exec` hides them). VioCluster's
+        // provisioner boots borrowed machines with it too.
+        fs::write(
+            cluster.boot_script(),
+            format!(
+                "{}\nexec slurmd -D -N \"$1\"\n",
+                crate::sys::REMOUNT_CGROUPS
+            ),
+        )?;
         let spawn = |ns: &str, program: &str, args: &[&str], log: &Path| -> Result<Child> {
             let out = fs::File::create(log)?;
             ns_command(ns, program, args)
                 .env("SLURM_CONF", &cluster.conf)
-                .env(
-                    "CGROUPS",
-                    "cpu|cpuacct|cpuset|memory|devices|freezer|name=systemd",
-                )
+                .env("CGROUPS", SLURMD_CGROUPS)
                 .stdin(Stdio::null())
                 .stdout(out.try_clone()?)
                 .stderr(out)
@@ -133,14 +176,9 @@ impl Cluster {
         for n in nodes {
             fs::create_dir_all(dir.join("spool").join(&n.name))?;
             let out = dir.join(format!("slurmd-{}.out", n.name));
-            // slurmd initialises its cgroup plugin whatever it tracks processes with, and
-            // fails where /sys/fs/cgroup is empty, as under `ip netns exec`.
-            let script = format!(
-                "{}\nexec slurmd -D -N {}",
-                crate::sys::REMOUNT_CGROUPS,
-                n.name
-            );
-            let args = ["-m", "--propagation", "private", "sh", "-c", &script];
+            let boot = cluster.boot_script();
+            let boot = boot.to_string_lossy();
+            let args = ["-m", "--propagation", "private", "sh", &boot, &n.name];
             let child = spawn(&n.ns, "unshare", &args, &out)?;
             cluster.children.push(child);
         }
@@ -150,12 +188,21 @@ impl Cluster {
             "every slurmd registered and idle",
             || {
                 let out = cluster.command("sinfo", &["-h", "-N", "-o", "%N %t"])?;
-                let idle = out.lines().filter(|l| l.ends_with(" idle")).count();
+                let idle = nodes
+                    .iter()
+                    .filter(|n| out.lines().any(|l| l == format!("{} idle", n.name)))
+                    .count();
                 Ok((idle == nodes.len()).then_some(()))
             },
         )
         .with_context(|| cluster.logs())?;
         Ok(cluster)
+    }
+
+    /// `sh BOOT NODE` runs NODE's slurmd (under `unshare -m`, with `SLURM_CONF` and
+    /// `CGROUPS` set).
+    pub fn boot_script(&self) -> PathBuf {
+        self.dir.join("boot-slurmd.sh")
     }
 
     /// A Slurm command (sinfo, squeue, srun, sbatch, scontrol) run on the head node.
@@ -186,14 +233,40 @@ impl Cluster {
     }
 }
 
+/// The cgroup v1 controllers slurmd wants back (the extended regex `CGROUPS` of
+/// `sys::REMOUNT_CGROUPS`).
+pub const SLURMD_CGROUPS: &str = "cpu|cpuacct|cpuset|memory|devices|freezer|name=systemd";
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if let Ok(pid) = fs::read_to_string(self.dir.join("munge/munged.pid")) {
-            let _ = run("kill", &[pid.trim()]);
+        kill_daemons(&self.dir);
+    }
+}
+
+/// Stops what a cluster directory's pid files name (munged, and slurmds that a
+/// provisioner booted outside the cluster's own children), also after a crash.
+pub fn kill_daemons(dir: &Path) {
+    let mut files = vec![dir.join("munge/munged.pid")];
+    if let Ok(rd) = fs::read_dir(dir) {
+        files.extend(
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "pid")),
+        );
+    }
+    for f in files {
+        let Ok(pid) = fs::read_to_string(&f) else {
+            continue;
+        };
+        let pid = pid.trim();
+        // A pid file outlives its daemon; its number may be another process's by now.
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if ["slurmd", "slurmctld", "munged"].contains(&comm.trim()) {
+            let _ = run("kill", &["-9", pid]);
         }
     }
 }

@@ -35,6 +35,32 @@ pub fn ip(args: &[&str]) -> Result<String> {
     run("ip", args)
 }
 
+/// Kills every process in network namespace `ns` (a batch job's, say, that would outlive
+/// it). Reads /proc itself: `ip netns pids` gives up on processes it cannot inspect.
+pub fn kill_ns_processes(ns: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = std::fs::metadata(format!("/run/netns/{ns}")) else {
+        return;
+    };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let name = p.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Ok(m) = std::fs::metadata(p.path().join("ns/net")) {
+            if m.ino() == target.ino() && m.dev() == target.dev() {
+                let _ = run("kill", &["-9", pid]);
+            }
+        }
+    }
+}
+
 /// Runs a command inside a network namespace.
 pub fn ns_run(ns: &str, program: &str, args: &[&str]) -> Result<String> {
     let mut full = vec!["netns", "exec", ns, program];

@@ -33,7 +33,7 @@ fn a_slurm_cluster_runs_jobs_across_hosts_over_the_overlay() {
         machine(1, 0, "n2"),
         machine(1, 1, "n3"),
     ];
-    let cluster = Cluster::start(&lab.dir.join("slurm"), "sl", head, &nodes)
+    let cluster = Cluster::start(&lab.dir.join("slurm"), "sl", head, &nodes, &[])
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.daemon_logs()));
     // A job on every node: two of them on the other host, reached through the overlay.
     let out = cluster

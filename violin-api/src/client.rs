@@ -12,9 +12,10 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
     rest::{
-        AdaptPlan, Adaptation, AppTopology, Applied, Bound, BoundRequest, DaemonLinks, DaemonRules,
-        EnvDetail, EnvSummary, ErrorBody, Filter, HostInfo, LinkInfo, LinkRequest, ManagerDecision,
-        ManagerRecord, MeasuredPair, Plan, Route, RouteQuery, RuleInfo, RuleRequest, SyncStatus,
+        AdaptPlan, Adaptation, AppTopology, Applied, Bound, BoundRequest, BrokerRound, Brokers,
+        DaemonLinks, DaemonRules, EnvDetail, EnvSummary, ErrorBody, Filter, HostInfo, LinkInfo,
+        LinkRequest, ManagerDecision, ManagerRecord, MeasuredPair, Plan, Route, RouteQuery,
+        RuleInfo, RuleRequest, SyncStatus,
     },
     share::{Ack, HostMeasurements, Interface, Registered, Registration, SyncEvent, TrafficReport},
     vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport, VmUsage},
@@ -327,6 +328,16 @@ impl Client {
     /// The adaptation manager's decisions carried out, oldest first.
     pub fn manager_log(&self) -> Result<Vec<ManagerRecord>> {
         self.get("/v1/manager/log")
+    }
+
+    /// VioCluster's loans and latest brokering rounds.
+    pub fn brokers(&self) -> Result<Brokers> {
+        self.get("/v1/brokers")
+    }
+
+    /// Runs a brokering round now.
+    pub fn broker_round(&self) -> Result<BrokerRound> {
+        self.send("POST", "/v1/brokers/round", &())
     }
 
     /// Every VM's use over time.

@@ -604,3 +604,121 @@ pub struct ManagerRecord {
     /// Moves the migration supervisor refused, with why.
     pub errors: Vec<String>,
 }
+
+/// What VioCluster's brokers agree on in one round (Ruth 2007, 5.4.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trade {
+    /// `owner` lends `count` machines to `borrower`.
+    Lend {
+        owner: String,
+        borrower: String,
+        count: usize,
+    },
+    /// `borrower` gives back `count` idle machines it no longer needs.
+    Return {
+        owner: String,
+        borrower: String,
+        count: usize,
+    },
+    /// `owner` takes `count` machines back; jobs on them are requeued.
+    Reclaim {
+        owner: String,
+        borrower: String,
+        count: usize,
+    },
+}
+
+impl Trade {
+    /// The same trade, of `count` machines (what a lender could actually give or take).
+    pub fn with_count(&self, count: usize) -> Trade {
+        let mut t = self.clone();
+        match &mut t {
+            Trade::Lend { count: c, .. }
+            | Trade::Return { count: c, .. }
+            | Trade::Reclaim { count: c, .. } => *c = count,
+        }
+        t
+    }
+
+    /// Machines it moves.
+    pub fn count(&self) -> usize {
+        match self {
+            Trade::Lend { count, .. }
+            | Trade::Return { count, .. }
+            | Trade::Reclaim { count, .. } => *count,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trade::Lend { .. } => "lend",
+            Trade::Return { .. } => "return",
+            Trade::Reclaim { .. } => "reclaim",
+        }
+    }
+}
+
+/// A machine one domain lends another: the borrower's VM `vm` runs on the owner's host
+/// `host`, whose own node `node` the owner's scheduler keeps drained meanwhile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Loan {
+    pub vm: String,
+    pub owner: String,
+    pub borrower: String,
+    pub host: String,
+    pub node: String,
+    /// Unix time in milliseconds.
+    pub since_ms: u64,
+    /// The loan added `host` to the borrower's environment (it leaves with the VM).
+    #[serde(default)]
+    pub added_host: bool,
+}
+
+/// A domain as its broker last read it from its scheduler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BrokerDomain {
+    pub name: String,
+    /// Its virtual cluster.
+    pub environment: String,
+    /// Its own compute nodes that answer, |P|.
+    pub physical: usize,
+    /// Its own nodes running its jobs.
+    pub busy: usize,
+    /// Nodes its queued and running jobs need, d.
+    pub demand: usize,
+    pub lent: usize,
+    pub borrowed: usize,
+    /// Borrowed machines running none of its jobs.
+    pub idle_borrowed: usize,
+    /// n = d - ((|P| - |L|) + |V|): positive, machines it needs; negative, spare.
+    pub need: i64,
+    /// Why its scheduler could not be read (then the round made no trade).
+    pub error: Option<String>,
+}
+
+/// One brokering round: what the brokers agreed, what was carried out, what failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BrokerRound {
+    pub id: u64,
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    /// manual or auto.
+    pub trigger: String,
+    pub domains: Vec<BrokerDomain>,
+    /// The trades as agreed.
+    pub agreed: Vec<Trade>,
+    /// The trades as carried out (a lender may have had fewer idle machines).
+    pub done: Vec<Trade>,
+    pub errors: Vec<String>,
+}
+
+/// VioCluster's state (`GET /v1/brokers`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Brokers {
+    /// Seconds between automatic rounds.
+    pub period_s: u64,
+    pub loans: Vec<Loan>,
+    /// The latest rounds, oldest first.
+    pub rounds: Vec<BrokerRound>,
+}

@@ -9,7 +9,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use violin_testbed::{
     lab::{self, Domains, Lab, LabSpec, VmKind},
-    traffic, violind_path, workspace_root,
+    traffic,
+    viocluster::Brokered,
+    violind_path, workspace_root,
 };
 
 #[derive(Parser)]
@@ -117,6 +119,14 @@ struct LabArgs {
     /// Loss on each uplink, percent (needs the netem qdisc in the kernel).
     #[arg(long, default_value_t = 0.0, requires = "domains")]
     wan_loss_pct: f64,
+    /// VioCluster: this many domains (hosts round robin), each a Slurm cluster in an
+    /// environment of its own, and the controller's machine brokers trading machines
+    /// between them (implies --controller; needs two VMs per host, the default).
+    #[arg(long, value_name = "DOMAINS")]
+    viocluster: Option<usize>,
+    /// Seconds between the brokers' rounds.
+    #[arg(long, default_value_t = 10, requires = "viocluster")]
+    broker_period_s: u64,
 }
 
 #[derive(Subcommand)]
@@ -304,7 +314,7 @@ fn spec(a: &LabArgs) -> LabSpec {
         violind: violind_path(),
         debug_datapath: a.debug_datapath,
         linux_vm_offloads: false,
-        controller: a.controller,
+        controller: a.controller || a.viocluster.is_some(),
         vm_kind: if a.vm_kind == "qemu" {
             VmKind::Qemu
         } else {
@@ -321,6 +331,11 @@ fn spec(a: &LabArgs) -> LabSpec {
         }),
         measure: true,
         managed: None,
+        viocluster: a.viocluster.map(|domains| Brokered {
+            domains,
+            pool: 2,
+            period_s: a.broker_period_s,
+        }),
     }
 }
 
@@ -392,7 +407,8 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 eprintln!("==> bringing lab {:?} up", a.name);
                 let lab = Lab::up(spec(&a), false)?;
-                if a.controller {
+                // VioCluster's clusters are the lab's environments then.
+                if a.controller && a.viocluster.is_none() {
                     eprintln!("==> creating the environments with violinctl");
                     print!("{}", lab.apply_environments()?);
                 }

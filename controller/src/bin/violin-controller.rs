@@ -51,6 +51,10 @@ struct Cli {
     /// Migrations per decision at most (0: the manager only sets CPU and memory).
     #[arg(long, default_value_t = ManagerParams::default().max_migrations)]
     manager_max_migrations: usize,
+    /// VioCluster: the machine brokers' configuration (domains, their clusters' Slurm,
+    /// policies, pools and the provisioner); without it no broker runs.
+    #[arg(long, value_name = "FILE")]
+    brokers: Option<PathBuf>,
 }
 
 fn main() {
@@ -95,11 +99,21 @@ fn run(cli: Cli) -> Result<()> {
     manager
         .check()
         .map_err(|e| anyhow::anyhow!("--manager-{}", e.replacen('_', "-", 1)))?;
+    let brokers = cli
+        .brokers
+        .as_deref()
+        .map(controller::viocluster::Config::load)
+        .transpose()
+        .context("--brokers")?;
     let store = Arc::new(Store::open(&cli.state)?);
     let period = (cli.manager_period_s > 0).then(|| Duration::from_secs(cli.manager_period_s));
-    let api = api::Api::new(store, token, params)?.with_manager(manager, period);
+    let mut api = api::Api::new(store, token, params)?.with_manager(manager, period);
+    if let Some(b) = brokers {
+        api = api.with_brokers(b);
+    }
     api::run_auto(api.clone());
     controller::autonomic::run(api.clone());
+    controller::viocluster::run(api.clone());
     let app = api::router(api);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -114,3 +114,66 @@ pub fn set_vm_host(text: &str, vm: &str, host: &str) -> Result<String, toml_edit
     }
     Ok(doc.to_string())
 }
+
+/// A VM to add to a spec's text (VioCluster's borrowed machines).
+pub struct NewVm<'a> {
+    pub name: &'a str,
+    pub host: &'a str,
+    pub port: &'a str,
+    pub mac: &'a str,
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// The host's underlay address, to list it when the spec does not yet.
+    pub host_address: Option<std::net::Ipv4Addr>,
+}
+
+/// `text` with a `[[vm]]` table for `vm` appended (and its `[[host]]`, if missing).
+pub fn add_vm(text: &str, vm: &NewVm) -> Result<String, toml_edit::TomlError> {
+    let mut doc: DocumentMut = text.parse()?;
+    let listed = doc
+        .get("host")
+        .and_then(Item::as_array_of_tables)
+        .is_some_and(|a| {
+            a.iter()
+                .any(|t| t.get("name").and_then(Item::as_str) == Some(vm.host))
+        });
+    if let (false, Some(addr)) = (listed, vm.host_address) {
+        let mut t = Table::new();
+        t.insert("name", value(vm.host));
+        t.insert("address", value(addr.to_string()));
+        sync_tables(&mut doc, "host", |_| true, vec![t]);
+    }
+    let mut t = Table::new();
+    t.insert("name", value(vm.name));
+    t.insert("host", value(vm.host));
+    t.insert("port", value(vm.port));
+    t.insert("mac", value(vm.mac));
+    if let Some(ip) = vm.ip {
+        t.insert("ip", value(ip.to_string()));
+    }
+    sync_tables(&mut doc, "vm", |_| true, vec![t]);
+    Ok(doc.to_string())
+}
+
+/// `text` without VM `vm`'s `[[vm]]` table.
+pub fn remove_vm(text: &str, vm: &str) -> Result<String, toml_edit::TomlError> {
+    let mut doc: DocumentMut = text.parse()?;
+    sync_tables(
+        &mut doc,
+        "vm",
+        |t| t.get("name").and_then(Item::as_str) != Some(vm),
+        Vec::new(),
+    );
+    Ok(doc.to_string())
+}
+
+/// `text` without host `host`'s `[[host]]` table.
+pub fn remove_host(text: &str, host: &str) -> Result<String, toml_edit::TomlError> {
+    let mut doc: DocumentMut = text.parse()?;
+    sync_tables(
+        &mut doc,
+        "host",
+        |t| t.get("name").and_then(Item::as_str) != Some(host),
+        Vec::new(),
+    );
+    Ok(doc.to_string())
+}

@@ -288,6 +288,41 @@ fn a_migration_moves_the_vm_in_the_text() {
 }
 
 #[test]
+fn a_borrowed_vm_joins_and_leaves_the_text() {
+    let text = format!("# keep me\n{SPEC}");
+    let vm = edit::NewVm {
+        name: "x9",
+        host: "h3",
+        port: "vb1",
+        mac: "02:00:00:00:09:01",
+        ip: Some("10.200.1.9".parse().unwrap()),
+        host_address: Some("10.250.0.3".parse().unwrap()),
+    };
+    let added = edit::add_vm(&text, &vm).unwrap();
+    let spec = Spec::parse(&added).unwrap_or_else(|e| panic!("{e}\n{added}"));
+    assert_eq!(spec.vms["x9"].host, "h3");
+    assert!(added.starts_with("# keep me\n"), "{added}");
+    let removed = edit::remove_host(&edit::remove_vm(&added, "x9").unwrap(), "h3").unwrap();
+    let back = Spec::parse(&removed).unwrap();
+    assert!(!back.vms.contains_key("x9"));
+    assert!(!back.hosts.contains_key("h3"));
+    assert_eq!(back.vms.len(), Spec::parse(SPEC).unwrap().vms.len());
+    // Without the host's address, a host the spec does not list is refused by name.
+    let e = Spec::parse(
+        &edit::add_vm(
+            &text,
+            &edit::NewVm {
+                host_address: None,
+                ..vm
+            },
+        )
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert!(e.field.ends_with(".host"), "{e}");
+}
+
+#[test]
 fn vm_bounds_are_planned_and_reach_the_vms_host_only() {
     let cur = Spec::parse(SPEC).unwrap();
     let vm_limit = "\n[[limit]]\nvm = \"a1\"\nrate_mbit = 100\nburst_kib = 32\n";

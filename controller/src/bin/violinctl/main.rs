@@ -228,6 +228,16 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         last: usize,
     },
+    /// VioCluster: the machines domains lend each other (loans) and the brokers' latest
+    /// rounds, each domain's demand, machines and need (n = d - ((|P| - |L|) + |V|)).
+    ///
+    /// Example: `violinctl brokers --round`.
+    Brokers {
+        /// Run a round now: read the schedulers, trade, boot lent machines, stop
+        /// reclaimed ones.
+        #[arg(long)]
+        round: bool,
+    },
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -404,7 +414,15 @@ fn connect(cli: &Cli) -> Result<Client> {
     )?;
     let token = read_token(&token_file)
         .with_context(|| format!("--token-file: cannot read {}", token_file.display()))?;
-    Ok(Client::new(&url, &token, Timeouts::default()))
+    // A brokering round boots and halts VMs through the provisioner (up to 5 minutes each).
+    let timeouts = match cli.command {
+        Command::Brokers { round: true } => Timeouts {
+            read: Duration::from_secs(1800),
+            ..Timeouts::default()
+        },
+        _ => Timeouts::default(),
+    };
+    Ok(Client::new(&url, &token, timeouts))
 }
 
 fn read_spec(file: &Option<PathBuf>, path: &Option<PathBuf>) -> Result<String> {
@@ -791,6 +809,8 @@ fn list(c: &Client, out: Output, command: &Command) -> Result<()> {
         Command::Migrations => output::migrations(out, &c.migrations()?),
         Command::Measurements => output::measurements(out, &c.measurements()?),
         Command::Vms => output::vms(out, &c.vms()?),
+        Command::Brokers { round: true } => output::broker_round(out, &c.broker_round()?),
+        Command::Brokers { round: false } => output::brokers(out, &c.brokers()?),
         Command::Usage { vm, last } => {
             let mut all = c.usage()?;
             if let Some(v) = vm {

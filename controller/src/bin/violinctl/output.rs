@@ -5,8 +5,8 @@ use serde::Serialize;
 use violin_api::{
     output::yaml,
     rest::{
-        AdaptPlan, AdaptStep, Adaptation, AppTopology, EnvSummary, HostInfo, LinkInfo,
-        ManagerDecision, ManagerRecord, MeasuredPair, Route, RuleInfo, VmMove,
+        AdaptPlan, AdaptStep, Adaptation, AppTopology, BrokerRound, Brokers, EnvSummary, HostInfo,
+        LinkInfo, ManagerDecision, ManagerRecord, MeasuredPair, Route, RuleInfo, Trade, VmMove,
     },
     share::Interface,
     vm::{Migration, VmInfo, VmUsage},
@@ -537,6 +537,105 @@ pub fn manager_log(out: Output, list: &[ManagerRecord]) -> Result<()> {
                 println!("migration refused: {e}");
             }
             println!();
+        }
+    })
+}
+
+fn trade_line(t: &Trade) -> String {
+    match t {
+        Trade::Lend {
+            owner,
+            borrower,
+            count,
+        } => format!("{owner} lends {count} to {borrower}"),
+        Trade::Return {
+            owner,
+            borrower,
+            count,
+        } => format!("{borrower} returns {count} to {owner}"),
+        Trade::Reclaim {
+            owner,
+            borrower,
+            count,
+        } => format!("{owner} reclaims {count} from {borrower}"),
+    }
+}
+
+/// A brokering round: the domains as read, the trades agreed and carried out.
+fn round(r: &BrokerRound) {
+    println!("round #{} ({}):", r.id, r.trigger);
+    let mut t = Table::new(&[
+        "DOMAIN", "CLUSTER", "DEMAND", "PHYSICAL", "BUSY", "LENT", "BORROWED", "NEED",
+    ]);
+    for d in &r.domains {
+        t.row(vec![
+            d.name.clone(),
+            d.environment.clone(),
+            d.demand.to_string(),
+            d.physical.to_string(),
+            d.busy.to_string(),
+            d.lent.to_string(),
+            d.borrowed.to_string(),
+            d.error
+                .as_ref()
+                .map_or(d.need.to_string(), |_| "unread".into()),
+        ]);
+    }
+    t.print();
+    for a in &r.agreed {
+        let done = r.done.iter().find(|d| d.with_count(0) == a.with_count(0));
+        println!(
+            "agreed: {}; carried out: {}",
+            trade_line(a),
+            done.map_or(0, Trade::count)
+        );
+    }
+    for e in &r.errors {
+        println!("error: {e}");
+    }
+}
+
+/// One round just run.
+pub fn broker_round(out: Output, r: &BrokerRound) -> Result<()> {
+    show(out, r, round)
+}
+
+/// VioCluster's loans and latest rounds (the last few in tables; all with -o json).
+pub fn brokers(out: Output, b: &Brokers) -> Result<()> {
+    show(out, b, |b| {
+        let mut t = Table::new(&["VM", "OWNER", "BORROWER", "HOST", "OWNER'S NODE"]);
+        for l in &b.loans {
+            t.row(vec![
+                l.vm.clone(),
+                l.owner.clone(),
+                l.borrower.clone(),
+                l.host.clone(),
+                l.node.clone(),
+            ]);
+        }
+        if b.loans.is_empty() {
+            println!("no machine lent");
+        } else {
+            t.print();
+        }
+        println!();
+        let traded: Vec<&BrokerRound> = b
+            .rounds
+            .iter()
+            .filter(|r| !r.agreed.is_empty() || !r.errors.is_empty())
+            .collect();
+        // The latest round shows the domains as they stand, with the last few that traded.
+        for r in traded.iter().rev().take(3).rev() {
+            round(r);
+            println!();
+        }
+        match b.rounds.last() {
+            Some(r) if r.agreed.is_empty() && r.errors.is_empty() => round(r),
+            Some(_) => {}
+            None => println!(
+                "no round yet (every {} s; `violinctl brokers --round` runs one)",
+                b.period_s
+            ),
         }
     })
 }
