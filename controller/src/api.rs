@@ -5,22 +5,22 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
     body::{Body, Bytes},
-    extract::{Path, Query, Request, State},
+    extract::{MatchedPath, Path, Query, Request, State},
     http::{header, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
-    Json, Router,
+    Extension, Json, Router,
 };
 use dataplane_common::{packet::parse_mac, rules::MacMatch};
 use violin_api::{
     parse::from_json,
     rest::{
-        AdaptPlan, Adaptation, AppTopology, Applied, Bound, BoundRequest, BrokerRound, Brokers,
-        EnvDetail, EnvSummary, ErrorBody, Filter, HostInfo, HostSync, LinkInfo, LinkRequest,
-        LinkRole, ManagerDecision, ManagerParams, ManagerRecord, MeasuredPair, Plan, Route,
-        RouteQuery, RuleInfo, RuleRequest, SyncQuery, SyncStatus, TopologyEdge, TopologyQuery,
-        VmMove,
+        AdaptPlan, Adaptation, AppTopology, Applied, AuditEntry, AuditQuery, Bound, BoundRequest,
+        BrokerRound, Brokers, Credential, CredentialRequest, EnvDetail, EnvSummary, ErrorBody,
+        Filter, Health, HostInfo, HostSync, IssuedCredential, LinkInfo, LinkRequest, LinkRole,
+        ManagerDecision, ManagerParams, ManagerRecord, MeasuredPair, Plan, Role, Route, RouteQuery,
+        RuleInfo, RuleRequest, SyncQuery, SyncStatus, TopologyEdge, TopologyQuery, VmMove,
     },
     share::{Ack, HostMeasurements, Interface, Registered, Registration, TrafficReport},
     vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport, VmUsage},
@@ -31,6 +31,7 @@ use crate::{
     adapt::{self, Adapter, HostPair},
     autonomic::{self, Autonomic},
     hub::{self, Hub},
+    identity::{self, Identity},
     measure,
     migrate::{Refusal, Supervisor},
     route,
@@ -159,21 +160,155 @@ fn reject(field: &str, reason: impl Into<String>) -> Reject {
     FieldError::new(field, reason).into()
 }
 
-async fn auth(State(api): State<Api>, req: Request, next: Next) -> Response {
-    let ok = req
+/// Who presented the bearer token: the controller's own (`admin`) or an issued
+/// credential's.
+fn identify(api: &Api, token: &str) -> Option<Identity> {
+    let hash = identity::hash(token);
+    // Equal-length hashes: the comparison's time says nothing of the admin token.
+    if identity::same(&hash, &identity::hash(api.token.as_str())) {
+        return Some(Identity {
+            name: identity::ADMIN.into(),
+            role: Role::Admin,
+            credential: None,
+        });
+    }
+    api.store.credential_by_hash(&hash).map(|c| Identity {
+        name: c.name,
+        role: c.role,
+        credential: Some(hash),
+    })
+}
+
+/// Authenticates, authorises by role (a host only as itself), and records changes and
+/// refusals in the audit log with who asked.
+async fn auth(State(api): State<Api>, mut req: Request, next: Next) -> Response {
+    let who = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == api.token.as_str());
-    if !ok {
+        .and_then(|t| identify(&api, t));
+    let Some(who) = who else {
         return Reject::status(
             StatusCode::UNAUTHORIZED,
-            "Authorization: a valid bearer token is required",
+            "Authorization: a valid bearer token is required (the controller's, or one `violinctl credential create` issued)",
         )
         .into_response();
+    };
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = match identity::authorize(&who, &method, &route, &path) {
+        Ok(()) => {
+            req.extensions_mut().insert(who.clone());
+            next.run(req).await
+        }
+        Err(why) => Reject {
+            status: StatusCode::FORBIDDEN,
+            body: ErrorBody {
+                error: why,
+                field: Some("authorization".into()),
+                line: None,
+            },
+        }
+        .into_response(),
+    };
+    if identity::audited(&who, &method, &route) || resp.status() == StatusCode::FORBIDDEN {
+        let entry = AuditEntry {
+            id: 0,
+            at_ms: crate::usage::now_ms(),
+            who: who.name,
+            role: who.role,
+            method: method.to_string(),
+            path,
+            status: resp.status().as_u16(),
+        };
+        if let Err(e) = api.store.audit(entry) {
+            tracing::warn!(error = format!("{e:#}"), "audit log");
+        }
     }
-    next.run(req).await
+    resp
+}
+
+/// Issue a credential: an operator's (admin, read_only) or a host's (named after the
+/// host; it may only register, sync and report as that host). The token is in this
+/// answer only.
+#[utoipa::path(post, path = "/v1/credentials", tag = "credentials",
+    request_body = CredentialRequest,
+    responses((status = 200, description = "Issued", body = IssuedCredential),
+              (status = 400, description = "Refused (field named)", body = ErrorBody),
+              (status = 409, description = "The name is taken", body = ErrorBody)))]
+async fn create_credential(
+    State(api): State<Api>,
+    Extension(who): Extension<Identity>,
+    body: Bytes,
+) -> Answer<IssuedCredential> {
+    let req: CredentialRequest = from_json(&body)?;
+    if req.name.as_str() == identity::ADMIN {
+        return Err(reject("name", "admin is the controller's own token"));
+    }
+    let credential = Credential {
+        name: req.name.to_string(),
+        role: req.role,
+        created_ms: crate::usage::now_ms(),
+        created_by: who.name,
+    };
+    let token = identity::new_token()?;
+    if !api
+        .store
+        .add_credential(&credential, &identity::hash(&token))?
+    {
+        return Err(Reject {
+            status: StatusCode::CONFLICT,
+            body: ErrorBody {
+                error: format!(
+                    "credential {} exists; delete it first to issue a new token",
+                    credential.name
+                ),
+                field: Some("name".into()),
+                line: None,
+            },
+        });
+    }
+    tracing::info!(name = %credential.name, role = credential.role.as_str(), by = %credential.created_by, "credential issued");
+    Ok(Json(IssuedCredential { credential, token }))
+}
+
+/// The credentials issued (without their tokens).
+#[utoipa::path(get, path = "/v1/credentials", tag = "credentials",
+    responses((status = 200, description = "Credentials", body = [Credential])))]
+async fn list_credentials(State(api): State<Api>) -> Json<Vec<Credential>> {
+    Json(api.store.credentials())
+}
+
+/// Revoke a credential: its token is refused from now on.
+#[utoipa::path(delete, path = "/v1/credentials/{name}", tag = "credentials",
+    params(("name" = String, Path, description = "Credential name")),
+    responses((status = 200, description = "Revoked", body = [Credential]),
+              (status = 404, description = "No such credential", body = ErrorBody)))]
+async fn delete_credential(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> Answer<Vec<Credential>> {
+    if !api.store.remove_credential(&name)? {
+        return Err(Reject::not_found(format!("no credential {name:?}")));
+    }
+    // Its sync streams end too (the token is refused from their next request on).
+    api.hub.revoked();
+    Ok(Json(api.store.credentials()))
+}
+
+/// The audit log: every change made through the API, and every request refused for
+/// want of a right, with who asked.
+#[utoipa::path(get, path = "/v1/audit", tag = "credentials",
+    params(AuditQuery),
+    responses((status = 200, description = "Entries, oldest first", body = [AuditEntry])))]
+async fn get_audit(State(api): State<Api>, Query(q): Query<AuditQuery>) -> Answer<Vec<AuditEntry>> {
+    Ok(Json(api.store.audit_log(q.last.unwrap_or(100))?))
 }
 
 fn summary(spec: &Spec) -> EnvSummary {
@@ -801,11 +936,20 @@ async fn register(
     responses((status = 200, description = "One SyncEvent per line", body = violin_api::share::SyncEvent,
                content_type = "application/x-ndjson"),
               (status = 400, description = "Refused (field named)", body = ErrorBody)))]
-async fn sync_stream(State(api): State<Api>, Path(host): Path<String>) -> Response {
+async fn sync_stream(
+    State(api): State<Api>,
+    Extension(who): Extension<Identity>,
+    Path(host): Path<String>,
+) -> Response {
     if let Err(r) = host_name(&host) {
         return r.into_response();
     }
-    let body = Body::from_stream(hub::stream(api.hub.clone(), api.store.clone(), host));
+    let body = Body::from_stream(hub::stream(
+        api.hub.clone(),
+        api.store.clone(),
+        host,
+        who.credential,
+    ));
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
@@ -1547,6 +1691,36 @@ fn brokers_of(api: &Api) -> Result<Arc<Viocluster>, Reject> {
     })
 }
 
+/// Whether the controller can do its job: its state database answers. Open to all, for
+/// load balancers, systemd and probes.
+#[utoipa::path(get, path = "/healthz", tag = "meta", security(()),
+    responses((status = 200, description = "Serving", body = Health),
+              (status = 503, description = "The state database does not answer", body = Health)))]
+async fn health(State(api): State<Api>) -> Response {
+    let version = format!(
+        "{} ({})",
+        violin_api::build::VERSION,
+        violin_api::build::REVISION
+    );
+    match api.store.generation() {
+        Ok(generation) => Json(Health {
+            status: "ok".into(),
+            generation,
+            version,
+        })
+        .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: format!("the state database: {e:#}"),
+                generation: 0,
+                version,
+            }),
+        )
+            .into_response(),
+    }
+}
+
 /// VioCluster: the standing loans and the latest brokering rounds, each with every
 /// domain's demand, machines and need, the trades agreed and those carried out.
 #[utoipa::path(get, path = "/v1/brokers", tag = "manager",
@@ -1693,6 +1867,15 @@ pub fn router(api: Api) -> Router {
         .route("/v1/usage", get(get_usage))
         .route("/v1/manager", get(get_manager).post(post_manager))
         .route("/v1/manager/log", get(manager_log))
+        .route(
+            "/v1/credentials",
+            post(create_credential).get(list_credentials),
+        )
+        .route(
+            "/v1/credentials/{name}",
+            axum::routing::delete(delete_credential),
+        )
+        .route("/v1/audit", get(get_audit))
         .route("/v1/brokers", get(get_brokers))
         .route("/v1/brokers/round", post(post_round))
         .route("/v1/migrations", post(start_migration).get(list_migrations))
@@ -1702,6 +1885,7 @@ pub fn router(api: Api) -> Router {
         )
         .route_layer(middleware::from_fn_with_state(api.clone(), auth))
         .route("/metrics", get(metrics))
+        .route("/healthz", get(health))
         .route("/openapi.json", get(openapi_json))
         .layer(middleware::from_fn_with_state(api.clone(), count))
         .with_state(api)

@@ -42,6 +42,12 @@ pub struct Hub {
     commits: Mutex<BTreeMap<u64, Instant>>,
     hosts: Mutex<BTreeMap<String, HostSync>>,
     recent: Mutex<VecDeque<Duration>>,
+    /// Set when the controller shuts down: every sync stream ends, so that the server's
+    /// graceful shutdown is not held up by streams that never end on their own (the
+    /// daemons reconnect to the next controller).
+    closing: watch::Sender<bool>,
+    /// Bumped when a credential is revoked: streams it opened end.
+    revocations: watch::Sender<u64>,
     pub metrics: Metrics,
 }
 
@@ -71,8 +77,20 @@ impl Hub {
             commits: Mutex::new(BTreeMap::new()),
             hosts: Mutex::new(BTreeMap::new()),
             recent: Mutex::new(VecDeque::new()),
+            closing: watch::Sender::new(false),
+            revocations: watch::Sender::new(0),
             metrics,
         })
+    }
+
+    /// A credential was revoked: the streams it opened end.
+    pub fn revoked(&self) {
+        self.revocations.send_modify(|n| *n += 1);
+    }
+
+    /// Ends every sync stream, now and from now on (the controller is shutting down).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Tells every stream that `generation` was committed.
@@ -178,6 +196,10 @@ struct Stream {
     store: Arc<Store>,
     rx: watch::Receiver<u64>,
     sent: Option<Share>,
+    /// The hash of the credential that opened it (None: the controller's own token).
+    credential: Option<String>,
+    closing: watch::Receiver<bool>,
+    revocations: watch::Receiver<u64>,
 }
 
 impl Drop for Stream {
@@ -205,27 +227,43 @@ impl Stream {
         )
     }
 
+    /// The next line; None ends the stream: the controller shuts down, or the credential
+    /// that opened it was revoked.
     async fn next(&mut self) -> Option<Bytes> {
-        if self.sent.is_none() {
-            let generation = *self.rx.borrow_and_update();
-            let share = self.share(generation);
-            let ev = SyncEvent::Snapshot {
-                share: share.clone(),
-            };
-            self.sent = Some(share);
-            return Some(line(&ev));
-        }
-        tokio::select! {
-            changed = self.rx.changed() => {
-                changed.ok()?;
+        loop {
+            if *self.closing.borrow_and_update() {
+                return None;
+            }
+            self.revocations.borrow_and_update();
+            if let Some(h) = &self.credential {
+                if self.store.credential_by_hash(h).is_none() {
+                    info!(host = %self.host, "sync stream's credential revoked");
+                    return None;
+                }
+            }
+            if self.sent.is_none() {
                 let generation = *self.rx.borrow_and_update();
                 let share = self.share(generation);
-                let ev = SyncEvent::Delta(self.sent.as_ref().expect("sent").delta_to(&share));
+                let ev = SyncEvent::Snapshot {
+                    share: share.clone(),
+                };
                 self.sent = Some(share);
-                Some(line(&ev))
+                return Some(line(&ev));
             }
-            _ = tokio::time::sleep(HEARTBEAT) => {
-                Some(line(&SyncEvent::Heartbeat { generation: *self.rx.borrow() }))
+            tokio::select! {
+                changed = self.rx.changed() => {
+                    changed.ok()?;
+                    let generation = *self.rx.borrow_and_update();
+                    let share = self.share(generation);
+                    let ev = SyncEvent::Delta(self.sent.as_ref().expect("sent").delta_to(&share));
+                    self.sent = Some(share);
+                    return Some(line(&ev));
+                }
+                _ = tokio::time::sleep(HEARTBEAT) => {
+                    return Some(line(&SyncEvent::Heartbeat { generation: *self.rx.borrow() }));
+                }
+                _ = self.closing.changed() => return None,
+                _ = self.revocations.changed() => {}
             }
         }
     }
@@ -236,11 +274,15 @@ pub fn stream(
     hub: Arc<Hub>,
     store: Arc<Store>,
     host: String,
+    credential: Option<String>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
     info!(host = %host, "sync stream opened");
     hub.opened(&host);
     let st = Stream {
         rx: hub.generation.subscribe(),
+        closing: hub.closing.subscribe(),
+        revocations: hub.revocations.subscribe(),
+        credential,
         host,
         hub,
         store,

@@ -16,6 +16,7 @@ pub mod api;
 pub mod autonomic;
 pub mod broker;
 pub mod hub;
+pub mod identity;
 pub mod manager;
 pub mod measure;
 pub mod metrics;

@@ -9,8 +9,9 @@ use std::{
 use anyhow::{Context, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use serde::{Deserialize, Serialize};
 use violin_api::{
-    rest::Loan,
+    rest::{AuditEntry, Credential, Loan},
     share::Registration,
     vm::{Migration, VmResources},
 };
@@ -27,6 +28,11 @@ const MIGRATIONS: TableDefinition<u64, &str> = TableDefinition::new("migrations"
 /// The CPU and memory the adaptation manager gave each VM: VM name -> JSON
 /// `VmResources`. They reach the VMs' hosts in their shares.
 const RESOURCES: TableDefinition<&str, &str> = TableDefinition::new("resources");
+/// Issued credentials: name -> JSON `StoredCredential` (the token only as a hash).
+const CREDENTIALS: TableDefinition<&str, &str> = TableDefinition::new("credentials");
+/// The audit log: id -> JSON `AuditEntry`, the latest `AUDIT_KEEP`.
+const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
+const AUDIT_KEEP: u64 = 10_000;
 /// VioCluster's standing loans: the borrower's VM name -> JSON `Loan`.
 const LOANS: TableDefinition<&str, &str> = TableDefinition::new("loans");
 /// Counters and settings: the state's generation (bumped by every change of an
@@ -52,6 +58,27 @@ pub struct Store {
     migrations: RwLock<BTreeMap<u64, Migration>>,
     /// The VMs' resources, by VM name, as stored.
     resources: RwLock<Arc<BTreeMap<String, VmResources>>>,
+    /// Issued credentials by their token's hash, as stored (every request looks one up).
+    credentials: RwLock<BTreeMap<String, Credential>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredCredential {
+    credential: Credential,
+    hash: String,
+}
+
+fn read_credentials(db: &Database) -> Result<BTreeMap<String, Credential>> {
+    let tx = db.begin_read()?;
+    let table = tx.open_table(CREDENTIALS)?;
+    let mut out = BTreeMap::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        let c: StoredCredential = serde_json::from_str(v.value())
+            .with_context(|| format!("stored credential {} is invalid", k.value()))?;
+        out.insert(c.hash, c.credential);
+    }
+    Ok(out)
 }
 
 fn read_resources(db: &Database) -> Result<BTreeMap<String, VmResources>> {
@@ -108,15 +135,19 @@ impl Store {
         tx.open_table(MIGRATIONS)?;
         tx.open_table(RESOURCES)?;
         tx.open_table(LOANS)?;
+        tx.open_table(CREDENTIALS)?;
+        tx.open_table(AUDIT)?;
         tx.commit()?;
         let cache = RwLock::new(Arc::new(read_all(&db)?));
         let migrations = RwLock::new(read_migrations(&db)?);
         let resources = RwLock::new(Arc::new(read_resources(&db)?));
+        let credentials = RwLock::new(read_credentials(&db)?);
         Ok(Store {
             db,
             cache,
             migrations,
             resources,
+            credentials,
         })
     }
 
@@ -188,6 +219,80 @@ impl Store {
         tx.open_table(META)?.insert(BOUND_US, us)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The credential whose token hashes to `hash`.
+    pub fn credential_by_hash(&self, hash: &str) -> Option<Credential> {
+        self.credentials.read().unwrap().get(hash).cloned()
+    }
+
+    pub fn credentials(&self) -> Vec<Credential> {
+        let mut all: Vec<Credential> = self.credentials.read().unwrap().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Records a credential (token as `hash`); false if one has the name already.
+    pub fn add_credential(&self, c: &Credential, hash: &str) -> Result<bool> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(CREDENTIALS)?;
+            if t.get(c.name.as_str())?.is_some() {
+                return Ok(false);
+            }
+            let stored = StoredCredential {
+                credential: c.clone(),
+                hash: hash.to_string(),
+            };
+            t.insert(c.name.as_str(), serde_json::to_string(&stored)?.as_str())?;
+        }
+        tx.commit()?;
+        self.credentials
+            .write()
+            .unwrap()
+            .insert(hash.to_string(), c.clone());
+        Ok(true)
+    }
+
+    /// Revokes a credential; false if there was none by the name.
+    pub fn remove_credential(&self, name: &str) -> Result<bool> {
+        let tx = self.db.begin_write()?;
+        let removed = tx.open_table(CREDENTIALS)?.remove(name)?.is_some();
+        tx.commit()?;
+        self.credentials
+            .write()
+            .unwrap()
+            .retain(|_, c| c.name != name);
+        Ok(removed)
+    }
+
+    /// Appends to the audit log (its id is the next), dropping the oldest past the limit.
+    pub fn audit(&self, mut e: AuditEntry) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(AUDIT)?;
+            let next = t.last()?.map_or(1, |(k, _)| k.value() + 1);
+            e.id = next;
+            t.insert(next, serde_json::to_string(&e)?.as_str())?;
+            if next > AUDIT_KEEP {
+                t.remove(next - AUDIT_KEEP)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The latest `last` audit entries, oldest first.
+    pub fn audit_log(&self, last: usize) -> Result<Vec<AuditEntry>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for row in t.iter()?.rev().take(last) {
+            let (_, v) = row?;
+            out.push(serde_json::from_str(v.value())?);
+        }
+        out.reverse();
+        Ok(out)
     }
 
     /// VioCluster's standing loans, by VM name.
@@ -419,6 +524,36 @@ mod tests {
         store.remove_loan("b1").unwrap();
         assert!(store.loans().unwrap().is_empty());
         assert_eq!(store.resources().get("a1"), Some(&r));
+        assert_eq!(store.generation().unwrap(), 1);
+        // Credentials and the audit log survive too, and never bump the generation.
+        let c = Credential {
+            name: "h1".into(),
+            role: violin_api::rest::Role::Host,
+            created_ms: 1,
+            created_by: "admin".into(),
+        };
+        assert!(store.add_credential(&c, "abc").unwrap());
+        assert!(!store.add_credential(&c, "def").unwrap());
+        let e = AuditEntry {
+            id: 0,
+            at_ms: 2,
+            who: "admin".into(),
+            role: violin_api::rest::Role::Admin,
+            method: "PUT".into(),
+            path: "/v1/environments/blue".into(),
+            status: 200,
+        };
+        store.audit(e.clone()).unwrap();
+        store.audit(e.clone()).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.credential_by_hash("abc"), Some(c));
+        assert_eq!(store.credential_by_hash("def"), None);
+        let log = store.audit_log(10).unwrap();
+        assert_eq!(log.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(store.audit_log(1).unwrap()[0].id, 2);
+        assert!(store.remove_credential("h1").unwrap());
+        assert_eq!(store.credential_by_hash("abc"), None);
         assert_eq!(store.generation().unwrap(), 1);
         // A VM no spec names any more loses its resources.
         assert_eq!(store.set_resources(&[], &BTreeSet::new()).unwrap(), Some(2));

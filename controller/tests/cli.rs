@@ -253,7 +253,7 @@ fn openapi_file_matches_the_server() {
             }
         }
     }
-    assert_eq!(operations, 41);
+    assert_eq!(operations, 46);
     // The served document is the file.
     let served: serde_json::Value = ureq::get(&format!("{}/openapi.json", c.url))
         .call()
@@ -801,6 +801,194 @@ fn brokers_are_configured_from_a_file_checked_by_field() {
     assert!(out.contains("round #1 (manual)"), "{out}");
     assert!(out.contains("error: domain d1"), "{out}");
     assert!(!out.contains("agreed"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A raw request with `token`: (status, body).
+fn call(c: &Controller, token: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let r = ureq::request(method, &format!("{}{path}", c.url))
+        .set("Authorization", &format!("Bearer {token}"))
+        .set("Content-Type", "application/json");
+    match r.send_string(body) {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{method} {path}: {e}"),
+    }
+}
+
+#[test]
+fn each_host_and_operator_has_its_own_credential_and_every_change_is_audited() {
+    let dir = scratch("idn");
+    let token = dir.join("token");
+    let c = start(&dir);
+    let spec = dir.join("blue.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    assert!(ctl(&c, &token, &["apply", &spec.to_string_lossy()]).0);
+    // The administrator issues a host's credential and a read-only operator's.
+    let h1_file = dir.join("h1.token");
+    let (ok, _, err) = ctl(
+        &c,
+        &token,
+        &[
+            "credential",
+            "create",
+            "h1",
+            "--role",
+            "host",
+            "--out",
+            &h1_file.to_string_lossy(),
+        ],
+    );
+    assert!(ok, "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&h1_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let h1 = std::fs::read_to_string(&h1_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let (ok, ro, err) = ctl(
+        &c,
+        &token,
+        &["credential", "create", "ann", "--role", "read-only"],
+    );
+    assert!(ok, "{err}");
+    let ro = ro.trim().to_string();
+    let (ok, _, err) = ctl(
+        &c,
+        &token,
+        &["credential", "create", "h1", "--role", "host"],
+    );
+    assert!(!ok && err.contains("exists"), "{err}");
+    let (ok, _, err) = ctl(
+        &c,
+        &token,
+        &["credential", "create", "admin", "--role", "admin"],
+    );
+    assert!(!ok && err.contains("name"), "{err}");
+
+    // h1 registers as itself, and is refused as h2, and anything an operator does.
+    let reg = r#"{"address":"10.250.0.1"}"#;
+    let (code, body) = call(&c, &h1, "POST", "/v1/hosts/h1/register", reg);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = call(&c, &h1, "POST", "/v1/hosts/h2/register", reg);
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("may only register, sync, acknowledge and report as h1"),
+        "{body}"
+    );
+    let (code, _) = call(&c, &h1, "POST", "/v1/hosts/h2/ack", r#"{"generation":1}"#);
+    assert_eq!(code, 403);
+    let (code, _) = call(&c, &h1, "GET", "/v1/environments/blue", "");
+    assert_eq!(code, 403);
+    let (code, _) = call(&c, &h1, "DELETE", "/v1/environments/blue", "");
+    assert_eq!(code, 403);
+    let (code, _) = call(&c, &h1, "GET", "/v1/hosts", "");
+    assert_eq!(code, 200, "a daemon learns whom to measure");
+    // The read-only operator reads, and changes nothing.
+    let (code, _) = call(&c, &ro, "GET", "/v1/environments/blue", "");
+    assert_eq!(code, 200);
+    let (code, body) = call(&c, &ro, "DELETE", "/v1/environments/blue", "");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("read-only"), "{body}");
+    let ro_file = dir.join("ro.token");
+    std::fs::write(&ro_file, &ro).unwrap();
+    let (ok, out, _) = ctl(&c, &ro_file, &["envs"]);
+    assert!(ok && out.contains("blue"), "{out}");
+
+    // The audit log says who did what, refusals included; reports are not in it.
+    let (ok, out, err) = ctl(&c, &token, &["-o", "json", "audit"]);
+    assert!(ok, "{err}");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let has = |who: &str, method: &str, path: &str, status: u64| {
+        log.iter().any(|e| {
+            e["who"] == who && e["method"] == method && e["path"] == path && e["status"] == status
+        })
+    };
+    assert!(has("admin", "PUT", "/v1/environments/blue", 200), "{out}");
+    assert!(has("admin", "POST", "/v1/credentials", 200), "{out}");
+    assert!(has("h1", "POST", "/v1/hosts/h1/register", 200), "{out}");
+    assert!(has("h1", "POST", "/v1/hosts/h2/register", 403), "{out}");
+    assert!(has("h1", "GET", "/v1/environments/blue", 403), "{out}");
+    assert!(has("ann", "DELETE", "/v1/environments/blue", 403), "{out}");
+    assert!(
+        !log.iter()
+            .any(|e| e["method"] == "GET" && e["status"] == 200),
+        "{out}"
+    );
+
+    // Revoking h1's credential ends the sync stream it holds open.
+    let stream = ureq::get(&format!("{}/v1/hosts/h1/sync", c.url))
+        .set("Authorization", &format!("Bearer {h1}"))
+        .timeout(std::time::Duration::from_secs(20))
+        .call()
+        .unwrap();
+    let mut reader = BufReader::new(stream.into_reader());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("snapshot"), "{line}");
+    // Revoked, a token is refused; the list never shows a token.
+    let (ok, out, _) = ctl(&c, &token, &["credential", "list"]);
+    assert!(
+        ok && out.contains("h1") && out.contains("read_only") && !out.contains(&h1),
+        "{out}"
+    );
+    assert!(ctl(&c, &token, &["credential", "delete", "h1"]).0);
+    let mut rest = String::new();
+    let n = std::io::Read::read_to_string(&mut reader, &mut rest)
+        .expect("the stream ends, well before its 20 s timeout");
+    assert!(!rest.contains("snapshot"), "{n} more bytes: {rest}");
+    let (code, _) = call(&c, &h1, "POST", "/v1/hosts/h1/register", reg);
+    assert_eq!(code, 401);
+    let (ok, _, err) = ctl(&c, &token, &["credential", "delete", "h1"]);
+    assert!(!ok && err.contains("no credential"), "{err}");
+    // Credentials survive a restart.
+    drop(c);
+    let c = start(&dir);
+    let (code, _) = call(&c, &ro, "GET", "/v1/environments", "");
+    assert_eq!(code, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn health_is_open_and_sigterm_stops_gracefully_with_streams_open() {
+    let dir = scratch("stop");
+    let mut c = start(&dir);
+    let h: serde_json::Value = ureq::get(&format!("{}/healthz", c.url))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(h["status"], "ok", "{h}");
+    // A daemon's sync stream: open for as long as the controller runs.
+    let token = std::fs::read_to_string(dir.join("token")).unwrap();
+    let stream = ureq::get(&format!("{}/v1/hosts/h1/sync", c.url))
+        .set("Authorization", &format!("Bearer {}", token.trim()))
+        .call()
+        .unwrap();
+    let mut reader = BufReader::new(stream.into_reader());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.contains("snapshot"), "{first}");
+    let pid = c.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = c.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    drop(reader);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

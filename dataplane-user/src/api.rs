@@ -13,7 +13,7 @@ use axum::{
 };
 use tracing::{error, info};
 use violin_api::{
-    rest::{DaemonLink, DaemonLinks, DaemonRule, DaemonRules, ErrorBody},
+    rest::{DaemonLink, DaemonLinks, DaemonRule, DaemonRules, ErrorBody, Health},
     share::{Interface, InterfaceRole, Share},
 };
 
@@ -78,6 +78,31 @@ async fn get_metrics(State(api): State<Api>) -> Response {
             .into_response(),
         Err(e) => failure(e),
     }
+}
+
+/// Whether the daemon has a datapath (its maps are pinned), with the generation of the
+/// share it last applied. Open to all, for systemd and probes.
+#[utoipa::path(get, path = "/healthz", tag = "daemon", security(()),
+    responses((status = 200, description = "Forwarding", body = Health),
+              (status = 503, description = "No datapath", body = Health)))]
+async fn get_health(State(api): State<Api>) -> Response {
+    let generation = follow::load_cached(&api.paths.share()).map_or(0, |s| s.generation);
+    let ok = crate::datapath::Datapath::has_pinned_state(&api.paths);
+    let h = Health {
+        status: if ok { "ok" } else { "no datapath pinned" }.into(),
+        generation,
+        version: format!(
+            "{} ({})",
+            violin_api::build::VERSION,
+            violin_api::build::REVISION
+        ),
+    };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(h)).into_response()
 }
 
 /// The datapath's counters, forwarding table and map contents.
@@ -208,7 +233,7 @@ mod openapi {
     #[openapi(
         info(title = "violind API", version = "1",
              description = "A host's datapath: counters, interfaces, links and rules. /v1 needs `Authorization: Bearer TOKEN` when api_token_file (or the controller's token) is set."),
-        paths(get_stats, get_interfaces, get_links, get_rules, get_metrics, get_openapi),
+        paths(get_stats, get_interfaces, get_links, get_rules, get_metrics, get_health, get_openapi),
         components(schemas(ErrorBody)),
         modifiers(&Bearer),
         security(("bearer" = []))
@@ -258,6 +283,7 @@ pub fn serve(
         .route("/v1/rules", get(get_rules))
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), auth))
         .route("/metrics", get(get_metrics))
+        .route("/healthz", get(get_health))
         .route("/openapi.json", get(get_openapi))
         .with_state(api);
     thread::Builder::new().name("api".into()).spawn(move || {

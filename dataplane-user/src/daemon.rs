@@ -689,6 +689,12 @@ impl Daemon {
     }
 }
 
+fn notify(state: &str) {
+    if let Err(e) = violin_api::systemd::notify(state) {
+        warn!(state, error = %e, "cannot notify systemd");
+    }
+}
+
 pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
     host::check_privileges()?;
     host::ensure_bpffs()?;
@@ -711,6 +717,8 @@ pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
         }
     };
     info!(host = %daemon.config.host_id, config = %config_path.display(), "violind ready");
+    // Under systemd (Type=notify): the datapath forwards now.
+    notify("READY=1");
     record(&daemon.paths, &daemon.config, daemon.generation);
     daemon.follow_controller(tx.clone())?;
     daemon.follow_libvirt(tx)?;
@@ -741,6 +749,7 @@ pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
             Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(Duration::from_millis(100)),
         }
     };
+    notify("STOPPING=1");
     daemon.exit(keep_forwarding)
 }
 

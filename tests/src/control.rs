@@ -41,6 +41,35 @@ impl Lab {
         self.dir.join("controller.pid")
     }
 
+    /// The token of every daemon's own API (`api_token_file`): the lab's operators', kept
+    /// apart from the controller's administrator token and from the hosts' credentials.
+    pub fn daemon_token_file(&self) -> std::path::PathBuf {
+        self.dir.join("daemon-api.token")
+    }
+
+    /// Host `i`'s own credential for the controller.
+    pub fn host_token_file(&self, i: usize) -> std::path::PathBuf {
+        self.dir.join(format!("h{}.token", i + 1))
+    }
+
+    /// Issues host `i` its credential (a host may register, sync and report only as
+    /// itself) into `host_token_file(i)`.
+    pub fn issue_host_credential(&self, i: usize) -> Result<()> {
+        let file = self.host_token_file(i);
+        let _ = fs::remove_file(&file);
+        self.violinctl(&[
+            "credential",
+            "create",
+            self.hosts[i].host_id(),
+            "--role",
+            "host",
+            "--out",
+            &file.to_string_lossy(),
+        ])
+        .map(|_| ())
+        .with_context(|| format!("issuing {}'s credential", self.hosts[i].host_id()))
+    }
+
     /// Starts (or restarts) the controller on the lab's state database and waits until
     /// it answers.
     pub fn start_controller(&mut self) -> Result<()> {
@@ -51,9 +80,10 @@ impl Lab {
             ns_run(&sw, "ip", &["addr", "add", &addr, "dev", "br0"])?;
             ns_run(&sw, "ip", &["link", "set", "lo", "up"])?;
         }
-        if !self.token_file().exists() {
-            let token = format!("lab-{}-{:016x}", self.spec.name, rand_u64());
-            fs::write(self.token_file(), token)?;
+        for file in [self.token_file(), self.daemon_token_file()] {
+            if !file.exists() {
+                fs::write(&file, format!("lab-{}-{:016x}", self.spec.name, rand_u64()))?;
+            }
         }
         let log = fs::OpenOptions::new()
             .create(true)

@@ -518,6 +518,12 @@ impl Lab {
         let violin: Vec<usize> = (0..total)
             .filter(|&i| self.hosts[i].kind.runs_violind())
             .collect();
+        if s.controller {
+            // Each daemon speaks to the controller as its own host, and only as it.
+            for &i in &violin {
+                self.issue_host_credential(i)?;
+            }
+        }
         for i in violin {
             fs::write(&self.hosts[i].config, self.config_for(i))?;
             step(quiet, &format!("violind on {}", self.hosts[i].ns));
@@ -1003,7 +1009,13 @@ impl Lab {
             "tc"
         };
         let _ = writeln!(s, "port_mode = {mode:?}");
-        let _ = writeln!(s, "api_listen = \"{}:{API_PORT}\"\n", h.underlay_ip);
+        let _ = writeln!(s, "api_listen = \"{}:{API_PORT}\"", h.underlay_ip);
+        if self.spec.controller {
+            // The daemon's own API has a token of its own: neither the controller's (a
+            // host must not hold an administrator's) nor the host's credential.
+            let _ = writeln!(s, "api_token_file = {:?}", self.daemon_token_file());
+        }
+        s.push('\n');
         let _ = writeln!(
             s,
             "[underlay]\ninterface = \"ul0\"\naddress = \"{}\"\n",
@@ -1033,7 +1045,7 @@ impl Lab {
                 s,
                 "[controller]\nurl = {:?}\ntoken_file = {:?}",
                 crate::control::controller_url(),
-                self.token_file()
+                self.host_token_file(i)
             );
             if !self.spec.measure {
                 s.push_str("measure_ms = 0\n");
@@ -1151,6 +1163,17 @@ impl Lab {
             c.wait()?;
         }
         Ok(())
+    }
+
+    /// Sends host `i`'s daemon `signal` (e.g. `SIGUSR1`, as a service manager stops it)
+    /// and waits for it to exit.
+    pub fn signal_daemon(&mut self, i: usize, signal: &str) -> Result<std::process::ExitStatus> {
+        let Some(mut c) = self.daemons[i].take() else {
+            bail!("no daemon runs on {}", self.hosts[i].ns);
+        };
+        let sig = signal.strip_prefix("SIG").unwrap_or(signal);
+        run("kill", &[&format!("-{sig}"), &c.id().to_string()])?;
+        Ok(c.wait()?)
     }
 
     /// Asks `violind` of host `i` to exit; with `keep_forwarding` the datapath stays.

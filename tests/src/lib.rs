@@ -7,6 +7,7 @@ pub mod guest;
 pub mod iperf;
 pub mod lab;
 pub mod libvirt;
+pub mod package;
 pub mod patterns;
 pub mod poll;
 pub mod slurm;

@@ -91,6 +91,20 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     assert_eq!(r.lost(), 0, "blue was disturbed by red");
     let envs: Vec<EnvSummary> = lab.violinctl_as(&["envs"]).unwrap();
     assert_eq!(envs.len(), 2);
+    // Each daemon speaks for itself alone: the audit log has every host registering under
+    // its own credential, and none refused.
+    let audit: Vec<violin_api::rest::AuditEntry> = lab.violinctl_as(&["audit"]).unwrap();
+    for h in &lab.hosts {
+        let id = h.host_id();
+        let path = format!("/v1/hosts/{id}/register");
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.who == id && e.path == path && e.status == 200),
+            "{audit:?}"
+        );
+    }
+    assert!(audit.iter().all(|e| e.status != 403), "{audit:?}");
 
     // A traffic bound, then a change of it: each reaches the datapath, and a blast over
     // the bound waits in the bound's queue (shaped, the rest of the path unaffected).
@@ -181,7 +195,7 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     let h3_addr = lab.hosts[2].underlay_ip;
     let h1_addr = lab.hosts[0].underlay_ip;
     let api = SocketAddr::from((lab.hosts[0].underlay_ip, API_PORT));
-    let token = std::fs::read_to_string(lab.token_file()).unwrap();
+    let token = std::fs::read_to_string(lab.daemon_token_file()).unwrap();
     let (code, body) = http_get_with(&lab.hosts[0].ns, api, "/v1/links", Some(&token)).unwrap();
     assert_eq!(code, 200, "{body}");
     let links: DaemonLinks = serde_json::from_str(&body).unwrap();
@@ -299,7 +313,7 @@ fn daemon_api_matches_its_openapi_file(lab: &Lab, token: &str) {
         }
         checked += 1;
     }
-    assert_eq!(checked, 6);
+    assert_eq!(checked, 7);
     // The served document is the file.
     let (code, body) = http_get(&h.ns, api, "/openapi.json").unwrap();
     assert_eq!(code, 200, "{body}");

@@ -217,7 +217,7 @@ fn prometheus_scrapes_violind_and_the_controller_and_the_dashboard_queries_exist
     );
     lab.apply_spec("metrics", &lab.env_spec(0, "metrics", 1000, &bound))
         .unwrap();
-    let token = fs::read_to_string(lab.token_file()).unwrap();
+    let token = fs::read_to_string(lab.daemon_token_file()).unwrap();
     wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
     assert_eq!(
         ping(&a.ns, &b.ip.to_string(), 10, &["-i", "0.05"])

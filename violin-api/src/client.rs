@@ -12,10 +12,10 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
     rest::{
-        AdaptPlan, Adaptation, AppTopology, Applied, Bound, BoundRequest, BrokerRound, Brokers,
-        DaemonLinks, DaemonRules, EnvDetail, EnvSummary, ErrorBody, Filter, HostInfo, LinkInfo,
-        LinkRequest, ManagerDecision, ManagerRecord, MeasuredPair, Plan, Route, RouteQuery,
-        RuleInfo, RuleRequest, SyncStatus,
+        AdaptPlan, Adaptation, AppTopology, Applied, AuditEntry, Bound, BoundRequest, BrokerRound,
+        Brokers, Credential, CredentialRequest, DaemonLinks, DaemonRules, EnvDetail, EnvSummary,
+        ErrorBody, Filter, HostInfo, IssuedCredential, LinkInfo, LinkRequest, ManagerDecision,
+        ManagerRecord, MeasuredPair, Plan, Route, RouteQuery, RuleInfo, RuleRequest, SyncStatus,
     },
     share::{Ack, HostMeasurements, Interface, Registered, Registration, SyncEvent, TrafficReport},
     vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport, VmUsage},
@@ -328,6 +328,26 @@ impl Client {
     /// The adaptation manager's decisions carried out, oldest first.
     pub fn manager_log(&self) -> Result<Vec<ManagerRecord>> {
         self.get("/v1/manager/log")
+    }
+
+    /// Issues a credential; its token is in the answer only.
+    pub fn create_credential(&self, req: &CredentialRequest) -> Result<IssuedCredential> {
+        self.send("POST", "/v1/credentials", req)
+    }
+
+    pub fn credentials(&self) -> Result<Vec<Credential>> {
+        self.get("/v1/credentials")
+    }
+
+    /// Revokes a credential; the ones left.
+    pub fn delete_credential(&self, name: &str) -> Result<Vec<Credential>> {
+        let path = format!("/v1/credentials/{name}");
+        self.answer(&path, self.request("DELETE", &path).call())
+    }
+
+    /// The latest `last` audit entries, oldest first.
+    pub fn audit(&self, last: usize) -> Result<Vec<AuditEntry>> {
+        self.get(&format!("/v1/audit?last={last}"))
     }
 
     /// VioCluster's loans and latest brokering rounds.

@@ -7,7 +7,8 @@
 //! bodies of the controller's and violind's APIs; `stats` violind's counters
 //! (`/v1/stats`); `vm` the VMs hosts report and the live migrations the controller runs; `client` the typed HTTP client all of them use; `openapi` what both APIs'
 //! documents share; `output` the YAML the
-//! command-line tools print; `build` the version and git revision.
+//! command-line tools print; `build` the version and git revision; `systemd` the
+//! readiness notifications both daemons send.
 pub mod build;
 pub mod client;
 pub mod openapi;
@@ -17,6 +18,7 @@ pub mod rest;
 pub mod share;
 pub mod spec;
 pub mod stats;
+pub mod systemd;
 pub mod types;
 pub mod vm;
 

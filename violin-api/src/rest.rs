@@ -722,3 +722,84 @@ pub struct Brokers {
     /// The latest rounds, oldest first.
     pub rounds: Vec<BrokerRound>,
 }
+
+/// What a credential may do: `admin` everything; `read_only` read; `host` register,
+/// follow its own share and report as the one host it is named after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    ReadOnly,
+    Host,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::ReadOnly => "read_only",
+            Role::Host => "host",
+        }
+    }
+}
+
+/// A credential to issue (`POST /v1/credentials`); a host's is named after the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialRequest {
+    #[schema(value_type = String)]
+    pub name: Name,
+    pub role: Role,
+}
+
+/// A credential as the controller keeps it (its token only as a hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Credential {
+    pub name: String,
+    pub role: Role,
+    /// Unix time in milliseconds.
+    pub created_ms: u64,
+    /// Who issued it.
+    pub created_by: String,
+}
+
+/// A credential just issued, with its token: shown this once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IssuedCredential {
+    pub credential: Credential,
+    pub token: String,
+}
+
+/// A change made through the API, or refused for want of a right (`GET /v1/audit`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: u64,
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    /// The credential's name (`admin`: the controller's own token).
+    pub who: String,
+    pub role: Role,
+    pub method: String,
+    pub path: String,
+    /// The answer's HTTP status (403: refused for want of a right).
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// The latest this many entries (default 100).
+    pub last: Option<usize>,
+}
+
+/// `GET /healthz` of the controller and of violind, open to all (load balancers,
+/// systemd, Prometheus' blackbox prober): 200 when the process can do its job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// ok, or what is wrong.
+    pub status: String,
+    /// The controller's state generation, or the one violind last applied.
+    pub generation: u64,
+    /// The version and git revision.
+    pub version: String,
+}

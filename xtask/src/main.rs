@@ -60,6 +60,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Debian packages of violind (its eBPF object embedded), violin-controller and
+    /// violinctl, with systemd units, from a release build, into target/packages/.
+    Package {
+        /// Their version.
+        #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+        version: String,
+    },
     /// The local lab of simulated hosts and VMs.
     Lab {
         #[command(subcommand)]
@@ -352,6 +359,24 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Lint => lint(),
+        Cmd::Package { version } => {
+            eprintln!("==> building violind, violin-controller and violinctl (release)");
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "dataplane-user",
+                "-p",
+                "controller",
+            ])?;
+            let out = violin_testbed::target_dir().join("packages");
+            let bin = violin_testbed::target_dir().join("release");
+            eprintln!("==> packaging into {}", out.display());
+            for deb in violin_testbed::package::build(&bin, &out, &version)? {
+                println!("{}", deb.display());
+            }
+            Ok(())
+        }
         Cmd::Test { args } => {
             need_root("the test suite")?;
             build()?;

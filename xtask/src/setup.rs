@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 /// tiny guests, whose QEMU `cargo xtask guest` extracts privately and which needs the
 /// runtime libraries and firmware listed after them: installing qemu-system-x86 itself
 /// would remove the newer qemu-utils, shared/VIRT.md; Slurm and munge for VioCluster's
-/// batch scheduler in the lab, shared/MPI.md).
+/// batch scheduler in the lab, shared/MPI.md; systemd's `systemd-analyze` and binutils'
+/// `strip` for the packages' test).
 const APT_PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -56,6 +57,8 @@ const APT_PACKAGES: &[&str] = &[
     "libusbredirparser1",
     "slurm-wlm",
     "munge",
+    "systemd",
+    "binutils",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

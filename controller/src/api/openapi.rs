@@ -16,7 +16,8 @@ use super::*;
           register, sync_stream, ack, host_interfaces, report_vms, report_traffic,
           get_topology, get_adapt, post_adapt, list_adaptations, report_measurements, measurements, vms, start_migration,
           list_migrations, get_migration, cancel_migration, get_usage, get_manager, post_manager,
-          manager_log, get_brokers, post_round, metrics, openapi_json),
+          manager_log, get_brokers, post_round, create_credential, list_credentials,
+          delete_credential, get_audit, metrics, health, openapi_json),
     components(schemas(ErrorBody, violin_api::share::Share, violin_api::share::Delta)),
     modifiers(&Bearer),
     security(("bearer" = []))

@@ -64,6 +64,35 @@ fn main() {
     }
 }
 
+/// The next delivery of `s`, or never when it could not be caught.
+async fn wait(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Waits for SIGTERM or SIGINT, then ends the sync streams, so that the server stops
+/// taking connections and finishes the requests under way (every change is already in
+/// the database when it is answered).
+async fn shutdown(hub: Arc<controller::hub::Hub>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    if term.is_none() {
+        tracing::warn!("cannot catch SIGTERM: stopping ends requests under way");
+    }
+    tokio::select! {
+        _ = wait(term.as_mut()) => {}
+        _ = wait(int.as_mut()) => {}
+    }
+    tracing::info!("stopping: finishing the requests under way");
+    let _ = violin_api::systemd::notify("STOPPING=1");
+    hub.close();
+}
+
 fn run(cli: Cli) -> Result<()> {
     let token = std::fs::read_to_string(&cli.token_file)
         .with_context(|| format!("token_file: cannot read {}", cli.token_file.display()))?
@@ -114,6 +143,7 @@ fn run(cli: Cli) -> Result<()> {
     api::run_auto(api.clone());
     controller::autonomic::run(api.clone());
     controller::viocluster::run(api.clone());
+    let hub = api.hub.clone();
     let app = api::router(api);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -124,7 +154,13 @@ fn run(cli: Cli) -> Result<()> {
             .with_context(|| format!("listen: cannot bind {}", cli.listen))?;
         // The bound address (port 0 picks one), for scripts and tests.
         println!("listening on {}", listener.local_addr()?);
-        axum::serve(listener, app).await?;
+        if let Err(e) = violin_api::systemd::notify("READY=1") {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown(hub))
+            .await?;
+        tracing::info!("stopped");
         Ok(())
     })
 }

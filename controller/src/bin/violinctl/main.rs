@@ -14,7 +14,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use serde::Deserialize;
 use violin_api::{
     client::{read_token, Client, Timeouts},
-    rest::{Applied, Filter, LinkRequest, RouteQuery, RuleRequest},
+    rest::{Applied, CredentialRequest, Filter, LinkRequest, Role, RouteQuery, RuleRequest},
     vm::{Migration, MigrationPhase, MigrationRequest},
     DstMatch, IfName, Name, SrcMatch,
 };
@@ -238,11 +238,58 @@ enum Command {
         #[arg(long)]
         round: bool,
     },
+    /// Credentials: issue one to an operator (admin or read-only) or to a host (named
+    /// after it: it may only register, sync and report as that host), list, revoke.
+    ///
+    /// Example: `violinctl credential create h1 --role host --out /etc/violin/h1.token`.
+    Credential {
+        #[command(subcommand)]
+        action: CredentialAction,
+    },
+    /// The audit log: every change made through the API, and every request refused for
+    /// want of a right, with who asked.
+    Audit {
+        /// The latest this many entries.
+        #[arg(long, default_value_t = 50)]
+        last: usize,
+    },
     /// Print a shell completion script.
     Completion {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Subcommand)]
+enum CredentialAction {
+    /// Issue a credential and print its token (shown this once), or write it to --out.
+    Create {
+        /// Its name: an operator's, or the host's name for a host.
+        name: Name,
+        /// What it may do.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Write the token to this file (mode 0600) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// List the credentials issued (never their tokens).
+    List,
+    /// Revoke a credential: its token is refused from now on.
+    Delete {
+        /// The credential's name.
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    /// Everything.
+    Admin,
+    /// Reads only.
+    ReadOnly,
+    /// A violind: registers, syncs and reports as the host it is named after.
+    Host,
 }
 
 #[derive(Subcommand)]
@@ -423,6 +470,30 @@ fn connect(cli: &Cli) -> Result<Client> {
         _ => Timeouts::default(),
     };
     Ok(Client::new(&url, &token, timeouts))
+}
+
+/// A file beside `path` for a token, readable by its owner only; made before the
+/// credential is issued, so that a path that cannot be written loses no token.
+fn secret_file(path: &Path) -> Result<(PathBuf, std::fs::File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("--out: cannot write beside {}", path.display()))?;
+    Ok((tmp, f))
+}
+
+/// Writes the token and puts the file in place (an existing file is replaced whole, so
+/// its old mode does not carry over).
+fn write_secret(tmp: &Path, mut f: std::fs::File, path: &Path, token: &str) -> Result<()> {
+    use std::io::Write;
+    writeln!(f, "{token}")
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(tmp, path))
+        .with_context(|| format!("--out: cannot write {}", path.display()))
 }
 
 fn read_spec(file: &Option<PathBuf>, path: &Option<PathBuf>) -> Result<String> {
@@ -809,6 +880,50 @@ fn list(c: &Client, out: Output, command: &Command) -> Result<()> {
         Command::Migrations => output::migrations(out, &c.migrations()?),
         Command::Measurements => output::measurements(out, &c.measurements()?),
         Command::Vms => output::vms(out, &c.vms()?),
+        Command::Audit { last } => output::audit(out, &c.audit(*last)?),
+        Command::Credential { action } => match action {
+            CredentialAction::Create {
+                name,
+                role,
+                out: file,
+            } => {
+                let role = match role {
+                    RoleArg::Admin => Role::Admin,
+                    RoleArg::ReadOnly => Role::ReadOnly,
+                    RoleArg::Host => Role::Host,
+                };
+                let secret = file.as_deref().map(secret_file).transpose()?;
+                let issued = c.create_credential(&CredentialRequest {
+                    name: name.clone(),
+                    role,
+                });
+                let issued = match (issued, &secret) {
+                    (Ok(i), _) => i,
+                    (Err(e), Some((tmp, _))) => {
+                        let _ = std::fs::remove_file(tmp);
+                        return Err(e.into());
+                    }
+                    (Err(e), None) => return Err(e.into()),
+                };
+                match (file, secret) {
+                    (Some(path), Some((tmp, f))) => {
+                        write_secret(&tmp, f, path, &issued.token)?;
+                        eprintln!(
+                            "credential {} ({}) issued; its token is in {}",
+                            name,
+                            role.as_str(),
+                            path.display()
+                        );
+                        Ok(())
+                    }
+                    _ => show(out, &issued, |i| println!("{}", i.token)),
+                }
+            }
+            CredentialAction::List => output::credentials(out, &c.credentials()?),
+            CredentialAction::Delete { name } => {
+                output::credentials(out, &c.delete_credential(name)?)
+            }
+        },
         Command::Brokers { round: true } => output::broker_round(out, &c.broker_round()?),
         Command::Brokers { round: false } => output::brokers(out, &c.brokers()?),
         Command::Usage { vm, last } => {

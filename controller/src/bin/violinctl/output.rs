@@ -5,8 +5,9 @@ use serde::Serialize;
 use violin_api::{
     output::yaml,
     rest::{
-        AdaptPlan, AdaptStep, Adaptation, AppTopology, BrokerRound, Brokers, EnvSummary, HostInfo,
-        LinkInfo, ManagerDecision, ManagerRecord, MeasuredPair, Route, RuleInfo, Trade, VmMove,
+        AdaptPlan, AdaptStep, Adaptation, AppTopology, AuditEntry, BrokerRound, Brokers,
+        Credential, EnvSummary, HostInfo, LinkInfo, ManagerDecision, ManagerRecord, MeasuredPair,
+        Route, RuleInfo, Trade, VmMove,
     },
     share::Interface,
     vm::{Migration, VmInfo, VmUsage},
@@ -637,6 +638,58 @@ pub fn brokers(out: Output, b: &Brokers) -> Result<()> {
                 b.period_s
             ),
         }
+    })
+}
+
+fn millis(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    let (y, mo, day) = civil(d as i64);
+    format!("{y:04}-{mo:02}-{day:02} {h:02}:{m:02}:{s:02}")
+}
+
+/// The calendar date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+pub fn credentials(out: Output, list: &[Credential]) -> Result<()> {
+    show(out, &list, |list| {
+        let mut t = Table::new(&["NAME", "ROLE", "ISSUED (UTC)", "BY"]);
+        for c in list.iter() {
+            t.row(vec![
+                c.name.clone(),
+                c.role.as_str().to_string(),
+                millis(c.created_ms),
+                c.created_by.clone(),
+            ]);
+        }
+        t.print();
+    })
+}
+
+pub fn audit(out: Output, list: &[AuditEntry]) -> Result<()> {
+    show(out, &list, |list| {
+        let mut t = Table::new(&["ID", "TIME (UTC)", "WHO", "ROLE", "REQUEST", "STATUS"]);
+        for e in list.iter() {
+            t.row(vec![
+                e.id.to_string(),
+                millis(e.at_ms),
+                e.who.clone(),
+                e.role.as_str().to_string(),
+                format!("{} {}", e.method, e.path),
+                e.status.to_string(),
+            ]);
+        }
+        t.print();
     })
 }
 
