@@ -1697,11 +1697,7 @@ fn brokers_of(api: &Api) -> Result<Arc<Viocluster>, Reject> {
     responses((status = 200, description = "Serving", body = Health),
               (status = 503, description = "The state database does not answer", body = Health)))]
 async fn health(State(api): State<Api>) -> Response {
-    let version = format!(
-        "{} ({})",
-        violin_api::build::VERSION,
-        violin_api::build::REVISION
-    );
+    let version = violin_api::build::describe();
     match api.store.generation() {
         Ok(generation) => Json(Health {
             status: "ok".into(),

@@ -91,11 +91,7 @@ async fn get_health(State(api): State<Api>) -> Response {
     let h = Health {
         status: if ok { "ok" } else { "no datapath pinned" }.into(),
         generation,
-        version: format!(
-            "{} ({})",
-            violin_api::build::VERSION,
-            violin_api::build::REVISION
-        ),
+        version: violin_api::build::describe(),
     };
     let code = if ok {
         StatusCode::OK
