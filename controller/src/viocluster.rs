@@ -15,7 +15,7 @@ use std::{
     net::Ipv4Addr,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -43,8 +43,9 @@ const SLURM_LIMIT: Duration = Duration::from_secs(10);
 /// How long the provisioner may take to boot or halt a VM.
 const PROVISION_LIMIT: Duration = Duration::from_secs(300);
 
-/// Runs `cmd` to its end, or kills it after `limit`.
-fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output> {
+/// Runs `cmd` to its end, or kills it after `limit`; its output, or why it failed (its
+/// exit status and what it wrote on stderr).
+fn output_within(cmd: &mut Command, limit: Duration) -> Result<String> {
     // A group of its own, so that a timeout stops what it started too.
     let mut child = cmd
         .process_group(0)
@@ -89,11 +90,17 @@ fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Ok(Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    })
+    let (stdout, stderr) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    if !status.success() {
+        bail!(
+            "failed ({status}): {}",
+            String::from_utf8_lossy(&stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
 /// The brokers' configuration file (`violin-controller --brokers FILE`).
@@ -308,22 +315,13 @@ impl Slurm<'_> {
         }
         argv.push(program);
         argv.extend_from_slice(args);
-        let out = output_within(
+        output_within(
             Command::new(argv[0])
                 .args(&argv[1..])
                 .env("SLURM_CONF", &d.slurm_conf),
             SLURM_LIMIT,
         )
-        .with_context(|| format!("domain {}: {program}", d.name))?;
-        if !out.status.success() {
-            bail!(
-                "domain {}: `{program} {}` failed: {}",
-                d.name,
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        .with_context(|| format!("domain {}: `{program} {}`", d.name, args.join(" ")))
     }
 
     fn nodes(&self) -> Result<BTreeMap<String, String>> {
@@ -699,17 +697,8 @@ fn provision(
         .env("VIOLIN_OWNER", owner)
         .env("VIOLIN_BORROWER", borrower.name.as_str())
         .env("SLURM_CONF", &borrower.slurm_conf);
-    let out = output_within(&mut cmd, PROVISION_LIMIT)
-        .with_context(|| format!("the provisioner {} {action}", p.display()))?;
-    if !out.status.success() {
-        bail!(
-            "`{} {action}` for {} on {host} failed ({}): {}",
-            p.display(),
-            vm.name,
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    output_within(&mut cmd, PROVISION_LIMIT)
+        .with_context(|| format!("`{} {action}` for {} on {host}", p.display(), vm.name))?;
     Ok(())
 }
 
