@@ -19,8 +19,9 @@ use violin_api::{
         AdaptPlan, Adaptation, AppTopology, Applied, AuditEntry, AuditQuery, Bound, BoundRequest,
         BrokerRound, Brokers, Credential, CredentialRequest, EnvDetail, EnvSummary, ErrorBody,
         Filter, Health, HostInfo, HostSync, IssuedCredential, LinkInfo, LinkRequest, LinkRole,
-        ManagerDecision, ManagerParams, ManagerRecord, MeasuredPair, Plan, Role, Route, RouteQuery,
-        RuleInfo, RuleRequest, SyncQuery, SyncStatus, TopologyEdge, TopologyQuery, VmMove,
+        ManagerDecision, ManagerParams, ManagerRecord, MeasuredPair, Plan, ReplicaHealth, Role,
+        Route, RouteQuery, RuleInfo, RuleRequest, SyncQuery, SyncStatus, TopologyEdge,
+        TopologyQuery, VmMove,
     },
     share::{Ack, HostMeasurements, Interface, Registered, Registration, TrafficReport},
     vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport, VmUsage},
@@ -34,6 +35,7 @@ use crate::{
     identity::{self, Identity},
     measure,
     migrate::{Refusal, Supervisor},
+    replica::Leadership,
     route,
     spec::{duplicate_rule, ordered, plan, Rule, Spec, SpecError, Target},
     store::{PutError, Store},
@@ -55,14 +57,40 @@ pub struct Api {
     pub autonomic: Arc<Autonomic>,
     /// VioCluster's brokers, when configured (`--brokers`).
     pub viocluster: Option<Arc<Viocluster>>,
+    /// Whether this replica leads; a follower serves the state's reads and sends the
+    /// rest to the leader.
+    pub leadership: Arc<Leadership>,
 }
 
 impl Api {
+    /// The only controller: it leads from the start.
     pub fn new(store: Arc<Store>, token: String, vttif: vttif::Params) -> anyhow::Result<Api> {
+        let api = Api::replica(store, token, vttif, Arc::new(Leadership::solo()))?;
+        api.lead()?;
+        Ok(api)
+    }
+
+    /// This replica starts to lead: it picks up where the previous leader left off.
+    pub fn lead(&self) -> anyhow::Result<()> {
+        if let Some(g) = self.store.refresh()? {
+            self.hub.committed(g);
+        }
+        self.hub.metrics.leader.set(1);
+        self.migrations.resume()
+    }
+
+    /// One of several replicas; `lead` once it is elected.
+    pub fn replica(
+        store: Arc<Store>,
+        token: String,
+        vttif: vttif::Params,
+        leadership: Arc<Leadership>,
+    ) -> anyhow::Result<Api> {
         let hub = Hub::new(store.generation()?);
         hub.metrics.registered.set(store.hosts()?.len() as i64);
-        let migrations = Supervisor::new(store.clone(), hub.clone())?;
+        let migrations = Supervisor::new(store.clone(), hub.clone());
         let api = Api {
+            leadership,
             store,
             token: Arc::new(token),
             hub,
@@ -177,6 +205,59 @@ fn identify(api: &Api, token: &str) -> Option<Identity> {
         role: c.role,
         credential: Some(hash),
     })
+}
+
+/// On a follower, sends what it does not answer itself to the leader: a 307 (method and
+/// body kept) naming the leader in `X-Violin-Leader`, or a 503 while none is elected.
+async fn to_leader(State(api): State<Api>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    if api.leadership.leading() {
+        return next.run(req).await;
+    }
+    if crate::replica::served_by_followers(req.method().as_str(), &route) {
+        // Caught up first, so that a client reads what the leader acknowledged to it.
+        match api.store.refresh() {
+            Ok(Some(g)) => api.hub.committed(g),
+            Ok(None) => {}
+            Err(e) => {
+                return Reject::status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the state store: {e:#}"),
+                )
+                .into_response()
+            }
+        }
+        return next.run(req).await;
+    }
+    let Some(leader) = api.leadership.leader() else {
+        return Reject::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this controller replica follows, and no leader is elected yet: retry in a few seconds",
+        )
+        .into_response();
+    };
+    let target = format!(
+        "{leader}{}",
+        req.uri().path_and_query().map_or("", |p| p.as_str())
+    );
+    let mut resp = Reject::status(
+        StatusCode::TEMPORARY_REDIRECT,
+        format!("this controller replica follows; the leader is {leader}"),
+    )
+    .into_response();
+    for (name, value) in [
+        (header::LOCATION.as_str(), target),
+        (violin_api::client::LEADER_HEADER, leader),
+    ] {
+        if let Ok(v) = header::HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp
 }
 
 /// Authenticates, authorises by role (a host only as itself), and records changes and
@@ -1606,6 +1687,9 @@ fn measure(api: Api, spec: &Spec, id: u64, generation: u64, decided: std::time::
 pub fn run_auto(api: Api) {
     std::thread::spawn(move || loop {
         std::thread::sleep(Duration::from_millis(500));
+        if !api.leadership.leading() {
+            continue;
+        }
         let Ok(specs) = api.store.specs() else {
             continue;
         };
@@ -1698,19 +1782,27 @@ fn brokers_of(api: &Api) -> Result<Arc<Viocluster>, Reject> {
               (status = 503, description = "The state database does not answer", body = Health)))]
 async fn health(State(api): State<Api>) -> Response {
     let version = violin_api::build::describe();
-    match api.store.generation() {
+    let replica = Some(ReplicaHealth {
+        role: api.leadership.role().into(),
+        leader: api.leadership.leader(),
+        store: api.store.engine().into(),
+    });
+    // The store answers a read of its revision, or the replica cannot serve.
+    match api.store.refresh().and_then(|_| api.store.generation()) {
         Ok(generation) => Json(Health {
             status: "ok".into(),
             generation,
             version,
+            replica,
         })
         .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {
-                status: format!("the state database: {e:#}"),
+                status: format!("the state store: {e:#}"),
                 generation: 0,
                 version,
+                replica,
             }),
         )
             .into_response(),
@@ -1880,6 +1972,7 @@ pub fn router(api: Api) -> Router {
             get(get_migration).delete(cancel_migration),
         )
         .route_layer(middleware::from_fn_with_state(api.clone(), auth))
+        .route_layer(middleware::from_fn_with_state(api.clone(), to_leader))
         .route("/metrics", get(metrics))
         .route("/healthz", get(health))
         .route("/openapi.json", get(openapi_json))

@@ -260,7 +260,7 @@ pub fn run(api: Api) {
     };
     std::thread::spawn(move || loop {
         std::thread::sleep(period);
-        if !api.store.in_flight().is_empty() {
+        if !api.leadership.leading() || !api.store.in_flight().is_empty() {
             continue;
         }
         let Ok((snap, d)) = decide(&api) else {

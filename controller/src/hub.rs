@@ -93,8 +93,12 @@ impl Hub {
         self.closing.send_replace(true);
     }
 
-    /// Tells every stream that `generation` was committed.
+    /// Tells every stream that `generation` was committed (once: a replica may hear of
+    /// a generation both from its own write and from following the store).
     pub fn committed(&self, generation: u64) {
+        if generation <= *self.generation.borrow() {
+            return;
+        }
         let mut commits = self.commits.lock().unwrap();
         commits.insert(generation, Instant::now());
         while commits.len() > 1024 {

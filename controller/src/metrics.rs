@@ -15,6 +15,8 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub connected: IntGauge,
     pub registered: IntGauge,
+    /// 1 while this replica leads (always, for the only replica).
+    pub leader: IntGauge,
     pub generation: IntGauge,
     pub acked: IntGaugeVec,
     pub over_bound: IntCounterVec,
@@ -93,6 +95,11 @@ impl Metrics {
         let registered = IntGauge::new(
             "violin_controller_hosts_registered",
             "Hosts that have registered with the controller (kept in its state store)",
+        )
+        .expect("metric");
+        let leader = IntGauge::new(
+            "violin_controller_leader",
+            "1 while this controller replica leads (writes, sync streams), 0 while it follows",
         )
         .expect("metric");
         let generation = IntGauge::new(
@@ -293,6 +300,7 @@ impl Metrics {
             Box::new(errors.clone()),
             Box::new(connected.clone()),
             Box::new(registered.clone()),
+            Box::new(leader.clone()),
             Box::new(generation.clone()),
             Box::new(acked.clone()),
             Box::new(over_bound.clone()),
@@ -306,6 +314,7 @@ impl Metrics {
             errors,
             connected,
             registered,
+            leader,
             generation,
             acked,
             over_bound,

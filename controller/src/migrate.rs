@@ -104,7 +104,20 @@ fn libvirt_error(e: virt::error::Error) -> anyhow::Error {
 
 impl Supervisor {
     /// Closes what a previous controller left in flight: it cannot follow those jobs.
-    pub fn new(store: Arc<Store>, hub: Arc<Hub>) -> Result<Arc<Supervisor>> {
+    pub fn new(store: Arc<Store>, hub: Arc<Hub>) -> Arc<Supervisor> {
+        Arc::new(Supervisor {
+            store,
+            hub,
+            live: Mutex::new(BTreeMap::new()),
+            vms: Mutex::new(BTreeMap::new()),
+            edits: Mutex::new(()),
+        })
+    }
+
+    /// Settles the migrations a previous leader left in flight: a replica does this
+    /// when it starts to lead (the only replica, at start).
+    pub fn resume(&self) -> Result<()> {
+        let (store, hub) = (&self.store, &self.hub);
         for mut m in store.in_flight() {
             let (phase, host) = match m.phase {
                 // The spec already places it at the destination.
@@ -120,13 +133,7 @@ impl Supervisor {
                 hub.committed(g);
             }
         }
-        Ok(Arc::new(Supervisor {
-            store,
-            hub,
-            live: Mutex::new(BTreeMap::new()),
-            vms: Mutex::new(BTreeMap::new()),
-            edits: Mutex::new(()),
-        }))
+        Ok(())
     }
 
     /// Every recorded migration, with the live progress of those in flight.

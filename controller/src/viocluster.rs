@@ -822,6 +822,9 @@ pub fn run(api: Api) {
     };
     std::thread::spawn(move || loop {
         std::thread::sleep(Duration::from_secs(v.config.period_s));
+        if !api.leadership.leading() {
+            continue;
+        }
         if let Err(e) = round(&api, &v, "auto") {
             tracing::warn!(error = format!("{e:#}"), "brokering round");
         }

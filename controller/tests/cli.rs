@@ -1011,3 +1011,132 @@ fn vttif_parameters_are_checked_at_start() {
     assert!(c.url.starts_with("http://"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// This replica's health: (role, leader).
+fn replica(c: &Controller) -> Option<(String, Option<String>)> {
+    let h: serde_json::Value = ureq::get(&format!("{}/healthz", c.url))
+        .call()
+        .ok()?
+        .into_json()
+        .ok()?;
+    let r = &h["replica"];
+    Some((
+        r["role"].as_str()?.to_string(),
+        r["leader"].as_str().map(str::to_string),
+    ))
+}
+
+/// Waits until `c` has `role` (and knows `leader`, if given).
+fn wait_role(c: &Controller, role: &str, leader: Option<&str>, within_s: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(within_s);
+    loop {
+        let now = replica(c);
+        if now
+            .as_ref()
+            .is_some_and(|(r, l)| r == role && (leader.is_none() || l.as_deref() == leader))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} is not {role} after {within_s} s: {now:?}",
+            c.url
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Two controller replicas on a 3-member etcd: one leads, the other answers reads and
+/// redirects writes; violinctl given both URLs fails over when the leader is killed, no
+/// acknowledged change is lost, a killed etcd member changes nothing, and a replica that
+/// stops cleanly hands the lead over at once.
+#[test]
+fn replicas_on_etcd_elect_a_leader_and_fail_over() {
+    let etcd = violin_testbed::etcd::Cluster::local("cl", 3).unwrap_or_else(|e| {
+        panic!("this test needs etcd (`cargo xtask setup` installs etcd-server): {e:#}")
+    });
+    let dir = scratch("replicas");
+    let token = dir.join("token");
+    let eps = etcd.endpoints();
+    let flags = [
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        eps.as_str(),
+        "--leader-ttl-s",
+        "2",
+    ];
+    let a = start_with(&dir, &flags);
+    wait_role(&a, "leader", None, 15);
+    let b = start_with(&dir, &flags);
+    wait_role(&b, "follower", Some(&a.url), 15);
+
+    // Through the follower: the write goes to the leader, the read is the follower's.
+    let spec = dir.join("blue.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    let spec_s = spec.to_string_lossy().into_owned();
+    let (ok, out, err) = ctl(&b, &token, &["apply", &spec_s]);
+    assert!(ok && out.contains("applied blue"), "{out}{err}");
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let key = std::fs::read_to_string(&token).unwrap();
+    let auth = format!("Bearer {}", key.trim());
+    let got = agent
+        .get(&format!("{}/v1/environments/blue", b.url))
+        .set("Authorization", &auth)
+        .call()
+        .expect("the follower answers reads");
+    assert_eq!(got.status(), 200);
+    let put = agent
+        .put(&format!("{}/v1/config-time-bound", b.url))
+        .set("Authorization", &auth)
+        .send_json(serde_json::json!({"seconds": 2.0}))
+        .expect("a redirect");
+    assert_eq!(put.status(), 307);
+    assert_eq!(put.header("X-Violin-Leader"), Some(a.url.as_str()));
+
+    // The leader dies; violinctl, told of both, reaches the new one.
+    let both = Controller {
+        child: Command::new("true").spawn().unwrap(),
+        url: format!("{},{}", a.url, b.url),
+    };
+    drop(a);
+    wait_role(&b, "leader", None, 15);
+    std::fs::write(&spec, SPEC.replace("rate_mbit = 10", "rate_mbit = 20")).unwrap();
+    let (ok, out, err) = ctl(&both, &token, &["apply", &spec_s]);
+    assert!(
+        ok && out.contains("~ limit a1 <-> b1: 10 -> 20 Mbit/s"),
+        "{out}{err}"
+    );
+    let (ok, out, _) = ctl(&both, &token, &["-o", "json", "envs"]);
+    assert!(ok, "{out}");
+    let envs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(envs.as_array().unwrap().len(), 1, "{envs}");
+
+    // One etcd member of three dies: the quorum stands and writes go on.
+    let mut etcd = etcd;
+    etcd.members[0].kill();
+    let (ok, out, err) = ctl(&both, &token, &["delete", "blue"]);
+    assert!(ok && out.contains("deleted blue"), "{out}{err}");
+
+    // The old leader comes back as a follower, with the state as the leader left it.
+    let a = start_with(&dir, &flags);
+    wait_role(&a, "follower", Some(&b.url), 15);
+    let a_ctl = Controller {
+        child: Command::new("true").spawn().unwrap(),
+        url: a.url.clone(),
+    };
+    let (ok, _, err) = ctl(&a_ctl, &token, &["get", "blue"]);
+    assert!(!ok && err.contains("HTTP 404"), "{err}");
+
+    // A clean stop resigns: the follower leads long before the 2 s lease would end.
+    let mut b = b;
+    let pid = b.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(b.child.wait().unwrap().success());
+    wait_role(&a, "leader", None, 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}

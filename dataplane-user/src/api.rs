@@ -92,6 +92,7 @@ async fn get_health(State(api): State<Api>) -> Response {
         status: if ok { "ok" } else { "no datapath pinned" }.into(),
         generation,
         version: violin_api::build::describe(),
+        replica: None,
     };
     let code = if ok {
         StatusCode::OK

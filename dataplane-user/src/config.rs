@@ -79,7 +79,9 @@ pub struct Underlay {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Controller {
-    /// The controller's API, e.g. `http://10.250.0.254:7800` (or `https://`).
+    /// The controller's API, e.g. `http://10.250.0.254:7800` (or `https://`); with
+    /// replicas, their URLs comma-separated: violind follows the leader, and the next
+    /// replica when the one it speaks to cannot be reached.
     pub url: String,
     /// File holding the bearer token.
     pub token_file: std::path::PathBuf,
@@ -186,12 +188,15 @@ impl Config {
             }
         }
         if let Some(c) = &config.controller {
-            if !c.url.starts_with("http://") && !c.url.starts_with("https://") {
-                return Err(err(
-                    "controller.url",
-                    format!("{:?} is not an http(s) URL", c.url),
-                )
-                .into());
+            let urls = violin_api::client::urls(&c.url);
+            if urls.is_empty() {
+                return Err(err("controller.url", "no URL given").into());
+            }
+            if let Some(u) = urls
+                .iter()
+                .find(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+            {
+                return Err(err("controller.url", format!("{u:?} is not an http(s) URL")).into());
             }
             if !(50..=500).contains(&c.traffic_report_ms) {
                 return Err(err(

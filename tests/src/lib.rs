@@ -3,6 +3,7 @@
 //! end-to-end tests in `tests/tests/`.
 pub mod control;
 pub mod e2e;
+pub mod etcd;
 pub mod guest;
 pub mod iperf;
 pub mod lab;

@@ -1,10 +1,16 @@
 //! The one HTTP client of the controller's API, typed by the contract, used by violinctl,
 //! violind, the bench and the tests. `http://` and `https://` (rustls, the system's trust
 //! store) both work.
+//!
+//! A client may know several controller replicas (a comma-separated list of URLs): it
+//! talks to one, moves to the next when that one cannot be reached, and follows a
+//! follower's redirect (307 with `X-Violin-Leader`) to the leader, keeping it for the
+//! calls after.
 use std::{
     fmt,
     io::{BufRead, BufReader},
     path::Path,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -76,11 +82,31 @@ impl Default for Timeouts {
     }
 }
 
+/// The header a follower names the leader's URL in.
+pub const LEADER_HEADER: &str = "X-Violin-Leader";
+
 #[derive(Clone)]
 pub struct Client {
-    base: String,
+    /// The replicas' URLs and the one spoken to now; clones share it, so a failover
+    /// found by one call holds for every user of the client.
+    bases: Arc<Mutex<(Vec<String>, usize)>>,
     auth: String,
     agent: ureq::Agent,
+}
+
+/// A request's body.
+enum Payload<'a> {
+    None,
+    Json(serde_json::Value),
+    Toml(&'a str),
+}
+
+/// Splits a comma-separated list of controller URLs (trailing slashes dropped).
+pub fn urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty())
+        .collect()
 }
 
 /// Reads a bearer token file (trimmed).
@@ -91,33 +117,119 @@ pub fn read_token(path: &Path) -> std::io::Result<String> {
 impl Client {
     pub fn new(base: &str, token: &str, timeouts: Timeouts) -> Client {
         Client {
-            base: base.trim_end_matches('/').to_string(),
+            bases: Arc::new(Mutex::new((urls(base), 0))),
             auth: format!("Bearer {token}"),
             agent: ureq::AgentBuilder::new()
                 .timeout_connect(timeouts.connect)
                 .timeout_read(timeouts.read)
                 .timeout_write(timeouts.connect)
+                // A follower's redirect is followed here, body and all (see `call`).
+                .redirects(0)
                 .build(),
         }
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
+    /// The URL spoken to now.
+    pub fn base(&self) -> String {
+        let b = self.bases.lock().unwrap();
+        b.0.get(b.1).cloned().unwrap_or_default()
     }
 
-    fn request(&self, method: &str, path: &str) -> ureq::Request {
-        self.agent
-            .request(method, &format!("{}{path}", self.base))
-            .set("Authorization", &self.auth)
+    /// Speaks to `url` from now on (added to the list if it was not in it).
+    fn switch_to(&self, url: &str) {
+        let mut b = self.bases.lock().unwrap();
+        let i = match b.0.iter().position(|u| u == url) {
+            Some(i) => i,
+            None => {
+                b.0.push(url.to_string());
+                b.0.len() - 1
+            }
+        };
+        b.1 = i;
+    }
+
+    /// Moves to the next URL of the list; false when there is no other.
+    fn rotate(&self, from: &str) -> bool {
+        let mut b = self.bases.lock().unwrap();
+        if b.0.len() < 2 {
+            return false;
+        }
+        // Another call may have moved on already.
+        if b.0.get(b.1).is_some_and(|u| u == from) {
+            b.1 = (b.1 + 1) % b.0.len();
+        }
+        true
+    }
+
+    /// Sends a request to the replica spoken to; on a transport error tries the others
+    /// once each, and follows a follower's redirect to the leader. Returns the URL last
+    /// tried with the answer.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(String, String)],
+        payload: &Payload,
+    ) -> (String, std::result::Result<ureq::Response, ureq::Error>) {
+        let tries = self.bases.lock().unwrap().0.len() + 2;
+        let mut last = None;
+        for _ in 0..tries {
+            let base = self.base();
+            let mut req = self
+                .agent
+                .request(method, &format!("{base}{path}"))
+                .set("Authorization", &self.auth);
+            for (k, v) in query {
+                req = req.query(k, v);
+            }
+            let resp = match payload {
+                Payload::None => req.call(),
+                Payload::Json(v) => req.send_json(v),
+                Payload::Toml(t) => req.set("Content-Type", "application/toml").send_string(t),
+            };
+            match resp {
+                Ok(r) if matches!(r.status(), 307 | 308) => {
+                    let Some(leader) = r.header(LEADER_HEADER).map(|l| l.trim_end_matches('/'))
+                    else {
+                        return (base, Ok(r));
+                    };
+                    if leader == base {
+                        return (base, Ok(r));
+                    }
+                    self.switch_to(leader);
+                    last = Some((base, Ok(r)));
+                }
+                Err(ureq::Error::Transport(t)) => {
+                    let moved = self.rotate(&base);
+                    last = Some((base, Err(ureq::Error::Transport(t))));
+                    if !moved {
+                        break;
+                    }
+                }
+                other => return (base, other),
+            }
+        }
+        last.expect("at least one try")
     }
 
     fn answer<T: DeserializeOwned>(
         &self,
         path: &str,
-        resp: std::result::Result<ureq::Response, ureq::Error>,
+        (base, resp): (String, std::result::Result<ureq::Response, ureq::Error>),
     ) -> Result<T> {
-        let url = format!("{}{path}", self.base);
+        let url = format!("{base}{path}");
         match resp {
+            Ok(r) if r.status() >= 300 => Err(Error::Refused {
+                status: r.status(),
+                body: ErrorBody {
+                    error: format!(
+                        "redirected to {} without a leader to follow",
+                        r.header("Location").unwrap_or("nowhere")
+                    ),
+                    field: None,
+                    line: None,
+                },
+            }),
             Ok(r) => r.into_json().map_err(|e| Error::Transport {
                 url,
                 reason: format!("unexpected answer: {e}"),
@@ -143,11 +255,16 @@ impl Client {
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.answer(path, self.request("GET", path).call())
+        self.answer(path, self.call("GET", path, &[], &Payload::None))
+    }
+
+    /// A request without a body (`DELETE`s).
+    fn bare<T: DeserializeOwned>(&self, method: &str, path: &str) -> Result<T> {
+        self.answer(path, self.call(method, path, &[], &Payload::None))
     }
 
     fn get_query<T: DeserializeOwned, Q: Serialize>(&self, path: &str, query: &Q) -> Result<T> {
-        let mut req = self.request("GET", path);
+        let mut pairs = Vec::new();
         if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(query) {
             for (k, v) in m {
                 let v = match v {
@@ -155,10 +272,10 @@ impl Client {
                     serde_json::Value::Null => continue,
                     other => other.to_string(),
                 };
-                req = req.query(&k, &v);
+                pairs.push((k, v));
             }
         }
-        self.answer(path, req.call())
+        self.answer(path, self.call("GET", path, &pairs, &Payload::None))
     }
 
     fn send<T: DeserializeOwned, B: Serialize>(
@@ -167,14 +284,15 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T> {
-        self.answer(path, self.request(method, path).send_json(body))
+        let value = serde_json::to_value(body).map_err(|e| Error::Transport {
+            url: format!("{}{path}", self.base()),
+            reason: format!("cannot encode the request: {e}"),
+        })?;
+        self.answer(path, self.call(method, path, &[], &Payload::Json(value)))
     }
 
     fn send_toml<T: DeserializeOwned>(&self, method: &str, path: &str, text: &str) -> Result<T> {
-        let req = self
-            .request(method, path)
-            .set("Content-Type", "application/toml");
-        self.answer(path, req.send_string(text))
+        self.answer(path, self.call(method, path, &[], &Payload::Toml(text)))
     }
 
     pub fn environments(&self) -> Result<Vec<EnvSummary>> {
@@ -195,7 +313,7 @@ impl Client {
 
     pub fn delete(&self, name: &str) -> Result<Applied> {
         let path = format!("/v1/environments/{name}");
-        self.answer(&path, self.request("DELETE", &path).call())
+        self.bare("DELETE", &path)
     }
 
     pub fn add_link(&self, env: &str, req: &LinkRequest) -> Result<Applied> {
@@ -204,7 +322,7 @@ impl Client {
 
     pub fn delete_link(&self, env: &str, a: &str, b: &str) -> Result<Applied> {
         let path = format!("/v1/environments/{env}/links/{a}/{b}");
-        self.answer(&path, self.request("DELETE", &path).call())
+        self.bare("DELETE", &path)
     }
 
     pub fn add_rule(&self, env: &str, req: &RuleRequest) -> Result<Applied> {
@@ -342,7 +460,7 @@ impl Client {
     /// Revokes a credential; the ones left.
     pub fn delete_credential(&self, name: &str) -> Result<Vec<Credential>> {
         let path = format!("/v1/credentials/{name}");
-        self.answer(&path, self.request("DELETE", &path).call())
+        self.bare("DELETE", &path)
     }
 
     /// The latest `last` audit entries, oldest first.
@@ -393,17 +511,17 @@ impl Client {
     /// Asks libvirt to abort a migration in flight; it then rolls back.
     pub fn cancel_migration(&self, id: u64) -> Result<Migration> {
         let path = format!("/v1/migrations/{id}");
-        self.answer(&path, self.request("DELETE", &path).call())
+        self.bare("DELETE", &path)
     }
 
     /// Opens `host`'s sync stream: its events, one per line, until it breaks.
     pub fn sync_stream(&self, host: &str) -> Result<SyncEvents> {
         let path = format!("/v1/hosts/{host}/sync");
-        match self.request("GET", &path).call() {
-            Ok(r) => Ok(SyncEvents {
+        match self.call("GET", &path, &[], &Payload::None) {
+            (_, Ok(r)) if r.status() < 300 => Ok(SyncEvents {
                 lines: Box::new(BufReader::new(r.into_reader()).lines()),
             }),
-            Err(e) => Err(self.answer::<()>(&path, Err(e)).unwrap_err()),
+            answer => Err(self.answer::<()>(&path, answer).unwrap_err()),
         }
     }
 
@@ -440,6 +558,89 @@ impl Iterator for SyncEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    /// Answers one request on `l` with `head` (status line and headers) and `body`;
+    /// returns the request's first line.
+    fn answer_once(l: std::net::TcpListener, head: String, body: &'static str) -> String {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        // Read the head and the body its Content-Length announces.
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+        write!(
+            s,
+            "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        String::from_utf8_lossy(&got)
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    /// A list of replicas: the first cannot be reached, the second is a follower that
+    /// redirects, the third the leader; a PUT with its body lands on the leader, and the
+    /// client keeps speaking to it.
+    #[test]
+    fn fails_over_and_follows_the_leader() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_url = format!("http://{}", dead.local_addr().unwrap());
+        drop(dead);
+        let follower = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let leader = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let follower_url = format!("http://{}", follower.local_addr().unwrap());
+        let leader_url = format!("http://{}", leader.local_addr().unwrap());
+        let redirect = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {leader_url}/v1/config-time-bound\r\n{LEADER_HEADER}: {leader_url}"
+        );
+        let f = std::thread::spawn(move || answer_once(follower, redirect, ""));
+        let l = std::thread::spawn(move || {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json".to_string();
+            let first = answer_once(
+                leader.try_clone().unwrap(),
+                head.clone(),
+                r#"{"bound_seconds":2.0,"measured_seconds":null}"#,
+            );
+            let second = answer_once(
+                leader,
+                head,
+                r#"{"bound_seconds":2.0,"measured_seconds":null}"#,
+            );
+            (first, second)
+        });
+        let c = Client::new(
+            &format!("{dead_url}, {follower_url}/,{leader_url}"),
+            "token",
+            Timeouts::default(),
+        );
+        c.set_bound(2.0).expect("the leader answers");
+        assert_eq!(c.base(), leader_url);
+        c.bound().expect("the leader answers again");
+        assert!(f.join().unwrap().starts_with("PUT /v1/config-time-bound"));
+        let (first, second) = l.join().unwrap();
+        assert!(first.starts_with("PUT /v1/config-time-bound"), "{first}");
+        assert!(second.starts_with("GET /v1/config-time-bound"), "{second}");
+    }
 
     /// An `https://` URL is spoken to (TLS is built in): with nothing listening, the
     /// error is the refused connection, not an unknown scheme.

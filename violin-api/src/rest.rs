@@ -802,4 +802,17 @@ pub struct Health {
     pub generation: u64,
     /// The version and git revision.
     pub version: String,
+    /// The controller's replica: its role, the leader, its store (absent from violind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaHealth>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaHealth {
+    /// `only` (the embedded store), `leader` or `follower`.
+    pub role: String,
+    /// The leader's URL, as the election shows it (followers and the leader).
+    pub leader: Option<String>,
+    /// `redb` or `etcd`.
+    pub store: String,
 }

@@ -11,7 +11,9 @@ use anyhow::{bail, Context, Result};
 /// runtime libraries and firmware listed after them: installing qemu-system-x86 itself
 /// would remove the newer qemu-utils, shared/VIRT.md; Slurm and munge for VioCluster's
 /// batch scheduler in the lab, shared/MPI.md; systemd's `systemd-analyze` and binutils'
-/// `strip` for the packages' test).
+/// `strip` for the packages' test; etcd for the replicated controller's store, and
+/// protoc with protobuf's own .proto files, which the etcd client's build compiles
+/// etcd's API with).
 const APT_PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -59,6 +61,10 @@ const APT_PACKAGES: &[&str] = &[
     "munge",
     "systemd",
     "binutils",
+    "etcd-server",
+    "etcd-client",
+    "protobuf-compiler",
+    "libprotobuf-dev",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

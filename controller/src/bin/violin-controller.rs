@@ -3,7 +3,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use controller::{api, store::Store};
+use controller::{api, etcd::Etcd, replica::Leadership, store::Store};
 use violin_api::rest::ManagerParams;
 
 #[derive(Parser)]
@@ -15,9 +15,28 @@ struct Cli {
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:7800")]
     listen: SocketAddr,
-    /// The state database (created if missing).
+    /// Where the state is kept: `redb`, an embedded database (`--state`), or `etcd`, an
+    /// etcd cluster (`--etcd-endpoints`) shared by several controller replicas.
+    #[arg(long, value_enum, default_value = "redb")]
+    store: StoreKind,
+    /// The embedded state database (created if missing).
     #[arg(long, default_value = "/var/lib/violin/controller.redb")]
     state: PathBuf,
+    /// The etcd members' client URLs, comma-separated (with `--store etcd`).
+    #[arg(long, value_name = "URLS")]
+    etcd_endpoints: Option<String>,
+    /// The key prefix of Violin's state in etcd (several installations may share one
+    /// cluster under different prefixes).
+    #[arg(long, default_value = "/violin/")]
+    etcd_prefix: String,
+    /// This replica's URL as clients reach it: followers send writes there while it
+    /// leads (with `--store etcd`; default: `http://` and the bound address).
+    #[arg(long, value_name = "URL")]
+    advertise_url: Option<String>,
+    /// The lead's lease: a replica that stops renewing it (crashed, cut off) loses the
+    /// lead after this many seconds, and another takes over.
+    #[arg(long, default_value_t = 5)]
+    leader_ttl_s: u64,
     /// File holding the bearer token clients must present.
     #[arg(long)]
     token_file: PathBuf,
@@ -55,6 +74,12 @@ struct Cli {
     /// policies, pools and the provisioner); without it no broker runs.
     #[arg(long, value_name = "FILE")]
     brokers: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum StoreKind {
+    Redb,
+    Etcd,
 }
 
 fn main() {
@@ -134,26 +159,87 @@ fn run(cli: Cli) -> Result<()> {
         .map(controller::viocluster::Config::load)
         .transpose()
         .context("--brokers")?;
-    let store = Arc::new(Store::open(&cli.state)?);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(cli.listen))
+        .with_context(|| format!("listen: cannot bind {}", cli.listen))?;
+    let bound = listener.local_addr()?;
     let period = (cli.manager_period_s > 0).then(|| Duration::from_secs(cli.manager_period_s));
-    let mut api = api::Api::new(store, token, params)?.with_manager(manager, period);
+    let (mut api, etcd) = match cli.store {
+        StoreKind::Redb => {
+            let store = Arc::new(Store::open(&cli.state)?);
+            (api::Api::new(store, token, params)?, None)
+        }
+        StoreKind::Etcd => {
+            let endpoints = violin_api::client::urls(cli.etcd_endpoints.as_deref().unwrap_or(""));
+            if endpoints.is_empty() {
+                bail!("--etcd-endpoints: required with --store etcd (the members' client URLs, comma-separated)");
+            }
+            if cli.leader_ttl_s < 2 {
+                bail!("--leader-ttl-s: must be at least 2");
+            }
+            let me = match cli.advertise_url.clone() {
+                Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                    u.trim_end_matches('/').to_string()
+                }
+                Some(u) => bail!("--advertise-url: {u:?} is not an http(s) URL"),
+                None if bound.ip().is_unspecified() => bail!(
+                    "--advertise-url: required when listening on {bound}: the other replicas must name this one to clients"
+                ),
+                None => format!("http://{bound}"),
+            };
+            let etcd = Arc::new(Etcd::connect(&endpoints, &cli.etcd_prefix)?);
+            let store = Arc::new(Store::on(Box::new(etcd.clone()))?);
+            let leadership = Arc::new(Leadership::replica(me));
+            let api = api::Api::replica(store, token, params, leadership)?;
+            (api, Some(etcd))
+        }
+    };
+    api = api.with_manager(manager, period);
     if let Some(b) = brokers {
         api = api.with_brokers(b);
+    }
+    if let Some(etcd) = &etcd {
+        // Other replicas' writes reach this one's streams and reads within a moment.
+        let hub = api.hub.clone();
+        api.store
+            .follow(Duration::from_millis(200), move |g| hub.committed(g));
+        let leading = api.clone();
+        controller::etcd::campaign(
+            etcd,
+            api.leadership.clone(),
+            Duration::from_secs(cli.leader_ttl_s),
+            move || {
+                if let Err(e) = leading.lead() {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "cannot take up the lead; stopping"
+                    );
+                    std::process::exit(1);
+                }
+            },
+            |why| {
+                // Its writes are fenced off already; a restart joins as a follower.
+                tracing::error!(why, "this replica lost the lead; stopping");
+                std::process::exit(75);
+            },
+        );
     }
     api::run_auto(api.clone());
     controller::autonomic::run(api.clone());
     controller::viocluster::run(api.clone());
     let hub = api.hub.clone();
+    tracing::info!(
+        store = api.store.engine(),
+        role = api.leadership.role(),
+        "serving"
+    );
     let app = api::router(api);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(cli.listen)
-            .await
-            .with_context(|| format!("listen: cannot bind {}", cli.listen))?;
         // The bound address (port 0 picks one), for scripts and tests.
-        println!("listening on {}", listener.local_addr()?);
+        println!("listening on {bound}");
         if let Err(e) = violin_api::systemd::notify("READY=1") {
             tracing::warn!(error = %e, "cannot notify systemd");
         }
@@ -161,6 +247,11 @@ fn run(cli: Cli) -> Result<()> {
             .with_graceful_shutdown(shutdown(hub))
             .await?;
         tracing::info!("stopped");
-        Ok(())
-    })
+        Ok::<_, anyhow::Error>(())
+    })?;
+    // Another replica takes over at once rather than when the lease runs out.
+    if let Some(etcd) = etcd {
+        etcd.resign();
+    }
+    Ok(())
 }

@@ -33,7 +33,9 @@ use output::{show, Output};
                   2 error, 3 --wait timed out."
 )]
 struct Cli {
-    /// The controller's API (http:// or https://).
+    /// The controller's API (http:// or https://); for replicas, their URLs
+    /// comma-separated: violinctl moves to the next when one cannot be reached and
+    /// follows a follower to the leader.
     #[arg(long, env = "VIOLIN_CONTROLLER", global = true)]
     url: Option<String>,
     /// File holding the controller's bearer token.
