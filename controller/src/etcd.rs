@@ -85,7 +85,7 @@ impl Members {
             }
         }
         Err(anyhow!(
-            "no member answered (the last: {})",
+            "no member answered (the last: {}); a member cut off from its quorum cannot",
             last.unwrap_or_default()
         ))
     }

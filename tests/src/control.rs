@@ -27,6 +27,26 @@ pub fn controller_url() -> String {
     format!("http://{}:{CONTROLLER_PORT}", controller_ip())
 }
 
+/// Replica `r`'s address: the first is [`controller_ip`], the next below it.
+pub fn replica_ip(r: usize) -> String {
+    format!("{UNDERLAY_SUBNET}.{}", 254 - r)
+}
+
+pub fn replica_url(r: usize) -> String {
+    format!("http://{}:{CONTROLLER_PORT}", replica_ip(r))
+}
+
+/// etcd member `k`'s (from 0) address and namespace.
+fn etcd_place(lab: &str, k: usize) -> (String, String) {
+    (
+        format!("{lab}-e{}", k + 1),
+        format!("{UNDERLAY_SUBNET}.{}", 241 + k),
+    )
+}
+
+/// Members of the lab's etcd cluster.
+pub const ETCD_MEMBERS: usize = 3;
+
 impl Lab {
     /// A binary built next to the lab's `violind` (same profile).
     pub fn sibling(&self, name: &str) -> std::path::PathBuf {
@@ -37,8 +57,30 @@ impl Lab {
         self.dir.join("controller.token")
     }
 
-    fn controller_pid_file(&self) -> std::path::PathBuf {
-        self.dir.join("controller.pid")
+    /// How many controller processes the lab runs.
+    pub fn replica_count(&self) -> usize {
+        self.spec.replicas.max(1)
+    }
+
+    /// The controller's URL, or its replicas' comma-separated (as violinctl and violind
+    /// take them).
+    pub fn controller_urls(&self) -> String {
+        (0..self.replica_count())
+            .map(replica_url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn replica_file(&self, r: usize, ext: &str) -> std::path::PathBuf {
+        match r {
+            0 => self.dir.join(format!("controller.{ext}")),
+            _ => self.dir.join(format!("controller-{}.{ext}", r + 1)),
+        }
+    }
+
+    /// Replica `r`'s log.
+    pub fn controller_log(&self, r: usize) -> std::path::PathBuf {
+        self.replica_file(r, "log")
     }
 
     /// The token of every daemon's own API (`api_token_file`): the lab's operators', kept
@@ -70,27 +112,76 @@ impl Lab {
         .with_context(|| format!("issuing {}'s credential", self.hosts[i].host_id()))
     }
 
-    /// Starts (or restarts) the controller on the lab's state database and waits until
-    /// it answers.
+    /// Starts (or restarts) the controller, every replica of it (on the lab's etcd,
+    /// started first if need be), and waits until it answers (and one replica leads).
     pub fn start_controller(&mut self) -> Result<()> {
-        let sw = switch_ns(&self.spec.name);
-        let addr = format!("{}/24", controller_ip());
-        let have = ns_run(&sw, "ip", &["-4", "addr", "show", "dev", "br0"])?;
-        if !have.contains(&controller_ip()) {
-            ns_run(&sw, "ip", &["addr", "add", &addr, "dev", "br0"])?;
-            ns_run(&sw, "ip", &["link", "set", "lo", "up"])?;
-        }
         for file in [self.token_file(), self.daemon_token_file()] {
             if !file.exists() {
                 fs::write(&file, format!("lab-{}-{:016x}", self.spec.name, rand_u64()))?;
             }
         }
+        if self.spec.replicas > 0 && self.etcd.is_none() {
+            self.start_etcd()?;
+        }
+        self.controllers.resize_with(self.replica_count(), || None);
+        for r in 0..self.replica_count() {
+            self.start_replica(r)?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for r in 0..self.controllers.len() {
+                if let Some(c) = self.controllers[r].as_mut() {
+                    if let Some(status) = c.try_wait()? {
+                        bail!(
+                            "violin-controller exited during start-up ({status}): {}",
+                            fs::read_to_string(self.controller_log(r)).unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            let leads = self.spec.replicas == 0 || self.leading_replica().is_some();
+            if leads && self.violinctl(&["envs"]).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("violin-controller did not answer within 30 s");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts replica `r` (the only controller when `r` is 0 without replicas).
+    pub fn start_replica(&mut self, r: usize) -> Result<()> {
+        let sw = switch_ns(&self.spec.name);
+        let ip = replica_ip(r);
+        let have = ns_run(&sw, "ip", &["-4", "addr", "show", "dev", "br0"])?;
+        if !have.contains(&format!("{ip}/")) {
+            ns_run(
+                &sw,
+                "ip",
+                &["addr", "add", &format!("{ip}/24"), "dev", "br0"],
+            )?;
+            ns_run(&sw, "ip", &["link", "set", "lo", "up"])?;
+        }
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("controller.log"))?;
-        let listen = format!("{}:{CONTROLLER_PORT}", controller_ip());
-        let state = self.dir.join("controller.redb");
+            .open(self.controller_log(r))?;
+        let listen = format!("{ip}:{CONTROLLER_PORT}");
+        let store: Vec<String> = match &self.etcd {
+            Some(etcd) if self.spec.replicas > 0 => vec![
+                "--store".into(),
+                "etcd".into(),
+                "--etcd-endpoints".into(),
+                etcd.endpoints(),
+                "--leader-ttl-s".into(),
+                "3".into(),
+            ],
+            _ => vec![
+                "--state".into(),
+                self.dir.join("controller.redb").display().to_string(),
+            ],
+        };
         // Only the network namespace: `ip netns exec` would give the controller a mount
         // namespace of its own, where the namespaces VioCluster's provisioner makes for
         // borrowed machines would be invisible to the lab.
@@ -98,8 +189,8 @@ impl Lab {
             .arg(format!("--net=/run/netns/{sw}"))
             .arg("--")
             .arg(self.sibling("violin-controller"))
-            .args(["--listen", &listen, "--state"])
-            .arg(&state)
+            .args(["--listen", &listen])
+            .args(&store)
             .arg("--token-file")
             .arg(self.token_file())
             .args(
@@ -129,36 +220,93 @@ impl Lab {
             .stderr(log)
             .spawn()
             .context("starting violin-controller")?;
-        fs::write(self.controller_pid_file(), child.id().to_string())?;
-        self.controller = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(c) = self.controller.as_mut() {
-                if let Some(status) = c.try_wait()? {
-                    bail!(
-                        "violin-controller exited during start-up ({status}): {}",
-                        fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default()
-                    );
-                }
-            }
-            if self.violinctl(&["envs"]).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("violin-controller did not answer within 30 s");
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        fs::write(self.replica_file(r, "pid"), child.id().to_string())?;
+        self.controllers.resize_with(self.replica_count(), || None);
+        self.controllers[r] = Some(child);
+        Ok(())
     }
 
-    /// Kills the controller without letting it finish anything (a crash).
+    /// Kills the controller, every replica, without letting it finish anything (a crash).
     pub fn kill_controller(&mut self) -> Result<()> {
-        if let Some(mut c) = self.controller.take() {
+        for r in 0..self.controllers.len() {
+            self.kill_replica(r);
+        }
+        Ok(())
+    }
+
+    /// Kills replica `r` (a crash).
+    pub fn kill_replica(&mut self, r: usize) {
+        if let Some(mut c) = self.controllers.get_mut(r).and_then(Option::take) {
             // nsenter execs the controller, so this is its pid.
             stop_pid_now(c.id() as i32);
             let _ = c.wait();
         }
-        let _ = fs::remove_file(self.controller_pid_file());
+        let _ = fs::remove_file(self.replica_file(r, "pid"));
+    }
+
+    /// Replica `r`'s health as it answers it (role, leader, generation).
+    pub fn replica_health(&self, r: usize) -> Option<violin_api::rest::Health> {
+        let sw = switch_ns(&self.spec.name);
+        let addr: std::net::SocketAddr = format!("{}:{CONTROLLER_PORT}", replica_ip(r))
+            .parse()
+            .ok()?;
+        let (code, body) = crate::traffic::http_get(&sw, addr, "/healthz").ok()?;
+        (code == 200)
+            .then(|| serde_json::from_str(&body).ok())
+            .flatten()
+    }
+
+    /// The replica that leads now, by its own word.
+    pub fn leading_replica(&self) -> Option<usize> {
+        (0..self.replica_count()).find(|&r| {
+            self.controllers.get(r).is_some_and(Option::is_some)
+                && self
+                    .replica_health(r)
+                    .and_then(|h| h.replica)
+                    .is_some_and(|p| p.role == "leader")
+        })
+    }
+
+    /// The lab's etcd cluster: a namespace per member on the underlay.
+    fn start_etcd(&mut self) -> Result<()> {
+        let sw = switch_ns(&self.spec.name);
+        let mut places = Vec::new();
+        for k in 0..ETCD_MEMBERS {
+            let (ns, ip) = etcd_place(&self.spec.name, k);
+            let port = self.etcd_port(k);
+            crate::sys::ip(&["netns", "add", &ns])?;
+            ns_run(&ns, "ip", &["link", "set", "lo", "up"])?;
+            crate::sys::ip(&[
+                "link", "add", "name", &port, "netns", &sw, "type", "veth", "peer", "name", "ul0",
+                "netns", &ns,
+            ])?;
+            ns_run(&sw, "ip", &["link", "set", &port, "master", "br0", "up"])?;
+            ns_run(
+                &ns,
+                "ip",
+                &["addr", "add", &format!("{ip}/24"), "dev", "ul0"],
+            )?;
+            ns_run(&ns, "ip", &["link", "set", "ul0", "up"])?;
+            places.push((Some(ns), ip));
+        }
+        self.etcd = Some(crate::etcd::Cluster::start(&self.spec.name, places)?);
+        Ok(())
+    }
+
+    /// etcd member `k`'s port on the switch.
+    fn etcd_port(&self, k: usize) -> String {
+        format!("{}e{}", self.spec.name, k + 1)
+    }
+
+    /// Cuts etcd member `k` off the underlay (`cut`), or joins it again: a partition of
+    /// one member, a minority of the three.
+    pub fn partition_etcd(&self, k: usize, cut: bool) -> Result<()> {
+        let state = if cut { "down" } else { "up" };
+        ns_run(
+            &switch_ns(&self.spec.name),
+            "ip",
+            &["link", "set", &self.etcd_port(k), state],
+        )?;
         Ok(())
     }
 
@@ -166,7 +314,7 @@ impl Lab {
     pub fn violinctl(&self, args: &[&str]) -> Result<String> {
         let sw = switch_ns(&self.spec.name);
         let token = self.token_file().to_string_lossy().into_owned();
-        let url = controller_url();
+        let url = self.controller_urls();
         let ctl = self.sibling("violinctl").to_string_lossy().into_owned();
         let mut full = vec![ctl.as_str(), "--url", &url, "--token-file", &token];
         full.extend_from_slice(args);

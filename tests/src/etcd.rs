@@ -18,6 +18,9 @@ pub struct Member {
     netns: Option<String>,
     dir: PathBuf,
     child: Option<Child>,
+    /// The cluster's members (`--initial-cluster`) and token, for restarts.
+    initial: String,
+    token: String,
 }
 
 pub struct Cluster {
@@ -33,7 +36,8 @@ pub fn free_port() -> u16 {
 }
 
 impl Member {
-    fn spawn(&mut self, initial: &str, state: &str, token: &str) -> Result<()> {
+    fn spawn(&mut self) -> Result<()> {
+        let (initial, token) = (self.initial.clone(), self.token.clone());
         let mut c = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -48,14 +52,18 @@ impl Member {
             .args(["--advertise-client-urls", &self.client_url])
             .args(["--listen-peer-urls", &self.peer_url])
             .args(["--initial-advertise-peer-urls", &self.peer_url])
-            .args(["--initial-cluster", initial])
-            .args(["--initial-cluster-state", state])
-            .args(["--initial-cluster-token", token])
+            .args(["--initial-cluster", &initial])
+            // A restart finds its data directory and ignores the initial flags.
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", &token])
             // Elections in tenths of a second, so that the tests' faults heal quickly.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .stdout(Stdio::null())
             .stderr(
-                std::fs::File::create(self.dir.with_extension("log"))
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.with_extension("log"))
                     .map(Stdio::from)
                     .unwrap_or(Stdio::null()),
             );
@@ -74,11 +82,25 @@ impl Member {
         }
     }
 
+    /// Starts a killed member again on its data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
     /// Whether it answers a health check within `within`.
     pub fn healthy(&self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            let ok = Command::new("etcdctl")
+            let mut c = match &self.netns {
+                Some(ns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns, "etcdctl"]);
+                    c
+                }
+                None => Command::new("etcdctl"),
+            };
+            let ok = c
                 .env("ETCDCTL_API", "3")
                 .args(["--endpoints", &self.client_url, "--command-timeout=1s"])
                 .args(["endpoint", "health"])
@@ -128,6 +150,8 @@ impl Cluster {
                     netns,
                     dir,
                     child: None,
+                    initial: String::new(),
+                    token: tag.to_string(),
                 }
             })
             .collect();
@@ -137,7 +161,8 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         for m in &mut members {
-            m.spawn(&initial, "new", tag)?;
+            m.initial = initial.clone();
+            m.spawn()?;
         }
         let cluster = Cluster { members };
         for m in &cluster.members {

@@ -107,6 +107,9 @@ pub struct LabSpec {
     pub managed: Option<Managed>,
     /// VioCluster: a Slurm cluster per domain and the controller's machine brokers.
     pub viocluster: Option<crate::viocluster::Brokered>,
+    /// Controller replicas on a 3-member etcd cluster, each member in a namespace of its
+    /// own on the underlay (0: one controller on its embedded database).
+    pub replicas: usize,
 }
 
 /// Hosts for the adaptation manager: host i is in domain `d{i mod domains + 1}`, offers
@@ -224,6 +227,7 @@ impl LabSpec {
             measure: true,
             managed: None,
             viocluster: None,
+            replicas: 0,
         }
     }
 
@@ -286,6 +290,12 @@ impl LabSpec {
                 bail!("viocluster: its clusters are environments of their own (--envs 1)");
             }
         }
+        if self.replicas > 0 && (!self.controller || self.replicas > 4) {
+            bail!(
+                "--replicas: {} needs the controller and at most 4 replicas",
+                self.replicas
+            );
+        }
         if !self.violind.exists() {
             bail!(
                 "violind binary {} not found (run `cargo build -p dataplane-user`)",
@@ -344,7 +354,10 @@ pub struct Lab {
     pub vms: Vec<Vm>,
     pub dir: PathBuf,
     daemons: Vec<Option<Child>>,
-    pub(crate) controller: Option<Child>,
+    /// The controller's replicas (one without `replicas`).
+    pub(crate) controllers: Vec<Option<Child>>,
+    /// The etcd cluster under the replicas.
+    pub etcd: Option<crate::etcd::Cluster>,
     /// A libvirt daemon per Violin host, with QEMU guests.
     pub libvirtds: Vec<Option<crate::libvirt::Libvirtd>>,
     /// VioCluster's Slurm clusters, by domain.
@@ -403,7 +416,8 @@ impl Lab {
             vms: Vec::new(),
             dir,
             daemons: Vec::new(),
-            controller: None,
+            controllers: Vec::new(),
+            etcd: None,
             libvirtds: Vec::new(),
             slurm: Vec::new(),
             torn_down: false,
@@ -511,7 +525,7 @@ impl Lab {
         if s.controller {
             step(
                 quiet,
-                &format!("violin-controller on {}", crate::control::controller_url()),
+                &format!("violin-controller on {}", self.controller_urls()),
             );
             self.start_controller()?;
         }
@@ -1044,7 +1058,7 @@ impl Lab {
             let _ = writeln!(
                 s,
                 "[controller]\nurl = {:?}\ntoken_file = {:?}",
-                crate::control::controller_url(),
+                self.controller_urls(),
                 self.host_token_file(i)
             );
             if !self.spec.measure {
@@ -1315,7 +1329,7 @@ impl Lab {
             let _ = writeln!(
                 s,
                 "Controller:      {} (log {}); specs in {}",
-                crate::control::controller_url(),
+                self.controller_urls(),
                 self.dir.join("controller.log").display(),
                 self.dir.display()
             );
@@ -1324,7 +1338,7 @@ impl Lab {
                 "violinctl:       ip netns exec {} {} --url {} --token-file {} hosts",
                 switch_ns(&self.spec.name),
                 self.sibling("violinctl").display(),
-                crate::control::controller_url(),
+                self.controller_urls(),
                 self.token_file().display()
             );
         }
@@ -1413,11 +1427,20 @@ pub fn down(name: &str, quiet: bool) -> Result<()> {
     // Guests first: a QEMU holds its tap, and with it the host's namespace.
     crate::libvirt::cleanup(&format!("{name}-"));
     let _ = fs::remove_dir_all(guest_dir(name));
-    if let Some(pid) = fs::read_to_string(state_dir(name).join("controller.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-    {
-        stop_pid(pid);
+    // Every replica's (controller.pid, controller-2.pid, ...).
+    if let Ok(rd) = fs::read_dir(state_dir(name)) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if !(n.starts_with("controller") && n.ends_with(".pid")) {
+                continue;
+            }
+            if let Some(pid) = fs::read_to_string(e.path())
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                stop_pid(pid);
+            }
+        }
     }
     // Slurm daemons of a lab that crashed (a live lab's clusters stop them themselves).
     if let Ok(rd) = fs::read_dir(state_dir(name)) {

@@ -52,6 +52,37 @@ pub fn ping(ns: &str, target: &str, count: u32, extra: &[&str]) -> Result<PingRe
     parse_ping(&text).with_context(|| format!("unexpected ping output: {text}"))
 }
 
+/// A ping that runs until stopped: proof that forwarding never stopped meanwhile.
+pub struct Pinger {
+    child: std::process::Child,
+}
+
+impl Pinger {
+    /// Pings `target` from namespace `ns` every `interval` (ping's `-i`).
+    pub fn start(ns: &str, target: &str, interval: &str) -> Result<Pinger> {
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", ns, "ping", "-W", "1", "-i", interval, target,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting ping")?;
+        Ok(Pinger { child })
+    }
+
+    /// Stops it (SIGINT: ping then prints its summary) and reads what it counted.
+    pub fn stop(self) -> Result<PingResult> {
+        // `ip netns exec` execs ping, so this is ping's pid.
+        // SAFETY: kill(2) takes only integers and accesses no memory of this process; the
+        // pid is our own child's, not yet waited for, so it cannot have been reused.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let out = self.child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse_ping(&text).with_context(|| format!("unexpected ping output: {text}"))
+    }
+}
+
 /// Pings until one reply arrives or `timeout` passes (ARP/ND, learning, start-up).
 pub fn wait_ping(ns: &str, target: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;

@@ -134,6 +134,10 @@ struct LabArgs {
     /// Seconds between the brokers' rounds.
     #[arg(long, default_value_t = 10, requires = "viocluster")]
     broker_period_s: u64,
+    /// This many controller replicas on a 3-member etcd cluster, each member in a
+    /// namespace of its own (implies --controller).
+    #[arg(long, default_value_t = 0)]
+    replicas: usize,
 }
 
 #[derive(Subcommand)]
@@ -321,7 +325,7 @@ fn spec(a: &LabArgs) -> LabSpec {
         violind: violind_path(),
         debug_datapath: a.debug_datapath,
         linux_vm_offloads: false,
-        controller: a.controller || a.viocluster.is_some(),
+        controller: a.controller || a.viocluster.is_some() || a.replicas > 0,
         vm_kind: if a.vm_kind == "qemu" {
             VmKind::Qemu
         } else {
@@ -343,6 +347,7 @@ fn spec(a: &LabArgs) -> LabSpec {
             pool: 2,
             period_s: a.broker_period_s,
         }),
+        replicas: a.replicas,
     }
 }
 
