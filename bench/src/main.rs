@@ -7,6 +7,7 @@ mod bounds;
 mod cost;
 mod ebpf;
 mod frames;
+mod hostsim;
 mod hpl;
 mod linerate;
 mod micro;
@@ -16,6 +17,7 @@ mod paths;
 mod plot;
 mod report;
 mod results;
+mod scale;
 mod scenarios;
 mod swf;
 mod timeline;
@@ -45,7 +47,8 @@ struct Cli {
     /// micro, hpl, nemo3d, apply (control plane), migrate (live migration of real
     /// guests), bounds (traffic bounds: shaped TCP and UDP against the bound), adapt
     /// (VTTIF's counting cost, VNET's figure 11), adaptation (the thesis's simulations of
-    /// the adaptation manager and VioCluster; needs no root) or all; `report` re-renders reports and plots from the last results.json
+    /// the adaptation manager and VioCluster; needs no root), scale (the control plane
+    /// with 10, 100 and 1000 simulated hosts, on redb and on etcd; needs no root) or all; `report` re-renders reports and plots from the last results.json
     /// files, `summary` prints one table over them.
     #[arg(default_value = "all")]
     suite: String,
@@ -113,6 +116,10 @@ fn run(cli: Cli) -> Result<()> {
         plot::init_font()?;
         return run_adaptation(&cli);
     }
+    if cli.suite == "scale" {
+        plot::init_font()?;
+        return run_scale(&cli);
+    }
     if !violin_testbed::sys::is_root() {
         bail!("the benchmarks need root (network namespaces, XDP)");
     }
@@ -159,11 +166,12 @@ fn run(cli: Cli) -> Result<()> {
             "bounds",
             "adapt",
             "adaptation",
+            "scale",
         ],
         s @ ("micro" | "hpl" | "nemo3d" | "apply" | "migrate" | "bounds" | "adapt") => vec![s],
         other => {
             bail!(
-                "unknown suite {other:?}: use micro, hpl, nemo3d, apply, migrate, bounds, adapt, adaptation or all"
+                "unknown suite {other:?}: use micro, hpl, nemo3d, apply, migrate, bounds, adapt, adaptation, scale or all"
             )
         }
     };
@@ -177,6 +185,7 @@ fn run(cli: Cli) -> Result<()> {
             "bounds" => run_bounds(&cli)?,
             "adapt" => run_adapt(&cli)?,
             "adaptation" => run_adaptation(&cli)?,
+            "scale" => run_scale(&cli)?,
             other => unreachable!("suite {other}"),
         }
     }
@@ -679,6 +688,51 @@ fn run_adapt(cli: &Cli) -> Result<()> {
         run_settings,
         BTreeMap::new(),
     )
+}
+
+/// The control plane at scale: no root, no lab; simulated hosts on loopback.
+fn run_scale(cli: &Cli) -> Result<()> {
+    let sizes: Vec<usize> = if cli.quick {
+        vec![10, 100]
+    } else {
+        vec![10, 100, 1000]
+    };
+    // Ten changes: the CPU figures count 10 ms ticks.
+    let reps = cli.reps.unwrap_or(if cli.quick { 3 } else { 10 });
+    let settings = scale::Settings {
+        sizes: sizes.clone(),
+        reps,
+        bin: violin_testbed::workspace_root().join("target/release"),
+    };
+    let started = now_utc();
+    eprintln!(
+        "==> scale: {} stores x {sizes:?} simulated hosts x {reps} changes",
+        scale::Store::ALL.len()
+    );
+    let mut progress = Progress {
+        start: Instant::now(),
+        done: 0,
+        total: scale::Store::ALL.len() * sizes.len() * (reps + 1),
+    };
+    let mut points = Vec::new();
+    for store in scale::Store::ALL {
+        for &n in &settings.sizes {
+            points.push(scale::point(&settings, store, n, &mut |what| {
+                progress.step(what)
+            })?);
+        }
+    }
+    let results = scale::Results {
+        revision: git_revision(&violin_testbed::workspace_root()),
+        started,
+        machine: Machine::describe(),
+        reps,
+        points,
+    };
+    let dir = cli.out.join("scale");
+    scale::write(&results, &dir)?;
+    eprintln!("==> scale: report in {}", dir.join("report.md").display());
+    Ok(())
 }
 
 fn run_adaptation(cli: &Cli) -> Result<()> {

@@ -1,4 +1,5 @@
-//! One PNG per metric: a bar per path and MTU at the median, a whisker over min-max.
+//! One PNG per metric: a bar per path and MTU at the median, a whisker over min-max; and
+//! line plots over a logarithmic x axis (the scale suite's host counts).
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
@@ -148,6 +149,80 @@ pub fn bars(
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
         .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// One PNG of series of (x, y) points over a logarithmic x axis (hosts), each a line
+/// with its points marked, and a red line at `line` (a target).
+pub fn lines(
+    file: &Path,
+    caption: &str,
+    unit: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    line: Option<f64>,
+) -> Result<()> {
+    let points = series.iter().flat_map(|(_, v)| v.iter());
+    let (mut x0, mut x1, mut top) = (f64::MAX, 0.0f64, line.unwrap_or(0.0));
+    for &(x, y) in points {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        top = top.max(y);
+    }
+    if x1 <= 0.0 || top <= 0.0 {
+        return Ok(());
+    }
+    let root = BitMapBackend::new(file, (960, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((x0 * 0.8..x1 * 1.25).log_scale(), 0.0..top * 1.2)
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("hosts")
+        .y_desc(unit)
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    let palette = [
+        RGBColor(40, 110, 200),
+        RGBColor(230, 140, 40),
+        RGBColor(60, 170, 90),
+        RGBColor(150, 80, 170),
+    ];
+    for (i, (name, v)) in series.iter().enumerate() {
+        let c = palette[i % palette.len()];
+        chart
+            .draw_series(LineSeries::new(v.iter().copied(), c.stroke_width(2)))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart
+            .draw_series(v.iter().map(|&p| Circle::new(p, 4, c.filled())))
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    if let Some(l) = line {
+        chart
+            .draw_series(LineSeries::new(
+                vec![(x0 * 0.8, l), (x1 * 1.25, l)],
+                RED.stroke_width(1),
+            ))
+            .map_err(|e| anyhow!("{e}"))?
+            .label("target")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperLeft)
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
     root.present().map_err(|e| anyhow!("{e}"))?;

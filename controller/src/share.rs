@@ -31,6 +31,17 @@ pub fn share_of<'a>(
     let mut own = Vec::new();
     let mut peers: BTreeMap<std::net::Ipv4Addr, Vec<_>> = BTreeMap::new();
     for spec in specs {
+        // Every host that serves an environment is one of its hosts (or a migration's
+        // end): the cheap test first, as each of a thousand streams asks it of every
+        // environment on every change.
+        let moved_here = || {
+            moving
+                .iter()
+                .any(|m| m.environment == spec.name.as_str() && (m.from == host || m.to == host))
+        };
+        if !spec.hosts.contains_key(host) && !moved_here() {
+            continue;
+        }
         // VM name -> (from, to) of its move, for this environment's VMs.
         let moves: BTreeMap<&str, (&str, &str)> = moving
             .iter()

@@ -520,6 +520,7 @@ impl Client {
         match self.call("GET", &path, &[], &Payload::None) {
             (_, Ok(r)) if r.status() < 300 => Ok(SyncEvents {
                 lines: Box::new(BufReader::new(r.into_reader()).lines()),
+                bytes: 0,
             }),
             answer => Err(self.answer::<()>(&path, answer).unwrap_err()),
         }
@@ -538,6 +539,14 @@ impl Client {
 /// The events of a sync stream.
 pub struct SyncEvents {
     lines: Box<dyn Iterator<Item = std::io::Result<String>> + Send>,
+    bytes: u64,
+}
+
+impl SyncEvents {
+    /// The bytes of the events read so far (newlines included, HTTP framing not).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
 }
 
 impl Iterator for SyncEvents {
@@ -548,6 +557,7 @@ impl Iterator for SyncEvents {
             Ok(l) => l,
             Err(e) => return Some(Err(format!("reading the sync stream: {e}"))),
         };
+        self.bytes += line.len() as u64 + 1;
         Some(
             serde_json::from_str(&line)
                 .map_err(|e| format!("a sync event this build does not understand ({e}): {line}")),

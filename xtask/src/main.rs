@@ -393,8 +393,11 @@ fn run(cli: Cli) -> Result<()> {
             test(&full)
         }
         Cmd::Bench { args } => {
-            // The adaptation suite only simulates: no root, no eBPF object, no guests.
-            let simulation = args.first().is_some_and(|a| a == "adaptation");
+            // The adaptation and scale suites only simulate (the hosts): no root, no eBPF
+            // object, no guests.
+            let simulation = args
+                .first()
+                .is_some_and(|a| a == "adaptation" || a == "scale");
             if !simulation {
                 need_root("the benchmarks")?;
                 build()?;
@@ -402,8 +405,8 @@ fn run(cli: Cli) -> Result<()> {
                 guest::guest(false, true)?;
             }
             if simulation {
-                eprintln!("==> building the benchmark tools (release)");
-                cargo(&["build", "--release", "-p", "bench"])?;
+                eprintln!("==> building the benchmark tools and the controller (release)");
+                cargo(&["build", "--release", "-p", "bench", "-p", "controller"])?;
             } else {
                 eprintln!("==> building the benchmark tools, violind and the controller (release)");
                 cargo(&[
