@@ -220,16 +220,12 @@ async fn to_leader(State(api): State<Api>, req: Request, next: Next) -> Response
     }
     if crate::replica::served_by_followers(req.method().as_str(), &route) {
         // Caught up first, so that a client reads what the leader acknowledged to it.
-        match api.store.refresh() {
-            Ok(Some(g)) => api.hub.committed(g),
-            Ok(None) => {}
-            Err(e) => {
-                return Reject::status(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the state store: {e:#}"),
-                )
-                .into_response()
-            }
+        if let Err(e) = api.store.refresh() {
+            return Reject::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the state store: {e:#}"),
+            )
+            .into_response();
         }
         return next.run(req).await;
     }
@@ -298,7 +294,11 @@ async fn auth(State(api): State<Api>, mut req: Request, next: Next) -> Response 
         }
         .into_response(),
     };
-    if identity::audited(&who, &method, &route) || resp.status() == StatusCode::FORBIDDEN {
+    // A follower's redirect is recorded where the change is made, by the leader.
+    let redirected = resp.status() == StatusCode::TEMPORARY_REDIRECT;
+    if (identity::audited(&who, &method, &route) && !redirected)
+        || resp.status() == StatusCode::FORBIDDEN
+    {
         let entry = AuditEntry {
             id: 0,
             at_ms: crate::usage::now_ms(),
@@ -1971,8 +1971,9 @@ pub fn router(api: Api) -> Router {
             "/v1/migrations/{id}",
             get(get_migration).delete(cancel_migration),
         )
-        .route_layer(middleware::from_fn_with_state(api.clone(), auth))
+        // Authenticated first: a follower sends on only requests it would take.
         .route_layer(middleware::from_fn_with_state(api.clone(), to_leader))
+        .route_layer(middleware::from_fn_with_state(api.clone(), auth))
         .route("/metrics", get(metrics))
         .route("/healthz", get(health))
         .route("/openapi.json", get(openapi_json))

@@ -22,13 +22,13 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn as ETxn, TxnOp,
-    TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, SortOrder, SortTarget,
+    Txn as ETxn, TxnOp, TxnOpResponse,
 };
 use tracing::{info, warn};
 
 use crate::{
-    kv::{Kv, Op, Rows, Txn},
+    kv::{Kv, Op, Refused, Rows, Txn},
     replica::Leadership,
 };
 
@@ -243,6 +243,25 @@ impl Kv for Etcd {
         Ok(self.range(table, None)?.1)
     }
 
+    fn last(&self, table: &'static str, n: usize) -> Result<Rows> {
+        let start = self.key(table, "");
+        let s = start.clone();
+        let resp = self.block(move |mut c| {
+            let opts = GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Key, SortOrder::Descend)
+                .with_limit(n as i64);
+            let s = s.clone();
+            async move { c.get(s, Some(opts)).await }
+        })?;
+        let mut rows = Rows::new();
+        for kv in resp.kvs() {
+            let k = kv.key_str()?.strip_prefix(&start).unwrap_or_default();
+            rows.insert(k.to_string(), kv.value_str()?.to_string());
+        }
+        Ok(rows)
+    }
+
     fn load(&self, tables: &[&'static str]) -> Result<(u64, Vec<Rows>)> {
         let mut revision = None;
         let mut out = Vec::new();
@@ -269,7 +288,11 @@ impl Kv for Etcd {
         let fence = *self.fence.lock().unwrap();
         if txn.fenced {
             let Some(lease) = fence else {
-                bail!("this controller replica does not lead: only the leader changes the state");
+                return Err(Refused(
+                    "this controller replica does not lead: only the leader changes the state"
+                        .into(),
+                )
+                .into());
             };
             compares.push(Compare::lease(self.leader_key(), CompareOp::Equal, lease));
         }
@@ -300,7 +323,7 @@ impl Kv for Etcd {
                 _ => None,
             });
             if holder != Some(Some(lease)) {
-                bail!("this controller replica's lead ended (its lease expired): the change was not made; retry, the new leader takes it");
+                return Err(Refused("this controller replica's lead ended (its lease expired): the change was not made; retry, the new leader takes it".into()).into());
             }
         }
         Ok(None)
@@ -325,10 +348,14 @@ fn leader_key(prefix: &str) -> String {
 }
 
 /// Campaigns for the lead, for as long as the process runs: follows the leader key until
-/// it is free, takes it with a lease of `ttl`, then keeps the lease alive. `elected` runs
-/// once it leads (on a thread where it may wait on the store); `lost` when its lease
+/// it is free, takes it with a lease of `ttl`, then keeps the lease alive. Once the key
+/// is taken, `elected` runs (on a thread where it may wait on the store: it catches up
+/// and picks up what the last leader left) and only then does the replica lead, so it
+/// answers nothing from a state older than the last leader's. `lost` runs when the lease
 /// ended under it (not when it resigned), and then the replica must stop (a restart
-/// joins as a follower).
+/// joins as a follower). The replica counts as leading only while its lease is surely
+/// alive: until the last renewal's send time plus the lease's time left, which ends
+/// before etcd can give the lead to another.
 pub fn campaign(
     etcd: &Etcd,
     lead: Arc<Leadership>,
@@ -339,31 +366,39 @@ pub fn campaign(
     let me = lead.me.clone().expect("a replica has a URL");
     let (members, key, fence) = (etcd.members.clone(), etcd.leader_key(), etcd.fence.clone());
     etcd.rt.spawn(async move {
-        let lease = take_lead(&members, &key, &lead, &me, ttl).await;
-        info!(url = %me, "this replica leads");
+        let (lease, granted) = take_lead(&members, &key, &lead, &me, ttl).await;
         *fence.lock().unwrap() = Some(lease);
+        lead.valid_until(granted + ttl);
+        if tokio::task::spawn_blocking(elected).await.is_err() {
+            lost("taking up the lead failed".into());
+            return;
+        }
+        info!(url = %me, "this replica leads");
         lead.set_leading();
-        tokio::task::spawn_blocking(elected);
-        if let Some(why) = keep_lead(&members, &key, &fence, lease, ttl).await {
+        if let Some(why) = keep_lead(&members, &key, &fence, &lead, lease, ttl).await {
             lost(why);
         }
     });
 }
 
-/// Waits until the leader key is free, then takes it: the lease it holds it with.
+/// Waits until the leader key is free, then takes it: the lease it holds it with, and
+/// when the lease was asked for.
 async fn take_lead(
     members: &Members,
     key: &str,
     lead: &Leadership,
     me: &str,
     ttl: Duration,
-) -> i64 {
+) -> (i64, Instant) {
     let mut said = None;
     loop {
         let (i, mut c) = members.pick();
         let holder = tokio::time::timeout(TIMEOUT, c.get(key, None)).await;
         match holder {
             Ok(Ok(r)) => match r.kvs().first() {
+                // This replica's URL under another lease: its own previous run, whose lease
+                // has yet to end; no leader to send anyone to meanwhile.
+                Some(kv) if kv.value_str().is_ok_and(|v| v == me) => lead.set_leader(None),
                 Some(kv) => {
                     let url = kv.value_str().unwrap_or_default().to_string();
                     if said.as_deref() != Some(url.as_str()) {
@@ -374,8 +409,14 @@ async fn take_lead(
                 }
                 None => {
                     lead.set_leader(None);
-                    if let Some(lease) = try_take(&mut c, key, me, ttl).await {
-                        return lease;
+                    let asked = Instant::now();
+                    match try_take(&mut c, key, me, ttl).await {
+                        Ok(Some(lease)) => return (lease, asked),
+                        Ok(None) => {}
+                        Err(e) => {
+                            warn!(error = %e, "cannot campaign for the lead");
+                            members.skip(i);
+                        }
                     }
                 }
             },
@@ -383,19 +424,23 @@ async fn take_lead(
                 warn!(error = %e, "cannot read the leader key");
                 members.skip(i);
             }
-            Err(_) => warn!("etcd did not answer the leader key within {TIMEOUT:?}"),
+            Err(_) => {
+                warn!("etcd did not answer the leader key within {TIMEOUT:?}");
+                members.skip(i);
+            }
         }
         tokio::time::sleep(LOOK).await;
     }
 }
 
-/// One attempt: a fresh lease, and the key if it is still free.
-async fn try_take(c: &mut Client, key: &str, me: &str, ttl: Duration) -> Option<i64> {
-    let lease = c
-        .lease_grant(ttl.as_secs().max(1) as i64, None)
-        .await
-        .ok()?
-        .id();
+/// One attempt: a fresh lease, and the key if it is still free (None: another took it).
+async fn try_take(
+    c: &mut Client,
+    key: &str,
+    me: &str,
+    ttl: Duration,
+) -> Result<Option<i64>, etcd_client::Error> {
+    let lease = c.lease_grant(ttl.as_secs().max(1) as i64, None).await?.id();
     let t = ETxn::new()
         .when(vec![Compare::version(key, CompareOp::Equal, 0)])
         .and_then(vec![TxnOp::put(
@@ -404,54 +449,65 @@ async fn try_take(c: &mut Client, key: &str, me: &str, ttl: Duration) -> Option<
             Some(PutOptions::new().with_lease(lease)),
         )]);
     match c.txn(t).await {
-        Ok(r) if r.succeeded() => Some(lease),
-        _ => {
+        Ok(r) if r.succeeded() => Ok(Some(lease)),
+        other => {
             let _ = c.lease_revoke(lease).await;
-            None
+            other.map(|_| None)
         }
     }
 }
 
-/// Keeps the lease alive three times per `ttl`; returns why the lead ended (None: the
-/// replica resigned).
+/// Keeps the lease alive three times per `ttl`, each renewal on the next member while
+/// one does not answer; returns why the lead ended (None: the replica resigned).
 async fn keep_lead(
     members: &Members,
     key: &str,
     fence: &Mutex<Option<i64>>,
+    lead: &Leadership,
     lease: i64,
     ttl: Duration,
 ) -> Option<String> {
-    let mut renewed = Instant::now();
     loop {
         tokio::time::sleep(ttl / 3).await;
-        if fence.lock().unwrap().is_none() {
-            return None;
-        }
-        let (i, mut c) = members.pick();
-        let beat = async {
-            let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
-            keeper.keep_alive().await?;
-            let left = stream.message().await?.map_or(0, |r| r.ttl());
-            // The key may have gone while the lease lives (deleted by hand).
-            let held = c.get(key, None).await?;
-            let ours = held.kvs().first().is_some_and(|kv| kv.lease() == lease);
-            Ok::<_, etcd_client::Error>((left, ours))
-        };
-        match tokio::time::timeout(TIMEOUT, beat).await {
-            Ok(Ok((_, false))) => {
-                *fence.lock().unwrap() = None;
-                return Some("another replica holds the lead".into());
+        for _ in 0..members.clients.len() {
+            if fence.lock().unwrap().is_none() {
+                return None;
             }
-            Ok(Ok((left, true))) if left > 0 => renewed = Instant::now(),
-            Ok(Ok(_)) => return Some("the lease expired".into()),
-            Ok(Err(e)) => {
-                warn!(error = %e, "cannot renew the lead's lease");
-                members.skip(i);
+            let (i, mut c) = members.pick();
+            let sent = Instant::now();
+            let beat = async {
+                let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                let left = stream.message().await?.map_or(0, |r| r.ttl());
+                // The key may have gone while the lease lives (deleted by hand).
+                let held = c.get(key, None).await?;
+                let ours = held.kvs().first().is_some_and(|kv| kv.lease() == lease);
+                Ok::<_, etcd_client::Error>((left, ours))
+            };
+            match tokio::time::timeout(PER_MEMBER, beat).await {
+                // A resignation meanwhile revoked the lease: not a loss.
+                _ if fence.lock().unwrap().is_none() => return None,
+                Ok(Ok((_, false))) => {
+                    *fence.lock().unwrap() = None;
+                    return Some("another replica holds the lead".into());
+                }
+                Ok(Ok((left, true))) if left > 0 => {
+                    lead.valid_until(sent + Duration::from_secs(left as u64));
+                    break;
+                }
+                Ok(Ok(_)) => return Some("the lease expired".into()),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "cannot renew the lead's lease");
+                    members.skip(i);
+                }
+                Err(_) => {
+                    warn!("etcd did not renew the lead's lease within {PER_MEMBER:?}");
+                    members.skip(i);
+                }
             }
-            Err(_) => warn!("etcd did not renew the lead's lease within {TIMEOUT:?}"),
         }
-        if renewed.elapsed() >= ttl {
-            return Some(format!("the lease was not renewed for {ttl:?}"));
+        if !lead.leading() {
+            return Some(format!("the lease was not renewed within {ttl:?}"));
         }
     }
 }

@@ -96,17 +96,24 @@ impl Hub {
     /// Tells every stream that `generation` was committed (once: a replica may hear of
     /// a generation both from its own write and from following the store).
     pub fn committed(&self, generation: u64) {
-        if generation <= *self.generation.borrow() {
-            return;
-        }
+        // The commit's time first, so that the first acknowledgement finds it.
         let mut commits = self.commits.lock().unwrap();
-        commits.insert(generation, Instant::now());
+        commits.entry(generation).or_insert_with(Instant::now);
         while commits.len() > 1024 {
             commits.pop_first();
         }
         drop(commits);
-        self.metrics.generation.set(generation as i64);
-        self.generation.send_replace(generation);
+        // Checked and sent at once: two callers racing cannot move it backwards.
+        let newer = self.generation.send_if_modified(|g| {
+            let newer = generation > *g;
+            if newer {
+                *g = generation;
+            }
+            newer
+        });
+        if newer {
+            self.metrics.generation.set(generation as i64);
+        }
     }
 
     pub fn generation(&self) -> u64 {

@@ -71,9 +71,24 @@ impl Txn {
 /// A table's rows, in key order.
 pub type Rows = BTreeMap<String, String>;
 
+/// A transaction the engine surely did not make (this replica may not write, or its
+/// lead's lease ended): unlike a call that got no answer, nothing is left to find out.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 pub trait Kv: Send + Sync {
     fn get(&self, table: &'static str, key: &str) -> Result<Option<String>>;
     fn scan(&self, table: &'static str) -> Result<Rows>;
+    /// The table's last `n` rows by key.
+    fn last(&self, table: &'static str, n: usize) -> Result<Rows>;
     /// The tables as of one revision, and that revision.
     fn load(&self, tables: &[&'static str]) -> Result<(u64, Vec<Rows>)>;
     /// Applies the writes at once if every condition holds: the revision they made, or
@@ -92,6 +107,9 @@ impl<K: Kv + ?Sized> Kv for std::sync::Arc<K> {
     }
     fn scan(&self, table: &'static str) -> Result<Rows> {
         (**self).scan(table)
+    }
+    fn last(&self, table: &'static str, n: usize) -> Result<Rows> {
+        (**self).last(table, n)
     }
     fn load(&self, tables: &[&'static str]) -> Result<(u64, Vec<Rows>)> {
         (**self).load(tables)
@@ -165,6 +183,16 @@ impl Kv for Redb {
         Ok(self.load(&[t])?.1.remove(0))
     }
 
+    fn last(&self, t: &'static str, n: usize) -> Result<Rows> {
+        let tx = self.db.begin_read()?;
+        let mut rows = Rows::new();
+        for row in tx.open_table(table(t))?.iter()?.rev().take(n) {
+            let (k, v) = row?;
+            rows.insert(k.value().to_string(), v.value().to_string());
+        }
+        Ok(rows)
+    }
+
     fn load(&self, tables: &[&'static str]) -> Result<(u64, Vec<Rows>)> {
         let tx = self.db.begin_read()?;
         let revision = self.revision.load(Ordering::SeqCst);
@@ -225,6 +253,7 @@ mod legacy {
     const MIGRATIONS: TableDefinition<u64, &str> = TableDefinition::new("migrations");
     const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
     const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+    const AUDIT_LOG: &str = "audit_log";
 
     pub fn import(tx: &redb::WriteTransaction) -> Result<()> {
         let names: Vec<String> = tx.list_tables()?.map(|h| h.name().to_string()).collect();
@@ -238,12 +267,18 @@ mod legacy {
                 .iter()?
                 .map(|r| r.map(|(k, v)| (k.value(), v.value().to_string())))
                 .collect::<std::result::Result<_, _>>()?;
+            let last = rows.iter().map(|(k, _)| *k).max();
             let mut t = tx.open_table(table(new))?;
             for (k, v) in rows {
                 t.insert(numeric_key(k).as_str(), v.as_str())?;
             }
             drop(t);
             tx.delete_table(old)?;
+            // The log's ids go on from the last imported.
+            if let (AUDIT_LOG, Some(last)) = (new, last) {
+                tx.open_table(table("settings"))?
+                    .insert("audit_last", last.to_string().as_str())?;
+            }
         }
         if has(META.name()) {
             let rows: Vec<(String, u64)> = tx
@@ -288,6 +323,11 @@ mod legacy {
                 Some("{}")
             );
             assert_eq!(kv.scan("audit_log").unwrap().len(), 1);
+            assert_eq!(
+                kv.get("settings", "audit_last").unwrap().as_deref(),
+                Some("12")
+            );
+            assert_eq!(kv.last("audit_log", 5).unwrap().len(), 1);
             assert_eq!(
                 kv.get("settings", "generation").unwrap().as_deref(),
                 Some("41")

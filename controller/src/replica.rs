@@ -1,9 +1,12 @@
 //! Which controller replica leads. With the embedded store there is one replica and it
 //! always leads; on etcd the replicas elect one through a lease (`etcd::campaign`), and
 //! the others serve reads and send every write to it.
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    RwLock,
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        RwLock,
+    },
+    time::Instant,
 };
 
 pub struct Leadership {
@@ -11,6 +14,8 @@ pub struct Leadership {
     pub me: Option<String>,
     leading: AtomicBool,
     leader: RwLock<Option<String>>,
+    /// Until when the lead's lease is surely alive (None: no lease, the only replica).
+    lease_until: RwLock<Option<Instant>>,
 }
 
 impl Leadership {
@@ -20,6 +25,7 @@ impl Leadership {
             me: None,
             leading: AtomicBool::new(true),
             leader: RwLock::new(None),
+            lease_until: RwLock::new(None),
         }
     }
 
@@ -29,11 +35,24 @@ impl Leadership {
             me: Some(me),
             leading: AtomicBool::new(false),
             leader: RwLock::new(None),
+            lease_until: RwLock::new(None),
         }
     }
 
+    /// Whether this replica leads now: elected, and its lease surely alive.
     pub fn leading(&self) -> bool {
         self.leading.load(Ordering::SeqCst)
+            && self
+                .lease_until
+                .read()
+                .unwrap()
+                .is_none_or(|t| Instant::now() < t)
+    }
+
+    /// The lead's lease is surely alive until `t` (a renewal's send time plus what it
+    /// has left).
+    pub fn valid_until(&self, t: Instant) {
+        *self.lease_until.write().unwrap() = Some(t);
     }
 
     /// The leader's URL as the election last showed it (None: none is known, or this

@@ -81,6 +81,8 @@ struct State {
     revision: u64,
     /// The generation as stored (None: never bumped), which a bump requires unchanged.
     generation: Option<String>,
+    /// The tag of the latest change as stored, which every change requires unchanged.
+    last_write: Option<String>,
     bound_us: Option<u64>,
     /// The stored specs, parsed: every sync stream reads all of them on each change, and
     /// parsing a large spec costs milliseconds.
@@ -142,6 +144,7 @@ impl State {
             }
             SETTINGS => match key {
                 GENERATION => self.generation = value.map(str::to_string),
+                LAST_WRITE => self.last_write = value.map(str::to_string),
                 BOUND_US => self.bound_us = value.and_then(|v| v.parse().ok()),
                 _ => {}
             },
@@ -164,11 +167,16 @@ impl State {
     }
 }
 
+/// Told of every new generation the store learns of by catching up (not of those its own
+/// writes return): the hub's streams then send it.
+type Hook = Box<dyn Fn(u64) + Send + Sync>;
+
 pub struct Store {
     kv: Box<dyn Kv>,
     state: RwLock<Arc<State>>,
     /// This replica's writes go one at a time, each built on the state the last left.
     writing: Mutex<()>,
+    hook: RwLock<Option<Hook>>,
 }
 
 impl Store {
@@ -185,6 +193,7 @@ impl Store {
             kv,
             state: RwLock::new(Arc::new(state)),
             writing: Mutex::new(()),
+            hook: RwLock::new(None),
         })
     }
 
@@ -196,8 +205,22 @@ impl Store {
         self.state.read().unwrap().clone()
     }
 
-    /// Catches up with writes made by other replicas; the generation if it changed.
+    /// Has `f` told of every generation `refresh` finds.
+    pub fn on_generation(&self, f: impl Fn(u64) + Send + Sync + 'static) {
+        *self.hook.write().unwrap() = Some(Box::new(f));
+    }
+
+    /// Catches up with writes made by other replicas; the generation if it changed (the
+    /// hook is told of it too).
     pub fn refresh(&self) -> Result<Option<u64>> {
+        let changed = self.catch_up()?;
+        if let (Some(g), Some(hook)) = (changed, self.hook.read().unwrap().as_ref()) {
+            hook(g);
+        }
+        Ok(changed)
+    }
+
+    fn catch_up(&self) -> Result<Option<u64>> {
         let latest = self.kv.revision()?;
         let before = self.state();
         if latest <= before.revision {
@@ -214,64 +237,69 @@ impl Store {
         Ok(changed.then(|| state.generation()))
     }
 
-    /// Keeps the cache current with other replicas' writes, every `period`, and tells
-    /// `changed` of every new generation (the hub's streams then send it).
-    pub fn follow(self: &Arc<Store>, period: Duration, changed: impl Fn(u64) + Send + 'static) {
+    /// Keeps the cache current with other replicas' writes, every `period` (the hook
+    /// hears of every new generation).
+    pub fn follow(self: &Arc<Store>, period: Duration) {
         let store = self.clone();
         std::thread::Builder::new()
             .name("store-follow".into())
             .spawn(move || loop {
                 std::thread::sleep(period);
-                match store.refresh() {
-                    Ok(Some(g)) => changed(g),
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot refresh the state"),
+                if let Err(e) = store.refresh() {
+                    tracing::warn!(error = format!("{e:#}"), "cannot refresh the state");
                 }
             })
             .expect("spawning a thread");
     }
 
     /// Makes the transaction `build` returns from the current state (None: nothing to
-    /// do), with the generation bumped when `bump`; a transaction that raced another
-    /// writer is built again on the newer state. The new generation (the current one
-    /// without `bump`), or None when nothing was written.
+    /// do), with the generation bumped when `bump`. Every change holds only while the
+    /// latest change's tag is the one this replica saw, so none is made on a state that
+    /// changed meanwhile: that attempt is refused, whole, and the caller asked to retry
+    /// (its inputs may come from the state it saw). A change whose answer was lost on
+    /// the way is recognised by its own tag. The new generation (the current one without
+    /// `bump`), or None when nothing was written.
     fn write<E: From<anyhow::Error>>(
         &self,
         bump: bool,
-        mut build: impl FnMut(&State) -> Result<Option<Txn>, E>,
+        build: impl FnOnce(&State) -> Result<Option<Txn>, E>,
     ) -> Result<Option<u64>, E> {
         let _one = self.writing.lock().unwrap();
-        for _ in 0..ATTEMPTS {
-            let state = self.state();
-            let Some(mut txn) = build(&state)? else {
-                return Ok(None);
-            };
-            txn.fenced = true;
-            let tag = random_tag()?;
-            txn.put(SETTINGS, LAST_WRITE, tag.as_str());
-            let mut generation = state.generation();
-            if bump {
-                generation += 1;
-                txn.require(SETTINGS, GENERATION, state.generation.clone());
-                txn.put(SETTINGS, GENERATION, generation.to_string());
-            }
-            match self.kv.commit(&txn)? {
-                Some(revision) => {
-                    self.committed(revision, &txn.ops).map_err(E::from)?;
-                    return Ok(Some(generation));
-                }
-                None => {
-                    self.refresh().map_err(E::from)?;
-                    // Made, with its answer lost on the way (and so tried again).
-                    if self.kv.get(SETTINGS, LAST_WRITE)?.as_deref() == Some(tag.as_str()) {
-                        return Ok(Some(self.state().generation()));
-                    }
-                }
-            }
+        let state = self.state();
+        let Some(mut txn) = build(&state)? else {
+            return Ok(None);
+        };
+        txn.fenced = true;
+        let tag = random_tag()?;
+        txn.require(SETTINGS, LAST_WRITE, state.last_write.clone());
+        txn.put(SETTINGS, LAST_WRITE, tag.as_str());
+        let mut generation = state.generation();
+        if bump {
+            generation += 1;
+            txn.require(SETTINGS, GENERATION, state.generation.clone());
+            txn.put(SETTINGS, GENERATION, generation.to_string());
         }
-        Err(E::from(anyhow::anyhow!(
-            "the state kept changing under this write ({ATTEMPTS} attempts); retry"
-        )))
+        let outcome = self.kv.commit(&txn);
+        if let Ok(Some(revision)) = outcome {
+            self.committed(revision, &txn.ops).map_err(E::from)?;
+            return Ok(Some(generation));
+        }
+        // Refused, or no answer: the state as it is now says which.
+        let landed = self
+            .refresh()
+            .and_then(|_| self.kv.get(SETTINGS, LAST_WRITE))
+            .map(|t| t.as_deref() == Some(tag.as_str()));
+        match (outcome, landed) {
+            (_, Ok(true)) => Ok(Some(generation)),
+            (Err(e), _) if e.downcast_ref::<crate::kv::Refused>().is_some() => Err(E::from(e)),
+            (Ok(_), Ok(false)) => Err(E::from(anyhow::anyhow!(
+                "the state changed under this change (another replica wrote meanwhile): nothing was made; retry"
+            ))),
+            (Err(e), _) => Err(E::from(e.context(
+                "the store did not confirm this change; read the state before making it again",
+            ))),
+            (Ok(_), Err(e)) => Err(E::from(e.context("the store refused this change"))),
+        }
     }
 
     /// The cache after this replica's commit at `revision`: its writes applied, or the
@@ -280,12 +308,7 @@ impl Store {
         let mut state = self.state.write().unwrap();
         if revision != state.revision + 1 {
             drop(state);
-            let (revision, tables) = self.kv.load(&CACHED)?;
-            let next = State::load(revision, tables)?;
-            let mut state = self.state.write().unwrap();
-            if next.revision > state.revision {
-                *state = Arc::new(next);
-            }
+            self.catch_up()?;
             return Ok(());
         }
         let mut next = (**state).clone();
@@ -325,7 +348,11 @@ impl Store {
         self.write(true, |state| {
             let current = &state.resources;
             let mut txn = Txn::default();
-            for r in set.iter().filter(|r| current.get(&r.vm) != Some(*r)) {
+            // A VM no spec names gets none (and is not both set and dropped).
+            for r in set
+                .iter()
+                .filter(|r| named.contains(&r.vm) && current.get(&r.vm) != Some(*r))
+            {
                 txn.put(RESOURCES, r.vm.as_str(), serde_json::to_string(r)?);
             }
             for vm in current.keys().filter(|vm| !named.contains(*vm)) {
@@ -429,12 +456,10 @@ impl Store {
 
     /// The latest `last` audit entries, oldest first.
     pub fn audit_log(&self, last: usize) -> Result<Vec<AuditEntry>> {
-        let rows = self.kv.scan(AUDIT)?;
         let mut out = Vec::new();
-        for v in rows.values().rev().take(last) {
+        for v in self.kv.last(AUDIT, last)?.values() {
             out.push(serde_json::from_str(v)?);
         }
-        out.reverse();
         Ok(out)
     }
 
@@ -795,7 +820,9 @@ mod tests {
         assert_eq!(a.put(&blue, &text).unwrap(), 1);
         let e = b.put(&blue, &text).unwrap_err();
         assert!(format!("{e:?}").contains("does not lead"), "{e:?}");
-        assert_eq!(b.refresh().unwrap(), Some(1));
+        // The refusal caught b up with the state: a's change is there.
+        b.refresh().unwrap();
+        assert_eq!(b.generation().unwrap(), 1);
         assert!(b.get("blue").unwrap().is_some());
         // b knows who leads, and follows until a's lease ends.
         std::thread::sleep(Duration::from_millis(700));
@@ -811,7 +838,12 @@ mod tests {
             .unwrap();
         assert!(del.status.success(), "{del:?}");
         rx.recv_timeout(Duration::from_secs(15)).expect("b elected");
-        assert!(lead_b.leading());
+        // It leads once its elected hook has returned.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !lead_b.leading() {
+            assert!(std::time::Instant::now() < deadline, "b never led");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let e = a.delete("blue").unwrap_err();
         // Refused as soon as it is written (lease compare) or once its campaign saw it.
         assert!(format!("{e:#}").contains(" lead"), "{e:#}");

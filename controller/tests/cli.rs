@@ -1064,7 +1064,7 @@ fn replicas_on_etcd_elect_a_leader_and_fail_over() {
         "--etcd-endpoints",
         eps.as_str(),
         "--leader-ttl-s",
-        "2",
+        "6",
     ];
     let a = start_with(&dir, &flags);
     wait_role(&a, "leader", None, 15);
@@ -1128,7 +1128,8 @@ fn replicas_on_etcd_elect_a_leader_and_fail_over() {
     let (ok, _, err) = ctl(&a_ctl, &token, &["get", "blue"]);
     assert!(!ok && err.contains("HTTP 404"), "{err}");
 
-    // A clean stop resigns: the follower leads long before the 2 s lease would end.
+    // A clean stop resigns: the follower leads long before the 6 s lease would end (at
+    // least 4 s after b's last renewal).
     let mut b = b;
     let pid = b.child.id().to_string();
     assert!(Command::new("kill")

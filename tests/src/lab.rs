@@ -1368,6 +1368,11 @@ impl Lab {
         for c in self.slurm.drain(..) {
             std::mem::forget(c);
         }
+        // And the etcd members under the replicas (`lab down` kills what runs in the
+        // lab's namespaces, theirs included).
+        if let Some(etcd) = self.etcd.take() {
+            std::mem::forget(etcd);
+        }
     }
 
     fn down_now(&mut self) {

@@ -161,8 +161,9 @@ impl Client {
         true
     }
 
-    /// Sends a request to the replica spoken to; on a transport error tries the others
-    /// once each, and follows a follower's redirect to the leader. Returns the URL last
+    /// Sends a request to the replica spoken to; when it cannot be reached (or, for a
+    /// read, does not answer) tries the others once each, and follows a follower's
+    /// redirect to the leader. Returns the URL last
     /// tried with the answer.
     fn call(
         &self,
@@ -199,7 +200,15 @@ impl Client {
                     self.switch_to(leader);
                     last = Some((base, Ok(r)));
                 }
-                Err(ureq::Error::Transport(t)) => {
+                // A change goes to another replica only when it surely did not reach
+                // this one: a lost answer must not make it twice.
+                Err(ureq::Error::Transport(t))
+                    if matches!(method, "GET" | "HEAD")
+                        || matches!(
+                            t.kind(),
+                            ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
+                        ) =>
+                {
                     let moved = self.rotate(&base);
                     last = Some((base, Err(ureq::Error::Transport(t))));
                     if !moved {

@@ -441,7 +441,7 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("==> bringing lab {:?} up", a.name);
                 let lab = Lab::up(spec(&a), false)?;
                 // VioCluster's clusters are the lab's environments then.
-                if a.controller && a.viocluster.is_none() {
+                if lab.spec.controller && a.viocluster.is_none() {
                     eprintln!("==> creating the environments with violinctl");
                     print!("{}", lab.apply_environments()?);
                 }
