@@ -7,10 +7,9 @@
 //! read alongside.
 use std::{
     fmt::Write as _,
-    io::{BufRead, BufReader},
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -21,6 +20,8 @@ use violin_api::{
     rest::{Applied, CredentialRequest, Role},
     Name,
 };
+
+use violin_testbed::control::LocalController as Controller;
 
 use crate::hostsim::Fleet;
 
@@ -128,52 +129,19 @@ pub fn spec(e: usize, limit: Option<u32>) -> String {
     s
 }
 
-struct Controller {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_controller(bin: &Path, dir: &Path, args: &[String]) -> Result<Controller> {
-    let mut child = Command::new(bin.join("violin-controller"))
-        .args(["--listen", "127.0.0.1:0", "--token-file"])
+    let mut cmd = Command::new(bin.join("violin-controller"));
+    cmd.args(["--listen", "127.0.0.1:0", "--token-file"])
         .arg(dir.join("token"))
         .args(args)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting violin-controller")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("its stdout")?).read_line(&mut line)?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .with_context(|| format!("violin-controller said {line:?}"))?;
-    Ok(Controller {
-        url: format!("http://{addr}"),
-        child,
-    })
+        .stderr(Stdio::inherit());
+    Controller::start(cmd)
 }
 
 /// User + system CPU seconds of `pid`, and its resident memory in MiB.
 fn usage(pid: u32) -> Result<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    let cpu = violin_testbed::sys::cpu_seconds(pid)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss_kib: f64 = status
         .lines()
@@ -181,7 +149,7 @@ fn usage(pid: u32) -> Result<(f64, f64)> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
-    Ok((ticks / hz, rss_kib / 1024.0))
+    Ok((cpu, rss_kib / 1024.0))
 }
 
 fn total_usage(cs: &[Controller]) -> Result<(f64, f64)> {

@@ -72,9 +72,7 @@ impl Api {
 
     /// This replica starts to lead: it picks up where the previous leader left off.
     pub fn lead(&self) -> anyhow::Result<()> {
-        if let Some(g) = self.store.refresh()? {
-            self.hub.committed(g);
-        }
+        self.store.refresh()?;
         self.hub.metrics.leader.set(1);
         self.migrations.resume()
     }
@@ -88,6 +86,9 @@ impl Api {
     ) -> anyhow::Result<Api> {
         let hub = Hub::new(store.generation()?);
         hub.metrics.registered.set(store.hosts()?.len() as i64);
+        // Whatever the store catches up with (other replicas' changes), the streams send.
+        let streams = hub.clone();
+        store.on_generation(move |g| streams.committed(g));
         let migrations = Supervisor::new(store.clone(), hub.clone());
         let api = Api {
             leadership,

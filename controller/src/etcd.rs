@@ -194,12 +194,11 @@ impl Etcd {
         leader_key(&self.prefix)
     }
 
-    fn range(&self, table: &str, revision: Option<i64>) -> Result<(u64, Rows)> {
+    /// A table's rows as `opts` select them (a prefix range, with a revision, an order or
+    /// a limit), and the revision they are of.
+    fn range(&self, table: &str, opts: GetOptions) -> Result<(u64, Rows)> {
         let start = self.key(table, "");
-        let mut opts = GetOptions::new().with_prefix();
-        if let Some(r) = revision {
-            opts = opts.with_revision(r);
-        }
+        let opts = opts.with_prefix();
         let s = start.clone();
         let resp = self.block(move |mut c| {
             let (s, opts) = (s.clone(), opts.clone());
@@ -240,33 +239,25 @@ impl Kv for Etcd {
     }
 
     fn scan(&self, table: &'static str) -> Result<Rows> {
-        Ok(self.range(table, None)?.1)
+        Ok(self.range(table, GetOptions::new())?.1)
     }
 
     fn last(&self, table: &'static str, n: usize) -> Result<Rows> {
-        let start = self.key(table, "");
-        let s = start.clone();
-        let resp = self.block(move |mut c| {
-            let opts = GetOptions::new()
-                .with_prefix()
-                .with_sort(SortTarget::Key, SortOrder::Descend)
-                .with_limit(n as i64);
-            let s = s.clone();
-            async move { c.get(s, Some(opts)).await }
-        })?;
-        let mut rows = Rows::new();
-        for kv in resp.kvs() {
-            let k = kv.key_str()?.strip_prefix(&start).unwrap_or_default();
-            rows.insert(k.to_string(), kv.value_str()?.to_string());
-        }
-        Ok(rows)
+        let newest = GetOptions::new()
+            .with_sort(SortTarget::Key, SortOrder::Descend)
+            .with_limit(n as i64);
+        Ok(self.range(table, newest)?.1)
     }
 
     fn load(&self, tables: &[&'static str]) -> Result<(u64, Vec<Rows>)> {
         let mut revision = None;
         let mut out = Vec::new();
         for t in tables {
-            let (rev, rows) = self.range(t, revision)?;
+            let opts = match revision {
+                Some(r) => GetOptions::new().with_revision(r),
+                None => GetOptions::new(),
+            };
+            let (rev, rows) = self.range(t, opts)?;
             revision.get_or_insert(rev as i64);
             out.push(rows);
         }

@@ -284,11 +284,10 @@ impl Store {
             self.committed(revision, &txn.ops).map_err(E::from)?;
             return Ok(Some(generation));
         }
-        // Refused, or no answer: the state as it is now says which.
+        // Refused, or no answer: the state caught up with says which.
         let landed = self
             .refresh()
-            .and_then(|_| self.kv.get(SETTINGS, LAST_WRITE))
-            .map(|t| t.as_deref() == Some(tag.as_str()));
+            .map(|_| self.state().last_write.as_deref() == Some(tag.as_str()));
         match (outcome, landed) {
             (_, Ok(true)) => Ok(Some(generation)),
             (Err(e), _) if e.downcast_ref::<crate::kv::Refused>().is_some() => Err(E::from(e)),

@@ -3,8 +3,10 @@
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
 };
+
+use violin_testbed::control::LocalController as Controller;
 
 const SPEC: &str = r#"[environment]
 name = "blue"
@@ -35,18 +37,6 @@ pair = ["a1", "b1"]
 rate_mbit = 10
 "#;
 
-struct Controller {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(dir: &Path) -> Controller {
     start_with(dir, &[])
 }
@@ -62,22 +52,7 @@ fn controller(dir: &Path, extra: &[&str]) -> Command {
 }
 
 fn start_with(dir: &Path, extra: &[&str]) -> Controller {
-    let mut child = controller(dir, extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("address line");
-    Controller {
-        child,
-        url: format!("http://{addr}"),
-    }
+    Controller::start(controller(dir, extra)).unwrap()
 }
 
 /// Runs violinctl; returns (exit code, stdout, stderr).

@@ -486,3 +486,40 @@ fn rand_u64() -> u64 {
     }
     u64::from_le_bytes(b)
 }
+
+/// A violin-controller run as a plain process (no lab), which prints the address it bound
+/// first; killed on drop.
+pub struct LocalController {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl LocalController {
+    /// Spawns `cmd` (a violin-controller command line listening on port 0, say) and
+    /// reads the address it bound.
+    pub fn start(mut cmd: Command) -> Result<LocalController> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting violin-controller")?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("violin-controller's stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("violin-controller did not start: it said {line:?}");
+        };
+        Ok(LocalController {
+            url: format!("http://{addr}"),
+            child,
+        })
+    }
+}
+
+impl Drop for LocalController {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

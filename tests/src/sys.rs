@@ -212,3 +212,24 @@ pub fn link_packets(ns: &str, iface: &str) -> Result<LinkPackets> {
         tx_dropped: n("/0/stats64/tx/dropped")?,
     })
 }
+
+/// CPU seconds process `pid` has used (user and system), from /proc.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("/proc/{pid}/stat: {stat}"))?;
+    if f.len() != 2 {
+        bail!("/proc/{pid}/stat has no CPU times: {stat}");
+    }
+    // SAFETY: sysconf only reads its integer argument.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((f[0] + f[1]) as f64 / hz)
+}

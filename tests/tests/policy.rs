@@ -6,7 +6,7 @@ use std::time::Duration;
 use violin_testbed::{
     e2e::{counter, lab},
     lab::Lab,
-    sys::{link_packets, ns_run},
+    sys::{cpu_seconds, link_packets, ns_run},
     traffic::{ping, wait_ping},
 };
 
@@ -122,22 +122,6 @@ fn rx_packets(ns: &str) -> u64 {
     link_packets(ns, "eth0").unwrap().rx
 }
 
-/// CPU seconds process `pid` has used (user and system).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<u64> = rest
-        .split(' ')
-        .skip(11)
-        .take(2)
-        .map(|x| x.parse().unwrap())
-        .collect();
-    // SAFETY: sysconf only reads its integer argument.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f[0] + f[1]) as f64 / hz
-}
-
 fn storm(tag: &str, xdp: bool) {
     const PPS: u64 = 200;
     // The burst of a 200 frames/s bound (a tenth of the rate, at least 16).
@@ -158,7 +142,7 @@ fn storm(tag: &str, xdp: bool) {
     let storm0 = drops(&lab, 0, "storm");
     let before: Vec<u64> = [&a2, &b, &b2].iter().map(|v| rx_packets(&v.ns)).collect();
     let pid = lab.daemon_pid(0).expect("violind runs on host 1");
-    let cpu0 = cpu_seconds(pid);
+    let cpu0 = cpu_seconds(pid).unwrap();
 
     // A broadcast of the local experimental ethertype, from the VM's own MAC.
     let mut frame = vec![0xff; 6];
@@ -182,7 +166,7 @@ fn storm(tag: &str, xdp: bool) {
     let v6 = ping(&a2.ns, &b2.ip6, 3, &["-i", "0.2"]).unwrap();
     let (sent, took) = flood.join().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let cpu = cpu_seconds(pid) - cpu0;
+    let cpu = cpu_seconds(pid).unwrap() - cpu0;
     assert_eq!(v4.lost(), 0, "ARP during the storm: {v4:?}");
     assert_eq!(v6.lost(), 0, "neighbour discovery during the storm: {v6:?}");
 

@@ -203,8 +203,6 @@ fn run(cli: Cli) -> Result<()> {
     }
     if let Some(etcd) = &etcd {
         // Other replicas' writes reach this one's streams and reads within a moment.
-        let hub = api.hub.clone();
-        api.store.on_generation(move |g| hub.committed(g));
         api.store.follow(Duration::from_millis(200));
         let leading = api.clone();
         controller::etcd::campaign(
