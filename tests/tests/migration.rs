@@ -139,7 +139,37 @@ fn completed(m: &Migration) {
 
 #[test]
 fn guests_live_migrate_with_their_sessions_and_failures_roll_back() {
-    let mut lab = lab("mig", |s| {
+    // A guest kernel that panics is never Violin's doing (a kernel survives any frame):
+    // QEMU 7.2's TCG here now and then corrupts a guest migrated under traffic (see
+    // libvirt::domain_xml). The scenario runs once more on a fresh lab then, and only
+    // then; the first failure is printed in full above the second run.
+    for attempt in 1..=2 {
+        let mut lab = migration_lab();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut lab)));
+        match run {
+            Ok(()) => return lab.down().unwrap(),
+            Err(failure) => match guest_panic(&lab) {
+                Some(which) if attempt == 1 => {
+                    eprintln!("{which}'s kernel panicked (emulator, not Violin): once more");
+                }
+                _ => std::panic::resume_unwind(failure),
+            },
+        }
+    }
+}
+
+/// The first lab guest whose console shows a kernel panic.
+fn guest_panic(lab: &Lab) -> Option<String> {
+    lab.vms.iter().find_map(|v| {
+        let console = std::fs::read_to_string(&v.guest.as_ref()?.console).ok()?;
+        console
+            .contains("Kernel panic - not syncing")
+            .then(|| vm_name(v))
+    })
+}
+
+fn migration_lab() -> Lab {
+    lab("mig", |s| {
         s.vm_kind = VmKind::Qemu;
         s.controller = true;
         s.envs = 2;
@@ -147,14 +177,17 @@ fn guests_live_migrate_with_their_sessions_and_failures_roll_back() {
         // 50 pings and TCP lines a second. At 1 ms (the benchmark's rate) a TCG guest
         // migrated under QEMU 7.2 here now and then corrupted its memory and panicked.
         s.probe_interval_ms = Some(20);
-    });
+    })
+}
+
+fn scenario(lab: &mut Lab) {
     lab.apply_environments()
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.daemon_logs()));
     let h1 = lab.hosts[0].host_id().to_string();
     let h2 = lab.hosts[1].host_id().to_string();
-    let mover = vm_name(target(&lab, 0));
+    let mover = vm_name(target(lab, 0));
     for env in 0..2 {
-        wait_echoes(&lab, env, 0, 20);
+        wait_echoes(lab, env, 0, 20);
     }
     // violind reports every domain to the controller, with state, CPU and memory.
     let vms: Vec<VmInfo> = lab.violinctl_as(&["vms"]).unwrap();
@@ -164,15 +197,14 @@ fn guests_live_migrate_with_their_sessions_and_failures_roll_back() {
             .all(|v| v.status.cpu_seconds > 0.0 && v.status.memory_bytes > 0),
         "{vms:?}"
     );
-    on_host(&lab, &mover, &h2);
+    on_host(lab, &mover, &h2);
 
-    back_and_forth(&lab, &mover, &h1, &h2);
-    followed_when_moved_with_virsh(&lab, &mover, &h1, &h2);
-    refused_when_the_destination_daemon_is_down(&mut lab, &mover, &h1, &h2);
-    cancelled_migrations_roll_back(&lab, &mover, &h1, &h2);
-    failed_migrations_roll_back(&mut lab, &mover, &h1, &h2);
-    whole_environment(&lab, &h1, &h2);
-    lab.down().unwrap();
+    back_and_forth(lab, &mover, &h1, &h2);
+    followed_when_moved_with_virsh(lab, &mover, &h1, &h2);
+    refused_when_the_destination_daemon_is_down(lab, &mover, &h1, &h2);
+    cancelled_migrations_roll_back(lab, &mover, &h1, &h2);
+    failed_migrations_roll_back(lab, &mover, &h1, &h2);
+    whole_environment(lab, &h1, &h2);
 }
 
 /// One guest goes h2 -> h1 -> h2 while the probes run in both environments.
