@@ -17,5 +17,7 @@ pub mod rules;
 pub const VXLAN_PORT: u16 = 4789;
 /// Outer Ethernet + IPv4 + UDP + VXLAN.
 pub const ENCAP_OVERHEAD: u32 = 50;
+/// Outer Ethernet + IPv6 + UDP + VXLAN (RFC 7348 over an IPv6 underlay).
+pub const ENCAP_OVERHEAD_V6: u32 = 70;
 /// Largest VXLAN network identifier (24 bits).
 pub const MAX_VNI: u32 = (1 << 24) - 1;

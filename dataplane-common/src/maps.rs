@@ -1,7 +1,9 @@
 //! Keys and values of the eBPF maps, and the maps' names and sizes.
 //!
-//! IPv4 addresses are stored as the four bytes seen on the wire (`[u8; 4]`) so that neither
-//! side has to think about byte order.
+//! Addresses are stored as the bytes seen on the wire so that neither side has to think
+//! about byte order. Underlay addresses take 16 bytes, an IPv4 one in its IPv4-mapped form
+//! (`packet::v4_mapped`), so one layout serves an IPv4 and an IPv6 underlay; a VM's own
+//! address (`PortInfo::ip`) is IPv4.
 
 /// Map names as they appear in the ELF object and under the pin directory.
 pub mod names {
@@ -74,7 +76,8 @@ pub const MAX_QUEUES_PER_IF: u32 = 4;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostConfig {
     pub underlay_ifindex: u32,
-    pub underlay_addr: [u8; 4],
+    /// IPv4-mapped on an IPv4 underlay: its family is the host's.
+    pub underlay_addr: [u8; 16],
     pub underlay_mac: [u8; 6],
     pub _pad: [u8; 2],
     /// Underlay IP MTU; an encapsulated frame may not exceed it.
@@ -393,7 +396,7 @@ pub struct FloodList {
     /// Local ports' ifindexes.
     pub ports: [u32; FLOOD_PORTS],
     /// Remote hosts' underlay addresses.
-    pub peers: [[u8; 4]; FLOOD_PEERS],
+    pub peers: [[u8; 16]; FLOOD_PEERS],
 }
 
 impl Default for FloodList {
@@ -402,7 +405,7 @@ impl Default for FloodList {
             nports: 0,
             npeers: 0,
             ports: [0; FLOOD_PORTS],
-            peers: [[0; 4]; FLOOD_PEERS],
+            peers: [[0; 16]; FLOOD_PEERS],
         }
     }
 }
@@ -452,7 +455,7 @@ pub struct FdbEntry {
     /// Local port's ifindex when `kind == FDB_LOCAL`.
     pub ifindex: u32,
     /// Remote host's underlay address when `kind == FDB_REMOTE`.
-    pub peer: [u8; 4],
+    pub peer: [u8; 16],
     /// Counter slot of the port or peer, so forwarding needs no second lookup to count.
     pub slot: u32,
 }
@@ -465,13 +468,13 @@ impl FdbEntry {
             flags: 0,
             _pad: [0; 2],
             ifindex,
-            peer: [0; 4],
+            peer: [0; 16],
             slot,
         }
     }
 
     #[inline(always)]
-    pub const fn remote(peer: [u8; 4], slot: u32) -> Self {
+    pub const fn remote(peer: [u8; 16], slot: u32) -> Self {
         FdbEntry {
             kind: FDB_REMOTE,
             flags: 0,
@@ -488,7 +491,7 @@ impl FdbEntry {
             flags: 0,
             _pad: [0; 2],
             ifindex: 0,
-            peer: [0; 4],
+            peer: [0; 16],
             slot: 0,
         }
     }
@@ -640,7 +643,7 @@ mod tests {
     fn fdb_kind_reads_the_kind_byte() {
         assert_eq!(FdbEntry::local(7, 3).kind(), Some(FdbKind::Local));
         assert_eq!(
-            FdbEntry::remote([10, 0, 0, 2], 5).kind(),
+            FdbEntry::remote(crate::packet::v4_mapped([10, 0, 0, 2]), 5).kind(),
             Some(FdbKind::Remote)
         );
         assert_eq!(FdbEntry::no_rule().kind(), Some(FdbKind::NoRule));
@@ -658,10 +661,16 @@ mod tests {
     }
 }
 
+// The layouts the SAFETY notes below describe; violind re-creates a pinned map whose
+// sizes differ (an upgrade across a layout change).
+const _: () = assert!(core::mem::size_of::<HostConfig>() == 44);
+const _: () = assert!(core::mem::size_of::<FdbEntry>() == 28);
+const _: () = assert!(core::mem::size_of::<FloodList>() == 584);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: HostConfig is repr(C) and Copy, made only of u32 and u8 arrays laid out with
-    // no padding (u32, [u8; 4], [u8; 6], [u8; 2], 4 x u32: 32 bytes, align 4), so every
+    // no padding (u32, [u8; 16], [u8; 6], [u8; 2], 4 x u32: 44 bytes, align 4), so every
     // byte is initialised and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::HostConfig {}
     // SAFETY: PortInfo is repr(C) and Copy: 5 x u32, [u8; 6], [u8; 2], [u8; 4], 32 bytes
@@ -676,12 +685,12 @@ mod pod {
     // SAFETY: FdbKey is repr(C) and Copy: u32, [u8; 6], [u8; 2] (explicit _pad), 12 bytes
     // with no padding; all fields are integers, so any bit pattern is valid.
     unsafe impl aya::Pod for super::FdbKey {}
-    // SAFETY: FdbEntry is repr(C) and Copy: u8, u8, [u8; 2], u32, [u8; 4], u32, 16 bytes
+    // SAFETY: FdbEntry is repr(C) and Copy: u8, u8, [u8; 2], u32, [u8; 16], u32, 28 bytes
     // with no padding. `kind` is a raw u8 (decoded by kind(), not an enum field), so every
     // bit pattern is a valid value.
     unsafe impl aya::Pod for super::FdbEntry {}
     // SAFETY: FloodList is repr(C) and Copy: 2 x u32, [u32; FLOOD_PORTS] and
-    // [[u8; 4]; FLOOD_PEERS], 200 bytes with no padding at align 4; all integers, so any
+    // [[u8; 16]; FLOOD_PEERS], 584 bytes with no padding at align 4; all integers, so any
     // bit pattern is valid.
     unsafe impl aya::Pod for super::FloodList {}
     // SAFETY: PairKey is repr(C) and Copy: u32, [u8; 6], [u8; 6], 16 bytes (a multiple of

@@ -4,10 +4,11 @@
 //! packet buffer with explicit bounds checks; the unit tests implement it over byte slices.
 
 use crate::counters::DropReason;
-use crate::{ENCAP_OVERHEAD, VXLAN_PORT};
+use crate::{ENCAP_OVERHEAD, ENCAP_OVERHEAD_V6, VXLAN_PORT};
 
 pub const ETH_HLEN: usize = 14;
 pub const IPV4_HLEN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
 pub const UDP_HLEN: usize = 8;
 pub const VXLAN_HLEN: usize = 8;
 pub const ETH_P_IPV4: u16 = 0x0800;
@@ -18,6 +19,10 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const VXLAN_FLAG_I: u8 = 0x08;
 /// Where the inner frame starts in an encapsulated packet.
 pub const INNER_OFFSET: usize = ENCAP_OVERHEAD as usize;
+/// Where the inner frame starts in a packet encapsulated over IPv6.
+pub const INNER_OFFSET_V6: usize = ENCAP_OVERHEAD_V6 as usize;
+/// Hop limit of the outer IPv6 header, as IPv4's TTL.
+const HOP_LIMIT: u8 = 64;
 
 /// Types for which every byte pattern is a valid value, so they may be read straight out
 /// of packet data.
@@ -89,6 +94,22 @@ unsafe impl Plain for Ipv4Hdr {}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ipv6Hdr {
+    /// Version (4 bits), traffic class (8) and flow label (20).
+    pub vtc_flow: [u8; 4],
+    pub payload_len: [u8; 2],
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+// SAFETY: repr(C), made only of u8 and u8 arrays (or such headers): no padding, no
+// invalid bit patterns.
+unsafe impl Plain for Ipv6Hdr {}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UdpHdr {
     pub source: [u8; 2],
     pub dest: [u8; 2],
@@ -128,6 +149,49 @@ pub struct OuterHeaders {
 unsafe impl Plain for OuterHeaders {}
 
 const _: () = assert!(core::mem::size_of::<OuterHeaders>() == ENCAP_OVERHEAD as usize);
+
+/// Everything Violin puts in front of a VM's frame over an IPv6 underlay.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OuterHeaders6 {
+    pub eth: EthHdr,
+    pub ip: Ipv6Hdr,
+    pub udp: UdpHdr,
+    pub vxlan: VxlanHdr,
+}
+
+// SAFETY: repr(C), made only of u8 and u8 arrays (or such headers): no padding, no
+// invalid bit patterns.
+unsafe impl Plain for OuterHeaders6 {}
+
+const _: () = assert!(core::mem::size_of::<OuterHeaders6>() == ENCAP_OVERHEAD_V6 as usize);
+
+/// The IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, RFC 4291 section 2.5.5.2) of an IPv4
+/// address: how an address of either family fits one 16-byte field.
+#[inline(always)]
+pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
+/// The last four bytes of a 16-byte address: the IPv4 address of an IPv4-mapped one. For
+/// the datapath's IPv4 paths, which run only on a host whose underlay is IPv4.
+#[inline(always)]
+pub const fn v4_of(a: &[u8; 16]) -> [u8; 4] {
+    [a[12], a[13], a[14], a[15]]
+}
+
+/// The IPv4 address a 16-byte address maps, or `None` for a real IPv6 address.
+#[inline(always)]
+pub const fn mapped_v4(a: &[u8; 16]) -> Option<[u8; 4]> {
+    let prefix = a[0] | a[1] | a[2] | a[3] | a[4] | a[5] | a[6] | a[7] | a[8] | a[9];
+    if prefix == 0 && a[10] == 0xff && a[11] == 0xff {
+        Some([a[12], a[13], a[14], a[15]])
+    } else {
+        None
+    }
+}
 
 /// Shows a MAC address as "aa:bb:cc:dd:ee:ff", the form [`parse_mac`] reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,17 +239,18 @@ const fn be16(b: [u8; 2]) -> u16 {
 
 /// What the underlay program does with a frame from the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UnderlayVerdict<P> {
+pub enum UnderlayVerdict<P, A = [u8; 4]> {
     /// Not Violin's: hand it to the host stack untouched.
     Pass,
     Drop(DropReason),
-    Vxlan(VxlanInfo<P>),
+    Vxlan(VxlanInfo<P, A>),
 }
 
-/// A validated VXLAN packet from a configured peer.
+/// A validated VXLAN packet from a configured peer; `A` is the underlay's address type
+/// (`[u8; 4]` over IPv4, `[u8; 16]` over IPv6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VxlanInfo<P> {
-    pub peer: [u8; 4],
+pub struct VxlanInfo<P, A = [u8; 4]> {
+    pub peer: A,
     /// What `lookup_peer` returned for the sender.
     pub peer_info: P,
     pub vni: u32,
@@ -274,6 +339,69 @@ pub fn classify_underlay<F: Frame + ?Sized, P>(
     })
 }
 
+/// [`classify_underlay`] over an IPv6 underlay: only UDP/4789 addressed to `local` right
+/// behind the fixed header is Violin's. A packet with extension headers goes to the stack
+/// (Violin sends none). The UDP checksum is not verified: Violin sends zero, as RFC 6935
+/// allows for tunnels, and a non-zero one was the sender's choice.
+#[inline(always)]
+pub fn classify_underlay6<F: Frame + ?Sized, P>(
+    f: &F,
+    local: &[u8; 16],
+    lookup_peer: impl Fn(&[u8; 16]) -> Option<P>,
+) -> UnderlayVerdict<P, [u8; 16]> {
+    use UnderlayVerdict::{Drop, Pass};
+    let Some(eth) = f.load::<EthHdr>(0) else {
+        return Drop(DropReason::Runt);
+    };
+    if be16(eth.ethertype) != ETH_P_IPV6 {
+        return Pass;
+    }
+    let Some(ip) = f.load::<Ipv6Hdr>(ETH_HLEN) else {
+        return Drop(DropReason::TruncatedOuter);
+    };
+    if ip.vtc_flow[0] >> 4 != 6 || ip.next_header != IPPROTO_UDP || ip.dst != *local {
+        return Pass;
+    }
+    let Some(udp) = f.load::<UdpHdr>(ETH_HLEN + IPV6_HLEN) else {
+        return Pass;
+    };
+    if be16(udp.dest) != VXLAN_PORT {
+        return Pass;
+    }
+    let Some(peer_info) = lookup_peer(&ip.src) else {
+        return Drop(DropReason::UnknownPeer);
+    };
+    let payload = be16(ip.payload_len) as usize;
+    // A zero payload length is a jumbogram's (RFC 2675); the underlay carries none.
+    if payload < UDP_HLEN + VXLAN_HLEN || ETH_HLEN + IPV6_HLEN + payload > f.total_len() {
+        return Drop(DropReason::TruncatedOuter);
+    }
+    if be16(udp.len) as usize != payload {
+        return Drop(DropReason::BadLength);
+    }
+    let inner_len = payload - UDP_HLEN - VXLAN_HLEN;
+    if inner_len < ETH_HLEN {
+        return Drop(DropReason::TruncatedInner);
+    }
+    let Some(vxlan) = f.load::<VxlanHdr>(ETH_HLEN + IPV6_HLEN + UDP_HLEN) else {
+        return Drop(DropReason::TruncatedOuter);
+    };
+    if vxlan.flags & VXLAN_FLAG_I == 0 {
+        return Drop(DropReason::BadVxlanFlags);
+    }
+    let Some(inner) = f.load::<EthHdr>(INNER_OFFSET_V6) else {
+        return Drop(DropReason::TruncatedInner);
+    };
+    UnderlayVerdict::Vxlan(VxlanInfo {
+        peer: ip.src,
+        peer_info,
+        vni: u32::from_be_bytes([0, vxlan.vni[0], vxlan.vni[1], vxlan.vni[2]]),
+        inner,
+        inner_len,
+        trailer: f.total_len() - ETH_HLEN - IPV6_HLEN - payload,
+    })
+}
+
 /// Validates a frame a VM sent into its port and returns its Ethernet header.
 #[inline(always)]
 pub fn classify_port<F: Frame + ?Sized>(f: &F) -> Result<EthHdr, DropReason> {
@@ -353,9 +481,46 @@ pub fn gso_segment_len<F: Frame + ?Sized>(f: &F, gso_size: usize) -> usize {
     ETH_HLEN + l3 + l4 + gso_size
 }
 
+/// [`fits_underlay`] over an IPv6 underlay (20 bytes more of outer header).
+#[inline(always)]
+pub const fn fits_underlay6(frame_len: usize, underlay_mtu: u32) -> bool {
+    frame_len + IPV6_HLEN + UDP_HLEN + VXLAN_HLEN <= underlay_mtu as usize
+}
+
 /// Largest VM MTU (IP MTU inside the VM) for an underlay IP MTU.
 pub const fn vm_mtu_for(underlay_mtu: u32) -> u32 {
     underlay_mtu - ENCAP_OVERHEAD
+}
+
+/// The underlay's address family: what the outer headers cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Family {
+    #[default]
+    V4,
+    V6,
+}
+
+impl Family {
+    /// Bytes Violin puts in front of a VM's frame.
+    pub const fn overhead(self) -> u32 {
+        match self {
+            Family::V4 => ENCAP_OVERHEAD,
+            Family::V6 => ENCAP_OVERHEAD_V6,
+        }
+    }
+
+    /// Largest VM MTU for an underlay IP MTU of this family.
+    pub const fn vm_mtu(self, underlay_mtu: u32) -> u32 {
+        underlay_mtu.saturating_sub(self.overhead())
+    }
+
+    /// The family of a 16-byte underlay address (IPv4-mapped for IPv4).
+    pub const fn of(addr: &[u8; 16]) -> Family {
+        match mapped_v4(addr) {
+            Some(_) => Family::V4,
+            None => Family::V6,
+        }
+    }
 }
 
 /// [`flow_hash`]'s part for the IPv6 header at `off`: the addresses, the next header and,
@@ -485,6 +650,70 @@ pub struct Tunnel {
     pub dst_mac: [u8; 6],
     pub src_ip: [u8; 4],
     pub dst_ip: [u8; 4],
+}
+
+/// Addresses of one tunnel endpoint pair over an IPv6 underlay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tunnel6 {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src_ip: [u8; 16],
+    pub dst_ip: [u8; 16],
+}
+
+impl OuterHeaders6 {
+    /// Headers for a VM frame of `inner_len` bytes over IPv6. The flow label carries the
+    /// source port's entropy too (RFC 6438), so routers that hash only the IPv6 header
+    /// still spread the tunnels; the UDP checksum is zero (RFC 6935: receivers must allow
+    /// it, which Linux's VXLAN devices do with `udp6zerocsumrx`).
+    #[inline(always)]
+    pub fn new(t: &Tunnel6, vni: u32, sport: u16, inner_len: usize) -> OuterHeaders6 {
+        let udp_len = (inner_len + UDP_HLEN + VXLAN_HLEN) as u16;
+        let label = flow_label(sport);
+        let vni = vni.to_be_bytes();
+        OuterHeaders6 {
+            eth: EthHdr {
+                dst: t.dst_mac,
+                src: t.src_mac,
+                ethertype: ETH_P_IPV6.to_be_bytes(),
+            },
+            ip: Ipv6Hdr {
+                vtc_flow: (6 << 28 | label).to_be_bytes(),
+                payload_len: udp_len.to_be_bytes(),
+                next_header: IPPROTO_UDP,
+                hop_limit: HOP_LIMIT,
+                src: t.src_ip,
+                dst: t.dst_ip,
+            },
+            udp: UdpHdr {
+                source: sport.to_be_bytes(),
+                dest: VXLAN_PORT.to_be_bytes(),
+                len: udp_len.to_be_bytes(),
+                check: [0, 0],
+            },
+            vxlan: VxlanHdr {
+                flags: VXLAN_FLAG_I,
+                reserved1: [0; 3],
+                vni: [vni[1], vni[2], vni[3]],
+                reserved2: 0,
+            },
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8; ENCAP_OVERHEAD_V6 as usize] {
+        // SAFETY: as for OuterHeaders::as_bytes: repr(C) over headers made only of u8 and
+        // [u8; N], alignment 1, no padding, size pinned to ENCAP_OVERHEAD_V6 by the const
+        // assert; the reference borrows `self`.
+        unsafe { &*(self as *const OuterHeaders6 as *const [u8; ENCAP_OVERHEAD_V6 as usize]) }
+    }
+}
+
+/// A non-zero 20-bit flow label from an outer source port (whose low 14 bits are the
+/// flow's hash); zero would say "no label".
+#[inline(always)]
+pub const fn flow_label(sport: u16) -> u32 {
+    let h = (sport as u32 & 0x3fff).wrapping_mul(0x9e37_79b1);
+    (h >> 12) | 1
 }
 
 impl OuterHeaders {

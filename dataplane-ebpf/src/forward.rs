@@ -8,7 +8,7 @@ use dataplane_common::{
         route_keys, FdbEntry, FdbKey, FdbKind, PeerInfo, PortInfo, VniInfo, PORT_ROUTED,
         UNDERLAY_SLOT, VNI_ROUTED,
     },
-    packet::{is_multicast, is_zero, EthHdr, VxlanInfo},
+    packet::{is_multicast, is_zero, v4_mapped, EthHdr, VxlanInfo},
 };
 
 use crate::{
@@ -115,7 +115,7 @@ pub(crate) fn accept_from_peer(v: &VxlanInfo<PeerInfo>, len: usize) -> Result<Vn
     if !is_multicast(&v.inner.src) && !is_zero(&v.inner.src) {
         learn(
             &FdbKey::new(v.vni, v.inner.src),
-            FdbEntry::remote(v.peer, v.peer_info.slot),
+            FdbEntry::remote(v4_mapped(v.peer), v.peer_info.slot),
         );
     }
     Ok(info)

@@ -20,7 +20,7 @@ pub(crate) static PORTS: HashMap<u32, PortInfo> = HashMap::pinned(MAX_SLOTS, 0);
 #[map]
 pub(crate) static VNIS: HashMap<u32, VniInfo> = HashMap::pinned(MAX_VNIS, 0);
 #[map]
-pub(crate) static PEERS: HashMap<[u8; 4], PeerInfo> = HashMap::pinned(MAX_PEERS, 0);
+pub(crate) static PEERS: HashMap<[u8; 16], PeerInfo> = HashMap::pinned(MAX_PEERS, 0);
 #[map]
 pub(crate) static FDB: LruHashMap<FdbKey, FdbEntry> = LruHashMap::pinned(FDB_ENTRIES, 0);
 #[map]
@@ -73,7 +73,7 @@ pub(crate) fn vni(vni: u32) -> Option<VniInfo> {
 /// The peer as configured, resolved or not; forwarding to it goes through
 /// [`crate::tunnel::resolve_peer`] instead.
 #[inline(always)]
-pub(crate) fn peer(addr: [u8; 4]) -> Option<PeerInfo> {
+pub(crate) fn peer(addr: &[u8; 16]) -> Option<PeerInfo> {
     // SAFETY: copied out of the map before use.
     unsafe { PEERS.get(addr) }.copied()
 }
@@ -84,7 +84,7 @@ pub(crate) fn fdb(key: &FdbKey) -> Option<FdbEntry> {
     unsafe { FDB.get(key) }.copied()
 }
 
-/// A flood list is read in place, not copied: 200 bytes on the stack would leave the TC
+/// A flood list is read in place, not copied: 584 bytes on the stack would leave the TC
 /// port program too little for aya-log's call. That is sound because FLOOD allocates its
 /// elements (BPF_F_NO_PREALLOC): an update replaces the element and frees the old one
 /// only after this program has run, so the list read is whole, old or new.

@@ -17,8 +17,9 @@ use dataplane_common::{
     counters::DropReason,
     maps::{FdbEntry, FloodList, HostConfig, PeerInfo, PortInfo, FLOOD_PEERS, UNDERLAY_SLOT},
     packet::{
-        fits_underlay, flow_hash, gso_segment_len, source_port, EthHdr, OuterHeaders, Tunnel,
-        VxlanInfo, ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPV4_HLEN, UDP_HLEN, VXLAN_HLEN,
+        fits_underlay, flow_hash, gso_segment_len, source_port, v4_mapped, v4_of, EthHdr,
+        OuterHeaders, Tunnel, VxlanInfo, ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPV4_HLEN, UDP_HLEN,
+        VXLAN_HLEN,
     },
     ENCAP_OVERHEAD,
 };
@@ -34,7 +35,7 @@ use crate::{
 /// underlay next hop towards it, and its counter slot.
 #[derive(Clone, Copy)]
 pub(crate) struct NextHop {
-    pub(crate) addr: [u8; 4],
+    pub(crate) addr: [u8; 16],
     pub(crate) mac: [u8; 6],
     pub(crate) slot: u32,
 }
@@ -43,8 +44,8 @@ pub(crate) struct NextHop {
 /// entry resolves the peer here. `None` while the peer is unknown or violind has not
 /// resolved its next hop yet: the frame has no route then.
 #[inline(always)]
-pub(crate) fn resolve_peer(addr: [u8; 4]) -> Option<NextHop> {
-    let info = peer(addr)?;
+pub(crate) fn resolve_peer(addr: [u8; 16]) -> Option<NextHop> {
+    let info = peer(&addr)?;
     if info.resolved == 0 {
         return None;
     }
@@ -60,15 +61,15 @@ fn tunnel_to(cfg: &HostConfig, hop: &NextHop) -> Tunnel {
     Tunnel {
         src_mac: cfg.underlay_mac,
         dst_mac: hop.mac,
-        src_ip: cfg.underlay_addr,
-        dst_ip: hop.addr,
+        src_ip: v4_of(&cfg.underlay_addr),
+        dst_ip: v4_of(&hop.addr),
     }
 }
 
 /// The next host for a frame from `from` that a rule or a placement sends on to `to`:
 /// never back where it came from, and only once its next hop is known.
 #[inline(always)]
-pub(crate) fn relay_hop(from: [u8; 4], to: &FdbEntry) -> Result<NextHop, DropReason> {
+pub(crate) fn relay_hop(from: [u8; 16], to: &FdbEntry) -> Result<NextHop, DropReason> {
     if to.peer == from {
         return Err(DropReason::Loop);
     }
@@ -141,7 +142,7 @@ pub(crate) fn transit(
     to: &FdbEntry,
     len: usize,
 ) -> u32 {
-    let hop = match relay_hop(v.peer, to) {
+    let hop = match relay_hop(v4_mapped(v.peer), to) {
         Ok(hop) => hop,
         Err(reason) => return drop_frame(ctx, UNDERLAY_SLOT, reason, len),
     };
@@ -303,11 +304,12 @@ pub(crate) fn tc_relay_flood(
         sport: skb_source_port(ctx),
         inner_len: v.inner_len,
     };
+    let from = v4_mapped(v.peer);
     for i in 0..FLOOD_PEERS {
         if i as u32 >= list.npeers {
             break;
         }
-        if list.peers[i] != v.peer {
+        if list.peers[i] != from {
             relay_copy(ctx, &relay, list.peers[i]);
         }
     }
@@ -326,7 +328,7 @@ struct Relay {
 /// outer headers it builds live in its frame, so the verifier sees every iteration of
 /// the caller's loop alike, sent or not.
 #[inline(never)]
-fn relay_copy(ctx: &TcContext, relay: &Relay, addr: [u8; 4]) {
+fn relay_copy(ctx: &TcContext, relay: &Relay, addr: [u8; 16]) {
     let Some(hop) = resolve_peer(addr) else {
         return;
     };
@@ -379,7 +381,7 @@ pub(crate) fn tc_transit(
     to: &FdbEntry,
     len: usize,
 ) -> Result<NextHop, DropReason> {
-    let hop = relay_hop(v.peer, to)?;
+    let hop = relay_hop(v4_mapped(v.peer), to)?;
     tc_trim(ctx, v, len)?;
     let outer = OuterHeaders::new(
         &tunnel_to(cfg, &hop),

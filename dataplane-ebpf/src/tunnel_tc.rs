@@ -13,7 +13,7 @@ use aya_ebpf::{
 use dataplane_common::{
     counters::{DropReason, Hook},
     maps::{FdbEntry, UNDERLAY_SLOT},
-    packet::{EthHdr, Frame, ETH_P_IPV4, ETH_P_IPV6},
+    packet::{v4_mapped, v4_of, EthHdr, Frame, ETH_P_IPV4, ETH_P_IPV6},
 };
 
 use crate::{
@@ -51,10 +51,10 @@ fn forward(ctx: &TcContext, len: usize) -> Result<Verdict, DropReason> {
     }
     // The key holds addresses in host byte order.
     // SAFETY: an IPv4 tunnel fills this member of the union.
-    let from = unsafe { key.__bindgen_anon_1.remote_ipv4 }.to_be_bytes();
+    let from = v4_mapped(unsafe { key.__bindgen_anon_1.remote_ipv4 }.to_be_bytes());
     // The underlay hook checked the sender of what it passed; a frame the device got
     // some other way is checked here.
-    peer(from).ok_or(DropReason::UnknownPeer)?;
+    peer(&from).ok_or(DropReason::UnknownPeer)?;
     let info = vni(key.tunnel_id).ok_or(DropReason::UnknownVni)?;
     let eth: EthHdr = Skb(ctx).load(0).ok_or(DropReason::TruncatedInner)?;
     match tunnel_next(info.flags, key.tunnel_id, eth.src, eth.dst) {
@@ -77,12 +77,12 @@ fn forward(ctx: &TcContext, len: usize) -> Result<Verdict, DropReason> {
 fn relay(
     ctx: &TcContext,
     key: &mut bpf_tunnel_key,
-    from: [u8; 4],
+    from: [u8; 16],
     to: &FdbEntry,
     len: usize,
 ) -> Result<Verdict, DropReason> {
     let hop = relay_hop(from, to)?;
-    key.__bindgen_anon_1.remote_ipv4 = u32::from_be_bytes(hop.addr);
+    key.__bindgen_anon_1.remote_ipv4 = u32::from_be_bytes(v4_of(&hop.addr));
     // The kernel's defaults: the route's TTL, no TOS.
     key.tunnel_ttl = 0;
     key.tunnel_tos = 0;

@@ -16,8 +16,8 @@ use dataplane_common::{
     counters::{DropReason, Hook},
     maps::{HostConfig, PeerInfo, UNDERLAY_SLOT, VNI_HUB},
     packet::{
-        classify_underlay, ip_protocol, Frame, UnderlayVerdict, VxlanInfo, INNER_OFFSET,
-        IPPROTO_TCP,
+        classify_underlay, ip_protocol, v4_mapped, v4_of, Frame, UnderlayVerdict, VxlanInfo,
+        INNER_OFFSET, IPPROTO_TCP,
     },
 };
 
@@ -42,7 +42,7 @@ fn underlay_skb(ctx: &TcContext) -> Verdict {
     };
     let skb = Skb(ctx);
     let len = skb.total_len();
-    let v = match classify_underlay(&skb, cfg.underlay_addr, peer) {
+    let v = match classify_underlay(&skb, v4_of(&cfg.underlay_addr), |a| peer(&v4_mapped(a))) {
         UnderlayVerdict::Pass => return Verdict::Act(TC_ACT_OK),
         UnderlayVerdict::Drop(reason) => return tc_drop(ctx, UNDERLAY_SLOT, reason, len),
         UnderlayVerdict::Vxlan(v) => v,

@@ -32,7 +32,7 @@ pub struct Maps {
     pub config: Array<MapData, HostConfig>,
     pub ports: HashMap<MapData, u32, PortInfo>,
     pub vnis: HashMap<MapData, u32, VniInfo>,
-    pub peers: HashMap<MapData, [u8; 4], PeerInfo>,
+    pub peers: HashMap<MapData, [u8; 16], PeerInfo>,
     pub fdb: HashMap<MapData, FdbKey, FdbEntry>,
     pub tx_ports: DevMapHash<MapData>,
     pub port_stats: PerCpuArray<MapData, PortStats>,
@@ -255,29 +255,53 @@ impl Datapath {
 
 /// Refuses maps a daemon of another version pinned with other sizes or flags: aya would
 /// take them as they are, and the counters of hooks and drop reasons they lack would be
-/// lost (and `violind stats` fail reading them), or flood lists read in place could be
-/// reused under a program (FLOOD must not be preallocated, see the eBPF `flood_list`).
+/// lost (and `violind stats` fail reading them), entries of another layout (underlay
+/// addresses took 4 bytes before the IPv6 underlay) would be read as garbage, or flood
+/// lists read in place could be reused under a program (FLOOD must not be preallocated,
+/// see the eBPF `flood_list`).
 fn check_pinned_sizes(dir: &Path) -> Result<()> {
     const NO_PREALLOC: u32 = 1;
+    let size = |n: usize| Some(n as u32);
+    // Name, entries, flags, key size, value size.
     let expected = [
-        (names::ACTIONS, Some(HOOKS.len() as u32 * ACTION_SLOTS), 0),
-        (names::DROPS, Some(DropReason::COUNT), 0),
-        (names::FLOOD, None, NO_PREALLOC),
+        (
+            names::ACTIONS,
+            Some(HOOKS.len() as u32 * ACTION_SLOTS),
+            0,
+            None,
+            None,
+        ),
+        (names::DROPS, Some(DropReason::COUNT), 0, None, None),
+        (
+            names::FLOOD,
+            None,
+            NO_PREALLOC,
+            None,
+            size(size_of::<FloodList>()),
+        ),
+        (names::CONFIG, None, 0, None, size(size_of::<HostConfig>())),
+        (names::PEERS, None, 0, size(16), None),
+        (names::FDB, None, 0, None, size(size_of::<FdbEntry>())),
+        (names::ROUTES, None, 0, None, size(size_of::<FdbEntry>())),
     ];
-    for (name, entries, flags) in expected {
+    for (name, entries, flags, key, value) in expected {
         let pin = dir.join(name);
         if !pin.exists() {
             continue;
         }
         let info = aya::maps::MapInfo::from_pin(&pin)
             .with_context(|| format!("reading pinned map {}", pin.display()))?;
-        let sized = entries.is_none_or(|n| n == info.max_entries());
+        let sized = entries.is_none_or(|n| n == info.max_entries())
+            && key.is_none_or(|n| n == info.key_size())
+            && value.is_none_or(|n| n == info.value_size());
         if !sized || info.map_flags() & flags != flags {
             bail!(
-                "pinned map {name} (entries {}, flags {:#x}) was made by another version of \
-                 violind. Stop that datapath with `violind stop` (forwarding stops until \
-                 this violind starts) and start again",
+                "pinned map {name} (entries {}, key {} bytes, value {} bytes, flags {:#x}) \
+                 was made by another version of violind. Stop that datapath with `violind \
+                 stop` (forwarding stops until this violind starts) and start again",
                 info.max_entries(),
+                info.key_size(),
+                info.value_size(),
                 info.map_flags()
             );
         }

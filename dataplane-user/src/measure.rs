@@ -442,8 +442,12 @@ fn report_loop(
 fn peer_tx_bytes(maps: &Maps) -> Vec<(Ipv4Addr, u64)> {
     crate::stats::peers(maps)
         .map(|rows| {
+            // The prober speaks IPv4, as the underlay it measures does so far.
             rows.into_iter()
-                .map(|r| (r.address, r.stats.tx.bytes))
+                .filter_map(|r| match r.address {
+                    std::net::IpAddr::V4(a) => Some((a, r.stats.tx.bytes)),
+                    std::net::IpAddr::V6(_) => None,
+                })
                 .collect()
         })
         .unwrap_or_default()

@@ -1,7 +1,7 @@
 //! `violind stats`: the datapath's counters and forwarding table, read from the pinned
 //! maps (so it works whether or not the daemon is running), into the contract's
 //! `violin_api::stats::Stats`, shown as a table (`wide`: more columns), JSON or YAML.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::collections::BTreeMap;
 
 use anyhow::Result;
 use dataplane_common::{
@@ -140,13 +140,13 @@ fn ports(maps: &Maps, underlay: &str) -> Result<Vec<PortRow>> {
 
 /// Each peer with its counters, by address.
 pub fn peers(maps: &Maps) -> Result<Vec<PeerRow>> {
-    let mut peer_list: Vec<([u8; 4], maps::PeerInfo)> =
+    let mut peer_list: Vec<([u8; 16], maps::PeerInfo)> =
         maps.peers.iter().filter_map(|r| r.ok()).collect();
     peer_list.sort_by_key(|(a, _)| *a);
     let mut peers = Vec::new();
     for (addr, info) in peer_list {
         peers.push(PeerRow {
-            address: Ipv4Addr::from(addr),
+            address: crate::topology::show_addr(&addr),
             next_hop_mac: (info.resolved != 0).then(|| format_mac(&info.next_hop_mac)),
             stats: sum_peer(&maps.peer_stats.get(&info.slot, 0)?),
         });

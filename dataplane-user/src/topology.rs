@@ -2,7 +2,7 @@
 //! reconciliation into the datapath maps.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::{Context, Result};
@@ -102,7 +102,7 @@ fn placements(
             peers
                 .iter()
                 .find(|p| p.addr == addr && p.vnis.contains(&vni))
-                .map(|p| FdbEntry::remote(p.addr.octets(), p.slot).pinned())
+                .map(|p| FdbEntry::remote(map_addr(p.addr), p.slot).pinned())
         };
         let remote = |addr: Ipv4Addr| peer(addr).or_else(|| env.hub.and_then(peer));
         for vm in &env.vms {
@@ -314,13 +314,13 @@ fn resolve_ports(config: &Config, maps: &Maps) -> Result<Vec<Port>> {
 
 /// The configured peers, each in the slot it held before, with the next hop it had.
 fn resolve_peers(config: &Config, maps: &Maps) -> Result<Vec<Peer>> {
-    let old: BTreeMap<[u8; 4], PeerInfo> = maps.peers.iter().filter_map(|r| r.ok()).collect();
+    let old: BTreeMap<[u8; 16], PeerInfo> = maps.peers.iter().filter_map(|r| r.ok()).collect();
     let mut used = BTreeSet::new();
     let mut peers = Vec::new();
     let mut pending = Vec::new();
     for p in &config.peers {
         let vnis = p.vnis.iter().map(|v| v.get()).collect();
-        match old.get(&p.address.octets()) {
+        match old.get(&map_addr(p.address)) {
             Some(o) if used.insert(o.slot) => peers.push(Peer {
                 addr: p.address,
                 vnis,
@@ -361,7 +361,7 @@ fn targets(
                     .iter()
                     .find(|p| p.addr == *addr)
                     .with_context(|| format!("{field}.edge: {addr} is not a peer"))?;
-                FdbEntry::remote(addr.octets(), peer.slot)
+                FdbEntry::remote(map_addr(*addr), peer.slot)
             }
             (None, Some(name)) => match ports.iter().find(|p| p.dev.name == name.as_str()) {
                 Some(port) => FdbEntry::local(port.dev.ifindex, port.slot),
@@ -511,7 +511,7 @@ impl Topology {
     pub fn host_config(&self) -> HostConfig {
         HostConfig {
             underlay_ifindex: self.underlay.ifindex,
-            underlay_addr: self.underlay_addr.octets(),
+            underlay_addr: map_addr(self.underlay_addr),
             underlay_mac: self.underlay.mac,
             _pad: [0; 2],
             underlay_mtu: self.underlay_mtu,
@@ -588,10 +588,10 @@ impl Topology {
             .map(|p| (p.dev.ifindex, self.port_info(p)))
             .collect();
         reconcile(&mut maps.ports, &port_infos, PartialEq::eq)?;
-        let peer_infos: BTreeMap<[u8; 4], PeerInfo> = self
+        let peer_infos: BTreeMap<[u8; 16], PeerInfo> = self
             .peers
             .iter()
-            .map(|p| (p.addr.octets(), Self::peer_info(p)))
+            .map(|p| (map_addr(p.addr), Self::peer_info(p)))
             .collect();
         reconcile(&mut maps.peers, &peer_infos, PartialEq::eq)?;
         // A bound that did not change keeps its clock; one that changed carries it over
@@ -615,7 +615,7 @@ impl Topology {
             .map(|&vni| (vni, self.flood_list(vni)))
             .collect();
         reconcile(&mut maps.flood, &floods, PartialEq::eq)?;
-        let peer_addrs: BTreeSet<[u8; 4]> = peer_infos.keys().copied().collect();
+        let peer_addrs: BTreeSet<[u8; 16]> = peer_infos.keys().copied().collect();
         let flushed = self.flush_learned(maps, &vnis, &peer_addrs);
         self.place(maps)?;
         info!(
@@ -637,7 +637,7 @@ impl Topology {
         &self,
         maps: &mut Maps,
         vnis: &BTreeSet<u32>,
-        peers: &BTreeSet<[u8; 4]>,
+        peers: &BTreeSet<[u8; 16]>,
     ) -> usize {
         let stale: Vec<PairKey> = maps
             .pair_traffic
@@ -838,7 +838,7 @@ impl Topology {
             list.nports += 1;
         }
         for p in self.flood_peers(vni).take(FLOOD_PEERS) {
-            list.peers[list.npeers as usize] = p.addr.octets();
+            list.peers[list.npeers as usize] = map_addr(p.addr);
             list.npeers += 1;
         }
         list
@@ -847,7 +847,7 @@ impl Topology {
     /// Updates one peer's next hop in the map (after neighbour resolution).
     pub fn publish_peer(maps: &mut Maps, peer: &Peer) -> Result<()> {
         maps.peers
-            .insert(peer.addr.octets(), Self::peer_info(peer), 0)?;
+            .insert(map_addr(peer.addr), Self::peer_info(peer), 0)?;
         Ok(())
     }
 
@@ -863,13 +863,23 @@ impl Topology {
 }
 
 /// A learned or static location, for `violind stats`.
+/// How the maps hold an underlay address: 16 bytes, IPv4-mapped for IPv4.
+pub fn map_addr(a: Ipv4Addr) -> [u8; 16] {
+    a.to_ipv6_mapped().octets()
+}
+
+/// An underlay address read back from the maps, in the family it was written in.
+pub fn show_addr(a: &[u8; 16]) -> IpAddr {
+    Ipv6Addr::from(*a).to_canonical()
+}
+
 pub fn describe_entry(e: &FdbEntry) -> String {
     match e.kind() {
         Some(FdbKind::Local) => format!(
             "port {}",
             crate::netdev::ifname(e.ifindex).unwrap_or_else(|| e.ifindex.to_string())
         ),
-        Some(FdbKind::Remote) => format!("peer {}", Ipv4Addr::from(e.peer)),
+        Some(FdbKind::Remote) => format!("peer {}", show_addr(&e.peer)),
         _ => format!("kind {}", e.kind),
     }
 }
@@ -895,8 +905,8 @@ mod tests {
     fn compiled_rules_decide_as_the_rule_priority_does() {
         use MacMatch::*;
         let to_port = FdbEntry::local(10, 1);
-        let to_peer = FdbEntry::remote([10, 0, 0, 2], 0);
-        let other_peer = FdbEntry::remote([10, 0, 0, 3], 1);
+        let to_peer = FdbEntry::remote(map_addr(Ipv4Addr::new(10, 0, 0, 2)), 0);
+        let other_peer = FdbEntry::remote(map_addr(Ipv4Addr::new(10, 0, 0, 3)), 1);
         let rules = [
             (Any, Exact(A), to_port),
             (Any, Not(B), to_peer),
@@ -982,7 +992,7 @@ mod tests {
         // The VM on 10.0.0.3 (no link) is placed at the hub; the hub's own VM at the hub.
         for mac in [C, B] {
             let e = spoke.placements[&FdbKey::new(100, mac)];
-            assert_eq!(e.peer, hub.octets(), "{mac:?}");
+            assert_eq!(e.peer, map_addr(hub), "{mac:?}");
         }
         assert_eq!(spoke.flood_list(100).npeers, 1);
         assert!(!spoke.is_hub(100));
@@ -993,9 +1003,9 @@ mod tests {
         // With a fast-path link to 10.0.0.3, its VM goes direct, floods still to the hub.
         let fast = Ipv4Addr::new(10, 0, 0, 3);
         let (_, spoke) = star(hub, &[hub, fast]);
-        assert_eq!(spoke.placements[&FdbKey::new(100, C)].peer, fast.octets());
+        assert_eq!(spoke.placements[&FdbKey::new(100, C)].peer, map_addr(fast));
         let flood = spoke.flood_list(100);
-        assert_eq!((flood.npeers, flood.peers[0]), (1, hub.octets()));
+        assert_eq!((flood.npeers, flood.peers[0]), (1, map_addr(hub)));
         // The hub floods to, and relays to, every peer; it serves the environment with no
         // port of its own.
         let me = Ipv4Addr::new(10, 0, 0, 1);

@@ -5,7 +5,7 @@
 //!
 //! The counter types mirror `dataplane_common::counters` field for field (same JSON), so
 //! this crate needs neither aya nor the datapath's `user` feature; violind converts.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -49,8 +49,9 @@ pub struct PortRow {
 /// A peer host, by underlay address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PeerRow {
+    /// The peer's underlay address, IPv4 or IPv6.
     #[schema(value_type = String)]
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// The underlay next hop's MAC; null until it is resolved.
     pub next_hop_mac: Option<String>,
     pub stats: PeerStats,

@@ -300,3 +300,143 @@ fn transport_protocol_is_read_behind_the_tunnel() {
     assert_eq!(ip_protocol(&v4[..20], 0), None);
     assert_eq!(ip_protocol(&v6[..20], 0), None);
 }
+
+const LOCAL6: [u8; 16] = [0xfd, 0, 0, 0x50, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const PEER6: [u8; 16] = [0xfd, 0, 0, 0x50, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+fn encapsulate6(inner: &[u8], vni: u32) -> Vec<u8> {
+    let t = Tunnel6 {
+        src_mac: [2, 1, 1, 1, 1, 2],
+        dst_mac: [2, 1, 1, 1, 1, 1],
+        src_ip: PEER6,
+        dst_ip: LOCAL6,
+    };
+    let mut p = OuterHeaders6::new(&t, vni, 50000, inner.len())
+        .as_bytes()
+        .to_vec();
+    p.extend_from_slice(inner);
+    p
+}
+
+fn classify6(p: &[u8]) -> UnderlayVerdict<(), [u8; 16]> {
+    classify_underlay6(p, &LOCAL6, |a| (*a == PEER6).then_some(()))
+}
+
+fn dropped6(p: &[u8]) -> DropReason {
+    match classify6(p) {
+        UnderlayVerdict::Drop(r) => r,
+        v => panic!("expected a drop, got {v:?}"),
+    }
+}
+
+#[test]
+fn outer_ipv6_headers_match_rfc7348_layout() {
+    let p = encapsulate6(&inner_frame(100), 7);
+    assert_eq!(p.len(), 170);
+    assert_eq!(&p[12..14], &[0x86, 0xdd]);
+    assert_eq!(p[14] >> 4, 6);
+    let label = u32::from_be_bytes([p[14], p[15], p[16], p[17]]) & 0xfffff;
+    assert_ne!(label, 0, "a flow label");
+    assert_eq!(label, flow_label(50000));
+    // Payload length: UDP + VXLAN + inner.
+    assert_eq!(u16::from_be_bytes([p[18], p[19]]), 116);
+    assert_eq!((p[20], p[21]), (17, 64));
+    assert_eq!(&p[22..38], &PEER6);
+    assert_eq!(&p[38..54], &LOCAL6);
+    assert_eq!(u16::from_be_bytes([p[56], p[57]]), 4789);
+    assert_eq!(u16::from_be_bytes([p[58], p[59]]), 116);
+    assert_eq!(&p[60..62], &[0, 0], "zero UDP checksum");
+    assert_eq!(&p[62..70], &[0x08, 0, 0, 0, 0, 0, 7, 0]);
+    assert_eq!(&p[70..], &inner_frame(100)[..]);
+}
+
+#[test]
+fn good_vxlan_over_ipv6_is_accepted() {
+    let mut p = encapsulate6(&inner_frame(60), 0xabcdef);
+    p.extend_from_slice(&[0; 4]);
+    let UnderlayVerdict::Vxlan(v) = classify6(&p) else {
+        panic!("not accepted")
+    };
+    assert_eq!(
+        (v.vni, v.peer, v.inner_len, v.trailer),
+        (0xabcdef, PEER6, 60, 4)
+    );
+    assert_eq!((v.inner.src, v.inner.dst), (VM_A, VM_B));
+}
+
+#[test]
+fn ipv6_underlay_passes_what_is_not_violins() {
+    // IPv4 VXLAN, and an IPv6 packet to someone else, to another port, with an
+    // extension header, or not UDP.
+    assert_eq!(
+        classify6(&encapsulate(&inner_frame(60), 1)),
+        UnderlayVerdict::Pass
+    );
+    let good = encapsulate6(&inner_frame(60), 1);
+    let mut p = good.clone();
+    p[53] = 9;
+    assert_eq!(classify6(&p), UnderlayVerdict::Pass);
+    let mut p = good.clone();
+    p[56..58].copy_from_slice(&53u16.to_be_bytes());
+    assert_eq!(classify6(&p), UnderlayVerdict::Pass);
+    let mut p = good.clone();
+    p[20] = 0; // hop-by-hop options
+    assert_eq!(classify6(&p), UnderlayVerdict::Pass);
+    let mut p = good.clone();
+    p[20] = 6;
+    assert_eq!(classify6(&p), UnderlayVerdict::Pass);
+    let mut p = good.clone();
+    p[14] = 0x45;
+    assert_eq!(classify6(&p), UnderlayVerdict::Pass);
+}
+
+#[test]
+fn malformed_vxlan_over_ipv6_is_dropped_by_reason() {
+    let good = encapsulate6(&inner_frame(60), 1);
+    assert_eq!(dropped6(&good[..10]), DropReason::Runt);
+    assert_eq!(dropped6(&good[..40]), DropReason::TruncatedOuter);
+    assert_eq!(dropped6(&good[..66]), DropReason::TruncatedOuter);
+    assert_eq!(dropped6(&good[..100]), DropReason::TruncatedOuter);
+    let mut p = good.clone();
+    p[37] = 77;
+    assert_eq!(dropped6(&p), DropReason::UnknownPeer);
+    let mut p = good.clone();
+    p[62] = 0;
+    assert_eq!(dropped6(&p), DropReason::BadVxlanFlags);
+    let mut p = good.clone();
+    p[58..60].copy_from_slice(&10u16.to_be_bytes());
+    assert_eq!(dropped6(&p), DropReason::BadLength);
+    let mut p = good.clone();
+    p[18..20].copy_from_slice(&0u16.to_be_bytes());
+    assert_eq!(dropped6(&p), DropReason::TruncatedOuter, "a jumbogram");
+    let short_inner = encapsulate6(&inner_frame(60)[..10], 1);
+    assert_eq!(dropped6(&short_inner), DropReason::TruncatedInner);
+}
+
+#[test]
+fn ipv6_underlay_costs_seventy_bytes() {
+    // A VM frame of its MTU plus its Ethernet header fits; one byte more does not.
+    assert!(fits_underlay6(1430 + 14, 1500));
+    assert!(!fits_underlay6(1431 + 14, 1500));
+    assert_eq!(Family::V6.vm_mtu(1500), 1430);
+    assert_eq!(Family::V4.vm_mtu(1500), vm_mtu_for(1500));
+    assert_eq!(Family::V6.vm_mtu(60), 0);
+}
+
+#[test]
+fn ipv4_addresses_map_into_sixteen_bytes_and_back() {
+    let m = v4_mapped(LOCAL);
+    assert_eq!(mapped_v4(&m), Some(LOCAL));
+    assert_eq!(Family::of(&m), Family::V4);
+    assert_eq!(mapped_v4(&LOCAL6), None);
+    assert_eq!(Family::of(&LOCAL6), Family::V6);
+    // ::1 and :: are IPv6, not mapped IPv4.
+    let mut lo = [0u8; 16];
+    assert_eq!(mapped_v4(&lo), None);
+    lo[15] = 1;
+    assert_eq!(Family::of(&lo), Family::V6);
+    assert_eq!(
+        std::net::Ipv6Addr::from(m),
+        std::net::Ipv4Addr::from(LOCAL).to_ipv6_mapped()
+    );
+}
