@@ -115,8 +115,8 @@ pub fn measure(bl: &BenchLab, runs: usize) -> Result<Vec<(String, NetPath, f64)>
         let tunnel = Tunnel {
             src_mac: mac_of(&h2.ns, "ul0")?,
             dst_mac: mac_of(&h1.ns, "ul0")?,
-            src_ip: h2.underlay_ip.octets(),
-            dst_ip: h1.underlay_ip.octets(),
+            src_ip: h2.underlay_v4().octets(),
+            dst_ip: h1.underlay_v4().octets(),
         };
         let (port_if, ul_if) = (ifindex_of(&h1.ns, &a.port)?, ifindex_of(&h1.ns, "ul0")?);
         let ctx = |ifindex, len| match path {

@@ -184,7 +184,7 @@ fn follow(
     woken: &(Mutex<u64>, Condvar),
 ) -> Result<()> {
     let registration = Registration {
-        address,
+        address: address.into(),
         api: None,
         interfaces: Vec::new(),
         libvirt: None,

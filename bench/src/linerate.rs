@@ -218,8 +218,8 @@ fn stages(bl: &BenchLab, path: NetPath, size: usize) -> Result<Vec<(&'static str
     let (h1, h2) = (&bl.lab.hosts[hosts[0]], &bl.lab.hosts[hosts[1]]);
     let wire = Some((h1.bridge_port.clone(), h2.bridge_port.clone()));
     if path == NetPath::Bare {
-        let s1: Station = (mac_of(&h1.ns, "ul0")?, h1.underlay_ip.octets());
-        let s2: Station = (mac_of(&h2.ns, "ul0")?, h2.underlay_ip.octets());
+        let s1: Station = (mac_of(&h1.ns, "ul0")?, h1.underlay_v4().octets());
+        let s2: Station = (mac_of(&h2.ns, "ul0")?, h2.underlay_v4().octets());
         return Ok(vec![(
             "path",
             Stage {
@@ -238,8 +238,8 @@ fn stages(bl: &BenchLab, path: NetPath, size: usize) -> Result<Vec<(&'static str
     let tunnel = Tunnel {
         src_mac: mac_of(&h1.ns, "ul0")?,
         dst_mac: mac_of(&h2.ns, "ul0")?,
-        src_ip: h1.underlay_ip.octets(),
-        dst_ip: h2.underlay_ip.octets(),
+        src_ip: h1.underlay_v4().octets(),
+        dst_ip: h2.underlay_v4().octets(),
     };
     Ok(vec![
         (

@@ -78,7 +78,7 @@ impl BenchLab {
         match path {
             NetPath::Bare => Endpoint {
                 ns: host.ns.clone(),
-                ip: host.underlay_ip,
+                ip: host.underlay_v4(),
             },
             _ => {
                 let vm = self

@@ -1439,7 +1439,7 @@ async fn report_measurements(
 }
 
 /// Registered hosts by underlay address.
-fn host_names(api: &Api) -> Result<BTreeMap<std::net::Ipv4Addr, String>, Reject> {
+fn host_names(api: &Api) -> Result<BTreeMap<std::net::IpAddr, String>, Reject> {
     Ok(api
         .store
         .hosts()?

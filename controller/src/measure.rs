@@ -1,7 +1,7 @@
 //! The host matrix: what each host's violind measured to every other host over the
 //! underlay (round trip, packet-train bandwidth, and the passive estimate from its own
 //! traffic), as they last reported it. VADAPT maps VMs onto hosts with it.
-use std::{collections::BTreeMap, net::Ipv4Addr, sync::Mutex, time::Instant};
+use std::{collections::BTreeMap, net::IpAddr, sync::Mutex, time::Instant};
 
 pub use violin_api::rest::MeasuredPair;
 use violin_api::share::{HostMeasurements, PeerMeasurement};
@@ -11,13 +11,13 @@ pub const STALE_SECS: f64 = 30.0;
 
 #[derive(Default)]
 pub struct Matrix {
-    cells: Mutex<BTreeMap<(String, Ipv4Addr), (PeerMeasurement, Instant)>>,
+    cells: Mutex<BTreeMap<(String, IpAddr), (PeerMeasurement, Instant)>>,
 }
 
 impl Matrix {
     /// Host `from`'s row, replacing its previous one; returns the peers it no longer
     /// names. Rows no host renewed for [`STALE_SECS`] go.
-    pub fn record(&self, from: &str, m: &HostMeasurements) -> Vec<Ipv4Addr> {
+    pub fn record(&self, from: &str, m: &HostMeasurements) -> Vec<IpAddr> {
         let now = Instant::now();
         let mut cells = self.cells.lock().unwrap();
         let mut gone = Vec::new();
@@ -37,7 +37,7 @@ impl Matrix {
     }
 
     /// Every cell, with the other host named by `names` (underlay address to host).
-    pub fn pairs(&self, names: &BTreeMap<Ipv4Addr, String>) -> Vec<MeasuredPair> {
+    pub fn pairs(&self, names: &BTreeMap<IpAddr, String>) -> Vec<MeasuredPair> {
         self.cells
             .lock()
             .unwrap()
@@ -80,7 +80,7 @@ mod tests {
 
     fn cell(addr: [u8; 4], bw: Option<f64>, passive: Option<f64>) -> PeerMeasurement {
         PeerMeasurement {
-            address: Ipv4Addr::from(addr),
+            address: IpAddr::from(addr),
             rtt_us: Some(100.0),
             bandwidth_bytes_per_second: bw,
             passive_bytes_per_second: passive,
@@ -92,8 +92,8 @@ mod tests {
     fn rows_replace_and_throughput_takes_the_best_of_both_ends() {
         let m = Matrix::default();
         let names = BTreeMap::from([
-            (Ipv4Addr::new(10, 0, 0, 1), "h1".to_string()),
-            (Ipv4Addr::new(10, 0, 0, 2), "h2".to_string()),
+            (IpAddr::from([10, 0, 0, 1]), "h1".to_string()),
+            (IpAddr::from([10, 0, 0, 2]), "h2".to_string()),
         ]);
         m.record(
             "h1",
@@ -114,7 +114,7 @@ mod tests {
         assert_eq!(Matrix::throughput(&pairs, "h1", "h9"), None);
         // A new row replaces the old one whole, and says which peers it dropped.
         let gone = m.record("h1", &HostMeasurements { peers: vec![] });
-        assert_eq!(gone, [Ipv4Addr::new(10, 0, 0, 2)]);
+        assert_eq!(gone, [IpAddr::from([10, 0, 0, 2])]);
         assert_eq!(m.pairs(&names).len(), 1);
     }
 }

@@ -29,7 +29,7 @@ pub fn share_of<'a>(
 ) -> Share {
     let mut environments = Vec::new();
     let mut own = Vec::new();
-    let mut peers: BTreeMap<std::net::Ipv4Addr, Vec<_>> = BTreeMap::new();
+    let mut peers: BTreeMap<std::net::IpAddr, Vec<_>> = BTreeMap::new();
     for spec in specs {
         // Every host that serves an environment is one of its hosts (or a migration's
         // end): the cheap test first, as each of a thousand streams asks it of every

@@ -4,7 +4,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
 };
 
 use dataplane_common::rules::MacMatch;
@@ -20,7 +20,7 @@ use violin_api::{
 pub struct Spec {
     pub name: Name,
     pub vni: Vni,
-    pub hosts: BTreeMap<String, Ipv4Addr>,
+    pub hosts: BTreeMap<String, IpAddr>,
     pub vms: BTreeMap<String, Vm>,
     /// Unordered VM pairs (by VM name, smaller first); empty means unrestricted.
     pub allowed: BTreeSet<(String, String)>,
@@ -90,7 +90,7 @@ pub enum Target {
 /// another host of the spec, or out of a VM port on `host`. The error names the field
 /// (`edge` or `interface`).
 fn check_target(
-    hosts: &BTreeMap<String, Ipv4Addr>,
+    hosts: &BTreeMap<String, IpAddr>,
     vms: &BTreeMap<String, Vm>,
     links: &BTreeSet<(String, String)>,
     proxy: Option<&str>,
@@ -272,7 +272,7 @@ impl Spec {
 
     fn parse_adapt(
         raw: Option<&violin_api::spec::AdaptTable>,
-        hosts: &BTreeMap<String, Ipv4Addr>,
+        hosts: &BTreeMap<String, IpAddr>,
         err: &impl Fn(std::ops::Range<usize>, String, String) -> SpecError,
     ) -> Result<Option<Adapt>, SpecError> {
         let Some(a) = raw else { return Ok(None) };
@@ -325,11 +325,34 @@ impl Spec {
     fn parse_hosts(
         raw: &[HostTable],
         err: &impl Fn(std::ops::Range<usize>, String, String) -> SpecError,
-    ) -> Result<BTreeMap<String, Ipv4Addr>, SpecError> {
+    ) -> Result<BTreeMap<String, IpAddr>, SpecError> {
         let mut hosts = BTreeMap::new();
         for (i, h) in raw.iter().enumerate() {
             let hname = h.name.get_ref();
-            if hosts.insert(hname.to_string(), h.address).is_some() {
+            let address = *h.address.get_ref();
+            if !violin_api::share::is_unicast(address) {
+                return Err(err(
+                    h.address.span(),
+                    format!("host[{i}].address"),
+                    format!("{address} is not a unicast address"),
+                ));
+            }
+            // One datapath speaks one outer family: a host cannot tunnel to the other.
+            if let Some(first) = raw
+                .first()
+                .filter(|f| f.address.get_ref().is_ipv6() != address.is_ipv6())
+            {
+                return Err(err(
+                    h.address.span(),
+                    format!("host[{i}].address"),
+                    format!(
+                        "{address} is not of the family of host[0].address {}: the underlay \
+                         is IPv4 or IPv6, not both",
+                        first.address.get_ref()
+                    ),
+                ));
+            }
+            if hosts.insert(hname.to_string(), address).is_some() {
                 return Err(err(
                     h.name.span(),
                     format!("host[{i}].name"),
@@ -342,7 +365,7 @@ impl Spec {
 
     fn parse_vms(
         raw: &[VmTable],
-        hosts: &BTreeMap<String, Ipv4Addr>,
+        hosts: &BTreeMap<String, IpAddr>,
         err: &impl Fn(std::ops::Range<usize>, String, String) -> SpecError,
     ) -> Result<BTreeMap<String, Vm>, SpecError> {
         let mut vms = BTreeMap::new();
@@ -394,7 +417,7 @@ impl Spec {
 
     fn parse_links(
         raw: &[LinkTable],
-        hosts: &BTreeMap<String, Ipv4Addr>,
+        hosts: &BTreeMap<String, IpAddr>,
         proxy: Option<&str>,
         err: &impl Fn(std::ops::Range<usize>, String, String) -> SpecError,
     ) -> Result<BTreeSet<(String, String)>, SpecError> {
@@ -446,7 +469,7 @@ impl Spec {
 
     fn parse_rules(
         raw: &[RuleTable],
-        hosts: &BTreeMap<String, Ipv4Addr>,
+        hosts: &BTreeMap<String, IpAddr>,
         vms: &BTreeMap<String, Vm>,
         links: &BTreeSet<(String, String)>,
         proxy: Option<&str>,

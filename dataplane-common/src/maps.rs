@@ -79,7 +79,10 @@ pub struct HostConfig {
     /// IPv4-mapped on an IPv4 underlay: its family is the host's.
     pub underlay_addr: [u8; 16],
     pub underlay_mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// 1 on an IPv6 underlay: said once here so that the programs branch on one byte, not
+    /// on the address (every branch in a loop costs the verifier).
+    pub v6: u8,
+    pub _pad: u8,
     /// Underlay IP MTU; an encapsulated frame may not exceed it.
     pub underlay_mtu: u32,
     pub underlay_xsk_base: u32,
@@ -379,7 +382,8 @@ pub struct PeerInfo {
     pub next_hop_mac: [u8; 6],
     /// Non-zero once `next_hop_mac` is known.
     pub resolved: u8,
-    pub _pad: u8,
+    /// 1 when the peer's address is IPv6 (as [`HostConfig::v6`]).
+    pub v6: u8,
     pub slot: u32,
 }
 
@@ -670,7 +674,7 @@ const _: () = assert!(core::mem::size_of::<FloodList>() == 584);
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: HostConfig is repr(C) and Copy, made only of u32 and u8 arrays laid out with
-    // no padding (u32, [u8; 16], [u8; 6], [u8; 2], 4 x u32: 44 bytes, align 4), so every
+    // no padding (u32, [u8; 16], [u8; 6], u8, u8, 4 x u32: 44 bytes, align 4), so every
     // byte is initialised and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::HostConfig {}
     // SAFETY: PortInfo is repr(C) and Copy: 5 x u32, [u8; 6], [u8; 2], [u8; 4], 32 bytes
@@ -679,7 +683,7 @@ mod pod {
     // SAFETY: VniInfo is repr(C) and Copy with a single u32 field: no padding, and any bit
     // pattern is valid.
     unsafe impl aya::Pod for super::VniInfo {}
-    // SAFETY: PeerInfo is repr(C) and Copy: [u8; 6], u8, u8 (explicit _pad) then u32 at
+    // SAFETY: PeerInfo is repr(C) and Copy: [u8; 6], u8, u8 then u32 at
     // offset 8, 12 bytes with no padding; all fields are integers, so any bit pattern is valid.
     unsafe impl aya::Pod for super::PeerInfo {}
     // SAFETY: FdbKey is repr(C) and Copy: u32, [u8; 6], [u8; 2] (explicit _pad), 12 bytes

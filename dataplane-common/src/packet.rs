@@ -259,6 +259,9 @@ pub struct VxlanInfo<P, A = [u8; 4]> {
     pub inner_len: usize,
     /// Bytes after the declared end (Ethernet padding); trimmed before delivery.
     pub trailer: usize,
+    /// Where the inner frame starts: the outer headers' length (50 over IPv4, 70 over
+    /// IPv6).
+    pub outer_len: usize,
 }
 
 /// Classifies a frame received on the underlay NIC. Only UDP/4789 addressed to
@@ -269,25 +272,46 @@ pub fn classify_underlay<F: Frame + ?Sized, P>(
     local: [u8; 4],
     lookup_peer: impl Fn([u8; 4]) -> Option<P>,
 ) -> UnderlayVerdict<P> {
+    classify_v4(f, local, lookup_peer, |a| a)
+}
+
+/// [`classify_underlay`] naming the sender as `peer_as` makes it: the verdict is built
+/// once, in the form the caller keeps (a copy costs stack in the datapath).
+#[inline(always)]
+fn classify_v4<F: Frame + ?Sized, P, A>(
+    f: &F,
+    local: [u8; 4],
+    lookup_peer: impl Fn([u8; 4]) -> Option<P>,
+    peer_as: impl Fn([u8; 4]) -> A,
+) -> UnderlayVerdict<P, A> {
     use UnderlayVerdict::{Drop, Pass};
-    let Some(eth) = f.load::<EthHdr>(0) else {
+    // Headers are read in the pieces used, as in classify_underlay6.
+    let Some(ethertype) = f.load::<[u8; 2]>(ETH_HLEN - 2) else {
         return Drop(DropReason::Runt);
     };
-    if be16(eth.ethertype) != ETH_P_IPV4 {
+    if be16(ethertype) != ETH_P_IPV4 {
         return Pass;
     }
-    let Some(ip) = f.load::<Ipv4Hdr>(ETH_HLEN) else {
-        // Too short for any IPv4 packet; the stack would only discard it.
+    // Version and IHL, TOS, total length, id, fragment offset, TTL, protocol; then the
+    // destination. Too short for either: too short for any IPv4 packet, which the stack
+    // would only discard.
+    // (One at a time: in the datapath a value read on a path where the other read failed
+    // would be an uninitialised register, which the verifier refuses.)
+    let Some(head) = f.load::<[u8; 10]>(ETH_HLEN) else {
         return Drop(DropReason::TruncatedOuter);
     };
-    if ip.version_ihl >> 4 != 4 || ip.protocol != IPPROTO_UDP || ip.dst != local {
+    let Some(dst) = f.load::<[u8; 4]>(ETH_HLEN + 16) else {
+        return Drop(DropReason::TruncatedOuter);
+    };
+    let (version_ihl, protocol) = (head[0], head[9]);
+    if version_ihl >> 4 != 4 || protocol != IPPROTO_UDP || dst != local {
         return Pass;
     }
-    let ihl = ((ip.version_ihl & 0x0f) as usize) * 4;
+    let ihl = ((version_ihl & 0x0f) as usize) * 4;
     if ihl < IPV4_HLEN {
         return Pass;
     }
-    let frag = be16(ip.frag_off);
+    let frag = be16([head[6], head[7]]);
     // A later fragment carries no UDP header: it cannot be told apart from the host's own
     // fragmented traffic, so it goes to the stack (whose reassembly will time out for a
     // VXLAN packet whose first fragment was dropped here).
@@ -300,7 +324,10 @@ pub fn classify_underlay<F: Frame + ?Sized, P>(
     if be16(udp.dest) != VXLAN_PORT {
         return Pass;
     }
-    let Some(peer_info) = lookup_peer(ip.src) else {
+    let Some(src) = f.load::<[u8; 4]>(ETH_HLEN + 12) else {
+        return Pass;
+    };
+    let Some(peer_info) = lookup_peer(src) else {
         return Drop(DropReason::UnknownPeer);
     };
     if frag & 0x2000 != 0 {
@@ -309,7 +336,7 @@ pub fn classify_underlay<F: Frame + ?Sized, P>(
     if ihl != IPV4_HLEN {
         return Drop(DropReason::IpOptions);
     }
-    let tot_len = be16(ip.tot_len) as usize;
+    let tot_len = be16([head[2], head[3]]) as usize;
     if tot_len < IPV4_HLEN + UDP_HLEN + VXLAN_HLEN || ETH_HLEN + tot_len > f.total_len() {
         return Drop(DropReason::TruncatedOuter);
     }
@@ -330,13 +357,28 @@ pub fn classify_underlay<F: Frame + ?Sized, P>(
         return Drop(DropReason::TruncatedInner);
     };
     UnderlayVerdict::Vxlan(VxlanInfo {
-        peer: ip.src,
+        peer: peer_as(src),
         peer_info,
         vni: u32::from_be_bytes([0, vxlan.vni[0], vxlan.vni[1], vxlan.vni[2]]),
         inner,
         inner_len,
         trailer: f.total_len() - ETH_HLEN - tot_len,
+        outer_len: INNER_OFFSET,
     })
+}
+
+/// [`classify_underlay`] or [`classify_underlay6`], by the family of `local` (16 bytes,
+/// IPv4-mapped for IPv4, as the maps hold it); the sender comes back in the same form.
+#[inline(always)]
+pub fn classify_tunnel<F: Frame + ?Sized, P>(
+    f: &F,
+    local: &[u8; 16],
+    lookup_peer: impl Fn(&[u8; 16]) -> Option<P>,
+) -> UnderlayVerdict<P, [u8; 16]> {
+    let Some(local4) = mapped_v4(local) else {
+        return classify_underlay6(f, local, lookup_peer);
+    };
+    classify_v4(f, local4, |a| lookup_peer(&v4_mapped(a)), v4_mapped)
 }
 
 /// [`classify_underlay`] over an IPv6 underlay: only UDP/4789 addressed to `local` right
@@ -350,17 +392,27 @@ pub fn classify_underlay6<F: Frame + ?Sized, P>(
     lookup_peer: impl Fn(&[u8; 16]) -> Option<P>,
 ) -> UnderlayVerdict<P, [u8; 16]> {
     use UnderlayVerdict::{Drop, Pass};
-    let Some(eth) = f.load::<EthHdr>(0) else {
+    let Some(ethertype) = f.load::<[u8; 2]>(ETH_HLEN - 2) else {
         return Drop(DropReason::Runt);
     };
-    if be16(eth.ethertype) != ETH_P_IPV6 {
+    if be16(ethertype) != ETH_P_IPV6 {
         return Pass;
     }
-    let Some(ip) = f.load::<Ipv6Hdr>(ETH_HLEN) else {
+    // The header is read in the pieces used, each when it is: in the datapath every byte
+    // read stays in a register or a stack slot for as long as it is needed.
+    // Version, traffic class and flow label; payload length; next header; hop limit.
+    let Some(head) = f.load::<[u8; 8]>(ETH_HLEN) else {
         return Drop(DropReason::TruncatedOuter);
     };
-    if ip.vtc_flow[0] >> 4 != 6 || ip.next_header != IPPROTO_UDP || ip.dst != *local {
+    if f.total_len() < ETH_HLEN + IPV6_HLEN {
+        return Drop(DropReason::TruncatedOuter);
+    }
+    if head[0] >> 4 != 6 || head[6] != IPPROTO_UDP {
         return Pass;
+    }
+    match f.load::<[u8; 16]>(ETH_HLEN + 24) {
+        Some(dst) if dst == *local => {}
+        _ => return Pass,
     }
     let Some(udp) = f.load::<UdpHdr>(ETH_HLEN + IPV6_HLEN) else {
         return Pass;
@@ -368,10 +420,13 @@ pub fn classify_underlay6<F: Frame + ?Sized, P>(
     if be16(udp.dest) != VXLAN_PORT {
         return Pass;
     }
-    let Some(peer_info) = lookup_peer(&ip.src) else {
+    let Some(src) = f.load::<[u8; 16]>(ETH_HLEN + 8) else {
+        return Pass;
+    };
+    let Some(peer_info) = lookup_peer(&src) else {
         return Drop(DropReason::UnknownPeer);
     };
-    let payload = be16(ip.payload_len) as usize;
+    let payload = be16([head[4], head[5]]) as usize;
     // A zero payload length is a jumbogram's (RFC 2675); the underlay carries none.
     if payload < UDP_HLEN + VXLAN_HLEN || ETH_HLEN + IPV6_HLEN + payload > f.total_len() {
         return Drop(DropReason::TruncatedOuter);
@@ -393,12 +448,13 @@ pub fn classify_underlay6<F: Frame + ?Sized, P>(
         return Drop(DropReason::TruncatedInner);
     };
     UnderlayVerdict::Vxlan(VxlanInfo {
-        peer: ip.src,
+        peer: src,
         peer_info,
         vni: u32::from_be_bytes([0, vxlan.vni[0], vxlan.vni[1], vxlan.vni[2]]),
         inner,
         inner_len,
         trailer: f.total_len() - ETH_HLEN - IPV6_HLEN - payload,
+        outer_len: INNER_OFFSET_V6,
     })
 }
 
@@ -514,6 +570,14 @@ impl Family {
         underlay_mtu.saturating_sub(self.overhead())
     }
 
+    /// Whether a VM frame of `frame_len` bytes fits an underlay IP MTU once encapsulated.
+    pub const fn fits(self, frame_len: usize, underlay_mtu: u32) -> bool {
+        match self {
+            Family::V4 => fits_underlay(frame_len, underlay_mtu),
+            Family::V6 => fits_underlay6(frame_len, underlay_mtu),
+        }
+    }
+
     /// The family of a 16-byte underlay address (IPv4-mapped for IPv4).
     pub const fn of(addr: &[u8; 16]) -> Family {
         match mapped_v4(addr) {
@@ -620,24 +684,19 @@ pub const fn source_port(hash: u32) -> u16 {
 /// RFC 1071 checksum of an IPv4 header whose checksum field is zero.
 #[inline(always)]
 pub fn ipv4_checksum(ip: &Ipv4Hdr) -> [u8; 2] {
-    let words = [
-        u16::from_be_bytes([ip.version_ihl, ip.tos]),
-        be16(ip.tot_len),
-        be16(ip.id),
-        be16(ip.frag_off),
-        u16::from_be_bytes([ip.ttl, ip.protocol]),
-        be16(ip.check),
-        u16::from_be_bytes([ip.src[0], ip.src[1]]),
-        u16::from_be_bytes([ip.src[2], ip.src[3]]),
-        u16::from_be_bytes([ip.dst[0], ip.dst[1]]),
-        u16::from_be_bytes([ip.dst[2], ip.dst[3]]),
-    ];
-    let mut sum: u32 = 0;
-    let mut i = 0;
-    while i < words.len() {
-        sum += words[i] as u32;
-        i += 1;
-    }
+    // Summed word by word as read, without an array of them: in the datapath an array is
+    // stack the programs cannot spare.
+    let w = |a: u8, b: u8| u16::from_be_bytes([a, b]) as u32;
+    let mut sum = w(ip.version_ihl, ip.tos)
+        + be16(ip.tot_len) as u32
+        + be16(ip.id) as u32
+        + be16(ip.frag_off) as u32
+        + w(ip.ttl, ip.protocol)
+        + be16(ip.check) as u32
+        + w(ip.src[0], ip.src[1])
+        + w(ip.src[2], ip.src[3])
+        + w(ip.dst[0], ip.dst[1])
+        + w(ip.dst[2], ip.dst[3]);
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     (!(sum as u16)).to_be_bytes()
@@ -650,6 +709,14 @@ pub struct Tunnel {
     pub dst_mac: [u8; 6],
     pub src_ip: [u8; 4],
     pub dst_ip: [u8; 4],
+}
+
+/// The addresses of a [`Tunnel6`], borrowed.
+pub struct Ends<'a> {
+    pub src_mac: &'a [u8; 6],
+    pub dst_mac: &'a [u8; 6],
+    pub src_ip: &'a [u8; 16],
+    pub dst_ip: &'a [u8; 16],
 }
 
 /// Addresses of one tunnel endpoint pair over an IPv6 underlay.
@@ -668,36 +735,41 @@ impl OuterHeaders6 {
     /// it, which Linux's VXLAN devices do with `udp6zerocsumrx`).
     #[inline(always)]
     pub fn new(t: &Tunnel6, vni: u32, sport: u16, inner_len: usize) -> OuterHeaders6 {
-        let udp_len = (inner_len + UDP_HLEN + VXLAN_HLEN) as u16;
-        let label = flow_label(sport);
+        let ends = Ends {
+            src_mac: &t.src_mac,
+            dst_mac: &t.dst_mac,
+            src_ip: &t.src_ip,
+            dst_ip: &t.dst_ip,
+        };
+        let mut h = OuterHeaders6::default();
+        h.fill(&ends, vni, sport, inner_len);
+        h
+    }
+
+    /// Writes the headers of [`OuterHeaders6::new`] in place, from the addresses where
+    /// they are: the datapath writes them straight into the packet, as a value built on
+    /// its 512-byte stack they would not fit beside its callers'.
+    #[inline(always)]
+    pub fn fill(&mut self, t: &Ends, vni: u32, sport: u16, inner_len: usize) {
+        let udp_len = ((inner_len + UDP_HLEN + VXLAN_HLEN) as u16).to_be_bytes();
         let vni = vni.to_be_bytes();
-        OuterHeaders6 {
-            eth: EthHdr {
-                dst: t.dst_mac,
-                src: t.src_mac,
-                ethertype: ETH_P_IPV6.to_be_bytes(),
-            },
-            ip: Ipv6Hdr {
-                vtc_flow: (6 << 28 | label).to_be_bytes(),
-                payload_len: udp_len.to_be_bytes(),
-                next_header: IPPROTO_UDP,
-                hop_limit: HOP_LIMIT,
-                src: t.src_ip,
-                dst: t.dst_ip,
-            },
-            udp: UdpHdr {
-                source: sport.to_be_bytes(),
-                dest: VXLAN_PORT.to_be_bytes(),
-                len: udp_len.to_be_bytes(),
-                check: [0, 0],
-            },
-            vxlan: VxlanHdr {
-                flags: VXLAN_FLAG_I,
-                reserved1: [0; 3],
-                vni: [vni[1], vni[2], vni[3]],
-                reserved2: 0,
-            },
-        }
+        self.eth.dst = *t.dst_mac;
+        self.eth.src = *t.src_mac;
+        self.eth.ethertype = ETH_P_IPV6.to_be_bytes();
+        self.ip.vtc_flow = (6 << 28 | flow_label(sport)).to_be_bytes();
+        self.ip.payload_len = udp_len;
+        self.ip.next_header = IPPROTO_UDP;
+        self.ip.hop_limit = HOP_LIMIT;
+        self.ip.src = *t.src_ip;
+        self.ip.dst = *t.dst_ip;
+        self.udp.source = sport.to_be_bytes();
+        self.udp.dest = VXLAN_PORT.to_be_bytes();
+        self.udp.len = udp_len;
+        self.udp.check = [0, 0];
+        self.vxlan.flags = VXLAN_FLAG_I;
+        self.vxlan.reserved1 = [0; 3];
+        self.vxlan.vni = [vni[1], vni[2], vni[3]];
+        self.vxlan.reserved2 = 0;
     }
 
     pub fn as_bytes(&self) -> &[u8; ENCAP_OVERHEAD_V6 as usize] {
@@ -721,41 +793,39 @@ impl OuterHeaders {
     /// RFC 7348 allows over IPv4; DF is set because Violin never fragments.
     #[inline(always)]
     pub fn new(t: &Tunnel, vni: u32, sport: u16, inner_len: usize) -> OuterHeaders {
+        let mut h = OuterHeaders::default();
+        h.fill(t, vni, sport, inner_len);
+        h
+    }
+
+    /// Writes the headers of [`OuterHeaders::new`] in place (the datapath writes them
+    /// straight into the packet, as [`OuterHeaders6::fill`] does).
+    #[inline(always)]
+    pub fn fill(&mut self, t: &Tunnel, vni: u32, sport: u16, inner_len: usize) {
         let udp_len = (inner_len + UDP_HLEN + VXLAN_HLEN) as u16;
-        let mut ip = Ipv4Hdr {
-            version_ihl: 0x45,
-            tos: 0,
-            tot_len: (udp_len + IPV4_HLEN as u16).to_be_bytes(),
-            id: [0, 0],
-            frag_off: 0x4000u16.to_be_bytes(),
-            ttl: 64,
-            protocol: IPPROTO_UDP,
-            check: [0, 0],
-            src: t.src_ip,
-            dst: t.dst_ip,
-        };
-        ip.check = ipv4_checksum(&ip);
         let vni = vni.to_be_bytes();
-        OuterHeaders {
-            eth: EthHdr {
-                dst: t.dst_mac,
-                src: t.src_mac,
-                ethertype: ETH_P_IPV4.to_be_bytes(),
-            },
-            ip,
-            udp: UdpHdr {
-                source: sport.to_be_bytes(),
-                dest: VXLAN_PORT.to_be_bytes(),
-                len: udp_len.to_be_bytes(),
-                check: [0, 0],
-            },
-            vxlan: VxlanHdr {
-                flags: VXLAN_FLAG_I,
-                reserved1: [0; 3],
-                vni: [vni[1], vni[2], vni[3]],
-                reserved2: 0,
-            },
-        }
+        self.eth.dst = t.dst_mac;
+        self.eth.src = t.src_mac;
+        self.eth.ethertype = ETH_P_IPV4.to_be_bytes();
+        self.ip.version_ihl = 0x45;
+        self.ip.tos = 0;
+        self.ip.tot_len = (udp_len + IPV4_HLEN as u16).to_be_bytes();
+        self.ip.id = [0, 0];
+        self.ip.frag_off = 0x4000u16.to_be_bytes();
+        self.ip.ttl = 64;
+        self.ip.protocol = IPPROTO_UDP;
+        self.ip.check = [0, 0];
+        self.ip.src = t.src_ip;
+        self.ip.dst = t.dst_ip;
+        self.ip.check = ipv4_checksum(&self.ip);
+        self.udp.source = sport.to_be_bytes();
+        self.udp.dest = VXLAN_PORT.to_be_bytes();
+        self.udp.len = udp_len.to_be_bytes();
+        self.udp.check = [0, 0];
+        self.vxlan.flags = VXLAN_FLAG_I;
+        self.vxlan.reserved1 = [0; 3];
+        self.vxlan.vni = [vni[1], vni[2], vni[3]];
+        self.vxlan.reserved2 = 0;
     }
 
     pub fn as_bytes(&self) -> &[u8; ENCAP_OVERHEAD as usize] {

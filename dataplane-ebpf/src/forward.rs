@@ -5,15 +5,16 @@ use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, programs::XdpContext};
 use dataplane_common::{
     counters::DropReason,
     maps::{
-        route_keys, FdbEntry, FdbKey, FdbKind, PeerInfo, PortInfo, VniInfo, PORT_ROUTED,
-        UNDERLAY_SLOT, VNI_ROUTED,
+        route_keys, FdbEntry, FdbKey, FdbKind, PortInfo, VniInfo, PORT_ROUTED, UNDERLAY_SLOT,
+        VNI_ROUTED,
     },
-    packet::{is_multicast, is_zero, v4_mapped, EthHdr, VxlanInfo},
+    packet::{is_multicast, is_zero, EthHdr},
 };
 
 use crate::{
     counters::{drop_frame, peer_stats, port_stats},
     maps::{fdb, vni, FDB, ROUTES, STORM, TX_PORTS, XSKS},
+    tunnel::Vxlan,
 };
 
 /// Records where a source MAC lives, writing only when that changed: a map write per
@@ -104,7 +105,7 @@ fn port_dest(port: &PortInfo, ifindex: u32, eth: &EthHdr) -> Next {
 /// What every underlay hook does first with VXLAN from a peer: counts it, checks that its
 /// environment is served here, and learns where its sender lives.
 #[inline(always)]
-pub(crate) fn accept_from_peer(v: &VxlanInfo<PeerInfo>, len: usize) -> Result<VniInfo, DropReason> {
+pub(crate) fn accept_from_peer(v: &Vxlan, len: usize) -> Result<VniInfo, DropReason> {
     if let Some(s) = port_stats(UNDERLAY_SLOT) {
         s.rx.add(len as u64);
     }
@@ -115,7 +116,7 @@ pub(crate) fn accept_from_peer(v: &VxlanInfo<PeerInfo>, len: usize) -> Result<Vn
     if !is_multicast(&v.inner.src) && !is_zero(&v.inner.src) {
         learn(
             &FdbKey::new(v.vni, v.inner.src),
-            FdbEntry::remote(v4_mapped(v.peer), v.peer_info.slot),
+            FdbEntry::remote(v.peer, v.peer_info.slot),
         );
     }
     Ok(info)

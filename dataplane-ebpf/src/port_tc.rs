@@ -17,7 +17,10 @@ use crate::{
     frame::Skb,
     maps::{flood_list, host_config, port},
     policy::{port_policy, shape},
-    tunnel::{count_sent, resolve_peer, tc_encap, tc_write_outer},
+    tunnel::{
+        count_sent, family, resolve_peer, send_copy, skb_source_port, store_outer4, store_outer6,
+        tc_encap, tc_write_outer, Encap,
+    },
 };
 
 #[classifier]
@@ -110,18 +113,40 @@ fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &EthHdr, len: 
     if let Err(reason) = tc_encap(ctx, &cfg, eth, len) {
         return tc_drop(ctx, port.slot, reason, len);
     }
-    for i in 0..FLOOD_PEERS {
-        if i as u32 >= list.npeers {
-            break;
+    // The inner Ethernet header goes after the outer headers once; each copy rewrites
+    // only those.
+    let outer = family(&cfg).overhead() as usize;
+    if ctx.store(outer, eth, 0).is_err() {
+        return tc_drop(ctx, port.slot, DropReason::NoHeadroom, len);
+    }
+    let e = Encap {
+        cfg: &cfg,
+        vni: port.vni,
+        sport: skb_source_port(ctx),
+        inner_len: len,
+    };
+    // A loop per family: the verifier walks each with one kind of copy (and BPF has no
+    // indirect calls to pick it once).
+    if cfg.v6 != 0 {
+        for i in 0..FLOOD_PEERS {
+            if i as u32 >= list.npeers {
+                break;
+            }
+            // An unresolved peer misses this flood; the others still get their copy.
+            if let Some(hop) = resolve_peer(list.peers[i]) {
+                let stored = store_outer6(ctx, &e, &hop);
+                send_copy(ctx, &cfg, &hop, stored, len);
+            }
         }
-        // An unresolved peer misses this flood; the others still get their copy.
-        let Some(hop) = resolve_peer(list.peers[i]) else {
-            continue;
-        };
-        if tc_write_outer(ctx, &cfg, port.vni, &hop, eth, len).is_ok()
-            && ctx.clone_redirect(cfg.underlay_ifindex, 0).is_ok()
-        {
-            count_sent(&hop, len);
+    } else {
+        for i in 0..FLOOD_PEERS {
+            if i as u32 >= list.npeers {
+                break;
+            }
+            if let Some(hop) = resolve_peer(list.peers[i]) {
+                let stored = store_outer4(ctx, &e, &hop);
+                send_copy(ctx, &cfg, &hop, stored, len);
+            }
         }
     }
     Verdict::Flooded

@@ -1,15 +1,18 @@
 //! VXLAN tunnels: peer resolution, outer headers, encapsulation and decapsulation in XDP
 //! and in TC.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_CSUM_LEVEL_DEC,
         BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
-        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_NO_CSUM_RESET,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+        BPF_F_ADJ_ROOM_NO_CSUM_RESET,
     },
     helpers::generated::{
         bpf_csum_level, bpf_get_hash_recalc, bpf_skb_change_head, bpf_skb_change_tail,
-        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_skb_pull_data, bpf_skb_store_bytes, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     programs::{TcContext, XdpContext},
 };
@@ -17,11 +20,10 @@ use dataplane_common::{
     counters::DropReason,
     maps::{FdbEntry, FloodList, HostConfig, PeerInfo, PortInfo, FLOOD_PEERS, UNDERLAY_SLOT},
     packet::{
-        fits_underlay, flow_hash, gso_segment_len, source_port, v4_mapped, v4_of, EthHdr,
-        OuterHeaders, Tunnel, VxlanInfo, ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPV4_HLEN, UDP_HLEN,
-        VXLAN_HLEN,
+        flow_hash, gso_segment_len, source_port, v4_of, Ends, EthHdr, Family, OuterHeaders,
+        OuterHeaders6, Tunnel, Tunnel6, VxlanInfo, ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, INNER_OFFSET,
+        INNER_OFFSET_V6, IPV4_HLEN, UDP_HLEN, VXLAN_HLEN,
     },
-    ENCAP_OVERHEAD,
 };
 
 use crate::{
@@ -31,13 +33,25 @@ use crate::{
     maps::{host_config, peer, TX_PORTS},
 };
 
+/// A VXLAN packet from a peer, over either family (the sender in 16 bytes).
+pub(crate) type Vxlan = VxlanInfo<PeerInfo, [u8; 16]>;
+
 /// A remote host a frame can be tunnelled to now: its underlay address, the MAC of the
-/// underlay next hop towards it, and its counter slot.
+/// underlay next hop towards it, its counter slot, and what the outer headers to it take
+/// (the family of its address, which is the host's own).
 #[derive(Clone, Copy)]
 pub(crate) struct NextHop {
     pub(crate) addr: [u8; 16],
     pub(crate) mac: [u8; 6],
     pub(crate) slot: u32,
+    pub(crate) outer: usize,
+}
+
+impl NextHop {
+    #[inline(always)]
+    fn v6(&self) -> bool {
+        self.outer == INNER_OFFSET_V6
+    }
 }
 
 /// Every path that tunnels to a remote FDB entry, a rule's next host or a flood list
@@ -53,6 +67,8 @@ pub(crate) fn resolve_peer(addr: [u8; 16]) -> Option<NextHop> {
         addr,
         mac: info.next_hop_mac,
         slot: info.slot,
+        // Without a branch: one per peer in a flood loop multiplies the verifier's paths.
+        outer: INNER_OFFSET + (INNER_OFFSET_V6 - INNER_OFFSET) * (info.v6 != 0) as usize,
     })
 }
 
@@ -66,21 +82,42 @@ fn tunnel_to(cfg: &HostConfig, hop: &NextHop) -> Tunnel {
     }
 }
 
-/// The next host for a frame from `from` that a rule or a placement sends on to `to`:
-/// never back where it came from, and only once its next hop is known.
 #[inline(always)]
-pub(crate) fn relay_hop(from: [u8; 16], to: &FdbEntry) -> Result<NextHop, DropReason> {
-    if to.peer == from {
+fn tunnel6_to(cfg: &HostConfig, hop: &NextHop) -> Tunnel6 {
+    Tunnel6 {
+        src_mac: cfg.underlay_mac,
+        dst_mac: hop.mac,
+        src_ip: cfg.underlay_addr,
+        dst_ip: hop.addr,
+    }
+}
+
+/// The next host for a frame from the peer of counter slot `from` that a rule or a
+/// placement sends on to `to`: never back where it came from, and only once its next hop
+/// is known. Peers are told apart by their slots: comparing 16-byte addresses byte by
+/// byte costs registers the programs' stacks cannot spare.
+#[inline(always)]
+pub(crate) fn relay_hop(from: u32, to: &FdbEntry) -> Result<NextHop, DropReason> {
+    if to.slot == from {
         return Err(DropReason::Loop);
     }
     resolve_peer(to.peer).ok_or(DropReason::NoRoute)
+}
+
+/// The host's underlay family.
+#[inline(always)]
+pub(crate) fn family(cfg: &HostConfig) -> Family {
+    match cfg.v6 {
+        0 => Family::V4,
+        _ => Family::V6,
+    }
 }
 
 /// Counts a frame sent to a peer, outer headers included.
 #[inline(always)]
 pub(crate) fn count_sent(hop: &NextHop, inner_len: usize) {
     if let Some(s) = peer_stats(hop.slot) {
-        s.tx.add((inner_len + ENCAP_OVERHEAD as usize) as u64);
+        s.tx.add((inner_len + hop.outer) as u64);
     }
 }
 
@@ -90,16 +127,16 @@ pub(crate) fn encapsulate(ctx: &XdpContext, port: &PortInfo, dst: &FdbEntry, len
     let Some(cfg) = host_config() else {
         return drop_frame(ctx, port.slot, DropReason::NoRoute, len);
     };
-    if !fits_underlay(len, cfg.underlay_mtu) {
-        return drop_frame(ctx, port.slot, DropReason::TooBig, len);
-    }
     let Some(hop) = resolve_peer(dst.peer) else {
         return drop_frame(ctx, port.slot, DropReason::NoRoute, len);
     };
+    if !family(&cfg).fits(len, cfg.underlay_mtu) {
+        return drop_frame(ctx, port.slot, DropReason::TooBig, len);
+    }
     // Hashed before the head moves: the inner headers are at offset 0 only until then.
     let sport = source_port(flow_hash(&Pkt(ctx), 0));
     // SAFETY: helper on the program's own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(ENCAP_OVERHEAD as i32)) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(hop.outer as i32)) } != 0 {
         return drop_frame(ctx, port.slot, DropReason::NoHeadroom, len);
     }
     let out = TunnelOut {
@@ -114,18 +151,13 @@ pub(crate) fn encapsulate(ctx: &XdpContext, port: &PortInfo, dst: &FdbEntry, len
 
 /// Strips the outer headers and hands the inner frame to a local port.
 #[inline(always)]
-pub(crate) fn decapsulate(
-    ctx: &XdpContext,
-    v: &VxlanInfo<PeerInfo>,
-    to: &FdbEntry,
-    len: usize,
-) -> u32 {
+pub(crate) fn decapsulate(ctx: &XdpContext, v: &Vxlan, to: &FdbEntry, len: usize) -> u32 {
     // SAFETY: helper on the program's own context.
     if v.trailer > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(v.trailer as i32)) } != 0 {
         return drop_frame(ctx, UNDERLAY_SLOT, DropReason::BadLength, len);
     }
     // SAFETY: helper on the program's own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, ENCAP_OVERHEAD as i32) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, v.outer_len as i32) } != 0 {
         return drop_frame(ctx, UNDERLAY_SLOT, DropReason::NoHeadroom, len);
     }
     redirect_to_port(ctx, UNDERLAY_SLOT, to, v.inner_len)
@@ -138,11 +170,11 @@ pub(crate) fn decapsulate(
 pub(crate) fn transit(
     ctx: &XdpContext,
     cfg: &HostConfig,
-    v: &VxlanInfo<PeerInfo>,
+    v: &Vxlan,
     to: &FdbEntry,
     len: usize,
 ) -> u32 {
-    let hop = match relay_hop(v4_mapped(v.peer), to) {
+    let hop = match relay_hop(v.peer_info.slot, to) {
         Ok(hop) => hop,
         Err(reason) => return drop_frame(ctx, UNDERLAY_SLOT, reason, len),
     };
@@ -150,7 +182,7 @@ pub(crate) fn transit(
     if v.trailer > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(v.trailer as i32)) } != 0 {
         return drop_frame(ctx, UNDERLAY_SLOT, DropReason::BadLength, len);
     }
-    let sport = source_port(flow_hash(&Pkt(ctx), ENCAP_OVERHEAD as usize));
+    let sport = source_port(flow_hash(&Pkt(ctx), v.outer_len));
     let out = TunnelOut {
         cfg,
         hop: &hop,
@@ -161,7 +193,7 @@ pub(crate) fn transit(
     send_tunnelled(ctx, &out, UNDERLAY_SLOT, DropReason::TruncatedOuter, len)
 }
 
-/// Where a frame whose 50 bytes of outer headers are in front of it goes.
+/// Where a frame with room for its outer headers in front of it goes.
 struct TunnelOut<'a> {
     cfg: &'a HostConfig,
     hop: &'a NextHop,
@@ -181,13 +213,23 @@ fn send_tunnelled(
     len: usize,
 ) -> u32 {
     let start = ctx.data();
-    if start + ENCAP_OVERHEAD as usize > ctx.data_end() {
-        return drop_frame(ctx, slot, short, len);
+    if out.hop.v6() {
+        if start + INNER_OFFSET_V6 > ctx.data_end() {
+            return drop_frame(ctx, slot, short, len);
+        }
+        let tunnel = tunnel6_to(out.cfg, out.hop);
+        let outer = OuterHeaders6::new(&tunnel, out.vni, out.sport, out.inner_len);
+        // SAFETY: 70 bytes at `start` were bounds-checked above.
+        unsafe { core::ptr::write_unaligned(start as *mut OuterHeaders6, outer) };
+    } else {
+        if start + INNER_OFFSET > ctx.data_end() {
+            return drop_frame(ctx, slot, short, len);
+        }
+        let tunnel = tunnel_to(out.cfg, out.hop);
+        let outer = OuterHeaders::new(&tunnel, out.vni, out.sport, out.inner_len);
+        // SAFETY: 50 bytes at `start` were bounds-checked above.
+        unsafe { core::ptr::write_unaligned(start as *mut OuterHeaders, outer) };
     }
-    let tunnel = tunnel_to(out.cfg, out.hop);
-    let outer = OuterHeaders::new(&tunnel, out.vni, out.sport, out.inner_len);
-    // SAFETY: 50 bytes at `start` were bounds-checked above.
-    unsafe { core::ptr::write_unaligned(start as *mut OuterHeaders, outer) };
     match TX_PORTS.redirect(out.cfg.underlay_ifindex, 0) {
         Ok(action) => {
             count_sent(out.hop, out.inner_len);
@@ -198,8 +240,9 @@ fn send_tunnelled(
 }
 
 /// Checks the frame (each segment, for a GSO super-frame) fits the underlay once
-/// encapsulated, then opens 50 bytes after the Ethernet header and marks the skb as UDP
-/// tunnelled so the kernel segments it correctly later.
+/// encapsulated, then opens room for the outer headers (50 or 70 bytes, by the host's
+/// family) after the Ethernet header and marks the skb as UDP tunnelled so the kernel
+/// segments it correctly later.
 #[inline(always)]
 pub(crate) fn tc_encap(
     ctx: &TcContext,
@@ -214,26 +257,30 @@ pub(crate) fn tc_encap(
     } else {
         len
     };
-    if !fits_underlay(wire_len, cfg.underlay_mtu) {
+    let family = family(cfg);
+    if !family.fits(wire_len, cfg.underlay_mtu) {
         return Err(DropReason::TooBig);
     }
+    let overhead = family.overhead();
     let ethertype = u16::from_be_bytes(eth.ethertype);
     if ethertype != 0x0800 && ethertype != 0x86dd {
         // bpf_skb_adjust_room handles IP only; ARP and the like are never GSO, so plain
         // headroom in front of the frame does. The inner Ethernet header stays in place.
         // SAFETY: helper on the program's own skb.
-        let ret = unsafe { bpf_skb_change_head(ctx.skb.skb, ENCAP_OVERHEAD, 0) };
+        let ret = unsafe { bpf_skb_change_head(ctx.skb.skb, overhead, 0) };
         return if ret == 0 {
             Ok(())
         } else {
             Err(DropReason::NoHeadroom)
         };
     }
-    let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
-        | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
-        | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
+    let l3 = match family {
+        Family::V4 => BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        Family::V6 => BPF_F_ADJ_ROOM_ENCAP_L3_IPV6,
+    };
+    let flags = (l3 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
         | ((ETH_HLEN as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT);
-    ctx.adjust_room(ENCAP_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, flags)
+    ctx.adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, flags)
         .map_err(|_| DropReason::NoHeadroom)
 }
 
@@ -249,20 +296,105 @@ pub(crate) fn tc_write_outer(
     eth: &EthHdr,
     len: usize,
 ) -> Result<(), ()> {
-    let tunnel = tunnel_to(cfg, hop);
+    let e = Encap {
+        cfg,
+        vni,
+        sport: skb_source_port(ctx),
+        inner_len: len,
+    };
+    tc_store_outer(ctx, &e, hop)?;
+    ctx.store(hop.outer, eth, 0).map_err(|_| ())
+}
+
+/// What the outer headers towards a peer are made of, besides the peer.
+pub(crate) struct Encap<'a> {
+    pub(crate) cfg: &'a HostConfig,
+    pub(crate) vni: u32,
+    pub(crate) sport: u16,
+    /// The frame's length; a GSO super-frame's is capped to what the IP length holds.
+    pub(crate) inner_len: usize,
+}
+
+/// Writes the outer headers towards `hop` at the start of the skb, for the host's family.
+#[inline(always)]
+pub(crate) fn tc_store_outer(ctx: &TcContext, e: &Encap, hop: &NextHop) -> Result<(), ()> {
+    let stored = match e.cfg.v6 {
+        0 => store_outer4(ctx, e, hop),
+        _ => store_outer6(ctx, e, hop),
+    };
+    if stored {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+/// Writes the IPv4 outer headers towards `hop` at the start of the skb. A call of its
+/// own: a flood's loop makes one per peer.
+#[inline(never)]
+pub(crate) fn store_outer4(ctx: &TcContext, e: &Encap, hop: &NextHop) -> bool {
     // A GSO super-frame may exceed what the 16-bit IP length holds before segmentation.
     let max_inner = 0xffff - IPV4_HLEN - UDP_HLEN - VXLAN_HLEN;
-    let inner_len = if len > max_inner { max_inner } else { len };
-    let outer = OuterHeaders::new(&tunnel, vni, skb_source_port(ctx), inner_len);
-    ctx.store(0, &outer, 0).map_err(|_| ())?;
-    ctx.store(ENCAP_OVERHEAD as usize, eth, 0).map_err(|_| ())
+    let inner_len = if e.inner_len > max_inner {
+        max_inner
+    } else {
+        e.inner_len
+    };
+    let Some(start) = linear_head(ctx, INNER_OFFSET) else {
+        return false;
+    };
+    // SAFETY: the outer headers' bytes at `start` lie in the packet's linear data
+    // (linear_head), and OuterHeaders has alignment 1 and no invalid bit patterns.
+    let outer = unsafe { &mut *(start as *mut OuterHeaders) };
+    outer.fill(&tunnel_to(e.cfg, hop), e.vni, e.sport, inner_len);
+    true
+}
+
+/// The start of the skb's data once its first `len` bytes are linear (pulled in if they
+/// were not), for writing headers in place: headers built as values on the stack do not
+/// fit it beside the callers' frames.
+#[inline(always)]
+fn linear_head(ctx: &TcContext, len: usize) -> Option<usize> {
+    if ctx.data() + len > ctx.data_end()
+        // SAFETY: helper on the program's own skb.
+        && unsafe { bpf_skb_pull_data(ctx.skb.skb, len as u32) } != 0
+    {
+        return None;
+    }
+    let start = ctx.data();
+    (start + len <= ctx.data_end()).then_some(start)
+}
+
+/// [`store_outer4`] over IPv6 (whose length field counts only the payload).
+#[inline(never)]
+pub(crate) fn store_outer6(ctx: &TcContext, e: &Encap, hop: &NextHop) -> bool {
+    let max_inner = 0xffff - UDP_HLEN - VXLAN_HLEN;
+    let inner_len = if e.inner_len > max_inner {
+        max_inner
+    } else {
+        e.inner_len
+    };
+    let Some(start) = linear_head(ctx, INNER_OFFSET_V6) else {
+        return false;
+    };
+    let ends = Ends {
+        src_mac: &e.cfg.underlay_mac,
+        dst_mac: &hop.mac,
+        src_ip: &e.cfg.underlay_addr,
+        dst_ip: &hop.addr,
+    };
+    // SAFETY: 70 bytes at `start` lie in the packet's linear data (linear_head), and
+    // OuterHeaders6 has alignment 1 and no invalid bit patterns.
+    let outer = unsafe { &mut *(start as *mut OuterHeaders6) };
+    outer.fill(&ends, e.vni, e.sport, inner_len);
+    true
 }
 
 /// The outer UDP source port of an skb, from the kernel's flow hash, as the kernel's own
 /// tunnels take it: the skb's own when it carries one (a local socket's packets do), else
 /// computed by the kernel's flow dissector (IPv4 and IPv6 with their ports alike).
 #[inline(always)]
-fn skb_source_port(ctx: &TcContext) -> u16 {
+pub(crate) fn skb_source_port(ctx: &TcContext) -> u16 {
     // SAFETY: reading the context's own field, then a helper on the program's own skb.
     let hash = unsafe {
         match (*ctx.skb.skb).hash {
@@ -275,7 +407,7 @@ fn skb_source_port(ctx: &TcContext) -> u16 {
 
 /// Cuts the Ethernet padding after a frame's declared end.
 #[inline(always)]
-fn tc_trim(ctx: &TcContext, v: &VxlanInfo<PeerInfo>, len: usize) -> Result<(), DropReason> {
+fn tc_trim(ctx: &TcContext, v: &Vxlan, len: usize) -> Result<(), DropReason> {
     if v.trailer == 0 {
         return Ok(());
     }
@@ -293,73 +425,126 @@ fn tc_trim(ctx: &TcContext, v: &VxlanInfo<PeerInfo>, len: usize) -> Result<(), D
 pub(crate) fn tc_relay_flood(
     ctx: &TcContext,
     cfg: &HostConfig,
-    v: &VxlanInfo<PeerInfo>,
+    v: &Vxlan,
     list: &FloodList,
     len: usize,
 ) -> Result<(), DropReason> {
     tc_trim(ctx, v, len)?;
-    let relay = Relay {
-        cfg: *cfg,
+    let e = Encap {
+        cfg,
         vni: v.vni,
         sport: skb_source_port(ctx),
         inner_len: v.inner_len,
     };
-    let from = v4_mapped(v.peer);
-    for i in 0..FLOOD_PEERS {
-        if i as u32 >= list.npeers {
-            break;
+    // A loop per family, as for a VM port's flood; every copy but the sender's.
+    if cfg.v6 != 0 {
+        for i in 0..FLOOD_PEERS {
+            if i as u32 >= list.npeers {
+                break;
+            }
+            match resolve_peer(list.peers[i]) {
+                Some(hop) if hop.slot != v.peer_info.slot => {
+                    let stored = store_outer6(ctx, &e, &hop);
+                    send_copy(ctx, cfg, &hop, stored, v.inner_len);
+                }
+                _ => {}
+            }
         }
-        if list.peers[i] != from {
-            relay_copy(ctx, &relay, list.peers[i]);
+    } else {
+        for i in 0..FLOOD_PEERS {
+            if i as u32 >= list.npeers {
+                break;
+            }
+            match resolve_peer(list.peers[i]) {
+                Some(hop) if hop.slot != v.peer_info.slot => {
+                    let stored = store_outer4(ctx, &e, &hop);
+                    send_copy(ctx, cfg, &hop, stored, v.inner_len);
+                }
+                _ => {}
+            }
         }
     }
     Ok(())
 }
 
-/// What every relayed copy of a flood shares.
-struct Relay {
-    cfg: HostConfig,
-    vni: u32,
-    sport: u16,
-    inner_len: usize,
-}
-
-/// One relayed copy, to `addr` (an unresolved peer misses it). A call of its own: the
-/// outer headers it builds live in its frame, so the verifier sees every iteration of
-/// the caller's loop alike, sent or not.
-#[inline(never)]
-fn relay_copy(ctx: &TcContext, relay: &Relay, addr: [u8; 16]) {
-    let Some(hop) = resolve_peer(addr) else {
-        return;
-    };
-    let tunnel = tunnel_to(&relay.cfg, &hop);
-    let outer = OuterHeaders::new(&tunnel, relay.vni, relay.sport, relay.inner_len);
-    if ctx.store(0, &outer, 0).is_ok() && ctx.clone_redirect(relay.cfg.underlay_ifindex, 0).is_ok()
-    {
-        count_sent(&hop, relay.inner_len);
+/// Sends one copy of a flood whose outer headers were `stored` (and counts it with the
+/// inner frame's `len`).
+#[inline(always)]
+pub(crate) fn send_copy(
+    ctx: &TcContext,
+    cfg: &HostConfig,
+    hop: &NextHop,
+    stored: bool,
+    len: usize,
+) {
+    if stored && ctx.clone_redirect(cfg.underlay_ifindex, 0).is_ok() {
+        count_sent(hop, len);
     }
 }
+
+/// Pads an inner frame too short for bpf_skb_adjust_room to strip its outer headers to
+/// Ethernet's minimum, with zeros. The helper leaves at least an outer IP header's worth
+/// after the MAC header (40 bytes for IPv6: an ARP frame, 42 bytes, falls short), and a
+/// padded frame is what a wire would have carried anyway.
+#[inline(always)]
+fn tc_pad(ctx: &TcContext, v: &Vxlan) -> Result<(), DropReason> {
+    const ETH_ZLEN: usize = 60;
+    // What must stay after the outer MAC header once the rest of the outer headers go.
+    let least = match v.outer_len {
+        INNER_OFFSET_V6 => ETH_HLEN + 40,
+        _ => ETH_HLEN + IPV4_HLEN,
+    };
+    if v.inner_len >= least {
+        return Ok(());
+    }
+    // SAFETY: helper on the program's own skb.
+    if unsafe { bpf_skb_change_tail(ctx.skb.skb, (v.outer_len + ETH_ZLEN) as u32, 0) } != 0 {
+        return Err(DropReason::NoHeadroom);
+    }
+    // The new bytes are not promised to be zero: no stale memory reaches a VM.
+    let pad = ETH_ZLEN - v.inner_len;
+    if pad == 0 || pad > ZEROS.len() {
+        return Ok(());
+    }
+    let off = v.outer_len + v.inner_len;
+    // SAFETY: helper on the program's own skb, reading `pad` (at most ZEROS.len()) bytes
+    // of the static ZEROS.
+    let ret = unsafe {
+        bpf_skb_store_bytes(
+            ctx.skb.skb,
+            off as u32,
+            ZEROS.as_ptr() as *const c_void,
+            pad as u32,
+            0,
+        )
+    };
+    if ret != 0 {
+        return Err(DropReason::NoHeadroom);
+    }
+    Ok(())
+}
+
+/// Zeros to pad frames with (read only, so a map the verifier lets helpers read).
+static ZEROS: [u8; 64] = [0; 64];
 
 /// Strips the outer headers of a single (not GRO-aggregated) VXLAN skb: the inner frame
 /// starts at offset 0 afterwards. `Ok(true)` when it is IPv4 or IPv6, which skb->protocol
 /// then names; for other frames it still names the outer IPv4, so they may only leave by
 /// an egress redirect, whose device reads their Ethernet header anew.
 #[inline(always)]
-pub(crate) fn tc_decap(
-    ctx: &TcContext,
-    v: &VxlanInfo<PeerInfo>,
-    len: usize,
-) -> Result<bool, DropReason> {
+pub(crate) fn tc_decap(ctx: &TcContext, v: &Vxlan, len: usize) -> Result<bool, DropReason> {
     tc_trim(ctx, v, len)?;
+    tc_pad(ctx, v)?;
     let (ip, l3) = match u16::from_be_bytes(v.inner.ethertype) {
         ETH_P_IPV4 => (true, BPF_F_ADJ_ROOM_DECAP_L3_IPV4),
         ETH_P_IPV6 => (true, BPF_F_ADJ_ROOM_DECAP_L3_IPV6),
         _ => (false, 0),
     };
-    // Removes the 50 bytes after the outer Ethernet header (outer IP, UDP, VXLAN and the
-    // inner Ethernet header), then writes the inner Ethernet header over the outer one.
+    // Removes the outer headers' length after the outer Ethernet header (outer IP, UDP,
+    // VXLAN and the inner Ethernet header), then writes the inner Ethernet header over the
+    // outer one.
     let flags = (l3 | BPF_F_ADJ_ROOM_NO_CSUM_RESET) as u64;
-    ctx.adjust_room(-(ENCAP_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, flags)
+    ctx.adjust_room(-(v.outer_len as i32), BPF_ADJ_ROOM_MAC, flags)
         .map_err(|_| DropReason::NoHeadroom)?;
     ctx.store(0, &v.inner, 0)
         .map_err(|_| DropReason::NoHeadroom)?;
@@ -377,19 +562,18 @@ pub(crate) fn tc_decap(
 pub(crate) fn tc_transit(
     ctx: &TcContext,
     cfg: &HostConfig,
-    v: &VxlanInfo<PeerInfo>,
+    v: &Vxlan,
     to: &FdbEntry,
     len: usize,
 ) -> Result<NextHop, DropReason> {
-    let hop = relay_hop(v4_mapped(v.peer), to)?;
+    let hop = relay_hop(v.peer_info.slot, to)?;
     tc_trim(ctx, v, len)?;
-    let outer = OuterHeaders::new(
-        &tunnel_to(cfg, &hop),
-        v.vni,
-        skb_source_port(ctx),
-        v.inner_len,
-    );
-    ctx.store(0, &outer, 0)
-        .map_err(|_| DropReason::TruncatedOuter)?;
+    let e = Encap {
+        cfg,
+        vni: v.vni,
+        sport: skb_source_port(ctx),
+        inner_len: v.inner_len,
+    };
+    tc_store_outer(ctx, &e, &hop).map_err(|_| DropReason::TruncatedOuter)?;
     Ok(hop)
 }

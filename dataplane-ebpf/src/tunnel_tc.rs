@@ -5,7 +5,7 @@
 //! to local ports exactly as the single frames are.
 
 use aya_ebpf::{
-    bindings::bpf_tunnel_key,
+    bindings::{bpf_tunnel_key, BPF_F_TUNINFO_IPV6},
     helpers::generated::{bpf_redirect, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key},
     macros::classifier,
     programs::TcContext,
@@ -13,7 +13,7 @@ use aya_ebpf::{
 use dataplane_common::{
     counters::{DropReason, Hook},
     maps::{FdbEntry, UNDERLAY_SLOT},
-    packet::{v4_mapped, v4_of, EthHdr, Frame, ETH_P_IPV4, ETH_P_IPV6},
+    packet::{v4_mapped, v4_of, EthHdr, Family, Frame, ETH_P_IPV4, ETH_P_IPV6},
 };
 
 use crate::{
@@ -21,8 +21,8 @@ use crate::{
     delivery::{deliver, flood_from_underlay},
     forward::{tunnel_next, FromTunnel},
     frame::Skb,
-    maps::{flood_list, peer, vni},
-    tunnel::{count_sent, relay_hop},
+    maps::{flood_list, host_config, peer, vni},
+    tunnel::{count_sent, family, relay_hop},
 };
 
 #[classifier]
@@ -43,18 +43,22 @@ fn tunnel_skb(ctx: &TcContext) -> Verdict {
 
 #[inline(always)]
 fn forward(ctx: &TcContext, len: usize) -> Result<Verdict, DropReason> {
+    let cfg = host_config().ok_or(DropReason::NoRoute)?;
+    // The key's family must be asked for: the host's.
+    let flags = match family(&cfg) {
+        Family::V4 => 0,
+        Family::V6 => BPF_F_TUNINFO_IPV6 as u64,
+    };
     // SAFETY: plain integers and unions of integers; all-zero is valid.
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
     // SAFETY: helper on the program's own skb, writing KEY_SIZE bytes into `key`.
-    if unsafe { bpf_skb_get_tunnel_key(ctx.skb.skb, &mut key, KEY_SIZE, 0) } != 0 {
+    if unsafe { bpf_skb_get_tunnel_key(ctx.skb.skb, &mut key, KEY_SIZE, flags) } != 0 {
         return Err(DropReason::UnknownPeer);
     }
-    // The key holds addresses in host byte order.
-    // SAFETY: an IPv4 tunnel fills this member of the union.
-    let from = v4_mapped(unsafe { key.__bindgen_anon_1.remote_ipv4 }.to_be_bytes());
+    let from = key_addr(&key, flags);
     // The underlay hook checked the sender of what it passed; a frame the device got
     // some other way is checked here.
-    peer(&from).ok_or(DropReason::UnknownPeer)?;
+    let sender = peer(&from).ok_or(DropReason::UnknownPeer)?;
     let info = vni(key.tunnel_id).ok_or(DropReason::UnknownVni)?;
     let eth: EthHdr = Skb(ctx).load(0).ok_or(DropReason::TruncatedInner)?;
     match tunnel_next(info.flags, key.tunnel_id, eth.src, eth.dst) {
@@ -63,7 +67,7 @@ fn forward(ctx: &TcContext, len: usize) -> Result<Verdict, DropReason> {
             let ip = ethertype == ETH_P_IPV4 || ethertype == ETH_P_IPV6;
             deliver(&to, ip, len).map(Verdict::Act)
         }
-        FromTunnel::Transit(to) => relay(ctx, &mut key, from, &to, len),
+        FromTunnel::Transit(to) => relay(ctx, &mut key, flags, sender.slot, &to, len),
         FromTunnel::Flood => {
             let list = flood_list(key.tunnel_id).ok_or(DropReason::SlowPathDown)?;
             Ok(flood_from_underlay(ctx, list, len))
@@ -77,21 +81,53 @@ fn forward(ctx: &TcContext, len: usize) -> Result<Verdict, DropReason> {
 fn relay(
     ctx: &TcContext,
     key: &mut bpf_tunnel_key,
-    from: [u8; 16],
+    flags: u64,
+    from: u32,
     to: &FdbEntry,
     len: usize,
 ) -> Result<Verdict, DropReason> {
     let hop = relay_hop(from, to)?;
-    key.__bindgen_anon_1.remote_ipv4 = u32::from_be_bytes(v4_of(&hop.addr));
+    set_key_addr(key, flags, &hop.addr);
     // The kernel's defaults: the route's TTL, no TOS.
     key.tunnel_ttl = 0;
     key.tunnel_tos = 0;
     // SAFETY: helper on the program's own skb, reading KEY_SIZE bytes of `key`.
-    if unsafe { bpf_skb_set_tunnel_key(ctx.skb.skb, key, KEY_SIZE, 0) } != 0 {
+    if unsafe { bpf_skb_set_tunnel_key(ctx.skb.skb, key, KEY_SIZE, flags) } != 0 {
         return Err(DropReason::NoRoute);
     }
     count_sent(&hop, len);
     // SAFETY: reading the context's own field, then a helper call.
     let action = unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) };
     Ok(Verdict::Act(action as i32))
+}
+
+/// The sender of a tunnel key, as the maps hold addresses: an IPv4 key holds its address
+/// in host byte order, an IPv6 key its bytes as on the wire (in four u32 words).
+#[inline(always)]
+fn key_addr(key: &bpf_tunnel_key, flags: u64) -> [u8; 16] {
+    if flags & BPF_F_TUNINFO_IPV6 as u64 != 0 {
+        // SAFETY: an IPv6 key fills this member of the union (any bits are valid u32s).
+        let w = unsafe { key.__bindgen_anon_1.remote_ipv6 };
+        let b = |i: usize| w[i].to_ne_bytes();
+        let (a, c, d, e) = (b(0), b(1), b(2), b(3));
+        [
+            a[0], a[1], a[2], a[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3], e[0], e[1],
+            e[2], e[3],
+        ]
+    } else {
+        // SAFETY: an IPv4 key fills this member of the union (any bits are a valid u32).
+        v4_mapped(unsafe { key.__bindgen_anon_1.remote_ipv4 }.to_be_bytes())
+    }
+}
+
+/// Points a tunnel key of the family `flags` name at `addr` (the inverse of
+/// [`key_addr`]).
+#[inline(always)]
+fn set_key_addr(key: &mut bpf_tunnel_key, flags: u64, addr: &[u8; 16]) {
+    let word = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    if flags & BPF_F_TUNINFO_IPV6 as u64 != 0 {
+        key.__bindgen_anon_1.remote_ipv6 = [word(0), word(4), word(8), word(12)];
+    } else {
+        key.__bindgen_anon_1.remote_ipv4 = u32::from_be_bytes(v4_of(addr));
+    }
 }

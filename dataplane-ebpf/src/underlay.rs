@@ -6,7 +6,7 @@ use aya_ebpf::{bindings::xdp_action::XDP_PASS, macros::xdp, programs::XdpContext
 use dataplane_common::{
     counters::Hook,
     maps::UNDERLAY_SLOT,
-    packet::{classify_underlay, v4_mapped, v4_of, Frame, UnderlayVerdict},
+    packet::{classify_tunnel, Frame, UnderlayVerdict},
 };
 
 use crate::{
@@ -32,7 +32,7 @@ fn underlay_frame(ctx: &XdpContext) -> u32 {
     let pkt = Pkt(ctx);
     let len = pkt.total_len();
     // Identifies the sender only: a peer whose next hop is unresolved may still send.
-    let v = match classify_underlay(&pkt, v4_of(&cfg.underlay_addr), |a| peer(&v4_mapped(a))) {
+    let v = match classify_tunnel(&pkt, &cfg.underlay_addr, peer) {
         UnderlayVerdict::Pass => return XDP_PASS,
         UnderlayVerdict::Drop(reason) => return drop_frame(ctx, UNDERLAY_SLOT, reason, len),
         UnderlayVerdict::Vxlan(v) => v,

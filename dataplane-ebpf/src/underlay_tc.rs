@@ -14,11 +14,8 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     counters::{DropReason, Hook},
-    maps::{HostConfig, PeerInfo, UNDERLAY_SLOT, VNI_HUB},
-    packet::{
-        classify_underlay, ip_protocol, v4_mapped, v4_of, Frame, UnderlayVerdict, VxlanInfo,
-        INNER_OFFSET, IPPROTO_TCP,
-    },
+    maps::{HostConfig, UNDERLAY_SLOT, VNI_HUB},
+    packet::{classify_tunnel, ip_protocol, Frame, UnderlayVerdict, IPPROTO_TCP},
 };
 
 use crate::{
@@ -27,7 +24,7 @@ use crate::{
     forward::{accept_from_peer, tunnel_next, FromTunnel},
     frame::Skb,
     maps::{flood_list, host_config, peer},
-    tunnel::{count_sent, tc_decap, tc_relay_flood, tc_transit},
+    tunnel::{count_sent, tc_decap, tc_relay_flood, tc_transit, Vxlan},
 };
 
 #[classifier]
@@ -42,7 +39,7 @@ fn underlay_skb(ctx: &TcContext) -> Verdict {
     };
     let skb = Skb(ctx);
     let len = skb.total_len();
-    let v = match classify_underlay(&skb, v4_of(&cfg.underlay_addr), |a| peer(&v4_mapped(a))) {
+    let v = match classify_tunnel(&skb, &cfg.underlay_addr, peer) {
         UnderlayVerdict::Pass => return Verdict::Act(TC_ACT_OK),
         UnderlayVerdict::Drop(reason) => return tc_drop(ctx, UNDERLAY_SLOT, reason, len),
         UnderlayVerdict::Vxlan(v) => v,
@@ -55,7 +52,7 @@ fn underlay_skb(ctx: &TcContext) -> Verdict {
     let aggregate = unsafe { (*ctx.skb.skb).gso_size } > 0;
     // A TCP segment GRO left alone takes the aggregates' way too: handed to the VM here it
     // would overtake the aggregate of its stream still queued behind the device.
-    if aggregate || ip_protocol(&skb, INNER_OFFSET) == Some(IPPROTO_TCP) {
+    if aggregate || ip_protocol(&skb, v.outer_len) == Some(IPPROTO_TCP) {
         return Verdict::Act(TC_ACT_OK);
     }
     match forward(ctx, &cfg, &v, info.flags, len) {
@@ -68,7 +65,7 @@ fn underlay_skb(ctx: &TcContext) -> Verdict {
 fn forward(
     ctx: &TcContext,
     cfg: &HostConfig,
-    v: &VxlanInfo<PeerInfo>,
+    v: &Vxlan,
     vni_flags: u32,
     len: usize,
 ) -> Result<Verdict, DropReason> {

@@ -1,6 +1,6 @@
 //! `violind`'s TOML configuration: parsed once into the contract's types (so every value
 //! is valid from here on), then checked across fields. Every error names the field.
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
 
 use dataplane_common::maps::MAX_SLOTS;
 use serde::Deserialize;
@@ -70,7 +70,7 @@ pub enum PortMode {
 #[serde(deny_unknown_fields)]
 pub struct Underlay {
     pub interface: IfName,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// Underlay IP MTU; defaults to the interface's MTU.
     #[serde(default)]
     pub mtu: Option<u32>,
@@ -273,15 +273,20 @@ impl Config {
     /// Checks across fields (each value is valid on its own once parsed).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let addr = self.underlay.address;
-        if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
+        if !violin_api::share::is_unicast(addr) {
             return Err(err(
                 "underlay.address",
                 format!("{addr} is not a unicast address"),
             ));
         }
         if let Some(mtu) = self.underlay.mtu {
-            if !(576..=9216).contains(&mtu) {
-                return Err(err("underlay.mtu", format!("{mtu} is outside 576..=9216")));
+            // IPv6 links carry at least 1280 bytes (RFC 8200).
+            let least = if addr.is_ipv6() { 1280 } else { 576 };
+            if !(least..=9216).contains(&mtu) {
+                return Err(err(
+                    "underlay.mtu",
+                    format!("{mtu} is outside {least}..=9216"),
+                ));
             }
         }
         let mut vnis = BTreeMap::new();
@@ -403,8 +408,18 @@ impl Config {
                     format!("{a} is this host's own underlay address"),
                 ));
             }
-            if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+            if !violin_api::share::is_unicast(a) {
                 return Err(err(field, format!("{a} is not a unicast address")));
+            }
+            if a.is_ipv6() != self.underlay.address.is_ipv6() {
+                return Err(err(
+                    field,
+                    format!(
+                        "{a} is not of the family of underlay.address {}: a host's \
+                         underlay is IPv4 or IPv6, not both",
+                        self.underlay.address
+                    ),
+                ));
             }
             if let Some(j) = peers.insert(a, i) {
                 return Err(err(field, format!("{a} is already peer[{j}]")));
@@ -465,6 +480,24 @@ vnis = [100]
     }
 
     #[test]
+    fn an_ipv6_underlay_takes_ipv6_peers_only() {
+        let v6 = GOOD
+            .replace("address = \"10.0.0.1\"", "address = \"fd00:250::1\"")
+            .replace("address = \"10.0.0.2\"", "address = \"fd00:250::2\"");
+        let c = Config::parse(&v6).unwrap();
+        assert_eq!(c.peers[0].address, "fd00:250::2".parse::<IpAddr>().unwrap());
+        let mixed = GOOD.replace("address = \"10.0.0.2\"", "address = \"fd00:250::2\"");
+        let e = error_of(&mixed);
+        assert!(e.contains("peer[0].address") && e.contains("family"), "{e}");
+        // IPv6 links carry at least 1280 bytes.
+        let e = error_of(&v6.replace("[[environment]]", "mtu = 1200\n[[environment]]"));
+        assert!(e.contains("underlay.mtu") && e.contains("1280"), "{e}");
+        // An IPv4 address is written as itself, not mapped into IPv6.
+        let e = error_of(&GOOD.replace("\"10.0.0.1\"", "\"::ffff:10.0.0.1\""));
+        assert!(e.contains("underlay.address"), "{e}");
+    }
+
+    #[test]
     fn the_managers_settings_are_checked_by_name() {
         let with = |extra: &str| format!("{GOOD}[libvirt]\nuri = \"qemu:///system\"\n{extra}");
         let c = Config::parse(&with("domain = \"d1\"\ncpus = 1.5\nmemory_mib = 2048\n")).unwrap();
@@ -491,7 +524,7 @@ vnis = [100]
         assert_eq!(c.host_id, "h1");
         assert_eq!(c.ports().nth(1), Some(("vm2", 100)));
         assert_eq!(c.ports().count(), 2);
-        assert_eq!(c.peers[0].address, Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(c.peers[0].address, IpAddr::from([10, 0, 0, 2]));
     }
 
     #[test]
@@ -530,7 +563,7 @@ vnis = [100]
         let c = Config::parse(&ok).unwrap();
         let env = &c.environments[0];
         assert_eq!(env.allowed_pairs.len(), 1);
-        assert_eq!(env.vms[0].ip, Some(Ipv4Addr::new(10, 0, 9, 1)));
+        assert_eq!(env.vms[0].ip, Some(std::net::Ipv4Addr::new(10, 0, 9, 1)));
         assert_eq!(env.limits[0].burst_kib.get(), 64);
         let e = error_of(&with(
             "[[environment.vm]]\nport = \"vm9\"\nmac = \"02:00:00:00:00:01\"\n",
@@ -609,7 +642,7 @@ vnis = [100]
         let bad = c.with_share(
             vec![],
             vec![Peer {
-                address: Ipv4Addr::new(10, 0, 0, 1),
+                address: [10, 0, 0, 1].into(),
                 vnis: vec![],
             }],
         );

@@ -8,7 +8,7 @@
 //! a VM port is attached when its interface appears and detached when it goes.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     path::Path,
     sync::{mpsc, Arc, RwLock},
     thread,
@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use tracing::{error, info, warn};
 
-use dataplane_common::{maps::programs, ENCAP_OVERHEAD, VXLAN_PORT};
+use dataplane_common::{maps::programs, VXLAN_PORT};
 use violin_api::{
     share::{Registration, Share},
     vm::VmResources,
@@ -74,7 +74,7 @@ fn attach_all(dp: &mut Datapath, rtnl: &mut Rtnl, topo: &Topology, mode: PortMod
             wanted.insert(xdp_pin_name(&underlay.name));
         }
         PortMode::Tc => {
-            let mtu = topo.underlay_mtu.saturating_sub(ENCAP_OVERHEAD);
+            let mtu = topo.family().vm_mtu(topo.underlay_mtu);
             rtnl.ensure_vxlan_external(TUNNEL_DEVICE, VXLAN_PORT, mtu)
                 .with_context(|| format!("creating the flow-based VXLAN device {TUNNEL_DEVICE}"))?;
             let tunnel = NetDev::query(TUNNEL_DEVICE)?;
@@ -149,17 +149,17 @@ fn ensure_shaping(rtnl: &mut Rtnl, topo: &Topology) -> Result<()> {
 struct NextHops {
     rtnl: Rtnl,
     neighbours: Arc<Neighbours>,
-    hops: BTreeMap<Ipv4Addr, Option<Ipv4Addr>>,
+    hops: BTreeMap<IpAddr, Option<IpAddr>>,
     /// Peers whose next hop was asked for (the hop, and when), so that an unanswered
     /// one is asked again after a while, not on every event.
-    probed: BTreeMap<Ipv4Addr, (Ipv4Addr, Instant)>,
+    probed: BTreeMap<IpAddr, (IpAddr, Instant)>,
 }
 
 /// How long an unanswered next hop waits before it is asked for again.
 const REPROBE: Duration = Duration::from_secs(1);
 
 impl NextHops {
-    fn hop(&mut self, peer: Ipv4Addr) -> Option<Ipv4Addr> {
+    fn hop(&mut self, peer: IpAddr) -> Option<IpAddr> {
         if let Some(h) = self.hops.get(&peer) {
             return *h;
         }
@@ -172,7 +172,7 @@ impl NextHops {
     }
 
     /// Whether `ip` is the next hop of a peer.
-    fn is_hop(&self, ip: Ipv4Addr) -> bool {
+    fn is_hop(&self, ip: IpAddr) -> bool {
         self.hops.values().any(|h| *h == Some(ip))
     }
 
@@ -202,12 +202,12 @@ impl NextHops {
         settle: Option<Duration>,
     ) {
         let peers = topology.read().unwrap().peers.clone();
-        let hops: Vec<(usize, Option<Ipv4Addr>)> = peers
+        let hops: Vec<(usize, Option<IpAddr>)> = peers
             .iter()
             .enumerate()
             .map(|(i, p)| (i, self.hop(p.addr)))
             .collect();
-        let unknown: Vec<Ipv4Addr> = hops
+        let unknown: Vec<IpAddr> = hops
             .iter()
             .filter_map(|(i, h)| {
                 let hop = (*h)?;

@@ -63,7 +63,7 @@ impl Follower {
     }
 
     /// The other hosts' underlay addresses, as the controller has them registered.
-    pub fn hosts(&self) -> Result<Vec<std::net::Ipv4Addr>> {
+    pub fn hosts(&self) -> Result<Vec<std::net::IpAddr>> {
         Ok(self
             .client
             .hosts()?

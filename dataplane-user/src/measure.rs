@@ -16,7 +16,7 @@
 //! were.
 use std::{
     collections::{BTreeMap, VecDeque},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    net::{IpAddr, SocketAddr, UdpSocket},
     sync::{mpsc, Arc, Mutex},
     thread,
     time::{Duration, Instant},
@@ -125,12 +125,12 @@ impl Target {
 /// The passive estimate: what this host sent each peer, interval by interval.
 #[derive(Default)]
 struct Passive {
-    last: BTreeMap<Ipv4Addr, (Instant, u64)>,
-    rates: BTreeMap<Ipv4Addr, VecDeque<(Instant, f64)>>,
+    last: BTreeMap<IpAddr, (Instant, u64)>,
+    rates: BTreeMap<IpAddr, VecDeque<(Instant, f64)>>,
 }
 
 impl Passive {
-    fn sample(&mut self, now: Instant, totals: &[(Ipv4Addr, u64)]) {
+    fn sample(&mut self, now: Instant, totals: &[(IpAddr, u64)]) {
         for &(addr, bytes) in totals {
             if let Some((then, before)) = self.last.insert(addr, (now, bytes)) {
                 let secs = now.duration_since(then).as_secs_f64();
@@ -149,7 +149,7 @@ impl Passive {
     }
 
     /// The fastest interval to `addr`, if it sent anything.
-    fn peak(&self, addr: Ipv4Addr) -> Option<f64> {
+    fn peak(&self, addr: IpAddr) -> Option<f64> {
         self.rates
             .get(&addr)?
             .iter()
@@ -163,12 +163,12 @@ impl Passive {
 pub fn start(
     follower: Follower,
     paths: &Paths,
-    local: Ipv4Addr,
+    local: IpAddr,
     port: u16,
     interval: Duration,
 ) -> Result<()> {
     let maps = Maps::open_pinned(paths)?;
-    let sock = UdpSocket::bind(SocketAddrV4::new(local, port))
+    let sock = UdpSocket::bind(SocketAddr::new(local, port))
         .with_context(|| format!("controller.measure_port: cannot bind {local}:{port}"))?;
     sock.set_read_timeout(Some(Duration::from_millis(20)))?;
     thread::Builder::new()
@@ -185,17 +185,17 @@ pub fn start(
 
 struct Prober {
     sock: UdpSocket,
-    local: Ipv4Addr,
+    local: IpAddr,
     port: u16,
     clock: Instant,
     seq: u32,
-    targets: BTreeMap<Ipv4Addr, Target>,
-    arrivals: BTreeMap<(Ipv4Addr, u32), Arrival>,
+    targets: BTreeMap<IpAddr, Target>,
+    arrivals: BTreeMap<(IpAddr, u32), Arrival>,
     passive: Passive,
 }
 
 impl Prober {
-    fn new(sock: UdpSocket, local: Ipv4Addr, port: u16) -> Prober {
+    fn new(sock: UdpSocket, local: IpAddr, port: u16) -> Prober {
         Prober {
             sock,
             local,
@@ -212,7 +212,7 @@ impl Prober {
     /// that a slow call does not hold datagrams in the socket and bunch a train's
     /// arrivals (which would read as a faster path).
     fn run(mut self, follower: Follower, maps: &Maps, interval: Duration) {
-        let hosts: Arc<Mutex<Vec<Ipv4Addr>>> = Arc::default();
+        let hosts: Arc<Mutex<Vec<IpAddr>>> = Arc::default();
         let (reports, queue) = mpsc::sync_channel::<HostMeasurements>(1);
         let (known, local) = (hosts.clone(), self.local);
         let spawned = thread::Builder::new()
@@ -246,7 +246,7 @@ impl Prober {
     }
 
     /// This interval's row: what the last interval's probes found.
-    fn report(&mut self, hosts: &[Ipv4Addr]) -> HostMeasurements {
+    fn report(&mut self, hosts: &[IpAddr]) -> HostMeasurements {
         let peers = hosts
             .iter()
             .map(|&a| {
@@ -268,15 +268,13 @@ impl Prober {
         HostMeasurements { peers }
     }
 
-    fn send(&self, to: Ipv4Addr, h: Header, size: usize) {
+    fn send(&self, to: IpAddr, h: Header, size: usize) {
         let mut buf = vec![0u8; size.max(HEADER)];
         h.write(&mut buf);
-        let _ = self
-            .sock
-            .send_to(&buf, SocketAddr::V4(SocketAddrV4::new(to, self.port)));
+        let _ = self.sock.send_to(&buf, SocketAddr::new(to, self.port));
     }
 
-    fn probe(&mut self, to: Ipv4Addr) {
+    fn probe(&mut self, to: IpAddr) {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let t = self.targets.entry(to).or_default();
@@ -311,11 +309,10 @@ impl Prober {
         let mut buf = vec![0u8; 2048];
         // Until the socket's read timeout: nothing more for now.
         while let Ok((n, from)) = self.sock.recv_from(&mut buf) {
-            let SocketAddr::V4(from) = from else { continue };
             let Some(h) = Header::read(&buf[..n]) else {
                 continue;
             };
-            let src = *from.ip();
+            let src = from.ip().to_canonical();
             let now = Instant::now();
             match h.kind {
                 ECHO => {
@@ -366,7 +363,7 @@ impl Prober {
             }
         }
         // Trains whose last datagram was lost: taken as they are after 200 ms.
-        let stale: Vec<(Ipv4Addr, u32)> = self
+        let stale: Vec<(IpAddr, u32)> = self
             .arrivals
             .iter()
             .filter(|(_, a)| a.last.elapsed() > Duration::from_millis(200))
@@ -377,7 +374,7 @@ impl Prober {
         }
     }
 
-    fn finish_train(&mut self, src: Ipv4Addr, seq: u32) {
+    fn finish_train(&mut self, src: IpAddr, seq: u32) {
         let Some(a) = self.arrivals.remove(&(src, seq)) else {
             return;
         };
@@ -398,8 +395,8 @@ impl Prober {
 /// for every 10 s, and whenever the list is empty).
 fn report_loop(
     follower: &Follower,
-    local: Ipv4Addr,
-    hosts: &Mutex<Vec<Ipv4Addr>>,
+    local: IpAddr,
+    hosts: &Mutex<Vec<IpAddr>>,
     queue: &mpsc::Receiver<HostMeasurements>,
 ) {
     let mut asked: Option<Instant> = None;
@@ -439,15 +436,11 @@ fn report_loop(
 }
 
 /// Bytes this host sent each peer so far (its datapath's per-peer counters).
-fn peer_tx_bytes(maps: &Maps) -> Vec<(Ipv4Addr, u64)> {
+fn peer_tx_bytes(maps: &Maps) -> Vec<(IpAddr, u64)> {
     crate::stats::peers(maps)
         .map(|rows| {
-            // The prober speaks IPv4, as the underlay it measures does so far.
             rows.into_iter()
-                .filter_map(|r| match r.address {
-                    std::net::IpAddr::V4(a) => Some((a, r.stats.tx.bytes)),
-                    std::net::IpAddr::V6(_) => None,
-                })
+                .map(|r| (r.address, r.stats.tx.bytes))
                 .collect()
         })
         .unwrap_or_default()
@@ -501,14 +494,14 @@ mod tests {
     #[test]
     fn the_passive_estimate_is_the_fastest_recent_interval() {
         let mut p = Passive::default();
-        let a = Ipv4Addr::new(10, 0, 0, 2);
+        let a = IpAddr::from([10, 0, 0, 2]);
         let t0 = Instant::now();
         p.sample(t0, &[(a, 0)]);
         p.sample(t0 + Duration::from_secs(1), &[(a, 1000)]);
         p.sample(t0 + Duration::from_secs(2), &[(a, 5000)]);
         p.sample(t0 + Duration::from_secs(3), &[(a, 5000)]);
         assert_eq!(p.peak(a), Some(4000.0));
-        assert_eq!(p.peak(Ipv4Addr::new(10, 0, 0, 3)), None);
+        assert_eq!(p.peak([10, 0, 0, 3].into()), None);
         // Out of the window, forgotten.
         p.sample(t0 + Duration::from_secs(40), &[(a, 5000)]);
         assert_eq!(p.peak(a), None);

@@ -1,6 +1,10 @@
 //! Facts about network interfaces in the current network namespace, read through ioctls
 //! (not /sys, which still shows the original namespace after setns).
-use std::{ffi::CString, io, net::Ipv4Addr};
+use std::{
+    ffi::CString,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use anyhow::{bail, Context, Result};
 
@@ -202,8 +206,8 @@ impl NetDev {
     }
 }
 
-/// IPv4 addresses assigned to an interface.
-pub fn ipv4_addresses(name: &str) -> Result<Vec<Ipv4Addr>> {
+/// IPv4 and IPv6 addresses assigned to an interface.
+pub fn ip_addresses(name: &str) -> Result<Vec<IpAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: `&mut head` is a valid out-pointer to a local *mut ifaddrs; on success
     // getifaddrs stores a list it allocated there, freed once by freeifaddrs at the end of
@@ -230,13 +234,17 @@ pub fn ipv4_addresses(name: &str) -> Result<Vec<Ipv4Addr>> {
                 // suitably aligned sockaddr_in (glibc keeps each address in a union with
                 // sockaddr_in/sockaddr_in6); the reference does not outlive this iteration.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into());
+            } else if family == libc::AF_INET6 {
+                // SAFETY: as above, for AF_INET6 and a complete sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(Ipv6Addr::from(sin6.sin6_addr.s6_addr).into());
             }
         }
         cur = ifa.ifa_next;
     }
     // SAFETY: head is the list from the successful getifaddrs above, freed exactly once here;
-    // nothing borrowed from it survives (addresses were copied into `out` as Ipv4Addr).
+    // nothing borrowed from it survives (addresses were copied into `out` as IpAddr).
     unsafe { libc::freeifaddrs(head) };
     Ok(out)
 }
@@ -257,7 +265,8 @@ mod tests {
         assert!(lo.mtu >= 1500);
         assert!(lo.rx_queues >= 1);
         assert!(!lo.peer_redirect);
-        assert!(ipv4_addresses("lo").unwrap().contains(&Ipv4Addr::LOCALHOST));
+        let lo = ip_addresses("lo").unwrap();
+        assert!(lo.contains(&Ipv4Addr::LOCALHOST.into()), "{lo:?}");
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Host facts from the kernel over rtnetlink: the next hop towards a peer by the kernel's
-//! own FIB lookup (`ip route get`), the IPv4 neighbour table, and a subscription to
+//! own FIB lookup (`ip route get`), the neighbour table (ARP and IPv6's neighbour
+//! discovery alike), and a subscription to
 //! neighbour, link and route changes, so that the datapath's outer headers follow the
 //! kernel within milliseconds and VM ports that come and go are attached as they appear.
 //! Sockets are opened in the namespace the daemon entered, so they see its tables.
 use std::{
     collections::BTreeMap,
     io,
-    net::Ipv4Addr,
+    net::IpAddr,
     os::fd::AsRawFd,
     sync::{Arc, Condvar, Mutex},
     time::{Duration, Instant},
@@ -30,8 +31,12 @@ use tracing::warn;
 
 /// Makes the kernel resolve the next hop towards `peer` by sending it one datagram to the
 /// discard port (the peer's datapath passes it to its stack, which ignores it).
-pub fn probe(peer: Ipv4Addr) {
-    if let Ok(s) = std::net::UdpSocket::bind("0.0.0.0:0") {
+pub fn probe(peer: IpAddr) {
+    let any = match peer {
+        IpAddr::V4(_) => "0.0.0.0:0",
+        IpAddr::V6(_) => "[::]:0",
+    };
+    if let Ok(s) = std::net::UdpSocket::bind(any) {
         let _ = s.send_to(b"violin-neighbour-probe", (peer, 9));
     }
 }
@@ -39,21 +44,22 @@ pub fn probe(peer: Ipv4Addr) {
 /// A change the kernel announced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fact {
-    /// An IPv4 neighbour's link-layer address, or None when it is gone or unreachable.
-    Neighbour { ip: Ipv4Addr, mac: Option<[u8; 6]> },
+    /// A neighbour's link-layer address, or None when it is gone or unreachable.
+    Neighbour { ip: IpAddr, mac: Option<[u8; 6]> },
     /// An interface appeared (or changed) or went away.
     Link { name: String, present: bool },
-    /// The IPv4 routing table changed: next hops may have moved.
+    /// A routing table changed: next hops may have moved.
     Routes,
     /// Announcements were lost (the socket overflowed): links, routes and neighbours must
     /// all be looked at again. The neighbour table has been read anew already.
     Resync,
 }
 
-/// The neighbour entry a message describes, if it is an IPv4 one.
-fn neighbour_of(m: &NeighbourMessage, gone: bool) -> Option<(Ipv4Addr, Option<[u8; 6]>)> {
+/// The neighbour entry a message describes, if it is an IP one.
+fn neighbour_of(m: &NeighbourMessage, gone: bool) -> Option<(IpAddr, Option<[u8; 6]>)> {
     let ip = m.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
         _ => None,
     })?;
     let usable = !gone
@@ -339,15 +345,19 @@ impl Rtnl {
 
     /// The address whose MAC the outer header needs to reach `peer`: the peer itself when
     /// it is on-link, else the gateway the kernel's FIB picks. None: no route.
-    pub fn next_hop(&mut self, peer: Ipv4Addr) -> io::Result<Option<Ipv4Addr>> {
+    pub fn next_hop(&mut self, peer: IpAddr) -> io::Result<Option<IpAddr>> {
         let mut msg = RouteMessage::default();
+        let (family, prefix, destination) = match peer {
+            IpAddr::V4(a) => (AddressFamily::Inet, 32, RouteAddress::Inet(a)),
+            IpAddr::V6(a) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(a)),
+        };
         msg.header = RouteHeader {
-            address_family: AddressFamily::Inet,
-            destination_prefix_length: 32,
+            address_family: family,
+            destination_prefix_length: prefix,
             ..RouteHeader::default()
         };
         msg.attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet(peer)));
+            .push(RouteAttribute::Destination(destination));
         let answers = match self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_REQUEST) {
             Ok(a) => a,
             // ENETUNREACH / EHOSTUNREACH: no route, not a failure of the lookup.
@@ -366,7 +376,8 @@ impl Rtnl {
                 r.attributes
                     .iter()
                     .find_map(|a| match a {
-                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(IpAddr::V4(*g)),
+                        RouteAttribute::Gateway(RouteAddress::Inet6(g)) => Some(IpAddr::V6(*g)),
                         _ => None,
                     })
                     .unwrap_or(peer),
@@ -392,6 +403,9 @@ impl Rtnl {
                 InfoVxlan::Port(port),
                 // Violin learns in its own table; the device only carries frames.
                 InfoVxlan::Learning(false),
+                // Violin's XDP paths send IPv6 tunnels with a zero UDP checksum (RFC
+                // 6935), which the kernel drops unless told to take them.
+                InfoVxlan::UDPZeroCsumRX(true),
             ])),
         ]));
         let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
@@ -610,10 +624,10 @@ impl Rtnl {
         .map(|_| ())
     }
 
-    /// The usable IPv4 neighbour entries.
-    pub fn neighbours(&mut self) -> io::Result<BTreeMap<Ipv4Addr, [u8; 6]>> {
+    /// The usable neighbour entries, IPv4 and IPv6.
+    pub fn neighbours(&mut self) -> io::Result<BTreeMap<IpAddr, [u8; 6]>> {
         let mut msg = NeighbourMessage::default();
-        msg.header.family = AddressFamily::Inet;
+        msg.header.family = AddressFamily::Unspec;
         let answers = self.request(
             RouteNetlinkMessage::GetNeighbour(msg),
             NLM_F_REQUEST | NLM_F_DUMP,
@@ -633,16 +647,16 @@ impl Rtnl {
 /// writes it) and the daemon (which waits on it when a change needs next hops now).
 #[derive(Default)]
 pub struct Neighbours {
-    table: Mutex<BTreeMap<Ipv4Addr, [u8; 6]>>,
+    table: Mutex<BTreeMap<IpAddr, [u8; 6]>>,
     changed: Condvar,
 }
 
 impl Neighbours {
-    pub fn get(&self, ip: Ipv4Addr) -> Option<[u8; 6]> {
+    pub fn get(&self, ip: IpAddr) -> Option<[u8; 6]> {
         self.table.lock().unwrap().get(&ip).copied()
     }
 
-    fn set(&self, ip: Ipv4Addr, mac: Option<[u8; 6]>) {
+    fn set(&self, ip: IpAddr, mac: Option<[u8; 6]>) {
         let mut t = self.table.lock().unwrap();
         match mac {
             Some(m) => t.insert(ip, m),
@@ -651,13 +665,13 @@ impl Neighbours {
         self.changed.notify_all();
     }
 
-    fn replace(&self, table: BTreeMap<Ipv4Addr, [u8; 6]>) {
+    fn replace(&self, table: BTreeMap<IpAddr, [u8; 6]>) {
         *self.table.lock().unwrap() = table;
         self.changed.notify_all();
     }
 
     /// Waits until every address of `ips` is known, or `deadline`; says whether all are.
-    pub fn wait_for(&self, ips: &[Ipv4Addr], deadline: Instant) -> bool {
+    pub fn wait_for(&self, ips: &[IpAddr], deadline: Instant) -> bool {
         let mut t = self.table.lock().unwrap();
         loop {
             if ips.iter().all(|ip| t.contains_key(ip)) {
@@ -672,7 +686,7 @@ impl Neighbours {
     }
 }
 
-/// Subscribes to neighbour, link and IPv4 route announcements, loads the neighbour table,
+/// Subscribes to neighbour, link and IPv4 and IPv6 route announcements, loads the neighbour table,
 /// and from then on keeps it current and hands every fact to `send` (on a thread of its
 /// own, for as long as `send` returns true).
 pub fn watch(send: impl Fn(Fact) -> bool + Send + 'static) -> io::Result<Arc<Neighbours>> {
@@ -682,6 +696,7 @@ pub fn watch(send: impl Fn(Fact) -> bool + Send + 'static) -> io::Result<Arc<Nei
         libc::RTNLGRP_NEIGH,
         libc::RTNLGRP_LINK,
         libc::RTNLGRP_IPV4_ROUTE,
+        libc::RTNLGRP_IPV6_ROUTE,
     ] {
         socket.add_membership(group)?;
     }
@@ -748,7 +763,7 @@ mod tests {
         };
         m.attributes
             .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-                Ipv4Addr::new(10, 0, 0, 2),
+                [10, 0, 0, 2].into(),
             )));
         if let Some(mac) = mac {
             m.attributes
@@ -760,7 +775,7 @@ mod tests {
     #[test]
     fn neighbour_announcements_become_facts() {
         let mac = [2, 0xaa, 0, 0, 0, 2];
-        let ip = Ipv4Addr::new(10, 0, 0, 2);
+        let ip = IpAddr::from([10, 0, 0, 2]);
         let reachable =
             RouteNetlinkMessage::NewNeighbour(neigh(NeighbourState::Reachable, Some(mac)));
         assert_eq!(
@@ -778,7 +793,7 @@ mod tests {
     #[test]
     fn a_waiter_wakes_when_the_neighbour_arrives() {
         let n = Arc::new(Neighbours::default());
-        let ip = Ipv4Addr::new(10, 0, 0, 9);
+        let ip = IpAddr::from([10, 0, 0, 9]);
         let setter = n.clone();
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
@@ -786,7 +801,7 @@ mod tests {
         });
         assert!(n.wait_for(&[ip], Instant::now() + Duration::from_secs(5)));
         t.join().unwrap();
-        assert!(!n.wait_for(&[Ipv4Addr::new(10, 0, 0, 10)], Instant::now()));
+        assert!(!n.wait_for(&[[10, 0, 0, 10].into()], Instant::now()));
     }
 }
 
@@ -799,7 +814,7 @@ mod kernel {
     #[test]
     fn the_kernel_answers_route_and_neighbour_requests() {
         let mut rtnl = Rtnl::open().expect("rtnetlink socket");
-        let lo = Ipv4Addr::LOCALHOST;
+        let lo = IpAddr::from([127, 0, 0, 1]);
         assert_eq!(rtnl.next_hop(lo).unwrap(), Some(lo));
         rtnl.neighbours().expect("neighbour dump");
         // A second request on the same socket still pairs answers with requests.

@@ -5,6 +5,7 @@
 //! delivered to local ports only (split horizon), so a flood never loops; only a star's
 //! hub, to which the other hosts flood alone, relays them on to its other peers.
 use std::{
+    net::IpAddr,
     num::NonZeroU32,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     sync::{
@@ -17,8 +18,8 @@ use std::{
 
 use anyhow::{anyhow, Context, Result};
 use dataplane_common::packet::{
-    classify_underlay, fits_underlay, flow_hash, source_port, OuterHeaders, Tunnel,
-    UnderlayVerdict, INNER_OFFSET,
+    classify_underlay, classify_underlay6, flow_hash, source_port, OuterHeaders, OuterHeaders6,
+    Tunnel, Tunnel6, UnderlayVerdict, INNER_OFFSET, INNER_OFFSET_V6,
 };
 use std::io::Write;
 use tracing::{debug, info, warn};
@@ -426,24 +427,18 @@ fn run(
 fn replicate(sockets: &mut [Xsk], from: usize, frame: &[u8], topo: &Topology) {
     match sockets[from].side {
         Side::Underlay => {
-            let peers = |a: [u8; 4]| topo.peers.iter().find(|p| p.addr.octets() == a).map(|_| ());
-            let UnderlayVerdict::Vxlan(v) =
-                classify_underlay(frame, topo.underlay_addr.octets(), peers)
-            else {
+            let Some((vni, peer, inner)) = from_peer(frame, topo) else {
                 sockets[from].counters.dropped += 1;
                 return;
             };
-            let inner = &frame[INNER_OFFSET..INNER_OFFSET + v.inner_len];
-            for port in topo.ports_in(v.vni) {
+            for port in topo.ports_in(vni) {
                 if let Some(t) = tx_socket(sockets, &port.dev.name) {
                     sockets[t].send(&[], inner);
                 }
             }
-            if topo.is_hub(v.vni) {
-                let others = topo
-                    .peers_serving(v.vni)
-                    .filter(|p| p.addr.octets() != v.peer);
-                encapsulate(sockets, from, inner, v.vni, others, topo);
+            if topo.is_hub(vni) {
+                let others = topo.peers_serving(vni).filter(|p| p.addr != peer);
+                encapsulate(sockets, from, inner, vni, others, topo);
             }
         }
         Side::Port { vni } => {
@@ -458,6 +453,36 @@ fn replicate(sockets: &mut [Xsk], from: usize, frame: &[u8], topo: &Topology) {
     }
 }
 
+/// A valid VXLAN packet from a configured peer, over the host's underlay family: its VNI,
+/// its sender and the inner frame.
+fn from_peer<'f>(frame: &'f [u8], topo: &Topology) -> Option<(u32, IpAddr, &'f [u8])> {
+    let known = |a: IpAddr| topo.peers.iter().any(|p| p.addr == a).then_some(());
+    match topo.underlay_addr {
+        IpAddr::V4(local) => {
+            let known = |a: [u8; 4]| known(a.into());
+            match classify_underlay(frame, local.octets(), known) {
+                UnderlayVerdict::Vxlan(v) => Some((
+                    v.vni,
+                    v.peer.into(),
+                    &frame[INNER_OFFSET..INNER_OFFSET + v.inner_len],
+                )),
+                _ => None,
+            }
+        }
+        IpAddr::V6(local) => {
+            let known = |a: &[u8; 16]| known((*a).into());
+            match classify_underlay6(frame, &local.octets(), known) {
+                UnderlayVerdict::Vxlan(v) => Some((
+                    v.vni,
+                    v.peer.into(),
+                    &frame[INNER_OFFSET_V6..INNER_OFFSET_V6 + v.inner_len],
+                )),
+                _ => None,
+            }
+        }
+    }
+}
+
 /// One encapsulated copy of `frame` to each of `peers`.
 fn encapsulate<'a>(
     sockets: &mut [Xsk],
@@ -467,7 +492,7 @@ fn encapsulate<'a>(
     peers: impl Iterator<Item = &'a crate::topology::Peer>,
     topo: &Topology,
 ) {
-    if !fits_underlay(frame.len(), topo.underlay_mtu) {
+    if !topo.family().fits(frame.len(), topo.underlay_mtu) {
         sockets[from].counters.dropped += 1;
         return;
     }
@@ -480,14 +505,30 @@ fn encapsulate<'a>(
             sockets[from].counters.dropped += 1;
             continue;
         };
-        let tunnel = Tunnel {
-            src_mac: topo.underlay.mac,
-            dst_mac: mac,
-            src_ip: topo.underlay_addr.octets(),
-            dst_ip: peer.addr.octets(),
-        };
-        let outer = OuterHeaders::new(&tunnel, vni, sport, frame.len());
-        sockets[ul].send(outer.as_bytes(), frame);
+        match (topo.underlay_addr, peer.addr) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let tunnel = Tunnel {
+                    src_mac: topo.underlay.mac,
+                    dst_mac: mac,
+                    src_ip: src.octets(),
+                    dst_ip: dst.octets(),
+                };
+                let outer = OuterHeaders::new(&tunnel, vni, sport, frame.len());
+                sockets[ul].send(outer.as_bytes(), frame);
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let tunnel = Tunnel6 {
+                    src_mac: topo.underlay.mac,
+                    dst_mac: mac,
+                    src_ip: src.octets(),
+                    dst_ip: dst.octets(),
+                };
+                let outer = OuterHeaders6::new(&tunnel, vni, sport, frame.len());
+                sockets[ul].send(outer.as_bytes(), frame);
+            }
+            // The configuration admits no peer of another family.
+            _ => sockets[from].counters.dropped += 1,
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! reconciliation into the datapath maps.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv6Addr},
 };
 
 use anyhow::{Context, Result};
@@ -17,8 +17,8 @@ use dataplane_common::maps::{
     PORT_LIMITED, PORT_PEER_REDIRECT, PORT_RESTRICTED, PORT_ROUTED, PORT_UNCOUNTED,
     PORT_VM_BOUNDED, ROUTE_ANY, UNDERLAY_SLOT, VM_CLASS_BASE, VM_LEAF_BASE, VNI_HUB, VNI_ROUTED,
 };
+use dataplane_common::packet::Family;
 use dataplane_common::rules::{best, MacMatch};
-use dataplane_common::ENCAP_OVERHEAD;
 use tracing::{info, warn};
 use violin_api::UnicastMac;
 
@@ -43,7 +43,7 @@ impl Port {
 
 #[derive(Clone, Debug)]
 pub struct Peer {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub vnis: BTreeSet<u32>,
     pub slot: u32,
     pub next_hop_mac: Option<[u8; 6]>,
@@ -52,7 +52,7 @@ pub struct Peer {
 #[derive(Clone, Debug)]
 pub struct Topology {
     pub underlay: NetDev,
-    pub underlay_addr: Ipv4Addr,
+    pub underlay_addr: IpAddr,
     pub underlay_mtu: u32,
     pub ports: Vec<Port>,
     pub peers: Vec<Peer>,
@@ -68,7 +68,7 @@ pub struct Topology {
     /// Environments with forwarding rules on this host.
     pub routed: BTreeSet<u32>,
     /// Environments whose overlay is a star, by VNI: the hub's address.
-    pub hubs: BTreeMap<u32, Ipv4Addr>,
+    pub hubs: BTreeMap<u32, IpAddr>,
     /// Where the controller says each known VM is (static FDB entries, which learning
     /// does not override): local VMs at their ports, other hosts' VMs at those hosts.
     pub placements: BTreeMap<FdbKey, FdbEntry>,
@@ -98,13 +98,13 @@ fn placements(
     let mut out = BTreeMap::new();
     for env in &config.environments {
         let vni = env.vni.get();
-        let peer = |addr: Ipv4Addr| {
+        let peer = |addr: IpAddr| {
             peers
                 .iter()
                 .find(|p| p.addr == addr && p.vnis.contains(&vni))
                 .map(|p| FdbEntry::remote(map_addr(p.addr), p.slot).pinned())
         };
-        let remote = |addr: Ipv4Addr| peer(addr).or_else(|| env.hub.and_then(peer));
+        let remote = |addr: IpAddr| peer(addr).or_else(|| env.hub.and_then(peer));
         for vm in &env.vms {
             let mac = vm.mac.octets();
             let moved = moves.get(&(vni, mac)).copied();
@@ -450,7 +450,7 @@ impl Topology {
     pub fn resolve(config: &Config, maps: &Maps, moves: &Moves) -> Result<Topology> {
         let underlay = NetDev::query(&config.underlay.interface).context("underlay.interface")?;
         let underlay_mtu = config.underlay.mtu.unwrap_or(underlay.mtu);
-        let addrs = crate::netdev::ipv4_addresses(&underlay.name)?;
+        let addrs = crate::netdev::ip_addresses(&underlay.name)?;
         if !addrs.contains(&config.underlay.address) {
             warn!(
                 iface = %underlay.name,
@@ -476,7 +476,7 @@ impl Topology {
             }
         }
         let placements = placements(config, &ports, &peers, moves);
-        let hubs: BTreeMap<u32, Ipv4Addr> = config
+        let hubs: BTreeMap<u32, IpAddr> = config
             .environments
             .iter()
             .filter_map(|e| Some((e.vni.get(), e.hub?)))
@@ -513,7 +513,8 @@ impl Topology {
             underlay_ifindex: self.underlay.ifindex,
             underlay_addr: map_addr(self.underlay_addr),
             underlay_mac: self.underlay.mac,
-            _pad: [0; 2],
+            v6: self.underlay_addr.is_ipv6() as u8,
+            _pad: 0,
             underlay_mtu: self.underlay_mtu,
             underlay_xsk_base: xsk_base(UNDERLAY_SLOT),
             underlay_queues: self.underlay.rx_queues.min(MAX_QUEUES_PER_IF),
@@ -531,6 +532,14 @@ impl Topology {
     }
 
     /// Whether this host is environment `vni`'s hub.
+    /// The underlay's address family: what encapsulation costs and which header it takes.
+    pub fn family(&self) -> Family {
+        match self.underlay_addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
     pub fn is_hub(&self, vni: u32) -> bool {
         self.hubs.get(&vni) == Some(&self.underlay_addr)
     }
@@ -547,7 +556,7 @@ impl Topology {
         PeerInfo {
             next_hop_mac: peer.next_hop_mac.unwrap_or_default(),
             resolved: peer.next_hop_mac.is_some() as u8,
-            _pad: 0,
+            v6: peer.addr.is_ipv6() as u8,
             slot: peer.slot,
         }
     }
@@ -824,7 +833,7 @@ impl Topology {
         out.push(Shaping {
             device: self.underlay.name.clone(),
             ifindex: self.underlay.ifindex,
-            overhead: -(ENCAP_OVERHEAD as i32),
+            overhead: -(self.family().overhead() as i32),
             classes: tree,
         });
         out
@@ -864,8 +873,11 @@ impl Topology {
 
 /// A learned or static location, for `violind stats`.
 /// How the maps hold an underlay address: 16 bytes, IPv4-mapped for IPv4.
-pub fn map_addr(a: Ipv4Addr) -> [u8; 16] {
-    a.to_ipv6_mapped().octets()
+pub fn map_addr(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
 }
 
 /// An underlay address read back from the maps, in the family it was written in.
@@ -905,8 +917,8 @@ mod tests {
     fn compiled_rules_decide_as_the_rule_priority_does() {
         use MacMatch::*;
         let to_port = FdbEntry::local(10, 1);
-        let to_peer = FdbEntry::remote(map_addr(Ipv4Addr::new(10, 0, 0, 2)), 0);
-        let other_peer = FdbEntry::remote(map_addr(Ipv4Addr::new(10, 0, 0, 3)), 1);
+        let to_peer = FdbEntry::remote(map_addr([10, 0, 0, 2].into()), 0);
+        let other_peer = FdbEntry::remote(map_addr([10, 0, 0, 3].into()), 1);
         let rules = [
             (Any, Exact(A), to_port),
             (Any, Not(B), to_peer),
@@ -936,7 +948,7 @@ mod tests {
     }
 
     /// Host 10.0.0.1 in a star of VNI 100 whose hub is `hub`, linked to the peers given.
-    fn star(hub: Ipv4Addr, linked: &[Ipv4Addr]) -> (Config, Topology) {
+    fn star(hub: IpAddr, linked: &[IpAddr]) -> (Config, Topology) {
         let mut text = format!(
             "host_id = \"h1\"\n[underlay]\ninterface = \"ul0\"\naddress = \"10.0.0.1\"\n\
              [[environment]]\nname = \"blue\"\nvni = 100\nhub = \"{hub}\"\n\
@@ -969,7 +981,7 @@ mod tests {
         let hubs = BTreeMap::from([(100, hub)]);
         let topo = Topology {
             underlay: dev,
-            underlay_addr: Ipv4Addr::new(10, 0, 0, 1),
+            underlay_addr: IpAddr::from([10, 0, 0, 1]),
             underlay_mtu: 1500,
             ports: vec![],
             peers,
@@ -987,7 +999,7 @@ mod tests {
 
     #[test]
     fn in_a_star_unlinked_hosts_are_reached_and_flooded_through_the_hub() {
-        let hub = Ipv4Addr::new(10, 0, 0, 2);
+        let hub = IpAddr::from([10, 0, 0, 2]);
         let (_, spoke) = star(hub, &[hub]);
         // The VM on 10.0.0.3 (no link) is placed at the hub; the hub's own VM at the hub.
         for mac in [C, B] {
@@ -1001,14 +1013,14 @@ mod tests {
             "a spoke without ports serves nothing"
         );
         // With a fast-path link to 10.0.0.3, its VM goes direct, floods still to the hub.
-        let fast = Ipv4Addr::new(10, 0, 0, 3);
+        let fast = IpAddr::from([10, 0, 0, 3]);
         let (_, spoke) = star(hub, &[hub, fast]);
         assert_eq!(spoke.placements[&FdbKey::new(100, C)].peer, map_addr(fast));
         let flood = spoke.flood_list(100);
         assert_eq!((flood.npeers, flood.peers[0]), (1, map_addr(hub)));
         // The hub floods to, and relays to, every peer; it serves the environment with no
         // port of its own.
-        let me = Ipv4Addr::new(10, 0, 0, 1);
+        let me = IpAddr::from([10, 0, 0, 1]);
         let (_, centre) = star(me, &[hub, fast]);
         assert!(centre.is_hub(100));
         assert_eq!(centre.flood_list(100).npeers, 2);

@@ -19,21 +19,14 @@ use crate::{
 
 pub const CONTROLLER_PORT: u16 = 7800;
 
+/// The controller's address on an IPv4 lab ([`Lab::replica_addr`] on either).
 pub fn controller_ip() -> String {
     format!("{UNDERLAY_SUBNET}.254")
 }
 
+/// The controller's URL on an IPv4 lab.
 pub fn controller_url() -> String {
     format!("http://{}:{CONTROLLER_PORT}", controller_ip())
-}
-
-/// Replica `r`'s address: the first is [`controller_ip`], the next below it.
-pub fn replica_ip(r: usize) -> String {
-    format!("{UNDERLAY_SUBNET}.{}", 254 - r)
-}
-
-pub fn replica_url(r: usize) -> String {
-    format!("http://{}:{CONTROLLER_PORT}", replica_ip(r))
 }
 
 /// etcd member `k`'s (from 0) address and namespace.
@@ -57,6 +50,13 @@ impl Lab {
         self.dir.join("controller.token")
     }
 
+    /// Replica `r`'s API: the first on the underlay's address 254 (the lab's controller),
+    /// the next below it.
+    pub fn replica_addr(&self, r: usize) -> std::net::SocketAddr {
+        let ip = self.spec.underlay_addr(254 - r as u8);
+        std::net::SocketAddr::new(ip, CONTROLLER_PORT)
+    }
+
     /// How many controller processes the lab runs.
     pub fn replica_count(&self) -> usize {
         self.spec.replicas.max(1)
@@ -66,7 +66,7 @@ impl Lab {
     /// take them).
     pub fn controller_urls(&self) -> String {
         (0..self.replica_count())
-            .map(replica_url)
+            .map(|r| format!("http://{}", self.replica_addr(r)))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -153,21 +153,18 @@ impl Lab {
     /// Starts replica `r` (the only controller when `r` is 0 without replicas).
     pub fn start_replica(&mut self, r: usize) -> Result<()> {
         let sw = switch_ns(&self.spec.name);
-        let ip = replica_ip(r);
-        let have = ns_run(&sw, "ip", &["-4", "addr", "show", "dev", "br0"])?;
-        if !have.contains(&format!("{ip}/")) {
-            ns_run(
-                &sw,
-                "ip",
-                &["addr", "add", &format!("{ip}/24"), "dev", "br0"],
-            )?;
+        let listen = self.replica_addr(r);
+        let ip = listen.ip();
+        let have = ns_run(&sw, "ip", &["addr", "show", "dev", "br0"])?;
+        if !have.contains(&format!(" {ip}/")) {
+            crate::lab::add_underlay_addr(&sw, "br0", ip)?;
             ns_run(&sw, "ip", &["link", "set", "lo", "up"])?;
         }
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.controller_log(r))?;
-        let listen = format!("{ip}:{CONTROLLER_PORT}");
+        let listen = listen.to_string();
         let store: Vec<String> = match &self.etcd {
             Some(etcd) if self.spec.replicas > 0 => vec![
                 "--store".into(),
@@ -247,9 +244,7 @@ impl Lab {
     /// Replica `r`'s health as it answers it (role, leader, generation).
     pub fn replica_health(&self, r: usize) -> Option<violin_api::rest::Health> {
         let sw = switch_ns(&self.spec.name);
-        let addr: std::net::SocketAddr = format!("{}:{CONTROLLER_PORT}", replica_ip(r))
-            .parse()
-            .ok()?;
+        let addr = self.replica_addr(r);
         let (code, body) = crate::traffic::http_get(&sw, addr, "/healthz").ok()?;
         (code == 200)
             .then(|| serde_json::from_str(&body).ok())
@@ -408,9 +403,7 @@ impl Lab {
 
     /// The controller's /metrics text, fetched from the lab's switch namespace.
     pub fn controller_metrics(&self) -> Result<String> {
-        let addr: std::net::SocketAddr = format!("{}:{CONTROLLER_PORT}", controller_ip())
-            .parse()
-            .context("the controller's address")?;
+        let addr = self.replica_addr(0);
         let sw = crate::lab::switch_ns(&self.spec.name);
         let (code, text) = crate::traffic::http_get(&sw, addr, "/metrics")?;
         if code != 200 {

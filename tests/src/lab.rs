@@ -15,7 +15,7 @@
 use std::{
     fmt::Write as _,
     fs,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -30,6 +30,9 @@ use crate::sys::{ip, ns_run, run};
 /// VM k of host i is 10.200.(i+1).(k+1)/16 (and fd00:200::(i+1):(k+1)/64).
 pub const VM_SUBNET: &str = "10.200";
 pub const UNDERLAY_SUBNET: &str = "10.250.0";
+/// The underlay's prefix when the lab's underlay is IPv6 (`LabSpec::ipv6`): host i is
+/// fd00:250::(i+1), as 10.250.0.(i+1) on IPv4.
+pub const UNDERLAY_SUBNET6: &str = "fd00:250:";
 pub const BASE_VNI: u32 = 1000;
 /// Port of each violind's HTTP endpoint, on its underlay address.
 pub const API_PORT: u16 = 9600;
@@ -110,6 +113,9 @@ pub struct LabSpec {
     /// Controller replicas on a 3-member etcd cluster, each member in a namespace of its
     /// own on the underlay (0: one controller on its embedded database).
     pub replicas: usize,
+    /// An IPv6-only underlay: hosts, the controller and the tunnels speak IPv6 (VXLAN
+    /// over IPv6, 70 bytes of headers).
+    pub ipv6: bool,
 }
 
 /// Hosts for the adaptation manager: host i is in domain `d{i mod domains + 1}`, offers
@@ -228,6 +234,29 @@ impl LabSpec {
             managed: None,
             viocluster: None,
             replicas: 0,
+            ipv6: false,
+        }
+    }
+
+    /// The underlay's family: what encapsulation costs.
+    pub fn family(&self) -> dataplane_common::packet::Family {
+        match self.ipv6 {
+            true => dataplane_common::packet::Family::V6,
+            false => dataplane_common::packet::Family::V4,
+        }
+    }
+
+    /// The VMs' MTU: the underlay's less the outer headers.
+    pub fn vm_mtu(&self) -> u32 {
+        self.family().vm_mtu(self.mtu)
+    }
+
+    /// The underlay address ending in `last` (hosts count from 1, the controller's
+    /// replicas down from 254): 10.250.0.`last`, or fd00:250::`last` on IPv6.
+    pub fn underlay_addr(&self, last: u8) -> IpAddr {
+        match self.ipv6 {
+            true => format!("{UNDERLAY_SUBNET6}:{last:x}").parse().unwrap(),
+            false => Ipv4Addr::new(10, 250, 0, last).into(),
         }
     }
 
@@ -290,6 +319,14 @@ impl LabSpec {
                 bail!("viocluster: its clusters are environments of their own (--envs 1)");
             }
         }
+        if self.ipv6
+            && (self.vm_kind == VmKind::Qemu || self.domains.is_some() || self.replicas > 0)
+        {
+            bail!(
+                "--ipv6: the lab builds an IPv6 underlay for namespace VMs on one switch, with \
+                 one controller; not yet with QEMU guests, domains or replicas"
+            );
+        }
         if self.replicas > 0 && (!self.controller || self.replicas > 4) {
             bail!(
                 "--replicas: {} needs the controller and at most 4 replicas",
@@ -313,7 +350,7 @@ pub struct Host {
     pub ns: String,
     /// Switch-namespace end of the host's underlay veth, on the bridge.
     pub bridge_port: String,
-    pub underlay_ip: Ipv4Addr,
+    pub underlay_ip: IpAddr,
     pub config: PathBuf,
     pub log: PathBuf,
 }
@@ -322,6 +359,31 @@ impl Host {
     pub fn host_id(&self) -> &str {
         &self.ns
     }
+
+    /// The host's underlay address on an IPv4 lab (the tools that craft IPv4 packets).
+    pub fn underlay_v4(&self) -> Ipv4Addr {
+        match self.underlay_ip {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(a) => panic!("host {} has an IPv6 underlay ({a})", self.ns),
+        }
+    }
+
+    /// The host's violind API endpoint.
+    pub fn api_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.underlay_ip, API_PORT)
+    }
+}
+
+/// Adds `addr` to `dev` in `ns` with the underlay's prefix; on IPv6 without duplicate
+/// address detection, which would hold the address back for a second or more.
+pub fn add_underlay_addr(ns: &str, dev: &str, addr: IpAddr) -> Result<()> {
+    let (cidr, extra): (String, &[&str]) = match addr {
+        IpAddr::V4(a) => (format!("{a}/24"), &[]),
+        IpAddr::V6(a) => (format!("{a}/64"), &["nodad"]),
+    };
+    let mut args = vec!["addr", "add", cidr.as_str(), "dev", dev];
+    args.extend_from_slice(extra);
+    ns_run(ns, "ip", &args).map(|_| ())
 }
 
 #[derive(Clone, Debug)]
@@ -470,7 +532,7 @@ impl Lab {
                 kind,
                 ns: format!("{}-h{}", s.name, i + 1),
                 bridge_port: format!("h{}", i + 1),
-                underlay_ip: format!("{UNDERLAY_SUBNET}.{}", i + 1).parse()?,
+                underlay_ip: s.underlay_addr(i as u8 + 1),
                 config: self.dir.join(format!("h{}.toml", i + 1)),
                 log: self.dir.join(format!("h{}.log", i + 1)),
             };
@@ -665,17 +727,7 @@ impl Lab {
                 "qdisc", "replace", "dev", port, "root", "pfifo", "limit", "1000",
             ],
         )?;
-        ns_run(
-            &h.ns,
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("{}/24", h.underlay_ip),
-                "dev",
-                "ul0",
-            ],
-        )?;
+        add_underlay_addr(&h.ns, "ul0", h.underlay_ip)?;
         ns_run(&h.ns, "ip", &["link", "set", "ul0", "mtu", &mtu, "up"])?;
         // GRO on the host's NIC, as every physical NIC has it (veth has it off, and only
         // takes it on an interface that is up). Every path gets it alike: the bare path's
@@ -708,7 +760,7 @@ impl Lab {
     fn make_vm(&self, i: usize, j: usize) -> Result<Vm> {
         let host = &self.hosts[i];
         let vm = self.vm_at(i, j, format!("vm{}", j + 1))?;
-        let vm_mtu = (self.spec.mtu - 50).to_string();
+        let vm_mtu = self.spec.vm_mtu().to_string();
         ip(&["netns", "add", &vm.ns])?;
         ip(&[
             "link", "add", "name", &vm.port, "netns", &host.ns, "mtu", &vm_mtu, "type", "veth",
@@ -784,8 +836,14 @@ impl Lab {
             step(quiet, &format!("libvirtd on {}", h.ns));
             let dir = guest_dir(&self.spec.name).join(format!("h{}", i + 1));
             let cgroups = self.spec.managed.is_some();
-            let d =
-                crate::libvirt::Libvirtd::start(&h.ns, h.underlay_ip, &dir, i, &qemu_dir, cgroups)?;
+            let d = crate::libvirt::Libvirtd::start(
+                &h.ns,
+                h.underlay_v4(),
+                &dir,
+                i,
+                &qemu_dir,
+                cgroups,
+            )?;
             self.libvirtds[i] = Some(d);
         }
         Ok(())
@@ -877,7 +935,7 @@ impl Lab {
                     mac: v.mac,
                     ip: v.ip,
                     prefix_len: 16,
-                    mtu: self.spec.mtu - 50,
+                    mtu: self.spec.vm_mtu(),
                     port: v.port.clone(),
                     probe,
                     probe_interval_ms: self.spec.probe_interval_ms,
@@ -912,30 +970,23 @@ impl Lab {
     /// replication to every other overlay host (Violin or Linux).
     fn make_linux_vxlan(&self, i: usize) -> Result<()> {
         let h = &self.hosts[i];
-        let vm_mtu = (self.spec.mtu - 50).to_string();
+        let vm_mtu = self.spec.vm_mtu().to_string();
         for env in 0..self.spec.envs {
             let vni = BASE_VNI + env as u32;
             let vx = format!("vx{env}");
             let br = format!("br{env}");
-            ns_run(
-                &h.ns,
-                "ip",
-                &[
-                    "link",
-                    "add",
-                    &vx,
-                    "type",
-                    "vxlan",
-                    "id",
-                    &vni.to_string(),
-                    "local",
-                    &h.underlay_ip.to_string(),
-                    "dstport",
-                    "4789",
-                    "dev",
-                    "ul0",
-                ],
-            )?;
+            let vni = vni.to_string();
+            let local = h.underlay_ip.to_string();
+            let mut args = vec![
+                "link", "add", &vx, "type", "vxlan", "id", &vni, "local", &local, "dstport",
+                "4789", "dev", "ul0",
+            ];
+            // Violin sends IPv6 tunnels with a zero UDP checksum (RFC 6935), which Linux
+            // takes only when told to.
+            if h.underlay_ip.is_ipv6() {
+                args.push("udp6zerocsumrx");
+            }
+            ns_run(&h.ns, "ip", &args)?;
             ns_run(&h.ns, "ip", &["link", "add", &br, "type", "bridge"])?;
             ns_run(
                 &h.ns,
@@ -1023,7 +1074,7 @@ impl Lab {
             "tc"
         };
         let _ = writeln!(s, "port_mode = {mode:?}");
-        let _ = writeln!(s, "api_listen = \"{}:{API_PORT}\"", h.underlay_ip);
+        let _ = writeln!(s, "api_listen = \"{}\"", h.api_addr());
         if self.spec.controller {
             // The daemon's own API has a token of its own: neither the controller's (a
             // host must not hold an administrator's) nor the host's credential.
@@ -1220,7 +1271,7 @@ impl Lab {
 
     /// Frames host `i` sent peer `addr` (an underlay address); None while it has no such
     /// peer.
-    pub fn peer_tx(&self, i: usize, addr: std::net::Ipv4Addr) -> Option<u64> {
+    pub fn peer_tx(&self, i: usize, addr: IpAddr) -> Option<u64> {
         let stats = self.stats(i).ok()?;
         stats["peers"]
             .as_array()?
@@ -1270,7 +1321,7 @@ impl Lab {
             self.hosts.len(),
             self.vms.len(),
             self.spec.mtu,
-            self.spec.mtu - 50
+            self.spec.vm_mtu()
         );
         if let Some(d) = &self.spec.domains {
             let _ = writeln!(

@@ -157,7 +157,7 @@ impl Lab {
         for h in self.hosts.iter().filter(|h| h.kind.runs_violind()) {
             let _ = writeln!(hosts, "  {}) hns={} ;;", h.host_id(), h.ns);
         }
-        let mtu = self.spec.mtu - 50;
+        let mtu = self.spec.vm_mtu();
         let script = format!(
             r#"#!/bin/sh
 # The lab's provisioner for VioCluster's brokers: `start` boots a borrowed machine's VM

@@ -81,8 +81,8 @@ fn crafted_underlay_packets(tag: &str, xdp: bool) {
         tunnel: Tunnel {
             src_mac: mac_of(&h2.ns, "ul0").unwrap(),
             dst_mac: mac_of(&h1.ns, "ul0").unwrap(),
-            src_ip: h2.underlay_ip.octets(),
-            dst_ip: h1.underlay_ip.octets(),
+            src_ip: h2.underlay_v4().octets(),
+            dst_ip: h1.underlay_v4().octets(),
         },
     };
     let edit = |f: &dyn Fn(&mut Vec<u8>)| {

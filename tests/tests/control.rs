@@ -351,3 +351,44 @@ fn controller_metrics_count_the_syncs(lab: &Lab) {
         "{text}"
     );
 }
+
+/// An IPv6-only underlay under the controller: it listens on the underlay's IPv6
+/// address, the daemons register and sync over IPv6, the environment's hosts are IPv6
+/// peers of each other, and VMs on both hosts reach each other through the tunnels.
+#[test]
+fn the_controller_drives_an_ipv6_underlay() {
+    let lab = lab("c6", |s| {
+        s.hosts = 2;
+        s.vms_per_host = 1;
+        s.controller = true;
+        s.ipv6 = true;
+    });
+    assert!(lab.controller_urls().starts_with("http://[fd00:250::fe]:"));
+    let (a, b) = (lab.vm(0, 0, 0).clone(), lab.vm(1, 0, 0).clone());
+    lab.apply_environments()
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.daemon_logs()));
+    let hosts: Vec<HostInfo> = lab.violinctl_as(&["hosts"]).unwrap();
+    assert!(hosts.iter().all(|h| h.in_sync), "{hosts:?}");
+    for h in &lab.hosts {
+        let row = hosts
+            .iter()
+            .find(|r| r.name == h.host_id())
+            .expect("a host row");
+        assert_eq!(
+            row.address.as_deref(),
+            Some(h.underlay_ip.to_string().as_str())
+        );
+    }
+    wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.daemon_logs()));
+    let r = ping(&b.ns, &a.ip.to_string(), 10, &["-i", "0.05"]).unwrap();
+    assert_eq!(r.lost(), 0, "{r:?}");
+    let s = lab.stats(0).unwrap();
+    assert_eq!(s["peers"][0]["address"], "fd00:250::2", "{}", s["peers"]);
+    assert!(
+        counter(&s, "/peers/0/stats/rx/packets") >= 10,
+        "{}",
+        s["peers"]
+    );
+    lab.down().unwrap();
+}

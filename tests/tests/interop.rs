@@ -31,6 +31,32 @@ fn xdp_port_mode_interoperates_with_linux_vxlan() {
     interop(lab, 1, 0);
 }
 
+/// Over an IPv6 underlay: Linux's VXLAN device speaks IPv6 to Violin's datapath.
+#[test]
+fn violin_interoperates_with_linux_vxlan_over_ipv6() {
+    let lab = lab("i6", |s| {
+        s.hosts = 1;
+        s.linux_vxlan_hosts = 1;
+        s.vms_per_host = 1;
+        s.ipv6 = true;
+    });
+    assert_eq!(lab.hosts[1].kind, HostKind::LinuxVxlan);
+    interop(lab, 0, 1);
+}
+
+#[test]
+fn xdp_port_mode_interoperates_with_linux_vxlan_over_ipv6() {
+    let lab = lab("j6", |s| {
+        s.hosts = 0;
+        s.linux_vxlan_hosts = 1;
+        s.violin_xdp_hosts = 1;
+        s.vms_per_host = 1;
+        s.ipv6 = true;
+    });
+    assert_eq!(lab.hosts[1].kind, HostKind::ViolinXdp);
+    interop(lab, 1, 0);
+}
+
 /// Violin host `vi` and Linux VXLAN host `li` of `lab`.
 fn interop(lab: violin_testbed::lab::Lab, vi: usize, li: usize) {
     let v = lab.vm(vi, 0, 0).clone();

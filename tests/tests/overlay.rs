@@ -22,6 +22,22 @@ fn xdp_port_mode_carries_the_same_traffic_with_vm_offloads_off() {
     });
 }
 
+/// An IPv6-only underlay: the tunnels are VXLAN over IPv6 (70 bytes of headers), in TC
+/// port mode, and in XDP port mode with its AF_XDP slow path.
+#[test]
+fn an_ipv6_underlay_carries_the_same_traffic() {
+    cross_hosts("o6", |s| s.ipv6 = true);
+}
+
+#[test]
+fn an_ipv6_underlay_carries_the_same_traffic_in_xdp_mode() {
+    cross_hosts("x6", |s| {
+        s.ipv6 = true;
+        s.violin_xdp_hosts = s.hosts;
+        s.hosts = 0;
+    });
+}
+
 fn cross_hosts(tag: &str, adjust: impl FnOnce(&mut violin_testbed::lab::LabSpec)) {
     let lab = lab(tag, adjust);
     let a = lab.vm(0, 0, 0).clone();
@@ -91,10 +107,28 @@ fn cross_hosts(tag: &str, adjust: impl FnOnce(&mut violin_testbed::lab::LabSpec)
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(drops, 0, "unexpected drops: {}", s["drops"]);
+    let h2 = lab.hosts[1].underlay_ip;
+    assert_eq!(s["peers"][0]["address"], h2.to_string(), "{}", s["peers"]);
     let fdb = s["fdb"].as_array().unwrap();
-    assert!(fdb
-        .iter()
-        .any(|e| e["mac"] == "02:00:00:00:02:01" && e["location"] == "peer 10.250.0.2"));
+    let location = format!("peer {h2}");
+    assert!(
+        fdb.iter()
+            .any(|e| e["mac"] == "02:00:00:00:02:01" && e["location"] == location),
+        "{fdb:?}"
+    );
+    if lab.spec.ipv6 {
+        // Nothing but IPv6 on the underlay: the tunnels could not have been IPv4.
+        let v4 = ns_run(
+            &lab.hosts[0].ns,
+            "ip",
+            &["-4", "addr", "show", "dev", "ul0"],
+        )
+        .unwrap();
+        assert!(v4.trim().is_empty(), "IPv4 on an IPv6 underlay: {v4}");
+        // The VMs' MTU leaves room for 70 bytes of headers.
+        let mtu = ns_run(&a.ns, "cat", &["/sys/class/net/eth0/mtu"]).unwrap();
+        assert_eq!(mtu.trim(), (lab.spec.mtu - 70).to_string());
+    }
     lab.down().unwrap();
 }
 

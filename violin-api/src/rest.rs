@@ -1,5 +1,5 @@
 //! Request and response bodies of the controller's `/v1` API and of violind's own API.
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -82,7 +82,7 @@ pub struct LinkInfo {
     #[serde(rename = "type")]
     pub kind: String,
     #[schema(value_type = [String; 2])]
-    pub addresses: [Ipv4Addr; 2],
+    pub addresses: [IpAddr; 2],
     /// False when the environment lists no links and so is a full mesh.
     pub explicit: bool,
     /// Why the link exists.
@@ -263,7 +263,7 @@ pub struct DaemonLinks {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DaemonLink {
     #[schema(value_type = String)]
-    pub peer: Ipv4Addr,
+    pub peer: IpAddr,
     #[serde(rename = "type")]
     pub kind: String,
     pub vnis: Vec<Vni>,
@@ -297,7 +297,7 @@ mod tests {
             rule: crate::share::ForwardRule {
                 src: SrcMatch::parse("any").unwrap(),
                 dst: DstMatch::parse("none").unwrap(),
-                edge: Some(Ipv4Addr::new(10, 0, 0, 2)),
+                edge: Some([10, 0, 0, 2].into()),
                 interface: None,
             },
         };

@@ -1,7 +1,7 @@
 //! A host's share of the controller's state, in the shape of violind's own configuration
 //! (`[[environment]]`, `[[peer]]`), and the conversation that keeps it current: register,
 //! follow the sync stream (a snapshot, then deltas and heartbeats), acknowledge.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -48,7 +48,17 @@ pub struct Environment {
     /// alone, which relays them to every other host. The hub itself sees its own address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    pub hub: Option<Ipv4Addr>,
+    pub hub: Option<IpAddr>,
+}
+
+/// Whether an underlay address can name one host: not unspecified, multicast, IPv4's
+/// broadcast, or an IPv4-mapped IPv6 address (the IPv4 address itself is written then).
+pub fn is_unicast(a: IpAddr) -> bool {
+    let special = match a {
+        IpAddr::V4(a) => a.is_broadcast(),
+        IpAddr::V6(a) => a.to_ipv4_mapped().is_some(),
+    };
+    !(a.is_unspecified() || a.is_multicast() || special)
 }
 
 /// Storm control's rate when an environment names none: far above what ARP, neighbour
@@ -70,7 +80,7 @@ pub struct Location {
     pub mac: UnicastMac,
     /// The underlay address of the host it runs on.
     #[schema(value_type = String)]
-    pub host: Ipv4Addr,
+    pub host: IpAddr,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -85,12 +95,12 @@ pub struct VmIdentity {
     /// here, frames for it go on there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    pub leaving_to: Option<Ipv4Addr>,
+    pub leaving_to: Option<IpAddr>,
     /// The VM is live-migrating here from the host at this underlay address: its port and
     /// policies are ready, and frames for it go there until it resumes here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    pub arriving_from: Option<Ipv4Addr>,
+    pub arriving_from: Option<IpAddr>,
     /// An aggregate bound on what the VM sends to other hosts, all its pairs together;
     /// with a pair's bound, the tighter one wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,7 +136,7 @@ pub struct ForwardRule {
     pub dst: DstMatch,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    pub edge: Option<Ipv4Addr>,
+    pub edge: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<IfName>,
 }
@@ -135,7 +145,7 @@ pub struct ForwardRule {
 #[serde(deny_unknown_fields)]
 pub struct Peer {
     #[schema(value_type = String)]
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// Environments (by VNI) served by that host: it gets a copy of their broadcasts.
     #[serde(default)]
     pub vnis: Vec<Vni>,
@@ -229,7 +239,7 @@ pub enum SyncEvent {
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     #[schema(value_type = String)]
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// The daemon's own API (`host:port`), when it serves one.
     #[serde(default)]
     pub api: Option<String>,
@@ -315,7 +325,7 @@ pub struct HostMeasurements {
 pub struct PeerMeasurement {
     /// The other host's underlay address.
     #[schema(value_type = String)]
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// The smallest round trip of the last probes, microseconds; None when none came back.
     #[serde(default)]
     pub rtt_us: Option<f64>,

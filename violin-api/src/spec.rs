@@ -3,7 +3,7 @@
 //! type's one error text and the field's path), with spans where the controller's checks
 //! across fields (is this VM's host in the spec?) need a line. The controller validates
 //! the rest; violinctl reads the name and catches syntax errors before sending.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -94,7 +94,8 @@ pub struct EnvironmentTable {
 #[serde(deny_unknown_fields)]
 pub struct HostTable {
     pub name: Spanned<Name>,
-    pub address: Ipv4Addr,
+    /// IPv4 or IPv6; every host of an installation's underlay is of one family.
+    pub address: Spanned<IpAddr>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -138,6 +138,10 @@ struct LabArgs {
     /// namespace of its own (implies --controller).
     #[arg(long, default_value_t = 0)]
     replicas: usize,
+    /// An IPv6-only underlay (fd00:250::/64): hosts, the controller and the tunnels speak
+    /// IPv6, and VMs get 70 bytes less than the underlay's MTU.
+    #[arg(long)]
+    ipv6: bool,
 }
 
 #[derive(Subcommand)]
@@ -348,6 +352,7 @@ fn spec(a: &LabArgs) -> LabSpec {
             period_s: a.broker_period_s,
         }),
         replicas: a.replicas,
+        ipv6: a.ipv6,
     }
 }
 

@@ -123,7 +123,7 @@ pub struct NewVm<'a> {
     pub mac: &'a str,
     pub ip: Option<std::net::Ipv4Addr>,
     /// The host's underlay address, to list it when the spec does not yet.
-    pub host_address: Option<std::net::Ipv4Addr>,
+    pub host_address: Option<std::net::IpAddr>,
 }
 
 /// `text` with a `[[vm]]` table for `vm` appended (and its `[[host]]`, if missing).

@@ -84,6 +84,18 @@ fn errors_name_the_line_and_field() {
     );
     case("vni = 1000", "vni = 0", "environment.vni", "outside");
     case(
+        "address = \"10.250.0.2\"",
+        "address = \"fd00:250::2\"",
+        "host[1].address",
+        "not of the family of host[0].address 10.250.0.1",
+    );
+    case(
+        "address = \"10.250.0.2\"",
+        "address = \"::ffff:10.250.0.2\"",
+        "host[1].address",
+        "not a unicast address",
+    );
+    case(
         "pair = [\"b1\", \"a1\"]",
         "pair = [\"b1\", \"c1\"]",
         "allow[0].pair",
@@ -413,4 +425,13 @@ fn an_adapted_environment_is_a_star_through_its_proxy() {
     assert_eq!(share.environments[0].hub, Some(hub));
     let peers: Vec<_> = share.peers.iter().map(|p| p.address).collect();
     assert_eq!(peers, [hub], "h1 links to the hub alone");
+}
+
+#[test]
+fn an_ipv6_underlay_parses() {
+    let text = SPEC
+        .replace("10.250.0.1", "fd00:250::1")
+        .replace("10.250.0.2", "fd00:250::2");
+    let s = Spec::parse(&text).unwrap();
+    assert_eq!(s.hosts["h2"], "fd00:250::2".parse::<IpAddr>().unwrap());
 }

@@ -440,3 +440,32 @@ fn ipv4_addresses_map_into_sixteen_bytes_and_back() {
         std::net::Ipv4Addr::from(LOCAL).to_ipv6_mapped()
     );
 }
+
+#[test]
+fn the_local_address_picks_the_family() {
+    let local4 = v4_mapped(LOCAL);
+    let known = |a: &[u8; 16]| (*a == v4_mapped(PEER) || *a == PEER6).then_some(());
+    let UnderlayVerdict::Vxlan(v) =
+        classify_tunnel(&encapsulate(&inner_frame(60), 5)[..], &local4, known)
+    else {
+        panic!("IPv4 not accepted")
+    };
+    assert_eq!((v.peer, v.outer_len, v.vni), (v4_mapped(PEER), 50, 5));
+    let UnderlayVerdict::Vxlan(v) =
+        classify_tunnel(&encapsulate6(&inner_frame(60), 6)[..], &LOCAL6, known)
+    else {
+        panic!("IPv6 not accepted")
+    };
+    assert_eq!((v.peer, v.outer_len, v.vni), (PEER6, 70, 6));
+    // Each family's host leaves the other's tunnels to its stack.
+    let p = encapsulate6(&inner_frame(60), 6);
+    assert_eq!(
+        classify_tunnel(&p[..], &local4, known),
+        UnderlayVerdict::Pass
+    );
+    let p = encapsulate(&inner_frame(60), 5);
+    assert_eq!(
+        classify_tunnel(&p[..], &LOCAL6, known),
+        UnderlayVerdict::Pass
+    );
+}
