@@ -334,7 +334,7 @@ impl Spec {
                 return Err(err(
                     h.address.span(),
                     format!("host[{i}].address"),
-                    format!("{address} is not a unicast address"),
+                    format!("{address} is not a unicast address that reaches other hosts"),
                 ));
             }
             // One datapath speaks one outer family: a host cannot tunnel to the other.

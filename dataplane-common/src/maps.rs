@@ -79,8 +79,8 @@ pub struct HostConfig {
     /// IPv4-mapped on an IPv4 underlay: its family is the host's.
     pub underlay_addr: [u8; 16],
     pub underlay_mac: [u8; 6],
-    /// 1 on an IPv6 underlay: said once here so that the programs branch on one byte, not
-    /// on the address (every branch in a loop costs the verifier).
+    /// 1 on an IPv6 underlay: said once here so that the programs' loops branch on one
+    /// byte, not on the address's sixteen (every branch in a loop costs the verifier).
     pub v6: u8,
     pub _pad: u8,
     /// Underlay IP MTU; an encapsulated frame may not exceed it.

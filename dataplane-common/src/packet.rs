@@ -543,11 +543,6 @@ pub const fn fits_underlay6(frame_len: usize, underlay_mtu: u32) -> bool {
     frame_len + IPV6_HLEN + UDP_HLEN + VXLAN_HLEN <= underlay_mtu as usize
 }
 
-/// Largest VM MTU (IP MTU inside the VM) for an underlay IP MTU.
-pub const fn vm_mtu_for(underlay_mtu: u32) -> u32 {
-    underlay_mtu - ENCAP_OVERHEAD
-}
-
 /// The underlay's address family: what the outer headers cost.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Family {
@@ -565,7 +560,7 @@ impl Family {
         }
     }
 
-    /// Largest VM MTU for an underlay IP MTU of this family.
+    /// Largest VM MTU (IP MTU inside the VM) for an underlay IP MTU of this family.
     pub const fn vm_mtu(self, underlay_mtu: u32) -> u32 {
         underlay_mtu.saturating_sub(self.overhead())
     }
@@ -575,14 +570,6 @@ impl Family {
         match self {
             Family::V4 => fits_underlay(frame_len, underlay_mtu),
             Family::V6 => fits_underlay6(frame_len, underlay_mtu),
-        }
-    }
-
-    /// The family of a 16-byte underlay address (IPv4-mapped for IPv4).
-    pub const fn of(addr: &[u8; 16]) -> Family {
-        match mapped_v4(addr) {
-            Some(_) => Family::V4,
-            None => Family::V6,
         }
     }
 }

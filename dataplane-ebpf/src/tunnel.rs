@@ -22,7 +22,7 @@ use dataplane_common::{
     packet::{
         flow_hash, gso_segment_len, source_port, v4_of, Ends, EthHdr, Family, OuterHeaders,
         OuterHeaders6, Tunnel, Tunnel6, VxlanInfo, ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, INNER_OFFSET,
-        INNER_OFFSET_V6, IPV4_HLEN, UDP_HLEN, VXLAN_HLEN,
+        INNER_OFFSET_V6, IPV4_HLEN, IPV6_HLEN, UDP_HLEN, VXLAN_HLEN,
     },
 };
 
@@ -483,15 +483,16 @@ pub(crate) fn send_copy(
 }
 
 /// Pads an inner frame too short for bpf_skb_adjust_room to strip its outer headers to
-/// Ethernet's minimum, with zeros. The helper leaves at least an outer IP header's worth
-/// after the MAC header (40 bytes for IPv6: an ARP frame, 42 bytes, falls short), and a
-/// padded frame is what a wire would have carried anyway.
+/// Ethernet's minimum, with zeros. The helper insists on leaving a minimal IP header's
+/// worth of the skb's protocol (the outer one) after the MAC header: over IPv6 an ARP
+/// frame (42 bytes, 28 after its Ethernet header) falls short. A padded frame is what a
+/// wire would have carried anyway.
 #[inline(always)]
 fn tc_pad(ctx: &TcContext, v: &Vxlan) -> Result<(), DropReason> {
     const ETH_ZLEN: usize = 60;
     // What must stay after the outer MAC header once the rest of the outer headers go.
     let least = match v.outer_len {
-        INNER_OFFSET_V6 => ETH_HLEN + 40,
+        INNER_OFFSET_V6 => ETH_HLEN + IPV6_HLEN,
         _ => ETH_HLEN + IPV4_HLEN,
     };
     if v.inner_len >= least {
@@ -529,8 +530,8 @@ static ZEROS: [u8; 64] = [0; 64];
 
 /// Strips the outer headers of a single (not GRO-aggregated) VXLAN skb: the inner frame
 /// starts at offset 0 afterwards. `Ok(true)` when it is IPv4 or IPv6, which skb->protocol
-/// then names; for other frames it still names the outer IPv4, so they may only leave by
-/// an egress redirect, whose device reads their Ethernet header anew.
+/// then names; for other frames it still names the outer IP (IPv4 or IPv6), so they may
+/// only leave by an egress redirect, whose device reads their Ethernet header anew.
 #[inline(always)]
 pub(crate) fn tc_decap(ctx: &TcContext, v: &Vxlan, len: usize) -> Result<bool, DropReason> {
     tc_trim(ctx, v, len)?;

@@ -276,7 +276,7 @@ impl Config {
         if !violin_api::share::is_unicast(addr) {
             return Err(err(
                 "underlay.address",
-                format!("{addr} is not a unicast address"),
+                format!("{addr} is not a unicast address that reaches other hosts"),
             ));
         }
         if let Some(mtu) = self.underlay.mtu {
@@ -409,7 +409,10 @@ impl Config {
                 ));
             }
             if !violin_api::share::is_unicast(a) {
-                return Err(err(field, format!("{a} is not a unicast address")));
+                return Err(err(
+                    field,
+                    format!("{a} is not a unicast address that reaches other hosts"),
+                ));
             }
             if a.is_ipv6() != self.underlay.address.is_ipv6() {
                 return Err(err(
@@ -492,9 +495,12 @@ vnis = [100]
         // IPv6 links carry at least 1280 bytes.
         let e = error_of(&v6.replace("[[environment]]", "mtu = 1200\n[[environment]]"));
         assert!(e.contains("underlay.mtu") && e.contains("1280"), "{e}");
-        // An IPv4 address is written as itself, not mapped into IPv6.
-        let e = error_of(&GOOD.replace("\"10.0.0.1\"", "\"::ffff:10.0.0.1\""));
-        assert!(e.contains("underlay.address"), "{e}");
+        // An IPv4 address is written as itself, not mapped into IPv6; a link-local one
+        // names no host across the underlay.
+        for bad in ["::ffff:10.0.0.1", "fe80::1"] {
+            let e = error_of(&GOOD.replace("\"10.0.0.1\"", &format!("\"{bad}\"")));
+            assert!(e.contains("underlay.address") && e.contains(bad), "{e}");
+        }
     }
 
     #[test]

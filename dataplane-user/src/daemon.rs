@@ -333,7 +333,8 @@ impl Daemon {
     ) -> Result<Daemon> {
         let (config, generation) = initial(&paths, &file);
         let tx = events.clone();
-        let neighbours = netlink::watch(move |f| tx.send(Event::Kernel(f)).is_ok())
+        let v6 = config.underlay.address.is_ipv6();
+        let neighbours = netlink::watch(v6, move |f| tx.send(Event::Kernel(f)).is_ok())
             .context("subscribing to the kernel's neighbour, link and route changes")?;
         let mut hops = NextHops {
             rtnl: Rtnl::open().context("opening rtnetlink")?,
@@ -605,6 +606,14 @@ impl Daemon {
         let current_mode = current.port_mode;
         if new.host_id != current.host_id || new.netns != current.netns {
             bail!("host_id and netns cannot change while running; restart violind instead");
+        }
+        // The programs size their headers by the host's family and the peers' as the maps
+        // say it, written one after the other: no frame may see them disagree.
+        if new.underlay.address.is_ipv6() != current.underlay.address.is_ipv6() {
+            bail!(
+                "underlay.address cannot change between IPv4 and IPv6 while running; \
+                 restart violind instead"
+            );
         }
         if new.debug_datapath != current.debug_datapath || new.api_listen != current.api_listen {
             warn!("debug_datapath and api_listen take effect at the next start");

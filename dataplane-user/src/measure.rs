@@ -168,8 +168,10 @@ pub fn start(
     interval: Duration,
 ) -> Result<()> {
     let maps = Maps::open_pinned(paths)?;
-    let sock = UdpSocket::bind(SocketAddr::new(local, port))
-        .with_context(|| format!("controller.measure_port: cannot bind {local}:{port}"))?;
+    let sock = UdpSocket::bind(SocketAddr::new(local, port)).with_context(|| {
+        let at = SocketAddr::new(local, port);
+        format!("controller.measure_port: cannot bind {at}")
+    })?;
     sock.set_read_timeout(Some(Duration::from_millis(20)))?;
     thread::Builder::new()
         .name("measure".into())

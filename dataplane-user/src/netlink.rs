@@ -403,8 +403,8 @@ impl Rtnl {
                 InfoVxlan::Port(port),
                 // Violin learns in its own table; the device only carries frames.
                 InfoVxlan::Learning(false),
-                // Violin's XDP paths send IPv6 tunnels with a zero UDP checksum (RFC
-                // 6935), which the kernel drops unless told to take them.
+                // Violin sends IPv6 tunnels with a zero UDP checksum (RFC 6935), in both
+                // port modes, which the kernel drops unless told to take them.
                 InfoVxlan::UDPZeroCsumRX(true),
             ])),
         ]));
@@ -686,18 +686,22 @@ impl Neighbours {
     }
 }
 
-/// Subscribes to neighbour, link and IPv4 and IPv6 route announcements, loads the neighbour table,
-/// and from then on keeps it current and hands every fact to `send` (on a thread of its
-/// own, for as long as `send` returns true).
-pub fn watch(send: impl Fn(Fact) -> bool + Send + 'static) -> io::Result<Arc<Neighbours>> {
+/// Subscribes to neighbour, link and (the underlay family's) route announcements, loads
+/// the neighbour table, and from then on keeps it current and hands every fact to `send`
+/// (on a thread of its own, for as long as `send` returns true).
+pub fn watch(
+    v6: bool,
+    send: impl Fn(Fact) -> bool + Send + 'static,
+) -> io::Result<Arc<Neighbours>> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;
-    for group in [
-        libc::RTNLGRP_NEIGH,
-        libc::RTNLGRP_LINK,
-        libc::RTNLGRP_IPV4_ROUTE,
-        libc::RTNLGRP_IPV6_ROUTE,
-    ] {
+    // Only the underlay's family's routes: an IPv4 host would otherwise look up every
+    // peer's next hop again each time a VM port's link-local IPv6 route comes or goes.
+    let routes = match v6 {
+        false => libc::RTNLGRP_IPV4_ROUTE,
+        true => libc::RTNLGRP_IPV6_ROUTE,
+    };
+    for group in [libc::RTNLGRP_NEIGH, libc::RTNLGRP_LINK, routes] {
         socket.add_membership(group)?;
     }
     // Subscribed first, then the dump: no change between the two is missed.

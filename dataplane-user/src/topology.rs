@@ -531,7 +531,6 @@ impl Topology {
         v
     }
 
-    /// Whether this host is environment `vni`'s hub.
     /// The underlay's address family: what encapsulation costs and which header it takes.
     pub fn family(&self) -> Family {
         match self.underlay_addr {
@@ -540,6 +539,7 @@ impl Topology {
         }
     }
 
+    /// Whether this host is environment `vni`'s hub.
     pub fn is_hub(&self, vni: u32) -> bool {
         self.hubs.get(&vni) == Some(&self.underlay_addr)
     }
@@ -871,7 +871,6 @@ impl Topology {
     }
 }
 
-/// A learned or static location, for `violind stats`.
 /// How the maps hold an underlay address: 16 bytes, IPv4-mapped for IPv4.
 pub fn map_addr(a: IpAddr) -> [u8; 16] {
     match a {
@@ -885,6 +884,7 @@ pub fn show_addr(a: &[u8; 16]) -> IpAddr {
     Ipv6Addr::from(*a).to_canonical()
 }
 
+/// A learned or static location, for `violind stats`.
 pub fn describe_entry(e: &FdbEntry) -> String {
     match e.kind() {
         Some(FdbKind::Local) => format!(

@@ -73,7 +73,7 @@ pub struct LabSpec {
     pub hosts: usize,
     pub vms_per_host: usize,
     pub envs: usize,
-    /// Underlay MTU; VMs get 50 bytes less.
+    /// Underlay MTU; VMs get the outer headers less (50 bytes, 70 over IPv6).
     pub mtu: u32,
     /// Extra hosts (after the Violin ones) using Linux's VXLAN device.
     pub linux_vxlan_hosts: usize,

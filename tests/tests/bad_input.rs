@@ -1,8 +1,12 @@
 //! Crafted underlay packets are dropped or passed as specified and counted by reason,
 //! while good traffic keeps flowing with no loss.
-use std::{net::Ipv4Addr, thread, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    thread,
+    time::Duration,
+};
 
-use dataplane_common::packet::{OuterHeaders, Tunnel};
+use dataplane_common::packet::{OuterHeaders, OuterHeaders6, Tunnel, Tunnel6};
 use violin_testbed::{
     e2e::{counter, lab},
     sys::{mac_of, ns_run},
@@ -12,8 +16,10 @@ use violin_testbed::{
 const N: usize = 25;
 const VNI: u32 = 1000;
 
-struct Crafter {
-    tunnel: Tunnel,
+/// Makes VXLAN packets from h2 to h1 over the lab's underlay family.
+enum Crafter {
+    V4(Tunnel),
+    V6(Tunnel6),
 }
 
 impl Crafter {
@@ -25,9 +31,21 @@ impl Crafter {
     }
 
     fn wrap(&self, vni: u32, inner: &[u8]) -> Vec<u8> {
-        let h = OuterHeaders::new(&self.tunnel, vni, 50000, inner.len());
-        let mut p = h.as_bytes().to_vec();
+        let mut p = match self {
+            Crafter::V4(t) => OuterHeaders::new(t, vni, 50000, inner.len())
+                .as_bytes()
+                .to_vec(),
+            Crafter::V6(t) => OuterHeaders6::new(t, vni, 50000, inner.len())
+                .as_bytes()
+                .to_vec(),
+        };
         p.extend_from_slice(inner);
+        p
+    }
+
+    fn edit(&self, f: &dyn Fn(&mut Vec<u8>)) -> Vec<u8> {
+        let mut p = self.good(VNI);
+        f(&mut p);
         p
     }
 }
@@ -48,18 +66,30 @@ fn fix_ip_checksum(p: &mut [u8], ihl: usize) {
 
 #[test]
 fn crafted_underlay_packets_are_dropped_or_passed_by_reason() {
-    crafted_underlay_packets("bi", false);
+    crafted_underlay_packets("bi", false, false);
 }
 
 /// The same checks in XDP port mode, whose underlay program is XDP.
 #[test]
 fn crafted_underlay_packets_are_dropped_or_passed_by_reason_in_xdp_mode() {
-    crafted_underlay_packets("bx", true);
+    crafted_underlay_packets("bx", true, false);
 }
 
-fn crafted_underlay_packets(tag: &str, xdp: bool) {
+/// The same checks over an IPv6 underlay, in both port modes.
+#[test]
+fn crafted_ipv6_underlay_packets_are_dropped_or_passed_by_reason() {
+    crafted_underlay_packets("b6", false, true);
+}
+
+#[test]
+fn crafted_ipv6_underlay_packets_are_dropped_or_passed_by_reason_in_xdp_mode() {
+    crafted_underlay_packets("bw", true, true);
+}
+
+fn crafted_underlay_packets(tag: &str, xdp: bool, ipv6: bool) {
     let lab = lab(tag, |s| {
         s.vms_per_host = 1;
+        s.ipv6 = ipv6;
         if xdp {
             s.violin_xdp_hosts = s.hosts;
             s.hosts = 0;
@@ -77,80 +107,31 @@ fn crafted_underlay_packets(tag: &str, xdp: bool) {
 
     let h1 = lab.hosts[0].clone();
     let h2 = lab.hosts[1].clone();
-    let c = Crafter {
-        tunnel: Tunnel {
-            src_mac: mac_of(&h2.ns, "ul0").unwrap(),
-            dst_mac: mac_of(&h1.ns, "ul0").unwrap(),
-            src_ip: h2.underlay_v4().octets(),
-            dst_ip: h1.underlay_v4().octets(),
-        },
+    let (src_mac, dst_mac) = (
+        mac_of(&h2.ns, "ul0").unwrap(),
+        mac_of(&h1.ns, "ul0").unwrap(),
+    );
+    let cases = match (h2.underlay_ip, h1.underlay_ip) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let c = Crafter::V4(Tunnel {
+                src_mac,
+                dst_mac,
+                src_ip: src.octets(),
+                dst_ip: dst.octets(),
+            });
+            cases4(&c, pass)
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            let c = Crafter::V6(Tunnel6 {
+                src_mac,
+                dst_mac,
+                src_ip: src.octets(),
+                dst_ip: dst.octets(),
+            });
+            cases6(&c, pass)
+        }
+        other => panic!("hosts of two families: {other:?}"),
     };
-    let edit = |f: &dyn Fn(&mut Vec<u8>)| {
-        let mut p = c.good(VNI);
-        f(&mut p);
-        p
-    };
-    // (expected counter, frame)
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("/drops/truncated_outer", c.good(VNI)[..46].to_vec()),
-        ("/drops/truncated_outer", c.good(VNI)[..20].to_vec()),
-        // Shorter than any Ethernet frame with an IPv4 header: the kernel refuses to send
-        // frames under 14 bytes, so 14 is the shortest runt it can put on the wire.
-        ("/drops/truncated_outer", c.good(VNI)[..14].to_vec()),
-        (
-            "/drops/truncated_inner",
-            c.wrap(VNI, &[2, 0, 0, 0, 1, 1, 2, 0, 0, 0]),
-        ),
-        ("/drops/unknown_vni", c.good(4242)),
-        ("/drops/bad_vxlan_flags", edit(&|p| p[42] = 0)),
-        (
-            "/drops/bad_length",
-            edit(&|p| p[38..40].copy_from_slice(&20u16.to_be_bytes())),
-        ),
-        (
-            "/drops/unknown_peer",
-            edit(&|p| {
-                p[26..30].copy_from_slice(&[10, 250, 0, 99]);
-                fix_ip_checksum(p, 20);
-            }),
-        ),
-        (
-            "/drops/fragment",
-            edit(&|p| {
-                p[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
-                fix_ip_checksum(p, 20);
-            }),
-        ),
-        (
-            "/drops/ip_options",
-            edit(&|p| {
-                p.splice(34..34, [1u8, 1, 1, 0]);
-                p[14] = 0x46;
-                let tot = (p.len() - 14) as u16;
-                p[16..18].copy_from_slice(&tot.to_be_bytes());
-                fix_ip_checksum(p, 24);
-            }),
-        ),
-        // Not Violin's: passed to the host stack untouched.
-        (
-            pass,
-            edit(&|p| {
-                p[20..22].copy_from_slice(&0x0040u16.to_be_bytes());
-                fix_ip_checksum(p, 20);
-            }),
-        ),
-        (
-            pass,
-            edit(&|p| p[36..38].copy_from_slice(&53u16.to_be_bytes())),
-        ),
-        (
-            pass,
-            edit(&|p| {
-                p[30..34].copy_from_slice(&Ipv4Addr::new(10, 250, 0, 77).octets());
-                fix_ip_checksum(p, 20);
-            }),
-        ),
-    ];
 
     // Good traffic runs throughout.
     let pinger = {
@@ -183,7 +164,7 @@ fn crafted_underlay_packets(tag: &str, xdp: bool) {
         "good traffic lost packets during the bad input: {r:?}"
     );
 
-    // A VM frame that would not fit the underlay after 50 bytes of encapsulation is
+    // A VM frame that would not fit the underlay after 50 (70) bytes of encapsulation is
     // dropped and counted, never fragmented. Raise the VM's MTU past what the lab allows.
     ns_run(&a.ns, "ip", &["link", "set", "eth0", "mtu", "1500"]).unwrap();
     ns_run(&h1.ns, "ip", &["link", "set", &a.port, "mtu", "1500"]).unwrap();
@@ -206,9 +187,115 @@ fn crafted_underlay_packets(tag: &str, xdp: bool) {
         &a.ns,
         &b.ip.to_string(),
         5,
-        &["-s", "1400", "-M", "do", "-i", "0.1"],
+        &["-s", "1380", "-M", "do", "-i", "0.1"],
     )
     .unwrap();
     assert_eq!(r.lost(), 0);
     lab.down().unwrap();
+}
+
+/// Malformed and foreign packets over an IPv4 underlay: (expected counter, frame).
+fn cases4<'a>(c: &Crafter, pass: &'a str) -> Vec<(&'a str, Vec<u8>)> {
+    // (expected counter, frame)
+    vec![
+        ("/drops/truncated_outer", c.good(VNI)[..46].to_vec()),
+        ("/drops/truncated_outer", c.good(VNI)[..20].to_vec()),
+        // Shorter than any Ethernet frame with an IPv4 header: the kernel refuses to send
+        // frames under 14 bytes, so 14 is the shortest runt it can put on the wire.
+        ("/drops/truncated_outer", c.good(VNI)[..14].to_vec()),
+        (
+            "/drops/truncated_inner",
+            c.wrap(VNI, &[2, 0, 0, 0, 1, 1, 2, 0, 0, 0]),
+        ),
+        ("/drops/unknown_vni", c.good(4242)),
+        ("/drops/bad_vxlan_flags", c.edit(&|p| p[42] = 0)),
+        (
+            "/drops/bad_length",
+            c.edit(&|p| p[38..40].copy_from_slice(&20u16.to_be_bytes())),
+        ),
+        (
+            "/drops/unknown_peer",
+            c.edit(&|p| {
+                p[26..30].copy_from_slice(&[10, 250, 0, 99]);
+                fix_ip_checksum(p, 20);
+            }),
+        ),
+        (
+            "/drops/fragment",
+            c.edit(&|p| {
+                p[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+                fix_ip_checksum(p, 20);
+            }),
+        ),
+        (
+            "/drops/ip_options",
+            c.edit(&|p| {
+                p.splice(34..34, [1u8, 1, 1, 0]);
+                p[14] = 0x46;
+                let tot = (p.len() - 14) as u16;
+                p[16..18].copy_from_slice(&tot.to_be_bytes());
+                fix_ip_checksum(p, 24);
+            }),
+        ),
+        // Not Violin's: passed to the host stack untouched.
+        (
+            pass,
+            c.edit(&|p| {
+                p[20..22].copy_from_slice(&0x0040u16.to_be_bytes());
+                fix_ip_checksum(p, 20);
+            }),
+        ),
+        (
+            pass,
+            c.edit(&|p| p[36..38].copy_from_slice(&53u16.to_be_bytes())),
+        ),
+        (
+            pass,
+            c.edit(&|p| {
+                p[30..34].copy_from_slice(&Ipv4Addr::new(10, 250, 0, 77).octets());
+                fix_ip_checksum(p, 20);
+            }),
+        ),
+    ]
+}
+
+/// The same over an IPv6 underlay (outer IPv6 header at 14, UDP at 54, VXLAN at 62).
+fn cases6<'a>(c: &Crafter, pass: &'a str) -> Vec<(&'a str, Vec<u8>)> {
+    let other = |last: u8| {
+        let mut a: [u8; 16] = "fd00:250::".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        a[15] = last;
+        a
+    };
+    vec![
+        // Cut inside the IPv6 header, and inside the VXLAN header.
+        ("/drops/truncated_outer", c.good(VNI)[..40].to_vec()),
+        ("/drops/truncated_outer", c.good(VNI)[..66].to_vec()),
+        (
+            "/drops/truncated_inner",
+            c.wrap(VNI, &[2, 0, 0, 0, 1, 1, 2, 0, 0, 0]),
+        ),
+        ("/drops/unknown_vni", c.good(4242)),
+        ("/drops/bad_vxlan_flags", c.edit(&|p| p[62] = 0)),
+        (
+            "/drops/bad_length",
+            c.edit(&|p| p[58..60].copy_from_slice(&20u16.to_be_bytes())),
+        ),
+        // A zero payload length is a jumbogram's: no underlay carries one.
+        (
+            "/drops/truncated_outer",
+            c.edit(&|p| p[18..20].copy_from_slice(&0u16.to_be_bytes())),
+        ),
+        (
+            "/drops/unknown_peer",
+            c.edit(&|p| p[22..38].copy_from_slice(&other(0x99))),
+        ),
+        // Not Violin's: passed to the host stack untouched.
+        (pass, c.edit(&|p| p[38..54].copy_from_slice(&other(0x77)))),
+        (
+            pass,
+            c.edit(&|p| p[56..58].copy_from_slice(&53u16.to_be_bytes())),
+        ),
+        // A hop-by-hop options header before UDP: Violin sends none.
+        (pass, c.edit(&|p| p[20] = 0)),
+    ]
 }

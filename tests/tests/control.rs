@@ -14,7 +14,7 @@ use violin_testbed::{
     e2e::{counter, lab},
     lab::{mac_string, Lab, Vm, API_PORT},
     sys::ns_run,
-    traffic::{http_get, http_get_with, ping, udp_blast, wait_ping},
+    traffic::{http_get, http_get_with, ping, tcp_transfer, udp_blast, wait_ping},
 };
 
 fn drops(lab: &Lab, i: usize, reason: &str) -> u64 {
@@ -353,19 +353,28 @@ fn controller_metrics_count_the_syncs(lab: &Lab) {
 }
 
 /// An IPv6-only underlay under the controller: it listens on the underlay's IPv6
-/// address, the daemons register and sync over IPv6, the environment's hosts are IPv6
-/// peers of each other, and VMs on both hosts reach each other through the tunnels.
+/// address, the daemons register and sync over IPv6, and the environment is a star
+/// through h2 (TC mode) between h1 (TC) and h3 (XDP mode): h2 relays the floods to the
+/// other hosts and sends on their frames, single and GRO-aggregated, over IPv6.
 #[test]
 fn the_controller_drives_an_ipv6_underlay() {
     let lab = lab("c6", |s| {
         s.hosts = 2;
+        s.violin_xdp_hosts = 1;
         s.vms_per_host = 1;
         s.controller = true;
         s.ipv6 = true;
     });
     assert!(lab.controller_urls().starts_with("http://[fd00:250::fe]:"));
-    let (a, b) = (lab.vm(0, 0, 0).clone(), lab.vm(1, 0, 0).clone());
-    lab.apply_environments()
+    let (a, c) = (lab.vm(0, 0, 0).clone(), lab.vm(2, 0, 0).clone());
+    let hub = lab.hosts[1].host_id().to_string();
+    let star = lab.env_spec(
+        0,
+        "env0",
+        violin_testbed::lab::BASE_VNI,
+        &format!("[adapt]\nproxy = {hub:?}\nlinks = 0\n"),
+    );
+    lab.apply_spec("env0", &star)
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.daemon_logs()));
     let hosts: Vec<HostInfo> = lab.violinctl_as(&["hosts"]).unwrap();
     assert!(hosts.iter().all(|h| h.in_sync), "{hosts:?}");
@@ -379,16 +388,27 @@ fn the_controller_drives_an_ipv6_underlay() {
             Some(h.underlay_ip.to_string().as_str())
         );
     }
-    wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10))
+    let h3 = lab.hosts[2].underlay_ip;
+    let relayed = lab.peer_tx(1, h3).unwrap_or(0);
+    wait_ping(&a.ns, &c.ip.to_string(), Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.daemon_logs()));
-    let r = ping(&b.ns, &a.ip.to_string(), 10, &["-i", "0.05"]).unwrap();
+    let r = ping(&c.ns, &a.ip.to_string(), 10, &["-i", "0.05"]).unwrap();
     assert_eq!(r.lost(), 0, "{r:?}");
-    let s = lab.stats(0).unwrap();
-    assert_eq!(s["peers"][0]["address"], "fd00:250::2", "{}", s["peers"]);
-    assert!(
-        counter(&s, "/peers/0/stats/rx/packets") >= 10,
-        "{}",
-        s["peers"]
-    );
+    for (from, to, port) in [(&a, &c, 5601u16), (&c, &a, 5602)] {
+        let t = tcp_transfer(&from.ns, &to.ns, to.ip, port, 20_000_000).unwrap();
+        assert_eq!(t.bytes, 20_000_000, "{} -> {}", from.ns, to.ns);
+        assert_eq!(t.sent_digest, t.received_digest, "{} -> {}", from.ns, to.ns);
+    }
+    // h1 and h3 have no link: everything between them went through h2.
+    let s1 = lab.stats(0).unwrap();
+    let peers: Vec<&str> = s1["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(peers, ["fd00:250::2"], "h1's only peer is the hub");
+    let sent_on = lab.peer_tx(1, h3).unwrap() - relayed;
+    assert!(sent_on > 1_000, "the hub sent on {sent_on} packets to h3");
     lab.down().unwrap();
 }

@@ -431,7 +431,7 @@ fn frames_reaching_a_moved_vms_old_host_are_forwarded_on() {
     lab.stop_daemon(0, true).unwrap();
     // c gets a new NIC on h2, as a migrated guest does (named mv1: h2 has a vm1).
     let moved = "mv1";
-    let mtu = (lab.spec.mtu - 50).to_string();
+    let mtu = lab.spec.vm_mtu().to_string();
     ip(&["-n", &c.ns, "link", "del", "eth0"]).unwrap();
     ip(&[
         "link", "add", "name", moved, "netns", &h2.ns, "mtu", &mtu, "type", "veth", "peer", "name",

@@ -20,7 +20,7 @@ fn tap_port_reaches_a_vm_on_another_host() {
     )
     .unwrap();
 
-    let mut guest = TapGuest::create(&h1.ns, "tap1", lab.spec.mtu - 50).unwrap();
+    let mut guest = TapGuest::create(&h1.ns, "tap1", lab.spec.vm_mtu()).unwrap();
     let config = lab
         .config_for(0)
         .replace("ports = [\"vm1\"]", "ports = [\"vm1\", \"tap1\"]");

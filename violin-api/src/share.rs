@@ -52,11 +52,15 @@ pub struct Environment {
 }
 
 /// Whether an underlay address can name one host: not unspecified, multicast, IPv4's
-/// broadcast, or an IPv4-mapped IPv6 address (the IPv4 address itself is written then).
+/// broadcast, an IPv4-mapped IPv6 address (the IPv4 address itself is written then), or
+/// an IPv6 link-local or loopback address (neither reaches a host across the underlay
+/// without a scope).
 pub fn is_unicast(a: IpAddr) -> bool {
     let special = match a {
         IpAddr::V4(a) => a.is_broadcast(),
-        IpAddr::V6(a) => a.to_ipv4_mapped().is_some(),
+        IpAddr::V6(a) => {
+            a.to_ipv4_mapped().is_some() || a.is_unicast_link_local() || a.is_loopback()
+        }
     };
     !(a.is_unspecified() || a.is_multicast() || special)
 }

@@ -88,7 +88,7 @@ struct LabArgs {
     /// Environments; VM j of a host joins environment j mod E.
     #[arg(long, default_value_t = 1)]
     envs: usize,
-    /// Underlay MTU (1500, or 9000 for jumbo frames); VMs get 50 bytes less.
+    /// Underlay MTU (1500, or 9000 for jumbo frames); VMs get 50 bytes less (70 with --ipv6).
     #[arg(long, default_value_t = 1500)]
     mtu: u32,
     /// Extra hosts that use Linux's own VXLAN device instead of Violin.
