@@ -171,7 +171,7 @@ pub fn metrics() -> Vec<Metric> {
 fn endpoint(v: &Vm) -> Endpoint {
     Endpoint {
         ns: v.ns.clone(),
-        ip: v.ip,
+        ip: v.ip.into(),
     }
 }
 

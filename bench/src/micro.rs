@@ -2,12 +2,14 @@
 //! per packet, UDP round-trip latency; with each program's cost (`cost`) and the line-rate
 //! figures (`linerate`).
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
 };
 
 use anyhow::{bail, Context, Result};
 use bench::reports;
+use dataplane_common::packet::Family;
 use inferno::collapse::Collapse;
 use violin_testbed::{
     iperf::{self, Load, Server},
@@ -49,7 +51,34 @@ impl Settings {
     }
 }
 
+/// The family of the suite's second lab, and the prefix of the metrics taken on it.
+pub const IPV6: Family = Family::V6;
+pub const IPV6_PREFIX: &str = "ipv6_";
+
 pub fn metrics() -> Vec<Metric> {
+    let sockets = socket_metrics();
+    let over_ipv6 = sockets.iter().map(|m| Metric {
+        id: format!("{IPV6_PREFIX}{}", m.id),
+        title: format!("{}, IPv6 underlay", m.title),
+        unit: m.unit.clone(),
+        better: m.better,
+    });
+    let over_ipv6: Vec<Metric> = over_ipv6.collect();
+    sockets
+        .into_iter()
+        .chain(over_ipv6)
+        .chain(crate::cost::METRICS.iter().map(|(id, title)| Metric {
+            id: id.to_string(),
+            title: format!("{title}, BPF_PROG_TEST_RUN"),
+            unit: "ns".into(),
+            better: Better::Lower,
+        }))
+        .chain(linerate_metrics())
+        .collect()
+}
+
+/// What [`crate::SocketFigures`] measures on each path.
+fn socket_metrics() -> Vec<Metric> {
     let m = |id: &str, title: &str, unit: &str, better| Metric {
         id: id.into(),
         title: title.into(),
@@ -79,17 +108,6 @@ pub fn metrics() -> Vec<Metric> {
             Better::Lower,
         ),
     ]
-    .into_iter()
-    .chain(crate::cost::METRICS.iter().map(|(id, title)| {
-        m(
-            id,
-            &format!("{title}, BPF_PROG_TEST_RUN"),
-            "ns",
-            Better::Lower,
-        )
-    }))
-    .chain(linerate_metrics())
-    .collect()
 }
 
 /// Mpps and CPU per frame of each line-rate stage at each size.
@@ -161,7 +179,7 @@ pub fn busy_cpu_ns() -> Result<f64> {
 pub fn udp64(a: &Endpoint, b: &Endpoint, secs: f64, port: u16) -> Result<(f64, f64)> {
     let gen = pktgen();
     let gen = gen.to_string_lossy();
-    let bind = format!("{}:{port}", b.ip);
+    let bind = SocketAddr::new(b.ip, port).to_string();
     let max = format!("{}", secs + 10.0);
     let sink_args = [
         SERVER_CPU[0],
@@ -201,7 +219,7 @@ pub fn udp64(a: &Endpoint, b: &Endpoint, secs: f64, port: u16) -> Result<(f64, f
 pub fn rtt(a: &Endpoint, b: &Endpoint, count: usize, port: u16) -> Result<(f64, f64)> {
     let gen = pktgen();
     let gen = gen.to_string_lossy();
-    let bind = format!("{}:{port}", b.ip);
+    let bind = SocketAddr::new(b.ip, port).to_string();
     let echo_args = [
         RTT_CPU[0],
         RTT_CPU[1],

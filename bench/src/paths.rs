@@ -1,7 +1,7 @@
 //! One lab holding the paths side by side on one underlay bridge: Violin hosts (XDP VM
 //! ports), Linux VXLAN hosts, bare hosts whose own namespaces are the endpoints, and
 //! Violin hosts with TC VM ports. Every figure of a run is taken on this same lab.
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::Result;
 use violin_testbed::lab::{HostKind, Lab, LabSpec, Vm};
@@ -12,7 +12,7 @@ use crate::results::NetPath;
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     pub ns: String,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
 }
 
 pub struct BenchLab {
@@ -20,9 +20,16 @@ pub struct BenchLab {
 }
 
 impl BenchLab {
-    /// `hosts` hosts per path, `vms` VMs per overlay host.
+    /// `hosts` hosts per path, `vms` VMs per overlay host, on an IPv4 underlay.
     pub fn up(name: &str, mtu: u32, hosts: usize, vms: usize) -> Result<BenchLab> {
+        Self::up_on(name, mtu, hosts, vms, false)
+    }
+
+    /// [`BenchLab::up`] on an IPv6-only underlay when `ipv6`: the tunnels are VXLAN over
+    /// IPv6 and the bare path's endpoints speak IPv6; the VMs still speak IPv4.
+    pub fn up_on(name: &str, mtu: u32, hosts: usize, vms: usize, ipv6: bool) -> Result<BenchLab> {
         let mut spec = LabSpec::new(name, violin_testbed::violind_path());
+        spec.ipv6 = ipv6;
         spec.hosts = hosts;
         spec.linux_vxlan_hosts = hosts;
         spec.bare_hosts = hosts;
@@ -78,7 +85,7 @@ impl BenchLab {
         match path {
             NetPath::Bare => Endpoint {
                 ns: host.ns.clone(),
-                ip: host.underlay_v4(),
+                ip: host.underlay_ip,
             },
             _ => {
                 let vm = self
@@ -90,7 +97,7 @@ impl BenchLab {
                     .expect("enough VMs per host");
                 Endpoint {
                     ns: vm.ns.clone(),
-                    ip: vm.ip,
+                    ip: vm.ip.into(),
                 }
             }
         }

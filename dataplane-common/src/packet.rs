@@ -749,14 +749,7 @@ impl OuterHeaders6 {
         self.ip.hop_limit = HOP_LIMIT;
         self.ip.src = *t.src_ip;
         self.ip.dst = *t.dst_ip;
-        self.udp.source = sport.to_be_bytes();
-        self.udp.dest = VXLAN_PORT.to_be_bytes();
-        self.udp.len = udp_len;
-        self.udp.check = [0, 0];
-        self.vxlan.flags = VXLAN_FLAG_I;
-        self.vxlan.reserved1 = [0; 3];
-        self.vxlan.vni = [vni[1], vni[2], vni[3]];
-        self.vxlan.reserved2 = 0;
+        fill_udp_vxlan(&mut self.udp, &mut self.vxlan, sport, udp_len, vni);
     }
 
     pub fn as_bytes(&self) -> &[u8; ENCAP_OVERHEAD_V6 as usize] {
@@ -765,6 +758,20 @@ impl OuterHeaders6 {
         // assert; the reference borrows `self`.
         unsafe { &*(self as *const OuterHeaders6 as *const [u8; ENCAP_OVERHEAD_V6 as usize]) }
     }
+}
+
+/// The UDP and VXLAN headers both families' outer headers end with: a zero UDP checksum,
+/// and the VNI valid.
+#[inline(always)]
+fn fill_udp_vxlan(udp: &mut UdpHdr, vxlan: &mut VxlanHdr, sport: u16, len: [u8; 2], vni: [u8; 4]) {
+    udp.source = sport.to_be_bytes();
+    udp.dest = VXLAN_PORT.to_be_bytes();
+    udp.len = len;
+    udp.check = [0, 0];
+    vxlan.flags = VXLAN_FLAG_I;
+    vxlan.reserved1 = [0; 3];
+    vxlan.vni = [vni[1], vni[2], vni[3]];
+    vxlan.reserved2 = 0;
 }
 
 /// A non-zero 20-bit flow label from an outer source port (whose low 14 bits are the
@@ -805,14 +812,13 @@ impl OuterHeaders {
         self.ip.src = t.src_ip;
         self.ip.dst = t.dst_ip;
         self.ip.check = ipv4_checksum(&self.ip);
-        self.udp.source = sport.to_be_bytes();
-        self.udp.dest = VXLAN_PORT.to_be_bytes();
-        self.udp.len = udp_len.to_be_bytes();
-        self.udp.check = [0, 0];
-        self.vxlan.flags = VXLAN_FLAG_I;
-        self.vxlan.reserved1 = [0; 3];
-        self.vxlan.vni = [vni[1], vni[2], vni[3]];
-        self.vxlan.reserved2 = 0;
+        fill_udp_vxlan(
+            &mut self.udp,
+            &mut self.vxlan,
+            sport,
+            udp_len.to_be_bytes(),
+            vni,
+        );
     }
 
     pub fn as_bytes(&self) -> &[u8; ENCAP_OVERHEAD as usize] {

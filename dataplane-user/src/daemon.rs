@@ -201,7 +201,10 @@ impl NextHops {
         topology: &RwLock<Topology>,
         settle: Option<Duration>,
     ) {
-        let peers = topology.read().unwrap().peers.clone();
+        let (peers, underlay) = {
+            let t = topology.read().unwrap();
+            (t.peers.clone(), t.underlay.ifindex)
+        };
         let hops: Vec<(usize, Option<IpAddr>)> = peers
             .iter()
             .enumerate()
@@ -212,7 +215,7 @@ impl NextHops {
             .filter_map(|(i, h)| {
                 let hop = (*h)?;
                 self.neighbours
-                    .get(hop)
+                    .get(underlay, hop)
                     .is_none()
                     .then_some((peers[*i].addr, hop))
             })
@@ -230,11 +233,13 @@ impl NextHops {
             })
             .collect();
         if let (Some(wait), false) = (settle, unknown.is_empty()) {
-            self.neighbours.wait_for(&unknown, Instant::now() + wait);
+            self.neighbours
+                .wait_for(underlay, &unknown, Instant::now() + wait);
         }
         let mut t = topology.write().unwrap();
         for (i, hop) in hops {
-            let mac = hop.and_then(|h| self.neighbours.get(h));
+            // The underlay's neighbour: frames to peers leave by it alone.
+            let mac = hop.and_then(|h| self.neighbours.get(underlay, h));
             let peer = &mut t.peers[i];
             if mac.is_none() || mac == peer.next_hop_mac {
                 continue;
@@ -556,7 +561,7 @@ impl Daemon {
     /// A change in the kernel: next hops follow neighbours and routes; ports follow links.
     fn kernel_fact(&mut self, fact: Fact) {
         match fact {
-            Fact::Neighbour { ip, mac } => {
+            Fact::Neighbour { ip, mac, .. } => {
                 if self.hops.is_hop(ip) {
                     if mac.is_none() {
                         // Gone or failed: ask again rather than wait for traffic.

@@ -44,8 +44,13 @@ pub fn probe(peer: IpAddr) {
 /// A change the kernel announced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fact {
-    /// A neighbour's link-layer address, or None when it is gone or unreachable.
-    Neighbour { ip: IpAddr, mac: Option<[u8; 6]> },
+    /// A neighbour's link-layer address on interface `ifindex`, or None when it is gone
+    /// or unreachable.
+    Neighbour {
+        ifindex: u32,
+        ip: IpAddr,
+        mac: Option<[u8; 6]>,
+    },
     /// An interface appeared (or changed) or went away.
     Link { name: String, present: bool },
     /// A routing table changed: next hops may have moved.
@@ -55,8 +60,13 @@ pub enum Fact {
     Resync,
 }
 
+/// A neighbour: the interface it is on, and its address. Both name it: a link-local IPv6
+/// address (a router's fe80::1) may be another neighbour's on another interface, a VM
+/// port's among them.
+pub type NeighbourKey = (u32, IpAddr);
+
 /// The neighbour entry a message describes, if it is an IP one.
-fn neighbour_of(m: &NeighbourMessage, gone: bool) -> Option<(IpAddr, Option<[u8; 6]>)> {
+fn neighbour_of(m: &NeighbourMessage, gone: bool) -> Option<(NeighbourKey, Option<[u8; 6]>)> {
     let ip = m.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
         NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
@@ -79,7 +89,7 @@ fn neighbour_of(m: &NeighbourMessage, gone: bool) -> Option<(IpAddr, Option<[u8;
             _ => None,
         })
         .filter(|_| usable);
-    Some((ip, mac))
+    Some(((m.header.ifindex, ip), mac))
 }
 
 fn link_name(m: &LinkMessage) -> Option<String> {
@@ -93,10 +103,10 @@ fn link_name(m: &LinkMessage) -> Option<String> {
 pub fn fact_of(msg: RouteNetlinkMessage) -> Option<Fact> {
     match msg {
         RouteNetlinkMessage::NewNeighbour(m) => {
-            neighbour_of(&m, false).map(|(ip, mac)| Fact::Neighbour { ip, mac })
+            neighbour_of(&m, false).map(|((ifindex, ip), mac)| Fact::Neighbour { ifindex, ip, mac })
         }
         RouteNetlinkMessage::DelNeighbour(m) => {
-            neighbour_of(&m, true).map(|(ip, mac)| Fact::Neighbour { ip, mac })
+            neighbour_of(&m, true).map(|((ifindex, ip), mac)| Fact::Neighbour { ifindex, ip, mac })
         }
         RouteNetlinkMessage::NewLink(m) => link_name(&m).map(|name| Fact::Link {
             name,
@@ -625,7 +635,7 @@ impl Rtnl {
     }
 
     /// The usable neighbour entries, IPv4 and IPv6.
-    pub fn neighbours(&mut self) -> io::Result<BTreeMap<IpAddr, [u8; 6]>> {
+    pub fn neighbours(&mut self) -> io::Result<BTreeMap<NeighbourKey, [u8; 6]>> {
         let mut msg = NeighbourMessage::default();
         msg.header.family = AddressFamily::Unspec;
         let answers = self.request(
@@ -638,7 +648,7 @@ impl Rtnl {
                 RouteNetlinkMessage::NewNeighbour(n) => neighbour_of(n, false),
                 _ => None,
             })
-            .filter_map(|(ip, mac)| Some((ip, mac?)))
+            .filter_map(|(key, mac)| Some((key, mac?)))
             .collect())
     }
 }
@@ -647,34 +657,36 @@ impl Rtnl {
 /// writes it) and the daemon (which waits on it when a change needs next hops now).
 #[derive(Default)]
 pub struct Neighbours {
-    table: Mutex<BTreeMap<IpAddr, [u8; 6]>>,
+    table: Mutex<BTreeMap<NeighbourKey, [u8; 6]>>,
     changed: Condvar,
 }
 
 impl Neighbours {
-    pub fn get(&self, ip: IpAddr) -> Option<[u8; 6]> {
-        self.table.lock().unwrap().get(&ip).copied()
+    /// The MAC of neighbour `ip` on interface `ifindex`.
+    pub fn get(&self, ifindex: u32, ip: IpAddr) -> Option<[u8; 6]> {
+        self.table.lock().unwrap().get(&(ifindex, ip)).copied()
     }
 
-    fn set(&self, ip: IpAddr, mac: Option<[u8; 6]>) {
+    fn set(&self, key: NeighbourKey, mac: Option<[u8; 6]>) {
         let mut t = self.table.lock().unwrap();
         match mac {
-            Some(m) => t.insert(ip, m),
-            None => t.remove(&ip),
+            Some(m) => t.insert(key, m),
+            None => t.remove(&key),
         };
         self.changed.notify_all();
     }
 
-    fn replace(&self, table: BTreeMap<IpAddr, [u8; 6]>) {
+    fn replace(&self, table: BTreeMap<NeighbourKey, [u8; 6]>) {
         *self.table.lock().unwrap() = table;
         self.changed.notify_all();
     }
 
-    /// Waits until every address of `ips` is known, or `deadline`; says whether all are.
-    pub fn wait_for(&self, ips: &[IpAddr], deadline: Instant) -> bool {
+    /// Waits until every address of `ips` is known on interface `ifindex`, or
+    /// `deadline`; says whether all are.
+    pub fn wait_for(&self, ifindex: u32, ips: &[IpAddr], deadline: Instant) -> bool {
         let mut t = self.table.lock().unwrap();
         loop {
-            if ips.iter().all(|ip| t.contains_key(ip)) {
+            if ips.iter().all(|ip| t.contains_key(&(ifindex, *ip))) {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -706,8 +718,8 @@ pub fn watch(
     }
     // Subscribed first, then the dump: no change between the two is missed.
     let neighbours = Arc::new(Neighbours::default());
-    for (ip, mac) in Rtnl::open()?.neighbours()? {
-        neighbours.set(ip, Some(mac));
+    for (key, mac) in Rtnl::open()?.neighbours()? {
+        neighbours.set(key, Some(mac));
     }
     let shared = neighbours.clone();
     std::thread::Builder::new()
@@ -742,8 +754,8 @@ pub fn watch(
                     continue;
                 };
                 let Some(fact) = fact_of(m) else { continue };
-                if let Fact::Neighbour { ip, mac } = &fact {
-                    shared.set(*ip, *mac);
+                if let Fact::Neighbour { ifindex, ip, mac } = &fact {
+                    shared.set((*ifindex, *ip), *mac);
                 }
                 if !send(fact) {
                     return;
@@ -762,6 +774,7 @@ mod tests {
         let mut m = NeighbourMessage::default();
         m.header = NeighbourHeader {
             family: AddressFamily::Inet,
+            ifindex: 7,
             state,
             ..NeighbourHeader::default()
         };
@@ -780,18 +793,22 @@ mod tests {
     fn neighbour_announcements_become_facts() {
         let mac = [2, 0xaa, 0, 0, 0, 2];
         let ip = IpAddr::from([10, 0, 0, 2]);
+        let fact = |mac| {
+            Some(Fact::Neighbour {
+                ifindex: 7,
+                ip,
+                mac,
+            })
+        };
         let reachable =
             RouteNetlinkMessage::NewNeighbour(neigh(NeighbourState::Reachable, Some(mac)));
-        assert_eq!(
-            fact_of(reachable),
-            Some(Fact::Neighbour { ip, mac: Some(mac) })
-        );
+        assert_eq!(fact_of(reachable), fact(Some(mac)));
         let stale = RouteNetlinkMessage::NewNeighbour(neigh(NeighbourState::Stale, Some(mac)));
-        assert_eq!(fact_of(stale), Some(Fact::Neighbour { ip, mac: Some(mac) }));
+        assert_eq!(fact_of(stale), fact(Some(mac)));
         let failed = RouteNetlinkMessage::NewNeighbour(neigh(NeighbourState::Failed, Some(mac)));
-        assert_eq!(fact_of(failed), Some(Fact::Neighbour { ip, mac: None }));
+        assert_eq!(fact_of(failed), fact(None));
         let gone = RouteNetlinkMessage::DelNeighbour(neigh(NeighbourState::Reachable, Some(mac)));
-        assert_eq!(fact_of(gone), Some(Fact::Neighbour { ip, mac: None }));
+        assert_eq!(fact_of(gone), fact(None));
     }
 
     #[test]
@@ -801,11 +818,15 @@ mod tests {
         let setter = n.clone();
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
-            setter.set(ip, Some([2, 0, 0, 0, 0, 9]));
+            setter.set((3, ip), Some([2, 0, 0, 0, 0, 9]));
         });
-        assert!(n.wait_for(&[ip], Instant::now() + Duration::from_secs(5)));
+        assert!(n.wait_for(3, &[ip], Instant::now() + Duration::from_secs(5)));
         t.join().unwrap();
-        assert!(!n.wait_for(&[[10, 0, 0, 10].into()], Instant::now()));
+        assert!(!n.wait_for(3, &[[10, 0, 0, 10].into()], Instant::now()));
+        // The same address on another interface is another neighbour.
+        assert_eq!(n.get(3, ip), Some([2, 0, 0, 0, 0, 9]));
+        assert_eq!(n.get(4, ip), None);
+        assert!(!n.wait_for(4, &[ip], Instant::now()));
     }
 }
 

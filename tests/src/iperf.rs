@@ -2,7 +2,7 @@
 //! the goodput the receiver saw, the segments the sender's namespace sent and
 //! retransmitted (its own /proc/net/snmp), and a ping's round trips alongside.
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     process::{Child, Stdio},
     thread,
     time::Duration,
@@ -104,10 +104,17 @@ fn tcp_segments(ns: &str) -> Result<(u64, u64)> {
 }
 
 /// Runs `load` from namespace `from` to `to_ip` (a server in namespace `to`) for `secs`.
-pub fn run(from: &str, to: &str, to_ip: Ipv4Addr, load: Load, secs: f64, port: u16) -> Result<Run> {
+pub fn run(
+    from: &str,
+    to: &str,
+    to_ip: impl Into<IpAddr>,
+    load: Load,
+    secs: f64,
+    port: u16,
+) -> Result<Run> {
     let port_s = port.to_string();
     let server = Server::start(to, "iperf3", &["-s", "-1", "-p", &port_s])?;
-    let ip = to_ip.to_string();
+    let ip = to_ip.into().to_string();
     let secs_s = format!("{secs}");
     let mut args = vec!["-c", &ip, "-p", &port_s, "-t", &secs_s, "-J"];
     let (streams, rate, len);

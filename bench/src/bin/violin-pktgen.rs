@@ -57,8 +57,16 @@ enum Cmd {
 
 const BATCH: usize = 64;
 
+/// Any local address of `dst`'s family.
+fn any_of(dst: SocketAddr) -> &'static str {
+    match dst {
+        SocketAddr::V4(_) => "0.0.0.0:0",
+        SocketAddr::V6(_) => "[::]:0",
+    }
+}
+
 fn flood(dst: SocketAddr, size: usize, secs: f64) -> Result<()> {
-    let sock = UdpSocket::bind("0.0.0.0:0")?;
+    let sock = UdpSocket::bind(any_of(dst))?;
     sock.connect(dst)?;
     let payload = vec![0x5au8; size];
     let mut iov: Vec<libc::iovec> = (0..BATCH)
@@ -194,7 +202,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn ping(dst: SocketAddr, count: usize, size: usize) -> Result<()> {
-    let sock = UdpSocket::bind("0.0.0.0:0")?;
+    let sock = UdpSocket::bind(any_of(dst))?;
     sock.connect(dst)?;
     sock.set_read_timeout(Some(Duration::from_millis(500)))?;
     let mut buf = vec![0u8; size.max(8)];
