@@ -1,6 +1,7 @@
 //! One lab holding the paths side by side on one underlay bridge: Violin hosts (XDP VM
 //! ports), Linux VXLAN hosts, bare hosts whose own namespaces are the endpoints, and
-//! Violin hosts with TC VM ports. Every figure of a run is taken on this same lab.
+//! Violin hosts with TC VM ports. Every figure of a run is taken on this same lab (the
+//! micro suite's IPv6 figures on a second one of the same paths, its underlay IPv6).
 use std::net::IpAddr;
 
 use anyhow::Result;

@@ -662,9 +662,23 @@ pub struct Neighbours {
 }
 
 impl Neighbours {
-    /// The MAC of neighbour `ip` on interface `ifindex`.
+    /// The MAC of neighbour `ip` on interface `ifindex`; for an address that is not
+    /// link-local, on whichever interface the kernel learned it if not there (the
+    /// underlay's address may sit on a bridge or bond above the NIC Violin attaches to).
+    /// A link-local address names a neighbour on its own link only.
     pub fn get(&self, ifindex: u32, ip: IpAddr) -> Option<[u8; 6]> {
-        self.table.lock().unwrap().get(&(ifindex, ip)).copied()
+        Self::lookup(&self.table.lock().unwrap(), ifindex, ip)
+    }
+
+    fn lookup(t: &BTreeMap<NeighbourKey, [u8; 6]>, ifindex: u32, ip: IpAddr) -> Option<[u8; 6]> {
+        if let Some(mac) = t.get(&(ifindex, ip)) {
+            return Some(*mac);
+        }
+        let scoped = matches!(ip, IpAddr::V6(a) if a.is_unicast_link_local());
+        if scoped {
+            return None;
+        }
+        t.iter().find(|((_, a), _)| *a == ip).map(|(_, mac)| *mac)
     }
 
     fn set(&self, key: NeighbourKey, mac: Option<[u8; 6]>) {
@@ -686,7 +700,10 @@ impl Neighbours {
     pub fn wait_for(&self, ifindex: u32, ips: &[IpAddr], deadline: Instant) -> bool {
         let mut t = self.table.lock().unwrap();
         loop {
-            if ips.iter().all(|ip| t.contains_key(&(ifindex, *ip))) {
+            if ips
+                .iter()
+                .all(|ip| Self::lookup(&t, ifindex, *ip).is_some())
+            {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -823,10 +840,14 @@ mod tests {
         assert!(n.wait_for(3, &[ip], Instant::now() + Duration::from_secs(5)));
         t.join().unwrap();
         assert!(!n.wait_for(3, &[[10, 0, 0, 10].into()], Instant::now()));
-        // The same address on another interface is another neighbour.
-        assert_eq!(n.get(3, ip), Some([2, 0, 0, 0, 0, 9]));
-        assert_eq!(n.get(4, ip), None);
-        assert!(!n.wait_for(4, &[ip], Instant::now()));
+        // A global address is found wherever it was learned; a link-local one only on its
+        // own link, where another interface's neighbour of that address is another one.
+        assert_eq!(n.get(4, ip), Some([2, 0, 0, 0, 0, 9]));
+        let router: IpAddr = "fe80::1".parse().unwrap();
+        n.set((5, router), Some([2, 0, 0, 0, 0, 5]));
+        assert_eq!(n.get(5, router), Some([2, 0, 0, 0, 0, 5]));
+        assert_eq!(n.get(3, router), None);
+        assert!(!n.wait_for(3, &[router], Instant::now()));
     }
 }
 
