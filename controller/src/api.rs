@@ -12,7 +12,7 @@ use axum::{
     routing::{get, post},
     Extension, Json, Router,
 };
-use dataplane_common::{packet::parse_mac, rules::MacMatch};
+use dataplane_common::rules::MacMatch;
 use violin_api::{
     parse::from_json,
     rest::{
@@ -20,10 +20,12 @@ use violin_api::{
         BrokerRound, Brokers, Credential, CredentialRequest, EnvDetail, EnvSummary, ErrorBody,
         Filter, Health, HostInfo, HostSync, IssuedCredential, LinkInfo, LinkRequest, LinkRole,
         ManagerDecision, ManagerParams, ManagerRecord, MeasuredPair, Plan, ReplicaHealth, Role,
-        Route, RouteQuery, RuleInfo, RuleRequest, SyncQuery, SyncStatus, TopologyEdge,
+        Route, RouteQuery, RuleInfo, RuleRequest, Status, SyncQuery, SyncStatus, TopologyEdge,
         TopologyQuery, VmMove,
     },
-    share::{Ack, HostMeasurements, Interface, Registered, Registration, TrafficReport},
+    share::{
+        Ack, DatapathHealth, HostMeasurements, Interface, Registered, Registration, TrafficReport,
+    },
     vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport, VmUsage},
     FieldError, Name,
 };
@@ -31,6 +33,7 @@ use violin_api::{
 use crate::{
     adapt::{self, Adapter, HostPair},
     autonomic::{self, Autonomic},
+    health,
     hub::{self, Hub},
     identity::{self, Identity},
     measure,
@@ -54,6 +57,8 @@ pub struct Api {
     pub vttif: Arc<Inference>,
     pub adapter: Arc<Adapter>,
     pub matrix: Arc<measure::Matrix>,
+    /// The hosts' datapath health as they report it (`violinctl status`).
+    pub health: Arc<health::Health>,
     pub autonomic: Arc<Autonomic>,
     /// VioCluster's brokers, when configured (`--brokers`).
     pub viocluster: Option<Arc<Viocluster>>,
@@ -99,6 +104,7 @@ impl Api {
             vttif: Arc::new(Inference::new(vttif)),
             adapter: Arc::new(Adapter::default()),
             matrix: Arc::new(measure::Matrix::default()),
+            health: Arc::new(health::Health::default()),
             autonomic: Arc::new(Autonomic::new(ManagerParams::default(), None)),
             viocluster: None,
         };
@@ -231,11 +237,15 @@ async fn to_leader(State(api): State<Api>, req: Request, next: Next) -> Response
         return next.run(req).await;
     }
     let Some(leader) = api.leadership.leader() else {
-        return Reject::status(
+        let mut resp = Reject::status(
             StatusCode::SERVICE_UNAVAILABLE,
             "this controller replica follows, and no leader is elected yet: retry in a few seconds",
         )
         .into_response();
+        // Tells clients the request was not served, so even a change may go elsewhere.
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return resp;
     };
     let target = format!(
         "{leader}{}",
@@ -474,6 +484,7 @@ async fn plan_env(State(api): State<Api>, Path(name): Path<String>, body: Bytes)
     let cur = api.store.get(&name)?;
     adapt::carry_fast_paths(cur.as_ref().map(|c| &c.1), &mut spec);
     Ok(Json(Plan {
+        environment: name,
         changes: changes(cur.as_ref().map(|c| &c.1), &spec),
     }))
 }
@@ -832,11 +843,17 @@ fn rule_info(env: &Spec, r: &Rule) -> RuleInfo {
         Target::Edge(h) => (Some(h.clone()), None),
         Target::Interface(p) => (None, Some(p.clone())),
     };
+    let vm = |m: &MacMatch| match m {
+        MacMatch::Exact(a) | MacMatch::Not(a) => env.vm_by_mac(a).map(str::to_string),
+        _ => None,
+    };
     RuleInfo {
         environment: env.name.to_string(),
         host: r.host.clone(),
         src: violin_api::SrcMatch(r.src),
         dst: violin_api::DstMatch(r.dst),
+        src_vm: vm(&r.src),
+        dst_vm: vm(&r.dst),
         edge,
         interface,
         priority: [p.0 as u8, p.1, p.2],
@@ -922,16 +939,10 @@ async fn rules(State(api): State<Api>, Query(f): Query<Filter>) -> Answer<Vec<Ru
     responses((status = 200, description = "The route", body = Route),
               (status = 400, description = "Refused (field named)", body = ErrorBody)))]
 async fn route_of(State(api): State<Api>, Query(q): Query<RouteQuery>) -> Answer<Route> {
-    let src = parse_mac(&q.src)
-        .ok_or_else(|| reject("src", format!("{:?} is not a MAC address", q.src)))?;
-    let dst = parse_mac(&q.dst)
-        .ok_or_else(|| reject("dst", format!("{:?} is not a MAC address", q.dst)))?;
     let specs = api.store.specs()?;
-    let spec = route::find_env(&specs, q.environment.as_deref(), &src)
-        .map_err(|(field, reason)| reject(field, reason))?;
-    route::trace(spec, &src, &dst)
+    route::between(&specs, q.environment.as_deref(), &q.src, &q.dst)
         .map(Json)
-        .map_err(|e| reject("src", e))
+        .map_err(|(field, reason)| reject(field, reason))
 }
 
 fn bound_now(api: &Api) -> Bound {
@@ -1167,6 +1178,10 @@ fn blank_host(name: &str) -> HostInfo {
 #[utoipa::path(get, path = "/v1/hosts", tag = "sync",
     responses((status = 200, description = "Hosts", body = [HostInfo])))]
 async fn hosts(State(api): State<Api>) -> Answer<Vec<HostInfo>> {
+    Ok(Json(host_list(&api)?))
+}
+
+fn host_list(api: &Api) -> Result<Vec<HostInfo>, Reject> {
     let envs = api.store.specs()?;
     let registered = api.store.hosts()?;
     let live = api.hub.hosts();
@@ -1198,7 +1213,7 @@ async fn hosts(State(api): State<Api>) -> Answer<Vec<HostInfo>> {
         entry.sync_latency_seconds = s.last_latency.map(|d| d.as_secs_f64());
         entry.error = s.last_error;
     }
-    Ok(Json(hosts.into_values().collect()))
+    Ok(hosts.into_values().collect())
 }
 
 impl From<Refusal> for Reject {
@@ -1782,6 +1797,17 @@ fn brokers_of(api: &Api) -> Result<Arc<Viocluster>, Reject> {
     responses((status = 200, description = "Serving", body = Health),
               (status = 503, description = "The state database does not answer", body = Health)))]
 async fn health(State(api): State<Api>) -> Response {
+    let (ok, health) = controller_health(&api);
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(health)).into_response()
+}
+
+/// This replica's health, and whether its store answers.
+fn controller_health(api: &Api) -> (bool, Health) {
     let version = violin_api::build::describe();
     let replica = Some(ReplicaHealth {
         role: api.leadership.role().into(),
@@ -1790,24 +1816,105 @@ async fn health(State(api): State<Api>) -> Response {
     });
     // The store answers a read of its revision, or the replica cannot serve.
     match api.store.refresh().and_then(|_| api.store.generation()) {
-        Ok(generation) => Json(Health {
-            status: "ok".into(),
-            generation,
-            version,
-            replica,
-        })
-        .into_response(),
+        Ok(generation) => (
+            true,
+            Health {
+                status: "ok".into(),
+                generation,
+                version,
+                replica,
+            },
+        ),
         Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
+            false,
+            Health {
                 status: format!("the state store: {e:#}"),
                 generation: 0,
                 version,
                 replica,
-            }),
-        )
-            .into_response(),
+            },
+        ),
     }
+}
+
+/// The whole installation on one screen: the controller and its store, the hosts and how
+/// far their sync has come, the environments, what the datapaths dropped over the last
+/// minute, how full their maps are, migrations under way, and what needs attention.
+#[utoipa::path(get, path = "/v1/status", tag = "meta",
+    responses((status = 200, description = "The installation", body = Status)))]
+async fn status(State(api): State<Api>) -> Json<Status> {
+    let (ok, controller) = controller_health(&api);
+    let mut attention = Vec::new();
+    if !ok {
+        attention.push(format!(
+            "the controller's {}: check the store (etcd: `etcdctl endpoint health`; redb: the --state file's disk)",
+            controller.status
+        ));
+    }
+    // With the store down these are empty; the line above says why.
+    let hosts = host_list(&api).unwrap_or_default();
+    let environments: Vec<EnvSummary> = api
+        .store
+        .specs()
+        .map(|specs| specs.iter().map(summary).collect())
+        .unwrap_or_default();
+    for h in hosts.iter().filter(|h| !h.in_sync) {
+        attention.push(format!(
+            "host {} is {}: see `violinctl hosts`, and violind's log on {0} (`journalctl -u violind`)",
+            h.name,
+            h.sync_state()
+        ));
+    }
+    let drops = api.health.drops();
+    for d in &drops {
+        attention.push(format!(
+            "host {} dropped {} frame{} ({}) in the last minute: `violind stats` on {0} counts them by port",
+            d.host,
+            d.frames,
+            if d.frames == 1 { "" } else { "s" },
+            d.reason
+        ));
+    }
+    let maps = api.health.maps();
+    for m in maps.iter().filter(|m| health::pressed(m)) {
+        attention.push(format!(
+            "host {}'s {} map is {} of {} full: spread the environments over more hosts",
+            m.host, m.map, m.entries, m.capacity
+        ));
+    }
+    let migrations = api
+        .migrations
+        .migrations()
+        .into_iter()
+        .filter(|m| !m.phase.finished())
+        .collect();
+    Json(Status {
+        controller,
+        hosts,
+        environments,
+        drops,
+        maps,
+        migrations,
+        attention,
+        window_seconds: health::WINDOW.as_secs(),
+    })
+}
+
+/// What a host's datapath dropped (totals by reason) and how full its maps are.
+#[utoipa::path(post, path = "/v1/hosts/{host}/health", tag = "hosts",
+    params(("host" = String, Path, description = "Host name")),
+    request_body = DatapathHealth,
+    responses((status = 200, description = "Taken"),
+              (status = 400, description = "Refused (field named)", body = ErrorBody)))]
+async fn report_health(
+    State(api): State<Api>,
+    Path(host): Path<String>,
+    body: Bytes,
+) -> Answer<serde_json::Value> {
+    let host = host_name(&host)?;
+    let report: DatapathHealth = from_json(&body)?;
+    api.health.record(host.as_str(), report);
+    Ok(Json(serde_json::json!({})))
 }
 
 /// VioCluster: the standing loans and the latest brokering rounds, each with every
@@ -1944,6 +2051,8 @@ pub fn router(api: Api) -> Router {
         .route("/v1/hosts/{host}/interfaces", get(host_interfaces))
         .route("/v1/hosts/{host}/vms", post(report_vms))
         .route("/v1/hosts/{host}/traffic", post(report_traffic))
+        .route("/v1/hosts/{host}/health", post(report_health))
+        .route("/v1/status", get(status))
         .route("/v1/environments/{name}/topology", get(get_topology))
         .route(
             "/v1/environments/{name}/adapt",

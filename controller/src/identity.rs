@@ -44,12 +44,13 @@ pub fn same(a: &str, b: &str) -> bool {
 }
 
 /// What a host's own routes are: `/v1/hosts/{host}/...`.
-const HOST_ROUTES: [&str; 7] = [
+const HOST_ROUTES: [&str; 8] = [
     "/v1/hosts/{host}/register",
     "/v1/hosts/{host}/sync",
     "/v1/hosts/{host}/ack",
     "/v1/hosts/{host}/vms",
     "/v1/hosts/{host}/traffic",
+    "/v1/hosts/{host}/health",
     "/v1/hosts/{host}/measurements",
     "/v1/hosts/{host}/interfaces",
 ];
@@ -103,6 +104,7 @@ pub fn audited(who: &Identity, method: &Method, route: &str) -> bool {
         "/v1/hosts/{host}/ack"
             | "/v1/hosts/{host}/vms"
             | "/v1/hosts/{host}/traffic"
+            | "/v1/hosts/{host}/health"
             | "/v1/hosts/{host}/measurements"
     );
     !(report && who.role == Role::Host)

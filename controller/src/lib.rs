@@ -17,6 +17,7 @@ pub mod api;
 pub mod autonomic;
 pub mod broker;
 pub mod etcd;
+pub mod health;
 pub mod hub;
 pub mod identity;
 pub mod kv;

@@ -3,36 +3,53 @@
 //! over the environment's links).
 use std::collections::BTreeSet;
 
-use dataplane_common::rules::best;
+use dataplane_common::{packet::parse_mac, rules::best};
 pub use violin_api::rest::{Hop, Route};
 
 use crate::spec::{format_mac, Rule, Spec, Target, Vm};
 
-/// Which environment a pair of MACs belongs to: the one named, else the only one with a
-/// VM of the source MAC. The error names the request field at fault.
+/// A VM of `spec` by name, or any MAC.
+fn mac_in(spec: &Spec, vm: &str) -> Option<[u8; 6]> {
+    spec.vms
+        .get(vm)
+        .map(|v| v.mac.octets())
+        .or_else(|| parse_mac(vm))
+}
+
+/// Which environment a route is asked in: the one named, else the only one with a VM of
+/// the source's name or MAC. The error names the request field at fault.
 pub fn find_env<'a>(
     specs: &'a [Spec],
     env: Option<&str>,
-    src: &[u8; 6],
+    src: &str,
 ) -> Result<&'a Spec, (&'static str, String)> {
     if let Some(name) = env {
-        return specs
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| ("environment", format!("no environment {name:?}")));
+        return specs.iter().find(|s| s.name == name).ok_or_else(|| {
+            (
+                "environment",
+                format!("no environment {name:?}; `violinctl envs` lists them"),
+            )
+        });
     }
+    let mac = parse_mac(src);
     let with: Vec<&Spec> = specs
         .iter()
-        .filter(|s| s.vms.values().any(|v| v.mac.octets() == *src))
+        .filter(|s| {
+            s.vms
+                .iter()
+                .any(|(n, v)| n == src || Some(v.mac.octets()) == mac)
+        })
         .collect();
     match with.as_slice() {
         [one] => Ok(one),
-        [] => Err(("src", format!("no VM has MAC {}", format_mac(src)))),
+        [] => Err((
+            "src",
+            format!("no VM is named {src:?} or has it as its MAC; `violinctl envs` and `violinctl get ENV` show the VMs"),
+        )),
         many => Err((
             "src",
             format!(
-                "{} is a VM's MAC in environments {}; name one",
-                format_mac(src),
+                "{src} is a VM in environments {}; name one with --env",
                 many.iter()
                     .map(|s| s.name.as_str())
                     .collect::<Vec<_>>()
@@ -40,6 +57,40 @@ pub fn find_env<'a>(
             ),
         )),
     }
+}
+
+/// The route of a frame between two VMs given by name or MAC (the destination may be
+/// any MAC), in the environment named or found by the source. The error names the
+/// request field at fault.
+pub fn between(
+    specs: &[Spec],
+    env: Option<&str>,
+    src: &str,
+    dst: &str,
+) -> Result<Route, (&'static str, String)> {
+    let spec = find_env(specs, env, src)?;
+    let names = || spec.vms.keys().cloned().collect::<Vec<_>>().join(", ");
+    let src_mac = mac_in(spec, src).ok_or_else(|| {
+        (
+            "src",
+            format!(
+                "{src:?} is neither a VM of {} ({}) nor a MAC",
+                spec.name,
+                names()
+            ),
+        )
+    })?;
+    let dst_mac = mac_in(spec, dst).ok_or_else(|| {
+        (
+            "dst",
+            format!(
+                "{dst:?} is neither a VM of {} ({}) nor a MAC",
+                spec.name,
+                names()
+            ),
+        )
+    })?;
+    trace(spec, &src_mac, &dst_mac).map_err(|e| ("src", e))
 }
 
 fn rules_at<'a>(spec: &'a Spec, host: &str) -> Vec<&'a Rule> {
@@ -74,7 +125,7 @@ impl Frame<'_> {
     fn by_rule(&self, host: &str, from: Option<&str>) -> Option<(Hop, Step)> {
         let rules = rules_at(self.spec, host);
         let rule = rules[best(rules.iter().map(|r| (r.src, r.dst)), self.src, self.dst)?];
-        let decision = format!("rule {rule}");
+        let decision = format!("rule {}", self.spec.describe_rule(rule));
         Some(match &rule.target {
             Target::Interface(p) => {
                 let delivered = self.dst_vm.is_some_and(|v| v.host == host && &v.port == p);
@@ -185,11 +236,8 @@ pub fn trace(spec: &Spec, src: &[u8; 6], dst: &[u8; 6]) -> Result<Route, String>
     };
     let mut route = Route {
         environment: spec.name.to_string(),
-        src: format!("{} ({src_name})", format_mac(src)),
-        dst: match dst_vm {
-            Some((n, _)) => format!("{} ({n})", format_mac(dst)),
-            None => format_mac(dst),
-        },
+        src: format!("{src_name} ({})", format_mac(src)),
+        dst: spec.describe_mac(dst),
         hops: Vec::new(),
         delivered: false,
         outcome: String::new(),
@@ -289,6 +337,24 @@ mod tests {
         let fast = Spec::parse(&format!("{star}[[link]]\nhosts = [\"h1\", \"h3\"]\n")).unwrap();
         let r = trace(&fast, &A, &C).unwrap();
         assert_eq!(actions(&r), ["h1:link h1-h3", "h3:interface vm1"]);
+    }
+
+    #[test]
+    fn vms_are_found_by_name_or_mac() {
+        let s = Spec::parse(THREE_HOSTS).unwrap();
+        let specs = [s];
+        let by_name = between(&specs, None, "a", "c").unwrap();
+        let by_mac = between(&specs, None, "02:00:00:00:00:01", "02:00:00:00:00:03").unwrap();
+        assert_eq!(by_name, by_mac);
+        assert_eq!(by_name.src, "a (02:00:00:00:00:01)");
+        assert_eq!(by_name.dst, "c (02:00:00:00:00:03)");
+        let e = between(&specs, None, "zz", "c").unwrap_err();
+        assert_eq!(e.0, "src");
+        let e = between(&specs, None, "a", "zz").unwrap_err();
+        assert_eq!(e.0, "dst");
+        assert!(e.1.contains("a, b, c"), "{}", e.1);
+        let e = between(&specs, Some("red"), "a", "c").unwrap_err();
+        assert_eq!(e.0, "environment");
     }
 
     #[test]

@@ -140,19 +140,26 @@ pub fn format_mac(m: &[u8; 6]) -> String {
     dataplane_common::packet::Mac(*m).to_string()
 }
 
+impl Rule {
+    /// Where the rule sends: `link h1-h2` or `interface vm1`.
+    pub fn target_text(&self) -> String {
+        match &self.target {
+            Target::Edge(h) => format!("link {}-{h}", self.host),
+            Target::Interface(p) => format!("interface {p}"),
+        }
+    }
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: {} -> {} via ",
+            "{}: {} -> {} via {}",
             self.host,
             format_match(&self.src),
-            format_match(&self.dst)
-        )?;
-        match &self.target {
-            Target::Edge(h) => write!(f, "link {}-{h}", self.host),
-            Target::Interface(p) => write!(f, "interface {p}"),
-        }
+            format_match(&self.dst),
+            self.target_text()
+        )
     }
 }
 
@@ -584,6 +591,43 @@ impl Spec {
             .collect()
     }
 
+    /// The name of the VM whose MAC is `mac`.
+    pub fn vm_by_mac(&self, mac: &[u8; 6]) -> Option<&str> {
+        self.vms
+            .iter()
+            .find(|(_, v)| v.mac.octets() == *mac)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// A MAC as an operator reads it: the VM's name with the MAC beside it, or the MAC
+    /// alone when no VM of the spec has it.
+    pub fn describe_mac(&self, mac: &[u8; 6]) -> String {
+        match self.vm_by_mac(mac) {
+            Some(n) => format!("{n} ({})", format_mac(mac)),
+            None => format_mac(mac),
+        }
+    }
+
+    /// A rule's match with VM names (`not h1v1 (02:..)`, `any`).
+    pub fn describe_match(&self, m: &MacMatch) -> String {
+        match m {
+            MacMatch::Exact(a) => self.describe_mac(a),
+            MacMatch::Not(a) => format!("not {}", self.describe_mac(a)),
+            other => format_match(other),
+        }
+    }
+
+    /// A rule as [`Rule`]'s Display shows it, with VM names beside the MACs.
+    pub fn describe_rule(&self, r: &Rule) -> String {
+        format!(
+            "{}: {} -> {} via {}",
+            r.host,
+            self.describe_match(&r.src),
+            self.describe_match(&r.dst),
+            r.target_text()
+        )
+    }
+
     /// The star's centre, when VADAPT shapes the overlay.
     pub fn proxy(&self) -> Option<&str> {
         self.adapt.as_ref().map(|a| a.proxy.as_str())
@@ -611,6 +655,10 @@ impl Spec {
 /// One change between the running and the desired environment.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
+    AddHost(String, IpAddr),
+    RemoveHost(String, IpAddr),
+    /// A host's underlay address, old -> new.
+    ChangeHost(String, IpAddr, IpAddr),
     AddVm(String, Vm),
     RemoveVm(String, Vm),
     ChangeVm(String, Vm, Vm),
@@ -623,24 +671,49 @@ pub enum Change {
     RemoveVmLimit(String, Limit),
     AddLink(String, String),
     RemoveLink(String, String),
-    AddRule(Rule),
-    RemoveRule(Rule),
+    /// A rule as its spec names its VMs ([`Spec::describe_rule`]).
+    AddRule(String),
+    RemoveRule(String),
     /// Storm control's rate, old -> new (None: violind's default).
     SetStorm(Option<u32>, Option<u32>),
     /// VADAPT's settings, old -> new.
     SetAdapt(Option<Adapt>, Option<Adapt>),
 }
 
+/// The fields of a VM that differ between `a` and `b`: `host h1 -> h2, ip none -> ..`.
+fn vm_fields(a: &Vm, b: &Vm) -> String {
+    let ip = |v: &Vm| v.ip.map_or("none".to_string(), |ip| ip.to_string());
+    [
+        ("host", a.host.clone(), b.host.clone()),
+        ("port", a.port.to_string(), b.port.to_string()),
+        ("mac", a.mac.to_string(), b.mac.to_string()),
+        ("ip", ip(a), ip(b)),
+        ("head", a.head.to_string(), b.head.to_string()),
+    ]
+    .into_iter()
+    .filter(|(_, old, new)| old != new)
+    .map(|(field, old, new)| format!("{field} {old} -> {new}"))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::AddVm(n, v) => write!(f, "+ vm {n} on {} port {} ({})", v.host, v.port, v.mac),
-            Change::RemoveVm(n, v) => write!(f, "- vm {n} on {} port {}", v.host, v.port),
-            Change::ChangeVm(n, a, b) => write!(
-                f,
-                "~ vm {n}: {} {} {} -> {} {} {}",
-                a.host, a.port, a.mac, b.host, b.port, b.mac
-            ),
+            Change::AddHost(n, a) => write!(f, "+ host {n} ({a})"),
+            Change::RemoveHost(n, a) => write!(f, "- host {n} ({a})"),
+            Change::ChangeHost(n, a, b) => write!(f, "~ host {n}: address {a} -> {b}"),
+            Change::AddVm(n, v) => {
+                write!(f, "+ vm {n} on {} port {} ({}", v.host, v.port, v.mac)?;
+                if let Some(ip) = v.ip {
+                    write!(f, ", {ip}")?;
+                }
+                f.write_str(")")
+            }
+            Change::RemoveVm(n, v) => {
+                write!(f, "- vm {n} on {} port {} ({})", v.host, v.port, v.mac)
+            }
+            Change::ChangeVm(n, a, b) => write!(f, "~ vm {n}: {}", vm_fields(a, b)),
             Change::Allow(a, b) => write!(f, "+ allow {a} <-> {b}"),
             Change::Disallow(a, b) => write!(f, "- allow {a} <-> {b}"),
             Change::SetLimit(a, b, None, l) => {
@@ -718,6 +791,18 @@ pub fn plan(current: Option<&Spec>, desired: &Spec) -> Vec<Change> {
     };
     let cur = current.unwrap_or(&empty);
     let mut out = Vec::new();
+    for (n, a) in &desired.hosts {
+        match cur.hosts.get(n) {
+            None => out.push(Change::AddHost(n.clone(), *a)),
+            Some(old) if old != a => out.push(Change::ChangeHost(n.clone(), *old, *a)),
+            Some(_) => {}
+        }
+    }
+    for (n, a) in &cur.hosts {
+        if !desired.hosts.contains_key(n) {
+            out.push(Change::RemoveHost(n.clone(), *a));
+        }
+    }
     for (n, v) in &desired.vms {
         match cur.vms.get(n) {
             None => out.push(Change::AddVm(n.clone(), v.clone())),
@@ -769,12 +854,12 @@ pub fn plan(current: Option<&Spec>, desired: &Spec) -> Vec<Change> {
         (desired.rules.iter().collect(), cur.rules.iter().collect());
     for r in &desired.rules {
         if !have.contains(r) {
-            out.push(Change::AddRule(r.clone()));
+            out.push(Change::AddRule(desired.describe_rule(r)));
         }
     }
     for r in &cur.rules {
         if !want.contains(r) {
-            out.push(Change::RemoveRule(r.clone()));
+            out.push(Change::RemoveRule(cur.describe_rule(r)));
         }
     }
     if desired.storm_pps != cur.storm_pps {

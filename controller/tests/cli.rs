@@ -113,7 +113,7 @@ fn apply_diff_get_delete_and_state_survives_a_restart() {
     assert!(out.contains("+ limit a1 <-> b1: 10 Mbit/s"), "{out}");
     assert!(out.contains("applied blue"), "{out}");
     let (ok, out, _) = ctl(&c, &token, &["diff", &spec_s]);
-    assert!(ok && out.trim() == "no changes", "{out}");
+    assert!(ok && out.trim() == "environment blue: no changes", "{out}");
     let (ok, out, _) = ctl(&c, &token, &["hosts"]);
     assert!(
         ok && out.contains("h1") && out.contains("10.250.0.2"),
@@ -265,23 +265,47 @@ fn vnet_primitives_change_the_stored_environment_and_bad_ones_name_the_field() {
     let (ok, out, err) = ctl(
         &c,
         &token,
+        &["rule", "add", "blue", "h1", "not a1", "b1", "--edge", "h2"],
+    );
+    // VMs by name; shown by name with the MAC beside it.
+    assert!(
+        ok && out.contains(
+            "+ rule h1: not a1 (02:00:00:00:01:01) -> b1 (02:00:00:00:02:01) via link h1-h2"
+        ),
+        "{out}{err}"
+    );
+    let (ok, out, _) = ctl(&c, &token, &["-o", "json", "rules", "--env", "blue"]);
+    assert!(ok);
+    let rules: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rules[0]["src"], "not 02:00:00:00:01:01");
+    assert_eq!(rules[0]["src_vm"], "a1");
+    assert_eq!(rules[0]["dst_vm"], "b1");
+    assert_eq!(rules[0]["edge"], "h2");
+    let (ok, out, _) = ctl(&c, &token, &["rules", "--env", "blue"]);
+    assert!(
+        ok && out.contains("not a1 (02:00:00:00:01:01)") && out.contains("b1 (02:00:00:00:02:01)"),
+        "{out}"
+    );
+    // MACs keep working, and a name that is no VM says where the names are.
+    let (ok, _, err) = ctl(
+        &c,
+        &token,
         &[
             "rule",
             "add",
             "blue",
             "h1",
-            "not 02:00:00:00:01:01",
-            "02:00:00:00:02:01",
+            "02:00:00:00:01:01",
+            "b2",
             "--edge",
             "h2",
         ],
     );
-    assert!(ok && out.contains("+ rule h1:"), "{out}{err}");
-    let (ok, out, _) = ctl(&c, &token, &["-o", "json", "rules", "--env", "blue"]);
-    assert!(ok);
-    let rules: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(rules[0]["src"], "not 02:00:00:00:01:01");
-    assert_eq!(rules[0]["edge"], "h2");
+    assert!(
+        !ok && err.contains("dst: \"b2\" is neither a VM of environment blue (a1, b1)")
+            && err.contains("violinctl get blue"),
+        "{err}"
+    );
     // The stored spec is the operator's text with the primitives' tables added.
     let (_, out, _) = ctl(&c, &token, &["get", "blue"]);
     assert!(
@@ -294,6 +318,11 @@ fn vnet_primitives_change_the_stored_environment_and_bad_ones_name_the_field() {
         &["route", "02:00:00:00:01:01", "02:00:00:00:02:01"],
     );
     assert!(ok && out.contains("h1: link h1-h2 (learned)"), "{out}");
+    let (ok, by_name, _) = ctl(&c, &token, &["route", "a1", "b1"]);
+    assert!(
+        ok && by_name == out && out.contains("a1 (02:00:00:00:01:01) -> b1 (02:00:00:00:02:01)"),
+        "{by_name}"
+    );
 
     // Refused, naming the field, and nothing changes.
     for (args, want) in [
@@ -325,7 +354,7 @@ fn vnet_primitives_change_the_stored_environment_and_bad_ones_name_the_field() {
         (vec!["bound", "--", "-5"], "seconds: -5 is outside"),
         (
             vec!["route", "02:00:00:00:09:09", "02:00:00:00:02:01"],
-            "src: no VM has MAC",
+            "src: no VM is named \"02:00:00:00:09:09\"",
         ),
     ] {
         let (ok, _, err) = ctl(&c, &token, &args);
@@ -406,7 +435,46 @@ fn violinctl_follows_the_usual_conventions() {
     let (code, _, err) = ctl_code(&c, &token, &["apply", "-f", "-"], &commented);
     assert_eq!(code, 0, "{err}");
     let (code, out, _) = ctl_code(&c, &token, &["diff", "-f", "-"], SPEC);
-    assert!(code == 0 && out.trim() == "no changes", "{code} {out}");
+    assert!(
+        code == 0 && out.trim() == "environment blue: no changes",
+        "{code} {out}"
+    );
+    // Several files, each environment under its name; a changed VM shows only the fields
+    // that changed, old -> new.
+    let diffs = scratch("diffs");
+    let (blue, red) = (diffs.join("blue.toml"), diffs.join("red.toml"));
+    std::fs::write(
+        &blue,
+        SPEC.replace(
+            "mac = \"02:00:00:00:01:01\"",
+            "mac = \"02:00:00:00:01:01\"\nip = \"10.200.1.9\"",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &red,
+        SPEC.replace("name = \"blue\"", "name = \"red\"")
+            .replace("vni = 1000", "vni = 1002"),
+    )
+    .unwrap();
+    let files = [blue.to_string_lossy(), red.to_string_lossy()];
+    let (code, out, err) = ctl_code(&c, &token, &["diff", &files[0], &files[1]], "");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("environment blue: 1 change\n  ~ vm a1: ip none -> 10.200.1.9\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("environment red: 5 changes\n  + host h1 (10.250.0.1)"),
+        "{out}"
+    );
+    let (_, json, _) = ctl_code(&c, &token, &["-o", "json", "diff", &files[0]], "");
+    let plans: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(plans[0]["environment"], "blue", "{json}");
+    assert_eq!(plans[0]["changes"][0], "~ vm a1: ip none -> 10.200.1.9");
+    let (code, _, err) = ctl_code(&c, &token, &["diff", &files[0], &files[0]], "");
+    assert!(code == 2 && err.contains("in an earlier file too"), "{err}");
+    let _ = std::fs::remove_dir_all(&diffs);
 
     // Every format, for the same answer.
     let (_, json, _) = ctl_code(&c, &token, &["-o", "json", "envs"], "");
@@ -1114,5 +1182,73 @@ fn replicas_on_etcd_elect_a_leader_and_fail_over() {
         .success());
     assert!(b.child.wait().unwrap().success());
     wait_role(&a, "leader", None, 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn status_shows_the_installation_and_exits_1_when_something_needs_attention() {
+    let dir = scratch("status");
+    let token = dir.join("token");
+    let c = start(&dir);
+    let admin = "0123456789abcdef-test-token";
+    // Nothing yet: all is well.
+    let (code, out, err) = ctl_code(&c, &token, &["status"], "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("controller    ok (generation 0, only on redb;")
+            && out.contains("hosts         0 of 0 in sync")
+            && out.contains("drops         none in the last 60 s")
+            && out.trim_end().ends_with("all well"),
+        "{out}"
+    );
+    // Hosts named by a spec that never registered need attention, and say where to look.
+    let spec = dir.join("blue.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    assert!(ctl(&c, &token, &["apply", &spec.to_string_lossy()]).0);
+    let (code, out, _) = ctl_code(&c, &token, &["status"], "");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("hosts         0 of 2 in sync")
+            && out.contains("environments  blue (vni 1000, 2 VMs)")
+            && out.contains("- host h1 is not registered: see `violinctl hosts`"),
+        "{out}"
+    );
+    // Two reports of h1's datapath: the drops between them, and a map nearly full.
+    let report = |spoofed: u64| {
+        format!(
+            "{{\"drops\": {{\"spoofed_ip\": {spoofed}, \"storm\": 7}}, \
+             \"map_entries\": {{\"fdb\": 950, \"ports\": 2}}, \
+             \"map_capacity\": {{\"fdb\": 1000, \"ports\": 64}}}}"
+        )
+    };
+    for n in [0, 3] {
+        let (code, body) = call(&c, admin, "POST", "/v1/hosts/h1/health", &report(n));
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, out, _) = ctl_code(&c, &token, &["status"], "");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("drops         in the last 60 s:")
+            && out.contains("h1    spoofed_ip  3")
+            && !out.contains("storm")
+            && out.contains("maps          fullest: h1's fdb, 950 of 1000 (95%)")
+            && out.contains("- host h1 dropped 3 frames (spoofed_ip) in the last minute")
+            && out.contains("- host h1's fdb map is 950 of 1000 full"),
+        "{out}"
+    );
+    let (_, json, _) = ctl_code(&c, &token, &["-o", "json", "status"], "");
+    let s: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(s["drops"][0]["host"], "h1");
+    assert_eq!(s["drops"][0]["frames"], 3);
+    assert_eq!(s["window_seconds"], 60);
+    // A malformed report is refused by field and changes nothing.
+    let (code, body) = call(
+        &c,
+        admin,
+        "POST",
+        "/v1/hosts/h1/health",
+        "{\"drops\": {\"spoofed_ip\": -1}}",
+    );
+    assert_eq!(code, 400, "{body}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -97,6 +97,14 @@ pub struct Controller {
     /// The UDP port the measurement probes use on the underlay address.
     #[serde(default = "default_measure_port")]
     pub measure_port: u16,
+    /// How often the datapath's drop counters and map fill are reported for
+    /// `violinctl status`, in ms: 1000 to 60000.
+    #[serde(default = "default_health_report_ms")]
+    pub health_report_ms: u32,
+}
+
+fn default_health_report_ms() -> u32 {
+    5000
 }
 
 fn default_measure_ms() -> u32 {
@@ -202,6 +210,13 @@ impl Config {
                 return Err(err(
                     "controller.traffic_report_ms",
                     format!("{} is outside 50..=500", c.traffic_report_ms),
+                )
+                .into());
+            }
+            if !(1000..=60_000).contains(&c.health_report_ms) {
+                return Err(err(
+                    "controller.health_report_ms",
+                    format!("{} is outside 1000..=60000", c.health_report_ms),
                 )
                 .into());
             }

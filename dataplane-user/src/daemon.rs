@@ -430,6 +430,14 @@ impl Daemon {
                 "traffic reports to the controller are off"
             );
         }
+        let every = Duration::from_millis(u64::from(c.health_report_ms));
+        if let Err(e) = crate::health::start(follower.clone(), &self.paths, every) {
+            // `violinctl status` goes without this host's drops; forwarding does not.
+            warn!(
+                error = format!("{e:#}"),
+                "health reports to the controller are off"
+            );
+        }
         if c.measure_ms > 0 {
             let every = Duration::from_millis(u64::from(c.measure_ms));
             let (local, port) = (self.config.underlay.address, c.measure_port);

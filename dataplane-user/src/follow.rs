@@ -83,6 +83,12 @@ impl Follower {
         Ok(())
     }
 
+    /// Reports the datapath's drops and map fill (`violinctl status`).
+    pub fn report_health(&self, report: &violin_api::share::DatapathHealth) -> Result<()> {
+        self.client.report_health(&self.host, report)?;
+        Ok(())
+    }
+
     /// Registers, then follows the stream until it breaks.
     fn follow(&self, registration: &Registration, updates: &Sender<Event>) -> Result<()> {
         self.client.register(&self.host, registration)?;

@@ -4,6 +4,7 @@ mod config;
 mod daemon;
 mod datapath;
 mod follow;
+mod health;
 mod host;
 mod libvirt;
 mod measure;

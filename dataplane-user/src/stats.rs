@@ -83,22 +83,7 @@ pub fn read(maps: &Maps, paths: &Paths, underlay: &str) -> Result<Stats> {
     let fdb = fdb(maps);
     let pairs = pairs(maps);
     let environments = environments(maps, &pairs);
-    // Each map's entries beside its capacity (the maps' `max_entries`).
-    let occupancy = [
-        ("ports", maps.ports.keys().count(), MAX_SLOTS),
-        ("peers", maps.peers.keys().count(), MAX_PEERS),
-        ("environments", maps.vnis.keys().count(), MAX_VNIS),
-        ("fdb", fdb.len(), FDB_ENTRIES),
-        ("routes", maps.routes.keys().count(), MAX_ROUTES),
-        ("pair_policies", maps.pairs.keys().count(), MAX_PAIRS),
-        ("pair_traffic", pairs.len(), MAX_PAIR_TRAFFIC),
-    ];
-    let mut map_entries = BTreeMap::new();
-    let mut map_capacity = BTreeMap::new();
-    for (map, entries, capacity) in occupancy {
-        map_entries.insert(map.to_string(), entries as u64);
-        map_capacity.insert(map.to_string(), u64::from(capacity));
-    }
+    let (map_entries, map_capacity) = occupancy(maps);
     let ports = ports(maps, underlay)?;
     Ok(Stats {
         bounds: bounds(maps, &ports),
@@ -113,6 +98,40 @@ pub fn read(maps: &Maps, paths: &Paths, underlay: &str) -> Result<Stats> {
         map_entries,
         map_capacity,
         vms: crate::libvirt::load_vms(paths),
+    })
+}
+
+/// Each map's entries beside its capacity (the maps' `max_entries`).
+fn occupancy(maps: &Maps) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let counts = [
+        ("ports", maps.ports.keys().count(), MAX_SLOTS),
+        ("peers", maps.peers.keys().count(), MAX_PEERS),
+        ("environments", maps.vnis.keys().count(), MAX_VNIS),
+        ("fdb", maps.fdb.keys().count(), FDB_ENTRIES),
+        ("routes", maps.routes.keys().count(), MAX_ROUTES),
+        ("pair_policies", maps.pairs.keys().count(), MAX_PAIRS),
+        (
+            "pair_traffic",
+            maps.pair_traffic.keys().count(),
+            MAX_PAIR_TRAFFIC,
+        ),
+    ];
+    let mut entries = BTreeMap::new();
+    let mut capacity = BTreeMap::new();
+    for (map, n, max) in counts {
+        entries.insert(map.to_string(), n as u64);
+        capacity.insert(map.to_string(), u64::from(max));
+    }
+    (entries, capacity)
+}
+
+/// What the controller's status shows of this host's datapath: drops and map fill.
+pub fn health(maps: &Maps) -> Result<violin_api::share::DatapathHealth> {
+    let (map_entries, map_capacity) = occupancy(maps);
+    Ok(violin_api::share::DatapathHealth {
+        drops: drops(maps)?,
+        map_entries,
+        map_capacity,
     })
 }
 

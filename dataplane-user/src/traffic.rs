@@ -13,6 +13,46 @@ use violin_api::{
 
 use crate::{datapath::Maps, follow::Follower, host::Paths, stats::pair_totals};
 
+/// Says once when a reporter's calls to the controller start failing, and once when
+/// they succeed again.
+pub struct Outage {
+    what: &'static str,
+    failing: bool,
+}
+
+impl Outage {
+    pub fn new(what: &'static str) -> Outage {
+        Outage {
+            what,
+            failing: false,
+        }
+    }
+
+    /// Takes a report's result; true when it reached the controller.
+    pub fn after(&mut self, result: Result<()>) -> bool {
+        match result {
+            Ok(()) => {
+                if self.failing {
+                    info!(report = self.what, "reports reach the controller again");
+                    self.failing = false;
+                }
+                true
+            }
+            Err(e) => {
+                if !self.failing {
+                    warn!(
+                        report = self.what,
+                        error = format!("{e:#}"),
+                        "cannot report to the controller"
+                    );
+                    self.failing = true;
+                }
+                false
+            }
+        }
+    }
+}
+
 /// Starts the reporter thread. It reads the pinned counters through its own handle.
 pub fn start(follower: Follower, paths: &Paths, interval: Duration) -> Result<()> {
     let maps = Maps::open_pinned(paths)?;
@@ -20,7 +60,7 @@ pub fn start(follower: Follower, paths: &Paths, interval: Duration) -> Result<()
         .name("traffic".into())
         .spawn(move || {
             let mut last = totals(&maps);
-            let mut failing = false;
+            let mut outage = Outage::new("traffic");
             loop {
                 thread::sleep(interval);
                 let now = totals(&maps);
@@ -29,23 +69,9 @@ pub fn start(follower: Follower, paths: &Paths, interval: Duration) -> Result<()
                     last = now;
                     continue;
                 }
-                match follower.report_traffic(&report) {
-                    Ok(()) => {
-                        last = now;
-                        if failing {
-                            info!("traffic reports reach the controller again");
-                            failing = false;
-                        }
-                    }
-                    // Said once per outage; the next report includes what this one had.
-                    Err(e) if !failing => {
-                        warn!(
-                            error = format!("{e:#}"),
-                            "cannot report traffic to the controller"
-                        );
-                        failing = true;
-                    }
-                    Err(_) => {}
+                // The next report includes what a failed one had.
+                if outage.after(follower.report_traffic(&report)) {
+                    last = now;
                 }
             }
         })

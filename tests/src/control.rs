@@ -307,6 +307,16 @@ impl Lab {
 
     /// Runs `violinctl ARGS` against the lab's controller; Ok(stdout) or Err(stderr).
     pub fn violinctl(&self, args: &[&str]) -> Result<String> {
+        let (code, out, err) = self.violinctl_exit(args)?;
+        if code != 0 {
+            bail!("violinctl {}: {}", args.join(" "), err.trim());
+        }
+        Ok(out)
+    }
+
+    /// `violinctl ARGS` as an operator runs it: its exit code, standard output and error,
+    /// whatever the code.
+    pub fn violinctl_exit(&self, args: &[&str]) -> Result<(i32, String, String)> {
         let sw = switch_ns(&self.spec.name);
         let token = self.token_file().to_string_lossy().into_owned();
         let url = self.controller_urls();
@@ -314,14 +324,11 @@ impl Lab {
         let mut full = vec![ctl.as_str(), "--url", &url, "--token-file", &token];
         full.extend_from_slice(args);
         let out = ns_output(&sw, full[0], &full[1..])?;
-        if !out.status.success() {
-            bail!(
-                "violinctl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 
     /// `violinctl -o json ARGS`, read as the contract's type of that answer.

@@ -75,6 +75,7 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     assert!(in_sync(&lab), "{}", lab.violinctl(&["hosts"]).unwrap());
     wait_ping(&a.ns, &c.ip.to_string(), Duration::from_secs(10)).unwrap();
     wait_ping(&b.ns, &a.ip.to_string(), Duration::from_secs(10)).unwrap();
+    status_names_a_drop_and_exits_1(&lab, &a, &b);
     // The other environment's VMs are on no environment yet.
     assert_eq!(
         ping(&ra.ns, &rc.ip.to_string(), 2, &["-i", "0.2"])
@@ -157,10 +158,12 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     lab.violinctl(&["link", "add", "blue", &h2, &h3, "--wait"])
         .unwrap();
     let (am, cm) = (mac_string(&a.mac), mac_string(&c.mac));
+    let (an, cn) = (vm_name(&a), vm_name(&c));
     let bcast = "ff:ff:ff:ff:ff:ff";
+    // VMs by name or by MAC, as the operator likes.
     for (host, src, dst, edge) in [
-        (&h1, "any", cm.as_str(), &h2),
-        (&h3, "any", am.as_str(), &h2),
+        (&h1, "any", cn.as_str(), &h2),
+        (&h3, "any", an.as_str(), &h2),
         (&h2, "any", cm.as_str(), &h3),
         (&h2, "any", am.as_str(), &h1),
         (&h2, am.as_str(), bcast, &h3),
@@ -183,6 +186,11 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
         .unwrap();
     assert!(route.delivered, "{route:?}");
     assert_eq!(route.hops.len(), 3, "{route:?}");
+    let by_name: Route = lab
+        .violinctl_as(&["route", &an, &cn, "--env", "blue"])
+        .unwrap();
+    assert_eq!(by_name, route);
+    assert_eq!(by_name.src, format!("{an} ({am})"));
     let ifaces: Vec<Interface> = lab.violinctl_as(&["interfaces", &h1]).unwrap();
     assert!(
         ifaces
@@ -285,6 +293,57 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     daemon_api_matches_its_openapi_file(&lab, &token);
     controller_metrics_count_the_syncs(&lab);
     lab.down().unwrap();
+}
+
+/// `violinctl status` as an operator reads it: every host in sync; then a VM sends from an
+/// address it was not given, its host drops the frames, and within a report or two
+/// (violind reports every 5 s) status names the host and the reason and exits 1.
+fn status_names_a_drop_and_exits_1(lab: &Lab, a: &Vm, b: &Vm) {
+    let h1 = lab.hosts[0].host_id();
+    let (_, out, err) = lab.violinctl_exit(&["status"]).unwrap();
+    assert!(
+        out.contains("hosts         3 of 3 in sync")
+            && out.contains("environments  blue (vni 2000"),
+        "{out}{err}"
+    );
+    ns_run(
+        &a.ns,
+        "ip",
+        &["addr", "add", "10.200.9.99/16", "dev", "eth0"],
+    )
+    .unwrap();
+    let r = ping(
+        &a.ns,
+        &b.ip.to_string(),
+        3,
+        &["-I", "10.200.9.99", "-i", "0.1"],
+    )
+    .unwrap();
+    ns_run(
+        &a.ns,
+        "ip",
+        &["addr", "del", "10.200.9.99/16", "dev", "eth0"],
+    )
+    .unwrap();
+    assert_eq!(r.received, 0, "a spoofed source got through");
+    let want = format!("- host {h1} dropped ");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, out, err) = lab.violinctl_exit(&["status"]).unwrap();
+        let named = out
+            .lines()
+            .any(|l| l.contains(&want) && l.contains("(spoofed_ip) in the last minute"));
+        if named {
+            assert_eq!(code, 1, "{out}{err}");
+            assert!(out.contains("needs attention:"), "{out}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never named the drop: {out}{err}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Every path in dataplane-user/openapi.json answers on a daemon: /v1 only with the

@@ -5,13 +5,13 @@
 //! A client may know several controller replicas (a comma-separated list of URLs): it
 //! talks to one, moves to the next when that one cannot be reached, and follows a
 //! follower's redirect (307 with `X-Violin-Leader`) to the leader, keeping it for the
-//! calls after.
+//! calls after; while no replica knows a leader (an election), it waits for one.
 use std::{
     fmt,
     io::{BufRead, BufReader},
     path::Path,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -21,9 +21,13 @@ use crate::{
         AdaptPlan, Adaptation, AppTopology, Applied, AuditEntry, Bound, BoundRequest, BrokerRound,
         Brokers, Credential, CredentialRequest, DaemonLinks, DaemonRules, EnvDetail, EnvSummary,
         ErrorBody, Filter, HostInfo, IssuedCredential, LinkInfo, LinkRequest, ManagerDecision,
-        ManagerRecord, MeasuredPair, Plan, Route, RouteQuery, RuleInfo, RuleRequest, SyncStatus,
+        ManagerRecord, MeasuredPair, Plan, Route, RouteQuery, RuleInfo, RuleRequest, Status,
+        SyncStatus,
     },
-    share::{Ack, HostMeasurements, Interface, Registered, Registration, SyncEvent, TrafficReport},
+    share::{
+        Ack, DatapathHealth, HostMeasurements, Interface, Registered, Registration, SyncEvent,
+        TrafficReport,
+    },
     vm::{Migration, MigrationRequest, Migrations, VmInfo, VmReport, VmUsage},
 };
 
@@ -81,6 +85,9 @@ impl Default for Timeouts {
         }
     }
 }
+
+/// How long a call waits for replicas that know no leader yet to elect one.
+const NO_LEADER_PATIENCE: Duration = Duration::from_secs(15);
 
 /// The header a follower names the leader's URL in.
 pub const LEADER_HEADER: &str = "X-Violin-Leader";
@@ -174,7 +181,12 @@ impl Client {
     ) -> (String, std::result::Result<ureq::Response, ureq::Error>) {
         let tries = self.bases.lock().unwrap().0.len() + 2;
         let mut last = None;
-        for _ in 0..tries {
+        let mut tried = 0;
+        // An election takes up to a lead's lease (5 s by default) after a leader is lost.
+        let patience = Instant::now() + NO_LEADER_PATIENCE;
+        let mut unserved = 0;
+        while tried < tries {
+            tried += 1;
             let base = self.base();
             let mut req = self
                 .agent
@@ -199,6 +211,22 @@ impl Client {
                     }
                     self.switch_to(leader);
                     last = Some((base, Ok(r)));
+                }
+                // A follower that knows no leader yet served nothing (its Retry-After
+                // says so): the others are asked, then all again until one leads.
+                Err(ureq::Error::Status(503, r)) if r.header("Retry-After").is_some() => {
+                    let n = self.bases.lock().unwrap().0.len();
+                    unserved += 1;
+                    let moved = self.rotate(&base);
+                    if !moved || unserved % n == 0 {
+                        if Instant::now() >= patience {
+                            return (base, Err(ureq::Error::Status(503, r)));
+                        }
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                    // Waiting for an election is not a try.
+                    tried -= 1;
+                    last = Some((base, Err(ureq::Error::Status(503, r))));
                 }
                 // A change goes to another replica only when it surely did not reach
                 // this one: a lost answer must not make it twice.
@@ -400,6 +428,17 @@ impl Client {
     pub fn report_traffic(&self, host: &str, report: &TrafficReport) -> Result<()> {
         self.send::<serde_json::Value, _>("POST", &format!("/v1/hosts/{host}/traffic"), report)?;
         Ok(())
+    }
+
+    /// What the host's datapath dropped and how full its maps are (`violinctl status`).
+    pub fn report_health(&self, host: &str, report: &DatapathHealth) -> Result<()> {
+        self.send::<serde_json::Value, _>("POST", &format!("/v1/hosts/{host}/health"), report)?;
+        Ok(())
+    }
+
+    /// The whole installation at a glance, with what needs attention.
+    pub fn status(&self) -> Result<Status> {
+        self.get("/v1/status")
     }
 
     /// An environment's application topology, as VTTIF infers it.

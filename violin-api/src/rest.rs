@@ -38,9 +38,11 @@ pub struct EnvDetail {
     pub spec: String,
 }
 
-/// A change between the stored and a desired environment, one field per line.
+/// The changes between the stored and a desired environment, one per line; a changed
+/// host or VM shows each field that differs as `old -> new`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Plan {
+    pub environment: String,
     pub changes: Vec<String>,
 }
 
@@ -123,6 +125,12 @@ pub struct RuleInfo {
     pub host: String,
     pub src: SrcMatch,
     pub dst: DstMatch,
+    /// The name of the VM whose MAC `src` matches (or excludes), when one has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_vm: Option<String>,
+    /// The name of the VM whose MAC `dst` matches (or excludes), when one has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_vm: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,11 +154,11 @@ pub struct Filter {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RouteQuery {
-    /// The source VM's MAC.
+    /// The source VM: its name in the spec, or its MAC.
     pub src: String,
-    /// The destination MAC.
+    /// The destination: a VM's name, or any MAC.
     pub dst: String,
-    /// The environment, when the source MAC is in several.
+    /// The environment, when the source is in several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
 }
@@ -790,6 +798,42 @@ pub struct AuditEntry {
 pub struct AuditQuery {
     /// The latest this many entries (default 100).
     pub last: Option<usize>,
+}
+
+/// `GET /v1/status`: the whole installation on one screen, and what needs attention.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Status {
+    /// The controller replica that answers, and its store.
+    pub controller: Health,
+    pub hosts: Vec<HostInfo>,
+    pub environments: Vec<EnvSummary>,
+    /// Frames the hosts' datapaths dropped over the last `window_seconds`, by host and
+    /// reason (reasons with none left out).
+    pub drops: Vec<HostDrops>,
+    /// How full each host's maps are.
+    pub maps: Vec<MapFill>,
+    /// Migrations under way.
+    pub migrations: Vec<crate::vm::Migration>,
+    /// What an operator should look at, each with what to do next; empty when all is well.
+    pub attention: Vec<String>,
+    pub window_seconds: u64,
+}
+
+/// One host's drops over the status window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostDrops {
+    pub host: String,
+    pub reason: String,
+    pub frames: u64,
+}
+
+/// One map of one host: its entries against its capacity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MapFill {
+    pub host: String,
+    pub map: String,
+    pub entries: u64,
+    pub capacity: u64,
 }
 
 /// `GET /healthz` of the controller and of violind, open to all (load balancers,

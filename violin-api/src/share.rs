@@ -307,6 +307,17 @@ pub struct PairTraffic {
     pub bytes: u64,
 }
 
+/// A host's datapath at a glance, reported every `[controller] health_report_ms` for
+/// `violinctl status`: its drop counters (totals since the maps were made, every reason)
+/// and how full each map is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatapathHealth {
+    pub drops: std::collections::BTreeMap<String, u64>,
+    pub map_entries: std::collections::BTreeMap<String, u64>,
+    pub map_capacity: std::collections::BTreeMap<String, u64>,
+}
+
 /// A host applied `generation`, or could not (`error`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -13,7 +13,7 @@ use super::*;
          description = "Environments, VNET primitives, host sync, VMs and live migrations. Every /v1 operation needs `Authorization: Bearer TOKEN`."),
     paths(list, get_env, put_env, delete_env, plan_env, add_link, delete_link, add_rule,
           delete_rule, links, rules, route_of, get_bound, set_bound, sync_status, hosts,
-          register, sync_stream, ack, host_interfaces, report_vms, report_traffic,
+          register, sync_stream, ack, host_interfaces, report_vms, report_traffic, report_health, status,
           get_topology, get_adapt, post_adapt, list_adaptations, report_measurements, measurements, vms, start_migration,
           list_migrations, get_migration, cancel_migration, get_usage, get_manager, post_manager,
           manager_log, get_brokers, post_round, create_credential, list_credentials,

@@ -135,7 +135,12 @@ fn plan_lists_what_changes() {
     assert!(plan(Some(&cur), &cur).is_empty());
     // A new environment: everything is added.
     let all = plan(None, &cur);
-    assert_eq!(all.len(), 4, "{all:?}");
+    assert_eq!(all.len(), 6, "{all:?}");
+    assert_eq!(all[0].to_string(), "+ host h1 (10.250.0.1)");
+    assert_eq!(
+        all[2].to_string(),
+        "+ vm a1 on h1 port vm1 (02:00:00:00:01:01, 10.200.1.1)"
+    );
     // Move b1, drop the allow-list, change the limit, add a VM.
     let text = SPEC
         .replace(
@@ -153,11 +158,60 @@ fn plan_lists_what_changes() {
     assert_eq!(
         changes,
         vec![
-            "~ vm b1: h2 vm1 02:00:00:00:02:01 -> h1 vm2 02:00:00:00:02:01",
+            "~ vm b1: host h2 -> h1, port vm1 -> vm2",
             "+ vm c1 on h2 port vm3 (02:00:00:00:02:03)",
             "- allow a1 <-> b1",
             "~ limit a1 <-> b1: 10 -> 20 Mbit/s, burst 64 -> 64 KiB",
         ]
+    );
+}
+
+#[test]
+fn plans_show_each_changed_field_and_rules_by_vm_name() {
+    let cur = Spec::parse(SPEC).unwrap();
+    let show = |text: &str| -> Vec<String> {
+        plan(Some(&cur), &Spec::parse(text).unwrap())
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    };
+    // Only the IP changed: only the IP is shown.
+    assert_eq!(
+        show(&SPEC.replace("10.200.1.1", "10.200.1.9")),
+        ["~ vm a1: ip 10.200.1.1 -> 10.200.1.9"]
+    );
+    assert_eq!(
+        show(&SPEC.replace("ip = \"10.200.1.1\"\n", "")),
+        ["~ vm a1: ip 10.200.1.1 -> none"]
+    );
+    assert_eq!(
+        show(&SPEC.replace("02:00:00:00:02:01", "02:00:00:00:02:07")),
+        ["~ vm b1: mac 02:00:00:00:02:01 -> 02:00:00:00:02:07"]
+    );
+    assert_eq!(
+        show(&SPEC.replace("10.250.0.2", "10.250.0.12")),
+        ["~ host h2: address 10.250.0.2 -> 10.250.0.12"]
+    );
+    assert_eq!(
+        show(
+            &SPEC
+                .replace("name = \"h2\"\naddress", "name = \"h3\"\naddress")
+                .replace("host = \"h2\"", "host = \"h3\"")
+        ),
+        [
+            "+ host h3 (10.250.0.2)",
+            "- host h2 (10.250.0.2)",
+            "~ vm b1: host h2 -> h3",
+        ]
+    );
+    // Rules name the VMs whose MACs they match.
+    let ruled = format!(
+        "{SPEC}[[rule]]\nhost = \"h1\"\nsrc = \"not 02:00:00:00:01:01\"\n\
+         dst = \"02:00:00:00:02:01\"\nedge = \"h2\"\n"
+    );
+    assert_eq!(
+        show(&ruled),
+        ["+ rule h1: not a1 (02:00:00:00:01:01) -> b1 (02:00:00:00:02:01) via link h1-h2"]
     );
 }
 

@@ -1,7 +1,8 @@
 //! violinctl: operate Violin's environments through the controller.
 //!
-//! Exit codes: 0 done; 1 `diff` found differences; 2 an error (the message says which
-//! field or host); 3 a `--wait` that timed out (the message names the hosts that lag).
+//! Exit codes: 0 done; 1 `diff` found differences, or `status` something that needs
+//! attention; 2 an error (the message says which field or host); 3 a `--wait` that timed
+//! out (the message names the hosts that lag).
 use std::{
     io::Read,
     path::{Path, PathBuf},
@@ -11,6 +12,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
+use dataplane_common::rules::MacMatch;
 use serde::Deserialize;
 use violin_api::{
     client::{read_token, Client, Timeouts},
@@ -29,8 +31,8 @@ use output::{show, Output};
     about = "Operate Violin's environments through the controller",
     after_help = "The controller and token come from --url/--token-file, else VIOLIN_CONTROLLER/\
                   VIOLIN_TOKEN_FILE, else the config file (`controller = \"...\"`, \
-                  `token_file = \"...\"`).\nExit codes: 0 done, 1 diff found differences, \
-                  2 error, 3 --wait timed out."
+                  `token_file = \"...\"`).\nExit codes: 0 done, 1 diff found differences or \
+                  status something that needs attention, 2 error, 3 --wait timed out."
 )]
 struct Cli {
     /// The controller's API (http:// or https://); for replicas, their URLs
@@ -66,6 +68,8 @@ struct Wait {
 #[derive(Subcommand)]
 enum Command {
     /// Show the plan for an environment spec and apply it.
+    ///
+    /// Example: `violinctl apply blue.toml --wait`.
     Apply {
         /// The spec file ("-" for standard input).
         #[arg(short = 'f', long = "filename", value_name = "FILE")]
@@ -76,21 +80,28 @@ enum Command {
         #[command(flatten)]
         wait: Wait,
     },
-    /// Show what applying a spec would change; exits 1 when it would change something.
+    /// Show what applying specs would change, environment by environment, every changed
+    /// field as old -> new; exits 1 when something would change, 0 when nothing would.
+    ///
+    /// Example: `violinctl diff blue.toml red.toml`.
     Diff {
-        /// The spec file ("-" for standard input).
+        /// A spec file ("-" for standard input); may be given more than once.
         #[arg(short = 'f', long = "filename", value_name = "FILE")]
-        file: Option<PathBuf>,
-        /// The spec file, as a positional argument.
-        #[arg(conflicts_with = "file", required_unless_present = "file")]
-        path: Option<PathBuf>,
+        file: Vec<PathBuf>,
+        /// Spec files, as positional arguments.
+        #[arg(required_unless_present = "file")]
+        path: Vec<PathBuf>,
     },
     /// Show one environment, with its spec.
+    ///
+    /// Example: `violinctl get blue`.
     Get {
         /// The environment.
         name: Name,
     },
     /// Delete an environment.
+    ///
+    /// Example: `violinctl delete blue --if-exists --wait`.
     Delete {
         /// The environment.
         name: Name,
@@ -100,16 +111,31 @@ enum Command {
         #[command(flatten)]
         wait: Wait,
     },
+    /// The whole installation on one screen: the controller and its store, hosts in and
+    /// out of sync, environments, the datapaths' drops by reason over the last minute, the
+    /// fullest map, migrations under way, and what needs attention (each with what to do
+    /// next). Exits 1 when something needs attention.
+    ///
+    /// Example: `violinctl status || echo "look at it"`.
+    Status,
     /// List environments.
+    ///
+    /// Example: `violinctl envs -o wide`.
     Envs,
     /// List hosts: registration, sync state, what runs on them.
+    ///
+    /// Example: `violinctl hosts`.
     Hosts,
     /// Add or delete an overlay link (UDP) between two hosts of an environment.
+    ///
+    /// Example: `violinctl link add blue h1 h2 --wait`.
     Link {
         #[command(subcommand)]
         action: LinkAction,
     },
     /// List overlay links (all, an environment's, or a host's).
+    ///
+    /// Example: `violinctl links --env blue`.
     Links {
         /// Only this environment's.
         #[arg(long)]
@@ -119,11 +145,15 @@ enum Command {
         host: Option<String>,
     },
     /// Add or delete a forwarding rule in a host's table.
+    ///
+    /// Example: `violinctl rule add blue h1 h1v1 h2v1 --edge h2`.
     Rule {
         #[command(subcommand)]
         action: RuleAction,
     },
     /// List forwarding rules (all, an environment's, or a host's).
+    ///
+    /// Example: `violinctl rules --env blue --host h1`.
     Rules {
         /// Only this environment's.
         #[arg(long)]
@@ -133,12 +163,16 @@ enum Command {
         host: Option<String>,
     },
     /// List the network interfaces a host reported.
+    ///
+    /// Example: `violinctl interfaces h1`.
     Interfaces {
         /// The host.
         host: Name,
     },
     /// The application topology VTTIF inferred for an environment from its traffic: the
     /// edges (pairs above the detection threshold) and the traffic matrix.
+    ///
+    /// Example: `violinctl topology blue --watch`.
     Topology {
         /// The environment.
         env: Name,
@@ -148,6 +182,8 @@ enum Command {
     },
     /// The host matrix: what each host's violind measured to each other host over the
     /// underlay (round trip, packet-train bandwidth, passive estimate).
+    ///
+    /// Example: `violinctl measurements -o json`.
     Measurements,
     /// VADAPT: fit an adapted environment's overlay (a star through its proxy) to the
     /// application's inferred topology with fast-path links. Without an environment: the
@@ -173,21 +209,28 @@ enum Command {
         wait: Wait,
     },
     /// Show the configuration-time bound, or set it.
+    ///
+    /// Example: `violinctl bound 2.5`.
     Bound {
         /// The new bound in seconds, in (0, 3600].
         seconds: Option<f64>,
     },
-    /// The path a frame takes from one VM's MAC to another, host by host.
+    /// The path a frame takes from one VM to another, host by host: which rule or learned
+    /// entry decides at each, and whether it arrives.
+    ///
+    /// Example: `violinctl route h1v1 h2v1`.
     Route {
-        /// The source VM's MAC.
+        /// The source VM: its name in the spec (`h1v1`) or its MAC.
         src: String,
-        /// The destination MAC.
+        /// The destination: a VM's name, or any MAC (`ff:ff:ff:ff:ff:ff` for a broadcast).
         dst: String,
-        /// The environment, when the source MAC is in several.
+        /// The environment, when the source is in several.
         #[arg(long)]
         env: Option<String>,
     },
     /// Wait until every registered host has applied the current state.
+    ///
+    /// Example: `violinctl wait --timeout 10`.
     Wait {
         /// Give up after this many seconds [default: the configuration-time bound, or 30].
         #[arg(long, value_name = "SECONDS", value_parser = seconds)]
@@ -195,6 +238,8 @@ enum Command {
     },
     /// Live-migrate a VM to a host, or a whole environment (--env) to hosts (its VMs go to
     /// them in turn, by name); follows the migrations until they end. --cancel ID aborts one.
+    ///
+    /// Example: `violinctl migrate h1v1 --to h2`.
     Migrate {
         /// The VM (its libvirt domain's name).
         #[arg(required_unless_present_any = ["env", "cancel"], conflicts_with = "cancel")]
@@ -216,8 +261,12 @@ enum Command {
         cancel: Option<u64>,
     },
     /// List recorded migrations: phase, progress, total time, downtime, reconvergence.
+    ///
+    /// Example: `violinctl migrations`.
     Migrations,
     /// List the VMs the hosts' libvirt daemons report: host, state, CPU, memory.
+    ///
+    /// Example: `violinctl vms`.
     Vms,
     /// The VMs' use over time as the adaptation manager sees it: CPU in cores, memory,
     /// and the cap they were given, sample by sample (the latest few; all with -o json).
@@ -250,12 +299,16 @@ enum Command {
     },
     /// The audit log: every change made through the API, and every request refused for
     /// want of a right, with who asked.
+    ///
+    /// Example: `violinctl audit --last 20`.
     Audit {
         /// The latest this many entries.
         #[arg(long, default_value_t = 50)]
         last: usize,
     },
     /// Print a shell completion script.
+    ///
+    /// Example: `source <(violinctl completion bash)`.
     Completion {
         /// The shell.
         shell: clap_complete::Shell,
@@ -265,6 +318,8 @@ enum Command {
 #[derive(Subcommand)]
 enum CredentialAction {
     /// Issue a credential and print its token (shown this once), or write it to --out.
+    ///
+    /// Example: `violinctl credential create alice --role read-only --out alice.token`.
     Create {
         /// Its name: an operator's, or the host's name for a host.
         name: Name,
@@ -276,8 +331,12 @@ enum CredentialAction {
         out: Option<PathBuf>,
     },
     /// List the credentials issued (never their tokens).
+    ///
+    /// Example: `violinctl credential list`.
     List,
     /// Revoke a credential: its token is refused from now on.
+    ///
+    /// Example: `violinctl credential delete alice`.
     Delete {
         /// The credential's name.
         name: String,
@@ -297,6 +356,8 @@ enum RoleArg {
 #[derive(Subcommand)]
 enum LinkAction {
     /// Add a link between HOST_A and HOST_B.
+    ///
+    /// Example: `violinctl link add blue h1 h2`.
     Add {
         /// The environment.
         env: Name,
@@ -311,6 +372,8 @@ enum LinkAction {
         wait: Wait,
     },
     /// Delete the link between HOST_A and HOST_B.
+    ///
+    /// Example: `violinctl link delete blue h1 h2 --if-exists`.
     Delete {
         /// The environment.
         env: Name,
@@ -329,15 +392,17 @@ enum LinkAction {
 #[derive(Subcommand)]
 enum RuleAction {
     /// Add a rule to HOST's table: frames from SRC to DST go over --edge or out of --interface.
+    ///
+    /// Example: `violinctl rule add blue h1 any h2v1 --edge h2 --wait`.
     Add {
         /// The environment.
         env: Name,
         /// The host whose table gets the rule.
         host: Name,
-        /// Source: a MAC, "not MAC" or "any".
-        src: SrcMatch,
-        /// Destination: a MAC, "not MAC", "any" or "none" (the default rule).
-        dst: DstMatch,
+        /// Source: a VM of the environment by name or MAC, "not VM", or "any".
+        src: String,
+        /// Destination: a VM by name or MAC, "not VM", "any", or "none" (the default rule).
+        dst: String,
         /// Send over the link to this host.
         #[arg(
             long,
@@ -355,15 +420,17 @@ enum RuleAction {
         wait: Wait,
     },
     /// Delete HOST's rule for SRC and DST.
+    ///
+    /// Example: `violinctl rule delete blue h1 any h2v1`.
     Delete {
         /// The environment.
         env: Name,
         /// The host whose table holds the rule.
         host: Name,
-        /// Source: a MAC, "not MAC" or "any".
-        src: SrcMatch,
-        /// Destination: a MAC, "not MAC", "any" or "none".
-        dst: DstMatch,
+        /// Source, as the rule was added: a VM by name or MAC, "not VM", or "any".
+        src: String,
+        /// Destination, as the rule was added: a VM by name or MAC, "not VM", "any" or "none".
+        dst: String,
         /// Succeed when there is no such rule.
         #[arg(long)]
         if_exists: bool,
@@ -384,6 +451,8 @@ fn seconds(s: &str) -> std::result::Result<f64, String> {
 enum Outcome {
     Done,
     Differences,
+    /// `status` found something an operator should look at.
+    Attention,
 }
 
 /// A `--wait` that ran out of time.
@@ -407,7 +476,7 @@ fn main() -> ExitCode {
     }
     match connect(&cli).and_then(|c| run(&c, &cli)) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
-        Ok(Outcome::Differences) => ExitCode::from(1),
+        Ok(Outcome::Differences | Outcome::Attention) => ExitCode::from(1),
         Err(e) => {
             eprintln!("violinctl: {e:#}");
             if e.downcast_ref::<TimedOut>().is_some() {
@@ -499,10 +568,14 @@ fn write_secret(tmp: &Path, mut f: std::fs::File, path: &Path, token: &str) -> R
 }
 
 fn read_spec(file: &Option<PathBuf>, path: &Option<PathBuf>) -> Result<String> {
-    let f = file
-        .as_ref()
-        .or(path.as_ref())
-        .context("give a spec file")?;
+    read_spec_file(
+        file.as_ref()
+            .or(path.as_ref())
+            .context("give a spec file")?,
+    )
+}
+
+fn read_spec_file(f: &Path) -> Result<String> {
     if f == Path::new("-") {
         let mut text = String::new();
         std::io::stdin()
@@ -523,12 +596,15 @@ fn spec_name(text: &str) -> Result<String> {
         .to_string())
 }
 
-fn print_changes(changes: &[String]) {
-    if changes.is_empty() {
-        println!("no changes");
+/// An environment's changes under its name, one per line.
+fn print_changes(env: &str, changes: &[String]) {
+    match changes.len() {
+        0 => println!("environment {env}: no changes"),
+        1 => println!("environment {env}: 1 change"),
+        n => println!("environment {env}: {n} changes"),
     }
     for c in changes {
-        println!("{c}");
+        println!("  {c}");
     }
 }
 
@@ -570,8 +646,8 @@ fn wait(c: &Client, generation: u64, timeout: Option<f64>) -> Result<()> {
 }
 
 /// A change's answer: shown, then waited for.
-fn changed(c: &Client, out: Output, applied: Applied, w: Wait) -> Result<Outcome> {
-    show(out, &applied, |a| print_changes(&a.changes))?;
+fn changed(c: &Client, out: Output, env: &str, applied: Applied, w: Wait) -> Result<Outcome> {
+    show(out, &applied, |a| print_changes(env, &a.changes))?;
     if w.wait {
         wait(c, applied.generation, w.timeout)?;
     }
@@ -613,7 +689,7 @@ fn run(c: &Client, cli: &Cli) -> Result<Outcome> {
             let name = spec_name(&text)?;
             let applied = c.apply(&name, &text)?;
             if out.is_text() {
-                print_changes(&applied.changes);
+                print_changes(&name, &applied.changes);
                 println!("applied {name}");
             } else {
                 show(out, &applied, |_| {})?;
@@ -624,10 +700,27 @@ fn run(c: &Client, cli: &Cli) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         Command::Diff { file, path } => {
-            let text = read_spec(file, path)?;
-            let plan = c.plan(&spec_name(&text)?, &text)?;
-            show(out, &plan, |p| print_changes(&p.changes))?;
-            Ok(if plan.changes.is_empty() {
+            let mut plans = Vec::new();
+            for f in file.iter().chain(path) {
+                let text = read_spec_file(f)?;
+                let name = spec_name(&text).with_context(|| format!("{}", f.display()))?;
+                if plans
+                    .iter()
+                    .any(|p: &violin_api::rest::Plan| p.environment == name)
+                {
+                    bail!(
+                        "{}: environment {name} is in an earlier file too; give each once",
+                        f.display()
+                    );
+                }
+                plans.push(c.plan(&name, &text)?);
+            }
+            show(out, &plans, |plans| {
+                for p in plans {
+                    print_changes(&p.environment, &p.changes)
+                }
+            })?;
+            Ok(if plans.iter().all(|p| p.changes.is_empty()) {
                 Outcome::Done
             } else {
                 Outcome::Differences
@@ -647,7 +740,7 @@ fn run(c: &Client, cli: &Cli) -> Result<Outcome> {
                 if out.is_text() {
                     println!("deleted {name}");
                 }
-                changed(c, out, a, *w)
+                changed(c, out, name, a, *w)
             }
             None => Ok(Outcome::Done),
         },
@@ -732,6 +825,15 @@ fn run(c: &Client, cli: &Cli) -> Result<Outcome> {
             }
             Ok(Outcome::Done)
         }
+        Command::Status => {
+            let s = c.status()?;
+            output::status(out, &s)?;
+            Ok(if s.attention.is_empty() {
+                Outcome::Done
+            } else {
+                Outcome::Attention
+            })
+        }
         Command::Completion { .. } => Ok(Outcome::Done),
         _ => list(c, out, &cli.command).map(|()| Outcome::Done),
     }
@@ -760,6 +862,7 @@ fn follow(c: &Client, started: &[Migration]) -> Result<Vec<Migration>> {
 }
 
 fn link(c: &Client, out: Output, action: &LinkAction) -> Result<Outcome> {
+    let (LinkAction::Add { env, .. } | LinkAction::Delete { env, .. }) = action;
     let (result, w) = match action {
         LinkAction::Add {
             env,
@@ -789,12 +892,75 @@ fn link(c: &Client, out: Output, action: &LinkAction) -> Result<Outcome> {
         ),
     };
     match result {
-        Some(a) => changed(c, out, a, w),
+        Some(a) => changed(c, out, env, a, w),
         None => Ok(Outcome::Done),
     }
 }
 
+/// A VM of an environment by name or MAC: a rule's side as the operator gives it.
+struct VmNames<'a> {
+    c: &'a Client,
+    env: &'a str,
+    /// The environment's VMs and MACs, read when a name is first given.
+    vms: std::cell::OnceCell<Vec<(String, [u8; 6])>>,
+}
+
+impl VmNames<'_> {
+    fn vms(&self) -> Result<&[(String, [u8; 6])]> {
+        if let Some(v) = self.vms.get() {
+            return Ok(v);
+        }
+        let detail = self.c.environment(self.env)?;
+        let doc = violin_api::spec::Document::parse(&detail.spec)?;
+        let vms = doc
+            .vms
+            .iter()
+            .map(|v| (v.name.get_ref().to_string(), v.mac.get_ref().octets()))
+            .collect();
+        Ok(self.vms.get_or_init(|| vms))
+    }
+
+    /// `text` as a match: a MAC form (`02:..`, `not 02:..`, `any`, and `none` for a
+    /// destination) or a VM's name (`h1v1`, `not h1v1`).
+    fn resolve(&self, field: &str, text: &str, dst: bool) -> Result<MacMatch> {
+        let parsed = if dst {
+            DstMatch::parse(text).map(|m| m.0)
+        } else {
+            SrcMatch::parse(text).map(|m| m.0)
+        };
+        if let Ok(m) = parsed {
+            return Ok(m);
+        }
+        let (not, name) = match text.strip_prefix("not ") {
+            Some(n) => (true, n.trim()),
+            None => (false, text.trim()),
+        };
+        let vms = self.vms()?;
+        match vms.iter().find(|(n, _)| n == name) {
+            Some((_, mac)) if not => Ok(MacMatch::Not(*mac)),
+            Some((_, mac)) => Ok(MacMatch::Exact(*mac)),
+            None => bail!(
+                "{field}: {text:?} is neither a VM of environment {} ({}) nor {}; see `violinctl get {}`",
+                self.env,
+                vms.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+                if dst {
+                    "a MAC, \"not MAC\", \"any\" or \"none\""
+                } else {
+                    "a MAC, \"not MAC\" or \"any\""
+                },
+                self.env
+            ),
+        }
+    }
+}
+
 fn rule(c: &Client, out: Output, action: &RuleAction) -> Result<Outcome> {
+    let (RuleAction::Add { env, .. } | RuleAction::Delete { env, .. }) = action;
+    let names = VmNames {
+        c,
+        env,
+        vms: Default::default(),
+    };
     let (result, w) = match action {
         RuleAction::Add {
             env,
@@ -808,8 +974,8 @@ fn rule(c: &Client, out: Output, action: &RuleAction) -> Result<Outcome> {
         } => {
             let req = RuleRequest {
                 host: host.clone(),
-                src: *src,
-                dst: *dst,
+                src: SrcMatch(names.resolve("src", src, false)?),
+                dst: DstMatch(names.resolve("dst", dst, true)?),
                 edge: edge.clone(),
                 interface: interface.clone(),
             };
@@ -828,8 +994,8 @@ fn rule(c: &Client, out: Output, action: &RuleAction) -> Result<Outcome> {
         } => {
             let req = RuleRequest {
                 host: host.clone(),
-                src: *src,
-                dst: *dst,
+                src: SrcMatch(names.resolve("src", src, false)?),
+                dst: DstMatch(names.resolve("dst", dst, true)?),
                 edge: None,
                 interface: None,
             };
@@ -840,7 +1006,7 @@ fn rule(c: &Client, out: Output, action: &RuleAction) -> Result<Outcome> {
         }
     };
     match result {
-        Some(a) => changed(c, out, a, w),
+        Some(a) => changed(c, out, env, a, w),
         None => Ok(Outcome::Done),
     }
 }
@@ -965,5 +1131,46 @@ fn list(c: &Client, out: Output, command: &Command) -> Result<()> {
             }
         }
         _ => unreachable!("changes are handled by run"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command of the tree, with its path (`violinctl rule add`).
+    fn commands(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        for sub in cmd.get_subcommands() {
+            let p = format!("{path} {}", sub.get_name());
+            out.push((p.clone(), sub.clone()));
+            commands(sub, p, out);
+        }
+    }
+
+    #[test]
+    fn every_command_has_an_example_and_every_argument_help() {
+        let mut all = Vec::new();
+        commands(&Cli::command(), "violinctl".into(), &mut all);
+        assert!(all.len() > 25, "{}", all.len());
+        for (path, cmd) in &all {
+            let long = cmd
+                .get_long_about()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            assert!(
+                long.contains("Example: `") || long.contains("Examples: `"),
+                "{path} has no example in its help"
+            );
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_global_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "{path}: argument {id} has no help"
+                );
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@ use violin_api::{
     rest::{
         AdaptPlan, AdaptStep, Adaptation, AppTopology, AuditEntry, BrokerRound, Brokers,
         Credential, EnvSummary, HostInfo, LinkInfo, ManagerDecision, ManagerRecord, MeasuredPair,
-        Route, RuleInfo, Trade, VmMove,
+        Route, RuleInfo, Status, Trade, VmMove,
     },
     share::Interface,
     vm::{Migration, VmInfo, VmUsage},
@@ -158,6 +158,15 @@ pub fn links(out: Output, links: &[LinkInfo]) -> Result<()> {
     })
 }
 
+/// A rule's match with the VM's name first: `h1v1 (02:..)`, `not h1v1 (02:..)`.
+fn named(matched: &str, vm: &Option<String>) -> String {
+    match (vm, matched.strip_prefix("not ")) {
+        (None, _) => matched.to_string(),
+        (Some(n), Some(mac)) => format!("not {n} ({mac})"),
+        (Some(n), None) => format!("{n} ({matched})"),
+    }
+}
+
 pub fn rules(out: Output, rules: &[RuleInfo]) -> Result<()> {
     show(out, &rules, |rules| {
         let mut t = Table::new(&header(
@@ -178,8 +187,8 @@ pub fn rules(out: Output, rules: &[RuleInfo]) -> Result<()> {
             let mut row = vec![
                 r.environment.clone(),
                 r.host.clone(),
-                r.src.to_string(),
-                r.dst.to_string(),
+                named(&r.src.to_string(), &r.src_vm),
+                named(&r.dst.to_string(), &r.dst_vm),
                 to,
                 prio,
             ];
@@ -780,5 +789,83 @@ pub fn measurements(out: Output, m: &[MeasuredPair]) -> Result<()> {
             ]);
         }
         t.print();
+    })
+}
+
+/// `violinctl status`: one screen, the attention list last.
+pub fn status(out: Output, s: &Status) -> Result<()> {
+    show(out, s, |s| {
+        let c = &s.controller;
+        let role = c
+            .replica
+            .as_ref()
+            .map_or(String::new(), |r| format!(", {} on {}", r.role, r.store));
+        println!(
+            "controller    {} (generation {}{role}; {})",
+            c.status, c.generation, c.version
+        );
+        let synced = s.hosts.iter().filter(|h| h.in_sync).count();
+        println!("hosts         {synced} of {} in sync", s.hosts.len());
+        for h in s.hosts.iter().filter(|h| !h.in_sync) {
+            println!("  {}: {}", h.name, h.sync_state());
+        }
+        let envs: Vec<String> = s
+            .environments
+            .iter()
+            .map(|e| format!("{} (vni {}, {} VMs)", e.name, e.vni, e.vms))
+            .collect();
+        println!(
+            "environments  {}",
+            if envs.is_empty() {
+                "none".into()
+            } else {
+                envs.join(", ")
+            }
+        );
+        if s.drops.is_empty() {
+            println!("drops         none in the last {} s", s.window_seconds);
+        } else {
+            println!("drops         in the last {} s:", s.window_seconds);
+            let mut t = Table::new(&["  HOST", "REASON", "FRAMES"]);
+            for d in &s.drops {
+                t.row(vec![
+                    format!("  {}", d.host),
+                    d.reason.clone(),
+                    d.frames.to_string(),
+                ]);
+            }
+            t.print();
+        }
+        let fullest = s.maps.iter().max_by(|a, b| {
+            let fill = |m: &violin_api::rest::MapFill| m.entries as f64 / m.capacity.max(1) as f64;
+            fill(a).total_cmp(&fill(b))
+        });
+        match fullest {
+            Some(m) => println!(
+                "maps          fullest: {}'s {}, {} of {} ({:.0}%)",
+                m.host,
+                m.map,
+                m.entries,
+                m.capacity,
+                100.0 * m.entries as f64 / m.capacity.max(1) as f64
+            ),
+            None => println!("maps          no host has reported yet"),
+        }
+        if s.migrations.is_empty() {
+            println!("migrations    none under way");
+        } else {
+            println!("migrations    {} under way:", s.migrations.len());
+            for m in &s.migrations {
+                println!("  {}", progress(m));
+            }
+        }
+        if s.attention.is_empty() {
+            println!("all well");
+        } else {
+            println!("needs attention:");
+            for a in &s.attention {
+                println!("  - {a}");
+            }
+        }
     })
 }
