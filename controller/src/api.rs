@@ -444,7 +444,7 @@ fn no_env(name: &str) -> Reject {
     Reject {
         status: StatusCode::NOT_FOUND,
         body: ErrorBody {
-            error: format!("no environment {name:?}"),
+            error: format!("no environment {name:?}; `violinctl envs` lists them"),
             field: Some("environment".into()),
             line: None,
         },

@@ -141,7 +141,7 @@ fn apply_diff_get_delete_and_state_survives_a_restart() {
     assert!(ok && out.contains("deleted blue"), "{out}");
     let (ok, _, err) = ctl(&c, &token, &["get", "blue"]);
     assert!(
-        !ok && err.contains("no environment \"blue\" (HTTP 404)"),
+        !ok && err.contains("no environment \"blue\"; `violinctl envs` lists them (HTTP 404)"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -164,6 +164,24 @@ fn bad_requests_are_refused_whole_and_change_nothing() {
     );
     let (ok, _, err) = ctl(&c, &dir.join("wrong"), &["delete", "blue"]);
     assert!(!ok && err.contains("HTTP 401"), "{err}");
+    // Errors say what to do next.
+    assert!(
+        err.contains("hint: the token was refused: check --token-file"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_violinctl"))
+        .args(["--url", "http://127.0.0.1:9", "--token-file"])
+        .arg(&token)
+        .arg("envs")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2)
+            && err.contains("cannot reach http://127.0.0.1:9")
+            && err.contains("hint: is violin-controller running there?"),
+        "{err}"
+    );
 
     // A spec with an error, by line and field.
     let bad = dir.join("bad.toml");

@@ -14,6 +14,7 @@ pub mod poll;
 pub mod slurm;
 pub mod sys;
 pub mod tap;
+pub mod terminal;
 pub mod traffic;
 pub mod viocluster;
 

@@ -457,6 +457,46 @@ pub fn probe_report(console: &Path) -> Option<ProbeReport> {
         .find_map(ProbeReport::parse)
 }
 
+/// Waits until `prober`'s `violin-probe` has `more` TCP echoes beyond `from` (its session
+/// carries traffic), failing on a broken session or after 90 s, with the daemons' logs.
+pub fn wait_echoes(
+    lab: &crate::lab::Lab,
+    prober: &crate::lab::Vm,
+    from: u64,
+    more: u64,
+) -> ProbeReport {
+    let console = &prober.guest.as_ref().expect("a guest").console;
+    let name = crate::control::vm_name(prober);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = probe_report(console);
+        if let Some(r) = &r {
+            assert_eq!(r.tcp_error, None, "{name}: the TCP session broke: {r:?}");
+            if r.tcp_echoed >= from + more {
+                return r.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the probe's session did not carry {more} more echoes after {from}: {r:?}\n{}",
+            lab.daemon_logs()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The first guest of `lab` whose console shows a kernel panic. QEMU 7.2's TCG here now
+/// and then corrupts a guest migrated under traffic (see `domain_xml`); tests that
+/// migrate run once more on a fresh lab then, and only then.
+pub fn guest_panic(lab: &crate::lab::Lab) -> Option<String> {
+    lab.vms.iter().find_map(|v| {
+        let console = fs::read_to_string(&v.guest.as_ref()?.console).ok()?;
+        console
+            .contains("Kernel panic - not syncing")
+            .then(|| crate::control::vm_name(v))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use violin_testbed::{
     control::vm_name,
     e2e::lab,
     lab::{Lab, Vm, VmKind},
-    libvirt::{probe_report, ProbeReport},
+    libvirt::{guest_panic, probe_report, ProbeReport},
     sys::{ip, ns_run},
     traffic::{ping, wait_ping},
 };
@@ -47,22 +47,7 @@ fn target(lab: &Lab, env: usize) -> &Vm {
 /// Waits until the probe of `env` has `more` echoes beyond `from` (the session carries
 /// traffic), failing on a broken session.
 fn wait_echoes(lab: &Lab, env: usize, from: u64, more: u64) -> ProbeReport {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let r = probe_report(&prober(lab, env).guest.clone().unwrap().console);
-        if let Some(r) = &r {
-            assert_eq!(r.tcp_error, None, "env{env}: the TCP session broke: {r:?}");
-            if r.tcp_echoed >= from + more {
-                return r.clone();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "env{env}: the probe's session did not carry {more} more echoes after {from}: {r:?}\n{}",
-            lab.daemon_logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    violin_testbed::libvirt::wait_echoes(lab, prober(lab, env), from, more)
 }
 
 /// Waits until the hosts' reports (violind reports its domains every 5 s, and holds them
@@ -156,16 +141,6 @@ fn guests_live_migrate_with_their_sessions_and_failures_roll_back() {
             },
         }
     }
-}
-
-/// The first lab guest whose console shows a kernel panic.
-fn guest_panic(lab: &Lab) -> Option<String> {
-    lab.vms.iter().find_map(|v| {
-        let console = std::fs::read_to_string(&v.guest.as_ref()?.console).ok()?;
-        console
-            .contains("Kernel panic - not syncing")
-            .then(|| vm_name(v))
-    })
 }
 
 fn migration_lab() -> Lab {

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 /// batch scheduler in the lab, shared/MPI.md; systemd's `systemd-analyze` and binutils'
 /// `strip` for the packages' test; etcd for the replicated controller's store, and
 /// protoc with protobuf's own .proto files, which the etcd client's build compiles
-/// etcd's API with).
+/// etcd's API with; tmux for the operator walkthrough's terminal).
 const APT_PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -65,6 +65,7 @@ const APT_PACKAGES: &[&str] = &[
     "etcd-client",
     "protobuf-compiler",
     "libprotobuf-dev",
+    "tmux",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -479,12 +479,33 @@ fn main() -> ExitCode {
         Ok(Outcome::Differences | Outcome::Attention) => ExitCode::from(1),
         Err(e) => {
             eprintln!("violinctl: {e:#}");
+            if let Some(hint) = e.downcast_ref::<violin_api::client::Error>().and_then(hint) {
+                eprintln!("hint: {hint}");
+            }
             if e.downcast_ref::<TimedOut>().is_some() {
                 ExitCode::from(3)
             } else {
                 ExitCode::from(2)
             }
         }
+    }
+}
+
+/// What to do next after a failure that does not say so itself.
+fn hint(e: &violin_api::client::Error) -> Option<&'static str> {
+    match e.status() {
+        None => Some(
+            "is violin-controller running there? Name it with --url, VIOLIN_CONTROLLER or \
+             `controller` in the config file (several replicas comma-separated)",
+        ),
+        Some(401) => Some(
+            "the token was refused: check --token-file (an administrator's token, or one \
+             `violinctl credential create` issued and not revoked)",
+        ),
+        Some(503) => {
+            Some("the controller cannot serve now: `violinctl status` or its /healthz says why")
+        }
+        _ => None,
     }
 }
 
