@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use violin_api::{
     share::{Environment, ForwardRule, Location, PairLimit, Peer, Share, VmIdentity},
     vm::{Migration, VmResources},
-    DstMatch, SrcMatch,
+    DstMatch, Name, SrcMatch,
 };
 
 use crate::spec::{Spec, Target};
@@ -80,6 +80,7 @@ pub fn share_of<'a>(
                     VmIdentity {
                         port: v.port.clone(),
                         mac: v.mac,
+                        name: Name::parse(n).ok(),
                         ip: v.ip,
                         // Switched (the spec has it at the destination): nothing leaves.
                         leaving_to: to.filter(|t| v.host == host && *t != host).map(addr),
@@ -116,10 +117,11 @@ pub fn share_of<'a>(
                 .collect(),
             locations: spec
                 .vms
-                .values()
-                .filter(|v| v.host != host && !local.iter().any(|(_, l)| l.mac == v.mac))
-                .map(|v| Location {
+                .iter()
+                .filter(|(_, v)| v.host != host && !local.iter().any(|(_, l)| l.mac == v.mac))
+                .map(|(n, v)| Location {
                     mac: v.mac,
+                    name: Name::parse(n).ok(),
                     host: addr(&v.host),
                 })
                 .collect(),

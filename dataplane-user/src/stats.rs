@@ -13,7 +13,7 @@ use dataplane_common::{
 };
 use violin_api::stats::{
     BoundRow, Counter, EnvironmentRow, FdbRow, PairRow, PeerRow, PeerStats, PortRow, PortStats,
-    SlowPathSocket, Stats,
+    SlowPathSocket, Stats, VmName,
 };
 
 use crate::{
@@ -97,8 +97,45 @@ pub fn read(maps: &Maps, paths: &Paths, underlay: &str) -> Result<Stats> {
         environments,
         map_entries,
         map_capacity,
+        vm_names: vm_names(paths),
         vms: crate::libvirt::load_vms(paths),
     })
+}
+
+/// The VMs the last share applied names, local and remote.
+fn vm_names(paths: &Paths) -> Vec<VmName> {
+    let Some(share) = crate::follow::load_cached(&paths.share()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in &share.environments {
+        let vni = e.vni.get();
+        let local = e
+            .vms
+            .iter()
+            .map(|v| (v.name.as_ref(), v.mac, Some(v.port.to_string())));
+        let remote = e.locations.iter().map(|l| (l.name.as_ref(), l.mac, None));
+        for (name, mac, port) in local.chain(remote) {
+            if let Some(name) = name {
+                out.push(VmName {
+                    vni,
+                    mac: mac.to_string(),
+                    name: name.to_string(),
+                    port,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A MAC of environment `vni` as people read it: the VM's name first when the share
+/// names it.
+fn named(stats: &Stats, vni: u32, mac: &str) -> String {
+    match stats.vm_names.iter().find(|n| n.vni == vni && n.mac == mac) {
+        Some(n) => format!("{} ({mac})", n.name),
+        None => mac.to_string(),
+    }
 }
 
 /// Each map's entries beside its capacity (the maps' `max_entries`).
@@ -410,7 +447,8 @@ fn render(stats: &Stats, wide: bool) -> String {
     let _ = writeln!(s, "\nFORWARDING TABLE");
     for e in &stats.fdb {
         let st = if e.is_static { " (static)" } else { "" };
-        let _ = writeln!(s, "  vni {:<8} {} -> {}{st}", e.vni, e.mac, e.location);
+        let mac = named(stats, e.vni, &e.mac);
+        let _ = writeln!(s, "  vni {:<8} {mac} -> {}{st}", e.vni, e.location);
     }
     let _ = writeln!(s, "\nVM PAIRS (traffic sent)");
     for p in &stats.pairs {
@@ -418,8 +456,8 @@ fn render(stats: &Stats, wide: bool) -> String {
             s,
             "  vni {:<8} {} -> {} {}",
             p.vni,
-            p.src,
-            p.dst,
+            named(stats, p.vni, &p.src),
+            named(stats, p.vni, &p.dst),
             packets_bytes(&p.traffic)
         );
     }
@@ -427,8 +465,12 @@ fn render(stats: &Stats, wide: bool) -> String {
         let _ = writeln!(s, "\nBOUNDS (shaped)");
         for b in &stats.bounds {
             let what = match b.kind.as_str() {
-                "vm" => format!("vm on {}", b.src),
-                _ => format!("{} -> {}", b.src, b.dst),
+                "vm" => format!("vm on {}", named(stats, b.vni, &b.src)),
+                _ => format!(
+                    "{} -> {}",
+                    named(stats, b.vni, &b.src),
+                    named(stats, b.vni, &b.dst)
+                ),
             };
             let _ = writeln!(
                 s,
@@ -562,6 +604,12 @@ pub(crate) mod tests {
             }],
             map_entries: [("fdb".to_string(), 2)].into(),
             map_capacity: [("fdb".to_string(), 65536)].into(),
+            vm_names: vec![violin_api::stats::VmName {
+                vni: 1000,
+                mac: "02:00:00:00:01:01".into(),
+                name: "a1".into(),
+                port: Some("vm1".into()),
+            }],
             vms: vec![violin_api::vm::VmStatus {
                 name: "a1".into(),
                 state: violin_api::vm::VmState::Running,
@@ -584,6 +632,11 @@ pub(crate) mod tests {
         let table = show(&stats, Format::Table).unwrap();
         assert!(table.contains("vm1"), "{table}");
         assert!(table.contains("50.0 Mbit/s  queue 1.5 ms"), "{table}");
+        // VMs the share names show by name, with the MAC beside it.
+        assert!(
+            table.contains("a1 (02:00:00:00:01:01) -> 02:00:00:00:02:01"),
+            "{table}"
+        );
         assert!(!table.contains("CAPACITY"), "{table}");
         let wide = show(&stats, Format::Wide).unwrap();
         assert!(wide.contains(" SLOT "), "{wide}");

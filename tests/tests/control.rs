@@ -76,6 +76,10 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     wait_ping(&a.ns, &c.ip.to_string(), Duration::from_secs(10)).unwrap();
     wait_ping(&b.ns, &a.ip.to_string(), Duration::from_secs(10)).unwrap();
     status_names_a_drop_and_exits_1(&lab, &a, &b);
+    // violind shows the VMs its share names by name, the MAC beside it.
+    let text = lab.stats_text(0).unwrap();
+    let c_named = format!("{} ({})", vm_name(&c), mac_string(&c.mac));
+    assert!(text.contains(&c_named), "{text}");
     // The other environment's VMs are on no environment yet.
     assert_eq!(
         ping(&ra.ns, &rc.ip.to_string(), 2, &["-i", "0.2"])

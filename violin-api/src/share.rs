@@ -82,6 +82,10 @@ impl Environment {
 #[serde(deny_unknown_fields)]
 pub struct Location {
     pub mac: UnicastMac,
+    /// The VM's name in its environment's spec (shown beside the MAC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Name>,
     /// The underlay address of the host it runs on.
     #[schema(value_type = String)]
     pub host: IpAddr,
@@ -92,6 +96,10 @@ pub struct Location {
 pub struct VmIdentity {
     pub port: IfName,
     pub mac: UnicastMac,
+    /// The VM's name in its environment's spec (shown beside the MAC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Name>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub ip: Option<Ipv4Addr>,

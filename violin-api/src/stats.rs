@@ -112,6 +112,17 @@ pub struct EnvironmentRow {
     pub pair_traffic: u64,
 }
 
+/// A VM's name in its environment's spec, as the controller's share gives it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmName {
+    pub vni: u32,
+    pub mac: String,
+    pub name: String,
+    /// Its port, when it runs on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+}
+
 /// One AF_XDP socket of the slow path (an interface's receive queue).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SlowPathSocket {
@@ -154,6 +165,9 @@ pub struct Stats {
     /// Capacity of the same maps (their `max_entries`).
     #[serde(default)]
     pub map_capacity: BTreeMap<String, u64>,
+    /// The VMs the host's share names, by environment and MAC (shown beside the MACs).
+    #[serde(default)]
+    pub vm_names: Vec<VmName>,
     /// The domains of this host's libvirt daemon, when violind follows one.
     #[serde(default)]
     pub vms: Vec<crate::vm::VmStatus>,
