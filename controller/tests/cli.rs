@@ -246,7 +246,7 @@ fn openapi_file_matches_the_server() {
             }
         }
     }
-    assert_eq!(operations, 46);
+    assert_eq!(operations, 48);
     // The served document is the file.
     let served: serde_json::Value = ureq::get(&format!("{}/openapi.json", c.url))
         .call()

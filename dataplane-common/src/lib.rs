@@ -10,6 +10,7 @@ extern crate std;
 
 pub mod counters;
 pub mod maps;
+pub mod observe;
 pub mod packet;
 pub mod rules;
 

@@ -24,7 +24,10 @@ pub mod names {
     pub const STORM: &str = "STORM";
     pub const PAIR_TRAFFIC: &str = "PAIR_TRAFFIC";
     pub const VM_BOUNDS: &str = "VM_BOUNDS";
-    pub const ALL: [&str; 17] = [
+    pub const OBSERVE: &str = "OBSERVE";
+    pub const OBSERVE_BUDGET: &str = "OBSERVE_BUDGET";
+    pub const EVENTS: &str = "EVENTS";
+    pub const ALL: [&str; 20] = [
         CONFIG,
         PORTS,
         VNIS,
@@ -42,6 +45,9 @@ pub mod names {
         PAIR_TRAFFIC,
         STORM,
         VM_BOUNDS,
+        OBSERVE,
+        OBSERVE_BUDGET,
+        EVENTS,
     ];
 }
 

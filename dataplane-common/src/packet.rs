@@ -232,8 +232,9 @@ pub const fn is_zero(mac: &[u8; 6]) -> bool {
     mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5] == 0
 }
 
+/// A big-endian (network order) u16 from its two bytes.
 #[inline(always)]
-const fn be16(b: [u8; 2]) -> u16 {
+pub const fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 

@@ -15,7 +15,11 @@ use dataplane_common::{
     packet::{is_multicast, EthHdr},
 };
 
-use crate::maps::{ACTIONS, DROPS, PAIR_TRAFFIC, PEER_STATS, PORT_STATS};
+use crate::{
+    frame::{Pkt, SkbHead},
+    maps::{ACTIONS, DROPS, PAIR_TRAFFIC, PEER_STATS, PORT_STATS},
+    observe::{describe, observed},
+};
 
 #[inline(always)]
 fn bump(map: &PerCpuArray<u64>, index: u32) {
@@ -57,6 +61,9 @@ pub(crate) fn count_drop(slot: u32, reason: DropReason, len: usize) {
 #[inline(always)]
 pub(crate) fn drop_frame(ctx: &XdpContext, slot: u32, reason: DropReason, len: usize) -> u32 {
     count_drop(slot, reason, len);
+    if observed() {
+        describe(&Pkt(ctx), slot, reason as u8 + 1);
+    }
     debug!(ctx, "drop slot={} reason={}", slot, reason as u32);
     XDP_DROP
 }
@@ -89,6 +96,9 @@ pub(crate) fn count_tc(hook: Hook, verdict: Verdict) -> i32 {
 #[inline(always)]
 pub(crate) fn tc_drop(ctx: &TcContext, slot: u32, reason: DropReason, len: usize) -> Verdict {
     count_drop(slot, reason, len);
+    if observed() {
+        describe(&SkbHead(ctx), slot, reason as u8 + 1);
+    }
     debug!(ctx, "drop slot={} reason={}", slot, reason as u32);
     Verdict::Act(TC_ACT_SHOT)
 }

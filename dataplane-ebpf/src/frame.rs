@@ -29,6 +29,27 @@ impl Frame for Pkt<'_> {
     }
 }
 
+/// Reads the linear part of the skb alone: for describing a frame to observers, where
+/// what lies beyond is left out rather than fetched.
+pub(crate) struct SkbHead<'a>(pub(crate) &'a TcContext);
+
+impl Frame for SkbHead<'_> {
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        self.0.len() as usize
+    }
+
+    #[inline(always)]
+    fn load<T: Plain>(&self, off: usize) -> Option<T> {
+        let start = self.0.data();
+        if start + off + core::mem::size_of::<T>() > self.0.data_end() {
+            return None;
+        }
+        // SAFETY: the range lies inside the linear data, checked just above.
+        Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+    }
+}
+
 /// Reads the linear part of the skb directly, and what lies beyond it (paged data)
 /// through bpf_skb_load_bytes: a helper call per header costs more than the program's
 /// own work on a small frame.

@@ -15,6 +15,7 @@ mod delivery;
 mod forward;
 mod frame;
 mod maps;
+mod observe;
 mod policy;
 mod port_tc;
 mod port_xdp;

@@ -6,11 +6,14 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, XskMap},
+    maps::{
+        Array, DevMapHash, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf, XskMap,
+    },
 };
 use dataplane_common::{
     counters::{Counter, DropReason, PeerStats, PortStats, ACTION_SLOTS, HOOKS},
     maps::*,
+    observe::{ObserveConfig, EVENTS_BYTES},
 };
 
 #[map]
@@ -49,6 +52,14 @@ pub(crate) static PAIR_TRAFFIC: LruPerCpuHashMap<PairKey, Counter> =
 pub(crate) static STORM: Array<StormBucket> = Array::pinned(MAX_SLOTS, 0);
 #[map]
 pub(crate) static VM_BOUNDS: Array<Shaper> = Array::pinned(MAX_SLOTS, 0);
+#[map]
+pub(crate) static OBSERVE: Array<ObserveConfig> = Array::pinned(1, 0);
+/// Each CPU's bound on the events it describes (a storm of drops must not become a storm
+/// of events).
+#[map]
+pub(crate) static OBSERVE_BUDGET: PerCpuArray<StormBucket> = PerCpuArray::pinned(1, 0);
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 
 // The accessors copy values out: violind may update or delete an entry while a program
 // runs, so a reference into a hash map must not outlive the lookup.

@@ -1,11 +1,11 @@
 //! violind's HTTP endpoint: `/metrics` for Prometheus and `/v1/stats` (JSON). It runs on
 //! its own thread with a small tokio runtime; each request reads the pinned maps, so it
 //! shares no state with the datapath threads.
-use std::{collections::BTreeSet, net::SocketAddr, thread};
+use std::{collections::BTreeSet, net::SocketAddr, thread, time::Duration};
 
 use anyhow::{Context, Result};
 use axum::{
-    extract::State,
+    extract::{Query, State},
     http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -13,16 +13,18 @@ use axum::{
 };
 use tracing::{error, info};
 use violin_api::{
+    observe::{FlowEvent, ObserveQuery},
     rest::{DaemonLink, DaemonLinks, DaemonRule, DaemonRules, ErrorBody, Health},
     share::{Interface, InterfaceRole, Share},
 };
 
-use crate::{datapath::Maps, follow, host::Paths, metrics, stats};
+use crate::{datapath::Maps, follow, host::Paths, metrics, observe::Observers, stats};
 
 #[derive(Clone)]
 struct Api {
     paths: Paths,
     underlay: String,
+    observers: Observers,
     /// Bearer token `/v1` requires; None leaves it open (logged at start).
     token: Option<String>,
 }
@@ -100,6 +102,31 @@ async fn get_health(State(api): State<Api>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(h)).into_response()
+}
+
+/// Live events: every frame the datapath drops from now on (each CPU bounded to
+/// `observe::RATE` a second), named and filtered, one JSON object per line, until the
+/// client goes; an empty line every 2 s when nothing happens. Nobody observing, the
+/// programs describe nothing.
+#[utoipa::path(get, path = "/v1/observe", tag = "datapath", params(ObserveQuery),
+    responses((status = 200, description = "Events, one per line", body = FlowEvent, content_type = "application/x-ndjson")))]
+async fn observe(State(api): State<Api>, Query(query): Query<ObserveQuery>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<FlowEvent>(1024);
+    api.observers.attach(query, tx);
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        let line = match tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+            Ok(Some(e)) => serde_json::to_string(&e).unwrap_or_default() + "\n",
+            Ok(None) => return None,
+            // A line now and then: a client that went away is noticed when it fails.
+            Err(_) => "\n".to_string(),
+        };
+        Some((Ok::<_, std::convert::Infallible>(line), rx))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response()
 }
 
 /// The datapath's counters, forwarding table and map contents.
@@ -230,7 +257,7 @@ mod openapi {
     #[openapi(
         info(title = "violind API", version = "1",
              description = "A host's datapath: counters, interfaces, links and rules. /v1 needs `Authorization: Bearer TOKEN` when api_token_file (or the controller's token) is set."),
-        paths(get_stats, get_interfaces, get_links, get_rules, get_metrics, get_health, get_openapi),
+        paths(get_stats, get_interfaces, get_links, get_rules, observe, get_metrics, get_health, get_openapi),
         components(schemas(ErrorBody)),
         modifiers(&Bearer),
         security(("bearer" = []))
@@ -261,6 +288,7 @@ pub fn serve(
     paths: &Paths,
     underlay: &str,
     token: Option<String>,
+    observers: Observers,
 ) -> Result<()> {
     let std_listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("api_listen: cannot listen on {listen}"))?;
@@ -271,6 +299,7 @@ pub fn serve(
     let api = Api {
         paths: paths.clone(),
         underlay: underlay.to_string(),
+        observers,
         token,
     };
     let app = Router::new()
@@ -278,6 +307,7 @@ pub fn serve(
         .route("/v1/interfaces", get(get_interfaces))
         .route("/v1/links", get(get_links))
         .route("/v1/rules", get(get_rules))
+        .route("/v1/observe", get(observe))
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), auth))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_health))

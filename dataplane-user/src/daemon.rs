@@ -378,11 +378,20 @@ impl Daemon {
         };
         d.hops.publish(&mut d.dp, &d.topology, Some(SETTLE));
         if let Some(listen) = d.config.api_listen {
+            // Observers attach through the API; without it nobody can.
+            let observers = crate::observe::Observers::default();
+            crate::observe::start(
+                &d.paths,
+                d.config.host_id.as_str(),
+                &d.config.underlay.interface,
+                observers.clone(),
+            )?;
             crate::api::serve(
                 listen,
                 &d.paths,
                 &d.config.underlay.interface,
                 d.config.api_token()?,
+                observers,
             )?;
         }
         std::fs::write(ready_file(&d.paths), b"")?;

@@ -20,6 +20,7 @@ use dataplane_common::{
         names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo,
         PortInfo, Shaper, StormBucket, VniInfo,
     },
+    observe::ObserveConfig,
 };
 use tracing::{info, warn};
 
@@ -45,6 +46,8 @@ pub struct Maps {
     pub pair_traffic: PerCpuHashMap<MapData, PairKey, Counter>,
     pub storm: Array<MapData, StormBucket>,
     pub vm_bounds: Array<MapData, Shaper>,
+    pub observe: Array<MapData, ObserveConfig>,
+    pub observe_budget: PerCpuArray<MapData, StormBucket>,
 }
 
 fn typed<T>(map: Map, name: &str) -> Result<T>
@@ -73,6 +76,8 @@ impl Maps {
             pair_traffic: typed(get(names::PAIR_TRAFFIC)?, names::PAIR_TRAFFIC)?,
             storm: typed(get(names::STORM)?, names::STORM)?,
             vm_bounds: typed(get(names::VM_BOUNDS)?, names::VM_BOUNDS)?,
+            observe: typed(get(names::OBSERVE)?, names::OBSERVE)?,
+            observe_budget: typed(get(names::OBSERVE_BUDGET)?, names::OBSERVE_BUDGET)?,
         })
     }
 

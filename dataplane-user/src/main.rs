@@ -11,6 +11,7 @@ mod measure;
 mod metrics;
 mod netdev;
 mod netlink;
+mod observe;
 mod slowpath;
 mod stats;
 mod topology;

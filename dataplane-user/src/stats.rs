@@ -103,7 +103,7 @@ pub fn read(maps: &Maps, paths: &Paths, underlay: &str) -> Result<Stats> {
 }
 
 /// The VMs the last share applied names, local and remote.
-fn vm_names(paths: &Paths) -> Vec<VmName> {
+pub fn vm_names(paths: &Paths) -> Vec<VmName> {
     let Some(share) = crate::follow::load_cached(&paths.share()) else {
         return Vec::new();
     };

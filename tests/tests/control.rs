@@ -12,7 +12,7 @@ use violin_api::{
 use violin_testbed::{
     control::vm_name,
     e2e::{counter, lab},
-    lab::{mac_string, Lab, Vm, API_PORT},
+    lab::{mac_string, switch_ns, Lab, Vm, API_PORT},
     sys::ns_run,
     traffic::{http_get, http_get_with, ping, tcp_transfer, udp_blast, wait_ping},
 };
@@ -310,6 +310,30 @@ fn status_names_a_drop_and_exits_1(lab: &Lab, a: &Vm, b: &Vm) {
             && out.contains("environments  blue (vni 2000"),
         "{out}{err}"
     );
+    // An operator watches a's drops live, straight from h1's violind.
+    let api = format!(
+        "http://{}",
+        SocketAddr::from((lab.hosts[0].underlay_ip, API_PORT))
+    );
+    let observer = std::process::Command::new("ip")
+        .args(["netns", "exec", &switch_ns(&lab.spec.name)])
+        .arg(lab.sibling("violinctl"))
+        .args([
+            "-o",
+            "json",
+            "observe",
+            "--daemon",
+            &api,
+            "--daemon-token-file",
+        ])
+        .arg(lab.daemon_token_file())
+        .args(["--drops", "--vm", &vm_name(a), "--count", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It attaches, and the daemon switches the programs' describing on (every 200 ms).
+    std::thread::sleep(Duration::from_secs(1));
     ns_run(
         &a.ns,
         "ip",
@@ -330,6 +354,25 @@ fn status_names_a_drop_and_exits_1(lab: &Lab, a: &Vm, b: &Vm) {
     )
     .unwrap();
     assert_eq!(r.received, 0, "a spoofed source got through");
+    let seen = observer.wait_with_output().unwrap();
+    let line = String::from_utf8_lossy(&seen.stdout);
+    assert!(
+        seen.status.success(),
+        "{line}{}",
+        String::from_utf8_lossy(&seen.stderr)
+    );
+    let e: violin_api::observe::FlowEvent = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(
+        (e.host.as_str(), e.verdict.as_str(), e.reason.as_deref()),
+        (h1, "dropped", Some("spoofed_ip")),
+        "{e:?}"
+    );
+    assert_eq!(e.environment.as_deref(), Some("blue"), "{e:?}");
+    assert_eq!(e.src_vm, Some(vm_name(a)), "{e:?}");
+    assert_eq!(e.dst_vm, Some(vm_name(b)), "{e:?}");
+    assert_eq!(e.src_ip, Some("10.200.9.99".parse().unwrap()), "{e:?}");
+    assert_eq!(e.proto.as_deref(), Some("icmp"), "{e:?}");
+    assert_eq!(e.port, a.port, "{e:?}");
     let want = format!("- host {h1} dropped ");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -370,13 +413,18 @@ fn daemon_api_matches_its_openapi_file(lab: &Lab, token: &str) {
             assert_eq!(code, 200, "{path}: {body}");
         } else {
             assert_eq!(code, 401, "{path} answered without a token: {body}");
+            // A stream without end (read through violinctl observe above).
+            if path == "/v1/observe" {
+                checked += 1;
+                continue;
+            }
             let (code, body) = http_get_with(&h.ns, api, path, Some(token)).unwrap();
             assert_eq!(code, 200, "{path}: {body}");
             serde_json::from_str::<Value>(&body).unwrap_or_else(|e| panic!("{path}: {e}"));
         }
         checked += 1;
     }
-    assert_eq!(checked, 7);
+    assert_eq!(checked, 8);
     // The served document is the file.
     let (code, body) = http_get(&h.ns, api, "/openapi.json").unwrap();
     assert_eq!(code, 200, "{body}");

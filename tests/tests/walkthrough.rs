@@ -2,12 +2,15 @@
 //! real terminal (tmux) on a lab of two hosts with a QEMU guest each under libvirt, the
 //! screen read back and checked at every step. The guest on h1 runs `violin-probe`
 //! against the guest on h2 (a TCP echo session and pings) throughout.
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use violin_testbed::{
     control::vm_name,
     e2e::lab,
-    lab::{switch_ns, Lab, VmKind},
+    lab::{switch_ns, Lab, VmKind, API_PORT},
     libvirt::{guest_panic, probe_report, wait_echoes},
     terminal::Terminal,
 };
@@ -52,6 +55,11 @@ fn guide(lab: &Lab) {
     let short = Duration::from_secs(30);
     std::fs::write(lab.dir.join("blue.toml"), lab.env_spec(0, "blue", 1000, "")).unwrap();
     let bin = lab.sibling("violinctl");
+    let daemons: Vec<String> = lab
+        .hosts
+        .iter()
+        .map(|h| format!("http://{}", SocketAddr::from((h.underlay_ip, API_PORT))))
+        .collect();
     let mut t = Terminal::open(
         &format!("violin-{}", lab.spec.name),
         &switch_ns(&lab.spec.name),
@@ -60,6 +68,11 @@ fn guide(lab: &Lab) {
         &[
             ("VIOLIN_CONTROLLER", lab.controller_urls()),
             ("VIOLIN_TOKEN_FILE", lab.token_file().display().to_string()),
+            ("VIOLIN_DAEMONS", daemons.join(",")),
+            (
+                "VIOLIN_DAEMON_TOKEN_FILE",
+                lab.daemon_token_file().display().to_string(),
+            ),
         ],
     )
     .unwrap();
@@ -109,7 +122,25 @@ fn guide(lab: &Lab) {
         "{out}"
     );
 
-    // 4. Find the drop: status names the host and the reason, and exits 1.
+    // 4. Find the drop: observe shows each dropped frame live, with the VMs, the flow and
+    // the reason; status names the host and the reason, and exits 1.
+    let out = expect(
+        &mut t,
+        &format!("violinctl observe --drops --vm {a} --count 3"),
+        0,
+        short,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for l in lines {
+        assert!(
+            l.contains(&format!(
+                "  {h1}  {}  blue (vni 1000)  dropped hairpin  {a} (",
+                prober.port
+            )) && l.contains(&format!(" -> {b} (")),
+            "{out}"
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (code, out) = t.run("violinctl status", short).unwrap();

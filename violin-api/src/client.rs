@@ -17,6 +17,7 @@ use std::{
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
+    observe::{FlowEvent, ObserveQuery},
     rest::{
         AdaptPlan, Adaptation, AppTopology, Applied, AuditEntry, Bound, BoundRequest, BrokerRound,
         Brokers, Credential, CredentialRequest, DaemonLinks, DaemonRules, EnvDetail, EnvSummary,
@@ -106,6 +107,22 @@ enum Payload<'a> {
     None,
     Json(serde_json::Value),
     Toml(&'a str),
+}
+
+/// A query's fields as URL query pairs (absent ones left out).
+fn pairs<Q: Serialize>(query: &Q) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(query) {
+        for (k, v) in m {
+            let v = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Null => continue,
+                other => other.to_string(),
+            };
+            pairs.push((k, v));
+        }
+    }
+    pairs
 }
 
 /// Splits a comma-separated list of controller URLs (trailing slashes dropped).
@@ -301,18 +318,7 @@ impl Client {
     }
 
     fn get_query<T: DeserializeOwned, Q: Serialize>(&self, path: &str, query: &Q) -> Result<T> {
-        let mut pairs = Vec::new();
-        if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(query) {
-            for (k, v) in m {
-                let v = match v {
-                    serde_json::Value::String(s) => s,
-                    serde_json::Value::Null => continue,
-                    other => other.to_string(),
-                };
-                pairs.push((k, v));
-            }
-        }
-        self.answer(path, self.call("GET", path, &pairs, &Payload::None))
+        self.answer(path, self.call("GET", path, &pairs(query), &Payload::None))
     }
 
     fn send<T: DeserializeOwned, B: Serialize>(
@@ -571,6 +577,28 @@ impl Client {
                 bytes: 0,
             }),
             answer => Err(self.answer::<()>(&path, answer).unwrap_err()),
+        }
+    }
+
+    /// violind's live events (its own API): every frame its datapath drops from now on
+    /// that `query` matches, as they come, without end.
+    pub fn observe(
+        &self,
+        query: &ObserveQuery,
+    ) -> Result<impl Iterator<Item = std::io::Result<FlowEvent>>> {
+        let path = "/v1/observe";
+        match self.call("GET", path, &pairs(query), &Payload::None) {
+            (_, Ok(r)) if r.status() < 300 => Ok(BufReader::new(r.into_reader())
+                .lines()
+                // The daemon's keep-alive lines are empty.
+                .filter(|l| !matches!(l, Ok(l) if l.trim().is_empty()))
+                .map(|l| {
+                    l.and_then(|l| {
+                        serde_json::from_str(&l)
+                            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                    })
+                })),
+            answer => Err(self.answer::<()>(path, answer).unwrap_err()),
         }
     }
 

@@ -5,12 +5,14 @@
 //! naming field and line; `spec` is an environment spec's document; `share` is what a host
 //! serves and the sync conversation that keeps it current; `rest` the request and response
 //! bodies of the controller's and violind's APIs; `stats` violind's counters
-//! (`/v1/stats`); `vm` the VMs hosts report and the live migrations the controller runs; `client` the typed HTTP client all of them use; `openapi` what both APIs'
-//! documents share; `output` the YAML the
-//! command-line tools print; `build` the version and git revision; `systemd` the
+//! (`/v1/stats`); `observe` the live events violind streams (`/v1/observe`); `vm` the VMs
+//! hosts report and the live migrations the controller runs; `client` the typed HTTP
+//! client all of them use; `openapi` what both APIs' documents share; `output` the YAML
+//! the command-line tools print; `build` the version and git revision; `systemd` the
 //! readiness notifications both daemons send.
 pub mod build;
 pub mod client;
+pub mod observe;
 pub mod openapi;
 pub mod output;
 pub mod parse;

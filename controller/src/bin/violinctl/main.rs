@@ -16,6 +16,7 @@ use dataplane_common::rules::MacMatch;
 use serde::Deserialize;
 use violin_api::{
     client::{read_token, Client, Timeouts},
+    observe::{FlowEvent, ObserveQuery},
     rest::{Applied, CredentialRequest, Filter, LinkRequest, Role, RouteQuery, RuleRequest},
     vm::{Migration, MigrationPhase, MigrationRequest},
     DstMatch, IfName, Name, SrcMatch,
@@ -306,6 +307,36 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         last: usize,
     },
+    /// Live events from the hosts' datapaths, straight from each violind: every frame
+    /// dropped from now on, with time, host, port, environment, source and destination
+    /// (VM names, MACs, IPs, ports), verdict and reason. Each CPU of a host describes at
+    /// most 2000 a second; nobody observing, the datapath describes nothing. Ctrl-C
+    /// ends, or --count.
+    ///
+    /// Example: `violinctl observe --daemon http://10.250.0.1:9600 --drops --vm h1v1`.
+    Observe {
+        /// The daemons' API URLs (each host's `api_listen`), comma-separated.
+        #[arg(long, env = "VIOLIN_DAEMONS", value_name = "URLS")]
+        daemon: String,
+        /// File holding the daemons' API token (their `api_token_file`).
+        #[arg(long, env = "VIOLIN_DAEMON_TOKEN_FILE", value_name = "FILE")]
+        daemon_token_file: Option<PathBuf>,
+        /// Only dropped frames.
+        #[arg(long)]
+        drops: bool,
+        /// Only frames from or to this VM (its name or MAC).
+        #[arg(long)]
+        vm: Option<String>,
+        /// Only this environment's frames (its name or VNI).
+        #[arg(long)]
+        env: Option<String>,
+        /// Only drops for this reason, as `violind stats` names it (e.g. hairpin).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Stop after this many events.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
     /// Print a shell completion script.
     ///
     /// Example: `source <(violinctl completion bash)`.
@@ -474,7 +505,12 @@ fn main() -> ExitCode {
         clap_complete::generate(shell, &mut cmd, "violinctl", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
-    match connect(&cli).and_then(|c| run(&c, &cli)) {
+    // Straight from the daemons: no controller needed.
+    let outcome = match &cli.command {
+        Command::Observe { .. } => observe(&cli).map(|()| Outcome::Done),
+        _ => connect(&cli).and_then(|c| run(&c, &cli)),
+    };
+    match outcome {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Differences | Outcome::Attention) => ExitCode::from(1),
         Err(e) => {
@@ -855,9 +891,74 @@ fn run(c: &Client, cli: &Cli) -> Result<Outcome> {
                 Outcome::Attention
             })
         }
-        Command::Completion { .. } => Ok(Outcome::Done),
+        Command::Completion { .. } | Command::Observe { .. } => Ok(Outcome::Done),
         _ => list(c, out, &cli.command).map(|()| Outcome::Done),
     }
+}
+
+/// `violinctl observe`: one reader per daemon, their events printed as they come.
+fn observe(cli: &Cli) -> Result<()> {
+    let Command::Observe {
+        daemon,
+        daemon_token_file,
+        drops,
+        vm,
+        env,
+        reason,
+        count,
+    } = &cli.command
+    else {
+        unreachable!("only observe")
+    };
+    let token = match daemon_token_file {
+        Some(f) => read_token(f)
+            .with_context(|| format!("--daemon-token-file: cannot read {}", f.display()))?,
+        None => String::new(),
+    };
+    let query = ObserveQuery {
+        drops: *drops,
+        vm: vm.clone(),
+        env: env.clone(),
+        reason: reason.clone(),
+    };
+    let urls = violin_api::client::urls(daemon);
+    if urls.is_empty() {
+        bail!("--daemon: give at least one violind URL (a host's api_listen)");
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<Result<FlowEvent, String>>();
+    for url in urls {
+        // The daemons send a line every 2 s at least.
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(3),
+            read: Duration::from_secs(10),
+        };
+        let client = Client::new(&url, &token, timeouts);
+        let (tx, query) = (tx.clone(), query.clone());
+        let events = client
+            .observe(&query)
+            .with_context(|| format!("--daemon {url}"))?;
+        std::thread::spawn(move || {
+            for e in events {
+                let e = e.map_err(|e| format!("--daemon {url}: {e}"));
+                let failed = e.is_err();
+                if tx.send(e).is_err() || failed {
+                    return;
+                }
+            }
+            let _ = tx.send(Err(format!("--daemon {url}: the daemon ended the stream")));
+        });
+    }
+    drop(tx);
+    let mut seen = 0;
+    while count.is_none_or(|n| seen < n) {
+        let e = rx
+            .recv()
+            .context("every daemon's stream ended")?
+            .map_err(anyhow::Error::msg)?;
+        output::event(cli.output, &e)?;
+        seen += 1;
+    }
+    Ok(())
 }
 
 /// Follows migrations until each ends, a progress line (on stderr) whenever one moves on.

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use serde::Serialize;
 use violin_api::{
+    observe::FlowEvent,
     output::yaml,
     rest::{
         AdaptPlan, AdaptStep, Adaptation, AppTopology, AuditEntry, BrokerRound, Brokers,
@@ -790,6 +791,55 @@ pub fn measurements(out: Output, m: &[MeasuredPair]) -> Result<()> {
         }
         t.print();
     })
+}
+
+/// One live event on a line: for people, time (UTC), host, where, verdict and the
+/// flow; for scripts, one JSON object per line (or a YAML document each).
+pub fn event(out: Output, e: &FlowEvent) -> Result<()> {
+    use std::io::Write;
+    match out {
+        Output::Json => println!("{}", serde_json::to_string(e)?),
+        Output::Yaml => print!("---\n{}", yaml(&serde_json::to_value(e)?)),
+        Output::Table | Output::Wide => {
+            let day = e.time.rem_euclid(86400.0);
+            let time = format!(
+                "{:02}:{:02}:{:06.3}",
+                (day / 3600.0) as u32,
+                (day % 3600.0 / 60.0) as u32,
+                day % 60.0
+            );
+            let end = |vm: &Option<String>, mac: &str, ip: Option<std::net::Ipv4Addr>, port| {
+                let who = match vm {
+                    Some(n) => format!("{n} ({mac})"),
+                    None => mac.to_string(),
+                };
+                match (ip, port) {
+                    (Some(ip), Some(p)) => format!("{who} {ip}:{p}"),
+                    (Some(ip), None) => format!("{who} {ip}"),
+                    _ => who,
+                }
+            };
+            let env = match (&e.environment, e.vni) {
+                (Some(n), Some(v)) => format!("{n} (vni {v})"),
+                (None, Some(v)) => format!("vni {v}"),
+                _ => "-".into(),
+            };
+            println!(
+                "{time}  {}  {}  {env}  {} {}  {} -> {}  {} {} B",
+                e.host,
+                e.port,
+                e.verdict,
+                e.reason.as_deref().unwrap_or(""),
+                end(&e.src_vm, &e.src_mac, e.src_ip, e.src_port),
+                end(&e.dst_vm, &e.dst_mac, e.dst_ip, e.dst_port),
+                e.proto.as_deref().unwrap_or(&e.ethertype),
+                e.len
+            );
+        }
+    }
+    // Events are read as they come: a pipe must not hold them back.
+    std::io::stdout().flush()?;
+    Ok(())
 }
 
 /// `violinctl status`: one screen, the attention list last.

@@ -1,0 +1,37 @@
+//! Frames described for observers (`violind observe`): only while one is attached
+//! (`OBSERVE`), each CPU within its budget (`OBSERVE_BUDGET`), into the `EVENTS` ring
+//! buffer. With nobody observing, a drop costs one more array lookup.
+
+use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
+use dataplane_common::{observe::FlowEvent, packet::Frame};
+
+use crate::maps::{EVENTS, OBSERVE, OBSERVE_BUDGET};
+
+/// Whether an observer is attached.
+#[inline(always)]
+pub(crate) fn observed() -> bool {
+    OBSERVE.get(0).is_some_and(|c| c.on != 0)
+}
+
+/// Describes frame `f`, seen on `slot`, into the ring buffer if this CPU's budget allows;
+/// `reason` as [`FlowEvent::reason`]. A call of its own: the drop paths that use it are
+/// many, and each inlined copy would cost the verifier.
+#[inline(never)]
+pub(crate) fn describe<F: Frame>(f: &F, slot: u32, reason: u8) {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(budget) = OBSERVE_BUDGET.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot; nothing else on this CPU runs meanwhile.
+    if !unsafe { (*budget).admit(now) } {
+        return;
+    }
+    // A full buffer (an observer that does not keep up) loses the event, never the frame.
+    let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
+        return;
+    };
+    // SAFETY: fill writes every byte of the reserved event before it is submitted.
+    unsafe { (*entry.as_mut_ptr()).fill(f, slot, reason, now) };
+    entry.submit(0);
+}

@@ -1,0 +1,241 @@
+//! Live events for observers (`GET /v1/observe`, `violinctl observe`): while at least one
+//! observer is attached, the datapath describes the frames it drops into the `EVENTS`
+//! ring buffer (each CPU within `RATE` events a second), and a thread here reads them,
+//! names their port, environment and VMs, and hands each to the observers whose filters
+//! match. With none attached, `OBSERVE` is off and the programs describe nothing.
+use std::{
+    net::Ipv4Addr,
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, PerCpuValues, RingBuf};
+use dataplane_common::{
+    counters::DropReason,
+    maps::{names, StormBucket, UNDERLAY_SLOT},
+    observe::{FlowEvent as Raw, ObserveConfig},
+    packet::be16,
+};
+use tokio::sync::mpsc::Sender;
+use tracing::{info, warn};
+use violin_api::observe::{FlowEvent, ObserveQuery};
+
+use crate::{datapath::Maps, host::Paths, netdev::ifname, stats::vm_names};
+
+/// Events each CPU may describe per second, and its burst.
+pub const RATE: u32 = 2000;
+const BURST: u32 = 200;
+
+/// One attached observer: its filter, and where its events go.
+type Observer = (ObserveQuery, Sender<FlowEvent>);
+
+/// The observers attached now.
+#[derive(Clone, Default)]
+pub struct Observers(Arc<Mutex<Vec<Observer>>>);
+
+impl Observers {
+    pub fn attach(&self, query: ObserveQuery, to: Sender<FlowEvent>) {
+        self.0.lock().unwrap().push((query, to));
+    }
+
+    /// Forgets observers that went away; whether any is left.
+    fn any(&self) -> bool {
+        let mut all = self.0.lock().unwrap();
+        all.retain(|(_, s)| !s.is_closed());
+        !all.is_empty()
+    }
+
+    fn send(&self, e: &FlowEvent) {
+        for (q, s) in self.0.lock().unwrap().iter() {
+            // An observer that does not keep up loses events, never stalls the others.
+            if q.matches(e) {
+                let _ = s.try_send(e.clone());
+            }
+        }
+    }
+}
+
+/// What an event's slot, VNI and MACs are called, refreshed every few seconds.
+struct Names {
+    host: String,
+    underlay: String,
+    /// Slot to (port, VNI).
+    ports: Vec<(u32, String, u32)>,
+    vms: Vec<violin_api::stats::VmName>,
+    /// Environments by VNI, from the share.
+    envs: Vec<(u32, String)>,
+    at: Option<Instant>,
+}
+
+impl Names {
+    fn refresh(&mut self, maps: &Maps, paths: &Paths) {
+        if self
+            .at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            return;
+        }
+        self.ports = maps
+            .ports
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(ifindex, p)| {
+                let name = ifname(ifindex).unwrap_or_else(|| format!("ifindex {ifindex}"));
+                (p.slot, name, p.vni)
+            })
+            .collect();
+        self.vms = vm_names(paths);
+        self.envs = crate::follow::load_cached(&paths.share())
+            .map(|s| {
+                s.environments
+                    .iter()
+                    .map(|e| (e.vni.get(), e.name.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.at = Some(Instant::now());
+    }
+
+    fn event(&self, raw: &Raw, wall_offset: f64) -> FlowEvent {
+        let port = self.ports.iter().find(|p| p.0 == raw.slot);
+        let vni = port.map(|p| p.2);
+        let mac = |m: &[u8; 6]| dataplane_common::packet::Mac(*m).to_string();
+        let vm = |m: &str| {
+            vni.and_then(|v| self.vms.iter().find(|n| n.vni == v && n.mac == m))
+                .map(|n| n.name.clone())
+        };
+        let (src_mac, dst_mac) = (mac(&raw.src), mac(&raw.dst));
+        let ipv4 =
+            be16(raw.ethertype) == dataplane_common::packet::ETH_P_IPV4 && raw.ip_src != [0; 4];
+        let ports = ipv4 && matches!(raw.proto, 6 | 17);
+        FlowEvent {
+            time: raw.ns as f64 / 1e9 + wall_offset,
+            host: self.host.clone(),
+            port: match port {
+                Some(p) => p.1.clone(),
+                None if raw.slot == UNDERLAY_SLOT => self.underlay.clone(),
+                None => format!("slot {}", raw.slot),
+            },
+            vni,
+            environment: vni.and_then(|v| self.envs.iter().find(|e| e.0 == v).map(|e| e.1.clone())),
+            verdict: if raw.drop_reason().is_some() {
+                "dropped"
+            } else {
+                "forwarded"
+            }
+            .into(),
+            reason: raw.drop_reason().map(|r| {
+                DropReason::ALL
+                    .iter()
+                    .find(|d| **d as u32 == r)
+                    .map_or_else(|| format!("reason {r}"), |d| d.name().to_string())
+            }),
+            src_vm: vm(&src_mac),
+            dst_vm: vm(&dst_mac),
+            src_mac,
+            dst_mac,
+            ethertype: format!("0x{:04x}", be16(raw.ethertype)),
+            src_ip: ipv4.then(|| Ipv4Addr::from(raw.ip_src)),
+            dst_ip: ipv4.then(|| Ipv4Addr::from(raw.ip_dst)),
+            proto: ipv4.then(|| match raw.proto {
+                1 => "icmp".to_string(),
+                6 => "tcp".to_string(),
+                17 => "udp".to_string(),
+                n => n.to_string(),
+            }),
+            src_port: ports.then(|| be16(raw.sport)),
+            dst_port: ports.then(|| be16(raw.dport)),
+            len: raw.len,
+        }
+    }
+}
+
+/// Seconds to add to the programs' clock (CLOCK_MONOTONIC) for wall-clock time.
+fn wall_offset() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let mono = ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9;
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    wall - mono
+}
+
+/// Turns the programs' describing on or off (and sets each CPU's budget when on).
+fn switch(maps: &mut Maps, on: bool) -> Result<()> {
+    if on {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let bucket = StormBucket::new(RATE, BURST);
+        maps.observe_budget
+            .set(0, PerCpuValues::try_from(vec![bucket; cpus])?, 0)?;
+    }
+    let config = ObserveConfig {
+        on: on.into(),
+        sample: 0,
+    };
+    maps.observe.set(0, config, 0)?;
+    Ok(())
+}
+
+/// Starts the reader thread; describing stays off until an observer attaches.
+pub fn start(paths: &Paths, host: &str, underlay: &str, observers: Observers) -> Result<()> {
+    let mut maps = Maps::open_pinned(paths)?;
+    // A daemon that died while observed left it on.
+    switch(&mut maps, false)?;
+    let events = MapData::from_pin(paths.maps().join(names::EVENTS)).context("opening EVENTS")?;
+    let mut ring = RingBuf::try_from(aya::maps::Map::RingBuf(events))?;
+    let paths = paths.clone();
+    let mut names = Names {
+        host: host.to_string(),
+        underlay: underlay.to_string(),
+        ports: Vec::new(),
+        vms: Vec::new(),
+        envs: Vec::new(),
+        at: None,
+    };
+    thread::Builder::new()
+        .name("observe".into())
+        .spawn(move || {
+            let mut on = false;
+            loop {
+                let want = observers.any();
+                if want != on {
+                    match switch(&mut maps, want) {
+                        Ok(()) => {
+                            info!(on = want, "observation");
+                            on = want;
+                        }
+                        Err(e) => warn!(error = format!("{e:#}"), "cannot switch observation"),
+                    }
+                }
+                if !on {
+                    // Whatever is left from the last observer is stale.
+                    while ring.next().is_some() {}
+                    thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+                names.refresh(&maps, &paths);
+                let offset = wall_offset();
+                while let Some(item) = ring.next() {
+                    if item.len() < core::mem::size_of::<Raw>() {
+                        continue;
+                    }
+                    // SAFETY: the programs submit whole FlowEvents (checked length); any
+                    // bytes are a valid one, and read_unaligned needs no alignment.
+                    let raw: Raw =
+                        unsafe { core::ptr::read_unaligned(item.as_ptr() as *const Raw) };
+                    observers.send(&names.event(&raw, offset));
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .context("starting the observer")?;
+    Ok(())
+}
