@@ -243,8 +243,12 @@ async fn to_leader(State(api): State<Api>, req: Request, next: Next) -> Response
         )
         .into_response();
         // Tells clients the request was not served, so even a change may go elsewhere.
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        let headers = resp.headers_mut();
+        headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        headers.insert(
+            violin_api::client::UNSERVED_HEADER,
+            header::HeaderValue::from_static("no-leader"),
+        );
         return resp;
     };
     let target = format!(
@@ -1866,7 +1870,10 @@ async fn status(State(api): State<Api>) -> Json<Status> {
         ));
     }
     let drops = api.health.drops();
-    for d in &drops {
+    for d in drops
+        .iter()
+        .filter(|d| !health::BY_POLICY.contains(&d.reason.as_str()))
+    {
         attention.push(format!(
             "host {} dropped {} frame{} ({}) in the last minute: `violind stats` on {0} counts them by port",
             d.host,

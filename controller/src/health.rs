@@ -15,6 +15,10 @@ use violin_api::{
 /// The window `violinctl status` counts drops over.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
+/// Drop reasons that are policies doing their job (a bound, storm control, selected
+/// connectivity): shown, but no cause for attention.
+pub const BY_POLICY: [&str; 3] = ["rate_limited", "storm", "not_allowed"];
+
 /// A map this full needs attention (new entries will soon be refused or evict others).
 pub const PRESSURE: f64 = 0.9;
 
@@ -46,23 +50,38 @@ impl Health {
         r.latest = report;
     }
 
-    /// Every host's drops over the window by reason (none left out), from the first
-    /// report before it (or the oldest) to the newest. A counter that went down (the maps
-    /// were made anew) counts from zero.
+    /// Every host's drops over the window by reason (none left out): the increases
+    /// between its consecutive reports, from the last one before the window (or the
+    /// oldest) on. A counter that went down was made anew (the maps were), so its new
+    /// value is all new. A host whose newest report is older than the window (it stopped
+    /// reporting) shows none.
     pub fn drops(&self) -> Vec<HostDrops> {
+        self.drops_at(Instant::now())
+    }
+
+    fn drops_at(&self, now: Instant) -> Vec<HostDrops> {
         let hosts = self.hosts.lock().unwrap();
         let mut out = Vec::new();
         for (host, r) in hosts.iter() {
-            let (Some((_, first)), Some((_, last))) = (r.drops.front(), r.drops.back()) else {
+            if r.drops
+                .back()
+                .is_none_or(|(at, _)| now.saturating_duration_since(*at) >= WINDOW)
+            {
                 continue;
-            };
-            for (reason, &now) in last {
-                let before = first.get(reason).copied().unwrap_or(0);
-                let frames = if now >= before { now - before } else { now };
+            }
+            let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
+            for pair in r.drops.iter().collect::<Vec<_>>().windows(2) {
+                let ((_, before), (_, after)) = (pair[0], pair[1]);
+                for (reason, &n) in after {
+                    let was = before.get(reason).copied().unwrap_or(0);
+                    *sums.entry(reason).or_default() += if n >= was { n - was } else { n };
+                }
+            }
+            for (reason, frames) in sums {
                 if frames > 0 {
                     out.push(HostDrops {
                         host: host.clone(),
-                        reason: reason.clone(),
+                        reason: reason.to_string(),
                         frames,
                     });
                 }
@@ -112,13 +131,13 @@ mod tests {
         let t0 = Instant::now();
         h.record_at("h1", report(&[("storm", 10), ("spoofed_ip", 0)]), t0);
         // One report: nothing is known to have happened within the window yet.
-        assert!(h.drops().is_empty());
+        assert!(h.drops_at(t0).is_empty());
         h.record_at(
             "h1",
             report(&[("storm", 25), ("spoofed_ip", 3)]),
             t0 + Duration::from_secs(5),
         );
-        let d = h.drops();
+        let d = h.drops_at(t0 + Duration::from_secs(5));
         assert_eq!(d.len(), 2, "{d:?}");
         assert_eq!((d[0].reason.as_str(), d[0].frames), ("spoofed_ip", 3));
         assert_eq!((d[1].reason.as_str(), d[1].frames), ("storm", 15));
@@ -130,10 +149,16 @@ mod tests {
                 t0 + Duration::from_secs(5 + 5 * k),
             );
         }
-        assert!(h.drops().is_empty(), "{:?}", h.drops());
-        // Counters that went down were made anew: what they hold is new.
-        h.record_at("h1", report(&[("storm", 4)]), t0 + Duration::from_secs(75));
-        assert_eq!(h.drops()[0].frames, 4);
+        let t70 = t0 + Duration::from_secs(70);
+        assert!(h.drops_at(t70).is_empty(), "{:?}", h.drops_at(t70));
+        // Counters that went down were made anew: what they hold is new, and what
+        // follows adds to it.
+        let t75 = t0 + Duration::from_secs(75);
+        h.record_at("h1", report(&[("storm", 4)]), t75);
+        h.record_at("h1", report(&[("storm", 9)]), t0 + Duration::from_secs(80));
+        assert_eq!(h.drops_at(t75 + Duration::from_secs(5))[0].frames, 9);
+        // A host that stopped reporting shows no drops once its last report is old.
+        assert!(h.drops_at(t0 + Duration::from_secs(141)).is_empty());
         // Map fill, with the pressure threshold.
         let maps = h.maps();
         assert_eq!((maps[0].entries, maps[0].capacity), (95, 100));

@@ -411,6 +411,17 @@ impl Spec {
                 ip: v.ip,
                 head: v.head,
             };
+            // A rule's side names a VM or a keyword; a VM may not be named like one.
+            if matches!(vname.as_str(), "any" | "none" | "not") {
+                return Err(err(
+                    v.name.span(),
+                    format!("vm[{i}].name"),
+                    format!(
+                        "{:?} is a keyword of forwarding rules; name the VM otherwise",
+                        vname.as_str()
+                    ),
+                ));
+            }
             if vms.insert(vname.to_string(), vm).is_some() {
                 return Err(err(
                     v.name.span(),

@@ -1234,7 +1234,7 @@ fn status_shows_the_installation_and_exits_1_when_something_needs_attention() {
     // Two reports of h1's datapath: the drops between them, and a map nearly full.
     let report = |spoofed: u64| {
         format!(
-            "{{\"drops\": {{\"spoofed_ip\": {spoofed}, \"storm\": 7}}, \
+            "{{\"drops\": {{\"spoofed_ip\": {spoofed}, \"storm\": 7, \"rate_limited\": {spoofed}}}, \
              \"map_entries\": {{\"fdb\": 950, \"ports\": 2}}, \
              \"map_capacity\": {{\"fdb\": 1000, \"ports\": 64}}}}"
         )
@@ -1247,8 +1247,10 @@ fn status_shows_the_installation_and_exits_1_when_something_needs_attention() {
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("drops         in the last 60 s:")
-            && out.contains("h1    spoofed_ip  3")
+            && out.contains("h1    spoofed_ip    3")
+            && out.contains("h1    rate_limited  3")
             && !out.contains("storm")
+            && !out.contains("rate_limited) in the last minute")
             && out.contains("maps          fullest: h1's fdb, 950 of 1000 (95%)")
             && out.contains("- host h1 dropped 3 frames (spoofed_ip) in the last minute")
             && out.contains("- host h1's fdb map is 950 of 1000 full"),
@@ -1256,8 +1258,9 @@ fn status_shows_the_installation_and_exits_1_when_something_needs_attention() {
     );
     let (_, json, _) = ctl_code(&c, &token, &["-o", "json", "status"], "");
     let s: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(s["drops"][0]["host"], "h1");
-    assert_eq!(s["drops"][0]["frames"], 3);
+    assert_eq!(s["drops"][1]["host"], "h1");
+    assert_eq!(s["drops"][1]["reason"], "spoofed_ip");
+    assert_eq!(s["drops"][1]["frames"], 3);
     assert_eq!(s["window_seconds"], 60);
     // A malformed report is refused by field and changes nothing.
     let (code, body) = call(

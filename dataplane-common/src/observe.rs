@@ -107,8 +107,8 @@ impl FlowEvent {
         self.ip_dst = ip_dst;
         self.proto = proto;
         let ihl = usize::from(version_ihl & 0x0f) * 4;
-        // Only a first fragment carries the ports; offset and MF bits are the low 14.
-        let fragment = be16(frag) & 0x3fff != 0;
+        // Only a first fragment (offset 0, the low 13 bits) carries the ports.
+        let fragment = be16(frag) & 0x1fff != 0;
         if (proto == 6 || proto == 17) && ihl >= 20 && !fragment {
             // One load for both ports: a variable offset checked once.
             if let Some([s0, s1, d0, d1]) = f.load::<[u8; 4]>(14 + ihl) {
@@ -173,6 +173,10 @@ mod tests {
         frag[20] = 0x00;
         frag[21] = 0x10;
         assert_eq!(FlowEvent::of(&frag[..], 0, 1, 0).sport, [0, 0]);
+        // A first fragment (more fragments, offset 0) has them.
+        frag[20] = 0x20;
+        frag[21] = 0x00;
+        assert_eq!(be16(FlowEvent::of(&frag[..], 0, 1, 0).sport), 12345);
         let mut opts = f.clone();
         opts[14] = 0x46;
         opts.splice(34..34, [1, 1, 1, 0]);

@@ -7,6 +7,16 @@ use aya_ebpf::{
 };
 use dataplane_common::packet::{Frame, Plain};
 
+/// A `T` at `off` of the packet data between `start` and `end`, if it lies inside.
+#[inline(always)]
+fn linear<T: Plain>(start: usize, end: usize, off: usize) -> Option<T> {
+    if start + off + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    // SAFETY: the range lies inside the packet data, checked just above.
+    Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+}
+
 /// Reads only the first buffer of a multi-buffer frame; `total_len` counts them all.
 pub(crate) struct Pkt<'a>(pub(crate) &'a XdpContext);
 
@@ -19,13 +29,7 @@ impl Frame for Pkt<'_> {
 
     #[inline(always)]
     fn load<T: Plain>(&self, off: usize) -> Option<T> {
-        let start = self.0.data();
-        let end = self.0.data_end();
-        if start + off + core::mem::size_of::<T>() > end {
-            return None;
-        }
-        // SAFETY: the range lies inside the first buffer, checked just above.
-        Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+        linear(self.0.data(), self.0.data_end(), off)
     }
 }
 
@@ -41,12 +45,7 @@ impl Frame for SkbHead<'_> {
 
     #[inline(always)]
     fn load<T: Plain>(&self, off: usize) -> Option<T> {
-        let start = self.0.data();
-        if start + off + core::mem::size_of::<T>() > self.0.data_end() {
-            return None;
-        }
-        // SAFETY: the range lies inside the linear data, checked just above.
-        Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+        linear(self.0.data(), self.0.data_end(), off)
     }
 }
 

@@ -485,6 +485,28 @@ pub fn wait_echoes(
     }
 }
 
+/// Runs `scenario` on a lab `make` builds, and takes the lab down after. When it fails
+/// and a guest's kernel panicked (see [`guest_panic`]), it runs once more on a fresh
+/// lab, and only then; the first failure is printed in full above the second run.
+pub fn twice_on_guest_panic(
+    make: impl Fn() -> crate::lab::Lab,
+    scenario: impl Fn(&mut crate::lab::Lab),
+) {
+    for attempt in 1..=2 {
+        let mut lab = make();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut lab)));
+        match run {
+            Ok(()) => return lab.down().unwrap(),
+            Err(failure) => match guest_panic(&lab) {
+                Some(which) if attempt == 1 => {
+                    eprintln!("{which}'s kernel panicked (emulator, not Violin): once more");
+                }
+                _ => std::panic::resume_unwind(failure),
+            },
+        }
+    }
+}
+
 /// The first guest of `lab` whose console shows a kernel panic. QEMU 7.2's TCG here now
 /// and then corrupts a guest migrated under traffic (see `domain_xml`); tests that
 /// migrate run once more on a fresh lab then, and only then.

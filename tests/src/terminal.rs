@@ -46,7 +46,13 @@ impl Terminal {
             bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
+        // Scrollback for long outputs: set before the pane exists, which it applies to.
         let mut cmd: Vec<String> = vec![
+            "set-option".into(),
+            "-g".into(),
+            "history-limit".into(),
+            "20000".into(),
+            ";".into(),
             "new-session".into(),
             "-d".into(),
             "-s".into(),
@@ -71,8 +77,6 @@ impl Terminal {
         cmd.extend(["bash", "--norc", "--noprofile", "-i"].map(String::from));
         let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
         tmux(&args)?;
-        // Scrollback for long outputs.
-        tmux(&["set-option", "-t", session, "history-limit", "20000"])?;
         Ok(Terminal {
             session: session.into(),
             typed: 0,

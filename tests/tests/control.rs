@@ -315,7 +315,7 @@ fn status_names_a_drop_and_exits_1(lab: &Lab, a: &Vm, b: &Vm) {
         "http://{}",
         SocketAddr::from((lab.hosts[0].underlay_ip, API_PORT))
     );
-    let observer = std::process::Command::new("ip")
+    let mut observer = std::process::Command::new("ip")
         .args(["netns", "exec", &switch_ns(&lab.spec.name)])
         .arg(lab.sibling("violinctl"))
         .args([
@@ -327,41 +327,68 @@ fn status_names_a_drop_and_exits_1(lab: &Lab, a: &Vm, b: &Vm) {
             "--daemon-token-file",
         ])
         .arg(lab.daemon_token_file())
-        .args(["--drops", "--vm", &vm_name(a), "--count", "1"])
+        .args([
+            "--drops",
+            "--vm",
+            &vm_name(a),
+            "--reason",
+            "spoofed_ip",
+            "--count",
+            "3",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // It attaches, and the daemon switches the programs' describing on (every 200 ms).
-    std::thread::sleep(Duration::from_secs(1));
+    // The spoofed pings go on until the observer has its events (it attaches, and the
+    // daemon switches describing on, within a moment), or for 30 s.
     ns_run(
         &a.ns,
         "ip",
         &["addr", "add", "10.200.9.99/16", "dev", "eth0"],
     )
     .unwrap();
-    let r = ping(
-        &a.ns,
-        &b.ip.to_string(),
-        3,
-        &["-I", "10.200.9.99", "-i", "0.1"],
-    )
-    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut received = 0;
+    while observer.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = observer.kill();
+            break;
+        }
+        let r = ping(
+            &a.ns,
+            &b.ip.to_string(),
+            2,
+            &["-I", "10.200.9.99", "-i", "0.1"],
+        )
+        .unwrap();
+        received += r.received;
+    }
     ns_run(
         &a.ns,
         "ip",
         &["addr", "del", "10.200.9.99/16", "dev", "eth0"],
     )
     .unwrap();
-    assert_eq!(r.received, 0, "a spoofed source got through");
+    assert_eq!(received, 0, "a spoofed source got through");
     let seen = observer.wait_with_output().unwrap();
     let line = String::from_utf8_lossy(&seen.stdout);
     assert!(
         seen.status.success(),
-        "{line}{}",
+        "the observer saw nothing in 30 s: {line}{}",
         String::from_utf8_lossy(&seen.stderr)
     );
-    let e: violin_api::observe::FlowEvent = serde_json::from_str(line.trim()).unwrap();
+    // The pings' events (a neighbour probe the kernel sends from the spoofed address
+    // would be dropped too, and has no protocol).
+    let events: Vec<violin_api::observe::FlowEvent> = line
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(events.len(), 3, "{line}");
+    let e = events
+        .iter()
+        .find(|e| e.proto.is_some())
+        .unwrap_or_else(|| panic!("no IPv4 event: {line}"));
     assert_eq!(
         (e.host.as_str(), e.verdict.as_str(), e.reason.as_deref()),
         (h1, "dropped", Some("spoofed_ip")),

@@ -13,7 +13,7 @@ use violin_testbed::{
     control::vm_name,
     e2e::lab,
     lab::{Lab, Vm, VmKind},
-    libvirt::{guest_panic, probe_report, ProbeReport},
+    libvirt::{probe_report, twice_on_guest_panic, ProbeReport},
     sys::{ip, ns_run},
     traffic::{ping, wait_ping},
 };
@@ -128,19 +128,7 @@ fn guests_live_migrate_with_their_sessions_and_failures_roll_back() {
     // QEMU 7.2's TCG here now and then corrupts a guest migrated under traffic (see
     // libvirt::domain_xml). The scenario runs once more on a fresh lab then, and only
     // then; the first failure is printed in full above the second run.
-    for attempt in 1..=2 {
-        let mut lab = migration_lab();
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut lab)));
-        match run {
-            Ok(()) => return lab.down().unwrap(),
-            Err(failure) => match guest_panic(&lab) {
-                Some(which) if attempt == 1 => {
-                    eprintln!("{which}'s kernel panicked (emulator, not Violin): once more");
-                }
-                _ => std::panic::resume_unwind(failure),
-            },
-        }
-    }
+    twice_on_guest_panic(migration_lab, scenario);
 }
 
 fn migration_lab() -> Lab {

@@ -11,7 +11,7 @@ use violin_testbed::{
     control::vm_name,
     e2e::lab,
     lab::{switch_ns, Lab, VmKind, API_PORT},
-    libvirt::{guest_panic, probe_report, wait_echoes},
+    libvirt::{probe_report, twice_on_guest_panic, wait_echoes},
     terminal::Terminal,
 };
 
@@ -19,25 +19,16 @@ use violin_testbed::{
 fn the_operator_guide_works_as_written() {
     // A guest kernel that panics is never Violin's doing (see libvirt::guest_panic): the
     // guide runs once more on a fresh lab then, and only then.
-    for attempt in 1..=2 {
-        let lab = lab("wk", |s| {
+    let make = || {
+        lab("wk", |s| {
             s.vm_kind = VmKind::Qemu;
             s.vms_per_host = 1;
             s.controller = true;
             s.probes = true;
             s.probe_interval_ms = Some(20);
-        });
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guide(&lab)));
-        match run {
-            Ok(()) => return lab.down().unwrap(),
-            Err(failure) => match guest_panic(&lab) {
-                Some(which) if attempt == 1 => {
-                    eprintln!("{which}'s kernel panicked (emulator, not Violin): once more");
-                }
-                _ => std::panic::resume_unwind(failure),
-            },
-        }
-    }
+        })
+    };
+    twice_on_guest_panic(make, |lab| guide(lab));
 }
 
 /// Runs `line` in the terminal; panics with the screen unless it exits `want`.

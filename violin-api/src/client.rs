@@ -87,6 +87,10 @@ impl Default for Timeouts {
     }
 }
 
+/// The header a follower that knows no leader sets on its 503: the request was not
+/// served, so even a change may go to another replica.
+pub const UNSERVED_HEADER: &str = "X-Violin-Unserved";
+
 /// How long a call waits for replicas that know no leader yet to elect one.
 const NO_LEADER_PATIENCE: Duration = Duration::from_secs(15);
 
@@ -196,14 +200,16 @@ impl Client {
         query: &[(String, String)],
         payload: &Payload,
     ) -> (String, std::result::Result<ureq::Response, ureq::Error>) {
-        let tries = self.bases.lock().unwrap().0.len() + 2;
-        let mut last = None;
-        let mut tried = 0;
-        // An election takes up to a lead's lease (5 s by default) after a leader is lost.
+        let n = self.bases.lock().unwrap().0.len();
+        // Reads that failed midway may be tried this many times in all.
+        let mut tries = n + 2;
+        // A failover (the leader gone, the others electing, followers still naming the
+        // old one) takes up to a lead's lease, 5 s by default: until then a client waits,
+        // asking each replica in turn and resting after each round.
         let patience = Instant::now() + NO_LEADER_PATIENCE;
-        let mut unserved = 0;
-        while tried < tries {
-            tried += 1;
+        let mut waits = 0;
+        let mut last;
+        loop {
             let base = self.base();
             let mut req = self
                 .agent
@@ -227,43 +233,50 @@ impl Client {
                         return (base, Ok(r));
                     }
                     self.switch_to(leader);
-                    last = Some((base, Ok(r)));
+                    last = (base, Ok(r));
                 }
-                // A follower that knows no leader yet served nothing (its Retry-After
-                // says so): the others are asked, then all again until one leads.
-                Err(ureq::Error::Status(503, r)) if r.header("Retry-After").is_some() => {
-                    let n = self.bases.lock().unwrap().0.len();
-                    unserved += 1;
-                    let moved = self.rotate(&base);
-                    if !moved || unserved % n == 0 {
-                        if Instant::now() >= patience {
-                            return (base, Err(ureq::Error::Status(503, r)));
-                        }
-                        std::thread::sleep(Duration::from_millis(250));
-                    }
-                    // Waiting for an election is not a try.
-                    tried -= 1;
-                    last = Some((base, Err(ureq::Error::Status(503, r))));
+                // A follower that knows no leader yet served nothing (it says so): the
+                // others are asked, then all again until one leads.
+                Err(ureq::Error::Status(503, r)) if r.header(UNSERVED_HEADER).is_some() => {
+                    self.rotate(&base);
+                    last = (base, Err(ureq::Error::Status(503, r)));
                 }
-                // A change goes to another replica only when it surely did not reach
-                // this one: a lost answer must not make it twice.
+                // Nothing reached a replica that refused the connection: another may
+                // serve it (with one replica, the error is the answer).
                 Err(ureq::Error::Transport(t))
-                    if matches!(method, "GET" | "HEAD")
-                        || matches!(
-                            t.kind(),
-                            ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
-                        ) =>
+                    if matches!(
+                        t.kind(),
+                        ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
+                    ) =>
                 {
                     let moved = self.rotate(&base);
-                    last = Some((base, Err(ureq::Error::Transport(t))));
+                    last = (base, Err(ureq::Error::Transport(t)));
                     if !moved {
                         break;
                     }
                 }
+                // A read that failed midway is asked again elsewhere; a change is not: a
+                // lost answer must not make it twice.
+                Err(ureq::Error::Transport(t)) if matches!(method, "GET" | "HEAD") => {
+                    let moved = self.rotate(&base);
+                    last = (base, Err(ureq::Error::Transport(t)));
+                    tries -= 1;
+                    if !moved || tries == 0 {
+                        break;
+                    }
+                    continue;
+                }
                 other => return (base, other),
             }
+            waits += 1;
+            if Instant::now() >= patience {
+                break;
+            }
+            if waits % n.max(1) == 0 {
+                std::thread::sleep(Duration::from_millis(250));
+            }
         }
-        last.expect("at least one try")
+        last
     }
 
     fn answer<T: DeserializeOwned>(

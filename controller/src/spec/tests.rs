@@ -126,6 +126,12 @@ fn errors_name_the_line_and_field() {
         "vm[1].mac",
         "not a unicast MAC address",
     );
+    case(
+        "name = \"b1\"",
+        "name = \"any\"",
+        "vm[1].name",
+        "a keyword of forwarding rules",
+    );
 }
 
 #[test]
