@@ -1,8 +1,9 @@
 //! Frames described for observers (`violind observe`): only while one is attached
 //! (`OBSERVE`), each CPU within its budget (`OBSERVE_BUDGET`), into the `EVENTS` ring
-//! buffer. With nobody observing, a drop costs one more array lookup.
+//! buffer: every dropped frame, and one forwarded frame in `OBSERVE.sample` (none when
+//! it is 0). With nobody observing, a frame costs one more array lookup.
 
-use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
+use aya_ebpf::helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use dataplane_common::{observe::FlowEvent, packet::Frame};
 
 use crate::maps::{EVENTS, OBSERVE, OBSERVE_BUDGET};
@@ -11,6 +12,16 @@ use crate::maps::{EVENTS, OBSERVE, OBSERVE_BUDGET};
 #[inline(always)]
 pub(crate) fn observed() -> bool {
     OBSERVE.get(0).is_some_and(|c| c.on != 0)
+}
+
+/// Whether this forwarded frame is one of the sample observers asked for (drawn at
+/// random: no state to share between CPUs).
+#[inline(always)]
+pub(crate) fn sampled() -> bool {
+    OBSERVE.get(0).is_some_and(|c| {
+        // SAFETY: a helper without arguments.
+        c.on != 0 && c.sample != 0 && unsafe { bpf_get_prandom_u32() } % c.sample == 0
+    })
 }
 
 /// Describes frame `f`, seen on `slot`, into the ring buffer if this CPU's budget allows;

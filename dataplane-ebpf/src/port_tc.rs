@@ -7,6 +7,7 @@ use aya_ebpf::{helpers::generated::bpf_redirect, macros::classifier, programs::T
 use dataplane_common::{
     counters::{DropReason, Hook},
     maps::{FdbKind, PortInfo, FLOOD_PEERS, UNDERLAY_SLOT},
+    observe::FORWARDED,
     packet::{classify_port, EthHdr, Frame},
 };
 
@@ -14,8 +15,9 @@ use crate::{
     counters::{count_pair, count_tc, port_stats, tc_drop, Verdict},
     delivery::flood_ports,
     forward::{port_next, Next},
-    frame::Skb,
+    frame::{Skb, SkbHead},
     maps::{flood_list, host_config, port},
+    observe::{describe, sampled},
     policy::{port_policy, shape},
     tunnel::{
         count_sent, family, resolve_peer, send_copy, skb_source_port, store_outer4, store_outer6,
@@ -61,6 +63,9 @@ fn port_skb(ctx: &TcContext) -> Verdict {
         return tc_drop(ctx, port.slot, reason, len);
     }
     count_pair(&port, &eth, len);
+    if sampled() {
+        describe(&SkbHead(ctx), port.slot, FORWARDED);
+    }
     if local {
         if let Some(s) = port_stats(dst.slot) {
             s.tx.add(len as u64);

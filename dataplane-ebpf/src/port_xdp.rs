@@ -6,6 +6,7 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use dataplane_common::{
     counters::{DropReason, Hook},
     maps::{FdbKind, UNDERLAY_SLOT},
+    observe::FORWARDED,
     packet::{classify_port, Frame},
 };
 
@@ -14,6 +15,7 @@ use crate::{
     forward::{port_next, redirect_to_port, to_slow_path, Next},
     frame::Pkt,
     maps::port,
+    observe::{describe, sampled},
     policy::{admit, needs_queue, port_policy},
     tunnel::encapsulate,
 };
@@ -71,6 +73,9 @@ fn port_frame(ctx: &XdpContext) -> u32 {
         return drop_frame(ctx, port.slot, reason, len);
     }
     count_pair(&port, &eth, len);
+    if sampled() {
+        describe(&pkt, port.slot, FORWARDED);
+    }
     match dst.kind() {
         Some(FdbKind::Local) => redirect_to_port(ctx, port.slot, &dst, len),
         _ => encapsulate(ctx, &port, &dst, len),

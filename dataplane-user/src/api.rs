@@ -104,10 +104,10 @@ async fn get_health(State(api): State<Api>) -> Response {
     (code, Json(h)).into_response()
 }
 
-/// Live events: every frame the datapath drops from now on (each CPU bounded to
-/// `observe::RATE` a second), named and filtered, one JSON object per line, until the
-/// client goes; an empty line every 2 s when nothing happens. Nobody observing, the
-/// programs describe nothing.
+/// Live events: every frame the datapath drops from now on, and one in `every` it
+/// forwards from VM ports (each CPU bounded to `observe::RATE` a second), named and
+/// filtered, one JSON object per line, until the client goes; an empty line every 2 s
+/// when nothing happens. Nobody observing, the programs describe nothing.
 #[utoipa::path(get, path = "/v1/observe", tag = "datapath", params(ObserveQuery),
     responses((status = 200, description = "Events, one per line", body = FlowEvent, content_type = "application/x-ndjson")))]
 async fn observe(State(api): State<Api>, Query(query): Query<ObserveQuery>) -> Response {

@@ -1,6 +1,7 @@
 //! Live events for observers (`GET /v1/observe`, `violinctl observe`): while at least one
-//! observer is attached, the datapath describes the frames it drops into the `EVENTS`
-//! ring buffer (each CPU within `RATE` events a second), and a thread here reads them,
+//! observer is attached, the datapath describes the frames it drops, and one in
+//! `every` it forwards from VM ports, into the `EVENTS` ring buffer (each CPU within
+//! `RATE` events a second), and a thread here reads them,
 //! names their port, environment and VMs, and hands each to the observers whose filters
 //! match. With none attached, `OBSERVE` is off and the programs describe nothing.
 use std::{
@@ -20,7 +21,7 @@ use dataplane_common::{
 };
 use tokio::sync::mpsc::Sender;
 use tracing::{info, warn};
-use violin_api::observe::{FlowEvent, ObserveQuery};
+use violin_api::observe::{FlowEvent, ObserveQuery, DEFAULT_EVERY};
 
 use crate::{datapath::Maps, host::Paths, netdev::ifname, stats::vm_names};
 
@@ -40,11 +41,22 @@ impl Observers {
         self.0.lock().unwrap().push((query, to));
     }
 
-    /// Forgets observers that went away; whether any is left.
-    fn any(&self) -> bool {
+    /// Forgets observers that went away; what those left ask of the programs: on while
+    /// any is attached, one forwarded frame in the fewest any asks for (none when all
+    /// want drops only).
+    fn wanted(&self) -> ObserveConfig {
         let mut all = self.0.lock().unwrap();
         all.retain(|(_, s)| !s.is_closed());
-        !all.is_empty()
+        let sample = all
+            .iter()
+            .filter(|(q, _)| !q.drops)
+            .map(|(q, _)| q.every.unwrap_or(DEFAULT_EVERY).max(1))
+            .min()
+            .unwrap_or(0);
+        ObserveConfig {
+            on: (!all.is_empty()).into(),
+            sample,
+        }
     }
 
     fn send(&self, e: &FlowEvent) {
@@ -168,18 +180,14 @@ fn wall_offset() -> f64 {
     wall - mono
 }
 
-/// Turns the programs' describing on or off (and sets each CPU's budget when on).
-fn switch(maps: &mut Maps, on: bool) -> Result<()> {
-    if on {
+/// Sets what the programs describe (and, turning it on, each CPU's budget).
+fn switch(maps: &mut Maps, config: ObserveConfig) -> Result<()> {
+    if config.on != 0 {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         let bucket = StormBucket::new(RATE, BURST);
         maps.observe_budget
             .set(0, PerCpuValues::try_from(vec![bucket; cpus])?, 0)?;
     }
-    let config = ObserveConfig {
-        on: on.into(),
-        sample: 0,
-    };
     maps.observe.set(0, config, 0)?;
     Ok(())
 }
@@ -188,7 +196,8 @@ fn switch(maps: &mut Maps, on: bool) -> Result<()> {
 pub fn start(paths: &Paths, host: &str, underlay: &str, observers: Observers) -> Result<()> {
     let mut maps = Maps::open_pinned(paths)?;
     // A daemon that died while observed left it on.
-    switch(&mut maps, false)?;
+    let mut now = ObserveConfig::default();
+    switch(&mut maps, now)?;
     let events = MapData::from_pin(paths.maps().join(names::EVENTS)).context("opening EVENTS")?;
     let mut ring = RingBuf::try_from(aya::maps::Map::RingBuf(events))?;
     let paths = paths.clone();
@@ -203,19 +212,18 @@ pub fn start(paths: &Paths, host: &str, underlay: &str, observers: Observers) ->
     thread::Builder::new()
         .name("observe".into())
         .spawn(move || {
-            let mut on = false;
             loop {
-                let want = observers.any();
-                if want != on {
+                let want = observers.wanted();
+                if want != now {
                     match switch(&mut maps, want) {
                         Ok(()) => {
-                            info!(on = want, "observation");
-                            on = want;
+                            info!(on = want.on, one_forwarded_in = want.sample, "observation");
+                            now = want;
                         }
                         Err(e) => warn!(error = format!("{e:#}"), "cannot switch observation"),
                     }
                 }
-                if !on {
+                if now.on == 0 {
                     // Whatever is left from the last observer is stale.
                     while ring.next().is_some() {}
                     thread::sleep(Duration::from_millis(200));

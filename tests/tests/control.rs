@@ -76,6 +76,7 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     wait_ping(&a.ns, &c.ip.to_string(), Duration::from_secs(10)).unwrap();
     wait_ping(&b.ns, &a.ip.to_string(), Duration::from_secs(10)).unwrap();
     status_names_a_drop_and_exits_1(&lab, &a, &b);
+    observe_shows_forwarded_frames(&lab, &a, &b);
     // violind shows the VMs its share names by name, the MAC beside it.
     let text = lab.stats_text(0).unwrap();
     let c_named = format!("{} ({})", vm_name(&c), mac_string(&c.mac));
@@ -311,23 +312,9 @@ fn status_names_a_drop_and_exits_1(lab: &Lab, a: &Vm, b: &Vm) {
         "{out}{err}"
     );
     // An operator watches a's drops live, straight from h1's violind.
-    let api = format!(
-        "http://{}",
-        SocketAddr::from((lab.hosts[0].underlay_ip, API_PORT))
-    );
-    let mut observer = std::process::Command::new("ip")
-        .args(["netns", "exec", &switch_ns(&lab.spec.name)])
-        .arg(lab.sibling("violinctl"))
-        .args([
-            "-o",
-            "json",
-            "observe",
-            "--daemon",
-            &api,
-            "--daemon-token-file",
-        ])
-        .arg(lab.daemon_token_file())
-        .args([
+    let mut observer = observe(
+        lab,
+        &[
             "--drops",
             "--vm",
             &vm_name(a),
@@ -335,11 +322,8 @@ fn status_names_a_drop_and_exits_1(lab: &Lab, a: &Vm, b: &Vm) {
             "spoofed_ip",
             "--count",
             "3",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     // The spoofed pings go on until the observer has its events (it attaches, and the
     // daemon switches describing on, within a moment), or for 30 s.
     ns_run(
@@ -418,6 +402,63 @@ fn status_names_a_drop_and_exits_1(lab: &Lab, a: &Vm, b: &Vm) {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// `violinctl -o json observe --daemon <h1's violind> ARGS`, running.
+fn observe(lab: &Lab, args: &[&str]) -> std::process::Child {
+    let api = format!(
+        "http://{}",
+        SocketAddr::from((lab.hosts[0].underlay_ip, API_PORT))
+    );
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &switch_ns(&lab.spec.name)])
+        .arg(lab.sibling("violinctl"))
+        .args([
+            "-o",
+            "json",
+            "observe",
+            "--daemon",
+            &api,
+            "--daemon-token-file",
+        ])
+        .arg(lab.daemon_token_file())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Forwarded frames are observed too, a sample of them (here every one).
+fn observe_shows_forwarded_frames(lab: &Lab, a: &Vm, b: &Vm) {
+    let mut observer = observe(lab, &["--vm", &vm_name(a), "--every", "1", "--count", "3"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while observer.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = observer.kill();
+            break;
+        }
+        ping(&a.ns, &b.ip.to_string(), 2, &["-i", "0.1"]).unwrap();
+    }
+    let seen = observer.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&seen.stdout);
+    assert!(
+        seen.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&seen.stderr)
+    );
+    let events: Vec<violin_api::observe::FlowEvent> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e.verdict == "forwarded"
+            && e.reason.is_none()
+            && e.src_vm == Some(vm_name(a))
+            && e.dst_vm == Some(vm_name(b))
+            && e.proto.as_deref() == Some("icmp")),
+        "{out}"
+    );
 }
 
 /// Every path in dataplane-user/openapi.json answers on a daemon: /v1 only with the

@@ -1,6 +1,7 @@
 //! Live events from a host's datapath (`GET /v1/observe` on violind, `violinctl
-//! observe`): every frame the datapath drops while someone observes (each CPU bounded to
-//! a rate), one JSON object per line.
+//! observe`): every frame the datapath drops while someone observes, and a sample of the
+//! frames it forwards from VM ports (each CPU bounded to a rate), one JSON object per
+//! line.
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,7 @@ pub struct FlowEvent {
     pub vni: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
-    /// `dropped` (or `forwarded`).
+    /// `dropped` or `forwarded`.
     pub verdict: String,
     /// The drop reason, as `violind stats` counts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,7 +66,14 @@ pub struct ObserveQuery {
     /// Only drops for this reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Describe one forwarded frame in this many (at random) [default: 100]; with
+    /// `drops`, none are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<u32>,
 }
+
+/// One forwarded frame in this many is described when an observer names no rate.
+pub const DEFAULT_EVERY: u32 = 100;
 
 impl ObserveQuery {
     pub fn matches(&self, e: &FlowEvent) -> bool {

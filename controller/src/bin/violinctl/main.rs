@@ -308,10 +308,10 @@ enum Command {
         last: usize,
     },
     /// Live events from the hosts' datapaths, straight from each violind: every frame
-    /// dropped from now on, with time, host, port, environment, source and destination
-    /// (VM names, MACs, IPs, ports), verdict and reason. Each CPU of a host describes at
-    /// most 2000 a second; nobody observing, the datapath describes nothing. Ctrl-C
-    /// ends, or --count.
+    /// dropped from now on and one in --every forwarded from VM ports, with time, host,
+    /// port, environment, source and destination (VM names, MACs, IPs, ports), verdict
+    /// and reason. Each CPU of a host describes at most 2000 a second; nobody observing,
+    /// the datapath describes nothing. Ctrl-C ends, or --count.
     ///
     /// Example: `violinctl observe --daemon http://10.250.0.1:9600 --drops --vm h1v1`.
     Observe {
@@ -324,6 +324,9 @@ enum Command {
         /// Only dropped frames.
         #[arg(long)]
         drops: bool,
+        /// Show one forwarded frame in this many, drawn at random [default: 100].
+        #[arg(long, value_name = "N", conflicts_with = "drops", value_parser = clap::value_parser!(u32).range(1..))]
+        every: Option<u32>,
         /// Only frames from or to this VM (its name or MAC).
         #[arg(long)]
         vm: Option<String>,
@@ -902,6 +905,7 @@ fn observe(cli: &Cli) -> Result<()> {
         daemon,
         daemon_token_file,
         drops,
+        every,
         vm,
         env,
         reason,
@@ -917,6 +921,7 @@ fn observe(cli: &Cli) -> Result<()> {
     };
     let query = ObserveQuery {
         drops: *drops,
+        every: *every,
         vm: vm.clone(),
         env: env.clone(),
         reason: reason.clone(),
