@@ -61,7 +61,8 @@ struct Wait {
     /// Wait until every registered host has applied the change.
     #[arg(long)]
     wait: bool,
-    /// Give up waiting after this many seconds [default: the configuration-time bound, or 30].
+    /// Give up waiting after this many seconds, e.g. 10 [default: the configuration-time
+    /// bound, or 30].
     #[arg(long, value_name = "SECONDS", requires = "wait", value_parser = seconds)]
     timeout: Option<f64>,
 }
@@ -72,10 +73,10 @@ enum Command {
     ///
     /// Example: `violinctl apply blue.toml --wait`.
     Apply {
-        /// The spec file ("-" for standard input).
+        /// The spec file ("-" for standard input), e.g. blue.toml.
         #[arg(short = 'f', long = "filename", value_name = "FILE")]
         file: Option<PathBuf>,
-        /// The spec file, as a positional argument.
+        /// The spec file, as a positional argument, e.g. blue.toml.
         #[arg(conflicts_with = "file", required_unless_present = "file")]
         path: Option<PathBuf>,
         #[command(flatten)]
@@ -86,10 +87,10 @@ enum Command {
     ///
     /// Example: `violinctl diff blue.toml red.toml`.
     Diff {
-        /// A spec file ("-" for standard input); may be given more than once.
+        /// A spec file ("-" for standard input), e.g. blue.toml; may be given more than once.
         #[arg(short = 'f', long = "filename", value_name = "FILE")]
         file: Vec<PathBuf>,
-        /// Spec files, as positional arguments.
+        /// Spec files, as positional arguments, e.g. blue.toml red.toml.
         #[arg(required_unless_present = "file")]
         path: Vec<PathBuf>,
     },
@@ -97,14 +98,14 @@ enum Command {
     ///
     /// Example: `violinctl get blue`.
     Get {
-        /// The environment.
+        /// The environment, e.g. blue.
         name: Name,
     },
     /// Delete an environment.
     ///
     /// Example: `violinctl delete blue --if-exists --wait`.
     Delete {
-        /// The environment.
+        /// The environment, e.g. blue.
         name: Name,
         /// Succeed when there is no such environment.
         #[arg(long)]
@@ -138,10 +139,10 @@ enum Command {
     ///
     /// Example: `violinctl links --env blue`.
     Links {
-        /// Only this environment's.
+        /// Only this environment's, e.g. blue.
         #[arg(long)]
         env: Option<String>,
-        /// Only links of this host.
+        /// Only links of this host, e.g. h1.
         #[arg(long)]
         host: Option<String>,
     },
@@ -156,10 +157,10 @@ enum Command {
     ///
     /// Example: `violinctl rules --env blue --host h1`.
     Rules {
-        /// Only this environment's.
+        /// Only this environment's, e.g. blue.
         #[arg(long)]
         env: Option<String>,
-        /// Only this host's table.
+        /// Only this host's table, e.g. h1.
         #[arg(long)]
         host: Option<String>,
     },
@@ -167,7 +168,7 @@ enum Command {
     ///
     /// Example: `violinctl interfaces h1`.
     Interfaces {
-        /// The host.
+        /// The host, e.g. h1.
         host: Name,
     },
     /// The application topology VTTIF inferred for an environment from its traffic: the
@@ -175,7 +176,7 @@ enum Command {
     ///
     /// Example: `violinctl topology blue --watch`.
     Topology {
-        /// The environment.
+        /// The environment, e.g. blue.
         env: Name,
         /// Keep showing it, once per change (Ctrl-C ends).
         #[arg(long)]
@@ -194,7 +195,8 @@ enum Command {
     ///
     /// Examples: `violinctl adapt blue --apply`, `violinctl adapt --explain`.
     Adapt {
-        /// The environment (its spec has an [adapt] section); none: the adaptation manager.
+        /// The environment (its spec has an [adapt] section), e.g. blue; none: the adaptation
+        /// manager.
         env: Option<Name>,
         /// Print the plan: the host pairs the topology asks for and the links to add or
         /// remove, with reasons (the default).
@@ -213,7 +215,7 @@ enum Command {
     ///
     /// Example: `violinctl bound 2.5`.
     Bound {
-        /// The new bound in seconds, in (0, 3600].
+        /// The new bound in seconds, in (0, 3600], e.g. 2.5.
         seconds: Option<f64>,
     },
     /// The path a frame takes from one VM to another, host by host: which rule or learned
@@ -221,11 +223,12 @@ enum Command {
     ///
     /// Example: `violinctl route h1v1 h2v1`.
     Route {
-        /// The source VM: its name in the spec (`h1v1`) or its MAC.
+        /// The source VM: its name in the spec or its MAC, e.g. h1v1.
         src: String,
-        /// The destination: a VM's name, or any MAC (`ff:ff:ff:ff:ff:ff` for a broadcast).
+        /// The destination: a VM's name, or any MAC, e.g. h2v1 (or ff:ff:ff:ff:ff:ff for a
+        /// broadcast).
         dst: String,
-        /// The environment, when the source is in several.
+        /// The environment, when the source is in several, e.g. blue.
         #[arg(long)]
         env: Option<String>,
     },
@@ -233,7 +236,8 @@ enum Command {
     ///
     /// Example: `violinctl wait --timeout 10`.
     Wait {
-        /// Give up after this many seconds [default: the configuration-time bound, or 30].
+        /// Give up after this many seconds, e.g. 10 [default: the configuration-time bound,
+        /// or 30].
         #[arg(long, value_name = "SECONDS", value_parser = seconds)]
         timeout: Option<f64>,
     },
@@ -242,22 +246,22 @@ enum Command {
     ///
     /// Example: `violinctl migrate h1v1 --to h2`.
     Migrate {
-        /// The VM (its libvirt domain's name).
+        /// The VM (its libvirt domain's name), e.g. h2v1.
         #[arg(required_unless_present_any = ["env", "cancel"], conflicts_with = "cancel")]
         vm: Option<Name>,
-        /// Migrate every VM of this environment (with a VM: the VM's environment).
+        /// Migrate every VM of this environment (with a VM: the VM's environment), e.g. blue.
         #[arg(long)]
         env: Option<Name>,
-        /// The destination host(s).
+        /// The destination host(s), e.g. h1 (or h1 h3 with --env).
         #[arg(long, num_args = 1.., required_unless_present = "cancel")]
         to: Vec<Name>,
         /// Return once started instead of following the migrations.
         #[arg(long)]
         no_follow: bool,
-        /// Cap the memory copy at this many MiB/s (libvirt's default: unlimited).
+        /// Cap the memory copy at this many MiB/s (libvirt's default: unlimited), e.g. 500.
         #[arg(long, value_name = "MIB_S", value_parser = clap::value_parser!(u64).range(1..))]
         bandwidth: Option<u64>,
-        /// Cancel the migration with this id (libvirt aborts it; everything rolls back).
+        /// Cancel the migration with this id (libvirt aborts it; everything rolls back), e.g. 7.
         #[arg(long, value_name = "ID", conflicts_with_all = ["env", "to"])]
         cancel: Option<u64>,
     },
@@ -274,9 +278,9 @@ enum Command {
     ///
     /// Example: `violinctl usage h1v1`.
     Usage {
-        /// Only this VM.
+        /// Only this VM, e.g. h1v1.
         vm: Option<String>,
-        /// Samples shown per VM (table output).
+        /// Samples shown per VM (table output), e.g. 20.
         #[arg(long, default_value_t = 5)]
         last: usize,
     },
@@ -303,7 +307,7 @@ enum Command {
     ///
     /// Example: `violinctl audit --last 20`.
     Audit {
-        /// The latest this many entries.
+        /// The latest this many entries, e.g. 200.
         #[arg(long, default_value_t = 50)]
         last: usize,
     },
@@ -315,28 +319,30 @@ enum Command {
     ///
     /// Example: `violinctl observe --daemon http://10.250.0.1:9600 --drops --vm h1v1`.
     Observe {
-        /// The daemons' API URLs (each host's `api_listen`), comma-separated.
+        /// The daemons' API URLs (each host's `api_listen`), comma-separated, e.g.
+        /// http://10.250.0.1:9600,http://10.250.0.2:9600.
         #[arg(long, env = "VIOLIN_DAEMONS", value_name = "URLS")]
         daemon: String,
-        /// File holding the daemons' API token (their `api_token_file`).
+        /// File holding the daemons' API token (their `api_token_file`), e.g.
+        /// /etc/violin/api.token.
         #[arg(long, env = "VIOLIN_DAEMON_TOKEN_FILE", value_name = "FILE")]
         daemon_token_file: Option<PathBuf>,
         /// Only dropped frames.
         #[arg(long)]
         drops: bool,
-        /// Show one forwarded frame in this many, drawn at random [default: 100].
+        /// Show one forwarded frame in this many, drawn at random, e.g. 10 [default: 100].
         #[arg(long, value_name = "N", conflicts_with = "drops", value_parser = clap::value_parser!(u32).range(1..))]
         every: Option<u32>,
-        /// Only frames from or to this VM (its name or MAC).
+        /// Only frames from or to this VM (its name or MAC), e.g. h1v1.
         #[arg(long)]
         vm: Option<String>,
-        /// Only this environment's frames (its name or VNI).
+        /// Only this environment's frames (its name or VNI), e.g. blue.
         #[arg(long)]
         env: Option<String>,
-        /// Only drops for this reason, as `violind stats` names it (e.g. hairpin).
+        /// Only drops for this reason, as `violind stats` names it, e.g. hairpin.
         #[arg(long)]
         reason: Option<String>,
-        /// Stop after this many events.
+        /// Stop after this many events, e.g. 10.
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
@@ -344,7 +350,7 @@ enum Command {
     ///
     /// Example: `source <(violinctl completion bash)`.
     Completion {
-        /// The shell.
+        /// The shell, e.g. bash.
         shell: clap_complete::Shell,
     },
 }
@@ -355,12 +361,12 @@ enum CredentialAction {
     ///
     /// Example: `violinctl credential create alice --role read-only --out alice.token`.
     Create {
-        /// Its name: an operator's, or the host's name for a host.
+        /// Its name: an operator's, or the host's name for a host, e.g. alice or h1.
         name: Name,
-        /// What it may do.
+        /// What it may do, e.g. read-only.
         #[arg(long, value_enum)]
         role: RoleArg,
-        /// Write the token to this file (mode 0600) instead of printing it.
+        /// Write the token to this file (mode 0600) instead of printing it, e.g. h1.token.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
@@ -372,7 +378,7 @@ enum CredentialAction {
     ///
     /// Example: `violinctl credential delete alice`.
     Delete {
-        /// The credential's name.
+        /// The credential's name, e.g. alice.
         name: String,
     },
 }
@@ -393,11 +399,11 @@ enum LinkAction {
     ///
     /// Example: `violinctl link add blue h1 h2`.
     Add {
-        /// The environment.
+        /// The environment, e.g. blue.
         env: Name,
-        /// One host of the environment.
+        /// One host of the environment, e.g. h1.
         host_a: Name,
-        /// Another host of the environment.
+        /// Another host of the environment, e.g. h2.
         host_b: Name,
         /// Succeed when the link exists already.
         #[arg(long)]
@@ -409,11 +415,11 @@ enum LinkAction {
     ///
     /// Example: `violinctl link delete blue h1 h2 --if-exists`.
     Delete {
-        /// The environment.
+        /// The environment, e.g. blue.
         env: Name,
-        /// One host of the link.
+        /// One host of the link, e.g. h1.
         host_a: Name,
-        /// The other host of the link.
+        /// The other host of the link, e.g. h2.
         host_b: Name,
         /// Succeed when there is no such link.
         #[arg(long)]
@@ -429,22 +435,23 @@ enum RuleAction {
     ///
     /// Example: `violinctl rule add blue h1 any h2v1 --edge h2 --wait`.
     Add {
-        /// The environment.
+        /// The environment, e.g. blue.
         env: Name,
-        /// The host whose table gets the rule.
+        /// The host whose table gets the rule, e.g. h1.
         host: Name,
-        /// Source: a VM of the environment by name or MAC, "not VM", or "any".
+        /// Source: a VM of the environment by name or MAC, "not VM", or "any", e.g. h1v1.
         src: String,
-        /// Destination: a VM by name or MAC, "not VM", "any", or "none" (the default rule).
+        /// Destination: a VM by name or MAC, "not VM", "any", or "none" (the default rule),
+        /// e.g. "not h2v1".
         dst: String,
-        /// Send over the link to this host.
+        /// Send over the link to this host, e.g. h2.
         #[arg(
             long,
             conflicts_with = "interface",
             required_unless_present = "interface"
         )]
         edge: Option<Name>,
-        /// Write to this local VM port.
+        /// Write to this local VM port, e.g. vm1.
         #[arg(long)]
         interface: Option<IfName>,
         /// Succeed when the host has a rule for SRC and DST already.
@@ -457,13 +464,14 @@ enum RuleAction {
     ///
     /// Example: `violinctl rule delete blue h1 any h2v1`.
     Delete {
-        /// The environment.
+        /// The environment, e.g. blue.
         env: Name,
-        /// The host whose table holds the rule.
+        /// The host whose table holds the rule, e.g. h1.
         host: Name,
-        /// Source, as the rule was added: a VM by name or MAC, "not VM", or "any".
+        /// Source, as the rule was added: a VM by name or MAC, "not VM", or "any", e.g. any.
         src: String,
-        /// Destination, as the rule was added: a VM by name or MAC, "not VM", "any" or "none".
+        /// Destination, as the rule was added: a VM by name or MAC, "not VM", "any" or
+        /// "none", e.g. h2v1.
         dst: String,
         /// Succeed when there is no such rule.
         #[arg(long)]
@@ -1279,6 +1287,8 @@ mod tests {
         let mut all = Vec::new();
         commands(&Cli::command(), "violinctl".into(), &mut all);
         assert!(all.len() > 25, "{}", all.len());
+        // An argument that takes a value shows one (or lists the values it takes).
+        let mut unexampled = Vec::new();
         for (path, cmd) in &all {
             let long = cmd
                 .get_long_about()
@@ -1293,11 +1303,16 @@ mod tests {
                 if arg.is_global_set() || id == "help" || id == "version" {
                     continue;
                 }
-                assert!(
-                    arg.get_help().is_some(),
-                    "{path}: argument {id} has no help"
-                );
+                let help = arg.get_help().map(|h| h.to_string());
+                assert!(help.is_some(), "{path}: argument {id} has no help");
+                if arg.get_action().takes_values()
+                    && arg.get_possible_values().is_empty()
+                    && !help.is_some_and(|h| h.contains("e.g."))
+                {
+                    unexampled.push(format!("{path} {id}"));
+                }
             }
         }
+        assert!(unexampled.is_empty(), "no example value: {unexampled:?}");
     }
 }
