@@ -312,7 +312,7 @@ fn status_names_a_drop_and_exits_1(lab: &Lab, a: &Vm, b: &Vm) {
         "{out}{err}"
     );
     // An operator watches a's drops live, straight from h1's violind.
-    let mut observer = observe(
+    let observer = observe(
         lab,
         &[
             "--drops",
@@ -332,13 +332,8 @@ fn status_names_a_drop_and_exits_1(lab: &Lab, a: &Vm, b: &Vm) {
         &["addr", "add", "10.200.9.99/16", "dev", "eth0"],
     )
     .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut received = 0;
-    while observer.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = observer.kill();
-            break;
-        }
+    let (line, events) = observed(observer, || {
         let r = ping(
             &a.ns,
             &b.ip.to_string(),
@@ -347,7 +342,7 @@ fn status_names_a_drop_and_exits_1(lab: &Lab, a: &Vm, b: &Vm) {
         )
         .unwrap();
         received += r.received;
-    }
+    });
     ns_run(
         &a.ns,
         "ip",
@@ -355,19 +350,8 @@ fn status_names_a_drop_and_exits_1(lab: &Lab, a: &Vm, b: &Vm) {
     )
     .unwrap();
     assert_eq!(received, 0, "a spoofed source got through");
-    let seen = observer.wait_with_output().unwrap();
-    let line = String::from_utf8_lossy(&seen.stdout);
-    assert!(
-        seen.status.success(),
-        "the observer saw nothing in 30 s: {line}{}",
-        String::from_utf8_lossy(&seen.stderr)
-    );
     // The pings' events (a neighbour probe the kernel sends from the spoofed address
     // would be dropped too, and has no protocol).
-    let events: Vec<violin_api::observe::FlowEvent> = line
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect();
     assert_eq!(events.len(), 3, "{line}");
     let e = events
         .iter()
@@ -429,28 +413,39 @@ fn observe(lab: &Lab, args: &[&str]) -> std::process::Child {
         .unwrap()
 }
 
-/// Forwarded frames are observed too, a sample of them (here every one).
-fn observe_shows_forwarded_frames(lab: &Lab, a: &Vm, b: &Vm) {
-    let mut observer = observe(lab, &["--vm", &vm_name(a), "--every", "1", "--count", "3"]);
+/// Runs `traffic` until `observer` has its events, or for 30 s; its output and events.
+fn observed(
+    mut observer: std::process::Child,
+    mut traffic: impl FnMut(),
+) -> (String, Vec<violin_api::observe::FlowEvent>) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while observer.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
             let _ = observer.kill();
             break;
         }
-        ping(&a.ns, &b.ip.to_string(), 2, &["-i", "0.1"]).unwrap();
+        traffic();
     }
     let seen = observer.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&seen.stdout);
+    let out = String::from_utf8_lossy(&seen.stdout).into_owned();
     assert!(
         seen.status.success(),
-        "{out}{}",
+        "the observer saw too little in 30 s: {out}{}",
         String::from_utf8_lossy(&seen.stderr)
     );
-    let events: Vec<violin_api::observe::FlowEvent> = out
+    let events = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect();
+    (out, events)
+}
+
+/// Forwarded frames are observed too, a sample of them (here every one).
+fn observe_shows_forwarded_frames(lab: &Lab, a: &Vm, b: &Vm) {
+    let observer = observe(lab, &["--vm", &vm_name(a), "--every", "1", "--count", "3"]);
+    let (out, events) = observed(observer, || {
+        ping(&a.ns, &b.ip.to_string(), 2, &["-i", "0.1"]).unwrap();
+    });
     assert!(
         events.iter().any(|e| e.verdict == "forwarded"
             && e.reason.is_none()
