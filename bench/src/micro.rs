@@ -51,6 +51,70 @@ impl Settings {
     }
 }
 
+/// The prefix of the figures taken again on the Violin paths with an observer attached.
+pub const OBSERVED_PREFIX: &str = "observed_";
+/// Those figures' metrics.
+const OBSERVED: [&str; 3] = ["tcp1", "udp64_rate", "udp64_cpu"];
+
+/// `violinctl observe` attached to every host of some paths (every drop and the default
+/// one forwarded frame in 100 described, printed to nowhere), until dropped: what an
+/// operator watching costs the datapath.
+pub struct Observing(Vec<std::process::Child>);
+
+impl Observing {
+    pub fn attach(
+        bl: &crate::paths::BenchLab,
+        paths: &[crate::results::NetPath],
+    ) -> Result<Observing> {
+        let mut observers = Observing(Vec::new());
+        let violinctl = bl.lab.sibling("violinctl");
+        for &path in paths {
+            for h in bl.hosts(path) {
+                let api =
+                    SocketAddr::from((bl.lab.hosts[h].underlay_ip, violin_testbed::lab::API_PORT));
+                let child = std::process::Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &violin_testbed::lab::switch_ns(&bl.lab.spec.name),
+                    ])
+                    .arg(&violinctl)
+                    .args([
+                        "-o",
+                        "json",
+                        "observe",
+                        "--daemon",
+                        &format!("http://{api}"),
+                    ])
+                    .arg("--daemon-token-file")
+                    .arg(bl.lab.daemon_token_file())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting violinctl observe")?;
+                observers.0.push(child);
+            }
+        }
+        // Each daemon switches describing on within 200 ms of an observer attaching.
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        for c in &mut observers.0 {
+            if let Some(status) = c.try_wait()? {
+                bail!("violinctl observe ended at once ({status})");
+            }
+        }
+        Ok(observers)
+    }
+}
+
+impl Drop for Observing {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// The family of the suite's second lab, and the prefix of the metrics taken on it.
 pub const IPV6: Family = Family::V6;
 pub const IPV6_PREFIX: &str = "ipv6_";
@@ -64,9 +128,20 @@ pub fn metrics() -> Vec<Metric> {
         better: m.better,
     });
     let over_ipv6: Vec<Metric> = over_ipv6.collect();
+    let observed: Vec<Metric> = sockets
+        .iter()
+        .filter(|m| OBSERVED.contains(&m.id.as_str()))
+        .map(|m| Metric {
+            id: format!("{OBSERVED_PREFIX}{}", m.id),
+            title: format!("{}, observed (violinctl observe attached)", m.title),
+            unit: m.unit.clone(),
+            better: m.better,
+        })
+        .collect();
     sockets
         .into_iter()
         .chain(over_ipv6)
+        .chain(observed)
         .chain(crate::cost::METRICS.iter().map(|(id, title)| Metric {
             id: id.to_string(),
             title: format!("{title}, BPF_PROG_TEST_RUN"),

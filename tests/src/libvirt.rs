@@ -468,7 +468,18 @@ pub fn wait_echoes(
     let console = &prober.guest.as_ref().expect("a guest").console;
     let name = crate::control::vm_name(prober);
     let deadline = Instant::now() + Duration::from_secs(90);
+    // The probe prints a report every 500 ms whatever the network does: a console that
+    // stops growing is a guest that stopped running.
+    let (mut printed, mut growing) = (0, Instant::now());
     loop {
+        let size = fs::metadata(console).map_or(0, |m| m.len());
+        if size != printed {
+            (printed, growing) = (size, Instant::now());
+        }
+        assert!(
+            growing.elapsed() < Duration::from_secs(20),
+            "{name}: {FROZEN} for 20 s"
+        );
         let r = probe_report(console);
         if let Some(r) = &r {
             assert_eq!(r.tcp_error, None, "{name}: the TCP session broke: {r:?}");
@@ -485,9 +496,15 @@ pub fn wait_echoes(
     }
 }
 
+/// What [`wait_echoes`] says of a guest whose probe stopped printing its reports: the
+/// guest stopped running (QEMU 7.2's TCG, like its panics), whatever the network did.
+pub const FROZEN: &str =
+    "the guest stopped printing its probe reports (frozen: emulator, not Violin)";
+
 /// Runs `scenario` on a lab `make` builds, and takes the lab down after. When it fails
-/// and a guest's kernel panicked (see [`guest_panic`]), it runs once more on a fresh
-/// lab, and only then; the first failure is printed in full above the second run.
+/// and a guest's kernel panicked (see [`guest_panic`]) or a guest froze ([`FROZEN`]), it
+/// runs once more on a fresh lab, and only then; the first failure is printed in full
+/// above the second run.
 pub fn twice_on_guest_panic(
     make: impl Fn() -> crate::lab::Lab,
     scenario: impl Fn(&mut crate::lab::Lab),
@@ -497,12 +514,22 @@ pub fn twice_on_guest_panic(
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut lab)));
         match run {
             Ok(()) => return lab.down().unwrap(),
-            Err(failure) => match guest_panic(&lab) {
-                Some(which) if attempt == 1 => {
-                    eprintln!("{which}'s kernel panicked (emulator, not Violin): once more");
+            Err(failure) => {
+                let said = failure
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| failure.downcast_ref::<&str>().copied())
+                    .unwrap_or_default();
+                let emulator = guest_panic(&lab)
+                    .map(|which| format!("{which}'s kernel panicked"))
+                    .or_else(|| said.contains(FROZEN).then(|| "a guest froze".to_string()));
+                match emulator {
+                    Some(what) if attempt == 1 => {
+                        eprintln!("{what} (emulator, not Violin): once more");
+                    }
+                    _ => std::panic::resume_unwind(failure),
                 }
-                _ => std::panic::resume_unwind(failure),
-            },
+            }
         }
     }
 }
