@@ -68,38 +68,47 @@ impl Observing {
     ) -> Result<Observing> {
         let mut observers = Observing(Vec::new());
         let violinctl = bl.lab.sibling("violinctl");
-        for &path in paths {
-            for h in bl.hosts(path) {
-                let api =
-                    SocketAddr::from((bl.lab.hosts[h].underlay_ip, violin_testbed::lab::API_PORT));
-                let child = std::process::Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        &violin_testbed::lab::switch_ns(&bl.lab.spec.name),
-                    ])
-                    .arg(&violinctl)
-                    .args([
-                        "-o",
-                        "json",
-                        "observe",
-                        "--daemon",
-                        &format!("http://{api}"),
-                    ])
-                    .arg("--daemon-token-file")
-                    .arg(bl.lab.daemon_token_file())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .context("starting violinctl observe")?;
-                observers.0.push(child);
+        let hosts: Vec<usize> = paths.iter().flat_map(|&p| bl.hosts(p)).collect();
+        for &h in &hosts {
+            let api =
+                SocketAddr::from((bl.lab.hosts[h].underlay_ip, violin_testbed::lab::API_PORT));
+            let mut cmd = std::process::Command::new("ip");
+            cmd.args([
+                "netns",
+                "exec",
+                // The host's own namespace reaches its daemon whatever the switch has.
+                &bl.lab.hosts[h].ns,
+            ])
+            .arg(&violinctl)
+            .args([
+                "-o",
+                "json",
+                "observe",
+                "--daemon",
+                &format!("http://{api}"),
+            ]);
+            // A lab without a controller leaves its daemons' API open.
+            let token = bl.lab.daemon_token_file();
+            if token.exists() {
+                cmd.arg("--daemon-token-file").arg(token);
             }
+            let log = std::fs::File::create(bl.lab.dir.join(format!("observe-h{h}.log")))?;
+            let child = cmd
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("starting violinctl observe")?;
+            observers.0.push(child);
         }
         // Each daemon switches describing on within 200 ms of an observer attaching.
         std::thread::sleep(std::time::Duration::from_secs(1));
-        for c in &mut observers.0 {
+        for (c, h) in observers.0.iter_mut().zip(&hosts) {
             if let Some(status) = c.try_wait()? {
-                bail!("violinctl observe ended at once ({status})");
+                let log = bl.lab.dir.join(format!("observe-h{h}.log"));
+                bail!(
+                    "violinctl observe ended at once ({status}): {}",
+                    std::fs::read_to_string(log).unwrap_or_default().trim()
+                );
             }
         }
         Ok(observers)

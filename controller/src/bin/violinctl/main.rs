@@ -526,7 +526,13 @@ fn main() -> ExitCode {
         Ok(Outcome::Differences | Outcome::Attention) => ExitCode::from(1),
         Err(e) => {
             eprintln!("violinctl: {e:#}");
-            if let Some(hint) = e.downcast_ref::<violin_api::client::Error>().and_then(hint) {
+            // The daemons' errors name --daemon already; the hints are the controller's.
+            let controller = !matches!(cli.command, Command::Observe { .. });
+            if let Some(hint) = e
+                .downcast_ref::<violin_api::client::Error>()
+                .filter(|_| controller)
+                .and_then(hint)
+            {
                 eprintln!("hint: {hint}");
             }
             if e.downcast_ref::<TimedOut>().is_some() {
