@@ -98,15 +98,14 @@ impl Names {
                 (p.slot, name, p.vni)
             })
             .collect();
-        self.vms = vm_names(paths);
-        self.envs = crate::follow::load_cached(&paths.share())
-            .map(|s| {
-                s.environments
-                    .iter()
-                    .map(|e| (e.vni.get(), e.name.to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        // The share is read once for both: its VMs' names and its environments'.
+        let share = crate::follow::load_cached(&paths.share()).unwrap_or_default();
+        self.vms = vm_names(&share);
+        self.envs = share
+            .environments
+            .iter()
+            .map(|e| (e.vni.get(), e.name.to_string()))
+            .collect();
         self.at = Some(Instant::now());
     }
 

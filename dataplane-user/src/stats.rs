@@ -97,16 +97,15 @@ pub fn read(maps: &Maps, paths: &Paths, underlay: &str) -> Result<Stats> {
         environments,
         map_entries,
         map_capacity,
-        vm_names: vm_names(paths),
+        vm_names: crate::follow::load_cached(&paths.share())
+            .map(|s| vm_names(&s))
+            .unwrap_or_default(),
         vms: crate::libvirt::load_vms(paths),
     })
 }
 
-/// The VMs the last share applied names, local and remote.
-pub fn vm_names(paths: &Paths) -> Vec<VmName> {
-    let Some(share) = crate::follow::load_cached(&paths.share()) else {
-        return Vec::new();
-    };
+/// The VMs a share names, local and remote.
+pub fn vm_names(share: &violin_api::share::Share) -> Vec<VmName> {
     let mut out = Vec::new();
     for e in &share.environments {
         let vni = e.vni.get();
