@@ -501,10 +501,15 @@ pub fn wait_echoes(
 pub const FROZEN: &str =
     "the guest stopped printing its probe reports (frozen: emulator, not Violin)";
 
+/// What a test says of a guest that libvirt reports shut off or crashed after it ran and
+/// nobody stopped it: its QEMU exited (QEMU 7.2's TCG after a move, like its panics).
+pub const STOPPED: &str =
+    "libvirt reports the guest stopped though nobody stopped it (emulator, not Violin)";
+
 /// Runs `scenario` on a lab `make` builds, and takes the lab down after. When it fails
-/// and a guest's kernel panicked (see [`guest_panic`]) or a guest froze ([`FROZEN`]), it
-/// runs once more on a fresh lab, and only then; the first failure is printed in full
-/// above the second run.
+/// and a guest's kernel panicked (see [`guest_panic`]), a guest froze ([`FROZEN`]) or its
+/// emulator stopped ([`STOPPED`]), it runs once more on a fresh lab, and only then; the
+/// first failure is printed in full above the second run.
 pub fn twice_on_guest_panic(
     make: impl Fn() -> crate::lab::Lab,
     scenario: impl Fn(&mut crate::lab::Lab),
@@ -522,7 +527,11 @@ pub fn twice_on_guest_panic(
                     .unwrap_or_default();
                 let emulator = guest_panic(&lab)
                     .map(|which| format!("{which}'s kernel panicked"))
-                    .or_else(|| said.contains(FROZEN).then(|| "a guest froze".to_string()));
+                    .or_else(|| said.contains(FROZEN).then(|| "a guest froze".to_string()))
+                    .or_else(|| {
+                        said.contains(STOPPED)
+                            .then(|| "a guest stopped".to_string())
+                    });
                 match emulator {
                     Some(what) if attempt == 1 => {
                         eprintln!("{what} (emulator, not Violin): once more");

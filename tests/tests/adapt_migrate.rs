@@ -4,31 +4,38 @@
 //! and the inferred topology make VADAPT plan one live migration that brings the pair
 //! into one domain; `violinctl adapt --apply` has the migration supervisor carry it out.
 //! (Connectivity across a migration is the migration tests' subject: a TCG guest here
-//! stalls now and then after a move, which says nothing of the mapping.)
+//! stalls now and then after a move, which says nothing of the mapping; the test runs once
+//! more on a fresh lab when a guest panicked or its emulator stopped.)
 use std::time::Duration;
 
 use violin_api::{
     rest::{AdaptPlan, Adaptation},
-    vm::{Migration, MigrationPhase, VmInfo},
+    vm::{Migration, MigrationPhase, VmInfo, VmState},
 };
 use violin_testbed::{
     control::vm_name,
     e2e::lab,
-    lab::{Domains, VmKind, BASE_VNI},
-    libvirt::probe_report,
+    lab::{Domains, Lab, VmKind, BASE_VNI},
+    libvirt::{probe_report, twice_on_guest_panic, STOPPED},
 };
 
 #[test]
 fn the_mapping_live_migrates_a_guest_next_to_its_peer() {
-    let lab = lab("aq", |s| {
-        s.hosts = 4;
-        s.vms_per_host = 1;
-        s.vm_kind = VmKind::Qemu;
-        s.controller = true;
-        s.probes = true;
-        s.probe_interval_ms = Some(100);
-        s.domains = Some(Domains::shaped(2, 40));
-    });
+    let make = || {
+        lab("aq", |s| {
+            s.hosts = 4;
+            s.vms_per_host = 1;
+            s.vm_kind = VmKind::Qemu;
+            s.controller = true;
+            s.probes = true;
+            s.probe_interval_ms = Some(100);
+            s.domains = Some(Domains::shaped(2, 40));
+        })
+    };
+    twice_on_guest_panic(make, mapping);
+}
+
+fn mapping(lab: &mut Lab) {
     let ids: Vec<String> = (0..4).map(|i| lab.hosts[i].host_id().to_string()).collect();
     let adapt = format!("[adapt]\nproxy = {:?}\nvms_per_host = 2\n", ids[0]);
     lab.apply_spec("env0", &lab.env_spec(0, "env0", BASE_VNI, &adapt))
@@ -72,11 +79,15 @@ fn the_mapping_live_migrates_a_guest_next_to_its_peer() {
         "the guest on its new host alone",
         || {
             let vms: Vec<VmInfo> = lab.violinctl_as(&["vms"]).ok()?;
+            let gone = vms.iter().find(|v| {
+                v.status.name == mv.vm
+                    && v.host == mv.to
+                    && matches!(v.status.state, VmState::Shutoff | VmState::Crashed)
+            });
+            assert!(gone.is_none(), "{}: {STOPPED}: {gone:?}", mv.vm);
             let on: Vec<&str> = vms
                 .iter()
-                .filter(|v| {
-                    v.status.name == mv.vm && v.status.state == violin_api::vm::VmState::Running
-                })
+                .filter(|v| v.status.name == mv.vm && v.status.state == VmState::Running)
                 .map(|v| v.host.as_str())
                 .collect();
             (on == [mv.to.as_str()]).then_some(())
@@ -85,5 +96,4 @@ fn the_mapping_live_migrates_a_guest_next_to_its_peer() {
     let host = |name: &str| ids.iter().position(|h| h == name).unwrap();
     let other = if mv.vm == pair[0] { 1 } else { 0 };
     assert_eq!(lab.domain_of(host(&mv.to)), lab.domain_of(other));
-    lab.down().unwrap();
 }
