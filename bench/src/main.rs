@@ -13,6 +13,7 @@ mod linerate;
 mod micro;
 mod migrate;
 mod nemo;
+mod observe;
 mod paths;
 mod plot;
 mod report;
@@ -44,7 +45,8 @@ use crate::{
     about = "Violin's benchmarks (run via `cargo xtask bench`)"
 )]
 struct Cli {
-    /// micro, hpl, nemo3d, apply (control plane), migrate (live migration of real
+    /// micro, observe (what `violinctl observe` costs the datapath), hpl, nemo3d, apply
+    /// (control plane), migrate (live migration of real
     /// guests), bounds (traffic bounds: shaped TCP and UDP against the bound), adapt
     /// (VTTIF's counting cost, VNET's figure 11), adaptation (the thesis's simulations of
     /// the adaptation manager and VioCluster; needs no root), scale (the control plane
@@ -131,9 +133,11 @@ fn run(cli: Cli) -> Result<()> {
     if cli.suite == "summary" || cli.suite == "report" {
         let mut runs = Vec::new();
         for suite in [
-            "micro", "hpl", "nemo3d", "apply", "migrate", "bounds", "adapt",
+            "micro", "observe", "hpl", "nemo3d", "apply", "migrate", "bounds", "adapt",
         ] {
-            if cli.suite == "summary" && matches!(suite, "apply" | "migrate" | "bounds" | "adapt") {
+            if cli.suite == "summary"
+                && matches!(suite, "observe" | "apply" | "migrate" | "bounds" | "adapt")
+            {
                 // Not a comparison of paths: its own report says everything.
                 continue;
             }
@@ -159,6 +163,7 @@ fn run(cli: Cli) -> Result<()> {
     let suites: Vec<&str> = match cli.suite.as_str() {
         "all" => vec![
             "micro",
+            "observe",
             "hpl",
             "nemo3d",
             "apply",
@@ -168,10 +173,12 @@ fn run(cli: Cli) -> Result<()> {
             "adaptation",
             "scale",
         ],
-        s @ ("micro" | "hpl" | "nemo3d" | "apply" | "migrate" | "bounds" | "adapt") => vec![s],
+        s @ ("micro" | "observe" | "hpl" | "nemo3d" | "apply" | "migrate" | "bounds" | "adapt") => {
+            vec![s]
+        }
         other => {
             bail!(
-                "unknown suite {other:?}: use micro, hpl, nemo3d, apply, migrate, bounds, adapt, adaptation, scale or all"
+                "unknown suite {other:?}: use micro, observe, hpl, nemo3d, apply, migrate, bounds, adapt, adaptation, scale or all"
             )
         }
     };
@@ -180,6 +187,7 @@ fn run(cli: Cli) -> Result<()> {
             "apply" => run_apply(&cli)?,
             "migrate" => run_migrate(&cli)?,
             "micro" => run_micro(&cli)?,
+            "observe" => run_observe(&cli)?,
             "nemo3d" => run_nemo(&cli)?,
             "hpl" => run_hpl(&cli)?,
             "bounds" => run_bounds(&cli)?,
@@ -297,36 +305,14 @@ impl SocketFigures<'_> {
         Ok(())
     }
 
-    /// TCP with one stream and the 64-byte rate again on the Violin paths while an
-    /// observer is attached to each of their hosts, under `OBSERVED_PREFIX`.
-    fn observed(&mut self, bl: &BenchLab) -> Result<()> {
-        let paths = [NetPath::Violin, NetPath::ViolinXdp];
-        let _observing = micro::Observing::attach(bl, &paths)?;
-        let secs = self.settings.secs;
-        for path in paths {
-            let eps = bl.endpoints(path, 1);
-            let (a, b) = (&eps[0], &eps[1]);
-            let tcp1 = micro::tcp(a, b, 1, secs, self.next_port())?;
-            let (kpps, cpu) = micro::udp64(a, b, secs, self.next_port())?;
-            for (metric, value) in [("tcp1", tcp1), ("udp64_rate", kpps), ("udp64_cpu", cpu)] {
-                self.push_as(micro::OBSERVED_PREFIX, path, metric, value);
-            }
-        }
-        Ok(())
-    }
-
     fn next_port(&mut self) -> u16 {
         *self.port += 1;
         *self.port
     }
 
     fn push(&mut self, path: NetPath, metric: &str, value: f64) {
-        self.push_as(self.prefix, path, metric, value);
-    }
-
-    fn push_as(&mut self, prefix: &str, path: NetPath, metric: &str, value: f64) {
         let sample = Sample {
-            metric: format!("{prefix}{metric}"),
+            metric: format!("{}{metric}", self.prefix),
             mtu: self.mtu,
             path,
             rep: self.rep,
@@ -349,6 +335,62 @@ fn record(samples: &mut Vec<Sample>, progress: &mut Progress, s: Sample) {
     samples.push(s);
 }
 
+fn run_observe(cli: &Cli) -> Result<()> {
+    let reps = cli.reps.unwrap_or(if cli.quick { 3 } else { 9 });
+    let settings = micro::Settings::new(cli.quick);
+    let started = now_utc();
+    let t0 = Instant::now();
+    eprintln!(
+        "==> observe: {} MTUs x {reps} repetitions x {} paths, each figure unobserved then observed, {} s each",
+        cli.mtus.len(),
+        observe::PATHS.len(),
+        settings.secs
+    );
+    let mut progress = Progress {
+        start: t0,
+        done: 0,
+        total: cli.mtus.len() * reps * observe::samples_per_rep(),
+    };
+    let mut samples = Vec::new();
+    let mut port = 5000u16;
+    for &mtu in &cli.mtus {
+        eprintln!("==> lab up (underlay MTU {mtu}, VM MTU {})", mtu - 50);
+        let bl = BenchLab::up(&format!("bo{}", mtu / 100), mtu, 2, 1)?;
+        warm_up(&bl)?;
+        for rep in 0..reps {
+            observe::measure(&bl, rep, settings.secs, &mut port, |metric, path, value| {
+                let sample = Sample {
+                    metric: metric.into(),
+                    mtu,
+                    path,
+                    rep,
+                    value,
+                };
+                record(&mut samples, &mut progress, sample);
+            })?;
+        }
+        eprintln!("==> lab down");
+        bl.lab.down()?;
+    }
+    let mut run_settings = BTreeMap::new();
+    run_settings.insert("repetitions".into(), reps.to_string());
+    run_settings.insert("seconds per figure".into(), settings.secs.to_string());
+    run_settings.insert(
+        "observer".into(),
+        "violinctl -o json observe --daemon <host> on each of the path's hosts, output to /dev/null, default sample".into(),
+    );
+    finish(
+        cli,
+        "observe",
+        started,
+        t0,
+        observe::metrics(),
+        samples,
+        run_settings,
+        BTreeMap::new(),
+    )
+}
+
 fn run_micro(cli: &Cli) -> Result<()> {
     let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 5 });
     let settings = micro::Settings::new(cli.quick);
@@ -365,10 +407,7 @@ fn run_micro(cli: &Cli) -> Result<()> {
         // Per repetition: six figures per path on each underlay family, four program
         // costs per Violin mode, and the line-rate figures (two per stage and size: three
         // stages on the overlays, the whole path on bare).
-        // Then the observed figures: three on each Violin path.
-        total: cli.mtus.len()
-            * reps
-            * (NetPath::ALL.len() * 6 * 2 + 8 + 2 * 2 * (3 * 3 + 1) + 2 * 3),
+        total: cli.mtus.len() * reps * (NetPath::ALL.len() * 6 * 2 + 8 + 2 * 2 * (3 * 3 + 1)),
     };
     let mut samples = Vec::new();
     let mut profiles = BTreeMap::new();
@@ -391,7 +430,6 @@ fn run_micro(cli: &Cli) -> Result<()> {
                 progress: &mut progress,
             };
             run.measure(&bl)?;
-            run.observed(&bl)?;
             for (metric, path, value) in cost::measure(&bl, settings.test_runs)? {
                 let sample = Sample {
                     metric,
@@ -497,10 +535,6 @@ fn run_micro(cli: &Cli) -> Result<()> {
     settings_map.insert(
         "MTUs".into(),
         "underlay as listed; VMs behind an overlay get 50 bytes less (70 over IPv6)".into(),
-    );
-    settings_map.insert(
-        "observed".into(),
-        "observed_* on the Violin paths: TCP with one stream and the 64-byte rate again, right after the unobserved figures of the same repetition, while `violinctl -o json observe` (to /dev/null) is attached to each of the path's hosts: every drop and one forwarded frame in 100 described into the ring buffer, named by violind and streamed; the target is at most 2% below the unobserved figure".into(),
     );
     settings_map.insert(
         "IPv6 underlay".into(),
@@ -652,13 +686,7 @@ fn run_migrate(cli: &Cli) -> Result<()> {
 fn run_apply(cli: &Cli) -> Result<()> {
     let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 5 });
     let primitives = if cli.quick { 5 } else { 20 };
-    let violind = violin_testbed::workspace_root().join("target/release/violind");
-    if !violind.exists() {
-        bail!(
-            "{} is missing: run `cargo xtask bench`, which builds it",
-            violind.display()
-        );
-    }
+    let violind = paths::violind()?;
     let started = now_utc();
     let t0 = Instant::now();
     eprintln!(
@@ -699,7 +727,7 @@ fn run_bounds(cli: &Cli) -> Result<()> {
         done: 0,
         total: 1 + reps * bounds::PATHS.len() * bounds::figures_per_rep(),
     };
-    let samples = bounds::run(violin_testbed::violind_path(), &settings, reps, |what| {
+    let samples = bounds::run(paths::violind()?, &settings, reps, |what| {
         progress.step(what)
     })?;
     let mut run_settings = BTreeMap::new();
@@ -733,7 +761,7 @@ fn run_adapt(cli: &Cli) -> Result<()> {
         done: 0,
         total: 2 + reps * adapt::figures_per_rep(),
     };
-    let samples = adapt::run(violin_testbed::violind_path(), &settings, reps, |what| {
+    let samples = adapt::run(paths::violind()?, &settings, reps, |what| {
         progress.step(what)
     })?;
     let mut run_settings = BTreeMap::new();
@@ -990,8 +1018,6 @@ fn micro_refs() -> Vec<report::Reference> {
         R::new("udp64_rate", "Target: Violin at least 1.5x the frame rate of Linux VXLAN."),
         R::new("ipv6_tcp1", "Over an IPv6 underlay the outer headers take 70 bytes: at MTU 1500 a VM's TCP (1390-byte segments) can reach at most 96.5% of the bare path's IPv6 TCP (1440-byte segments) (issue 13 part 5)."),
         R::new("rtt_p50", "Target: Violin at most 1.25x bare (aim 1.10x). Reference: Linux VXLAN measured 1.35x bare (ping p50) here before."),
-        R::new("observed_tcp1", "Target: with violinctl observe attached, at most 2% below the same path's tcp1 (issue 14 part 3)."),
-        R::new("observed_udp64_rate", "Target: with violinctl observe attached, at most 2% below the same path's udp64_rate."),
         R::new("encap_ns_64", "Target: under 60 ns."),
         R::new("decap_ns_64", "Target: under 40 ns."),
         R::new("lr_encap_64", "Targets: at least 1.49 Mpps (1 GbE line rate at 64 bytes) and at least 3x Linux VXLAN. The bare path's whole-path figure is the lab's own ceiling (source, veth and wire)."),
@@ -1070,6 +1096,11 @@ fn rewrite(r: &Results, dir: &Path) -> Result<()> {
         "apply" => {
             r.write(dir)?;
             std::fs::write(dir.join("report.md"), apply::markdown(r))?;
+            Ok(())
+        }
+        "observe" => {
+            r.write(dir)?;
+            std::fs::write(dir.join("report.md"), observe::markdown(r))?;
             Ok(())
         }
         "bounds" => {

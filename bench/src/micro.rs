@@ -51,79 +51,6 @@ impl Settings {
     }
 }
 
-/// The prefix of the figures taken again on the Violin paths with an observer attached.
-pub const OBSERVED_PREFIX: &str = "observed_";
-/// Those figures' metrics.
-const OBSERVED: [&str; 3] = ["tcp1", "udp64_rate", "udp64_cpu"];
-
-/// `violinctl observe` attached to every host of some paths (every drop and the default
-/// one forwarded frame in 100 described, printed to nowhere), until dropped: what an
-/// operator watching costs the datapath.
-pub struct Observing(Vec<std::process::Child>);
-
-impl Observing {
-    pub fn attach(
-        bl: &crate::paths::BenchLab,
-        paths: &[crate::results::NetPath],
-    ) -> Result<Observing> {
-        let mut observers = Observing(Vec::new());
-        let violinctl = bl.lab.sibling("violinctl");
-        let hosts: Vec<usize> = paths.iter().flat_map(|&p| bl.hosts(p)).collect();
-        for &h in &hosts {
-            let api =
-                SocketAddr::from((bl.lab.hosts[h].underlay_ip, violin_testbed::lab::API_PORT));
-            let mut cmd = std::process::Command::new("ip");
-            cmd.args([
-                "netns",
-                "exec",
-                // The host's own namespace reaches its daemon whatever the switch has.
-                &bl.lab.hosts[h].ns,
-            ])
-            .arg(&violinctl)
-            .args([
-                "-o",
-                "json",
-                "observe",
-                "--daemon",
-                &format!("http://{api}"),
-            ]);
-            // A lab without a controller leaves its daemons' API open.
-            let token = bl.lab.daemon_token_file();
-            if token.exists() {
-                cmd.arg("--daemon-token-file").arg(token);
-            }
-            let log = std::fs::File::create(bl.lab.dir.join(format!("observe-h{h}.log")))?;
-            let child = cmd
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .context("starting violinctl observe")?;
-            observers.0.push(child);
-        }
-        // Each daemon switches describing on within 200 ms of an observer attaching.
-        std::thread::sleep(std::time::Duration::from_secs(1));
-        for (c, h) in observers.0.iter_mut().zip(&hosts) {
-            if let Some(status) = c.try_wait()? {
-                let log = bl.lab.dir.join(format!("observe-h{h}.log"));
-                bail!(
-                    "violinctl observe ended at once ({status}): {}",
-                    std::fs::read_to_string(log).unwrap_or_default().trim()
-                );
-            }
-        }
-        Ok(observers)
-    }
-}
-
-impl Drop for Observing {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// The family of the suite's second lab, and the prefix of the metrics taken on it.
 pub const IPV6: Family = Family::V6;
 pub const IPV6_PREFIX: &str = "ipv6_";
@@ -137,20 +64,9 @@ pub fn metrics() -> Vec<Metric> {
         better: m.better,
     });
     let over_ipv6: Vec<Metric> = over_ipv6.collect();
-    let observed: Vec<Metric> = sockets
-        .iter()
-        .filter(|m| OBSERVED.contains(&m.id.as_str()))
-        .map(|m| Metric {
-            id: format!("{OBSERVED_PREFIX}{}", m.id),
-            title: format!("{}, observed (violinctl observe attached)", m.title),
-            unit: m.unit.clone(),
-            better: m.better,
-        })
-        .collect();
     sockets
         .into_iter()
         .chain(over_ipv6)
-        .chain(observed)
         .chain(crate::cost::METRICS.iter().map(|(id, title)| Metric {
             id: id.to_string(),
             title: format!("{title}, BPF_PROG_TEST_RUN"),

@@ -106,7 +106,7 @@ fn lab_for(path: NetPath, workload: Workload) -> Result<Lab> {
         NetPath::Violin => "bmv",
         _ => "bml",
     };
-    let mut spec = LabSpec::new(name, violin_testbed::violind_path());
+    let mut spec = LabSpec::new(name, crate::paths::violind()?);
     spec.vm_kind = VmKind::Qemu;
     spec.vms_per_host = 1;
     match workload {

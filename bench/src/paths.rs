@@ -2,9 +2,9 @@
 //! ports), Linux VXLAN hosts, bare hosts whose own namespaces are the endpoints, and
 //! Violin hosts with TC VM ports. Every figure of a run is taken on this same lab (the
 //! micro suite's IPv6 figures on a second one of the same paths, its underlay IPv6).
-use std::net::IpAddr;
+use std::{net::IpAddr, path::PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use violin_testbed::lab::{HostKind, Lab, LabSpec, Vm};
 
 use crate::results::NetPath;
@@ -14,6 +14,20 @@ use crate::results::NetPath;
 pub struct Endpoint {
     pub ns: String,
     pub ip: IpAddr,
+}
+
+/// The optimised `violind` that `cargo xtask bench` builds: the figures are the daemon's
+/// as operators run it (its slow path, its observers), and a lab finds the release
+/// violinctl, violin-controller and violin-patterns beside it.
+pub fn violind() -> Result<PathBuf> {
+    let path = violin_testbed::workspace_root().join("target/release/violind");
+    if !path.exists() {
+        bail!(
+            "{} is missing: run `cargo xtask bench`, which builds it",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 pub struct BenchLab {
@@ -29,7 +43,7 @@ impl BenchLab {
     /// [`BenchLab::up`] on an IPv6-only underlay when `ipv6`: the tunnels are VXLAN over
     /// IPv6 and the bare path's endpoints speak IPv6; the VMs still speak IPv4.
     pub fn up_on(name: &str, mtu: u32, hosts: usize, vms: usize, ipv6: bool) -> Result<BenchLab> {
-        let mut spec = LabSpec::new(name, violin_testbed::violind_path());
+        let mut spec = LabSpec::new(name, violind()?);
         spec.ipv6 = ipv6;
         spec.hosts = hosts;
         spec.linux_vxlan_hosts = hosts;

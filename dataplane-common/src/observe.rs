@@ -10,9 +10,42 @@ use crate::packet::{be16, Frame, ETH_P_IPV4};
 pub struct ObserveConfig {
     /// Non-zero while an observer is attached; zero: the programs describe nothing.
     pub on: u32,
-    /// One forwarded frame in this many is described (0: none, drops only).
-    pub sample: u32,
+    /// A forwarded frame is described when a random u32 falls below this (0: none,
+    /// drops only): a comparison, where one in N by remainder would cost each forwarded
+    /// frame a division.
+    pub below: u32,
 }
+
+impl ObserveConfig {
+    /// On, describing about one forwarded frame in `every` (0: none).
+    pub fn one_in(every: u32) -> ObserveConfig {
+        ObserveConfig {
+            on: 1,
+            // 2^32 / n, rounded: one draw in n falls below it (every draw but one in
+            // 2^32 for n = 1).
+            below: match every {
+                0 => 0,
+                n => ((1u64 << 32) + u64::from(n) / 2)
+                    .div_euclid(u64::from(n))
+                    .min(u64::from(u32::MAX)) as u32,
+            },
+        }
+    }
+
+    /// The N of "one forwarded frame in N" (0: none).
+    pub fn every(&self) -> u32 {
+        match self.below {
+            0 => 0,
+            b => (((1u64 << 32) + u64::from(b) / 2) / u64::from(b)) as u32,
+        }
+    }
+}
+
+/// `OBSERVE_BUDGET`'s entries: each CPU's bucket for drops, and one for sampled forwarded
+/// frames, so that samples never take a drop's place.
+pub const BUDGET_DROPS: u32 = 0;
+pub const BUDGET_FORWARDED: u32 = 1;
+pub const BUDGETS: u32 = 2;
 
 /// `FlowEvent::reason` of a forwarded frame; a drop's is its `DropReason` plus one.
 pub const FORWARDED: u8 = 0;
@@ -137,6 +170,28 @@ mod pod {
 mod tests {
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn a_sample_of_one_in_n_draws_below_its_share_of_u32() {
+        assert_eq!(ObserveConfig::one_in(0).below, 0, "drops only: no sample");
+        assert_eq!(
+            ObserveConfig::one_in(1).below,
+            u32::MAX,
+            "every frame, but one in 2^32"
+        );
+        for n in [2, 100, 1000, 65536] {
+            let c = ObserveConfig::one_in(n);
+            assert_eq!(c.on, 1);
+            assert_eq!(c.every(), n, "one in {n}");
+            // The share of u32 values below the threshold is 1/n.
+            let share = f64::from(c.below) / 4_294_967_296.0;
+            assert!(
+                (share * f64::from(n) - 1.0).abs() < 1e-6,
+                "one in {n}: {share}"
+            );
+        }
+        assert_eq!(ObserveConfig::default().every(), 0);
+    }
 
     fn udp_frame() -> Vec<u8> {
         let mut f = Vec::new();

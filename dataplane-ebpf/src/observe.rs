@@ -1,10 +1,16 @@
 //! Frames described for observers (`violind observe`): only while one is attached
 //! (`OBSERVE`), each CPU within its budget (`OBSERVE_BUDGET`), into the `EVENTS` ring
-//! buffer: every dropped frame, and one forwarded frame in `OBSERVE.sample` (none when
-//! it is 0). With nobody observing, a frame costs one more array lookup.
+//! buffer: every dropped frame, and a random sample of forwarded ones (`OBSERVE.below`;
+//! none when it is 0). With nobody observing, a frame costs one more array lookup.
 
-use aya_ebpf::helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns};
-use dataplane_common::{observe::FlowEvent, packet::Frame};
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+};
+use dataplane_common::{
+    observe::{FlowEvent, BUDGET_DROPS, BUDGET_FORWARDED, FORWARDED},
+    packet::Frame,
+};
 
 use crate::maps::{EVENTS, OBSERVE, OBSERVE_BUDGET};
 
@@ -20,7 +26,7 @@ pub(crate) fn observed() -> bool {
 pub(crate) fn sampled() -> bool {
     OBSERVE.get(0).is_some_and(|c| {
         // SAFETY: a helper without arguments.
-        c.on != 0 && c.sample != 0 && unsafe { bpf_get_prandom_u32() } % c.sample == 0
+        c.on != 0 && c.below != 0 && unsafe { bpf_get_prandom_u32() } < c.below
     })
 }
 
@@ -31,7 +37,12 @@ pub(crate) fn sampled() -> bool {
 pub(crate) fn describe<F: Frame>(f: &F, slot: u32, reason: u8) {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let Some(budget) = OBSERVE_BUDGET.get_ptr_mut(0) else {
+    let which = if reason == FORWARDED {
+        BUDGET_FORWARDED
+    } else {
+        BUDGET_DROPS
+    };
+    let Some(budget) = OBSERVE_BUDGET.get_ptr_mut(which) else {
         return;
     };
     // SAFETY: this CPU's slot; nothing else on this CPU runs meanwhile.
@@ -44,5 +55,7 @@ pub(crate) fn describe<F: Frame>(f: &F, slot: u32, reason: u8) {
     };
     // SAFETY: fill writes every byte of the reserved event before it is submitted.
     unsafe { (*entry.as_mut_ptr()).fill(f, slot, reason, now) };
-    entry.submit(0);
+    // violind polls the buffer on a timer: waking a reader that does not wait would
+    // cost this CPU an interrupt.
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
 }

@@ -105,17 +105,24 @@ async fn get_health(State(api): State<Api>) -> Response {
 }
 
 /// Live events: every frame the datapath drops from now on, and one in `every` it
-/// forwards from VM ports (each CPU bounded to `observe::RATE` a second), named and
+/// forwards from VM ports (each CPU bounded to `observe::RATE` drops and
+/// `observe::SAMPLE_RATE` samples a second), named and
 /// filtered, one JSON object per line, until the client goes; an empty line every 2 s
 /// when nothing happens. Nobody observing, the programs describe nothing.
 #[utoipa::path(get, path = "/v1/observe", tag = "datapath", params(ObserveQuery),
     responses((status = 200, description = "Events, one per line", body = FlowEvent, content_type = "application/x-ndjson")))]
 async fn observe(State(api): State<Api>, Query(query): Query<ObserveQuery>) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<FlowEvent>(1024);
+    // Batches of one drain each: a second's worth of them is plenty of slack.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<FlowEvent>>(16);
     api.observers.attach(query, tx);
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {
         let line = match tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
-            Ok(Some(e)) => serde_json::to_string(&e).unwrap_or_default() + "\n",
+            // One write for the batch: the client wakes once per drain.
+            Ok(Some(batch)) => batch.iter().fold(String::new(), |mut out, e| {
+                out += &serde_json::to_string(e).unwrap_or_default();
+                out.push('\n');
+                out
+            }),
             Ok(None) => return None,
             // A line now and then: a client that went away is noticed when it fails.
             Err(_) => "\n".to_string(),

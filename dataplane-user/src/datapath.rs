@@ -20,7 +20,7 @@ use dataplane_common::{
         names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo,
         PortInfo, Shaper, StormBucket, VniInfo,
     },
-    observe::ObserveConfig,
+    observe::{ObserveConfig, BUDGETS},
 };
 use tracing::{info, warn};
 
@@ -288,6 +288,7 @@ fn check_pinned_sizes(dir: &Path) -> Result<()> {
         (names::PEERS, None, 0, size(16), None),
         (names::FDB, None, 0, None, size(size_of::<FdbEntry>())),
         (names::ROUTES, None, 0, None, size(size_of::<FdbEntry>())),
+        (names::OBSERVE_BUDGET, Some(BUDGETS), 0, None, None),
     ];
     for (name, entries, flags, key, value) in expected {
         let pin = dir.join(name);

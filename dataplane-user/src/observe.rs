@@ -1,7 +1,7 @@
 //! Live events for observers (`GET /v1/observe`, `violinctl observe`): while at least one
 //! observer is attached, the datapath describes the frames it drops, and one in
 //! `every` it forwards from VM ports, into the `EVENTS` ring buffer (each CPU within
-//! `RATE` events a second), and a thread here reads them,
+//! `RATE` drops and `SAMPLE_RATE` samples a second), and a thread here reads them,
 //! names their port, environment and VMs, and hands each to the observers whose filters
 //! match. With none attached, `OBSERVE` is off and the programs describe nothing.
 use std::{
@@ -16,7 +16,7 @@ use aya::maps::{MapData, PerCpuValues, RingBuf};
 use dataplane_common::{
     counters::DropReason,
     maps::{names, StormBucket, UNDERLAY_SLOT},
-    observe::{FlowEvent as Raw, ObserveConfig},
+    observe::{FlowEvent as Raw, ObserveConfig, BUDGET_DROPS, BUDGET_FORWARDED},
     packet::be16,
 };
 use tokio::sync::mpsc::Sender;
@@ -25,19 +25,26 @@ use violin_api::observe::{FlowEvent, ObserveQuery, DEFAULT_EVERY};
 
 use crate::{datapath::Maps, host::Paths, netdev::ifname, stats::vm_names};
 
-/// Events each CPU may describe per second, and its burst.
+/// Drops each CPU may describe per second, and their burst.
 pub const RATE: u32 = 2000;
 const BURST: u32 = 200;
+/// Sampled forwarded frames each CPU may describe per second, and their burst: a
+/// terminal shows far fewer, and each costs the CPUs the flows run on.
+pub const SAMPLE_RATE: u32 = 200;
+const SAMPLE_BURST: u32 = 20;
+/// How often the reader drains the ring buffer: events reach observers in batches, so a
+/// busy datapath wakes the daemon and the observers a few times a second, not per event.
+const POLL: Duration = Duration::from_millis(100);
 
-/// One attached observer: its filter, and where its events go.
-type Observer = (ObserveQuery, Sender<FlowEvent>);
+/// One attached observer: its filter, and where its events go (a batch per drain).
+type Observer = (ObserveQuery, Sender<Vec<FlowEvent>>);
 
 /// The observers attached now.
 #[derive(Clone, Default)]
 pub struct Observers(Arc<Mutex<Vec<Observer>>>);
 
 impl Observers {
-    pub fn attach(&self, query: ObserveQuery, to: Sender<FlowEvent>) {
+    pub fn attach(&self, query: ObserveQuery, to: Sender<Vec<FlowEvent>>) {
         self.0.lock().unwrap().push((query, to));
     }
 
@@ -47,23 +54,25 @@ impl Observers {
     fn wanted(&self) -> ObserveConfig {
         let mut all = self.0.lock().unwrap();
         all.retain(|(_, s)| !s.is_closed());
-        let sample = all
+        if all.is_empty() {
+            return ObserveConfig::default();
+        }
+        let every = all
             .iter()
             .filter(|(q, _)| !q.drops)
             .map(|(q, _)| q.every.unwrap_or(DEFAULT_EVERY).max(1))
             .min()
             .unwrap_or(0);
-        ObserveConfig {
-            on: (!all.is_empty()).into(),
-            sample,
-        }
+        ObserveConfig::one_in(every)
     }
 
-    fn send(&self, e: &FlowEvent) {
+    /// Hands each observer the events of one drain that its filter matches, together.
+    fn send(&self, events: &[FlowEvent]) {
         for (q, s) in self.0.lock().unwrap().iter() {
+            let mine: Vec<FlowEvent> = events.iter().filter(|e| q.matches(e)).cloned().collect();
             // An observer that does not keep up loses events, never stalls the others.
-            if q.matches(e) {
-                let _ = s.try_send(e.clone());
+            if !mine.is_empty() {
+                let _ = s.try_send(mine);
             }
         }
     }
@@ -183,9 +192,16 @@ fn wall_offset() -> f64 {
 fn switch(maps: &mut Maps, config: ObserveConfig) -> Result<()> {
     if config.on != 0 {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        let bucket = StormBucket::new(RATE, BURST);
-        maps.observe_budget
-            .set(0, PerCpuValues::try_from(vec![bucket; cpus])?, 0)?;
+        for (which, bucket) in [
+            (BUDGET_DROPS, StormBucket::new(RATE, BURST)),
+            (
+                BUDGET_FORWARDED,
+                StormBucket::new(SAMPLE_RATE, SAMPLE_BURST),
+            ),
+        ] {
+            maps.observe_budget
+                .set(which, PerCpuValues::try_from(vec![bucket; cpus])?, 0)?;
+        }
     }
     maps.observe.set(0, config, 0)?;
     Ok(())
@@ -216,7 +232,7 @@ pub fn start(paths: &Paths, host: &str, underlay: &str, observers: Observers) ->
                 if want != now {
                     match switch(&mut maps, want) {
                         Ok(()) => {
-                            info!(on = want.on, one_forwarded_in = want.sample, "observation");
+                            info!(on = want.on, one_forwarded_in = want.every(), "observation");
                             now = want;
                         }
                         Err(e) => warn!(error = format!("{e:#}"), "cannot switch observation"),
@@ -230,6 +246,7 @@ pub fn start(paths: &Paths, host: &str, underlay: &str, observers: Observers) ->
                 }
                 names.refresh(&maps, &paths);
                 let offset = wall_offset();
+                let mut batch = Vec::new();
                 while let Some(item) = ring.next() {
                     if item.len() < core::mem::size_of::<Raw>() {
                         continue;
@@ -238,9 +255,12 @@ pub fn start(paths: &Paths, host: &str, underlay: &str, observers: Observers) ->
                     // bytes are a valid one, and read_unaligned needs no alignment.
                     let raw: Raw =
                         unsafe { core::ptr::read_unaligned(item.as_ptr() as *const Raw) };
-                    observers.send(&names.event(&raw, offset));
+                    batch.push(names.event(&raw, offset));
                 }
-                thread::sleep(Duration::from_millis(50));
+                if !batch.is_empty() {
+                    observers.send(&batch);
+                }
+                thread::sleep(POLL);
             }
         })
         .context("starting the observer")?;

@@ -4,7 +4,7 @@
 //! attention; 2 an error (the message says which field or host); 3 a `--wait` that timed
 //! out (the message names the hosts that lag).
 use std::{
-    io::Read,
+    io::{Read, Write},
     path::{Path, PathBuf},
     process::ExitCode,
     time::{Duration, Instant},
@@ -314,8 +314,9 @@ enum Command {
     /// Live events from the hosts' datapaths, straight from each violind: every frame
     /// dropped from now on and one in --every forwarded from VM ports, with time, host,
     /// port, environment, source and destination (VM names, MACs, IPs, ports), verdict
-    /// and reason. Each CPU of a host describes at most 2000 a second; nobody observing,
-    /// the datapath describes nothing. Ctrl-C ends, or --count.
+    /// and reason. Each CPU of a host describes at most 2000 drops and 200 forwarded
+    /// frames a second; nobody observing, the datapath describes nothing. Ctrl-C ends, or
+    /// --count.
     ///
     /// Example: `violinctl observe --daemon http://10.250.0.1:9600 --drops --vm h1v1`.
     Observe {
@@ -968,15 +969,22 @@ fn observe(cli: &Cli) -> Result<()> {
         });
     }
     drop(tx);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut seen = 0;
     while count.is_none_or(|n| seen < n) {
-        let e = rx
-            .recv()
-            .context("every daemon's stream ended")?
-            .map_err(anyhow::Error::msg)?;
-        output::event(cli.output, &e)?;
+        // What has come goes out in one write before waiting for more: a pipe sees events
+        // as they come, and a busy datapath does not cost a write per event.
+        let e = match rx.try_recv() {
+            Ok(e) => e,
+            Err(_) => {
+                out.flush()?;
+                rx.recv().context("every daemon's stream ended")?
+            }
+        };
+        output::event(cli.output, &e.map_err(anyhow::Error::msg)?, &mut out)?;
         seen += 1;
     }
+    out.flush()?;
     Ok(())
 }
 

@@ -795,11 +795,10 @@ pub fn measurements(out: Output, m: &[MeasuredPair]) -> Result<()> {
 
 /// One live event on a line: for people, time (UTC), host, where, verdict and the
 /// flow; for scripts, one JSON object per line (or a YAML document each).
-pub fn event(out: Output, e: &FlowEvent) -> Result<()> {
-    use std::io::Write;
+pub fn event(out: Output, e: &FlowEvent, to: &mut impl std::io::Write) -> Result<()> {
     match out {
-        Output::Json => println!("{}", serde_json::to_string(e)?),
-        Output::Yaml => print!("---\n{}", yaml(&serde_json::to_value(e)?)),
+        Output::Json => writeln!(to, "{}", serde_json::to_string(e)?)?,
+        Output::Yaml => write!(to, "---\n{}", yaml(&serde_json::to_value(e)?))?,
         Output::Table | Output::Wide => {
             let day = e.time.rem_euclid(86400.0);
             let time = format!(
@@ -824,7 +823,8 @@ pub fn event(out: Output, e: &FlowEvent) -> Result<()> {
                 (None, Some(v)) => format!("vni {v}"),
                 _ => "-".into(),
             };
-            println!(
+            writeln!(
+                to,
                 "{time}  {}  {}  {env}  {} {}  {} -> {}  {} {} B",
                 e.host,
                 e.port,
@@ -834,11 +834,9 @@ pub fn event(out: Output, e: &FlowEvent) -> Result<()> {
                 end(&e.dst_vm, &e.dst_mac, e.dst_ip, e.dst_port),
                 e.proto.as_deref().unwrap_or(&e.ethertype),
                 e.len
-            );
+            )?;
         }
     }
-    // Events are read as they come: a pipe must not hold them back.
-    std::io::stdout().flush()?;
     Ok(())
 }
 
