@@ -341,7 +341,7 @@ fn run_observe(cli: &Cli) -> Result<()> {
     let started = now_utc();
     let t0 = Instant::now();
     eprintln!(
-        "==> observe: {} MTUs x {reps} repetitions x {} paths, each figure unobserved then observed, {} s each",
+        "==> observe: {} MTUs x {reps} repetitions x {} paths, each figure unobserved and observed in turn, {} s each",
         cli.mtus.len(),
         observe::PATHS.len(),
         settings.secs

@@ -41,8 +41,8 @@ const RATIO: &str = "_ratio";
 /// for CPU per frame at most 1.02).
 const TARGET: f64 = 0.02;
 
-/// Samples each repetition records per path: three figures, each unobserved, observed and
-/// as their ratio.
+/// Samples each repetition records over all paths: three figures per path, each
+/// unobserved, observed and as their ratio.
 pub fn samples_per_rep() -> usize {
     PATHS.len() * FIGURES.len() * 3
 }
@@ -119,9 +119,10 @@ pub fn measure(
 /// costs the datapath.
 pub struct Observing(Vec<std::process::Child>);
 
-/// How long a daemon may keep describing after its observer went: it notices a client
-/// gone on its next write, within its 2-second keep-alive.
-const NOTICED_GONE: Duration = Duration::from_secs(3);
+/// How long a daemon may keep describing after its observer went: with no traffic it
+/// writes a keep-alive line every 2 s, and the write after a closed connection's first
+/// one fails.
+const NOTICED_GONE: Duration = Duration::from_secs(5);
 
 impl Observing {
     pub fn attach(bl: &BenchLab, path: NetPath) -> Result<Observing> {
@@ -173,8 +174,14 @@ impl Observing {
         Ok(observers)
     }
 
-    /// Ends the observers, and waits until their daemons have stopped describing.
-    pub fn detach(self) -> Result<()> {
+    /// Ends the observers, and waits until their daemons have stopped describing; fails
+    /// when one had ended before (its half of the pair was not all observed).
+    pub fn detach(mut self) -> Result<()> {
+        for c in &mut self.0 {
+            if let Some(status) = c.try_wait()? {
+                bail!("violinctl observe ended while observed figures were taken ({status})");
+            }
+        }
         drop(self);
         std::thread::sleep(NOTICED_GONE);
         Ok(())

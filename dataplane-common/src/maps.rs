@@ -26,8 +26,9 @@ pub mod names {
     pub const VM_BOUNDS: &str = "VM_BOUNDS";
     pub const OBSERVE: &str = "OBSERVE";
     pub const OBSERVE_BUDGET: &str = "OBSERVE_BUDGET";
+    pub const OBSERVE_SAMPLE_BUDGET: &str = "OBSERVE_SAMPLE_BUDGET";
     pub const EVENTS: &str = "EVENTS";
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 21] = [
         CONFIG,
         PORTS,
         VNIS,
@@ -47,6 +48,7 @@ pub mod names {
         VM_BOUNDS,
         OBSERVE,
         OBSERVE_BUDGET,
+        OBSERVE_SAMPLE_BUDGET,
         EVENTS,
     ];
 }

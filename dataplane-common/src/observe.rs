@@ -36,16 +36,10 @@ impl ObserveConfig {
     pub fn every(&self) -> u32 {
         match self.below {
             0 => 0,
-            b => (((1u64 << 32) + u64::from(b) / 2) / u64::from(b)) as u32,
+            b => (((1u64 << 32) + u64::from(b) / 2) / u64::from(b)).min(u64::from(u32::MAX)) as u32,
         }
     }
 }
-
-/// `OBSERVE_BUDGET`'s entries: each CPU's bucket for drops, and one for sampled forwarded
-/// frames, so that samples never take a drop's place.
-pub const BUDGET_DROPS: u32 = 0;
-pub const BUDGET_FORWARDED: u32 = 1;
-pub const BUDGETS: u32 = 2;
 
 /// `FlowEvent::reason` of a forwarded frame; a drop's is its `DropReason` plus one.
 pub const FORWARDED: u8 = 0;

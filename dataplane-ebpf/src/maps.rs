@@ -13,7 +13,7 @@ use aya_ebpf::{
 use dataplane_common::{
     counters::{Counter, DropReason, PeerStats, PortStats, ACTION_SLOTS, HOOKS},
     maps::*,
-    observe::{ObserveConfig, BUDGETS, EVENTS_BYTES},
+    observe::{ObserveConfig, EVENTS_BYTES},
 };
 
 #[map]
@@ -54,10 +54,15 @@ pub(crate) static STORM: Array<StormBucket> = Array::pinned(MAX_SLOTS, 0);
 pub(crate) static VM_BOUNDS: Array<Shaper> = Array::pinned(MAX_SLOTS, 0);
 #[map]
 pub(crate) static OBSERVE: Array<ObserveConfig> = Array::pinned(1, 0);
-/// Each CPU's bounds on the events it describes (a storm of drops must not become a storm
-/// of events), `BUDGET_DROPS` and `BUDGET_FORWARDED`.
+/// Each CPU's bound on the drops it describes (a storm of drops must not become a storm
+/// of events).
 #[map]
-pub(crate) static OBSERVE_BUDGET: PerCpuArray<StormBucket> = PerCpuArray::pinned(BUDGETS, 0);
+pub(crate) static OBSERVE_BUDGET: PerCpuArray<StormBucket> = PerCpuArray::pinned(1, 0);
+/// Each CPU's bound on the forwarded frames it describes: a budget of their own, so that
+/// samples never take a drop's place (a map of its own, not a second entry of
+/// `OBSERVE_BUDGET`: a daemon upgraded in place reuses that pin as it is).
+#[map]
+pub(crate) static OBSERVE_SAMPLE_BUDGET: PerCpuArray<StormBucket> = PerCpuArray::pinned(1, 0);
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 

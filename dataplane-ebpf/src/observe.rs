@@ -1,5 +1,6 @@
 //! Frames described for observers (`violind observe`): only while one is attached
-//! (`OBSERVE`), each CPU within its budget (`OBSERVE_BUDGET`), into the `EVENTS` ring
+//! (`OBSERVE`), each CPU within its budgets (`OBSERVE_BUDGET` for drops,
+//! `OBSERVE_SAMPLE_BUDGET` for samples), into the `EVENTS` ring
 //! buffer: every dropped frame, and a random sample of forwarded ones (`OBSERVE.below`;
 //! none when it is 0). With nobody observing, a frame costs one more array lookup.
 
@@ -8,11 +9,11 @@ use aya_ebpf::{
     helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
 };
 use dataplane_common::{
-    observe::{FlowEvent, BUDGET_DROPS, BUDGET_FORWARDED, FORWARDED},
+    observe::{FlowEvent, FORWARDED},
     packet::Frame,
 };
 
-use crate::maps::{EVENTS, OBSERVE, OBSERVE_BUDGET};
+use crate::maps::{EVENTS, OBSERVE, OBSERVE_BUDGET, OBSERVE_SAMPLE_BUDGET};
 
 /// Whether an observer is attached.
 #[inline(always)]
@@ -37,12 +38,12 @@ pub(crate) fn sampled() -> bool {
 pub(crate) fn describe<F: Frame>(f: &F, slot: u32, reason: u8) {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let which = if reason == FORWARDED {
-        BUDGET_FORWARDED
+    let budgets = if reason == FORWARDED {
+        &OBSERVE_SAMPLE_BUDGET
     } else {
-        BUDGET_DROPS
+        &OBSERVE_BUDGET
     };
-    let Some(budget) = OBSERVE_BUDGET.get_ptr_mut(which) else {
+    let Some(budget) = budgets.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: this CPU's slot; nothing else on this CPU runs meanwhile.

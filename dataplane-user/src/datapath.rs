@@ -20,7 +20,7 @@ use dataplane_common::{
         names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo,
         PortInfo, Shaper, StormBucket, VniInfo,
     },
-    observe::{ObserveConfig, BUDGETS},
+    observe::ObserveConfig,
 };
 use tracing::{info, warn};
 
@@ -48,6 +48,7 @@ pub struct Maps {
     pub vm_bounds: Array<MapData, Shaper>,
     pub observe: Array<MapData, ObserveConfig>,
     pub observe_budget: PerCpuArray<MapData, StormBucket>,
+    pub observe_sample_budget: PerCpuArray<MapData, StormBucket>,
 }
 
 fn typed<T>(map: Map, name: &str) -> Result<T>
@@ -78,6 +79,10 @@ impl Maps {
             vm_bounds: typed(get(names::VM_BOUNDS)?, names::VM_BOUNDS)?,
             observe: typed(get(names::OBSERVE)?, names::OBSERVE)?,
             observe_budget: typed(get(names::OBSERVE_BUDGET)?, names::OBSERVE_BUDGET)?,
+            observe_sample_budget: typed(
+                get(names::OBSERVE_SAMPLE_BUDGET)?,
+                names::OBSERVE_SAMPLE_BUDGET,
+            )?,
         })
     }
 
@@ -288,7 +293,6 @@ fn check_pinned_sizes(dir: &Path) -> Result<()> {
         (names::PEERS, None, 0, size(16), None),
         (names::FDB, None, 0, None, size(size_of::<FdbEntry>())),
         (names::ROUTES, None, 0, None, size(size_of::<FdbEntry>())),
-        (names::OBSERVE_BUDGET, Some(BUDGETS), 0, None, None),
     ];
     for (name, entries, flags, key, value) in expected {
         let pin = dir.join(name);

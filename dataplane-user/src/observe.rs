@@ -16,7 +16,7 @@ use aya::maps::{MapData, PerCpuValues, RingBuf};
 use dataplane_common::{
     counters::DropReason,
     maps::{names, StormBucket, UNDERLAY_SLOT},
-    observe::{FlowEvent as Raw, ObserveConfig, BUDGET_DROPS, BUDGET_FORWARDED},
+    observe::{FlowEvent as Raw, ObserveConfig, EVENTS_BYTES},
     packet::be16,
 };
 use tokio::sync::mpsc::Sender;
@@ -35,6 +35,10 @@ const SAMPLE_BURST: u32 = 20;
 /// How often the reader drains the ring buffer: events reach observers in batches, so a
 /// busy datapath wakes the daemon and the observers a few times a second, not per event.
 const POLL: Duration = Duration::from_millis(100);
+/// A drain this large means the buffer filled fast (many CPUs at their budgets): the
+/// next one comes at once, before it overflows. (Each event takes its 48 bytes and an
+/// 8-byte header.)
+const BUSY_DRAIN: usize = EVENTS_BYTES as usize / 56 / 4;
 
 /// One attached observer: its filter, and where its events go (a batch per drain).
 type Observer = (ObserveQuery, Sender<Vec<FlowEvent>>);
@@ -192,16 +196,12 @@ fn wall_offset() -> f64 {
 fn switch(maps: &mut Maps, config: ObserveConfig) -> Result<()> {
     if config.on != 0 {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        for (which, bucket) in [
-            (BUDGET_DROPS, StormBucket::new(RATE, BURST)),
-            (
-                BUDGET_FORWARDED,
-                StormBucket::new(SAMPLE_RATE, SAMPLE_BURST),
-            ),
-        ] {
-            maps.observe_budget
-                .set(which, PerCpuValues::try_from(vec![bucket; cpus])?, 0)?;
-        }
+        let drops = StormBucket::new(RATE, BURST);
+        maps.observe_budget
+            .set(0, PerCpuValues::try_from(vec![drops; cpus])?, 0)?;
+        let samples = StormBucket::new(SAMPLE_RATE, SAMPLE_BURST);
+        maps.observe_sample_budget
+            .set(0, PerCpuValues::try_from(vec![samples; cpus])?, 0)?;
     }
     maps.observe.set(0, config, 0)?;
     Ok(())
@@ -257,10 +257,13 @@ pub fn start(paths: &Paths, host: &str, underlay: &str, observers: Observers) ->
                         unsafe { core::ptr::read_unaligned(item.as_ptr() as *const Raw) };
                     batch.push(names.event(&raw, offset));
                 }
-                if !batch.is_empty() {
+                let drained = batch.len();
+                if drained > 0 {
                     observers.send(&batch);
                 }
-                thread::sleep(POLL);
+                if drained < BUSY_DRAIN {
+                    thread::sleep(POLL);
+                }
             }
         })
         .context("starting the observer")?;
