@@ -1166,6 +1166,7 @@ fn blank_host(name: &str) -> HostInfo {
     HostInfo {
         name: name.to_string(),
         address: None,
+        api: None,
         environments: Vec::new(),
         vms: 0,
         registered: false,
@@ -1207,6 +1208,7 @@ fn host_list(api: &Api) -> Result<Vec<HostInfo>, Reject> {
         entry.registered = true;
         if let Some(r) = report {
             entry.address = Some(r.address.to_string());
+            entry.api = r.api.clone();
         }
     }
     for (h, entry) in hosts.iter_mut() {

@@ -314,6 +314,7 @@ fn status_names_a_drop_and_exits_1(lab: &Lab, a: &Vm, b: &Vm) {
     // An operator watches a's drops live, straight from h1's violind.
     let observer = observe(
         lab,
+        false,
         &[
             "--drops",
             "--vm",
@@ -389,22 +390,28 @@ fn status_names_a_drop_and_exits_1(lab: &Lab, a: &Vm, b: &Vm) {
 }
 
 /// `violinctl -o json observe --daemon <h1's violind> ARGS`, running.
-fn observe(lab: &Lab, args: &[&str]) -> std::process::Child {
+/// `violinctl -o json observe ARGS` from the switch's namespace: from the first host's
+/// daemon, or (`all`) from every registered host's, which violinctl finds through the
+/// controller.
+fn observe(lab: &Lab, all: bool, args: &[&str]) -> std::process::Child {
     let api = format!(
         "http://{}",
         SocketAddr::from((lab.hosts[0].underlay_ip, API_PORT))
     );
-    std::process::Command::new("ip")
-        .args(["netns", "exec", &switch_ns(&lab.spec.name)])
-        .arg(lab.sibling("violinctl"))
-        .args([
-            "-o",
-            "json",
-            "observe",
-            "--daemon",
-            &api,
-            "--daemon-token-file",
-        ])
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &switch_ns(&lab.spec.name)])
+        .arg(lab.sibling("violinctl"));
+    if all {
+        cmd.arg("--url")
+            .arg(lab.controller_urls())
+            .arg("--token-file")
+            .arg(lab.token_file());
+    }
+    cmd.args(["-o", "json", "observe"]);
+    if !all {
+        cmd.args(["--daemon", &api]);
+    }
+    cmd.arg("--daemon-token-file")
         .arg(lab.daemon_token_file())
         .args(args)
         .stdout(std::process::Stdio::piped())
@@ -440,9 +447,11 @@ fn observed(
     (out, events)
 }
 
-/// Forwarded frames are observed too, a sample of them (here every one).
+/// Forwarded frames are observed too, a sample of them (here every one), on every host
+/// when no daemon is named: the controller knows their APIs.
 fn observe_shows_forwarded_frames(lab: &Lab, a: &Vm, b: &Vm) {
-    let observer = observe(lab, &["--vm", &vm_name(a), "--every", "1", "--count", "3"]);
+    let args = ["--vm", &vm_name(a), "--every", "1", "--count", "8"];
+    let observer = observe(lab, true, &args);
     let (out, events) = observed(observer, || {
         ping(&a.ns, &b.ip.to_string(), 2, &["-i", "0.1"]).unwrap();
     });
@@ -454,6 +463,14 @@ fn observe_shows_forwarded_frames(lab: &Lab, a: &Vm, b: &Vm) {
             && e.proto.as_deref() == Some("icmp")),
         "{out}"
     );
+    // The echo requests leave a's host, the replies b's.
+    for h in [&lab.hosts[0], &lab.hosts[1]] {
+        assert!(
+            events.iter().any(|e| e.host == h.host_id()),
+            "no event from {}: {out}",
+            h.host_id()
+        );
+    }
 }
 
 /// Every path in dataplane-user/openapi.json answers on a daemon: /v1 only with the

@@ -234,6 +234,10 @@ pub struct HostSync {
 pub struct HostInfo {
     pub name: String,
     pub address: Option<String>,
+    /// The daemon's own API (`host:port`) as the host registered it, when it serves one:
+    /// where `violinctl observe` finds the daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
     pub environments: Vec<String>,
     pub vms: u64,
     pub registered: bool,

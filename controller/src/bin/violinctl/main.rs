@@ -311,19 +311,22 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         last: usize,
     },
-    /// Live events from the hosts' datapaths, straight from each violind: every frame
+    /// Live events from the hosts' datapaths, straight from each violind (by default
+    /// every registered host's, found through the controller): every frame
     /// dropped from now on and one in --every forwarded from VM ports, with time, host,
     /// port, environment, source and destination (VM names, MACs, IPs, ports), verdict
     /// and reason. Each CPU of a host describes at most 2000 drops and 200 forwarded
     /// frames a second; nobody observing, the datapath describes nothing. Ctrl-C ends, or
     /// --count.
     ///
-    /// Example: `violinctl observe --daemon http://10.250.0.1:9600 --drops --vm h1v1`.
+    /// Example: `violinctl observe --drops --vm h1v1` (every registered host), or
+    /// `violinctl observe --daemon http://10.250.0.1:9600 --drops`.
     Observe {
         /// The daemons' API URLs (each host's `api_listen`), comma-separated, e.g.
-        /// http://10.250.0.1:9600,http://10.250.0.2:9600.
+        /// http://10.250.0.1:9600,http://10.250.0.2:9600 [default: every registered
+        /// host's, from the controller].
         #[arg(long, env = "VIOLIN_DAEMONS", value_name = "URLS")]
-        daemon: String,
+        daemon: Option<String>,
         /// File holding the daemons' API token (their `api_token_file`), e.g.
         /// /etc/violin/api.token.
         #[arg(long, env = "VIOLIN_DAEMON_TOKEN_FILE", value_name = "FILE")]
@@ -517,7 +520,7 @@ fn main() -> ExitCode {
         clap_complete::generate(shell, &mut cmd, "violinctl", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
-    // Straight from the daemons: no controller needed.
+    // Straight from the daemons: no controller needed unless it is to name them.
     let outcome = match &cli.command {
         Command::Observe { .. } => observe(&cli).map(|()| Outcome::Done),
         _ => connect(&cli).and_then(|c| run(&c, &cli)),
@@ -941,7 +944,10 @@ fn observe(cli: &Cli) -> Result<()> {
         env: env.clone(),
         reason: reason.clone(),
     };
-    let urls = violin_api::client::urls(daemon);
+    let urls = match daemon {
+        Some(daemon) => violin_api::client::urls(daemon),
+        None => registered_daemons(cli)?,
+    };
     if urls.is_empty() {
         bail!("--daemon: give at least one violind URL (a host's api_listen)");
     }
@@ -986,6 +992,36 @@ fn observe(cli: &Cli) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// The APIs of the hosts registered with the controller, as URLs; an error names the
+/// controller or, when no host serves an API, what to give instead.
+fn registered_daemons(cli: &Cli) -> Result<Vec<String>> {
+    let hosts = connect(cli)?
+        .hosts()
+        .context("finding the daemons through the controller (or give --daemon URLS)")?;
+    let urls: Vec<String> = hosts.iter().filter_map(daemon_url).collect();
+    if urls.is_empty() {
+        bail!(
+            "--daemon: no host registered with the controller serves an API (violind's \
+             api_listen); give the daemons' URLs"
+        );
+    }
+    Ok(urls)
+}
+
+/// A registered host's API as a URL: a daemon listening on every address
+/// (`0.0.0.0:9600`) is reached at the host's own address.
+fn daemon_url(h: &violin_api::rest::HostInfo) -> Option<String> {
+    let api = h.api.as_ref()?;
+    let at = match api.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => {
+            let ip: std::net::IpAddr = h.address.as_ref()?.parse().ok()?;
+            std::net::SocketAddr::new(ip, a.port()).to_string()
+        }
+        _ => api.clone(),
+    };
+    Some(format!("http://{at}"))
 }
 
 /// Follows migrations until each ends, a progress line (on stderr) whenever one moves on.
@@ -1286,6 +1322,38 @@ fn list(c: &Client, out: Output, command: &Command) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_daemon_on_every_address_is_reached_at_its_hosts() {
+        let host = |address: Option<&str>, api: Option<&str>| violin_api::rest::HostInfo {
+            name: "h1".into(),
+            address: address.map(String::from),
+            api: api.map(String::from),
+            environments: Vec::new(),
+            vms: 0,
+            registered: true,
+            connected: true,
+            acked_generation: 0,
+            in_sync: true,
+            sync_latency_seconds: None,
+            error: None,
+        };
+        let url = |a, b| daemon_url(&host(a, b));
+        assert_eq!(
+            url(Some("10.0.0.1"), Some("10.0.0.9:9600")).as_deref(),
+            Some("http://10.0.0.9:9600")
+        );
+        assert_eq!(
+            url(Some("10.0.0.1"), Some("0.0.0.0:9600")).as_deref(),
+            Some("http://10.0.0.1:9600")
+        );
+        assert_eq!(
+            url(Some("fd00::1"), Some("[::]:9600")).as_deref(),
+            Some("http://[fd00::1]:9600")
+        );
+        assert_eq!(url(Some("10.0.0.1"), None), None, "no API, no URL");
+        assert_eq!(url(None, Some("0.0.0.0:9600")), None, "nowhere to reach it");
+    }
 
     /// Every command of the tree, with its path (`violinctl rule add`).
     fn commands(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
