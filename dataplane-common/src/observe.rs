@@ -21,13 +21,10 @@ impl ObserveConfig {
     pub fn one_in(every: u32) -> ObserveConfig {
         ObserveConfig {
             on: 1,
-            // 2^32 / n, rounded: one draw in n falls below it (every draw but one in
-            // 2^32 for n = 1).
+            // One draw in n falls below 2^32 / n (every draw but one in 2^32 for n = 1).
             below: match every {
                 0 => 0,
-                n => ((1u64 << 32) + u64::from(n) / 2)
-                    .div_euclid(u64::from(n))
-                    .min(u64::from(u32::MAX)) as u32,
+                n => share_of_u32(n),
             },
         }
     }
@@ -36,9 +33,15 @@ impl ObserveConfig {
     pub fn every(&self) -> u32 {
         match self.below {
             0 => 0,
-            b => (((1u64 << 32) + u64::from(b) / 2) / u64::from(b)).min(u64::from(u32::MAX)) as u32,
+            b => share_of_u32(b),
         }
     }
+}
+
+/// 2^32 / `n`, rounded, at most `u32::MAX`: the threshold for one draw in `n`, and back.
+fn share_of_u32(n: u32) -> u32 {
+    let n = u64::from(n);
+    (((1u64 << 32) + n / 2) / n).min(u64::from(u32::MAX)) as u32
 }
 
 /// `FlowEvent::reason` of a forwarded frame; a drop's is its `DropReason` plus one.

@@ -36,9 +36,8 @@ const SAMPLE_BURST: u32 = 20;
 /// busy datapath wakes the daemon and the observers a few times a second, not per event.
 const POLL: Duration = Duration::from_millis(100);
 /// A drain this large means the buffer filled fast (many CPUs at their budgets): the
-/// next one comes at once, before it overflows. (Each event takes its 48 bytes and an
-/// 8-byte header.)
-const BUSY_DRAIN: usize = EVENTS_BYTES as usize / 56 / 4;
+/// next one comes at once, before it overflows. (Each event takes an 8-byte header too.)
+const BUSY_DRAIN: usize = EVENTS_BYTES as usize / (core::mem::size_of::<Raw>() + 8) / 4;
 
 /// One attached observer: its filter, and where its events go (a batch per drain).
 type Observer = (ObserveQuery, Sender<Vec<FlowEvent>>);

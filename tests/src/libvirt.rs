@@ -527,10 +527,11 @@ pub fn twice_on_guest_panic(
                     .unwrap_or_default();
                 let emulator = guest_panic(&lab)
                     .map(|which| format!("{which}'s kernel panicked"))
-                    .or_else(|| said.contains(FROZEN).then(|| "a guest froze".to_string()))
                     .or_else(|| {
-                        said.contains(STOPPED)
-                            .then(|| "a guest stopped".to_string())
+                        [(FROZEN, "a guest froze"), (STOPPED, "a guest stopped")]
+                            .into_iter()
+                            .find(|(mark, _)| said.contains(mark))
+                            .map(|(_, what)| what.to_string())
                     });
                 match emulator {
                     Some(what) if attempt == 1 => {
