@@ -1,14 +1,16 @@
 //! The `observe` suite: what an operator watching with `violinctl observe` costs the
-//! datapath (issue 14 part 3). On each Violin path, each repetition takes TCP with one
-//! stream and the 64-byte UDP rate unobserved and, at once before or after, with an
-//! observer attached to each of the path's hosts; the figure is the ratio of each such
-//! pair, so a machine's drift between repetitions does not enter it.
+//! datapath (issue 14 part 3). Each repetition times the forwarding programs
+//! (BPF_PROG_TEST_RUN, as `cost` does: deterministic where throughput on a shared
+//! machine is not) and, on each Violin path, takes TCP with one stream and the 64-byte
+//! UDP rate, each unobserved and, at once before or after, with an observer attached to
+//! each of the path's hosts; the figure is the ratio of each such pair, so a machine's
+//! drift between repetitions does not enter it.
 use std::{fmt::Write as _, net::SocketAddr, process::Stdio, time::Duration};
 
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    micro,
+    cost, micro,
     paths::BenchLab,
     results::{Better, Metric, NetPath, Results},
 };
@@ -33,6 +35,9 @@ const FIGURES: [(&str, &str, &str, Better); 3] = [
     ),
 ];
 
+/// Test runs per program and frame in each half of a cost pair.
+const COST_RUNS: usize = 5000;
+
 /// The observed half's prefix, and the ratio's (observed / unobserved) suffix.
 const OBSERVED: &str = "observed_";
 const RATIO: &str = "_ratio";
@@ -41,15 +46,23 @@ const RATIO: &str = "_ratio";
 /// for CPU per frame at most 1.02).
 const TARGET: f64 = 0.02;
 
-/// Samples each repetition records over all paths: three figures per path, each
+/// Every figure: the programs' costs, then the traffic's.
+fn figures() -> impl Iterator<Item = (&'static str, &'static str, &'static str, Better)> {
+    cost::METRICS
+        .into_iter()
+        .map(|(id, title)| (id, title, "ns", Better::Lower))
+        .chain(FIGURES)
+}
+
+/// Samples each repetition records over all paths: every figure per path, each
 /// unobserved, observed and as their ratio.
 pub fn samples_per_rep() -> usize {
-    PATHS.len() * FIGURES.len() * 3
+    PATHS.len() * (cost::METRICS.len() + FIGURES.len()) * 3
 }
 
 pub fn metrics() -> Vec<Metric> {
     let mut all = Vec::new();
-    for (id, title, unit, better) in FIGURES {
+    for (id, title, unit, better) in figures() {
         let m = |id: String, title: String, unit: &str, better| Metric {
             id,
             title,
@@ -81,6 +94,32 @@ pub fn measure(
     port: &mut u16,
     mut each: impl FnMut(&str, NetPath, f64),
 ) -> Result<()> {
+    let mut pair = |id: &str, path, unobserved: f64, observed: f64| {
+        each(id, path, unobserved);
+        each(&format!("{OBSERVED}{id}"), path, observed);
+        each(&format!("{id}{RATIO}"), path, observed / unobserved);
+    };
+    // The programs of both paths at once, observed on all their hosts.
+    let all: Vec<usize> = PATHS.iter().flat_map(|&p| bl.hosts(p)).collect();
+    let observed_costs = || -> Result<Vec<(String, NetPath, f64)>> {
+        let observing = Observing::attach(bl, &all)?;
+        let costs = cost::measure(bl, COST_RUNS)?;
+        observing.detach()?;
+        Ok(costs)
+    };
+    let (unobserved, observed) = if rep.is_multiple_of(2) {
+        (cost::measure(bl, COST_RUNS)?, observed_costs()?)
+    } else {
+        let observed = observed_costs()?;
+        (cost::measure(bl, COST_RUNS)?, observed)
+    };
+    for ((id, path, u), (id2, path2, o)) in unobserved.into_iter().zip(observed) {
+        anyhow::ensure!(
+            id == id2 && path == path2,
+            "the cost figures came in another order observed ({id2}) than not ({id})"
+        );
+        pair(&id, path, u, o);
+    }
     let mut paths = PATHS;
     paths.rotate_left(rep % PATHS.len());
     for path in paths {
@@ -94,7 +133,7 @@ pub fn measure(
         };
         // Every other repetition observed first: drift within a pair cancels out.
         let observed_half = |port: &mut u16| -> Result<[f64; 3]> {
-            let observing = Observing::attach(bl, path)?;
+            let observing = Observing::attach(bl, &bl.hosts(path))?;
             let figures = figures(port)?;
             observing.detach()?;
             Ok(figures)
@@ -106,15 +145,13 @@ pub fn measure(
             (figures(port)?, observed)
         };
         for (i, (id, ..)) in FIGURES.iter().enumerate() {
-            each(id, path, unobserved[i]);
-            each(&format!("{OBSERVED}{id}"), path, observed[i]);
-            each(&format!("{id}{RATIO}"), path, observed[i] / unobserved[i]);
+            pair(id, path, unobserved[i], observed[i]);
         }
     }
     Ok(())
 }
 
-/// `violinctl -o json observe` attached to each host of a path (every drop and the
+/// `violinctl -o json observe` attached to each of some hosts (every drop and the
 /// default sample of forwarded frames, printed to nowhere): what an operator watching
 /// costs the datapath.
 pub struct Observing(Vec<std::process::Child>);
@@ -125,11 +162,10 @@ pub struct Observing(Vec<std::process::Child>);
 const NOTICED_GONE: Duration = Duration::from_secs(5);
 
 impl Observing {
-    pub fn attach(bl: &BenchLab, path: NetPath) -> Result<Observing> {
+    pub fn attach(bl: &BenchLab, hosts: &[usize]) -> Result<Observing> {
         let mut observers = Observing(Vec::new());
         let violinctl = bl.lab.sibling("violinctl");
-        let hosts = bl.hosts(path);
-        for &h in &hosts {
+        for &h in hosts {
             let api =
                 SocketAddr::from((bl.lab.hosts[h].underlay_ip, violin_testbed::lab::API_PORT));
             let mut cmd = std::process::Command::new("ip");
@@ -162,7 +198,7 @@ impl Observing {
         }
         // Each daemon switches describing on within 200 ms of an observer attaching.
         std::thread::sleep(Duration::from_secs(1));
-        for (c, h) in observers.0.iter_mut().zip(&hosts) {
+        for (c, h) in observers.0.iter_mut().zip(hosts) {
             if let Some(status) = c.try_wait()? {
                 let log = bl.lab.dir.join(format!("observe-h{h}.log"));
                 bail!(
@@ -206,7 +242,10 @@ pub fn markdown(r: &Results) -> String {
         "Each repetition takes a figure unobserved and, at once after (every other \
          repetition: before), observed (`violinctl \
          -o json observe` on each of the path's hosts, to /dev/null: every drop and the \
-         default sample of forwarded frames, named by violind and streamed). Cells: median \
+         default sample of forwarded frames, named by violind and streamed). The programs' \
+         costs are kernel-timed test runs ({COST_RUNS} per frame, median, less an almost \
+         empty program's), against the hosts' live maps; the traffic's figures are \
+         measured on the lab and carry its noise. Cells: median \
          (min-max) over the repetitions; the ratio is the median of each pair's own ratio. \
          Target: observed at most {:.0}% worse than unobserved.\n",
         TARGET * 100.0
@@ -220,7 +259,7 @@ pub fn markdown(r: &Results) -> String {
         Some(x) => format!("{:.d$} ({:.d$}-{:.d$})", x.median, x.min, x.max, d = digits),
         None => "-".into(),
     };
-    for (id, title, unit, better) in FIGURES {
+    for (id, title, unit, better) in figures() {
         for mtu in r.mtus() {
             for path in PATHS {
                 let ratio = r.summary(&format!("{id}{RATIO}"), mtu, path);

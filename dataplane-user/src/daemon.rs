@@ -45,6 +45,8 @@ pub enum Event {
     Kernel(Fact),
     /// A lifecycle change the host's libvirt daemon announced.
     Domain(DomainEvent),
+    /// A signal to the daemon: SIGHUP, SIGTERM, SIGINT or SIGUSR1.
+    Signal(i32),
 }
 
 /// Enters the configured namespace. Must precede every thread the process starts.
@@ -726,6 +728,9 @@ fn notify(state: &str) {
     }
 }
 
+/// How often the main loop looks at what wants a look (see `run`).
+const TICK: Duration = Duration::from_millis(100);
+
 pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
     host::check_privileges()?;
     host::ensure_bpffs()?;
@@ -752,22 +757,33 @@ pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
     notify("READY=1");
     record(&daemon.paths, &daemon.config, daemon.generation);
     daemon.follow_controller(tx.clone())?;
+    let to_loop = tx.clone();
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if to_loop.send(Event::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("starting the signal thread")?;
     daemon.follow_libvirt(tx)?;
     let keep_forwarding = loop {
-        let mut exit = None;
-        for sig in signals.pending() {
-            match sig {
-                SIGHUP => daemon.reload(),
-                SIGUSR1 => exit = Some(true),
-                _ => exit = Some(false),
-            }
-        }
-        if let Some(keep) = exit {
-            break keep;
-        }
         daemon.dp.flush_logs();
-        // Signals are checked between events; 100 ms bounds how long one waits.
-        match events.recv_timeout(Duration::from_millis(100)) {
+        // Asleep until something happens: on a host whose CPUs are busy forwarding,
+        // every wake-up preempts that work. Only the programs' log (debug_datapath)
+        // and next hops nobody has answered for yet want a look every TICK.
+        let event = if daemon.dp.logging() || daemon.hops.unresolved(&daemon.topology) {
+            events.recv_timeout(TICK)
+        } else {
+            events
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+        };
+        match event {
+            Ok(Event::Signal(SIGHUP)) => daemon.reload(),
+            Ok(Event::Signal(sig)) => break sig == SIGUSR1,
             Ok(Event::Controller(update)) => daemon.controller_update(update),
             Ok(Event::Kernel(fact)) => daemon.kernel_fact(fact),
             Ok(Event::Domain(ev)) => daemon.domain_event(ev),
@@ -777,7 +793,7 @@ pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
                     daemon.hops.publish(&mut daemon.dp, &daemon.topology, None);
                 }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(Duration::from_millis(100)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(TICK),
         }
     };
     notify("STOPPING=1");

@@ -252,6 +252,11 @@ impl Datapath {
     }
 
     /// Forwards pending aya-log records from the programs to the daemon's log.
+    /// Whether the programs log (debug_datapath): their log wants flushing now and then.
+    pub fn logging(&self) -> bool {
+        self.logger.is_some()
+    }
+
     pub fn flush_logs(&mut self) {
         if let Some(l) = &mut self.logger {
             l.flush();

@@ -387,7 +387,9 @@ fn run(
         // SAFETY: pollfds is a live Vec<pollfd> and nfds is exactly its length, so the kernel
         // reads and writes only within it. Its fds are the sockets' (owned by `sockets`) and
         // the eventfd, whose OwnedFd SlowPath keeps until halt() has joined this thread.
-        let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 100) };
+        // A second at most: the counters go out once a second, and a forwarding host
+        // pays for every needless wake-up.
+        let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 1000) };
         if n > 0 {
             for i in 0..sockets.len() {
                 if pollfds[i].revents & libc::POLLIN == 0 {

@@ -450,7 +450,9 @@ fn observed(
 /// Forwarded frames are observed too, a sample of them (here every one), on every host
 /// when no daemon is named: the controller knows their APIs.
 fn observe_shows_forwarded_frames(lab: &Lab, a: &Vm, b: &Vm) {
-    let args = ["--vm", &vm_name(a), "--every", "1", "--count", "8"];
+    // Each daemon sends what it saw about once a second: enough events for a couple of
+    // seconds of pings, so that both hosts' batches are among them.
+    let args = ["--vm", &vm_name(a), "--every", "1", "--count", "40"];
     let observer = observe(lab, true, &args);
     let (out, events) = observed(observer, || {
         ping(&a.ns, &b.ip.to_string(), 2, &["-i", "0.1"]).unwrap();
