@@ -156,10 +156,10 @@ pub fn measure(
 /// costs the datapath.
 pub struct Observing(Vec<std::process::Child>);
 
-/// How long a daemon may keep describing after its observer went: with no traffic it
-/// writes a keep-alive line every 2 s, and the write after a closed connection's first
-/// one fails.
-const NOTICED_GONE: Duration = Duration::from_secs(5);
+/// How long a daemon may keep describing after its observer went: it writes a batch a
+/// second, or with no traffic a keep-alive line every 2 s, and the write after a closed
+/// connection's first one fails; its reader notices within the next second.
+const NOTICED_GONE: Duration = Duration::from_secs(6);
 
 impl Observing {
     pub fn attach(bl: &BenchLab, hosts: &[usize]) -> Result<Observing> {
@@ -196,7 +196,8 @@ impl Observing {
                 .context("starting violinctl observe")?;
             observers.0.push(child);
         }
-        // Each daemon switches describing on within 200 ms of an observer attaching.
+        // Each daemon switches describing on as an observer attaches; the second is
+        // for violinctl to start and connect.
         std::thread::sleep(Duration::from_secs(1));
         for (c, h) in observers.0.iter_mut().zip(hosts) {
             if let Some(status) = c.try_wait()? {

@@ -112,7 +112,8 @@ async fn get_health(State(api): State<Api>) -> Response {
 #[utoipa::path(get, path = "/v1/observe", tag = "datapath", params(ObserveQuery),
     responses((status = 200, description = "Events, one per line", body = FlowEvent, content_type = "application/x-ndjson")))]
 async fn observe(State(api): State<Api>, Query(query): Query<ObserveQuery>) -> Response {
-    // Batches of one drain each: a second's worth of them is plenty of slack.
+    // Batches of one drain each, about one a second: an observer may fall seconds behind
+    // before it loses any.
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<FlowEvent>>(16);
     api.observers.attach(query, tx);
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {

@@ -773,9 +773,12 @@ pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
         daemon.dp.flush_logs();
         // Asleep until something happens: on a host whose CPUs are busy forwarding,
         // every wake-up preempts that work. Only the programs' log (debug_datapath)
-        // and next hops nobody has answered for yet want a look every TICK.
-        let event = if daemon.dp.logging() || daemon.hops.unresolved(&daemon.topology) {
+        // wants a look every TICK, and next hops nobody has answered for yet one every
+        // REPROBE (answers come as kernel facts).
+        let event = if daemon.dp.logging() {
             events.recv_timeout(TICK)
+        } else if daemon.hops.unresolved(&daemon.topology) {
+            events.recv_timeout(REPROBE)
         } else {
             events
                 .recv()
@@ -793,6 +796,7 @@ pub fn run(config_path: &Path, file_config: Config) -> Result<()> {
                     daemon.hops.publish(&mut daemon.dp, &daemon.topology, None);
                 }
             }
+            // Not while the signal thread holds its sender, which it does for good.
             Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(TICK),
         }
     };

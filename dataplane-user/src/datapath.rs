@@ -251,12 +251,12 @@ impl Datapath {
         pin_link(link, &pin)
     }
 
-    /// Forwards pending aya-log records from the programs to the daemon's log.
     /// Whether the programs log (debug_datapath): their log wants flushing now and then.
     pub fn logging(&self) -> bool {
         self.logger.is_some()
     }
 
+    /// Forwards pending aya-log records from the programs to the daemon's log.
     pub fn flush_logs(&mut self) {
         if let Some(l) = &mut self.logger {
             l.flush();

@@ -8,8 +8,9 @@
 //!
 //! Wake-ups are what observing costs most: on a host whose CPUs are busy forwarding,
 //! each one preempts that work, and measured here 80 idle wake-ups a second took 4.5%
-//! of a 64-byte flood's rate. So the thread drains at most once a second (each drain
-//! wakes the observers' connections too), sooner only as the ring fills fast.
+//! of a 64-byte flood's rate. So the thread drains about once a second (each drain wakes
+//! the observers' connections too), more often only on a host with so many CPUs that
+//! the ring would not hold a second of them all at their budgets.
 use std::{
     net::Ipv4Addr,
     sync::{Arc, Condvar, Mutex, MutexGuard},
@@ -38,15 +39,11 @@ const BURST: u32 = 200;
 /// terminal shows far fewer, and each costs the CPUs the flows run on.
 pub const SAMPLE_RATE: u32 = 200;
 const SAMPLE_BURST: u32 = 20;
-/// How often the reader drains the ring buffer while events are few: they reach
-/// observers in batches, a second's at a time.
+/// The longest wait between drains: events reach observers in batches, about a second's
+/// at a time.
 const POLL: Duration = Duration::from_secs(1);
-/// The shortest wait between drains, however fast events come.
+/// The shortest, however many CPUs describe.
 const MIN_POLL: Duration = Duration::from_millis(10);
-/// The events a quarter of the ring holds (each takes an 8-byte header too): the reader
-/// drains before that many come, so the many CPUs of a large host at their budgets do
-/// not overflow it between drains.
-const QUARTER_RING: usize = EVENTS_BYTES as usize / (core::mem::size_of::<Raw>() + 8) / 4;
 
 /// One attached observer: its filter, and where its events go (a batch per drain).
 type Observer = (ObserveQuery, Sender<Vec<FlowEvent>>);
@@ -215,16 +212,15 @@ fn wall_offset() -> f64 {
     wall - mono
 }
 
-/// How long to wait before the next drain, after one that found `drained` events come
-/// in `since` the one before: `POLL`, or less so that at that rate the ring is at most a
-/// quarter full when drained.
-fn next_drain(drained: usize, since: Duration) -> Duration {
-    if drained == 0 {
-        return POLL;
-    }
-    since
-        .mul_f64(QUARTER_RING as f64 / drained as f64)
-        .clamp(MIN_POLL, POLL)
+/// How long the reader may wait between drains on a host of `cpus` CPUs: as long as
+/// the ring holds what they describe with every one at its budgets, bursts included, so
+/// that pacing never loses an event (`POLL` at most, `MIN_POLL` at least).
+fn drain_every(cpus: usize) -> Duration {
+    // Each event takes an 8-byte header in the ring too.
+    let holds = (EVENTS_BYTES as usize / (core::mem::size_of::<Raw>() + 8)) as f64;
+    let bursts = (cpus * (BURST + SAMPLE_BURST) as usize) as f64;
+    let per_second = (cpus * (RATE + SAMPLE_RATE) as usize) as f64;
+    Duration::from_secs_f64(((holds - bursts) / per_second).max(0.0)).clamp(MIN_POLL, POLL)
 }
 
 /// Sets what the programs describe (and, turning it on, each CPU's budget).
@@ -245,6 +241,8 @@ fn switch(maps: &mut Maps, config: ObserveConfig) -> Result<()> {
 /// Starts the reader thread; describing stays off until an observer attaches.
 pub fn start(paths: &Paths, host: &str, underlay: &str, observers: Observers) -> Result<()> {
     let mut maps = Maps::open_pinned(paths)?;
+    // Every CPU that may run the programs (possible ones: a CPU brought online later too).
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
     // A daemon that died while observed left it on.
     let mut now = ObserveConfig::default();
     switch(&mut maps, now)?;
@@ -262,7 +260,7 @@ pub fn start(paths: &Paths, host: &str, underlay: &str, observers: Observers) ->
     thread::Builder::new()
         .name("observe".into())
         .spawn(move || {
-            let mut last_drain = Instant::now();
+            let every = drain_every(cpus);
             loop {
                 let want = observers.wanted();
                 if want != now {
@@ -271,18 +269,19 @@ pub fn start(paths: &Paths, host: &str, underlay: &str, observers: Observers) ->
                             info!(on = want.on, one_forwarded_in = want.every(), "observation");
                             now = want;
                         }
-                        Err(e) => warn!(error = format!("{e:#}"), "cannot switch observation"),
+                        Err(e) => {
+                            warn!(error = format!("{e:#}"), "cannot switch observation");
+                            // Not again at once: the observers wait, the CPU does not spin.
+                            thread::sleep(POLL);
+                        }
                     }
                 }
                 if now.on == 0 {
                     observers.wait_attached();
                     // Whatever is left from the last observer is stale.
                     while ring.next().is_some() {}
-                    last_drain = Instant::now();
                     continue;
                 }
-                let since = last_drain.elapsed();
-                last_drain = Instant::now();
                 names.refresh(&maps, &paths);
                 let offset = wall_offset();
                 let mut batch = Vec::new();
@@ -300,7 +299,7 @@ pub fn start(paths: &Paths, host: &str, underlay: &str, observers: Observers) ->
                 if drained > 0 {
                     observers.send(&batch);
                 }
-                thread::sleep(next_drain(drained, since));
+                thread::sleep(every);
             }
         })
         .context("starting the observer")?;
@@ -312,16 +311,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn drains_come_once_a_second_unless_a_quarter_of_the_ring_fills_sooner() {
-        assert_eq!(next_drain(0, Duration::from_secs(1)), POLL, "nothing came");
-        assert_eq!(next_drain(10, Duration::from_secs(1)), POLL, "a trickle");
-        // A quarter of the ring in half a second: the next drain within half a second.
-        let half = next_drain(QUARTER_RING, Duration::from_millis(500));
-        assert_eq!(half, Duration::from_millis(500));
-        // Twice as fast: half as long.
-        let quarter = next_drain(2 * QUARTER_RING, Duration::from_millis(500));
-        assert_eq!(quarter, Duration::from_millis(250));
-        // However fast they come, the reader leaves the CPUs some time.
-        assert_eq!(next_drain(1_000_000, Duration::from_millis(10)), MIN_POLL);
+    fn drains_come_as_rarely_as_the_ring_allows_every_cpu_at_its_budgets() {
+        let holds = EVENTS_BYTES as usize / (core::mem::size_of::<Raw>() + 8);
+        for cpus in [1, 2, 4, 8, 16] {
+            let every = drain_every(cpus);
+            assert!((MIN_POLL..=POLL).contains(&every), "{cpus} CPUs: {every:?}");
+            // What every CPU may describe meanwhile fits (to the nanosecond the wait is
+            // rounded to), unless the shortest wait is the bound.
+            let described = cpus as f64
+                * ((RATE + SAMPLE_RATE) as f64 * every.as_secs_f64()
+                    + (BURST + SAMPLE_BURST) as f64);
+            assert!(
+                described <= holds as f64 + 0.01 || every == MIN_POLL,
+                "{cpus} CPUs: {described} events in {every:?}, the ring holds {holds}"
+            );
+        }
+        // A small host waits about a second; a larger one less.
+        assert!(drain_every(1) == POLL);
+        assert!(drain_every(4) < drain_every(2));
     }
 }
