@@ -27,8 +27,9 @@ pub mod names {
     pub const OBSERVE: &str = "OBSERVE";
     pub const OBSERVE_BUDGET: &str = "OBSERVE_BUDGET";
     pub const OBSERVE_SAMPLE_BUDGET: &str = "OBSERVE_SAMPLE_BUDGET";
+    pub const OBSERVE_SKIP: &str = "OBSERVE_SKIP";
     pub const EVENTS: &str = "EVENTS";
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 22] = [
         CONFIG,
         PORTS,
         VNIS,
@@ -49,6 +50,7 @@ pub mod names {
         OBSERVE,
         OBSERVE_BUDGET,
         OBSERVE_SAMPLE_BUDGET,
+        OBSERVE_SKIP,
         EVENTS,
     ];
 }

@@ -10,9 +10,9 @@ use crate::packet::{be16, Frame, ETH_P_IPV4};
 pub struct ObserveConfig {
     /// Non-zero while an observer is attached; zero: the programs describe nothing.
     pub on: u32,
-    /// A forwarded frame is described when a random u32 falls below this (0: none,
-    /// drops only): a comparison, where one in N by remainder would cost each forwarded
-    /// frame a division.
+    /// One forwarded frame in 2^32 / `below` is described (0: none, drops only): the
+    /// share of u32 draws below it, as [`ObserveConfig::every`] and
+    /// [`ObserveConfig::skip`] read it.
     pub below: u32,
 }
 
@@ -35,6 +35,20 @@ impl ObserveConfig {
             0 => 0,
             b => share_of_u32(b),
         }
+    }
+
+    /// How many forwarded frames pass before the next sample, from a `random` u32:
+    /// uniform in 0 ..= 2 (N - 1), so N - 1 on average and one frame in N sampled (for N
+    /// over 2^31, the draw itself: a u32 holds no more). A
+    /// CPU counts these down, so a frame costs a decrement and the draw (and its
+    /// division) comes once per sample; drawn, so that periodic traffic is not sampled
+    /// in step with its period.
+    pub fn skip(&self, random: u32) -> u32 {
+        let n = u64::from(self.every());
+        if n <= 1 {
+            return 0;
+        }
+        (u64::from(random) % (2 * n - 1)) as u32
     }
 }
 
@@ -167,6 +181,23 @@ mod pod {
 mod tests {
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn skips_average_one_less_than_the_sample_and_stay_within_twice_it() {
+        let c = ObserveConfig::one_in(100);
+        assert_eq!(ObserveConfig::one_in(1).skip(u32::MAX), 0, "every frame");
+        assert_eq!(ObserveConfig::one_in(0).skip(7), 0);
+        assert_eq!(c.skip(0), 0);
+        assert_eq!(c.skip(198), 198, "the longest skip");
+        assert_eq!(c.skip(199), 0, "and round again");
+        // Over a uniform spread of draws, the mean is N - 1.
+        let draws = 199 * 1000;
+        let mean = (0..draws).map(|r| f64::from(c.skip(r))).sum::<f64>() / f64::from(draws);
+        assert!((mean - 99.0).abs() < 1e-9, "{mean}");
+        // Past 2^31 a skip is the draw itself (no larger one fits), never a wrap.
+        let rare = ObserveConfig::one_in(u32::MAX);
+        assert_eq!(rare.skip(u32::MAX), u32::MAX);
+    }
 
     #[test]
     fn a_sample_of_one_in_n_draws_below_its_share_of_u32() {

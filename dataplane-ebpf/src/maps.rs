@@ -63,6 +63,9 @@ pub(crate) static OBSERVE_BUDGET: PerCpuArray<StormBucket> = PerCpuArray::pinned
 /// `OBSERVE_BUDGET`: a daemon upgraded in place reuses that pin as it is).
 #[map]
 pub(crate) static OBSERVE_SAMPLE_BUDGET: PerCpuArray<StormBucket> = PerCpuArray::pinned(1, 0);
+/// Each CPU's count of forwarded frames still to pass before the next sample.
+#[map]
+pub(crate) static OBSERVE_SKIP: PerCpuArray<u32> = PerCpuArray::pinned(1, 0);
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 

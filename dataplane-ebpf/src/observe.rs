@@ -2,7 +2,7 @@
 //! (`OBSERVE`), each CPU within its budgets (`OBSERVE_BUDGET` for drops,
 //! `OBSERVE_SAMPLE_BUDGET` for samples), into the `EVENTS` ring
 //! buffer: every dropped frame, and a random sample of forwarded ones (`OBSERVE.below`;
-//! none when it is 0). With nobody observing, a frame costs one more array lookup.
+//! none when it is 0; `OBSERVE_SKIP` counts down to the next). With nobody observing, a frame costs one more array lookup.
 
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
@@ -13,7 +13,7 @@ use dataplane_common::{
     packet::Frame,
 };
 
-use crate::maps::{EVENTS, OBSERVE, OBSERVE_BUDGET, OBSERVE_SAMPLE_BUDGET};
+use crate::maps::{EVENTS, OBSERVE, OBSERVE_BUDGET, OBSERVE_SAMPLE_BUDGET, OBSERVE_SKIP};
 
 /// Whether an observer is attached.
 #[inline(always)]
@@ -21,14 +21,30 @@ pub(crate) fn observed() -> bool {
     OBSERVE.get(0).is_some_and(|c| c.on != 0)
 }
 
-/// Whether this forwarded frame is one of the sample observers asked for (drawn at
-/// random: no state to share between CPUs).
+/// Whether this forwarded frame is one of the sample observers asked for: each CPU
+/// counts down a random skip (`ObserveConfig::skip`), so most frames cost a decrement
+/// and none shares state between CPUs.
 #[inline(always)]
 pub(crate) fn sampled() -> bool {
-    OBSERVE.get(0).is_some_and(|c| {
+    let Some(c) = OBSERVE.get(0) else {
+        return false;
+    };
+    if c.on == 0 || c.below == 0 {
+        return false;
+    }
+    let Some(left) = OBSERVE_SKIP.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot; nothing else on this CPU runs meanwhile.
+    unsafe {
+        if *left > 0 {
+            *left -= 1;
+            return false;
+        }
         // SAFETY: a helper without arguments.
-        c.on != 0 && c.below != 0 && unsafe { bpf_get_prandom_u32() } < c.below
-    })
+        *left = c.skip(bpf_get_prandom_u32());
+    }
+    true
 }
 
 /// Describes frame `f`, seen on `slot`, into the ring buffer if this CPU's budget allows;
