@@ -357,11 +357,10 @@ fn ports_and_next_hops_follow_the_kernel() {
     )
     .unwrap();
     ns_run(&h1.ns, "ip", &["link", "set", "vmlate", "up"]).unwrap();
-    wait_until("the new port was attached", &|| has_port("vmlate"));
-    assert!(
-        attached_prog(&lab, 0, "vmlate").is_some(),
-        "no program on the new port"
-    );
+    // The port's map entry comes before its program is attached and pinned.
+    wait_until("the new port was attached", &|| {
+        has_port("vmlate") && attached_prog(&lab, 0, "vmlate").is_some()
+    });
     ns_run(&h1.ns, "ip", &["link", "del", "vmlate"]).unwrap();
     wait_until("the gone port was detached", &|| !has_port("vmlate"));
 
