@@ -2,7 +2,8 @@
 //! (`OBSERVE`), each CPU within its budgets (`OBSERVE_BUDGET` for drops,
 //! `OBSERVE_SAMPLE_BUDGET` for samples), into the `EVENTS` ring
 //! buffer: every dropped frame, and a random sample of forwarded ones (`OBSERVE.below`;
-//! none when it is 0; `OBSERVE_SKIP` counts down to the next). With nobody observing, a frame costs one more array lookup.
+//! none when it is 0; `OBSERVE_SKIP` counts down to the next). With nobody observing, a
+//! frame costs one more array lookup.
 
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,

@@ -48,6 +48,12 @@ const MIN_POLL: Duration = Duration::from_millis(10);
 /// One attached observer: its filter, and where its events go (a batch per drain).
 type Observer = (ObserveQuery, Sender<Vec<FlowEvent>>);
 
+/// Drops the observers whose connection went away; returns those left.
+fn forget_gone(all: &mut Vec<Observer>) -> &mut Vec<Observer> {
+    all.retain(|(_, s)| !s.is_closed());
+    all
+}
+
 /// The observers attached now, and the reader's wake-up call when one attaches.
 #[derive(Clone, Default)]
 pub struct Observers(Arc<(Mutex<Vec<Observer>>, Condvar)>);
@@ -66,10 +72,7 @@ impl Observers {
     fn wait_attached(&self) {
         let (all, attached) = &*self.0;
         let all = all.lock().unwrap();
-        drop(attached.wait_while(all, |all| {
-            all.retain(|(_, s)| !s.is_closed());
-            all.is_empty()
-        }));
+        drop(attached.wait_while(all, |all| forget_gone(all).is_empty()));
     }
 
     /// Forgets observers that went away; what those left ask of the programs: on while
@@ -77,8 +80,7 @@ impl Observers {
     /// want drops only).
     fn wanted(&self) -> ObserveConfig {
         let mut all = self.all();
-        all.retain(|(_, s)| !s.is_closed());
-        if all.is_empty() {
+        if forget_gone(&mut all).is_empty() {
             return ObserveConfig::default();
         }
         let every = all
@@ -214,7 +216,8 @@ fn wall_offset() -> f64 {
 
 /// How long the reader may wait between drains on a host of `cpus` CPUs: as long as
 /// the ring holds what they describe with every one at its budgets, bursts included, so
-/// that pacing never loses an event (`POLL` at most, `MIN_POLL` at least).
+/// that pacing loses no event (`POLL` at most; `MIN_POLL` at least, which on a host
+/// whose bursts alone would fill the ring is the best it can do).
 fn drain_every(cpus: usize) -> Duration {
     // Each event takes an 8-byte header in the ring too.
     let holds = (EVENTS_BYTES as usize / (core::mem::size_of::<Raw>() + 8)) as f64;
