@@ -595,22 +595,10 @@ impl Client {
 
     /// violind's live events (its own API): every frame its datapath drops from now on
     /// that `query` matches, as they come, without end.
-    pub fn observe(
-        &self,
-        query: &ObserveQuery,
-    ) -> Result<impl Iterator<Item = std::io::Result<FlowEvent>>> {
+    pub fn observe(&self, query: &ObserveQuery) -> Result<Observed> {
         let path = "/v1/observe";
         match self.call("GET", path, &pairs(query), &Payload::None) {
-            (_, Ok(r)) if r.status() < 300 => Ok(BufReader::new(r.into_reader())
-                .lines()
-                // The daemon's keep-alive lines are empty.
-                .filter(|l| !matches!(l, Ok(l) if l.trim().is_empty()))
-                .map(|l| {
-                    l.and_then(|l| {
-                        serde_json::from_str(&l)
-                            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-                    })
-                })),
+            (_, Ok(r)) if r.status() < 300 => Ok(Observed::new(r.into_reader())),
             answer => Err(self.answer::<()>(path, answer).unwrap_err()),
         }
     }
@@ -622,6 +610,65 @@ impl Client {
 
     pub fn daemon_rules(&self) -> Result<DaemonRules> {
         self.get("/v1/rules")
+    }
+}
+
+/// violind's events, a batch at a time: what has arrived when the last read is used up
+/// (the daemon writes each drain's at once, about a second's worth). A batch is one
+/// wake-up of whoever waits for it; an event each would cost a busy host one per event.
+pub struct Observed {
+    reader: BufReader<Box<dyn std::io::Read + Send + Sync>>,
+    /// A failure after some events of a batch, for the call after that batch.
+    failed: Option<std::io::Error>,
+}
+
+impl Observed {
+    /// Holds a drain's worth of events (about 300 bytes each) in a read or two.
+    const READ: usize = 64 * 1024;
+
+    pub fn new(from: Box<dyn std::io::Read + Send + Sync>) -> Observed {
+        Observed {
+            reader: BufReader::with_capacity(Self::READ, from),
+            failed: None,
+        }
+    }
+}
+
+impl Iterator for Observed {
+    type Item = std::io::Result<Vec<FlowEvent>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
+        let mut batch = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = self.reader.read_line(&mut line).and_then(|n| {
+                // The daemon's keep-alive lines are empty.
+                if n == 0 || line.trim().is_empty() {
+                    return Ok(n);
+                }
+                let e = serde_json::from_str(&line)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                batch.push(e);
+                Ok(n)
+            });
+            match read {
+                // The end of the stream.
+                Ok(0) => return (!batch.is_empty()).then_some(Ok(batch)),
+                Ok(_) if self.reader.buffer().is_empty() && !batch.is_empty() => {
+                    return Some(Ok(batch))
+                }
+                Ok(_) => {}
+                Err(e) if batch.is_empty() => return Some(Err(e)),
+                Err(e) => {
+                    self.failed = Some(e);
+                    return Some(Ok(batch));
+                }
+            }
+        }
     }
 }
 
@@ -764,5 +811,48 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A reader that hands out one piece per read, as a socket would.
+    struct Pieces(Vec<&'static str>);
+
+    impl Read for Pieces {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let piece = self.0.remove(0).as_bytes();
+            buf[..piece.len()].copy_from_slice(piece);
+            Ok(piece.len())
+        }
+    }
+
+    const EVENT: &str = r#"{"time":1.5,"host":"h1","port":"vm1","verdict":"dropped","reason":"no_route","src_mac":"02:00:00:00:01:01","dst_mac":"02:00:00:00:02:01","ethertype":"0x0800","len":60}
+"#;
+
+    #[test]
+    fn observed_events_come_a_read_at_a_time_without_keep_alives() {
+        let two = Box::leak(format!("{EVENT}{EVENT}").into_boxed_str());
+        let mut o = Observed::new(Box::new(Pieces(vec![two, "\n", "\n", EVENT])));
+        let batch = o.next().unwrap().unwrap();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch[0].reason.as_deref(), Some("no_route"));
+        // Keep-alive lines make no batch; the next read's event does.
+        assert_eq!(o.next().unwrap().unwrap().len(), 1);
+        assert!(o.next().is_none());
+    }
+
+    #[test]
+    fn a_malformed_event_fails_after_the_good_ones_before_it() {
+        // In a read of its own, and after good ones in the same read.
+        let mut o = Observed::new(Box::new(Pieces(vec![EVENT, "{\"time\":\n"])));
+        assert_eq!(o.next().unwrap().unwrap().len(), 1);
+        assert!(o.next().unwrap().is_err());
+        let mut o = Observed::new(Box::new(Pieces(vec![Box::leak(
+            format!("{EVENT}{{\"time\":\n").into_boxed_str(),
+        )])));
+        assert_eq!(o.next().unwrap().unwrap().len(), 1);
+        let e = o.next().unwrap().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
     }
 }

@@ -951,7 +951,7 @@ fn observe(cli: &Cli) -> Result<()> {
     if urls.is_empty() {
         bail!("--daemon: give at least one violind URL (a host's api_listen)");
     }
-    let (tx, rx) = std::sync::mpsc::channel::<Result<FlowEvent, String>>();
+    let (tx, rx) = std::sync::mpsc::channel::<Result<Vec<FlowEvent>, String>>();
     for url in urls {
         // The daemons send a line every 2 s at least.
         let timeouts = Timeouts {
@@ -964,10 +964,10 @@ fn observe(cli: &Cli) -> Result<()> {
             .observe(&query)
             .with_context(|| format!("--daemon {url}"))?;
         std::thread::spawn(move || {
-            for e in events {
-                let e = e.map_err(|e| format!("--daemon {url}: {e}"));
-                let failed = e.is_err();
-                if tx.send(e).is_err() || failed {
+            for batch in events {
+                let batch = batch.map_err(|e| format!("--daemon {url}: {e}"));
+                let failed = batch.is_err();
+                if tx.send(batch).is_err() || failed {
                     return;
                 }
             }
@@ -977,20 +977,19 @@ fn observe(cli: &Cli) -> Result<()> {
     drop(tx);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut seen = 0;
+    // A batch at a time, one write each: a pipe sees events as they come, and a busy
+    // datapath costs neither a wake-up nor a write per event.
     while count.is_none_or(|n| seen < n) {
-        // What has come goes out in one write before waiting for more: a pipe sees events
-        // as they come, and a busy datapath does not cost a write per event.
-        let e = match rx.try_recv() {
-            Ok(e) => e,
-            Err(_) => {
-                out.flush()?;
-                rx.recv().context("every daemon's stream ended")?
+        let batch = rx.recv().context("every daemon's stream ended")?;
+        for e in batch.map_err(anyhow::Error::msg)? {
+            if count.is_some_and(|n| seen >= n) {
+                break;
             }
-        };
-        output::event(cli.output, &e.map_err(anyhow::Error::msg)?, &mut out)?;
-        seen += 1;
+            output::event(cli.output, &e, &mut out)?;
+            seen += 1;
+        }
+        out.flush()?;
     }
-    out.flush()?;
     Ok(())
 }
 
