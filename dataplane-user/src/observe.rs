@@ -37,8 +37,8 @@ pub const RATE: u32 = 2000;
 const BURST: u32 = 200;
 /// Sampled forwarded frames each CPU may describe per second, and their burst: a
 /// terminal shows far fewer, and each costs the CPUs the flows run on.
-pub const SAMPLE_RATE: u32 = 200;
-const SAMPLE_BURST: u32 = 20;
+pub const SAMPLE_RATE: u32 = 100;
+const SAMPLE_BURST: u32 = 10;
 /// The longest wait between drains: events reach observers in batches, about a second's
 /// at a time.
 const POLL: Duration = Duration::from_secs(1);
