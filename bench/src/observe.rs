@@ -274,18 +274,20 @@ pub fn markdown(r: &Results) -> String {
     };
     let _ = writeln!(
         s,
-        "First every pair of a figure together (both paths, every MTU), then each cell. \
-         A cell's median carries the machine's noise: the decapsulation program's cells \
-         show how much, as observing does not touch that program's work (it describes no \
-         forwarded frame there).\n"
+        "First every pair of a figure together (both paths, every MTU): the figure's \
+         verdict. Then each cell, with a verdict of its own, for a path or MTU that \
+         misses alone; a cell's median carries the machine's noise, and the \
+         decapsulation program's cells show how much, as observing does not touch that \
+         program's work (it describes no forwarded frame there).\n"
     );
     let _ = writeln!(s, "| figure | pairs | observed / unobserved | target |");
     let _ = writeln!(s, "|---|---|---|---|");
     for (id, title, unit, better) in figures() {
+        let metric = format!("{id}{RATIO}");
         let ratios: Vec<f64> = r
             .samples
             .iter()
-            .filter(|x| x.metric == format!("{id}{RATIO}"))
+            .filter(|x| x.metric == metric)
             .map(|x| x.value)
             .collect();
         let all = crate::results::summarize(&ratios);

@@ -616,20 +616,25 @@ impl Client {
 /// violind's events, a batch at a time: what has arrived when the last read is used up
 /// (the daemon writes each drain's at once, about a second's worth). A batch is one
 /// wake-up of whoever waits for it; an event each would cost a busy host one per event.
+/// The stream ends at its first failure (after the events read before it).
 pub struct Observed {
     reader: BufReader<Box<dyn std::io::Read + Send + Sync>>,
     /// A failure after some events of a batch, for the call after that batch.
     failed: Option<std::io::Error>,
+    /// A failure was handed out: what follows it may start in the middle of a line.
+    ended: bool,
 }
 
 impl Observed {
-    /// Holds a drain's worth of events (about 300 bytes each) in a read or two.
+    /// Holds a drain of samples (about 300 bytes each) in a read or two; a flood of
+    /// drops takes more reads, each its own batch.
     const READ: usize = 64 * 1024;
 
     pub fn new(from: Box<dyn std::io::Read + Send + Sync>) -> Observed {
         Observed {
             reader: BufReader::with_capacity(Self::READ, from),
             failed: None,
+            ended: false,
         }
     }
 }
@@ -638,7 +643,11 @@ impl Iterator for Observed {
     type Item = std::io::Result<Vec<FlowEvent>>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.ended {
+            return None;
+        }
         if let Some(e) = self.failed.take() {
+            self.ended = true;
             return Some(Err(e));
         }
         let mut batch = Vec::new();
@@ -662,7 +671,10 @@ impl Iterator for Observed {
                     return Some(Ok(batch))
                 }
                 Ok(_) => {}
-                Err(e) if batch.is_empty() => return Some(Err(e)),
+                Err(e) if batch.is_empty() => {
+                    self.ended = true;
+                    return Some(Err(e));
+                }
                 Err(e) => {
                     self.failed = Some(e);
                     return Some(Ok(batch));
@@ -854,5 +866,19 @@ mod tests {
         assert_eq!(o.next().unwrap().unwrap().len(), 1);
         let e = o.next().unwrap().unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        // Nothing after a failure: it could start in the middle of a line.
+        let mut o = Observed::new(Box::new(Pieces(vec!["{\"time\":\n", EVENT])));
+        assert!(o.next().unwrap().is_err());
+        assert!(o.next().is_none());
+    }
+
+    #[test]
+    fn an_event_split_across_reads_waits_for_its_end() {
+        let (head, tail) = EVENT.split_at(40);
+        let with_keep_alive = Box::leak(format!("{EVENT}\n").into_boxed_str());
+        let mut o = Observed::new(Box::new(Pieces(vec![head, tail, with_keep_alive])));
+        assert_eq!(o.next().unwrap().unwrap().len(), 1);
+        assert_eq!(o.next().unwrap().unwrap().len(), 1);
+        assert!(o.next().is_none());
     }
 }
