@@ -283,18 +283,11 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(s, "| figure | pairs | observed / unobserved | target |");
     let _ = writeln!(s, "|---|---|---|---|");
     for (id, title, unit, better) in figures() {
-        let metric = format!("{id}{RATIO}");
-        let ratios: Vec<f64> = r
-            .samples
-            .iter()
-            .filter(|x| x.metric == metric)
-            .map(|x| x.value)
-            .collect();
-        let all = crate::results::summarize(&ratios);
+        let all = r.summary_of_all(&format!("{id}{RATIO}"));
         let _ = writeln!(
             s,
             "| {title} ({unit}) | {} | {} | {} |",
-            ratios.len(),
+            all.map_or(0, |x| x.n),
             cell(all, 3),
             verdict(all, better)
         );

@@ -153,14 +153,23 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
 }
 
 impl Results {
-    pub fn summary(&self, metric: &str, mtu: u32, path: NetPath) -> Option<Summary> {
+    fn summary_where(&self, keep: impl Fn(&Sample) -> bool) -> Option<Summary> {
         let v: Vec<f64> = self
             .samples
             .iter()
-            .filter(|s| s.metric == metric && s.mtu == mtu && s.path == path)
+            .filter(|s| keep(s))
             .map(|s| s.value)
             .collect();
         summarize(&v)
+    }
+
+    pub fn summary(&self, metric: &str, mtu: u32, path: NetPath) -> Option<Summary> {
+        self.summary_where(|s| s.metric == metric && s.mtu == mtu && s.path == path)
+    }
+
+    /// Over every MTU and path.
+    pub fn summary_of_all(&self, metric: &str) -> Option<Summary> {
+        self.summary_where(|s| s.metric == metric)
     }
 
     pub fn mtus(&self) -> Vec<u32> {

@@ -982,11 +982,11 @@ fn observe(cli: &Cli) -> Result<()> {
     // datapath costs neither a wake-up nor a write per event.
     while count.is_none_or(|n| seen < n) {
         let batch = rx.recv().context("every daemon's stream ended")?;
-        for e in batch.map_err(anyhow::Error::msg)? {
-            if count.is_some_and(|n| seen >= n) {
-                break;
-            }
-            output::event(cli.output, &e, &mut out)?;
+        let room = count.map_or(usize::MAX, |n| {
+            usize::try_from(n - seen).unwrap_or(usize::MAX)
+        });
+        for e in batch.map_err(anyhow::Error::msg)?.iter().take(room) {
+            output::event(cli.output, e, &mut out)?;
             seen += 1;
         }
         out.flush()?;
