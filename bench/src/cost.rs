@@ -2,13 +2,18 @@
 //! `TestRun`), against a host's live maps. A program that rewrites its frame cannot be
 //! repeated within one call (the kernel runs it again on the frame it left, encapsulated
 //! twice or no longer VXLAN, and times a different path), so each call runs it once on a
-//! fresh copy; the kernel times that one run, and the same measurement of an almost empty
-//! program of the same hook (one map access) is subtracted: what remains is the
-//! program's own work. The figure is the median over many calls.
+//! fresh copy; the kernel times that one run. Each call is paired with one, just before
+//! it, of an almost empty program of the same hook (one map access), and the pair's
+//! difference is the program's own work: a slower spell of this shared machine slows both
+//! of a pair alike rather than one figure more than the other. The figure is the median of
+//! the differences over many pairs.
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use aya::programs::{ProgramError, TestRun, TestRunOptions, TestRunResult};
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
+    Ebpf,
+};
 use dataplane_common::{maps::programs, packet::Tunnel};
 use violin_testbed::sys::{ifindex_of, in_netns, mac_of};
 
@@ -16,7 +21,7 @@ use crate::{
     ebpf,
     frames::{udp_frame, vxlan, MAX_TEST_FRAME, MIN_FRAME},
     paths::BenchLab,
-    results::NetPath,
+    results::{Better, Metric, NetPath},
 };
 
 // The verdicts of `enum xdp_action` and `TC_ACT_*`.
@@ -45,6 +50,19 @@ pub const METRICS: [(&str, &str); 4] = [
     ),
 ];
 
+/// The figures as the reports name them.
+pub fn metrics() -> Vec<Metric> {
+    METRICS
+        .iter()
+        .map(|(id, title)| Metric {
+            id: id.to_string(),
+            title: format!("{title}, BPF_PROG_TEST_RUN"),
+            unit: "ns".into(),
+            better: Better::Lower,
+        })
+        .collect()
+}
+
 /// xdp_md for BPF_PROG_TEST_RUN: a `len`-byte frame, all of it in the linear buffer
 /// (data_end; a smaller one would put the rest in fragments, or be refused), "arrived" on
 /// `ifindex`, queue 0.
@@ -63,37 +81,60 @@ fn sk_buff(ifindex: u32) -> Vec<u8> {
     ctx
 }
 
-type Run<'p> = dyn Fn(TestRunOptions<'_>) -> Result<TestRunResult, ProgramError> + 'p;
+type Run<'p> = Box<dyn Fn(TestRunOptions<'_>) -> Result<TestRunResult, ProgramError> + 'p>;
 
-/// Median kernel-timed ns of one run of a program (`run`) on each (frame, context), over
-/// `runs` calls. Every run must end in `verdict`: a frame that took another path (dropped,
-/// passed) would time that path instead.
+/// A frame and the context it is run with.
+type Case = (Vec<u8>, Vec<u8>);
+
+/// A loaded program of `ebpf`, as a test run of its kind.
+fn runner<'a>(ebpf: &'a Ebpf, name: &str, xdp: bool) -> Result<Run<'a>> {
+    let prog = ebpf
+        .program(name)
+        .ok_or_else(|| anyhow!("no program {name} in the object"))?;
+    Ok(if xdp {
+        let p: &Xdp = prog.try_into()?;
+        Box::new(move |o| p.test_run(o))
+    } else {
+        let p: &SchedClassifier = prog.try_into()?;
+        Box::new(move |o| p.test_run(o))
+    })
+}
+
+/// One kernel-timed run of `run` on `case`, in ns; it must end in `verdict`: a frame that
+/// took another path (dropped, passed) would time that path instead.
+fn once(run: &Run, (frame, ctx): &Case, verdict: u32) -> Result<f64> {
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.ctx_in = Some(ctx);
+    let r = run(opts).context("BPF_PROG_TEST_RUN")?;
+    if r.return_value != verdict {
+        bail!(
+            "the program returned {} for a {}-byte frame, not {verdict}: it took another path \
+             than the one to time",
+            r.return_value,
+            frame.len()
+        );
+    }
+    Ok(r.duration.as_nanos() as f64)
+}
+
+/// The program's own ns per run on each case, `runs` pairs each: the median of (its run
+/// less the run of `base` on `base_case` just before it).
 fn median_ns(
-    run: &Run,
-    frames: &[(Vec<u8>, Vec<u8>)],
-    verdict: u32,
+    (run, verdict): (&Run, u32),
+    (base, base_case, base_verdict): (&Run, &Case, u32),
+    cases: &[Case],
     runs: usize,
 ) -> Result<Vec<f64>> {
     let mut out = Vec::new();
-    for (frame, ctx) in frames {
+    for case in cases {
         let mut ns = Vec::with_capacity(runs);
         for _ in 0..runs {
-            let mut opts = TestRunOptions::new();
-            opts.data_in = Some(frame);
-            opts.ctx_in = Some(ctx);
-            let r = run(opts).context("BPF_PROG_TEST_RUN")?;
-            if r.return_value != verdict {
-                bail!(
-                    "the program returned {} for a {}-byte frame, not {verdict}: it took another \
-                     path than the one to time",
-                    r.return_value,
-                    frame.len()
-                );
-            }
-            ns.push(r.duration.as_nanos() as f64);
+            let empty = once(base, base_case, base_verdict)?;
+            ns.push(once(run, case, verdict)? - empty);
         }
         ns.sort_by(f64::total_cmp);
-        out.push(ns[ns.len() / 2]);
+        out.push(ns[ns.len() / 2].max(0.0));
     }
     Ok(out)
 }
@@ -146,35 +187,27 @@ pub fn measure(bl: &BenchLab, runs: usize) -> Result<Vec<(String, NetPath, f64)>
             .join("maps");
         let ns = in_netns(&h1.ns, || {
             let mut ebpf = ebpf::load(&maps)?;
-            let (base, port, underlay) = if path == NetPath::ViolinXdp {
-                let mut time = |name: &str, frames: &[(Vec<u8>, Vec<u8>)], verdict| {
-                    let prog = ebpf::xdp(&mut ebpf, name)?;
-                    median_ns(&|o| prog.test_run(o), frames, verdict, runs)
-                };
-                // The empty program finds no wire: XDP_ABORTED.
-                let base = time("violin_bench_fwd", &encap[..1], XDP_ABORTED)?;
-                (
-                    base[0],
-                    time(port_prog, &encap, XDP_REDIRECT)?,
-                    time(underlay_prog, &decap, XDP_REDIRECT)?,
-                )
+            let xdp = path == NetPath::ViolinXdp;
+            // The empty XDP program finds no wire: XDP_ABORTED.
+            let (base_name, base_verdict, sent) = if xdp {
+                ("violin_bench_fwd", XDP_ABORTED, XDP_REDIRECT)
             } else {
-                let mut time = |name: &str, frames: &[(Vec<u8>, Vec<u8>)], verdict| {
-                    let prog = ebpf::tc(&mut ebpf, name)?;
-                    median_ns(&|o| prog.test_run(o), frames, verdict, runs)
-                };
-                let base = time("violin_bench_sink", &encap[..1], TC_ACT_SHOT)?;
-                (
-                    base[0],
-                    time(port_prog, &encap, TC_ACT_REDIRECT)?,
-                    time(underlay_prog, &decap, TC_ACT_REDIRECT)?,
-                )
+                ("violin_bench_sink", TC_ACT_SHOT, TC_ACT_REDIRECT)
             };
-            Ok(port
-                .into_iter()
-                .chain(underlay)
-                .map(|x| (x - base).max(0.0))
-                .collect::<Vec<_>>())
+            for name in [base_name, port_prog, underlay_prog] {
+                if xdp {
+                    ebpf::xdp(&mut ebpf, name)?;
+                } else {
+                    ebpf::tc(&mut ebpf, name)?;
+                }
+            }
+            let base = runner(&ebpf, base_name, xdp)?;
+            let base = (&base, &encap[0], base_verdict);
+            let port = runner(&ebpf, port_prog, xdp)?;
+            let underlay = runner(&ebpf, underlay_prog, xdp)?;
+            let mut ns = median_ns((&port, sent), base, &encap, runs)?;
+            ns.extend(median_ns((&underlay, sent), base, &decap, runs)?);
+            Ok(ns)
         })?;
         for ((id, _), v) in METRICS.iter().zip(ns) {
             out.push((id.to_string(), path, v));

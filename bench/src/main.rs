@@ -45,7 +45,8 @@ use crate::{
     about = "Violin's benchmarks (run via `cargo xtask bench`)"
 )]
 struct Cli {
-    /// micro, observe (what `violinctl observe` costs the datapath), hpl, nemo3d, apply
+    /// micro, cost (the forwarding programs' cost per packet alone, in a minute or two),
+    /// observe (what `violinctl observe` costs the datapath), hpl, nemo3d, apply
     /// (control plane), migrate (live migration of real
     /// guests), bounds (traffic bounds: shaped TCP and UDP against the bound), adapt
     /// (VTTIF's counting cost, VNET's figure 11), adaptation (the thesis's simulations of
@@ -133,10 +134,13 @@ fn run(cli: Cli) -> Result<()> {
     if cli.suite == "summary" || cli.suite == "report" {
         let mut runs = Vec::new();
         for suite in [
-            "micro", "observe", "hpl", "nemo3d", "apply", "migrate", "bounds", "adapt",
+            "micro", "cost", "observe", "hpl", "nemo3d", "apply", "migrate", "bounds", "adapt",
         ] {
             if cli.suite == "summary"
-                && matches!(suite, "observe" | "apply" | "migrate" | "bounds" | "adapt")
+                && matches!(
+                    suite,
+                    "cost" | "observe" | "apply" | "migrate" | "bounds" | "adapt"
+                )
             {
                 // Not a comparison of paths: its own report says everything.
                 continue;
@@ -173,12 +177,13 @@ fn run(cli: Cli) -> Result<()> {
             "adaptation",
             "scale",
         ],
-        s @ ("micro" | "observe" | "hpl" | "nemo3d" | "apply" | "migrate" | "bounds" | "adapt") => {
+        s @ ("micro" | "cost" | "observe" | "hpl" | "nemo3d" | "apply" | "migrate" | "bounds"
+        | "adapt") => {
             vec![s]
         }
         other => {
             bail!(
-                "unknown suite {other:?}: use micro, observe, hpl, nemo3d, apply, migrate, bounds, adapt, adaptation, scale or all"
+                "unknown suite {other:?}: use micro, cost, observe, hpl, nemo3d, apply, migrate, bounds, adapt, adaptation, scale or all"
             )
         }
     };
@@ -190,6 +195,7 @@ fn run(cli: Cli) -> Result<()> {
             "observe" => run_observe(&cli)?,
             "nemo3d" => run_nemo(&cli)?,
             "hpl" => run_hpl(&cli)?,
+            "cost" => run_cost(&cli)?,
             "bounds" => run_bounds(&cli)?,
             "adapt" => run_adapt(&cli)?,
             "adaptation" => run_adaptation(&cli)?,
@@ -333,6 +339,57 @@ fn record(samples: &mut Vec<Sample>, progress: &mut Progress, s: Sample) {
         s.value
     ));
     samples.push(s);
+}
+
+/// The programs' cost alone: what `micro` times of them, without its other figures, so
+/// that a change to a program can be judged in a minute or two.
+fn run_cost(cli: &Cli) -> Result<()> {
+    let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 5 });
+    let runs = micro::Settings::new(cli.quick).test_runs;
+    let started = now_utc();
+    let t0 = Instant::now();
+    eprintln!(
+        "==> cost: {} MTUs x {reps} repetitions x 2 Violin modes, {runs} runs per program and frame",
+        cli.mtus.len()
+    );
+    let mut progress = Progress {
+        start: t0,
+        done: 0,
+        total: cli.mtus.len() * reps * 2 * cost::METRICS.len(),
+    };
+    let mut samples = Vec::new();
+    for &mtu in &cli.mtus {
+        eprintln!("==> lab up (underlay MTU {mtu}, VM MTU {})", mtu - 50);
+        let bl = BenchLab::up(&format!("bk{}", mtu / 100), mtu, 2, 1)?;
+        warm_up(&bl)?;
+        for rep in 0..reps {
+            for (metric, path, value) in cost::measure(&bl, runs)? {
+                let sample = Sample {
+                    metric,
+                    mtu,
+                    path,
+                    rep,
+                    value,
+                };
+                record(&mut samples, &mut progress, sample);
+            }
+        }
+        eprintln!("==> lab down");
+        bl.lab.down()?;
+    }
+    let mut settings = BTreeMap::new();
+    settings.insert("repetitions".into(), reps.to_string());
+    settings.insert("runs per program and frame".into(), runs.to_string());
+    finish(
+        cli,
+        "cost",
+        started,
+        t0,
+        cost::metrics(),
+        samples,
+        settings,
+        BTreeMap::new(),
+    )
 }
 
 fn run_observe(cli: &Cli) -> Result<()> {
@@ -1026,6 +1083,23 @@ fn micro_refs() -> Vec<report::Reference> {
     ]
 }
 
+const COST_TITLE: &str = "The forwarding programs' cost per packet";
+
+fn cost_refs() -> Vec<report::Reference> {
+    micro_refs()
+        .into_iter()
+        .filter(|r| r.metric.starts_with("encap_ns") || r.metric.starts_with("decap_ns"))
+        .collect()
+}
+
+const COST_NOTES: &str = "\
+Each program is timed by the kernel (BPF_PROG_TEST_RUN through aya) on a fresh frame \
+per run, against the live maps of a lab host whose daemon forwards between two VMs; the \
+time of an almost empty program of the same hook is subtracted. The same figures are \
+part of `micro`. Encapsulation is the VM port's program on a frame to a VM on the other \
+host; decapsulation the underlay's on that VM's answer (UDP, which the TC underlay \
+program decapsulates itself; TCP goes to the flow-based VXLAN device).";
+
 const MICRO_NOTES: &str = "\
 Violin is measured in both port modes: its default, TC (TC programs on the VM ports, the \
 underlay NIC and a flow-based VXLAN device), and XDP. Where the time goes (see the kernel \
@@ -1090,6 +1164,7 @@ fn finish(
 fn rewrite(r: &Results, dir: &Path) -> Result<()> {
     match r.suite.as_str() {
         "micro" => write_outputs(r, dir, MICRO_TITLE, &micro_refs(), MICRO_NOTES),
+        "cost" => write_outputs(r, dir, COST_TITLE, &cost_refs(), COST_NOTES),
         "nemo3d" => write_outputs(r, dir, NEMO_TITLE, &nemo_refs(), NEMO_NOTES),
         "hpl" => write_outputs(r, dir, HPL_TITLE, &hpl_refs(r), HPL_NOTES),
         "migrate" => write_outputs(r, dir, MIGRATE_TITLE, &migrate_refs(), MIGRATE_NOTES),

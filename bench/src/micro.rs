@@ -67,12 +67,7 @@ pub fn metrics() -> Vec<Metric> {
     sockets
         .into_iter()
         .chain(over_ipv6)
-        .chain(crate::cost::METRICS.iter().map(|(id, title)| Metric {
-            id: id.to_string(),
-            title: format!("{title}, BPF_PROG_TEST_RUN"),
-            unit: "ns".into(),
-            better: Better::Lower,
-        }))
+        .chain(crate::cost::metrics())
         .chain(linerate_metrics())
         .collect()
 }

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::{
         xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
-        TC_ACT_REDIRECT, TC_ACT_SHOT,
+        BPF_NOEXIST, TC_ACT_REDIRECT, TC_ACT_SHOT,
     },
     maps::PerCpuArray,
     programs::{TcContext, XdpContext},
@@ -112,12 +112,21 @@ pub(crate) fn count_pair(port: &PortInfo, eth: &EthHdr, len: usize) {
     }
     // By reference: passed by value, the key is copied to the stack for every call.
     let key = &PairKey::new(port.vni, eth.src, eth.dst);
-    if PAIR_TRAFFIC.get_ptr_mut(key).is_none() {
-        let zero = &Counter::default();
-        let _ = PAIR_TRAFFIC.insert(key, zero, 0);
-    }
+    // One lookup for a pair already counted, the common case.
     if let Some(c) = PAIR_TRAFFIC.get_ptr_mut(key) {
         // SAFETY: this CPU's copy of the entry.
         unsafe { (*c).add(len as u64) };
+        return;
+    }
+    // A new pair starts at this frame on this CPU (the kernel zeroes the other CPUs'
+    // copies). Another CPU may have added it meanwhile: then the frame goes to its entry
+    // rather than replacing it.
+    let mut first = Counter::default();
+    first.add(len as u64);
+    if PAIR_TRAFFIC.insert(key, first, BPF_NOEXIST as u64).is_err() {
+        if let Some(c) = PAIR_TRAFFIC.get_ptr_mut(key) {
+            // SAFETY: as above.
+            unsafe { (*c).add(len as u64) };
+        }
     }
 }

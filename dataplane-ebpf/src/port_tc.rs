@@ -127,7 +127,7 @@ fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &EthHdr, len: 
     let e = Encap {
         cfg: &cfg,
         vni: port.vni,
-        sport: skb_source_port(ctx),
+        sport: skb_source_port(ctx, outer),
         inner_len: len,
     };
     // A loop per family: the verifier walks each with one kind of copy (and BPF has no

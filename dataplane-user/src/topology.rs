@@ -14,7 +14,7 @@ use dataplane_common::maps::{
     FdbEntry, FdbKey, FdbKind, FloodList, HostConfig, PairKey, PairState, PeerInfo, PortInfo,
     Shaper, StormBucket, VniInfo, FLOOD_PEERS, FLOOD_PORTS, MAX_PAIR_CLASS, MAX_PEERS,
     MAX_QUEUES_PER_IF, MAX_SLOTS, PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC,
-    PORT_LIMITED, PORT_PEER_REDIRECT, PORT_RESTRICTED, PORT_ROUTED, PORT_UNCOUNTED,
+    PORT_LIMITED, PORT_PEER_REDIRECT, PORT_PLACED, PORT_RESTRICTED, PORT_ROUTED, PORT_UNCOUNTED,
     PORT_VM_BOUNDED, ROUTE_ANY, UNDERLAY_SLOT, VM_CLASS_BASE, VM_LEAF_BASE, VNI_HUB, VNI_ROUTED,
 };
 use dataplane_common::packet::Family;
@@ -718,6 +718,11 @@ impl Topology {
             .get(&p.dev.name)
             .cloned()
             .unwrap_or_default();
+        let placed = policy.flags & PORT_CHECK_MAC != 0
+            && self
+                .placements
+                .get(&FdbKey::new(p.vni, policy.mac))
+                .is_some_and(FdbEntry::is_static);
         PortInfo {
             vni: p.vni,
             slot: p.slot,
@@ -729,7 +734,8 @@ impl Topology {
                 } else {
                     0
                 }
-                | if self.count_pairs { 0 } else { PORT_UNCOUNTED },
+                | if self.count_pairs { 0 } else { PORT_UNCOUNTED }
+                | if placed { PORT_PLACED } else { 0 },
             mac: policy.mac,
             _pad: [0; 2],
             ip: policy.ip,
@@ -1025,5 +1031,62 @@ mod tests {
         assert!(centre.is_hub(100));
         assert_eq!(centre.flood_list(100).npeers, 2);
         assert_eq!(centre.vnis(), BTreeSet::from([100]));
+    }
+
+    /// A declared VM's port (its MAC checked, a static entry placed for it) skips
+    /// learning; a port without a declared VM, or whose VM has no placement, learns.
+    #[test]
+    fn learning_is_skipped_only_where_a_static_entry_holds_the_checked_mac() {
+        let text = "host_id = \"h1\"\n[underlay]\ninterface = \"ul0\"\naddress = \"10.0.0.1\"\n\
+             [[environment]]\nname = \"blue\"\nvni = 100\nports = [\"vm1\", \"vm2\"]\n\
+             [[environment.vm]]\nport = \"vm1\"\nmac = \"02:00:00:00:00:01\"\n";
+        let config = Config::parse(text).unwrap();
+        let dev = |name: &str, ifindex| NetDev {
+            name: name.into(),
+            ifindex,
+            mac: [2; 6],
+            mtu: 1500,
+            rx_queues: 1,
+            peer_redirect: false,
+        };
+        let ports = vec![
+            Port {
+                dev: dev("vm1", 10),
+                vni: 100,
+                slot: 1,
+            },
+            Port {
+                dev: dev("vm2", 11),
+                vni: 100,
+                slot: 2,
+            },
+        ];
+        let (port_policies, pairs) = policies(&config);
+        let topo = Topology {
+            underlay: dev("ul0", 1),
+            underlay_addr: IpAddr::from([10, 0, 0, 1]),
+            underlay_mtu: 1500,
+            placements: placements(&config, &ports, &[], &Moves::new()),
+            ports,
+            peers: vec![],
+            debug: false,
+            count_pairs: true,
+            port_policies,
+            pairs,
+            routes: BTreeMap::new(),
+            routed: BTreeSet::new(),
+            hubs: BTreeMap::new(),
+        };
+        let declared = topo.port_info(&topo.ports[0]);
+        assert_ne!(declared.flags & PORT_PLACED, 0);
+        assert_ne!(declared.flags & PORT_CHECK_MAC, 0);
+        let learning = topo.port_info(&topo.ports[1]);
+        assert_eq!(learning.flags & PORT_PLACED, 0);
+        let mut unplaced = topo;
+        unplaced.placements.clear();
+        assert_eq!(
+            unplaced.port_info(&unplaced.ports[0]).flags & PORT_PLACED,
+            0
+        );
     }
 }

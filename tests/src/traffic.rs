@@ -368,7 +368,18 @@ impl Capture {
         let mut child = crate::sys::ns_command(
             ns,
             "tcpdump",
-            &["-i", iface, "-n", "-U", "-w", &path, filter],
+            // Immediate mode: otherwise libpcap hands packets over in blocks, once a
+            // second, and what arrived just before stop() would be lost with the block.
+            &[
+                "-i",
+                iface,
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-w",
+                &path,
+                filter,
+            ],
         )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

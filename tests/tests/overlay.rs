@@ -156,3 +156,126 @@ fn jumbo_frames_carry_8950_byte_vm_frames() {
     assert_eq!(counter(&s, "/drops/too_big"), 0);
     lab.down().unwrap();
 }
+
+/// The outer UDP source port carries the inner flow's entropy (so that underlay ECMP and
+/// RSS spread tunnels as they spread flows), for IPv4 and IPv6 inner flows alike and in
+/// both port modes: different flows between the same two VMs leave on many ports, and
+/// one flow always on the same.
+#[test]
+fn tunnels_spread_inner_flows_over_outer_source_ports() {
+    for (tag, xdp) in [("sp", false), ("sx", true)] {
+        spread(tag, xdp);
+    }
+}
+
+fn spread(tag: &str, xdp: bool) {
+    use std::net::{IpAddr, Ipv6Addr, UdpSocket};
+    use violin_testbed::{e2e::scratch, sys::in_netns, traffic::Capture};
+
+    const FLOWS: u16 = 16;
+    let lab = lab(tag, |s| {
+        if xdp {
+            s.violin_xdp_hosts = s.hosts;
+            s.hosts = 0;
+        }
+    });
+    let a = lab.vm(0, 0, 0).clone();
+    let b = lab.vm(1, 0, 0).clone();
+    wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(10)).unwrap();
+    // Neighbour discovery first, so that every datagram below leaves at once.
+    let r = ping(&a.ns, &b.ip6, 3, &["-i", "0.1"]).unwrap();
+    assert_eq!(r.lost(), 0, "ping -6 {r:?}");
+    let (a6, b6): (Ipv6Addr, Ipv6Addr) = (a.ip6.parse().unwrap(), b.ip6.parse().unwrap());
+    let file = scratch(&lab, "underlay.pcap");
+    // On the switch's port, where both modes' frames are skbs (an XDP redirect out of the
+    // host's underlay veth passes no packet tap there).
+    let sw = violin_testbed::lab::switch_ns(&lab.spec.name);
+    let cap = Capture::start(&sw, &lab.hosts[0].bridge_port, "udp dst port 4789", &file).unwrap();
+    in_netns(&a.ns, || {
+        for (src, dst) in [
+            (IpAddr::from(a.ip), IpAddr::from(b.ip)),
+            (a6.into(), b6.into()),
+        ] {
+            for i in 0..FLOWS {
+                let sock = UdpSocket::bind((src, 21000 + i))?;
+                for _ in 0..3 {
+                    sock.send_to(b"flow", (dst, 9))?;
+                    // Paced: a burst of all of them at once overflowed the lab's veth
+                    // queues beyond the host (every frame left it, by violind's counters).
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    let frames = cap.stop().unwrap();
+    // (inner family, inner source port) -> the outer source ports it left on.
+    let mut ports: std::collections::BTreeMap<(u8, u16), std::collections::BTreeSet<u16>> =
+        Default::default();
+    for bytes in frames.iter().map(|f| hex_bytes(f)) {
+        // Outer IPv4 (20 bytes), UDP (8), VXLAN (8), then the inner Ethernet frame.
+        let Some(inner) = bytes.get(36..) else {
+            continue;
+        };
+        let be16 =
+            |b: &[u8], at: usize| b.get(at..at + 2).map(|p| u16::from_be_bytes([p[0], p[1]]));
+        let (Some(outer), Some(ethertype)) = (be16(&bytes, 20), be16(inner, 12)) else {
+            continue;
+        };
+        let (family, sport) = match ethertype {
+            0x0800 if inner.get(23) == Some(&17) => (4, be16(inner, 34)),
+            0x86dd if inner.get(20) == Some(&17) => (6, be16(inner, 54)),
+            _ => continue,
+        };
+        if let Some(sport) = sport.filter(|p| (21000..21000 + FLOWS).contains(p)) {
+            ports.entry((family, sport)).or_default().insert(outer);
+        }
+    }
+    for family in [4u8, 6] {
+        let flows: Vec<_> = ports.iter().filter(|((f, _), _)| *f == family).collect();
+        assert_eq!(
+            flows.len(),
+            FLOWS as usize,
+            "{tag}: IPv{family} flows seen on the underlay: {ports:?}; frames captured: {}, \
+             the first: {:?}",
+            frames.len(),
+            frames.first()
+        );
+        for ((_, sport), outer) in &flows {
+            assert_eq!(
+                outer.len(),
+                1,
+                "{tag}: IPv{family} flow {sport} left on {outer:?}"
+            );
+        }
+        let distinct: std::collections::BTreeSet<u16> =
+            flows.iter().flat_map(|(_, o)| o.iter().copied()).collect();
+        // 16 flows hashed into 16384 ports: fewer than 8 distinct would take a broken hash.
+        assert!(
+            distinct.len() >= 8,
+            "{tag}: IPv{family}: 16 flows left on only {distinct:?}"
+        );
+        assert!(distinct.iter().all(|p| *p >= 49152), "{tag}: {distinct:?}");
+    }
+    lab.down().unwrap();
+}
+
+/// The bytes of tcpdump's `-x` hex dump within one captured frame's text.
+fn hex_bytes(frame: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut in_dump = false;
+    for tok in frame.split_whitespace() {
+        if tok.starts_with("0x") && tok.ends_with(':') {
+            in_dump = true;
+            continue;
+        }
+        if !in_dump || tok.len() % 2 != 0 || !tok.chars().all(|c| c.is_ascii_hexdigit()) {
+            continue;
+        }
+        for i in (0..tok.len()).step_by(2) {
+            out.push(u8::from_str_radix(&tok[i..i + 2], 16).unwrap());
+        }
+    }
+    out
+}
