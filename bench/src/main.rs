@@ -1117,8 +1117,9 @@ traffic XDP mode is therefore the slower one on every figure here. (3) With fram
 never were skbs (the in-kernel source's), XDP mode is the faster: 3.2-5.7x Linux VXLAN \
 per stage against TC mode's 2.0-2.8x; a NIC with native XDP would give socket traffic the \
 same advantage, which is why XDP mode stays. (4) The programs' own cost, timed one fresh \
-frame per run: a few hundred ns each on this VM (five hash-map lookups per frame: port, \
-learning, destination, VM pair, peer), TC's more than XDP's (skb helpers). (5) The lab's \
+frame per run: 80-160 ns each on this VM, about half of it hash-map lookups (port, \
+learning, destination, VM pair; a declared VM's port skips learning, and the peer and the \
+delivering port are found by slot in arrays), TC's more than XDP's (skb helpers). (5) The lab's \
 underlay interfaces have GRO on, as physical NICs do, on every path alike. (6) Both \
 overlays lose to bare on bulk TCP by the tunnel's segmentation at the switch and the \
 inner checksum each receiving VM verifies (csum_partial). (7) Round trips are taken with \

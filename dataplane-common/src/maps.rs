@@ -19,6 +19,8 @@ pub mod names {
     pub const DROPS: &str = "DROPS";
     pub const ACTIONS: &str = "ACTIONS";
     pub const FLOOD: &str = "FLOOD";
+    pub const PORT_SLOTS: &str = "PORT_SLOTS";
+    pub const PEER_SLOTS: &str = "PEER_SLOTS";
     pub const PAIRS: &str = "PAIRS";
     pub const ROUTES: &str = "ROUTES";
     pub const STORM: &str = "STORM";
@@ -29,7 +31,7 @@ pub mod names {
     pub const OBSERVE_SAMPLE_BUDGET: &str = "OBSERVE_SAMPLE_BUDGET";
     pub const OBSERVE_SKIP: &str = "OBSERVE_SKIP";
     pub const EVENTS: &str = "EVENTS";
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 24] = [
         CONFIG,
         PORTS,
         VNIS,
@@ -42,6 +44,8 @@ pub mod names {
         DROPS,
         ACTIONS,
         FLOOD,
+        PORT_SLOTS,
+        PEER_SLOTS,
         PAIRS,
         ROUTES,
         PAIR_TRAFFIC,
@@ -401,6 +405,27 @@ pub struct PeerInfo {
     pub slot: u32,
 }
 
+/// A port as its counter slot finds it (`PORT_SLOTS`, indexed by slot): what delivering
+/// a frame to a forwarding-table entry needs, by an array lookup rather than a hash lookup
+/// by ifindex. `ifindex` 0: no port in the slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortSlot {
+    pub ifindex: u32,
+    /// The port's `PORT_*` flags, as in its [`PortInfo`].
+    pub flags: u32,
+}
+
+/// A peer as its counter slot finds it (`PEER_SLOTS`, indexed by slot): the tunnel's far
+/// end for a forwarding-table entry, by an array lookup rather than a hash lookup by
+/// 16-byte address. All zero: no peer in the slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerSlot {
+    pub addr: [u8; 16],
+    pub info: PeerInfo,
+}
+
 /// Ports and peers per environment for in-kernel replication of broadcasts from VM ports
 /// in TC mode (head-end replication without the slow path).
 pub const FLOOD_PORTS: usize = 16;
@@ -683,6 +708,7 @@ mod tests {
 // sizes differ (an upgrade across a layout change).
 const _: () = assert!(core::mem::size_of::<HostConfig>() == 44);
 const _: () = assert!(core::mem::size_of::<FdbEntry>() == 28);
+const _: () = assert!(core::mem::size_of::<PeerSlot>() == 28);
 const _: () = assert!(core::mem::size_of::<FloodList>() == 584);
 
 #[cfg(feature = "user")]
@@ -694,6 +720,11 @@ mod pod {
     // SAFETY: PortInfo is repr(C) and Copy: 5 x u32, [u8; 6], [u8; 2], [u8; 4], 32 bytes
     // with no padding at align 4; all fields are integers, so any bit pattern is valid.
     unsafe impl aya::Pod for super::PortInfo {}
+    // SAFETY: PortSlot is repr(C) and Copy, two u32: no padding, any bit pattern valid.
+    unsafe impl aya::Pod for super::PortSlot {}
+    // SAFETY: PeerSlot is repr(C) and Copy: [u8; 16] then a PeerInfo (12 bytes, align 4)
+    // at offset 16, 28 bytes with no padding; all integers, so any bit pattern is valid.
+    unsafe impl aya::Pod for super::PeerSlot {}
     // SAFETY: VniInfo is repr(C) and Copy with a single u32 field: no padding, and any bit
     // pattern is valid.
     unsafe impl aya::Pod for super::VniInfo {}

@@ -12,7 +12,7 @@ use dataplane_common::{
 
 use crate::{
     counters::{port_stats, Verdict},
-    maps::port,
+    maps::{port, PORT_SLOTS},
 };
 
 /// Sends the frame at offset 0 to the local port `to` names; the TC action to return.
@@ -22,19 +22,29 @@ use crate::{
 /// decapsulation left it for IP; other frames, and taps, leave by the port's egress.
 #[inline(always)]
 pub(crate) fn deliver(to: &FdbEntry, ip: bool, len: usize) -> Result<i32, DropReason> {
-    let port = port(to.ifindex).ok_or(DropReason::UnknownPort)?;
-    if let Some(s) = port_stats(port.slot) {
+    let (slot, flags) = port_of(to).ok_or(DropReason::UnknownPort)?;
+    if let Some(s) = port_stats(slot) {
         s.tx.add(len as u64);
     }
     // SAFETY: helper calls; both only record the target for the kernel's redirect.
     let action = unsafe {
-        if ip && port.flags & PORT_PEER_REDIRECT != 0 {
+        if ip && flags & PORT_PEER_REDIRECT != 0 {
             bpf_redirect_peer(to.ifindex, 0)
         } else {
             bpf_redirect(to.ifindex, 0)
         }
     };
     Ok(action as i32)
+}
+
+/// The slot and flags of the local port `to` names: from its slot when that still holds
+/// the port (an array lookup), else by its ifindex (while violind rewrites the slots).
+#[inline(always)]
+fn port_of(to: &FdbEntry) -> Option<(u32, u32)> {
+    match PORT_SLOTS.get(to.slot) {
+        Some(s) if s.ifindex == to.ifindex => Some((to.slot, s.flags)),
+        _ => port(to.ifindex).map(|p| (p.slot, p.flags)),
+    }
 }
 
 /// A frame from the underlay, decapsulated, to every local port of its environment

@@ -41,6 +41,13 @@ pub(crate) static ACTIONS: PerCpuArray<u64> =
     PerCpuArray::pinned(HOOKS.len() as u32 * ACTION_SLOTS, 0);
 #[map]
 pub(crate) static FLOOD: HashMap<u32, FloodList> = HashMap::pinned(MAX_VNIS, BPF_F_NO_PREALLOC);
+/// Ports and peers by slot, beside their hash maps by key: the lookups of the forwarding
+/// path that start from a forwarding-table entry (which holds the slot) take an array
+/// lookup instead of a hash lookup.
+#[map]
+pub(crate) static PORT_SLOTS: Array<PortSlot> = Array::pinned(MAX_SLOTS, 0);
+#[map]
+pub(crate) static PEER_SLOTS: Array<PeerSlot> = Array::pinned(MAX_PEERS, 0);
 #[map]
 pub(crate) static PAIRS: HashMap<PairKey, PairState> = HashMap::pinned(MAX_PAIRS, 0);
 #[map]
@@ -90,7 +97,7 @@ pub(crate) fn vni(vni: u32) -> Option<VniInfo> {
 }
 
 /// The peer as configured, resolved or not; forwarding to it goes through
-/// [`crate::tunnel::resolve_peer`] instead.
+/// [`crate::tunnel::resolve_entry`] or [`crate::tunnel::resolve_peer`] instead.
 #[inline(always)]
 pub(crate) fn peer(addr: &[u8; 16]) -> Option<PeerInfo> {
     // SAFETY: copied out of the map before use.

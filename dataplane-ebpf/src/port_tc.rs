@@ -20,8 +20,8 @@ use crate::{
     observe::{describe, sampled},
     policy::{port_policy, shape},
     tunnel::{
-        count_sent, family, resolve_peer, send_copy, skb_source_port, store_outer4, store_outer6,
-        tc_encap, tc_write_outer, Encap,
+        count_sent, family, resolve_entry, resolve_peer, send_copy, skb_source_port, store_outer4,
+        store_outer6, tc_encap, tc_write_outer, Encap,
     },
 };
 
@@ -77,7 +77,7 @@ fn port_skb(ctx: &TcContext) -> Verdict {
     let Some(cfg) = host_config() else {
         return tc_drop(ctx, port.slot, DropReason::NoRoute, len);
     };
-    let Some(hop) = resolve_peer(dst.peer) else {
+    let Some(hop) = resolve_entry(&dst) else {
         return tc_drop(ctx, port.slot, DropReason::NoRoute, len);
     };
     if let Err(reason) = tc_encap(ctx, &cfg, &eth, len) {

@@ -18,7 +18,7 @@ use dataplane_common::{
     counters::{Counter, DropReason, PeerStats, PortStats, ACTION_SLOTS, HOOKS},
     maps::{
         names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo,
-        PortInfo, Shaper, StormBucket, VniInfo,
+        PeerSlot, PortInfo, PortSlot, Shaper, StormBucket, VniInfo,
     },
     observe::ObserveConfig,
 };
@@ -41,6 +41,8 @@ pub struct Maps {
     pub drops: PerCpuArray<MapData, u64>,
     pub actions: PerCpuArray<MapData, u64>,
     pub flood: HashMap<MapData, u32, FloodList>,
+    pub port_slots: Array<MapData, PortSlot>,
+    pub peer_slots: Array<MapData, PeerSlot>,
     pub pairs: HashMap<MapData, PairKey, PairState>,
     pub routes: HashMap<MapData, PairKey, FdbEntry>,
     pub pair_traffic: PerCpuHashMap<MapData, PairKey, Counter>,
@@ -72,6 +74,8 @@ impl Maps {
             drops: typed(get(names::DROPS)?, names::DROPS)?,
             actions: typed(get(names::ACTIONS)?, names::ACTIONS)?,
             flood: typed(get(names::FLOOD)?, names::FLOOD)?,
+            port_slots: typed(get(names::PORT_SLOTS)?, names::PORT_SLOTS)?,
+            peer_slots: typed(get(names::PEER_SLOTS)?, names::PEER_SLOTS)?,
             pairs: typed(get(names::PAIRS)?, names::PAIRS)?,
             routes: typed(get(names::ROUTES)?, names::ROUTES)?,
             pair_traffic: typed(get(names::PAIR_TRAFFIC)?, names::PAIR_TRAFFIC)?,

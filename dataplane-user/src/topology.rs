@@ -7,15 +7,16 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::{
-    maps::{HashMap, MapData},
+    maps::{Array, HashMap, MapData},
     Pod,
 };
 use dataplane_common::maps::{
-    FdbEntry, FdbKey, FdbKind, FloodList, HostConfig, PairKey, PairState, PeerInfo, PortInfo,
-    Shaper, StormBucket, VniInfo, FLOOD_PEERS, FLOOD_PORTS, MAX_PAIR_CLASS, MAX_PEERS,
-    MAX_QUEUES_PER_IF, MAX_SLOTS, PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC,
-    PORT_LIMITED, PORT_PEER_REDIRECT, PORT_PLACED, PORT_RESTRICTED, PORT_ROUTED, PORT_UNCOUNTED,
-    PORT_VM_BOUNDED, ROUTE_ANY, UNDERLAY_SLOT, VM_CLASS_BASE, VM_LEAF_BASE, VNI_HUB, VNI_ROUTED,
+    FdbEntry, FdbKey, FdbKind, FloodList, HostConfig, PairKey, PairState, PeerInfo, PeerSlot,
+    PortInfo, PortSlot, Shaper, StormBucket, VniInfo, FLOOD_PEERS, FLOOD_PORTS, MAX_PAIR_CLASS,
+    MAX_PEERS, MAX_QUEUES_PER_IF, MAX_SLOTS, PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP,
+    PORT_CHECK_MAC, PORT_LIMITED, PORT_PEER_REDIRECT, PORT_PLACED, PORT_RESTRICTED, PORT_ROUTED,
+    PORT_UNCOUNTED, PORT_VM_BOUNDED, ROUTE_ANY, UNDERLAY_SLOT, VM_CLASS_BASE, VM_LEAF_BASE,
+    VNI_HUB, VNI_ROUTED,
 };
 use dataplane_common::packet::Family;
 use dataplane_common::rules::{best, MacMatch};
@@ -406,6 +407,21 @@ where
     Ok(())
 }
 
+/// Writes every slot of an array indexed by slot (`PORT_SLOTS`, `PEER_SLOTS`): `want`'s
+/// value, else the default (an empty slot), each only where it changed.
+fn reconcile_slots<V>(map: &mut Array<MapData, V>, want: &BTreeMap<u32, V>) -> Result<()>
+where
+    V: Pod + Default + PartialEq,
+{
+    for slot in 0..map.len() {
+        let value = want.get(&slot).copied().unwrap_or_default();
+        if map.get(&slot, 0).ok() != Some(value) {
+            map.set(slot, value, 0)?;
+        }
+    }
+    Ok(())
+}
+
 /// XSKMAP index of queue 0 of the interface in `slot`.
 pub const fn xsk_base(slot: u32) -> u32 {
     slot * MAX_QUEUES_PER_IF
@@ -597,12 +613,25 @@ impl Topology {
             .map(|p| (p.dev.ifindex, self.port_info(p)))
             .collect();
         reconcile(&mut maps.ports, &port_infos, PartialEq::eq)?;
+        let port_slots = port_infos
+            .iter()
+            .map(|(&ifindex, p)| {
+                let flags = p.flags;
+                (p.slot, PortSlot { ifindex, flags })
+            })
+            .collect();
+        reconcile_slots(&mut maps.port_slots, &port_slots)?;
         let peer_infos: BTreeMap<[u8; 16], PeerInfo> = self
             .peers
             .iter()
             .map(|p| (map_addr(p.addr), Self::peer_info(p)))
             .collect();
         reconcile(&mut maps.peers, &peer_infos, PartialEq::eq)?;
+        let peer_slots = peer_infos
+            .iter()
+            .map(|(&addr, &info)| (info.slot, PeerSlot { addr, info }))
+            .collect();
+        reconcile_slots(&mut maps.peer_slots, &peer_slots)?;
         // A bound that did not change keeps its clock; one that changed carries it over
         // (its queue in the qdisc stays too), held to the new horizon.
         let now = crate::stats::monotonic_ns();
@@ -861,8 +890,9 @@ impl Topology {
 
     /// Updates one peer's next hop in the map (after neighbour resolution).
     pub fn publish_peer(maps: &mut Maps, peer: &Peer) -> Result<()> {
-        maps.peers
-            .insert(map_addr(peer.addr), Self::peer_info(peer), 0)?;
+        let (addr, info) = (map_addr(peer.addr), Self::peer_info(peer));
+        maps.peers.insert(addr, info, 0)?;
+        maps.peer_slots.set(peer.slot, PeerSlot { addr, info }, 0)?;
         Ok(())
     }
 

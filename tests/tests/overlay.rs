@@ -109,6 +109,32 @@ fn cross_hosts(tag: &str, adjust: impl FnOnce(&mut violin_testbed::lab::LabSpec)
     assert_eq!(drops, 0, "unexpected drops: {}", s["drops"]);
     let h2 = lab.hosts[1].underlay_ip;
     assert_eq!(s["peers"][0]["address"], h2.to_string(), "{}", s["peers"]);
+    // The forwarding path finds the peer and the delivering port by slot: the arrays hold
+    // what the hash maps do (a stale slot would only cost a hash lookup, so look).
+    let slot = |map: &str, slot: u32| pinned_slot(&lab, 0, map, slot);
+    let peer = slot("PEER_SLOTS", 0);
+    let addr: Vec<u8> = match h2 {
+        std::net::IpAddr::V4(a) => [[0u8; 10].as_slice(), &[0xff, 0xff], &a.octets()].concat(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    assert_eq!(&peer[..16], &addr[..], "PEER_SLOTS[0]: {peer:?}");
+    assert_eq!(peer[22], 1, "PEER_SLOTS[0] unresolved: {peer:?}");
+    let ifindex: u32 = ns_run(
+        &lab.hosts[0].ns,
+        "cat",
+        &[&format!("/sys/class/net/{}/ifindex", a.port)],
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    let a_slot = counter(port(&s, &a.port), "/slot") as u32;
+    let held = slot("PORT_SLOTS", a_slot);
+    assert_eq!(
+        held[..4],
+        ifindex.to_ne_bytes(),
+        "PORT_SLOTS[{a_slot}]: {held:?}"
+    );
     let fdb = s["fdb"].as_array().unwrap();
     let location = format!("peer {h2}");
     assert!(
@@ -278,4 +304,23 @@ fn hex_bytes(frame: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The value in `slot` of the array `map` pinned by host `host`'s daemon.
+fn pinned_slot(lab: &violin_testbed::lab::Lab, host: usize, map: &str, slot: u32) -> Vec<u8> {
+    let pin = format!(
+        "/sys/fs/bpf/violin/{}/maps/{map}",
+        lab.hosts[host].host_id()
+    );
+    let key: Vec<String> = slot.to_ne_bytes().iter().map(|b| b.to_string()).collect();
+    let mut args = vec!["-j", "map", "lookup", "pinned", &pin, "key"];
+    args.extend(key.iter().map(String::as_str));
+    let out = violin_testbed::sys::run("bpftool", &args).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{map}[{slot}]: {out}"))
+        .iter()
+        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+        .collect()
 }
