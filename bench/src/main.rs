@@ -45,7 +45,8 @@ use crate::{
     about = "Violin's benchmarks (run via `cargo xtask bench`)"
 )]
 struct Cli {
-    /// micro, cost (the forwarding programs' cost per packet alone, in a minute or two),
+    /// micro, cost (the forwarding programs' cost per packet alone, in a minute or two;
+    /// `all` leaves it out, micro takes the same figures),
     /// observe (what `violinctl observe` costs the datapath), hpl, nemo3d, apply
     /// (control plane), migrate (live migration of real
     /// guests), bounds (traffic bounds: shaped TCP and UDP against the bound), adapt
@@ -1094,8 +1095,9 @@ fn cost_refs() -> Vec<report::Reference> {
 
 const COST_NOTES: &str = "\
 Each program is timed by the kernel (BPF_PROG_TEST_RUN through aya) on a fresh frame \
-per run, against the live maps of a lab host whose daemon forwards between two VMs; the \
-time of an almost empty program of the same hook is subtracted. The same figures are \
+per run, against the live maps of a lab host whose daemon forwards between two VMs; each \
+run is paired with a run of an almost empty program of the same hook just before it, and \
+the figure is the median of the pairs' differences. The same figures are \
 part of `micro`. Encapsulation is the VM port's program on a frame to a VM on the other \
 host; decapsulation the underlay's on that VM's answer (UDP, which the TC underlay \
 program decapsulates itself; TCP goes to the flow-based VXLAN device).";
@@ -1118,8 +1120,8 @@ never were skbs (the in-kernel source's), XDP mode is the faster: 3.2-5.7x Linux
 per stage against TC mode's 2.0-2.8x; a NIC with native XDP would give socket traffic the \
 same advantage, which is why XDP mode stays. (4) The programs' own cost, timed one fresh \
 frame per run: 80-160 ns each on this VM, about half of it hash-map lookups (port, \
-learning, destination, VM pair; a declared VM's port skips learning, and the peer and the \
-delivering port are found by slot in arrays), TC's more than XDP's (skb helpers). (5) The lab's \
+learning, destination, VM pair; the peer and the delivering port are found by slot in \
+arrays), TC's more than XDP's (skb helpers). (5) The lab's \
 underlay interfaces have GRO on, as physical NICs do, on every path alike. (6) Both \
 overlays lose to bare on bulk TCP by the tunnel's segmentation at the switch and the \
 inner checksum each receiving VM verifies (csum_partial). (7) Round trips are taken with \

@@ -142,10 +142,6 @@ pub const PORT_VM_BOUNDED: u32 = 64;
 /// What the port's VM sends is not counted per VM pair (`count_vm_pairs = false`: no
 /// traffic matrix from this host; the benchmark's baseline for the counting's cost).
 pub const PORT_UNCOUNTED: u32 = 128;
-/// The port's VM has a static forwarding-table entry (violind placed it) and its source
-/// MAC is checked (`PORT_CHECK_MAC`): learning from the port could change nothing, since
-/// learning never overwrites a static entry, so the port programs skip its lookup.
-pub const PORT_PLACED: u32 = 256;
 
 /// A directed VM pair of an environment (source MAC, destination MAC).
 #[repr(C)]

@@ -5,8 +5,8 @@ use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, programs::XdpContext};
 use dataplane_common::{
     counters::DropReason,
     maps::{
-        route_keys, FdbEntry, FdbKey, FdbKind, PortInfo, VniInfo, PORT_PLACED, PORT_ROUTED,
-        UNDERLAY_SLOT, VNI_ROUTED,
+        route_keys, FdbEntry, FdbKey, FdbKind, PortInfo, VniInfo, PORT_ROUTED, UNDERLAY_SLOT,
+        VNI_ROUTED,
     },
     packet::{is_multicast, is_zero, EthHdr},
 };
@@ -84,12 +84,10 @@ fn storm_admit(slot: u32) -> bool {
 
 #[inline(always)]
 fn port_dest(port: &PortInfo, ifindex: u32, eth: &EthHdr) -> Next {
-    if port.flags & PORT_PLACED == 0 {
-        learn(
-            &FdbKey::new(port.vni, eth.src),
-            FdbEntry::local(ifindex, port.slot),
-        );
-    }
+    learn(
+        &FdbKey::new(port.vni, eth.src),
+        FdbEntry::local(ifindex, port.slot),
+    );
     if port.flags & PORT_ROUTED != 0 {
         if let Some(d) = route(port.vni, eth.src, eth.dst) {
             return Next::To(d);

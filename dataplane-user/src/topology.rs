@@ -14,9 +14,8 @@ use dataplane_common::maps::{
     FdbEntry, FdbKey, FdbKind, FloodList, HostConfig, PairKey, PairState, PeerInfo, PeerSlot,
     PortInfo, PortSlot, Shaper, StormBucket, VniInfo, FLOOD_PEERS, FLOOD_PORTS, MAX_PAIR_CLASS,
     MAX_PEERS, MAX_QUEUES_PER_IF, MAX_SLOTS, PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP,
-    PORT_CHECK_MAC, PORT_LIMITED, PORT_PEER_REDIRECT, PORT_PLACED, PORT_RESTRICTED, PORT_ROUTED,
-    PORT_UNCOUNTED, PORT_VM_BOUNDED, ROUTE_ANY, UNDERLAY_SLOT, VM_CLASS_BASE, VM_LEAF_BASE,
-    VNI_HUB, VNI_ROUTED,
+    PORT_CHECK_MAC, PORT_LIMITED, PORT_PEER_REDIRECT, PORT_RESTRICTED, PORT_ROUTED, PORT_UNCOUNTED,
+    PORT_VM_BOUNDED, ROUTE_ANY, UNDERLAY_SLOT, VM_CLASS_BASE, VM_LEAF_BASE, VNI_HUB, VNI_ROUTED,
 };
 use dataplane_common::packet::Family;
 use dataplane_common::rules::{best, MacMatch};
@@ -407,18 +406,39 @@ where
     Ok(())
 }
 
-/// Writes every slot of an array indexed by slot (`PORT_SLOTS`, `PEER_SLOTS`): `want`'s
-/// value, else the default (an empty slot), each only where it changed.
-fn reconcile_slots<V>(map: &mut Array<MapData, V>, want: &BTreeMap<u32, V>) -> Result<()>
+/// Writes the slots of an array indexed by slot (`PORT_SLOTS`, `PEER_SLOTS`) that `old`
+/// (the slots its hash map held before) or `want` name: `want`'s value, else the empty
+/// default, each only where it changed.
+fn reconcile_slots<V>(
+    map: &mut Array<MapData, V>,
+    old: BTreeSet<u32>,
+    want: &BTreeMap<u32, V>,
+) -> Result<()>
 where
     V: Pod + Default + PartialEq,
 {
-    for slot in 0..map.len() {
-        let value = want.get(&slot).copied().unwrap_or_default();
-        if map.get(&slot, 0).ok() != Some(value) {
-            map.set(slot, value, 0)?;
-        }
+    for slot in old.into_iter().chain(want.keys().copied()) {
+        set_slot(map, slot, want.get(&slot).copied().unwrap_or_default())?;
     }
+    Ok(())
+}
+
+/// Writes one slot if it changed. A slot that held something else is emptied first: the
+/// programs read an entry in place while violind copies over it, and half of one value
+/// with half of another could pass their check of the occupant's key; an empty slot, or
+/// half of one, sends them to the hash maps instead.
+fn set_slot<V>(map: &mut Array<MapData, V>, slot: u32, value: V) -> Result<()>
+where
+    V: Pod + Default + PartialEq,
+{
+    let have = map.get(&slot, 0).ok();
+    if have == Some(value) {
+        return Ok(());
+    }
+    if value != V::default() && have.is_some_and(|h| h != V::default()) {
+        map.set(slot, V::default(), 0)?;
+    }
+    map.set(slot, value, 0)?;
     Ok(())
 }
 
@@ -612,6 +632,12 @@ impl Topology {
             .iter()
             .map(|p| (p.dev.ifindex, self.port_info(p)))
             .collect();
+        let old_port_slots = maps
+            .ports
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(_, p)| p.slot);
+        let old_port_slots: BTreeSet<u32> = old_port_slots.collect();
         reconcile(&mut maps.ports, &port_infos, PartialEq::eq)?;
         let port_slots = port_infos
             .iter()
@@ -620,18 +646,24 @@ impl Topology {
                 (p.slot, PortSlot { ifindex, flags })
             })
             .collect();
-        reconcile_slots(&mut maps.port_slots, &port_slots)?;
+        reconcile_slots(&mut maps.port_slots, old_port_slots, &port_slots)?;
         let peer_infos: BTreeMap<[u8; 16], PeerInfo> = self
             .peers
             .iter()
             .map(|p| (map_addr(p.addr), Self::peer_info(p)))
             .collect();
+        let old_peer_slots = maps
+            .peers
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(_, p)| p.slot);
+        let old_peer_slots: BTreeSet<u32> = old_peer_slots.collect();
         reconcile(&mut maps.peers, &peer_infos, PartialEq::eq)?;
         let peer_slots = peer_infos
             .iter()
             .map(|(&addr, &info)| (info.slot, PeerSlot { addr, info }))
             .collect();
-        reconcile_slots(&mut maps.peer_slots, &peer_slots)?;
+        reconcile_slots(&mut maps.peer_slots, old_peer_slots, &peer_slots)?;
         // A bound that did not change keeps its clock; one that changed carries it over
         // (its queue in the qdisc stays too), held to the new horizon.
         let now = crate::stats::monotonic_ns();
@@ -747,11 +779,6 @@ impl Topology {
             .get(&p.dev.name)
             .cloned()
             .unwrap_or_default();
-        let placed = policy.flags & PORT_CHECK_MAC != 0
-            && self
-                .placements
-                .get(&FdbKey::new(p.vni, policy.mac))
-                .is_some_and(FdbEntry::is_static);
         PortInfo {
             vni: p.vni,
             slot: p.slot,
@@ -763,8 +790,7 @@ impl Topology {
                 } else {
                     0
                 }
-                | if self.count_pairs { 0 } else { PORT_UNCOUNTED }
-                | if placed { PORT_PLACED } else { 0 },
+                | if self.count_pairs { 0 } else { PORT_UNCOUNTED },
             mac: policy.mac,
             _pad: [0; 2],
             ip: policy.ip,
@@ -892,7 +918,7 @@ impl Topology {
     pub fn publish_peer(maps: &mut Maps, peer: &Peer) -> Result<()> {
         let (addr, info) = (map_addr(peer.addr), Self::peer_info(peer));
         maps.peers.insert(addr, info, 0)?;
-        maps.peer_slots.set(peer.slot, PeerSlot { addr, info }, 0)?;
+        set_slot(&mut maps.peer_slots, peer.slot, PeerSlot { addr, info })?;
         Ok(())
     }
 
@@ -1061,62 +1087,5 @@ mod tests {
         assert!(centre.is_hub(100));
         assert_eq!(centre.flood_list(100).npeers, 2);
         assert_eq!(centre.vnis(), BTreeSet::from([100]));
-    }
-
-    /// A declared VM's port (its MAC checked, a static entry placed for it) skips
-    /// learning; a port without a declared VM, or whose VM has no placement, learns.
-    #[test]
-    fn learning_is_skipped_only_where_a_static_entry_holds_the_checked_mac() {
-        let text = "host_id = \"h1\"\n[underlay]\ninterface = \"ul0\"\naddress = \"10.0.0.1\"\n\
-             [[environment]]\nname = \"blue\"\nvni = 100\nports = [\"vm1\", \"vm2\"]\n\
-             [[environment.vm]]\nport = \"vm1\"\nmac = \"02:00:00:00:00:01\"\n";
-        let config = Config::parse(text).unwrap();
-        let dev = |name: &str, ifindex| NetDev {
-            name: name.into(),
-            ifindex,
-            mac: [2; 6],
-            mtu: 1500,
-            rx_queues: 1,
-            peer_redirect: false,
-        };
-        let ports = vec![
-            Port {
-                dev: dev("vm1", 10),
-                vni: 100,
-                slot: 1,
-            },
-            Port {
-                dev: dev("vm2", 11),
-                vni: 100,
-                slot: 2,
-            },
-        ];
-        let (port_policies, pairs) = policies(&config);
-        let topo = Topology {
-            underlay: dev("ul0", 1),
-            underlay_addr: IpAddr::from([10, 0, 0, 1]),
-            underlay_mtu: 1500,
-            placements: placements(&config, &ports, &[], &Moves::new()),
-            ports,
-            peers: vec![],
-            debug: false,
-            count_pairs: true,
-            port_policies,
-            pairs,
-            routes: BTreeMap::new(),
-            routed: BTreeSet::new(),
-            hubs: BTreeMap::new(),
-        };
-        let declared = topo.port_info(&topo.ports[0]);
-        assert_ne!(declared.flags & PORT_PLACED, 0);
-        assert_ne!(declared.flags & PORT_CHECK_MAC, 0);
-        let learning = topo.port_info(&topo.ports[1]);
-        assert_eq!(learning.flags & PORT_PLACED, 0);
-        let mut unplaced = topo;
-        unplaced.placements.clear();
-        assert_eq!(
-            unplaced.port_info(&unplaced.ports[0]).flags & PORT_PLACED,
-            0
-        );
     }
 }
