@@ -329,6 +329,28 @@ impl SocketFigures<'_> {
     }
 }
 
+/// Times the programs (`cost::measure`, `runs` pairs each) and keeps the figures as
+/// samples of (MTU, repetition) `at`.
+fn record_costs(
+    bl: &BenchLab,
+    runs: usize,
+    (mtu, rep): (u32, usize),
+    samples: &mut Vec<Sample>,
+    progress: &mut Progress,
+) -> Result<()> {
+    for (metric, path, value) in cost::measure(bl, runs)? {
+        let sample = Sample {
+            metric,
+            mtu,
+            path,
+            rep,
+            value,
+        };
+        record(samples, progress, sample);
+    }
+    Ok(())
+}
+
 /// Keeps a micro sample and says so on the progress line.
 fn record(samples: &mut Vec<Sample>, progress: &mut Progress, s: Sample) {
     progress.step(&format!(
@@ -364,16 +386,7 @@ fn run_cost(cli: &Cli) -> Result<()> {
         let bl = BenchLab::up(&format!("bk{}", mtu / 100), mtu, 2, 1)?;
         warm_up(&bl)?;
         for rep in 0..reps {
-            for (metric, path, value) in cost::measure(&bl, runs)? {
-                let sample = Sample {
-                    metric,
-                    mtu,
-                    path,
-                    rep,
-                    value,
-                };
-                record(&mut samples, &mut progress, sample);
-            }
+            record_costs(&bl, runs, (mtu, rep), &mut samples, &mut progress)?;
         }
         eprintln!("==> lab down");
         bl.lab.down()?;
@@ -488,16 +501,8 @@ fn run_micro(cli: &Cli) -> Result<()> {
                 progress: &mut progress,
             };
             run.measure(&bl)?;
-            for (metric, path, value) in cost::measure(&bl, settings.test_runs)? {
-                let sample = Sample {
-                    metric,
-                    mtu,
-                    path,
-                    rep,
-                    value,
-                };
-                record(&mut samples, &mut progress, sample);
-            }
+            let at = (mtu, rep);
+            record_costs(&bl, settings.test_runs, at, &mut samples, &mut progress)?;
         }
         // Where the time goes, once per MTU: kernel profiles and flame graphs of one TCP
         // stream and of the 64-byte flood, per path.
