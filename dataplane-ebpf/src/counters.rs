@@ -119,8 +119,8 @@ pub(crate) fn count_pair(port: &PortInfo, eth: &EthHdr, len: usize) {
         return;
     }
     // A new pair starts at this frame on this CPU (kernels since 6.1 zero the other CPUs'
-    // copies of an entry a program adds). Another CPU may have added it meanwhile: then the frame goes to its entry
-    // rather than replacing it.
+    // copies of an entry a program adds). Another CPU may have added it meanwhile: then
+    // the frame goes to its entry rather than replacing it.
     let mut first = Counter::default();
     first.add(len as u64);
     if PAIR_TRAFFIC.insert(key, first, BPF_NOEXIST as u64).is_err() {
