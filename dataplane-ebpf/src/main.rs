@@ -7,6 +7,7 @@
 //! unit-tested on the host. `bench` holds the benchmark's frame source and sink, which
 //! violind does not load.
 #![no_std]
+#![feature(asm_experimental_arch)]
 #![no_main]
 
 mod bench;
@@ -14,6 +15,7 @@ mod counters;
 mod delivery;
 mod forward;
 mod frame;
+mod inflight;
 mod maps;
 mod observe;
 mod policy;

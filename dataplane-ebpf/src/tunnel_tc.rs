@@ -1,8 +1,9 @@
 //! `violin_tunnel_tc`: TC (tcx ingress) on the kernel's flow-based (external) VXLAN
 //! device in TC port mode. It receives what `violin_underlay_tc` left to the kernel: GRO
-//! aggregates, decapsulated by the device, with the sender and VNI in the tunnel
-//! metadata. They are delivered, relayed (re-encapsulated by the same device) or flooded
-//! to local ports exactly as the single frames are.
+//! aggregates (and lone segments queued behind them), decapsulated by the device, with
+//! the sender and VNI in the tunnel metadata. They are delivered, relayed
+//! (re-encapsulated by the same device) or flooded to local ports exactly as the single
+//! frames are.
 
 use aya_ebpf::{
     bindings::{bpf_tunnel_key, BPF_F_TUNINFO_IPV6},
@@ -21,6 +22,7 @@ use crate::{
     delivery::{deliver, flood_from_underlay},
     forward::{tunnel_next, FromTunnel},
     frame::Skb,
+    inflight::out_of_device,
     maps::{flood_list, host_config, peer, vni},
     tunnel::{count_sent, family, relay_hop},
 };
@@ -55,6 +57,8 @@ fn forward(ctx: &TcContext, len: usize) -> Result<Verdict, DropReason> {
     if unsafe { bpf_skb_get_tunnel_key(ctx.skb.skb, &mut key, KEY_SIZE, flags) } != 0 {
         return Err(DropReason::UnknownPeer);
     }
+    // Out of the device, whatever becomes of it now.
+    out_of_device(ctx, key.tunnel_id);
     let from = key_addr(&key, flags);
     // The underlay hook checked the sender of what it passed; a frame the device got
     // some other way is checked here.

@@ -2,11 +2,11 @@
 //! XDP program runs there, so the kernel's GRO sees every frame first. VXLAN frames from
 //! peers that carry no TCP (small packets, latency, floods) are decapsulated here and
 //! delivered, relayed or flooded to local ports (and, at a star's hub, to its other
-//! peers: the other hosts flood to the hub alone). TCP goes on to the kernel's flow-based
-//! VXLAN device, GRO aggregates (a stream's segments merged by the VXLAN socket's GRO)
-//! and lone segments alike, so a stream keeps its order: the device is the only place
-//! that can take an aggregate's tunnel GSO state off on this kernel, and
-//! `violin_tunnel_tc` forwards from there.
+//! peers: the other hosts flood to the hub alone). GRO aggregates (a stream's segments
+//! merged by the VXLAN socket's GRO) go on to the kernel's flow-based VXLAN device, the
+//! only place that can take their tunnel GSO state off on this kernel, and
+//! `violin_tunnel_tc` forwards from there; so do the lone TCP segments of a stream that
+//! has an aggregate in the device (`inflight`), so that the stream keeps its order.
 //! Malformed VXLAN is dropped and the host's own traffic passes, as in XDP.
 
 use aya_ebpf::{
@@ -23,6 +23,7 @@ use crate::{
     delivery::{deliver, flood_from_underlay},
     forward::{accept_from_peer, tunnel_next, FromTunnel},
     frame::Skb,
+    inflight::{through_device, Flow},
     maps::{flood_list, host_config, peer},
     tunnel::{count_sent, tc_decap, tc_relay_flood, tc_transit, Vxlan},
 };
@@ -50,10 +51,13 @@ fn underlay_skb(ctx: &TcContext) -> Verdict {
     };
     // SAFETY: reading the context's own field.
     let aggregate = unsafe { (*ctx.skb.skb).gso_size } > 0;
-    // A TCP segment GRO left alone takes the aggregates' way too: handed to the VM here it
-    // would overtake the aggregate of its stream still queued behind the device.
+    // A TCP segment GRO left alone takes the aggregates' way only while its stream has
+    // one in the device: handed to the VM here it would overtake it.
     if aggregate || ip_protocol(&skb, v.outer_len) == Some(IPPROTO_TCP) {
-        return Verdict::Act(TC_ACT_OK);
+        let flow = Flow::of(ctx, v.vni, v.outer_len);
+        if through_device(ctx, &flow, aggregate) {
+            return Verdict::Act(TC_ACT_OK);
+        }
     }
     match forward(ctx, &cfg, &v, info.flags, len) {
         Ok(verdict) => verdict,

@@ -197,6 +197,61 @@ pub fn tcp_transfer(
     })
 }
 
+/// `rounds` request/response exchanges of `size`-byte messages over one TCP connection
+/// from `from` to a server in `to` that echoes each back (small messages one at a time,
+/// as a latency-bound application sends them). Fails if an echo differs from its
+/// request.
+pub fn tcp_exchange(
+    from: &str,
+    to: &str,
+    to_ip: Ipv4Addr,
+    port: u16,
+    rounds: usize,
+    size: usize,
+) -> Result<()> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let server = spawn_in_netns(to, move || {
+        let listener = TcpListener::bind(SocketAddr::from((to_ip, port)))
+            .with_context(|| format!("bind {to_ip}:{port}"))?;
+        ready_tx.send(()).ok();
+        let (mut s, _) = listener.accept()?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.set_nodelay(true)?;
+        let mut buf = vec![0u8; size];
+        for _ in 0..rounds {
+            s.read_exact(&mut buf).context("server receiving")?;
+            s.write_all(&buf).context("server echoing")?;
+        }
+        Ok(())
+    })?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("server did not start")?;
+    let client = in_netns(from, move || {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::from((to_ip, port)), Duration::from_secs(10))
+                .with_context(|| format!("connect {to_ip}:{port}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.set_nodelay(true)?;
+        let mut p = Pattern(0x2545_f491_4f6c_dd1d ^ port as u64);
+        let (mut msg, mut echo) = (vec![0u8; size], vec![0u8; size]);
+        for round in 0..rounds {
+            p.fill(&mut msg);
+            s.write_all(&msg).context("client sending")?;
+            s.read_exact(&mut echo).context("client receiving")?;
+            if echo != msg {
+                bail!("round {round}: the echo differs from the request");
+            }
+        }
+        Ok(())
+    });
+    let served = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("echo server panicked"))?;
+    client?;
+    served
+}
+
 /// An AF_PACKET socket that sends raw Ethernet frames out of one interface.
 struct RawSender {
     fd: libc::c_int,
