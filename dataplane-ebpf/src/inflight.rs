@@ -6,8 +6,9 @@
 //! straight to its VM meanwhile would arrive before the aggregate it follows. So
 //! `violin_underlay_tc` counts, per inner flow, the frames it passes to the device and
 //! marks them; `violin_tunnel_tc` counts the marked ones out; and a lone segment whose
-//! flow has none inside is delivered directly, as every other single frame is, saving the
-//! device's receive path (the latency of small messages).
+//! flow has none inside, and is no bulk stream, is delivered directly, as every other
+//! single frame is, saving the device's receive path (the latency of small messages and
+//! of ACKs).
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_ns, macros::map, maps::LruHashMap,
@@ -45,6 +46,8 @@ struct InDevice {
     frames: i64,
     /// When the last of them was passed.
     passed_ns: u64,
+    /// When the flow's last GRO aggregate was passed.
+    aggregate_ns: u64,
 }
 
 /// Flows recently through the device. Not pinned: a restarted daemon's programs start
@@ -57,13 +60,19 @@ static IN_DEVICE: LruHashMap<Flow, InDevice> = LruHashMap::with_max_entries(1638
 /// port, whose mark nothing else reads.
 const MARK: u32 = 0x5649_4f4c;
 
+/// A flow that passed a GRO aggregate this recently is a bulk stream: its lone
+/// segments keep to the device too (where its gro_cells may still merge them), so that
+/// only flows of single frames (requests and responses, ACKs) take the short way.
+const BULK_NS: u64 = 2_000_000;
+
 /// A flow whose frames have all been in the device this long lost some there (a full
 /// queue drops without telling): the count restarts, rather than keeping the flow on the
 /// device's path for good.
 const STALE_NS: u64 = 100_000_000;
 
 /// Whether the frame of `flow` must go through the device: an aggregate always, a lone
-/// segment while frames of its flow are inside. Such a frame is counted in and marked.
+/// segment while frames of its flow are inside or it is a bulk stream (`BULK_NS`). Such a
+/// frame is counted in and marked.
 #[inline(always)]
 pub(crate) fn through_device(ctx: &TcContext, flow: &Flow, aggregate: bool) -> bool {
     // SAFETY: helper call.
@@ -78,11 +87,15 @@ pub(crate) fn through_device(ctx: &TcContext, flow: &Flow, aggregate: bool) -> b
             e.frames = 0;
             inside = false;
         }
-        if !aggregate && !inside {
+        let bulk = now.wrapping_sub(e.aggregate_ns) < BULK_NS;
+        if !aggregate && !inside && !bulk {
             return false;
         }
         add(&mut e.frames, 1);
         e.passed_ns = now;
+        if aggregate {
+            e.aggregate_ns = now;
+        }
     } else {
         if !aggregate {
             return false;
@@ -90,6 +103,7 @@ pub(crate) fn through_device(ctx: &TcContext, flow: &Flow, aggregate: bool) -> b
         let first = InDevice {
             frames: 1,
             passed_ns: now,
+            aggregate_ns: now,
         };
         // Another CPU may have added the flow meanwhile: then the frame counts there.
         if IN_DEVICE.insert(flow, first, BPF_NOEXIST as u64).is_err() {
