@@ -4,11 +4,13 @@
 //! GRO aggregates must go through the device (only it can take their tunnel GSO state
 //! off), and they wait there in a queue of their own (gro_cells). A lone segment handed
 //! straight to its VM meanwhile would arrive before the aggregate it follows. So
-//! `violin_underlay_tc` counts, per inner flow, the frames it passes to the device and
-//! marks them; `violin_tunnel_tc` counts the marked ones out; and a lone segment whose
-//! flow has none inside, and is no bulk stream, is delivered directly, as every other
-//! single frame is, saving the device's receive path (the latency of small messages and
-//! of ACKs).
+//! `violin_underlay_tc` counts, per inner flow, the segments it passes to the device and
+//! marks their skbs; `violin_tunnel_tc` counts the marked ones out; and a lone segment
+//! whose flow has none inside, and is no bulk stream, is delivered directly, as every
+//! other single frame is, saving the device's receive path (the latency of small
+//! messages and of ACKs).
+
+use core::ptr::addr_of_mut;
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_ns, macros::map, maps::LruHashMap,
@@ -41,12 +43,14 @@ impl Flow {
 
 #[repr(C)]
 struct InDevice {
-    /// Frames passed to the device and not yet out of it; below zero only after a reset
-    /// (see `STALE_NS`), which counts as none. Changed only by [`add`].
-    frames: i64,
-    /// When the last of them was passed.
+    /// Segments passed to the device and not yet out of it. Counted in segments, not
+    /// skbs, because the device's gro_cells may merge what it was given. Changed only
+    /// through [`add`]; a value below zero (a reset that raced a count) is corrected to
+    /// zero by the next frame.
+    segments: i64,
+    /// When the flow last passed a frame to the device.
     passed_ns: u64,
-    /// When the flow's last GRO aggregate was passed.
+    /// When the flow last passed a GRO aggregate.
     aggregate_ns: u64,
 }
 
@@ -55,9 +59,11 @@ struct InDevice {
 #[map]
 static IN_DEVICE: LruHashMap<Flow, InDevice> = LruHashMap::with_max_entries(16384, 0);
 
-/// The mark of a frame counted into the device. The device keeps skb->mark (it clears it
-/// only across network namespaces), and the frames it gets are VXLAN for this host's
-/// port, whose mark nothing else reads.
+/// The mark of a frame counted into the device: the device keeps skb->mark through its
+/// decapsulation (it clears it only across network namespaces). The outer packet carries
+/// it through the host's IP stack to the device's socket, where policy routing and
+/// firewall rules see it; a rule that rewrites it keeps the flow on the device's path
+/// (its count never goes down): slower, never out of order.
 const MARK: u32 = 0x5649_4f4c;
 
 /// A flow that passed a GRO aggregate this recently is a bulk stream: its lone
@@ -65,43 +71,59 @@ const MARK: u32 = 0x5649_4f4c;
 /// only flows of single frames (requests and responses, ACKs) take the short way.
 const BULK_NS: u64 = 2_000_000;
 
-/// A flow whose frames have all been in the device this long lost some there (a full
-/// queue drops without telling): the count restarts, rather than keeping the flow on the
-/// device's path for good.
+/// A flow with segments counted inside the device that passed nothing for this long lost
+/// them there (a full queue drops without telling, a firewall may rewrite the mark): the
+/// count restarts. Until such a pause the flow keeps to the device's path, which costs
+/// speed, not order.
 const STALE_NS: u64 = 100_000_000;
 
+/// The segments an skb carries: a GRO aggregate its count, any other one.
+#[inline(always)]
+fn segments(ctx: &TcContext) -> i64 {
+    // SAFETY: reading the context's own field.
+    let segs = unsafe { (*ctx.skb.skb).gso_segs };
+    segs.max(1) as i64
+}
+
 /// Whether the frame of `flow` must go through the device: an aggregate always, a lone
-/// segment while frames of its flow are inside or it is a bulk stream (`BULK_NS`). Such a
-/// frame is counted in and marked.
+/// segment while segments of its flow are inside or it is a bulk stream (`BULK_NS`). Such
+/// a frame is counted in and marked.
 #[inline(always)]
 pub(crate) fn through_device(ctx: &TcContext, flow: &Flow, aggregate: bool) -> bool {
     // SAFETY: helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(e) = IN_DEVICE.get_ptr_mut(flow) {
-        // SAFETY: an element of a preallocated map, which other CPUs update too: `frames`
-        // changes atomically (a reset racing a count loses at most that count, as a
-        // stale entry would), and a racing `passed_ns` is off by one frame's time.
-        let e = unsafe { &mut *e };
-        let mut inside = e.frames > 0;
-        if inside && now.wrapping_sub(e.passed_ns) > STALE_NS {
-            e.frames = 0;
+    let n = segments(ctx);
+    if let Some(e) = IN_DEVICE.get_ptr(flow) {
+        let e = e.cast_mut();
+        // Other CPUs update the entry too. The count changes only atomically; the times
+        // may be a frame newer than `now` (then the ages below are zero: the flow counts
+        // as busy, the safe side).
+        // SAFETY: an element of a preallocated map, read and written field by field.
+        let (seen, passed, bulk_at) = unsafe { ((*e).segments, (*e).passed_ns, (*e).aggregate_ns) };
+        let mut inside = seen > 0;
+        if seen < 0 || (inside && now.saturating_sub(passed) > STALE_NS) {
+            // SAFETY: as above.
+            add(unsafe { addr_of_mut!((*e).segments) }, -seen);
             inside = false;
         }
-        let bulk = now.wrapping_sub(e.aggregate_ns) < BULK_NS;
+        let bulk = now.saturating_sub(bulk_at) < BULK_NS;
         if !aggregate && !inside && !bulk {
             return false;
         }
-        add(&mut e.frames, 1);
-        e.passed_ns = now;
-        if aggregate {
-            e.aggregate_ns = now;
+        // SAFETY: as above.
+        unsafe {
+            add(addr_of_mut!((*e).segments), n);
+            (*e).passed_ns = now;
+            if aggregate {
+                (*e).aggregate_ns = now;
+            }
         }
     } else {
         if !aggregate {
             return false;
         }
         let first = InDevice {
-            frames: 1,
+            segments: n,
             passed_ns: now,
             aggregate_ns: now,
         };
@@ -109,7 +131,11 @@ pub(crate) fn through_device(ctx: &TcContext, flow: &Flow, aggregate: bool) -> b
         if IN_DEVICE.insert(flow, first, BPF_NOEXIST as u64).is_err() {
             if let Some(e) = IN_DEVICE.get_ptr_mut(flow) {
                 // SAFETY: as above.
-                add(unsafe { &mut (*e).frames }, 1);
+                unsafe {
+                    add(addr_of_mut!((*e).segments), n);
+                    (*e).passed_ns = now;
+                    (*e).aggregate_ns = now;
+                }
             }
         }
     }
@@ -127,20 +153,20 @@ pub(crate) fn out_of_device(ctx: &TcContext, vni: u32) {
     ctx.set_mark(0);
     if let Some(e) = IN_DEVICE.get_ptr_mut(Flow::of(ctx, vni, 0)) {
         // SAFETY: as in `through_device`.
-        add(unsafe { &mut (*e).frames }, -1);
+        add(unsafe { addr_of_mut!((*e).segments) }, -segments(ctx));
     }
 }
 
 /// Adds `n` to a counter other CPUs change too, atomically (BPF_ATOMIC add). Rust offers
 /// no atomic read-modify-write on this target, so the one instruction is written out.
 #[inline(always)]
-fn add(counter: &mut i64, n: i64) {
-    // SAFETY: `counter` is a valid, aligned i64 in a map value; the instruction adds `n`
-    // to it and touches nothing else.
+fn add(counter: *mut i64, n: i64) {
+    // SAFETY: `counter` points to a valid, aligned i64 in a map value; the instruction
+    // adds `n` to it and touches nothing else.
     unsafe {
         core::arch::asm!(
             "lock *(u64 *)({p} + 0) += {n}",
-            p = in(reg) counter as *mut i64,
+            p = in(reg) counter,
             n = in(reg) n,
             options(nostack),
         )

@@ -1,7 +1,7 @@
 //! `violin_tunnel_tc`: TC (tcx ingress) on the kernel's flow-based (external) VXLAN
 //! device in TC port mode. It receives what `violin_underlay_tc` left to the kernel: GRO
-//! aggregates (and lone segments queued behind them), decapsulated by the device, with
-//! the sender and VNI in the tunnel metadata. They are delivered, relayed
+//! aggregates (and the lone TCP segments of their streams), decapsulated by the device,
+//! with the sender and VNI in the tunnel metadata. They are delivered, relayed
 //! (re-encapsulated by the same device) or flooded to local ports exactly as the single
 //! frames are.
 

@@ -1,12 +1,12 @@
 //! `violin_underlay_tc`: TC (tcx ingress) on the underlay NIC in TC port mode, where no
-//! XDP program runs there, so the kernel's GRO sees every frame first. VXLAN frames from
-//! peers that carry no TCP (small packets, latency, floods) are decapsulated here and
+//! XDP program runs there, so the kernel's GRO sees every frame first. Single VXLAN
+//! frames from peers (small packets, latency, floods, TCP ACKs) are decapsulated here and
 //! delivered, relayed or flooded to local ports (and, at a star's hub, to its other
 //! peers: the other hosts flood to the hub alone). GRO aggregates (a stream's segments
 //! merged by the VXLAN socket's GRO) go on to the kernel's flow-based VXLAN device, the
 //! only place that can take their tunnel GSO state off on this kernel, and
-//! `violin_tunnel_tc` forwards from there; so do the lone TCP segments of a stream that
-//! has an aggregate in the device (`inflight`), so that the stream keeps its order.
+//! `violin_tunnel_tc` forwards from there; so do the lone TCP segments of a bulk stream or
+//! of one with segments in the device (`inflight`), so that each stream keeps its order.
 //! Malformed VXLAN is dropped and the host's own traffic passes, as in XDP.
 
 use aya_ebpf::{
@@ -51,8 +51,9 @@ fn underlay_skb(ctx: &TcContext) -> Verdict {
     };
     // SAFETY: reading the context's own field.
     let aggregate = unsafe { (*ctx.skb.skb).gso_size } > 0;
-    // A TCP segment GRO left alone takes the aggregates' way only while its stream has
-    // one in the device: handed to the VM here it would overtake it.
+    // A TCP segment GRO left alone takes the aggregates' way while its stream has
+    // segments in the device (handed to the VM here it would overtake them) or is a bulk
+    // stream (which keeps to one path).
     if aggregate || ip_protocol(&skb, v.outer_len) == Some(IPPROTO_TCP) {
         let flow = Flow::of(ctx, v.vni, v.outer_len);
         if through_device(ctx, &flow, aggregate) {

@@ -144,7 +144,7 @@ pub fn tcp_transfer(
         let listener = TcpListener::bind(SocketAddr::from((to_ip, port)))
             .with_context(|| format!("bind {to_ip}:{port}"))?;
         ready_tx.send(()).ok();
-        let (mut s, _) = listener.accept()?;
+        let mut s = accept_within(&listener, Duration::from_secs(20))?;
         s.set_read_timeout(Some(Duration::from_secs(20)))?;
         let mut h = digest();
         let mut buf = vec![0u8; 1 << 16];
@@ -197,6 +197,28 @@ pub fn tcp_transfer(
     })
 }
 
+/// The first connection to `listener` within `timeout`: a client that never connects
+/// fails the caller instead of leaving its server thread blocked (and the test hung).
+fn accept_within(listener: &TcpListener, timeout: Duration) -> Result<TcpStream> {
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false)?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() > deadline {
+                    bail!("no connection within {timeout:?}");
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// `rounds` request/response exchanges of `size`-byte messages over one TCP connection
 /// from `from` to a server in `to` that echoes each back (small messages one at a time,
 /// as a latency-bound application sends them). Fails if an echo differs from its
@@ -214,7 +236,7 @@ pub fn tcp_exchange(
         let listener = TcpListener::bind(SocketAddr::from((to_ip, port)))
             .with_context(|| format!("bind {to_ip}:{port}"))?;
         ready_tx.send(()).ok();
-        let (mut s, _) = listener.accept()?;
+        let mut s = accept_within(&listener, Duration::from_secs(20))?;
         s.set_read_timeout(Some(Duration::from_secs(20)))?;
         s.set_nodelay(true)?;
         let mut buf = vec![0u8; size];

@@ -144,6 +144,7 @@ fn cross_hosts(tag: &str, adjust: impl FnOnce(&mut violin_testbed::lab::LabSpec)
     );
     if lab.spec.violin_xdp_hosts == 0 {
         lone_segments_skip_the_device(&lab, &a, &b);
+        udp_gso_super_frames_cross_whole(&lab, &a, &b);
     }
     if lab.spec.ipv6 {
         // Nothing but IPv6 on the underlay: the tunnels could not have been IPv4.
@@ -196,6 +197,59 @@ fn lone_segments_skip_the_device(
             direct - direct0
         );
     }
+}
+
+/// TC mode: a VM's UDP segmentation offload (UDP_SEGMENT) super-frames are encapsulated
+/// whole, as TCP's are, and arrive as the datagrams the VM cut them into.
+fn udp_gso_super_frames_cross_whole(
+    lab: &violin_testbed::lab::Lab,
+    a: &violin_testbed::lab::Vm,
+    b: &violin_testbed::lab::Vm,
+) {
+    use std::{net::UdpSocket, os::fd::AsRawFd};
+    use violin_testbed::sys::in_netns;
+
+    const SEGMENT: usize = 1000;
+    const SENDS: usize = 5;
+    let b_ip = b.ip;
+    let rx = in_netns(&b.ns, move || Ok(UdpSocket::bind((b_ip, 9998))?)).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let before = counter(port(&lab.stats(0).unwrap(), &a.port), "/stats/rx/packets");
+    in_netns(&a.ns, move || {
+        let tx = UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
+        let segment = SEGMENT as libc::c_int;
+        // SAFETY: setsockopt(2) reads size_of::<c_int>() bytes from `segment`, a live
+        // c_int; the fd is the socket `tx` owns.
+        let rc = unsafe {
+            libc::setsockopt(
+                tx.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                (&segment as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        anyhow::ensure!(rc == 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+        for i in 0..SENDS {
+            tx.send_to(&vec![i as u8; 8 * SEGMENT], (b_ip, 9998))?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    })
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = rx.recv(&mut buf) {
+        got.push(buf[..n].to_vec());
+    }
+    assert_eq!(got.len(), 8 * SENDS, "datagrams received");
+    for (k, d) in got.iter().enumerate() {
+        assert_eq!(d.len(), SEGMENT, "datagram {k}");
+        assert!(d.iter().all(|&x| x == d[0]), "datagram {k} mixes two sends");
+    }
+    // Five super-frames, not forty datagrams, crossed the VM's port (plus stray ARP).
+    let after = counter(port(&lab.stats(0).unwrap(), &a.port), "/stats/rx/packets");
+    assert!(after - before < 20, "{} frames from the VM", after - before);
 }
 
 #[test]
