@@ -31,7 +31,10 @@ pub mod names {
     pub const OBSERVE_SAMPLE_BUDGET: &str = "OBSERVE_SAMPLE_BUDGET";
     pub const OBSERVE_SKIP: &str = "OBSERVE_SKIP";
     pub const EVENTS: &str = "EVENTS";
-    pub const ALL: [&str; 24] = [
+    pub const PORT_INDEX: &str = "PORT_INDEX";
+    pub const PEER_INDEX: &str = "PEER_INDEX";
+    pub const VNI_INDEX: &str = "VNI_INDEX";
+    pub const ALL: [&str; 27] = [
         CONFIG,
         PORTS,
         VNIS,
@@ -56,6 +59,9 @@ pub mod names {
         OBSERVE_SAMPLE_BUDGET,
         OBSERVE_SKIP,
         EVENTS,
+        PORT_INDEX,
+        PEER_INDEX,
+        VNI_INDEX,
     ];
 }
 
@@ -422,6 +428,71 @@ pub struct PeerSlot {
     pub info: PeerInfo,
 }
 
+/// Direct-mapped indexes in front of the hash maps the forwarding path reads for every
+/// frame (`PORTS` by ifindex, `PEERS` by address, `VNIS` by VNI): an array lookup, which
+/// the verifier inlines, instead of a call that hashes the key. Each entry holds its key;
+/// two keys that share an index leave one of them to the hash map alone, which stays
+/// the complete truth (violind writes an index entry only for what the hash map holds).
+pub const PORT_INDEX_SIZE: u32 = 1024;
+pub const PEER_INDEX_SIZE: u32 = 1024;
+pub const VNI_INDEX_SIZE: u32 = 4096;
+
+/// `PORT_INDEX` position of the port with interface index `ifindex`.
+#[inline(always)]
+pub const fn port_index(ifindex: u32) -> u32 {
+    ifindex & (PORT_INDEX_SIZE - 1)
+}
+
+/// `PEER_INDEX` position of the peer at underlay address `addr` (16 bytes, IPv4-mapped
+/// or IPv6): the address's last four bytes folded, which tell hosts of one underlay apart.
+#[inline(always)]
+pub const fn peer_index(addr: &[u8; 16]) -> u32 {
+    let hi = (addr[12] ^ addr[14]) as u32;
+    let lo = (addr[13] ^ addr[15]) as u32;
+    ((hi << 8) | lo) & (PEER_INDEX_SIZE - 1)
+}
+
+/// `VNI_INDEX` position of environment `vni`.
+#[inline(always)]
+pub const fn vni_index(vni: u32) -> u32 {
+    vni & (VNI_INDEX_SIZE - 1)
+}
+
+/// A `PORT_INDEX` entry: the port with interface index `ifindex` (0: none).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortIndexEntry {
+    pub ifindex: u32,
+    pub info: PortInfo,
+}
+
+/// A `VNI_INDEX` entry: `tag` is the VNI with [`VNI_INDEX_LIVE`] set (0: none), since VNI
+/// 0 is a VNI a frame may carry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VniIndexEntry {
+    pub tag: u32,
+    pub info: VniInfo,
+}
+
+/// Set in a live `VniIndexEntry::tag` (VNIs take 24 bits).
+pub const VNI_INDEX_LIVE: u32 = 1 << 31;
+
+impl VniIndexEntry {
+    pub const fn new(vni: u32, info: VniInfo) -> Self {
+        VniIndexEntry {
+            tag: vni | VNI_INDEX_LIVE,
+            info,
+        }
+    }
+
+    /// The entry's info if it is `vni`'s.
+    #[inline(always)]
+    pub fn get(&self, vni: u32) -> Option<VniInfo> {
+        (self.tag == vni | VNI_INDEX_LIVE).then_some(self.info)
+    }
+}
+
 /// Ports and peers per environment for in-kernel replication of broadcasts from VM ports
 /// in TC mode (head-end replication without the slow path).
 pub const FLOOD_PORTS: usize = 16;
@@ -562,6 +633,41 @@ impl FdbEntry {
 mod tests {
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn indexes_stay_in_their_arrays_and_spread_hosts() {
+        assert!(PORT_INDEX_SIZE.is_power_of_two() && PEER_INDEX_SIZE.is_power_of_two());
+        assert_eq!(port_index(PORT_INDEX_SIZE + 5), 5);
+        assert_eq!(vni_index(VNI_INDEX_SIZE + 1001), 1001);
+        // The hosts of a /22 (IPv4-mapped) and of an IPv6 prefix get an index each.
+        let mut v4: Vec<u32> = (0..1024u32)
+            .map(|i| {
+                let mut a = [0u8; 16];
+                a[10..12].copy_from_slice(&[0xff, 0xff]);
+                a[12..16].copy_from_slice(&[10, 250, (i >> 8) as u8, i as u8]);
+                peer_index(&a)
+            })
+            .collect();
+        v4.sort_unstable();
+        v4.dedup();
+        assert_eq!(v4.len(), 1024);
+        let mut a = [0u8; 16];
+        a[0..2].copy_from_slice(&[0xfd, 0x00]);
+        a[15] = 1;
+        let one = peer_index(&a);
+        a[15] = 2;
+        assert_ne!(one, peer_index(&a));
+        assert!(one < PEER_INDEX_SIZE);
+    }
+
+    #[test]
+    fn a_vni_index_entry_answers_for_its_own_vni_only() {
+        let e = VniIndexEntry::new(1001, VniInfo { flags: VNI_ROUTED });
+        assert_eq!(e.get(1001), Some(VniInfo { flags: VNI_ROUTED }));
+        assert_eq!(e.get(1001 + VNI_INDEX_SIZE), None);
+        // An empty entry is no environment's, VNI 0's included.
+        assert_eq!(VniIndexEntry::default().get(0), None);
+    }
 
     #[test]
     fn storm_bucket_admits_its_burst_then_its_rate() {
@@ -706,6 +812,8 @@ const _: () = assert!(core::mem::size_of::<HostConfig>() == 44);
 const _: () = assert!(core::mem::size_of::<FdbEntry>() == 28);
 const _: () = assert!(core::mem::size_of::<PeerSlot>() == 28);
 const _: () = assert!(core::mem::size_of::<FloodList>() == 584);
+const _: () = assert!(core::mem::size_of::<PortIndexEntry>() == 36);
+const _: () = assert!(core::mem::size_of::<VniIndexEntry>() == 8);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -718,6 +826,12 @@ mod pod {
     unsafe impl aya::Pod for super::PortInfo {}
     // SAFETY: PortSlot is repr(C) and Copy, two u32: no padding, any bit pattern valid.
     unsafe impl aya::Pod for super::PortSlot {}
+    // SAFETY: PortIndexEntry is repr(C) and Copy: a u32 then a PortInfo (32 bytes, align
+    // 4), 36 bytes with no padding; all integers, so any bit pattern is valid.
+    unsafe impl aya::Pod for super::PortIndexEntry {}
+    // SAFETY: VniIndexEntry is repr(C) and Copy: two u32, no padding, any bit pattern
+    // valid.
+    unsafe impl aya::Pod for super::VniIndexEntry {}
     // SAFETY: PeerSlot is repr(C) and Copy: [u8; 16] then a PeerInfo (12 bytes, align 4)
     // at offset 16, 28 bytes with no padding; all integers, so any bit pattern is valid.
     unsafe impl aya::Pod for super::PeerSlot {}

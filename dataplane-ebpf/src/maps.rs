@@ -3,6 +3,8 @@
 //! Names, types, sizes and pinning are the contract with violind (which pins and fills
 //! them by the names in `dataplane_common::maps::names`): change them only together.
 
+use core::ptr::read_volatile;
+
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
@@ -48,6 +50,14 @@ pub(crate) static FLOOD: HashMap<u32, FloodList> = HashMap::pinned(MAX_VNIS, BPF
 pub(crate) static PORT_SLOTS: Array<PortSlot> = Array::pinned(MAX_SLOTS, 0);
 #[map]
 pub(crate) static PEER_SLOTS: Array<PeerSlot> = Array::pinned(MAX_PEERS, 0);
+/// Direct-mapped indexes in front of `PORTS`, `PEERS` and `VNIS` (see
+/// `dataplane_common::maps::PORT_INDEX_SIZE`); a miss falls back to the hash map.
+#[map]
+pub(crate) static PORT_INDEX: Array<PortIndexEntry> = Array::pinned(PORT_INDEX_SIZE, 0);
+#[map]
+pub(crate) static PEER_INDEX: Array<PeerSlot> = Array::pinned(PEER_INDEX_SIZE, 0);
+#[map]
+pub(crate) static VNI_INDEX: Array<VniIndexEntry> = Array::pinned(VNI_INDEX_SIZE, 0);
 #[map]
 pub(crate) static PAIRS: HashMap<PairKey, PairState> = HashMap::pinned(MAX_PAIRS, 0);
 #[map]
@@ -86,22 +96,79 @@ pub(crate) fn host_config() -> Option<HostConfig> {
 
 #[inline(always)]
 pub(crate) fn port(ifindex: u32) -> Option<PortInfo> {
+    if let Some(e) = PORT_INDEX.get_ptr(port_index(ifindex)) {
+        // violind changes an entry's info only while its key is empty (see set_slot in
+        // violind's topology): the info counts if the key held before and after it was
+        // copied. A half-written one would turn the port's checks off. (No frame arrives
+        // on ifindex 0, the empty key.)
+        // SAFETY: an element of the array, live for this program run; volatile reads
+        // keep the copy between the two reads of the key.
+        unsafe {
+            if read_volatile(&(*e).ifindex) == ifindex {
+                let info = read_volatile(&(*e).info);
+                if read_volatile(&(*e).ifindex) == ifindex {
+                    return Some(info);
+                }
+            }
+        }
+    }
     // SAFETY: copied out of the map before use.
     unsafe { PORTS.get(ifindex) }.copied()
 }
 
 #[inline(always)]
 pub(crate) fn vni(vni: u32) -> Option<VniInfo> {
+    if let Some(info) = VNI_INDEX.get(vni_index(vni)).and_then(|e| e.get(vni)) {
+        return Some(info);
+    }
     // SAFETY: copied out of the map before use.
     unsafe { VNIS.get(vni) }.copied()
 }
 
 /// The peer as configured, resolved or not; forwarding to it goes through
-/// [`crate::tunnel::resolve_entry`] or [`crate::tunnel::resolve_peer`] instead.
+/// [`crate::tunnel::resolve_entry`] or [`crate::tunnel::resolve_peer`] instead. By hash
+/// alone: a flood's loop resolves each peer through this, and a branch per lookup would
+/// multiply the paths the verifier walks past its limit.
 #[inline(always)]
 pub(crate) fn peer(addr: &[u8; 16]) -> Option<PeerInfo> {
     // SAFETY: copied out of the map before use.
     unsafe { PEERS.get(addr) }.copied()
+}
+
+/// [`peer`] for the sender of a tunnelled frame, once per frame: from its index entry
+/// when that holds it. Without [`port`]'s second look at the key, whose copies the
+/// underlay programs' stacks have no room for: violind writes the info only behind an
+/// empty key, so a frame reads a wrong one only if stalled for two system calls between
+/// its key and its info, and then learns a wrong counter slot for its sender (the
+/// forwarding path checks a slot's occupant before use).
+#[inline(always)]
+pub(crate) fn sender(addr: &[u8; 16]) -> Option<PeerInfo> {
+    match PEER_INDEX.get(peer_index(addr)) {
+        // An empty entry's key is all zero, and a frame from the unspecified address
+        // must not find it.
+        Some(e) if same_addr(&e.addr, addr) && !is_unspecified(addr) => Some(e.info),
+        _ => peer(addr),
+    }
+}
+
+/// Two underlay addresses compared as two words each: byte by byte costs registers the
+/// programs' stacks cannot spare.
+#[inline(always)]
+pub(crate) fn same_addr(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let (a, b) = (words(a), words(b));
+    a[0] == b[0] && a[1] == b[1]
+}
+
+#[inline(always)]
+fn is_unspecified(a: &[u8; 16]) -> bool {
+    let a = words(a);
+    a[0] | a[1] == 0
+}
+
+#[inline(always)]
+fn words(a: &[u8; 16]) -> [u64; 2] {
+    // SAFETY: 16 readable bytes; read_unaligned takes any alignment.
+    unsafe { core::ptr::read_unaligned(a.as_ptr() as *const [u64; 2]) }
 }
 
 #[inline(always)]

@@ -30,7 +30,7 @@ use crate::{
     counters::{drop_frame, peer_stats},
     forward::redirect_to_port,
     frame::{Pkt, Skb},
-    maps::{host_config, peer, PEER_SLOTS, TX_PORTS},
+    maps::{host_config, peer, same_addr, PEER_SLOTS, TX_PORTS},
 };
 
 /// A VXLAN packet from a peer, over either family (the sender in 16 bytes).
@@ -99,20 +99,6 @@ pub(crate) fn resolve_entry(to: &FdbEntry) -> Option<NextHop> {
         Some(s) if same_addr(&s.addr, &to.peer) => next_hop(to.peer, s.info),
         _ => resolve_peer(to.peer),
     }
-}
-
-/// Two underlay addresses compared as two words each: byte by byte costs registers the
-/// programs' stacks cannot spare.
-#[inline(always)]
-fn same_addr(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    // SAFETY: both are 16 readable bytes; read_unaligned takes any alignment.
-    let (a, b) = unsafe {
-        (
-            core::ptr::read_unaligned(a.as_ptr() as *const [u64; 2]),
-            core::ptr::read_unaligned(b.as_ptr() as *const [u64; 2]),
-        )
-    };
-    a[0] == b[0] && a[1] == b[1]
 }
 
 #[inline(always)]

@@ -13,7 +13,7 @@ use crate::{
     counters::{count_action, drop_frame},
     forward::{accept_from_peer, to_slow_path, tunnel_next, FromTunnel},
     frame::Pkt,
-    maps::{host_config, peer},
+    maps::{host_config, sender},
     tunnel::{decapsulate, transit},
 };
 
@@ -32,7 +32,7 @@ fn underlay_frame(ctx: &XdpContext) -> u32 {
     let pkt = Pkt(ctx);
     let len = pkt.total_len();
     // Identifies the sender only: a peer whose next hop is unresolved may still send.
-    let v = match classify_tunnel(&pkt, &cfg.underlay_addr, peer) {
+    let v = match classify_tunnel(&pkt, &cfg.underlay_addr, sender) {
         UnderlayVerdict::Pass => return XDP_PASS,
         UnderlayVerdict::Drop(reason) => return drop_frame(ctx, UNDERLAY_SLOT, reason, len),
         UnderlayVerdict::Vxlan(v) => v,

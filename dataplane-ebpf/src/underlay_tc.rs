@@ -24,7 +24,7 @@ use crate::{
     forward::{accept_from_peer, tunnel_next, FromTunnel},
     frame::Skb,
     inflight::{through_device, Flow},
-    maps::{flood_list, host_config, peer},
+    maps::{flood_list, host_config, sender},
     tunnel::{count_sent, tc_decap, tc_relay_flood, tc_transit, Vxlan},
 };
 
@@ -40,7 +40,7 @@ fn underlay_skb(ctx: &TcContext) -> Verdict {
     };
     let skb = Skb(ctx);
     let len = skb.total_len();
-    let v = match classify_tunnel(&skb, &cfg.underlay_addr, peer) {
+    let v = match classify_tunnel(&skb, &cfg.underlay_addr, sender) {
         UnderlayVerdict::Pass => return Verdict::Act(TC_ACT_OK),
         UnderlayVerdict::Drop(reason) => return tc_drop(ctx, UNDERLAY_SLOT, reason, len),
         UnderlayVerdict::Vxlan(v) => v,

@@ -18,7 +18,7 @@ use dataplane_common::{
     counters::{Counter, DropReason, PeerStats, PortStats, ACTION_SLOTS, HOOKS},
     maps::{
         names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo,
-        PeerSlot, PortInfo, PortSlot, Shaper, StormBucket, VniInfo,
+        PeerSlot, PortIndexEntry, PortInfo, PortSlot, Shaper, StormBucket, VniIndexEntry, VniInfo,
     },
     observe::ObserveConfig,
 };
@@ -43,6 +43,9 @@ pub struct Maps {
     pub flood: HashMap<MapData, u32, FloodList>,
     pub port_slots: Array<MapData, PortSlot>,
     pub peer_slots: Array<MapData, PeerSlot>,
+    pub port_index: Array<MapData, PortIndexEntry>,
+    pub peer_index: Array<MapData, PeerSlot>,
+    pub vni_index: Array<MapData, VniIndexEntry>,
     pub pairs: HashMap<MapData, PairKey, PairState>,
     pub routes: HashMap<MapData, PairKey, FdbEntry>,
     pub pair_traffic: PerCpuHashMap<MapData, PairKey, Counter>,
@@ -51,6 +54,9 @@ pub struct Maps {
     pub observe: Array<MapData, ObserveConfig>,
     pub observe_budget: PerCpuArray<MapData, StormBucket>,
     pub observe_sample_budget: PerCpuArray<MapData, StormBucket>,
+    /// Whether the last `Topology::apply` wrote the direct-mapped indexes whole, so the
+    /// next may find what they hold from the hash maps' keys; false for maps just opened.
+    pub indexes_clean: bool,
 }
 
 fn typed<T>(map: Map, name: &str) -> Result<T>
@@ -76,6 +82,9 @@ impl Maps {
             flood: typed(get(names::FLOOD)?, names::FLOOD)?,
             port_slots: typed(get(names::PORT_SLOTS)?, names::PORT_SLOTS)?,
             peer_slots: typed(get(names::PEER_SLOTS)?, names::PEER_SLOTS)?,
+            port_index: typed(get(names::PORT_INDEX)?, names::PORT_INDEX)?,
+            peer_index: typed(get(names::PEER_INDEX)?, names::PEER_INDEX)?,
+            vni_index: typed(get(names::VNI_INDEX)?, names::VNI_INDEX)?,
             pairs: typed(get(names::PAIRS)?, names::PAIRS)?,
             routes: typed(get(names::ROUTES)?, names::ROUTES)?,
             pair_traffic: typed(get(names::PAIR_TRAFFIC)?, names::PAIR_TRAFFIC)?,
@@ -87,6 +96,7 @@ impl Maps {
                 get(names::OBSERVE_SAMPLE_BUDGET)?,
                 names::OBSERVE_SAMPLE_BUDGET,
             )?,
+            indexes_clean: false,
         })
     }
 

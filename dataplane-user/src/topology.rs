@@ -11,11 +11,12 @@ use aya::{
     Pod,
 };
 use dataplane_common::maps::{
-    FdbEntry, FdbKey, FdbKind, FloodList, HostConfig, PairKey, PairState, PeerInfo, PeerSlot,
-    PortInfo, PortSlot, Shaper, StormBucket, VniInfo, FLOOD_PEERS, FLOOD_PORTS, MAX_PAIR_CLASS,
-    MAX_PEERS, MAX_QUEUES_PER_IF, MAX_SLOTS, PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP,
-    PORT_CHECK_MAC, PORT_LIMITED, PORT_PEER_REDIRECT, PORT_RESTRICTED, PORT_ROUTED, PORT_UNCOUNTED,
-    PORT_VM_BOUNDED, ROUTE_ANY, UNDERLAY_SLOT, VM_CLASS_BASE, VM_LEAF_BASE, VNI_HUB, VNI_ROUTED,
+    peer_index, port_index, vni_index, FdbEntry, FdbKey, FdbKind, FloodList, HostConfig, PairKey,
+    PairState, PeerInfo, PeerSlot, PortIndexEntry, PortInfo, PortSlot, Shaper, StormBucket,
+    VniIndexEntry, VniInfo, FLOOD_PEERS, FLOOD_PORTS, MAX_PAIR_CLASS, MAX_PEERS, MAX_QUEUES_PER_IF,
+    MAX_SLOTS, PAIR_ALLOWED, PAIR_LIMITED, PORT_CHECK_IP, PORT_CHECK_MAC, PORT_LIMITED,
+    PORT_PEER_REDIRECT, PORT_RESTRICTED, PORT_ROUTED, PORT_UNCOUNTED, PORT_VM_BOUNDED, ROUTE_ANY,
+    UNDERLAY_SLOT, VM_CLASS_BASE, VM_LEAF_BASE, VNI_HUB, VNI_ROUTED,
 };
 use dataplane_common::packet::Family;
 use dataplane_common::rules::{best, MacMatch};
@@ -406,37 +407,115 @@ where
     Ok(())
 }
 
-/// Writes the slots of an array indexed by slot (`PORT_SLOTS`, `PEER_SLOTS`) that `old`
-/// (the slots its hash map held before) or `want` name: `want`'s value, else the empty
-/// default, each only where it changed.
-fn reconcile_slots<V>(
+/// The positions of a direct-mapped index that may hold an entry now: those its hash
+/// map's keys give, after an `apply` that wrote both whole (`clean`); else every position
+/// that holds one, read from the index itself, so that an entry whose key the hash map
+/// lost (a daemon stopped between the two writes, an `apply` that failed between them,
+/// a daemon that kept no index) is emptied too. Reading a whole index costs thousands
+/// of system calls, too many for every reconfiguration.
+fn held<K: Pod, V: Pod, E: Slot>(
+    clean: bool,
+    hash: &HashMap<MapData, K, V>,
+    at: impl Fn(&K) -> u32,
+    index: &Array<MapData, E>,
+) -> Result<BTreeSet<u32>> {
+    if clean {
+        let keys = hash.keys().collect::<Result<Vec<K>, _>>()?;
+        return Ok(keys.iter().map(at).collect());
+    }
+    let mut out = BTreeSet::new();
+    for (at, v) in index.iter().enumerate() {
+        if v? != E::default() {
+            out.insert(at as u32);
+        }
+    }
+    Ok(out)
+}
+
+/// A direct-mapped index of `want`: each position to the entry of the first key (in key
+/// order) that it takes; the keys that find their position taken stay in the hash map
+/// alone.
+fn index<K, V, E>(
+    want: &BTreeMap<K, V>,
+    at: impl Fn(&K) -> u32,
+    entry: impl Fn(&K, &V) -> E,
+) -> BTreeMap<u32, E> {
+    let mut out = BTreeMap::new();
+    for (k, v) in want {
+        out.entry(at(k)).or_insert_with(|| entry(k, v));
+    }
+    out
+}
+
+/// What an array entry the programs check before use holds: a value and its key, which
+/// they compare with the one they look for. The empty key (all zero) matches no lookup.
+trait Slot: Pod + Default + PartialEq {
+    /// The entry with its key emptied and its value kept.
+    fn vacant(&self) -> Self;
+}
+
+impl Slot for PortSlot {
+    fn vacant(&self) -> Self {
+        PortSlot {
+            ifindex: 0,
+            ..*self
+        }
+    }
+}
+
+impl Slot for PeerSlot {
+    fn vacant(&self) -> Self {
+        PeerSlot {
+            addr: [0; 16],
+            ..*self
+        }
+    }
+}
+
+impl Slot for PortIndexEntry {
+    fn vacant(&self) -> Self {
+        PortIndexEntry {
+            ifindex: 0,
+            ..*self
+        }
+    }
+}
+
+impl Slot for VniIndexEntry {
+    fn vacant(&self) -> Self {
+        VniIndexEntry { tag: 0, ..*self }
+    }
+}
+
+/// Writes the entries of an array indexed by slot or position that `old` (those held
+/// before) or `want` name: `want`'s value, else the empty default, each only where it
+/// changed.
+fn reconcile_slots<V: Slot>(
     map: &mut Array<MapData, V>,
     old: BTreeSet<u32>,
     want: &BTreeMap<u32, V>,
-) -> Result<()>
-where
-    V: Pod + Default + PartialEq,
-{
+) -> Result<()> {
     for slot in old.into_iter().chain(want.keys().copied()) {
         set_slot(map, slot, want.get(&slot).copied().unwrap_or_default())?;
     }
     Ok(())
 }
 
-/// Writes one slot if it changed. A slot that held something else is emptied first: the
-/// programs read an entry in place while violind copies over it, and half of one value
-/// with half of another could pass their check of the occupant's key; an empty slot, or
-/// half of one, sends them to the hash maps instead.
-fn set_slot<V>(map: &mut Array<MapData, V>, slot: u32, value: V) -> Result<()>
-where
-    V: Pod + Default + PartialEq,
-{
+/// Writes one entry if it changed, so that a program reading it meanwhile never pairs a
+/// key with a value that is not wholly that key's. The kernel copies an element in no
+/// promised order, so the value changes only while the key is empty: the key is emptied
+/// (the old value stays), the new value goes in behind the empty key, then the key.
+/// The programs check the key (the port lookup before and after copying the value).
+fn set_slot<V: Slot>(map: &mut Array<MapData, V>, slot: u32, value: V) -> Result<()> {
     let have = map.get(&slot, 0).ok();
     if have == Some(value) {
         return Ok(());
     }
-    if value != V::default() && have.is_some_and(|h| h != V::default()) {
-        map.set(slot, V::default(), 0)?;
+    if let Some(h) = have.filter(|h| *h != V::default()) {
+        map.set(slot, h.vacant(), 0)?;
+    }
+    if value != V::default() {
+        map.set(slot, value.vacant(), 0)?;
     }
     map.set(slot, value, 0)?;
     Ok(())
@@ -600,6 +679,9 @@ impl Topology {
     /// Makes the maps say exactly what this topology says. Entries for ports, peers and
     /// environments that are gone are removed, learned addresses pointing at them too.
     pub fn apply(&self, maps: &mut Maps) -> Result<()> {
+        // Whether the last apply wrote the indexes whole (see `held`); not this one until
+        // it has.
+        let clean = std::mem::take(&mut maps.indexes_clean);
         maps.config.set(0, self.host_config(), 0)?;
 
         let mut tx: BTreeSet<u32> = self.ports.iter().map(|p| p.dev.ifindex).collect();
@@ -626,7 +708,14 @@ impl Topology {
                 (vni, VniInfo { flags })
             })
             .collect();
+        let old_vnis = held(clean, &maps.vnis, |&v| vni_index(v), &maps.vni_index)?;
         reconcile(&mut maps.vnis, &vni_infos, PartialEq::eq)?;
+        let vni_entries = index(
+            &vni_infos,
+            |&v| vni_index(v),
+            |&v, &i| VniIndexEntry::new(v, i),
+        );
+        reconcile_slots(&mut maps.vni_index, old_vnis, &vni_entries)?;
         let port_infos: BTreeMap<u32, PortInfo> = self
             .ports
             .iter()
@@ -638,7 +727,14 @@ impl Topology {
             .filter_map(|r| r.ok())
             .map(|(_, p)| p.slot);
         let old_port_slots: BTreeSet<u32> = old_port_slots.collect();
+        let old_ports = held(clean, &maps.ports, |&i| port_index(i), &maps.port_index)?;
         reconcile(&mut maps.ports, &port_infos, PartialEq::eq)?;
+        let port_entries = index(
+            &port_infos,
+            |&i| port_index(i),
+            |&ifindex, &info| PortIndexEntry { ifindex, info },
+        );
+        reconcile_slots(&mut maps.port_index, old_ports, &port_entries)?;
         let port_slots = port_infos
             .iter()
             .map(|(&ifindex, p)| {
@@ -658,7 +754,13 @@ impl Topology {
             .filter_map(|r| r.ok())
             .map(|(_, p)| p.slot);
         let old_peer_slots: BTreeSet<u32> = old_peer_slots.collect();
+        let old_peers = held(clean, &maps.peers, peer_index, &maps.peer_index)?;
         reconcile(&mut maps.peers, &peer_infos, PartialEq::eq)?;
+        let peer_entries = index(&peer_infos, peer_index, |&addr, &info| PeerSlot {
+            addr,
+            info,
+        });
+        reconcile_slots(&mut maps.peer_index, old_peers, &peer_entries)?;
         let peer_slots = peer_infos
             .iter()
             .map(|(&addr, &info)| (info.slot, PeerSlot { addr, info }))
@@ -688,6 +790,7 @@ impl Topology {
         let peer_addrs: BTreeSet<[u8; 16]> = peer_infos.keys().copied().collect();
         let flushed = self.flush_learned(maps, &vnis, &peer_addrs);
         self.place(maps)?;
+        maps.indexes_clean = true;
         info!(
             ports = self.ports.len(),
             peers = self.peers.len(),
@@ -919,6 +1022,12 @@ impl Topology {
         let (addr, info) = (map_addr(peer.addr), Self::peer_info(peer));
         maps.peers.insert(addr, info, 0)?;
         set_slot(&mut maps.peer_slots, peer.slot, PeerSlot { addr, info })?;
+        // Its index entry, unless another peer holds that position (as `apply` left it).
+        let at = peer_index(&addr);
+        let have = maps.peer_index.get(&at, 0).unwrap_or_default();
+        if have == PeerSlot::default() || have.addr == addr {
+            set_slot(&mut maps.peer_index, at, PeerSlot { addr, info })?;
+        }
         Ok(())
     }
 
@@ -961,7 +1070,7 @@ pub fn describe_entry(e: &FdbEntry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane_common::maps::{route_keys, ROUTE_NO_RULE};
+    use dataplane_common::maps::{route_keys, PORT_INDEX_SIZE, ROUTE_NO_RULE};
 
     const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const B: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -1057,6 +1166,13 @@ mod tests {
             placements,
         };
         (config, topo)
+    }
+
+    #[test]
+    fn an_index_keeps_the_first_key_of_each_position() {
+        let want = BTreeMap::from([(5u32, 'a'), (5 + PORT_INDEX_SIZE, 'b'), (6, 'c')]);
+        let idx = index(&want, |&i| port_index(i), |&k, &v| (k, v));
+        assert_eq!(idx, BTreeMap::from([(5, (5, 'a')), (6, (6, 'c'))]));
     }
 
     #[test]

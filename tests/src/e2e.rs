@@ -69,3 +69,22 @@ pub fn port<'a>(stats: &'a serde_json::Value, iface: &str) -> &'a serde_json::Va
         .and_then(|a| a.iter().find(|p| p["interface"] == iface))
         .unwrap_or_else(|| panic!("no port {iface} in {stats}"))
 }
+
+/// The value in `slot` of the array `map` pinned by host `host`'s daemon.
+pub fn pinned_slot(lab: &Lab, host: usize, map: &str, slot: u32) -> Vec<u8> {
+    let pin = format!(
+        "/sys/fs/bpf/violin/{}/maps/{map}",
+        lab.hosts[host].host_id()
+    );
+    let key: Vec<String> = slot.to_ne_bytes().iter().map(|b| b.to_string()).collect();
+    let mut args = vec!["-j", "map", "lookup", "pinned", &pin, "key"];
+    args.extend(key.iter().map(String::as_str));
+    let out = crate::sys::run("bpftool", &args).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{map}[{slot}]: {out}"))
+        .iter()
+        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+        .collect()
+}

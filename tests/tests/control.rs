@@ -77,6 +77,7 @@ fn environments_are_driven_through_violinctl_and_survive_restarts() {
     wait_ping(&b.ns, &a.ip.to_string(), Duration::from_secs(10)).unwrap();
     status_names_a_drop_and_exits_1(&lab, &a, &b);
     observe_shows_forwarded_frames(&lab, &a, &b);
+
     // violind shows the VMs its share names by name, the MAC beside it.
     let text = lab.stats_text(0).unwrap();
     let c_named = format!("{} ({})", vm_name(&c), mac_string(&c.mac));

@@ -1,8 +1,9 @@
 //! Two Violin hosts, two VMs each, one environment: the VMs see one Ethernet LAN.
 use std::time::Duration;
 
+use dataplane_common::maps::{peer_index, port_index, vni_index, VNI_INDEX_LIVE};
 use violin_testbed::{
-    e2e::{counter, lab, port},
+    e2e::{counter, lab, pinned_slot, port},
     sys::ns_run,
     traffic::{ping, tcp_exchange, tcp_transfer, wait_ping, Capture},
 };
@@ -134,6 +135,30 @@ fn cross_hosts(tag: &str, adjust: impl FnOnce(&mut violin_testbed::lab::LabSpec)
         held[..4],
         ifindex.to_ne_bytes(),
         "PORT_SLOTS[{a_slot}]: {held:?}"
+    );
+    // The per-frame lookups by key find the port, the peer and the environment in their
+    // direct-mapped indexes rather than by hashing the key.
+    let at = port_index(ifindex);
+    let held = slot("PORT_INDEX", at);
+    assert_eq!(
+        held[..4],
+        ifindex.to_ne_bytes(),
+        "PORT_INDEX[{at}]: {held:?}"
+    );
+    assert_eq!(
+        held[4..8],
+        a.vni.to_ne_bytes(),
+        "PORT_INDEX[{at}]: {held:?}"
+    );
+    let at = peer_index(&addr.clone().try_into().unwrap());
+    let held = slot("PEER_INDEX", at);
+    assert_eq!(&held[..16], &addr[..], "PEER_INDEX[{at}]: {held:?}");
+    let at = vni_index(a.vni);
+    let held = slot("VNI_INDEX", at);
+    assert_eq!(
+        held[..4],
+        (a.vni | VNI_INDEX_LIVE).to_ne_bytes(),
+        "VNI_INDEX[{at}]: {held:?}"
     );
     let fdb = s["fdb"].as_array().unwrap();
     let location = format!("peer {h2}");
@@ -423,23 +448,4 @@ fn hex_bytes(frame: &str) -> Vec<u8> {
         }
     }
     out
-}
-
-/// The value in `slot` of the array `map` pinned by host `host`'s daemon.
-fn pinned_slot(lab: &violin_testbed::lab::Lab, host: usize, map: &str, slot: u32) -> Vec<u8> {
-    let pin = format!(
-        "/sys/fs/bpf/violin/{}/maps/{map}",
-        lab.hosts[host].host_id()
-    );
-    let key: Vec<String> = slot.to_ne_bytes().iter().map(|b| b.to_string()).collect();
-    let mut args = vec!["-j", "map", "lookup", "pinned", &pin, "key"];
-    args.extend(key.iter().map(String::as_str));
-    let out = violin_testbed::sys::run("bpftool", &args).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["value"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{map}[{slot}]: {out}"))
-        .iter()
-        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
-        .collect()
 }
