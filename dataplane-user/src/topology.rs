@@ -416,7 +416,7 @@ where
 fn held<K: Pod, V: Pod, E: Slot>(
     clean: bool,
     hash: &HashMap<MapData, K, V>,
-    at: impl Fn(&K) -> u32,
+    at: &impl Fn(&K) -> u32,
     index: &Array<MapData, E>,
 ) -> Result<BTreeSet<u32>> {
     if clean {
@@ -430,6 +430,26 @@ fn held<K: Pod, V: Pod, E: Slot>(
         }
     }
     Ok(out)
+}
+
+/// [`reconcile`] (with `PartialEq`) of a hash map with a direct-mapped index in front of
+/// it, and the index after it: each position `at` gives to the entry `entry` makes of
+/// the first key wanted there, every other position it held emptied.
+fn reconcile_indexed<K, V, E>(
+    clean: bool,
+    (hash, index_map): (&mut HashMap<MapData, K, V>, &mut Array<MapData, E>),
+    want: &BTreeMap<K, V>,
+    at: impl Fn(&K) -> u32,
+    entry: impl Fn(&K, &V) -> E,
+) -> Result<()>
+where
+    K: Pod + Ord,
+    V: Pod + PartialEq,
+    E: Slot,
+{
+    let old = held(clean, hash, &at, index_map)?;
+    reconcile(hash, want, PartialEq::eq)?;
+    reconcile_slots(index_map, old, &index(want, at, entry))
 }
 
 /// A direct-mapped index of `want`: each position to the entry of the first key (in key
@@ -708,14 +728,13 @@ impl Topology {
                 (vni, VniInfo { flags })
             })
             .collect();
-        let old_vnis = held(clean, &maps.vnis, |&v| vni_index(v), &maps.vni_index)?;
-        reconcile(&mut maps.vnis, &vni_infos, PartialEq::eq)?;
-        let vni_entries = index(
+        reconcile_indexed(
+            clean,
+            (&mut maps.vnis, &mut maps.vni_index),
             &vni_infos,
             |&v| vni_index(v),
             |&v, &i| VniIndexEntry::new(v, i),
-        );
-        reconcile_slots(&mut maps.vni_index, old_vnis, &vni_entries)?;
+        )?;
         let port_infos: BTreeMap<u32, PortInfo> = self
             .ports
             .iter()
@@ -727,14 +746,13 @@ impl Topology {
             .filter_map(|r| r.ok())
             .map(|(_, p)| p.slot);
         let old_port_slots: BTreeSet<u32> = old_port_slots.collect();
-        let old_ports = held(clean, &maps.ports, |&i| port_index(i), &maps.port_index)?;
-        reconcile(&mut maps.ports, &port_infos, PartialEq::eq)?;
-        let port_entries = index(
+        reconcile_indexed(
+            clean,
+            (&mut maps.ports, &mut maps.port_index),
             &port_infos,
             |&i| port_index(i),
             |&ifindex, &info| PortIndexEntry { ifindex, info },
-        );
-        reconcile_slots(&mut maps.port_index, old_ports, &port_entries)?;
+        )?;
         let port_slots = port_infos
             .iter()
             .map(|(&ifindex, p)| {
@@ -754,13 +772,13 @@ impl Topology {
             .filter_map(|r| r.ok())
             .map(|(_, p)| p.slot);
         let old_peer_slots: BTreeSet<u32> = old_peer_slots.collect();
-        let old_peers = held(clean, &maps.peers, peer_index, &maps.peer_index)?;
-        reconcile(&mut maps.peers, &peer_infos, PartialEq::eq)?;
-        let peer_entries = index(&peer_infos, peer_index, |&addr, &info| PeerSlot {
-            addr,
-            info,
-        });
-        reconcile_slots(&mut maps.peer_index, old_peers, &peer_entries)?;
+        reconcile_indexed(
+            clean,
+            (&mut maps.peers, &mut maps.peer_index),
+            &peer_infos,
+            peer_index,
+            |&addr, &info| PeerSlot { addr, info },
+        )?;
         let peer_slots = peer_infos
             .iter()
             .map(|(&addr, &info)| (info.slot, PeerSlot { addr, info }))
