@@ -15,11 +15,13 @@ use aya::{
     Ebpf,
 };
 use dataplane_common::{maps::programs, packet::Tunnel};
-use violin_testbed::sys::{ifindex_of, in_netns, mac_of};
+use violin_testbed::{
+    frames::{sk_buff, udp_frame, vxlan, xdp_md, MAX_TEST_FRAME, MIN_FRAME},
+    sys::{ifindex_of, in_netns, mac_of},
+};
 
 use crate::{
     ebpf,
-    frames::{udp_frame, vxlan, MAX_TEST_FRAME, MIN_FRAME},
     paths::BenchLab,
     results::{Better, Metric, NetPath},
 };
@@ -63,22 +65,24 @@ pub fn metrics() -> Vec<Metric> {
         .collect()
 }
 
-/// xdp_md for BPF_PROG_TEST_RUN: a `len`-byte frame, all of it in the linear buffer
-/// (data_end; a smaller one would put the rest in fragments, or be refused), "arrived" on
-/// `ifindex`, queue 0.
-pub fn xdp_md(ifindex: u32, len: usize) -> Vec<u8> {
-    let mut ctx = vec![0u8; 24];
-    ctx[4..8].copy_from_slice(&(len as u32).to_ne_bytes());
-    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-    ctx
-}
-
-/// __sk_buff for BPF_PROG_TEST_RUN: the skb's device is `ifindex` (the field at byte
-/// 40; the kernel refuses the fields it does not take, which are left zero).
-fn sk_buff(ifindex: u32) -> Vec<u8> {
-    let mut ctx = vec![0u8; 192];
-    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-    ctx
+/// [`metrics`] with the figures `--against` adds (see [`measure_against`]).
+pub fn metrics_against(object: &Path) -> Vec<Metric> {
+    let mut all = metrics();
+    for (id, title) in METRICS {
+        all.push(Metric {
+            id: format!("{id}_against"),
+            title: format!("{title}, the object {}", object.display()),
+            unit: "ns".into(),
+            better: Better::Lower,
+        });
+        all.push(Metric {
+            id: format!("{id}_ratio"),
+            title: format!("{title}, this build over {}", object.display()),
+            unit: "x".into(),
+            better: Better::Lower,
+        });
+    }
+    all
 }
 
 type Run<'p> = Box<dyn Fn(TestRunOptions<'_>) -> Result<TestRunResult, ProgramError> + 'p>;
@@ -118,23 +122,34 @@ fn once(run: &Run, (frame, ctx): &Case, verdict: u32) -> Result<f64> {
     Ok(r.duration.as_nanos() as f64)
 }
 
-/// The program's own ns per run on each case, `runs` pairs each: the median of (its run
-/// less the run of `base` on `base_case` just before it).
+/// Each program's own ns per run on each case, `runs` rounds each: the median of (its run
+/// less the run of `base` on `base_case` just before it). Several programs (one program of
+/// two builds) take turns within each round, each first as often as the others, so that a
+/// slower spell of the machine falls on all of them alike. Figures by case, then program.
 fn median_ns(
-    (run, verdict): (&Run, u32),
+    (progs, verdict): (&[&Run], u32),
     (base, base_case, base_verdict): (&Run, &Case, u32),
     cases: &[Case],
     runs: usize,
-) -> Result<Vec<f64>> {
+) -> Result<Vec<Vec<f64>>> {
     let mut out = Vec::new();
     for case in cases {
-        let mut ns = Vec::with_capacity(runs);
-        for _ in 0..runs {
-            let empty = once(base, base_case, base_verdict)?;
-            ns.push(once(run, case, verdict)? - empty);
+        let mut ns = vec![Vec::with_capacity(runs); progs.len()];
+        for round in 0..runs {
+            for turn in 0..progs.len() {
+                let p = (round + turn) % progs.len();
+                let empty = once(base, base_case, base_verdict)?;
+                ns[p].push(once(progs[p], case, verdict)? - empty);
+            }
         }
-        ns.sort_by(f64::total_cmp);
-        out.push(ns[ns.len() / 2].max(0.0));
+        out.push(
+            ns.into_iter()
+                .map(|mut v| {
+                    v.sort_by(f64::total_cmp);
+                    v[v.len() / 2].max(0.0)
+                })
+                .collect(),
+        );
     }
     Ok(out)
 }
@@ -143,6 +158,17 @@ fn median_ns(
 /// a frame from VM a on host 1 to VM b on host 2 as host 1's VM port takes it, and b's
 /// answer as host 1's underlay takes it from host 2, at 64 bytes and at the VM MTU.
 pub fn measure(bl: &BenchLab, runs: usize) -> Result<Vec<(String, NetPath, f64)>> {
+    measure_against(bl, runs, None)
+}
+
+/// [`measure`], and with `against` (another build of the eBPF object) that build's
+/// programs too, taking turns with this build's on the same maps and frames: each figure
+/// then also as `<id>_against` and as `<id>_ratio` (this build's over the other's).
+pub fn measure_against(
+    bl: &BenchLab,
+    runs: usize,
+    against: Option<&Path>,
+) -> Result<Vec<(String, NetPath, f64)>> {
     let mut out = Vec::new();
     for path in [NetPath::Violin, NetPath::ViolinXdp] {
         let (port_prog, underlay_prog) = match path {
@@ -187,6 +213,7 @@ pub fn measure(bl: &BenchLab, runs: usize) -> Result<Vec<(String, NetPath, f64)>
             .join("maps");
         let ns = in_netns(&h1.ns, || {
             let mut ebpf = ebpf::load(&maps)?;
+            let mut other = against.map(|o| ebpf::load_object(o, &maps)).transpose()?;
             let xdp = path == NetPath::ViolinXdp;
             // The empty XDP program finds no wire: XDP_ABORTED.
             let (base_name, base_verdict, sent) = if xdp {
@@ -194,23 +221,42 @@ pub fn measure(bl: &BenchLab, runs: usize) -> Result<Vec<(String, NetPath, f64)>
             } else {
                 ("violin_bench_sink", TC_ACT_SHOT, TC_ACT_REDIRECT)
             };
-            for name in [base_name, port_prog, underlay_prog] {
-                if xdp {
-                    ebpf::xdp(&mut ebpf, name)?;
-                } else {
-                    ebpf::tc(&mut ebpf, name)?;
+            let load = |e: &mut Ebpf, names: &[&str]| -> Result<()> {
+                for &name in names {
+                    if xdp {
+                        ebpf::xdp(e, name)?;
+                    } else {
+                        ebpf::tc(e, name)?;
+                    }
                 }
+                Ok(())
+            };
+            load(&mut ebpf, &[base_name, port_prog, underlay_prog])?;
+            if let Some(o) = other.as_mut() {
+                load(o, &[port_prog, underlay_prog])?;
             }
             let base = runner(&ebpf, base_name, xdp)?;
             let base = (&base, &encap[0], base_verdict);
-            let port = runner(&ebpf, port_prog, xdp)?;
-            let underlay = runner(&ebpf, underlay_prog, xdp)?;
+            let builds: Vec<&Ebpf> = [Some(&ebpf), other.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect();
+            let runners = |name| -> Result<Vec<Run>> {
+                builds.iter().map(|e| runner(e, name, xdp)).collect()
+            };
+            let (port, underlay) = (runners(port_prog)?, runners(underlay_prog)?);
+            let port: Vec<&Run> = port.iter().collect();
+            let underlay: Vec<&Run> = underlay.iter().collect();
             let mut ns = median_ns((&port, sent), base, &encap, runs)?;
             ns.extend(median_ns((&underlay, sent), base, &decap, runs)?);
             Ok(ns)
         })?;
         for ((id, _), v) in METRICS.iter().zip(ns) {
-            out.push((id.to_string(), path, v));
+            out.push((id.to_string(), path, v[0]));
+            if let Some(&theirs) = v.get(1) {
+                out.push((format!("{id}_against"), path, theirs));
+                out.push((format!("{id}_ratio"), path, v[0] / theirs.max(1.0)));
+            }
         }
     }
     Ok(out)

@@ -17,19 +17,19 @@ fn object() -> PathBuf {
 /// Loads the object with its pinned maps in `maps`: a daemon's pin directory shares
 /// that daemon's maps (its configuration, ports and forwarding table).
 pub fn load(maps: &Path) -> Result<Ebpf> {
-    let path = object();
+    load_object(&object(), maps)
+        .context("the object is built with violind: cargo xtask bench builds it")
+}
+
+/// [`load`] of another build of the object (`bench cost --against`).
+pub fn load_object(path: &Path, maps: &Path) -> Result<Ebpf> {
     // aya-log's level: 0 silences the programs' log calls, as violind runs them.
     let level: u8 = 0;
     EbpfLoader::new()
         .default_map_pin_directory(maps)
         .override_global("AYA_LOG_LEVEL", &level, false)
-        .load_file(&path)
-        .with_context(|| {
-            format!(
-                "loading {} (built with violind: cargo xtask bench builds it)",
-                path.display()
-            )
-        })
+        .load_file(path)
+        .with_context(|| format!("loading {}", path.display()))
 }
 
 /// Program `name` of the object, as its kind (`Xdp`, `SchedClassifier`).

@@ -26,18 +26,12 @@ use aya::{
 };
 use dataplane_common::packet::Tunnel;
 use violin_testbed::{
+    frames::{udp_frame, vxlan, xdp_md, Station, MAX_TEST_FRAME, MIN_FRAME},
     lab::switch_ns,
     sys::{ifindex_of, in_netns, link_packets, mac_of, ns_run, LinkPackets},
 };
 
-use crate::{
-    cost::xdp_md,
-    ebpf,
-    frames::{udp_frame, vxlan, Station, MAX_TEST_FRAME, MIN_FRAME},
-    micro::busy_cpu_ns,
-    paths::BenchLab,
-    results::NetPath,
-};
+use crate::{ebpf, micro::busy_cpu_ns, paths::BenchLab, results::NetPath};
 
 /// The figures: (metric id, title), Mpps and ns of CPU per frame for each.
 pub const STAGES: [(&str, &str); 3] = [

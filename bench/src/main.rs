@@ -6,7 +6,6 @@ mod apply;
 mod bounds;
 mod cost;
 mod ebpf;
-mod frames;
 mod hostsim;
 mod hpl;
 mod linerate;
@@ -76,6 +75,11 @@ struct Cli {
     /// workload model into this directory, and stop.
     #[arg(long)]
     write_traces: Option<PathBuf>,
+    /// cost: another build of the eBPF object to time in turns with this one, on the same
+    /// maps and frames (e.g. main's, saved with `cp target/ebpf/dataplane-ebpf
+    /// /tmp/main.o` before building a change); each figure also as a ratio to it.
+    #[arg(long)]
+    against: Option<PathBuf>,
 }
 
 /// Progress lines for a long run: step count, elapsed time, and what was just measured.
@@ -130,6 +134,17 @@ fn run(cli: Cli) -> Result<()> {
     for &mtu in &cli.mtus {
         if !(1280..=9000).contains(&mtu) {
             bail!("--mtus: {mtu} is outside 1280..=9000");
+        }
+    }
+    if let Some(o) = &cli.against {
+        if cli.suite != "cost" {
+            bail!(
+                "--against: only the cost suite times another build, not {:?}",
+                cli.suite
+            );
+        }
+        if !o.is_file() {
+            bail!("--against: {} is not a file (an eBPF object)", o.display());
         }
     }
     if cli.suite == "summary" || cli.suite == "report" {
@@ -329,16 +344,16 @@ impl SocketFigures<'_> {
     }
 }
 
-/// Times the programs (`cost::measure`, `runs` pairs each) and keeps the figures as
-/// samples of (MTU, repetition) `at`.
+/// Times the programs (`cost::measure_against`, `runs` pairs each) and keeps the figures
+/// as samples of (MTU, repetition) `at`.
 fn record_costs(
     bl: &BenchLab,
-    runs: usize,
+    (runs, against): (usize, Option<&Path>),
     (mtu, rep): (u32, usize),
     samples: &mut Vec<Sample>,
     progress: &mut Progress,
 ) -> Result<()> {
-    for (metric, path, value) in cost::measure(bl, runs)? {
+    for (metric, path, value) in cost::measure_against(bl, runs, against)? {
         let sample = Sample {
             metric,
             mtu,
@@ -375,10 +390,15 @@ fn run_cost(cli: &Cli) -> Result<()> {
         "==> cost: {} MTUs x {reps} repetitions x 2 Violin modes, {runs} runs per program and frame",
         cli.mtus.len()
     );
+    // With --against: this build's figure, the other's, and their ratio.
+    let figures = if cli.against.is_some() { 3 } else { 1 };
+    if let Some(o) = &cli.against {
+        eprintln!("==> in turns with the programs of {}", o.display());
+    }
     let mut progress = Progress {
         start: t0,
         done: 0,
-        total: cli.mtus.len() * reps * 2 * cost::METRICS.len(),
+        total: cli.mtus.len() * reps * 2 * cost::METRICS.len() * figures,
     };
     let mut samples = Vec::new();
     for &mtu in &cli.mtus {
@@ -386,7 +406,8 @@ fn run_cost(cli: &Cli) -> Result<()> {
         let bl = BenchLab::up(&format!("bk{}", mtu / 100), mtu, 2, 1)?;
         warm_up(&bl)?;
         for rep in 0..reps {
-            record_costs(&bl, runs, (mtu, rep), &mut samples, &mut progress)?;
+            let how = (runs, cli.against.as_deref());
+            record_costs(&bl, how, (mtu, rep), &mut samples, &mut progress)?;
         }
         eprintln!("==> lab down");
         bl.lab.down()?;
@@ -394,12 +415,19 @@ fn run_cost(cli: &Cli) -> Result<()> {
     let mut settings = BTreeMap::new();
     settings.insert("repetitions".into(), reps.to_string());
     settings.insert("runs per program and frame".into(), runs.to_string());
+    let metrics = match &cli.against {
+        Some(o) => {
+            settings.insert("against".into(), o.display().to_string());
+            cost::metrics_against(o)
+        }
+        None => cost::metrics(),
+    };
     finish(
         cli,
         "cost",
         started,
         t0,
-        cost::metrics(),
+        metrics,
         samples,
         settings,
         BTreeMap::new(),
@@ -502,7 +530,8 @@ fn run_micro(cli: &Cli) -> Result<()> {
             };
             run.measure(&bl)?;
             let at = (mtu, rep);
-            record_costs(&bl, settings.test_runs, at, &mut samples, &mut progress)?;
+            let how = (settings.test_runs, None);
+            record_costs(&bl, how, at, &mut samples, &mut progress)?;
         }
         // Where the time goes, once per MTU: kernel profiles and flame graphs of one TCP
         // stream and of the 64-byte flood, per path.

@@ -34,7 +34,8 @@ pub mod names {
     pub const PORT_INDEX: &str = "PORT_INDEX";
     pub const PEER_INDEX: &str = "PEER_INDEX";
     pub const VNI_INDEX: &str = "VNI_INDEX";
-    pub const ALL: [&str; 27] = [
+    pub const FDB_EPOCH: &str = "FDB_EPOCH";
+    pub const ALL: [&str; 28] = [
         CONFIG,
         PORTS,
         VNIS,
@@ -62,6 +63,7 @@ pub mod names {
         PORT_INDEX,
         PEER_INDEX,
         VNI_INDEX,
+        FDB_EPOCH,
     ];
 }
 
@@ -539,6 +541,33 @@ impl FdbKey {
     }
 }
 
+/// Each CPU remembers what its recent forwarding-table lookups found, in an array of this
+/// many entries by [`fdb_memo_index`]: the learning and destination lookups of every frame
+/// then cost an array lookup, which the verifier inlines, instead of two calls that hash
+/// their keys. A memory holds only while `FDB_EPOCH` has not moved since it was taken.
+pub const FDB_MEMO_SIZE: u32 = 1024;
+
+/// `FDB_EPOCH` holds two counts of changes to the forwarding table, each with a single
+/// kind of writer, so neither loses the other's increments: the programs' learning writes
+/// ([`FDB_EPOCH_LEARNED`], an atomic add) and violind's (its placements and flushes,
+/// [`FDB_EPOCH_PLACED`], a read and a write from one thread).
+pub const FDB_EPOCH_LEARNED: u32 = 0;
+pub const FDB_EPOCH_PLACED: u32 = 1;
+pub const FDB_EPOCH_SLOTS: u32 = 2;
+
+/// Position of forwarding-table key `key` in each CPU's memory of lookups. The low bytes
+/// of a MAC address tell a lab's or a vendor's VMs apart; the environment is mixed in so
+/// that one address in two environments takes two positions. Collisions only cost
+/// lookups: a position holds the last key looked up there.
+#[inline(always)]
+pub const fn fdb_memo_index(key: &FdbKey) -> u32 {
+    let m = &key.mac;
+    let low = ((m[2] as u32) << 24) | ((m[3] as u32) << 16) | ((m[4] as u32) << 8) | m[5] as u32;
+    let x = low ^ (((m[0] as u32) << 8) | m[1] as u32) ^ key.vni;
+    // Folded so that keys that differ only in their ten lowest bits never share a position.
+    (x ^ (x >> 10) ^ (x >> 20) ^ (x >> 30)) & (FDB_MEMO_SIZE - 1)
+}
+
 pub const FDB_LOCAL: u8 = 1;
 pub const FDB_REMOTE: u8 = 2;
 /// In ROUTES only: no rule matches, forward as learned.
@@ -658,6 +687,27 @@ mod tests {
         a[15] = 2;
         assert_ne!(one, peer_index(&a));
         assert!(one < PEER_INDEX_SIZE);
+    }
+
+    #[test]
+    fn memo_positions_spread_a_labs_macs_and_environments() {
+        assert!(FDB_MEMO_SIZE.is_power_of_two());
+        // 512 VMs of one environment, by the last two bytes of their MACs, each get a
+        // position of their own; so does one address in 512 environments.
+        let by_mac = |i: u32| {
+            fdb_memo_index(&FdbKey::new(
+                4001,
+                [0x52, 0x54, 0x00, 0x12, (i >> 8) as u8, i as u8],
+            ))
+        };
+        let by_vni = |v: u32| fdb_memo_index(&FdbKey::new(v, [0x52, 0x54, 0, 0x12, 0, 7]));
+        for f in [&by_mac as &dyn Fn(u32) -> u32, &by_vni] {
+            let mut at: Vec<u32> = (1..=512).map(f).collect();
+            assert!(at.iter().all(|&i| i < FDB_MEMO_SIZE));
+            at.sort_unstable();
+            at.dedup();
+            assert_eq!(at.len(), 512);
+        }
     }
 
     #[test]

@@ -130,3 +130,19 @@ pub(crate) fn count_pair(port: &PortInfo, eth: &EthHdr, len: usize) {
         }
     }
 }
+
+/// Adds `n` to a counter other CPUs change too, atomically (BPF_ATOMIC add). Rust offers
+/// no atomic read-modify-write on this target, so the one instruction is written out.
+#[inline(always)]
+pub(crate) fn atomic_add(counter: *mut i64, n: i64) {
+    // SAFETY: `counter` points to a valid, aligned i64 in a map value; the instruction
+    // adds `n` to it and touches nothing else.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {n}",
+            p = in(reg) counter,
+            n = in(reg) n,
+            options(nostack),
+        )
+    };
+}

@@ -13,25 +13,10 @@ use dataplane_common::{
 
 use crate::{
     counters::{drop_frame, peer_stats, port_stats},
-    maps::{fdb, vni, FDB, ROUTES, STORM, TX_PORTS, XSKS},
+    maps::{vni, ROUTES, STORM, TX_PORTS, XSKS},
+    memo::{fdb, learn},
     tunnel::Vxlan,
 };
-
-/// Records where a source MAC lives, writing only when that changed: a map write per
-/// packet would bounce the entry's cache line between CPUs.
-#[inline(always)]
-pub(crate) fn learn(key: &FdbKey, entry: FdbEntry) {
-    // Compared in place rather than through `maps::fdb`: every frame learns, and the
-    // copy costs instructions on that path.
-    // SAFETY: the entry is only read for the comparison; a concurrent update at worst
-    // makes this frame write it once more.
-    if let Some(old) = unsafe { FDB.get(key) } {
-        if old.is_static() || *old == entry {
-            return;
-        }
-    }
-    let _ = FDB.insert(key, entry, 0);
-}
 
 /// The forwarding rule's decision for a frame of a routed environment; `None` when no
 /// rule matches (the frame is then forwarded as learned).

@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use dataplane_common::packet::flow_hash;
 
-use crate::frame::Skb;
+use crate::{counters::atomic_add, frame::Skb};
 
 /// An inner flow: its environment and the hash of its headers (`packet::flow_hash`, the
 /// one the outer source port comes from). Two flows that share a key only make each other
@@ -45,7 +45,7 @@ impl Flow {
 struct InDevice {
     /// Segments passed to the device and not yet out of it. Counted in segments, not
     /// skbs, because the device's gro_cells may merge what it was given. Changed only
-    /// through [`add`]; a value below zero (a reset that raced a count) is corrected to
+    /// through [`atomic_add`]; a value below zero (a reset that raced a count) is corrected to
     /// zero by the next frame.
     segments: i64,
     /// When the flow last passed a frame to the device.
@@ -103,7 +103,7 @@ pub(crate) fn through_device(ctx: &TcContext, flow: &Flow, aggregate: bool) -> b
         let mut inside = seen > 0;
         if seen < 0 || (inside && now.saturating_sub(passed) > STALE_NS) {
             // SAFETY: as above.
-            add(unsafe { addr_of_mut!((*e).segments) }, -seen);
+            atomic_add(unsafe { addr_of_mut!((*e).segments) }, -seen);
             inside = false;
         }
         let bulk = now.saturating_sub(bulk_at) < BULK_NS;
@@ -112,7 +112,7 @@ pub(crate) fn through_device(ctx: &TcContext, flow: &Flow, aggregate: bool) -> b
         }
         // SAFETY: as above.
         unsafe {
-            add(addr_of_mut!((*e).segments), n);
+            atomic_add(addr_of_mut!((*e).segments), n);
             (*e).passed_ns = now;
             if aggregate {
                 (*e).aggregate_ns = now;
@@ -132,7 +132,7 @@ pub(crate) fn through_device(ctx: &TcContext, flow: &Flow, aggregate: bool) -> b
             if let Some(e) = IN_DEVICE.get_ptr_mut(flow) {
                 // SAFETY: as above.
                 unsafe {
-                    add(addr_of_mut!((*e).segments), n);
+                    atomic_add(addr_of_mut!((*e).segments), n);
                     (*e).passed_ns = now;
                     (*e).aggregate_ns = now;
                 }
@@ -153,22 +153,6 @@ pub(crate) fn out_of_device(ctx: &TcContext, vni: u32) {
     ctx.set_mark(0);
     if let Some(e) = IN_DEVICE.get_ptr_mut(Flow::of(ctx, vni, 0)) {
         // SAFETY: as in `through_device`.
-        add(unsafe { addr_of_mut!((*e).segments) }, -segments(ctx));
+        atomic_add(unsafe { addr_of_mut!((*e).segments) }, -segments(ctx));
     }
-}
-
-/// Adds `n` to a counter other CPUs change too, atomically (BPF_ATOMIC add). Rust offers
-/// no atomic read-modify-write on this target, so the one instruction is written out.
-#[inline(always)]
-fn add(counter: *mut i64, n: i64) {
-    // SAFETY: `counter` points to a valid, aligned i64 in a map value; the instruction
-    // adds `n` to it and touches nothing else.
-    unsafe {
-        core::arch::asm!(
-            "lock *(u64 *)({p} + 0) += {n}",
-            p = in(reg) counter,
-            n = in(reg) n,
-            options(nostack),
-        )
-    };
 }

@@ -17,6 +17,7 @@ mod forward;
 mod frame;
 mod inflight;
 mod maps;
+mod memo;
 mod observe;
 mod policy;
 mod port_tc;

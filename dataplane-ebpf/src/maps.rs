@@ -28,6 +28,10 @@ pub(crate) static VNIS: HashMap<u32, VniInfo> = HashMap::pinned(MAX_VNIS, 0);
 pub(crate) static PEERS: HashMap<[u8; 16], PeerInfo> = HashMap::pinned(MAX_PEERS, 0);
 #[map]
 pub(crate) static FDB: LruHashMap<FdbKey, FdbEntry> = LruHashMap::pinned(FDB_ENTRIES, 0);
+/// Counts of changes to `FDB` (see `dataplane_common::maps::FDB_EPOCH_SLOTS`), which
+/// end each CPU's memories of it (`crate::memo`).
+#[map]
+pub(crate) static FDB_EPOCH: Array<u64> = Array::pinned(FDB_EPOCH_SLOTS, 0);
 #[map]
 pub(crate) static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_SLOTS, 0);
 #[map]
@@ -169,12 +173,6 @@ fn is_unspecified(a: &[u8; 16]) -> bool {
 fn words(a: &[u8; 16]) -> [u64; 2] {
     // SAFETY: 16 readable bytes; read_unaligned takes any alignment.
     unsafe { core::ptr::read_unaligned(a.as_ptr() as *const [u64; 2]) }
-}
-
-#[inline(always)]
-pub(crate) fn fdb(key: &FdbKey) -> Option<FdbEntry> {
-    // SAFETY: copied out of the map before use.
-    unsafe { FDB.get(key) }.copied()
 }
 
 /// A flood list is read in place, not copied: 584 bytes on the stack would leave the TC

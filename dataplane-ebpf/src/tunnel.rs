@@ -331,14 +331,45 @@ pub(crate) fn tc_write_outer(
     len: usize,
 ) -> Result<(), ()> {
     // The inner Ethernet header first: the source port is hashed from the inner frame.
-    ctx.store(hop.outer, eth, 0).map_err(|_| ())?;
-    let e = Encap {
+    // Both written in place and inlined, per family (each with its offsets constant for
+    // the verifier): the helper that stores bytes, and a call of a function of the
+    // program's own, each cost more than the writes here.
+    let stored = if cfg.v6 != 0 {
+        let e = inner_eth(ctx, (cfg, vni, len), eth, INNER_OFFSET_V6)?;
+        fill_outer6(ctx, &e, hop)
+    } else {
+        let e = inner_eth(ctx, (cfg, vni, len), eth, INNER_OFFSET)?;
+        fill_outer4(ctx, &e, hop)
+    };
+    stored.then_some(()).ok_or(())
+}
+
+/// Writes the inner Ethernet header at `at`, where the outer headers end, and says what
+/// those are made of.
+#[inline(always)]
+fn inner_eth<'a>(
+    ctx: &TcContext,
+    (cfg, vni, len): (&'a HostConfig, u32, usize),
+    eth: &EthHdr,
+    at: usize,
+) -> Result<Encap<'a>, ()> {
+    put_inner_eth(ctx, at, eth)?;
+    Ok(Encap {
         cfg,
         vni,
-        sport: skb_source_port(ctx, hop.outer),
+        sport: skb_source_port(ctx, at),
         inner_len: len,
-    };
-    tc_store_outer(ctx, &e, hop)
+    })
+}
+
+/// Writes the inner Ethernet header at `at` (where the outer headers end).
+#[inline(always)]
+fn put_inner_eth(ctx: &TcContext, at: usize, eth: &EthHdr) -> Result<(), ()> {
+    let start = linear_head(ctx, at + ETH_HLEN).ok_or(())?;
+    // SAFETY: the header's bytes at `start + at` lie in the packet's linear data
+    // (linear_head); EthHdr has alignment 1.
+    unsafe { core::ptr::write_unaligned((start + at) as *mut EthHdr, *eth) };
+    Ok(())
 }
 
 /// What the outer headers towards a peer are made of, besides the peer.
@@ -368,6 +399,12 @@ pub(crate) fn tc_store_outer(ctx: &TcContext, e: &Encap, hop: &NextHop) -> Resul
 /// own: a flood's loop makes one per peer.
 #[inline(never)]
 pub(crate) fn store_outer4(ctx: &TcContext, e: &Encap, hop: &NextHop) -> bool {
+    fill_outer4(ctx, e, hop)
+}
+
+/// [`store_outer4`] inlined, for a path that writes one copy.
+#[inline(always)]
+fn fill_outer4(ctx: &TcContext, e: &Encap, hop: &NextHop) -> bool {
     // A GSO super-frame may exceed what the 16-bit IP length holds before segmentation.
     let max_inner = 0xffff - IPV4_HLEN - UDP_HLEN - VXLAN_HLEN;
     let inner_len = if e.inner_len > max_inner {
@@ -403,6 +440,12 @@ fn linear_head(ctx: &TcContext, len: usize) -> Option<usize> {
 /// [`store_outer4`] over IPv6 (whose length field counts only the payload).
 #[inline(never)]
 pub(crate) fn store_outer6(ctx: &TcContext, e: &Encap, hop: &NextHop) -> bool {
+    fill_outer6(ctx, e, hop)
+}
+
+/// [`store_outer6`] inlined, for a path that writes one copy.
+#[inline(always)]
+fn fill_outer6(ctx: &TcContext, e: &Encap, hop: &NextHop) -> bool {
     let max_inner = 0xffff - UDP_HLEN - VXLAN_HLEN;
     let inner_len = if e.inner_len > max_inner {
         max_inner
@@ -582,8 +625,7 @@ pub(crate) fn tc_decap(ctx: &TcContext, v: &Vxlan, len: usize) -> Result<bool, D
     let flags = (l3 | BPF_F_ADJ_ROOM_NO_CSUM_RESET) as u64;
     ctx.adjust_room(-(v.outer_len as i32), BPF_ADJ_ROOM_MAC, flags)
         .map_err(|_| DropReason::NoHeadroom)?;
-    ctx.store(0, &v.inner, 0)
-        .map_err(|_| DropReason::NoHeadroom)?;
+    put_inner_eth(ctx, 0, &v.inner).map_err(|_| DropReason::NoHeadroom)?;
     // A count of verified checksums starts with the outer UDP one (zero or not, as the
     // kernel's own tunnels count it): one fewer now covers the inner frame. The helper does
     // nothing to an skb whose checksums were not verified.

@@ -19,6 +19,7 @@ use dataplane_common::{
     maps::{
         names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo,
         PeerSlot, PortIndexEntry, PortInfo, PortSlot, Shaper, StormBucket, VniIndexEntry, VniInfo,
+        FDB_EPOCH_PLACED,
     },
     observe::ObserveConfig,
 };
@@ -35,6 +36,9 @@ pub struct Maps {
     pub vnis: HashMap<MapData, u32, VniInfo>,
     pub peers: HashMap<MapData, [u8; 16], PeerInfo>,
     pub fdb: HashMap<MapData, FdbKey, FdbEntry>,
+    /// Counts of changes to `fdb`; violind's own go in `FDB_EPOCH_PLACED` (see
+    /// `Maps::fdb_changed`).
+    pub fdb_epoch: Array<MapData, u64>,
     pub tx_ports: DevMapHash<MapData>,
     pub port_stats: PerCpuArray<MapData, PortStats>,
     pub peer_stats: PerCpuArray<MapData, PeerStats>,
@@ -74,6 +78,7 @@ impl Maps {
             vnis: typed(get(names::VNIS)?, names::VNIS)?,
             peers: typed(get(names::PEERS)?, names::PEERS)?,
             fdb: typed(get(names::FDB)?, names::FDB)?,
+            fdb_epoch: typed(get(names::FDB_EPOCH)?, names::FDB_EPOCH)?,
             tx_ports: typed(get(names::TX_PORTS)?, names::TX_PORTS)?,
             port_stats: typed(get(names::PORT_STATS)?, names::PORT_STATS)?,
             peer_stats: typed(get(names::PEER_STATS)?, names::PEER_STATS)?,
@@ -98,6 +103,16 @@ impl Maps {
             )?,
             indexes_clean: false,
         })
+    }
+
+    /// Tells the datapath that violind changed the forwarding table, after the change: each
+    /// CPU then forgets what it remembered of the table (the eBPF `memo`). violind is this
+    /// count's only writer, so reading and writing it back loses nothing.
+    pub fn fdb_changed(&mut self) -> Result<()> {
+        let n = self.fdb_epoch.get(&FDB_EPOCH_PLACED, 0)?;
+        self.fdb_epoch
+            .set(FDB_EPOCH_PLACED, n.wrapping_add(1), 0)
+            .context("counting a change of the forwarding table in FDB_EPOCH")
     }
 
     /// Opens the maps a (possibly stopped) daemon left pinned, for `violind stats`.

@@ -188,6 +188,16 @@ fn environments(reg: &Registry, stats: &Stats) -> Result<()> {
     for e in &stats.fdb {
         fdb.with_label_values(&[e.vni.to_string().as_str()]).inc();
     }
+    let changes = counter(
+        reg,
+        "violin_fdb_changes_total",
+        "Changes to the forwarding table, by writer (learned: the datapath's learning; \
+         placed: violind's placements and flushes)",
+        &["writer"],
+    )?;
+    for (by, n) in &stats.fdb_changes {
+        changes.with_label_values(&[by]).inc_by(*n);
+    }
     let pair = counters(
         reg,
         &[
@@ -415,8 +425,10 @@ mod tests {
             "vm",
             "state",
             "kind",
+            "writer",
         ];
         assert!(labels.iter().all(|l| known.contains(l)), "{labels:?}");
+        assert!(text.contains("violin_fdb_changes_total{writer=\"learned\"} 7"));
         assert!(text.contains("violin_port_rx_packets_total{interface=\"vm1\",vni=\"1000\"} 3"));
         assert!(text.contains("violin_map_capacity_entries{map=\"fdb\"} 65536"));
         assert!(

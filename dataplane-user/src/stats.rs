@@ -7,8 +7,8 @@ use anyhow::Result;
 use dataplane_common::{
     counters::{action_index, DropReason, HOOKS, XDP_ACTION_NAMES},
     maps::{
-        self, FDB_ENTRIES, MAX_PAIRS, MAX_PAIR_TRAFFIC, MAX_PEERS, MAX_ROUTES, MAX_SLOTS, MAX_VNIS,
-        UNDERLAY_SLOT,
+        self, FDB_ENTRIES, FDB_EPOCH_LEARNED, FDB_EPOCH_PLACED, MAX_PAIRS, MAX_PAIR_TRAFFIC,
+        MAX_PEERS, MAX_ROUTES, MAX_SLOTS, MAX_VNIS, UNDERLAY_SLOT,
     },
 };
 use violin_api::stats::{
@@ -92,6 +92,7 @@ pub fn read(maps: &Maps, paths: &Paths, underlay: &str) -> Result<Stats> {
         drops: drops(maps)?,
         actions: actions(maps)?,
         fdb,
+        fdb_changes: fdb_changes(maps),
         slow_path: slow_path(paths),
         pairs,
         environments,
@@ -217,6 +218,14 @@ fn drops(maps: &Maps) -> Result<BTreeMap<String, u64>> {
         drops.insert(r.name().to_string(), v);
     }
     Ok(drops)
+}
+
+/// The counts in `FDB_EPOCH`, by writer; none when the maps predate them.
+fn fdb_changes(maps: &Maps) -> BTreeMap<String, u64> {
+    [("learned", FDB_EPOCH_LEARNED), ("placed", FDB_EPOCH_PLACED)]
+        .into_iter()
+        .filter_map(|(by, at)| Some((by.to_string(), maps.fdb_epoch.get(&at, 0).ok()?)))
+        .collect()
 }
 
 /// Every program's verdicts, keyed `hook/action`.
@@ -444,6 +453,14 @@ fn render(stats: &Stats, wide: bool) -> String {
         let _ = writeln!(s, "  none");
     }
     let _ = writeln!(s, "\nFORWARDING TABLE");
+    if !stats.fdb_changes.is_empty() {
+        let changes: Vec<String> = stats
+            .fdb_changes
+            .iter()
+            .map(|(by, n)| format!("{by} {n}"))
+            .collect();
+        let _ = writeln!(s, "  changes: {}", changes.join(", "));
+    }
     for e in &stats.fdb {
         let st = if e.is_static { " (static)" } else { "" };
         let mac = named(stats, e.vni, &e.mac);
@@ -601,6 +618,7 @@ pub(crate) mod tests {
                 interface: "vm1".into(),
                 ..Default::default()
             }],
+            fdb_changes: [("learned".to_string(), 7), ("placed".to_string(), 1)].into(),
             map_entries: [("fdb".to_string(), 2)].into(),
             map_capacity: [("fdb".to_string(), 65536)].into(),
             vm_names: vec![violin_api::stats::VmName {
@@ -630,6 +648,7 @@ pub(crate) mod tests {
         let stats = sample();
         let table = show(&stats, Format::Table).unwrap();
         assert!(table.contains("vm1"), "{table}");
+        assert!(table.contains("changes: learned 7, placed 1"), "{table}");
         assert!(table.contains("50.0 Mbit/s  queue 1.5 ms"), "{table}");
         // VMs the share names show by name, with the MAC beside it.
         assert!(

@@ -807,7 +807,12 @@ impl Topology {
         reconcile(&mut maps.flood, &floods, PartialEq::eq)?;
         let peer_addrs: BTreeSet<[u8; 16]> = peer_infos.keys().copied().collect();
         let flushed = self.flush_learned(maps, &vnis, &peer_addrs);
-        self.place(maps)?;
+        let placed = self.place(maps);
+        // A placement that failed half-way may have written some.
+        if flushed > 0 || !matches!(placed, Ok(0)) {
+            maps.fdb_changed()?;
+        }
+        placed?;
         maps.indexes_clean = true;
         info!(
             ports = self.ports.len(),
@@ -862,13 +867,16 @@ impl Topology {
 
     /// Writes the static entries that changed (`flush_learned` removed those no longer
     /// wanted); learned entries are the datapath's and stay.
-    fn place(&self, maps: &mut Maps) -> Result<()> {
+    /// Returns how many it wrote.
+    fn place(&self, maps: &mut Maps) -> Result<usize> {
+        let mut written = 0;
         for (k, e) in &self.placements {
             if maps.fdb.get(k, 0).ok() != Some(*e) {
                 maps.fdb.insert(*k, *e, 0)?;
+                written += 1;
             }
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Each port's storm-control bucket and its VM's bound, in its slot; one whose rate

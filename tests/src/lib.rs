@@ -4,6 +4,7 @@
 pub mod control;
 pub mod e2e;
 pub mod etcd;
+pub mod frames;
 pub mod guest;
 pub mod iperf;
 pub mod lab;

@@ -245,6 +245,21 @@ fn prometheus_scrapes_violind_and_the_controller_and_the_dashboard_queries_exist
         ),
         Some(0.0)
     );
+    // The VMs' addresses reached the forwarding table, learned by the datapath or placed
+    // by violind for the controller, and each writer's changes were counted.
+    let changes: Vec<Option<f64>> = ["learned", "placed"]
+        .iter()
+        .map(|w| {
+            sample(
+                &text,
+                &format!("violin_fdb_changes_total{{writer=\"{w}\"}}"),
+            )
+        })
+        .collect();
+    assert!(
+        changes.iter().all(Option::is_some) && changes.iter().flatten().sum::<f64>() > 0.0,
+        "{changes:?}"
+    );
     promtool_check_metrics("violind", &text);
     let (status, _) = http_get(&h1.ns, api(1), "/v1/stats").unwrap();
     assert_eq!(status, 401, "/v1 answered without the token");

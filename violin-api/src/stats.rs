@@ -154,6 +154,11 @@ pub struct Stats {
     /// The programs' verdicts, keyed `hook/action` (e.g. `port/redirect`).
     pub actions: BTreeMap<String, u64>,
     pub fdb: Vec<FdbRow>,
+    /// Changes to the forwarding table since its maps were created, by writer: `learned`
+    /// (the programs' learning) and `placed` (violind's placements and flushes). Each
+    /// change ends what every CPU remembered of the table.
+    #[serde(default)]
+    pub fdb_changes: BTreeMap<String, u64>,
     pub slow_path: Vec<SlowPathSocket>,
     pub pairs: Vec<PairRow>,
     /// The bounds in force, with their queues.

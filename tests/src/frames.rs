@@ -1,5 +1,5 @@
-//! Frames the benchmark crafts: what a VM sends (IPv4/UDP, any size), and the same frame
-//! as the underlay carries it (VXLAN).
+//! Frames the benchmark and the tests craft: what a VM sends (IPv4/UDP, any size), and
+//! the same frame as the underlay carries it (VXLAN).
 use dataplane_common::packet::{OuterHeaders, Tunnel};
 
 /// A frame's sender or receiver: MAC and IPv4 address.
@@ -46,6 +46,24 @@ pub fn vxlan(tunnel: &Tunnel, vni: u32, inner: &[u8]) -> Vec<u8> {
         .to_vec();
     p.extend_from_slice(inner);
     p
+}
+
+/// xdp_md for BPF_PROG_TEST_RUN: a `len`-byte frame, all of it in the linear buffer
+/// (data_end; a smaller one would put the rest in fragments, or be refused), "arrived" on
+/// `ifindex`, queue 0.
+pub fn xdp_md(ifindex: u32, len: usize) -> Vec<u8> {
+    let mut ctx = vec![0u8; 24];
+    ctx[4..8].copy_from_slice(&(len as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx
+}
+
+/// __sk_buff for BPF_PROG_TEST_RUN: the skb's device is `ifindex` (the field at byte
+/// 40; the kernel refuses the fields it does not take, which are left zero).
+pub fn sk_buff(ifindex: u32) -> Vec<u8> {
+    let mut ctx = vec![0u8; 192];
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx
 }
 
 #[cfg(test)]

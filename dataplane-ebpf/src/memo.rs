@@ -1,0 +1,143 @@
+//! Each CPU's memory of what its recent forwarding-table lookups found (`FDB_MEMO`), so
+//! that the two lookups of every frame, learning its source and finding its destination,
+//! take an inlined array lookup rather than two calls that hash a key.
+//!
+//! A memory is `(key, entry)` as the table held it at an epoch (`FDB_EPOCH`, two counts
+//! of changes: the programs' learning writes and violind's). It is believed only while
+//! both counts are unchanged, so any change of the table, by any writer, forgets every
+//! CPU's memories at once; the LRU table evicts only when an insert needs room, and every
+//! insert moves the epoch after it. The epoch is read before the table, so a change
+//! racing the lookup leaves a memory of an older epoch, forgotten at the next frame (the
+//! loads stay in program order on x86; elsewhere a load the CPU runs early may leave one
+//! memory of the value before a change, which the age bound below ends). A memory is also
+//! forgotten after [`MEMO_JIFFIES`], which bounds what a writer that does not count
+//! (an edit with bpftool, or a datapath of an older version during a restart) can leave
+//! stale.
+
+use core::ptr::{addr_of, read_volatile};
+
+use aya_ebpf::{helpers::generated::bpf_jiffies64, macros::map, maps::PerCpuArray};
+use dataplane_common::maps::{
+    fdb_memo_index, FdbEntry, FdbKey, FDB_EPOCH_LEARNED, FDB_EPOCH_PLACED, FDB_MEMO_SIZE,
+};
+
+use crate::{
+    counters::atomic_add,
+    maps::{FDB, FDB_EPOCH},
+};
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Memo {
+    key: FdbKey,
+    entry: FdbEntry,
+    /// The epoch when taken, as [`epoch`] folds it.
+    epoch: u64,
+    /// jiffies when taken. A new map's zeros are never fresh: jiffies start near 2^32.
+    at: u64,
+}
+
+/// Not pinned: a restarted datapath starts with no memories.
+#[map]
+static FDB_MEMO: PerCpuArray<Memo> = PerCpuArray::with_max_entries(FDB_MEMO_SIZE, 0);
+
+/// How long a memory is believed at most: 0.1 to 1 s by the kernel's HZ. The lookups a
+/// memory saves are many per jiffy on a busy flow; one every hundred costs nothing.
+const MEMO_JIFFIES: u64 = 100;
+
+/// Both counts of `FDB_EPOCH` in one word, read before the table: one value to keep
+/// across the table's lookup, where the programs' stacks have no room for more. The
+/// learning count takes the low 40 bits' worth of change and violind's the bits above;
+/// two epochs fold alike only after 2^40 learning writes or 2^24 of violind's, which no
+/// memory lives to see.
+#[inline(always)]
+fn epoch() -> Option<u64> {
+    let learned = FDB_EPOCH.get_ptr(FDB_EPOCH_LEARNED)?;
+    let placed = FDB_EPOCH.get_ptr(FDB_EPOCH_PLACED)?;
+    // SAFETY: elements of the array, live for this program run; volatile, so each is
+    // read once, here, before the table.
+    unsafe { Some(read_volatile(learned) ^ (read_volatile(placed) << 40)) }
+}
+
+#[inline(always)]
+fn jiffies() -> u64 {
+    // SAFETY: a helper without arguments (the verifier inlines it as a load).
+    unsafe { bpf_jiffies64() }
+}
+
+/// Whether this CPU's memory `m` holds `key` as of `epoch`.
+#[inline(always)]
+fn recall(m: *const Memo, key: &FdbKey, epoch: u64) -> bool {
+    // SAFETY: an element of this CPU's array, live for this program run; nothing else on
+    // this CPU runs meanwhile.
+    let m = unsafe { &*m };
+    m.epoch == epoch
+        && jiffies().wrapping_sub(m.at) < MEMO_JIFFIES
+        && m.key.vni == key.vni
+        && m.key.mac == key.mac
+}
+
+#[inline(always)]
+fn remember(m: *mut Memo, key: &FdbKey, entry: &FdbEntry, epoch: u64) {
+    // SAFETY: as in recall.
+    unsafe {
+        (*m).key = *key;
+        (*m).entry = *entry;
+        (*m).epoch = epoch;
+        (*m).at = jiffies();
+    }
+}
+
+/// The table's entry for `key`, from this CPU's memory when it holds it.
+#[inline(always)]
+pub(crate) fn fdb(key: &FdbKey) -> Option<FdbEntry> {
+    let (Some(m), Some(epoch)) = (FDB_MEMO.get_ptr_mut(fdb_memo_index(key)), epoch()) else {
+        // SAFETY: copied out of the map before use.
+        return unsafe { FDB.get(key) }.copied();
+    };
+    if recall(m, key, epoch) {
+        // SAFETY: as in recall.
+        return Some(unsafe { *addr_of!((*m).entry) });
+    }
+    // SAFETY: copied out of the map before use.
+    let found = unsafe { FDB.get(key) }.copied();
+    if let Some(e) = &found {
+        remember(m, key, e, epoch);
+    }
+    found
+}
+
+/// Records that `key` (a frame's source) lives at `entry`, writing only when that changed:
+/// a map write per packet would bounce the entry's cache line between CPUs. A static
+/// entry (a placement by the controller) is never overwritten.
+#[inline(always)]
+pub(crate) fn learn(key: &FdbKey, entry: FdbEntry) {
+    let memo = FDB_MEMO.get_ptr_mut(fdb_memo_index(key)).zip(epoch());
+    if let Some((m, epoch)) = memo {
+        if recall(m, key, epoch) {
+            // SAFETY: as in recall.
+            let known = unsafe { &*addr_of!((*m).entry) };
+            if known.is_static() || *known == entry {
+                return;
+            }
+        }
+    }
+    // Compared in place rather than copied out: the copy costs instructions on the path
+    // of every frame this CPU does not remember.
+    // SAFETY: the entry is only read for the comparison and the memory; a concurrent
+    // update moves the epoch, which forgets the memory.
+    if let Some(old) = unsafe { FDB.get(key) } {
+        if old.is_static() || *old == entry {
+            if let Some((m, epoch)) = memo {
+                remember(m, key, old, epoch);
+            }
+            return;
+        }
+    }
+    let _ = FDB.insert(key, entry, 0);
+    // After the write: a lookup that read the table before it took the old epoch.
+    if let Some(learned) = FDB_EPOCH.get_ptr_mut(FDB_EPOCH_LEARNED) {
+        // Every CPU adds to it atomically; a u64 as an i64, since only the change counts.
+        atomic_add(learned as *mut i64, 1);
+    }
+}

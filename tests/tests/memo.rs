@@ -1,0 +1,152 @@
+//! Each CPU's memory of forwarding-table lookups (the eBPF `memo`): a change the datapath
+//! is told of (violind's count in `FDB_EPOCH`, or a program's learning write) is seen by
+//! the next frame, and one it is not told of (a hand edit) only once the memory ages.
+//! Driven through the real port and underlay programs with BPF_PROG_TEST_RUN, on one
+//! CPU, against a lab host's live maps.
+use std::{path::Path, thread::sleep, time::Duration};
+
+use aya::{
+    maps::{Array, HashMap, MapData},
+    programs::{SchedClassifier, TestRun, TestRunOptions},
+    Ebpf, EbpfLoader,
+};
+use dataplane_common::{
+    maps::{
+        names, programs, FdbEntry, FdbKey, PeerInfo, PortInfo, FDB_EPOCH_LEARNED, FDB_EPOCH_PLACED,
+    },
+    packet::{v4_mapped, Tunnel},
+};
+use violin_testbed::{
+    e2e::lab,
+    frames::{sk_buff, udp_frame, vxlan, MIN_FRAME},
+    sys::{ifindex_of, in_netns, mac_of},
+};
+
+const TC_ACT_REDIRECT: u32 = 7;
+/// A MAC no VM of the lab has: only this test places it.
+const X: [u8; 6] = [0x02, 0x6d, 0x65, 0x6d, 0x6f, 0x01];
+
+fn map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(dir: &Path, name: &str) -> T {
+    let data = MapData::from_pin(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    T::try_from(aya::maps::Map::from_map_data(data).unwrap()).unwrap()
+}
+
+/// Keeps this thread on one CPU: the memories are per CPU.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and sched_setaffinity take it
+    // by pointer for this thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Runs `prog` once on `frame` arriving on `ifindex`; the verdict and the frame it left.
+fn run(ebpf: &Ebpf, prog: &str, frame: &[u8], ifindex: u32) -> (u32, usize) {
+    let p: &SchedClassifier = ebpf.program(prog).unwrap().try_into().unwrap();
+    let ctx = sk_buff(ifindex);
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.ctx_in = Some(&ctx);
+    opts.data_out = Some(&mut out);
+    let r = p.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    (r.return_value, r.data_size_out as usize)
+}
+
+#[test]
+fn a_counted_change_is_seen_at_once_and_a_hand_edit_once_the_memory_ages() {
+    let lab = lab("mem", |_| {});
+    let (h0, h1) = (&lab.hosts[0], &lab.hosts[1]);
+    let a = lab.vm(0, 0, 0).clone();
+    let a2 = lab.vm(0, 0, 1).clone();
+    let dir = Path::new("/sys/fs/bpf/violin")
+        .join(h0.host_id())
+        .join("maps");
+    let tunnel = Tunnel {
+        src_mac: mac_of(&h1.ns, "ul0").unwrap(),
+        dst_mac: mac_of(&h0.ns, "ul0").unwrap(),
+        src_ip: h1.underlay_v4().octets(),
+        dst_ip: h0.underlay_v4().octets(),
+    };
+    let object = violin_testbed::target_dir().join("ebpf/dataplane-ebpf");
+    let port_if = ifindex_of(&h0.ns, &a.port).unwrap();
+    let a2_if = ifindex_of(&h0.ns, &a2.port).unwrap();
+    let ul_if = ifindex_of(&h0.ns, "ul0").unwrap();
+    in_netns(&h0.ns, || {
+        pin_to_cpu(0);
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&dir)
+            .override_global("AYA_LOG_LEVEL", &0u8, false)
+            .load_file(&object)
+            .unwrap_or_else(|e| panic!("loading {}: {e}", object.display()));
+        for name in [programs::PORT_TC, programs::UNDERLAY_TC] {
+            let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
+            p.load().unwrap();
+        }
+        let mut fdb: HashMap<_, FdbKey, FdbEntry> = map(&dir, names::FDB);
+        let mut epoch: Array<_, u64> = map(&dir, names::FDB_EPOCH);
+        let ports: HashMap<_, u32, PortInfo> = map(&dir, names::PORTS);
+        let peers: HashMap<_, [u8; 16], PeerInfo> = map(&dir, names::PEERS);
+        let peer = v4_mapped(h1.underlay_v4().octets());
+        let remote = FdbEntry::remote(peer, peers.get(&peer, 0).unwrap().slot);
+        let local = FdbEntry::local(a2_if, ports.get(&a2_if, 0).unwrap().slot);
+        let key = FdbKey::new(a.vni, X);
+        let to_x = udp_frame((a.mac, a.ip.octets()), (X, [10, 99, 0, 1]), MIN_FRAME);
+        let encapsulated = (TC_ACT_REDIRECT, MIN_FRAME + 50);
+        let delivered = (TC_ACT_REDIRECT, MIN_FRAME);
+
+        // Remembered, then edited by hand: the CPU still sends where it remembers. (A
+        // learning write elsewhere in the lab moves the epoch and ends the memory
+        // early, so this is tried a few times.)
+        let stale = (0..5).any(|_| {
+            fdb.insert(key, remote, 0).unwrap();
+            let bump = epoch.get(&FDB_EPOCH_PLACED, 0).unwrap() + 1;
+            epoch.set(FDB_EPOCH_PLACED, bump, 0).unwrap();
+            assert_eq!(run(&ebpf, programs::PORT_TC, &to_x, port_if), encapsulated);
+            fdb.insert(key, local, 0).unwrap();
+            run(&ebpf, programs::PORT_TC, &to_x, port_if) == encapsulated
+        });
+        assert!(
+            stale,
+            "the port program read the table at every frame: no memory"
+        );
+
+        // violind's count moves: the next frame reads the table.
+        let bump = epoch.get(&FDB_EPOCH_PLACED, 0).unwrap() + 1;
+        epoch.set(FDB_EPOCH_PLACED, bump, 0).unwrap();
+        assert_eq!(run(&ebpf, programs::PORT_TC, &to_x, port_if), delivered);
+
+        // A frame from X through the tunnel: the underlay program learns X behind host 1,
+        // counts its write, and the port program's next frame follows it.
+        let learned = epoch.get(&FDB_EPOCH_LEARNED, 0).unwrap();
+        let from_x = vxlan(
+            &tunnel,
+            a.vni,
+            &udp_frame((X, [10, 99, 0, 1]), (a.mac, a.ip.octets()), MIN_FRAME),
+        );
+        let (verdict, _) = run(&ebpf, programs::UNDERLAY_TC, &from_x, ul_if);
+        assert_eq!(
+            verdict, TC_ACT_REDIRECT,
+            "the underlay program did not deliver"
+        );
+        assert_eq!(fdb.get(&key, 0).unwrap(), remote);
+        assert!(epoch.get(&FDB_EPOCH_LEARNED, 0).unwrap() > learned);
+        assert_eq!(run(&ebpf, programs::PORT_TC, &to_x, port_if), encapsulated);
+
+        // A hand edit nobody counts is seen once the memory ages (100 jiffies, at most a
+        // second at HZ 100).
+        fdb.insert(key, local, 0).unwrap();
+        sleep(Duration::from_millis(1100));
+        assert_eq!(run(&ebpf, programs::PORT_TC, &to_x, port_if), delivered);
+        fdb.remove(&key).unwrap();
+        Ok(())
+    })
+    .unwrap();
+}
