@@ -255,7 +255,10 @@ pub fn measure_against(
             out.push((id.to_string(), path, v[0]));
             if let Some(&theirs) = v.get(1) {
                 out.push((format!("{id}_against"), path, theirs));
-                out.push((format!("{id}_ratio"), path, v[0] / theirs.max(1.0)));
+                // A median below the timer's resolution (0) has no ratio.
+                if theirs > 0.0 {
+                    out.push((format!("{id}_ratio"), path, v[0] / theirs));
+                }
             }
         }
     }

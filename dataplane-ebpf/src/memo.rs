@@ -1,20 +1,22 @@
 //! Each CPU's memory of what its recent forwarding-table lookups found (`FDB_MEMO`), so
 //! that the two lookups of every frame, learning its source and finding its destination,
-//! take an inlined array lookup rather than two calls that hash a key.
+//! take an inlined array lookup rather than two calls that hash a key (when the memory
+//! holds the key; a miss costs the lookup and a little more).
 //!
 //! A memory is `(key, entry)` as the table held it at an epoch (`FDB_EPOCH`, two counts
-//! of changes: the programs' learning writes and violind's). It is believed only while
-//! both counts are unchanged, so any change of the table, by any writer, forgets every
-//! CPU's memories at once; the LRU table evicts only when an insert needs room, and every
-//! insert moves the epoch after it. The epoch is read before the table, so a change
-//! racing the lookup leaves a memory of an older epoch, forgotten at the next frame (the
-//! loads stay in program order on x86; elsewhere a load the CPU runs early may leave one
-//! memory of the value before a change, which the age bound below ends). A memory is also
-//! forgotten after [`MEMO_JIFFIES`], which bounds what a writer that does not count
-//! (an edit with bpftool, or a datapath of an older version during a restart) can leave
-//! stale.
+//! of changes: the programs' learning writes and violind's reconciliations that changed
+//! the table). It is believed only while both counts are unchanged, so a change of the
+//! table, by any writer that counts it, forgets every CPU's memories at once; the LRU
+//! table evicts only when an insert needs room, and every insert moves the epoch after
+//! it. The epoch is read before the table, so a change racing the lookup leaves a memory
+//! of an older epoch, forgotten at the next frame. That holds where stores and loads keep
+//! program order, as on x86; on a weakly ordered CPU a reader may see the new epoch with
+//! the old entry (the programs' atomic add orders nothing), and the memory then lasts
+//! until the age bound. A memory is also forgotten after [`MEMO_JIFFIES`], which bounds
+//! what a writer that does not count can leave stale: an edit with bpftool, a datapath of
+//! an older version during a restart, or violind between its change and its count.
 
-use core::ptr::{addr_of, read_volatile};
+use core::ptr::{addr_of, null_mut, read_volatile};
 
 use aya_ebpf::{helpers::generated::bpf_jiffies64, macros::map, maps::PerCpuArray};
 use dataplane_common::maps::{
@@ -91,20 +93,42 @@ fn remember(m: *mut Memo, key: &FdbKey, entry: &FdbEntry, epoch: u64) {
 /// The table's entry for `key`, from this CPU's memory when it holds it.
 #[inline(always)]
 pub(crate) fn fdb(key: &FdbKey) -> Option<FdbEntry> {
-    let (Some(m), Some(epoch)) = (FDB_MEMO.get_ptr_mut(fdb_memo_index(key)), epoch()) else {
-        // SAFETY: copied out of the map before use.
-        return unsafe { FDB.get(key) }.copied();
-    };
-    if recall(m, key, epoch) {
+    let e = lookup(key);
+    // Every table entry has a kind; the empty value (kind 0) says there is none.
+    (e.kind != 0).then_some(e)
+}
+
+/// This CPU's memory at `key`'s position and the epoch now, or a null memory when either
+/// cannot be had. Plain values, defined on every path: a merged `Option`'s undefined
+/// payload lets the compiler copy a register no path wrote, which the verifier refuses
+/// (and which build of the object does so depends on where it was built).
+#[inline(always)]
+fn memory(key: &FdbKey) -> (*mut Memo, u64) {
+    match (FDB_MEMO.get_ptr_mut(fdb_memo_index(key)), epoch()) {
+        (Some(m), Some(epoch)) => (m, epoch),
+        _ => (null_mut(), 0),
+    }
+}
+
+/// [`fdb`] as a value defined on every path (see [`memory`]): the empty entry when the
+/// table has none.
+#[inline(always)]
+fn lookup(key: &FdbKey) -> FdbEntry {
+    let (m, epoch) = memory(key);
+    if !m.is_null() && recall(m, key, epoch) {
         // SAFETY: as in recall.
-        return Some(unsafe { *addr_of!((*m).entry) });
+        return unsafe { *addr_of!((*m).entry) };
     }
     // SAFETY: copied out of the map before use.
-    let found = unsafe { FDB.get(key) }.copied();
-    if let Some(e) = &found {
-        remember(m, key, e, epoch);
+    match unsafe { FDB.get(key) } {
+        Some(e) => {
+            if !m.is_null() {
+                remember(m, key, e, epoch);
+            }
+            *e
+        }
+        None => FdbEntry::default(),
     }
-    found
 }
 
 /// Records that `key` (a frame's source) lives at `entry`, writing only when that changed:
@@ -112,14 +136,12 @@ pub(crate) fn fdb(key: &FdbKey) -> Option<FdbEntry> {
 /// entry (a placement by the controller) is never overwritten.
 #[inline(always)]
 pub(crate) fn learn(key: &FdbKey, entry: FdbEntry) {
-    let memo = FDB_MEMO.get_ptr_mut(fdb_memo_index(key)).zip(epoch());
-    if let Some((m, epoch)) = memo {
-        if recall(m, key, epoch) {
-            // SAFETY: as in recall.
-            let known = unsafe { &*addr_of!((*m).entry) };
-            if known.is_static() || *known == entry {
-                return;
-            }
+    let (m, epoch) = memory(key);
+    if !m.is_null() && recall(m, key, epoch) {
+        // SAFETY: as in recall.
+        let known = unsafe { &*addr_of!((*m).entry) };
+        if known.is_static() || *known == entry {
+            return;
         }
     }
     // Compared in place rather than copied out: the copy costs instructions on the path
@@ -128,7 +150,7 @@ pub(crate) fn learn(key: &FdbKey, entry: FdbEntry) {
     // update moves the epoch, which forgets the memory.
     if let Some(old) = unsafe { FDB.get(key) } {
         if old.is_static() || *old == entry {
-            if let Some((m, epoch)) = memo {
+            if !m.is_null() {
                 remember(m, key, old, epoch);
             }
             return;

@@ -37,8 +37,9 @@ pub struct Maps {
     pub peers: HashMap<MapData, [u8; 16], PeerInfo>,
     pub fdb: HashMap<MapData, FdbKey, FdbEntry>,
     /// Counts of changes to `fdb`; violind's own go in `FDB_EPOCH_PLACED` (see
-    /// `Maps::fdb_changed`).
-    pub fdb_epoch: Array<MapData, u64>,
+    /// `Maps::fdb_changed`). None in maps pinned by a datapath that predates it, whose
+    /// programs remember nothing of the table (`violind stats` still reads the rest).
+    pub fdb_epoch: Option<Array<MapData, u64>>,
     pub tx_ports: DevMapHash<MapData>,
     pub port_stats: PerCpuArray<MapData, PortStats>,
     pub peer_stats: PerCpuArray<MapData, PeerStats>,
@@ -78,7 +79,10 @@ impl Maps {
             vnis: typed(get(names::VNIS)?, names::VNIS)?,
             peers: typed(get(names::PEERS)?, names::PEERS)?,
             fdb: typed(get(names::FDB)?, names::FDB)?,
-            fdb_epoch: typed(get(names::FDB_EPOCH)?, names::FDB_EPOCH)?,
+            fdb_epoch: get(names::FDB_EPOCH)
+                .ok()
+                .map(|m| typed(m, names::FDB_EPOCH))
+                .transpose()?,
             tx_ports: typed(get(names::TX_PORTS)?, names::TX_PORTS)?,
             port_stats: typed(get(names::PORT_STATS)?, names::PORT_STATS)?,
             peer_stats: typed(get(names::PEER_STATS)?, names::PEER_STATS)?,
@@ -109,8 +113,11 @@ impl Maps {
     /// CPU then forgets what it remembered of the table (the eBPF `memo`). violind is this
     /// count's only writer, so reading and writing it back loses nothing.
     pub fn fdb_changed(&mut self) -> Result<()> {
-        let n = self.fdb_epoch.get(&FDB_EPOCH_PLACED, 0)?;
-        self.fdb_epoch
+        let Some(epoch) = self.fdb_epoch.as_mut() else {
+            return Ok(());
+        };
+        let n = epoch.get(&FDB_EPOCH_PLACED, 0)?;
+        epoch
             .set(FDB_EPOCH_PLACED, n.wrapping_add(1), 0)
             .context("counting a change of the forwarding table in FDB_EPOCH")
     }
@@ -204,6 +211,10 @@ impl Datapath {
             ebpf.take_map(name)
                 .ok_or_else(|| anyhow!("map {name} missing from the object"))
         })?;
+        // These programs remember the table: violind must be able to end their memories.
+        if maps.fdb_epoch.is_none() {
+            bail!("map {} missing from the object", names::FDB_EPOCH);
+        }
         Ok(Datapath {
             ebpf,
             maps,

@@ -191,8 +191,8 @@ fn environments(reg: &Registry, stats: &Stats) -> Result<()> {
     let changes = counter(
         reg,
         "violin_fdb_changes_total",
-        "Changes to the forwarding table, by writer (learned: the datapath's learning; \
-         placed: violind's placements and flushes)",
+        "Changes to the forwarding table, by writer (learned: the datapath's learning \
+         writes; placed: violind's flush and placement steps that changed it)",
         &["writer"],
     )?;
     for (by, n) in &stats.fdb_changes {

@@ -224,7 +224,7 @@ fn drops(maps: &Maps) -> Result<BTreeMap<String, u64>> {
 fn fdb_changes(maps: &Maps) -> BTreeMap<String, u64> {
     [("learned", FDB_EPOCH_LEARNED), ("placed", FDB_EPOCH_PLACED)]
         .into_iter()
-        .filter_map(|(by, at)| Some((by.to_string(), maps.fdb_epoch.get(&at, 0).ok()?)))
+        .filter_map(|(by, at)| Some((by.to_string(), maps.fdb_epoch.as_ref()?.get(&at, 0).ok()?)))
         .collect()
 }
 

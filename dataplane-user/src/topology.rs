@@ -806,10 +806,15 @@ impl Topology {
             .collect();
         reconcile(&mut maps.flood, &floods, PartialEq::eq)?;
         let peer_addrs: BTreeSet<[u8; 16]> = peer_infos.keys().copied().collect();
+        // Each step's changes are counted as soon as it ends: until then the datapath's
+        // memories of the table may still serve what it removed or replaced.
         let flushed = self.flush_learned(maps, &vnis, &peer_addrs);
+        if flushed > 0 {
+            maps.fdb_changed()?;
+        }
         let placed = self.place(maps);
         // A placement that failed half-way may have written some.
-        if flushed > 0 || !matches!(placed, Ok(0)) {
+        if !matches!(placed, Ok(0)) {
             maps.fdb_changed()?;
         }
         placed?;

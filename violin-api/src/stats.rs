@@ -155,8 +155,9 @@ pub struct Stats {
     pub actions: BTreeMap<String, u64>,
     pub fdb: Vec<FdbRow>,
     /// Changes to the forwarding table since its maps were created, by writer: `learned`
-    /// (the programs' learning) and `placed` (violind's placements and flushes). Each
-    /// change ends what every CPU remembered of the table.
+    /// (the programs' learning writes) and `placed` (violind's flush and placement steps
+    /// that changed it, each counted once however many entries it changed). Each change
+    /// ends what every CPU remembered of the table.
     #[serde(default)]
     pub fdb_changes: BTreeMap<String, u64>,
     pub slow_path: Vec<SlowPathSocket>,
