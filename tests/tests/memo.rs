@@ -54,6 +54,12 @@ fn stay_on_this_cpu() {
     }
 }
 
+/// Counts a change of the table as violind does after one (`Maps::fdb_changed`).
+fn count_change(epoch: &mut Array<MapData, u64>) {
+    let n = epoch.get(&FDB_EPOCH_PLACED, 0).unwrap();
+    epoch.set(FDB_EPOCH_PLACED, n + 1, 0).unwrap();
+}
+
 /// Runs `prog` once on `frame` arriving on `ifindex`; the verdict and the frame it left.
 fn run(ebpf: &Ebpf, prog: &str, frame: &[u8], ifindex: u32) -> (u32, usize) {
     let p: &SchedClassifier = ebpf.program(prog).unwrap().try_into().unwrap();
@@ -108,15 +114,18 @@ fn a_counted_change_is_seen_at_once_and_a_hand_edit_once_the_memory_ages() {
         let to_x = udp_frame((a.mac, a.ip.octets()), (X, [10, 99, 0, 1]), MIN_FRAME);
         let encapsulated = (TC_ACT_REDIRECT, MIN_FRAME + 50);
         let delivered = (TC_ACT_REDIRECT, MIN_FRAME);
+        // X placed behind host 1 and counted: the port program sends there and remembers.
+        let remember_remote = |fdb: &mut HashMap<_, FdbKey, FdbEntry>, epoch: &mut _| {
+            fdb.insert(key, remote, 0).unwrap();
+            count_change(epoch);
+            assert_eq!(run(&ebpf, programs::PORT_TC, &to_x, port_if), encapsulated);
+        };
 
         // Remembered, then edited by hand: the CPU still sends where it remembers. (A
         // learning write elsewhere in the lab moves the epoch and ends the memory
         // early, so this is tried a few times.)
         let stale = (0..5).any(|_| {
-            fdb.insert(key, remote, 0).unwrap();
-            let bump = epoch.get(&FDB_EPOCH_PLACED, 0).unwrap() + 1;
-            epoch.set(FDB_EPOCH_PLACED, bump, 0).unwrap();
-            assert_eq!(run(&ebpf, programs::PORT_TC, &to_x, port_if), encapsulated);
+            remember_remote(&mut fdb, &mut epoch);
             fdb.insert(key, local, 0).unwrap();
             run(&ebpf, programs::PORT_TC, &to_x, port_if) == encapsulated
         });
@@ -126,8 +135,7 @@ fn a_counted_change_is_seen_at_once_and_a_hand_edit_once_the_memory_ages() {
         );
 
         // violind's count moves: the next frame reads the table.
-        let bump = epoch.get(&FDB_EPOCH_PLACED, 0).unwrap() + 1;
-        epoch.set(FDB_EPOCH_PLACED, bump, 0).unwrap();
+        count_change(&mut epoch);
         assert_eq!(run(&ebpf, programs::PORT_TC, &to_x, port_if), delivered);
 
         // A frame from X through the tunnel: the underlay program learns X behind host 1,
@@ -154,10 +162,7 @@ fn a_counted_change_is_seen_at_once_and_a_hand_edit_once_the_memory_ages() {
             [FDB_EPOCH_LEARNED, FDB_EPOCH_PLACED].map(|i| e.get(&i, 0).unwrap())
         };
         let aged = (0..5).any(|_| {
-            fdb.insert(key, remote, 0).unwrap();
-            let bump = epoch.get(&FDB_EPOCH_PLACED, 0).unwrap() + 1;
-            epoch.set(FDB_EPOCH_PLACED, bump, 0).unwrap();
-            assert_eq!(run(&ebpf, programs::PORT_TC, &to_x, port_if), encapsulated);
+            remember_remote(&mut fdb, &mut epoch);
             let before = epochs(&epoch);
             fdb.insert(key, local, 0).unwrap();
             sleep(Duration::from_millis(1100));
