@@ -16,7 +16,7 @@
 //! what a writer that does not count can leave stale: an edit with bpftool, a datapath of
 //! an older version during a restart, or violind between its change and its count.
 
-use core::ptr::{addr_of, null_mut, read_volatile};
+use core::ptr::{addr_of, addr_of_mut, copy_nonoverlapping, null_mut, read_volatile};
 
 use aya_ebpf::{helpers::generated::bpf_jiffies64, macros::map, maps::PerCpuArray};
 use dataplane_common::maps::{
@@ -81,10 +81,12 @@ fn recall(m: *const Memo, key: &FdbKey, epoch: u64) -> bool {
 
 #[inline(always)]
 fn remember(m: *mut Memo, key: &FdbKey, entry: &FdbEntry, epoch: u64) {
-    // SAFETY: as in recall.
+    // SAFETY: as in recall; `entry` is a table value or a stack value, never this CPU's
+    // memory, so the copy does not overlap (a plain assignment may overlap as far as the
+    // compiler knows, and becomes a call of a byte-by-byte memmove).
     unsafe {
         (*m).key = *key;
-        (*m).entry = *entry;
+        copy_nonoverlapping(entry, addr_of_mut!((*m).entry), 1);
         (*m).epoch = epoch;
         (*m).at = jiffies();
     }
