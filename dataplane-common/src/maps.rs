@@ -35,7 +35,8 @@ pub mod names {
     pub const PEER_INDEX: &str = "PEER_INDEX";
     pub const VNI_INDEX: &str = "VNI_INDEX";
     pub const FDB_EPOCH: &str = "FDB_EPOCH";
-    pub const ALL: [&str; 28] = [
+    pub const PAIR_CELLS: &str = "PAIR_CELLS";
+    pub const ALL: [&str; 29] = [
         CONFIG,
         PORTS,
         VNIS,
@@ -64,6 +65,7 @@ pub mod names {
         PEER_INDEX,
         VNI_INDEX,
         FDB_EPOCH,
+        PAIR_CELLS,
     ];
 }
 
@@ -165,6 +167,47 @@ impl PairKey {
     pub const fn new(vni: u32, src: [u8; 6], dst: [u8; 6]) -> Self {
         PairKey { vni, src, dst }
     }
+}
+
+/// Each CPU counts the traffic of VM pairs in an array of this many cells, by
+/// [`pair_cell_index`] (`PAIR_CELLS`): an array lookup, which the verifier inlines, rather
+/// than the call that hashes the key into `PAIR_TRAFFIC`. A pair takes an empty cell with
+/// its first frame on a CPU and keeps it until violind empties the cells of environments
+/// gone; a pair whose cell another holds is counted in `PAIR_TRAFFIC`. Each frame is
+/// counted in one place, so a pair's traffic is the sum of both over CPUs.
+pub const PAIR_CELL_COUNT: u32 = 1024;
+
+/// One CPU's count of a VM pair's traffic; empty while `traffic.packets` is 0 (a pair
+/// holds a cell from its first frame on).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairCell {
+    pub key: PairKey,
+    pub traffic: crate::counters::Counter,
+}
+
+impl PairCell {
+    #[inline(always)]
+    pub const fn is_empty(&self) -> bool {
+        self.traffic.packets == 0
+    }
+}
+
+/// Position of pair `key` in each CPU's cells. The source is mixed by a multiplication,
+/// so that a pair and its reverse rarely share a position, and the destination and
+/// environment as they are: one source's destinations that differ only in the ten lowest
+/// bits of their MAC (a lab's or a vendor's VMs) never share one.
+#[inline(always)]
+pub const fn pair_cell_index(key: &PairKey) -> u32 {
+    let x = mac_word(&key.src).wrapping_mul(0x9e37_79b1) ^ mac_word(&key.dst) ^ key.vni;
+    (x ^ (x >> 10) ^ (x >> 20) ^ (x >> 30)) & (PAIR_CELL_COUNT - 1)
+}
+
+/// A MAC address folded into 32 bits, its low four bytes kept as they are.
+#[inline(always)]
+const fn mac_word(m: &[u8; 6]) -> u32 {
+    let low = ((m[2] as u32) << 24) | ((m[3] as u32) << 16) | ((m[4] as u32) << 8) | m[5] as u32;
+    low ^ (((m[0] as u32) << 8) | m[1] as u32)
 }
 
 /// The pair may talk in a restricted environment.
@@ -561,9 +604,7 @@ pub const FDB_EPOCH_SLOTS: u32 = 2;
 /// lookups: a position holds the last key looked up there.
 #[inline(always)]
 pub const fn fdb_memo_index(key: &FdbKey) -> u32 {
-    let m = &key.mac;
-    let low = ((m[2] as u32) << 24) | ((m[3] as u32) << 16) | ((m[4] as u32) << 8) | m[5] as u32;
-    let x = low ^ (((m[0] as u32) << 8) | m[1] as u32) ^ key.vni;
+    let x = mac_word(&key.mac) ^ key.vni;
     // Folded so that keys that differ only in their ten lowest bits never share a position.
     (x ^ (x >> 10) ^ (x >> 20) ^ (x >> 30)) & (FDB_MEMO_SIZE - 1)
 }
@@ -708,6 +749,41 @@ mod tests {
             at.dedup();
             assert_eq!(at.len(), 512);
         }
+    }
+
+    #[test]
+    fn pair_cells_spread_a_hosts_pairs() {
+        assert!(PAIR_CELL_COUNT.is_power_of_two());
+        let mac = |i: u32| [0x52, 0x54, 0x00, 0x12, (i >> 8) as u8, i as u8];
+        // One VM's 512 destinations each get a cell of their own.
+        let mut at: Vec<u32> = (1..=512)
+            .map(|d| pair_cell_index(&PairKey::new(4001, mac(0), mac(d))))
+            .collect();
+        assert!(at.iter().all(|&i| i < PAIR_CELL_COUNT));
+        at.sort_unstable();
+        at.dedup();
+        assert_eq!(at.len(), 512);
+        // Every pair among 16 VMs, both ways (240 pairs), leaves at most a few sharing a
+        // cell with another (those are counted in the hash map instead), and no pair
+        // shares one with its reverse.
+        let pairs: Vec<PairKey> = (1..=16)
+            .flat_map(|a| (1..=16).map(move |b| (a, b)))
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| PairKey::new(4001, mac(a), mac(b)))
+            .collect();
+        for p in &pairs {
+            let back = PairKey::new(p.vni, p.dst, p.src);
+            assert_ne!(pair_cell_index(p), pair_cell_index(&back), "{p:?}");
+        }
+        let mut cells: Vec<u32> = pairs.iter().map(pair_cell_index).collect();
+        cells.sort_unstable();
+        cells.dedup();
+        assert!(
+            pairs.len() - cells.len() <= 12,
+            "{} cells for {} pairs",
+            cells.len(),
+            pairs.len()
+        );
     }
 
     #[test]
@@ -864,6 +940,7 @@ const _: () = assert!(core::mem::size_of::<PeerSlot>() == 28);
 const _: () = assert!(core::mem::size_of::<FloodList>() == 584);
 const _: () = assert!(core::mem::size_of::<PortIndexEntry>() == 36);
 const _: () = assert!(core::mem::size_of::<VniIndexEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<PairCell>() == 32);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -905,6 +982,10 @@ mod pod {
     // SAFETY: PairKey is repr(C) and Copy: u32, [u8; 6], [u8; 6], 16 bytes (a multiple of
     // its align 4, so no tail padding); all integers, so any bit pattern is valid.
     unsafe impl aya::Pod for super::PairKey {}
+    // SAFETY: PairCell is repr(C) and Copy: a PairKey (16 bytes, align 4) then a Counter
+    // (two u64) at offset 16, 32 bytes with no padding at align 8; all integers, so any
+    // bit pattern is valid.
+    unsafe impl aya::Pod for super::PairCell {}
     // SAFETY: PairState is repr(C) and Copy: u32, u32, then a Shaper (4 x
     // u64) at offset 8, 40 bytes with no padding at align 8; all integers, so any bit
     // pattern is valid.

@@ -11,13 +11,13 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use dataplane_common::{
     counters::{action_index, Counter, DropReason, Hook, PeerStats, PortStats, ACTION_FLOOD},
-    maps::{PairKey, PortInfo, PORT_UNCOUNTED},
+    maps::{pair_cell_index, PairKey, PortInfo, PORT_UNCOUNTED},
     packet::{is_multicast, EthHdr},
 };
 
 use crate::{
     frame::{Pkt, SkbHead},
-    maps::{ACTIONS, DROPS, PAIR_TRAFFIC, PEER_STATS, PORT_STATS},
+    maps::{ACTIONS, DROPS, PAIR_CELLS, PAIR_TRAFFIC, PEER_STATS, PORT_STATS},
     observe::{describe, observed},
 };
 
@@ -112,7 +112,21 @@ pub(crate) fn count_pair(port: &PortInfo, eth: &EthHdr, len: usize) {
     }
     // By reference: passed by value, the key is copied to the stack for every call.
     let key = &PairKey::new(port.vni, eth.src, eth.dst);
-    // One lookup for a pair already counted, the common case.
+    // This CPU's cell for the pair, if the pair holds it or it is empty (see
+    // PAIR_CELL_COUNT): no call on the path of the pair's frames.
+    if let Some(cell) = PAIR_CELLS.get_ptr_mut(pair_cell_index(key)) {
+        // SAFETY: this CPU's element, live for this program run; nothing else on this CPU
+        // runs meanwhile (violind empties a cell only once its environment is gone).
+        let cell = unsafe { &mut *cell };
+        if cell.is_empty() {
+            cell.key = *key;
+        }
+        if cell.key == *key {
+            cell.traffic.add(len as u64);
+            return;
+        }
+    }
+    // Another pair holds the cell. One lookup for a pair already counted, the common case.
     if let Some(c) = PAIR_TRAFFIC.get_ptr_mut(key) {
         // SAFETY: this CPU's copy of the entry.
         unsafe { (*c).add(len as u64) };

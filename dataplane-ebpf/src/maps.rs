@@ -69,6 +69,9 @@ pub(crate) static ROUTES: HashMap<PairKey, FdbEntry> = HashMap::pinned(MAX_ROUTE
 #[map]
 pub(crate) static PAIR_TRAFFIC: LruPerCpuHashMap<PairKey, Counter> =
     LruPerCpuHashMap::pinned(MAX_PAIR_TRAFFIC, 0);
+/// Pinned like PAIR_TRAFFIC: a pair's counts live in both (see PAIR_CELL_COUNT).
+#[map]
+pub(crate) static PAIR_CELLS: PerCpuArray<PairCell> = PerCpuArray::pinned(PAIR_CELL_COUNT, 0);
 #[map]
 pub(crate) static STORM: Array<StormBucket> = Array::pinned(MAX_SLOTS, 0);
 #[map]

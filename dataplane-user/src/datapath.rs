@@ -17,9 +17,9 @@ use aya::{
 use dataplane_common::{
     counters::{Counter, DropReason, PeerStats, PortStats, ACTION_SLOTS, HOOKS},
     maps::{
-        names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PairKey, PairState, PeerInfo,
-        PeerSlot, PortIndexEntry, PortInfo, PortSlot, Shaper, StormBucket, VniIndexEntry, VniInfo,
-        FDB_EPOCH_PLACED,
+        names, programs, FdbEntry, FdbKey, FloodList, HostConfig, PairCell, PairKey, PairState,
+        PeerInfo, PeerSlot, PortIndexEntry, PortInfo, PortSlot, Shaper, StormBucket, VniIndexEntry,
+        VniInfo, FDB_EPOCH_PLACED,
     },
     observe::ObserveConfig,
 };
@@ -54,6 +54,9 @@ pub struct Maps {
     pub pairs: HashMap<MapData, PairKey, PairState>,
     pub routes: HashMap<MapData, PairKey, FdbEntry>,
     pub pair_traffic: PerCpuHashMap<MapData, PairKey, Counter>,
+    /// Each CPU's cells of pair counts (see `pair_counts`). None in maps pinned by a
+    /// datapath that predates them, which counted in `pair_traffic` alone.
+    pub pair_cells: Option<PerCpuArray<MapData, PairCell>>,
     pub storm: Array<MapData, StormBucket>,
     pub vm_bounds: Array<MapData, Shaper>,
     pub observe: Array<MapData, ObserveConfig>,
@@ -62,6 +65,10 @@ pub struct Maps {
     /// Whether the last `Topology::apply` wrote the direct-mapped indexes whole, so the
     /// next may find what they hold from the hash maps' keys; false for maps just opened.
     pub indexes_clean: bool,
+    /// The environments whose pairs `pair_cells` may hold, as of the last
+    /// `pair_counts::forget_environments`: the cells are read again only once one of
+    /// these goes. None for maps just opened.
+    pub cells_vnis: Option<BTreeSet<u32>>,
 }
 
 fn typed<T>(map: Map, name: &str) -> Result<T>
@@ -97,6 +104,10 @@ impl Maps {
             pairs: typed(get(names::PAIRS)?, names::PAIRS)?,
             routes: typed(get(names::ROUTES)?, names::ROUTES)?,
             pair_traffic: typed(get(names::PAIR_TRAFFIC)?, names::PAIR_TRAFFIC)?,
+            pair_cells: get(names::PAIR_CELLS)
+                .ok()
+                .map(|m| typed(m, names::PAIR_CELLS))
+                .transpose()?,
             storm: typed(get(names::STORM)?, names::STORM)?,
             vm_bounds: typed(get(names::VM_BOUNDS)?, names::VM_BOUNDS)?,
             observe: typed(get(names::OBSERVE)?, names::OBSERVE)?,
@@ -106,6 +117,7 @@ impl Maps {
                 names::OBSERVE_SAMPLE_BUDGET,
             )?,
             indexes_clean: false,
+            cells_vnis: None,
         })
     }
 
@@ -214,6 +226,10 @@ impl Datapath {
         // These programs remember the table: violind must be able to end their memories.
         if maps.fdb_epoch.is_none() {
             bail!("map {} missing from the object", names::FDB_EPOCH);
+        }
+        // And they count pairs in cells: violind must read and empty them.
+        if maps.pair_cells.is_none() {
+            bail!("map {} missing from the object", names::PAIR_CELLS);
         }
         Ok(Datapath {
             ebpf,

@@ -12,6 +12,7 @@ mod metrics;
 mod netdev;
 mod netlink;
 mod observe;
+mod pair_counts;
 mod slowpath;
 mod stats;
 mod topology;

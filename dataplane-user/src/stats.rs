@@ -8,7 +8,7 @@ use dataplane_common::{
     counters::{action_index, DropReason, HOOKS, XDP_ACTION_NAMES},
     maps::{
         self, FDB_ENTRIES, FDB_EPOCH_LEARNED, FDB_EPOCH_PLACED, MAX_PAIRS, MAX_PAIR_TRAFFIC,
-        MAX_PEERS, MAX_ROUTES, MAX_SLOTS, MAX_VNIS, UNDERLAY_SLOT,
+        MAX_PEERS, MAX_ROUTES, MAX_SLOTS, MAX_VNIS, PAIR_CELL_COUNT, UNDERLAY_SLOT,
     },
 };
 use violin_api::stats::{
@@ -20,6 +20,7 @@ use crate::{
     datapath::Maps,
     host::Paths,
     netdev::{format_mac, ifname},
+    pair_counts::{pair_cells_held, pair_totals},
     topology::describe_entry,
 };
 
@@ -152,6 +153,7 @@ fn occupancy(maps: &Maps) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
             maps.pair_traffic.keys().count(),
             MAX_PAIR_TRAFFIC,
         ),
+        ("pair_cells", pair_cells_held(maps), PAIR_CELL_COUNT),
     ];
     let mut entries = BTreeMap::new();
     let mut capacity = BTreeMap::new();
@@ -258,21 +260,6 @@ fn fdb(maps: &Maps) -> Vec<FdbRow> {
         .collect();
     fdb.sort_by(|a, b| (a.vni, &a.mac).cmp(&(b.vni, &b.mac)));
     fdb
-}
-
-/// What each VM pair sent, summed over CPUs.
-pub fn pair_totals(maps: &Maps) -> Vec<(maps::PairKey, dataplane_common::counters::Counter)> {
-    maps.pair_traffic
-        .iter()
-        .filter_map(|r| r.ok())
-        .map(|(k, per_cpu)| {
-            let mut traffic = dataplane_common::counters::Counter::default();
-            for c in per_cpu.iter() {
-                traffic.merge(c);
-            }
-            (k, traffic)
-        })
-        .collect()
 }
 
 fn pairs(maps: &Maps) -> Vec<PairRow> {

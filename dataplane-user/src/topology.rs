@@ -23,7 +23,10 @@ use dataplane_common::rules::{best, MacMatch};
 use tracing::{info, warn};
 use violin_api::UnicastMac;
 
-use crate::{config::Config, datapath::Maps, netdev::NetDev, netlink::HtbClass};
+use crate::{
+    config::Config, datapath::Maps, netdev::NetDev, netlink::HtbClass,
+    pair_counts::forget_environments,
+};
 
 #[derive(Clone, Debug)]
 pub struct Port {
@@ -840,15 +843,7 @@ impl Topology {
         vnis: &BTreeSet<u32>,
         peers: &BTreeSet<[u8; 16]>,
     ) -> usize {
-        let stale: Vec<PairKey> = maps
-            .pair_traffic
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !vnis.contains(&k.vni))
-            .collect();
-        for k in &stale {
-            let _ = maps.pair_traffic.remove(k);
-        }
+        forget_environments(maps, vnis);
         let port_vni: BTreeMap<u32, u32> =
             self.ports.iter().map(|p| (p.dev.ifindex, p.vni)).collect();
         let dead: Vec<FdbKey> = maps

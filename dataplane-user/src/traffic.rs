@@ -11,7 +11,7 @@ use violin_api::{
     UnicastMac, Vni,
 };
 
-use crate::{datapath::Maps, follow::Follower, host::Paths, stats::pair_totals};
+use crate::{datapath::Maps, follow::Follower, host::Paths, pair_counts::pair_totals};
 
 /// Says once when a reporter's calls to the controller start failing, and once when
 /// they succeed again.

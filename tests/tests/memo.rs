@@ -1,24 +1,30 @@
-//! Each CPU's memory of forwarding-table lookups (the eBPF `memo`): a change the datapath
-//! is told of (violind's count in `FDB_EPOCH`, or a program's learning write) is seen by
-//! the next frame, and one it is not told of (a hand edit) only once the memory ages.
-//! Driven through the real port and underlay programs with BPF_PROG_TEST_RUN, on one
-//! CPU, against a lab host's live maps.
+//! What each CPU keeps in the datapath for itself, driven through the real port and
+//! underlay programs with BPF_PROG_TEST_RUN, on one CPU, against a lab host's live maps:
+//! - its memory of forwarding-table lookups (the eBPF `memo`): a change the datapath is
+//!   told of (violind's count in `FDB_EPOCH`, or a program's learning write) is seen by
+//!   the next frame, and one it is not told of (a hand edit) only once the memory ages;
+//! - its cells of VM pair counts (`PAIR_CELLS`): each frame is counted once, in the
+//!   pair's cell or, when another pair holds it, in `PAIR_TRAFFIC`, and violind's
+//!   figures add both.
 use std::{path::Path, thread::sleep, time::Duration};
 
 use aya::{
-    maps::{Array, HashMap, MapData},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
     programs::{SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
 use dataplane_common::{
+    counters::Counter,
     maps::{
-        names, programs, FdbEntry, FdbKey, PeerInfo, PortInfo, FDB_EPOCH_LEARNED, FDB_EPOCH_PLACED,
+        names, pair_cell_index, programs, FdbEntry, FdbKey, PairCell, PairKey, PeerInfo, PortInfo,
+        FDB_EPOCH_LEARNED, FDB_EPOCH_PLACED,
     },
     packet::{v4_mapped, Tunnel},
 };
 use violin_testbed::{
     e2e::lab,
     frames::{sk_buff, udp_frame, vxlan, MIN_FRAME},
+    lab::mac_string,
     sys::{ifindex_of, in_netns, mac_of},
 };
 
@@ -60,6 +66,22 @@ fn count_change(epoch: &mut Array<MapData, u64>) {
     epoch.set(FDB_EPOCH_PLACED, n + 1, 0).unwrap();
 }
 
+/// The datapath's object, loaded on the maps violind pinned in `dir`, with the TC
+/// programs ready for test runs.
+fn load(dir: &Path) -> Ebpf {
+    let object = violin_testbed::target_dir().join("ebpf/dataplane-ebpf");
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(dir)
+        .override_global("AYA_LOG_LEVEL", &0u8, false)
+        .load_file(&object)
+        .unwrap_or_else(|e| panic!("loading {}: {e}", object.display()));
+    for name in [programs::PORT_TC, programs::UNDERLAY_TC] {
+        let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
+        p.load().unwrap();
+    }
+    ebpf
+}
+
 /// Runs `prog` once on `frame` arriving on `ifindex`; the verdict and the frame it left.
 fn run(ebpf: &Ebpf, prog: &str, frame: &[u8], ifindex: u32) -> (u32, usize) {
     let p: &SchedClassifier = ebpf.program(prog).unwrap().try_into().unwrap();
@@ -88,21 +110,12 @@ fn a_counted_change_is_seen_at_once_and_a_hand_edit_once_the_memory_ages() {
         src_ip: h1.underlay_v4().octets(),
         dst_ip: h0.underlay_v4().octets(),
     };
-    let object = violin_testbed::target_dir().join("ebpf/dataplane-ebpf");
     let port_if = ifindex_of(&h0.ns, &a.port).unwrap();
     let a2_if = ifindex_of(&h0.ns, &a2.port).unwrap();
     let ul_if = ifindex_of(&h0.ns, "ul0").unwrap();
     in_netns(&h0.ns, || {
         stay_on_this_cpu();
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&dir)
-            .override_global("AYA_LOG_LEVEL", &0u8, false)
-            .load_file(&object)
-            .unwrap_or_else(|e| panic!("loading {}: {e}", object.display()));
-        for name in [programs::PORT_TC, programs::UNDERLAY_TC] {
-            let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            p.load().unwrap();
-        }
+        let ebpf = load(&dir);
         let mut fdb: HashMap<_, FdbKey, FdbEntry> = map(&dir, names::FDB);
         let mut epoch: Array<_, u64> = map(&dir, names::FDB_EPOCH);
         let ports: HashMap<_, u32, PortInfo> = map(&dir, names::PORTS);
@@ -178,4 +191,114 @@ fn a_counted_change_is_seen_at_once_and_a_hand_edit_once_the_memory_ages() {
         Ok(())
     })
     .unwrap();
+}
+
+#[test]
+fn a_pairs_frames_are_counted_once_in_its_cell_or_in_the_hash_map() {
+    let lab = lab("pcl", |_| {});
+    let (h0, h1) = (&lab.hosts[0], &lab.hosts[1]);
+    let a = lab.vm(0, 0, 0).clone();
+    let dir = Path::new("/sys/fs/bpf/violin")
+        .join(h0.host_id())
+        .join("maps");
+    let port_if = ifindex_of(&h0.ns, &a.port).unwrap();
+    let (n1, n2) = (3u64, 5u64);
+    let (p1, p2, cpu) = in_netns(&h0.ns, || {
+        stay_on_this_cpu();
+        // SAFETY: sched_getcpu takes nothing.
+        let cpu = unsafe { libc::sched_getcpu() } as usize;
+        let ebpf = load(&dir);
+        let mut fdb: HashMap<_, FdbKey, FdbEntry> = map(&dir, names::FDB);
+        let mut epoch: Array<_, u64> = map(&dir, names::FDB_EPOCH);
+        let cells: PerCpuArray<_, PairCell> = map(&dir, names::PAIR_CELLS);
+        let traffic: PerCpuHashMap<_, PairKey, Counter> = map(&dir, names::PAIR_TRAFFIC);
+        let peers: HashMap<_, [u8; 16], PeerInfo> = map(&dir, names::PEERS);
+        let peer = v4_mapped(h1.underlay_v4().octets());
+        let remote = FdbEntry::remote(peer, peers.get(&peer, 0).unwrap().slot);
+
+        // Two addresses no VM has, to which A's pairs share a position no pair holds on
+        // this CPU: the first to send takes the cell, the other goes to the hash map.
+        let y = |i: u16| [0x02, 0x70, 0x63, 0x6c, (i >> 8) as u8, i as u8];
+        let pair = |i: u16| PairKey::new(a.vni, a.mac, y(i));
+        let free = |i: u16| cells.get(&pair_cell_index(&pair(i)), 0).unwrap()[cpu].is_empty();
+        let first = (1..u16::MAX).find(|&i| free(i)).expect("no free pair cell");
+        let second = (first + 1..u16::MAX)
+            .find(|&i| pair_cell_index(&pair(i)) == pair_cell_index(&pair(first)))
+            .unwrap();
+        for i in [first, second] {
+            fdb.insert(FdbKey::new(a.vni, y(i)), remote, 0).unwrap();
+        }
+        count_change(&mut epoch);
+        for (i, n) in [(first, n1), (second, n2)] {
+            let frame = udp_frame((a.mac, a.ip.octets()), (y(i), [10, 99, 0, 2]), MIN_FRAME);
+            for _ in 0..n {
+                assert_eq!(
+                    run(&ebpf, programs::PORT_TC, &frame, port_if),
+                    (TC_ACT_REDIRECT, MIN_FRAME + 50)
+                );
+            }
+        }
+        let cell = cells.get(&pair_cell_index(&pair(first)), 0).unwrap()[cpu];
+        assert_eq!(cell.key, pair(first));
+        assert_eq!(
+            cell.traffic,
+            Counter {
+                packets: n1,
+                bytes: n1 * MIN_FRAME as u64
+            }
+        );
+        let hashed = traffic
+            .get(&pair(second), 0)
+            .expect("the pair in PAIR_TRAFFIC")[cpu];
+        assert_eq!(hashed.packets, n2);
+        for i in [first, second] {
+            fdb.remove(&FdbKey::new(a.vni, y(i))).unwrap();
+        }
+        count_change(&mut epoch);
+        Ok((pair(first), pair(second), cpu))
+    })
+    .unwrap();
+
+    // violind's figures add both places: each pair has what it sent, once.
+    let stats = lab.stats(0).unwrap();
+    let len = MIN_FRAME as u64;
+    assert_eq!(sent(&stats, &p1), Some((n1, n1 * len)), "{stats:#}");
+    assert_eq!(sent(&stats, &p2), Some((n2, n2 * len)), "{stats:#}");
+    assert!(
+        stats["map_entries"]["pair_cells"].as_u64() >= Some(1),
+        "violind stats shows no pair cell held: {}",
+        stats["map_entries"]
+    );
+
+    // The environment leaves the host (it comes back under another VNI): its pairs'
+    // counts go from both places, and the cell is free for another pair.
+    let vni = a.vni.to_string();
+    let renumbered = lab
+        .config_for(0)
+        .replace(&format!("vni = {vni}"), "vni = 1077")
+        .replace(&format!("vnis = [{vni}]"), "vnis = [1077]");
+    assert!(!renumbered.contains(&vni), "{renumbered}");
+    lab.reload(0, &renumbered).unwrap();
+    let stats = lab.stats(0).unwrap();
+    assert_eq!(sent(&stats, &p1), None, "{stats:#}");
+    assert_eq!(sent(&stats, &p2), None, "{stats:#}");
+    let cells: PerCpuArray<_, PairCell> = map(&dir, names::PAIR_CELLS);
+    let cell = cells.get(&pair_cell_index(&p1), 0).unwrap()[cpu];
+    assert!(
+        cell.is_empty(),
+        "a removed environment's pair kept its cell: {cell:?}"
+    );
+    let traffic: PerCpuHashMap<_, PairKey, Counter> = map(&dir, names::PAIR_TRAFFIC);
+    assert!(traffic.get(&p2, 0).is_err());
+}
+
+/// What `violind stats --json` says pair `p` sent: (packets, bytes), if it lists the pair.
+fn sent(stats: &serde_json::Value, p: &PairKey) -> Option<(u64, u64)> {
+    let row = stats["pairs"].as_array()?.iter().find(|r| {
+        r["vni"] == p.vni && r["src"] == mac_string(&p.src) && r["dst"] == mac_string(&p.dst)
+    })?;
+    Some((
+        row["traffic"]["packets"].as_u64()?,
+        row["traffic"]["bytes"].as_u64()?,
+    ))
 }
