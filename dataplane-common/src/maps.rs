@@ -170,11 +170,12 @@ impl PairKey {
 }
 
 /// Each CPU counts the traffic of VM pairs in an array of this many cells, by
-/// [`pair_cell_index`] (`PAIR_CELLS`): an array lookup, which the verifier inlines, rather
-/// than the call that hashes the key into `PAIR_TRAFFIC`. A pair takes an empty cell with
-/// its first frame on a CPU and keeps it until violind empties the cells of environments
-/// gone; a pair whose cell another holds is counted in `PAIR_TRAFFIC`. Each frame is
-/// counted in one place, so a pair's traffic is the sum of both over CPUs.
+/// [`pair_cell_index`] (`PAIR_CELLS`): an array lookup, which the verifier inlines (for
+/// per-CPU arrays since Linux 6.10), rather than the call that hashes the key into
+/// `PAIR_TRAFFIC`. A pair takes an empty cell with its first frame on a CPU and keeps it
+/// until violind empties the cells of pairs gone (their environment, or their source VM,
+/// left the host); a pair whose cell another holds is counted in `PAIR_TRAFFIC`. Each
+/// frame is counted in one place, so a pair's traffic is the sum of both over CPUs.
 pub const PAIR_CELL_COUNT: u32 = 1024;
 
 /// One CPU's count of a VM pair's traffic; empty while `traffic.packets` is 0 (a pair
@@ -200,7 +201,14 @@ impl PairCell {
 #[inline(always)]
 pub const fn pair_cell_index(key: &PairKey) -> u32 {
     let x = mac_word(&key.src).wrapping_mul(0x9e37_79b1) ^ mac_word(&key.dst) ^ key.vni;
-    (x ^ (x >> 10) ^ (x >> 20) ^ (x >> 30)) & (PAIR_CELL_COUNT - 1)
+    fold(x, PAIR_CELL_COUNT)
+}
+
+/// `x` folded to a position of an array of `size` (a power of two up to 2^10): values
+/// that differ only in their ten lowest bits never share a position.
+#[inline(always)]
+const fn fold(x: u32, size: u32) -> u32 {
+    (x ^ (x >> 10) ^ (x >> 20) ^ (x >> 30)) & (size - 1)
 }
 
 /// A MAC address folded into 32 bits, its low four bytes kept as they are.
@@ -604,9 +612,7 @@ pub const FDB_EPOCH_SLOTS: u32 = 2;
 /// lookups: a position holds the last key looked up there.
 #[inline(always)]
 pub const fn fdb_memo_index(key: &FdbKey) -> u32 {
-    let x = mac_word(&key.mac) ^ key.vni;
-    // Folded so that keys that differ only in their ten lowest bits never share a position.
-    (x ^ (x >> 10) ^ (x >> 20) ^ (x >> 30)) & (FDB_MEMO_SIZE - 1)
+    fold(mac_word(&key.mac) ^ key.vni, FDB_MEMO_SIZE)
 }
 
 pub const FDB_LOCAL: u8 = 1;

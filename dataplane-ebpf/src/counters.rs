@@ -115,8 +115,10 @@ pub(crate) fn count_pair(port: &PortInfo, eth: &EthHdr, len: usize) {
     // This CPU's cell for the pair, if the pair holds it or it is empty (see
     // PAIR_CELL_COUNT): no call on the path of the pair's frames.
     if let Some(cell) = PAIR_CELLS.get_ptr_mut(pair_cell_index(key)) {
-        // SAFETY: this CPU's element, live for this program run; nothing else on this CPU
-        // runs meanwhile (violind empties a cell only once its environment is gone).
+        // SAFETY: this CPU's element, live for this program run, of plain integers; no
+        // other program on this CPU runs meanwhile. violind writes a position back only to
+        // empty the cells of pairs gone, which may lose a frame counted meanwhile
+        // (dataplane-user's pair_counts), never make the memory invalid.
         let cell = unsafe { &mut *cell };
         if cell.is_empty() {
             cell.key = *key;

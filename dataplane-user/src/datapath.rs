@@ -65,10 +65,6 @@ pub struct Maps {
     /// Whether the last `Topology::apply` wrote the direct-mapped indexes whole, so the
     /// next may find what they hold from the hash maps' keys; false for maps just opened.
     pub indexes_clean: bool,
-    /// The environments whose pairs `pair_cells` may hold, as of the last
-    /// `pair_counts::forget_environments`: the cells are read again only once one of
-    /// these goes. None for maps just opened.
-    pub cells_vnis: Option<BTreeSet<u32>>,
 }
 
 fn typed<T>(map: Map, name: &str) -> Result<T>
@@ -117,7 +113,6 @@ impl Maps {
                 names::OBSERVE_SAMPLE_BUDGET,
             )?,
             indexes_clean: false,
-            cells_vnis: None,
         })
     }
 

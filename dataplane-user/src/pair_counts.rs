@@ -9,7 +9,7 @@ use std::{
     os::fd::{AsFd, AsRawFd},
 };
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use aya::maps::{IterableMap, MapData, PerCpuArray, PerCpuValues};
 use dataplane_common::{
     counters::Counter,
@@ -19,32 +19,56 @@ use tracing::warn;
 
 use crate::datapath::Maps;
 
+/// A pair's counts in each place, summed over CPUs. Each place goes down on its own
+/// (the hash map evicts, violind empties cells), so a reader of changes takes each apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairParts {
+    pub cells: Counter,
+    pub hash: Counter,
+}
+
+impl PairParts {
+    pub fn total(&self) -> Counter {
+        let mut t = self.cells;
+        t.merge(&self.hash);
+        t
+    }
+}
+
 /// What each VM pair sent, summed over CPUs and both places, by pair.
 pub fn pair_totals(maps: &Maps) -> Vec<(PairKey, Counter)> {
-    let mut totals: BTreeMap<PairKey, Counter> = BTreeMap::new();
+    pair_parts(maps)
+        .into_iter()
+        .map(|(k, p)| (k, p.total()))
+        .collect()
+}
+
+/// What each VM pair sent, summed over CPUs, in each place.
+pub fn pair_parts(maps: &Maps) -> BTreeMap<PairKey, PairParts> {
+    let mut parts: BTreeMap<PairKey, PairParts> = BTreeMap::new();
     for (key, per_cpu) in maps.pair_traffic.iter().filter_map(|r| r.ok()) {
-        let total = totals.entry(key).or_default();
+        let hash = &mut parts.entry(key).or_default().hash;
         for c in per_cpu.iter() {
-            total.merge(c);
+            hash.merge(c);
         }
     }
     if let Some(cells) = &maps.pair_cells {
         match read_cells(cells) {
             Ok((cpus, all)) => {
                 for per_cpu in all.chunks(cpus) {
-                    add_cells(&mut totals, per_cpu);
+                    add_cells(&mut parts, per_cpu);
                 }
             }
             Err(e) => warn!("reading PAIR_CELLS: {e:#}"),
         }
     }
-    totals.into_iter().collect()
+    parts
 }
 
 /// Every position's cells, one per possible CPU each, position by position from 0 (the
 /// count of CPUs first), in one BPF_MAP_LOOKUP_BATCH rather than a lookup (a system call)
-/// per position: violind reads them at every traffic report (`traffic_report_ms`). aya
-/// has no batch calls.
+/// per position: violind reads them at every traffic report (`traffic_report_ms`), 32
+/// bytes per position and CPU. aya has no batch calls.
 fn read_cells(cells: &PerCpuArray<MapData, PairCell>) -> Result<(usize, Vec<PairCell>)> {
     /// `struct bpf_attr`'s member for the BPF_MAP_*_BATCH commands (linux/bpf.h).
     #[repr(C)]
@@ -88,42 +112,63 @@ fn read_cells(cells: &PerCpuArray<MapData, PairCell>) -> Result<(usize, Vec<Pair
             size_of::<Batch>() as u32,
         )
     };
-    // ENOENT: the whole array was read (the kernel's way of saying there is no more).
+    // ENOENT says the batch reached the array's end before `count`: not an error (this
+    // asks for exactly its size, where the kernel returns 0, but a map pinned with fewer
+    // entries would end early).
     if r < 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::ENOENT) {
-            return Err(anyhow!("BPF_MAP_LOOKUP_BATCH on PAIR_CELLS: {e}"));
+            bail!("BPF_MAP_LOOKUP_BATCH on PAIR_CELLS: {e}");
         }
     }
-    values.truncate(attr.count as usize * cpus);
+    let filled = attr.count as usize;
+    // Callers take the i-th run of values as position i.
+    if keys[..filled]
+        .iter()
+        .enumerate()
+        .any(|(i, &k)| k as usize != i)
+    {
+        bail!("BPF_MAP_LOOKUP_BATCH on PAIR_CELLS gave its positions out of order");
+    }
+    values.truncate(filled * cpus);
     Ok((cpus, values))
 }
 
-/// Positions of `PAIR_CELLS` a pair holds on some CPU: when they run out, new pairs are
-/// counted in `PAIR_TRAFFIC`, a hash lookup per frame.
-pub fn pair_cells_held(maps: &Maps) -> usize {
+/// Cells pairs hold, over all CPUs: when a CPU's run out, its new pairs are counted in
+/// `PAIR_TRAFFIC`, a hash lookup per frame. With the capacity, `PAIR_CELL_COUNT` per CPU.
+pub fn pair_cells_held(maps: &Maps) -> (usize, usize) {
     let Some(Ok((cpus, all))) = maps.pair_cells.as_ref().map(read_cells) else {
-        return 0;
+        return (0, 0);
     };
-    all.chunks(cpus)
-        .filter(|per_cpu| per_cpu.iter().any(|c| !c.is_empty()))
-        .count()
+    let held = all.iter().filter(|c| !c.is_empty()).count();
+    (held, PAIR_CELL_COUNT as usize * cpus)
 }
 
-/// Adds the pairs' counts in one position's cells (one per CPU) to `totals`.
-fn add_cells(totals: &mut BTreeMap<PairKey, Counter>, cells: &[PairCell]) {
+/// Adds the pairs' counts in one position's cells (one per CPU) to `parts`.
+fn add_cells(parts: &mut BTreeMap<PairKey, PairParts>, cells: &[PairCell]) {
     for cell in cells.iter().filter(|c| !c.is_empty()) {
-        totals.entry(cell.key).or_default().merge(&cell.traffic);
+        parts
+            .entry(cell.key)
+            .or_default()
+            .cells
+            .merge(&cell.traffic);
     }
 }
 
-/// Forgets the counts of pairs whose environment is no longer in `vnis`: their
-/// `PAIR_TRAFFIC` entries go and their cells are emptied for other pairs to take.
+/// Forgets the counts of pairs that are no longer here. Their `PAIR_TRAFFIC` entries go
+/// with their environment (the LRU map ages out the rest); their cells are emptied, for
+/// other pairs to take, once the environment went or the source is no longer an address
+/// behind a local port (`local`: the forwarding table's local entries, as (VNI, MAC)),
+/// so that VMs that left or migrated away do not keep cells for good. A live VM whose
+/// entry the table evicted loses its counts so far in the cells and takes a cell again
+/// with its next frame.
 ///
-/// A position is written back whole (one value per CPU), so a frame that another CPU
-/// counts there between this read and write is lost; it happens only at a position
-/// where a removed environment's pair held a cell, and only while the change is applied.
-pub fn forget_environments(maps: &mut Maps, vnis: &BTreeSet<u32>) {
+/// A position is written back whole, one value per CPU, from another CPU than the
+/// programs': a frame counted at that position between the read and the write is lost,
+/// and a pair that took an empty cell there meanwhile loses it (it takes it again with
+/// its next frame). That happens only at positions with a cell to empty, while a change
+/// is applied.
+pub fn forget_pairs(maps: &mut Maps, vnis: &BTreeSet<u32>, local: &BTreeSet<(u32, [u8; 6])>) {
     let stale: Vec<PairKey> = maps
         .pair_traffic
         .keys()
@@ -133,52 +178,35 @@ pub fn forget_environments(maps: &mut Maps, vnis: &BTreeSet<u32>) {
     for k in &stale {
         let _ = maps.pair_traffic.remove(k);
     }
-    // Reading every position costs a system call each: only once an environment went.
-    if maps
-        .cells_vnis
-        .as_ref()
-        .is_some_and(|before| before.is_subset(vnis))
-    {
-        maps.cells_vnis = Some(vnis.clone());
-        return;
-    }
     let Some(cells) = maps.pair_cells.as_mut() else {
         return;
     };
     let (cpus, mut all) = match read_cells(cells) {
         Ok(read) => read,
         Err(e) => {
-            warn!("reading PAIR_CELLS to empty removed environments' cells: {e:#}");
+            warn!("reading PAIR_CELLS to empty the cells of pairs gone: {e:#}");
             return;
         }
     };
-    let mut done = true;
+    let here = |k: &PairKey| vnis.contains(&k.vni) && local.contains(&(k.vni, k.src));
     for (index, per_cpu) in (0..PAIR_CELL_COUNT).zip(all.chunks_mut(cpus)) {
-        if !empty_stale(per_cpu, vnis) {
+        if !empty_gone(per_cpu, here) {
             continue;
         }
         let written = PerCpuValues::try_from(per_cpu.to_vec())
             .map_err(anyhow::Error::from)
             .and_then(|v| Ok(cells.set(index, v, 0)?));
         if let Err(e) = written {
-            warn!(
-                index,
-                "emptying the pair cells of removed environments: {e:#}"
-            );
-            done = false;
+            warn!(index, "emptying the cells of pairs gone: {e:#}");
         }
-    }
-    // A position not emptied is tried again at the next change.
-    if done {
-        maps.cells_vnis = Some(vnis.clone());
     }
 }
 
-/// Empties the cells of `cells` whose pair's environment is not in `vnis`; whether any was.
-fn empty_stale(cells: &mut [PairCell], vnis: &BTreeSet<u32>) -> bool {
+/// Empties the cells of `cells` whose pair is not `here`; whether any was.
+fn empty_gone(cells: &mut [PairCell], here: impl Fn(&PairKey) -> bool) -> bool {
     let mut changed = false;
     for cell in cells.iter_mut() {
-        if !cell.is_empty() && !vnis.contains(&cell.key.vni) {
+        if !cell.is_empty() && !here(&cell.key) {
             *cell = PairCell::default();
             changed = true;
         }
@@ -201,36 +229,46 @@ mod tests {
     fn cells_add_to_what_the_hash_map_counted() {
         let a = cell(1001, 2, 3, 300);
         let b = cell(1001, 3, 1, 64);
-        let mut totals = BTreeMap::from([(
+        let hashed = Counter {
+            packets: 10,
+            bytes: 1000,
+        };
+        let mut parts = BTreeMap::from([(
             a.key,
-            Counter {
-                packets: 10,
-                bytes: 1000,
+            PairParts {
+                hash: hashed,
+                ..Default::default()
             },
         )]);
         // Two CPUs hold cells of the pair `a` at one position; one CPU's is empty.
-        add_cells(&mut totals, &[a, PairCell::default(), a]);
-        add_cells(&mut totals, &[b]);
+        add_cells(&mut parts, &[a, PairCell::default(), a]);
+        add_cells(&mut parts, &[b]);
+        let cells_a = Counter {
+            packets: 6,
+            bytes: 600,
+        };
+        assert_eq!(parts[&a.key].cells, cells_a);
+        assert_eq!(parts[&a.key].hash, hashed);
         assert_eq!(
-            totals[&a.key],
+            parts[&a.key].total(),
             Counter {
                 packets: 16,
                 bytes: 1600
             }
         );
-        assert_eq!(totals[&b.key], b.traffic);
-        assert_eq!(totals.len(), 2);
+        assert_eq!(parts[&b.key].total(), b.traffic);
+        assert_eq!(parts.len(), 2);
     }
 
     #[test]
-    fn only_removed_environments_cells_are_emptied() {
-        let live = BTreeSet::from([1001]);
+    fn only_the_cells_of_pairs_gone_are_emptied() {
+        let here = |k: &PairKey| k.vni == 1001;
         let mut cells = [cell(1001, 2, 3, 300), PairCell::default()];
-        assert!(!empty_stale(&mut cells, &live));
+        assert!(!empty_gone(&mut cells, here));
         assert_eq!(cells[0], cell(1001, 2, 3, 300));
 
         let mut cells = [cell(1001, 2, 3, 300), cell(1002, 2, 1, 64)];
-        assert!(empty_stale(&mut cells, &live));
+        assert!(empty_gone(&mut cells, here));
         assert_eq!(cells, [cell(1001, 2, 3, 300), PairCell::default()]);
         assert!(cells[1].is_empty());
     }

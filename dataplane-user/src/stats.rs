@@ -8,7 +8,7 @@ use dataplane_common::{
     counters::{action_index, DropReason, HOOKS, XDP_ACTION_NAMES},
     maps::{
         self, FDB_ENTRIES, FDB_EPOCH_LEARNED, FDB_EPOCH_PLACED, MAX_PAIRS, MAX_PAIR_TRAFFIC,
-        MAX_PEERS, MAX_ROUTES, MAX_SLOTS, MAX_VNIS, PAIR_CELL_COUNT, UNDERLAY_SLOT,
+        MAX_PEERS, MAX_ROUTES, MAX_SLOTS, MAX_VNIS, UNDERLAY_SLOT,
     },
 };
 use violin_api::stats::{
@@ -153,14 +153,16 @@ fn occupancy(maps: &Maps) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
             maps.pair_traffic.keys().count(),
             MAX_PAIR_TRAFFIC,
         ),
-        ("pair_cells", pair_cells_held(maps), PAIR_CELL_COUNT),
     ];
+    let (cells, cells_capacity) = pair_cells_held(maps);
     let mut entries = BTreeMap::new();
     let mut capacity = BTreeMap::new();
     for (map, n, max) in counts {
         entries.insert(map.to_string(), n as u64);
         capacity.insert(map.to_string(), u64::from(max));
     }
+    entries.insert("pair_cells".into(), cells as u64);
+    capacity.insert("pair_cells".into(), cells_capacity as u64);
     (entries, capacity)
 }
 

@@ -24,8 +24,7 @@ use tracing::{info, warn};
 use violin_api::UnicastMac;
 
 use crate::{
-    config::Config, datapath::Maps, netdev::NetDev, netlink::HtbClass,
-    pair_counts::forget_environments,
+    config::Config, datapath::Maps, netdev::NetDev, netlink::HtbClass, pair_counts::forget_pairs,
 };
 
 #[derive(Clone, Debug)]
@@ -834,8 +833,9 @@ impl Topology {
     }
 
     /// Removes what the datapath learned or counted about things no longer here: traffic
-    /// counters of environments gone, addresses behind ports or peers gone, and static
-    /// placements no longer wanted (one pass over the forwarding table for all of them).
+    /// counters of environments and VMs gone, addresses behind ports or peers gone, and
+    /// static placements no longer wanted (one pass over the forwarding table for all of
+    /// them).
     /// Returns how many addresses went.
     fn flush_learned(
         &self,
@@ -843,25 +843,27 @@ impl Topology {
         vnis: &BTreeSet<u32>,
         peers: &BTreeSet<[u8; 16]>,
     ) -> usize {
-        forget_environments(maps, vnis);
         let port_vni: BTreeMap<u32, u32> =
             self.ports.iter().map(|p| (p.dev.ifindex, p.vni)).collect();
-        let dead: Vec<FdbKey> = maps
-            .fdb
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter(|(k, e)| {
-                !vnis.contains(&k.vni)
-                    || (e.kind() == Some(FdbKind::Local)
-                        && port_vni.get(&e.ifindex) != Some(&k.vni))
-                    || (e.kind() == Some(FdbKind::Remote) && !peers.contains(&e.peer))
-                    || (e.is_static() && !self.placements.contains_key(k))
-            })
-            .map(|(k, _)| k)
-            .collect();
+        let mut dead: Vec<FdbKey> = Vec::new();
+        // The addresses behind local ports that stay: the senders whose pairs may keep
+        // their counting cells.
+        let mut local: BTreeSet<(u32, [u8; 6])> = BTreeSet::new();
+        for (k, e) in maps.fdb.iter().filter_map(|r| r.ok()) {
+            if !vnis.contains(&k.vni)
+                || (e.kind() == Some(FdbKind::Local) && port_vni.get(&e.ifindex) != Some(&k.vni))
+                || (e.kind() == Some(FdbKind::Remote) && !peers.contains(&e.peer))
+                || (e.is_static() && !self.placements.contains_key(&k))
+            {
+                dead.push(k);
+            } else if e.kind() == Some(FdbKind::Local) {
+                local.insert((k.vni, k.mac));
+            }
+        }
         for k in &dead {
             let _ = maps.fdb.remove(k);
         }
+        forget_pairs(maps, vnis, &local);
         dead.len()
     }
 

@@ -11,7 +11,7 @@ use violin_api::{
     UnicastMac, Vni,
 };
 
-use crate::{datapath::Maps, follow::Follower, host::Paths, pair_counts::pair_totals};
+use crate::{datapath::Maps, follow::Follower, host::Paths, pair_counts::pair_parts};
 
 /// Says once when a reporter's calls to the controller start failing, and once when
 /// they succeed again.
@@ -79,25 +79,27 @@ pub fn start(follower: Follower, paths: &Paths, interval: Duration) -> Result<()
     Ok(())
 }
 
-fn totals(maps: &Maps) -> BTreeMap<PairKey, u64> {
-    pair_totals(maps)
+/// Each pair's bytes in each place (cells, hash map).
+fn totals(maps: &Maps) -> BTreeMap<PairKey, [u64; 2]> {
+    pair_parts(maps)
         .into_iter()
-        .map(|(k, c)| (k, c.bytes))
+        .map(|(k, p)| (k, [p.cells.bytes, p.hash.bytes]))
         .collect()
 }
 
-/// What each pair sent between two readings. A counter that went down was evicted and
-/// made anew (the map is an LRU): all it holds is new.
-fn deltas(last: &BTreeMap<PairKey, u64>, now: &BTreeMap<PairKey, u64>) -> TrafficReport {
+/// What each pair sent between two readings, place by place. A count that went down was
+/// made anew (the hash map evicted the pair, or violind emptied its cell): all it holds
+/// is new. Taken place by place, the other place's count is not reported again.
+fn deltas(last: &BTreeMap<PairKey, [u64; 2]>, now: &BTreeMap<PairKey, [u64; 2]>) -> TrafficReport {
     let pairs = now
         .iter()
-        .filter_map(|(k, &bytes)| {
-            let before = last.get(k).copied().unwrap_or(0);
-            let delta = if bytes >= before {
-                bytes - before
-            } else {
-                bytes
-            };
+        .filter_map(|(k, places)| {
+            let before = last.get(k).copied().unwrap_or_default();
+            let delta: u64 = places
+                .iter()
+                .zip(before)
+                .map(|(&now, before)| if now >= before { now - before } else { now })
+                .sum();
             if delta == 0 {
                 return None;
             }
@@ -119,12 +121,20 @@ mod tests {
     #[test]
     fn deltas_are_what_each_pair_sent_since_the_last_reading() {
         let key = |s: u8, d: u8| PairKey::new(1000, [2, 0, 0, 0, 0, s], [2, 0, 0, 0, 0, d]);
-        let last = BTreeMap::from([(key(1, 2), 1000), (key(2, 1), 500), (key(3, 1), 70)]);
+        let last = BTreeMap::from([
+            (key(1, 2), [1000, 0]),
+            (key(2, 1), [500, 0]),
+            (key(3, 1), [0, 70]),
+            (key(5, 1), [4000, 300]),
+        ]);
         let now = BTreeMap::from([
-            (key(1, 2), 1500), // +500
-            (key(2, 1), 500),  // idle: not reported
-            (key(3, 1), 20),   // evicted and made anew
-            (key(4, 1), 64),   // new
+            (key(1, 2), [1500, 0]), // +500
+            (key(2, 1), [500, 0]),  // idle: not reported
+            (key(3, 1), [0, 20]),   // evicted and made anew
+            (key(4, 1), [64, 0]),   // new
+            // Its hash entry evicted and made anew: the 4000 bytes in its cells are not
+            // reported again.
+            (key(5, 1), [4100, 10]),
         ]);
         let r = deltas(&last, &now);
         let got: Vec<(u8, u8, u64)> = r
@@ -132,7 +142,7 @@ mod tests {
             .iter()
             .map(|p| (p.src.octets()[5], p.dst.octets()[5], p.bytes))
             .collect();
-        assert_eq!(got, vec![(1, 2, 500), (3, 1, 20), (4, 1, 64)]);
+        assert_eq!(got, vec![(1, 2, 500), (3, 1, 20), (4, 1, 64), (5, 1, 110)]);
         assert!(r.pairs.iter().all(|p| p.vni.get() == 1000));
     }
 }
