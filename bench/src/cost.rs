@@ -208,9 +208,7 @@ pub fn measure_against(
                 (f, c)
             })
             .collect();
-        let maps = Path::new("/sys/fs/bpf/violin")
-            .join(h1.host_id())
-            .join("maps");
+        let maps = h1.pins().join("maps");
         let ns = in_netns(&h1.ns, || {
             let mut ebpf = ebpf::load(&maps)?;
             let mut other = against.map(|o| ebpf::load_object(o, &maps)).transpose()?;

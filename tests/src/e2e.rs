@@ -26,9 +26,7 @@ pub fn require_root() {
 /// The id of the program `violind` of host `host` attached to `iface`, XDP or TC, from the
 /// link it pinned; None when it attached none.
 pub fn attached_prog(lab: &Lab, host: usize, iface: &str) -> Option<u32> {
-    let links = std::path::Path::new("/sys/fs/bpf/violin")
-        .join(lab.hosts[host].host_id())
-        .join("links");
+    let links = lab.hosts[host].pins().join("links");
     ["xdp", "tc"].iter().find_map(|hook| {
         let pin = links.join(format!("{hook}:{iface}"));
         if !pin.exists() {
@@ -72,10 +70,8 @@ pub fn port<'a>(stats: &'a serde_json::Value, iface: &str) -> &'a serde_json::Va
 
 /// The value in `slot` of the array `map` pinned by host `host`'s daemon.
 pub fn pinned_slot(lab: &Lab, host: usize, map: &str, slot: u32) -> Vec<u8> {
-    let pin = format!(
-        "/sys/fs/bpf/violin/{}/maps/{map}",
-        lab.hosts[host].host_id()
-    );
+    let pin = lab.hosts[host].pins().join("maps").join(map);
+    let pin = pin.to_string_lossy();
     let key: Vec<String> = slot.to_ne_bytes().iter().map(|b| b.to_string()).collect();
     let mut args = vec!["-j", "map", "lookup", "pinned", &pin, "key"];
     args.extend(key.iter().map(String::as_str));

@@ -372,6 +372,11 @@ impl Host {
     pub fn api_addr(&self) -> SocketAddr {
         SocketAddr::new(self.underlay_ip, API_PORT)
     }
+
+    /// Where the host's violind pins its maps (`maps/`) and links (`links/`).
+    pub fn pins(&self) -> PathBuf {
+        Path::new("/sys/fs/bpf/violin").join(self.host_id())
+    }
 }
 
 /// Adds `addr` to `dev` in `ns` with the underlay's prefix; on IPv6 without duplicate

@@ -101,9 +101,7 @@ fn a_counted_change_is_seen_at_once_and_a_hand_edit_once_the_memory_ages() {
     let (h0, h1) = (&lab.hosts[0], &lab.hosts[1]);
     let a = lab.vm(0, 0, 0).clone();
     let a2 = lab.vm(0, 0, 1).clone();
-    let dir = Path::new("/sys/fs/bpf/violin")
-        .join(h0.host_id())
-        .join("maps");
+    let dir = h0.pins().join("maps");
     let tunnel = Tunnel {
         src_mac: mac_of(&h1.ns, "ul0").unwrap(),
         dst_mac: mac_of(&h0.ns, "ul0").unwrap(),
@@ -198,9 +196,7 @@ fn a_pairs_frames_are_counted_once_in_its_cell_or_in_the_hash_map() {
     let lab = lab("pcl", |_| {});
     let (h0, h1) = (&lab.hosts[0], &lab.hosts[1]);
     let a = lab.vm(0, 0, 0).clone();
-    let dir = Path::new("/sys/fs/bpf/violin")
-        .join(h0.host_id())
-        .join("maps");
+    let dir = h0.pins().join("maps");
     let port_if = ifindex_of(&h0.ns, &a.port).unwrap();
     let (n1, n2) = (3u64, 5u64);
     let (p1, p2, cpu) = in_netns(&h0.ns, || {

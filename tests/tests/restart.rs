@@ -1,6 +1,6 @@
 //! `violind` can die and come back: the pinned datapath keeps forwarding meanwhile, the new
 //! daemon takes its state over, and nothing is leaked.
-use std::{path::Path, thread, time::Duration};
+use std::{thread, time::Duration};
 
 use violin_testbed::{
     e2e::{attached_prog, counter, lab, port},
@@ -34,7 +34,7 @@ fn killed_daemon_keeps_forwarding_and_restart_resumes_state() {
     thread::sleep(Duration::from_millis(500));
     lab.kill_daemon(0).unwrap();
     // While no daemon runs on h1, its pinned programs and maps keep forwarding.
-    let pins = Path::new("/sys/fs/bpf/violin").join(h1.host_id());
+    let pins = h1.pins();
     assert!(pins.join("links/tc:ul0").exists() && pins.join("maps/FDB").exists());
     assert_eq!(attached_prog(&lab, 0, "ul0"), Some(prog_before));
     let during = ping(&b.ns, &a.ip.to_string(), 10, &["-i", "0.05"]).unwrap();
