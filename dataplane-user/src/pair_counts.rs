@@ -136,12 +136,12 @@ fn read_cells(cells: &PerCpuArray<MapData, PairCell>) -> Result<(usize, Vec<Pair
 
 /// Cells pairs hold, over all CPUs: when a CPU's run out, its new pairs are counted in
 /// `PAIR_TRAFFIC`, a hash lookup per frame. With the capacity, `PAIR_CELL_COUNT` per CPU.
-pub fn pair_cells_held(maps: &Maps) -> (usize, usize) {
+pub fn pair_cells_held(maps: &Maps) -> (usize, u32) {
     let Some(Ok((cpus, all))) = maps.pair_cells.as_ref().map(read_cells) else {
         return (0, 0);
     };
     let held = all.iter().filter(|c| !c.is_empty()).count();
-    (held, PAIR_CELL_COUNT as usize * cpus)
+    (held, PAIR_CELL_COUNT * cpus as u32)
 }
 
 /// Adds the pairs' counts in one position's cells (one per CPU) to `parts`.

@@ -157,12 +157,13 @@ fn occupancy(maps: &Maps) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
     let (cells, cells_capacity) = pair_cells_held(maps);
     let mut entries = BTreeMap::new();
     let mut capacity = BTreeMap::new();
-    for (map, n, max) in counts {
+    for (map, n, max) in counts
+        .into_iter()
+        .chain([("pair_cells", cells, cells_capacity)])
+    {
         entries.insert(map.to_string(), n as u64);
         capacity.insert(map.to_string(), u64::from(max));
     }
-    entries.insert("pair_cells".into(), cells as u64);
-    capacity.insert("pair_cells".into(), cells_capacity as u64);
     (entries, capacity)
 }
 
