@@ -464,3 +464,57 @@ pub fn teardown(paths: &Paths) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget, SymbolKind};
+
+    /// Where the programs of an eBPF object call compiler-builtins' `memset`, `memmove`
+    /// or `memcpy` themselves (not in a function of their own that they call), as
+    /// "program calls memset at +offset". The BPF backend calls these, byte-by-byte loops,
+    /// for copies and zeroings it does not expand, with no source line to show it.
+    fn byte_loop_calls(elf: &[u8]) -> (usize, Vec<String>) {
+        let file = object::File::parse(elf).expect("an ELF object");
+        let programs: Vec<_> = file
+            .symbols()
+            .filter(|s| s.kind() == SymbolKind::Text)
+            .filter(|s| s.name().is_ok_and(|n| n.starts_with("violin_")))
+            .collect();
+        let mut calls = Vec::new();
+        for section in file.sections() {
+            for (offset, reloc) in section.relocations() {
+                let RelocationTarget::Symbol(i) = reloc.target() else {
+                    continue;
+                };
+                let target = file.symbol_by_index(i).and_then(|s| s.name()).unwrap_or("");
+                if !matches!(target, "memset" | "memmove" | "memcpy") {
+                    continue;
+                }
+                let caller = programs.iter().find(|p| {
+                    p.section_index() == Some(section.index())
+                        && (p.address()..p.address() + p.size()).contains(&offset)
+                });
+                if let Some(p) = caller {
+                    let name = p.name().unwrap_or("?");
+                    calls.push(format!(
+                        "{name} calls {target} at +{:#x}",
+                        offset - p.address()
+                    ));
+                }
+            }
+        }
+        (programs.len(), calls)
+    }
+
+    #[test]
+    fn no_program_calls_a_byte_loop_on_its_own_path() {
+        let (programs, calls) = byte_loop_calls(super::OBJECT);
+        // Both ports, the underlay in both modes, the tunnel device, and the bench's two.
+        assert!(programs >= 5, "found {programs} programs in the object");
+        assert!(
+            calls.is_empty(),
+            "a program calls a byte loop on its own path (see bench/README.md, cost: find \
+             the value the compiler zeroes or copies there and write it by words): {calls:?}"
+        );
+    }
+}
