@@ -62,7 +62,7 @@ pub(crate) fn count_drop(slot: u32, reason: DropReason, len: usize) {
 pub(crate) fn drop_frame(ctx: &XdpContext, slot: u32, reason: DropReason, len: usize) -> u32 {
     count_drop(slot, reason, len);
     if observed() {
-        describe(&Pkt(ctx), slot, reason as u8 + 1);
+        describe(&Pkt::new(ctx), slot, reason as u8 + 1);
     }
     debug!(ctx, "drop slot={} reason={}", slot, reason as u32);
     XDP_DROP

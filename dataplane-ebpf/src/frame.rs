@@ -17,19 +17,38 @@ fn linear<T: Plain>(start: usize, end: usize, off: usize) -> Option<T> {
     Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
 }
 
-/// Reads only the first buffer of a multi-buffer frame; `total_len` counts them all.
-pub(crate) struct Pkt<'a>(pub(crate) &'a XdpContext);
+/// Reads only the first buffer of a multi-buffer frame; `total_len` counts them all. The
+/// length is asked of the kernel once, when the frame is taken (a helper call, which
+/// the parsers would otherwise make at every check of a length).
+pub(crate) struct Pkt<'a> {
+    ctx: &'a XdpContext,
+    len: usize,
+}
+
+impl<'a> Pkt<'a> {
+    #[inline(always)]
+    pub(crate) fn new(ctx: &'a XdpContext) -> Self {
+        // SAFETY: helper on the program's own context.
+        let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) as usize };
+        Pkt { ctx, len }
+    }
+
+    /// The frame, whose length in all its buffers the caller knows to be `len`.
+    #[inline(always)]
+    pub(crate) fn with_len(ctx: &'a XdpContext, len: usize) -> Self {
+        Pkt { ctx, len }
+    }
+}
 
 impl Frame for Pkt<'_> {
     #[inline(always)]
     fn total_len(&self) -> usize {
-        // SAFETY: helper on the program's own context.
-        unsafe { bpf_xdp_get_buff_len(self.0.ctx) as usize }
+        self.len
     }
 
     #[inline(always)]
     fn load<T: Plain>(&self, off: usize) -> Option<T> {
-        linear(self.0.data(), self.0.data_end(), off)
+        linear(self.ctx.data(), self.ctx.data_end(), off)
     }
 }
 

@@ -29,7 +29,7 @@ pub fn violin_port(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn port_frame(ctx: &XdpContext) -> u32 {
-    let pkt = Pkt(ctx);
+    let pkt = Pkt::new(ctx);
     let len = pkt.total_len();
     let ifindex = ctx.ingress_ifindex() as u32;
     let Some(port) = port(ifindex) else {

@@ -163,7 +163,7 @@ pub(crate) fn encapsulate(ctx: &XdpContext, port: &PortInfo, dst: &FdbEntry, len
         return drop_frame(ctx, port.slot, DropReason::TooBig, len);
     }
     // Hashed before the head moves: the inner headers are at offset 0 only until then.
-    let sport = source_port(flow_hash(&Pkt(ctx), 0));
+    let sport = source_port(flow_hash(&Pkt::with_len(ctx, len), 0));
     // SAFETY: helper on the program's own context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(hop.outer as i32)) } != 0 {
         return drop_frame(ctx, port.slot, DropReason::NoHeadroom, len);
@@ -211,7 +211,7 @@ pub(crate) fn transit(
     if v.trailer > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(v.trailer as i32)) } != 0 {
         return drop_frame(ctx, UNDERLAY_SLOT, DropReason::BadLength, len);
     }
-    let sport = source_port(flow_hash(&Pkt(ctx), v.outer_len));
+    let sport = source_port(flow_hash(&Pkt::with_len(ctx, len - v.trailer), v.outer_len));
     let out = TunnelOut {
         cfg,
         hop: &hop,

@@ -29,7 +29,7 @@ fn underlay_frame(ctx: &XdpContext) -> u32 {
     let Some(cfg) = host_config() else {
         return XDP_PASS;
     };
-    let pkt = Pkt(ctx);
+    let pkt = Pkt::new(ctx);
     let len = pkt.total_len();
     // Identifies the sender only: a peer whose next hop is unresolved may still send.
     let v = match classify_tunnel(&pkt, &cfg.underlay_addr, sender) {
