@@ -133,6 +133,13 @@ fn lookup(key: &FdbKey) -> FdbEntry {
     }
 }
 
+/// Whether learning `entry` leaves `known` as it is: static entries (placements by the
+/// controller) are never learned over, and an equal entry needs no write.
+#[inline(always)]
+fn unchanged_by(known: &FdbEntry, entry: &FdbEntry) -> bool {
+    known.is_static() || known == entry
+}
+
 /// Records that `key` (a frame's source) lives at `entry`, writing only when that changed:
 /// a map write per packet would bounce the entry's cache line between CPUs. A static
 /// entry (a placement by the controller) is never overwritten.
@@ -142,7 +149,7 @@ pub(crate) fn learn(key: &FdbKey, entry: FdbEntry) {
     if !m.is_null() && recall(m, key, epoch) {
         // SAFETY: as in recall.
         let known = unsafe { &*addr_of!((*m).entry) };
-        if known.is_static() || *known == entry {
+        if unchanged_by(known, &entry) {
             return;
         }
     }
@@ -151,7 +158,7 @@ pub(crate) fn learn(key: &FdbKey, entry: FdbEntry) {
     // SAFETY: the entry is only read for the comparison and the memory; a concurrent
     // update moves the epoch, which forgets the memory.
     if let Some(old) = unsafe { FDB.get(key) } {
-        if old.is_static() || *old == entry {
+        if unchanged_by(old, &entry) {
             if !m.is_null() {
                 remember(m, key, old, epoch);
             }

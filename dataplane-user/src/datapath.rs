@@ -74,6 +74,14 @@ where
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
+/// [`typed`] for a map an older datapath's pins may lack: `None` when `got` found none.
+fn optional<T>(got: Result<Map>, name: &str) -> Result<Option<T>>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    got.ok().map(|m| typed(m, name)).transpose()
+}
+
 impl Maps {
     fn build(mut get: impl FnMut(&'static str) -> Result<Map>) -> Result<Maps> {
         Ok(Maps {
@@ -82,10 +90,7 @@ impl Maps {
             vnis: typed(get(names::VNIS)?, names::VNIS)?,
             peers: typed(get(names::PEERS)?, names::PEERS)?,
             fdb: typed(get(names::FDB)?, names::FDB)?,
-            fdb_epoch: get(names::FDB_EPOCH)
-                .ok()
-                .map(|m| typed(m, names::FDB_EPOCH))
-                .transpose()?,
+            fdb_epoch: optional(get(names::FDB_EPOCH), names::FDB_EPOCH)?,
             tx_ports: typed(get(names::TX_PORTS)?, names::TX_PORTS)?,
             port_stats: typed(get(names::PORT_STATS)?, names::PORT_STATS)?,
             peer_stats: typed(get(names::PEER_STATS)?, names::PEER_STATS)?,
@@ -100,10 +105,7 @@ impl Maps {
             pairs: typed(get(names::PAIRS)?, names::PAIRS)?,
             routes: typed(get(names::ROUTES)?, names::ROUTES)?,
             pair_traffic: typed(get(names::PAIR_TRAFFIC)?, names::PAIR_TRAFFIC)?,
-            pair_cells: get(names::PAIR_CELLS)
-                .ok()
-                .map(|m| typed(m, names::PAIR_CELLS))
-                .transpose()?,
+            pair_cells: optional(get(names::PAIR_CELLS), names::PAIR_CELLS)?,
             storm: typed(get(names::STORM)?, names::STORM)?,
             vm_bounds: typed(get(names::VM_BOUNDS)?, names::VM_BOUNDS)?,
             observe: typed(get(names::OBSERVE)?, names::OBSERVE)?,
