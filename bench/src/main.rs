@@ -1150,17 +1150,23 @@ skb for XDP by copying it into a page-pool page, once on the VM port and once on
 underlay; XDP on a veth also gives up TSO on its peer, so with XDP every 1450-byte segment \
 crosses the datapath on its own, and no GRO merges segments before it. With socket \
 traffic XDP mode is therefore the slower one on every figure here. (3) With frames that \
-never were skbs (the in-kernel source's), XDP mode is the faster: 3.2-5.7x Linux VXLAN \
-per stage against TC mode's 2.0-2.8x; a NIC with native XDP would give socket traffic the \
-same advantage, which is why XDP mode stays. (4) The programs' own cost, timed one fresh \
-frame per run: 80-160 ns each on this VM, about half of it hash-map lookups (port, \
-learning, destination, VM pair; the peer and the delivering port are found by slot in \
-arrays), TC's more than XDP's (skb helpers). (5) The lab's \
-underlay interfaces have GRO on, as physical NICs do, on every path alike. (6) Both \
-overlays lose to bare on bulk TCP by the tunnel's segmentation at the switch and the \
+never were skbs (the in-kernel source's), XDP mode is the faster at every stage (the \
+line-rate tables); a NIC with native XDP would give socket traffic the same advantage, \
+which is why XDP mode stays. (4) The programs' own cost, timed one fresh frame per run: \
+the port, the sending peer and the environment come from direct-mapped arrays, learning \
+and the destination from each CPU's memory of its recent lookups, a VM pair's count from \
+its per-CPU cell; most of what is left is the helpers that move the head \
+(bpf_skb_adjust_room, bpf_xdp_adjust_head) and the redirect, TC's dearer than XDP's. (5) \
+The lab's underlay interfaces have GRO on, as physical NICs do, on every path alike. (6) \
+Both overlays lose to bare on bulk TCP by the tunnel's segmentation at the switch and the \
 inner checksum each receiving VM verifies (csum_partial). (7) Round trips are taken with \
 both ends pinned to one CPU; with the ends on different CPUs, cross-CPU wake-ups dominate \
-every path alike.";
+every path alike. (8) A TCP stream's sender and every softirq of its path (the switch's \
+segmentation, the receiving host, the delivery) run on the sender's CPU, the bottleneck; \
+the receiver's CPU is mostly idle, and each wake-up of its reader costs the sender's CPU \
+an inter-processor interrupt. How often the reader sleeps changes from run to run on \
+every path alike (sock_def_readable took 3-16% of all samples in runs of the same path \
+on a 2-CPU VM), which spreads the TCP figures by up to a third.";
 
 /// Assembles a finished suite's results, writes them with their report and plots, and
 /// says where they are.
