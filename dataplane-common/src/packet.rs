@@ -3,6 +3,8 @@
 //! The XDP programs call these through the [`Frame`] trait, which they implement over the
 //! packet buffer with explicit bounds checks; the unit tests implement it over byte slices.
 
+use core::ptr::copy_nonoverlapping;
+
 use crate::counters::DropReason;
 use crate::{ENCAP_OVERHEAD, ENCAP_OVERHEAD_V6, VXLAN_PORT};
 
@@ -744,15 +746,22 @@ impl OuterHeaders6 {
     pub fn fill(&mut self, t: &Ends, vni: u32, sport: u16, inner_len: usize) {
         let udp_len = ((inner_len + UDP_HLEN + VXLAN_HLEN) as u16).to_be_bytes();
         let vni = vni.to_be_bytes();
-        self.eth.dst = *t.dst_mac;
-        self.eth.src = *t.src_mac;
+        // Copied as what they are, disjoint from `self`: an assignment from behind a
+        // reference became, where this is not inlined, a call of a byte-by-byte `memmove`
+        // in the BPF backend (the floods' copies over IPv6).
+        // SAFETY: `self` is borrowed mutably, so nothing `t` refers to lies inside it;
+        // each copy is of one whole array into a field of the same type.
+        unsafe {
+            copy_nonoverlapping(t.dst_mac, &mut self.eth.dst, 1);
+            copy_nonoverlapping(t.src_mac, &mut self.eth.src, 1);
+            copy_nonoverlapping(t.src_ip, &mut self.ip.src, 1);
+            copy_nonoverlapping(t.dst_ip, &mut self.ip.dst, 1);
+        }
         self.eth.ethertype = ETH_P_IPV6.to_be_bytes();
         self.ip.vtc_flow = (6 << 28 | flow_label(sport)).to_be_bytes();
         self.ip.payload_len = udp_len;
         self.ip.next_header = IPPROTO_UDP;
         self.ip.hop_limit = HOP_LIMIT;
-        self.ip.src = *t.src_ip;
-        self.ip.dst = *t.dst_ip;
         fill_udp_vxlan(&mut self.udp, &mut self.vxlan, sport, udp_len, vni);
     }
 
