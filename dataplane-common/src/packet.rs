@@ -746,9 +746,9 @@ impl OuterHeaders6 {
     pub fn fill(&mut self, t: &Ends, vni: u32, sport: u16, inner_len: usize) {
         let udp_len = ((inner_len + UDP_HLEN + VXLAN_HLEN) as u16).to_be_bytes();
         let vni = vni.to_be_bytes();
-        // Copied as what they are, disjoint from `self`: an assignment from behind a
-        // reference became, where this is not inlined, a call of a byte-by-byte `memmove`
-        // in the BPF backend (the floods' copies over IPv6).
+        // Copied as what they are, disjoint from `self`: inlined into the datapath's
+        // `store_outer6` (itself not inlined, for the floods' copies over IPv6), an
+        // assignment from behind a reference became a call of a byte-by-byte `memmove`.
         // SAFETY: `self` is borrowed mutably, so nothing `t` refers to lies inside it;
         // each copy is of one whole array into a field of the same type.
         unsafe {
