@@ -355,6 +355,10 @@ pub struct Host {
     pub log: PathBuf,
 }
 
+/// Where violind pins each host's datapath, a directory per host id (its default
+/// `pin_root`, under the BPF filesystem).
+pub const PIN_ROOT: &str = "/sys/fs/bpf/violin";
+
 impl Host {
     pub fn host_id(&self) -> &str {
         &self.ns
@@ -375,7 +379,7 @@ impl Host {
 
     /// Where the host's violind pins its maps (`maps/`) and links (`links/`).
     pub fn pins(&self) -> PathBuf {
-        Path::new("/sys/fs/bpf/violin").join(self.host_id())
+        Path::new(PIN_ROOT).join(self.host_id())
     }
 }
 
@@ -1531,7 +1535,7 @@ pub fn down(name: &str, quiet: bool) -> Result<()> {
         let _ = fs::remove_dir_all(Path::new("/run/violin").join(id));
     }
     // Pins of hosts whose daemon died: dropping them detaches the links and frees maps.
-    if let Ok(rd) = fs::read_dir("/sys/fs/bpf/violin") {
+    if let Ok(rd) = fs::read_dir(PIN_ROOT) {
         for e in rd.filter_map(|e| e.ok()) {
             if e.file_name().to_string_lossy().starts_with(&prefix) {
                 let _ = fs::remove_dir_all(e.path());

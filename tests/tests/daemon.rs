@@ -87,7 +87,7 @@ fn missing_underlay_is_named_and_leaves_nothing_behind() {
     assert!(out.contains("underlay.interface"), "{out}");
     assert!(out.contains("\"nosuchul0\" does not exist"), "{out}");
     assert!(
-        !Path::new("/sys/fs/bpf/violin/cfgtest").exists(),
+        !Path::new(testlab::PIN_ROOT).join("cfgtest").exists(),
         "pins left after a failed start"
     );
     assert!(!Path::new("/run/violin/cfgtest/violind.pid").exists());
@@ -295,7 +295,9 @@ fn lab_down_cleans_up_after_a_crash() {
         "{ns}"
     );
     for h in ["h1", "h2"] {
-        assert!(!Path::new(&format!("/sys/fs/bpf/violin/{name}-{h}")).exists());
+        assert!(!Path::new(testlab::PIN_ROOT)
+            .join(format!("{name}-{h}"))
+            .exists());
         assert!(!Path::new(&format!("/run/violin/{name}-{h}")).exists());
     }
     assert!(!testlab::state_dir(&name).exists());
