@@ -472,6 +472,9 @@ pub fn teardown(paths: &Paths) -> Result<()> {
 mod tests {
     use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget, SymbolKind};
 
+    /// compiler-builtins' byte-by-byte loops.
+    const BYTE_LOOPS: [&str; 3] = ["memset", "memmove", "memcpy"];
+
     /// Where the functions of an eBPF object, programs or not, call compiler-builtins'
     /// `memset`, `memmove` or `memcpy`, as "function calls memset at offset", beside the
     /// count of programs. The BPF backend calls these, byte-by-byte loops, for zeroings
@@ -482,10 +485,7 @@ mod tests {
         let functions: Vec<_> = file
             .symbols()
             .filter(|s| s.kind() == SymbolKind::Text)
-            .filter(|s| {
-                s.name()
-                    .is_ok_and(|n| !matches!(n, "memset" | "memmove" | "memcpy"))
-            })
+            .filter(|s| s.name().is_ok_and(|n| !BYTE_LOOPS.contains(&n)))
             .collect();
         let programs = functions
             .iter()
@@ -498,7 +498,7 @@ mod tests {
                     continue;
                 };
                 let target = file.symbol_by_index(i).and_then(|s| s.name()).unwrap_or("");
-                if !matches!(target, "memset" | "memmove" | "memcpy") {
+                if !BYTE_LOOPS.contains(&target) {
                     continue;
                 }
                 let caller = functions.iter().find(|f| {
