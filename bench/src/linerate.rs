@@ -46,6 +46,10 @@ pub const SIZES: [(&str, &str); 2] = [
     ("mtu", "MTU-size frames (at most 3000 bytes)"),
 ];
 
+/// Figures per repetition on one lab: Mpps and CPU per frame for each stage and size on
+/// both overlays and Violin's XDP mode, and for the whole path on bare.
+pub const FIGURES_PER_REP: usize = 2 * SIZES.len() * (STAGES.len() * 3 + 1);
+
 /// A source, an optional wire and a sink: one stage of one path.
 struct Stage {
     /// Where the source runs, and the interface it sends into.

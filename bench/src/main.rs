@@ -44,8 +44,9 @@ use crate::{
     about = "Violin's benchmarks (run via `cargo xtask bench`)"
 )]
 struct Cli {
-    /// micro, cost (the forwarding programs' cost per packet alone, in a minute or two;
-    /// `all` leaves it out, micro takes the same figures),
+    /// micro, linerate (micro's line-rate figures alone, in a minute or two), cost (the
+    /// forwarding programs' cost per packet alone, likewise; `all` leaves these two out,
+    /// micro takes the same figures),
     /// observe (what `violinctl observe` costs the datapath), hpl, nemo3d, apply
     /// (control plane), migrate (live migration of real
     /// guests), bounds (traffic bounds: shaped TCP and UDP against the bound), adapt
@@ -150,7 +151,8 @@ fn run(cli: Cli) -> Result<()> {
     if cli.suite == "summary" || cli.suite == "report" {
         let mut runs = Vec::new();
         for suite in [
-            "micro", "cost", "observe", "hpl", "nemo3d", "apply", "migrate", "bounds", "adapt",
+            "micro", "linerate", "cost", "observe", "hpl", "nemo3d", "apply", "migrate", "bounds",
+            "adapt",
         ] {
             if cli.suite == "summary"
                 && matches!(
@@ -193,13 +195,13 @@ fn run(cli: Cli) -> Result<()> {
             "adaptation",
             "scale",
         ],
-        s @ ("micro" | "cost" | "observe" | "hpl" | "nemo3d" | "apply" | "migrate" | "bounds"
-        | "adapt") => {
+        s @ ("micro" | "linerate" | "cost" | "observe" | "hpl" | "nemo3d" | "apply" | "migrate"
+        | "bounds" | "adapt") => {
             vec![s]
         }
         other => {
             bail!(
-                "unknown suite {other:?}: use micro, cost, observe, hpl, nemo3d, apply, migrate, bounds, adapt, adaptation, scale or all"
+                "unknown suite {other:?}: use micro, linerate, cost, observe, hpl, nemo3d, apply, migrate, bounds, adapt, adaptation, scale or all"
             )
         }
     };
@@ -208,6 +210,7 @@ fn run(cli: Cli) -> Result<()> {
             "apply" => run_apply(&cli)?,
             "migrate" => run_migrate(&cli)?,
             "micro" => run_micro(&cli)?,
+            "linerate" => run_linerate(&cli)?,
             "observe" => run_observe(&cli)?,
             "nemo3d" => run_nemo(&cli)?,
             "hpl" => run_hpl(&cli)?,
@@ -381,6 +384,77 @@ fn record(samples: &mut Vec<Sample>, progress: &mut Progress, s: Sample) {
 
 /// The programs' cost alone: what `micro` times of them, without its other figures, so
 /// that a change to a program can be judged in a minute or two.
+/// The line-rate figures of every path on `bl`, `reps` times at `mtu`.
+fn line_rate(
+    bl: &BenchLab,
+    (mtu, reps): (u32, usize),
+    frames: u32,
+    samples: &mut Vec<Sample>,
+    progress: &mut Progress,
+) -> Result<()> {
+    eprintln!("==> line rate: an in-kernel frame source on every path");
+    linerate::prepare(bl)?;
+    let mut rig = linerate::Rig::load()?;
+    for rep in 0..reps {
+        for path in rotation(rep) {
+            for (metric, value) in linerate::measure(&mut rig, bl, path, frames)? {
+                let sample = Sample {
+                    metric,
+                    mtu,
+                    path,
+                    rep,
+                    value,
+                };
+                record(samples, progress, sample);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The micro suite's line-rate figures alone, in a minute or two: for judging a change
+/// to the forwarding path's frame rate without the socket figures' twenty minutes.
+fn run_linerate(cli: &Cli) -> Result<()> {
+    let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 5 });
+    let frames = micro::Settings::new(cli.quick).live_frames;
+    let started = now_utc();
+    let t0 = Instant::now();
+    eprintln!(
+        "==> linerate: {} MTUs x {reps} repetitions x 4 paths, {frames} frames per figure",
+        cli.mtus.len()
+    );
+    let mut progress = Progress {
+        start: t0,
+        done: 0,
+        total: cli.mtus.len() * reps * linerate::FIGURES_PER_REP,
+    };
+    let mut samples = Vec::new();
+    for &mtu in &cli.mtus {
+        eprintln!("==> lab up (underlay MTU {mtu}, VM MTU {})", mtu - 50);
+        let bl = BenchLab::up(&format!("bl{}", mtu / 100), mtu, 2, 1)?;
+        warm_up(&bl)?;
+        line_rate(&bl, (mtu, reps), frames, &mut samples, &mut progress)?;
+        eprintln!("==> lab down");
+        bl.lab.down()?;
+    }
+    let mut settings = BTreeMap::new();
+    settings.insert("repetitions".into(), reps.to_string());
+    settings.insert(
+        "frames per figure".into(),
+        format!("{frames} (a quarter of it for MTU-size frames)"),
+    );
+    finish(
+        cli,
+        "linerate",
+        started,
+        t0,
+        micro::linerate_metrics(),
+        samples,
+        settings,
+        BTreeMap::new(),
+    )
+}
+
 fn run_cost(cli: &Cli) -> Result<()> {
     let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 5 });
     let runs = micro::Settings::new(cli.quick).test_runs;
@@ -504,9 +578,8 @@ fn run_micro(cli: &Cli) -> Result<()> {
         start: t0,
         done: 0,
         // Per repetition: six figures per path on each underlay family, four program
-        // costs per Violin mode, and the line-rate figures (two per stage and size: three
-        // stages on the overlays, the whole path on bare).
-        total: cli.mtus.len() * reps * (NetPath::ALL.len() * 6 * 2 + 8 + 2 * 2 * (3 * 3 + 1)),
+        // costs per Violin mode, and the line-rate figures.
+        total: cli.mtus.len() * reps * (NetPath::ALL.len() * 6 * 2 + 8 + linerate::FIGURES_PER_REP),
     };
     let mut samples = Vec::new();
     let mut profiles = BTreeMap::new();
@@ -558,25 +631,13 @@ fn run_micro(cli: &Cli) -> Result<()> {
         }
         // Line rate, last: it gives every VM port a NAPI context, which the figures above
         // are taken without.
-        eprintln!("==> line rate: an in-kernel frame source on every path");
-        linerate::prepare(&bl)?;
-        let mut rig = linerate::Rig::load()?;
-        for rep in 0..reps {
-            for path in rotation(rep) {
-                for (metric, value) in linerate::measure(&mut rig, &bl, path, settings.live_frames)?
-                {
-                    let sample = Sample {
-                        metric,
-                        mtu,
-                        path,
-                        rep,
-                        value,
-                    };
-                    record(&mut samples, &mut progress, sample);
-                }
-            }
-        }
-        drop(rig);
+        line_rate(
+            &bl,
+            (mtu, reps),
+            settings.live_frames,
+            &mut samples,
+            &mut progress,
+        )?;
         eprintln!("==> lab down");
         bl.lab.down()?;
         // The socket figures again over an IPv6-only underlay (the VMs still speak
@@ -1066,8 +1127,8 @@ ports). Four ranks share two cores, alike on every path.";
 /// The project's targets (issues 3 and 10), checked in every report.
 fn targets(suite: &str, r: &Results) -> Vec<report::Target> {
     use report::Target as T;
-    match suite {
-        "micro" => vec![
+    let mut targets = match suite {
+        "micro" | "linerate" => vec![
             T::new("tcp1", NetPath::Bare, 0.90),
             T::new("tcp1", NetPath::LinuxVxlan, 1.0),
             T::new("tcp4", NetPath::Bare, 0.90),
@@ -1100,7 +1161,10 @@ fn targets(suite: &str, r: &Results) -> Vec<report::Target> {
             })
             .collect(),
         _ => Vec::new(),
-    }
+    };
+    // The line-rate suite takes micro's targets of the figures it has.
+    targets.retain(|t| r.metrics.iter().any(|m| m.id == t.metric));
+    targets
 }
 
 fn micro_refs() -> Vec<report::Reference> {
@@ -1207,6 +1271,7 @@ fn finish(
 fn rewrite(r: &Results, dir: &Path) -> Result<()> {
     match r.suite.as_str() {
         "micro" => write_outputs(r, dir, MICRO_TITLE, &micro_refs(), MICRO_NOTES),
+        "linerate" => write_outputs(r, dir, LINERATE_TITLE, &micro_refs(), MICRO_NOTES),
         "cost" => write_outputs(r, dir, COST_TITLE, &cost_refs(), COST_NOTES),
         "nemo3d" => write_outputs(r, dir, NEMO_TITLE, &nemo_refs(), NEMO_NOTES),
         "hpl" => write_outputs(r, dir, HPL_TITLE, &hpl_refs(r), HPL_NOTES),
@@ -1236,6 +1301,7 @@ fn rewrite(r: &Results, dir: &Path) -> Result<()> {
 }
 
 const MICRO_TITLE: &str = "Violin micro-benchmarks";
+const LINERATE_TITLE: &str = "Violin micro-benchmarks: line rate alone";
 const MIGRATE_TITLE: &str =
     "Live migration of a running guest: Violin against Linux bridge + VXLAN";
 
@@ -1280,4 +1346,36 @@ fn write_outputs(
         plot::metric_png(r, &m.id, &dir.join(format!("{}.png", m.id)))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results(suite: &str, metrics: Vec<results::Metric>) -> Results {
+        Results {
+            suite: suite.into(),
+            quick: true,
+            started: String::new(),
+            duration_s: 0.0,
+            git_revision: String::new(),
+            machine: Machine::describe(),
+            metrics,
+            samples: Vec::new(),
+            settings: BTreeMap::new(),
+            profiles: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_line_rate_suite_keeps_micros_targets_of_its_own_figures() {
+        let lr = results("linerate", micro::linerate_metrics());
+        let got: Vec<String> = targets("linerate", &lr)
+            .into_iter()
+            .map(|t| t.metric)
+            .collect();
+        assert_eq!(got, ["lr_encap_64", "lr_decap_64", "lr_path_64"]);
+        let all = results("micro", micro::metrics());
+        assert_eq!(targets("micro", &all).len(), 9);
+    }
 }

@@ -106,7 +106,7 @@ fn socket_metrics() -> Vec<Metric> {
 }
 
 /// Mpps and CPU per frame of each line-rate stage at each size.
-fn linerate_metrics() -> Vec<Metric> {
+pub fn linerate_metrics() -> Vec<Metric> {
     let mut v = Vec::new();
     for (size, size_label) in crate::linerate::SIZES {
         for (stage, stage_label) in crate::linerate::STAGES {

@@ -52,7 +52,7 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Benchmarks against the bare underlay and Linux VXLAN (needs root):
-    /// `cargo xtask bench [micro|cost|observe|hpl|nemo3d|apply|migrate|bounds|adapt|adaptation|scale|all]
+    /// `cargo xtask bench [micro|linerate|cost|observe|hpl|nemo3d|apply|migrate|bounds|adapt|adaptation|scale|all]
     /// [--quick]`; results in
     /// target/bench/.
     Bench {
