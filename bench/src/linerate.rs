@@ -47,8 +47,8 @@ pub const SIZES: [(&str, &str); 2] = [
 ];
 
 /// Figures per repetition on one lab: Mpps and CPU per frame for each stage and size on
-/// both overlays and Violin's XDP mode, and for the whole path on bare.
-pub const FIGURES_PER_REP: usize = 2 * SIZES.len() * (STAGES.len() * 3 + 1);
+/// every overlay path, and for the whole path on bare.
+pub const FIGURES_PER_REP: usize = 2 * SIZES.len() * ((NetPath::ALL.len() - 1) * STAGES.len() + 1);
 
 /// A source, an optional wire and a sink: one stage of one path.
 struct Stage {

@@ -44,9 +44,9 @@ use crate::{
     about = "Violin's benchmarks (run via `cargo xtask bench`)"
 )]
 struct Cli {
-    /// micro, linerate (micro's line-rate figures alone, in a minute or two), cost (the
-    /// forwarding programs' cost per packet alone, likewise; `all` leaves these two out,
-    /// micro takes the same figures),
+    /// micro, linerate (micro's line-rate figures alone, about half a minute per
+    /// repetition and MTU), cost (the forwarding programs' cost per packet alone, in a
+    /// minute or two; `all` leaves these two out, micro takes the same figures),
     /// observe (what `violinctl observe` costs the datapath), hpl, nemo3d, apply
     /// (control plane), migrate (live migration of real
     /// guests), bounds (traffic bounds: shaped TCP and UDP against the bound), adapt
@@ -356,7 +356,19 @@ fn record_costs(
     samples: &mut Vec<Sample>,
     progress: &mut Progress,
 ) -> Result<()> {
-    for (metric, path, value) in cost::measure_against(bl, runs, against)? {
+    let figures = cost::measure_against(bl, runs, against)?;
+    record_all(samples, progress, (mtu, rep), figures);
+    Ok(())
+}
+
+/// Keeps figures (metric, path, value) taken at (`mtu`, `rep`) as samples.
+fn record_all(
+    samples: &mut Vec<Sample>,
+    progress: &mut Progress,
+    (mtu, rep): (u32, usize),
+    figures: impl IntoIterator<Item = (String, NetPath, f64)>,
+) {
+    for (metric, path, value) in figures {
         let sample = Sample {
             metric,
             mtu,
@@ -366,7 +378,6 @@ fn record_costs(
         };
         record(samples, progress, sample);
     }
-    Ok(())
 }
 
 /// Keeps a micro sample and says so on the progress line.
@@ -382,8 +393,6 @@ fn record(samples: &mut Vec<Sample>, progress: &mut Progress, s: Sample) {
     samples.push(s);
 }
 
-/// The programs' cost alone: what `micro` times of them, without its other figures, so
-/// that a change to a program can be judged in a minute or two.
 /// The line-rate figures of every path on `bl`, `reps` times at `mtu`.
 fn line_rate(
     bl: &BenchLab,
@@ -397,31 +406,28 @@ fn line_rate(
     let mut rig = linerate::Rig::load()?;
     for rep in 0..reps {
         for path in rotation(rep) {
-            for (metric, value) in linerate::measure(&mut rig, bl, path, frames)? {
-                let sample = Sample {
-                    metric,
-                    mtu,
-                    path,
-                    rep,
-                    value,
-                };
-                record(samples, progress, sample);
-            }
+            let figures = linerate::measure(&mut rig, bl, path, frames)?;
+            let figures = figures
+                .into_iter()
+                .map(|(metric, value)| (metric, path, value));
+            record_all(samples, progress, (mtu, rep), figures);
         }
     }
     Ok(())
 }
 
-/// The micro suite's line-rate figures alone, in a minute or two: for judging a change
-/// to the forwarding path's frame rate without the socket figures' twenty minutes.
+/// The micro suite's line-rate figures alone, about half a minute per repetition and MTU:
+/// for judging a change to the forwarding path's frame rate without the socket figures'
+/// twenty minutes.
 fn run_linerate(cli: &Cli) -> Result<()> {
     let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 5 });
     let frames = micro::Settings::new(cli.quick).live_frames;
     let started = now_utc();
     let t0 = Instant::now();
     eprintln!(
-        "==> linerate: {} MTUs x {reps} repetitions x 4 paths, {frames} frames per figure",
-        cli.mtus.len()
+        "==> linerate: {} MTUs x {reps} repetitions x {} paths, {frames} frames per figure",
+        cli.mtus.len(),
+        NetPath::ALL.len()
     );
     let mut progress = Progress {
         start: t0,
@@ -455,6 +461,8 @@ fn run_linerate(cli: &Cli) -> Result<()> {
     )
 }
 
+/// The programs' cost alone: what `micro` times of them, without its other figures, so
+/// that a change to a program can be judged in a minute or two.
 fn run_cost(cli: &Cli) -> Result<()> {
     let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 5 });
     let runs = micro::Settings::new(cli.quick).test_runs;
@@ -1200,6 +1208,16 @@ part of `micro`. Encapsulation is the VM port's program on a frame to a VM on th
 host; decapsulation the underlay's on that VM's answer (UDP, which the TC underlay \
 program decapsulates itself; TCP goes to the flow-based VXLAN device).";
 
+const LINERATE_NOTES: &str = "\
+The figures of the micro suite's line-rate part, alone: `violin_bench_fwd`, run by \
+BPF_PROG_RUN in live-frames mode, sends frames into each path, and `violin_bench_sink` \
+counts what arrives; the lab's bridge is replaced by an XDP wire between the two switch \
+ports, so the bare path's whole-path figure is the lab's own ceiling. CPU per frame is the \
+machine's busy time over the frames counted, the source's own cost included, alike on \
+every path. Violin in TC mode pays for an skb per frame (built on the VM port, with its \
+GRO attempt, where XDP mode keeps the frame as it came); with frames that never were \
+skbs, XDP mode is the faster at every stage.";
+
 const MICRO_NOTES: &str = "\
 Violin is measured in both port modes: its default, TC (TC programs on the VM ports, the \
 underlay NIC and a flow-based VXLAN device), and XDP. Where the time goes (see the kernel \
@@ -1271,7 +1289,7 @@ fn finish(
 fn rewrite(r: &Results, dir: &Path) -> Result<()> {
     match r.suite.as_str() {
         "micro" => write_outputs(r, dir, MICRO_TITLE, &micro_refs(), MICRO_NOTES),
-        "linerate" => write_outputs(r, dir, LINERATE_TITLE, &micro_refs(), MICRO_NOTES),
+        "linerate" => write_outputs(r, dir, LINERATE_TITLE, &micro_refs(), LINERATE_NOTES),
         "cost" => write_outputs(r, dir, COST_TITLE, &cost_refs(), COST_NOTES),
         "nemo3d" => write_outputs(r, dir, NEMO_TITLE, &nemo_refs(), NEMO_NOTES),
         "hpl" => write_outputs(r, dir, HPL_TITLE, &hpl_refs(r), HPL_NOTES),
