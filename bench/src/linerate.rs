@@ -14,7 +14,10 @@
 //!   underlay; counted on VM b's eth0;
 //! - the whole path: VM a's frames into its eth0, across the wire, counted on VM b's eth0
 //!   (the bare path: host 1's underlay to host 2's).
-use std::{path::PathBuf, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 use anyhow::{bail, Context, Result};
 use aya::{
@@ -207,6 +210,47 @@ fn trail_delta(before: &[(String, LinkPackets)], after: &[(String, LinkPackets)]
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// How long each stage is profiled, and the frames per source run meanwhile (about a
+/// second's worth on the slowest path here).
+const PROFILE_SECS: f64 = 2.0;
+const PROFILE_FRAMES: u32 = 200_000;
+
+/// Kernel profiles, with flame graphs written to `out`, of each stage of `path` at 64
+/// bytes: (what was profiled, with a link to its flame graph; perf's busiest symbols).
+pub fn profiles(
+    rig: &mut Rig,
+    bl: &BenchLab,
+    path: NetPath,
+    out: &Path,
+) -> Result<Vec<(String, String)>> {
+    let mtu = bl.lab.spec.mtu;
+    let mut found = Vec::new();
+    for (stage, s) in stages(bl, path, MIN_FRAME)? {
+        let label = STAGES
+            .iter()
+            .find(|(id, _)| *id == stage)
+            .map_or(stage, |(_, label)| *label);
+        let svg_name = format!("flame-lr-{stage}-{}-{mtu}.svg", path.slug());
+        let title = format!(
+            "In-kernel source, {label}, 64-byte frames, {}, MTU {mtu}",
+            path.label()
+        );
+        let dir = bl.lab.dir.join("perf");
+        let top = crate::micro::profile(PROFILE_SECS, &dir, &out.join(&svg_name), &title, || {
+            // The source runs again until the profile has its time.
+            let t0 = Instant::now();
+            while t0.elapsed().as_secs_f64() < PROFILE_SECS {
+                rig.run(&s, PROFILE_FRAMES)?;
+            }
+            Ok(())
+        })?;
+        if let Some(top) = top {
+            found.push((format!("{title} ([flame graph]({svg_name}))"), top));
+        }
+    }
+    Ok(found)
 }
 
 /// The stages of `path` with frames of `size` bytes.

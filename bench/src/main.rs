@@ -393,12 +393,15 @@ fn record(samples: &mut Vec<Sample>, progress: &mut Progress, s: Sample) {
     samples.push(s);
 }
 
-/// The line-rate figures of every path on `bl`, `reps` times at `mtu`.
+/// The line-rate figures of every path on `bl`, `reps` times at `mtu`; then, once, a
+/// kernel profile of each stage of each path at 64 bytes, its flame graph written to
+/// `out` and its busiest symbols kept in `profiles`.
 fn line_rate(
     bl: &BenchLab,
     (mtu, reps): (u32, usize),
     frames: u32,
-    samples: &mut Vec<Sample>,
+    (samples, profiles): (&mut Vec<Sample>, &mut BTreeMap<String, String>),
+    out: &Path,
     progress: &mut Progress,
 ) -> Result<()> {
     eprintln!("==> line rate: an in-kernel frame source on every path");
@@ -411,6 +414,13 @@ fn line_rate(
                 .into_iter()
                 .map(|(metric, value)| (metric, path, value));
             record_all(samples, progress, (mtu, rep), figures);
+        }
+    }
+    std::fs::create_dir_all(out)?;
+    for path in NetPath::ALL {
+        for (what, top) in linerate::profiles(&mut rig, bl, path, out)? {
+            eprintln!("    profiled {what}");
+            profiles.insert(what, top);
         }
     }
     Ok(())
@@ -435,11 +445,14 @@ fn run_linerate(cli: &Cli) -> Result<()> {
         total: cli.mtus.len() * reps * linerate::FIGURES_PER_REP,
     };
     let mut samples = Vec::new();
+    let mut profiles = BTreeMap::new();
     for &mtu in &cli.mtus {
         eprintln!("==> lab up (underlay MTU {mtu}, VM MTU {})", mtu - 50);
         let bl = BenchLab::up(&format!("bl{}", mtu / 100), mtu, 2, 1)?;
         warm_up(&bl)?;
-        line_rate(&bl, (mtu, reps), frames, &mut samples, &mut progress)?;
+        let kept = (&mut samples, &mut profiles);
+        let out = cli.out.join("linerate");
+        line_rate(&bl, (mtu, reps), frames, kept, &out, &mut progress)?;
         eprintln!("==> lab down");
         bl.lab.down()?;
     }
@@ -457,7 +470,7 @@ fn run_linerate(cli: &Cli) -> Result<()> {
         micro::linerate_metrics(),
         samples,
         settings,
-        BTreeMap::new(),
+        profiles,
     )
 }
 
@@ -639,11 +652,14 @@ fn run_micro(cli: &Cli) -> Result<()> {
         }
         // Line rate, last: it gives every VM port a NAPI context, which the figures above
         // are taken without.
+        let kept = (&mut samples, &mut profiles);
+        let out = cli.out.join("micro");
         line_rate(
             &bl,
             (mtu, reps),
             settings.live_frames,
-            &mut samples,
+            kept,
+            &out,
             &mut progress,
         )?;
         eprintln!("==> lab down");

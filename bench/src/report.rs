@@ -191,9 +191,9 @@ pub fn markdown(
         let _ = writeln!(
             s,
             "\n## Where the time goes: kernel profiles\n\nperf record -a -g (CPU-clock \
-             sampling, both cores) during one TCP stream and during the 64-byte flood, per \
-             path; the busiest symbols, by share of all samples, and a link to each \
-             profile's flame graph (SVG, inferno):\n"
+             sampling, both cores) during each workload named below; the busiest symbols, by \
+             share of all samples (idle included), and a link to each profile's flame \
+             graph (SVG, inferno):\n"
         );
         for (what, text) in &r.profiles {
             let _ = writeln!(s, "### {what}\n\n```\n{}\n```\n", text.trim_end());
