@@ -35,16 +35,45 @@ impl PairParts {
     }
 }
 
+/// Every position's cells, one per possible CPU each, as read at one moment: read once
+/// for everything a reading of the maps shows of them.
+pub struct Cells {
+    cpus: usize,
+    all: Vec<PairCell>,
+}
+
+impl Cells {
+    /// The cells in `maps`; None where the object has none, or (logged) they cannot be
+    /// read.
+    pub fn read(maps: &Maps) -> Option<Cells> {
+        match read_cells(maps.pair_cells.as_ref()?) {
+            Ok((cpus, all)) => Some(Cells { cpus, all }),
+            Err(e) => {
+                warn!("reading PAIR_CELLS: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Cells pairs hold, over all CPUs: when a CPU's run out, its new pairs are counted
+    /// in `PAIR_TRAFFIC`, a hash lookup per frame. With the capacity, `PAIR_CELL_COUNT`
+    /// per CPU.
+    pub fn held(&self) -> (usize, u32) {
+        let held = self.all.iter().filter(|c| !c.is_empty()).count();
+        (held, PAIR_CELL_COUNT * self.cpus as u32)
+    }
+}
+
 /// What each VM pair sent, summed over CPUs and both places, by pair.
-pub fn pair_totals(maps: &Maps) -> Vec<(PairKey, Counter)> {
-    pair_parts(maps)
+pub fn pair_totals(maps: &Maps, cells: Option<&Cells>) -> Vec<(PairKey, Counter)> {
+    pair_parts(maps, cells)
         .into_iter()
         .map(|(k, p)| (k, p.total()))
         .collect()
 }
 
-/// What each VM pair sent, summed over CPUs, in each place.
-pub fn pair_parts(maps: &Maps) -> BTreeMap<PairKey, PairParts> {
+/// What each VM pair sent, summed over CPUs, in each place (`cells`: as read from `maps`).
+pub fn pair_parts(maps: &Maps, cells: Option<&Cells>) -> BTreeMap<PairKey, PairParts> {
     let mut parts: BTreeMap<PairKey, PairParts> = BTreeMap::new();
     for (key, per_cpu) in maps.pair_traffic.iter().filter_map(|r| r.ok()) {
         let hash = &mut parts.entry(key).or_default().hash;
@@ -52,14 +81,9 @@ pub fn pair_parts(maps: &Maps) -> BTreeMap<PairKey, PairParts> {
             hash.merge(c);
         }
     }
-    if let Some(cells) = &maps.pair_cells {
-        match read_cells(cells) {
-            Ok((cpus, all)) => {
-                for per_cpu in all.chunks(cpus) {
-                    add_cells(&mut parts, per_cpu);
-                }
-            }
-            Err(e) => warn!("reading PAIR_CELLS: {e:#}"),
+    if let Some(cells) = cells {
+        for per_cpu in cells.all.chunks(cells.cpus) {
+            add_cells(&mut parts, per_cpu);
         }
     }
     parts
@@ -132,16 +156,6 @@ fn read_cells(cells: &PerCpuArray<MapData, PairCell>) -> Result<(usize, Vec<Pair
     }
     values.truncate(filled * cpus);
     Ok((cpus, values))
-}
-
-/// Cells pairs hold, over all CPUs: when a CPU's run out, its new pairs are counted in
-/// `PAIR_TRAFFIC`, a hash lookup per frame. With the capacity, `PAIR_CELL_COUNT` per CPU.
-pub fn pair_cells_held(maps: &Maps) -> (usize, u32) {
-    let Some(Ok((cpus, all))) = maps.pair_cells.as_ref().map(read_cells) else {
-        return (0, 0);
-    };
-    let held = all.iter().filter(|c| !c.is_empty()).count();
-    (held, PAIR_CELL_COUNT * cpus as u32)
 }
 
 /// Adds the pairs' counts in one position's cells (one per CPU) to `parts`.

@@ -20,7 +20,7 @@ use crate::{
     datapath::Maps,
     host::Paths,
     netdev::{format_mac, ifname},
-    pair_counts::{pair_cells_held, pair_totals},
+    pair_counts::{pair_totals, Cells},
     topology::describe_entry,
 };
 
@@ -82,9 +82,10 @@ fn env_row(envs: &mut BTreeMap<u32, EnvironmentRow>, vni: u32) -> &mut Environme
 /// Reads everything `violind stats` shows from the pinned maps.
 pub fn read(maps: &Maps, paths: &Paths, underlay: &str) -> Result<Stats> {
     let fdb = fdb(maps);
-    let pairs = pairs(maps);
+    let cells = Cells::read(maps);
+    let pairs = pairs(maps, cells.as_ref());
     let environments = environments(maps, &pairs);
-    let (map_entries, map_capacity) = occupancy(maps);
+    let (map_entries, map_capacity) = occupancy(maps, cells.as_ref());
     let ports = ports(maps, underlay)?;
     Ok(Stats {
         bounds: bounds(maps, &ports),
@@ -139,8 +140,9 @@ fn named(stats: &Stats, vni: u32, mac: &str) -> String {
     }
 }
 
-/// Each map's entries beside its capacity (the maps' `max_entries`).
-fn occupancy(maps: &Maps) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+/// Each map's entries beside its capacity (the maps' `max_entries`; `cells`: as read
+/// from `maps`).
+fn occupancy(maps: &Maps, cells: Option<&Cells>) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
     let counts = [
         ("ports", maps.ports.keys().count(), MAX_SLOTS),
         ("peers", maps.peers.keys().count(), MAX_PEERS),
@@ -154,7 +156,7 @@ fn occupancy(maps: &Maps) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
             MAX_PAIR_TRAFFIC,
         ),
     ];
-    let (cells, cells_capacity) = pair_cells_held(maps);
+    let (cells, cells_capacity) = cells.map_or((0, 0), Cells::held);
     let mut entries = BTreeMap::new();
     let mut capacity = BTreeMap::new();
     for (map, n, max) in counts
@@ -169,7 +171,7 @@ fn occupancy(maps: &Maps) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
 
 /// What the controller's status shows of this host's datapath: drops and map fill.
 pub fn health(maps: &Maps) -> Result<violin_api::share::DatapathHealth> {
-    let (map_entries, map_capacity) = occupancy(maps);
+    let (map_entries, map_capacity) = occupancy(maps, Cells::read(maps).as_ref());
     Ok(violin_api::share::DatapathHealth {
         drops: drops(maps)?,
         map_entries,
@@ -265,8 +267,8 @@ fn fdb(maps: &Maps) -> Vec<FdbRow> {
     fdb
 }
 
-fn pairs(maps: &Maps) -> Vec<PairRow> {
-    let mut pairs: Vec<PairRow> = pair_totals(maps)
+fn pairs(maps: &Maps, cells: Option<&Cells>) -> Vec<PairRow> {
+    let mut pairs: Vec<PairRow> = pair_totals(maps, cells)
         .into_iter()
         .map(|(k, traffic)| PairRow {
             vni: k.vni,

@@ -11,7 +11,12 @@ use violin_api::{
     UnicastMac, Vni,
 };
 
-use crate::{datapath::Maps, follow::Follower, host::Paths, pair_counts::pair_parts};
+use crate::{
+    datapath::Maps,
+    follow::Follower,
+    host::Paths,
+    pair_counts::{pair_parts, Cells},
+};
 
 /// Says once when a reporter's calls to the controller start failing, and once when
 /// they succeed again.
@@ -81,7 +86,7 @@ pub fn start(follower: Follower, paths: &Paths, interval: Duration) -> Result<()
 
 /// Each pair's bytes in each place (cells, hash map).
 fn totals(maps: &Maps) -> BTreeMap<PairKey, [u64; 2]> {
-    pair_parts(maps)
+    pair_parts(maps, Cells::read(maps).as_ref())
         .into_iter()
         .map(|(k, p)| (k, [p.cells.bytes, p.hash.bytes]))
         .collect()
