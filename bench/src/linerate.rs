@@ -113,19 +113,20 @@ impl Rig {
 
     /// Runs `stage` with `frames` frames; returns (Mpps at the sink, CPU ns per frame).
     fn run(&mut self, stage: &Stage, frames: u32) -> Result<(f64, f64)> {
-        let (sink_ns, sink_if) = &stage.sink;
-        let sink_link = in_netns(sink_ns, || {
-            Ok(self.sink()?.attach(sink_if, TcAttachType::Ingress)?)
+        let (got, elapsed, busy, route) = self.attached(stage, |rig| {
+            let before = rig.counted()?;
+            let route = trail(stage);
+            let busy0 = busy_cpu_ns()?;
+            let t0 = Instant::now();
+            rig.send(stage, frames)?;
+            let elapsed = t0.elapsed().as_secs_f64();
+            let busy = busy_cpu_ns()? - busy0;
+            // Frames still in flight land within a moment.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            Ok((rig.counted()? - before, elapsed, busy, route))
         })?;
-        let mut wire = None;
-        let measured = self.wire_and_send(stage, frames, &mut wire);
-        // Whatever happened, the stage's programs come off again.
-        if let Some(id) = wire {
-            self.fwd()?.detach(id)?;
-        }
-        self.sink()?.detach(sink_link)?;
-        let (got, elapsed, busy, route) = measured?;
         if got == 0 {
+            let (sink_ns, sink_if) = &stage.sink;
             bail!(
                 "no frame reached the sink on {sink_if} in {sink_ns}; on the way: {}",
                 trail_delta(&route, &trail(stage))
@@ -134,15 +135,45 @@ impl Rig {
         Ok((got as f64 / elapsed / 1e6, busy / got as f64))
     }
 
-    /// Lays the stage's wire (its link in `wire`, for the caller to take off) and sends
-    /// `frames` frames: (frames counted, seconds, CPU ns busy, the route's counters before).
-    #[allow(clippy::type_complexity)]
-    fn wire_and_send(
+    /// Sends `stage`'s frames for `secs` seconds, in runs of `frames`, counting nothing:
+    /// for a profile of the stage at work.
+    fn flood(&mut self, stage: &Stage, secs: f64, frames: u32) -> Result<()> {
+        self.attached(stage, |rig| {
+            let t0 = Instant::now();
+            while t0.elapsed().as_secs_f64() < secs {
+                rig.send(stage, frames)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Attaches the stage's sink and lays its wire, runs `f`, and takes both off again
+    /// whatever happened; the first error wins.
+    fn attached<T>(&mut self, stage: &Stage, f: impl FnOnce(&mut Rig) -> Result<T>) -> Result<T> {
+        let (sink_ns, sink_if) = &stage.sink;
+        let sink_link = in_netns(sink_ns, || {
+            Ok(self.sink()?.attach(sink_if, TcAttachType::Ingress)?)
+        })?;
+        let mut wire = None;
+        let result = self.lay_wire(stage, &mut wire).and_then(|()| f(self));
+        let unwired = match wire {
+            Some(id) => self.fwd().and_then(|fwd| Ok(fwd.detach(id)?)),
+            None => Ok(()),
+        };
+        let unsunk = self.sink().and_then(|sink| Ok(sink.detach(sink_link)?));
+        let value = result?;
+        unwired?;
+        unsunk?;
+        Ok(value)
+    }
+
+    /// Lays the stage's wire, if it has one (its link in `wire`, for the caller to take
+    /// off), and points the source at the stage's first interface.
+    fn lay_wire(
         &mut self,
         stage: &Stage,
-        frames: u32,
         wire: &mut Option<aya::programs::xdp::XdpLinkId>,
-    ) -> Result<(u64, f64, f64, Vec<(String, LinkPackets)>)> {
+    ) -> Result<()> {
         if let Some((from, to)) = &stage.wire {
             let sw = stage.switch.clone();
             let from_if = ifindex_of(&sw, from)?;
@@ -154,27 +185,23 @@ impl Rig {
         }
         let (src_ns, src_if) = &stage.source;
         // The source's frames "arrive" on the namespace's loopback and go on to src_if.
-        self.wire(src_ns, 1, src_if)?;
-        let before = self.counted()?;
-        let route = trail(stage);
-        let busy0 = busy_cpu_ns()?;
-        let t0 = Instant::now();
+        self.wire(src_ns, 1, src_if)
+    }
+
+    /// `frames` of the stage's frames from the in-kernel source.
+    fn send(&mut self, stage: &Stage, frames: u32) -> Result<()> {
         let fwd = self.fwd()?;
         let ctx = xdp_md(1, stage.frame.len());
-        in_netns(src_ns, || {
+        in_netns(&stage.source.0, || {
             let mut opts = TestRunOptions::new();
             opts.data_in = Some(&stage.frame);
             opts.ctx_in = Some(&ctx);
             opts.repeat = frames;
             opts.attrs = TestRunAttrs::new().xdp_live_frames(64);
-            Ok(fwd.test_run(opts)?)
+            fwd.test_run(opts)?;
+            Ok(())
         })
-        .context("BPF_PROG_RUN (live frames)")?;
-        let elapsed = t0.elapsed().as_secs_f64();
-        let busy = busy_cpu_ns()? - busy0;
-        // Frames still in flight land within a moment.
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        Ok((self.counted()? - before, elapsed, busy, route))
+        .context("BPF_PROG_RUN (live frames)")
     }
 }
 
@@ -213,7 +240,7 @@ fn trail_delta(before: &[(String, LinkPackets)], after: &[(String, LinkPackets)]
 }
 
 /// How long each stage is profiled, and the frames per source run meanwhile (about a
-/// second's worth on the slowest path here).
+/// second's worth on the slowest path here, a tenth of one on the fastest).
 const PROFILE_SECS: f64 = 2.0;
 const PROFILE_FRAMES: u32 = 200_000;
 
@@ -239,13 +266,9 @@ pub fn profiles(
         );
         let dir = bl.lab.dir.join("perf");
         let top = crate::micro::profile(PROFILE_SECS, &dir, &out.join(&svg_name), &title, || {
-            // The source runs again until the profile has its time.
-            let t0 = Instant::now();
-            while t0.elapsed().as_secs_f64() < PROFILE_SECS {
-                rig.run(&s, PROFILE_FRAMES)?;
-            }
-            Ok(())
-        })?;
+            rig.flood(&s, PROFILE_SECS, PROFILE_FRAMES)
+        })
+        .with_context(|| format!("profiling {title}"))?;
         if let Some(top) = top {
             found.push((format!("{title} ([flame graph]({svg_name}))"), top));
         }

@@ -263,10 +263,14 @@ pub fn profile(
         .spawn()
         .context("starting perf record")?;
     let result = workload();
-    rec.wait()?;
+    let recorded = rec.wait()?;
     if let Err(e) = result {
         let _ = std::fs::remove_file(&data);
         return Err(e);
+    }
+    if !recorded.success() {
+        let _ = std::fs::remove_file(&data);
+        bail!("perf record failed ({recorded})");
     }
     let out = violin_testbed::sys::run(
         "perf",
