@@ -21,7 +21,7 @@ use crate::{
     policy::{port_policy, shape},
     tunnel::{
         count_sent, family, resolve_entry, resolve_peer, send_copy, skb_source_port, store_outer4,
-        store_outer6, tc_encap, tc_write_outer, Encap, Room,
+        store_outer6, tc_encap, tc_write_outer, Encap,
     },
 };
 
@@ -83,11 +83,10 @@ fn port_skb(ctx: &TcContext) -> Verdict {
     let Some(hop) = resolve_entry(&dst) else {
         return tc_drop(ctx, port.slot, DropReason::NoRoute, len);
     };
-    let room = match tc_encap(ctx, &cfg, len) {
-        Ok(room) => room,
-        Err(reason) => return tc_drop(ctx, port.slot, reason, len),
-    };
-    if tc_write_outer(ctx, (&cfg, port.vni), &hop, (room, &eth), len).is_err() {
+    if let Err(reason) = tc_encap(ctx, &cfg, &eth, len) {
+        return tc_drop(ctx, port.slot, reason, len);
+    }
+    if tc_write_outer(ctx, &cfg, port.vni, &hop, &eth, len).is_err() {
         return tc_drop(ctx, port.slot, DropReason::NoHeadroom, len);
     }
     count_sent(&hop, len);
@@ -119,14 +118,13 @@ fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &EthHdr, len: 
         return Verdict::Flooded;
     };
     // Encapsulated once for all peers: each copy only rewrites the outer headers.
-    let room = match tc_encap(ctx, &cfg, len) {
-        Ok(room) => room,
-        Err(reason) => return tc_drop(ctx, port.slot, reason, len),
-    };
-    // A moved inner Ethernet header goes back after the outer headers once; each copy
-    // rewrites only those.
+    if let Err(reason) = tc_encap(ctx, &cfg, eth, len) {
+        return tc_drop(ctx, port.slot, reason, len);
+    }
+    // The inner Ethernet header goes after the outer headers once; each copy rewrites
+    // only those.
     let outer = family(&cfg).overhead() as usize;
-    if room == Room::AfterMac && ctx.store(outer, eth, 0).is_err() {
+    if ctx.store(outer, eth, 0).is_err() {
         return tc_drop(ctx, port.slot, DropReason::NoHeadroom, len);
     }
     let e = Encap {

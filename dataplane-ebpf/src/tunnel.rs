@@ -268,29 +268,17 @@ fn send_tunnelled(
     }
 }
 
-/// Where [`tc_encap`] opened the room for the outer headers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Room {
-    /// In front of the frame, which stays whole behind it.
-    Front,
-    /// After the frame's Ethernet header, which the writer of the outer headers puts
-    /// back behind them.
-    AfterMac,
-}
-
 /// Checks the frame (each segment, for a GSO super-frame) fits the underlay once
 /// encapsulated, then opens room for the outer headers (50 or 70 bytes, by the host's
-/// family).
-///
-/// A GSO super-frame gets it after its Ethernet header, marked as UDP tunnelled, so that
-/// the kernel segments it as a tunnel later; only bpf_skb_adjust_room does that. A single
-/// frame gets it in front (bpf_skb_change_head): nothing is moved and none of the skb's
-/// offsets rewritten, 15% of the port program's cost in `bench cost`. The skb then reads
-/// as its inner packet behind a longer link header: its network, transport and checksum
-/// offsets stay those of the inner packet, which is all a device needs of a frame with
-/// nothing to segment and at most the inner checksum to fill.
+/// family) after the Ethernet header and marks the skb as UDP tunnelled so the kernel
+/// segments it correctly later.
 #[inline(always)]
-pub(crate) fn tc_encap(ctx: &TcContext, cfg: &HostConfig, len: usize) -> Result<Room, DropReason> {
+pub(crate) fn tc_encap(
+    ctx: &TcContext,
+    cfg: &HostConfig,
+    eth: &EthHdr,
+    len: usize,
+) -> Result<(), DropReason> {
     // SAFETY: reading the context's own field.
     let gso_size = unsafe { (*ctx.skb.skb).gso_size } as usize;
     let wire_len = if gso_size > 0 {
@@ -303,13 +291,14 @@ pub(crate) fn tc_encap(ctx: &TcContext, cfg: &HostConfig, len: usize) -> Result<
         return Err(DropReason::TooBig);
     }
     let overhead = family.overhead();
-    // ARP and the like are never GSO (bpf_skb_adjust_room would refuse them: it tunnels
-    // IP only).
-    if gso_size == 0 {
+    let ethertype = u16::from_be_bytes(eth.ethertype);
+    if ethertype != 0x0800 && ethertype != 0x86dd {
+        // bpf_skb_adjust_room handles IP only; ARP and the like are never GSO, so plain
+        // headroom in front of the frame does. The inner Ethernet header stays in place.
         // SAFETY: helper on the program's own skb.
         let ret = unsafe { bpf_skb_change_head(ctx.skb.skb, overhead, 0) };
         return if ret == 0 {
-            Ok(Room::Front)
+            Ok(())
         } else {
             Err(DropReason::NoHeadroom)
         };
@@ -326,19 +315,19 @@ pub(crate) fn tc_encap(ctx: &TcContext, cfg: &HostConfig, len: usize) -> Result<
         | BPF_F_ADJ_ROOM_FIXED_GSO as u64
         | ((ETH_HLEN as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT);
     ctx.adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, flags)
-        .map(|_| Room::AfterMac)
         .map_err(|_| DropReason::NoHeadroom)
 }
 
-/// Writes the outer headers (and the inner Ethernet header, if it was moved) of an skb
-/// whose room was opened by [`tc_encap`]. For a GSO super-frame the IP and UDP lengths
-/// are fixed up per segment by the kernel's tunnel segmentation.
+/// Writes the outer headers (and the moved inner Ethernet header) of an skb whose room
+/// was opened by [`tc_encap`]. For a GSO super-frame the IP and UDP lengths are fixed up
+/// per segment by the kernel's tunnel segmentation.
 #[inline(always)]
 pub(crate) fn tc_write_outer(
     ctx: &TcContext,
-    (cfg, vni): (&HostConfig, u32),
+    cfg: &HostConfig,
+    vni: u32,
     hop: &NextHop,
-    (room, eth): (Room, &EthHdr),
+    eth: &EthHdr,
     len: usize,
 ) -> Result<(), ()> {
     // The inner Ethernet header first: the source port is hashed from the inner frame.
@@ -346,27 +335,25 @@ pub(crate) fn tc_write_outer(
     // the verifier): the helper that stores bytes, and a call of a function of the
     // program's own, each cost more than the writes here.
     let stored = if cfg.v6 != 0 {
-        let e = inner_eth(ctx, (cfg, vni, len), (room, eth), INNER_OFFSET_V6)?;
+        let e = inner_eth(ctx, (cfg, vni, len), eth, INNER_OFFSET_V6)?;
         fill_outer6(ctx, &e, hop)
     } else {
-        let e = inner_eth(ctx, (cfg, vni, len), (room, eth), INNER_OFFSET)?;
+        let e = inner_eth(ctx, (cfg, vni, len), eth, INNER_OFFSET)?;
         fill_outer4(ctx, &e, hop)
     };
     stored.then_some(()).ok_or(())
 }
 
-/// Puts the inner Ethernet header back at `at`, where the outer headers end, if the room
-/// was opened after it, and says what the outer headers are made of.
+/// Writes the inner Ethernet header at `at`, where the outer headers end, and says what
+/// those are made of.
 #[inline(always)]
 fn inner_eth<'a>(
     ctx: &TcContext,
     (cfg, vni, len): (&'a HostConfig, u32, usize),
-    (room, eth): (Room, &EthHdr),
+    eth: &EthHdr,
     at: usize,
 ) -> Result<Encap<'a>, ()> {
-    if room == Room::AfterMac {
-        put_inner_eth(ctx, at, eth)?;
-    }
+    put_inner_eth(ctx, at, eth)?;
     Ok(Encap {
         cfg,
         vni,
