@@ -16,19 +16,21 @@ use crate::{
 };
 
 /// Sends the frame at offset 0 to the local port `to` names; the TC action to return.
-/// An IP frame for a veth goes into its peer, the VM's end, with bpf_redirect_peer: it
-/// reaches the VM's stack in this same softirq, with no backlog queue in between (which
-/// a second CPU could drain out of order). That needs skb->protocol to be right, as the
-/// decapsulation left it for IP; other frames, and taps, leave by the port's egress.
+/// A frame for a veth that may skip the port's egress (`into_peer`) goes into its peer,
+/// the VM's end, with bpf_redirect_peer: it reaches the VM's stack in this same softirq,
+/// with no transmit and no backlog queue in between (which a second CPU could drain out
+/// of order). That needs skb->protocol to be right (as a VM port's receive set it, and
+/// the decapsulation leaves it for IP) and no queue to wait in (a bounded pair's HTB
+/// class sits on the port's egress); other frames, and taps, leave by the port's egress.
 #[inline(always)]
-pub(crate) fn deliver(to: &FdbEntry, ip: bool, len: usize) -> Result<i32, DropReason> {
+pub(crate) fn deliver(to: &FdbEntry, into_peer: bool, len: usize) -> Result<i32, DropReason> {
     let (slot, flags) = port_of(to).ok_or(DropReason::UnknownPort)?;
     if let Some(s) = port_stats(slot) {
         s.tx.add(len as u64);
     }
     // SAFETY: helper calls; both only record the target for the kernel's redirect.
     let action = unsafe {
-        if ip && flags & PORT_PEER_REDIRECT != 0 {
+        if into_peer && flags & PORT_PEER_REDIRECT != 0 {
             bpf_redirect_peer(to.ifindex, 0)
         } else {
             bpf_redirect(to.ifindex, 0)

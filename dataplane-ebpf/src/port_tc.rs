@@ -13,7 +13,7 @@ use dataplane_common::{
 
 use crate::{
     counters::{count_pair, count_tc, port_stats, tc_drop, Verdict},
-    delivery::flood_ports,
+    delivery::{deliver, flood_ports},
     forward::{port_next, Next},
     frame::{Skb, SkbHead},
     maps::{flood_list, host_config, port},
@@ -70,12 +70,12 @@ fn port_skb(ctx: &TcContext) -> Verdict {
         describe(&SkbHead(ctx), port.slot, FORWARDED);
     }
     if local {
-        if let Some(s) = port_stats(dst.slot) {
-            s.tx.add(len as u64);
-        }
-        // SAFETY: helper call; egress of the other port hands the skb to its VM intact,
-        // through the port's HTB class for a bounded pair.
-        return Verdict::Act(unsafe { bpf_redirect(dst.ifindex, 0) } as i32);
+        // A bounded pair's frame leaves by the other port's egress, through its pair's
+        // HTB class; any other goes straight into the other VM.
+        return match deliver(&dst, pair.is_none(), len) {
+            Ok(action) => Verdict::Act(action),
+            Err(reason) => tc_drop(ctx, port.slot, reason, len),
+        };
     }
     let Some(cfg) = host_config() else {
         return tc_drop(ctx, port.slot, DropReason::NoRoute, len);
