@@ -1,5 +1,6 @@
-//! TC: handing frames that came through a tunnel, decapsulated, to local ports: to one
-//! port, or to every port of an environment.
+//! TC: handing frames to local ports: a frame that came through a tunnel, decapsulated,
+//! to one port or to every port of an environment, and a VM's frame to another VM of the
+//! host.
 
 use aya_ebpf::{
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
@@ -15,6 +16,9 @@ use crate::{
     maps::{port, PORT_SLOTS},
 };
 
+/// `skb->pkt_type` of a frame for this host (linux/if_packet.h).
+const PACKET_HOST: u32 = 0;
+
 /// Sends the frame at offset 0 to the local port `to` names; the TC action to return.
 /// A frame for a veth that may skip the port's egress (`into_peer`) goes into its peer,
 /// the VM's end, with bpf_redirect_peer: it reaches the VM's stack in this same softirq,
@@ -23,20 +27,30 @@ use crate::{
 /// the decapsulation leaves it for IP) and no queue to wait in (a bounded pair's HTB
 /// class sits on the port's egress); other frames, and taps, leave by the port's egress.
 #[inline(always)]
-pub(crate) fn deliver(to: &FdbEntry, into_peer: bool, len: usize) -> Result<i32, DropReason> {
+pub(crate) fn deliver(
+    ctx: &TcContext,
+    to: &FdbEntry,
+    into_peer: bool,
+    len: usize,
+) -> Result<i32, DropReason> {
     let (slot, flags) = port_of(to).ok_or(DropReason::UnknownPort)?;
     if let Some(s) = port_stats(slot) {
         s.tx.add(len as u64);
     }
-    // SAFETY: helper calls; both only record the target for the kernel's redirect.
-    let action = unsafe {
-        if into_peer && flags & PORT_PEER_REDIRECT != 0 {
-            bpf_redirect_peer(to.ifindex, 0)
-        } else {
-            bpf_redirect(to.ifindex, 0)
-        }
-    };
-    Ok(action as i32)
+    if !(into_peer && flags & PORT_PEER_REDIRECT != 0) {
+        // SAFETY: helper call; it only records the target for the kernel's redirect.
+        return Ok(unsafe { bpf_redirect(to.ifindex, 0) } as i32);
+    }
+    // A VM port's receive took a frame for another VM as not its own (PACKET_OTHERHOST),
+    // and the VM's stack drops such frames; kernels before 6.15 keep that through
+    // bpf_redirect_peer (later ones reset it). A decapsulated frame was the host's.
+    // SAFETY: reading the context's own field.
+    if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {
+        ctx.change_type(PACKET_HOST)
+            .map_err(|_| DropReason::RedirectFailed)?;
+    }
+    // SAFETY: helper call; it only records the target for the kernel's redirect.
+    Ok(unsafe { bpf_redirect_peer(to.ifindex, 0) } as i32)
 }
 
 /// The slot and flags of the local port `to` names: from its slot when that still holds

@@ -6,7 +6,7 @@
 use aya_ebpf::{helpers::generated::bpf_redirect, macros::classifier, programs::TcContext};
 use dataplane_common::{
     counters::{DropReason, Hook},
-    maps::{FdbKind, PortInfo, FLOOD_PEERS, UNDERLAY_SLOT},
+    maps::{FdbKind, PortInfo, FLOOD_PEERS, PORT_VM_BOUNDED, UNDERLAY_SLOT},
     observe::FORWARDED,
     packet::{classify_port, EthHdr, Frame},
 };
@@ -71,8 +71,11 @@ fn port_skb(ctx: &TcContext) -> Verdict {
     }
     if local {
         // A bounded pair's frame leaves by the other port's egress, through its pair's
-        // HTB class; any other goes straight into the other VM.
-        return match deliver(&dst, pair.is_none(), len) {
+        // HTB class. So does a bounded VM's: in XDP port mode its bulk frames come here
+        // while its small ones go by XDP into the other VM's queue, and they must not
+        // overtake those. Any other goes straight into the other VM.
+        let into_peer = pair.is_none() && port.flags & PORT_VM_BOUNDED == 0;
+        return match deliver(ctx, &dst, into_peer, len) {
             Ok(action) => Verdict::Act(action),
             Err(reason) => tc_drop(ctx, port.slot, reason, len),
         };

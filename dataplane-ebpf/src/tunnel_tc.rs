@@ -74,7 +74,7 @@ fn forward(ctx: &TcContext, len: usize) -> Result<Verdict, DropReason> {
         FromTunnel::Deliver(to) => {
             let ethertype = u16::from_be_bytes(eth.ethertype);
             let ip = ethertype == ETH_P_IPV4 || ethertype == ETH_P_IPV6;
-            deliver(&to, ip, len).map(Verdict::Act)
+            deliver(ctx, &to, ip, len).map(Verdict::Act)
         }
         FromTunnel::Transit(to) => relay(ctx, &mut key, flags, sender.slot, &to, len),
         FromTunnel::Flood => {

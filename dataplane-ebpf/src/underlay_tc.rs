@@ -78,7 +78,7 @@ fn forward(
     match tunnel_next(vni_flags, v.vni, v.inner.src, v.inner.dst) {
         FromTunnel::Deliver(to) => {
             let ip = tc_decap(ctx, v, len)?;
-            deliver(&to, ip, inner_len).map(Verdict::Act)
+            deliver(ctx, &to, ip, inner_len).map(Verdict::Act)
         }
         FromTunnel::Transit(to) => {
             let hop = tc_transit(ctx, cfg, v, &to, len)?;
