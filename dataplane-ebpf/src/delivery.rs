@@ -24,8 +24,9 @@ const PACKET_HOST: u32 = 0;
 /// the VM's end, with bpf_redirect_peer: it reaches the VM's stack in this same softirq,
 /// with no transmit and no backlog queue in between (which a second CPU could drain out
 /// of order). That needs skb->protocol to be right (as a VM port's receive set it, and
-/// the decapsulation leaves it for IP) and no queue to wait in (a bounded pair's HTB
-/// class sits on the port's egress); other frames, and taps, leave by the port's egress.
+/// the decapsulation leaves it for IP), no queue to wait in (a bounded pair's HTB class
+/// sits on the port's egress) and the frame marked as the host's (below); other frames,
+/// and taps, leave by the port's egress.
 #[inline(always)]
 pub(crate) fn deliver(
     ctx: &TcContext,
@@ -41,9 +42,11 @@ pub(crate) fn deliver(
         // SAFETY: helper call; it only records the target for the kernel's redirect.
         return Ok(unsafe { bpf_redirect(to.ifindex, 0) } as i32);
     }
-    // A VM port's receive took a frame for another VM as not its own (PACKET_OTHERHOST),
-    // and the VM's stack drops such frames; kernels before 6.15 keep that through
-    // bpf_redirect_peer (later ones reset it). A decapsulated frame was the host's.
+    // The device a frame came in by took it as not its own (PACKET_OTHERHOST) when its
+    // destination was not that device's address: a VM port's receive for another VM's
+    // frame, the VXLAN device's for what it decapsulated. The VM's stack drops such
+    // frames, and kernels before 6.15 keep the type through bpf_redirect_peer (later
+    // ones reset it). The underlay's frames were the host's, and skip the call.
     // SAFETY: reading the context's own field.
     if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {
         ctx.change_type(PACKET_HOST)

@@ -73,7 +73,9 @@ fn port_skb(ctx: &TcContext) -> Verdict {
         // A bounded pair's frame leaves by the other port's egress, through its pair's
         // HTB class. So does a bounded VM's: in XDP port mode its bulk frames come here
         // while its small ones go by XDP into the other VM's queue, and they must not
-        // overtake those. Any other goes straight into the other VM.
+        // overtake those (the program does not know the port mode, so in TC mode a
+        // bounded VM's frames to its neighbours take the port's egress too). Any other
+        // goes straight into the other VM.
         let into_peer = pair.is_none() && port.flags & PORT_VM_BOUNDED == 0;
         return match deliver(ctx, &dst, into_peer, len) {
             Ok(action) => Verdict::Act(action),

@@ -71,9 +71,9 @@ fn cross_hosts(tag: &str, adjust: impl FnOnce(&mut violin_testbed::lab::LabSpec)
         );
     }
 
-    // Between the two VMs of one host. In TC mode an unbounded pair's frames go straight
-    // into the other VM (bpf_redirect_peer): its port transmits none of the stream, and
-    // violind counts it as the port's all the same.
+    // Between the two VMs of one host. In TC mode the frames of an unbounded pair (and
+    // VM) go straight into the other VM (bpf_redirect_peer): its port transmits none of
+    // the stream, and violind counts it as the port's all the same.
     let kernel_tx = || -> u64 {
         let path = format!("/sys/class/net/{}/statistics/tx_bytes", a2.port);
         let n = ns_run(&lab.hosts[0].ns, "cat", &[&path]).unwrap();
