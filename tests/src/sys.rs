@@ -188,12 +188,14 @@ pub fn ifindex_of(ns: &str, iface: &str) -> Result<u32> {
         .with_context(|| format!("no ifindex for {iface} in {ns}"))
 }
 
-/// Packets interface `iface` in namespace `ns` has received, sent, and failed to send.
+/// Packets interface `iface` in namespace `ns` has received, sent, and failed to send,
+/// and the bytes it has sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkPackets {
     pub rx: u64,
     pub tx: u64,
     pub tx_dropped: u64,
+    pub tx_bytes: u64,
 }
 
 /// The kernel's packet counters of `iface` in `ns` (`ip -s -j link`).
@@ -210,6 +212,7 @@ pub fn link_packets(ns: &str, iface: &str) -> Result<LinkPackets> {
         rx: n("/0/stats64/rx/packets")?,
         tx: n("/0/stats64/tx/packets")?,
         tx_dropped: n("/0/stats64/tx/dropped")?,
+        tx_bytes: n("/0/stats64/tx/bytes")?,
     })
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 use dataplane_common::maps::{peer_index, port_index, vni_index, VNI_INDEX_LIVE};
 use violin_testbed::{
     e2e::{counter, lab, pinned_slot, port},
-    sys::ns_run,
+    sys::{link_packets, ns_run},
     traffic::{ping, tcp_exchange, tcp_transfer, wait_ping, Capture},
 };
 
@@ -74,11 +74,7 @@ fn cross_hosts(tag: &str, adjust: impl FnOnce(&mut violin_testbed::lab::LabSpec)
     // Between the two VMs of one host. In TC mode the frames of an unbounded pair (and
     // VM) go straight into the other VM (bpf_redirect_peer): its port transmits none of
     // the stream, and violind counts it as the port's all the same.
-    let kernel_tx = || -> u64 {
-        let path = format!("/sys/class/net/{}/statistics/tx_bytes", a2.port);
-        let n = ns_run(&lab.hosts[0].ns, "cat", &[&path]).unwrap();
-        n.trim().parse().unwrap()
-    };
+    let kernel_tx = || link_packets(&lab.hosts[0].ns, &a2.port).unwrap().tx_bytes;
     let counted_tx = || counter(port(&lab.stats(0).unwrap(), &a2.port), "/stats/tx/bytes");
     let (kernel_before, counted_before) = (kernel_tx(), counted_tx());
     let t = tcp_transfer(&a.ns, &a2.ns, a2.ip, 5103, 20_000_000).unwrap();
