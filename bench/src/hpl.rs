@@ -209,6 +209,12 @@ pub fn run(bl: &BenchLab, path: NetPath, ranks: usize, p: &Problem, xhpl: &Path)
         "--mca",
         "mpi_yield_when_idle",
         "1",
+        // Every simulated host is the whole machine to Open MPI, whose default for up to
+        // two ranks binds each host's first rank to core 0: both ranks of a 2-rank run
+        // shared one core while the other idled. Unbound, the ranks spread over the cores
+        // (as the NEMO3D stand-in's processes do).
+        "--bind-to",
+        "none",
         "-x",
         "OPENBLAS_NUM_THREADS=1",
         "--wdir",
