@@ -36,14 +36,15 @@ impl Target {
         }
     }
 
-    /// One line per MTU: the ratio of each Violin path, met or missed and by how much.
+    /// One line per MTU: each Violin path's ratio of medians and what the repetitions'
+    /// paired ratios say of the bound (met, missed, or not decided by this run).
     fn evaluate(&self, r: &Results, better: Better) -> String {
         let op = match better {
             Better::Higher => ">=",
             Better::Lower => "<=",
         };
         let mut s = format!(
-            "Target check: Violin / {} {op} {:.2}.",
+            "Target check: Violin / {} {op} {:.2}:",
             self.baseline.label(),
             self.bound
         );
@@ -56,20 +57,105 @@ impl Target {
                     continue;
                 };
                 let ratio = x.median / y.median;
-                let met = match better {
-                    Better::Higher => ratio >= self.bound,
-                    Better::Lower => ratio <= self.bound,
+                let mut paired = r.paired_ratios(&self.metric, mtu, p, self.baseline);
+                paired.sort_by(f64::total_cmp);
+                let judged = judge(&paired, self.bound, better);
+                let verdict = match (judged.verdict, judged.interval) {
+                    (Verdict::Met, _) => "met".to_string(),
+                    (Verdict::Missed, Some((lo, hi, _))) => {
+                        // The interval's end nearest the bound: the least it is missed by.
+                        let near = match better {
+                            Better::Higher => hi,
+                            Better::Lower => lo,
+                        };
+                        let by = (near / self.bound - 1.0).abs() * 100.0;
+                        format!("missed by at least {by:.1}%")
+                    }
+                    _ => "not decided".to_string(),
                 };
-                let verdict = if met {
-                    "met".to_string()
-                } else {
-                    format!("missed by {:.1}%", (ratio / self.bound - 1.0).abs() * 100.0)
+                let interval = match judged.interval {
+                    Some((lo, hi, cover)) => format!(
+                        "paired per repetition {lo:.3}-{hi:.3} ({:.0}% interval of their median, {} repetitions)",
+                        cover * 100.0,
+                        paired.len()
+                    ),
+                    None => "no repetition has both paths".to_string(),
                 };
-                let _ = write!(s, " MTU {mtu} {}: {ratio:.3} ({verdict});", p.label());
+                let _ = write!(
+                    s,
+                    "\n- MTU {mtu} {}: {ratio:.3}, {interval}: **{verdict}**",
+                    p.label()
+                );
             }
         }
         s
     }
+}
+
+/// What a run's repetitions say of a target.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Verdict {
+    Met,
+    Missed,
+    /// The interval straddles the bound, or too few repetitions to tell.
+    NotDecided,
+}
+
+#[derive(Debug)]
+pub struct Judged {
+    pub verdict: Verdict,
+    /// The interval of the paired ratios' median (low, high) and how often such an interval
+    /// covers the true median.
+    pub interval: Option<(f64, f64, f64)>,
+}
+
+/// Below this coverage an interval decides nothing: three repetitions all on one side of
+/// the bound (75%) are the least that decides.
+const DECIDING_COVERAGE: f64 = 0.75;
+
+/// Judges a target from the per-repetition ratios (sorted) by the interval of their median
+/// (`median_interval`): met when the whole interval meets the bound, missed when none of it
+/// does. On a shared machine whose speed moves by tens of percent between runs, a median
+/// alone flips between met and missed from run to run.
+pub fn judge(sorted: &[f64], bound: f64, better: Better) -> Judged {
+    let interval = median_interval(sorted);
+    let verdict = match interval {
+        Some((lo, hi, cover)) if cover >= DECIDING_COVERAGE => {
+            let meets = |v: f64| match better {
+                Better::Higher => v >= bound,
+                Better::Lower => v <= bound,
+            };
+            match (meets(lo), meets(hi)) {
+                (true, true) => Verdict::Met,
+                (false, false) => Verdict::Missed,
+                _ => Verdict::NotDecided,
+            }
+        }
+        _ => Verdict::NotDecided,
+    };
+    Judged { verdict, interval }
+}
+
+/// An interval for the median of `sorted` from its order statistics (the sign test's: no
+/// assumption on the shape of the spread), `[x(k), x(n+1-k)]` with the largest k that
+/// still covers 90%, or the whole range when even that covers less; with its coverage,
+/// 1 - 2 P(Binomial(n, 1/2) < k).
+pub fn median_interval(sorted: &[f64]) -> Option<(f64, f64, f64)> {
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    // P(Binomial(n, 1/2) = i) for i = 0..n, built up term by term.
+    let mut pmf = vec![0.5f64.powi(n as i32)];
+    for i in 1..=n {
+        pmf.push(pmf[i - 1] * (n + 1 - i) as f64 / i as f64);
+    }
+    let coverage = |k: usize| 1.0 - 2.0 * pmf[..k].iter().sum::<f64>();
+    let mut k = 1;
+    while k < n.div_ceil(2) && coverage(k + 1) >= 0.90 {
+        k += 1;
+    }
+    Some((sorted[k - 1], sorted[n - k], coverage(k).max(0.0)))
 }
 
 fn fmt(v: f64) -> String {
@@ -258,4 +344,101 @@ pub fn summary(runs: &[Results]) -> String {
         let _ = writeln!(s);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_interval_of_few_repetitions_is_their_range() {
+        let (lo, hi, cover) = median_interval(&[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        assert_eq!((lo, hi), (1.0, 5.0));
+        assert!((cover - 0.9375).abs() < 1e-9, "{cover}");
+        let (lo, hi, cover) = median_interval(&[1.0, 2.0, 3.0]).unwrap();
+        assert_eq!((lo, hi), (1.0, 3.0));
+        assert!((cover - 0.75).abs() < 1e-9, "{cover}");
+        assert!(median_interval(&[]).is_none());
+    }
+
+    #[test]
+    fn the_median_interval_narrows_while_it_still_covers_ninety_percent() {
+        let nine: Vec<f64> = (1..=9).map(f64::from).collect();
+        let (lo, hi, cover) = median_interval(&nine).unwrap();
+        // P(B(9, 1/2) <= 1) = 10/512: [x(2), x(8)] covers 96%; [x(3), x(7)] only 82%.
+        assert_eq!((lo, hi), (2.0, 8.0));
+        assert!((cover - (1.0 - 20.0 / 512.0)).abs() < 1e-9, "{cover}");
+        let many: Vec<f64> = (1..=40).map(f64::from).collect();
+        let (lo, hi, cover) = median_interval(&many).unwrap();
+        assert!(cover >= 0.90 && lo > 1.0 && hi < 40.0, "{lo}-{hi} {cover}");
+    }
+
+    #[test]
+    fn paired_ratios_decide_what_drift_hides_from_the_ranges() {
+        // Violin 10% ahead of its baseline in each repetition while the machine's speed
+        // halves between repetitions: the ranges overlap, the paired ratios do not.
+        let base = [100.0, 80.0, 60.0, 50.0, 90.0];
+        let mut paired: Vec<f64> = base.iter().map(|b| (b * 1.1) / b).collect();
+        paired.sort_by(f64::total_cmp);
+        assert_eq!(judge(&paired, 1.0, Better::Higher).verdict, Verdict::Met);
+        assert_eq!(judge(&paired, 1.2, Better::Higher).verdict, Verdict::Missed);
+        assert_eq!(judge(&paired, 1.05, Better::Lower).verdict, Verdict::Missed);
+        assert_eq!(judge(&paired, 1.2, Better::Lower).verdict, Verdict::Met);
+    }
+
+    #[test]
+    fn a_target_inside_the_interval_or_too_few_repetitions_decide_nothing() {
+        let straddles = [0.95, 0.98, 1.01, 1.03, 1.04];
+        assert_eq!(
+            judge(&straddles, 1.0, Better::Higher).verdict,
+            Verdict::NotDecided
+        );
+        // Two repetitions both above the bound: 50% coverage is no evidence.
+        assert_eq!(
+            judge(&[1.2, 1.3], 1.0, Better::Higher).verdict,
+            Verdict::NotDecided
+        );
+        assert_eq!(judge(&[], 1.0, Better::Higher).verdict, Verdict::NotDecided);
+    }
+
+    #[test]
+    fn a_report_pairs_the_samples_of_each_repetition() {
+        use crate::results::{Machine, Metric, Sample};
+        let sample = |path, rep, value| Sample {
+            metric: "tcp1".into(),
+            mtu: 1500,
+            path,
+            rep,
+            value,
+        };
+        let mut samples = Vec::new();
+        for (rep, base) in [10.0, 5.0, 8.0].into_iter().enumerate() {
+            samples.push(sample(NetPath::LinuxVxlan, rep, base));
+            samples.push(sample(NetPath::Violin, rep, base * 1.05));
+        }
+        let r = Results {
+            suite: "micro".into(),
+            quick: false,
+            started: String::new(),
+            duration_s: 0.0,
+            git_revision: String::new(),
+            machine: Machine::describe(),
+            metrics: vec![Metric {
+                id: "tcp1".into(),
+                title: "TCP".into(),
+                unit: "Gbit/s".into(),
+                better: Better::Higher,
+            }],
+            samples,
+            settings: Default::default(),
+            profiles: Default::default(),
+        };
+        let line = Target::new("tcp1", NetPath::LinuxVxlan, 1.0).evaluate(&r, Better::Higher);
+        assert!(
+            line.contains("\n- MTU 1500 Violin: 1.050, paired per repetition 1.050-1.050 (75% interval of their median, 3 repetitions): **met**"),
+            "{line}"
+        );
+        // No Violin XDP samples: no line for it.
+        assert!(!line.contains("Violin XDP"), "{line}");
+    }
 }

@@ -172,6 +172,35 @@ impl Results {
         self.summary_where(|s| s.metric == metric)
     }
 
+    /// The ratio of `path` over `baseline` in each repetition that has both (each side the
+    /// median of that repetition's samples). The paths of one repetition ran minutes apart,
+    /// in rotation, so a pair shares most of the machine's drift between repetitions.
+    pub fn paired_ratios(
+        &self,
+        metric: &str,
+        mtu: u32,
+        path: NetPath,
+        baseline: NetPath,
+    ) -> Vec<f64> {
+        let reps: std::collections::BTreeSet<usize> = self
+            .samples
+            .iter()
+            .filter(|s| s.metric == metric && s.mtu == mtu)
+            .map(|s| s.rep)
+            .collect();
+        let of = |p: NetPath, rep: usize| {
+            self.summary_where(|s| {
+                s.metric == metric && s.mtu == mtu && s.path == p && s.rep == rep
+            })
+        };
+        reps.into_iter()
+            .filter_map(|rep| match (of(path, rep), of(baseline, rep)) {
+                (Some(x), Some(y)) if y.median > 0.0 => Some(x.median / y.median),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn mtus(&self) -> Vec<u32> {
         let mut m: Vec<u32> = self.samples.iter().map(|s| s.mtu).collect();
         m.sort();
