@@ -750,7 +750,8 @@ fn run_micro(cli: &Cli) -> Result<()> {
 }
 
 fn run_nemo(cli: &Cli) -> Result<()> {
-    let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 3 });
+    // Five: the fewest whose paired target check can decide (report::DECIDING_COVERAGE).
+    let reps = cli.reps.unwrap_or(if cli.quick { 2 } else { 5 });
     let regimes = nemo::regimes(cli.quick);
     let started = now_utc();
     let t0 = Instant::now();
@@ -1070,7 +1071,8 @@ fn run_hpl(cli: &Cli) -> Result<()> {
     if !xhpl.exists() {
         bail!("{} is missing: run `cargo xtask setup`", xhpl.display());
     }
-    let reps = cli.reps.unwrap_or(if cli.quick { 1 } else { 3 });
+    // Five: the fewest whose paired target check can decide (report::DECIDING_COVERAGE).
+    let reps = cli.reps.unwrap_or(if cli.quick { 1 } else { 5 });
     let problems = hpl::problems(cli.quick);
     let started = now_utc();
     let t0 = Instant::now();
