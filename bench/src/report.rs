@@ -381,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn paired_ratios_decide_what_drift_hides_from_the_ranges() {
+    fn a_constant_lead_under_drift_is_decided_though_the_ranges_overlap() {
         // Violin 10% ahead of its baseline in each repetition while the machine's speed
         // moves by half between repetitions: the ranges (50-100 against 55-110) overlap,
         // the paired ratios do not.
