@@ -987,9 +987,9 @@ impl Lab {
         let h = &self.hosts[i];
         let vm_mtu = self.spec.vm_mtu().to_string();
         // The baseline is Linux's VXLAN as a stock kernel runs it: where Docker has loaded
-        // br_netfilter, every bridged frame would also cross the IP hooks (a fifth of this
-        // host's CPU time per frame at line rate), a cost of that module, not of VXLAN,
-        // and one Violin's hosts, with no bridge, never pay.
+        // br_netfilter, every bridged frame would also cross the IP hooks (a fifth of the
+        // machine's CPU time per frame at line rate, bench/README "The paths"), a cost of
+        // that module, not of VXLAN, and one Violin's hosts, with no bridge, never pay.
         bridges_skip_netfilter(&h.ns);
         for env in 0..self.spec.envs {
             let vni = BASE_VNI + env as u32;
