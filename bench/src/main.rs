@@ -326,6 +326,32 @@ impl SocketFigures<'_> {
             let (p50, p99) = micro::rtt(a, b, self.settings.ping_count, self.next_port())?;
             self.push(path, "rtt_p50", p50);
             self.push(path, "rtt_p99", p99);
+            if self.prefix.is_empty() {
+                self.split(bl, path, tcp1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The one-stream figure split by side (`micro::split_metrics`): Violin's VM with
+    /// Linux VXLAN's, each way; Linux VXLAN's own figure of this repetition (`tcp1`,
+    /// both ends its own) is the baseline of both.
+    fn split(&mut self, bl: &BenchLab, path: NetPath, tcp1: f64) -> Result<()> {
+        match path {
+            NetPath::LinuxVxlan => {
+                self.push(path, micro::SPLIT_SEND, tcp1);
+                self.push(path, micro::SPLIT_RECV, tcp1);
+            }
+            NetPath::Violin => {
+                let secs = self.settings.secs;
+                let violin = bl.endpoints(path, 1);
+                let linux = bl.endpoints(NetPath::LinuxVxlan, 1);
+                let send = micro::tcp(&violin[0], &linux[1], 1, secs, self.next_port())?;
+                self.push(path, micro::SPLIT_SEND, send);
+                let recv = micro::tcp(&linux[0], &violin[1], 1, secs, self.next_port())?;
+                self.push(path, micro::SPLIT_RECV, recv);
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -604,9 +630,12 @@ fn run_micro(cli: &Cli) -> Result<()> {
     let mut progress = Progress {
         start: t0,
         done: 0,
-        // Per repetition: six figures per path on each underlay family, four program
-        // costs per Violin mode, and the line-rate figures.
-        total: cli.mtus.len() * reps * (NetPath::ALL.len() * 6 * 2 + 8 + linerate::FIGURES_PER_REP),
+        // Per repetition: six figures per path on each underlay family, the split TCP
+        // figure's two on two paths, four program costs per Violin mode, and the
+        // line-rate figures.
+        total: cli.mtus.len()
+            * reps
+            * (NetPath::ALL.len() * 6 * 2 + 4 + 8 + linerate::FIGURES_PER_REP),
     };
     let mut samples = Vec::new();
     let mut profiles = BTreeMap::new();
@@ -1226,6 +1255,8 @@ fn micro_refs() -> Vec<report::Reference> {
     use report::Reference as R;
     vec![
         R::new("tcp1", "Targets: Violin at least as fast as Linux VXLAN, and at least 90% of bare (aim 95%; the 50-byte header limits it to 96.7% at MTU 1500). Linux VXLAN measured 0.84x bare here before (../shared/MPI.md)."),
+        R::new(micro::SPLIT_SEND, "A Violin VM sends to a Linux VXLAN VM of the same environment; Linux VXLAN's column is its own one-stream figure of the same repetition (both ends Linux VXLAN). The ratio is what Violin's sending host alone changes."),
+        R::new(micro::SPLIT_RECV, "A Linux VXLAN VM sends to a Violin VM; the ratio to Linux VXLAN's own one-stream figure is what Violin's receiving host alone changes."),
         R::new("udp64_rate", "Target: Violin at least 1.5x the frame rate of Linux VXLAN."),
         R::new("ipv6_tcp1", "Over an IPv6 underlay the outer headers take 70 bytes: at MTU 1500 a VM's TCP (1390-byte segments) can reach at most 96.5% of the bare path's IPv6 TCP (1440-byte segments) (issue 13 part 5)."),
         R::new("rtt_p50", "Target: Violin at most 1.25x bare (aim 1.10x). Reference: Linux VXLAN measured 1.35x bare (ping p50) here before."),
@@ -1448,5 +1479,20 @@ mod tests {
             .filter(|t| t.baseline == NetPath::LinuxVxlan && t.bound == 1.0)
             .count();
         assert_eq!(against_vxlan, hpl.metrics.len());
+    }
+
+    #[test]
+    fn micros_notes_name_its_figures_and_the_split_is_taken_over_ipv4_alone() {
+        let ids: Vec<String> = micro::metrics().into_iter().map(|m| m.id).collect();
+        for r in micro_refs() {
+            assert!(
+                ids.contains(&r.metric),
+                "a note for no figure: {}",
+                r.metric
+            );
+        }
+        for split in [micro::SPLIT_SEND, micro::SPLIT_RECV] {
+            assert_eq!(ids.iter().filter(|i| i.ends_with(split)).count(), 1);
+        }
     }
 }

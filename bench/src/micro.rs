@@ -67,6 +67,7 @@ pub fn metrics() -> Vec<Metric> {
     sockets
         .into_iter()
         .chain(over_ipv6)
+        .chain(split_metrics())
         .chain(crate::cost::metrics())
         .chain(linerate_metrics())
         .collect()
@@ -104,6 +105,26 @@ fn socket_metrics() -> Vec<Metric> {
         ),
     ]
 }
+
+/// One TCP stream between a Violin VM and a Linux VXLAN VM, each way ([`SPLIT_SEND`],
+/// [`SPLIT_RECV`]), on the IPv4 lab: with one end Linux VXLAN's, a ratio to Linux VXLAN's
+/// own one-stream figure of the same repetition is what Violin's sending (or receiving)
+/// host alone changes, where `tcp1` mixes both.
+pub fn split_metrics() -> Vec<Metric> {
+    let m = |id: &str, title: &str| Metric {
+        id: id.into(),
+        title: title.into(),
+        unit: "Gbit/s".into(),
+        better: Better::Higher,
+    };
+    vec![
+        m(SPLIT_SEND, "TCP goodput, 1 stream, to a Linux VXLAN VM"),
+        m(SPLIT_RECV, "TCP goodput, 1 stream, from a Linux VXLAN VM"),
+    ]
+}
+
+pub const SPLIT_SEND: &str = "tcp1_send";
+pub const SPLIT_RECV: &str = "tcp1_recv";
 
 /// Mpps and CPU per frame of each line-rate stage at each size.
 pub fn linerate_metrics() -> Vec<Metric> {
