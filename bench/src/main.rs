@@ -8,6 +8,7 @@ mod cost;
 mod ebpf;
 mod hostsim;
 mod hpl;
+mod idle;
 mod linerate;
 mod micro;
 mod migrate;
@@ -34,7 +35,7 @@ use clap::Parser;
 use violin_testbed::traffic::wait_ping;
 
 use crate::{
-    paths::BenchLab,
+    paths::{BenchLab, Endpoint},
     results::{git_revision, Machine, NetPath, Results, Sample},
 };
 
@@ -76,6 +77,12 @@ struct Cli {
     /// workload model into this directory, and stop.
     #[arg(long)]
     write_traces: Option<PathBuf>,
+    /// While the suite runs, idle CPUs poll up to this many ns before they halt (the
+    /// guest haltpoll cpuidle driver's guest_halt_poll_ns, put back afterwards): in a VM
+    /// whose idle CPUs halt at once, every wakeup of a process on another CPU costs an
+    /// exit to the hypervisor, which a physical host does not pay (bench/README.md).
+    #[arg(long, value_name = "NS")]
+    halt_poll_ns: Option<u64>,
     /// cost: another build of the eBPF object to time in turns with this one, on the same
     /// maps and frames (e.g. main's, saved with `cp target/ebpf/dataplane-ebpf
     /// /tmp/main.o` before building a change); each figure also as a ratio to it.
@@ -182,6 +189,15 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     plot::init_font()?;
+    let saved = cli.out.join(".halt-poll-ns");
+    let halt_poll = match cli.halt_poll_ns {
+        Some(ns) => Some((idle::HaltPoll::set(ns, &saved)?, ns)),
+        None => {
+            idle::restore(&saved)?;
+            None
+        }
+    };
+    let _ = IDLE.set(halt_poll.as_ref().map(|(h, ns)| h.describe(*ns)));
     let suites: Vec<&str> = match cli.suite.as_str() {
         "all" => vec![
             "micro",
@@ -225,6 +241,9 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// What `--halt-poll-ns` did to the machine for this run, for every report's settings.
+static IDLE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 fn now_utc() -> String {
     let out = std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
@@ -234,14 +253,21 @@ fn now_utc() -> String {
 }
 
 /// Waits until each path's first endpoint reaches its second (neighbours resolved,
-/// forwarding tables learned), so no measurement pays for that.
+/// forwarding tables learned), and each Violin VM the Linux VXLAN VM it meets in the
+/// split TCP figure, so no measurement pays for that.
 fn warm_up(bl: &BenchLab) -> Result<()> {
+    let reach = |a: &Endpoint, b: &Endpoint| {
+        wait_ping(&a.ns, &b.ip.to_string(), Duration::from_secs(15))?;
+        wait_ping(&b.ns, &a.ip.to_string(), Duration::from_secs(15))
+    };
     for p in NetPath::ALL {
         let eps = bl.endpoints(p, 1);
-        wait_ping(&eps[0].ns, &eps[1].ip.to_string(), Duration::from_secs(15))?;
-        wait_ping(&eps[1].ns, &eps[0].ip.to_string(), Duration::from_secs(15))?;
+        reach(&eps[0], &eps[1])?;
     }
-    Ok(())
+    let violin = bl.endpoints(NetPath::Violin, 1);
+    let linux = bl.endpoints(NetPath::LinuxVxlan, 1);
+    reach(&violin[0], &linux[1])?;
+    reach(&linux[0], &violin[1])
 }
 
 /// Measures every case on every path, `reps` times per MTU, each MTU on a lab of its own
@@ -298,6 +324,27 @@ fn rotation(rep: usize) -> Vec<NetPath> {
     v
 }
 
+/// The split TCP figure's samples (`micro::split_metrics`) that `path` records in one
+/// repetition on the lab of metric prefix `prefix`: on the IPv4 lab alone, Violin's
+/// (TC mode) and Linux VXLAN's, its baseline.
+fn split_samples(prefix: &str, path: NetPath) -> usize {
+    match path {
+        NetPath::Violin | NetPath::LinuxVxlan if prefix.is_empty() => 2,
+        _ => 0,
+    }
+}
+
+/// The split TCP figure's samples per repetition, both labs together.
+fn split_per_rep() -> usize {
+    let on = |prefix| {
+        NetPath::ALL
+            .iter()
+            .map(|&p| split_samples(prefix, p))
+            .sum::<usize>()
+    };
+    on("") + on(micro::IPV6_PREFIX)
+}
+
 /// One repetition of the micro suite's socket figures (TCP, 64-byte UDP, round trips) on
 /// every path of a lab, in rotating order, recorded under `prefix` + the metric's id.
 struct SocketFigures<'a> {
@@ -326,7 +373,7 @@ impl SocketFigures<'_> {
             let (p50, p99) = micro::rtt(a, b, self.settings.ping_count, self.next_port())?;
             self.push(path, "rtt_p50", p50);
             self.push(path, "rtt_p99", p99);
-            if self.prefix.is_empty() {
+            if split_samples(self.prefix, path) > 0 {
                 self.split(bl, path, tcp1)?;
             }
         }
@@ -631,11 +678,10 @@ fn run_micro(cli: &Cli) -> Result<()> {
         start: t0,
         done: 0,
         // Per repetition: six figures per path on each underlay family, the split TCP
-        // figure's two on two paths, four program costs per Violin mode, and the
-        // line-rate figures.
+        // figure's, four program costs per Violin mode, and the line-rate figures.
         total: cli.mtus.len()
             * reps
-            * (NetPath::ALL.len() * 6 * 2 + 4 + 8 + linerate::FIGURES_PER_REP),
+            * (NetPath::ALL.len() * 6 * 2 + split_per_rep() + 8 + linerate::FIGURES_PER_REP),
     };
     let mut samples = Vec::new();
     let mut profiles = BTreeMap::new();
@@ -1338,9 +1384,12 @@ fn finish(
     t0: Instant,
     metrics: Vec<results::Metric>,
     samples: Vec<Sample>,
-    settings: BTreeMap<String, String>,
+    mut settings: BTreeMap<String, String>,
     profiles: BTreeMap<String, String>,
 ) -> Result<()> {
+    if let Some(Some(idle)) = IDLE.get() {
+        settings.insert("idle CPUs".into(), idle.clone());
+    }
     let results = Results {
         suite: suite.into(),
         quick: cli.quick,
@@ -1494,5 +1543,19 @@ mod tests {
         for split in [micro::SPLIT_SEND, micro::SPLIT_RECV] {
             assert_eq!(ids.iter().filter(|i| i.ends_with(split)).count(), 1);
         }
+        // Taken (and counted in the progress) on the IPv4 lab alone, on the two paths
+        // the report compares.
+        for prefix in ["", micro::IPV6_PREFIX] {
+            let paths: Vec<NetPath> = NetPath::ALL
+                .into_iter()
+                .filter(|&p| split_samples(prefix, p) == 2)
+                .collect();
+            let want: &[NetPath] = match prefix {
+                "" => &[NetPath::LinuxVxlan, NetPath::Violin],
+                _ => &[],
+            };
+            assert_eq!(paths, want, "prefix {prefix:?}");
+        }
+        assert_eq!(split_per_rep(), 4);
     }
 }

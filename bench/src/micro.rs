@@ -1,6 +1,7 @@
-//! The `micro` suite: TCP goodput (1 and 4 streams), 64-byte UDP frame rate with CPU time
-//! per packet, UDP round-trip latency; with each program's cost (`cost`) and the line-rate
-//! figures (`linerate`).
+//! The `micro` suite: TCP goodput (1 and 4 streams, and one stream split by side between
+//! Violin and Linux VXLAN), 64-byte UDP frame rate with CPU time per packet, UDP
+//! round-trip latency; with each program's cost (`cost`) and the line-rate figures
+//! (`linerate`).
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -118,8 +119,14 @@ pub fn split_metrics() -> Vec<Metric> {
         better: Better::Higher,
     };
     vec![
-        m(SPLIT_SEND, "TCP goodput, 1 stream, to a Linux VXLAN VM"),
-        m(SPLIT_RECV, "TCP goodput, 1 stream, from a Linux VXLAN VM"),
+        m(
+            SPLIT_SEND,
+            "TCP goodput, 1 stream, from a Violin (TC) VM to a Linux VXLAN VM",
+        ),
+        m(
+            SPLIT_RECV,
+            "TCP goodput, 1 stream, from a Linux VXLAN VM to a Violin (TC) VM",
+        ),
     ]
 }
 

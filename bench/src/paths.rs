@@ -51,8 +51,9 @@ impl BenchLab {
         spec.violin_xdp_hosts = hosts;
         spec.vms_per_host = vms;
         spec.mtu = mtu;
-        // Linux VXLAN as users run it: its VMs talk only to each other here, so they
-        // keep their checksum and segmentation offloads.
+        // Linux VXLAN as users run it: its VMs keep their checksum and segmentation
+        // offloads (what they send to a Violin VM, in the split TCP figure, crosses the
+        // switch, which completes it).
         spec.linux_vm_offloads = true;
         let lab = Lab::up(spec, true)?;
         Ok(BenchLab { lab })

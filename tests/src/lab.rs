@@ -85,8 +85,10 @@ pub struct LabSpec {
     pub violind: PathBuf,
     /// aya-log debug messages from the XDP programs into the daemons' logs.
     pub debug_datapath: bool,
-    /// Leave transmit offloads on in Linux VXLAN hosts' VMs. Only for VMs that never
-    /// talk to a Violin VM: Violin's ports require VMs to checksum what they send.
+    /// Leave transmit offloads on in Linux VXLAN hosts' VMs. What they send reaches
+    /// other hosts complete (the switch fills in checksums, as a wire delivers complete
+    /// frames), so Violin's VMs may talk to them; XDP port mode's demand that a VM
+    /// checksum what it sends concerns Violin's own VMs.
     pub linux_vm_offloads: bool,
     /// Run `violin-controller` on the underlay (in the switch namespace) and configure
     /// the daemons from it: environments are then created with `violinctl`.
