@@ -83,6 +83,9 @@ struct Cli {
     /// exit to the hypervisor, which a physical host does not pay (bench/README.md).
     #[arg(long, value_name = "NS")]
     halt_poll_ns: Option<u64>,
+    /// What `--halt-poll-ns` did to the machine for this run, for every report's settings.
+    #[arg(skip)]
+    idle: Option<String>,
     /// cost: another build of the eBPF object to time in turns with this one, on the same
     /// maps and frames (e.g. main's, saved with `cp target/ebpf/dataplane-ebpf
     /// /tmp/main.o` before building a change); each figure also as a ratio to it.
@@ -116,7 +119,7 @@ fn main() {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(mut cli: Cli) -> Result<()> {
     if let Some(dir) = &cli.write_traces {
         std::fs::create_dir_all(dir)?;
         for (_, _, a, b) in swf::pairs() {
@@ -197,7 +200,7 @@ fn run(cli: Cli) -> Result<()> {
             None
         }
     };
-    let _ = IDLE.set(halt_poll.as_ref().map(|(h, ns)| h.describe(*ns)));
+    cli.idle = halt_poll.as_ref().map(|(h, ns)| h.describe(*ns));
     let suites: Vec<&str> = match cli.suite.as_str() {
         "all" => vec![
             "micro",
@@ -240,9 +243,6 @@ fn run(cli: Cli) -> Result<()> {
     }
     Ok(())
 }
-
-/// What `--halt-poll-ns` did to the machine for this run, for every report's settings.
-static IDLE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 fn now_utc() -> String {
     let out = std::process::Command::new("date")
@@ -1387,7 +1387,7 @@ fn finish(
     mut settings: BTreeMap<String, String>,
     profiles: BTreeMap<String, String>,
 ) -> Result<()> {
-    if let Some(Some(idle)) = IDLE.get() {
+    if let Some(idle) = &cli.idle {
         settings.insert("idle CPUs".into(), idle.clone());
     }
     let results = Results {

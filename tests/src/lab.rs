@@ -385,10 +385,13 @@ impl Host {
     }
 }
 
+/// The tables whose br_netfilter hooks a bridge may call (`net.bridge.bridge-nf-call-*`).
+pub const BRIDGE_NF_TABLES: [&str; 3] = ["iptables", "ip6tables", "arptables"];
+
 /// Turns br_netfilter's hooks off for the bridges of namespace `ns` (the setting is per
 /// namespace, and a new namespace starts with them on while the module is loaded).
 fn bridges_skip_netfilter(ns: &str) {
-    for table in ["iptables", "ip6tables", "arptables"] {
+    for table in BRIDGE_NF_TABLES {
         let key = format!("net.bridge.bridge-nf-call-{table}=0");
         // Absent when br_netfilter is not loaded: nothing to turn off then.
         let _ = ns_run(ns, "sysctl", &["-q", "-w", &key]);

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use violin_testbed::{
     e2e::{counter, lab},
-    lab::HostKind,
+    lab::{HostKind, BRIDGE_NF_TABLES},
     sys::ns_run,
     traffic::{ping, tcp_transfer, wait_ping},
 };
@@ -24,7 +24,7 @@ fn violin_interoperates_with_linux_vxlan() {
 /// it), its hooks are off in the Linux VXLAN host, or every bench figure of Linux VXLAN
 /// would carry that module's cost.
 fn assert_bridges_skip_netfilter(ns: &str) {
-    for table in ["iptables", "ip6tables", "arptables"] {
+    for table in BRIDGE_NF_TABLES {
         let file = format!("/proc/sys/net/bridge/bridge-nf-call-{table}");
         // Without the module the file is absent and there are no hooks to skip.
         if !std::path::Path::new(&file).exists() {
