@@ -3,7 +3,10 @@
 //! `violin_bench_fwd` run by BPF_PROG_RUN in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`,
 //! aya's `TestRun`): the kernel builds each frame anew and redirects it into an interface,
 //! at millions of frames per second from one core, far above what a socket sender
-//! reaches. `violin_bench_sink` (TC ingress) counts what arrives. The lab's switch is kept
+//! reaches. A kernel may refuse live frames (EPERM: some hardened builds do); the source
+//! is then `violin_bench_burst` run by BPF_PROG_RUN on a TC test skb, each run sending
+//! `BENCH_BURST` copies out of the interface by bpf_clone_redirect, and the report says
+//! so ([`Source`]). `violin_bench_sink` (TC ingress) counts what arrives. The lab's switch is kept
 //! out of the way, as a physical one would be: the source and sink sit on switch ports,
 //! and for the whole path a wire (`violin_bench_fwd` attached to a switch port) replaces
 //! the bridge.
@@ -21,13 +24,13 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{DevMapHash, PerCpuArray},
+    maps::{Array, DevMapHash, PerCpuArray},
     programs::{
         SchedClassifier, TcAttachType, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode,
     },
     Ebpf,
 };
-use dataplane_common::packet::Tunnel;
+use dataplane_common::{maps::BENCH_BURST, packet::Tunnel};
 use violin_testbed::{
     frames::{udp_frame, vxlan, xdp_md, Station, MAX_TEST_FRAME, MIN_FRAME},
     lab::switch_ns,
@@ -66,10 +69,46 @@ struct Stage {
     sink: (String, String),
 }
 
+/// How the rig makes its frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `violin_bench_fwd` by BPF_PROG_RUN in live-frames mode: each frame built anew and
+    /// handed to the interface's XDP transmit.
+    LiveFrames,
+    /// `violin_bench_burst` by BPF_PROG_RUN on a TC test skb, where the kernel refuses
+    /// live frames: copies of one skb through the interface's ordinary transmit.
+    Bursts,
+}
+
+impl Source {
+    /// For a report's settings.
+    pub fn describe(self) -> String {
+        match self {
+            Source::LiveFrames => {
+                "violin_bench_fwd run by BPF_PROG_RUN in live-frames mode".to_string()
+            }
+            Source::Bursts => format!(
+                "violin_bench_burst run by BPF_PROG_RUN on a TC test skb, {BENCH_BURST} copies \
+                 per run by bpf_clone_redirect (this kernel refuses live frames: EPERM), VM \
+                 ports without GRO"
+            ),
+        }
+    }
+}
+
+/// Whether `e` is the kernel's refusal of live frames (EPERM from BPF_PROG_RUN, as root).
+fn refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EPERM))
+    })
+}
+
 /// The benchmark's own copy of the programs, its maps pinned apart from any daemon's.
 pub struct Rig {
     ebpf: Ebpf,
     pins: PathBuf,
+    source: Source,
 }
 
 impl Drop for Rig {
@@ -85,7 +124,44 @@ impl Rig {
         let mut ebpf = ebpf::load(&pins)?;
         ebpf::xdp(&mut ebpf, "violin_bench_fwd")?;
         ebpf::tc(&mut ebpf, "violin_bench_sink")?;
-        Ok(Rig { ebpf, pins })
+        ebpf::tc(&mut ebpf, "violin_bench_burst")?;
+        let mut rig = Rig {
+            ebpf,
+            pins,
+            source: Source::LiveFrames,
+        };
+        rig.source = rig.probe()?;
+        if rig.source == Source::Bursts {
+            eprintln!(
+                "    this kernel refuses live frames (EPERM); the source is {}",
+                rig.source.describe()
+            );
+        }
+        Ok(rig)
+    }
+
+    /// Which source this kernel allows: one live frame from loopback, which
+    /// `violin_bench_fwd` drops (no wire is laid for it).
+    fn probe(&mut self) -> Result<Source> {
+        let frame = udp_frame(Station::default(), Station::default(), MIN_FRAME);
+        let ctx = xdp_md(1, frame.len());
+        let fwd = self.fwd()?;
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(&frame);
+        opts.ctx_in = Some(&ctx);
+        opts.attrs = TestRunAttrs::new().xdp_live_frames(1);
+        match fwd.test_run(opts).map_err(anyhow::Error::from) {
+            Ok(_) => Ok(Source::LiveFrames),
+            Err(e) if refused(&e) => Ok(Source::Bursts),
+            Err(e) => {
+                Err(e.context("BPF_PROG_RUN (a live frame, to see whether the kernel allows them)"))
+            }
+        }
+    }
+
+    /// The source of this rig's figures.
+    pub fn source(&self) -> Source {
+        self.source
     }
 
     fn fwd(&mut self) -> Result<&mut Xdp> {
@@ -190,6 +266,13 @@ impl Rig {
 
     /// `frames` of the stage's frames from the in-kernel source.
     fn send(&mut self, stage: &Stage, frames: u32) -> Result<()> {
+        match self.source {
+            Source::LiveFrames => self.send_live(stage, frames),
+            Source::Bursts => self.send_bursts(stage, frames),
+        }
+    }
+
+    fn send_live(&mut self, stage: &Stage, frames: u32) -> Result<()> {
         let fwd = self.fwd()?;
         let ctx = xdp_md(1, stage.frame.len());
         in_netns(&stage.source.0, || {
@@ -202,6 +285,29 @@ impl Rig {
             Ok(())
         })
         .context("BPF_PROG_RUN (live frames)")
+    }
+
+    /// `frames` rounded up to whole bursts.
+    fn send_bursts(&mut self, stage: &Stage, frames: u32) -> Result<()> {
+        let (src_ns, src_if) = &stage.source;
+        let to = ifindex_of(src_ns, src_if)?;
+        {
+            let map = self
+                .ebpf
+                .map_mut("BENCH_BURST_TO")
+                .context("no BENCH_BURST_TO")?;
+            let mut target: Array<_, u32> = Array::try_from(map)?;
+            target.set(0, to, 0)?;
+        }
+        let burst: &mut SchedClassifier = ebpf::program(&mut self.ebpf, "violin_bench_burst")?;
+        in_netns(src_ns, || {
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(&stage.frame);
+            opts.repeat = frames.div_ceil(BENCH_BURST);
+            burst.test_run(opts)?;
+            Ok(())
+        })
+        .context("BPF_PROG_RUN (bursts)")
     }
 }
 
@@ -340,16 +446,19 @@ fn stages(bl: &BenchLab, path: NetPath, size: usize) -> Result<Vec<(&'static str
     ])
 }
 
-/// Readies the lab for the line-rate figures, once, after the others. Every VM's
-/// host-side port gets a NAPI context (GRO on), as XDP already gives the XDP ports: a
-/// veth delivers redirected frames only to a peer that has one. And every host completes
-/// its own checksums (transmit offload off on its underlay): the wire between the switch
-/// ports passes frames on as they are, where the bridge would have completed a checksum
-/// still pending (Linux VXLAN's outer UDP checksum is).
-pub fn prepare(bl: &BenchLab) -> Result<()> {
-    for vm in &bl.lab.vms {
-        let host = &bl.lab.hosts[vm.host];
-        ns_run(&host.ns, "ethtool", &["-K", &vm.port, "gro", "on"])?;
+/// Readies the lab for the line-rate figures from `source`, once, after the others. With
+/// live frames every VM's host-side port gets a NAPI context (GRO on), as XDP already
+/// gives the XDP ports: a veth delivers redirected frames only to a peer that has one.
+/// Bursts go through the VM's ordinary transmit, as its own traffic does, and need none.
+/// And every host completes its own checksums (transmit offload off on its underlay): the
+/// wire between the switch ports passes frames on as they are, where the bridge would
+/// have completed a checksum still pending (Linux VXLAN's outer UDP checksum is).
+pub fn prepare(bl: &BenchLab, source: Source) -> Result<()> {
+    if source == Source::LiveFrames {
+        for vm in &bl.lab.vms {
+            let host = &bl.lab.hosts[vm.host];
+            ns_run(&host.ns, "ethtool", &["-K", &vm.port, "gro", "on"])?;
+        }
     }
     for host in &bl.lab.hosts {
         ns_run(&host.ns, "ethtool", &["-K", "ul0", "tx", "off"])?;
@@ -378,4 +487,92 @@ pub fn measure(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use aya::{programs::ProgramError, sys::SyscallError};
+
+    use super::*;
+
+    fn test_run_error(errno: i32) -> anyhow::Error {
+        let e = ProgramError::SyscallError(SyscallError {
+            call: "bpf_prog_test_run",
+            io_error: std::io::Error::from_raw_os_error(errno),
+        });
+        anyhow::Error::from(e).context("BPF_PROG_RUN")
+    }
+
+    #[test]
+    fn only_a_refusal_turns_the_source_to_bursts() {
+        assert!(refused(&test_run_error(libc::EPERM)));
+        // Any other failure is the run's own, and is reported rather than worked around.
+        assert!(!refused(&test_run_error(libc::EINVAL)));
+        assert!(!refused(&anyhow::anyhow!("no program violin_bench_fwd")));
+    }
+
+    /// A namespace of this test's own with a veth pair `va`-`vb`, deleted when dropped.
+    struct Pair(String);
+
+    impl Pair {
+        fn new() -> Pair {
+            let ns = format!("vlburst{}", std::process::id());
+            let _ = violin_testbed::sys::ip(&["netns", "del", &ns]);
+            let pair = Pair(ns);
+            let ip = |args: &[&str]| {
+                violin_testbed::sys::ip(args).unwrap_or_else(|e| panic!("ip {args:?}: {e:#}"))
+            };
+            ip(&["netns", "add", &pair.0]);
+            ip(&[
+                "-n", &pair.0, "link", "add", "va", "type", "veth", "peer", "name", "vb",
+            ]);
+            ip(&["-n", &pair.0, "link", "set", "va", "up"]);
+            ip(&["-n", &pair.0, "link", "set", "vb", "up"]);
+            pair
+        }
+    }
+
+    impl Drop for Pair {
+        fn drop(&mut self) {
+            let _ = violin_testbed::sys::ip(&["netns", "del", &self.0]);
+        }
+    }
+
+    /// The fallback source on this kernel, whichever source it allows: every copy of
+    /// every burst leaves the source's interface and reaches the sink on its peer.
+    #[test]
+    fn bursts_reach_the_sink_whole() {
+        let pair = Pair::new();
+        let mut rig = Rig::load().expect("the bench rig (needs root and the built object)");
+        rig.source = Source::Bursts;
+        let station = |last| ([2, 0, 0, 0, 0, last], [10, 0, 0, last]);
+        let stage = Stage {
+            source: (pair.0.clone(), "va".into()),
+            frame: udp_frame(station(1), station(2), MIN_FRAME),
+            wire: None,
+            switch: pair.0.clone(),
+            sink: (pair.0.clone(), "vb".into()),
+        };
+        let frames = 10 * BENCH_BURST;
+        let counted = rig
+            .attached(&stage, |rig| {
+                let before = rig.counted()?;
+                rig.send(&stage, frames)?;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                Ok(rig.counted()? - before)
+            })
+            .expect("a burst run");
+        assert_eq!(counted, u64::from(frames), "frames counted at the sink");
+    }
+
+    #[test]
+    fn the_report_says_which_source_made_the_figures() {
+        assert!(Source::LiveFrames.describe().contains("live-frames mode"));
+        let bursts = Source::Bursts.describe();
+        assert!(
+            bursts.contains(&format!("{BENCH_BURST} copies")),
+            "{bursts}"
+        );
+        assert!(bursts.contains("refuses live frames"), "{bursts}");
+    }
 }

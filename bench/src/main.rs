@@ -476,10 +476,10 @@ fn line_rate(
     (samples, profiles): (&mut Vec<Sample>, &mut BTreeMap<String, String>),
     out: &Path,
     progress: &mut Progress,
-) -> Result<()> {
+) -> Result<linerate::Source> {
     eprintln!("==> line rate: an in-kernel frame source on every path");
-    linerate::prepare(bl)?;
     let mut rig = linerate::Rig::load()?;
+    linerate::prepare(bl, rig.source())?;
     for rep in 0..reps {
         for path in rotation(rep) {
             let figures = linerate::measure(&mut rig, bl, path, frames)?;
@@ -502,7 +502,7 @@ fn line_rate(
             Err(e) => eprintln!("    no line-rate profile of {}: {e:#}", path.label()),
         }
     }
-    Ok(())
+    Ok(rig.source())
 }
 
 /// The micro suite's line-rate figures alone, about half a minute per repetition and MTU:
@@ -525,13 +525,21 @@ fn run_linerate(cli: &Cli) -> Result<()> {
     };
     let mut samples = Vec::new();
     let mut profiles = BTreeMap::new();
+    let mut source = None;
     for &mtu in &cli.mtus {
         eprintln!("==> lab up (underlay MTU {mtu}, VM MTU {})", mtu - 50);
         let bl = BenchLab::up(&format!("bl{}", mtu / 100), mtu, 2, 1)?;
         warm_up(&bl)?;
         let kept = (&mut samples, &mut profiles);
         let out = cli.out.join("linerate");
-        line_rate(&bl, (mtu, reps), frames, kept, &out, &mut progress)?;
+        source = Some(line_rate(
+            &bl,
+            (mtu, reps),
+            frames,
+            kept,
+            &out,
+            &mut progress,
+        )?);
         eprintln!("==> lab down");
         bl.lab.down()?;
     }
@@ -541,6 +549,9 @@ fn run_linerate(cli: &Cli) -> Result<()> {
         "frames per figure".into(),
         format!("{frames} (a quarter of it for MTU-size frames)"),
     );
+    if let Some(source) = source {
+        settings.insert("frame source".into(), source.describe());
+    }
     finish(
         cli,
         "linerate",
@@ -685,6 +696,7 @@ fn run_micro(cli: &Cli) -> Result<()> {
     };
     let mut samples = Vec::new();
     let mut profiles = BTreeMap::new();
+    let mut source = None;
     let mut port = 6000u16;
     for &mtu in &cli.mtus {
         eprintln!("==> lab up (underlay MTU {mtu}, VM MTU {})", mtu - 50);
@@ -736,18 +748,18 @@ fn run_micro(cli: &Cli) -> Result<()> {
                 }
             }
         }
-        // Line rate, last: it gives every VM port a NAPI context, which the figures above
-        // are taken without.
+        // Line rate, last: with live frames it gives every VM port a NAPI context, which
+        // the figures above are taken without.
         let kept = (&mut samples, &mut profiles);
         let out = cli.out.join("micro");
-        line_rate(
+        source = Some(line_rate(
             &bl,
             (mtu, reps),
             settings.live_frames,
             kept,
             &out,
             &mut progress,
-        )?;
+        )?);
         eprintln!("==> lab down");
         bl.lab.down()?;
         // The socket figures again over an IPv6-only underlay (the VMs still speak
@@ -791,7 +803,8 @@ fn run_micro(cli: &Cli) -> Result<()> {
     settings_map.insert(
         "line rate".into(),
         format!(
-            "violin_bench_fwd run by BPF_PROG_RUN in live-frames mode, {} frames of 64 bytes (a quarter as many of MTU size, at most 3000 bytes) per figure, counted by violin_bench_sink at TC ingress; CPU = machine-wide busy time / frames counted",
+            "{}, {} frames of 64 bytes (a quarter as many of MTU size, at most 3000 bytes) per figure, counted by violin_bench_sink at TC ingress; CPU = machine-wide busy time / frames counted",
+            source.map_or_else(|| "not measured".to_string(), linerate::Source::describe),
             settings.live_frames
         ),
     );

@@ -153,6 +153,10 @@ pub const PORT_VM_BOUNDED: u32 = 64;
 /// traffic matrix from this host; the benchmark's baseline for the counting's cost).
 pub const PORT_UNCOUNTED: u32 = 128;
 
+/// Copies of its test frame the benchmark's `violin_bench_burst` sends per run (the
+/// benchmark counts frames in these; violind never loads the program).
+pub const BENCH_BURST: u32 = 32;
+
 /// A directed VM pair of an environment (source MAC, destination MAC).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
