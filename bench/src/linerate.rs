@@ -96,6 +96,19 @@ impl Source {
     }
 }
 
+/// `frames` live frames of `frame` through `fwd`, in batches of `batch`, as if they arrived
+/// on the current namespace's loopback.
+fn live_run(fwd: &Xdp, frame: &[u8], frames: u32, batch: u32) -> Result<()> {
+    let ctx = xdp_md(1, frame.len());
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.ctx_in = Some(&ctx);
+    opts.repeat = frames;
+    opts.attrs = TestRunAttrs::new().xdp_live_frames(batch);
+    fwd.test_run(opts)?;
+    Ok(())
+}
+
 /// Whether `e` is the kernel's refusal of live frames (EPERM from BPF_PROG_RUN, as root).
 fn refused(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -141,16 +154,10 @@ impl Rig {
     }
 
     /// Which source this kernel allows: one live frame from loopback, which
-    /// `violin_bench_fwd` drops (no wire is laid for it).
+    /// `violin_bench_fwd` aborts (no wire is laid for it).
     fn probe(&mut self) -> Result<Source> {
         let frame = udp_frame(Station::default(), Station::default(), MIN_FRAME);
-        let ctx = xdp_md(1, frame.len());
-        let fwd = self.fwd()?;
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(&frame);
-        opts.ctx_in = Some(&ctx);
-        opts.attrs = TestRunAttrs::new().xdp_live_frames(1);
-        match fwd.test_run(opts).map_err(anyhow::Error::from) {
+        match live_run(self.fwd()?, &frame, 1, 1) {
             Ok(_) => Ok(Source::LiveFrames),
             Err(e) if refused(&e) => Ok(Source::Bursts),
             Err(e) => {
@@ -260,8 +267,19 @@ impl Rig {
             })?);
         }
         let (src_ns, src_if) = &stage.source;
-        // The source's frames "arrive" on the namespace's loopback and go on to src_if.
-        self.wire(src_ns, 1, src_if)
+        match self.source {
+            // The source's frames "arrive" on the namespace's loopback and go on to src_if.
+            Source::LiveFrames => self.wire(src_ns, 1, src_if),
+            Source::Bursts => {
+                let to = ifindex_of(src_ns, src_if)?;
+                let map = self
+                    .ebpf
+                    .map_mut("BENCH_BURST_TO")
+                    .context("no BENCH_BURST_TO")?;
+                let mut target: Array<_, u32> = Array::try_from(map)?;
+                Ok(target.set(0, to, 0)?)
+            }
+        }
     }
 
     /// `frames` of the stage's frames from the in-kernel source.
@@ -274,33 +292,14 @@ impl Rig {
 
     fn send_live(&mut self, stage: &Stage, frames: u32) -> Result<()> {
         let fwd = self.fwd()?;
-        let ctx = xdp_md(1, stage.frame.len());
-        in_netns(&stage.source.0, || {
-            let mut opts = TestRunOptions::new();
-            opts.data_in = Some(&stage.frame);
-            opts.ctx_in = Some(&ctx);
-            opts.repeat = frames;
-            opts.attrs = TestRunAttrs::new().xdp_live_frames(64);
-            fwd.test_run(opts)?;
-            Ok(())
-        })
-        .context("BPF_PROG_RUN (live frames)")
+        in_netns(&stage.source.0, || live_run(fwd, &stage.frame, frames, 64))
+            .context("BPF_PROG_RUN (live frames)")
     }
 
-    /// `frames` rounded up to whole bursts.
+    /// `frames` rounded up to whole bursts, out of the interface `lay_wire` named.
     fn send_bursts(&mut self, stage: &Stage, frames: u32) -> Result<()> {
-        let (src_ns, src_if) = &stage.source;
-        let to = ifindex_of(src_ns, src_if)?;
-        {
-            let map = self
-                .ebpf
-                .map_mut("BENCH_BURST_TO")
-                .context("no BENCH_BURST_TO")?;
-            let mut target: Array<_, u32> = Array::try_from(map)?;
-            target.set(0, to, 0)?;
-        }
         let burst: &mut SchedClassifier = ebpf::program(&mut self.ebpf, "violin_bench_burst")?;
-        in_netns(src_ns, || {
+        in_netns(&stage.source.0, || {
             let mut opts = TestRunOptions::new();
             opts.data_in = Some(&stage.frame);
             opts.repeat = frames.div_ceil(BENCH_BURST);

@@ -748,8 +748,8 @@ fn run_micro(cli: &Cli) -> Result<()> {
                 }
             }
         }
-        // Line rate, last: with live frames it gives every VM port a NAPI context, which
-        // the figures above are taken without.
+        // Line rate, last: it turns the underlays' transmit offload off and, with live
+        // frames, gives every VM port a NAPI context; the figures above are taken without.
         let kept = (&mut samples, &mut profiles);
         let out = cli.out.join("micro");
         source = Some(line_rate(
@@ -1346,14 +1346,17 @@ host; decapsulation the underlay's on that VM's answer (UDP, which the TC underl
 program decapsulates itself; TCP goes to the flow-based VXLAN device).";
 
 const LINERATE_NOTES: &str = "\
-The figures of the micro suite's line-rate part, alone: `violin_bench_fwd`, run by \
-BPF_PROG_RUN in live-frames mode, sends frames into each path, and `violin_bench_sink` \
-counts what arrives; the lab's bridge is replaced by an XDP wire between the two switch \
-ports, so the bare path's whole-path figure is the lab's own ceiling. CPU per frame is the \
-machine's busy time over the frames counted, the source's own cost included, alike on \
-every path. Violin in TC mode pays for an skb per frame (built on the VM port, with its \
-GRO attempt, where XDP mode keeps the frame as it came); with frames that never were \
-skbs, XDP mode is the faster at every stage.";
+The figures of the micro suite's line-rate part, alone: an in-kernel source sends frames \
+into each path (`violin_bench_fwd` run by BPF_PROG_RUN in live-frames mode or, where the \
+kernel refuses live frames, `violin_bench_burst`'s copies; the settings name it), and \
+`violin_bench_sink` counts what arrives; the lab's bridge is replaced by an XDP wire \
+between the two switch ports, so the bare path's whole-path figure is the lab's own \
+ceiling. CPU per frame is the machine's busy time over the frames counted, the source's \
+own cost included, alike on every path. With live frames, which never were skbs, Violin \
+in TC mode pays for an skb per frame (built on the VM port, with its GRO attempt) where \
+XDP mode keeps the frame as it came, and XDP mode is the faster at every stage; the \
+bursts' frames are skbs from the start, XDP on a veth runs on a copy of each, and XDP mode \
+loses that lead at the VM port.";
 
 const MICRO_NOTES: &str = "\
 Violin is measured in both port modes: its default, TC (TC programs on the VM ports, the \
@@ -1369,9 +1372,10 @@ skb for XDP by copying it into a page-pool page, once on the VM port and once on
 underlay; XDP on a veth also gives up TSO on its peer, so with XDP every 1450-byte segment \
 crosses the datapath on its own, and no GRO merges segments before it. With socket \
 traffic XDP mode is therefore the slower one on every figure here. (3) With frames that \
-never were skbs (the in-kernel source's), XDP mode is the faster at every stage (the \
-line-rate tables); a NIC with native XDP would give socket traffic the same advantage, \
-which is why XDP mode stays. (4) The programs' own cost, timed one fresh frame per run: \
+never were skbs (the in-kernel source's live frames), XDP mode is the faster at every \
+stage (the line-rate tables); a NIC with native XDP would give socket traffic the same \
+advantage, which is why XDP mode stays. The bursts' source, on kernels that refuse live \
+frames, sends skbs, and XDP mode loses that lead at the VM port. (4) The programs' own cost, timed one fresh frame per run: \
 the port, the sending peer and the environment come from direct-mapped arrays, learning \
 and the destination from each CPU's memory of its recent lookups, a VM pair's count from \
 its per-CPU cell; most of what is left is the helpers that move the head \
