@@ -6,10 +6,10 @@
 //! reaches. A kernel may refuse live frames (EPERM: some hardened builds do); the source
 //! is then `violin_bench_burst` run by BPF_PROG_RUN on a TC test skb, each run sending
 //! `BENCH_BURST` copies out of the interface by bpf_clone_redirect, and the report says
-//! so ([`Source`]). `violin_bench_sink` (TC ingress) counts what arrives. The lab's switch is kept
-//! out of the way, as a physical one would be: the source and sink sit on switch ports,
-//! and for the whole path a wire (`violin_bench_fwd` attached to a switch port) replaces
-//! the bridge.
+//! so ([`Source`]). `violin_bench_sink` (TC ingress) counts what arrives. The lab's switch
+//! is kept out of the way, as a physical one would be: the source and sink sit on switch
+//! ports, and for the whole path a wire (`violin_bench_fwd` attached to a switch port)
+//! replaces the bridge.
 //!
 //! - encapsulation: VM a's frames into its eth0; counted as they leave host 1 (on the
 //!   switch port facing it);
@@ -537,8 +537,8 @@ mod tests {
         }
     }
 
-    /// The fallback source on this kernel, whichever source it allows: every copy of
-    /// every burst leaves the source's interface and reaches the sink on its peer.
+    /// The burst source, taken whatever source this kernel allows: every copy of every
+    /// burst leaves the source's interface and reaches the sink on its peer.
     #[test]
     fn bursts_reach_the_sink_whole() {
         let pair = Pair::new();

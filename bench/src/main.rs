@@ -1375,10 +1375,10 @@ traffic XDP mode is therefore the slower one on every figure here. (3) With fram
 never were skbs (the in-kernel source's live frames), XDP mode is the faster at every \
 stage (the line-rate tables); a NIC with native XDP would give socket traffic the same \
 advantage, which is why XDP mode stays. The bursts' source, on kernels that refuse live \
-frames, sends skbs, and XDP mode loses that lead at the VM port. (4) The programs' own cost, timed one fresh frame per run: \
-the port, the sending peer and the environment come from direct-mapped arrays, learning \
-and the destination from each CPU's memory of its recent lookups, a VM pair's count from \
-its per-CPU cell; most of what is left is the helpers that move the head \
+frames, sends skbs, and XDP mode loses that lead at the VM port. (4) The programs' own \
+cost, timed one fresh frame per run: the port, the sending peer and the environment come \
+from direct-mapped arrays, learning and the destination from each CPU's memory of its \
+recent lookups, a VM pair's count from its per-CPU cell; most of what is left is the helpers that move the head \
 (bpf_skb_adjust_room, bpf_xdp_adjust_head) and the redirect, TC's dearer than XDP's. (5) \
 The lab's underlay interfaces have GRO on, as physical NICs do, on every path alike. (6) \
 Both overlays lose to bare on bulk TCP by the tunnel's segmentation at the switch and the \
