@@ -96,6 +96,13 @@ impl Source {
     }
 }
 
+/// The source as both reports' settings name it (micro's and linerate's, under one key),
+/// or that none was used.
+pub fn source_setting(source: Option<Source>) -> (String, String) {
+    let value = source.map_or_else(|| "not measured".to_string(), Source::describe);
+    ("frame source".to_string(), value)
+}
+
 /// `frames` live frames of `frame` through `fwd`, in batches of `batch`, as if they arrived
 /// on the current namespace's loopback.
 fn live_run(fwd: &Xdp, frame: &[u8], frames: u32, batch: u32) -> Result<()> {
@@ -145,10 +152,7 @@ impl Rig {
         };
         rig.source = rig.probe()?;
         if rig.source == Source::Bursts {
-            eprintln!(
-                "    this kernel refuses live frames (EPERM); the source is {}",
-                rig.source.describe()
-            );
+            eprintln!("    frame source: {}", rig.source.describe());
         }
         Ok(rig)
     }
@@ -573,5 +577,13 @@ mod tests {
             "{bursts}"
         );
         assert!(bursts.contains("refuses live frames"), "{bursts}");
+    }
+
+    #[test]
+    fn both_reports_name_the_source_under_one_key() {
+        let (key, value) = source_setting(Some(Source::Bursts));
+        assert_eq!(key, "frame source");
+        assert_eq!(value, Source::Bursts.describe());
+        assert_eq!(source_setting(None).1, "not measured");
     }
 }

@@ -549,8 +549,9 @@ fn run_linerate(cli: &Cli) -> Result<()> {
         "frames per figure".into(),
         format!("{frames} (a quarter of it for MTU-size frames)"),
     );
-    if let Some(source) = source {
-        settings.insert("frame source".into(), source.describe());
+    if source.is_some() {
+        let (key, value) = linerate::source_setting(source);
+        settings.insert(key, value);
     }
     finish(
         cli,
@@ -803,11 +804,12 @@ fn run_micro(cli: &Cli) -> Result<()> {
     settings_map.insert(
         "line rate".into(),
         format!(
-            "{}, {} frames of 64 bytes (a quarter as many of MTU size, at most 3000 bytes) per figure, counted by violin_bench_sink at TC ingress; CPU = machine-wide busy time / frames counted",
-            source.map_or_else(|| "not measured".to_string(), linerate::Source::describe),
+            "{} frames of 64 bytes (a quarter as many of MTU size, at most 3000 bytes) per figure, counted by violin_bench_sink at TC ingress; CPU = machine-wide busy time / frames counted",
             settings.live_frames
         ),
     );
+    let (key, value) = linerate::source_setting(source);
+    settings_map.insert(key, value);
     settings_map.insert(
         "MTUs".into(),
         "underlay as listed; VMs behind an overlay get 50 bytes less (70 over IPv6)".into(),
