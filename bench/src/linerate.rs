@@ -580,7 +580,7 @@ mod tests {
     }
 
     #[test]
-    fn both_reports_name_the_source_under_one_key() {
+    fn the_source_setting_has_one_key_and_says_when_none_was_used() {
         let (key, value) = source_setting(Some(Source::Bursts));
         assert_eq!(key, "frame source");
         assert_eq!(value, Source::Bursts.describe());

@@ -549,10 +549,8 @@ fn run_linerate(cli: &Cli) -> Result<()> {
         "frames per figure".into(),
         format!("{frames} (a quarter of it for MTU-size frames)"),
     );
-    if source.is_some() {
-        let (key, value) = linerate::source_setting(source);
-        settings.insert(key, value);
-    }
+    let (key, value) = linerate::source_setting(source);
+    settings.insert(key, value);
     finish(
         cli,
         "linerate",
