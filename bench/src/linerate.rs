@@ -526,6 +526,16 @@ mod tests {
                 violin_testbed::sys::ip(args).unwrap_or_else(|e| panic!("ip {args:?}: {e:#}"))
             };
             ip(&["netns", "add", &pair.0]);
+            // No IPv6 on the links: the kernel's own neighbour and multicast listener
+            // messages, sent as a link comes up, would reach the sink beside the bursts.
+            violin_testbed::sys::in_netns(&pair.0, || {
+                for conf in ["all", "default"] {
+                    let knob = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+                    std::fs::write(&knob, "1").with_context(|| format!("writing {knob}"))?;
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("turning IPv6 off in {}: {e:#}", pair.0));
             ip(&[
                 "-n", &pair.0, "link", "add", "va", "type", "veth", "peer", "name", "vb",
             ]);
