@@ -19,6 +19,7 @@
 //!   (the bare path: host 1's underlay to host 2's).
 use std::{
     path::{Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering},
     time::Instant,
 };
 
@@ -139,7 +140,13 @@ impl Drop for Rig {
 
 impl Rig {
     pub fn load() -> Result<Rig> {
-        let pins = PathBuf::from(format!("/sys/fs/bpf/violin-bench-{}", std::process::id()));
+        // Apart for each rig, also of one process (the tests run side by side).
+        static RIGS: AtomicUsize = AtomicUsize::new(0);
+        let n = RIGS.fetch_add(1, Ordering::Relaxed);
+        let pins = PathBuf::from(format!(
+            "/sys/fs/bpf/violin-bench-{}-{n}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&pins).with_context(|| format!("creating {}", pins.display()))?;
         let mut ebpf = ebpf::load(&pins)?;
         ebpf::xdp(&mut ebpf, "violin_bench_fwd")?;
@@ -514,12 +521,13 @@ mod tests {
         assert!(!refused(&anyhow::anyhow!("no program violin_bench_fwd")));
     }
 
-    /// A namespace of this test's own with a veth pair `va`-`vb`, deleted when dropped.
+    /// A namespace of this test's own (`test`, a few letters) with a veth pair `va`-`vb`,
+    /// deleted when dropped.
     struct Pair(String);
 
     impl Pair {
-        fn new() -> Pair {
-            let ns = format!("vlburst{}", std::process::id());
+        fn new(test: &str) -> Pair {
+            let ns = format!("vl{test}{}", std::process::id());
             let _ = violin_testbed::sys::ip(&["netns", "del", &ns]);
             let pair = Pair(ns);
             let ip = |args: &[&str]| {
@@ -555,7 +563,7 @@ mod tests {
     /// burst leaves the source's interface and reaches the sink on its peer.
     #[test]
     fn bursts_reach_the_sink_whole() {
-        let pair = Pair::new();
+        let pair = Pair::new("burst");
         let mut rig = Rig::load().expect("the bench rig (needs root and the built object)");
         rig.source = Source::Bursts;
         let station = |last| ([2, 0, 0, 0, 0, last], [10, 0, 0, last]);
@@ -576,6 +584,56 @@ mod tests {
             })
             .expect("a burst run");
         assert_eq!(counted, u64::from(frames), "frames counted at the sink");
+    }
+
+    /// The run-time statistics (`crate::runtime`) as the micro suite takes them: the
+    /// program behind a pinned link, found through the pin, is counted once per frame
+    /// that reaches it, with time to show for it.
+    #[test]
+    fn run_time_statistics_count_every_run_of_a_pinned_program() {
+        use aya::programs::links::FdLink;
+
+        let pair = Pair::new("stats");
+        let mut rig = Rig::load().expect("the bench rig (needs root and the built object)");
+        rig.source = Source::Bursts;
+        let links = rig.pins.join("links");
+        std::fs::create_dir_all(&links).expect("a links directory on bpffs");
+        let sink = rig.sink().expect("the sink");
+        let id = sink.info().expect("the sink's info").id();
+        let link = in_netns(&pair.0, || Ok(sink.attach("vb", TcAttachType::Ingress)?))
+            .expect("the sink on vb");
+        let link: FdLink = sink
+            .take_link(link)
+            .expect("the sink's link")
+            .try_into()
+            .expect("a bpf_link (tcx)");
+        // Unpinned, and so detached, when the rig removes its pins.
+        link.pin(links.join("tc:vb")).expect("pinning the link");
+        let ids = crate::runtime::linked_programs(&links).expect("the pinned programs");
+        assert_eq!(ids, [id]);
+
+        let stage = Stage {
+            source: (pair.0.clone(), "va".into()),
+            frame: udp_frame(
+                ([2, 0, 0, 0, 0, 1], [10, 0, 0, 1]),
+                ([2, 0, 0, 0, 0, 2], [10, 0, 0, 2]),
+                MIN_FRAME,
+            ),
+            wire: None,
+            switch: pair.0.clone(),
+            sink: (pair.0.clone(), "vb".into()),
+        };
+        let frames = 10 * BENCH_BURST;
+        let sampler = crate::runtime::Sampler::start(&ids).expect("statistics on");
+        rig.lay_wire(&stage, &mut None)
+            .expect("the source aimed at va");
+        rig.send(&stage, frames).expect("a burst run");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let runs = sampler.finish().expect("the statistics");
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].count, u64::from(frames), "runs of the sink");
+        let per_run = crate::runtime::per_run(&runs, "violin_bench_sink");
+        assert!(per_run.is_some_and(|ns| ns > 0.0), "{runs:?}");
     }
 
     #[test]

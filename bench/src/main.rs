@@ -18,6 +18,7 @@ mod paths;
 mod plot;
 mod report;
 mod results;
+mod runtime;
 mod scale;
 mod scenarios;
 mod swf;
@@ -30,7 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use violin_testbed::traffic::wait_ping;
 
@@ -334,6 +335,15 @@ fn split_samples(prefix: &str, path: NetPath) -> usize {
     }
 }
 
+/// The samples of the programs' run time on round trips (`micro::RUN_PROGRAMS`) that
+/// `path` records in one repetition of one lab: the Violin paths'.
+fn run_time_samples(path: NetPath) -> usize {
+    match path {
+        NetPath::Violin | NetPath::ViolinXdp => micro::RUN_PROGRAMS.len(),
+        _ => 0,
+    }
+}
+
 /// The split TCP figure's samples per repetition, both labs together.
 fn split_per_rep() -> usize {
     let on = |prefix| {
@@ -373,6 +383,9 @@ impl SocketFigures<'_> {
             let (p50, p99) = micro::rtt(a, b, self.settings.ping_count, self.next_port())?;
             self.push(path, "rtt_p50", p50);
             self.push(path, "rtt_p99", p99);
+            if run_time_samples(path) > 0 {
+                self.run_times(bl, path, a, b)?;
+            }
             if split_samples(self.prefix, path) > 0 {
                 self.split(bl, path, tcp1)?;
             }
@@ -399,6 +412,33 @@ impl SocketFigures<'_> {
                 self.push(path, micro::SPLIT_RECV, recv);
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// The programs' own time per run on round-trip frames (`micro::RUN_PROGRAMS`): a
+    /// round-trip run of its own, a quarter of the figure's, with the kernel's run-time
+    /// statistics on for the path's programs.
+    fn run_times(
+        &mut self,
+        bl: &BenchLab,
+        path: NetPath,
+        a: &Endpoint,
+        b: &Endpoint,
+    ) -> Result<()> {
+        let mut ids = Vec::new();
+        for dir in bl.link_dirs(path) {
+            ids.extend(runtime::linked_programs(&dir)?);
+        }
+        let sampler = runtime::Sampler::start(&ids)?;
+        let count = (self.settings.ping_count / 4).max(500);
+        micro::rtt(a, b, count, self.next_port())?;
+        let runs = sampler.finish()?;
+        for (metric, tc, xdp) in micro::RUN_PROGRAMS {
+            let name = if path == NetPath::ViolinXdp { xdp } else { tc };
+            let ns = runtime::per_run(&runs, name)
+                .with_context(|| format!("{name} did not run on {}'s round trips", path.label()))?;
+            self.push(path, metric, ns);
         }
         Ok(())
     }
@@ -687,11 +727,16 @@ fn run_micro(cli: &Cli) -> Result<()> {
     let mut progress = Progress {
         start: t0,
         done: 0,
-        // Per repetition: six figures per path on each underlay family, the split TCP
-        // figure's, four program costs per Violin mode, and the line-rate figures.
+        // Per repetition: six figures per path on each underlay family and the Violin
+        // paths' program run times on each, the split TCP figure's, four program costs
+        // per Violin mode, and the line-rate figures.
         total: cli.mtus.len()
             * reps
-            * (NetPath::ALL.len() * 6 * 2 + split_per_rep() + 8 + linerate::FIGURES_PER_REP),
+            * (NetPath::ALL.len() * 6 * 2
+                + 2 * NetPath::ALL.map(run_time_samples).iter().sum::<usize>()
+                + split_per_rep()
+                + 8
+                + linerate::FIGURES_PER_REP),
     };
     let mut samples = Vec::new();
     let mut profiles = BTreeMap::new();

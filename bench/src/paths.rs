@@ -119,6 +119,14 @@ impl BenchLab {
         }
     }
 
+    /// Where the daemons of a path's hosts pin their links (Violin paths alone have any).
+    pub fn link_dirs(&self, path: NetPath) -> Vec<PathBuf> {
+        self.hosts_of(kind_of(path))
+            .into_iter()
+            .map(|h| self.lab.hosts[h].pins().join("links"))
+            .collect()
+    }
+
     /// Host namespaces of a path's hosts (where its VM ports and underlay live).
     pub fn host_namespaces(&self, path: NetPath) -> Vec<String> {
         self.hosts_of(kind_of(path))
