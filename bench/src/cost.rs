@@ -65,6 +65,14 @@ pub fn metrics() -> Vec<Metric> {
         .collect()
 }
 
+/// The VM port program and the underlay program of a Violin path's port mode.
+pub fn programs_of(path: NetPath) -> (&'static str, &'static str) {
+    match path {
+        NetPath::ViolinXdp => (programs::PORT, programs::UNDERLAY),
+        _ => (programs::PORT_TC, programs::UNDERLAY_TC),
+    }
+}
+
 /// [`metrics`] with the figures `--against` adds (see [`measure_against`]).
 pub fn metrics_against(object: &Path) -> Vec<Metric> {
     let mut all = metrics();
@@ -171,10 +179,7 @@ pub fn measure_against(
 ) -> Result<Vec<(String, NetPath, f64)>> {
     let mut out = Vec::new();
     for path in [NetPath::Violin, NetPath::ViolinXdp] {
-        let (port_prog, underlay_prog) = match path {
-            NetPath::ViolinXdp => (programs::PORT, programs::UNDERLAY),
-            _ => (programs::PORT_TC, programs::UNDERLAY_TC),
-        };
+        let (port_prog, underlay_prog) = programs_of(path);
         let hosts = bl.hosts(path);
         let (h1, h2) = (&bl.lab.hosts[hosts[0]], &bl.lab.hosts[hosts[1]]);
         let a = bl.vm(path, 0);

@@ -551,6 +551,18 @@ mod tests {
             ip(&["-n", &pair.0, "link", "set", "vb", "up"]);
             pair
         }
+
+        /// 64-byte frames from `va` to a sink on `vb`, with no wire.
+        fn stage(&self) -> Stage {
+            let station = |last| ([2, 0, 0, 0, 0, last], [10, 0, 0, last]);
+            Stage {
+                source: (self.0.clone(), "va".into()),
+                frame: udp_frame(station(1), station(2), MIN_FRAME),
+                wire: None,
+                switch: self.0.clone(),
+                sink: (self.0.clone(), "vb".into()),
+            }
+        }
     }
 
     impl Drop for Pair {
@@ -566,14 +578,7 @@ mod tests {
         let pair = Pair::new("burst");
         let mut rig = Rig::load().expect("the bench rig (needs root and the built object)");
         rig.source = Source::Bursts;
-        let station = |last| ([2, 0, 0, 0, 0, last], [10, 0, 0, last]);
-        let stage = Stage {
-            source: (pair.0.clone(), "va".into()),
-            frame: udp_frame(station(1), station(2), MIN_FRAME),
-            wire: None,
-            switch: pair.0.clone(),
-            sink: (pair.0.clone(), "vb".into()),
-        };
+        let stage = pair.stage();
         let frames = 10 * BENCH_BURST;
         let counted = rig
             .attached(&stage, |rig| {
@@ -612,17 +617,7 @@ mod tests {
         let ids = crate::runtime::linked_programs(&links).expect("the pinned programs");
         assert_eq!(ids, [id]);
 
-        let stage = Stage {
-            source: (pair.0.clone(), "va".into()),
-            frame: udp_frame(
-                ([2, 0, 0, 0, 0, 1], [10, 0, 0, 1]),
-                ([2, 0, 0, 0, 0, 2], [10, 0, 0, 2]),
-                MIN_FRAME,
-            ),
-            wire: None,
-            switch: pair.0.clone(),
-            sink: (pair.0.clone(), "vb".into()),
-        };
+        let stage = pair.stage();
         let frames = 10 * BENCH_BURST;
         let sampler = crate::runtime::Sampler::start(&ids).expect("statistics on");
         rig.lay_wire(&stage, &mut None)
@@ -632,7 +627,7 @@ mod tests {
         let runs = sampler.finish().expect("the statistics");
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].count, u64::from(frames), "runs of the sink");
-        let per_run = crate::runtime::per_run(&runs, "violin_bench_sink");
+        let per_run = crate::runtime::per_run(&runs, "violin_bench_sink", false);
         assert!(per_run.is_some_and(|ns| ns > 0.0), "{runs:?}");
     }
 

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use bench::reports;
-use dataplane_common::{maps::programs, packet::Family};
+use dataplane_common::packet::Family;
 use inferno::collapse::Collapse;
 use violin_testbed::{
     iperf::{self, Load, Server},
@@ -120,18 +120,13 @@ fn socket_metrics() -> Vec<Metric> {
     ]
 }
 
-/// The programs' own time per run on round-trip frames (`crate::runtime`), taken on the
-/// Violin paths alone in a round-trip run of their own, so that the statistics' clock
-/// reads touch no other figure.
+/// What the VM port program and the underlay program of the path's port mode take per
+/// run on round-trip frames (`crate::runtime`), taken on the Violin paths alone in a
+/// round-trip run of their own, so that the statistics' clock reads slow no other figure.
+/// (A VM port in XDP mode has the TC program too, for the frames its XDP program passes;
+/// a round trip's are not among them.)
 pub const RUN_ENCAP: &str = "run_encap_ns";
 pub const RUN_DECAP: &str = "run_decap_ns";
-/// The programs those figures time, the VM port program and the underlay program:
-/// (metric, TC port mode's, XDP port mode's). A VM port in XDP mode has the TC program
-/// too, for the frames its XDP program passes; a round trip's are not among them.
-pub const RUN_PROGRAMS: [(&str, &str, &str); 2] = [
-    (RUN_ENCAP, programs::PORT_TC, programs::PORT),
-    (RUN_DECAP, programs::UNDERLAY_TC, programs::UNDERLAY),
-];
 
 /// One TCP stream between a Violin VM and a Linux VXLAN VM, each way ([`SPLIT_SEND`],
 /// [`SPLIT_RECV`]), on the IPv4 lab: with one end Linux VXLAN's, a ratio to Linux VXLAN's

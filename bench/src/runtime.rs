@@ -9,7 +9,7 @@ use std::{fs, os::fd::OwnedFd, path::Path, time::Duration};
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
-    programs::{links::FdLink, links::PinnedLink, loaded_programs},
+    programs::{links::FdLink, links::PinnedLink, loaded_programs, ProgramType},
     sys::{enable_stats, Stats},
 };
 
@@ -17,8 +17,11 @@ use aya::{
 #[derive(Clone, Debug, PartialEq)]
 pub struct Runs {
     pub id: u32,
-    /// As the kernel keeps it: at most 15 bytes (`violin_underlay_tc` is `violin_underlay`).
+    /// As the kernel keeps it: at most 15 bytes (`violin_underlay_tc` is `violin_underlay`,
+    /// as is the XDP program).
     pub name: String,
+    /// An XDP program, not a TC one: what tells two programs the cut leaves one name.
+    pub xdp: bool,
     pub count: u64,
     pub time: Duration,
 }
@@ -40,19 +43,33 @@ pub fn linked_programs(dir: &Path) -> Result<Vec<u32>> {
 /// The kernel's counts for the programs `ids`, all of which must be loaded.
 fn snapshot(ids: &[u32]) -> Result<Vec<Runs>> {
     let mut found = Vec::new();
+    let mut failed = None;
     for info in loaded_programs() {
-        let info = info?;
+        // A program another process unloads while the kernel's list is walked fails its
+        // own entry; only a failure that leaves one of ours out counts.
+        let info = match info {
+            Ok(info) => info,
+            Err(e) => {
+                failed = Some(e);
+                continue;
+            }
+        };
         if ids.contains(&info.id()) {
             found.push(Runs {
                 id: info.id(),
                 name: info.name_as_str().unwrap_or_default().to_string(),
+                xdp: info.program_type() == ProgramType::Xdp.into(),
                 count: info.run_count(),
                 time: info.run_time(),
             });
         }
     }
-    if let Some(gone) = ids.iter().find(|id| !found.iter().any(|r| r.id == **id)) {
-        return Err(anyhow!("program {gone} is no longer loaded"));
+    if let Some(missing) = ids.iter().find(|id| !found.iter().any(|r| r.id == **id)) {
+        let e = anyhow!("program {missing} is not among the loaded programs");
+        return Err(match failed {
+            Some(f) => e.context(f),
+            None => e,
+        });
     }
     Ok(found)
 }
@@ -101,10 +118,14 @@ fn kernel_name(name: &str) -> &str {
     &name[..name.len().min(15)]
 }
 
-/// Nanoseconds per run of the programs `name` (as the object names it) taken together:
-/// the same program on each host of a path; None if it did not run.
-pub fn per_run(runs: &[Runs], name: &str) -> Option<f64> {
-    let of = || runs.iter().filter(|r| r.name == kernel_name(name));
+/// Nanoseconds per run of the programs `name` (as the object names it) of one kind (XDP
+/// or TC) taken together: the same program on each host of a path; None if it did not
+/// run.
+pub fn per_run(runs: &[Runs], name: &str, xdp: bool) -> Option<f64> {
+    let of = || {
+        runs.iter()
+            .filter(|r| r.xdp == xdp && r.name == kernel_name(name))
+    };
     let count: u64 = of().map(|r| r.count).sum();
     let time: Duration = of().map(|r| r.time).sum();
     (count > 0).then(|| time.as_nanos() as f64 / count as f64)
@@ -114,10 +135,11 @@ pub fn per_run(runs: &[Runs], name: &str) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn runs(id: u32, name: &str, count: u64, ns: u64) -> Runs {
+    fn runs(id: u32, name: &str, xdp: bool, count: u64, ns: u64) -> Runs {
         Runs {
             id,
             name: name.into(),
+            xdp,
             count,
             time: Duration::from_nanos(ns),
         }
@@ -126,30 +148,32 @@ mod tests {
     #[test]
     fn a_span_counts_only_its_own_runs_and_pools_the_hosts() {
         let before = [
-            runs(7, "violin_port_tc", 100, 50_000),
-            runs(9, "violin_port_tc", 0, 0),
+            runs(7, "violin_port_tc", false, 100, 50_000),
+            runs(9, "violin_port_tc", false, 0, 0),
         ];
         let after = [
-            runs(7, "violin_port_tc", 300, 90_000),
-            runs(9, "violin_port_tc", 200, 80_000),
+            runs(7, "violin_port_tc", false, 300, 90_000),
+            runs(9, "violin_port_tc", false, 200, 80_000),
         ];
         let span = since(&before, &after);
         assert_eq!(span[0].count, 200);
         assert_eq!(span[0].time, Duration::from_nanos(40_000));
         // (40 000 + 80 000) ns over 400 runs.
-        assert_eq!(per_run(&span, "violin_port_tc"), Some(300.0));
-        assert_eq!(per_run(&span, "violin_underlay_tc"), None);
+        assert_eq!(per_run(&span, "violin_port_tc", false), Some(300.0));
+        assert_eq!(per_run(&span, "violin_underlay_tc", false), None);
     }
 
     #[test]
-    fn names_are_matched_as_the_kernel_cuts_them() {
+    fn names_are_matched_as_the_kernel_cuts_them_and_by_kind() {
         let span = [
-            runs(3, "violin_underlay", 10, 2_000),
-            runs(4, "violin_port", 10, 1_000),
+            runs(3, "violin_underlay", false, 10, 2_000),
+            runs(4, "violin_underlay", true, 10, 1_000),
+            runs(5, "violin_port", true, 10, 500),
         ];
-        // violin_underlay_tc is kept as violin_underlay, violin_port_tc whole.
-        assert_eq!(per_run(&span, "violin_underlay_tc"), Some(200.0));
-        assert_eq!(per_run(&span, "violin_port_tc"), None);
-        assert_eq!(per_run(&span, "violin_port"), Some(100.0));
+        // violin_underlay_tc is kept as violin_underlay, the XDP program's name.
+        assert_eq!(per_run(&span, "violin_underlay_tc", false), Some(200.0));
+        assert_eq!(per_run(&span, "violin_underlay", true), Some(100.0));
+        assert_eq!(per_run(&span, "violin_port_tc", false), None);
+        assert_eq!(per_run(&span, "violin_port", true), Some(50.0));
     }
 }
