@@ -1441,7 +1441,13 @@ segmentation, the receiving host, the delivery) run on the sender's CPU, the bot
 the receiver's CPU is mostly idle, and each wake-up of its reader costs the sender's CPU \
 an inter-processor interrupt. How often the reader sleeps changes from run to run on \
 every path alike (sock_def_readable took 3-16% of all samples in runs of the same path \
-on a 2-CPU VM), which spreads the TCP figures by up to a third. (9) The programs' run times on round-trip frames come from the kernel's run-time statistics, on only for a round-trip run of their own: there a run costs two to three times its BPF_PROG_TEST_RUN figure, since a context switch and two system calls between frames take much of its code and maps out of the caches. Each includes part of the statistics' two clock reads, and the underlay program's also the host's own frames it passes (neighbour discovery, the daemons' traffic).";
+on a 2-CPU VM), which spreads the TCP figures by up to a third. (9) The programs' run \
+times on round-trip frames come from the kernel's run-time statistics, on only for a \
+round-trip run of their own: there a run costs two to three times its BPF_PROG_TEST_RUN \
+figure, since a context switch and two system calls between frames take much of its code \
+and maps out of the caches. Each includes part of the statistics' two clock reads, and \
+the underlay program's also the host's own frames it passes (neighbour discovery, the \
+daemons' traffic).";
 
 /// Assembles a finished suite's results, writes them with their report and plots, and
 /// says where they are.
