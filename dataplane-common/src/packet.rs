@@ -44,6 +44,13 @@ pub trait Frame {
     /// Reads a `T` at byte offset `off` of the first buffer, or `None` if it does not fit
     /// there. Headers are always parsed from the first buffer.
     fn load<T: Plain>(&self, off: usize) -> Option<T>;
+    /// The 4 bytes at `off` of the first buffer as a word in native byte order, or `None`
+    /// if they do not fit there: for hashing, where the order does not matter. The
+    /// datapath reads it with one load; through [`Frame::load`] the compiler assembles a
+    /// word of packet data byte by byte, since packet data has no known alignment.
+    fn load_word(&self, off: usize) -> Option<u32> {
+        self.load::<[u8; 4]>(off).map(u32::from_ne_bytes)
+    }
 }
 
 impl Frame for [u8] {
@@ -298,39 +305,52 @@ fn classify_v4<F: Frame + ?Sized, P, A>(
     if be16(ethertype) != ETH_P_IPV4 {
         return Pass;
     }
-    // Version and IHL, TOS, total length, id, fragment offset, TTL, protocol; then the
-    // destination. Too short for either: too short for any IPv4 packet, which the stack
-    // would only discard.
+    // The header in words (`Frame::load_word`), in memory order: version and IHL, TOS,
+    // total length; id, fragment offset; TTL, protocol, checksum; then the destination.
+    // Too short for them: too short for any IPv4 packet, which the stack would only
+    // discard.
     // (One at a time: in the datapath a value read on a path where the other read failed
     // would be an uninitialised register, which the verifier refuses.)
-    let Some(head) = f.load::<[u8; 10]>(ETH_HLEN) else {
+    let Some(w0) = f.load_word(ETH_HLEN) else {
         return Drop(DropReason::TruncatedOuter);
     };
-    let Some(dst) = f.load::<[u8; 4]>(ETH_HLEN + 16) else {
+    let Some(w1) = f.load_word(ETH_HLEN + 4) else {
         return Drop(DropReason::TruncatedOuter);
     };
-    let (version_ihl, protocol) = (head[0], head[9]);
-    if version_ihl >> 4 != 4 || protocol != IPPROTO_UDP || dst != local {
+    let Some(w2) = f.load_word(ETH_HLEN + 8) else {
+        return Drop(DropReason::TruncatedOuter);
+    };
+    let Some(dst) = f.load_word(ETH_HLEN + 16) else {
+        return Drop(DropReason::TruncatedOuter);
+    };
+    let (w0, w1) = (w0.to_ne_bytes(), w1.to_ne_bytes());
+    let (version_ihl, protocol) = (w0[0], w2.to_ne_bytes()[1]);
+    if version_ihl >> 4 != 4 || protocol != IPPROTO_UDP || dst != u32::from_ne_bytes(local) {
         return Pass;
     }
     let ihl = ((version_ihl & 0x0f) as usize) * 4;
     if ihl < IPV4_HLEN {
         return Pass;
     }
-    let frag = be16([head[6], head[7]]);
+    let frag = be16([w1[2], w1[3]]);
     // A later fragment carries no UDP header: it cannot be told apart from the host's own
     // fragmented traffic, so it goes to the stack (whose reassembly will time out for a
     // VXLAN packet whose first fragment was dropped here).
     if frag & 0x1fff != 0 {
         return Pass;
     }
-    let Some(udp) = f.load::<UdpHdr>(ETH_HLEN + ihl) else {
+    // The UDP header: the ports, then the length and the checksum.
+    let Some(ports) = f.load_word(ETH_HLEN + ihl) else {
         return Pass;
     };
-    if be16(udp.dest) != VXLAN_PORT {
+    let Some(udp_len) = f.load_word(ETH_HLEN + ihl + 4) else {
+        return Pass;
+    };
+    let ports = ports.to_ne_bytes();
+    if be16([ports[2], ports[3]]) != VXLAN_PORT {
         return Pass;
     }
-    let Some(src) = f.load::<[u8; 4]>(ETH_HLEN + 12) else {
+    let Some(src) = f.load_word(ETH_HLEN + 12).map(u32::to_ne_bytes) else {
         return Pass;
     };
     let Some(peer_info) = lookup_peer(src) else {
@@ -342,30 +362,36 @@ fn classify_v4<F: Frame + ?Sized, P, A>(
     if ihl != IPV4_HLEN {
         return Drop(DropReason::IpOptions);
     }
-    let tot_len = be16([head[2], head[3]]) as usize;
+    let tot_len = be16([w0[2], w0[3]]) as usize;
     if tot_len < IPV4_HLEN + UDP_HLEN + VXLAN_HLEN || ETH_HLEN + tot_len > f.total_len() {
         return Drop(DropReason::TruncatedOuter);
     }
-    if be16(udp.len) as usize != tot_len - IPV4_HLEN {
+    let udp_len = udp_len.to_ne_bytes();
+    if be16([udp_len[0], udp_len[1]]) as usize != tot_len - IPV4_HLEN {
         return Drop(DropReason::BadLength);
     }
     let inner_len = tot_len - IPV4_HLEN - UDP_HLEN - VXLAN_HLEN;
     if inner_len < ETH_HLEN {
         return Drop(DropReason::TruncatedInner);
     }
-    let Some(vxlan) = f.load::<VxlanHdr>(ETH_HLEN + IPV4_HLEN + UDP_HLEN) else {
+    // The VXLAN header: the flags and reserved bytes, then the VNI and a reserved byte.
+    let Some(flags) = f.load_word(ETH_HLEN + IPV4_HLEN + UDP_HLEN) else {
         return Drop(DropReason::TruncatedOuter);
     };
-    if vxlan.flags & VXLAN_FLAG_I == 0 {
+    let Some(vni) = f.load_word(ETH_HLEN + IPV4_HLEN + UDP_HLEN + 4) else {
+        return Drop(DropReason::TruncatedOuter);
+    };
+    if flags.to_ne_bytes()[0] & VXLAN_FLAG_I == 0 {
         return Drop(DropReason::BadVxlanFlags);
     }
+    let vni = vni.to_ne_bytes();
     let Some(inner) = f.load::<EthHdr>(INNER_OFFSET) else {
         return Drop(DropReason::TruncatedInner);
     };
     UnderlayVerdict::Vxlan(VxlanInfo {
         peer: peer_as(src),
         peer_info,
-        vni: u32::from_be_bytes([0, vxlan.vni[0], vxlan.vni[1], vxlan.vni[2]]),
+        vni: u32::from_be_bytes([0, vni[0], vni[1], vni[2]]),
         inner,
         inner_len,
         trailer: f.total_len() - ETH_HLEN - tot_len,
@@ -585,18 +611,18 @@ impl Family {
 #[inline(always)]
 fn ipv6_flow_hash<F: Frame + ?Sized>(f: &F, off: usize, mut h: u32) -> u32 {
     // Next header at byte 6, addresses at 8..40, the transport header after 40.
-    let Some(next) = f.load::<[u8; 1]>(off + 6) else {
+    let Some(next) = f.load_word(off + 4).map(|w| w.to_ne_bytes()[2]) else {
         return h;
     };
     for word in 0..8 {
-        if let Some(w) = f.load::<[u8; 4]>(off + 8 + 4 * word) {
-            h = mix(h, u32::from_be_bytes(w));
+        if let Some(w) = f.load_word(off + 8 + 4 * word) {
+            h = mix(h, w);
         }
     }
-    h = mix(h, next[0] as u32);
-    if next[0] == IPPROTO_TCP || next[0] == IPPROTO_UDP {
-        if let Some(ports) = f.load::<[u8; 4]>(off + 40) {
-            h = mix(h, u32::from_be_bytes(ports));
+    h = mix(h, next as u32);
+    if next == IPPROTO_TCP || next == IPPROTO_UDP {
+        if let Some(ports) = f.load_word(off + 40) {
+            h = mix(h, ports);
         }
     }
     h
@@ -623,46 +649,68 @@ pub fn ip_protocol<F: Frame + ?Sized>(f: &F, off: usize) -> Option<u8> {
     }
 }
 
-/// Hash of the inner flow (MACs, and for IPv4 and IPv6 the addresses, protocol and TCP/UDP
-/// ports), so that the underlay's ECMP and RSS spread tunnels the way they spread the
-/// flows.
+/// Hash of the inner flow, so that the underlay's ECMP and RSS spread tunnels the way they
+/// spread the flows: for IPv4 and IPv6 the addresses, the protocol and the TCP/UDP ports
+/// (what the kernel's flow hash, which its own tunnels take, covers), for other frames
+/// the MACs and the EtherType. Read in words ([`Frame::load_word`]) in native byte order:
+/// only equality counts, and the datapath and the slow path of a host hash alike.
 #[inline(always)]
 pub fn flow_hash<F: Frame + ?Sized>(f: &F, off: usize) -> u32 {
-    let Some(eth) = f.load::<EthHdr>(off) else {
+    let Some(ethertype) = f.load::<[u8; 2]>(off + 12).map(be16) else {
         return 0;
     };
     let mut h = 0x811c_9dc5;
-    h = mix(
-        h,
-        u32::from_be_bytes([eth.dst[0], eth.dst[1], eth.dst[2], eth.dst[3]]),
-    );
-    h = mix(
-        h,
-        u32::from_be_bytes([eth.dst[4], eth.dst[5], eth.src[0], eth.src[1]]),
-    );
-    h = mix(
-        h,
-        u32::from_be_bytes([eth.src[2], eth.src[3], eth.src[4], eth.src[5]]),
-    );
-    if be16(eth.ethertype) == ETH_P_IPV6 {
-        return ipv6_flow_hash(f, off + ETH_HLEN, h);
+    match ethertype {
+        ETH_P_IPV4 => ipv4_flow_hash(f, off + ETH_HLEN, h),
+        ETH_P_IPV6 => ipv6_flow_hash(f, off + ETH_HLEN, h),
+        _ => {
+            for word in 0..3 {
+                if let Some(w) = f.load_word(off + 4 * word) {
+                    h = mix(h, w);
+                }
+            }
+            mix(h, ethertype as u32)
+        }
     }
-    if be16(eth.ethertype) != ETH_P_IPV4 {
-        return mix(h, be16(eth.ethertype) as u32);
-    }
-    let Some(ip) = f.load::<Ipv4Hdr>(off + ETH_HLEN) else {
+}
+
+/// [`flow_hash`]'s part for the IPv4 header at `off`: the addresses, the protocol and,
+/// for TCP and UDP in an unfragmented packet without options, the ports.
+#[inline(always)]
+fn ipv4_flow_hash<F: Frame + ?Sized>(f: &F, off: usize, mut h: u32) -> u32 {
+    // Version and header length in byte 0, the fragment offset in 6..8, the protocol in
+    // byte 9, the addresses in 12..20.
+    // One word after another, each used only past its own check: loaded together and
+    // checked at once, a word that was never read may be computed with anyway, and the
+    // verifier refuses arithmetic on what its register held instead.
+    let Some(w0) = f.load_word(off) else {
         return h;
     };
-    h = mix(h, u32::from_be_bytes(ip.src));
-    h = mix(h, u32::from_be_bytes(ip.dst));
-    h = mix(h, ip.protocol as u32);
-    let unfragmented = be16(ip.frag_off) & 0x3fff == 0;
+    let Some(w1) = f.load_word(off + 4) else {
+        return h;
+    };
+    let Some(w2) = f.load_word(off + 8) else {
+        return h;
+    };
+    let Some(src) = f.load_word(off + 12) else {
+        return h;
+    };
+    let Some(dst) = f.load_word(off + 16) else {
+        return h;
+    };
+    let version_ihl = w0.to_ne_bytes()[0];
+    let frag = w1.to_ne_bytes();
+    let protocol = w2.to_ne_bytes()[1];
+    h = mix(h, src);
+    h = mix(h, dst);
+    h = mix(h, protocol as u32);
+    let unfragmented = be16([frag[2], frag[3]]) & 0x3fff == 0;
     if unfragmented
-        && ip.version_ihl & 0x0f == 5
-        && (ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP)
+        && version_ihl & 0x0f == 5
+        && (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP)
     {
-        if let Some(ports) = f.load::<[u8; 4]>(off + ETH_HLEN + IPV4_HLEN) {
-            h = mix(h, u32::from_be_bytes(ports));
+        if let Some(ports) = f.load_word(off + IPV4_HLEN) {
+            h = mix(h, ports);
         }
     }
     h

@@ -17,6 +17,30 @@ fn linear<T: Plain>(start: usize, end: usize, off: usize) -> Option<T> {
     Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
 }
 
+/// The 4 bytes at `off` of the packet data between `start` and `end`, if they lie inside,
+/// as one 32-bit load: packet data has no known alignment, so a word read through
+/// [`linear`] becomes four loads and the shifts that join them.
+#[inline(always)]
+fn linear_word(start: usize, end: usize, off: usize) -> Option<u32> {
+    let at = start + off;
+    if at + 4 > end {
+        return None;
+    }
+    let word: u32;
+    // SAFETY: the 4 bytes at `at` lie inside the packet data, checked just above, and the
+    // instruction reads them alone. The verifier takes packet loads at any alignment where
+    // the CPU does (x86), and elsewhere checks them at load time.
+    unsafe {
+        core::arch::asm!(
+            "{word} = *(u32 *)({at} + 0)",
+            at = in(reg) at,
+            word = lateout(reg) word,
+            options(readonly, nostack, preserves_flags),
+        )
+    };
+    Some(word)
+}
+
 /// Reads only the first buffer of a multi-buffer frame; `total_len` counts them all. The
 /// length is asked of the kernel once, when the frame is taken (a helper call, which
 /// the parsers would otherwise make at every check of a length).
@@ -50,6 +74,11 @@ impl Frame for Pkt<'_> {
     fn load<T: Plain>(&self, off: usize) -> Option<T> {
         linear(self.ctx.data(), self.ctx.data_end(), off)
     }
+
+    #[inline(always)]
+    fn load_word(&self, off: usize) -> Option<u32> {
+        linear_word(self.ctx.data(), self.ctx.data_end(), off)
+    }
 }
 
 /// Reads the linear part of the skb alone: for describing a frame to observers, where
@@ -65,6 +94,11 @@ impl Frame for SkbHead<'_> {
     #[inline(always)]
     fn load<T: Plain>(&self, off: usize) -> Option<T> {
         linear(self.0.data(), self.0.data_end(), off)
+    }
+
+    #[inline(always)]
+    fn load_word(&self, off: usize) -> Option<u32> {
+        linear_word(self.0.data(), self.0.data_end(), off)
     }
 }
 
@@ -87,5 +121,11 @@ impl Frame for Skb<'_> {
             return Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) });
         }
         self.0.load::<T>(off).ok()
+    }
+
+    #[inline(always)]
+    fn load_word(&self, off: usize) -> Option<u32> {
+        linear_word(self.0.data(), self.0.data_end(), off)
+            .or_else(|| self.0.load::<[u8; 4]>(off).ok().map(u32::from_ne_bytes))
     }
 }

@@ -129,6 +129,24 @@ fn malformed_vxlan_is_dropped_by_reason() {
 }
 
 #[test]
+fn a_vxlan_packet_cut_anywhere_is_judged_by_what_arrived() {
+    let good = encapsulate(&inner_frame(60), 1);
+    for len in 0..good.len() {
+        let want = match len {
+            0..14 => UnderlayVerdict::Drop(DropReason::Runt),
+            // The IPv4 header or its destination cut off.
+            14..34 => UnderlayVerdict::Drop(DropReason::TruncatedOuter),
+            // No whole UDP header: not known to be VXLAN.
+            34..42 => UnderlayVerdict::Pass,
+            // The IP length claims more than arrived.
+            _ => UnderlayVerdict::Drop(DropReason::TruncatedOuter),
+        };
+        assert_eq!(classify(&good[..len]), want, "cut at {len}");
+    }
+    assert!(matches!(classify(&good), UnderlayVerdict::Vxlan(_)));
+}
+
+#[test]
 fn ip_options_are_dropped() {
     let good = encapsulate(&inner_frame(60), 1);
     let mut p = good[..34].to_vec();
@@ -188,6 +206,71 @@ fn flow_hash_separates_flows_and_is_stable() {
     assert_ne!(flow_hash(&a[..], 0), flow_hash(&b[..], 0));
     let p = source_port(flow_hash(&a[..], 0));
     assert!(p >= 49152);
+}
+
+/// An IPv4 UDP frame from `sport` to port 80 of the inner frame's addresses.
+fn udp4_frame(sport: u16) -> Vec<u8> {
+    let mut a = inner_frame(60);
+    a[12..14].copy_from_slice(&[0x08, 0x00]);
+    a[14] = 0x45;
+    a[20..22].copy_from_slice(&[0x40, 0]); // DF, not a fragment
+    a[23] = IPPROTO_UDP;
+    a[26..30].copy_from_slice(&[10, 0, 0, 1]);
+    a[30..34].copy_from_slice(&[10, 0, 0, 2]);
+    a[34..36].copy_from_slice(&sport.to_be_bytes());
+    a[36..38].copy_from_slice(&80u16.to_be_bytes());
+    a
+}
+
+#[test]
+fn flow_hash_takes_an_ip_flow_by_its_addresses_protocol_and_ports_alone() {
+    let a = udp4_frame(4096);
+    let h = flow_hash(&a[..], 0);
+    // The MACs, the TTL, the length and the checksum are not the flow's.
+    let mut same = a.clone();
+    same[0..12].copy_from_slice(&[2, 9, 9, 9, 9, 9, 2, 8, 8, 8, 8, 8]);
+    same[22] = 7;
+    same[16..18].copy_from_slice(&[0, 46]);
+    same[24..26].copy_from_slice(&[0x12, 0x34]);
+    assert_eq!(flow_hash(&same[..], 0), h);
+    for (what, at, byte) in [
+        ("source", 29, 9),
+        ("destination", 33, 9),
+        ("protocol", 23, 6),
+    ] {
+        let mut other = a.clone();
+        other[at] = byte;
+        assert_ne!(flow_hash(&other[..], 0), h, "{what}");
+    }
+    // A fragment's ports are not where a first fragment's are: left out, as are those
+    // behind options.
+    let mut frag = a.clone();
+    frag[20..22].copy_from_slice(&[0x20, 0]);
+    let mut frag_other = frag.clone();
+    frag_other[34..36].copy_from_slice(&5000u16.to_be_bytes());
+    assert_eq!(flow_hash(&frag[..], 0), flow_hash(&frag_other[..], 0));
+    // Found at an offset as at the start (behind outer headers).
+    let mut behind = Vec::from([0u8; 50]);
+    behind.extend_from_slice(&a);
+    assert_eq!(flow_hash(&behind[..], 50), h);
+    // A frame too short for the header hashes alike every time.
+    assert_eq!(flow_hash(&a[..30], 0), flow_hash(&a[..30], 0));
+}
+
+#[test]
+fn flow_hash_takes_other_frames_by_their_macs() {
+    let arp = inner_frame(60);
+    let mut other = arp.clone();
+    other[5] ^= 1;
+    assert_ne!(flow_hash(&arp[..], 0), flow_hash(&other[..], 0));
+    assert_eq!(flow_hash(&arp[..], 0), flow_hash(&arp.clone()[..], 0));
+}
+
+#[test]
+fn a_word_of_a_frame_is_its_bytes_in_memory_order() {
+    let f = [1u8, 2, 3, 4, 5];
+    assert_eq!(f[..].load_word(1), Some(u32::from_ne_bytes([2, 3, 4, 5])));
+    assert_eq!(f[..].load_word(2), None);
 }
 
 #[test]
