@@ -45,9 +45,10 @@ pub trait Frame {
     /// there. Headers are always parsed from the first buffer.
     fn load<T: Plain>(&self, off: usize) -> Option<T>;
     /// The 4 bytes at `off` of the first buffer as a word in native byte order, or `None`
-    /// if they do not fit there: for hashing, where the order does not matter. The
-    /// datapath reads it with one load; through [`Frame::load`] the compiler assembles a
-    /// word of packet data byte by byte, since packet data has no known alignment.
+    /// if they do not fit there: callers hash the word as it is, or take its bytes out
+    /// with `to_ne_bytes`. The programs read it from the linear data with one load;
+    /// through [`Frame::load`] the compiler assembles a word of packet data byte by byte,
+    /// since packet data has no known alignment.
     fn load_word(&self, off: usize) -> Option<u32> {
         self.load::<[u8; 4]>(off).map(u32::from_ne_bytes)
     }

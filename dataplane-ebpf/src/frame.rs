@@ -29,7 +29,9 @@ fn linear_word(start: usize, end: usize, off: usize) -> Option<u32> {
     let word: u32;
     // SAFETY: the 4 bytes at `at` lie inside the packet data, checked just above, and the
     // instruction reads them alone. The verifier takes packet loads at any alignment where
-    // the CPU does (x86), and elsewhere checks them at load time.
+    // the CPU does (x86); on a CPU that needs aligned loads it refuses a misaligned one
+    // (as the inner headers' words behind 50 bytes of outer headers would be) and the
+    // program does not load, so no such load ever runs.
     unsafe {
         core::arch::asm!(
             "{word} = *(u32 *)({at} + 0)",

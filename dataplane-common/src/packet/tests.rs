@@ -237,24 +237,40 @@ fn flow_hash_takes_an_ip_flow_by_its_addresses_protocol_and_ports_alone() {
         ("source", 29, 9),
         ("destination", 33, 9),
         ("protocol", 23, 6),
+        ("source port", 35, 1),
+        ("destination port", 37, 81),
     ] {
         let mut other = a.clone();
         other[at] = byte;
         assert_ne!(flow_hash(&other[..], 0), h, "{what}");
     }
-    // A fragment's ports are not where a first fragment's are: left out, as are those
-    // behind options.
-    let mut frag = a.clone();
-    frag[20..22].copy_from_slice(&[0x20, 0]);
-    let mut frag_other = frag.clone();
-    frag_other[34..36].copy_from_slice(&5000u16.to_be_bytes());
-    assert_eq!(flow_hash(&frag[..], 0), flow_hash(&frag_other[..], 0));
+    // The ports are left out of a fragment's hash, first (MF set) or later (a non-zero
+    // offset; it carries none), so that all of a packet's fragments go alike; and out of
+    // a header with options, where they are elsewhere.
+    for (what, at, bytes) in [
+        ("first fragment", 20, [0x20, 0]),
+        ("later fragment", 20, [0, 0x10]),
+        ("options", 14, [0x46, 0]),
+    ] {
+        let mut p = a.clone();
+        p[at..at + 2].copy_from_slice(&bytes);
+        let mut other_ports = p.clone();
+        other_ports[34..36].copy_from_slice(&5000u16.to_be_bytes());
+        assert_eq!(
+            flow_hash(&p[..], 0),
+            flow_hash(&other_ports[..], 0),
+            "{what}"
+        );
+    }
     // Found at an offset as at the start (behind outer headers).
     let mut behind = Vec::from([0u8; 50]);
     behind.extend_from_slice(&a);
     assert_eq!(flow_hash(&behind[..], 50), h);
-    // A frame too short for the header hashes alike every time.
-    assert_eq!(flow_hash(&a[..30], 0), flow_hash(&a[..30], 0));
+    // A header cut before its destination address is not hashed in part: two such frames
+    // whose source addresses differ hash alike.
+    let mut other_src = a.clone();
+    other_src[29] = 9;
+    assert_eq!(flow_hash(&a[..32], 0), flow_hash(&other_src[..32], 0));
 }
 
 #[test]
@@ -263,7 +279,10 @@ fn flow_hash_takes_other_frames_by_their_macs() {
     let mut other = arp.clone();
     other[5] ^= 1;
     assert_ne!(flow_hash(&arp[..], 0), flow_hash(&other[..], 0));
-    assert_eq!(flow_hash(&arp[..], 0), flow_hash(&arp.clone()[..], 0));
+    // Their payload is not: an ARP request and its retry for another address alike.
+    let mut other_payload = arp.clone();
+    other_payload[41] ^= 1;
+    assert_eq!(flow_hash(&arp[..], 0), flow_hash(&other_payload[..], 0));
 }
 
 #[test]
