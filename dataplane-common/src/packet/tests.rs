@@ -516,6 +516,24 @@ fn malformed_vxlan_over_ipv6_is_dropped_by_reason() {
 }
 
 #[test]
+fn a_vxlan_packet_over_ipv6_cut_anywhere_is_judged_by_what_arrived() {
+    let good = encapsulate6(&inner_frame(60), 6);
+    for len in 0..good.len() {
+        let want = match len {
+            0..14 => UnderlayVerdict::Drop(DropReason::Runt),
+            // The fixed IPv6 header cut off.
+            14..54 => UnderlayVerdict::Drop(DropReason::TruncatedOuter),
+            // No whole UDP header: not known to be VXLAN.
+            54..62 => UnderlayVerdict::Pass,
+            // The payload length claims more than arrived.
+            _ => UnderlayVerdict::Drop(DropReason::TruncatedOuter),
+        };
+        assert_eq!(classify6(&good[..len]), want, "cut at {len}");
+    }
+    assert!(matches!(classify6(&good), UnderlayVerdict::Vxlan(_)));
+}
+
+#[test]
 fn ipv6_underlay_costs_seventy_bytes() {
     // A VM frame of its MTU plus its Ethernet header fits; one byte more does not.
     assert!(fits_underlay6(1430 + 14, 1500));
