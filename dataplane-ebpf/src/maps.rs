@@ -108,11 +108,14 @@ pub(crate) fn port(ifindex: u32) -> Option<PortInfo> {
         // violind's topology): the info counts if the key held before and after it was
         // copied. A half-written one would turn the port's checks off. (No frame arrives
         // on ifindex 0, the empty key.)
-        // SAFETY: an element of the array, live for this program run; volatile reads
-        // keep the copy between the two reads of the key.
+        // SAFETY: an element of the array, live for this program run. The barriers keep
+        // the plain copy between the two volatile reads of the key (a volatile copy would
+        // be read byte by byte).
         unsafe {
             if read_volatile(&(*e).ifindex) == ifindex {
-                let info = read_volatile(&(*e).info);
+                barrier();
+                let info = (*e).info;
+                barrier();
                 if read_volatile(&(*e).ifindex) == ifindex {
                     return Some(info);
                 }
@@ -121,6 +124,14 @@ pub(crate) fn port(ifindex: u32) -> Option<PortInfo> {
     }
     // SAFETY: copied out of the map before use.
     unsafe { PORTS.get(ifindex) }.copied()
+}
+
+/// A compiler barrier: no memory access moves across it (an empty assembly block that may
+/// touch any memory; BPF has no fence instruction to select for a compiler fence).
+#[inline(always)]
+fn barrier() {
+    // SAFETY: an empty instruction sequence.
+    unsafe { core::arch::asm!("", options(nostack, preserves_flags)) };
 }
 
 #[inline(always)]
