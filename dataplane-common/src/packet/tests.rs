@@ -128,22 +128,32 @@ fn malformed_vxlan_is_dropped_by_reason() {
     assert_eq!(dropped(&short_inner), DropReason::TruncatedInner);
 }
 
-#[test]
-fn a_vxlan_packet_cut_anywhere_is_judged_by_what_arrived() {
-    let good = encapsulate(&inner_frame(60), 1);
+/// Asserts how `classify` judges `good`, a whole VXLAN packet, cut at every length: a
+/// runt under 14 bytes; truncated while the IP header and its addresses end past the cut
+/// (`ip_end`); passed while the UDP header does (`udp_end`), since without it the packet
+/// is not known to be VXLAN; truncated beyond, where the IP length claims more than
+/// arrived; and accepted whole.
+fn assert_judged_by_what_arrived<A: PartialEq + core::fmt::Debug>(
+    good: &[u8],
+    (ip_end, udp_end): (usize, usize),
+    classify: impl Fn(&[u8]) -> UnderlayVerdict<(), A>,
+) {
     for len in 0..good.len() {
-        let want = match len {
-            0..14 => UnderlayVerdict::Drop(DropReason::Runt),
-            // The IPv4 header or its destination cut off.
-            14..34 => UnderlayVerdict::Drop(DropReason::TruncatedOuter),
-            // No whole UDP header: not known to be VXLAN.
-            34..42 => UnderlayVerdict::Pass,
-            // The IP length claims more than arrived.
-            _ => UnderlayVerdict::Drop(DropReason::TruncatedOuter),
+        let want = if len < ETH_HLEN {
+            UnderlayVerdict::Drop(DropReason::Runt)
+        } else if (ip_end..udp_end).contains(&len) {
+            UnderlayVerdict::Pass
+        } else {
+            UnderlayVerdict::Drop(DropReason::TruncatedOuter)
         };
         assert_eq!(classify(&good[..len]), want, "cut at {len}");
     }
-    assert!(matches!(classify(&good), UnderlayVerdict::Vxlan(_)));
+    assert!(matches!(classify(good), UnderlayVerdict::Vxlan(_)));
+}
+
+#[test]
+fn a_vxlan_packet_cut_anywhere_is_judged_by_what_arrived() {
+    assert_judged_by_what_arrived(&encapsulate(&inner_frame(60), 1), (34, 42), classify);
 }
 
 #[test]
@@ -517,20 +527,7 @@ fn malformed_vxlan_over_ipv6_is_dropped_by_reason() {
 
 #[test]
 fn a_vxlan_packet_over_ipv6_cut_anywhere_is_judged_by_what_arrived() {
-    let good = encapsulate6(&inner_frame(60), 6);
-    for len in 0..good.len() {
-        let want = match len {
-            0..14 => UnderlayVerdict::Drop(DropReason::Runt),
-            // The fixed IPv6 header cut off.
-            14..54 => UnderlayVerdict::Drop(DropReason::TruncatedOuter),
-            // No whole UDP header: not known to be VXLAN.
-            54..62 => UnderlayVerdict::Pass,
-            // The payload length claims more than arrived.
-            _ => UnderlayVerdict::Drop(DropReason::TruncatedOuter),
-        };
-        assert_eq!(classify6(&good[..len]), want, "cut at {len}");
-    }
-    assert!(matches!(classify6(&good), UnderlayVerdict::Vxlan(_)));
+    assert_judged_by_what_arrived(&encapsulate6(&inner_frame(60), 6), (54, 62), classify6);
 }
 
 #[test]
