@@ -169,7 +169,7 @@ pub struct PairKey {
 impl PairKey {
     #[inline(always)]
     pub const fn new(vni: u32, src: [u8; 6], dst: [u8; 6]) -> Self {
-        PairKey { vni, src, dst }
+        Self::of_words(vni, src, dst)
     }
 
     /// [`PairKey::new`] written as four words, for keys with a zero address
@@ -187,6 +187,16 @@ impl PairKey {
         // (transmute checks the size), and any bytes are a valid PairKey; each word lands
         // on the bytes it was made of.
         unsafe { core::mem::transmute::<[u32; 4], PairKey>(words) }
+    }
+
+    /// The key as four words, in memory order (the VNI, then the two addresses' twelve
+    /// bytes): read through the key, whose alignment is 4, one load each, where the
+    /// addresses alone would be read a byte at a time (the BPF backend takes no byte array
+    /// as aligned).
+    #[inline(always)]
+    pub const fn words(&self) -> [u32; 4] {
+        // SAFETY: as in of_words, the other way.
+        unsafe { core::mem::transmute::<PairKey, [u32; 4]>(*self) }
     }
 }
 
@@ -221,8 +231,11 @@ impl PairCell {
 /// bits of their MAC (a lab's or a vendor's VMs) never share one.
 #[inline(always)]
 pub const fn pair_cell_index(key: &PairKey) -> u32 {
-    let x = mac_word(&key.src).wrapping_mul(0x9e37_79b1) ^ mac_word(&key.dst) ^ key.vni;
-    fold(x, PAIR_CELL_COUNT)
+    let [vni, w1, w2, w3] = key.words();
+    let (w1, w2, w3) = (u32::from_be(w1), u32::from_be(w2), u32::from_be(w3));
+    let src = mac_word(w1, w2 >> 16);
+    let dst = mac_word((w2 << 16) | (w3 >> 16), w3 & 0xffff);
+    fold(src.wrapping_mul(0x9e37_79b1) ^ dst ^ vni, PAIR_CELL_COUNT)
 }
 
 /// `x` folded to a position of an array of `size` (a power of two up to 2^10): values
@@ -232,11 +245,13 @@ const fn fold(x: u32, size: u32) -> u32 {
     (x ^ (x >> 10) ^ (x >> 20) ^ (x >> 30)) & (size - 1)
 }
 
-/// A MAC address folded into 32 bits, its low four bytes kept as they are.
+/// A MAC address folded into 32 bits, its low four bytes kept as they are: from its first
+/// four bytes (`head`) and its last two (`tail`), each in network order. The keys hand
+/// over their bytes in words (`FdbKey::words`, `PairKey::words`), one load each where a
+/// byte array would be read a byte at a time.
 #[inline(always)]
-const fn mac_word(m: &[u8; 6]) -> u32 {
-    let low = ((m[2] as u32) << 24) | ((m[3] as u32) << 16) | ((m[4] as u32) << 8) | m[5] as u32;
-    low ^ (((m[0] as u32) << 8) | m[1] as u32)
+const fn mac_word(head: u32, tail: u32) -> u32 {
+    ((head << 16) | (tail & 0xffff)) ^ (head >> 16)
 }
 
 /// The pair may talk in a restricted environment.
@@ -502,6 +517,31 @@ pub struct PeerSlot {
     pub info: PeerInfo,
 }
 
+impl PeerSlot {
+    /// The address as four words in memory order: read through the slot, whose alignment
+    /// is 4, one load each (as [`PairKey::words`]).
+    #[inline(always)]
+    pub const fn addr_words(&self) -> [u32; 4] {
+        addr_words(self.addr)
+    }
+}
+
+/// A 16-byte address as four words in memory order. One load each where the address is
+/// read out of a struct whose alignment is 4 (the BPF backend reads a byte array a byte at
+/// a time otherwise).
+#[inline(always)]
+pub const fn addr_words(a: [u8; 16]) -> [u32; 4] {
+    // SAFETY: both are 16 bytes and any bytes are valid words.
+    unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(a) }
+}
+
+/// Whether two addresses given as [`addr_words`] are the same: one test of the words'
+/// differences, not a branch per word.
+#[inline(always)]
+pub const fn same_words(a: [u32; 4], b: [u32; 4]) -> bool {
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0
+}
+
 /// Direct-mapped indexes in front of the hash maps the forwarding path reads for every
 /// frame (`PORTS` by ifindex, `PEERS` by address, `VNIS` by VNI): an array lookup, which
 /// the verifier inlines, instead of a call that hashes the key. Each entry holds its key;
@@ -605,11 +645,25 @@ pub struct FdbKey {
 impl FdbKey {
     #[inline(always)]
     pub const fn new(vni: u32, mac: [u8; 6]) -> Self {
-        FdbKey {
+        // Made of whole words (see `words`): written field by field, the key's last four
+        // bytes are two 2-byte stores, which a 4-byte load cannot take from the CPU's
+        // store buffer; it waits for them to reach the cache instead, at every frame.
+        let words = [
             vni,
-            mac,
-            _pad: [0; 2],
-        }
+            u32::from_ne_bytes([mac[0], mac[1], mac[2], mac[3]]),
+            u32::from_ne_bytes([mac[4], mac[5], 0, 0]),
+        ];
+        // SAFETY: as in `words`, the other way.
+        unsafe { core::mem::transmute::<[u32; 3], FdbKey>(words) }
+    }
+
+    /// The key as three words, in memory order (the VNI; the MAC's first four bytes; its
+    /// last two and the padding): one load each, as [`PairKey::words`].
+    #[inline(always)]
+    pub const fn words(&self) -> [u32; 3] {
+        // SAFETY: FdbKey is repr(C), a u32 then eight bytes, 12 bytes without padding
+        // (transmute checks the size), and any bytes are valid words.
+        unsafe { core::mem::transmute::<FdbKey, [u32; 3]>(*self) }
     }
 }
 
@@ -633,7 +687,12 @@ pub const FDB_EPOCH_SLOTS: u32 = 2;
 /// lookups: a position holds the last key looked up there.
 #[inline(always)]
 pub const fn fdb_memo_index(key: &FdbKey) -> u32 {
-    fold(mac_word(&key.mac) ^ key.vni, FDB_MEMO_SIZE)
+    let [vni, head, tail] = key.words();
+    let head = u32::from_be(head);
+    fold(
+        mac_word(head, u32::from_be(tail) >> 16) ^ vni,
+        FDB_MEMO_SIZE,
+    )
 }
 
 pub const FDB_LOCAL: u8 = 1;
@@ -703,6 +762,12 @@ impl FdbEntry {
         }
     }
 
+    /// The peer's address as four words (see [`addr_words`]).
+    #[inline(always)]
+    pub const fn peer_words(&self) -> [u32; 4] {
+        addr_words(self.peer)
+    }
+
     /// The same entry, set by the control plane: learning never overwrites it.
     pub const fn pinned(mut self) -> Self {
         self.flags |= FDB_FLAG_STATIC;
@@ -739,6 +804,40 @@ mod tests {
         assert_eq!((k.vni, k.src, k.dst), (0x0102_0304, src, dst));
         let any = PairKey::of_words(7, ROUTE_ANY, dst);
         assert_eq!((any.vni, any.src, any.dst), (7, ROUTE_ANY, dst));
+    }
+
+    #[test]
+    fn keys_read_in_words_index_as_their_bytes_say() {
+        // The positions as defined on the bytes: a MAC's last four bytes in network
+        // order, its first two folded over them.
+        let mac_word = |m: [u8; 6]| {
+            u32::from_be_bytes([m[2], m[3], m[4], m[5]])
+                ^ u32::from(u16::from_be_bytes([m[0], m[1]]))
+        };
+        let macs = [
+            [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+            [0xff, 0xfe, 0xfd, 0xfc, 0xfb, 0xfa],
+            [0x02, 0x00, 0x00, 0x00, 0x00, 0x01],
+            [0x80, 0x01, 0x7f, 0x10, 0x00, 0xff],
+        ];
+        for (i, &a) in macs.iter().enumerate() {
+            let vni = 0x00ab_cdef ^ i as u32;
+            let key = FdbKey::new(vni, a);
+            assert_eq!(key.words()[0], vni);
+            assert_eq!(fdb_memo_index(&key), fold(mac_word(a) ^ vni, FDB_MEMO_SIZE));
+            // The padding is no part of the position.
+            let padded = FdbKey {
+                _pad: [0xaa, 0x55],
+                ..key
+            };
+            assert_eq!(fdb_memo_index(&padded), fdb_memo_index(&key));
+            for &b in &macs {
+                let x = mac_word(a).wrapping_mul(0x9e37_79b1) ^ mac_word(b) ^ vni;
+                let pair = PairKey::new(vni, a, b);
+                assert_eq!(pair_cell_index(&pair), fold(x, PAIR_CELL_COUNT), "{pair:?}");
+                assert_eq!(PairKey::of_words(vni, a, b).words(), pair.words());
+            }
+        }
     }
 
     #[test]

@@ -83,6 +83,56 @@ pub struct EthHdr {
 // invalid bit patterns.
 unsafe impl Plain for EthHdr {}
 
+/// A frame's Ethernet header as the programs hold it ([`load_eth`]): the addresses' twelve
+/// bytes as three words in memory order, and the EtherType. An [`EthHdr`] is byte arrays,
+/// which the BPF backend stores to the stack a byte at a time; the code that compares or
+/// hashes the addresses then reads them back in words, and a load spanning several
+/// smaller stores cannot be served from the CPU's store buffer: it waits for them to reach
+/// the cache, several times a frame. Words stored are words read. Not the wire's layout
+/// (16 bytes with padding): a frame gets [`Eth::header`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Eth {
+    addrs: [u32; 3],
+    pub ethertype: [u8; 2],
+}
+
+impl Eth {
+    #[inline(always)]
+    pub const fn new(h: &EthHdr) -> Self {
+        let (d, s) = (h.dst, h.src);
+        Eth {
+            addrs: [
+                u32::from_ne_bytes([d[0], d[1], d[2], d[3]]),
+                u32::from_ne_bytes([d[4], d[5], s[0], s[1]]),
+                u32::from_ne_bytes([s[2], s[3], s[4], s[5]]),
+            ],
+            ethertype: h.ethertype,
+        }
+    }
+
+    #[inline(always)]
+    pub const fn dst(&self) -> [u8; 6] {
+        let (a, b) = (self.addrs[0].to_ne_bytes(), self.addrs[1].to_ne_bytes());
+        [a[0], a[1], a[2], a[3], b[0], b[1]]
+    }
+
+    #[inline(always)]
+    pub const fn src(&self) -> [u8; 6] {
+        let (b, c) = (self.addrs[1].to_ne_bytes(), self.addrs[2].to_ne_bytes());
+        [b[2], b[3], c[0], c[1], c[2], c[3]]
+    }
+
+    /// The header as the wire has it.
+    #[inline(always)]
+    pub const fn header(&self) -> EthHdr {
+        EthHdr {
+            dst: self.dst(),
+            src: self.src(),
+            ethertype: self.ethertype,
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ipv4Hdr {
@@ -268,7 +318,7 @@ pub struct VxlanInfo<P, A = [u8; 4]> {
     /// What `lookup_peer` returned for the sender.
     pub peer_info: P,
     pub vni: u32,
-    pub inner: EthHdr,
+    pub inner: Eth,
     /// Inner frame length as the outer headers declare it.
     pub inner_len: usize,
     /// Bytes after the declared end (Ethernet padding); trimmed before delivery.
@@ -386,7 +436,7 @@ fn classify_v4<F: Frame + ?Sized, P, A>(
         return Drop(DropReason::BadVxlanFlags);
     }
     let vni = vni.to_ne_bytes();
-    let Some(inner) = f.load::<EthHdr>(INNER_OFFSET) else {
+    let Some(inner) = load_eth(f, INNER_OFFSET) else {
         return Drop(DropReason::TruncatedInner);
     };
     UnderlayVerdict::Vxlan(VxlanInfo {
@@ -477,7 +527,7 @@ pub fn classify_underlay6<F: Frame + ?Sized, P>(
     if vxlan.flags & VXLAN_FLAG_I == 0 {
         return Drop(DropReason::BadVxlanFlags);
     }
-    let Some(inner) = f.load::<EthHdr>(INNER_OFFSET_V6) else {
+    let Some(inner) = load_eth(f, INNER_OFFSET_V6) else {
         return Drop(DropReason::TruncatedInner);
     };
     UnderlayVerdict::Vxlan(VxlanInfo {
@@ -491,11 +541,27 @@ pub fn classify_underlay6<F: Frame + ?Sized, P>(
     })
 }
 
+/// The Ethernet header at `off` as an [`Eth`], read in three words and the EtherType (see
+/// [`Frame::load_word`]). `None` if it does not fit in the first buffer.
+#[inline(always)]
+pub fn load_eth<F: Frame + ?Sized>(f: &F, off: usize) -> Option<Eth> {
+    // One at a time, as in classify_v4.
+    let a = f.load_word(off)?;
+    let b = f.load_word(off + 4)?;
+    let c = f.load_word(off + 8)?;
+    let ethertype = f.load::<[u8; 2]>(off + 12)?;
+    Some(Eth {
+        addrs: [a, b, c],
+        ethertype,
+    })
+}
+
 /// Validates a frame a VM sent into its port and returns its Ethernet header.
 #[inline(always)]
-pub fn classify_port<F: Frame + ?Sized>(f: &F) -> Result<EthHdr, DropReason> {
-    let eth = f.load::<EthHdr>(0).ok_or(DropReason::Runt)?;
-    if is_multicast(&eth.src) || is_zero(&eth.src) {
+pub fn classify_port<F: Frame + ?Sized>(f: &F) -> Result<Eth, DropReason> {
+    let eth = load_eth(f, 0).ok_or(DropReason::Runt)?;
+    let src = eth.src();
+    if is_multicast(&src) || is_zero(&src) {
         return Err(DropReason::BadSrcMac);
     }
     Ok(eth)
@@ -506,13 +572,13 @@ pub fn classify_port<F: Frame + ?Sized>(f: &F) -> Result<EthHdr, DropReason> {
 #[inline(always)]
 pub fn check_source<F: Frame + ?Sized>(
     f: &F,
-    eth: &EthHdr,
+    eth: &Eth,
     flags: u32,
     mac: &[u8; 6],
     ip: &[u8; 4],
 ) -> Result<(), DropReason> {
     use crate::maps::{PORT_CHECK_IP, PORT_CHECK_MAC};
-    if flags & PORT_CHECK_MAC != 0 && eth.src != *mac {
+    if flags & PORT_CHECK_MAC != 0 && eth.src() != *mac {
         return Err(DropReason::SpoofedMac);
     }
     if flags & PORT_CHECK_IP == 0 {
@@ -545,10 +611,10 @@ pub const fn fits_underlay(frame_len: usize, underlay_mtu: u32) -> bool {
 #[inline(always)]
 pub fn gso_segment_len<F: Frame + ?Sized>(f: &F, gso_size: usize) -> usize {
     const WORST: usize = ETH_HLEN + 60 + 60;
-    let Some(eth) = f.load::<EthHdr>(0) else {
+    let Some(ethertype) = f.load::<[u8; 2]>(ETH_HLEN - 2) else {
         return WORST + gso_size;
     };
-    let (l3, proto) = match be16(eth.ethertype) {
+    let (l3, proto) = match be16(ethertype) {
         ETH_P_IPV4 => match f.load::<Ipv4Hdr>(ETH_HLEN) {
             Some(ip) => (((ip.version_ihl & 0x0f) as usize) * 4, ip.protocol),
             None => return WORST + gso_size,
@@ -641,8 +707,7 @@ const fn mix(mut h: u32, v: u32) -> u32 {
 /// and for frames cut short.
 #[inline(always)]
 pub fn ip_protocol<F: Frame + ?Sized>(f: &F, off: usize) -> Option<u8> {
-    let eth = f.load::<EthHdr>(off)?;
-    match be16(eth.ethertype) {
+    match be16(f.load::<[u8; 2]>(off + ETH_HLEN - 2)?) {
         ETH_P_IPV4 => Some(f.load::<Ipv4Hdr>(off + ETH_HLEN)?.protocol),
         // The next-header byte sits 6 bytes into the fixed IPv6 header.
         ETH_P_IPV6 => Some(f.load::<[u8; 1]>(off + ETH_HLEN + 6)?[0]),

@@ -12,7 +12,7 @@ use aya_log_ebpf::debug;
 use dataplane_common::{
     counters::{action_index, Counter, DropReason, Hook, PeerStats, PortStats, ACTION_FLOOD},
     maps::{pair_cell_index, PairKey, PortInfo, PORT_UNCOUNTED},
-    packet::{is_multicast, EthHdr},
+    packet::{is_multicast, Eth},
 };
 
 use crate::{
@@ -106,12 +106,12 @@ pub(crate) fn tc_drop(ctx: &TcContext, slot: u32, reason: DropReason, len: usize
 /// Counts a VM's unicast frame to another VM (the local traffic matrix VTTIF reads),
 /// unless the port's counting is off.
 #[inline(always)]
-pub(crate) fn count_pair(port: &PortInfo, eth: &EthHdr, len: usize) {
-    if is_multicast(&eth.dst) || port.flags & PORT_UNCOUNTED != 0 {
+pub(crate) fn count_pair(port: &PortInfo, eth: &Eth, len: usize) {
+    if is_multicast(&eth.dst()) || port.flags & PORT_UNCOUNTED != 0 {
         return;
     }
     // By reference: passed by value, the key is copied to the stack for every call.
-    let key = &PairKey::new(port.vni, eth.src, eth.dst);
+    let key = &PairKey::new(port.vni, eth.src(), eth.dst());
     // This CPU's cell for the pair, if the pair holds it or it is empty (see
     // PAIR_CELL_COUNT): no call on the path of the pair's frames.
     if let Some(cell) = PAIR_CELLS.get_ptr_mut(pair_cell_index(key)) {

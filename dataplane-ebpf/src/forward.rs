@@ -8,7 +8,7 @@ use dataplane_common::{
         route_keys, FdbEntry, FdbKey, FdbKind, PortInfo, VniInfo, PORT_ROUTED, UNDERLAY_SLOT,
         VNI_ROUTED,
     },
-    packet::{is_multicast, is_zero, EthHdr},
+    packet::{is_multicast, is_zero, Eth},
 };
 
 use crate::{
@@ -49,7 +49,7 @@ pub(crate) enum Next {
 /// refused. The pair's traffic is counted by the caller once the frame has passed its
 /// bounds.
 #[inline(always)]
-pub(crate) fn port_next(port: &PortInfo, ifindex: u32, eth: &EthHdr) -> Result<Next, DropReason> {
+pub(crate) fn port_next(port: &PortInfo, ifindex: u32, eth: &Eth) -> Result<Next, DropReason> {
     match port_dest(port, ifindex, eth) {
         Next::Flood if !storm_admit(port.slot) => Err(DropReason::Storm),
         next => Ok(next),
@@ -68,20 +68,21 @@ fn storm_admit(slot: u32) -> bool {
 }
 
 #[inline(always)]
-fn port_dest(port: &PortInfo, ifindex: u32, eth: &EthHdr) -> Next {
+fn port_dest(port: &PortInfo, ifindex: u32, eth: &Eth) -> Next {
+    let (src, dst) = (eth.src(), eth.dst());
     learn(
-        &FdbKey::new(port.vni, eth.src),
+        &FdbKey::new(port.vni, src),
         FdbEntry::local(ifindex, port.slot),
     );
     if port.flags & PORT_ROUTED != 0 {
-        if let Some(d) = route(port.vni, eth.src, eth.dst) {
+        if let Some(d) = route(port.vni, src, dst) {
             return Next::To(d);
         }
     }
-    if is_multicast(&eth.dst) {
+    if is_multicast(&dst) {
         return Next::Flood;
     }
-    match fdb(&FdbKey::new(port.vni, eth.dst)) {
+    match fdb(&FdbKey::new(port.vni, dst)) {
         Some(d) => Next::To(d),
         None => Next::Flood,
     }
@@ -98,9 +99,10 @@ pub(crate) fn accept_from_peer(v: &Vxlan, len: usize) -> Result<VniInfo, DropRea
     if let Some(s) = peer_stats(v.peer_info.slot) {
         s.rx.add(len as u64);
     }
-    if !is_multicast(&v.inner.src) && !is_zero(&v.inner.src) {
+    let src = v.inner.src();
+    if !is_multicast(&src) && !is_zero(&src) {
         learn(
-            &FdbKey::new(v.vni, v.inner.src),
+            &FdbKey::new(v.vni, src),
             FdbEntry::remote(v.peer, v.peer_info.slot),
         );
     }

@@ -161,32 +161,13 @@ pub(crate) fn peer(addr: &[u8; 16]) -> Option<PeerInfo> {
 /// forwarding path checks a slot's occupant before use).
 #[inline(always)]
 pub(crate) fn sender(addr: &[u8; 16]) -> Option<PeerInfo> {
+    let a = addr_words(*addr);
     match PEER_INDEX.get(peer_index(addr)) {
         // An empty entry's key is all zero, and a frame from the unspecified address
         // must not find it.
-        Some(e) if same_addr(&e.addr, addr) && !is_unspecified(addr) => Some(e.info),
+        Some(e) if same_words(e.addr_words(), a) && a != [0; 4] => Some(e.info),
         _ => peer(addr),
     }
-}
-
-/// Two underlay addresses compared as two words each: byte by byte costs registers the
-/// programs' stacks cannot spare.
-#[inline(always)]
-pub(crate) fn same_addr(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    let (a, b) = (words(a), words(b));
-    a[0] == b[0] && a[1] == b[1]
-}
-
-#[inline(always)]
-fn is_unspecified(a: &[u8; 16]) -> bool {
-    let a = words(a);
-    a[0] | a[1] == 0
-}
-
-#[inline(always)]
-fn words(a: &[u8; 16]) -> [u64; 2] {
-    // SAFETY: 16 readable bytes; read_unaligned takes any alignment.
-    unsafe { core::ptr::read_unaligned(a.as_ptr() as *const [u64; 2]) }
 }
 
 /// A flood list is read in place, not copied: 584 bytes on the stack would leave the TC

@@ -8,7 +8,7 @@ use dataplane_common::{
         htb_class, PairKey, PairState, PortInfo, Shaper, PAIR_ALLOWED, PAIR_LIMITED, PORT_LIMITED,
         PORT_RESTRICTED, PORT_VM_BOUNDED, SHAPER_SMALL_FRAME, VM_LEAF_BASE,
     },
-    packet::{check_source, is_multicast, EthHdr, Frame},
+    packet::{check_source, is_multicast, Eth, Frame},
 };
 
 use crate::maps::{PAIRS, VM_BOUNDS};
@@ -20,13 +20,13 @@ use crate::maps::{PAIRS, VM_BOUNDS};
 pub(crate) fn port_policy<F: Frame>(
     f: &F,
     port: &PortInfo,
-    eth: &EthHdr,
+    eth: &Eth,
 ) -> Result<Option<*mut PairState>, DropReason> {
     check_source(f, eth, port.flags, &port.mac, &port.ip)?;
-    if port.flags & (PORT_RESTRICTED | PORT_LIMITED) == 0 || is_multicast(&eth.dst) {
+    if port.flags & (PORT_RESTRICTED | PORT_LIMITED) == 0 || is_multicast(&eth.dst()) {
         return Ok(None);
     }
-    let key = PairKey::new(port.vni, eth.src, eth.dst);
+    let key = PairKey::new(port.vni, eth.src(), eth.dst());
     let Some(state) = PAIRS.get_ptr_mut(key) else {
         if port.flags & PORT_RESTRICTED != 0 {
             return Err(DropReason::NotAllowed);

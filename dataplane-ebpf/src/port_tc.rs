@@ -8,7 +8,7 @@ use dataplane_common::{
     counters::{DropReason, Hook},
     maps::{FdbKind, PortInfo, FLOOD_PEERS, PORT_VM_BOUNDED, UNDERLAY_SLOT},
     observe::FORWARDED,
-    packet::{classify_port, EthHdr, Frame},
+    packet::{classify_port, Eth, Frame},
 };
 
 use crate::{
@@ -104,7 +104,7 @@ fn port_skb(ctx: &TcContext) -> Verdict {
 /// host serving it, all in the kernel (bpf_clone_redirect). The remote copies are what the
 /// VM sends to other hosts, so its aggregate bound applies to them.
 #[inline(always)]
-fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &EthHdr, len: usize) -> Verdict {
+fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &Eth, len: usize) -> Verdict {
     let Some(list) = flood_list(port.vni) else {
         return tc_drop(ctx, port.slot, DropReason::SlowPathDown, len);
     };
@@ -129,7 +129,7 @@ fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &EthHdr, len: 
     // The inner Ethernet header goes after the outer headers once; each copy rewrites
     // only those.
     let outer = family(&cfg).overhead() as usize;
-    if ctx.store(outer, eth, 0).is_err() {
+    if ctx.store(outer, &eth.header(), 0).is_err() {
         return tc_drop(ctx, port.slot, DropReason::NoHeadroom, len);
     }
     let e = Encap {

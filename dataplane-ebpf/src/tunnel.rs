@@ -18,9 +18,11 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     counters::DropReason,
-    maps::{FdbEntry, FloodList, HostConfig, PeerInfo, PortInfo, FLOOD_PEERS, UNDERLAY_SLOT},
+    maps::{
+        same_words, FdbEntry, FloodList, HostConfig, PeerInfo, PortInfo, FLOOD_PEERS, UNDERLAY_SLOT,
+    },
     packet::{
-        flow_hash, gso_segment_len, source_port, v4_of, Ends, EthHdr, Family, OuterHeaders,
+        flow_hash, gso_segment_len, source_port, v4_of, Ends, Eth, EthHdr, Family, OuterHeaders,
         OuterHeaders6, Tunnel, Tunnel6, VxlanInfo, ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, INNER_OFFSET,
         INNER_OFFSET_V6, IPV4_HLEN, IPV6_HLEN, UDP_HLEN, VXLAN_HLEN,
     },
@@ -30,7 +32,7 @@ use crate::{
     counters::{drop_frame, peer_stats},
     forward::redirect_to_port,
     frame::{Pkt, Skb},
-    maps::{host_config, peer, same_addr, PEER_SLOTS, TX_PORTS},
+    maps::{host_config, peer, PEER_SLOTS, TX_PORTS},
 };
 
 /// A VXLAN packet from a peer, over either family (the sender in 16 bytes).
@@ -96,7 +98,7 @@ fn next_hop(addr: [u8; 16], info: PeerInfo) -> Option<NextHop> {
 #[inline(always)]
 pub(crate) fn resolve_entry(to: &FdbEntry) -> Option<NextHop> {
     match PEER_SLOTS.get(to.slot) {
-        Some(s) if same_addr(&s.addr, &to.peer) => next_hop(to.peer, s.info),
+        Some(s) if same_words(s.addr_words(), to.peer_words()) => next_hop(to.peer, s.info),
         _ => resolve_peer(to.peer),
     }
 }
@@ -276,7 +278,7 @@ fn send_tunnelled(
 pub(crate) fn tc_encap(
     ctx: &TcContext,
     cfg: &HostConfig,
-    eth: &EthHdr,
+    eth: &Eth,
     len: usize,
 ) -> Result<(), DropReason> {
     // SAFETY: reading the context's own field.
@@ -327,7 +329,7 @@ pub(crate) fn tc_write_outer(
     cfg: &HostConfig,
     vni: u32,
     hop: &NextHop,
-    eth: &EthHdr,
+    eth: &Eth,
     len: usize,
 ) -> Result<(), ()> {
     // The inner Ethernet header first: the source port is hashed from the inner frame.
@@ -350,7 +352,7 @@ pub(crate) fn tc_write_outer(
 fn inner_eth<'a>(
     ctx: &TcContext,
     (cfg, vni, len): (&'a HostConfig, u32, usize),
-    eth: &EthHdr,
+    eth: &Eth,
     at: usize,
 ) -> Result<Encap<'a>, ()> {
     put_inner_eth(ctx, at, eth)?;
@@ -364,11 +366,11 @@ fn inner_eth<'a>(
 
 /// Writes the inner Ethernet header at `at` (where the outer headers end).
 #[inline(always)]
-fn put_inner_eth(ctx: &TcContext, at: usize, eth: &EthHdr) -> Result<(), ()> {
+fn put_inner_eth(ctx: &TcContext, at: usize, eth: &Eth) -> Result<(), ()> {
     let start = linear_head(ctx, at + ETH_HLEN).ok_or(())?;
     // SAFETY: the header's bytes at `start + at` lie in the packet's linear data
     // (linear_head); EthHdr has alignment 1.
-    unsafe { core::ptr::write_unaligned((start + at) as *mut EthHdr, *eth) };
+    unsafe { core::ptr::write_unaligned((start + at) as *mut EthHdr, eth.header()) };
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use aya_ebpf::{
 use dataplane_common::{
     counters::{DropReason, Hook},
     maps::{FdbEntry, UNDERLAY_SLOT},
-    packet::{v4_mapped, v4_of, EthHdr, Family, Frame, ETH_P_IPV4, ETH_P_IPV6},
+    packet::{load_eth, v4_mapped, v4_of, Family, Frame, ETH_P_IPV4, ETH_P_IPV6},
 };
 
 use crate::{
@@ -69,8 +69,8 @@ fn forward(ctx: &TcContext, len: usize) -> Result<Verdict, DropReason> {
     // some other way is checked here.
     let sender = peer(&from).ok_or(DropReason::UnknownPeer)?;
     let info = vni(key.tunnel_id).ok_or(DropReason::UnknownVni)?;
-    let eth: EthHdr = Skb(ctx).load(0).ok_or(DropReason::TruncatedInner)?;
-    match tunnel_next(info.flags, key.tunnel_id, eth.src, eth.dst) {
+    let eth = load_eth(&Skb(ctx), 0).ok_or(DropReason::TruncatedInner)?;
+    match tunnel_next(info.flags, key.tunnel_id, eth.src(), eth.dst()) {
         FromTunnel::Deliver(to) => {
             let ethertype = u16::from_be_bytes(eth.ethertype);
             let ip = ethertype == ETH_P_IPV4 || ethertype == ETH_P_IPV6;

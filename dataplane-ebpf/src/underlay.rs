@@ -41,7 +41,7 @@ fn underlay_frame(ctx: &XdpContext) -> u32 {
         Ok(info) => info,
         Err(reason) => return drop_frame(ctx, UNDERLAY_SLOT, reason, len),
     };
-    match tunnel_next(vni_info.flags, v.vni, v.inner.src, v.inner.dst) {
+    match tunnel_next(vni_info.flags, v.vni, v.inner.src(), v.inner.dst()) {
         FromTunnel::Deliver(to) => decapsulate(ctx, &v, &to, len),
         FromTunnel::Transit(to) => transit(ctx, &cfg, &v, &to, len),
         // BUM and unknown unicast go up whole: the slow path needs the VNI from the header.

@@ -75,7 +75,7 @@ fn forward(
     len: usize,
 ) -> Result<Verdict, DropReason> {
     let inner_len = v.inner_len;
-    match tunnel_next(vni_flags, v.vni, v.inner.src, v.inner.dst) {
+    match tunnel_next(vni_flags, v.vni, v.inner.src(), v.inner.dst()) {
         FromTunnel::Deliver(to) => {
             let ip = tc_decap(ctx, v, len)?;
             deliver(ctx, &to, ip, inner_len).map(Verdict::Act)

@@ -15,6 +15,28 @@ fn inner_frame(len: usize) -> Vec<u8> {
     f
 }
 
+/// The Ethernet header at the start of `f`, read as the wire has it.
+fn inner_header(f: &[u8]) -> EthHdr {
+    f.load::<EthHdr>(0).expect("a whole Ethernet header")
+}
+
+#[test]
+fn an_ethernet_header_read_in_words_keeps_every_byte_in_place() {
+    // Every byte different, so that a byte taken from the wrong place of a word shows.
+    let bytes: Vec<u8> = (1..=20).collect();
+    for off in [0, 3, 6] {
+        let eth = load_eth(&bytes[..], off).unwrap();
+        let at = |i: usize| bytes[off + i];
+        assert_eq!(eth.dst(), core::array::from_fn(at));
+        assert_eq!(eth.src(), core::array::from_fn(|i| at(6 + i)));
+        assert_eq!(eth.ethertype, [at(12), at(13)]);
+        assert_eq!(eth.header(), inner_header(&bytes[off..]));
+        assert_eq!(Eth::new(&eth.header()), eth);
+    }
+    assert_eq!(load_eth(&bytes[..13], 0), None);
+    assert_eq!(load_eth(&bytes[..], 7), None);
+}
+
 fn encapsulate(inner: &[u8], vni: u32) -> Vec<u8> {
     let t = Tunnel {
         src_mac: [2, 1, 1, 1, 1, 2],
@@ -47,8 +69,9 @@ fn good_vxlan_is_accepted_with_its_vni_and_inner_header() {
     };
     assert_eq!(v.vni, 0x123456);
     assert_eq!(v.peer, PEER);
-    assert_eq!(v.inner.src, VM_A);
-    assert_eq!(v.inner.dst, VM_B);
+    assert_eq!(v.inner.src(), VM_A);
+    assert_eq!(v.inner.dst(), VM_B);
+    assert_eq!(v.inner.header(), inner_header(&p[50..]));
     assert_eq!(v.inner_len, 60);
     assert_eq!(v.trailer, 0);
 }
@@ -182,7 +205,10 @@ fn ethernet_padding_is_reported_as_trailer() {
 #[test]
 fn port_frames_need_a_unicast_nonzero_source() {
     let f = inner_frame(60);
-    assert_eq!(classify_port(&f[..]).unwrap().src, VM_A);
+    let eth = classify_port(&f[..]).unwrap();
+    assert_eq!((eth.src(), eth.dst()), (VM_A, VM_B));
+    assert_eq!(eth.header(), inner_header(&f));
+    assert_eq!(Eth::new(&eth.header()), eth);
     assert_eq!(classify_port(&f[..13]), Err(DropReason::Runt));
     let mut m = f.clone();
     m[6] = 0x01;
@@ -473,7 +499,7 @@ fn good_vxlan_over_ipv6_is_accepted() {
         (v.vni, v.peer, v.inner_len, v.trailer),
         (0xabcdef, PEER6, 60, 4)
     );
-    assert_eq!((v.inner.src, v.inner.dst), (VM_A, VM_B));
+    assert_eq!((v.inner.src(), v.inner.dst()), (VM_A, VM_B));
 }
 
 #[test]
