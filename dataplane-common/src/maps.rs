@@ -198,6 +198,13 @@ impl PairKey {
         // SAFETY: as in of_words, the other way.
         unsafe { core::mem::transmute::<PairKey, [u32; 4]>(*self) }
     }
+
+    /// `self == other` by [`PairKey::words`]: the derived comparison reads the addresses
+    /// a byte at a time.
+    #[inline(always)]
+    pub const fn same(&self, other: &PairKey) -> bool {
+        same_words(self.words(), other.words())
+    }
 }
 
 /// Each CPU counts the traffic of VM pairs in an array of this many cells, by
@@ -535,7 +542,7 @@ pub const fn addr_words(a: [u8; 16]) -> [u32; 4] {
     unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(a) }
 }
 
-/// Whether two addresses given as [`addr_words`] are the same: one test of the words'
+/// Whether two addresses (or keys) given as words are the same: one test of the words'
 /// differences, not a branch per word.
 #[inline(always)]
 pub const fn same_words(a: [u32; 4], b: [u32; 4]) -> bool {
@@ -664,6 +671,13 @@ impl FdbKey {
         // SAFETY: FdbKey is repr(C), a u32 then eight bytes, 12 bytes without padding
         // (transmute checks the size), and any bytes are valid words.
         unsafe { core::mem::transmute::<FdbKey, [u32; 3]>(*self) }
+    }
+
+    /// `self == other` by [`FdbKey::words`], as [`PairKey::same`].
+    #[inline(always)]
+    pub const fn same(&self, other: &FdbKey) -> bool {
+        let (a, b) = (self.words(), other.words());
+        (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) == 0
     }
 }
 
@@ -836,7 +850,18 @@ mod tests {
                 let pair = PairKey::new(vni, a, b);
                 assert_eq!(pair_cell_index(&pair), fold(x, PAIR_CELL_COUNT), "{pair:?}");
                 assert_eq!(PairKey::of_words(vni, a, b).words(), pair.words());
+                assert!(pair.same(&PairKey::new(vni, a, b)));
+                assert!(!pair.same(&PairKey::new(vni ^ 1, a, b)));
             }
+            // Keys that differ in any one byte are not the same.
+            for i in 0..6 {
+                let mut c = a;
+                c[i] ^= 0x80;
+                assert!(!key.same(&FdbKey::new(vni, c)));
+                assert!(!PairKey::new(vni, a, a).same(&PairKey::new(vni, c, a)));
+                assert!(!PairKey::new(vni, a, a).same(&PairKey::new(vni, a, c)));
+            }
+            assert!(key.same(&FdbKey::new(vni, a)) && !key.same(&FdbKey::new(vni + 1, a)));
         }
     }
 

@@ -913,6 +913,66 @@ pub const fn flow_label(sport: u16) -> u32 {
     (h >> 12) | 1
 }
 
+/// [`OuterHeaders::new`]'s 50 bytes as the datapath stores them into a packet: `put(off,
+/// word)` for each 32-bit word at offsets 0 to 44, its bytes in memory order (native byte
+/// order, as [`Frame::load_word`] reads them); the last two bytes are returned the same
+/// way. Written as fields, the headers are a byte store each, or a stack copy and a byte
+/// copy, since packet data has no known alignment; the programs store these words with one
+/// instruction each.
+#[inline(always)]
+pub fn outer_words(
+    t: &Tunnel,
+    vni: u32,
+    sport: u16,
+    inner_len: usize,
+    mut put: impl FnMut(usize, u32),
+) -> u16 {
+    let w = u32::from_ne_bytes;
+    let udp_len = (inner_len + UDP_HLEN + VXLAN_HLEN) as u16;
+    let tot_len = udp_len + IPV4_HLEN as u16;
+    let (d, s, src, dst) = (t.dst_mac, t.src_mac, t.src_ip, t.dst_ip);
+    let check = outer_ipv4_checksum(tot_len, src, dst);
+    let (len, sp, dp) = (
+        tot_len.to_be_bytes(),
+        sport.to_be_bytes(),
+        VXLAN_PORT.to_be_bytes(),
+    );
+    let (ul, v) = (udp_len.to_be_bytes(), vni.to_be_bytes());
+    // Ethernet; version and IHL, TOS; total length, id; DF, TTL, protocol.
+    put(0, w([d[0], d[1], d[2], d[3]]));
+    put(4, w([d[4], d[5], s[0], s[1]]));
+    put(8, w([s[2], s[3], s[4], s[5]]));
+    put(12, w([0x08, 0x00, 0x45, 0]));
+    put(16, w([len[0], len[1], 0, 0]));
+    put(20, w([0x40, 0, 64, IPPROTO_UDP]));
+    // Checksum, addresses; UDP ports, length, checksum; VXLAN flags, reserved, VNI.
+    put(24, w([check[0], check[1], src[0], src[1]]));
+    put(28, w([src[2], src[3], dst[0], dst[1]]));
+    put(32, w([dst[2], dst[3], sp[0], sp[1]]));
+    put(36, w([dp[0], dp[1], ul[0], ul[1]]));
+    put(40, w([0, 0, VXLAN_FLAG_I, 0]));
+    put(44, w([0, 0, v[1], v[2]]));
+    u16::from_ne_bytes([v[3], 0])
+}
+
+/// [`ipv4_checksum`] of the outer IPv4 header [`OuterHeaders::fill`] writes, from what
+/// varies in it.
+#[inline(always)]
+fn outer_ipv4_checksum(tot_len: u16, src: [u8; 4], dst: [u8; 4]) -> [u8; 2] {
+    // Version and IHL with the TOS, DF, and the TTL with the protocol; the id is zero.
+    let fixed = 0x4500 + 0x4000 + ((64 << 8) | IPPROTO_UDP as u32);
+    let w = |a: u8, b: u8| ((a as u32) << 8) | b as u32;
+    let mut sum = fixed
+        + tot_len as u32
+        + w(src[0], src[1])
+        + w(src[2], src[3])
+        + w(dst[0], dst[1])
+        + w(dst[2], dst[3]);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    (!(sum as u16)).to_be_bytes()
+}
+
 impl OuterHeaders {
     /// Headers for a VM frame of `inner_len` bytes. The outer UDP checksum is zero, as
     /// RFC 7348 allows over IPv4; DF is set because Violin never fragments.

@@ -123,7 +123,7 @@ pub(crate) fn count_pair(port: &PortInfo, eth: &Eth, len: usize) {
         if cell.is_empty() {
             cell.key = *key;
         }
-        if cell.key == *key {
+        if cell.key.same(key) {
             cell.traffic.add(len as u64);
             return;
         }

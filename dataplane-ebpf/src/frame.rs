@@ -5,7 +5,7 @@ use aya_ebpf::{
     helpers::generated::bpf_xdp_get_buff_len,
     programs::{TcContext, XdpContext},
 };
-use dataplane_common::packet::{Frame, Plain};
+use dataplane_common::packet::{outer_words, Frame, Plain, Tunnel};
 
 /// A `T` at `off` of the packet data between `start` and `end`, if it lies inside.
 #[inline(always)]
@@ -41,6 +41,44 @@ fn linear_word(start: usize, end: usize, off: usize) -> Option<u32> {
         )
     };
     Some(word)
+}
+
+/// Stores IPv4 outer headers ([`outer_words`]) at `start`, one instruction per word.
+///
+/// # Safety
+///
+/// The 50 bytes at `start` must lie in the packet data (bounds-checked by the caller
+/// against its end).
+#[inline(always)]
+pub(crate) unsafe fn store_outer_words(
+    start: usize,
+    t: &Tunnel,
+    vni: u32,
+    sport: u16,
+    inner_len: usize,
+) {
+    let tail = outer_words(t, vni, sport, inner_len, |off, word| {
+        // SAFETY: `off` is below 48, so the word lies in the 50 bytes the caller checked;
+        // the instruction writes those 4 bytes alone. Misaligned packet stores are taken
+        // by the verifier where the CPU takes them, as the loads in linear_word.
+        unsafe {
+            core::arch::asm!(
+                "*(u32 *)({at} + 0) = {word}",
+                at = in(reg) start + off,
+                word = in(reg) word,
+                options(nostack, preserves_flags),
+            )
+        };
+    });
+    // SAFETY: bytes 48 and 49 of the same 50.
+    unsafe {
+        core::arch::asm!(
+            "*(u16 *)({at} + 48) = {half}",
+            at = in(reg) start,
+            half = in(reg) tail,
+            options(nostack, preserves_flags),
+        )
+    };
 }
 
 /// Reads only the first buffer of a multi-buffer frame; `total_len` counts them all. The

@@ -74,10 +74,7 @@ fn recall(m: *const Memo, key: &FdbKey, epoch: u64) -> bool {
     // SAFETY: an element of this CPU's array, live for this program run; nothing else on
     // this CPU runs meanwhile.
     let m = unsafe { &*m };
-    let (held, wanted) = (m.key.words(), key.words());
-    m.epoch == epoch
-        && jiffies().wrapping_sub(m.at) < MEMO_JIFFIES
-        && (held[0] ^ wanted[0]) | (held[1] ^ wanted[1]) | (held[2] ^ wanted[2]) == 0
+    m.epoch == epoch && jiffies().wrapping_sub(m.at) < MEMO_JIFFIES && m.key.same(key)
 }
 
 #[inline(always)]

@@ -31,7 +31,7 @@ use dataplane_common::{
 use crate::{
     counters::{drop_frame, peer_stats},
     forward::redirect_to_port,
-    frame::{Pkt, Skb},
+    frame::{store_outer_words, Pkt, Skb},
     maps::{host_config, peer, PEER_SLOTS, TX_PORTS},
 };
 
@@ -257,9 +257,8 @@ fn send_tunnelled(
             return drop_frame(ctx, slot, short, len);
         }
         let tunnel = tunnel_to(out.cfg, out.hop);
-        let outer = OuterHeaders::new(&tunnel, out.vni, out.sport, out.inner_len);
         // SAFETY: 50 bytes at `start` were bounds-checked above.
-        unsafe { core::ptr::write_unaligned(start as *mut OuterHeaders, outer) };
+        unsafe { store_outer_words(start, &tunnel, out.vni, out.sport, out.inner_len) };
     }
     match TX_PORTS.redirect(out.cfg.underlay_ifindex, 0) {
         Ok(action) => {
@@ -418,7 +417,9 @@ fn fill_outer4(ctx: &TcContext, e: &Encap, hop: &NextHop) -> bool {
         return false;
     };
     // SAFETY: the outer headers' bytes at `start` lie in the packet's linear data
-    // (linear_head), and OuterHeaders has alignment 1 and no invalid bit patterns.
+    // (linear_head), and OuterHeaders has alignment 1 and no invalid bit patterns. (Not
+    // stored in words as XDP's are: the words' registers cost this path's stack 64
+    // bytes, which the floods' calls of store_outer4 leave it no room for.)
     let outer = unsafe { &mut *(start as *mut OuterHeaders) };
     outer.fill(&tunnel_to(e.cfg, hop), e.vni, e.sport, inner_len);
     true

@@ -649,3 +649,41 @@ fn fill_writes_every_byte_of_the_outer_headers() {
         OuterHeaders6::new(&t6, 0x00ab_cdef, 50000, 100).as_bytes()
     );
 }
+
+#[test]
+fn outer_headers_in_words_are_their_bytes() {
+    let tunnels = [
+        Tunnel {
+            src_mac: [0x02, 0x11, 0x22, 0x33, 0x44, 0x55],
+            dst_mac: [0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54],
+            src_ip: [10, 250, 0, 1],
+            dst_ip: [192, 168, 255, 254],
+        },
+        Tunnel {
+            src_mac: [0xff; 6],
+            dst_mac: [0x01; 6],
+            src_ip: [255, 255, 255, 255],
+            dst_ip: [0, 0, 0, 1],
+        },
+    ];
+    for t in &tunnels {
+        for (vni, sport, inner_len) in [
+            (0x00ab_cdef, 49153, 60),
+            (1, 65535, 1500),
+            (0xffffff, 49152, 65000),
+        ] {
+            let mut bytes = Vec::new();
+            let tail = outer_words(t, vni, sport, inner_len, |off, w| {
+                assert_eq!(off, bytes.len());
+                bytes.extend_from_slice(&w.to_ne_bytes());
+            });
+            bytes.extend_from_slice(&tail.to_ne_bytes());
+            let want = OuterHeaders::new(t, vni, sport, inner_len);
+            assert_eq!(
+                &bytes[..],
+                &want.as_bytes()[..],
+                "{t:?} {vni:#x} {sport} {inner_len}"
+            );
+        }
+    }
+}
