@@ -167,16 +167,12 @@ pub struct PairKey {
 }
 
 impl PairKey {
+    /// Made of whole words, as [`FdbKey::new`] (a key read back in words must have been
+    /// stored in words); field by field, the six zero bytes of a key with `ROUTE_ANY` also
+    /// become a call of a byte-by-byte `memset` in the BPF backend, three per frame of a
+    /// routed environment.
     #[inline(always)]
     pub const fn new(vni: u32, src: [u8; 6], dst: [u8; 6]) -> Self {
-        Self::of_words(vni, src, dst)
-    }
-
-    /// [`PairKey::new`] written as four words, for keys with a zero address
-    /// (`ROUTE_ANY`): field by field, its six zero bytes become a call of a byte-by-byte
-    /// `memset` in the BPF backend, three per frame of a routed environment.
-    #[inline(always)]
-    pub const fn of_words(vni: u32, src: [u8; 6], dst: [u8; 6]) -> Self {
         let words = [
             vni,
             u32::from_ne_bytes([src[0], src[1], src[2], src[3]]),
@@ -195,7 +191,7 @@ impl PairKey {
     /// as aligned).
     #[inline(always)]
     pub const fn words(&self) -> [u32; 4] {
-        // SAFETY: as in of_words, the other way.
+        // SAFETY: as in new, the other way.
         unsafe { core::mem::transmute::<PairKey, [u32; 4]>(*self) }
     }
 
@@ -484,9 +480,9 @@ pub const ROUTE_ANY: [u8; 6] = [0; 6];
 pub const fn route_keys(vni: u32, src: [u8; 6], dst: [u8; 6]) -> [PairKey; 4] {
     [
         PairKey::new(vni, src, dst),
-        PairKey::of_words(vni, src, ROUTE_ANY),
-        PairKey::of_words(vni, ROUTE_ANY, dst),
-        PairKey::of_words(vni, ROUTE_ANY, ROUTE_ANY),
+        PairKey::new(vni, src, ROUTE_ANY),
+        PairKey::new(vni, ROUTE_ANY, dst),
+        PairKey::new(vni, ROUTE_ANY, ROUTE_ANY),
     ]
 }
 
@@ -673,7 +669,9 @@ impl FdbKey {
         unsafe { core::mem::transmute::<FdbKey, [u32; 3]>(*self) }
     }
 
-    /// `self == other` by [`FdbKey::words`], as [`PairKey::same`].
+    /// `self == other` by [`FdbKey::words`], as [`PairKey::same`]. The padding counts too:
+    /// every key is made by [`FdbKey::new`], which zeroes it (and the kernel's hash of a
+    /// key covers it alike).
     #[inline(always)]
     pub const fn same(&self, other: &FdbKey) -> bool {
         let (a, b) = (self.words(), other.words());
@@ -813,11 +811,28 @@ mod tests {
     #[test]
     fn a_pair_key_holds_the_fields_it_was_made_of() {
         let (src, dst) = ([1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]);
-        let k = PairKey::of_words(0x0102_0304, src, dst);
-        assert_eq!(k, PairKey::new(0x0102_0304, src, dst));
-        assert_eq!((k.vni, k.src, k.dst), (0x0102_0304, src, dst));
-        let any = PairKey::of_words(7, ROUTE_ANY, dst);
+        let k = PairKey::new(0x0102_0304, src, dst);
+        assert_eq!(
+            k,
+            PairKey {
+                vni: 0x0102_0304,
+                src,
+                dst
+            }
+        );
+        let any = PairKey::new(7, ROUTE_ANY, dst);
         assert_eq!((any.vni, any.src, any.dst), (7, ROUTE_ANY, dst));
+        // violind reads the MACs of keys the datapath learned, field by field.
+        let mac = [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef];
+        let fk = FdbKey::new(4001, mac);
+        assert_eq!(
+            fk,
+            FdbKey {
+                vni: 4001,
+                mac,
+                _pad: [0; 2]
+            }
+        );
     }
 
     #[test]
@@ -849,7 +864,12 @@ mod tests {
                 let x = mac_word(a).wrapping_mul(0x9e37_79b1) ^ mac_word(b) ^ vni;
                 let pair = PairKey::new(vni, a, b);
                 assert_eq!(pair_cell_index(&pair), fold(x, PAIR_CELL_COUNT), "{pair:?}");
-                assert_eq!(PairKey::of_words(vni, a, b).words(), pair.words());
+                let by_fields = PairKey {
+                    vni,
+                    src: a,
+                    dst: b,
+                };
+                assert_eq!(by_fields.words(), pair.words());
                 assert!(pair.same(&PairKey::new(vni, a, b)));
                 assert!(!pair.same(&PairKey::new(vni ^ 1, a, b)));
             }

@@ -98,19 +98,6 @@ pub struct Eth {
 
 impl Eth {
     #[inline(always)]
-    pub const fn new(h: &EthHdr) -> Self {
-        let (d, s) = (h.dst, h.src);
-        Eth {
-            addrs: [
-                u32::from_ne_bytes([d[0], d[1], d[2], d[3]]),
-                u32::from_ne_bytes([d[4], d[5], s[0], s[1]]),
-                u32::from_ne_bytes([s[2], s[3], s[4], s[5]]),
-            ],
-            ethertype: h.ethertype,
-        }
-    }
-
-    #[inline(always)]
     pub const fn dst(&self) -> [u8; 6] {
         let (a, b) = (self.addrs[0].to_ne_bytes(), self.addrs[1].to_ne_bytes());
         [a[0], a[1], a[2], a[3], b[0], b[1]]

@@ -28,7 +28,6 @@ use crate::{
     maps::{FDB, FDB_EPOCH},
 };
 
-/// One cache line each: a memory that straddled two would cost a frame two misses.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Memo {
