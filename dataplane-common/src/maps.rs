@@ -237,7 +237,7 @@ pub const fn pair_cell_index(key: &PairKey) -> u32 {
     let [vni, w1, w2, w3] = key.words();
     let (w1, w2, w3) = (u32::from_be(w1), u32::from_be(w2), u32::from_be(w3));
     let src = mac_word(w1, w2 >> 16);
-    let dst = mac_word((w2 << 16) | (w3 >> 16), w3 & 0xffff);
+    let dst = mac_word((w2 << 16) | (w3 >> 16), w3);
     fold(src.wrapping_mul(0x9e37_79b1) ^ dst ^ vni, PAIR_CELL_COUNT)
 }
 
@@ -249,7 +249,7 @@ const fn fold(x: u32, size: u32) -> u32 {
 }
 
 /// A MAC address folded into 32 bits, its low four bytes kept as they are: from its first
-/// four bytes (`head`) and its last two (`tail`), each in network order. The keys hand
+/// four bytes (`head`) and its last two (`tail`'s low 16 bits), each in network order. The keys hand
 /// over their bytes in words (`FdbKey::words`, `PairKey::words`), one load each where a
 /// byte array would be read a byte at a time.
 #[inline(always)]
@@ -671,7 +671,9 @@ impl FdbKey {
 
     /// `self == other` by [`FdbKey::words`], as [`PairKey::same`]. The padding counts too:
     /// every key is made by [`FdbKey::new`], which zeroes it (and the kernel's hash of a
-    /// key covers it alike).
+    /// key covers it alike). Written out rather than [`same_words`] made generic over the
+    /// count: its loop cost the TC port program 16 bytes of stack, past the verifier's
+    /// limit.
     #[inline(always)]
     pub const fn same(&self, other: &FdbKey) -> bool {
         let (a, b) = (self.words(), other.words());

@@ -23,8 +23,12 @@ pub const VXLAN_FLAG_I: u8 = 0x08;
 pub const INNER_OFFSET: usize = ENCAP_OVERHEAD as usize;
 /// Where the inner frame starts in a packet encapsulated over IPv6.
 pub const INNER_OFFSET_V6: usize = ENCAP_OVERHEAD_V6 as usize;
-/// Hop limit of the outer IPv6 header, as IPv4's TTL.
+/// Hop limit of the outer IPv6 header, and the outer IPv4 header's TTL.
 const HOP_LIMIT: u8 = 64;
+/// The outer IPv4 header's first byte: version 4, a 20-byte header.
+const IPV4_VERSION_IHL: u8 = 0x45;
+/// The outer IPv4 header's fragment field: Don't Fragment, since Violin never fragments.
+const IPV4_DF: u16 = 0x4000;
 
 /// Types for which every byte pattern is a valid value, so they may be read straight out
 /// of packet data.
@@ -781,7 +785,7 @@ pub fn ipv4_checksum(ip: &Ipv4Hdr) -> [u8; 2] {
     // Summed word by word as read, without an array of them: in the datapath an array is
     // stack the programs cannot spare.
     let w = |a: u8, b: u8| u16::from_be_bytes([a, b]) as u32;
-    let mut sum = w(ip.version_ihl, ip.tos)
+    let sum = w(ip.version_ihl, ip.tos)
         + be16(ip.tot_len) as u32
         + be16(ip.id) as u32
         + be16(ip.frag_off) as u32
@@ -791,6 +795,13 @@ pub fn ipv4_checksum(ip: &Ipv4Hdr) -> [u8; 2] {
         + w(ip.src[2], ip.src[3])
         + w(ip.dst[0], ip.dst[1])
         + w(ip.dst[2], ip.dst[3]);
+    folded_checksum(sum)
+}
+
+/// The checksum field for a sum of 16-bit words (RFC 1071): carries folded in twice
+/// (enough for a header's few words), then complemented.
+#[inline(always)]
+const fn folded_checksum(mut sum: u32) -> [u8; 2] {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     (!(sum as u16)).to_be_bytes()
@@ -915,6 +926,7 @@ pub fn outer_words(
     mut put: impl FnMut(usize, u32),
 ) -> u16 {
     let w = u32::from_ne_bytes;
+    let (et, df) = (ETH_P_IPV4.to_be_bytes(), IPV4_DF.to_be_bytes());
     let udp_len = (inner_len + UDP_HLEN + VXLAN_HLEN) as u16;
     let tot_len = udp_len + IPV4_HLEN as u16;
     let (d, s, src, dst) = (t.dst_mac, t.src_mac, t.src_ip, t.dst_ip);
@@ -929,9 +941,9 @@ pub fn outer_words(
     put(0, w([d[0], d[1], d[2], d[3]]));
     put(4, w([d[4], d[5], s[0], s[1]]));
     put(8, w([s[2], s[3], s[4], s[5]]));
-    put(12, w([0x08, 0x00, 0x45, 0]));
+    put(12, w([et[0], et[1], IPV4_VERSION_IHL, 0]));
     put(16, w([len[0], len[1], 0, 0]));
-    put(20, w([0x40, 0, 64, IPPROTO_UDP]));
+    put(20, w([df[0], df[1], HOP_LIMIT, IPPROTO_UDP]));
     // Checksum, addresses; UDP ports, length, checksum; VXLAN flags, reserved, VNI.
     put(24, w([check[0], check[1], src[0], src[1]]));
     put(28, w([src[2], src[3], dst[0], dst[1]]));
@@ -946,18 +958,17 @@ pub fn outer_words(
 /// varies in it.
 #[inline(always)]
 fn outer_ipv4_checksum(tot_len: u16, src: [u8; 4], dst: [u8; 4]) -> [u8; 2] {
-    // Version and IHL with the TOS, DF, and the TTL with the protocol; the id is zero.
-    let fixed = 0x4500 + 0x4000 + ((64 << 8) | IPPROTO_UDP as u32);
     let w = |a: u8, b: u8| ((a as u32) << 8) | b as u32;
-    let mut sum = fixed
-        + tot_len as u32
-        + w(src[0], src[1])
-        + w(src[2], src[3])
-        + w(dst[0], dst[1])
-        + w(dst[2], dst[3]);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    (!(sum as u16)).to_be_bytes()
+    // Version and IHL with the TOS, DF, and the TTL with the protocol; the id is zero.
+    let fixed = w(IPV4_VERSION_IHL, 0) + IPV4_DF as u32 + w(HOP_LIMIT, IPPROTO_UDP);
+    folded_checksum(
+        fixed
+            + tot_len as u32
+            + w(src[0], src[1])
+            + w(src[2], src[3])
+            + w(dst[0], dst[1])
+            + w(dst[2], dst[3]),
+    )
 }
 
 impl OuterHeaders {
@@ -979,12 +990,12 @@ impl OuterHeaders {
         self.eth.dst = t.dst_mac;
         self.eth.src = t.src_mac;
         self.eth.ethertype = ETH_P_IPV4.to_be_bytes();
-        self.ip.version_ihl = 0x45;
+        self.ip.version_ihl = IPV4_VERSION_IHL;
         self.ip.tos = 0;
         self.ip.tot_len = (udp_len + IPV4_HLEN as u16).to_be_bytes();
         self.ip.id = [0, 0];
-        self.ip.frag_off = 0x4000u16.to_be_bytes();
-        self.ip.ttl = 64;
+        self.ip.frag_off = IPV4_DF.to_be_bytes();
+        self.ip.ttl = HOP_LIMIT;
         self.ip.protocol = IPPROTO_UDP;
         self.ip.check = [0, 0];
         self.ip.src = t.src_ip;

@@ -165,7 +165,7 @@ pub(crate) fn sender(addr: &[u8; 16]) -> Option<PeerInfo> {
     match PEER_INDEX.get(peer_index(addr)) {
         // An empty entry's key is all zero, and a frame from the unspecified address
         // must not find it.
-        Some(e) if same_words(e.addr_words(), a) && a[0] | a[1] | a[2] | a[3] != 0 => Some(e.info),
+        Some(e) if same_words(e.addr_words(), a) && !same_words(a, [0; 4]) => Some(e.info),
         _ => peer(addr),
     }
 }
