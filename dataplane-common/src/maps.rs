@@ -115,6 +115,14 @@ pub struct HostConfig {
     pub debug: u32,
 }
 
+impl HostConfig {
+    /// The underlay address as words, each read with one load (see [`addr_words`]).
+    #[inline(always)]
+    pub const fn addr_words(&self) -> [u32; 4] {
+        addr_words(self.underlay_addr)
+    }
+}
+
 /// A VM port (veth or tap) attached to one environment.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

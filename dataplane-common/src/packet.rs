@@ -236,12 +236,14 @@ pub const fn v4_of(a: &[u8; 16]) -> [u8; 4] {
     [a[12], a[13], a[14], a[15]]
 }
 
-/// The IPv4 address a 16-byte address maps, or `None` for a real IPv6 address.
+/// The IPv4 address a 16-byte address maps, or `None` for a real IPv6 address. The
+/// address comes as its four words in memory order (`maps::addr_words`): the datapath
+/// reads it out of a map value, where the bytes would be sixteen loads.
 #[inline(always)]
-pub const fn mapped_v4(a: &[u8; 16]) -> Option<[u8; 4]> {
-    let prefix = a[0] | a[1] | a[2] | a[3] | a[4] | a[5] | a[6] | a[7] | a[8] | a[9];
-    if prefix == 0 && a[10] == 0xff && a[11] == 0xff {
-        Some([a[12], a[13], a[14], a[15]])
+pub const fn mapped_v4(a: [u32; 4]) -> Option<[u8; 4]> {
+    const MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+    if a[0] | a[1] == 0 && a[2] == MAPPED {
+        Some(a[3].to_ne_bytes())
     } else {
         None
     }
@@ -442,15 +444,18 @@ fn classify_v4<F: Frame + ?Sized, P, A>(
 }
 
 /// [`classify_underlay`] or [`classify_underlay6`], by the family of `local` (16 bytes,
-/// IPv4-mapped for IPv4, as the maps hold it); the sender comes back in the same form.
+/// IPv4-mapped for IPv4, as the maps hold it, given as words: see [`mapped_v4`]); the
+/// sender comes back in 16 bytes.
 #[inline(always)]
 pub fn classify_tunnel<F: Frame + ?Sized, P>(
     f: &F,
-    local: &[u8; 16],
+    local: [u32; 4],
     lookup_peer: impl Fn(&[u8; 16]) -> Option<P>,
 ) -> UnderlayVerdict<P, [u8; 16]> {
     let Some(local4) = mapped_v4(local) else {
-        return classify_underlay6(f, local, lookup_peer);
+        // SAFETY: both are 16 bytes, and any bytes are valid.
+        let local = unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(local) };
+        return classify_underlay6(f, &local, lookup_peer);
     };
     classify_v4(f, local4, |a| lookup_peer(&v4_mapped(a)), v4_mapped)
 }

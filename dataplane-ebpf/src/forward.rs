@@ -14,7 +14,7 @@ use dataplane_common::{
 use crate::{
     counters::{drop_frame, peer_stats, port_stats},
     maps::{vni, ROUTES, STORM, TX_PORTS, XSKS},
-    memo::{fdb, learn},
+    memo::{epoch, fdb, learn},
     tunnel::Vxlan,
 };
 
@@ -70,9 +70,11 @@ fn storm_admit(slot: u32) -> bool {
 #[inline(always)]
 fn port_dest(port: &PortInfo, ifindex: u32, eth: &Eth) -> Next {
     let (src, dst) = (eth.src(), eth.dst());
+    let epoch = epoch();
     learn(
         &FdbKey::new(port.vni, src),
         FdbEntry::local(ifindex, port.slot),
+        epoch,
     );
     if port.flags & PORT_ROUTED != 0 {
         if let Some(d) = route(port.vni, src, dst) {
@@ -82,16 +84,21 @@ fn port_dest(port: &PortInfo, ifindex: u32, eth: &Eth) -> Next {
     if is_multicast(&dst) {
         return Next::Flood;
     }
-    match fdb(&FdbKey::new(port.vni, dst)) {
+    match fdb(&FdbKey::new(port.vni, dst), epoch) {
         Some(d) => Next::To(d),
         None => Next::Flood,
     }
 }
 
 /// What every underlay hook does first with VXLAN from a peer: counts it, checks that its
-/// environment is served here, and learns where its sender lives.
+/// environment is served here, and learns where its sender lives (as of `epoch`, the
+/// frame's: see [`crate::memo::epoch`]).
 #[inline(always)]
-pub(crate) fn accept_from_peer(v: &Vxlan, len: usize) -> Result<VniInfo, DropReason> {
+pub(crate) fn accept_from_peer(
+    v: &Vxlan,
+    len: usize,
+    epoch: Option<u64>,
+) -> Result<VniInfo, DropReason> {
     if let Some(s) = port_stats(UNDERLAY_SLOT) {
         s.rx.add(len as u64);
     }
@@ -104,6 +111,7 @@ pub(crate) fn accept_from_peer(v: &Vxlan, len: usize) -> Result<VniInfo, DropRea
         learn(
             &FdbKey::new(v.vni, src),
             FdbEntry::remote(v.peer, v.peer_info.slot),
+            epoch,
         );
     }
     Ok(info)
@@ -120,9 +128,15 @@ pub(crate) enum FromTunnel {
     Flood,
 }
 
-/// The decision for a frame of environment `vni` (flags `vni_flags`) from a peer.
+/// The decision for a frame of environment `vni` (flags `vni_flags`) from a peer, with the
+/// forwarding table as of `epoch`.
 #[inline(always)]
-pub(crate) fn tunnel_next(vni_flags: u32, vni: u32, src: [u8; 6], dst: [u8; 6]) -> FromTunnel {
+pub(crate) fn tunnel_next(
+    (vni_flags, vni): (u32, u32),
+    src: [u8; 6],
+    dst: [u8; 6],
+    epoch: Option<u64>,
+) -> FromTunnel {
     if vni_flags & VNI_ROUTED != 0 {
         if let Some(to) = route(vni, src, dst) {
             return match to.kind() {
@@ -134,7 +148,7 @@ pub(crate) fn tunnel_next(vni_flags: u32, vni: u32, src: [u8; 6], dst: [u8; 6]) 
     if is_multicast(&dst) {
         return FromTunnel::Flood;
     }
-    match fdb(&FdbKey::new(vni, dst)) {
+    match fdb(&FdbKey::new(vni, dst), epoch) {
         Some(d) if d.kind() == Some(FdbKind::Local) => FromTunnel::Deliver(d),
         // The controller placed the VM on another host (it migrated away): the frame
         // goes on there rather than being lost while its sender still points here.

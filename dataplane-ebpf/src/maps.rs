@@ -96,9 +96,12 @@ pub(crate) static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 // The accessors copy values out: violind may update or delete an entry while a program
 // runs, so a reference into a hash map must not outlive the lookup.
 
+/// Read in place: violind rewrites the one element whole, and a copy of it would race
+/// that write no less than reads of its fields do; the copy only cost every frame its
+/// stores and loads.
 #[inline(always)]
-pub(crate) fn host_config() -> Option<HostConfig> {
-    CONFIG.get(0).copied()
+pub(crate) fn host_config() -> Option<&'static HostConfig> {
+    CONFIG.get(0)
 }
 
 #[inline(always)]

@@ -48,12 +48,17 @@ static FDB_MEMO: PerCpuArray<Memo> = PerCpuArray::with_max_entries(FDB_MEMO_SIZE
 const MEMO_JIFFIES: u64 = 100;
 
 /// Both counts of `FDB_EPOCH` in one word, read before the table: one value to keep
-/// across the table's lookup, where the programs' stacks have no room for more. The
+/// across the table's lookups, where the programs' stacks have no room for more. The
 /// learning count takes the low 40 bits' worth of change and violind's the bits above;
 /// two epochs fold alike only after 2^40 learning writes or 2^24 of violind's, which no
 /// memory lives to see.
+///
+/// A frame reads it once, before learning its source, and both of its lookups use it: the
+/// destination's is then believed as of the frame's start, which is what a lookup racing
+/// any change sees anyway. (Learning's own write moves the epoch after it, so the
+/// memories it leaves are forgotten at the next frame.)
 #[inline(always)]
-fn epoch() -> Option<u64> {
+pub(crate) fn epoch() -> Option<u64> {
     let learned = FDB_EPOCH.get_ptr(FDB_EPOCH_LEARNED)?;
     let placed = FDB_EPOCH.get_ptr(FDB_EPOCH_PLACED)?;
     // SAFETY: elements of the array, live for this program run; volatile, so each is
@@ -89,21 +94,22 @@ fn remember(m: *mut Memo, key: &FdbKey, entry: &FdbEntry, epoch: u64) {
     }
 }
 
-/// The table's entry for `key`, from this CPU's memory when it holds it.
+/// The table's entry for `key`, from this CPU's memory when it holds it as of `epoch`
+/// (the frame's, from [`epoch`]).
 #[inline(always)]
-pub(crate) fn fdb(key: &FdbKey) -> Option<FdbEntry> {
-    let e = lookup(key);
+pub(crate) fn fdb(key: &FdbKey, epoch: Option<u64>) -> Option<FdbEntry> {
+    let e = lookup(key, epoch);
     // Every table entry has a kind; the empty value (kind 0) says there is none.
     (e.kind != 0).then_some(e)
 }
 
-/// This CPU's memory at `key`'s position and the epoch now, or a null memory when either
-/// cannot be had. Plain values, defined on every path: a merged `Option`'s undefined
+/// This CPU's memory at `key`'s position and the frame's epoch, or a null memory when
+/// either cannot be had. Plain values, defined on every path: a merged `Option`'s undefined
 /// payload lets the compiler copy a register no path wrote, which the verifier refuses
 /// (and which build of the object does so depends on where it was built).
 #[inline(always)]
-fn memory(key: &FdbKey) -> (*mut Memo, u64) {
-    match (FDB_MEMO.get_ptr_mut(fdb_memo_index(key)), epoch()) {
+fn memory(key: &FdbKey, epoch: Option<u64>) -> (*mut Memo, u64) {
+    match (FDB_MEMO.get_ptr_mut(fdb_memo_index(key)), epoch) {
         (Some(m), Some(epoch)) => (m, epoch),
         _ => (null_mut(), 0),
     }
@@ -112,8 +118,8 @@ fn memory(key: &FdbKey) -> (*mut Memo, u64) {
 /// [`fdb`] as a value defined on every path (see [`memory`]): the empty entry when the
 /// table has none.
 #[inline(always)]
-fn lookup(key: &FdbKey) -> FdbEntry {
-    let (m, epoch) = memory(key);
+fn lookup(key: &FdbKey, epoch: Option<u64>) -> FdbEntry {
+    let (m, epoch) = memory(key, epoch);
     if !m.is_null() && recall(m, key, epoch) {
         // SAFETY: as in recall.
         return unsafe { *addr_of!((*m).entry) };
@@ -139,10 +145,10 @@ fn unchanged_by(known: &FdbEntry, entry: &FdbEntry) -> bool {
 
 /// Records that `key` (a frame's source) lives at `entry`, writing only when that changed:
 /// a map write per packet would bounce the entry's cache line between CPUs. A static
-/// entry (a placement by the controller) is never overwritten.
+/// entry (a placement by the controller) is never overwritten. `epoch` is the frame's.
 #[inline(always)]
-pub(crate) fn learn(key: &FdbKey, entry: FdbEntry) {
-    let (m, epoch) = memory(key);
+pub(crate) fn learn(key: &FdbKey, entry: FdbEntry, epoch: Option<u64>) {
+    let (m, epoch) = memory(key, epoch);
     if !m.is_null() && recall(m, key, epoch) {
         // SAFETY: as in recall.
         let known = unsafe { &*addr_of!((*m).entry) };

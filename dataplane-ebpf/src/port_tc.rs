@@ -88,10 +88,10 @@ fn port_skb(ctx: &TcContext) -> Verdict {
     let Some(hop) = resolve_entry(&dst) else {
         return tc_drop(ctx, port.slot, DropReason::NoRoute, len);
     };
-    if let Err(reason) = tc_encap(ctx, &cfg, &eth, len) {
+    if let Err(reason) = tc_encap(ctx, cfg, &eth, len) {
         return tc_drop(ctx, port.slot, reason, len);
     }
-    if tc_write_outer(ctx, &cfg, port.vni, &hop, &eth, len).is_err() {
+    if tc_write_outer(ctx, cfg, port.vni, &hop, &eth, len).is_err() {
         return tc_drop(ctx, port.slot, DropReason::NoHeadroom, len);
     }
     count_sent(&hop, len);
@@ -123,17 +123,17 @@ fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &Eth, len: usi
         return Verdict::Flooded;
     };
     // Encapsulated once for all peers: each copy only rewrites the outer headers.
-    if let Err(reason) = tc_encap(ctx, &cfg, eth, len) {
+    if let Err(reason) = tc_encap(ctx, cfg, eth, len) {
         return tc_drop(ctx, port.slot, reason, len);
     }
     // The inner Ethernet header goes after the outer headers once; each copy rewrites
     // only those.
-    let outer = family(&cfg).overhead() as usize;
+    let outer = family(cfg).overhead() as usize;
     if ctx.store(outer, &eth.header(), 0).is_err() {
         return tc_drop(ctx, port.slot, DropReason::NoHeadroom, len);
     }
     let e = Encap {
-        cfg: &cfg,
+        cfg,
         vni: port.vni,
         sport: skb_source_port(ctx, outer),
         inner_len: len,
@@ -148,7 +148,7 @@ fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &Eth, len: usi
             // An unresolved peer misses this flood; the others still get their copy.
             if let Some(hop) = resolve_peer(list.peers[i]) {
                 let stored = store_outer6(ctx, &e, &hop);
-                send_copy(ctx, &cfg, &hop, stored, len);
+                send_copy(ctx, cfg, &hop, stored, len);
             }
         }
     } else {
@@ -158,7 +158,7 @@ fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &Eth, len: usi
             }
             if let Some(hop) = resolve_peer(list.peers[i]) {
                 let stored = store_outer4(ctx, &e, &hop);
-                send_copy(ctx, &cfg, &hop, stored, len);
+                send_copy(ctx, cfg, &hop, stored, len);
             }
         }
     }

@@ -161,7 +161,7 @@ pub(crate) fn encapsulate(ctx: &XdpContext, port: &PortInfo, dst: &FdbEntry, len
     let Some(hop) = resolve_entry(dst) else {
         return drop_frame(ctx, port.slot, DropReason::NoRoute, len);
     };
-    if !family(&cfg).fits(len, cfg.underlay_mtu) {
+    if !family(cfg).fits(len, cfg.underlay_mtu) {
         return drop_frame(ctx, port.slot, DropReason::TooBig, len);
     }
     // Hashed before the head moves: the inner headers are at offset 0 only until then.
@@ -171,7 +171,7 @@ pub(crate) fn encapsulate(ctx: &XdpContext, port: &PortInfo, dst: &FdbEntry, len
         return drop_frame(ctx, port.slot, DropReason::NoHeadroom, len);
     }
     let out = TunnelOut {
-        cfg: &cfg,
+        cfg,
         hop: &hop,
         vni: port.vni,
         sport,

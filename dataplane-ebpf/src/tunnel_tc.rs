@@ -26,6 +26,7 @@ use crate::{
     frame::Skb,
     inflight::out_of_device,
     maps::{flood_list, host_config, peer, vni},
+    memo::epoch,
     tunnel::{count_sent, family, relay_hop},
 };
 
@@ -49,7 +50,7 @@ fn tunnel_skb(ctx: &TcContext) -> Verdict {
 fn forward(ctx: &TcContext, len: usize) -> Result<Verdict, DropReason> {
     let cfg = host_config().ok_or(DropReason::NoRoute)?;
     // The key's family must be asked for: the host's.
-    let flags = match family(&cfg) {
+    let flags = match family(cfg) {
         Family::V4 => 0,
         Family::V6 => BPF_F_TUNINFO_IPV6 as u64,
     };
@@ -70,7 +71,7 @@ fn forward(ctx: &TcContext, len: usize) -> Result<Verdict, DropReason> {
     let sender = peer(&from).ok_or(DropReason::UnknownPeer)?;
     let info = vni(key.tunnel_id).ok_or(DropReason::UnknownVni)?;
     let eth = load_eth(&Skb(ctx), 0).ok_or(DropReason::TruncatedInner)?;
-    match tunnel_next(info.flags, key.tunnel_id, eth.src(), eth.dst()) {
+    match tunnel_next((info.flags, key.tunnel_id), eth.src(), eth.dst(), epoch()) {
         FromTunnel::Deliver(to) => {
             let ethertype = u16::from_be_bytes(eth.ethertype);
             let ip = ethertype == ETH_P_IPV4 || ethertype == ETH_P_IPV6;

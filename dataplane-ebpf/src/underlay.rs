@@ -14,6 +14,7 @@ use crate::{
     forward::{accept_from_peer, to_slow_path, tunnel_next, FromTunnel},
     frame::Pkt,
     maps::{host_config, sender},
+    memo::epoch,
     tunnel::{decapsulate, transit},
 };
 
@@ -32,18 +33,19 @@ fn underlay_frame(ctx: &XdpContext) -> u32 {
     let pkt = Pkt::new(ctx);
     let len = pkt.total_len();
     // Identifies the sender only: a peer whose next hop is unresolved may still send.
-    let v = match classify_tunnel(&pkt, &cfg.underlay_addr, sender) {
+    let v = match classify_tunnel(&pkt, cfg.addr_words(), sender) {
         UnderlayVerdict::Pass => return XDP_PASS,
         UnderlayVerdict::Drop(reason) => return drop_frame(ctx, UNDERLAY_SLOT, reason, len),
         UnderlayVerdict::Vxlan(v) => v,
     };
-    let vni_info = match accept_from_peer(&v, len) {
+    let epoch = epoch();
+    let vni_info = match accept_from_peer(&v, len, epoch) {
         Ok(info) => info,
         Err(reason) => return drop_frame(ctx, UNDERLAY_SLOT, reason, len),
     };
-    match tunnel_next(vni_info.flags, v.vni, v.inner.src(), v.inner.dst()) {
+    match tunnel_next((vni_info.flags, v.vni), v.inner.src(), v.inner.dst(), epoch) {
         FromTunnel::Deliver(to) => decapsulate(ctx, &v, &to, len),
-        FromTunnel::Transit(to) => transit(ctx, &cfg, &v, &to, len),
+        FromTunnel::Transit(to) => transit(ctx, cfg, &v, &to, len),
         // BUM and unknown unicast go up whole: the slow path needs the VNI from the header.
         FromTunnel::Flood => to_slow_path(
             ctx,

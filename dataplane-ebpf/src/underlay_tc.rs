@@ -25,6 +25,7 @@ use crate::{
     frame::Skb,
     inflight::{through_device, Flow},
     maps::{flood_list, host_config, sender},
+    memo::epoch,
     tunnel::{count_sent, tc_decap, tc_relay_flood, tc_transit, Vxlan},
 };
 
@@ -40,12 +41,13 @@ fn underlay_skb(ctx: &TcContext) -> Verdict {
     };
     let skb = Skb(ctx);
     let len = skb.total_len();
-    let v = match classify_tunnel(&skb, &cfg.underlay_addr, sender) {
+    let v = match classify_tunnel(&skb, cfg.addr_words(), sender) {
         UnderlayVerdict::Pass => return Verdict::Act(TC_ACT_OK),
         UnderlayVerdict::Drop(reason) => return tc_drop(ctx, UNDERLAY_SLOT, reason, len),
         UnderlayVerdict::Vxlan(v) => v,
     };
-    let info = match accept_from_peer(&v, len) {
+    let epoch = epoch();
+    let info = match accept_from_peer(&v, len, epoch) {
         Ok(info) => info,
         Err(reason) => return tc_drop(ctx, UNDERLAY_SLOT, reason, len),
     };
@@ -60,7 +62,7 @@ fn underlay_skb(ctx: &TcContext) -> Verdict {
             return Verdict::Act(TC_ACT_OK);
         }
     }
-    match forward(ctx, &cfg, &v, info.flags, len) {
+    match forward(ctx, cfg, &v, (info.flags, epoch), len) {
         Ok(verdict) => verdict,
         Err(reason) => tc_drop(ctx, UNDERLAY_SLOT, reason, len),
     }
@@ -71,11 +73,11 @@ fn forward(
     ctx: &TcContext,
     cfg: &HostConfig,
     v: &Vxlan,
-    vni_flags: u32,
+    (vni_flags, epoch): (u32, Option<u64>),
     len: usize,
 ) -> Result<Verdict, DropReason> {
     let inner_len = v.inner_len;
-    match tunnel_next(vni_flags, v.vni, v.inner.src(), v.inner.dst()) {
+    match tunnel_next((vni_flags, v.vni), v.inner.src(), v.inner.dst(), epoch) {
         FromTunnel::Deliver(to) => {
             let ip = tc_decap(ctx, v, len)?;
             deliver(ctx, &to, ip, inner_len).map(Verdict::Act)

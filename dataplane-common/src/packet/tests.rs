@@ -1,4 +1,5 @@
 use super::*;
+use crate::maps::addr_words;
 use std::vec::Vec;
 
 const LOCAL: [u8; 4] = [10, 0, 0, 1];
@@ -566,13 +567,19 @@ fn ipv6_underlay_costs_seventy_bytes() {
 #[test]
 fn ipv4_addresses_map_into_sixteen_bytes_and_back() {
     let m = v4_mapped(LOCAL);
-    assert_eq!(mapped_v4(&m), Some(LOCAL));
-    assert_eq!(mapped_v4(&LOCAL6), None);
+    assert_eq!(mapped_v4(addr_words(m)), Some(LOCAL));
+    assert_eq!(mapped_v4(addr_words(LOCAL6)), None);
     // ::1 and :: are IPv6, not mapped IPv4.
     let mut lo = [0u8; 16];
-    assert_eq!(mapped_v4(&lo), None);
+    assert_eq!(mapped_v4(addr_words(lo)), None);
     lo[15] = 1;
-    assert_eq!(mapped_v4(&lo), None);
+    assert_eq!(mapped_v4(addr_words(lo)), None);
+    // Any byte of the prefix other than the mapping's makes it IPv6.
+    for i in 0..12 {
+        let mut a = m;
+        a[i] ^= 0x10;
+        assert_eq!(mapped_v4(addr_words(a)), None, "byte {i} changed");
+    }
     assert_eq!(
         std::net::Ipv6Addr::from(m),
         std::net::Ipv4Addr::from(LOCAL).to_ipv6_mapped()
@@ -581,16 +588,16 @@ fn ipv4_addresses_map_into_sixteen_bytes_and_back() {
 
 #[test]
 fn the_local_address_picks_the_family() {
-    let local4 = v4_mapped(LOCAL);
+    let (local4, local6) = (addr_words(v4_mapped(LOCAL)), addr_words(LOCAL6));
     let known = |a: &[u8; 16]| (*a == v4_mapped(PEER) || *a == PEER6).then_some(());
     let UnderlayVerdict::Vxlan(v) =
-        classify_tunnel(&encapsulate(&inner_frame(60), 5)[..], &local4, known)
+        classify_tunnel(&encapsulate(&inner_frame(60), 5)[..], local4, known)
     else {
         panic!("IPv4 not accepted")
     };
     assert_eq!((v.peer, v.outer_len, v.vni), (v4_mapped(PEER), 50, 5));
     let UnderlayVerdict::Vxlan(v) =
-        classify_tunnel(&encapsulate6(&inner_frame(60), 6)[..], &LOCAL6, known)
+        classify_tunnel(&encapsulate6(&inner_frame(60), 6)[..], local6, known)
     else {
         panic!("IPv6 not accepted")
     };
@@ -598,12 +605,12 @@ fn the_local_address_picks_the_family() {
     // Each family's host leaves the other's tunnels to its stack.
     let p = encapsulate6(&inner_frame(60), 6);
     assert_eq!(
-        classify_tunnel(&p[..], &local4, known),
+        classify_tunnel(&p[..], local4, known),
         UnderlayVerdict::Pass
     );
     let p = encapsulate(&inner_frame(60), 5);
     assert_eq!(
-        classify_tunnel(&p[..], &LOCAL6, known),
+        classify_tunnel(&p[..], local6, known),
         UnderlayVerdict::Pass
     );
 }
