@@ -113,6 +113,14 @@ impl Eth {
         [b[2], b[3], c[0], c[1], c[2], c[3]]
     }
 
+    /// The header's first twelve bytes (the two MACs) as three words in memory order, and
+    /// its last two (the EtherType) as a half word in memory order: what a program that
+    /// writes the header stores, one instruction each.
+    #[inline(always)]
+    pub const fn words(&self) -> ([u32; 3], u16) {
+        (self.addrs, u16::from_ne_bytes(self.ethertype))
+    }
+
     /// The header as the wire has it.
     #[inline(always)]
     pub const fn header(&self) -> EthHdr {

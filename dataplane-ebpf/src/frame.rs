@@ -5,7 +5,7 @@ use aya_ebpf::{
     helpers::generated::bpf_xdp_get_buff_len,
     programs::{TcContext, XdpContext},
 };
-use dataplane_common::packet::{outer_words, Frame, Plain, Tunnel};
+use dataplane_common::packet::{outer_words, Eth, Frame, Plain, Tunnel};
 
 /// A `T` at `off` of the packet data between `start` and `end`, if it lies inside.
 #[inline(always)]
@@ -76,6 +76,34 @@ pub(crate) unsafe fn store_outer_words(
             "*(u16 *)({at} + 48) = {half}",
             at = in(reg) start,
             half = in(reg) tail,
+            options(nostack, preserves_flags),
+        )
+    };
+}
+
+/// Stores an Ethernet header ([`Eth::words`]) at `at`, one instruction per word, where a
+/// copy of its wire layout is fourteen byte stores.
+///
+/// # Safety
+///
+/// The 14 bytes at `at` must lie in the packet data (bounds-checked by the caller against
+/// its end).
+#[inline(always)]
+pub(crate) unsafe fn store_eth_words(at: usize, eth: &Eth) {
+    let ([a, b, c], ethertype) = eth.words();
+    // SAFETY: bytes 0-13 of the 14 the caller checked, each store writing its own; as in
+    // store_outer_words, misaligned packet stores are taken where the CPU takes them.
+    unsafe {
+        core::arch::asm!(
+            "*(u32 *)({at} + 0) = {a}",
+            "*(u32 *)({at} + 4) = {b}",
+            "*(u32 *)({at} + 8) = {c}",
+            "*(u16 *)({at} + 12) = {t}",
+            at = in(reg) at,
+            a = in(reg) a,
+            b = in(reg) b,
+            c = in(reg) c,
+            t = in(reg) ethertype,
             options(nostack, preserves_flags),
         )
     };

@@ -22,16 +22,16 @@ use dataplane_common::{
         same_words, FdbEntry, FloodList, HostConfig, PeerInfo, PortInfo, FLOOD_PEERS, UNDERLAY_SLOT,
     },
     packet::{
-        flow_hash, gso_segment_len, source_port, v4_of, Ends, Eth, EthHdr, Family, OuterHeaders,
-        OuterHeaders6, Tunnel, Tunnel6, VxlanInfo, ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, INNER_OFFSET,
-        INNER_OFFSET_V6, IPV4_HLEN, IPV6_HLEN, UDP_HLEN, VXLAN_HLEN,
+        flow_hash, gso_segment_len, source_port, v4_of, Ends, Eth, Family, OuterHeaders6, Tunnel,
+        Tunnel6, VxlanInfo, ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, INNER_OFFSET, INNER_OFFSET_V6,
+        IPV4_HLEN, IPV6_HLEN, UDP_HLEN, VXLAN_HLEN,
     },
 };
 
 use crate::{
     counters::{drop_frame, peer_stats},
     forward::redirect_to_port,
-    frame::{store_outer_words, Pkt, Skb},
+    frame::{store_eth_words, store_outer_words, Pkt, Skb},
     maps::{host_config, peer, PEER_SLOTS, TX_PORTS},
 };
 
@@ -367,9 +367,9 @@ fn inner_eth<'a>(
 #[inline(always)]
 fn put_inner_eth(ctx: &TcContext, at: usize, eth: &Eth) -> Result<(), ()> {
     let start = linear_head(ctx, at + ETH_HLEN).ok_or(())?;
-    // SAFETY: the header's bytes at `start + at` lie in the packet's linear data
-    // (linear_head); EthHdr has alignment 1.
-    unsafe { core::ptr::write_unaligned((start + at) as *mut EthHdr, eth.header()) };
+    // SAFETY: the header's 14 bytes at `start + at` lie in the packet's linear data
+    // (linear_head).
+    unsafe { store_eth_words(start + at, eth) };
     Ok(())
 }
 
@@ -416,12 +416,9 @@ fn fill_outer4(ctx: &TcContext, e: &Encap, hop: &NextHop) -> bool {
     let Some(start) = linear_head(ctx, INNER_OFFSET) else {
         return false;
     };
-    // SAFETY: the outer headers' bytes at `start` lie in the packet's linear data
-    // (linear_head), and OuterHeaders has alignment 1 and no invalid bit patterns. (Not
-    // stored in words as XDP's are: the words' registers cost this path's stack 64
-    // bytes, which the floods' calls of store_outer4 leave it no room for.)
-    let outer = unsafe { &mut *(start as *mut OuterHeaders) };
-    outer.fill(&tunnel_to(e.cfg, hop), e.vni, e.sport, inner_len);
+    // SAFETY: the outer headers' 50 bytes at `start` lie in the packet's linear data
+    // (linear_head).
+    unsafe { store_outer_words(start, &tunnel_to(e.cfg, hop), e.vni, e.sport, inner_len) };
     true
 }
 

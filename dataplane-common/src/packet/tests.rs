@@ -32,6 +32,15 @@ fn an_ethernet_header_read_in_words_keeps_every_byte_in_place() {
         assert_eq!(eth.src(), core::array::from_fn(|i| at(6 + i)));
         assert_eq!(eth.ethertype, [at(12), at(13)]);
         assert_eq!(eth.header(), inner_header(&bytes[off..]));
+        // Stored word by word in memory order, as the TC programs write a header, the
+        // words give back the header's bytes.
+        let (addrs, ethertype) = eth.words();
+        let stored: Vec<u8> = addrs
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .chain(ethertype.to_ne_bytes())
+            .collect();
+        assert_eq!(stored, bytes[off..off + 14]);
     }
     assert_eq!(load_eth(&bytes[..13], 0), None);
     assert_eq!(load_eth(&bytes[..], 7), None);
