@@ -967,8 +967,8 @@ pub fn outer_words(
     u16::from_ne_bytes([v[3], 0])
 }
 
-/// [`ipv4_checksum`] of the outer IPv4 header [`OuterHeaders::fill`] writes, from what
-/// varies in it.
+/// [`ipv4_checksum`] of the outer IPv4 header ([`OuterHeaders::new`], [`outer_words`]),
+/// from what varies in it.
 #[inline(always)]
 fn outer_ipv4_checksum(tot_len: u16, src: [u8; 4], dst: [u8; 4]) -> [u8; 2] {
     let w = |a: u8, b: u8| ((a as u32) << 8) | b as u32;
@@ -994,10 +994,10 @@ impl OuterHeaders {
         h
     }
 
-    /// Writes the headers of [`OuterHeaders::new`] in place (the datapath writes them
-    /// straight into the packet, as [`OuterHeaders6::fill`] does).
+    /// Writes every byte of the headers of [`OuterHeaders::new`] over what `self` held.
+    /// The datapath writes them as words instead ([`outer_words`], checked against these).
     #[inline(always)]
-    pub fn fill(&mut self, t: &Tunnel, vni: u32, sport: u16, inner_len: usize) {
+    fn fill(&mut self, t: &Tunnel, vni: u32, sport: u16, inner_len: usize) {
         let udp_len = (inner_len + UDP_HLEN + VXLAN_HLEN) as u16;
         let vni = vni.to_be_bytes();
         self.eth.dst = t.dst_mac;

@@ -70,11 +70,10 @@ fn storm_admit(slot: u32) -> bool {
 #[inline(always)]
 fn port_dest(port: &PortInfo, ifindex: u32, eth: &Eth) -> Next {
     let (src, dst) = (eth.src(), eth.dst());
-    let epoch = epoch();
-    learn(
+    let epoch = learn(
         &FdbKey::new(port.vni, src),
         FdbEntry::local(ifindex, port.slot),
-        epoch,
+        epoch(),
     );
     if port.flags & PORT_ROUTED != 0 {
         if let Some(d) = route(port.vni, src, dst) {
@@ -91,14 +90,13 @@ fn port_dest(port: &PortInfo, ifindex: u32, eth: &Eth) -> Next {
 }
 
 /// What every underlay hook does first with VXLAN from a peer: counts it, checks that its
-/// environment is served here, and learns where its sender lives (as of `epoch`, the
-/// frame's: see [`crate::memo::epoch`]).
+/// environment is served here, and learns where its sender lives. With the environment
+/// comes the epoch the frame's lookup of its destination may use (see [`learn`]).
 #[inline(always)]
 pub(crate) fn accept_from_peer(
     v: &Vxlan,
     len: usize,
-    epoch: Option<u64>,
-) -> Result<VniInfo, DropReason> {
+) -> Result<(VniInfo, Option<u64>), DropReason> {
     if let Some(s) = port_stats(UNDERLAY_SLOT) {
         s.rx.add(len as u64);
     }
@@ -107,14 +105,16 @@ pub(crate) fn accept_from_peer(
         s.rx.add(len as u64);
     }
     let src = v.inner.src();
-    if !is_multicast(&src) && !is_zero(&src) {
-        learn(
-            &FdbKey::new(v.vni, src),
-            FdbEntry::remote(v.peer, v.peer_info.slot),
-            epoch,
-        );
+    let epoch = epoch();
+    if is_multicast(&src) || is_zero(&src) {
+        return Ok((info, epoch));
     }
-    Ok(info)
+    let epoch = learn(
+        &FdbKey::new(v.vni, src),
+        FdbEntry::remote(v.peer, v.peer_info.slot),
+        epoch,
+    );
+    Ok((info, epoch))
 }
 
 /// Where a frame that arrived through a tunnel goes; every underlay hook decides alike.

@@ -93,12 +93,13 @@ pub(crate) static OBSERVE_SKIP: PerCpuArray<u32> = PerCpuArray::pinned(1, 0);
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 
-// The accessors copy values out: violind may update or delete an entry while a program
-// runs, so a reference into a hash map must not outlive the lookup.
+// The hash maps' accessors copy values out: violind may update or delete an entry while
+// a program runs, so a reference into a hash map must not outlive the lookup.
 
-/// Read in place: violind rewrites the one element whole, and a copy of it would race
-/// that write no less than reads of its fields do; the copy only cost every frame its
-/// stores and loads.
+/// Read in place, not copied: the array's one element is never deleted, and violind
+/// rewrites it in place, with the same bytes unless the host's underlay or its debug setting
+/// changes (a moment whose frames in flight are lost anyway); a copy would be as torn as field reads by
+/// such a write. The copy cost every frame its stores and loads.
 #[inline(always)]
 pub(crate) fn host_config() -> Option<&'static HostConfig> {
     CONFIG.get(0)

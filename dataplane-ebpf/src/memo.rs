@@ -53,10 +53,11 @@ const MEMO_JIFFIES: u64 = 100;
 /// two epochs fold alike only after 2^40 learning writes or 2^24 of violind's, which no
 /// memory lives to see.
 ///
-/// A frame reads it once, before learning its source, and both of its lookups use it: the
-/// destination's is then believed as of the frame's start, which is what a lookup racing
-/// any change sees anyway. (Learning's own write moves the epoch after it, so the
-/// memories it leaves are forgotten at the next frame.)
+/// A frame reads it once, before learning its source, and its destination's lookup uses
+/// it too: that lookup then believes what was so when the frame began, as one racing
+/// another CPU's change would. Not after the frame's own write: [`learn`] then hands back
+/// no epoch, and the lookup goes to the table (a frame to its own source, a hairpin, must
+/// find where the source is now, not the memory of where it was).
 #[inline(always)]
 pub(crate) fn epoch() -> Option<u64> {
     let learned = FDB_EPOCH.get_ptr(FDB_EPOCH_LEARNED)?;
@@ -145,15 +146,17 @@ fn unchanged_by(known: &FdbEntry, entry: &FdbEntry) -> bool {
 
 /// Records that `key` (a frame's source) lives at `entry`, writing only when that changed:
 /// a map write per packet would bounce the entry's cache line between CPUs. A static
-/// entry (a placement by the controller) is never overwritten. `epoch` is the frame's.
+/// entry (a placement by the controller) is never overwritten. `frame` is the frame's
+/// epoch ([`epoch`]); what comes back is the epoch its later lookups may believe
+/// memories of: the same, or none once this wrote the table.
 #[inline(always)]
-pub(crate) fn learn(key: &FdbKey, entry: FdbEntry, epoch: Option<u64>) {
-    let (m, epoch) = memory(key, epoch);
+pub(crate) fn learn(key: &FdbKey, entry: FdbEntry, frame: Option<u64>) -> Option<u64> {
+    let (m, epoch) = memory(key, frame);
     if !m.is_null() && recall(m, key, epoch) {
         // SAFETY: as in recall.
         let known = unsafe { &*addr_of!((*m).entry) };
         if unchanged_by(known, &entry) {
-            return;
+            return frame;
         }
     }
     // Compared in place rather than copied out: the copy costs instructions on the path
@@ -165,7 +168,7 @@ pub(crate) fn learn(key: &FdbKey, entry: FdbEntry, epoch: Option<u64>) {
             if !m.is_null() {
                 remember(m, key, old, epoch);
             }
-            return;
+            return frame;
         }
     }
     let _ = FDB.insert(key, entry, 0);
@@ -174,4 +177,5 @@ pub(crate) fn learn(key: &FdbKey, entry: FdbEntry, epoch: Option<u64>) {
         // Every CPU adds to it atomically; a u64 as an i64, since only the change counts.
         atomic_add(learned as *mut i64, 1);
     }
+    None
 }

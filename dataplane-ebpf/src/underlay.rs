@@ -14,7 +14,6 @@ use crate::{
     forward::{accept_from_peer, to_slow_path, tunnel_next, FromTunnel},
     frame::Pkt,
     maps::{host_config, sender},
-    memo::epoch,
     tunnel::{decapsulate, transit},
 };
 
@@ -38,9 +37,8 @@ fn underlay_frame(ctx: &XdpContext) -> u32 {
         UnderlayVerdict::Drop(reason) => return drop_frame(ctx, UNDERLAY_SLOT, reason, len),
         UnderlayVerdict::Vxlan(v) => v,
     };
-    let epoch = epoch();
-    let vni_info = match accept_from_peer(&v, len, epoch) {
-        Ok(info) => info,
+    let (vni_info, epoch) = match accept_from_peer(&v, len) {
+        Ok(accepted) => accepted,
         Err(reason) => return drop_frame(ctx, UNDERLAY_SLOT, reason, len),
     };
     match tunnel_next((vni_info.flags, v.vni), v.inner.src(), v.inner.dst(), epoch) {

@@ -25,7 +25,6 @@ use crate::{
     frame::Skb,
     inflight::{through_device, Flow},
     maps::{flood_list, host_config, sender},
-    memo::epoch,
     tunnel::{count_sent, tc_decap, tc_relay_flood, tc_transit, Vxlan},
 };
 
@@ -46,9 +45,8 @@ fn underlay_skb(ctx: &TcContext) -> Verdict {
         UnderlayVerdict::Drop(reason) => return tc_drop(ctx, UNDERLAY_SLOT, reason, len),
         UnderlayVerdict::Vxlan(v) => v,
     };
-    let epoch = epoch();
-    let info = match accept_from_peer(&v, len, epoch) {
-        Ok(info) => info,
+    let (info, epoch) = match accept_from_peer(&v, len) {
+        Ok(accepted) => accepted,
         Err(reason) => return tc_drop(ctx, UNDERLAY_SLOT, reason, len),
     };
     // SAFETY: reading the context's own field.
