@@ -257,9 +257,9 @@ const fn fold(x: u32, size: u32) -> u32 {
 }
 
 /// A MAC address folded into 32 bits, its low four bytes kept as they are: from its first
-/// four bytes (`head`) and its last two (`tail`'s low 16 bits), each in network order. The keys hand
-/// over their bytes in words (`FdbKey::words`, `PairKey::words`), one load each where a
-/// byte array would be read a byte at a time.
+/// four bytes (`head`) and its last two (`tail`'s low 16 bits), each in network order.
+/// The keys hand over their bytes in words (`FdbKey::words`, `PairKey::words`), one load
+/// each where a byte array would be read a byte at a time.
 #[inline(always)]
 const fn mac_word(head: u32, tail: u32) -> u32 {
     ((head << 16) | (tail & 0xffff)) ^ (head >> 16)

@@ -43,6 +43,45 @@ fn linear_word(start: usize, end: usize, off: usize) -> Option<u32> {
     Some(word)
 }
 
+/// Stores `word` in the 4 packet bytes at `at`, one instruction.
+///
+/// # Safety
+///
+/// The 4 bytes at `at` must lie in the packet data (bounds-checked by the caller against
+/// its end).
+#[inline(always)]
+unsafe fn store_word(at: usize, word: u32) {
+    // SAFETY: the caller's; the instruction writes those 4 bytes alone. Misaligned packet
+    // stores are taken by the verifier where the CPU takes them, as the loads in
+    // linear_word.
+    unsafe {
+        core::arch::asm!(
+            "*(u32 *)({at} + 0) = {word}",
+            at = in(reg) at,
+            word = in(reg) word,
+            options(nostack, preserves_flags),
+        )
+    };
+}
+
+/// [`store_word`] for the 2 bytes at `at`.
+///
+/// # Safety
+///
+/// As for [`store_word`], for 2 bytes.
+#[inline(always)]
+unsafe fn store_half(at: usize, half: u16) {
+    // SAFETY: as in store_word.
+    unsafe {
+        core::arch::asm!(
+            "*(u16 *)({at} + 0) = {half}",
+            at = in(reg) at,
+            half = in(reg) half,
+            options(nostack, preserves_flags),
+        )
+    };
+}
+
 /// Stores IPv4 outer headers ([`outer_words`]) at `start`, one instruction per word.
 ///
 /// # Safety
@@ -57,28 +96,12 @@ pub(crate) unsafe fn store_outer_words(
     sport: u16,
     inner_len: usize,
 ) {
-    let tail = outer_words(t, vni, sport, inner_len, |off, word| {
-        // SAFETY: `off` is below 48, so the word lies in the 50 bytes the caller checked;
-        // the instruction writes those 4 bytes alone. Misaligned packet stores are taken
-        // by the verifier where the CPU takes them, as the loads in linear_word.
-        unsafe {
-            core::arch::asm!(
-                "*(u32 *)({at} + 0) = {word}",
-                at = in(reg) start + off,
-                word = in(reg) word,
-                options(nostack, preserves_flags),
-            )
-        };
+    // SAFETY: `off` is below 48, so each word lies in the 50 bytes the caller checked.
+    let tail = outer_words(t, vni, sport, inner_len, |off, word| unsafe {
+        store_word(start + off, word)
     });
     // SAFETY: bytes 48 and 49 of the same 50.
-    unsafe {
-        core::arch::asm!(
-            "*(u16 *)({at} + 48) = {half}",
-            at = in(reg) start,
-            half = in(reg) tail,
-            options(nostack, preserves_flags),
-        )
-    };
+    unsafe { store_half(start + 48, tail) };
 }
 
 /// Stores an Ethernet header ([`Eth::words`]) at `at`, one instruction per word, where a
@@ -91,22 +114,13 @@ pub(crate) unsafe fn store_outer_words(
 #[inline(always)]
 pub(crate) unsafe fn store_eth_words(at: usize, eth: &Eth) {
     let ([a, b, c], ethertype) = eth.words();
-    // SAFETY: bytes 0-13 of the 14 the caller checked, each store writing its own; as in
-    // store_outer_words, misaligned packet stores are taken where the CPU takes them.
+    // SAFETY: bytes 0-13 of the 14 the caller checked.
     unsafe {
-        core::arch::asm!(
-            "*(u32 *)({at} + 0) = {a}",
-            "*(u32 *)({at} + 4) = {b}",
-            "*(u32 *)({at} + 8) = {c}",
-            "*(u16 *)({at} + 12) = {t}",
-            at = in(reg) at,
-            a = in(reg) a,
-            b = in(reg) b,
-            c = in(reg) c,
-            t = in(reg) ethertype,
-            options(nostack, preserves_flags),
-        )
-    };
+        store_word(at, a);
+        store_word(at + 4, b);
+        store_word(at + 8, c);
+        store_half(at + 12, ethertype);
+    }
 }
 
 /// Reads only the first buffer of a multi-buffer frame; `total_len` counts them all. The

@@ -97,9 +97,9 @@ pub(crate) static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 // a program runs, so a reference into a hash map must not outlive the lookup.
 
 /// Read in place, not copied: the array's one element is never deleted, and violind
-/// rewrites it in place, with the same bytes unless the host's underlay or its debug setting
-/// changes (a moment whose frames in flight are lost anyway); a copy would be as torn as field reads by
-/// such a write. The copy cost every frame its stores and loads.
+/// rewrites it in place, with the same bytes unless the host's underlay or its debug
+/// setting changes (a moment whose frames in flight are lost anyway); a copy would be as
+/// torn as field reads by such a write. The copy cost every frame its stores and loads.
 #[inline(always)]
 pub(crate) fn host_config() -> Option<&'static HostConfig> {
     CONFIG.get(0)

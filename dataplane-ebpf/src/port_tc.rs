@@ -20,8 +20,8 @@ use crate::{
     observe::{describe, sampled},
     policy::{port_policy, shape},
     tunnel::{
-        count_sent, family, resolve_entry, resolve_peer, send_copy, skb_source_port, store_outer4,
-        store_outer6, tc_encap, tc_write_outer, Encap,
+        count_sent, family, put_inner_eth, resolve_entry, resolve_peer, send_copy, skb_source_port,
+        store_outer4, store_outer6, tc_encap, tc_write_outer, Encap,
     },
 };
 
@@ -129,7 +129,7 @@ fn flood_skb(ctx: &TcContext, port: &PortInfo, ifindex: u32, eth: &Eth, len: usi
     // The inner Ethernet header goes after the outer headers once; each copy rewrites
     // only those.
     let outer = family(cfg).overhead() as usize;
-    if ctx.store(outer, &eth.header(), 0).is_err() {
+    if put_inner_eth(ctx, outer, eth).is_err() {
         return tc_drop(ctx, port.slot, DropReason::NoHeadroom, len);
     }
     let e = Encap {

@@ -365,7 +365,7 @@ fn inner_eth<'a>(
 
 /// Writes the inner Ethernet header at `at` (where the outer headers end).
 #[inline(always)]
-fn put_inner_eth(ctx: &TcContext, at: usize, eth: &Eth) -> Result<(), ()> {
+pub(crate) fn put_inner_eth(ctx: &TcContext, at: usize, eth: &Eth) -> Result<(), ()> {
     let start = linear_head(ctx, at + ETH_HLEN).ok_or(())?;
     // SAFETY: the header's 14 bytes at `start + at` lie in the packet's linear data
     // (linear_head).
