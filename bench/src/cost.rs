@@ -14,9 +14,14 @@ use aya::{
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
     Ebpf,
 };
-use dataplane_common::{maps::programs, packet::Tunnel};
+use std::net::IpAddr;
+
+use dataplane_common::{
+    maps::programs,
+    packet::{Tunnel, Tunnel6},
+};
 use violin_testbed::{
-    frames::{sk_buff, udp_frame, vxlan, xdp_md, MAX_TEST_FRAME, MIN_FRAME},
+    frames::{sk_buff, udp_frame, vxlan, vxlan6, xdp_md, MAX_TEST_FRAME, MIN_FRAME},
     sys::{ifindex_of, in_netns, mac_of},
 };
 
@@ -61,6 +66,19 @@ pub fn metrics() -> Vec<Metric> {
             title: format!("{title}, BPF_PROG_TEST_RUN"),
             unit: "ns".into(),
             better: Better::Lower,
+        })
+        .collect()
+}
+
+/// `metrics` as taken over an IPv6 underlay (`bench cost --ipv6`): their ids prefixed as
+/// the micro suite's IPv6 figures are (`micro::IPV6_PREFIX`), their titles saying so.
+pub fn over_ipv6(metrics: Vec<Metric>) -> Vec<Metric> {
+    metrics
+        .into_iter()
+        .map(|m| Metric {
+            id: format!("{}{}", crate::micro::IPV6_PREFIX, m.id),
+            title: format!("{}, IPv6 underlay", m.title),
+            ..m
         })
         .collect()
 }
@@ -184,18 +202,43 @@ pub fn measure_against(
         let (h1, h2) = (&bl.lab.hosts[hosts[0]], &bl.lab.hosts[hosts[1]]);
         let a = bl.vm(path, 0);
         let b = bl.vm(path, 1);
-        let tunnel = Tunnel {
-            src_mac: mac_of(&h2.ns, "ul0")?,
-            dst_mac: mac_of(&h1.ns, "ul0")?,
-            src_ip: h2.underlay_v4().octets(),
-            dst_ip: h1.underlay_v4().octets(),
+        let (src_mac, dst_mac) = (mac_of(&h2.ns, "ul0")?, mac_of(&h1.ns, "ul0")?);
+        // The underlay's family is the lab's: host 2's answer reaches host 1 over it.
+        let tunnelled = |inner: &[u8]| match (h2.underlay_ip, h1.underlay_ip) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let (src_ip, dst_ip) = (src.octets(), dst.octets());
+                Ok(vxlan(
+                    &Tunnel {
+                        src_mac,
+                        dst_mac,
+                        src_ip,
+                        dst_ip,
+                    },
+                    a.vni,
+                    inner,
+                ))
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let (src_ip, dst_ip) = (src.octets(), dst.octets());
+                Ok(vxlan6(
+                    &Tunnel6 {
+                        src_mac,
+                        dst_mac,
+                        src_ip,
+                        dst_ip,
+                    },
+                    a.vni,
+                    inner,
+                ))
+            }
+            (src, dst) => Err(anyhow!("an underlay of both families ({src}, {dst})")),
         };
         let (port_if, ul_if) = (ifindex_of(&h1.ns, &a.port)?, ifindex_of(&h1.ns, "ul0")?);
         let ctx = |ifindex, len| match path {
             NetPath::ViolinXdp => xdp_md(ifindex, len),
             _ => sk_buff(ifindex),
         };
-        let full = ((bl.lab.spec.mtu - 50 + 14) as usize).min(MAX_TEST_FRAME);
+        let full = ((bl.lab.spec.vm_mtu() + 14) as usize).min(MAX_TEST_FRAME);
         let (sa, sb) = ((a.mac, a.ip.octets()), (b.mac, b.ip.octets()));
         let encap: Vec<_> = [MIN_FRAME, full]
             .iter()
@@ -205,14 +248,14 @@ pub fn measure_against(
                 (f, c)
             })
             .collect();
-        let decap: Vec<_> = [MIN_FRAME, full]
+        let decap = [MIN_FRAME, full]
             .iter()
             .map(|&n| {
-                let f = vxlan(&tunnel, a.vni, &udp_frame(sb, sa, n));
+                let f = tunnelled(&udp_frame(sb, sa, n))?;
                 let c = ctx(ul_if, f.len());
-                (f, c)
+                Ok((f, c))
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         let maps = h1.pins().join("maps");
         let ns = in_netns(&h1.ns, || {
             let mut ebpf = ebpf::load(&maps)?;

@@ -92,6 +92,10 @@ struct Cli {
     /// /tmp/main.o` before building a change); each figure also as a ratio to it.
     #[arg(long)]
     against: Option<PathBuf>,
+    /// cost: time the programs on a lab whose underlay is IPv6 only (VXLAN over IPv6, 70
+    /// bytes of outer headers) instead of IPv4; the figures are named ipv6_*.
+    #[arg(long)]
+    ipv6: bool,
 }
 
 /// Progress lines for a long run: step count, elapsed time, and what was just measured.
@@ -158,6 +162,12 @@ fn run(mut cli: Cli) -> Result<()> {
         if !o.is_file() {
             bail!("--against: {} is not a file (an eBPF object)", o.display());
         }
+    }
+    if cli.ipv6 && cli.suite != "cost" {
+        bail!(
+            "--ipv6: only the cost suite takes it (micro measures over both underlays), not {:?}",
+            cli.suite
+        );
     }
     if cli.suite == "summary" || cli.suite == "report" {
         let mut runs = Vec::new();
@@ -632,13 +642,24 @@ fn run_cost(cli: &Cli) -> Result<()> {
         total: cli.mtus.len() * reps * 2 * cost::METRICS.len() * figures,
     };
     let mut samples = Vec::new();
+    let (family, lab, overhead) = match cli.ipv6 {
+        true => ("IPv6", "b6", 70),
+        false => ("IPv4", "bk", 50),
+    };
     for &mtu in &cli.mtus {
-        eprintln!("==> lab up (underlay MTU {mtu}, VM MTU {})", mtu - 50);
-        let bl = BenchLab::up(&format!("bk{}", mtu / 100), mtu, 2, 1)?;
+        eprintln!(
+            "==> lab up ({family} underlay, MTU {mtu}, VM MTU {})",
+            mtu - overhead
+        );
+        let bl = BenchLab::up_on(&format!("{lab}{}", mtu / 100), mtu, 2, 1, cli.ipv6)?;
         warm_up(&bl)?;
         for rep in 0..reps {
-            let how = (runs, cli.against.as_deref());
-            record_costs(&bl, how, (mtu, rep), &mut samples, &mut progress)?;
+            let figures = cost::measure_against(&bl, runs, cli.against.as_deref())?;
+            let named = figures.into_iter().map(|(id, path, ns)| match cli.ipv6 {
+                true => (format!("{}{id}", micro::IPV6_PREFIX), path, ns),
+                false => (id, path, ns),
+            });
+            record_all(&mut samples, &mut progress, (mtu, rep), named);
         }
         eprintln!("==> lab down");
         bl.lab.down()?;
@@ -646,12 +667,17 @@ fn run_cost(cli: &Cli) -> Result<()> {
     let mut settings = BTreeMap::new();
     settings.insert("repetitions".into(), reps.to_string());
     settings.insert("runs per program and frame".into(), runs.to_string());
+    settings.insert("underlay".into(), family.into());
     let metrics = match &cli.against {
         Some(o) => {
             settings.insert("against".into(), o.display().to_string());
             cost::metrics_against(o)
         }
         None => cost::metrics(),
+    };
+    let metrics = match cli.ipv6 {
+        true => cost::over_ipv6(metrics),
+        false => metrics,
     };
     finish(
         cli,
@@ -1585,6 +1611,26 @@ mod tests {
             settings: BTreeMap::new(),
             profiles: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn ipv6_is_refused_outside_the_cost_suite_and_names_the_cost_figures() {
+        let cli = Cli::parse_from(["violin-bench", "micro", "--ipv6"]);
+        let err = run(cli).expect_err("--ipv6 with the micro suite was accepted");
+        assert!(err.to_string().starts_with("--ipv6: "), "{err:#}");
+        let ids: Vec<String> = cost::over_ipv6(cost::metrics())
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "ipv6_encap_ns_64",
+                "ipv6_encap_ns_mtu",
+                "ipv6_decap_ns_64",
+                "ipv6_decap_ns_mtu"
+            ]
+        );
     }
 
     #[test]

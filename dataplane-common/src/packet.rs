@@ -3,8 +3,6 @@
 //! The XDP programs call these through the [`Frame`] trait, which they implement over the
 //! packet buffer with explicit bounds checks; the unit tests implement it over byte slices.
 
-use core::ptr::copy_nonoverlapping;
-
 use crate::counters::DropReason;
 use crate::{ENCAP_OVERHEAD, ENCAP_OVERHEAD_V6, VXLAN_PORT};
 
@@ -829,12 +827,14 @@ pub struct Tunnel {
     pub dst_ip: [u8; 4],
 }
 
-/// The addresses of a [`Tunnel6`], borrowed.
+/// The addresses of a [`Tunnel6`] as the datapath reads them: the MACs borrowed, the IPv6
+/// addresses as their words in memory order (`maps::addr_words`), one load each out of a
+/// map value where their bytes would be sixteen.
 pub struct Ends<'a> {
     pub src_mac: &'a [u8; 6],
     pub dst_mac: &'a [u8; 6],
-    pub src_ip: &'a [u8; 16],
-    pub dst_ip: &'a [u8; 16],
+    pub src_ip: [u32; 4],
+    pub dst_ip: [u32; 4],
 }
 
 /// Addresses of one tunnel endpoint pair over an IPv6 underlay.
@@ -853,35 +853,21 @@ impl OuterHeaders6 {
     /// it, which Linux's VXLAN devices do with `udp6zerocsumrx`).
     #[inline(always)]
     pub fn new(t: &Tunnel6, vni: u32, sport: u16, inner_len: usize) -> OuterHeaders6 {
-        let ends = Ends {
-            src_mac: &t.src_mac,
-            dst_mac: &t.dst_mac,
-            src_ip: &t.src_ip,
-            dst_ip: &t.dst_ip,
-        };
         let mut h = OuterHeaders6::default();
-        h.fill(&ends, vni, sport, inner_len);
+        h.fill(t, vni, sport, inner_len);
         h
     }
 
-    /// Writes the headers of [`OuterHeaders6::new`] in place, from the addresses where
-    /// they are: the datapath writes them straight into the packet, as a value built on
-    /// its 512-byte stack they would not fit beside its callers'.
+    /// Writes every byte of the headers of [`OuterHeaders6::new`] over what `self` held.
+    /// The datapath writes them as words instead ([`outer_words6`], checked against these).
     #[inline(always)]
-    pub fn fill(&mut self, t: &Ends, vni: u32, sport: u16, inner_len: usize) {
+    fn fill(&mut self, t: &Tunnel6, vni: u32, sport: u16, inner_len: usize) {
         let udp_len = ((inner_len + UDP_HLEN + VXLAN_HLEN) as u16).to_be_bytes();
         let vni = vni.to_be_bytes();
-        // Copied as what they are, disjoint from `self`: inlined into the datapath's
-        // `store_outer6` (itself not inlined, for the floods' copies over IPv6), an
-        // assignment from behind a reference became a call of a byte-by-byte `memmove`.
-        // SAFETY: `self` is borrowed mutably, so nothing `t` refers to lies inside it;
-        // each copy is of one whole array into a field of the same type.
-        unsafe {
-            copy_nonoverlapping(t.dst_mac, &mut self.eth.dst, 1);
-            copy_nonoverlapping(t.src_mac, &mut self.eth.src, 1);
-            copy_nonoverlapping(t.src_ip, &mut self.ip.src, 1);
-            copy_nonoverlapping(t.dst_ip, &mut self.ip.dst, 1);
-        }
+        self.eth.dst = t.dst_mac;
+        self.eth.src = t.src_mac;
+        self.ip.src = t.src_ip;
+        self.ip.dst = t.dst_ip;
         self.eth.ethertype = ETH_P_IPV6.to_be_bytes();
         self.ip.vtc_flow = (6 << 28 | flow_label(sport)).to_be_bytes();
         self.ip.payload_len = udp_len;
@@ -964,6 +950,59 @@ pub fn outer_words(
     put(36, w([dp[0], dp[1], ul[0], ul[1]]));
     put(40, w([0, 0, VXLAN_FLAG_I, 0]));
     put(44, w([0, 0, v[1], v[2]]));
+    u16::from_ne_bytes([v[3], 0])
+}
+
+/// [`OuterHeaders6::new`]'s 70 bytes as the datapath stores them, as [`outer_words`]
+/// gives IPv4's: `put(off, word)` for each word at offsets 0 to 64, the last two bytes
+/// returned.
+#[inline(always)]
+pub fn outer_words6(
+    t: &Ends,
+    vni: u32,
+    sport: u16,
+    inner_len: usize,
+    mut put: impl FnMut(usize, u32),
+) -> u16 {
+    let w = u32::from_ne_bytes;
+    let (d, s) = (t.dst_mac, t.src_mac);
+    let (et, vf) = (
+        ETH_P_IPV6.to_be_bytes(),
+        (6 << 28 | flow_label(sport)).to_be_bytes(),
+    );
+    let ul = ((inner_len + UDP_HLEN + VXLAN_HLEN) as u16).to_be_bytes();
+    let (sp, dp, v) = (
+        sport.to_be_bytes(),
+        VXLAN_PORT.to_be_bytes(),
+        vni.to_be_bytes(),
+    );
+    let (a, b) = (
+        t.src_ip.map(u32::to_ne_bytes),
+        t.dst_ip.map(u32::to_ne_bytes),
+    );
+    // The addresses start 2 bytes into a word of the packet: each such word is the back
+    // half of one of the address's words and the front half of the next.
+    let across = |x: [u8; 4], y: [u8; 4]| w([x[2], x[3], y[0], y[1]]);
+    // Ethernet; version, traffic class and flow label; payload length.
+    put(0, w([d[0], d[1], d[2], d[3]]));
+    put(4, w([d[4], d[5], s[0], s[1]]));
+    put(8, w([s[2], s[3], s[4], s[5]]));
+    put(12, w([et[0], et[1], vf[0], vf[1]]));
+    put(16, w([vf[2], vf[3], ul[0], ul[1]]));
+    // Next header, hop limit, the addresses.
+    put(20, w([IPPROTO_UDP, HOP_LIMIT, a[0][0], a[0][1]]));
+    put(24, across(a[0], a[1]));
+    put(28, across(a[1], a[2]));
+    put(32, across(a[2], a[3]));
+    put(36, across(a[3], b[0]));
+    put(40, across(b[0], b[1]));
+    put(44, across(b[1], b[2]));
+    put(48, across(b[2], b[3]));
+    // UDP ports, length, checksum; VXLAN flags, reserved, VNI.
+    put(52, w([b[3][2], b[3][3], sp[0], sp[1]]));
+    put(56, w([dp[0], dp[1], ul[0], ul[1]]));
+    put(60, w([0, 0, VXLAN_FLAG_I, 0]));
+    put(64, w([0, 0, v[1], v[2]]));
     u16::from_ne_bytes([v[3], 0])
 }
 

@@ -5,7 +5,7 @@ use aya_ebpf::{
     helpers::generated::bpf_xdp_get_buff_len,
     programs::{TcContext, XdpContext},
 };
-use dataplane_common::packet::{outer_words, Eth, Frame, Plain, Tunnel};
+use dataplane_common::packet::{outer_words, outer_words6, Ends, Eth, Frame, Plain, Tunnel};
 
 /// A `T` at `off` of the packet data between `start` and `end`, if it lies inside.
 #[inline(always)]
@@ -102,6 +102,28 @@ pub(crate) unsafe fn store_outer_words(
     });
     // SAFETY: bytes 48 and 49 of the same 50.
     unsafe { store_half(start + 48, tail) };
+}
+
+/// Stores IPv6 outer headers ([`outer_words6`]) at `start`, one instruction per word.
+///
+/// # Safety
+///
+/// The 70 bytes at `start` must lie in the packet data (bounds-checked by the caller
+/// against its end).
+#[inline(always)]
+pub(crate) unsafe fn store_outer6_words(
+    start: usize,
+    t: &Ends,
+    vni: u32,
+    sport: u16,
+    inner_len: usize,
+) {
+    // SAFETY: `off` is below 68, so each word lies in the 70 bytes the caller checked.
+    let tail = outer_words6(t, vni, sport, inner_len, |off, word| unsafe {
+        store_word(start + off, word)
+    });
+    // SAFETY: bytes 68 and 69 of the same 70.
+    unsafe { store_half(start + 68, tail) };
 }
 
 /// Stores an Ethernet header ([`Eth::words`]) at `at`, one instruction per word, where a

@@ -19,19 +19,20 @@ use aya_ebpf::{
 use dataplane_common::{
     counters::DropReason,
     maps::{
-        same_words, FdbEntry, FloodList, HostConfig, PeerInfo, PortInfo, FLOOD_PEERS, UNDERLAY_SLOT,
+        addr_words, same_words, FdbEntry, FloodList, HostConfig, PeerInfo, PortInfo, FLOOD_PEERS,
+        UNDERLAY_SLOT,
     },
     packet::{
-        flow_hash, gso_segment_len, source_port, v4_of, Ends, Eth, Family, OuterHeaders6, Tunnel,
-        Tunnel6, VxlanInfo, ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, INNER_OFFSET, INNER_OFFSET_V6,
-        IPV4_HLEN, IPV6_HLEN, UDP_HLEN, VXLAN_HLEN,
+        flow_hash, gso_segment_len, source_port, Ends, Eth, Family, Tunnel, VxlanInfo, ETH_HLEN,
+        ETH_P_IPV4, ETH_P_IPV6, INNER_OFFSET, INNER_OFFSET_V6, IPV4_HLEN, IPV6_HLEN, UDP_HLEN,
+        VXLAN_HLEN,
     },
 };
 
 use crate::{
     counters::{drop_frame, peer_stats},
     forward::redirect_to_port,
-    frame::{store_eth_words, store_outer_words, Pkt, Skb},
+    frame::{store_eth_words, store_outer6_words, store_outer_words, Pkt, Skb},
     maps::{host_config, peer, PEER_SLOTS, TX_PORTS},
 };
 
@@ -53,6 +54,12 @@ impl NextHop {
     #[inline(always)]
     fn v6(&self) -> bool {
         self.outer == INNER_OFFSET_V6
+    }
+
+    /// The peer's address as words (see `addr_words`).
+    #[inline(always)]
+    fn addr_words(&self) -> [u32; 4] {
+        addr_words(self.addr)
     }
 }
 
@@ -103,23 +110,26 @@ pub(crate) fn resolve_entry(to: &FdbEntry) -> Option<NextHop> {
     }
 }
 
+/// The tunnel to `hop` over IPv4, its addresses read as words: one load each where their
+/// bytes would be four.
 #[inline(always)]
 fn tunnel_to(cfg: &HostConfig, hop: &NextHop) -> Tunnel {
     Tunnel {
         src_mac: cfg.underlay_mac,
         dst_mac: hop.mac,
-        src_ip: v4_of(&cfg.underlay_addr),
-        dst_ip: v4_of(&hop.addr),
+        src_ip: cfg.addr_words()[3].to_ne_bytes(),
+        dst_ip: hop.addr_words()[3].to_ne_bytes(),
     }
 }
 
+/// The tunnel to `hop` over IPv6, borrowed where it lies (see `Ends`).
 #[inline(always)]
-fn tunnel6_to(cfg: &HostConfig, hop: &NextHop) -> Tunnel6 {
-    Tunnel6 {
-        src_mac: cfg.underlay_mac,
-        dst_mac: hop.mac,
-        src_ip: cfg.underlay_addr,
-        dst_ip: hop.addr,
+fn ends_to<'a>(cfg: &'a HostConfig, hop: &'a NextHop) -> Ends<'a> {
+    Ends {
+        src_mac: &cfg.underlay_mac,
+        dst_mac: &hop.mac,
+        src_ip: cfg.addr_words(),
+        dst_ip: hop.addr_words(),
     }
 }
 
@@ -248,10 +258,9 @@ fn send_tunnelled(
         if start + INNER_OFFSET_V6 > ctx.data_end() {
             return drop_frame(ctx, slot, short, len);
         }
-        let tunnel = tunnel6_to(out.cfg, out.hop);
-        let outer = OuterHeaders6::new(&tunnel, out.vni, out.sport, out.inner_len);
+        let ends = ends_to(out.cfg, out.hop);
         // SAFETY: 70 bytes at `start` were bounds-checked above.
-        unsafe { core::ptr::write_unaligned(start as *mut OuterHeaders6, outer) };
+        unsafe { store_outer6_words(start, &ends, out.vni, out.sport, out.inner_len) };
     } else {
         if start + INNER_OFFSET > ctx.data_end() {
             return drop_frame(ctx, slot, short, len);
@@ -455,16 +464,9 @@ fn fill_outer6(ctx: &TcContext, e: &Encap, hop: &NextHop) -> bool {
     let Some(start) = linear_head(ctx, INNER_OFFSET_V6) else {
         return false;
     };
-    let ends = Ends {
-        src_mac: &e.cfg.underlay_mac,
-        dst_mac: &hop.mac,
-        src_ip: &e.cfg.underlay_addr,
-        dst_ip: &hop.addr,
-    };
-    // SAFETY: 70 bytes at `start` lie in the packet's linear data (linear_head), and
-    // OuterHeaders6 has alignment 1 and no invalid bit patterns.
-    let outer = unsafe { &mut *(start as *mut OuterHeaders6) };
-    outer.fill(&ends, e.vni, e.sport, inner_len);
+    // SAFETY: the outer headers' 70 bytes at `start` lie in the packet's linear data
+    // (linear_head).
+    unsafe { store_outer6_words(start, &ends_to(e.cfg, hop), e.vni, e.sport, inner_len) };
     true
 }
 

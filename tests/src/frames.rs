@@ -1,6 +1,6 @@
 //! Frames the benchmark and the tests craft: what a VM sends (IPv4/UDP, any size), and
 //! the same frame as the underlay carries it (VXLAN).
-use dataplane_common::packet::{OuterHeaders, Tunnel};
+use dataplane_common::packet::{OuterHeaders, OuterHeaders6, Tunnel, Tunnel6};
 
 /// A frame's sender or receiver: MAC and IPv4 address.
 pub type Station = ([u8; 6], [u8; 4]);
@@ -42,6 +42,15 @@ pub fn udp_frame(src: Station, dst: Station, len: usize) -> Vec<u8> {
 /// `inner` as a VXLAN packet of environment `vni` through `tunnel`.
 pub fn vxlan(tunnel: &Tunnel, vni: u32, inner: &[u8]) -> Vec<u8> {
     let mut p = OuterHeaders::new(tunnel, vni, 50000, inner.len())
+        .as_bytes()
+        .to_vec();
+    p.extend_from_slice(inner);
+    p
+}
+
+/// `inner` as a VXLAN packet of environment `vni` through `tunnel`, over IPv6.
+pub fn vxlan6(tunnel: &Tunnel6, vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut p = OuterHeaders6::new(tunnel, vni, 50000, inner.len())
         .as_bytes()
         .to_vec();
     p.extend_from_slice(inner);

@@ -6,9 +6,10 @@ use std::{
     time::Duration,
 };
 
-use dataplane_common::packet::{OuterHeaders, OuterHeaders6, Tunnel, Tunnel6};
+use dataplane_common::packet::{Tunnel, Tunnel6};
 use violin_testbed::{
     e2e::{counter, lab},
+    frames::{vxlan, vxlan6},
     sys::{mac_of, ns_run},
     traffic::{ping, send_raw, wait_ping},
 };
@@ -31,16 +32,10 @@ impl Crafter {
     }
 
     fn wrap(&self, vni: u32, inner: &[u8]) -> Vec<u8> {
-        let mut p = match self {
-            Crafter::V4(t) => OuterHeaders::new(t, vni, 50000, inner.len())
-                .as_bytes()
-                .to_vec(),
-            Crafter::V6(t) => OuterHeaders6::new(t, vni, 50000, inner.len())
-                .as_bytes()
-                .to_vec(),
-        };
-        p.extend_from_slice(inner);
-        p
+        match self {
+            Crafter::V4(t) => vxlan(t, vni, inner),
+            Crafter::V6(t) => vxlan6(t, vni, inner),
+        }
     }
 
     fn edit(&self, f: &dyn Fn(&mut Vec<u8>)) -> Vec<u8> {

@@ -3,6 +3,7 @@
 //! - its memory of forwarding-table lookups (the eBPF `memo`): a change the datapath is
 //!   told of (violind's count in `FDB_EPOCH`, or a program's learning write) is seen by
 //!   the next frame, and one it is not told of (a hand edit) only once the memory ages;
+//!   a frame's own learning write is seen by its own destination lookup (a hairpin);
 //! - its cells of VM pair counts (`PAIR_CELLS`): each frame is counted once, in the
 //!   pair's cell or, when another pair holds it, in `PAIR_TRAFFIC`, and violind's
 //!   figures add both.
@@ -22,12 +23,13 @@ use dataplane_common::{
     packet::{v4_mapped, Tunnel},
 };
 use violin_testbed::{
-    e2e::lab,
+    e2e::{counter, lab},
     frames::{sk_buff, udp_frame, vxlan, MIN_FRAME},
     lab::mac_string,
     sys::{ifindex_of, in_netns, mac_of},
 };
 
+const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 /// A MAC no VM of the lab has: only this test places it.
 const X: [u8; 6] = [0x02, 0x6d, 0x65, 0x6d, 0x6f, 0x01];
@@ -189,6 +191,78 @@ fn a_counted_change_is_seen_at_once_and_a_hand_edit_once_the_memory_ages() {
         Ok(())
     })
     .unwrap();
+}
+
+/// A frame whose destination is its own source, from a port other than the one this CPU
+/// remembers that source behind: its learning moves the source to this port, and its
+/// destination lookup must find it there (a hairpin, dropped), not the memory of where it
+/// was (which would deliver it to the other VM).
+#[test]
+fn a_frame_to_its_own_source_finds_where_its_learning_put_it() {
+    let lab = lab("hpn", |_| {});
+    let h0 = &lab.hosts[0];
+    let a = lab.vm(0, 0, 0).clone();
+    let a2 = lab.vm(0, 0, 1).clone();
+    let dir = h0.pins().join("maps");
+    let port_if = ifindex_of(&h0.ns, &a.port).unwrap();
+    let a2_if = ifindex_of(&h0.ns, &a2.port).unwrap();
+    let hairpins = || counter(&lab.stats(0).unwrap(), "/drops/hairpin");
+    let before = hairpins();
+    let tries = in_netns(&h0.ns, || {
+        stay_on_this_cpu();
+        let ebpf = load(&dir);
+        let mut fdb: HashMap<_, FdbKey, FdbEntry> = map(&dir, names::FDB);
+        let mut epoch: Array<_, u64> = map(&dir, names::FDB_EPOCH);
+        let ports: HashMap<_, u32, PortInfo> = map(&dir, names::PORTS);
+        let behind_a2 = FdbEntry::local(a2_if, ports.get(&a2_if, 0).unwrap().slot);
+        let key = FdbKey::new(a.vni, X);
+        let to_x = udp_frame((a.mac, a.ip.octets()), (X, [10, 99, 0, 1]), MIN_FRAME);
+        let hairpin = udp_frame((X, [10, 99, 0, 1]), (X, [10, 99, 0, 1]), MIN_FRAME);
+        let epochs = |e: &Array<MapData, u64>| {
+            [FDB_EPOCH_LEARNED, FDB_EPOCH_PLACED].map(|i| e.get(&i, 0).unwrap())
+        };
+        // A try shows the lookup's choice only if nothing but the hairpin's own learning
+        // moved the epoch after this CPU remembered X behind A2: otherwise the memory was
+        // forgotten anyway. The lab's own learning may move it, so a few tries.
+        let mut shown = 0;
+        for _ in 0..5 {
+            fdb.insert(key, behind_a2, 0).unwrap();
+            count_change(&mut epoch);
+            // Twice: A's first frame may learn A's own MAC, which leaves that frame's
+            // lookup without a memory; the second remembers X as of `then`.
+            let mut then = [0; 2];
+            for _ in 0..2 {
+                then = epochs(&epoch);
+                assert_eq!(
+                    run(&ebpf, programs::PORT_TC, &to_x, port_if),
+                    (TC_ACT_REDIRECT, MIN_FRAME),
+                    "a frame to X, placed behind A2, was not delivered"
+                );
+            }
+            let (verdict, _) = run(&ebpf, programs::PORT_TC, &hairpin, port_if);
+            assert_eq!(
+                verdict, TC_ACT_SHOT,
+                "a frame from X to X on A's port was not dropped as a hairpin"
+            );
+            assert_eq!(
+                fdb.get(&key, 0).unwrap(),
+                FdbEntry::local(port_if, ports.get(&port_if, 0).unwrap().slot),
+                "the hairpin frame's source was not learned behind A's port"
+            );
+            if epochs(&epoch) == [then[0] + 1, then[1]] {
+                shown += 1;
+            }
+        }
+        fdb.remove(&key).unwrap();
+        count_change(&mut epoch);
+        Ok(shown)
+    })
+    .unwrap();
+    assert!(tries > 0, "the lab's learning moved the epoch in every try");
+    assert!(
+        hairpins() >= before + 5,
+        "violind stats counts fewer than 5 hairpin drops"
+    );
 }
 
 #[test]

@@ -648,16 +648,10 @@ fn fill_writes_every_byte_of_the_outer_headers() {
         src_ip: PEER6,
         dst_ip: LOCAL6,
     };
-    let ends = Ends {
-        src_mac: &t6.src_mac,
-        dst_mac: &t6.dst_mac,
-        src_ip: &t6.src_ip,
-        dst_ip: &t6.dst_ip,
-    };
     // SAFETY: as above, for OuterHeaders6.
     let mut h6: OuterHeaders6 =
         unsafe { core::mem::transmute([0xffu8; ENCAP_OVERHEAD_V6 as usize]) };
-    h6.fill(&ends, 0x00ab_cdef, 50000, 100);
+    h6.fill(&t6, 0x00ab_cdef, 50000, 100);
     assert_eq!(
         h6.as_bytes(),
         OuterHeaders6::new(&t6, 0x00ab_cdef, 50000, 100).as_bytes()
@@ -693,6 +687,53 @@ fn outer_headers_in_words_are_their_bytes() {
             });
             bytes.extend_from_slice(&tail.to_ne_bytes());
             let want = OuterHeaders::new(t, vni, sport, inner_len);
+            assert_eq!(
+                &bytes[..],
+                &want.as_bytes()[..],
+                "{t:?} {vni:#x} {sport} {inner_len}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ipv6_outer_headers_in_words_are_their_bytes() {
+    // Every byte of each address different, so that a half word taken from the wrong
+    // place shows.
+    let ip = |first: u8| core::array::from_fn::<u8, 16, _>(|i| first.wrapping_add(i as u8));
+    let tunnels = [
+        Tunnel6 {
+            src_mac: [0x02, 0x11, 0x22, 0x33, 0x44, 0x55],
+            dst_mac: [0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54],
+            src_ip: ip(0x10),
+            dst_ip: ip(0xa0),
+        },
+        Tunnel6 {
+            src_mac: [0xff; 6],
+            dst_mac: [0x01; 6],
+            src_ip: PEER6,
+            dst_ip: LOCAL6,
+        },
+    ];
+    for t in &tunnels {
+        let ends = Ends {
+            src_mac: &t.src_mac,
+            dst_mac: &t.dst_mac,
+            src_ip: addr_words(t.src_ip),
+            dst_ip: addr_words(t.dst_ip),
+        };
+        for (vni, sport, inner_len) in [
+            (0x00ab_cdef, 49153, 60),
+            (1, 65535, 1500),
+            (0xffffff, 49152, 65000),
+        ] {
+            let mut bytes = Vec::new();
+            let tail = outer_words6(&ends, vni, sport, inner_len, |off, w| {
+                assert_eq!(off, bytes.len());
+                bytes.extend_from_slice(&w.to_ne_bytes());
+            });
+            bytes.extend_from_slice(&tail.to_ne_bytes());
+            let want = OuterHeaders6::new(t, vni, sport, inner_len);
             assert_eq!(
                 &bytes[..],
                 &want.as_bytes()[..],
