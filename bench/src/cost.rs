@@ -70,19 +70,6 @@ pub fn metrics() -> Vec<Metric> {
         .collect()
 }
 
-/// `metrics` as taken over an IPv6 underlay (`bench cost --ipv6`): their ids prefixed as
-/// the micro suite's IPv6 figures are (`micro::IPV6_PREFIX`), their titles saying so.
-pub fn over_ipv6(metrics: Vec<Metric>) -> Vec<Metric> {
-    metrics
-        .into_iter()
-        .map(|m| Metric {
-            id: format!("{}{}", crate::micro::IPV6_PREFIX, m.id),
-            title: format!("{}, IPv6 underlay", m.title),
-            ..m
-        })
-        .collect()
-}
-
 /// The VM port program and the underlay program of a Violin path's port mode.
 pub fn programs_of(path: NetPath) -> (&'static str, &'static str) {
     match path {

@@ -478,16 +478,20 @@ impl SocketFigures<'_> {
 }
 
 /// Times the programs (`cost::measure_against`, `runs` pairs each) and keeps the figures
-/// as samples of (MTU, repetition) `at`.
+/// as samples of (MTU, repetition) `at`, their ids prefixed with `prefix` (the IPv6
+/// lab's, or none).
 fn record_costs(
     bl: &BenchLab,
-    (runs, against): (usize, Option<&Path>),
+    (runs, against, prefix): (usize, Option<&Path>, &str),
     (mtu, rep): (u32, usize),
     samples: &mut Vec<Sample>,
     progress: &mut Progress,
 ) -> Result<()> {
     let figures = cost::measure_against(bl, runs, against)?;
-    record_all(samples, progress, (mtu, rep), figures);
+    let named = figures
+        .into_iter()
+        .map(|(id, path, ns)| (format!("{prefix}{id}"), path, ns));
+    record_all(samples, progress, (mtu, rep), named);
     Ok(())
 }
 
@@ -642,9 +646,9 @@ fn run_cost(cli: &Cli) -> Result<()> {
         total: cli.mtus.len() * reps * 2 * cost::METRICS.len() * figures,
     };
     let mut samples = Vec::new();
-    let (family, lab, overhead) = match cli.ipv6 {
-        true => ("IPv6", "b6", 70),
-        false => ("IPv4", "bk", 50),
+    let (family, lab, overhead, prefix) = match cli.ipv6 {
+        true => ("IPv6", "b6", 70, micro::IPV6_PREFIX),
+        false => ("IPv4", "bk", 50, ""),
     };
     for &mtu in &cli.mtus {
         eprintln!(
@@ -654,12 +658,8 @@ fn run_cost(cli: &Cli) -> Result<()> {
         let bl = BenchLab::up_on(&format!("{lab}{}", mtu / 100), mtu, 2, 1, cli.ipv6)?;
         warm_up(&bl)?;
         for rep in 0..reps {
-            let figures = cost::measure_against(&bl, runs, cli.against.as_deref())?;
-            let named = figures.into_iter().map(|(id, path, ns)| match cli.ipv6 {
-                true => (format!("{}{id}", micro::IPV6_PREFIX), path, ns),
-                false => (id, path, ns),
-            });
-            record_all(&mut samples, &mut progress, (mtu, rep), named);
+            let how = (runs, cli.against.as_deref(), prefix);
+            record_costs(&bl, how, (mtu, rep), &mut samples, &mut progress)?;
         }
         eprintln!("==> lab down");
         bl.lab.down()?;
@@ -676,7 +676,7 @@ fn run_cost(cli: &Cli) -> Result<()> {
         None => cost::metrics(),
     };
     let metrics = match cli.ipv6 {
-        true => cost::over_ipv6(metrics),
+        true => micro::over_ipv6(&metrics),
         false => metrics,
     };
     finish(
@@ -762,13 +762,13 @@ fn run_micro(cli: &Cli) -> Result<()> {
         done: 0,
         // Per repetition: six figures per path on each underlay family and the Violin
         // paths' program run times on each, the split TCP figure's, four program costs
-        // per Violin mode, and the line-rate figures.
+        // per Violin mode on each family, and the line-rate figures.
         total: cli.mtus.len()
             * reps
             * (NetPath::ALL.len() * 6 * 2
                 + 2 * NetPath::ALL.map(run_time_samples).iter().sum::<usize>()
                 + split_per_rep()
-                + 8
+                + 2 * 8
                 + linerate::FIGURES_PER_REP),
     };
     let mut samples = Vec::new();
@@ -794,7 +794,7 @@ fn run_micro(cli: &Cli) -> Result<()> {
             };
             run.measure(&bl)?;
             let at = (mtu, rep);
-            let how = (settings.test_runs, None);
+            let how = (settings.test_runs, None, "");
             record_costs(&bl, how, at, &mut samples, &mut progress)?;
         }
         // Where the time goes, once per MTU: kernel profiles and flame graphs of one TCP
@@ -856,6 +856,8 @@ fn run_micro(cli: &Cli) -> Result<()> {
                 progress: &mut progress,
             };
             run.measure(&bl6)?;
+            let how = (settings.test_runs, None, micro::IPV6_PREFIX);
+            record_costs(&bl6, how, (mtu, rep), &mut samples, &mut progress)?;
         }
         eprintln!("==> lab down (IPv6)");
         bl6.lab.down()?;
@@ -892,7 +894,7 @@ fn run_micro(cli: &Cli) -> Result<()> {
     );
     settings_map.insert(
         "IPv6 underlay".into(),
-        "the socket figures (ipv6_*) again on a lab of the same paths whose underlay is IPv6 only: VXLAN over IPv6 for Violin and Linux VXLAN (udp6zerocsumrx), IPv6 endpoints on the bare path (whose 18-byte datagrams make 80-byte frames there), IPv4 inside the VMs; program costs and line rate are taken over IPv4 only".into(),
+        "the socket figures (ipv6_*) again on a lab of the same paths whose underlay is IPv6 only: VXLAN over IPv6 for Violin and Linux VXLAN (udp6zerocsumrx), IPv6 endpoints on the bare path (whose 18-byte datagrams make 80-byte frames there), IPv4 inside the VMs, and the programs' costs (ipv6_encap_ns_*, ipv6_decap_ns_*); line rate is taken over IPv4 only".into(),
     );
     settings_map.insert(
         "TCP".into(),
@@ -1618,7 +1620,7 @@ mod tests {
         let cli = Cli::parse_from(["violin-bench", "micro", "--ipv6"]);
         let err = run(cli).expect_err("--ipv6 with the micro suite was accepted");
         assert!(err.to_string().starts_with("--ipv6: "), "{err:#}");
-        let ids: Vec<String> = cost::over_ipv6(cost::metrics())
+        let ids: Vec<String> = micro::over_ipv6(&cost::metrics())
             .into_iter()
             .map(|m| m.id)
             .collect();

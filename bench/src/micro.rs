@@ -57,20 +57,30 @@ impl Settings {
 pub const IPV6: Family = Family::V6;
 pub const IPV6_PREFIX: &str = "ipv6_";
 
+/// `metrics` as taken on a lab whose underlay is IPv6: ids prefixed with [`IPV6_PREFIX`],
+/// titles saying so.
+pub fn over_ipv6(metrics: &[Metric]) -> Vec<Metric> {
+    metrics
+        .iter()
+        .map(|m| Metric {
+            id: format!("{IPV6_PREFIX}{}", m.id),
+            title: format!("{}, IPv6 underlay", m.title),
+            unit: m.unit.clone(),
+            better: m.better,
+        })
+        .collect()
+}
+
 pub fn metrics() -> Vec<Metric> {
     let sockets = socket_metrics();
-    let over_ipv6 = sockets.iter().map(|m| Metric {
-        id: format!("{IPV6_PREFIX}{}", m.id),
-        title: format!("{}, IPv6 underlay", m.title),
-        unit: m.unit.clone(),
-        better: m.better,
-    });
-    let over_ipv6: Vec<Metric> = over_ipv6.collect();
+    let costs = crate::cost::metrics();
+    let (sockets6, costs6) = (over_ipv6(&sockets), over_ipv6(&costs));
     sockets
         .into_iter()
-        .chain(over_ipv6)
+        .chain(sockets6)
         .chain(split_metrics())
-        .chain(crate::cost::metrics())
+        .chain(costs)
+        .chain(costs6)
         .chain(linerate_metrics())
         .collect()
 }
