@@ -14,14 +14,9 @@ use aya::{
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
     Ebpf,
 };
-use std::net::IpAddr;
-
-use dataplane_common::{
-    maps::programs,
-    packet::{Tunnel, Tunnel6},
-};
+use dataplane_common::maps::programs;
 use violin_testbed::{
-    frames::{sk_buff, udp_frame, vxlan, vxlan6, xdp_md, MAX_TEST_FRAME, MIN_FRAME},
+    frames::{sk_buff, udp_frame, xdp_md, Outer, MAX_TEST_FRAME, MIN_FRAME},
     sys::{ifindex_of, in_netns, mac_of},
 };
 
@@ -189,37 +184,12 @@ pub fn measure_against(
         let (h1, h2) = (&bl.lab.hosts[hosts[0]], &bl.lab.hosts[hosts[1]]);
         let a = bl.vm(path, 0);
         let b = bl.vm(path, 1);
-        let (src_mac, dst_mac) = (mac_of(&h2.ns, "ul0")?, mac_of(&h1.ns, "ul0")?);
         // The underlay's family is the lab's: host 2's answer reaches host 1 over it.
-        let tunnelled = |inner: &[u8]| match (h2.underlay_ip, h1.underlay_ip) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                let (src_ip, dst_ip) = (src.octets(), dst.octets());
-                Ok(vxlan(
-                    &Tunnel {
-                        src_mac,
-                        dst_mac,
-                        src_ip,
-                        dst_ip,
-                    },
-                    a.vni,
-                    inner,
-                ))
-            }
-            (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                let (src_ip, dst_ip) = (src.octets(), dst.octets());
-                Ok(vxlan6(
-                    &Tunnel6 {
-                        src_mac,
-                        dst_mac,
-                        src_ip,
-                        dst_ip,
-                    },
-                    a.vni,
-                    inner,
-                ))
-            }
-            (src, dst) => Err(anyhow!("an underlay of both families ({src}, {dst})")),
-        };
+        let outer = Outer::between(
+            (mac_of(&h2.ns, "ul0")?, h2.underlay_ip),
+            (mac_of(&h1.ns, "ul0")?, h1.underlay_ip),
+        )
+        .ok_or_else(|| anyhow!("hosts of two underlay families"))?;
         let (port_if, ul_if) = (ifindex_of(&h1.ns, &a.port)?, ifindex_of(&h1.ns, "ul0")?);
         let ctx = |ifindex, len| match path {
             NetPath::ViolinXdp => xdp_md(ifindex, len),
@@ -235,14 +205,14 @@ pub fn measure_against(
                 (f, c)
             })
             .collect();
-        let decap = [MIN_FRAME, full]
+        let decap: Vec<_> = [MIN_FRAME, full]
             .iter()
             .map(|&n| {
-                let f = tunnelled(&udp_frame(sb, sa, n))?;
+                let f = outer.wrap(a.vni, &udp_frame(sb, sa, n));
                 let c = ctx(ul_if, f.len());
-                Ok((f, c))
+                (f, c)
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
         let maps = h1.pins().join("maps");
         let ns = in_netns(&h1.ns, || {
             let mut ebpf = ebpf::load(&maps)?;

@@ -33,6 +33,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use dataplane_common::packet::Family;
 use violin_testbed::traffic::wait_ping;
 
 use crate::{
@@ -124,29 +125,8 @@ fn main() {
     }
 }
 
-fn run(mut cli: Cli) -> Result<()> {
-    if let Some(dir) = &cli.write_traces {
-        std::fs::create_dir_all(dir)?;
-        for (_, _, a, b) in swf::pairs() {
-            for m in [a, b] {
-                let file = dir.join(format!("{}.swf", m.name));
-                std::fs::write(&file, m.swf())?;
-                eprintln!("wrote {}", file.display());
-            }
-        }
-        return Ok(());
-    }
-    if cli.suite == "adaptation" {
-        plot::init_font()?;
-        return run_adaptation(&cli);
-    }
-    if cli.suite == "scale" {
-        plot::init_font()?;
-        return run_scale(&cli);
-    }
-    if !violin_testbed::sys::is_root() {
-        bail!("the benchmarks need root (network namespaces, XDP)");
-    }
+/// Refuses options that do not fit together, naming the option, before anything runs.
+fn check_flags(cli: &Cli) -> Result<()> {
     for &mtu in &cli.mtus {
         if !(1280..=9000).contains(&mtu) {
             bail!("--mtus: {mtu} is outside 1280..=9000");
@@ -168,6 +148,33 @@ fn run(mut cli: Cli) -> Result<()> {
             "--ipv6: only the cost suite takes it (micro measures over both underlays), not {:?}",
             cli.suite
         );
+    }
+    Ok(())
+}
+
+fn run(mut cli: Cli) -> Result<()> {
+    check_flags(&cli)?;
+    if let Some(dir) = &cli.write_traces {
+        std::fs::create_dir_all(dir)?;
+        for (_, _, a, b) in swf::pairs() {
+            for m in [a, b] {
+                let file = dir.join(format!("{}.swf", m.name));
+                std::fs::write(&file, m.swf())?;
+                eprintln!("wrote {}", file.display());
+            }
+        }
+        return Ok(());
+    }
+    if cli.suite == "adaptation" {
+        plot::init_font()?;
+        return run_adaptation(&cli);
+    }
+    if cli.suite == "scale" {
+        plot::init_font()?;
+        return run_scale(&cli);
+    }
+    if !violin_testbed::sys::is_root() {
+        bail!("the benchmarks need root (network namespaces, XDP)");
     }
     if cli.suite == "summary" || cli.suite == "report" {
         let mut runs = Vec::new();
@@ -646,15 +653,13 @@ fn run_cost(cli: &Cli) -> Result<()> {
         total: cli.mtus.len() * reps * 2 * cost::METRICS.len() * figures,
     };
     let mut samples = Vec::new();
-    let (family, lab, overhead, prefix) = match cli.ipv6 {
-        true => ("IPv6", "b6", 70, micro::IPV6_PREFIX),
-        false => ("IPv4", "bk", 50, ""),
+    let (family, label, lab, prefix) = match cli.ipv6 {
+        true => (micro::IPV6, "IPv6", "b6", micro::IPV6_PREFIX),
+        false => (Family::V4, "IPv4", "bk", ""),
     };
     for &mtu in &cli.mtus {
-        eprintln!(
-            "==> lab up ({family} underlay, MTU {mtu}, VM MTU {})",
-            mtu - overhead
-        );
+        let vm_mtu = family.vm_mtu(mtu);
+        eprintln!("==> lab up ({label} underlay, MTU {mtu}, VM MTU {vm_mtu})");
         let bl = BenchLab::up_on(&format!("{lab}{}", mtu / 100), mtu, 2, 1, cli.ipv6)?;
         warm_up(&bl)?;
         for rep in 0..reps {
@@ -667,7 +672,7 @@ fn run_cost(cli: &Cli) -> Result<()> {
     let mut settings = BTreeMap::new();
     settings.insert("repetitions".into(), reps.to_string());
     settings.insert("runs per program and frame".into(), runs.to_string());
-    settings.insert("underlay".into(), family.into());
+    settings.insert("underlay".into(), label.into());
     let metrics = match &cli.against {
         Some(o) => {
             settings.insert("against".into(), o.display().to_string());
@@ -839,8 +844,8 @@ fn run_micro(cli: &Cli) -> Result<()> {
         )?);
         eprintln!("==> lab down");
         bl.lab.down()?;
-        // The socket figures again over an IPv6-only underlay (the VMs still speak
-        // IPv4; the bare path's endpoints speak IPv6).
+        // The socket figures and the programs' costs again over an IPv6-only underlay
+        // (the VMs still speak IPv4; the bare path's endpoints speak IPv6).
         let vm_mtu = micro::IPV6.vm_mtu(mtu);
         eprintln!("==> lab up on an IPv6 underlay (MTU {mtu}, VM MTU {vm_mtu})");
         let bl6 = BenchLab::up_on(&format!("b6{}", mtu / 100), mtu, 2, 1, true)?;
@@ -1618,7 +1623,7 @@ mod tests {
     #[test]
     fn ipv6_is_refused_outside_the_cost_suite_and_names_the_cost_figures() {
         let cli = Cli::parse_from(["violin-bench", "micro", "--ipv6"]);
-        let err = run(cli).expect_err("--ipv6 with the micro suite was accepted");
+        let err = check_flags(&cli).expect_err("--ipv6 with the micro suite was accepted");
         assert!(err.to_string().starts_with("--ipv6: "), "{err:#}");
         let ids: Vec<String> = micro::over_ipv6(&cost::metrics())
             .into_iter()

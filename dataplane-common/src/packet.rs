@@ -828,8 +828,8 @@ pub struct Tunnel {
 }
 
 /// The addresses of a [`Tunnel6`] as the datapath reads them: the MACs borrowed, the IPv6
-/// addresses as their words in memory order (`maps::addr_words`), one load each out of a
-/// map value where their bytes would be sixteen.
+/// addresses as their words in memory order (`maps::addr_words`), which the BPF backend
+/// reads with one load each where an address's bytes would be sixteen.
 pub struct Ends<'a> {
     pub src_mac: &'a [u8; 6],
     pub dst_mac: &'a [u8; 6],

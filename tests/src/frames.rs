@@ -1,5 +1,7 @@
 //! Frames the benchmark and the tests craft: what a VM sends (IPv4/UDP, any size), and
 //! the same frame as the underlay carries it (VXLAN).
+use std::net::IpAddr;
+
 use dataplane_common::packet::{OuterHeaders, OuterHeaders6, Tunnel, Tunnel6};
 
 /// A frame's sender or receiver: MAC and IPv4 address.
@@ -55,6 +57,46 @@ pub fn vxlan6(tunnel: &Tunnel6, vni: u32, inner: &[u8]) -> Vec<u8> {
         .to_vec();
     p.extend_from_slice(inner);
     p
+}
+
+/// A tunnel between two hosts over either underlay family.
+#[derive(Clone, Copy, Debug)]
+pub enum Outer {
+    V4(Tunnel),
+    V6(Tunnel6),
+}
+
+impl Outer {
+    /// The tunnel from the host at `src` (its underlay MAC and address) to the one at
+    /// `dst`; `None` for addresses of two families.
+    pub fn between(
+        (src_mac, src): ([u8; 6], IpAddr),
+        (dst_mac, dst): ([u8; 6], IpAddr),
+    ) -> Option<Outer> {
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => Some(Outer::V4(Tunnel {
+                src_mac,
+                dst_mac,
+                src_ip: s.octets(),
+                dst_ip: d.octets(),
+            })),
+            (IpAddr::V6(s), IpAddr::V6(d)) => Some(Outer::V6(Tunnel6 {
+                src_mac,
+                dst_mac,
+                src_ip: s.octets(),
+                dst_ip: d.octets(),
+            })),
+            _ => None,
+        }
+    }
+
+    /// `inner` as a VXLAN packet of environment `vni` through this tunnel.
+    pub fn wrap(&self, vni: u32, inner: &[u8]) -> Vec<u8> {
+        match self {
+            Outer::V4(t) => vxlan(t, vni, inner),
+            Outer::V6(t) => vxlan6(t, vni, inner),
+        }
+    }
 }
 
 /// xdp_md for BPF_PROG_TEST_RUN: a `len`-byte frame, all of it in the linear buffer

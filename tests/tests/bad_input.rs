@@ -1,15 +1,10 @@
 //! Crafted underlay packets are dropped or passed as specified and counted by reason,
 //! while good traffic keeps flowing with no loss.
-use std::{
-    net::{IpAddr, Ipv4Addr},
-    thread,
-    time::Duration,
-};
+use std::{net::Ipv4Addr, thread, time::Duration};
 
-use dataplane_common::packet::{Tunnel, Tunnel6};
 use violin_testbed::{
     e2e::{counter, lab},
-    frames::{vxlan, vxlan6},
+    frames::Outer,
     sys::{mac_of, ns_run},
     traffic::{ping, send_raw, wait_ping},
 };
@@ -18,10 +13,7 @@ const N: usize = 25;
 const VNI: u32 = 1000;
 
 /// Makes VXLAN packets from h2 to h1 over the lab's underlay family.
-enum Crafter {
-    V4(Tunnel),
-    V6(Tunnel6),
-}
+struct Crafter(Outer);
 
 impl Crafter {
     /// A well-formed VXLAN packet carrying a 60-byte inner frame.
@@ -32,10 +24,7 @@ impl Crafter {
     }
 
     fn wrap(&self, vni: u32, inner: &[u8]) -> Vec<u8> {
-        match self {
-            Crafter::V4(t) => vxlan(t, vni, inner),
-            Crafter::V6(t) => vxlan6(t, vni, inner),
-        }
+        self.0.wrap(vni, inner)
     }
 
     fn edit(&self, f: &dyn Fn(&mut Vec<u8>)) -> Vec<u8> {
@@ -102,30 +91,14 @@ fn crafted_underlay_packets(tag: &str, xdp: bool, ipv6: bool) {
 
     let h1 = lab.hosts[0].clone();
     let h2 = lab.hosts[1].clone();
-    let (src_mac, dst_mac) = (
-        mac_of(&h2.ns, "ul0").unwrap(),
-        mac_of(&h1.ns, "ul0").unwrap(),
-    );
-    let cases = match (h2.underlay_ip, h1.underlay_ip) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => {
-            let c = Crafter::V4(Tunnel {
-                src_mac,
-                dst_mac,
-                src_ip: src.octets(),
-                dst_ip: dst.octets(),
-            });
-            cases4(&c, pass)
-        }
-        (IpAddr::V6(src), IpAddr::V6(dst)) => {
-            let c = Crafter::V6(Tunnel6 {
-                src_mac,
-                dst_mac,
-                src_ip: src.octets(),
-                dst_ip: dst.octets(),
-            });
-            cases6(&c, pass)
-        }
-        other => panic!("hosts of two families: {other:?}"),
+    let outer = Outer::between(
+        (mac_of(&h2.ns, "ul0").unwrap(), h2.underlay_ip),
+        (mac_of(&h1.ns, "ul0").unwrap(), h1.underlay_ip),
+    )
+    .expect("hosts of two underlay families");
+    let cases = match outer {
+        Outer::V4(_) => cases4(&Crafter(outer), pass),
+        Outer::V6(_) => cases6(&Crafter(outer), pass),
     };
 
     // Good traffic runs throughout.

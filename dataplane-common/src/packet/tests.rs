@@ -624,40 +624,6 @@ fn the_local_address_picks_the_family() {
     );
 }
 
-/// The datapath fills outer headers in place, over whatever the packet's headroom held:
-/// every byte must be written, so a fill over all-ones bytes matches one over zeros.
-#[test]
-fn fill_writes_every_byte_of_the_outer_headers() {
-    let t = Tunnel {
-        src_mac: [2, 1, 1, 1, 1, 2],
-        dst_mac: [2, 1, 1, 1, 1, 1],
-        src_ip: PEER,
-        dst_ip: LOCAL,
-    };
-    // SAFETY: OuterHeaders is made only of u8 and u8 arrays (Plain): any bytes are valid.
-    let mut h: OuterHeaders = unsafe { core::mem::transmute([0xffu8; ENCAP_OVERHEAD as usize]) };
-    h.fill(&t, 0x00ab_cdef, 50000, 100);
-    assert_eq!(
-        h.as_bytes(),
-        OuterHeaders::new(&t, 0x00ab_cdef, 50000, 100).as_bytes()
-    );
-
-    let t6 = Tunnel6 {
-        src_mac: [2, 1, 1, 1, 1, 2],
-        dst_mac: [2, 1, 1, 1, 1, 1],
-        src_ip: PEER6,
-        dst_ip: LOCAL6,
-    };
-    // SAFETY: as above, for OuterHeaders6.
-    let mut h6: OuterHeaders6 =
-        unsafe { core::mem::transmute([0xffu8; ENCAP_OVERHEAD_V6 as usize]) };
-    h6.fill(&t6, 0x00ab_cdef, 50000, 100);
-    assert_eq!(
-        h6.as_bytes(),
-        OuterHeaders6::new(&t6, 0x00ab_cdef, 50000, 100).as_bytes()
-    );
-}
-
 #[test]
 fn outer_headers_in_words_are_their_bytes() {
     let tunnels = [
