@@ -4,6 +4,7 @@
 //! packet buffer with explicit bounds checks; the unit tests implement it over byte slices.
 
 use crate::counters::DropReason;
+use crate::maps::same_words;
 use crate::{ENCAP_OVERHEAD, ENCAP_OVERHEAD_V6, VXLAN_PORT};
 
 pub const ETH_HLEN: usize = 14;
@@ -459,9 +460,7 @@ pub fn classify_tunnel<F: Frame + ?Sized, P>(
     lookup_peer: impl Fn(&[u8; 16]) -> Option<P>,
 ) -> UnderlayVerdict<P, [u8; 16]> {
     let Some(local4) = mapped_v4(local) else {
-        // SAFETY: both are 16 bytes, and any bytes are valid.
-        let local = unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(local) };
-        return classify_underlay6(f, &local, lookup_peer);
+        return classify_underlay6(f, local, lookup_peer);
     };
     classify_v4(f, local4, |a| lookup_peer(&v4_mapped(a)), v4_mapped)
 }
@@ -469,11 +468,14 @@ pub fn classify_tunnel<F: Frame + ?Sized, P>(
 /// [`classify_underlay`] over an IPv6 underlay: only UDP/4789 addressed to `local` right
 /// behind the fixed header is Violin's. A packet with extension headers goes to the stack
 /// (Violin sends none). The UDP checksum is not verified: Violin sends zero, as RFC 6935
-/// allows for tunnels, and a non-zero one was the sender's choice.
+/// allows for tunnels, and a non-zero one was the sender's choice. `local` comes as its
+/// words in memory order (`maps::addr_words`), and the header is read in words
+/// ([`Frame::load_word`]), as [`classify_v4`] reads IPv4's: the addresses' 32 bytes would
+/// otherwise be loaded and copied a byte at a time.
 #[inline(always)]
 pub fn classify_underlay6<F: Frame + ?Sized, P>(
     f: &F,
-    local: &[u8; 16],
+    local: [u32; 4],
     lookup_peer: impl Fn(&[u8; 16]) -> Option<P>,
 ) -> UnderlayVerdict<P, [u8; 16]> {
     use UnderlayVerdict::{Drop, Pass};
@@ -483,64 +485,92 @@ pub fn classify_underlay6<F: Frame + ?Sized, P>(
     if be16(ethertype) != ETH_P_IPV6 {
         return Pass;
     }
-    // The header is read in the pieces used, each when it is: in the datapath every byte
-    // read stays in a register or a stack slot for as long as it is needed.
-    // Version, traffic class and flow label; payload length; next header; hop limit.
-    let Some(head) = f.load::<[u8; 8]>(ETH_HLEN) else {
+    // The header's first two words: version, traffic class and flow label; payload
+    // length, next header, hop limit. Each read is used where it is read, so that in the
+    // datapath every value stays in a register or a stack slot only as long as needed.
+    let Some(w0) = f.load_word(ETH_HLEN) else {
+        return Drop(DropReason::TruncatedOuter);
+    };
+    let Some(w1) = f.load_word(ETH_HLEN + 4) else {
         return Drop(DropReason::TruncatedOuter);
     };
     if f.total_len() < ETH_HLEN + IPV6_HLEN {
         return Drop(DropReason::TruncatedOuter);
     }
-    if head[0] >> 4 != 6 || head[6] != IPPROTO_UDP {
+    let w1 = w1.to_ne_bytes();
+    if w0.to_ne_bytes()[0] >> 4 != 6 || w1[2] != IPPROTO_UDP {
         return Pass;
     }
-    match f.load::<[u8; 16]>(ETH_HLEN + 24) {
-        Some(dst) if dst == *local => {}
+    match load_addr(f, ETH_HLEN + 24) {
+        Some(dst) if same_words(dst, local) => {}
         _ => return Pass,
     }
-    let Some(udp) = f.load::<UdpHdr>(ETH_HLEN + IPV6_HLEN) else {
+    // The UDP header: the ports, then the length and the checksum.
+    let Some(ports) = f.load_word(ETH_HLEN + IPV6_HLEN) else {
         return Pass;
     };
-    if be16(udp.dest) != VXLAN_PORT {
+    let Some(udp_len) = f.load_word(ETH_HLEN + IPV6_HLEN + 4) else {
+        return Pass;
+    };
+    let ports = ports.to_ne_bytes();
+    if be16([ports[2], ports[3]]) != VXLAN_PORT {
         return Pass;
     }
-    let Some(src) = f.load::<[u8; 16]>(ETH_HLEN + 8) else {
+    let Some(src) = load_addr(f, ETH_HLEN + 8) else {
         return Pass;
     };
+    // SAFETY: both are 16 bytes, and any bytes are valid.
+    let src = unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(src) };
     let Some(peer_info) = lookup_peer(&src) else {
         return Drop(DropReason::UnknownPeer);
     };
-    let payload = be16([head[4], head[5]]) as usize;
+    let payload = be16([w1[0], w1[1]]) as usize;
     // A zero payload length is a jumbogram's (RFC 2675); the underlay carries none.
     if payload < UDP_HLEN + VXLAN_HLEN || ETH_HLEN + IPV6_HLEN + payload > f.total_len() {
         return Drop(DropReason::TruncatedOuter);
     }
-    if be16(udp.len) as usize != payload {
+    let udp_len = udp_len.to_ne_bytes();
+    if be16([udp_len[0], udp_len[1]]) as usize != payload {
         return Drop(DropReason::BadLength);
     }
     let inner_len = payload - UDP_HLEN - VXLAN_HLEN;
     if inner_len < ETH_HLEN {
         return Drop(DropReason::TruncatedInner);
     }
-    let Some(vxlan) = f.load::<VxlanHdr>(ETH_HLEN + IPV6_HLEN + UDP_HLEN) else {
+    // The VXLAN header: the flags and reserved bytes, then the VNI and a reserved byte.
+    let Some(flags) = f.load_word(ETH_HLEN + IPV6_HLEN + UDP_HLEN) else {
         return Drop(DropReason::TruncatedOuter);
     };
-    if vxlan.flags & VXLAN_FLAG_I == 0 {
+    let Some(vni) = f.load_word(ETH_HLEN + IPV6_HLEN + UDP_HLEN + 4) else {
+        return Drop(DropReason::TruncatedOuter);
+    };
+    if flags.to_ne_bytes()[0] & VXLAN_FLAG_I == 0 {
         return Drop(DropReason::BadVxlanFlags);
     }
+    let vni = vni.to_ne_bytes();
     let Some(inner) = load_eth(f, INNER_OFFSET_V6) else {
         return Drop(DropReason::TruncatedInner);
     };
     UnderlayVerdict::Vxlan(VxlanInfo {
         peer: src,
         peer_info,
-        vni: u32::from_be_bytes([0, vxlan.vni[0], vxlan.vni[1], vxlan.vni[2]]),
+        vni: u32::from_be_bytes([0, vni[0], vni[1], vni[2]]),
         inner,
         inner_len,
         trailer: f.total_len() - ETH_HLEN - IPV6_HLEN - payload,
         outer_len: INNER_OFFSET_V6,
     })
+}
+
+/// The 16-byte address at `off` as its four words in memory order (`maps::addr_words`).
+#[inline(always)]
+fn load_addr<F: Frame + ?Sized>(f: &F, off: usize) -> Option<[u32; 4]> {
+    Some([
+        f.load_word(off)?,
+        f.load_word(off + 4)?,
+        f.load_word(off + 8)?,
+        f.load_word(off + 12)?,
+    ])
 }
 
 /// The Ethernet header at `off` as an [`Eth`], read in three words and the EtherType (see

@@ -17,9 +17,12 @@ use std::{
 };
 
 use anyhow::{anyhow, Context, Result};
-use dataplane_common::packet::{
-    classify_underlay, classify_underlay6, flow_hash, source_port, OuterHeaders, OuterHeaders6,
-    Tunnel, Tunnel6, UnderlayVerdict, INNER_OFFSET, INNER_OFFSET_V6,
+use dataplane_common::{
+    maps::addr_words,
+    packet::{
+        classify_underlay, classify_underlay6, flow_hash, source_port, OuterHeaders, OuterHeaders6,
+        Tunnel, Tunnel6, UnderlayVerdict, INNER_OFFSET, INNER_OFFSET_V6,
+    },
 };
 use std::io::Write;
 use tracing::{debug, info, warn};
@@ -473,7 +476,7 @@ fn from_peer<'f>(frame: &'f [u8], topo: &Topology) -> Option<(u32, IpAddr, &'f [
         }
         IpAddr::V6(local) => {
             let known = |a: &[u8; 16]| known((*a).into());
-            match classify_underlay6(frame, &local.octets(), known) {
+            match classify_underlay6(frame, addr_words(local.octets()), known) {
                 UnderlayVerdict::Vxlan(v) => Some((
                     v.vni,
                     v.peer.into(),

@@ -465,7 +465,7 @@ fn encapsulate6(inner: &[u8], vni: u32) -> Vec<u8> {
 }
 
 fn classify6(p: &[u8]) -> UnderlayVerdict<(), [u8; 16]> {
-    classify_underlay6(p, &LOCAL6, |a| (*a == PEER6).then_some(()))
+    classify_underlay6(p, addr_words(LOCAL6), |a| (*a == PEER6).then_some(()))
 }
 
 fn dropped6(p: &[u8]) -> DropReason {
