@@ -470,8 +470,8 @@ pub fn classify_tunnel<F: Frame + ?Sized, P>(
 /// (Violin sends none). The UDP checksum is not verified: Violin sends zero, as RFC 6935
 /// allows for tunnels, and a non-zero one was the sender's choice. `local` comes as its
 /// words in memory order (`maps::addr_words`), and the header is read in words
-/// ([`Frame::load_word`]), as [`classify_v4`] reads IPv4's: the addresses' 32 bytes would
-/// otherwise be loaded and copied a byte at a time.
+/// ([`Frame::load_word`]), as IPv4's classification reads its own: the addresses' 32 bytes
+/// would otherwise be loaded and copied a byte at a time.
 #[inline(always)]
 pub fn classify_underlay6<F: Frame + ?Sized, P>(
     f: &F,
@@ -486,8 +486,9 @@ pub fn classify_underlay6<F: Frame + ?Sized, P>(
         return Pass;
     }
     // The header's first two words: version, traffic class and flow label; payload
-    // length, next header, hop limit. Each read is used where it is read, so that in the
-    // datapath every value stays in a register or a stack slot only as long as needed.
+    // length, next header, hop limit. (One at a time, as in classify_v4: in the datapath
+    // a value read on a path where another read failed would be an uninitialised
+    // register, which the verifier refuses.)
     let Some(w0) = f.load_word(ETH_HLEN) else {
         return Drop(DropReason::TruncatedOuter);
     };
