@@ -624,6 +624,26 @@ fn the_local_address_picks_the_family() {
     );
 }
 
+/// (VNI, outer source port, inner length) for the outer headers' tests: the smallest and
+/// the largest values each field takes.
+const HEADER_CASES: [(u32, u16, usize); 3] = [
+    (0x00ab_cdef, 49153, 60),
+    (1, 65535, 1500),
+    (0xffffff, 49152, 65000),
+];
+
+/// The bytes a words function (`outer_words`, `outer_words6`) stores: each word where the
+/// one before ended, then the tail.
+fn stored(words: impl FnOnce(&mut dyn FnMut(usize, u32)) -> u16) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let tail = words(&mut |off, w| {
+        assert_eq!(off, bytes.len());
+        bytes.extend_from_slice(&w.to_ne_bytes());
+    });
+    bytes.extend_from_slice(&tail.to_ne_bytes());
+    bytes
+}
+
 #[test]
 fn outer_headers_in_words_are_their_bytes() {
     let tunnels = [
@@ -641,17 +661,8 @@ fn outer_headers_in_words_are_their_bytes() {
         },
     ];
     for t in &tunnels {
-        for (vni, sport, inner_len) in [
-            (0x00ab_cdef, 49153, 60),
-            (1, 65535, 1500),
-            (0xffffff, 49152, 65000),
-        ] {
-            let mut bytes = Vec::new();
-            let tail = outer_words(t, vni, sport, inner_len, |off, w| {
-                assert_eq!(off, bytes.len());
-                bytes.extend_from_slice(&w.to_ne_bytes());
-            });
-            bytes.extend_from_slice(&tail.to_ne_bytes());
+        for (vni, sport, inner_len) in HEADER_CASES {
+            let bytes = stored(|put| outer_words(t, vni, sport, inner_len, put));
             let want = OuterHeaders::new(t, vni, sport, inner_len);
             assert_eq!(
                 &bytes[..],
@@ -688,17 +699,8 @@ fn ipv6_outer_headers_in_words_are_their_bytes() {
             src_ip: addr_words(t.src_ip),
             dst_ip: addr_words(t.dst_ip),
         };
-        for (vni, sport, inner_len) in [
-            (0x00ab_cdef, 49153, 60),
-            (1, 65535, 1500),
-            (0xffffff, 49152, 65000),
-        ] {
-            let mut bytes = Vec::new();
-            let tail = outer_words6(&ends, vni, sport, inner_len, |off, w| {
-                assert_eq!(off, bytes.len());
-                bytes.extend_from_slice(&w.to_ne_bytes());
-            });
-            bytes.extend_from_slice(&tail.to_ne_bytes());
+        for (vni, sport, inner_len) in HEADER_CASES {
+            let bytes = stored(|put| outer_words6(&ends, vni, sport, inner_len, put));
             let want = OuterHeaders6::new(t, vni, sport, inner_len);
             assert_eq!(
                 &bytes[..],
