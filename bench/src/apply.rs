@@ -27,7 +27,10 @@ use violin_testbed::{
     traffic::ping,
 };
 
-use crate::results::{Better, Metric, NetPath, Results, Sample};
+use crate::{
+    paths,
+    results::{Better, Metric, NetPath, Results, Sample},
+};
 
 pub const HOSTS: usize = 8;
 pub const VMS: usize = 28;
@@ -371,7 +374,7 @@ pub fn run(
     settings.insert("primitives per repetition".into(), primitives.to_string());
     settings.insert(
         "binaries".into(),
-        "release (violind, violin-controller, violinctl)".into(),
+        format!("violind, violin-controller, violinctl: {}", paths::build()),
     );
     // The daemons' and the controller's logs (with each reconfiguration's duration).
     let logs = violin_testbed::workspace_root().join("target/bench/apply-logs");

@@ -1171,7 +1171,7 @@ fn run_scale(cli: &Cli) -> Result<()> {
     let settings = scale::Settings {
         sizes: sizes.clone(),
         reps,
-        bin: violin_testbed::workspace_root().join("target/release"),
+        bin: paths::bin_dir()?,
     };
     let started = now_utc();
     eprintln!(
@@ -1498,6 +1498,9 @@ fn finish(
     if let Some(idle) = &cli.idle {
         settings.insert("idle CPUs".into(), idle.clone());
     }
+    settings
+        .entry("binaries".into())
+        .or_insert_with(paths::build);
     let results = Results {
         suite: suite.into(),
         quick: cli.quick,

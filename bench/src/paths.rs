@@ -4,7 +4,7 @@
 //! micro suite's IPv6 figures on a second one of the same paths, its underlay IPv6).
 use std::{net::IpAddr, path::PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use violin_testbed::lab::{HostKind, Lab, LabSpec, Vm};
 
 use crate::results::NetPath;
@@ -16,14 +16,38 @@ pub struct Endpoint {
     pub ip: IpAddr,
 }
 
-/// The optimised `violind` that `cargo xtask bench` builds: the figures are the daemon's
-/// as operators run it (its slow path, its observers), and a lab finds the release
-/// violinctl, violin-controller and violin-patterns beside it.
+/// The directory of the binaries a run measures: the one holding this `violin-bench`.
+/// `cargo xtask bench` builds them all optimised into `target/release`, so the figures
+/// are the daemon's as operators run it (its slow path, its observers); a lab finds
+/// violinctl, violin-controller and violin-patterns beside violind. The bench's own
+/// tests run the debug build's, which is why every report names the build.
+pub fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe
+        .parent()
+        .context("violin-bench has no directory")?
+        .into())
+}
+
+/// The build of the measured binaries, as the reports' settings name it.
+pub fn build() -> String {
+    let profile = if cfg!(debug_assertions) {
+        "debug: not the figures of an optimised build"
+    } else {
+        "release"
+    };
+    match bin_dir() {
+        Ok(dir) => format!("{} ({profile})", dir.display()),
+        Err(_) => profile.into(),
+    }
+}
+
+/// The `violind` beside this `violin-bench`.
 pub fn violind() -> Result<PathBuf> {
-    let path = violin_testbed::workspace_root().join("target/release/violind");
+    let path = bin_dir()?.join("violind");
     if !path.exists() {
         bail!(
-            "{} is missing: run `cargo xtask bench`, which builds it",
+            "{} is missing: run `cargo xtask bench`, which builds it beside violin-bench",
             path.display()
         );
     }
