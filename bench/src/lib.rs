@@ -1,7 +1,9 @@
 //! What the benchmark tools report to the harness, one JSON line each on standard output:
 //! defined once here, written by `violin-pktgen`, `violin-nemo` and `violin-patterns`, read
-//! by `violin-bench` and the tests; and the BSP exchange the last two share (`bsp`).
+//! by `violin-bench` and the tests; the BSP exchange the last two share (`bsp`); and what
+//! `violin-bench` writes, `results.json` (`results`), read back by its tests.
 pub mod bsp;
+pub mod results;
 
 pub mod reports {
     use serde::{Deserialize, Serialize};

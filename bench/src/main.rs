@@ -17,7 +17,6 @@ mod observe;
 mod paths;
 mod plot;
 mod report;
-mod results;
 mod runtime;
 mod scale;
 mod scenarios;
@@ -35,6 +34,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dataplane_common::packet::Family;
 use violin_testbed::traffic::wait_ping;
+
+use bench::results;
 
 use crate::{
     paths::{BenchLab, Endpoint},
@@ -209,6 +210,7 @@ fn run(mut cli: Cli) -> Result<()> {
         }
         return Ok(());
     }
+    let _one_run = paths::one_run_at_a_time()?;
     plot::init_font()?;
     let saved = cli.out.join(".halt-poll-ns");
     let halt_poll = match cli.halt_poll_ns {
@@ -1195,6 +1197,7 @@ fn run_scale(cli: &Cli) -> Result<()> {
         revision: git_revision(&violin_testbed::workspace_root()),
         started,
         machine: Machine::describe(),
+        binaries: paths::build(),
         reps,
         points,
     };

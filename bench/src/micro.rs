@@ -194,9 +194,8 @@ const SERVER_CPU: [&str; 2] = ["-c", "1"];
 /// scheduler it flips between the two regimes from run to run.
 const RTT_CPU: [&str; 2] = ["-c", "0"];
 
-fn pktgen() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.with_file_name("violin-pktgen")
+fn pktgen() -> Result<PathBuf> {
+    Ok(crate::paths::bin_dir()?.join("violin-pktgen"))
 }
 
 /// One of our tools' one-line reports.
@@ -231,7 +230,7 @@ pub fn busy_cpu_ns() -> Result<f64> {
 /// 64-byte frames (18 bytes of UDP payload) from `a` to `b`: received kpps and busy CPU
 /// nanoseconds per received frame.
 pub fn udp64(a: &Endpoint, b: &Endpoint, secs: f64, port: u16) -> Result<(f64, f64)> {
-    let gen = pktgen();
+    let gen = pktgen()?;
     let gen = gen.to_string_lossy();
     let bind = SocketAddr::new(b.ip, port).to_string();
     let max = format!("{}", secs + 10.0);
@@ -271,7 +270,7 @@ pub fn udp64(a: &Endpoint, b: &Endpoint, secs: f64, port: u16) -> Result<(f64, f
 
 /// UDP round trips from `a` to `b`: (p50, p99) in microseconds.
 pub fn rtt(a: &Endpoint, b: &Endpoint, count: usize, port: u16) -> Result<(f64, f64)> {
-    let gen = pktgen();
+    let gen = pktgen()?;
     let gen = gen.to_string_lossy();
     let bind = SocketAddr::new(b.ip, port).to_string();
     let echo_args = [

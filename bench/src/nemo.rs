@@ -106,7 +106,7 @@ pub fn run(bl: &BenchLab, path: NetPath, p: &Placement, r: &Regime, port: u16) -
         .map(|(rank, e)| format!("{}:{}", e.ip, port + rank as u16))
         .collect();
     let peers = peers.join(",");
-    let exe = std::env::current_exe()?.with_file_name("violin-nemo");
+    let exe = crate::paths::bin_dir()?.join("violin-nemo");
     let exe = exe.to_string_lossy();
     let (iters, halo, work) = (r.iters.to_string(), r.halo.to_string(), r.work.to_string());
     let mut children = Vec::new();

@@ -2,7 +2,10 @@
 //! ports), Linux VXLAN hosts, bare hosts whose own namespaces are the endpoints, and
 //! Violin hosts with TC VM ports. Every figure of a run is taken on this same lab (the
 //! micro suite's IPv6 figures on a second one of the same paths, its underlay IPv6).
-use std::{net::IpAddr, path::PathBuf};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context, Result};
 use violin_testbed::lab::{HostKind, Lab, LabSpec, Vm};
@@ -20,7 +23,7 @@ pub struct Endpoint {
 /// `cargo xtask bench` builds them all optimised into `target/release`, so the figures
 /// are the daemon's as operators run it (its slow path, its observers); a lab finds
 /// violinctl, violin-controller and violin-patterns beside violind. The bench's own
-/// tests run the debug build's, which is why every report names the build.
+/// tests run the debug build's, which is why the reports name the build.
 pub fn bin_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     Ok(exe
@@ -29,12 +32,15 @@ pub fn bin_dir() -> Result<PathBuf> {
         .into())
 }
 
-/// The build of the measured binaries, as the reports' settings name it.
+/// The measured build, as the reports' settings name it. It is violin-bench's own
+/// profile: `cargo` builds the binaries beside it with the same one. The eBPF object is
+/// built optimised in either (`dataplane-user/build.rs`), so only what the daemons do in
+/// user space differs in a debug build.
 pub fn build() -> String {
     let profile = if cfg!(debug_assertions) {
-        "debug: not the figures of an optimised build"
+        "debug build; the eBPF object optimised"
     } else {
-        "release"
+        "release build"
     };
     match bin_dir() {
         Ok(dir) => format!("{} ({profile})", dir.display()),
@@ -42,12 +48,30 @@ pub fn build() -> String {
     }
 }
 
+/// Holds the machine for this run until the returned file is dropped, or fails at once if
+/// another run holds it: two runs would bring up labs of the same names (each removes a
+/// lab of its name first) and profile each other's work.
+pub fn one_run_at_a_time() -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = Path::new("/run/violin-bench.lock");
+    let file = std::fs::File::create(path).with_context(|| format!("{}", path.display()))?;
+    // SAFETY: the descriptor is open (owned by `file`) for the whole call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "another violin-bench run holds {}: wait for it to end (its labs would collide \
+             with this run's)",
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
 /// The `violind` beside this `violin-bench`.
 pub fn violind() -> Result<PathBuf> {
     let path = bin_dir()?.join("violind");
     if !path.exists() {
         bail!(
-            "{} is missing: run `cargo xtask bench`, which builds it beside violin-bench",
+            "{} is missing: build it beside violin-bench (`cargo xtask bench` builds both)",
             path.display()
         );
     }

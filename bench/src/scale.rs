@@ -333,6 +333,9 @@ pub struct Results {
     pub revision: String,
     pub started: String,
     pub machine: crate::results::Machine,
+    /// violin-controller's and violinctl's build (`paths::build`); empty in runs before it.
+    #[serde(default)]
+    pub binaries: String,
     pub reps: usize,
     pub points: Vec<Point>,
 }
@@ -347,8 +350,9 @@ pub fn markdown(r: &Results) -> String {
          (register, snapshot, deltas, acknowledgements) from one process; each environment spans \
          {PER_ENV} hosts with a VM each. A change of one environment (a pair limit) is applied \
          with `violinctl apply` {} times per point and timed until every host acknowledged it. \
-         CPU and memory are the controllers' (every replica; etcd's own are not counted).\n",
-        r.revision, r.started, r.machine.cpu_model, r.machine.cpus, r.reps
+         CPU and memory are the controllers' (every replica; etcd's own are not counted). \
+         Binaries: {}.\n",
+        r.revision, r.started, r.machine.cpu_model, r.machine.cpus, r.reps, r.binaries
     );
     let _ = writeln!(
         s,

@@ -425,7 +425,7 @@ fn run(cli: Cli) -> Result<()> {
                     "controller",
                 ])?;
             }
-            let bin = workspace_root().join("target/release/violin-bench");
+            let bin = violin_testbed::target_dir().join("release/violin-bench");
             let status = Command::new(bin)
                 .args(&args)
                 .current_dir(workspace_root())
