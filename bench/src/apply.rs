@@ -372,10 +372,7 @@ pub fn run(
     );
     settings.insert("repetitions".into(), reps.to_string());
     settings.insert("primitives per repetition".into(), primitives.to_string());
-    settings.insert(
-        "binaries".into(),
-        format!("violind, violin-controller, violinctl: {}", paths::build()),
-    );
+    settings.insert("binaries".into(), paths::build());
     // The daemons' and the controller's logs (with each reconfiguration's duration).
     let logs = violin_testbed::workspace_root().join("target/bench/apply-logs");
     std::fs::create_dir_all(&logs)?;

@@ -34,8 +34,9 @@ pub fn bin_dir() -> Result<PathBuf> {
 
 /// The measured build, as the reports' settings name it. It is violin-bench's own
 /// profile: `cargo` builds the binaries beside it with the same one. The eBPF object is
-/// built optimised in either (`dataplane-user/build.rs`), so only what the daemons do in
-/// user space differs in a debug build.
+/// built optimised in either (`dataplane-user/build.rs`), so a debug build differs only in
+/// user space: the daemons' and the tools' (violin-pktgen, violin-nemo, violin-patterns,
+/// violin-bench's own).
 pub fn build() -> String {
     let profile = if cfg!(debug_assertions) {
         "debug build; the eBPF object optimised"

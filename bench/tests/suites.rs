@@ -15,9 +15,18 @@ use violin_testbed::e2e::require_root;
 
 use NetPath::{Bare, LinuxVxlan, Violin, ViolinXdp};
 
-/// Runs `violin-bench suite args... --out <a fresh directory>`; returns its results and
-/// the directory it wrote them to, with what it printed on the way.
-fn bench(suite: &str, args: &[&str]) -> (Results, PathBuf, String) {
+/// A run's output directory, removed when the test ends, passed or not.
+struct Out(PathBuf);
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `violin-bench suite args... --out <a fresh directory>`; returns its results, the
+/// directory it wrote them to (held until the caller drops it) and what it printed.
+fn bench(suite: &str, args: &[&str]) -> (Results, Out, String) {
     require_root();
     // Runs of violin-bench hold the machine one at a time (a second one fails at once):
     // here they queue instead.
@@ -28,12 +37,13 @@ fn bench(suite: &str, args: &[&str]) -> (Results, PathBuf, String) {
         args.join("").replace('/', "_"),
         std::process::id()
     ));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = Out(out);
+    let _ = std::fs::remove_dir_all(&out.0);
     let run = Command::new(env!("CARGO_BIN_EXE_violin-bench"))
         .arg(suite)
         .args(args)
         .arg("--out")
-        .arg(&out)
+        .arg(&out.0)
         .current_dir(violin_testbed::workspace_root())
         .output()
         .expect("running violin-bench");
@@ -47,10 +57,9 @@ fn bench(suite: &str, args: &[&str]) -> (Results, PathBuf, String) {
         stderr.contains("==> lab up"),
         "no progress shown:\n{stderr}"
     );
-    let dir = out.join(suite);
-    let json = std::fs::read(dir.join("results.json")).expect("results.json");
+    let json = std::fs::read(out.0.join(suite).join("results.json")).expect("results.json");
     let results = serde_json::from_slice(&json).expect("results.json parses");
-    (results, dir, stderr)
+    (results, out, stderr)
 }
 
 /// metric -> path -> the repetitions' values.
@@ -112,16 +121,14 @@ fn assert_names_the_build(results: &Results) {
 
 const COSTS: [&str; 4] = ["encap_ns_64", "encap_ns_mtu", "decap_ns_64", "decap_ns_mtu"];
 
-/// `bench cost --against` another build of the object: both builds' figures and their
-/// ratios. Here the other build is this one's, so a ratio far from 1 would mean the two
-/// are not timed alike; the bound is loose enough for a noisy machine (two different
-/// builds have measured 0.85-1.10x).
+/// `bench cost --against` another build of the object: both builds' figures, timed in
+/// turns, and each repetition's ratio of the two (here the other build is this one's).
 #[test]
 fn cost_times_both_modes_programs_against_another_object() {
     let object = violin_testbed::target_dir().join("ebpf/dataplane-ebpf");
     let object = object.to_str().unwrap();
     let args = ["--reps", "2", "--mtus", "1500", "--against", object];
-    let (results, dir, _) = bench("cost", &args);
+    let (results, out, _) = bench("cost", &args);
     let mut metrics = Vec::new();
     for id in COSTS {
         metrics.extend([id.into(), format!("{id}_against"), format!("{id}_ratio")]);
@@ -129,12 +136,23 @@ fn cost_times_both_modes_programs_against_another_object() {
     let all = figures(&results);
     assert_figures(&all, &metrics, &[Violin, ViolinXdp], 2);
     assert_declares(&results, &metrics);
-    for (metric, per_path) in all {
-        if metric.ends_with("_ratio") {
-            for (path, values) in per_path {
+    let of = |metric: &str, path: NetPath, rep: usize| {
+        let s = results
+            .samples
+            .iter()
+            .find(|s| (s.metric.as_str(), s.path, s.rep) == (metric, path, rep));
+        s.unwrap_or_else(|| panic!("no {metric} on {path:?} in repetition {rep}"))
+            .value
+    };
+    for id in COSTS {
+        for path in [Violin, ViolinXdp] {
+            for rep in 0..2 {
+                let ours = of(id, path, rep);
+                let theirs = of(&format!("{id}_against"), path, rep);
+                let ratio = of(&format!("{id}_ratio"), path, rep);
                 assert!(
-                    values.iter().all(|r| (0.25..4.0).contains(r)),
-                    "{metric} on {path:?}: the same object timed against itself gave {values:?}"
+                    (ratio - ours / theirs).abs() <= 1e-9 * ratio,
+                    "{id} on {path:?}, repetition {rep}: ratio {ratio} of {ours} over {theirs}"
                 );
             }
         }
@@ -142,63 +160,154 @@ fn cost_times_both_modes_programs_against_another_object() {
     assert_eq!(results.settings["underlay"], "IPv4");
     assert_eq!(results.settings["against"], object);
     assert_names_the_build(&results);
-    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let report = std::fs::read_to_string(out.0.join("cost/report.md")).unwrap();
     assert!(report.contains("Encapsulation (VM port program), 64-byte frame"));
-    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
 }
 
 #[test]
 fn cost_over_an_ipv6_underlay_names_its_figures_ipv6() {
-    let (results, dir, _) = bench("cost", &["--ipv6", "--reps", "1", "--mtus", "1500"]);
+    let (results, _out, _) = bench("cost", &["--ipv6", "--reps", "1", "--mtus", "1500"]);
     let metrics: Vec<String> = COSTS.iter().map(|id| format!("ipv6_{id}")).collect();
     assert_figures(&figures(&results), &metrics, &[Violin, ViolinXdp], 1);
     assert_declares(&results, &metrics);
     assert_eq!(results.settings["underlay"], "IPv6");
     assert_names_the_build(&results);
-    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
 }
+
+/// The line-rate figures' ids: (each stage's, the whole path's).
+fn linerate_metrics() -> (Vec<String>, Vec<String>) {
+    let mut stages = Vec::new();
+    let mut whole = Vec::new();
+    for size in ["64", "mtu"] {
+        for cpu in ["", "_cpu"] {
+            stages.push(format!("lr_encap_{size}{cpu}"));
+            stages.push(format!("lr_decap_{size}{cpu}"));
+            whole.push(format!("lr_path_{size}{cpu}"));
+        }
+    }
+    (stages, whole)
+}
+
+const TUNNELS: [NetPath; 3] = [LinuxVxlan, Violin, ViolinXdp];
+const PATHS: [NetPath; 4] = [Bare, LinuxVxlan, Violin, ViolinXdp];
+/// The paths as flame graphs' file names spell them.
+const SLUGS: [&str; 4] = ["bare", "linux-vxlan", "violin", "violin-xdp"];
+
+/// The line-rate flame graphs at 1500: the whole path of every path, each stage of every
+/// tunnel.
+fn linerate_flame_graphs() -> Vec<String> {
+    let mut files: Vec<String> = SLUGS
+        .iter()
+        .map(|p| format!("flame-lr-path-{p}-1500.svg"))
+        .collect();
+    for stage in ["encap", "decap"] {
+        files.extend(
+            SLUGS[1..]
+                .iter()
+                .map(|p| format!("flame-lr-{stage}-{p}-1500.svg")),
+        );
+    }
+    files
+}
+
+/// Without perf a suite takes its figures but no flame graph.
+fn require_perf() {
+    let perf = Command::new("perf").arg("--version").output();
+    assert!(
+        perf.is_ok_and(|o| o.status.success()),
+        "perf is needed for the flame graphs: run `cargo xtask setup` (it installs linux-perf)"
+    );
+}
+
+/// The run profiled exactly `files`, and its report links each, an SVG.
+fn assert_flame_graphs(results: &Results, dir: &Path, files: &[String], stderr: &str) {
+    let linked: BTreeSet<&str> = results
+        .profiles
+        .keys()
+        .map(|title| {
+            title
+                .split("](")
+                .nth(1)
+                .and_then(|rest| rest.split(')').next())
+                .unwrap_or_else(|| panic!("no flame graph linked in {title:?}"))
+        })
+        .collect();
+    let expected: BTreeSet<&str> = files.iter().map(String::as_str).collect();
+    assert_eq!(linked, expected, "flame graphs; the run said:\n{stderr}");
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for file in linked {
+        assert!(report.contains(file), "report.md does not link {file}");
+        let svg = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(svg.contains("<svg"), "{file} is not an SVG");
+    }
+}
+
+/// --quick's repetitions.
+const QUICK_REPS: usize = 2;
 
 /// The line-rate figures: Mpps and CPU per frame at 64 bytes and at MTU size, per stage on
 /// every tunnelled path and for the whole path on every path, and a flame graph of each
 /// 64-byte figure linked from the report.
 #[test]
 fn linerate_measures_every_stage_of_every_path_with_flame_graphs() {
-    let (results, dir, stderr) = bench("linerate", &["--quick", "--mtus", "1500"]);
-    let reps: usize = results.settings["repetitions"].parse().unwrap();
-    let mut stages = Vec::new();
-    let mut path = Vec::new();
-    for size in ["64", "mtu"] {
-        for cpu in ["", "_cpu"] {
-            stages.push(format!("lr_encap_{size}{cpu}"));
-            stages.push(format!("lr_decap_{size}{cpu}"));
-            path.push(format!("lr_path_{size}{cpu}"));
-        }
-    }
-    let tunnels = [LinuxVxlan, Violin, ViolinXdp];
+    require_perf();
+    let (results, out, stderr) = bench("linerate", &["--quick", "--mtus", "1500"]);
+    assert_eq!(results.settings["repetitions"], QUICK_REPS.to_string());
+    let (stages, whole) = linerate_metrics();
     let all = figures(&results);
-    assert_figures(&all, &stages, &tunnels, reps);
-    assert_figures(&all, &path, &[Bare, LinuxVxlan, Violin, ViolinXdp], reps);
-    assert_declares(&results, &[stages, path].concat());
+    assert_figures(&all, &stages, &TUNNELS, QUICK_REPS);
+    assert_figures(&all, &whole, &PATHS, QUICK_REPS);
+    assert_declares(&results, &[stages, whole].concat());
     assert_names_the_build(&results);
+    let dir = out.0.join("linerate");
+    assert_flame_graphs(&results, &dir, &linerate_flame_graphs(), &stderr);
+}
 
-    // Ten flame graphs: the whole path of every path, each stage of every tunnel.
-    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
-    let profiles = &results.profiles;
-    assert_eq!(
-        profiles.len(),
-        4 + 2 * tunnels.len(),
-        "{:?}; the run said:\n{stderr}",
-        profiles.keys()
+/// The micro suite, whose figures the README's table comes from: bulk TCP (and its split
+/// between sending and receiving host), 64-byte frames, round trips and the programs'
+/// run-time cost on their frames, each again over an IPv6 underlay; the programs' test-run
+/// costs over both underlays; the line-rate figures; and flame graphs of one TCP stream and
+/// of the 64-byte flood on every path beside the line rate's.
+#[test]
+fn micro_takes_every_figure_and_flame_graph_on_every_path() {
+    require_perf();
+    let (results, out, stderr) = bench("micro", &["--quick", "--mtus", "1500"]);
+    assert_eq!(results.settings["repetitions"], QUICK_REPS.to_string());
+    let both = |ids: &[&str]| -> Vec<String> {
+        let v4 = ids.iter().map(|id| id.to_string());
+        v4.clone()
+            .chain(v4.map(|id| format!("ipv6_{id}")))
+            .collect()
+    };
+    let socket = both(&[
+        "tcp1",
+        "tcp4",
+        "udp64_rate",
+        "udp64_cpu",
+        "rtt_p50",
+        "rtt_p99",
+    ]);
+    let programs = both(
+        &["run_encap_ns", "run_decap_ns"]
+            .iter()
+            .chain(&COSTS)
+            .copied()
+            .collect::<Vec<_>>(),
     );
-    for title in profiles.keys() {
-        let file = title
-            .split("](")
-            .nth(1)
-            .and_then(|rest| rest.split(')').next())
-            .unwrap_or_else(|| panic!("no flame graph linked in {title:?}"));
-        assert!(report.contains(file), "report.md does not link {file}");
-        let svg = std::fs::read_to_string(dir.join(file)).unwrap();
-        assert!(svg.contains("<svg"), "{file} is not an SVG");
+    let split = vec!["tcp1_send".to_string(), "tcp1_recv".to_string()];
+    let (stages, whole) = linerate_metrics();
+    let all = figures(&results);
+    assert_figures(&all, &socket, &PATHS, QUICK_REPS);
+    assert_figures(&all, &programs, &[Violin, ViolinXdp], QUICK_REPS);
+    // A Violin VM (TC mode) against a Linux VXLAN one, each way.
+    assert_figures(&all, &split, &[LinuxVxlan, Violin], QUICK_REPS);
+    assert_figures(&all, &stages, &TUNNELS, QUICK_REPS);
+    assert_figures(&all, &whole, &PATHS, QUICK_REPS);
+    assert_declares(&results, &[socket, programs, split, stages, whole].concat());
+    assert_names_the_build(&results);
+    let mut files = linerate_flame_graphs();
+    for figure in ["tcp1", "udp64"] {
+        files.extend(SLUGS.iter().map(|p| format!("flame-{figure}-{p}-1500.svg")));
     }
-    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+    assert_flame_graphs(&results, &out.0.join("micro"), &files, &stderr);
 }
