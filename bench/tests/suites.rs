@@ -13,7 +13,7 @@ use std::{
 use bench::results::{NetPath, Results};
 use violin_testbed::e2e::require_root;
 
-use NetPath::{Bare, LinuxVxlan, Violin, ViolinXdp};
+use NetPath::{LinuxVxlan, Violin, ViolinXdp};
 
 /// A run's output directory, removed when the test ends, passed or not.
 struct Out(PathBuf);
@@ -189,22 +189,19 @@ fn linerate_metrics() -> (Vec<String>, Vec<String>) {
 }
 
 const TUNNELS: [NetPath; 3] = [LinuxVxlan, Violin, ViolinXdp];
-const PATHS: [NetPath; 4] = [Bare, LinuxVxlan, Violin, ViolinXdp];
-/// The paths as flame graphs' file names spell them.
-const SLUGS: [&str; 4] = ["bare", "linux-vxlan", "violin", "violin-xdp"];
 
 /// The line-rate flame graphs at 1500: the whole path of every path, each stage of every
 /// tunnel.
 fn linerate_flame_graphs() -> Vec<String> {
-    let mut files: Vec<String> = SLUGS
+    let mut files: Vec<String> = NetPath::ALL
         .iter()
-        .map(|p| format!("flame-lr-path-{p}-1500.svg"))
+        .map(|p| format!("flame-lr-path-{}-1500.svg", p.slug()))
         .collect();
     for stage in ["encap", "decap"] {
         files.extend(
-            SLUGS[1..]
+            TUNNELS
                 .iter()
-                .map(|p| format!("flame-lr-{stage}-{p}-1500.svg")),
+                .map(|p| format!("flame-lr-{stage}-{}-1500.svg", p.slug())),
         );
     }
     files
@@ -256,7 +253,7 @@ fn linerate_measures_every_stage_of_every_path_with_flame_graphs() {
     let (stages, whole) = linerate_metrics();
     let all = figures(&results);
     assert_figures(&all, &stages, &TUNNELS, QUICK_REPS);
-    assert_figures(&all, &whole, &PATHS, QUICK_REPS);
+    assert_figures(&all, &whole, &NetPath::ALL, QUICK_REPS);
     assert_declares(&results, &[stages, whole].concat());
     assert_names_the_build(&results);
     let dir = out.0.join("linerate");
@@ -297,17 +294,21 @@ fn micro_takes_every_figure_and_flame_graph_on_every_path() {
     let split = vec!["tcp1_send".to_string(), "tcp1_recv".to_string()];
     let (stages, whole) = linerate_metrics();
     let all = figures(&results);
-    assert_figures(&all, &socket, &PATHS, QUICK_REPS);
+    assert_figures(&all, &socket, &NetPath::ALL, QUICK_REPS);
     assert_figures(&all, &programs, &[Violin, ViolinXdp], QUICK_REPS);
     // A Violin VM (TC mode) against a Linux VXLAN one, each way.
     assert_figures(&all, &split, &[LinuxVxlan, Violin], QUICK_REPS);
     assert_figures(&all, &stages, &TUNNELS, QUICK_REPS);
-    assert_figures(&all, &whole, &PATHS, QUICK_REPS);
+    assert_figures(&all, &whole, &NetPath::ALL, QUICK_REPS);
     assert_declares(&results, &[socket, programs, split, stages, whole].concat());
     assert_names_the_build(&results);
     let mut files = linerate_flame_graphs();
     for figure in ["tcp1", "udp64"] {
-        files.extend(SLUGS.iter().map(|p| format!("flame-{figure}-{p}-1500.svg")));
+        files.extend(
+            NetPath::ALL
+                .iter()
+                .map(|p| format!("flame-{figure}-{}-1500.svg", p.slug())),
+        );
     }
     assert_flame_graphs(&results, &out.0.join("micro"), &files, &stderr);
 }
