@@ -16,7 +16,8 @@ pub struct Config {
     /// it keeps seeing the machine's bpffs.
     #[serde(default)]
     pub netns: Option<Name>,
-    /// aya-log debug messages from the XDP programs (costly; off by default).
+    /// aya-log debug messages from the datapath's programs, XDP and TC (costly; off by
+    /// default).
     #[serde(default)]
     pub debug_datapath: bool,
     /// How frames from VM ports enter the datapath.
