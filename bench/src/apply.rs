@@ -27,10 +27,7 @@ use violin_testbed::{
     traffic::ping,
 };
 
-use crate::{
-    paths,
-    results::{Better, Metric, NetPath, Results, Sample},
-};
+use crate::results::{Better, Metric, NetPath, Results, Sample};
 
 pub const HOSTS: usize = 8;
 pub const VMS: usize = 28;
@@ -372,7 +369,6 @@ pub fn run(
     );
     settings.insert("repetitions".into(), reps.to_string());
     settings.insert("primitives per repetition".into(), primitives.to_string());
-    settings.insert("binaries".into(), paths::build());
     // The daemons' and the controller's logs (with each reconfiguration's duration).
     let logs = violin_testbed::workspace_root().join("target/bench/apply-logs");
     std::fs::create_dir_all(&logs)?;
